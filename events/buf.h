@@ -1,0 +1,34 @@
+/*
+ * A growable byte buffer used to build SQL parameters and JSON text.
+ * Allocation failure is sticky: once an append fails, the buffer is
+ * marked failed, later appends are no-ops, and es_buf_failed() tells the
+ * caller once at the end instead of after every call.
+ */
+#ifndef ES_BUF_H
+#define ES_BUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct es_buf {
+    char *data;     /* NUL-terminated while !failed; owned */
+    size_t len;
+    size_t cap;
+    bool failed;
+} es_buf;
+
+#define ES_BUF_INIT {NULL, 0, 0, false}
+
+void es_buf_append(es_buf *b, const char *s, size_t n);
+void es_buf_puts(es_buf *b, const char *s);
+void es_buf_printf(es_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Appends s as a JSON string literal, quotes included. */
+void es_buf_json_string(es_buf *b, const char *s);
+/* Empties the buffer, keeping its memory. */
+void es_buf_reset(es_buf *b);
+bool es_buf_failed(const es_buf *b);
+/* Frees the memory; the buffer is then empty and reusable. */
+void es_buf_free(es_buf *b);
+
+#endif

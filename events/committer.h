@@ -1,0 +1,35 @@
+/*
+ * Group commit shared by many threads.  Callers hand in one append each
+ * and block; a few committer threads, each with its own store connection,
+ * take everything queued (up to a batch size) and append it with
+ * es_store_append_many: one transaction and one WAL flush for the whole
+ * batch.  Under load, batches grow by themselves, so throughput rises with
+ * concurrency while a lone caller still pays one round trip.
+ */
+#ifndef ES_COMMITTER_H
+#define ES_COMMITTER_H
+
+#include <stddef.h>
+
+#include "store.h"
+
+typedef struct es_committer es_committer;
+
+/*
+ * Starts nconns committer threads (1..64), each connected to conninfo,
+ * batching up to max_batch appends (1..256).  *out NULL on failure.
+ */
+es_status es_committer_create(es_committer **out, const char *conninfo,
+                              int nconns, size_t max_batch, es_error *err);
+
+/* Stops the threads after the queued appends are done; frees c. */
+void es_committer_destroy(es_committer *c);
+
+/*
+ * Appends req (borrowed until the call returns) as part of the next batch
+ * and waits for its result.  Thread-safe.  Returns res->status.
+ */
+es_status es_committer_append(es_committer *c, const es_append_req *req,
+                              es_append_result *res);
+
+#endif

@@ -1,0 +1,201 @@
+/*
+ * Validation of writers' input and the feed position's text form.  The
+ * JSON checks use jansson with its default strictness, which matches what
+ * PostgreSQL's jsonb accepts closely enough that a checked event never
+ * fails inside the append transaction (it rejects \u0000, as jsonb does).
+ */
+#include "event.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void
+es_position_format(es_position p, char *out)
+{
+    snprintf(out, ES_POSITION_TEXT_MAX, "%" PRIu64 "-%" PRId64, p.txid, p.gpos);
+}
+
+static bool
+parse_u64(const char *s, const char *end, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (s == end || end - s > 20)
+        return false;
+    for (; s < end; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+        if (v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
+            return false;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    *out = v;
+    return true;
+}
+
+bool
+es_position_parse(const char *s, es_position *p)
+{
+    const char *dash = strchr(s, '-');
+    uint64_t txid, gpos;
+
+    if (dash == NULL || !parse_u64(s, dash, &txid) ||
+        !parse_u64(dash + 1, dash + 1 + strlen(dash + 1), &gpos) ||
+        gpos > (uint64_t)INT64_MAX)
+        return false;
+    p->txid = txid;
+    p->gpos = (int64_t)gpos;
+    return true;
+}
+
+int
+es_position_cmp(es_position a, es_position b)
+{
+    if (a.txid != b.txid)
+        return a.txid < b.txid ? -1 : 1;
+    if (a.gpos != b.gpos)
+        return a.gpos < b.gpos ? -1 : 1;
+    return 0;
+}
+
+bool
+es_text_printable(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+
+    while (p < end) {
+        unsigned c = *p;
+        int extra;
+        uint32_t cp;
+
+        if (c < 0x80) {
+            if (c < 0x20 || c == 0x7f)
+                return false;
+            p++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf) {
+            extra = 1;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            extra = 2;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            extra = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (end - p <= extra)
+            return false;
+        for (int i = 1; i <= extra; i++) {
+            if ((p[i] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (p[i] & 0x3f);
+        }
+        /* overlong forms, surrogates, beyond U+10FFFF, C1 controls */
+        if ((extra == 2 && cp < 0x800) || (extra == 3 && cp < 0x10000) ||
+            (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff ||
+            (cp >= 0x80 && cp <= 0x9f))
+            return false;
+        p += extra + 1;
+    }
+    return true;
+}
+
+es_status
+es_stream_id_check(const char *stream, const char *field, es_error *err)
+{
+    size_t n;
+
+    if (stream == NULL || stream[0] == '\0')
+        return es_error_set(err, ES_EINVALID, "stream_id_empty", field,
+                            "stream id is empty");
+    n = strlen(stream);
+    if (n > ES_STREAM_ID_MAX)
+        return es_error_set(err, ES_EINVALID, "stream_id_too_long", field,
+                            "stream id is %zu bytes long, at most %d are allowed",
+                            n, ES_STREAM_ID_MAX);
+    if (!es_text_printable(stream, n))
+        return es_error_set(err, ES_EINVALID, "stream_id_invalid", field,
+                            "stream id contains a control character or invalid UTF-8");
+    return ES_OK;
+}
+
+/* Checks that text is one JSON object; what names the member ("data"). */
+static es_status
+check_object(const char *text, size_t index, const char *what, es_error *err)
+{
+    json_error_t jerr;
+    json_t *v;
+    char field[64];
+
+    snprintf(field, sizeof field, "events[%zu].%s", index, what);
+    v = json_loads(text, JSON_DECODE_ANY, &jerr);
+    if (v == NULL)
+        return es_error_set(err, ES_EINVALID, "invalid_json", field,
+                            "%s of event %zu is not valid JSON at byte %d: %s",
+                            what, index, jerr.position, jerr.text);
+    if (!json_is_object(v)) {
+        json_decref(v);
+        return es_error_set(err, ES_EINVALID, "not_an_object", field,
+                            "%s of event %zu is not a JSON object", what, index);
+    }
+    json_decref(v);
+    return ES_OK;
+}
+
+es_status
+es_new_event_check(const es_new_event *ev, size_t index, size_t max_size,
+                   es_error *err)
+{
+    char field[64];
+    size_t tlen, size;
+    es_status st;
+
+    snprintf(field, sizeof field, "events[%zu].type", index);
+    if (ev->type == NULL || ev->type[0] == '\0')
+        return es_error_set(err, ES_EINVALID, "type_empty", field,
+                            "type of event %zu is empty", index);
+    tlen = strlen(ev->type);
+    if (tlen > ES_TYPE_MAX)
+        return es_error_set(err, ES_EINVALID, "type_too_long", field,
+                            "type of event %zu is %zu bytes long, at most %d are allowed",
+                            index, tlen, ES_TYPE_MAX);
+    if (!es_text_printable(ev->type, tlen))
+        return es_error_set(err, ES_EINVALID, "type_invalid", field,
+                            "type of event %zu contains a control character or invalid UTF-8",
+                            index);
+    if (ev->event_id != NULL && ev->event_id[0] != '\0' && !es_uuid_valid(ev->event_id)) {
+        snprintf(field, sizeof field, "events[%zu].event_id", index);
+        return es_error_set(err, ES_EINVALID, "event_id_invalid", field,
+                            "event_id of event %zu is not a UUID", index);
+    }
+    if (ev->schema_version < 0) {
+        snprintf(field, sizeof field, "events[%zu].schema_version", index);
+        return es_error_set(err, ES_EINVALID, "schema_version_invalid", field,
+                            "schema_version of event %zu is %d, it must be at least 1",
+                            index, ev->schema_version);
+    }
+    if (ev->data == NULL) {
+        snprintf(field, sizeof field, "events[%zu].data", index);
+        return es_error_set(err, ES_EINVALID, "data_missing", field,
+                            "data of event %zu is missing", index);
+    }
+    size = tlen + strlen(ev->data) + (ev->metadata ? strlen(ev->metadata) : 0);
+    if (size > max_size) {
+        snprintf(field, sizeof field, "events[%zu]", index);
+        return es_error_set(err, ES_ETOOLARGE, "event_too_large", field,
+                            "event %zu is %zu bytes, the limit is %zu", index,
+                            size, max_size);
+    }
+    if ((st = check_object(ev->data, index, "data", err)) != ES_OK)
+        return st;
+    if (ev->metadata != NULL &&
+        (st = check_object(ev->metadata, index, "metadata", err)) != ES_OK)
+        return st;
+    return ES_OK;
+}

@@ -1,0 +1,174 @@
+/*
+ * SHA-1 (FIPS 180-4) and the UUID helpers built on it.  SHA-1 is used only
+ * because RFC 4122 version 5 prescribes it; nothing here relies on it for
+ * security.
+ */
+#include "uuid.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+static uint32_t
+rol(uint32_t x, int n)
+{
+    return (x << n) | (x >> (32 - n));
+}
+
+static void
+sha1_block(uint32_t h[5], const unsigned char *p)
+{
+    uint32_t w[80], a, b, c, d, e, f, k, t;
+    int i;
+
+    for (i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+               (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
+    for (; i < 80; i++)
+        w[i] = rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    a = h[0]; b = h[1]; c = h[2]; d = h[3]; e = h[4];
+    for (i = 0; i < 80; i++) {
+        if (i < 20) {
+            f = (b & c) | (~b & d);
+            k = 0x5A827999;
+        } else if (i < 40) {
+            f = b ^ c ^ d;
+            k = 0x6ED9EBA1;
+        } else if (i < 60) {
+            f = (b & c) | (b & d) | (c & d);
+            k = 0x8F1BBCDC;
+        } else {
+            f = b ^ c ^ d;
+            k = 0xCA62C1D6;
+        }
+        t = rol(a, 5) + f + e + k + w[i];
+        e = d; d = c; c = rol(b, 30); b = a; a = t;
+    }
+    h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e;
+}
+
+void
+es__sha1(const void *data, size_t len, unsigned char digest[20])
+{
+    uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+    const unsigned char *p = data;
+    unsigned char tail[128];
+    size_t rest = len % 64, tlen, i;
+    uint64_t bits = (uint64_t)len * 8;
+
+    for (i = 0; i + 64 <= len; i += 64)
+        sha1_block(h, p + i);
+    memcpy(tail, p + len - rest, rest);
+    tail[rest] = 0x80;
+    tlen = rest < 56 ? 64 : 128;
+    memset(tail + rest + 1, 0, tlen - rest - 1);
+    for (i = 0; i < 8; i++)
+        tail[tlen - 1 - i] = (unsigned char)(bits >> (8 * i));
+    sha1_block(h, tail);
+    if (tlen == 128)
+        sha1_block(h, tail + 64);
+    for (i = 0; i < 5; i++) {
+        digest[4 * i] = (unsigned char)(h[i] >> 24);
+        digest[4 * i + 1] = (unsigned char)(h[i] >> 16);
+        digest[4 * i + 2] = (unsigned char)(h[i] >> 8);
+        digest[4 * i + 3] = (unsigned char)h[i];
+    }
+}
+
+static int
+hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+bool
+es_uuid_valid(const char *s)
+{
+    int i;
+
+    for (i = 0; i < ES_UUID_LEN; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-')
+                return false;
+        } else if (hexval(s[i]) < 0) {
+            return false;
+        }
+    }
+    return s[ES_UUID_LEN] == '\0';
+}
+
+static void
+uuid_parse_bytes(const char *s, unsigned char out[16])
+{
+    int i, j = 0;
+
+    for (i = 0; i < ES_UUID_LEN && j < 16; i++) {
+        if (s[i] == '-')
+            continue;
+        out[j++] = (unsigned char)(hexval(s[i]) << 4 | hexval(s[i + 1]));
+        i++;
+    }
+}
+
+static void
+uuid_format(const unsigned char b[16], char *out)
+{
+    snprintf(out, ES_UUID_LEN + 1,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9],
+             b[10], b[11], b[12], b[13], b[14], b[15]);
+}
+
+void
+es__uuid_v5(const char *ns, const void *name, size_t len, char *out)
+{
+    unsigned char stackbuf[256], digest[20], *buf = stackbuf;
+
+    /* The whole name is hashed: cutting it would make ids collide. */
+    if (len + 16 > sizeof stackbuf && (buf = malloc(len + 16)) == NULL)
+        abort();    /* a few hundred bytes; nothing sensible to return */
+    uuid_parse_bytes(ns, buf);
+    memcpy(buf + 16, name, len);
+    es__sha1(buf, 16 + len, digest);
+    if (buf != stackbuf)
+        free(buf);
+    digest[6] = (unsigned char)((digest[6] & 0x0F) | 0x50);
+    digest[8] = (unsigned char)((digest[8] & 0x3F) | 0x80);
+    uuid_format(digest, out);
+}
+
+void
+es_uuid_derive(const char *command_id, unsigned index, char *out)
+{
+    char stackname[256], *name = stackname;
+    size_t size = strlen(command_id) + 16;
+    int n;
+
+    if (size > sizeof stackname && (name = malloc(size)) == NULL)
+        abort();
+    n = snprintf(name, size, "%s/%u", command_id, index);
+    es__uuid_v5(ES_UUID_NAMESPACE, name, (size_t)n, out);
+    if (name != stackname)
+        free(name);
+}
+
+bool
+es_uuid_random(char *out)
+{
+    unsigned char b[16];
+
+    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
+        return false;
+    b[6] = (unsigned char)((b[6] & 0x0F) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3F) | 0x80);
+    uuid_format(b, out);
+    return true;
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# deps.sh - install the Debian packages this project needs to build and test
+# (compilers, client libraries, Check, and the PostgreSQL 15 / Redis / NATS
+# servers that scripts/servers.sh runs privately).
+#
+# Fast no-op when everything is already installed: no apt-get call at all.
+# Otherwise runs `apt-get update` once and installs only what is missing
+# (needs root). Installing does not start anything we rely on: the project
+# runs its own servers with scripts/servers.sh, never the system services
+# (which Debian's policy-rc.d, or the lack of an init system, keeps stopped).
+set -euo pipefail
+
+PACKAGES=(
+    build-essential pkg-config
+    libpq-dev libhiredis-dev libnats-dev libjansson-dev
+    check libsubunit-dev libmicrohttpd-dev
+    postgresql-15 postgresql-client-15 postgresql-contrib
+    redis-server redis-tools
+    nats-server
+    clang libclang-rt-14-dev
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    if [[ $status != "install ok installed" ]]; then
+        missing+=("$pkg")
+    fi
+done
+
+if ((${#missing[@]} == 0)); then
+    echo "deps: all ${#PACKAGES[@]} packages already installed"
+    exit 0
+fi
+
+echo "deps: missing packages: ${missing[*]}"
+if [[ $(id -u) -ne 0 ]]; then
+    echo "deps: error: installing packages needs root; run as root (e.g. sudo $0)" >&2
+    exit 1
+fi
+
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "deps: installed: ${missing[*]}"

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs every test program of one build (build/plain or build/san) against
+# the project's private servers: starts them if needed, gives the tests a
+# freshly created and migrated database, and prints one closing line
+# "tests: N passed, N failed" summed over all programs.
+set -euo pipefail
+
+build=${1:-build/plain}
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+scripts/servers.sh start >/dev/null
+eval "$(scripts/servers.sh env)"
+
+pgbin=/usr/lib/postgresql/15/bin
+base="host=$ES_PG_HOST port=$ES_PG_PORT user=$ES_PG_USER"
+db=es_test
+"$pgbin/psql" "$base dbname=postgres" -v ON_ERROR_STOP=1 -qAt \
+    -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
+export ES_TEST_CONNINFO="$base dbname=$db"
+export ES_TEST_ADMIN_CONNINFO="$base dbname=postgres"
+export ES_TEST_MIGRATIONS="$root/migrations"
+ES_PG_CONNINFO=$ES_TEST_CONNINFO "$build/esctl" migrate >/dev/null
+
+# Any sanitizer report fails the test that caused it (leaks included).
+export ASAN_OPTIONS=detect_leaks=1:exitcode=23:abort_on_error=0
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export LSAN_OPTIONS=exitcode=23
+
+passed=0 failed=0 programs_failed=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+for t in "$build"/tests/test_*; do
+    [ -x "$t" ] || continue
+    echo "== $(basename "$t")"
+    rc=0
+    "$t" 2>&1 | tee "$log" || rc=$?
+    rc=${PIPESTATUS[0]}
+    line=$(grep -Eo 'Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+' "$log" | tail -n 1 || true)
+    if [ -n "$line" ]; then
+        read -r checks fails errors <<<"$(echo "$line" | tr -dc '0-9 ' | tr -s ' ')"
+        passed=$((passed + checks - fails - errors))
+        failed=$((failed + fails + errors))
+    fi
+    if [ "$rc" -ne 0 ]; then
+        programs_failed=$((programs_failed + 1))
+        [ -n "$line" ] || failed=$((failed + 1))
+    fi
+done
+echo "tests ($build): $passed passed, $failed failed"
+[ "$programs_failed" -eq 0 ] && [ "$failed" -eq 0 ]

@@ -1,0 +1,543 @@
+/*
+ * Integration tests of events/store.c on the real PostgreSQL: expected
+ * versions, conflicts, idempotent retries, id clashes, reads, group
+ * commit, upcasting on read, validation, and behaviour when the
+ * connection is lost.
+ */
+#include <libpq-fe.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "store.h"
+
+static es_store *
+open_store(void)
+{
+    es_store *s = NULL;
+    es_error err;
+
+    ck_assert_msg(es_store_open(&s, th_conninfo(), &err) == ES_OK, "open: %s", err.message);
+    return s;
+}
+
+static es_append_result
+append(es_store *s, const char *stream, int64_t expected, const es_new_event *evs, size_t n)
+{
+    es_append_req req = {stream, expected, evs, n};
+    es_append_result res;
+
+    es_store_append(s, &req, &res);
+    return res;
+}
+
+static es_new_event
+ev(const char *id, const char *type, const char *data)
+{
+    es_new_event e = {id, type, 1, data, NULL};
+    return e;
+}
+
+START_TEST(expected_versions)
+{
+    es_store *s = open_store();
+    char stream[64];
+    es_new_event e = ev(NULL, "Happened", "{\"n\":1}");
+    es_new_event two[2] = {ev(NULL, "A", "{}"), ev(NULL, "B", "{}")};
+    es_append_result r;
+
+    th_unique(stream, sizeof stream, "exp");
+    r = append(s, stream, ES_EXPECT_EXISTS, &e, 1);
+    ck_assert_int_eq(r.status, ES_ECONFLICT);
+    ck_assert_int_eq(r.err.actual_version, -1);
+    r = append(s, stream, 0, &e, 1);
+    ck_assert_int_eq(r.status, ES_ECONFLICT);
+    ck_assert_int_eq(r.err.actual_version, -1);
+
+    r = append(s, stream, ES_EXPECT_NO_STREAM, &e, 1);
+    ck_assert_int_eq(r.status, ES_OK);
+    ck_assert(!r.duplicate);
+    ck_assert_int_eq(r.first_version, 0);
+    ck_assert_int_eq(r.last_version, 0);
+    ck_assert_int_gt(r.position.gpos, 0);
+    ck_assert(r.position.txid > 0);
+
+    r = append(s, stream, ES_EXPECT_NO_STREAM, &e, 1);
+    ck_assert_int_eq(r.status, ES_ECONFLICT);
+    ck_assert_int_eq(r.err.actual_version, 0);
+    ck_assert_str_eq(r.err.code, "version_conflict");
+
+    r = append(s, stream, 0, two, 2);
+    ck_assert_int_eq(r.status, ES_OK);
+    ck_assert_int_eq(r.first_version, 1);
+    ck_assert_int_eq(r.last_version, 2);
+
+    r = append(s, stream, 1, &e, 1);
+    ck_assert_int_eq(r.status, ES_ECONFLICT);
+    ck_assert_int_eq(r.err.actual_version, 2);
+
+    r = append(s, stream, ES_EXPECT_EXISTS, &e, 1);
+    ck_assert_int_eq(r.status, ES_OK);
+    ck_assert_int_eq(r.last_version, 3);
+    r = append(s, stream, ES_EXPECT_ANY, &e, 1);
+    ck_assert_int_eq(r.status, ES_OK);
+    ck_assert_int_eq(r.last_version, 4);
+
+    th_unique(stream, sizeof stream, "any");
+    r = append(s, stream, ES_EXPECT_ANY, two, 2);
+    ck_assert_int_eq(r.status, ES_OK);
+    ck_assert_int_eq(r.first_version, 0);
+    ck_assert_int_eq(r.last_version, 1);
+    es_store_close(s);
+}
+END_TEST
+
+START_TEST(idempotent_retry)
+{
+    es_store *s = open_store();
+    char stream[64], id0[ES_UUID_LEN + 1], id1[ES_UUID_LEN + 1], cmd[64];
+    es_new_event evs[2];
+    es_append_result first, again;
+    es_page *p;
+    es_error err;
+
+    th_unique(stream, sizeof stream, "idem");
+    th_unique(cmd, sizeof cmd, "cmd");
+    es_uuid_derive(cmd, 0, id0);
+    es_uuid_derive(cmd, 1, id1);
+    evs[0] = ev(id0, "A", "{\"x\":1}");
+    evs[1] = ev(id1, "B", "{\"x\":2}");
+    first = append(s, stream, ES_EXPECT_NO_STREAM, evs, 2);
+    ck_assert_int_eq(first.status, ES_OK);
+
+    /* The reply was "lost": the client sends the same append again. */
+    again = append(s, stream, ES_EXPECT_NO_STREAM, evs, 2);
+    ck_assert_int_eq(again.status, ES_OK);
+    ck_assert(again.duplicate);
+    ck_assert_int_eq(again.first_version, first.first_version);
+    ck_assert_int_eq(again.last_version, first.last_version);
+    ck_assert_int_eq(es_position_cmp(again.position, first.position), 0);
+    /* Whatever expected version the retry states. */
+    again = append(s, stream, 7, evs, 2);
+    ck_assert_int_eq(again.status, ES_OK);
+    ck_assert(again.duplicate);
+
+    ck_assert_int_eq(es_store_read_stream(s, stream, 0, 100, ES_FORWARD, &p, &err), ES_OK);
+    ck_assert_uint_eq(p->count, 2);
+    ck_assert_int_eq(p->stream_version, 1);
+    ck_assert_str_eq(p->events[0].event_id, id0);
+    es_page_destroy(p);
+
+    /* Only some of the ids again, or in another order: a clash. */
+    again = append(s, stream, ES_EXPECT_ANY, evs, 1);
+    ck_assert_int_eq(again.status, ES_OK);      /* exactly the first event: a duplicate */
+    ck_assert(again.duplicate);
+    {
+        es_new_event swapped[2] = {evs[1], evs[0]};
+        again = append(s, stream, ES_EXPECT_ANY, swapped, 2);
+        ck_assert_int_eq(again.status, ES_EIDCLASH);
+    }
+    {
+        char fresh[ES_UUID_LEN + 1];
+        es_new_event mixed[2];
+        es_uuid_derive(cmd, 2, fresh);
+        mixed[0] = evs[1];
+        mixed[1] = ev(fresh, "C", "{}");
+        again = append(s, stream, ES_EXPECT_ANY, mixed, 2);
+        ck_assert_int_eq(again.status, ES_EIDCLASH);
+        ck_assert_str_eq(again.err.code, "event_id_clash");
+    }
+    /* The same ids to another stream: a clash, nothing written there. */
+    {
+        char other[64];
+        th_unique(other, sizeof other, "idem-other");
+        again = append(s, other, ES_EXPECT_ANY, evs, 2);
+        ck_assert_int_eq(again.status, ES_EIDCLASH);
+        ck_assert_int_eq(es_store_read_stream(s, other, 0, 10, ES_FORWARD, &p, &err),
+                         ES_ENOTFOUND);
+        ck_assert_ptr_null(p);
+    }
+    es_store_close(s);
+}
+END_TEST
+
+START_TEST(read_stream_both_ways)
+{
+    es_store *s = open_store();
+    char stream[64], data[32];
+    es_new_event evs[10];
+    char datas[10][32];
+    es_page *p;
+    es_error err;
+
+    th_unique(stream, sizeof stream, "read");
+    for (int i = 0; i < 10; i++) {
+        snprintf(datas[i], sizeof datas[i], "{\"i\": %d}", i);
+        evs[i] = ev(NULL, "Step", datas[i]);
+    }
+    evs[3].metadata = "{\"correlation_id\":\"c-1\",\"causation_id\":\"x\",\"command_id\":\"k\"}";
+    ck_assert_int_eq(append(s, stream, ES_EXPECT_NO_STREAM, evs, 10).status, ES_OK);
+
+    ck_assert_int_eq(es_store_read_stream(s, stream, 2, 3, ES_FORWARD, &p, &err), ES_OK);
+    ck_assert_uint_eq(p->count, 3);
+    ck_assert_int_eq(p->stream_version, 9);
+    for (int i = 0; i < 3; i++) {
+        snprintf(data, sizeof data, "{\"i\": %d}", i + 2);
+        ck_assert_int_eq(p->events[i].version, i + 2);
+        ck_assert_str_eq(p->events[i].data, data);
+        ck_assert_str_eq(p->events[i].type, "Step");
+        ck_assert_str_eq(p->events[i].stream_id, stream);
+        ck_assert_int_eq(p->events[i].schema_version, 1);
+        ck_assert_int_eq((int)strlen(p->events[i].recorded_at), 27);
+        ck_assert_int_eq(p->events[i].recorded_at[26], 'Z');
+    }
+    ck_assert_str_eq(p->events[1].metadata,
+                     "{\"command_id\": \"k\", \"causation_id\": \"x\", \"correlation_id\": \"c-1\"}");
+    ck_assert_str_eq(p->events[0].metadata, "{}");
+    es_page_destroy(p);
+
+    ck_assert_int_eq(es_store_read_stream(s, stream, -1, 4, ES_BACKWARD, &p, &err), ES_OK);
+    ck_assert_uint_eq(p->count, 4);
+    ck_assert_int_eq(p->events[0].version, 9);
+    ck_assert_int_eq(p->events[3].version, 6);
+    es_page_destroy(p);
+
+    ck_assert_int_eq(es_store_read_stream(s, stream, 1, 100, ES_BACKWARD, &p, &err), ES_OK);
+    ck_assert_uint_eq(p->count, 2);
+    ck_assert_int_eq(p->events[1].version, 0);
+    es_page_destroy(p);
+
+    /* Past the end: an existing stream with no events in range. */
+    ck_assert_int_eq(es_store_read_stream(s, stream, 50, 10, ES_FORWARD, &p, &err), ES_OK);
+    ck_assert_uint_eq(p->count, 0);
+    ck_assert_int_eq(p->stream_version, 9);
+    es_page_destroy(p);
+
+    ck_assert_int_eq(es_store_read_stream(s, "no-such-stream-at-all", 0, 10, ES_FORWARD, &p, &err),
+                     ES_ENOTFOUND);
+    ck_assert_str_eq(err.code, "stream_not_found");
+    ck_assert_int_eq(es_store_read_stream(s, "", 0, 10, ES_FORWARD, &p, &err), ES_EINVALID);
+    es_store_close(s);
+}
+END_TEST
+
+START_TEST(feed_and_category)
+{
+    es_store *s = open_store();
+    char cat[40], a[80], b[80], other[80];
+    es_new_event e = ev(NULL, "T", "{}");
+    es_position start, pos;
+    es_page *p;
+    es_error err;
+    size_t seen = 0;
+
+    th_unique(cat, sizeof cat, "cat");
+    for (char *c = cat; *c; c++)
+        if (*c == '-')
+            *c = '_';       /* the category is what comes before the first '-' */
+    snprintf(a, sizeof a, "%s-1", cat);
+    snprintf(b, sizeof b, "%s-2", cat);
+    th_unique(other, sizeof other, "othercat");
+
+    ck_assert_int_eq(es_store_feed_head(s, &start, &err), ES_OK);
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(append(s, a, ES_EXPECT_ANY, &e, 1).status, ES_OK);
+        ck_assert_int_eq(append(s, other, ES_EXPECT_ANY, &e, 1).status, ES_OK);
+        ck_assert_int_eq(append(s, b, ES_EXPECT_ANY, &e, 1).status, ES_OK);
+    }
+
+    /* The category, two at a time. */
+    pos = start;
+    for (;;) {
+        ck_assert_int_eq(es_store_read_category(s, cat, pos, 2, &p, &err), ES_OK);
+        if (p->count == 0) {
+            ck_assert_int_eq(es_position_cmp(p->next, pos), 0);
+            es_page_destroy(p);
+            break;
+        }
+        for (size_t i = 0; i < p->count; i++) {
+            ck_assert(strcmp(p->events[i].stream_id, a) == 0 ||
+                      strcmp(p->events[i].stream_id, b) == 0);
+            ck_assert_int_gt(es_position_cmp(p->events[i].position, pos), 0);
+        }
+        pos = p->next;
+        seen += p->count;
+        es_page_destroy(p);
+    }
+    ck_assert_uint_eq(seen, 10);
+
+    /* The whole feed after start holds all 15, in position order. */
+    ck_assert_int_eq(es_store_read_feed(s, start, 1000, &p, &err), ES_OK);
+    seen = 0;
+    for (size_t i = 0; i < p->count; i++) {
+        if (i > 0)
+            ck_assert_int_lt(es_position_cmp(p->events[i - 1].position, p->events[i].position), 0);
+        if (strncmp(p->events[i].stream_id, cat, strlen(cat)) == 0 ||
+            strcmp(p->events[i].stream_id, other) == 0)
+            seen++;
+    }
+    ck_assert_uint_eq(seen, 15);
+    ck_assert_int_eq(es_position_cmp(p->next, p->events[p->count - 1].position), 0);
+    es_page_destroy(p);
+
+    ck_assert_int_eq(es_store_feed_head(s, &pos, &err), ES_OK);
+    ck_assert_int_gt(es_position_cmp(pos, start), 0);
+    es_store_close(s);
+}
+END_TEST
+
+START_TEST(validation_writes_nothing)
+{
+    es_store *s = open_store();
+    char stream[64], big[300];
+    es_new_event good = ev(NULL, "T", "{}"), bad[2];
+    es_append_result r;
+    es_page *p;
+    es_error err;
+
+    th_unique(stream, sizeof stream, "valid");
+    r = append(s, "", ES_EXPECT_ANY, &good, 1);
+    ck_assert_int_eq(r.status, ES_EINVALID);
+    ck_assert_str_eq(r.err.code, "stream_id_empty");
+    r = append(s, "bad\x01stream", ES_EXPECT_ANY, &good, 1);
+    ck_assert_str_eq(r.err.code, "stream_id_invalid");
+    r = append(s, stream, ES_EXPECT_ANY, &good, 0);
+    ck_assert_str_eq(r.err.code, "events_empty");
+    r = append(s, stream, -4, &good, 1);
+    ck_assert_str_eq(r.err.code, "expected_version_invalid");
+
+    /* One bad event fails the whole append: nothing of it is written. */
+    bad[0] = good;
+    bad[1] = ev(NULL, "T", "[]");
+    r = append(s, stream, ES_EXPECT_ANY, bad, 2);
+    ck_assert_int_eq(r.status, ES_EINVALID);
+    ck_assert_str_eq(r.err.field, "events[1].data");
+    ck_assert_int_eq(es_store_read_stream(s, stream, 0, 10, ES_FORWARD, &p, &err), ES_ENOTFOUND);
+
+    memset(big, 'x', sizeof big);
+    memcpy(big, "{\"k\":\"", 6);
+    memcpy(big + sizeof big - 3, "\"}", 3);
+    es_store_set_max_event_size(s, 200);
+    bad[1] = ev(NULL, "T", big);
+    r = append(s, stream, ES_EXPECT_ANY, bad, 2);
+    ck_assert_int_eq(r.status, ES_ETOOLARGE);
+    ck_assert_int_eq(es_store_read_stream(s, stream, 0, 10, ES_FORWARD, &p, &err), ES_ENOTFOUND);
+    es_store_close(s);
+}
+END_TEST
+
+START_TEST(group_commit_isolates_failures)
+{
+    es_store *s = open_store();
+    char st[6][64], idc[ES_UUID_LEN + 1];
+    es_new_event e = ev(NULL, "T", "{\"v\":1}"), bad = ev(NULL, "T", "1"), clash;
+    es_append_req reqs[6];
+    es_append_result res[6];
+    es_page *p;
+    es_error err;
+
+    for (int i = 0; i < 6; i++)
+        th_unique(st[i], sizeof st[i], "batch");
+    /* An event id already used in another stream makes the server raise:
+     * the batch falls back to one transaction per append. */
+    ck_assert(es_uuid_random(idc));
+    clash = ev(idc, "T", "{}");
+    ck_assert_int_eq(append(s, st[5], ES_EXPECT_NO_STREAM, &clash, 1).status, ES_OK);
+    ck_assert_int_eq(append(s, st[1], ES_EXPECT_NO_STREAM, &e, 1).status, ES_OK);
+
+    reqs[0] = (es_append_req){st[0], ES_EXPECT_NO_STREAM, &e, 1};
+    reqs[1] = (es_append_req){st[1], ES_EXPECT_NO_STREAM, &e, 1};  /* conflict */
+    reqs[2] = (es_append_req){st[2], ES_EXPECT_ANY, &bad, 1};       /* invalid */
+    reqs[3] = (es_append_req){st[3], ES_EXPECT_NO_STREAM, &e, 1};
+    reqs[4] = (es_append_req){st[3], 0, &e, 1};                     /* same stream, in order */
+    ck_assert_int_eq(es_store_append_many(s, reqs, 5, res), ES_OK);
+    ck_assert_int_eq(res[0].status, ES_OK);
+    ck_assert_int_eq(res[1].status, ES_ECONFLICT);
+    ck_assert_int_eq(res[1].err.actual_version, 0);
+    ck_assert_int_eq(res[2].status, ES_EINVALID);
+    ck_assert_int_eq(res[3].status, ES_OK);
+    ck_assert_int_eq(res[4].status, ES_OK);
+    ck_assert_int_eq(res[4].last_version, 1);
+    /* One commit: the written appends share a transaction. */
+    ck_assert(res[0].position.txid == res[3].position.txid);
+    ck_assert(res[3].position.txid == res[4].position.txid);
+
+    reqs[0] = (es_append_req){st[4], ES_EXPECT_NO_STREAM, &e, 1};
+    reqs[1] = (es_append_req){st[0], ES_EXPECT_ANY, &clash, 1};    /* raises */
+    reqs[2] = (es_append_req){st[2], ES_EXPECT_NO_STREAM, &e, 1};
+    ck_assert_int_eq(es_store_append_many(s, reqs, 3, res), ES_OK);
+    ck_assert_int_eq(res[0].status, ES_OK);
+    ck_assert_int_eq(res[1].status, ES_EIDCLASH);
+    ck_assert_int_eq(res[2].status, ES_OK);
+    ck_assert_int_eq(es_store_read_stream(s, st[0], 0, 10, ES_FORWARD, &p, &err), ES_OK);
+    ck_assert_uint_eq(p->count, 1);
+    es_page_destroy(p);
+    es_store_close(s);
+}
+END_TEST
+
+/* v1 {"qty"} -> v2 {"quantity"} */
+static es_status
+up_qty(json_t *data, void *ctx, es_error *err)
+{
+    (void)ctx;
+    (void)err;
+    json_object_set(data, "quantity", json_object_get(data, "qty"));
+    json_object_del(data, "qty");
+    return ES_OK;
+}
+
+START_TEST(upcast_on_read)
+{
+    es_store *s = open_store();
+    es_upcasters *u;
+    char stream[64];
+    es_new_event evs[2] = {ev(NULL, "ItemAdded", "{\"qty\":3}"), ev(NULL, "ItemAdded", "{\"quantity\":4}")};
+    es_page *p;
+    es_error err;
+
+    evs[1].schema_version = 2;
+    th_unique(stream, sizeof stream, "up");
+    ck_assert_int_eq(append(s, stream, ES_EXPECT_NO_STREAM, evs, 2).status, ES_OK);
+    ck_assert_int_eq(es_upcasters_create(&u), ES_OK);
+    ck_assert_int_eq(es_upcasters_register(u, "ItemAdded", 1, up_qty, NULL), ES_OK);
+    es_store_set_upcasters(s, u);
+    ck_assert_int_eq(es_store_read_stream(s, stream, 0, 10, ES_FORWARD, &p, &err), ES_OK);
+    ck_assert_str_eq(p->events[0].data, "{\"quantity\":3}");
+    ck_assert_int_eq(p->events[0].schema_version, 2);
+    ck_assert_str_eq(p->events[1].data, "{\"quantity\": 4}");
+    es_page_destroy(p);
+    es_store_set_upcasters(s, NULL);
+    /* The stored event was not rewritten. */
+    ck_assert_int_eq(es_store_read_stream(s, stream, 0, 1, ES_FORWARD, &p, &err), ES_OK);
+    ck_assert_str_eq(p->events[0].data, "{\"qty\": 3}");
+    ck_assert_int_eq(p->events[0].schema_version, 1);
+    es_page_destroy(p);
+    es_upcasters_destroy(u);
+    es_store_close(s);
+}
+END_TEST
+
+START_TEST(unavailable_then_reconnects)
+{
+    es_store *s = NULL, *victim = open_store();
+    es_error err;
+    char stream[64];
+    es_new_event e = ev(NULL, "T", "{}");
+    es_append_result r;
+    PGconn *admin;
+    PGresult *res;
+    es_page *p;
+
+    /* Nobody listens there. */
+    ck_assert_int_eq(es_store_open(&s, "host=127.0.0.1 port=1 connect_timeout=2", &err),
+                     ES_EUNAVAILABLE);
+    ck_assert_ptr_null(s);
+    ck_assert_str_eq(err.code, "store_unavailable");
+
+    th_unique(stream, sizeof stream, "lost");
+    ck_assert_int_eq(append(victim, stream, ES_EXPECT_ANY, &e, 1).status, ES_OK);
+
+    /* Kill the victim's server process, as a crash or failover would. */
+    admin = PQconnectdb(th_conninfo());
+    ck_assert_int_eq(PQstatus(admin), CONNECTION_OK);
+    res = PQexec(admin, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = '' AND pid <> pg_backend_pid() "
+                        "AND datname = current_database() AND backend_type = 'client backend' "
+                        "AND query LIKE '%es_append%'");
+    ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+    PQclear(res);
+    PQfinish(admin);
+    usleep(100 * 1000);
+
+    r = append(victim, stream, ES_EXPECT_ANY, &e, 1);
+    ck_assert_int_eq(r.status, ES_EUNAVAILABLE);
+    ck_assert_str_eq(r.err.code, "store_unavailable");
+    /* The next call reconnects. */
+    r = append(victim, stream, ES_EXPECT_ANY, &e, 1);
+    ck_assert_int_eq(r.status, ES_OK);
+    ck_assert_int_eq(r.last_version, 1);
+    ck_assert_int_eq(es_store_read_stream(victim, stream, 0, 10, ES_FORWARD, &p, &err), ES_OK);
+    ck_assert_uint_eq(p->count, 2);
+    es_page_destroy(p);
+    es_store_close(victim);
+}
+END_TEST
+
+/* A client killed in the middle of a large batch leaves nothing half
+ * written: each append is all there or not there at all. */
+START_TEST(killed_client_leaves_nothing_partial)
+{
+    enum { APPENDS = 200, PER = 20 };
+    char prefix[40];
+    pid_t pid;
+    int status, written = 0;
+    es_store *s;
+    es_error err;
+
+    th_unique(prefix, sizeof prefix, "kill");
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        es_store *c = NULL;
+        static es_append_req reqs[APPENDS];
+        static es_append_result res[APPENDS];
+        static char names[APPENDS][64];
+        static es_new_event evs[PER];
+
+        if (es_store_open(&c, th_conninfo(), &err) != ES_OK)
+            _exit(3);
+        for (int i = 0; i < PER; i++)
+            evs[i] = ev(NULL, "Chunk", "{\"payload\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}");
+        for (;;) {      /* batches until killed */
+            for (int i = 0; i < APPENDS; i++) {
+                snprintf(names[i], sizeof names[i], "%s-%d", prefix, i);
+                reqs[i] = (es_append_req){names[i], ES_EXPECT_ANY, evs, PER};
+            }
+            es_store_append_many(c, reqs, APPENDS, res);
+        }
+    }
+    usleep(300 * 1000);
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    ck_assert(WIFSIGNALED(status));
+
+    s = open_store();
+    for (int i = 0; i < APPENDS; i++) {
+        char name[64];
+        es_page *p;
+        snprintf(name, sizeof name, "%s-%d", prefix, i);
+        if (es_store_read_stream(s, name, 0, 100000, ES_FORWARD, &p, &err) == ES_ENOTFOUND)
+            continue;
+        written++;
+        ck_assert_uint_eq(p->count % PER, 0);
+        ck_assert_int_eq(p->stream_version + 1, (int64_t)p->count);
+        es_page_destroy(p);
+    }
+    ck_assert_int_gt(written, 0);       /* the child did get to write */
+    es_store_close(s);
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("store");
+    TCase *tc = tcase_create("store");
+
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, expected_versions);
+    tcase_add_test(tc, idempotent_retry);
+    tcase_add_test(tc, read_stream_both_ways);
+    tcase_add_test(tc, feed_and_category);
+    tcase_add_test(tc, validation_writes_nothing);
+    tcase_add_test(tc, group_commit_isolates_failures);
+    tcase_add_test(tc, upcast_on_read);
+    tcase_add_test(tc, unavailable_then_reconnects);
+    tcase_add_test(tc, killed_client_leaves_nothing_partial);
+    suite_add_tcase(s, tc);
+    return th_run(s);
+}
