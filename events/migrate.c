@@ -76,7 +76,7 @@ static es_status
 apply_one(PGconn *c, const char *dir, const char *name, FILE *log, int *applied,
           es_error *err)
 {
-    char path[4096], what[300];
+    char path[4096], what[300], checksum[65];
     const char *values[2];
     char *sql = NULL;
     PGresult *r = NULL;
@@ -112,7 +112,8 @@ apply_one(PGconn *c, const char *dir, const char *name, FILE *log, int *applied,
         PQclear(PQexec(c, "ROLLBACK"));
         goto done;
     }
-    values[1] = PQgetvalue(r, 0, 0);
+    snprintf(checksum, sizeof checksum, "%s", PQgetvalue(r, 0, 0));
+    values[1] = checksum;
     PQclear(r);
     r = PQexecParams(c, "INSERT INTO es_migrations (name, checksum) VALUES ($1, $2)",
                      2, NULL, values, NULL, NULL, 0);
@@ -169,7 +170,8 @@ es_migrate(const char *conninfo, const char *dir, FILE *log, int *applied,
         }
         n++;
     }
-    qsort(names, n, sizeof *names, cmp_names);
+    if (n > 1)
+        qsort(names, n, sizeof *names, cmp_names);
 
     c = PQconnectdb(conninfo);
     if (c == NULL || PQstatus(c) != CONNECTION_OK) {
