@@ -42,7 +42,7 @@ BENCH_BIN := $(BUILD)/bench_store
 
 .PHONY: all deps up down servers test test-plain test-san bench clean distclean
 
-all: $(LIB) $(CLI) $(TEST_BIN)
+all: $(LIB) $(CLI) $(TEST_BIN) $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c $(wildcard events/*.h) tests/harness.h
 	@mkdir -p $(dir $@)

@@ -1,7 +1,8 @@
 /*
  * es_committer: a queue of waiting appends and the threads that drain it.
  * A waiting caller owns its queue item on its stack; the committer thread
- * fills in the result, sets done and broadcasts.  Items are handed out in
+ * fills in the result, sets done and signals that item's condition, so
+ * only the callers whose appends finished wake up.  Items are handed out in
  * arrival order, so a caller's appends are committed in the order it made
  * them.
  */
@@ -15,6 +16,7 @@ typedef struct item {
     const es_append_req *req;
     es_append_result *res;
     bool done;
+    pthread_cond_t cond;        /* signalled once done is set */
     struct item *next;
 } item;
 
@@ -28,7 +30,6 @@ typedef struct worker {
 struct es_committer {
     pthread_mutex_t mu;
     pthread_cond_t work;        /* queue not empty, or stopping */
-    pthread_cond_t finished;    /* some item done */
     item *head, *tail;
     bool stopping;
     size_t max_batch;
@@ -75,9 +76,10 @@ run(void *arg)
         }
 
         pthread_mutex_lock(&c->mu);
-        for (i = 0; i < n; i++)
+        for (i = 0; i < n; i++) {
             taken[i]->done = true;
-        pthread_cond_broadcast(&c->finished);
+            pthread_cond_signal(&taken[i]->cond);
+        }
     }
     pthread_mutex_unlock(&c->mu);
     free(reqs);
@@ -107,7 +109,6 @@ es_committer_create(es_committer **out, const char *conninfo, int nconns,
     }
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->work, NULL);
-    pthread_cond_init(&c->finished, NULL);
     c->max_batch = max_batch;
     c->nworkers = nconns;
     for (i = 0; i < nconns; i++) {
@@ -145,7 +146,6 @@ es_committer_destroy(es_committer *c)
             pthread_join(c->workers[i].thread, NULL);
         es_store_close(c->workers[i].store);
     }
-    pthread_cond_destroy(&c->finished);
     pthread_cond_destroy(&c->work);
     pthread_mutex_destroy(&c->mu);
     free(c->workers);
@@ -155,7 +155,7 @@ es_committer_destroy(es_committer *c)
 es_status
 es_committer_append(es_committer *c, const es_append_req *req, es_append_result *res)
 {
-    item it = {req, res, false, NULL};
+    item it = {req, res, false, PTHREAD_COND_INITIALIZER, NULL};
 
     pthread_mutex_lock(&c->mu);
     if (c->tail)
@@ -165,7 +165,8 @@ es_committer_append(es_committer *c, const es_append_req *req, es_append_result 
     c->tail = &it;
     pthread_cond_signal(&c->work);
     while (!it.done)
-        pthread_cond_wait(&c->finished, &c->mu);
+        pthread_cond_wait(&it.cond, &c->mu);
     pthread_mutex_unlock(&c->mu);
+    pthread_cond_destroy(&it.cond);
     return res->status;
 }

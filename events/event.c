@@ -1,13 +1,13 @@
 /*
- * Validation of writers' input and the feed position's text form.  The
- * JSON checks use jansson with its default strictness, which matches what
- * PostgreSQL's jsonb accepts closely enough that a checked event never
- * fails inside the append transaction (it rejects \u0000, as jsonb does).
+ * Validation of writers' input and the feed position's text form.  JSON
+ * is checked by es_json_check (json.c), which accepts what PostgreSQL's
+ * jsonb accepts, so a checked event never fails inside the append
+ * transaction and takes a batch down with it.
  */
 #include "event.h"
+#include "json.h"
 
 #include <inttypes.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,22 +129,20 @@ es_stream_id_check(const char *stream, const char *field, es_error *err)
 static es_status
 check_object(const char *text, size_t index, const char *what, es_error *err)
 {
-    json_error_t jerr;
-    json_t *v;
     char field[64];
+    size_t offset;
+    const char *reason;
+    es_json_kind kind;
 
     snprintf(field, sizeof field, "events[%zu].%s", index, what);
-    v = json_loads(text, JSON_DECODE_ANY, &jerr);
-    if (v == NULL)
+    kind = es_json_check(text, strlen(text), &offset, &reason);
+    if (kind == ES_JSON_INVALID)
         return es_error_set(err, ES_EINVALID, "invalid_json", field,
-                            "%s of event %zu is not valid JSON at byte %d: %s",
-                            what, index, jerr.position, jerr.text);
-    if (!json_is_object(v)) {
-        json_decref(v);
+                            "%s of event %zu is not valid JSON at byte %zu: %s",
+                            what, index, offset, reason);
+    if (kind != ES_JSON_OBJECT)
         return es_error_set(err, ES_EINVALID, "not_an_object", field,
                             "%s of event %zu is not a JSON object", what, index);
-    }
-    json_decref(v);
     return ES_OK;
 }
 

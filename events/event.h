@@ -43,6 +43,8 @@ bool es_position_parse(const char *s, es_position *p);
 /* <0, 0, >0 as a is before, at or after b in feed order. */
 int es_position_cmp(es_position a, es_position b);
 
+#define ES_TIME_TEXT_MAX 40
+
 /* An event to append.  All strings are borrowed for the call. */
 typedef struct es_new_event {
     const char *event_id;       /* UUID text, or NULL/"" for a random one */
@@ -64,7 +66,8 @@ typedef struct es_event {
     int schema_version;         /* after upcasting */
     const char *data;           /* JSON object text (jsonb's normal form) */
     const char *metadata;
-    const char *recorded_at;    /* ISO 8601, UTC */
+    const char *recorded_at;    /* RFC 3339 in UTC with microseconds:
+                                   "2026-11-22T00:05:01.500000Z" */
     es_position position;
 } es_event;
 

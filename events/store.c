@@ -38,25 +38,71 @@ struct es_store {
 
 typedef struct page_storage {
     PGresult *res;
+    char (*times)[ES_TIME_TEXT_MAX];    /* recorded_at of each event, RFC 3339 */
     char **owned;               /* upcast data, freed with the page */
     size_t nowned;
 } page_storage;
 
+/* recorded_at comes in the session's ISO style in UTC (see ensure_ready)
+ * and is put in RFC 3339 form by the client: to_char on the server cost a
+ * quarter of a whole-log read. */
 #define EVENT_COLUMNS                                                       \
     "stream_id, version, event_id, type, schema_version, data::text, "      \
-    "metadata::text, "                                                      \
-    "to_char(recorded_at AT TIME ZONE 'UTC', "                              \
-    "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), transaction_id, global_position"
+    "metadata::text, recorded_at, transaction_id, global_position"
 
 #define HORIZON "pg_snapshot_xmin(pg_current_snapshot())"
+
+#define INSERT_EVENTS                                                       \
+    "INSERT INTO es_events (stream_id, category, version, event_id, type, " \
+    "schema_version, data, metadata) "
+#define EVENT_FIELDS                                                        \
+    "(t.e->>'event_id')::uuid, t.e->>'type', "                              \
+    "coalesce((t.e->>'schema_version')::int, 1), t.e->'data', "             \
+    "coalesce(t.e->'metadata', '{}') "
+#define FAST_RESULT                                                         \
+    "SELECT max(version), max(global_position), pg_current_xact_id(), "     \
+    "count(*) FROM ins"
 
 static const struct {
     const char *name;
     const char *sql;
 } statements[] = {
+    {"es_begin", "BEGIN"},
+    {"es_commit", "COMMIT"},
     {"es_append",
      "SELECT status, first_version, last_version, txid, last_position, "
      "actual_version FROM es_append($1, $2::bigint, $3::jsonb)"},
+    /* The fast paths: one statement, no function call, for an append with
+     * an exact or "no stream" expected version.  They write nothing and
+     * answer count 0 when the version does not match; the append then
+     * goes through es_append, which tells a conflict from a retry. */
+    {"es_fast1_exact",
+     "WITH s AS (UPDATE es_streams SET version = version + 1 "
+     "WHERE stream_id = $1 AND version = $2::bigint RETURNING version), "
+     "ins AS (" INSERT_EVENTS "SELECT $1, split_part($1, '-', 1), s.version, $3::uuid, $4, "
+     "$5::int, $6::jsonb, coalesce($7::jsonb, '{}') FROM s RETURNING version, global_position) "
+     FAST_RESULT},
+    {"es_fast1_new",
+     "WITH s AS (INSERT INTO es_streams (stream_id, version) VALUES ($1, 0) "
+     "ON CONFLICT (stream_id) DO NOTHING RETURNING version), "
+     "ins AS (" INSERT_EVENTS "SELECT $1, split_part($1, '-', 1), s.version, $2::uuid, $3, "
+     "$4::int, $5::jsonb, coalesce($6::jsonb, '{}') FROM s RETURNING version, global_position) "
+     FAST_RESULT},
+    {"es_fastn_exact",
+     "WITH s AS (UPDATE es_streams SET version = version + jsonb_array_length($3::jsonb) "
+     "WHERE stream_id = $1 AND version = $2::bigint RETURNING version), "
+     "ins AS (" INSERT_EVENTS "SELECT $1, split_part($1, '-', 1), "
+     "s.version - jsonb_array_length($3::jsonb) + t.o, " EVENT_FIELDS
+     "FROM s, jsonb_array_elements($3::jsonb) WITH ORDINALITY AS t(e, o) "
+     "RETURNING version, global_position) " FAST_RESULT},
+    {"es_fastn_new",
+     "WITH s AS (INSERT INTO es_streams (stream_id, version) "
+     "VALUES ($1, jsonb_array_length($2::jsonb) - 1) "
+     "ON CONFLICT (stream_id) DO NOTHING RETURNING version), "
+     "ins AS (" INSERT_EVENTS "SELECT $1, split_part($1, '-', 1), "
+     "s.version - jsonb_array_length($2::jsonb) + t.o, " EVENT_FIELDS
+     "FROM s, jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(e, o) "
+     "RETURNING version, global_position) " FAST_RESULT},
     {"es_stream_fwd",
      "SELECT s.version, e.* FROM es_streams s LEFT JOIN LATERAL ("
      "SELECT " EVENT_COLUMNS " FROM es_events WHERE stream_id = s.stream_id "
@@ -140,6 +186,13 @@ ensure_ready(es_store *s, es_error *err)
         return es_error_set(err, ES_EUNAVAILABLE, "store_unavailable", NULL,
                             "could not connect to the event store: %s", text);
     }
+    r = PQexec(s->conn, "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        es_status st = pg_failure(s, r, "set up the store's session", err);
+        PQclear(r);
+        return st;
+    }
+    PQclear(r);
     for (i = 0; i < sizeof statements / sizeof statements[0]; i++) {
         es_status st;
 
@@ -202,15 +255,18 @@ es_store_set_upcasters(es_store *s, const es_upcasters *u)
 
 /* ---- appends ---------------------------------------------------------- */
 
+/* A result starts as "did not run": whatever is not answered later (the
+ * connection went first) says so. */
 static void
 result_reset(es_append_result *res)
 {
-    res->status = ES_OK;
     res->duplicate = false;
     res->first_version = res->last_version = -1;
     res->position.txid = 0;
     res->position.gpos = 0;
     es_error_clear(&res->err);
+    res->status = es_error_set(&res->err, ES_EUNAVAILABLE, "store_unavailable", NULL,
+                               "the append was not run: the store connection was lost");
 }
 
 static es_status
@@ -237,17 +293,70 @@ check_request(const es_store *s, const es_append_req *req, es_error *err)
     return ES_OK;
 }
 
-/* Appends req's events as the jsonb array es_append takes, NUL-terminated. */
+/*
+ * One append of a batch.  The events' ids are fixed once here, so the fast
+ * statement and a later es_append of the same append write the same ids.
+ */
+typedef struct slot {
+    const es_append_req *req;
+    es_append_result *res;
+    size_t index;               /* in the caller's array: keeps its order */
+    size_t json;                /* offset of the jsonb events in s->params,
+                                   or NO_JSON until built */
+    bool full;                  /* must go through es_append */
+    bool retry;                 /* the fast statement wrote nothing */
+    char id[ES_UUID_LEN + 1];   /* with one event: its id */
+    char expected[24];
+    char schema[12];
+} slot;
+
+#define NO_JSON ((size_t)-1)
+
+/* Fixes the ids of a one-event append; the jsonb form is built on demand. */
 static es_status
-build_events_param(es_buf *b, const es_append_req *req, es_error *err)
+slot_init(slot *sl, const es_append_req *req, es_append_result *res, size_t index,
+          es_error *err)
 {
+    const es_new_event *ev = &req->events[0];
+
+    sl->req = req;
+    sl->res = res;
+    sl->index = index;
+    sl->json = NO_JSON;
+    sl->retry = false;
+    sl->full = req->expected == ES_EXPECT_ANY || req->expected == ES_EXPECT_EXISTS;
+    snprintf(sl->expected, sizeof sl->expected, "%" PRId64, req->expected);
+    snprintf(sl->schema, sizeof sl->schema, "%d", ev->schema_version > 0 ? ev->schema_version : 1);
+    sl->id[0] = '\0';
+    if (req->count == 1) {
+        if (ev->event_id != NULL && ev->event_id[0] != '\0')
+            snprintf(sl->id, sizeof sl->id, "%s", ev->event_id);
+        else if (!es_uuid_v7(sl->id))
+            return es_error_set(err, ES_EINTERNAL, NULL, NULL,
+                                "could not read random bytes for an event id");
+    }
+    return ES_OK;
+}
+
+/* Builds the slot's events as the jsonb array es_append takes, once. */
+static es_status
+slot_json(es_store *s, slot *sl, es_error *err)
+{
+    const es_append_req *req = sl->req;
+    es_buf *b = &s->params;
+    size_t off = b->len;
+
+    if (sl->json != NO_JSON)
+        return ES_OK;
     for (size_t i = 0; i < req->count; i++) {
         const es_new_event *ev = &req->events[i];
         char id[ES_UUID_LEN + 1];
 
-        if (ev->event_id != NULL && ev->event_id[0] != '\0') {
+        if (req->count == 1) {
+            snprintf(id, sizeof id, "%s", sl->id);
+        } else if (ev->event_id != NULL && ev->event_id[0] != '\0') {
             snprintf(id, sizeof id, "%s", ev->event_id);
-        } else if (!es_uuid_random(id)) {
+        } else if (!es_uuid_v7(id)) {
             return es_error_set(err, ES_EINTERNAL, NULL, NULL,
                                 "could not read random bytes for an event id");
         }
@@ -265,8 +374,15 @@ build_events_param(es_buf *b, const es_append_req *req, es_error *err)
         es_buf_puts(b, "}");
     }
     es_buf_append(b, "]", 2);       /* with the NUL: parameters are C strings */
-    if (es_buf_failed(b))
+    if (es_buf_failed(b)) {
+        /* keep what earlier slots built; this append fails alone */
+        b->len = off;
+        b->failed = false;
+        if (b->data)
+            b->data[off] = '\0';
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not build an append");
+    }
+    sl->json = off;
     return ES_OK;
 }
 
@@ -282,16 +398,19 @@ get_u64(const PGresult *r, int row, int col)
     return PQgetisnull(r, row, col) ? 0 : strtoull(PQgetvalue(r, row, col), NULL, 10);
 }
 
-/* Fills res from one row of es_append. */
+/* Fills the slot's result from one row of es_append. */
 static void
-read_append_row(const PGresult *r, const es_append_req *req, es_append_result *res)
+read_full_row(const PGresult *r, slot *sl)
 {
+    const es_append_req *req = sl->req;
+    es_append_result *res = sl->res;
     int code = (int)get_i64(r, 0, 0);
     int64_t actual = get_i64(r, 0, 5);
 
     switch (code) {
     case APPEND_WRITTEN:
     case APPEND_DUPLICATE:
+        es_error_clear(&res->err);
         res->status = ES_OK;
         res->duplicate = code == APPEND_DUPLICATE;
         res->first_version = get_i64(r, 0, 1);
@@ -316,39 +435,84 @@ read_append_row(const PGresult *r, const es_append_req *req, es_append_result *r
     }
 }
 
-/* Runs one append in its own transaction. */
-static es_status
-append_one(es_store *s, const es_append_req *req, const char *events_param,
-           es_append_result *res)
+/* Fills the slot's result from a fast statement's row, or marks it for
+ * es_append when the statement wrote nothing. */
+static void
+read_fast_row(const PGresult *r, slot *sl)
 {
-    char expected[24];
-    const char *values[3] = {req->stream, expected, events_param};
-    PGresult *r;
+    es_append_result *res = sl->res;
 
-    snprintf(expected, sizeof expected, "%" PRId64, req->expected);
-    r = PQexecPrepared(s->conn, "es_append", 3, values, NULL, NULL, 0);
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-        read_append_row(r, req, res);
-    else
-        res->status = pg_failure(s, r, "append", &res->err);
-    PQclear(r);
-    return res->status;
+    if (get_i64(r, 0, 3) <= 0) {
+        sl->full = true;
+        sl->retry = true;
+        return;
+    }
+    es_error_clear(&res->err);
+    res->status = ES_OK;
+    res->duplicate = false;
+    res->last_version = get_i64(r, 0, 0);
+    res->first_version = res->last_version - (int64_t)sl->req->count + 1;
+    res->position.gpos = get_i64(r, 0, 1);
+    res->position.txid = get_u64(r, 0, 2);
 }
 
-/*
- * Sends the n appends (whose parameters start at offs in s->params) in
- * one pipelined transaction.  Returns ES_OK with every result filled,
- * ES_EINTERNAL when the transaction failed and was rolled back (the
- * caller retries them one by one), or ES_EUNAVAILABLE.
- */
-/* One append of a batch: the request, its result, where its parameter
- * starts in s->params, and its place in the caller's array. */
-typedef struct slot {
-    const es_append_req *req;
-    es_append_result *res;
-    size_t off;
-    size_t index;
-} slot;
+/* The statement and parameters that carry the slot. */
+static const char *
+slot_statement(es_store *s, slot *sl, const char **values, int *nparams)
+{
+    const es_append_req *req = sl->req;
+    const es_new_event *ev = &req->events[0];
+    bool exact = req->expected >= 0;
+    int n = 0;
+
+    values[n++] = req->stream;
+    if (sl->full || exact)
+        values[n++] = sl->expected;
+    if (sl->full || req->count > 1) {
+        values[n++] = s->params.data + sl->json;
+        *nparams = n;
+        return sl->full ? "es_append" : exact ? "es_fastn_exact" : "es_fastn_new";
+    }
+    values[n++] = sl->id;
+    values[n++] = ev->type;
+    values[n++] = sl->schema;
+    values[n++] = ev->data;
+    values[n++] = ev->metadata;         /* NULL: SQL NULL, stored as {} */
+    *nparams = n;
+    return exact ? "es_fast1_exact" : "es_fast1_new";
+}
+
+static void
+read_slot_row(const PGresult *r, slot *sl, bool full)
+{
+    if (full)
+        read_full_row(r, sl);
+    else
+        read_fast_row(r, sl);
+}
+
+/* Runs one append in its own transaction, through es_append. */
+static es_status
+append_one(es_store *s, slot *sl)
+{
+    const char *values[7], *stmt;
+    int nparams = 0;
+    PGresult *r;
+
+    result_reset(sl->res);
+    sl->full = true;
+    sl->retry = false;
+    if (slot_json(s, sl, &sl->res->err) != ES_OK)
+        return sl->res->status = sl->res->err.status;
+    stmt = slot_statement(s, sl, values, &nparams);
+    r = PQexecPrepared(s->conn, stmt, nparams, values, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        read_full_row(r, sl);
+    else
+        sl->res->status = pg_failure(s, r, "append", &sl->res->err);
+    PQclear(r);
+    return sl->res->status;
+}
 
 /* Stream order, then the caller's order: batches lock stream rows in one
  * global order, so two concurrent batches cannot deadlock on them. */
@@ -363,40 +527,42 @@ cmp_slots(const void *a, const void *b)
     return x->index < y->index ? -1 : x->index > y->index;
 }
 
+/*
+ * Sends the n slots in one pipelined transaction (BEGIN, one statement
+ * each, COMMIT).  Returns ES_OK with every full slot answered and every
+ * fast slot answered or marked retry; ES_EINTERNAL when the transaction
+ * failed and was rolled back; ES_EUNAVAILABLE when the connection went.
+ */
 static es_status
-append_pipelined(es_store *s, const slot *slots, size_t n)
+run_pipelined(es_store *s, slot *slots, size_t n)
 {
     PGresult *r;
     es_status st = ES_OK;
-    char expected[BATCH_MAX][24];
     es_error err;
     size_t i;
 
     if (PQenterPipelineMode(s->conn) != 1)
         return pg_failure(s, NULL, "enter pipeline mode", &err);
-    if (PQsendQueryParams(s->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) != 1)
+    if (PQsendQueryPrepared(s->conn, "es_begin", 0, NULL, NULL, NULL, 0) != 1)
         goto lost;
     for (i = 0; i < n; i++) {
-        const char *values[3];
+        const char *values[7];
+        int nparams;
+        const char *stmt = slot_statement(s, &slots[i], values, &nparams);
 
-        snprintf(expected[i], sizeof expected[i], "%" PRId64, slots[i].req->expected);
-        values[0] = slots[i].req->stream;
-        values[1] = expected[i];
-        values[2] = s->params.data + slots[i].off;
-        if (PQsendQueryPrepared(s->conn, "es_append", 3, values, NULL, NULL, 0) != 1)
+        if (PQsendQueryPrepared(s->conn, stmt, nparams, values, NULL, NULL, 0) != 1)
             goto lost;
     }
-    if (PQsendQueryParams(s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
+    if (PQsendQueryPrepared(s->conn, "es_commit", 0, NULL, NULL, NULL, 0) != 1 ||
         PQpipelineSync(s->conn) != 1)
         goto lost;
 
-    /* BEGIN, n appends, COMMIT: each a result then NULL; then the sync. */
+    /* BEGIN, n statements, COMMIT: each a result then NULL; then the sync. */
     for (i = 0; i < n + 2; i++) {
         if ((r = PQgetResult(s->conn)) == NULL)
             goto lost;
-        if (i >= 1 && i <= n && PQresultStatus(r) == PGRES_TUPLES_OK &&
-            PQntuples(r) == 1) {
-            read_append_row(r, slots[i - 1].req, slots[i - 1].res);
+        if (i >= 1 && i <= n && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+            read_slot_row(r, &slots[i - 1], slots[i - 1].full);
         } else if (PQresultStatus(r) != PGRES_COMMAND_OK) {
             /* An error aborts the rest; the sync rolls the transaction back. */
             es_status fail = pg_failure(s, r, "append a batch", &err);
@@ -429,23 +595,49 @@ lost:
     return ES_EUNAVAILABLE;
 }
 
-/* Marks every result from slots[from] on, and every request of reqs from
- * index next on that has not failed already, unavailable. */
+/*
+ * Runs slots as one transaction (pipelined when more than one), then the
+ * fast ones that wrote nothing through es_append.  A batch the server
+ * rolled back is run again one append per transaction.  Returns ES_OK or
+ * ES_EUNAVAILABLE; the appends it did not answer keep their "did not run"
+ * result.
+ */
 static es_status
-fail_rest(const slot *slots, size_t from, size_t k, es_append_result *res,
-          size_t next, size_t n, const es_error *err)
+run_slots(es_store *s, slot *slots, size_t n)
 {
-    for (; from < k; from++) {
-        slots[from].res->status = ES_EUNAVAILABLE;
-        slots[from].res->err = *err;
+    es_status st;
+    size_t i, m;
+
+    for (i = 0; i < n; i++)
+        if ((slots[i].full || slots[i].req->count > 1) &&
+            slot_json(s, &slots[i], &slots[i].res->err) != ES_OK) {
+            slots[i].res->status = slots[i].res->err.status;
+            memmove(&slots[i], &slots[i + 1], (n - i - 1) * sizeof *slots);
+            n--;
+            i--;
+        }
+    if (n == 0)
+        return ES_OK;
+    if (n == 1 && slots[0].full)
+        return append_one(s, &slots[0]) == ES_EUNAVAILABLE ? ES_EUNAVAILABLE : ES_OK;
+    st = run_pipelined(s, slots, n);
+    if (st == ES_EUNAVAILABLE)
+        return st;
+    if (st != ES_OK) {
+        /* Rolled back as a whole: give each append its own answer. */
+        for (i = 0; i < n; i++)
+            if (append_one(s, &slots[i]) == ES_EUNAVAILABLE)
+                return ES_EUNAVAILABLE;
+        return ES_OK;
     }
-    for (; next < n; next++) {
-        if (res[next].status == ES_OK) {
-            res[next].status = ES_EUNAVAILABLE;
-            res[next].err = *err;
+    /* Fast statements that found another version: es_append decides. */
+    for (i = m = 0; i < n; i++) {
+        if (slots[i].retry) {
+            slots[i].retry = false;
+            slots[m++] = slots[i];
         }
     }
-    return ES_EUNAVAILABLE;
+    return m > 0 ? run_slots(s, slots, m) : ES_OK;
 }
 
 es_status
@@ -460,46 +652,42 @@ es_store_append_many(es_store *s, const es_append_req *reqs, size_t n,
     for (i = 0; i < n; i++)
         result_reset(&res[i]);
     while (done < n) {
-        /* Validate and encode the next chunk; invalid requests answer now. */
+        /* Validate the next chunk; invalid requests answer now. */
         es_buf_reset(&s->params);
         for (k = 0; done < n && k < BATCH_MAX; done++) {
-            size_t off = s->params.len;
-
-            if ((res[done].status = check_request(s, &reqs[done], &res[done].err)) != ES_OK)
-                continue;
-            if ((res[done].status = build_events_param(&s->params, &reqs[done],
-                                                       &res[done].err)) != ES_OK) {
-                /* out of memory: this append fails, the chunk goes on */
-                s->params.len = off;
-                s->params.failed = false;
-                if (s->params.data)
-                    s->params.data[off] = '\0';
+            st = check_request(s, &reqs[done], &res[done].err);
+            if (st == ES_OK)
+                st = slot_init(&slots[k], &reqs[done], &res[done], done, &res[done].err);
+            if (st != ES_OK) {
+                res[done].status = st;
                 continue;
             }
-            slots[k] = (slot){&reqs[done], &res[done], off, done};
             k++;
         }
         if (k == 0)
             continue;
         if ((st = ensure_ready(s, &err)) != ES_OK)
-            return fail_rest(slots, 0, k, res, done, n, &err);
-        if (k > 1) {
-            qsort(slots, k, sizeof *slots, cmp_slots);
-            st = append_pipelined(s, slots, k);
-            if (st == ES_EUNAVAILABLE)
-                return fail_rest(slots, 0, k, res, done, n, &slots[0].res->err);
-            if (st == ES_OK)
-                continue;
-            /* Rolled back as a whole: give each append its own answer. */
-            for (i = 0; i < k; i++)
-                result_reset(slots[i].res);
+            goto unavailable;
+        qsort(slots, k, sizeof *slots, cmp_slots);
+        if (run_slots(s, slots, k) == ES_EUNAVAILABLE) {
+            err.status = ES_EUNAVAILABLE;
+            snprintf(err.code, sizeof err.code, "store_unavailable");
+            snprintf(err.message, sizeof err.message, "%s", PQerrorMessage(s->conn));
+            err.message[strcspn(err.message, "\n")] = '\0';
+            goto unavailable;
         }
-        for (i = 0; i < k; i++)
-            if (append_one(s, slots[i].req, s->params.data + slots[i].off,
-                           slots[i].res) == ES_EUNAVAILABLE)
-                return fail_rest(slots, i + 1, k, res, done, n, &slots[i].res->err);
     }
     return ES_OK;
+
+unavailable:
+    /* What did not get an answer did not run (or, if the connection went
+     * during COMMIT, may have: a retry with the same ids tells). */
+    for (i = 0; i < n; i++)
+        if (res[i].status == ES_EUNAVAILABLE && err.message[0] != '\0')
+            snprintf(res[i].err.message, sizeof res[i].err.message,
+                     "could not append to stream \"%.60s\": %.200s", reqs[i].stream,
+                     err.message);
+    return ES_EUNAVAILABLE;
 }
 
 es_status
@@ -510,6 +698,34 @@ es_store_append(es_store *s, const es_append_req *req, es_append_result *res)
 }
 
 /* ---- reads ------------------------------------------------------------ */
+
+/*
+ * Rewrites PostgreSQL's ISO output in UTC ("2026-11-22 00:05:01.5+00")
+ * as RFC 3339 with microseconds ("2026-11-22T00:05:01.500000Z") into out.
+ * Anything else (a year past 9999) is copied as it is.
+ */
+static const char *
+format_time(const char *in, char *out)
+{
+    size_t n = strlen(in), i = 19, o;
+
+    if (n < 22 || in[10] != ' ' || in[n - 3] != '+' || in[n - 2] != '0' || in[n - 1] != '0') {
+        snprintf(out, ES_TIME_TEXT_MAX, "%s", in);
+        return out;
+    }
+    memcpy(out, in, 19);
+    out[10] = 'T';
+    out[19] = '.';
+    o = 20;
+    if (in[19] == '.')
+        for (i = 20; i < n - 3 && o < 26; i++)
+            out[o++] = in[i];
+    while (o < 26)
+        out[o++] = '0';
+    out[26] = 'Z';
+    out[27] = '\0';
+    return out;
+}
 
 /*
  * Turns rows (column 0: stream version or NULL, then EVENT_COLUMNS) into a
@@ -524,7 +740,8 @@ make_page(es_store *s, PGresult *r, es_position after, es_page **out, es_error *
     es_status st = ES_OK;
 
     if ((p = calloc(1, sizeof *p)) == NULL || (ps = calloc(1, sizeof *ps)) == NULL ||
-        (rows > 0 && (p->events = calloc((size_t)rows, sizeof *p->events)) == NULL)) {
+        (rows > 0 && (p->events = calloc((size_t)rows, sizeof *p->events)) == NULL) ||
+        (rows > 0 && (ps->times = malloc((size_t)rows * sizeof *ps->times)) == NULL)) {
         st = es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate a page of %d events", rows);
         goto fail;
     }
@@ -544,7 +761,7 @@ make_page(es_store *s, PGresult *r, es_position after, es_page **out, es_error *
         e->schema_version = (int)strtol(PQgetvalue(r, i, 5), NULL, 10);
         e->data = PQgetvalue(r, i, 6);
         e->metadata = PQgetvalue(r, i, 7);
-        e->recorded_at = PQgetvalue(r, i, 8);
+        e->recorded_at = format_time(PQgetvalue(r, i, 8), ps->times[n]);
         e->position.txid = strtoull(PQgetvalue(r, i, 9), NULL, 10);
         e->position.gpos = strtoll(PQgetvalue(r, i, 10), NULL, 10);
         if (es_upcasters_needed(s->upcasters, e->type, e->schema_version)) {
@@ -578,6 +795,8 @@ fail:
         if (p)
             free(p->events);
         free(p);
+        if (ps)
+            free(ps->times);
         free(ps);
     }
     return st;
@@ -704,6 +923,7 @@ es_page_destroy(es_page *p)
         for (size_t i = 0; i < ps->nowned; i++)
             free(ps->owned[i]);
         free(ps->owned);
+        free(ps->times);
         PQclear(ps->res);
         free(ps);
     }

@@ -74,8 +74,9 @@ void es_store_set_max_event_size(es_store *s, size_t bytes);
 void es_store_set_upcasters(es_store *s, const es_upcasters *u);
 
 /*
- * Appends req atomically.  Events without an id get a random one (so a
- * caller that wants safe retries supplies ids, e.g. es_uuid_derive).
+ * Appends req atomically.  Events without an id get a new time-ordered
+ * one (es_uuid_v7), so a caller that wants safe retries supplies ids
+ * (e.g. es_uuid_derive).
  * Returns res->status.
  */
 es_status es_store_append(es_store *s, const es_append_req *req,

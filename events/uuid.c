@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 static uint32_t
 rol(uint32_t x, int n)
@@ -158,6 +159,25 @@ es_uuid_derive(const char *command_id, unsigned index, char *out)
     es__uuid_v5(ES_UUID_NAMESPACE, name, (size_t)n, out);
     if (name != stackname)
         free(name);
+}
+
+bool
+es_uuid_v7(char *out)
+{
+    unsigned char b[16];
+    struct timespec ts;
+    uint64_t ms;
+
+    if (getrandom(b + 6, sizeof b - 6, 0) != (ssize_t)(sizeof b - 6))
+        return false;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    for (int i = 0; i < 6; i++)
+        b[i] = (unsigned char)(ms >> (40 - 8 * i));
+    b[6] = (unsigned char)((b[6] & 0x0F) | 0x70);
+    b[8] = (unsigned char)((b[8] & 0x3F) | 0x80);
+    uuid_format(b, out);
+    return true;
 }
 
 bool

@@ -25,6 +25,15 @@ void es_uuid_derive(const char *command_id, unsigned index, char *out);
  * random source failed. */
 bool es_uuid_random(char *out);
 
+/*
+ * Writes a time-ordered (version 7, RFC 9562) UUID to out: 48 bits of
+ * Unix milliseconds, then random bits.  The store gives these to events
+ * that come without an id: consecutive ids land next to each other in the
+ * event_id index instead of on random pages.  Returns false if the
+ * kernel's random source failed.
+ */
+bool es_uuid_v7(char *out);
+
 /* True when s is a UUID in 8-4-4-4-12 hex form (either case). */
 bool es_uuid_valid(const char *s);
 

@@ -1,0 +1,273 @@
+/*
+ * Store benchmarks behind `make bench` (scripts/bench.sh prints the BENCH
+ * lines and measures the raw limits beside them).  Workload of
+ * shared/API.md: event n goes to stream order-<n % 10000>, type
+ * OrderPlaced, about 200 bytes of data, every append states its exact
+ * expected version.
+ *
+ *   bench_store append WRITERS EVENTS_PER_APPEND SECONDS
+ *       WRITERS threads append through one es_committer (group commit);
+ *       prints "events_per_s=<x> appends=<n> p50_ms=<x> p99_ms=<x>"
+ *   bench_store feed
+ *       reads the whole log in feed order through es_store_read_feed;
+ *       prints "events_per_s=<x> events=<n>"
+ *   bench_store raw-read
+ *       one plain ordered SELECT of the same rows (the raw limit);
+ *       prints "rows_per_s=<x> rows=<n>"
+ * The database is $ES_PG_CONNINFO.
+ */
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "committer.h"
+#include "store.h"
+
+#define STREAMS 10000
+
+static const char *conninfo;
+static es_committer *committer;
+static int writers, per_append;
+static double seconds;
+static atomic_bool stop;
+
+static double
+now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void
+workload_data(uint64_t n, char *out, size_t size)
+{
+    snprintf(out, size,
+             "{\"type\":\"OrderPlaced\",\"orderId\":\"o-%" PRIu64 "\",\"customerId\":\"c-%"
+             PRIu64 "\",\"items\":[{\"sku\":\"sku-%" PRIu64 "\",\"qty\":2,\"price\":1999}],"
+             "\"total\":3998,\"currency\":\"EUR\",\"shipTo\":{\"city\":\"Berlin\","
+             "\"zip\":\"10115\",\"country\":\"DE\"}}",
+             n, n % 1000, n % 500);
+}
+
+typedef struct writer_stats {
+    uint64_t appends, events, failures, conflicts;
+    double *lat;            /* ms, one per append */
+    size_t nlat, caplat;
+} writer_stats;
+
+/*
+ * Writer id owns the streams whose index is id modulo writers (10000 is a
+ * multiple of the writer counts used), so it knows each one's version.
+ */
+typedef struct writer_arg {
+    int id;
+    writer_stats st;
+} writer_arg;
+
+static void *
+writer_main(void *arg)
+{
+    writer_arg *wa = arg;
+    writer_stats *ws = &wa->st;
+    int64_t *version = malloc(STREAMS * sizeof *version);
+    es_new_event *evs = calloc((size_t)per_append, sizeof *evs);
+    char (*data)[320] = calloc((size_t)per_append, sizeof *data);
+    char stream[32];
+
+    if (version == NULL || evs == NULL || data == NULL)
+        abort();
+    for (int i = 0; i < STREAMS; i++)
+        version[i] = ES_EXPECT_NO_STREAM;
+    for (uint64_t k = 0; !atomic_load(&stop); k++) {
+        uint64_t a = (uint64_t)wa->id + (uint64_t)writers * k;     /* append number */
+        int s = (int)(a % STREAMS);
+        es_append_req req;
+        es_append_result res;
+        double t0;
+
+        for (int i = 0; i < per_append; i++) {
+            workload_data(a * (uint64_t)per_append + (uint64_t)i, data[i], sizeof data[i]);
+            evs[i] = (es_new_event){NULL, "OrderPlaced", 1, data[i], NULL};
+        }
+        snprintf(stream, sizeof stream, "order-%d", s);
+        req = (es_append_req){stream, version[s], evs, (size_t)per_append};
+        t0 = now();
+        if (es_committer_append(committer, &req, &res) == ES_ECONFLICT) {
+            /* a stream left by an earlier run: learn its version, go on */
+            version[s] = res.err.actual_version;
+            ws->conflicts++;
+            continue;
+        }
+        if (res.status != ES_OK) {
+            ws->failures++;
+            if (ws->failures < 5)
+                fprintf(stderr, "append failed: %s\n", res.err.message);
+            continue;
+        }
+        version[s] = res.last_version;
+        ws->appends++;
+        ws->events += (uint64_t)per_append;
+        if (ws->nlat == ws->caplat) {
+            ws->caplat = ws->caplat ? ws->caplat * 2 : 4096;
+            ws->lat = realloc(ws->lat, ws->caplat * sizeof *ws->lat);
+            if (ws->lat == NULL)
+                abort();
+        }
+        ws->lat[ws->nlat++] = (now() - t0) * 1000.0;
+    }
+    free(version);
+    free(evs);
+    free(data);
+    return NULL;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int
+bench_append(void)
+{
+    pthread_t th[64];
+    writer_arg *args = calloc((size_t)writers, sizeof *args);
+    es_error err;
+    double t0, elapsed, *all;
+    uint64_t events = 0, appends = 0, failures = 0;
+    size_t nall = 0, j = 0;
+
+    if (es_committer_create(&committer, conninfo, getenv("BENCH_CONNS") ? atoi(getenv("BENCH_CONNS")) : 2, 64, &err) != ES_OK) {
+        fprintf(stderr, "bench_store: %s\n", err.message);
+        return 1;
+    }
+    t0 = now();
+    for (int i = 0; i < writers; i++) {
+        args[i].id = i;
+        pthread_create(&th[i], NULL, writer_main, &args[i]);
+    }
+    while (now() - t0 < seconds) {
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    atomic_store(&stop, true);
+    for (int i = 0; i < writers; i++)
+        pthread_join(th[i], NULL);
+    elapsed = now() - t0;
+    es_committer_destroy(committer);
+
+    for (int i = 0; i < writers; i++) {
+        events += args[i].st.events;
+        appends += args[i].st.appends;
+        failures += args[i].st.failures;
+        nall += args[i].st.nlat;
+    }
+    all = malloc((nall ? nall : 1) * sizeof *all);
+    for (int i = 0; i < writers; i++) {
+        memcpy(all + j, args[i].st.lat, args[i].st.nlat * sizeof *all);
+        j += args[i].st.nlat;
+        free(args[i].st.lat);
+    }
+    qsort(all, nall, sizeof *all, cmp_double);
+    printf("events_per_s=%.0f appends=%" PRIu64 " failures=%" PRIu64 " p50_ms=%.2f p99_ms=%.2f\n",
+           (double)events / elapsed, appends, failures,
+           nall ? all[nall / 2] : 0.0, nall ? all[nall * 99 / 100] : 0.0);
+    free(all);
+    free(args);
+    return failures == 0 ? 0 : 1;
+}
+
+static int
+bench_feed(void)
+{
+    es_store *s = NULL;
+    es_error err;
+    es_position pos = {0, 0};
+    uint64_t events = 0;
+    double t0;
+
+    if (es_store_open(&s, conninfo, &err) != ES_OK) {
+        fprintf(stderr, "bench_store: %s\n", err.message);
+        return 1;
+    }
+    t0 = now();
+    for (;;) {
+        es_page *p;
+        size_t n;
+
+        if (es_store_read_feed(s, pos, 10000, &p, &err) != ES_OK) {
+            fprintf(stderr, "bench_store: %s\n", err.message);
+            es_store_close(s);
+            return 1;
+        }
+        n = p->count;
+        events += n;
+        pos = p->next;
+        es_page_destroy(p);
+        if (n == 0)
+            break;
+    }
+    printf("events_per_s=%.0f events=%" PRIu64 "\n", (double)events / (now() - t0), events);
+    es_store_close(s);
+    return 0;
+}
+
+static int
+bench_raw_read(void)
+{
+    PGconn *c = PQconnectdb(conninfo);
+    PGresult *r;
+    double t0, elapsed;
+    int rows;
+
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "bench_store: %s", PQerrorMessage(c));
+        PQfinish(c);
+        return 1;
+    }
+    t0 = now();
+    r = PQexec(c, "SELECT stream_id, version, event_id, type, data, metadata, recorded_at, id "
+                  "FROM bench_raw ORDER BY id");
+    elapsed = now() - t0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "bench_store: %s", PQresultErrorMessage(r));
+        PQclear(r);
+        PQfinish(c);
+        return 1;
+    }
+    rows = PQntuples(r);
+    printf("rows_per_s=%.0f rows=%d\n", rows / elapsed, rows);
+    PQclear(r);
+    PQfinish(c);
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    conninfo = getenv("ES_PG_CONNINFO");
+    if (conninfo == NULL || argc < 2) {
+        fprintf(stderr, "usage: ES_PG_CONNINFO=... bench_store append WRITERS PER SECONDS | feed | raw-read\n");
+        return 2;
+    }
+    if (strcmp(argv[1], "append") == 0 && argc == 5) {
+        writers = atoi(argv[2]);
+        per_append = atoi(argv[3]);
+        seconds = atof(argv[4]);
+        if (writers < 1 || writers > 64 || per_append < 1 || per_append > 1000 || seconds <= 0)
+            return 2;
+        return bench_append();
+    }
+    if (strcmp(argv[1], "feed") == 0)
+        return bench_feed();
+    if (strcmp(argv[1], "raw-read") == 0)
+        return bench_raw_read();
+    return 2;
+}

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "json.h"
 #include "store.h"
 
 static es_store *
@@ -522,6 +523,44 @@ START_TEST(killed_client_leaves_nothing_partial)
 }
 END_TEST
 
+/* The append path's JSON checker takes exactly what jsonb takes, so a
+ * checked event never fails inside a batch. */
+START_TEST(checker_agrees_with_jsonb)
+{
+    static const char *texts[] = {
+        "{}", "1e131071", "1e131072", "1e-16383", "1e-16384", "0e200000", "0.001e131074",
+        "0.001e131075", "100e131069", "100e131070", "-0", "01", "1.", "\"\\u0000\"",
+        "\"\\ud800\"", "\"\\udc00\"", "\"\\ud83d\\ude00\"", "\"\xed\xa0\x80\"",
+        "\"\xf4\x90\x80\x80\"", "\"\xc2\x85\"", "{\"a\":1,\"a\":2}", "[1,]", "\"\\/\"",
+        " {} ", "{}\n", "\"\t\"", "\"\x7f\"", "1E+2", "-", "[-1.5e-3]", "true", "nul",
+    };
+    PGconn *c = PQconnectdb(th_conninfo());
+    char big[20000];
+
+    ck_assert_int_eq(PQstatus(c), CONNECTION_OK);
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0] + 2; i++) {
+        const char *t = i < sizeof texts / sizeof texts[0] ? texts[i] : big;
+        bool ours, theirs;
+        PGresult *r;
+
+        if (i == sizeof texts / sizeof texts[0]) {          /* 16383 fraction digits */
+            memcpy(big, "0.", 2);
+            memset(big + 2, '1', 16383);
+            big[16385] = '\0';
+        } else if (i > sizeof texts / sizeof texts[0]) {    /* one more */
+            big[16385] = '1';
+            big[16386] = '\0';
+        }
+        ours = es_json_check(t, strlen(t), NULL, NULL) != ES_JSON_INVALID;
+        r = PQexecParams(c, "SELECT $1::jsonb", 1, NULL, &t, NULL, NULL, 0);
+        theirs = PQresultStatus(r) == PGRES_TUPLES_OK;
+        PQclear(r);
+        ck_assert_msg(ours == theirs, "text %zu (%.40s): checker %d, jsonb %d", i, t, ours, theirs);
+    }
+    PQfinish(c);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -538,6 +577,7 @@ main(void)
     tcase_add_test(tc, upcast_on_read);
     tcase_add_test(tc, unavailable_then_reconnects);
     tcase_add_test(tc, killed_client_leaves_nothing_partial);
+    tcase_add_test(tc, checker_agrees_with_jsonb);
     suite_add_tcase(s, tc);
     return th_run(s);
 }

@@ -2,6 +2,7 @@
  * against RFC 4122's published example, and the id derivation. */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "uuid.h"
@@ -85,6 +86,20 @@ START_TEST(random_and_valid)
 }
 END_TEST
 
+START_TEST(v7_is_time_ordered)
+{
+    char a[ES_UUID_LEN + 1], b[ES_UUID_LEN + 1];
+
+    ck_assert(es_uuid_v7(a));
+    usleep(2000);
+    ck_assert(es_uuid_v7(b));
+    ck_assert(es_uuid_valid(a));
+    ck_assert_int_eq(a[14], '7');
+    ck_assert(strchr("89ab", a[19]) != NULL);
+    ck_assert_int_lt(strncmp(a, b, 13), 0);     /* later milliseconds sort later */
+}
+END_TEST
+
 int
 main(void)
 {
@@ -95,6 +110,7 @@ main(void)
     tcase_add_test(tc, uuid_v5_known);
     tcase_add_test(tc, derive_is_deterministic);
     tcase_add_test(tc, random_and_valid);
+    tcase_add_test(tc, v7_is_time_ordered);
     suite_add_tcase(s, tc);
     return th_run(s);
 }

@@ -1,0 +1,342 @@
+/*
+ * es_json_check: a recursive-descent recogniser over a byte range.  It
+ * builds nothing; each function advances a cursor or records where and
+ * why the text is wrong.  Recursion is bounded by ES_JSON_DEPTH_MAX.
+ */
+#include "json.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct cur {
+    const unsigned char *p, *end, *start;
+    const char *reason;
+    const unsigned char *at;
+} cur;
+
+static bool
+fail(cur *c, const unsigned char *at, const char *reason)
+{
+    if (c->reason == NULL) {
+        c->reason = reason;
+        c->at = at;
+    }
+    return false;
+}
+
+static void
+skip_ws(cur *c)
+{
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
+        c->p++;
+}
+
+static int
+hex4(const unsigned char *p)
+{
+    int v = 0;
+
+    for (int i = 0; i < 4; i++) {
+        int d;
+        if (p[i] >= '0' && p[i] <= '9')
+            d = p[i] - '0';
+        else if (p[i] >= 'a' && p[i] <= 'f')
+            d = p[i] - 'a' + 10;
+        else if (p[i] >= 'A' && p[i] <= 'F')
+            d = p[i] - 'A' + 10;
+        else
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* One UTF-8 sequence at c->p (first byte >= 0x80). */
+static bool
+utf8(cur *c)
+{
+    const unsigned char *p = c->p;
+    unsigned b = *p;
+    int extra;
+    uint32_t cp;
+
+    if (b >= 0xc2 && b <= 0xdf) {
+        extra = 1;
+        cp = b & 0x1f;
+    } else if (b >= 0xe0 && b <= 0xef) {
+        extra = 2;
+        cp = b & 0x0f;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+        extra = 3;
+        cp = b & 0x07;
+    } else {
+        return fail(c, p, "invalid UTF-8");
+    }
+    if (c->end - p <= extra)
+        return fail(c, p, "truncated UTF-8 sequence");
+    for (int i = 1; i <= extra; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return fail(c, p, "invalid UTF-8");
+        cp = cp << 6 | (p[i] & 0x3f);
+    }
+    if ((extra == 2 && cp < 0x800) || (extra == 3 && cp < 0x10000) ||
+        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+        return fail(c, p, "invalid UTF-8");
+    c->p += extra + 1;
+    return true;
+}
+
+static bool
+string(cur *c)
+{
+    c->p++;     /* opening quote */
+    while (c->p < c->end) {
+        unsigned b = *c->p;
+
+        if (b == '"') {
+            c->p++;
+            return true;
+        }
+        if (b < 0x20)
+            return fail(c, c->p, "control character in string");
+        if (b >= 0x80) {
+            if (!utf8(c))
+                return false;
+            continue;
+        }
+        if (b != '\\') {
+            c->p++;
+            continue;
+        }
+        if (c->end - c->p < 2)
+            break;
+        switch (c->p[1]) {
+        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+            c->p += 2;
+            continue;
+        case 'u': {
+            int u;
+
+            if (c->end - c->p < 6 || (u = hex4(c->p + 2)) < 0)
+                return fail(c, c->p, "invalid \\u escape");
+            if (u == 0)
+                return fail(c, c->p, "\\u0000 is not allowed");
+            if (u >= 0xdc00 && u <= 0xdfff)
+                return fail(c, c->p, "unpaired low surrogate");
+            if (u >= 0xd800 && u <= 0xdbff) {
+                int lo;
+                if (c->end - c->p < 12 || c->p[6] != '\\' || c->p[7] != 'u' ||
+                    (lo = hex4(c->p + 8)) < 0 || lo < 0xdc00 || lo > 0xdfff)
+                    return fail(c, c->p, "unpaired high surrogate");
+                c->p += 12;
+            } else {
+                c->p += 6;
+            }
+            continue;
+        }
+        default:
+            return fail(c, c->p, "invalid escape");
+        }
+    }
+    return fail(c, c->end, "unterminated string");
+}
+
+/* Counts the digits at the cursor and moves past them. */
+static long
+digits(cur *c)
+{
+    const unsigned char *s = c->p;
+
+    while (c->p < c->end && *c->p >= '0' && *c->p <= '9')
+        c->p++;
+    return (long)(c->p - s);
+}
+
+/*
+ * A number, also checked against the range of PostgreSQL's numeric, which
+ * jsonb stores numbers in: at most ES_JSON_SCALE_MAX digits after the
+ * point once the exponent is applied, and a decimal weight (the power of
+ * ten of the first significant digit) below ES_JSON_WEIGHT_LIMIT.
+ */
+static bool
+number(cur *c)
+{
+    const unsigned char *s = c->p;
+    long ints = 0, fracs = 0, lead_zeros = 0, exp = 0, weight;
+    bool nonzero = false;
+
+    if (*c->p == '-')
+        c->p++;
+    if (c->p < c->end && *c->p == '0') {
+        c->p++;                         /* ints stays 0: no significant digit */
+    } else if ((ints = digits(c)) == 0) {
+        return fail(c, s, "invalid number");
+    } else {
+        nonzero = true;
+    }
+    if (c->p < c->end && *c->p == '.') {
+        const unsigned char *f = ++c->p;
+        if ((fracs = digits(c)) == 0)
+            return fail(c, s, "invalid number");
+        if (!nonzero) {
+            while (f < c->p && *f == '0')
+                f++, lead_zeros++;
+            nonzero = f < c->p;
+        }
+    }
+    if (c->p < c->end && (*c->p == 'e' || *c->p == 'E')) {
+        bool neg = false;
+        c->p++;
+        if (c->p < c->end && (*c->p == '+' || *c->p == '-'))
+            neg = *c->p++ == '-';
+        if (c->p >= c->end || *c->p < '0' || *c->p > '9')
+            return fail(c, s, "invalid number");
+        while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+            if (exp < 100000000)
+                exp = exp * 10 + (*c->p - '0');
+            c->p++;
+        }
+        if (neg)
+            exp = -exp;
+    }
+    if (c->p < c->end && ((*c->p >= '0' && *c->p <= '9') || *c->p == '.' ||
+                          *c->p == '-' || *c->p == '+'))
+        return fail(c, c->p, "invalid number");
+    if (fracs - exp > ES_JSON_SCALE_MAX)
+        return fail(c, s, "number out of range");
+    weight = (ints > 0 ? ints - 1 : -(lead_zeros + 1)) + exp;
+    if (nonzero && weight >= ES_JSON_WEIGHT_LIMIT)
+        return fail(c, s, "number out of range");
+    return true;
+}
+
+static bool
+literal(cur *c, const char *word, size_t n)
+{
+    if ((size_t)(c->end - c->p) < n)
+        return fail(c, c->p, "unexpected end of text");
+    for (size_t i = 0; i < n; i++)
+        if (c->p[i] != (unsigned char)word[i])
+            return fail(c, c->p, "invalid literal");
+    c->p += n;
+    return true;
+}
+
+static bool value(cur *c, int depth);
+
+static bool
+object(cur *c, int depth)
+{
+    c->p++;
+    skip_ws(c);
+    if (c->p < c->end && *c->p == '}') {
+        c->p++;
+        return true;
+    }
+    for (;;) {
+        skip_ws(c);
+        if (c->p >= c->end || *c->p != '"')
+            return fail(c, c->p, "expected a string as object key");
+        if (!string(c))
+            return false;
+        skip_ws(c);
+        if (c->p >= c->end || *c->p != ':')
+            return fail(c, c->p, "expected ':' after object key");
+        c->p++;
+        if (!value(c, depth + 1))
+            return false;
+        skip_ws(c);
+        if (c->p < c->end && *c->p == ',') {
+            c->p++;
+            continue;
+        }
+        if (c->p < c->end && *c->p == '}') {
+            c->p++;
+            return true;
+        }
+        return fail(c, c->p, "expected ',' or '}' in object");
+    }
+}
+
+static bool
+array(cur *c, int depth)
+{
+    c->p++;
+    skip_ws(c);
+    if (c->p < c->end && *c->p == ']') {
+        c->p++;
+        return true;
+    }
+    for (;;) {
+        if (!value(c, depth + 1))
+            return false;
+        skip_ws(c);
+        if (c->p < c->end && *c->p == ',') {
+            c->p++;
+            continue;
+        }
+        if (c->p < c->end && *c->p == ']') {
+            c->p++;
+            return true;
+        }
+        return fail(c, c->p, "expected ',' or ']' in array");
+    }
+}
+
+static bool
+value(cur *c, int depth)
+{
+    if (depth > ES_JSON_DEPTH_MAX)
+        return fail(c, c->p, "nested too deeply");
+    skip_ws(c);
+    if (c->p >= c->end)
+        return fail(c, c->p, "unexpected end of text");
+    switch (*c->p) {
+    case '{': return object(c, depth);
+    case '[': return array(c, depth);
+    case '"': return string(c);
+    case 't': return literal(c, "true", 4);
+    case 'f': return literal(c, "false", 5);
+    case 'n': return literal(c, "null", 4);
+    default:
+        if (*c->p == '-' || (*c->p >= '0' && *c->p <= '9'))
+            return number(c);
+        return fail(c, c->p, "unexpected character");
+    }
+}
+
+es_json_kind
+es_json_check(const char *text, size_t len, size_t *offset, const char **reason)
+{
+    cur c;
+    es_json_kind kind = ES_JSON_INVALID;
+    const unsigned char *first;
+
+    c.start = c.p = (const unsigned char *)text;
+    c.end = c.p + len;
+    c.reason = NULL;
+    c.at = NULL;
+    skip_ws(&c);
+    first = c.p;
+    if (value(&c, 1)) {
+        skip_ws(&c);
+        if (c.p != c.end) {
+            fail(&c, c.p, "text after the JSON value");
+        } else {
+            switch (*first) {
+            case '{': kind = ES_JSON_OBJECT; break;
+            case '[': kind = ES_JSON_ARRAY; break;
+            case '"': kind = ES_JSON_STRING; break;
+            case 't': case 'f': case 'n': kind = ES_JSON_LITERAL; break;
+            default: kind = ES_JSON_NUMBER; break;
+            }
+        }
+    }
+    if (kind == ES_JSON_INVALID) {
+        if (offset)
+            *offset = (size_t)(c.at - c.start);
+        if (reason)
+            *reason = c.reason;
+    }
+    return kind;
+}
