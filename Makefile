@@ -40,7 +40,12 @@ TEST_COMMON := $(BUILD)/tests/harness.o
 CLI       := $(BUILD)/esctl
 BENCH_BIN := $(BUILD)/bench_store
 
-.PHONY: all deps up down servers test test-plain test-san bench clean distclean
+FUZZ_DIR  := build/fuzz
+FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN  := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_DIR)/%)
+FUZZ_SECONDS ?= 10
+
+.PHONY: all deps up down servers test test-plain test-san test-fuzz fuzz bench clean distclean
 
 all: $(LIB) $(CLI) $(TEST_BIN) $(BENCH_BIN)
 
@@ -66,6 +71,28 @@ $(BENCH_BIN): $(BUILD)/tests/bench_store.o $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
+# Fuzz targets: clang's libFuzzer with ASan and UBSan, over the core's
+# sources (no server is needed by a decoder).
+$(FUZZ_DIR)/%: tests/fuzz/%.c $(LIB_SRC) $(wildcard events/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ  $@"
+	@clang -std=c11 -D_GNU_SOURCE -g -O1 -Ievents $(PKG_CFLAGS) \
+	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	    $< $(LIB_SRC) -o $@ $(PKG_LIBS)
+
+# Runs every fuzz target for FUZZ_SECONDS from its seed corpus; a crash
+# fails, and the input that caused it is left in build/fuzz.
+fuzz: $(FUZZ_BIN)
+	@for t in $(FUZZ_BIN); do \
+	    name=$$(basename $$t); corpus=tests/fuzz/corpus/$${name#fuzz_}; \
+	    work=$(FUZZ_DIR)/corpus-$$name; mkdir -p $$work; \
+	    echo "== $$name ($(FUZZ_SECONDS) s)"; \
+	    $$t -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -artifact_prefix=$(FUZZ_DIR)/ \
+	        $$work $$corpus > $(FUZZ_DIR)/$$name.log 2>&1 \
+	        || { tail -n 40 $(FUZZ_DIR)/$$name.log; echo "fuzz: $$name failed"; exit 1; }; \
+	    grep -E '^Done [0-9]+ runs' $(FUZZ_DIR)/$$name.log; \
+	done
+
 deps:
 	@scripts/deps.sh
 
@@ -83,10 +110,12 @@ up: deps
 down:
 	@scripts/servers.sh stop
 
-# Every test, plain and under ASan+UBSan (which also fails on leaks).
+# Every test, plain and under ASan+UBSan (which also fails on leaks), and
+# a short run of each fuzz target.
 test: deps
 	@$(MAKE) --no-print-directory test-plain
 	@$(MAKE) --no-print-directory test-san
+	@$(MAKE) --no-print-directory fuzz
 
 test-plain:
 	@$(MAKE) --no-print-directory all
