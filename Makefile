@@ -116,6 +116,8 @@ test: deps
 	@$(MAKE) --no-print-directory test-plain
 	@$(MAKE) --no-print-directory test-san
 	@$(MAKE) --no-print-directory fuzz
+	@cat build/plain/test-summary build/san/test-summary | \
+	    awk '{ p += $$1; f += $$2 } END { print "tests: " p " passed, " f " failed" }' 
 
 test-plain:
 	@$(MAKE) --no-print-directory all

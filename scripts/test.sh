@@ -48,4 +48,5 @@ for t in "$build"/tests/test_*; do
     fi
 done
 echo "tests ($build): $passed passed, $failed failed"
+echo "$passed $failed" >"$build/test-summary"
 [ "$programs_failed" -eq 0 ] && [ "$failed" -eq 0 ]
