@@ -155,9 +155,21 @@ es_committer_destroy(es_committer *c)
 es_status
 es_committer_append(es_committer *c, const es_append_req *req, es_append_result *res)
 {
-    item it = {req, res, false, PTHREAD_COND_INITIALIZER, NULL};
+    item it;
 
+    it.req = req;
+    it.res = res;
+    it.done = false;
+    it.next = NULL;
+    pthread_cond_init(&it.cond, NULL);
     pthread_mutex_lock(&c->mu);
+    if (c->stopping) {
+        pthread_mutex_unlock(&c->mu);
+        pthread_cond_destroy(&it.cond);
+        es_error_clear(&res->err);
+        return res->status = es_error_set(&res->err, ES_EUNAVAILABLE, "store_unavailable", NULL,
+                                          "the committer is shutting down");
+    }
     if (c->tail)
         c->tail->next = &it;
     else

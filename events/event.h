@@ -19,6 +19,7 @@
 #define ES_TYPE_MAX 200                 /* bytes */
 #define ES_EVENT_SIZE_MAX_DEFAULT (1024 * 1024)
 #define ES_APPEND_EVENTS_MAX 10000      /* events in one append */
+#define ES_APPEND_SIZE_MAX (32 * 1024 * 1024)   /* bytes of one append's events */
 
 /* Expected versions besides an exact N >= 0. */
 #define ES_EXPECT_NO_STREAM (-1)

@@ -192,10 +192,13 @@ number(cur *c)
         if (c->p >= c->end || *c->p < '0' || *c->p > '9')
             return fail(c, s, "invalid number");
         while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
-            if (exp < 100000000)
+            if (exp < 100000000000L)
                 exp = exp * 10 + (*c->p - '0');
             c->p++;
         }
+        /* numeric refuses such exponents even on zero */
+        if (exp >= ES_JSON_EXPONENT_LIMIT)
+            return fail(c, s, "number out of range");
         if (neg)
             exp = -exp;
     }

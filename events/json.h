@@ -14,6 +14,7 @@
 #define ES_JSON_DEPTH_MAX 256
 #define ES_JSON_SCALE_MAX 16383         /* PostgreSQL numeric's limits */
 #define ES_JSON_WEIGHT_LIMIT 131072
+#define ES_JSON_EXPONENT_LIMIT 1073741823L     /* INT_MAX / 2 */
 
 typedef enum es_json_kind {
     ES_JSON_INVALID = 0,

@@ -60,7 +60,8 @@ exec_ok(PGconn *c, const char *sql, const char *what, es_error *err)
     PGresult *r = PQexec(c, sql);
     es_status st = ES_OK;
 
-    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK &&
+        PQresultStatus(r) != PGRES_EMPTY_QUERY) {
         char text[200];
         snprintf(text, sizeof text, "%s", PQresultErrorMessage(r));
         text[strcspn(text, "\n")] = '\0';
@@ -92,9 +93,12 @@ apply_one(PGconn *c, const char *dir, const char *name, FILE *log, int *applied,
                      "(SELECT checksum FROM es_migrations WHERE name = $1)",
                      2, NULL, values, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        st = es_error_set(err, ES_EINTERNAL, "migration_failed", NULL,
-                          "could not checksum migration \"%s\": %s", name,
-                          PQresultErrorMessage(r));
+        char text[200];
+        snprintf(text, sizeof text, "%s", PQresultErrorMessage(r));
+        text[strcspn(text, "\n")] = '\0';
+        st = es_error_set(err, PQstatus(c) == CONNECTION_OK ? ES_EINTERNAL : ES_EUNAVAILABLE,
+                          "migration_failed", NULL, "could not checksum migration \"%s\": %s",
+                          name, text);
         goto done;
     }
     if (!PQgetisnull(r, 0, 1)) {
@@ -180,7 +184,9 @@ es_migrate(const char *conninfo, const char *dir, FILE *log, int *applied,
                           c ? PQerrorMessage(c) : "out of memory");
         goto done;
     }
-    PQclear(PQexec(c, "SET client_min_messages = warning"));
+    /* A migration waits at most 10 s for a lock (an ALTER of es_events
+     * queued behind a long transaction would stall every append). */
+    PQclear(PQexec(c, "SET client_min_messages = warning; SET lock_timeout = '10s'"));
     snprintf(lock, sizeof lock, "SELECT pg_advisory_lock(%lld)", (long long)MIGRATE_LOCK_KEY);
     if ((st = exec_ok(c, lock, "take the migration lock", err)) != ES_OK ||
         (st = exec_ok(c,

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "store_int.h"
 
 /* Appends sent in one pipeline at most: keeps the replies well inside the
  * socket buffers, so a blocking pipeline cannot deadlock. */
@@ -54,11 +55,11 @@ typedef struct page_storage {
 
 #define INSERT_EVENTS                                                       \
     "INSERT INTO es_events (stream_id, category, version, event_id, type, " \
-    "schema_version, data, metadata) "
+    "schema_version, data, metadata, append_index, append_size) "
 #define EVENT_FIELDS                                                        \
     "(t.e->>'event_id')::uuid, t.e->>'type', "                              \
     "coalesce((t.e->>'schema_version')::int, 1), t.e->'data', "             \
-    "coalesce(t.e->'metadata', '{}') "
+    "coalesce(t.e->'metadata', '{}'), t.o - 1, "
 #define FAST_RESULT                                                         \
     "SELECT max(version), max(global_position), pg_current_xact_id(), "     \
     "count(*) FROM ins"
@@ -80,20 +81,22 @@ static const struct {
      "WITH s AS (UPDATE es_streams SET version = version + 1 "
      "WHERE stream_id = $1 AND version = $2::bigint RETURNING version), "
      "ins AS (" INSERT_EVENTS "SELECT $1, split_part($1, '-', 1), s.version, $3::uuid, $4, "
-     "$5::int, $6::jsonb, coalesce($7::jsonb, '{}') FROM s RETURNING version, global_position) "
+     "$5::int, $6::jsonb, coalesce($7::jsonb, '{}'), 0, 1 FROM s "
+     "RETURNING version, global_position) "
      FAST_RESULT},
     {"es_fast1_new",
      "WITH s AS (INSERT INTO es_streams (stream_id, version) VALUES ($1, 0) "
      "ON CONFLICT (stream_id) DO NOTHING RETURNING version), "
      "ins AS (" INSERT_EVENTS "SELECT $1, split_part($1, '-', 1), s.version, $2::uuid, $3, "
-     "$4::int, $5::jsonb, coalesce($6::jsonb, '{}') FROM s RETURNING version, global_position) "
+     "$4::int, $5::jsonb, coalesce($6::jsonb, '{}'), 0, 1 FROM s "
+     "RETURNING version, global_position) "
      FAST_RESULT},
     {"es_fastn_exact",
      "WITH s AS (UPDATE es_streams SET version = version + jsonb_array_length($3::jsonb) "
      "WHERE stream_id = $1 AND version = $2::bigint RETURNING version), "
      "ins AS (" INSERT_EVENTS "SELECT $1, split_part($1, '-', 1), "
      "s.version - jsonb_array_length($3::jsonb) + t.o, " EVENT_FIELDS
-     "FROM s, jsonb_array_elements($3::jsonb) WITH ORDINALITY AS t(e, o) "
+     "jsonb_array_length($3::jsonb) FROM s, jsonb_array_elements($3::jsonb) WITH ORDINALITY AS t(e, o) "
      "RETURNING version, global_position) " FAST_RESULT},
     {"es_fastn_new",
      "WITH s AS (INSERT INTO es_streams (stream_id, version) "
@@ -101,7 +104,7 @@ static const struct {
      "ON CONFLICT (stream_id) DO NOTHING RETURNING version), "
      "ins AS (" INSERT_EVENTS "SELECT $1, split_part($1, '-', 1), "
      "s.version - jsonb_array_length($2::jsonb) + t.o, " EVENT_FIELDS
-     "FROM s, jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(e, o) "
+     "jsonb_array_length($2::jsonb) FROM s, jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(e, o) "
      "RETURNING version, global_position) " FAST_RESULT},
     {"es_stream_fwd",
      "SELECT s.version, e.* FROM es_streams s LEFT JOIN LATERAL ("
@@ -124,6 +127,8 @@ static const struct {
      "AND (transaction_id, global_position) > ($1::xid8, $2::bigint) "
      "AND transaction_id < " HORIZON " "
      "ORDER BY transaction_id, global_position LIMIT $3"},
+    {"es_event_by_id",
+     "SELECT NULL, " EVENT_COLUMNS " FROM es_events WHERE event_id = $1::uuid"},
     {"es_head",
      "SELECT transaction_id, global_position FROM es_events "
      "WHERE transaction_id < " HORIZON " "
@@ -156,9 +161,14 @@ pg_failure(es_store *s, const PGresult *r, const char *what, es_error *err)
         return es_error_set(err, ES_EUNAVAILABLE, "store_unavailable", NULL,
                             "could not %s: %s", what, text);
     }
+    /* Transient: deadlock, serialization failure, timeouts. Retry later. */
+    if (strcmp(state, "40P01") == 0 || strcmp(state, "40001") == 0 ||
+        strcmp(state, "57014") == 0 || strcmp(state, "55P03") == 0)
+        return es_error_set(err, ES_EUNAVAILABLE, "store_busy", NULL,
+                            "could not %s: %s", what, text);
     if (strcmp(state, "23505") == 0)
         return es_error_set(err, ES_EIDCLASH, "event_id_clash", NULL,
-                            "could not %s: an event id is used by another stream", what);
+                            "could not %s: an event id is already stored", what);
     if (strncmp(state, "22", 2) == 0)
         return es_error_set(err, ES_EINVALID, "invalid_input", NULL,
                             "could not %s: %s", what, text);
@@ -206,6 +216,18 @@ ensure_ready(es_store *s, es_error *err)
     }
     s->ready = true;
     return ES_OK;
+}
+
+PGconn *
+es__store_conn(es_store *s, es_error *err)
+{
+    return ensure_ready(s, err) == ES_OK ? s->conn : NULL;
+}
+
+es_status
+es__store_failure(es_store *s, const PGresult *r, const char *what, es_error *err)
+{
+    return pg_failure(s, r, what, err);
 }
 
 es_status
@@ -272,6 +294,7 @@ result_reset(es_append_result *res)
 static es_status
 check_request(const es_store *s, const es_append_req *req, es_error *err)
 {
+    size_t total = 0;
     es_status st;
 
     if ((st = es_stream_id_check(req->stream, "stream", err)) != ES_OK)
@@ -287,9 +310,17 @@ check_request(const es_store *s, const es_append_req *req, es_error *err)
         return es_error_set(err, ES_ETOOLARGE, "too_many_events", "events",
                             "an append holds at most %d events, this one has %zu",
                             ES_APPEND_EVENTS_MAX, req->count);
-    for (size_t i = 0; i < req->count; i++)
-        if ((st = es_new_event_check(&req->events[i], i, s->max_event_size, err)) != ES_OK)
+    for (size_t i = 0; i < req->count; i++) {
+        const es_new_event *e = &req->events[i];
+
+        if ((st = es_new_event_check(e, i, s->max_event_size, err)) != ES_OK)
             return st;
+        total += strlen(e->type) + strlen(e->data) + (e->metadata ? strlen(e->metadata) : 0);
+    }
+    if (total > ES_APPEND_SIZE_MAX)
+        return es_error_set(err, ES_ETOOLARGE, "append_too_large", "events",
+                            "the events of one append are %zu bytes, the limit is %d",
+                            total, ES_APPEND_SIZE_MAX);
     return ES_OK;
 }
 
@@ -505,12 +536,28 @@ append_one(es_store *s, slot *sl)
     if (slot_json(s, sl, &sl->res->err) != ES_OK)
         return sl->res->status = sl->res->err.status;
     stmt = slot_statement(s, sl, values, &nparams);
-    r = PQexecPrepared(s->conn, stmt, nparams, values, NULL, NULL, 0);
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-        read_full_row(r, sl);
-    else
+    for (int attempt = 0; attempt < 2; attempt++) {
+        const char *state;
+
+        r = PQexecPrepared(s->conn, stmt, nparams, values, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+            read_full_row(r, sl);
+            PQclear(r);
+            break;
+        }
         sl->res->status = pg_failure(s, r, "append", &sl->res->err);
-    PQclear(r);
+        state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        /* unique_violation: an identical append committed while this one
+         * waited for the stream row ("any"/"exists" wait there after the
+         * probe).  Once more, and the probe sees it. */
+        if (attempt == 0 && state != NULL && strcmp(state, "23505") == 0) {
+            PQclear(r);
+            result_reset(sl->res);
+            continue;
+        }
+        PQclear(r);
+        break;
+    }
     return sl->res->status;
 }
 
@@ -563,10 +610,12 @@ run_pipelined(es_store *s, slot *slots, size_t n)
             goto lost;
         if (i >= 1 && i <= n && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
             read_slot_row(r, &slots[i - 1], slots[i - 1].full);
+        } else if (PQresultStatus(r) == PGRES_PIPELINE_ABORTED) {
+            if (st == ES_OK)            /* skipped after an earlier error */
+                st = ES_EINTERNAL;
         } else if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            /* An error aborts the rest; the sync rolls the transaction back. */
             es_status fail = pg_failure(s, r, "append a batch", &err);
-            if (st == ES_OK)
+            if (st == ES_OK || fail == ES_EUNAVAILABLE)
                 st = fail == ES_EUNAVAILABLE ? fail : ES_EINTERNAL;
         }
         PQclear(r);
@@ -583,6 +632,25 @@ run_pipelined(es_store *s, slot *slots, size_t n)
     PQclear(r);
     if (PQexitPipelineMode(s->conn) != 1)
         goto lost;
+    if (st == ES_OK)
+        return ES_OK;
+    /*
+     * The transaction failed: nothing of it was written, whatever rows
+     * came back before the error.  An explicit transaction block stays
+     * aborted after the sync, so end it here.
+     */
+    if (PQtransactionStatus(s->conn) == PQTRANS_INERROR) {
+        r = PQexec(s->conn, "ROLLBACK");
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            s->ready = false;
+        PQclear(r);
+    }
+    for (i = 0; i < n; i++) {
+        result_reset(slots[i].res);
+        slots[i].retry = false;
+        if (st == ES_EUNAVAILABLE)
+            slots[i].res->err = err;
+    }
     return st;
 
 lost:
@@ -697,6 +765,118 @@ es_store_append(es_store *s, const es_append_req *req, es_append_result *res)
     return res->status;
 }
 
+static es_status run_read(es_store *s, const char *stmt, int nparams,
+                          const char *const *values, es_position after, es_page **out,
+                          es_error *err);
+
+static es_status
+exec_simple(es_store *s, const char *stmt, es_error *err)
+{
+    PGresult *r = PQexecPrepared(s->conn, stmt, 0, NULL, NULL, NULL, 0);
+    es_status st = ES_OK;
+
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        st = pg_failure(s, r, stmt, err);
+    PQclear(r);
+    return st;
+}
+
+es_status
+es_store_append_atomic(es_store *s, const es_append_req *reqs, size_t n,
+                       es_append_result *res, size_t *failed)
+{
+    slot slots[BATCH_MAX];
+    es_error err;
+    es_status st = ES_OK;
+    size_t i;
+
+    *failed = 0;
+    if (n == 0 || n > BATCH_MAX)
+        return es_error_set(&res[0].err, ES_EINVALID, "batch_size", NULL,
+                            "an atomic append takes 1 to %d appends", BATCH_MAX);
+    es_buf_reset(&s->params);
+    for (i = 0; i < n; i++) {
+        result_reset(&res[i]);
+        st = check_request(s, &reqs[i], &res[i].err);
+        if (st == ES_OK)
+            st = slot_init(&slots[i], &reqs[i], &res[i], i, &res[i].err);
+        if (st == ES_OK) {
+            slots[i].full = true;
+            st = slot_json(s, &slots[i], &res[i].err);
+        }
+        if (st != ES_OK) {
+            res[i].status = st;
+            *failed = i;
+            return st;
+        }
+    }
+    if ((st = ensure_ready(s, &err)) != ES_OK) {
+        res[0].err = err;
+        return res[0].status = st;
+    }
+    /* Same lock order as batches: by stream. */
+    qsort(slots, n, sizeof *slots, cmp_slots);
+    if ((st = exec_simple(s, "es_begin", &err)) != ES_OK) {
+        res[0].err = err;
+        return res[0].status = st;
+    }
+    for (i = 0; i < n; i++) {
+        const char *values[7], *stmt;
+        int nparams = 0;
+        PGresult *r;
+
+        stmt = slot_statement(s, &slots[i], values, &nparams);
+        r = PQexecPrepared(s->conn, stmt, nparams, values, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+            read_full_row(r, &slots[i]);
+        else
+            slots[i].res->status = pg_failure(s, r, "append", &slots[i].res->err);
+        PQclear(r);
+        if (slots[i].res->status != ES_OK) {
+            st = slots[i].res->status;
+            *failed = slots[i].index;
+            if (st != ES_EUNAVAILABLE) {
+                PGresult *rb = PQexec(s->conn, "ROLLBACK");
+                PQclear(rb);
+            }
+            for (size_t j = 0; j < n; j++)
+                if (j != slots[i].index)
+                    res[j].status = es_error_set(&res[j].err, ES_ECONFLICT, "not_applied", NULL,
+                                                 "not appended: another append of the set failed");
+            return st;
+        }
+    }
+    if ((st = exec_simple(s, "es_commit", &err)) != ES_OK) {
+        for (i = 0; i < n; i++) {
+            res[i].status = st;
+            res[i].err = err;
+        }
+        return st;
+    }
+    return ES_OK;
+}
+
+es_status
+es_store_read_event(es_store *s, const char *event_id, es_page **out, es_error *err)
+{
+    es_position none = {0, 0};
+    es_status st;
+
+    *out = NULL;
+    es_error_clear(err);
+    if (event_id == NULL || !es_uuid_valid(event_id))
+        return es_error_set(err, ES_EINVALID, "event_id_invalid", "event_id",
+                            "event id is not a UUID");
+    st = run_read(s, "es_event_by_id", 1, &event_id, none, out, err);
+    if (st == ES_OK && (*out)->count == 0) {
+        es_page_destroy(*out);
+        *out = NULL;
+        return es_error_set(err, ES_ENOTFOUND, "event_not_found", "event_id",
+                            "event %s does not exist", event_id);
+    }
+    return st;
+}
+
 /* ---- reads ------------------------------------------------------------ */
 
 /*
@@ -739,14 +919,18 @@ make_page(es_store *s, PGresult *r, es_position after, es_page **out, es_error *
     int rows = PQntuples(r), i, n = 0;
     es_status st = ES_OK;
 
-    if ((p = calloc(1, sizeof *p)) == NULL || (ps = calloc(1, sizeof *ps)) == NULL ||
-        (rows > 0 && (p->events = calloc((size_t)rows, sizeof *p->events)) == NULL) ||
-        (rows > 0 && (ps->times = malloc((size_t)rows * sizeof *ps->times)) == NULL)) {
+    if ((p = calloc(1, sizeof *p)) == NULL || (ps = calloc(1, sizeof *ps)) == NULL) {
+        PQclear(r);
+        free(p);
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate a page");
+    }
+    ps->res = r;                /* from here on the page owns r */
+    p->priv_ = ps;
+    if (rows > 0 && ((p->events = calloc((size_t)rows, sizeof *p->events)) == NULL ||
+                     (ps->times = malloc((size_t)rows * sizeof *ps->times)) == NULL)) {
         st = es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate a page of %d events", rows);
         goto fail;
     }
-    ps->res = r;
-    p->priv_ = ps;
     p->next = after;
     p->stream_version = rows > 0 ? get_i64(r, 0, 0) : -1;
     for (i = 0; i < rows; i++) {
@@ -787,18 +971,7 @@ make_page(es_store *s, PGresult *r, es_position after, es_page **out, es_error *
     return ES_OK;
 
 fail:
-    if (p != NULL && ps != NULL) {
-        p->priv_ = ps;
-        es_page_destroy(p);     /* clears r too */
-    } else {
-        PQclear(r);
-        if (p)
-            free(p->events);
-        free(p);
-        if (ps)
-            free(ps->times);
-        free(ps);
-    }
+    es_page_destroy(p);         /* clears r too */
     return st;
 }
 

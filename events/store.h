@@ -86,14 +86,27 @@ es_status es_store_append(es_store *s, const es_append_req *req,
  * Group commit: appends n independent requests in one pipelined
  * transaction, one round trip, one commit.  Each request has its own
  * result, so a conflict or invalid request fails only itself.  Returns
- * ES_OK when every request got its own result, or ES_EUNAVAILABLE /
- * ES_EINTERNAL (also set in each result) when the batch as a whole could
- * not be run; then nothing of it was written, or, if the connection was
- * lost during commit, all of it may have been, and a retry with the same
- * ids answers duplicates.
+ * ES_OK when every request got its own result, or ES_EUNAVAILABLE when
+ * the connection went: then the results not yet answered say so, and
+ * their appends were not written, or, if the connection was lost during
+ * COMMIT, may have been; a retry with the same ids answers duplicates.
  */
 es_status es_store_append_many(es_store *s, const es_append_req *reqs,
                                size_t n, es_append_result *res);
+
+/*
+ * Appends all n requests (1..256, to any streams) in one transaction, or
+ * none: the first that does not succeed rolls the others back.  Returns
+ * ES_OK, or the failing append's status with *failed its index (its
+ * result says why; the others answer not_applied).  Duplicates count as
+ * success, so a retried set answers its original results.
+ */
+es_status es_store_append_atomic(es_store *s, const es_append_req *reqs, size_t n,
+                                 es_append_result *res, size_t *failed);
+
+/* Reads the event with this id (a page of one); ES_ENOTFOUND if none. */
+es_status es_store_read_event(es_store *s, const char *event_id, es_page **out,
+                              es_error *err);
 
 /*
  * Reads up to limit events of stream from version from (inclusive),

@@ -24,6 +24,10 @@ CREATE TABLE es_events (
     -- set by es_append (a generated column would re-read its expression
     -- from the catalog on every insert).
     category        text        NOT NULL,
+    -- The event's place in the append that wrote it: a retry is a
+    -- duplicate only if it names exactly that append's events.
+    append_index    smallint    NOT NULL DEFAULT 0,
+    append_size     smallint    NOT NULL DEFAULT 1,
     PRIMARY KEY (stream_id, version),
     CONSTRAINT es_events_event_id_key UNIQUE (event_id)
 );
@@ -125,11 +129,11 @@ BEGIN
     ELSE
         WITH ins AS (
             INSERT INTO es_events (stream_id, category, version, event_id, type, schema_version,
-                                   data, metadata)
+                                   data, metadata, append_index, append_size)
             SELECT p_stream, split_part(p_stream, '-', 1), first_version + o - 1,
                    (e->>'event_id')::uuid, e->>'type',
                    coalesce((e->>'schema_version')::int, 1), e->'data',
-                   coalesce(e->'metadata', '{}'::jsonb)
+                   coalesce(e->'metadata', '{}'::jsonb), o - 1, n
               FROM jsonb_array_elements(p_events) WITH ORDINALITY AS t(e, o)
             RETURNING global_position)
         SELECT max(global_position) INTO last_position FROM ins;
@@ -149,8 +153,13 @@ DECLARE
     nfound int;
     consecutive bool;
 BEGIN
+    -- Exactly that append: every id found, in this stream, in order, all
+    -- of one append (its index and size as recorded), of one transaction.
     SELECT count(*)::int,
-           bool_and(e.stream_id = p_stream) AND count(DISTINCT e.version - t.o) = 1,
+           bool_and(e.stream_id = p_stream AND e.append_index = t.o - 1
+                    AND e.append_size = jsonb_array_length(p_events))
+             AND count(DISTINCT e.version - t.o) = 1
+             AND count(DISTINCT e.transaction_id) = 1,
            min(e.version), max(e.version), max(e.transaction_id), max(e.global_position)
       INTO nfound, consecutive, first_version, last_version, txid, last_position
       FROM jsonb_array_elements(p_events) WITH ORDINALITY AS t(x, o)

@@ -25,6 +25,7 @@ START_TEST(accepts_valid)
     ck_assert_int_eq(check("-1e131071"), ES_JSON_NUMBER);
     ck_assert_int_eq(check("1e-16383"), ES_JSON_NUMBER);
     ck_assert_int_eq(check("0e200000"), ES_JSON_NUMBER);
+    ck_assert_int_eq(check("0e1073741822"), ES_JSON_NUMBER);
     ck_assert_int_eq(check("0.001e131074"), ES_JSON_NUMBER);
     ck_assert_int_eq(check("100e131069"), ES_JSON_NUMBER);
     ck_assert_int_eq(check("1e-0"), ES_JSON_NUMBER);
@@ -49,7 +50,7 @@ START_TEST(rejects_invalid_with_offset)
         {"{'a':1}", 1}, {"[1]]", 3},
         {"1e131072", 0}, {"1e-16384", 0}, {"1.5e-16383", 0}, {"0.5e-16383", 0},
         {"10e-16384", 0}, {"0e-16384", 0}, {"0.0e-16383", 0}, {"0.001e131075", 0},
-        {"100e131070", 0}, {"1e99999999999999999999", 0}, {"[1, 2e-99999]", 4},
+        {"100e131070", 0}, {"0e1073741823", 0}, {"0e99999999999999999999", 0}, {"1e99999999999999999999", 0}, {"[1, 2e-99999]", 4},
     };
 
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

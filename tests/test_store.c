@@ -5,6 +5,7 @@
  * connection is lost.
  */
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -134,8 +135,9 @@ START_TEST(idempotent_retry)
 
     /* Only some of the ids again, or in another order: a clash. */
     again = append(s, stream, ES_EXPECT_ANY, evs, 1);
-    ck_assert_int_eq(again.status, ES_OK);      /* exactly the first event: a duplicate */
-    ck_assert(again.duplicate);
+    ck_assert_int_eq(again.status, ES_EIDCLASH);    /* a part of one append */
+    again = append(s, stream, 1, evs, 1);
+    ck_assert_int_eq(again.status, ES_EIDCLASH);
     {
         es_new_event swapped[2] = {evs[1], evs[0]};
         again = append(s, stream, ES_EXPECT_ANY, swapped, 2);
@@ -533,6 +535,7 @@ START_TEST(checker_agrees_with_jsonb)
         "\"\\ud800\"", "\"\\udc00\"", "\"\\ud83d\\ude00\"", "\"\xed\xa0\x80\"",
         "\"\xf4\x90\x80\x80\"", "\"\xc2\x85\"", "{\"a\":1,\"a\":2}", "[1,]", "\"\\/\"",
         " {} ", "{}\n", "\"\t\"", "\"\x7f\"", "1E+2", "-", "[-1.5e-3]", "true", "nul",
+        "0e1073741822", "0e1073741823", "0e99999999999999999999",
     };
     PGconn *c = PQconnectdb(th_conninfo());
     char big[20000];
@@ -561,6 +564,131 @@ START_TEST(checker_agrees_with_jsonb)
 }
 END_TEST
 
+/* A fast-path append whose id is stored in another stream raises inside
+ * the batch; the batch is rolled back and each append answered alone. */
+START_TEST(raised_error_fails_only_its_append)
+{
+    es_store *s = open_store();
+    char st[4][64], used[ES_UUID_LEN + 1];
+    es_new_event e = ev(NULL, "T", "{}"), reuse;
+    es_append_req reqs[3];
+    es_append_result res[3];
+    es_page *p;
+    es_error err;
+
+    for (int i = 0; i < 4; i++)
+        th_unique(st[i], sizeof st[i], "raise");
+    ck_assert(es_uuid_random(used));
+    reuse = ev(used, "T", "{}");
+    ck_assert_int_eq(append(s, st[3], ES_EXPECT_NO_STREAM, &reuse, 1).status, ES_OK);
+
+    reqs[0] = (es_append_req){st[0], ES_EXPECT_NO_STREAM, &e, 1};
+    reqs[1] = (es_append_req){st[1], ES_EXPECT_NO_STREAM, &e, 1};
+    reqs[2] = (es_append_req){st[2], ES_EXPECT_NO_STREAM, &reuse, 1};  /* fast path raises */
+    ck_assert_int_eq(es_store_append_many(s, reqs, 3, res), ES_OK);
+    ck_assert_int_eq(res[0].status, ES_OK);
+    ck_assert_int_eq(res[1].status, ES_OK);
+    ck_assert_int_eq(res[2].status, ES_EIDCLASH);
+    ck_assert_int_eq(es_store_read_stream(s, st[0], 0, 10, ES_FORWARD, &p, &err), ES_OK);
+    ck_assert_uint_eq(p->count, 1);
+    es_page_destroy(p);
+    ck_assert_int_eq(es_store_read_stream(s, st[2], 0, 10, ES_FORWARD, &p, &err), ES_ENOTFOUND);
+
+    /* alone, too */
+    ck_assert_int_eq(append(s, st[2], ES_EXPECT_NO_STREAM, &reuse, 1).status, ES_EIDCLASH);
+    /* and the connection still works */
+    ck_assert_int_eq(append(s, st[1], 0, &e, 1).status, ES_OK);
+    es_store_close(s);
+}
+END_TEST
+
+/* A retry is a duplicate only of exactly one earlier append. */
+START_TEST(duplicate_means_exactly_one_append)
+{
+    es_store *s = open_store();
+    char stream[64], x[ES_UUID_LEN + 1], y[ES_UUID_LEN + 1];
+    es_new_event xy[2], yx[2];
+    es_append_result r;
+
+    th_unique(stream, sizeof stream, "exact");
+    ck_assert(es_uuid_random(x) && es_uuid_random(y));
+    xy[0] = ev(x, "T", "{}");
+    xy[1] = ev(y, "T", "{}");
+    yx[0] = xy[1];
+    yx[1] = xy[0];
+    /* [X] and [Y] as two appends, then retried as one [X, Y]: a clash */
+    ck_assert_int_eq(append(s, stream, ES_EXPECT_NO_STREAM, &xy[0], 1).status, ES_OK);
+    ck_assert_int_eq(append(s, stream, 0, &xy[1], 1).status, ES_OK);
+    r = append(s, stream, ES_EXPECT_NO_STREAM, xy, 2);
+    ck_assert_int_eq(r.status, ES_EIDCLASH);
+    r = append(s, stream, ES_EXPECT_ANY, yx, 2);
+    ck_assert_int_eq(r.status, ES_EIDCLASH);
+    /* each single append again: duplicates with their own versions */
+    r = append(s, stream, ES_EXPECT_ANY, &xy[1], 1);
+    ck_assert_int_eq(r.status, ES_OK);
+    ck_assert(r.duplicate);
+    ck_assert_int_eq(r.first_version, 1);
+    es_store_close(s);
+}
+END_TEST
+
+typedef struct racer {
+    const char *stream;
+    es_new_event *evs;
+    es_append_result res;
+} racer;
+
+static void *
+race_append(void *arg)
+{
+    racer *r = arg;
+    es_store *s = open_store();
+
+    r->res = append(s, r->stream, ES_EXPECT_ANY, r->evs, 1);
+    es_store_close(s);
+    return NULL;
+}
+
+/* An identical "any" append that waits for the first one's stream row
+ * answers duplicate, not clash. */
+START_TEST(concurrent_identical_any_is_duplicate)
+{
+    es_store *s = open_store();
+    char stream[64], id[ES_UUID_LEN + 1], events[200];
+    es_new_event e;
+    racer rc;
+    pthread_t th;
+    PGconn *c = PQconnectdb(th_conninfo());
+    PGresult *res;
+    const char *values[2];
+
+    th_unique(stream, sizeof stream, "race");
+    ck_assert(es_uuid_random(id));
+    e = ev(id, "T", "{}");
+    ck_assert_int_eq(append(s, stream, ES_EXPECT_NO_STREAM, &(es_new_event){NULL, "T", 1, "{}", NULL}, 1).status, ES_OK);
+    /* the first attempt: written, not yet committed */
+    snprintf(events, sizeof events, "[{\"event_id\":\"%s\",\"type\":\"T\",\"data\":{}}]", id);
+    values[0] = stream;
+    values[1] = events;
+    PQclear(PQexec(c, "BEGIN"));
+    res = PQexecParams(c, "SELECT status FROM es_append($1, -2, $2::jsonb)", 2, NULL, values,
+                       NULL, NULL, 0);
+    ck_assert_str_eq(PQgetvalue(res, 0, 0), "0");
+    PQclear(res);
+    /* the retry starts and waits for the stream row */
+    rc = (racer){stream, &e, {0}};
+    ck_assert_int_eq(pthread_create(&th, NULL, race_append, &rc), 0);
+    usleep(300 * 1000);
+    PQclear(PQexec(c, "COMMIT"));
+    pthread_join(th, NULL);
+    ck_assert_int_eq(rc.res.status, ES_OK);
+    ck_assert(rc.res.duplicate);
+    ck_assert_int_eq(rc.res.last_version, 1);
+    PQfinish(c);
+    es_store_close(s);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -578,6 +706,9 @@ main(void)
     tcase_add_test(tc, unavailable_then_reconnects);
     tcase_add_test(tc, killed_client_leaves_nothing_partial);
     tcase_add_test(tc, checker_agrees_with_jsonb);
+    tcase_add_test(tc, raised_error_fails_only_its_append);
+    tcase_add_test(tc, duplicate_means_exactly_one_append);
+    tcase_add_test(tc, concurrent_identical_any_is_duplicate);
     suite_add_tcase(s, tc);
     return th_run(s);
 }
