@@ -10,7 +10,7 @@ PKGS    := libpq hiredis libnats jansson check libmicrohttpd
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wwrite-strings -Werror=vla
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Ievents
+CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Ievents -Icommand
 
 ifdef WERROR
 CFLAGS  += -Werror
@@ -37,6 +37,10 @@ TEST_SRC  := $(wildcard tests/test_*.c)
 TEST_BIN  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_COMMON := $(BUILD)/tests/harness.o
 
+CMD_SRC   := $(wildcard command/*.c)
+CMD_OBJ   := $(CMD_SRC:%.c=$(BUILD)/%.o)
+CMD_BIN   := $(BUILD)/es-command
+
 CLI       := $(BUILD)/esctl
 BENCH_BIN := $(BUILD)/bench_store
 
@@ -47,9 +51,9 @@ FUZZ_SECONDS ?= 10
 
 .PHONY: all deps up down servers test test-plain test-san test-fuzz fuzz bench clean distclean
 
-all: $(LIB) $(CLI) $(TEST_BIN) $(BENCH_BIN)
+all: $(LIB) $(CLI) $(CMD_BIN) $(TEST_BIN) $(BENCH_BIN)
 
-$(BUILD)/%.o: %.c $(wildcard events/*.h) tests/harness.h
+$(BUILD)/%.o: %.c $(wildcard events/*.h) $(wildcard command/*.h) tests/harness.h
 	@mkdir -p $(dir $@)
 	@echo "  CC    $<"
 	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
@@ -58,6 +62,10 @@ $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	@echo "  AR    $@"
 	@$(AR) rcs $@ $^
+
+$(CMD_BIN): $(CMD_OBJ) $(LIB)
+	@echo "  LD    $@"
+	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
 $(CLI): $(BUILD)/cli/esctl.o $(LIB)
 	@echo "  LD    $@"

@@ -113,7 +113,7 @@ es_committer_create(es_committer **out, const char *conninfo, int nconns,
     c->nworkers = nconns;
     for (i = 0; i < nconns; i++) {
         c->workers[i].c = c;
-        if ((st = es_store_open(&c->workers[i].store, conninfo, err)) != ES_OK)
+        if ((st = es_store_create(&c->workers[i].store, conninfo, err)) != ES_OK)
             goto fail;
     }
     for (i = 0; i < nconns; i++) {

@@ -20,6 +20,7 @@ static const struct {
     [ES_EINVALID] = {"invalid_input", "invalid input"},
     [ES_ETOOLARGE] = {"too_large", "too large"},
     [ES_EIDCLASH] = {"event_id_clash", "event ids already used by another append"},
+    [ES_ERULE] = {"rule_violated", "a business rule refuses the command"},
     [ES_EUNAVAILABLE] = {"unavailable", "server unavailable"},
     [ES_ENOMEM] = {"out_of_memory", "out of memory"},
     [ES_EINTERNAL] = {"internal", "internal error"},

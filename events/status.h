@@ -16,6 +16,7 @@ typedef enum es_status {
     ES_EINVALID,        /* the caller's input is malformed or breaks a rule */
     ES_ETOOLARGE,       /* an event or request is over its size cap */
     ES_EIDCLASH,        /* event ids already used by a different append */
+    ES_ERULE,           /* a business rule refuses the command (HTTP 422) */
     ES_EUNAVAILABLE,    /* a server is unreachable; an in-flight write's outcome is
                            unknown and retrying it with the same event ids is safe */
     ES_ENOMEM,          /* allocation failed */

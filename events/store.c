@@ -231,10 +231,9 @@ es__store_failure(es_store *s, const PGresult *r, const char *what, es_error *er
 }
 
 es_status
-es_store_open(es_store **out, const char *conninfo, es_error *err)
+es_store_create(es_store **out, const char *conninfo, es_error *err)
 {
     es_store *s;
-    es_status st;
 
     *out = NULL;
     es_error_clear(err);
@@ -243,12 +242,22 @@ es_store_open(es_store **out, const char *conninfo, es_error *err)
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate a store");
     }
     s->max_event_size = ES_EVENT_SIZE_MAX_DEFAULT;
-    if ((st = ensure_ready(s, err)) != ES_OK) {
-        es_store_close(s);
-        return st;
-    }
     *out = s;
     return ES_OK;
+}
+
+es_status
+es_store_open(es_store **out, const char *conninfo, es_error *err)
+{
+    es_status st;
+
+    if ((st = es_store_create(out, conninfo, err)) != ES_OK)
+        return st;
+    if ((st = ensure_ready(*out, err)) != ES_OK) {
+        es_store_close(*out);
+        *out = NULL;
+    }
+    return st;
 }
 
 void

@@ -65,6 +65,10 @@ typedef enum es_direction { ES_FORWARD, ES_BACKWARD } es_direction;
  * server cannot be reached).
  */
 es_status es_store_open(es_store **out, const char *conninfo, es_error *err);
+
+/* As es_store_open, but connects on first use: for daemons that must
+ * start (and answer 503) while PostgreSQL is down. */
+es_status es_store_create(es_store **out, const char *conninfo, es_error *err);
 void es_store_close(es_store *s);
 
 /* Sets the event size cap (default ES_EVENT_SIZE_MAX_DEFAULT). */

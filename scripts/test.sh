@@ -20,6 +20,7 @@ db=es_test
 export ES_TEST_CONNINFO="$base dbname=$db"
 export ES_TEST_ADMIN_CONNINFO="$base dbname=postgres"
 export ES_TEST_MIGRATIONS="$root/migrations"
+export ES_TEST_BUILD="$build"
 ES_PG_CONNINFO=$ES_TEST_CONNINFO "$build/esctl" migrate >/dev/null
 
 # Any sanitizer report fails the test that caused it (leaks included).
@@ -33,9 +34,10 @@ trap 'rm -f "$log"' EXIT
 for t in "$build"/tests/test_*; do
     [ -x "$t" ] || continue
     echo "== $(basename "$t")"
-    rc=0
-    "$t" 2>&1 | tee "$log" || rc=$?
+    set +e
+    "$t" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
+    set -e
     line=$(grep -Eo 'Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+' "$log" | tail -n 1 || true)
     if [ -n "$line" ]; then
         read -r checks fails errors <<<"$(echo "$line" | tr -dc '0-9 ' | tr -s ' ')"

@@ -49,3 +49,224 @@ th_run(Suite *s)
     srunner_free(sr);
     return failed == 0 ? 0 : 1;
 }
+
+/* ---- daemons and HTTP -------------------------------------------------- */
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* Daemons this program started: stopped at exit whatever happens. */
+static th_daemon *daemons[8];
+static size_t ndaemons;
+static bool atexit_set;
+static pid_t owner;
+
+static void
+stop_all(void)
+{
+    if (getpid() != owner)      /* a forked test child exits too */
+        return;
+    for (size_t i = 0; i < ndaemons; i++)
+        (void)th_daemon_stop(daemons[i]);
+}
+
+static unsigned
+free_port(void)
+{
+    struct sockaddr_in a = {0};
+    socklen_t len = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    unsigned port;
+
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
+        abort();
+    port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+void
+th_daemon_start(th_daemon *d, const char *path, const char *port_var, const char *const *env)
+{
+    const char *build = getenv("ES_TEST_BUILD");
+    char exe[512], portenv[64];
+    th_response r;
+    pid_t pid;
+
+    snprintf(exe, sizeof exe, "%s/%s", build ? build : "build/plain", path);
+    d->port = free_port();
+    snprintf(portenv, sizeof portenv, "%s=%u", port_var, d->port);
+    pid = fork();
+    if (pid < 0)
+        abort();
+    if (pid == 0) {
+        char *const argv[] = {exe, NULL};
+        char logpath[600];
+        int fd;
+
+        /* not the test's stdout: a daemon must not hold the runner's pipe */
+        snprintf(logpath, sizeof logpath, "%s.%u.log", exe, d->port);
+        if ((fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0644)) >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        putenv(portenv);
+        for (size_t i = 0; env && env[i]; i++)
+            putenv((char *)env[i]);
+        execve(exe, argv, environ);
+        _exit(127);
+    }
+    d->pid = pid;
+    if (ndaemons < sizeof daemons / sizeof daemons[0])
+        daemons[ndaemons++] = d;
+    if (!atexit_set) {
+        owner = getpid();
+        atexit(stop_all);
+        atexit_set = true;
+    }
+    for (int i = 0; i < 200; i++) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            fprintf(stderr, "%s exited before answering (see %s.%u.log)\n", exe, exe, d->port);
+            d->pid = 0;
+            exit(2);
+        }
+        if (th_http(d->port, "GET", "/healthz", NULL, NULL, &r) == 200) {
+            th_response_free(&r);
+            return;
+        }
+        th_response_free(&r);
+        usleep(50 * 1000);
+    }
+    fprintf(stderr, "%s did not answer on port %u\n", exe, d->port);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    d->pid = 0;
+    exit(2);
+}
+
+int
+th_daemon_stop(th_daemon *d)
+{
+    int st;
+
+    if (d->pid <= 0)
+        return 0;
+    kill(d->pid, SIGTERM);
+    for (int i = 0; i < 200; i++) {
+        if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
+            d->pid = 0;
+            if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+                return 0;
+            fprintf(stderr, "daemon on port %u ended badly (status %d): see its log\n", d->port,
+                    WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+            return 1;
+        }
+        usleep(50 * 1000);
+    }
+    fprintf(stderr, "daemon on port %u did not stop on SIGTERM\n", d->port);
+    kill(d->pid, SIGKILL);
+    waitpid(d->pid, &st, 0);
+    d->pid = 0;
+    return 1;
+}
+
+int
+th_http(unsigned port, const char *method, const char *path, const char *headers,
+        const char *body, th_response *res)
+{
+    struct sockaddr_in a = {0};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    char head[8192];
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap), *split;
+    ssize_t n;
+    int hl;
+
+    memset(res, 0, sizeof *res);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || buf == NULL || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
+        goto fail;
+    hl = snprintf(head, sizeof head,
+                  "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s"
+                  "Content-Length: %zu\r\n\r\n",
+                  method, path, headers ? headers : "", body ? strlen(body) : 0);
+    if (write(fd, head, (size_t)hl) != hl)
+        goto fail;
+    if (body && strlen(body) > 0) {
+        size_t off = 0, total = strlen(body);
+        while (off < total) {
+            n = write(fd, body + off, total - off);
+            if (n <= 0)
+                break;      /* the server may answer (413) and close early */
+            off += (size_t)n;
+        }
+    }
+    while ((n = read(fd, buf + len, cap - len - 1)) > 0) {
+        len += (size_t)n;
+        if (len + 1 == cap) {
+            char *grown = realloc(buf, cap *= 2);
+            if (grown == NULL)
+                goto fail;
+            buf = grown;
+        }
+    }
+    buf[len] = '\0';
+    close(fd);
+    if (sscanf(buf, "HTTP/1.%*d %d", &res->status) != 1 || (split = strstr(buf, "\r\n\r\n")) == NULL) {
+        free(buf);
+        return res->status = 0;
+    }
+    *split = '\0';
+    snprintf(res->headers, sizeof res->headers, "%s", buf);
+    memmove(buf, split + 4, len - (size_t)(split + 4 - buf) + 1);
+    res->body = buf;
+    return res->status;
+fail:
+    if (fd >= 0)
+        close(fd);
+    free(buf);
+    return res->status = 0;
+}
+
+void
+th_response_free(th_response *res)
+{
+    free(res->body);
+    res->body = NULL;
+}
+
+const char *
+th_header(const th_response *res, const char *name, char *out, size_t size)
+{
+    size_t n = strlen(name);
+
+    for (const char *p = res->headers; (p = strstr(p, "\r\n")) != NULL;) {
+        p += 2;
+        if (strncasecmp(p, name, n) == 0 && p[n] == ':') {
+            const char *v = p + n + 1, *end;
+            while (*v == ' ')
+                v++;
+            end = strstr(v, "\r\n");
+            snprintf(out, size, "%.*s", (int)(end ? end - v : (long)strlen(v)), v);
+            return out;
+        }
+    }
+    return NULL;
+}

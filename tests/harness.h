@@ -22,4 +22,41 @@ void th_unique(char *out, size_t size, const char *prefix);
 /* Runs suite s in fork mode and returns the process exit status. */
 int th_run(Suite *s);
 
+/* A daemon started for a test program: its pid and HTTP port. */
+typedef struct th_daemon {
+    int pid;
+    unsigned port;
+} th_daemon;
+
+/*
+ * Starts the program at path (relative to the build folder given by
+ * ES_TEST_BUILD) with extra environment entries ("NAME=value", NULL-
+ * terminated) on a free port whose variable is port_var, and waits until
+ * GET /healthz answers.  Aborts the test program if it does not.
+ */
+void th_daemon_start(th_daemon *d, const char *path, const char *port_var,
+                     const char *const *env);
+/* Stops it with SIGTERM; non-zero (and a note on stderr) unless it
+ * exited cleanly with status 0, which under the sanitizers also means no
+ * leak or error report. */
+int th_daemon_stop(th_daemon *d);
+
+/* A response of th_http. */
+typedef struct th_response {
+    int status;
+    char headers[4096];
+    char *body;         /* malloc'd, NUL-terminated */
+} th_response;
+
+/*
+ * One HTTP/1.1 request to 127.0.0.1:port (Connection: close).  headers is
+ * extra header lines, each ending in \r\n, or NULL; body may be NULL.
+ * Returns the status, 0 on a transport error.
+ */
+int th_http(unsigned port, const char *method, const char *path, const char *headers,
+            const char *body, th_response *res);
+void th_response_free(th_response *res);
+/* The value of header name in res (copied into out), or NULL. */
+const char *th_header(const th_response *res, const char *name, char *out, size_t size);
+
 #endif

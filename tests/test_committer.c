@@ -111,9 +111,17 @@ START_TEST(bad_arguments_and_unavailable)
     ck_assert_int_eq(es_committer_create(&c, th_conninfo(), 0, 10, &err), ES_EINVALID);
     ck_assert_ptr_null(c);
     ck_assert_int_eq(es_committer_create(&c, th_conninfo(), 1, 1000, &err), ES_EINVALID);
+    /* A committer starts without its server and answers unavailable. */
     ck_assert_int_eq(es_committer_create(&c, "host=127.0.0.1 port=1 connect_timeout=2", 2, 10, &err),
-                     ES_EUNAVAILABLE);
-    ck_assert_ptr_null(c);
+                     ES_OK);
+    {
+        es_new_event e = {NULL, "T", 1, "{}", NULL};
+        es_append_req req = {"gc-down", ES_EXPECT_ANY, &e, 1};
+        es_append_result res;
+        ck_assert_int_eq(es_committer_append(c, &req, &res), ES_EUNAVAILABLE);
+        ck_assert_str_eq(res.err.code, "store_unavailable");
+    }
+    es_committer_destroy(c);
     es_committer_destroy(NULL);
 }
 END_TEST

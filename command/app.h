@@ -1,0 +1,52 @@
+/*
+ * The command daemon's shared state: configuration, the group committer,
+ * the per-thread environments, and the two front doors (routes.c for
+ * HTTP, bus.c for NATS request/reply).
+ */
+#ifndef ES_COMMAND_APP_H
+#define ES_COMMAND_APP_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "cmd.h"
+#include "http.h"
+
+typedef struct bus bus;
+
+typedef struct app {
+    char conninfo[512];
+    char contexts[256];         /* comma-separated contexts served; "" = all */
+    char subject_prefix[64];    /* commands arrive on <prefix>.<context>.<action> */
+    cmd_config cfg;
+    es_committer *committer;
+    es_http_server *http;
+    bus *bus;
+    pthread_mutex_t envs_mu;    /* the per-thread environments, for shutdown */
+    cmd_env **envs;
+    size_t nenvs, capenvs;
+    atomic_ullong commands_ok, commands_rejected, commands_failed;
+} app;
+
+/*
+ * This thread's environment (its own store connection), made on first
+ * use.  NULL with err set when the store cannot be reached.
+ */
+cmd_env *app_env(app *a, es_error *err);
+void app_envs_close(app *a);
+
+/* True when the context of command name ("payment.charge") is served. */
+bool app_serves(const app *a, const char *name);
+
+/* Counts an outcome for /metrics. */
+void app_count(app *a, const cmd_out *out);
+
+/* HTTP entry point (routes.c). */
+void routes_handle(void *app, const es_http_req *req, es_http_res *res);
+
+/* NATS request/reply on cmd.<context>.<action> (bus.c). */
+es_status bus_start(bus **out, app *a, const char *url, int subs_per_context, es_error *err);
+void bus_stop(bus *b);
+bool bus_connected(const bus *b);
+
+#endif

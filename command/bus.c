@@ -1,0 +1,177 @@
+/*
+ * The commands over NATS request/reply: subject cmd.<context>.<action>,
+ * a JSON body that carries "command_id" with the command's arguments, and
+ * a JSON reply {"ok", "status", "result" | "error"} where status is the
+ * HTTP status the same outcome has over HTTP (so a caller tells a refusal,
+ * 4xx, from a failure worth retrying, 503).  This is how the saga manager
+ * drives the contexts; a repeated command id answers the first outcome.
+ *
+ * Each served context gets a few queue subscriptions (group "command"),
+ * each delivered on its own thread, so commands of one context run
+ * concurrently and several command processes share the load.
+ */
+#include <nats/nats.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "codec.h"
+#include "contexts.h"
+
+#define COMMAND_ID_MAX 200
+#define SUBS_MAX 256
+
+struct bus {
+    app *a;
+    natsConnection *nc;
+    natsSubscription *subs[SUBS_MAX];
+    int nsubs;
+};
+
+static void
+reply(natsConnection *nc, natsMsg *msg, json_t *body)
+{
+    const char *to = natsMsg_GetReply(msg);
+    char *text;
+
+    if (to != NULL && to[0] != '\0' && (text = json_dumps(body, JSON_COMPACT)) != NULL) {
+        natsConnection_Publish(nc, to, text, (int)strlen(text));
+        free(text);
+    }
+    json_decref(body);
+}
+
+static json_t *
+error_body(const es_error *err)
+{
+    json_t *e = json_pack("{s:s, s:s}", "code", err->code[0] ? err->code : es_status_code(err->status),
+                          "message", err->message);
+
+    if (err->field[0])
+        json_object_set_new(e, "field", json_string(err->field));
+    if (err->status == ES_ECONFLICT && strcmp(err->code, "version_conflict") == 0)
+        json_object_set_new(e, "actual_version", json_integer(err->actual_version));
+    return json_pack("{s:b, s:i, s:o}", "ok", 0, "status", es_http_status(err->status), "error", e);
+}
+
+static void
+on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    bus *b = closure;
+    const char *subject = natsMsg_GetSubject(msg), *name, *command_id;
+    const cmd_def *def;
+    json_t *args = NULL;
+    cmd_env *env;
+    cmd_out out;
+    es_error err;
+
+    (void)sub;
+    cmd_out_init(&out);
+    es_error_clear(&err);
+    {
+        size_t n = strlen(b->a->subject_prefix);
+        name = strncmp(subject, b->a->subject_prefix, n) == 0 && subject[n] == '.' ? subject + n + 1
+                                                                                : subject;
+    }
+    if ((def = cmd_find(name)) == NULL || !app_serves(b->a, name)) {
+        es_error_set(&err, ES_ENOTFOUND, "command_not_found", NULL, "no command %s", subject);
+        goto fail;
+    }
+    if (es_json_parse_object(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), &args,
+                             &err) != ES_OK ||
+        dec_string(args, "command_id", true, COMMAND_ID_MAX, &command_id, &err) != ES_OK)
+        goto fail;
+    if ((env = app_env(b->a, &err)) == NULL)
+        goto fail;
+    def->fn(env, command_id, false, args, &out);
+    app_count(b->a, &out);
+    if (out.status != ES_OK) {
+        err = out.err;
+        goto fail;
+    }
+    reply(nc, msg, json_pack("{s:b, s:i, s:O}", "ok", 1, "status",
+                             out.http_status ? out.http_status : 200, "result", out.body));
+    goto done;
+fail:
+    reply(nc, msg, error_body(&err));
+done:
+    cmd_out_free(&out);
+    json_decref(args);
+    natsMsg_Destroy(msg);
+}
+
+es_status
+bus_start(bus **out, app *a, const char *url, int subs_per_context, es_error *err)
+{
+    natsOptions *opts = NULL;
+    bus *b;
+    natsStatus s;
+    char seen[32][32];
+    int nseen = 0;
+
+    *out = NULL;
+    if ((b = calloc(1, sizeof *b)) == NULL)
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+    b->a = a;
+    s = natsOptions_Create(&opts);
+    if (s == NATS_OK)
+        s = natsOptions_SetURL(opts, url);
+    if (s == NATS_OK)
+        s = natsOptions_SetMaxReconnect(opts, -1);       /* forever */
+    if (s == NATS_OK)
+        s = natsOptions_SetRetryOnFailedConnect(opts, true, NULL, NULL);
+    if (s == NATS_OK)
+        s = natsConnection_Connect(&b->nc, opts);
+    if (s == NATS_NOT_YET_CONNECTED)
+        s = NATS_OK;        /* connects in the background */
+    natsOptions_Destroy(opts);
+    for (const cmd_def *d = cmd_table; s == NATS_OK && d->name; d++) {
+        char subject[128], context[32];
+        size_t n = strcspn(d->name, ".");
+        int i;
+
+        snprintf(context, sizeof context, "%.*s", (int)n, d->name);
+        for (i = 0; i < nseen && strcmp(seen[i], context) != 0; i++)
+            ;
+        if (i < nseen || !app_serves(a, d->name))
+            continue;
+        snprintf(seen[nseen++], sizeof seen[0], "%s", context);
+        snprintf(subject, sizeof subject, "%s.%s.*", a->subject_prefix, context);
+        for (int k = 0; k < subs_per_context && s == NATS_OK && b->nsubs < SUBS_MAX; k++)
+            s = natsConnection_QueueSubscribe(&b->subs[b->nsubs++], b->nc, subject, "command",
+                                              on_msg, b);
+    }
+    if (s != NATS_OK) {
+        es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
+                     "could not subscribe to commands at %s: %s", url, natsStatus_GetText(s));
+        bus_stop(b);
+        return ES_EUNAVAILABLE;
+    }
+    *out = b;
+    return ES_OK;
+}
+
+void
+bus_stop(bus *b)
+{
+    if (b == NULL)
+        return;
+    for (int i = 0; i < b->nsubs; i++) {
+        if (b->subs[i] != NULL) {
+            natsSubscription_Unsubscribe(b->subs[i]);
+            natsSubscription_Destroy(b->subs[i]);
+        }
+    }
+    if (b->nc != NULL) {
+        natsConnection_Close(b->nc);
+        natsConnection_Destroy(b->nc);
+    }
+    free(b);
+}
+
+bool
+bus_connected(const bus *b)
+{
+    return natsConnection_Status(b->nc) == NATS_CONN_STATUS_CONNECTED;
+}

@@ -1,0 +1,534 @@
+/*
+ * The command service's HTTP API (shared/API.md, command part): the event
+ * store used directly, the domain commands, health and metrics.  Every
+ * POST honours Idempotency-Key: the key becomes the command id (so the
+ * effect happens once, whatever the race) and the first response is kept
+ * and replayed byte for byte.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "app.h"
+#include "codec.h"
+#include "contexts.h"
+#include "idem.h"
+
+#define PAGE_DEFAULT 100
+#define PAGE_MAX 1000
+
+/* ---- per-thread environments ------------------------------------------- */
+
+static __thread cmd_env *tl_env;
+
+cmd_env *
+app_env(app *a, es_error *err)
+{
+    cmd_env *env = tl_env;
+
+    if (env != NULL)
+        return env;
+    if ((env = calloc(1, sizeof *env)) == NULL) {
+        es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+        return NULL;
+    }
+    if (es_store_create(&env->store, a->conninfo, err) != ES_OK) {
+        free(env);
+        return NULL;
+    }
+    env->committer = a->committer;
+    env->cfg = &a->cfg;
+    pthread_mutex_lock(&a->envs_mu);
+    if (a->nenvs == a->capenvs) {
+        size_t cap = a->capenvs ? a->capenvs * 2 : 64;
+        cmd_env **grown = realloc(a->envs, cap * sizeof *grown);
+        if (grown == NULL) {
+            pthread_mutex_unlock(&a->envs_mu);
+            es_store_close(env->store);
+            free(env);
+            es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+            return NULL;
+        }
+        a->envs = grown;
+        a->capenvs = cap;
+    }
+    a->envs[a->nenvs++] = env;
+    pthread_mutex_unlock(&a->envs_mu);
+    tl_env = env;
+    return env;
+}
+
+void
+app_envs_close(app *a)
+{
+    for (size_t i = 0; i < a->nenvs; i++) {
+        es_store_close(a->envs[i]->store);
+        free(a->envs[i]);
+    }
+    free(a->envs);
+    a->envs = NULL;
+    a->nenvs = a->capenvs = 0;
+}
+
+bool
+app_serves(const app *a, const char *name)
+{
+    size_t n = strcspn(name, ".");
+
+    if (a->contexts[0] == '\0')
+        return true;
+    for (const char *p = a->contexts; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == n && strncmp(p, name, n) == 0)
+            return true;
+        p += len + (p[len] == ',');
+    }
+    return false;
+}
+
+void
+app_count(app *a, const cmd_out *out)
+{
+    if (out->status == ES_OK)
+        atomic_fetch_add(&a->commands_ok, 1);
+    else if (out->status == ES_ERULE || out->status == ES_EINVALID ||
+             out->status == ES_ECONFLICT || out->status == ES_ENOTFOUND)
+        atomic_fetch_add(&a->commands_rejected, 1);
+    else
+        atomic_fetch_add(&a->commands_failed, 1);
+}
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static bool
+has_prefix(const char *s, const char *prefix, const char **rest)
+{
+    size_t n = strlen(prefix);
+
+    if (strncmp(s, prefix, n) != 0)
+        return false;
+    *rest = s + n;
+    return true;
+}
+
+/* Parses an integer query argument into [min, max]; false (res set) if bad. */
+static bool
+query_int(const es_http_req *req, es_http_res *res, const char *name, int64_t min, int64_t max,
+          int64_t *out)
+{
+    const char *v = es_http_query(req, name);
+    char *end;
+    long long n;
+
+    if (v == NULL)
+        return true;
+    n = strtoll(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || n < min || n > max) {
+        es_http_res_error(res, 400, "query_invalid", name, NULL,
+                          "%s must be an integer from %" PRId64 " to %" PRId64, name, min, max);
+        return false;
+    }
+    *out = n;
+    return true;
+}
+
+static void
+outcome_to_res(const cmd_out *out, es_http_res *res)
+{
+    if (out->status == ES_OK)
+        es_http_res_json(res, out->http_status ? out->http_status : 200, json_incref(out->body));
+    else
+        es_http_res_from_error(res, &out->err);
+}
+
+/* ---- the event store, used directly ------------------------------------ */
+
+/*
+ * With an Idempotency-Key (fresh false), events sent without an id get
+ * one derived from the key, so two racing twins append once.
+ */
+static void
+append_events(app *a, const char *stream, const es_http_req *req, const char *command_id,
+              bool fresh, es_http_res *res)
+{
+    es_append_body body;
+    es_append_req areq;
+    es_append_result r;
+    es_error err;
+    char pos[ES_POSITION_TEXT_MAX];
+    char (*ids)[ES_UUID_LEN + 1] = NULL;
+
+    if (es_append_body_decode(req->body, req->body_len, &body, &err) != ES_OK) {
+        es_http_res_from_error(res, &err);
+        return;
+    }
+    if (!fresh) {
+        if ((ids = calloc(body.count, sizeof *ids)) == NULL) {
+            es_append_body_free(&body);
+            es_http_res_error(res, 500, "out_of_memory", NULL, NULL, "out of memory");
+            return;
+        }
+        for (size_t i = 0; i < body.count; i++) {
+            if (body.events[i].event_id == NULL || body.events[i].event_id[0] == '\0') {
+                es_uuid_derive(command_id, (unsigned)i, ids[i]);
+                body.events[i].event_id = ids[i];
+            }
+        }
+    }
+    areq = (es_append_req){stream, body.expected, body.events, body.count};
+    es_committer_append(a->committer, &areq, &r);
+    es_append_body_free(&body);
+    free(ids);
+    if (r.status != ES_OK) {
+        es_http_res_from_error(res, &r.err);
+        return;
+    }
+    es_position_format(r.position, pos);
+    es_http_res_json(res, r.duplicate ? 200 : 201,
+                     json_pack("{s:s, s:I, s:I, s:s}", "stream", stream, "first_version",
+                               (json_int_t)r.first_version, "last_version",
+                               (json_int_t)r.last_version, "position", pos));
+}
+
+static void
+encode_page(es_buf *b, const es_page *p, bool with_stream)
+{
+    es_buf_puts(b, "\"events\":[");
+    for (size_t i = 0; i < p->count; i++) {
+        if (i > 0)
+            es_buf_puts(b, ",");
+        es_event_encode(b, &p->events[i], with_stream);
+    }
+    es_buf_puts(b, "]");
+}
+
+static void
+read_stream(app *a, const char *stream, const es_http_req *req, es_http_res *res)
+{
+    const char *dir = es_http_query(req, "direction");
+    int64_t from = -1, limit = PAGE_DEFAULT;
+    es_direction d = ES_FORWARD;
+    cmd_env *env;
+    es_page *p;
+    es_error err;
+
+    if (dir != NULL && strcmp(dir, "forward") != 0 && strcmp(dir, "backward") != 0) {
+        es_http_res_error(res, 400, "query_invalid", "direction", NULL,
+                          "direction must be forward or backward");
+        return;
+    }
+    if (dir != NULL && strcmp(dir, "backward") == 0)
+        d = ES_BACKWARD;
+    if (!query_int(req, res, "from", 0, INT64_MAX, &from) ||
+        !query_int(req, res, "limit", 1, PAGE_MAX, &limit))
+        return;
+    if ((env = app_env(a, &err)) == NULL ||
+        es_store_read_stream(env->store, stream, from, (size_t)limit, d, &p, &err) != ES_OK) {
+        es_http_res_from_error(res, &err);
+        return;
+    }
+    es_buf_puts(&res->body, "{\"stream\":");
+    es_buf_json_string(&res->body, stream);
+    es_buf_printf(&res->body, ",\"version\":%" PRId64 ",", p->stream_version);
+    encode_page(&res->body, p, false);
+    es_buf_puts(&res->body, "}");
+    res->status = 200;
+    es_page_destroy(p);
+}
+
+static void
+read_feed(app *a, const es_http_req *req, es_http_res *res)
+{
+    const char *after_text = es_http_query(req, "after");
+    es_position after = {0, 0};
+    int64_t limit = PAGE_DEFAULT;
+    char next[ES_POSITION_TEXT_MAX];
+    cmd_env *env;
+    es_page *p;
+    es_error err;
+
+    if (after_text != NULL && !es_position_parse(after_text, &after)) {
+        es_http_res_error(res, 400, "query_invalid", "after", NULL,
+                          "after must be a position returned by this service");
+        return;
+    }
+    if (!query_int(req, res, "limit", 1, PAGE_MAX, &limit))
+        return;
+    if ((env = app_env(a, &err)) == NULL ||
+        es_store_read_feed(env->store, after, (size_t)limit, &p, &err) != ES_OK) {
+        es_http_res_from_error(res, &err);
+        return;
+    }
+    es_position_format(p->next, next);
+    es_buf_puts(&res->body, "{");
+    encode_page(&res->body, p, true);
+    es_buf_printf(&res->body, ",\"next\":\"%s\"}", next);
+    res->status = 200;
+    es_page_destroy(p);
+}
+
+/* ---- domain commands ----------------------------------------------------- */
+
+/* Runs command name with args (stolen) from the body plus path members. */
+static void
+run_command(app *a, const char *name, json_t *args, const char *command_id, bool fresh,
+            es_http_res *res)
+{
+    const cmd_def *def = cmd_find(name);
+    cmd_env *env;
+    cmd_out out;
+    es_error err;
+
+    cmd_out_init(&out);
+    if (def == NULL || !app_serves(a, name)) {
+        es_http_res_error(res, 404, "route_not_found", NULL, NULL,
+                          "this process does not serve %s", name);
+    } else if ((env = app_env(a, &err)) == NULL) {
+        es_http_res_from_error(res, &err);
+    } else {
+        def->fn(env, command_id, fresh, args, &out);
+        app_count(a, &out);
+        outcome_to_res(&out, res);
+    }
+    cmd_out_free(&out);
+    json_decref(args);
+}
+
+/* A POST route: matched path -> command name and the path's member. */
+typedef struct post_route {
+    const char *name;
+    const char *member;         /* set from the path, or NULL */
+    char value[ES_STREAM_ID_MAX + 1];
+} post_route;
+
+static bool
+match_post(const char *path, post_route *r)
+{
+    const char *rest;
+    size_t n;
+
+    r->member = NULL;
+    if (strcmp(path, "/v1/users") == 0) {
+        r->name = "user.register";
+        return true;
+    }
+    if (strcmp(path, "/v1/orders") == 0) {
+        r->name = "order.place";
+        return true;
+    }
+    if (has_prefix(path, "/v1/customers/", &rest) && (n = strcspn(rest, "/")) > 0 &&
+        strcmp(rest + n, "/deposits") == 0 && n < sizeof r->value) {
+        r->name = "payment.deposit";
+        r->member = "customer_id";
+    } else if (has_prefix(path, "/v1/inventory/", &rest) && (n = strcspn(rest, "/")) > 0 &&
+               strcmp(rest + n, "/restock") == 0 && n < sizeof r->value) {
+        r->name = "inventory.restock";
+        r->member = "sku";
+    } else if (has_prefix(path, "/v1/orders/", &rest) && (n = strcspn(rest, "/")) > 0 &&
+               strcmp(rest + n, "/cancel") == 0 && n < sizeof r->value) {
+        r->name = "order.cancel";
+        r->member = "order_id";
+    } else {
+        return false;
+    }
+    memcpy(r->value, rest, n);
+    r->value[n] = '\0';
+    return true;
+}
+
+/* The POST itself, once idempotency is settled. */
+static void
+post(app *a, const es_http_req *req, const char *command_id, bool fresh, es_http_res *res)
+{
+    const char *stream;
+    post_route r;
+    json_t *args;
+    es_error err;
+
+    if (has_prefix(req->path, "/v1/streams/", &stream)) {
+        size_t n = strlen(stream);
+        char name[ES_STREAM_ID_MAX + 8];
+
+        if (n > 7 && strcmp(stream + n - 7, "/events") == 0 && n - 7 < sizeof name) {
+            memcpy(name, stream, n - 7);
+            name[n - 7] = '\0';
+            append_events(a, name, req, command_id, fresh, res);
+            return;
+        }
+    }
+    if (!match_post(req->path, &r)) {
+        es_http_res_error(res, 404, "route_not_found", NULL, NULL, "no route for POST %s", req->path);
+        return;
+    }
+    if (req->body_len == 0 && r.member != NULL) {
+        args = json_object();       /* cancel takes no body */
+    } else if (es_json_parse_object(req->body, req->body_len, &args, &err) != ES_OK) {
+        es_http_res_from_error(res, &err);
+        return;
+    }
+    if (r.member != NULL)
+        json_object_set_new(args, r.member, json_string(r.value));
+    run_command(a, r.name, args, command_id, fresh, res);
+}
+
+static bool
+is_json(const char *ct)
+{
+    size_t n = strlen("application/json");
+
+    return ct != NULL && strncasecmp(ct, "application/json", n) == 0 &&
+           (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+/* POST with Idempotency-Key handling around it. */
+static void
+handle_post(app *a, const es_http_req *req, es_http_res *res)
+{
+    const char *key = es_http_header(req, "Idempotency-Key");
+    char command_id[ES_IDEM_KEY_MAX + 8], hash[41];
+    es_idem_record rec = {{0}, 0, NULL};
+    cmd_env *env;
+    es_error err;
+
+    if (req->body_len > 0 && !is_json(es_http_header(req, "Content-Type"))) {
+        es_http_res_error(res, 415, "unsupported_media_type", NULL, NULL,
+                          "request bodies must be application/json");
+        return;
+    }
+    if (key == NULL) {
+        if (!es_uuid_random(command_id)) {
+            es_http_res_error(res, 500, "internal", NULL, NULL, "no random source");
+            return;
+        }
+        post(a, req, command_id, true, res);
+        return;
+    }
+    if (key[0] == '\0' || strlen(key) > ES_IDEM_KEY_MAX || !es_text_printable(key, strlen(key))) {
+        es_http_res_error(res, 400, "idempotency_key_invalid", "Idempotency-Key", NULL,
+                          "Idempotency-Key must be 1 to %d printable bytes", ES_IDEM_KEY_MAX);
+        return;
+    }
+    if ((env = app_env(a, &err)) == NULL) {
+        es_http_res_from_error(res, &err);
+        return;
+    }
+    es_idem_hash(req->method, req->path, req->body, req->body_len, hash);
+    if (es_idem_get(env->store, key, &rec, &err) == ES_OK) {
+        goto replay;
+    } else if (err.status != ES_ENOTFOUND) {
+        es_http_res_from_error(res, &err);
+        return;
+    }
+    snprintf(command_id, sizeof command_id, "idem:%s", key);
+    post(a, req, command_id, false, res);
+    if (res->status >= 500 || es_buf_failed(&res->body))
+        return;             /* not an answer to keep: a retry may do better */
+    if (es_idem_put(env->store, key, hash, res->status, res->body.data ? res->body.data : "",
+                    &rec, &err) == ES_ECONFLICT)
+        goto replay;        /* a concurrent twin stored first: answer as it did */
+    return;
+replay:
+    if (strcmp(rec.request_hash, hash) != 0) {
+        es_http_res_error(res, 422, "idempotency_key_reused", "Idempotency-Key", NULL,
+                          "Idempotency-Key %s was used with a different request", key);
+    } else {
+        es_buf_reset(&res->body);
+        es_buf_puts(&res->body, rec.body);
+        res->status = rec.status;
+        es_http_res_header(res, "Idempotent-Replayed", "true");
+    }
+    es_idem_record_free(&rec);
+}
+
+/* ---- health and metrics -------------------------------------------------- */
+
+static void
+readyz(app *a, es_http_res *res)
+{
+    es_position head;
+    es_error err;
+    cmd_env *env = app_env(a, &err);
+    bool pg = env != NULL && es_store_feed_head(env->store, &head, &err) == ES_OK;
+    bool nats = a->bus == NULL || bus_connected(a->bus);
+
+    es_http_res_json(res, pg && nats ? 200 : 503,
+                     json_pack("{s:s, s:s, s:s}", "status", pg && nats ? "ready" : "unavailable",
+                               "postgres", pg ? "ok" : "unavailable", "nats",
+                               a->bus == NULL ? "off" : nats ? "ok" : "unavailable"));
+    if (!(pg && nats))
+        es_http_res_header(res, "Retry-After", "1");
+}
+
+static void
+metrics(app *a, es_http_res *res)
+{
+    es_http_metrics(a->http, "es_command", &res->body);
+    es_buf_printf(&res->body,
+                  "# HELP es_command_commands_total domain commands by outcome\n"
+                  "# TYPE es_command_commands_total counter\n"
+                  "es_command_commands_total{outcome=\"ok\"} %llu\n"
+                  "es_command_commands_total{outcome=\"rejected\"} %llu\n"
+                  "es_command_commands_total{outcome=\"failed\"} %llu\n",
+                  (unsigned long long)atomic_load(&a->commands_ok),
+                  (unsigned long long)atomic_load(&a->commands_rejected),
+                  (unsigned long long)atomic_load(&a->commands_failed));
+    res->status = 200;
+    res->content_type = "text/plain; version=0.0.4";
+}
+
+/* ---- dispatch ------------------------------------------------------------ */
+
+/* The methods a known path takes, or NULL for an unknown path. */
+static const char *
+allowed(const char *path)
+{
+    const char *rest;
+    post_route r;
+
+    if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
+        strcmp(path, "/metrics") == 0 || strcmp(path, "/v1/feed") == 0)
+        return "GET";
+    if (has_prefix(path, "/v1/streams/", &rest) && rest[0] != '\0') {
+        size_t n = strlen(rest);
+        return n > 7 && strcmp(rest + n - 7, "/events") == 0 ? "GET, POST" : "GET";
+    }
+    if (match_post(path, &r))
+        return "POST";
+    return NULL;
+}
+
+void
+routes_handle(void *ctx, const es_http_req *req, es_http_res *res)
+{
+    app *a = ctx;
+    const char *methods = allowed(req->path), *rest;
+    bool get = strcmp(req->method, "GET") == 0, is_post = strcmp(req->method, "POST") == 0;
+
+    if (methods == NULL) {
+        es_http_res_error(res, 404, "route_not_found", NULL, NULL, "no route for %s %s",
+                          req->method, req->path);
+        return;
+    }
+    if ((get && strstr(methods, "GET") == NULL) || (is_post && strstr(methods, "POST") == NULL) ||
+        (!get && !is_post)) {
+        es_http_res_header(res, "Allow", methods);
+        es_http_res_error(res, 405, "method_not_allowed", NULL, NULL,
+                          "%s %s is not allowed; use %s", req->method, req->path, methods);
+        return;
+    }
+    if (is_post) {
+        handle_post(a, req, res);
+    } else if (strcmp(req->path, "/healthz") == 0) {
+        es_http_res_json(res, 200, json_pack("{s:s}", "status", "ok"));
+    } else if (strcmp(req->path, "/readyz") == 0) {
+        readyz(a, res);
+    } else if (strcmp(req->path, "/metrics") == 0) {
+        metrics(a, res);
+    } else if (strcmp(req->path, "/v1/feed") == 0) {
+        read_feed(a, req, res);
+    } else if (has_prefix(req->path, "/v1/streams/", &rest)) {
+        read_stream(a, rest, req, res);
+    }
+}

@@ -1,0 +1,80 @@
+/*
+ * es_snapshot (see snapshot.h): one row per stream in es_snapshots,
+ * replaced only by a snapshot of a later version.
+ */
+#include "snapshot.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "store_int.h"
+
+es_status
+es_snapshot_load(es_store *s, const char *stream, int state_version, json_t **state,
+                 int64_t *version, es_error *err)
+{
+    PGconn *c = es__store_conn(s, err);
+    const char *values[1] = {stream};
+    PGresult *r;
+    es_status st = ES_OK;
+    json_error_t jerr;
+
+    *state = NULL;
+    if (c == NULL)
+        return err->status;
+    r = PQexecParams(c, "SELECT version, state_version, state::text FROM es_snapshots "
+                        "WHERE stream_id = $1", 1, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        st = es__store_failure(s, r, "read a snapshot", err);
+        goto done;
+    }
+    if (PQntuples(r) == 0 || atoi(PQgetvalue(r, 0, 1)) != state_version) {
+        st = es_error_set(err, ES_ENOTFOUND, "snapshot_not_found", NULL,
+                          "no snapshot of stream \"%s\"", stream);
+        goto done;
+    }
+    if ((*state = json_loads(PQgetvalue(r, 0, 2), 0, &jerr)) == NULL) {
+        st = es_error_set(err, ES_EINTERNAL, "snapshot_invalid", NULL,
+                          "snapshot of stream \"%s\" is not JSON: %s", stream, jerr.text);
+        goto done;
+    }
+    *version = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+done:
+    PQclear(r);
+    return st;
+}
+
+es_status
+es_snapshot_save(es_store *s, const char *stream, int state_version, const json_t *state,
+                 int64_t version, es_error *err)
+{
+    PGconn *c = es__store_conn(s, err);
+    char vtext[24], svtext[12];
+    char *text = NULL;
+    const char *values[4];
+    PGresult *r;
+    es_status st = ES_OK;
+
+    if (c == NULL)
+        return err->status;
+    if ((text = json_dumps(state, JSON_COMPACT)) == NULL)
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not encode a snapshot");
+    snprintf(vtext, sizeof vtext, "%" PRId64, version);
+    snprintf(svtext, sizeof svtext, "%d", state_version);
+    values[0] = stream;
+    values[1] = vtext;
+    values[2] = svtext;
+    values[3] = text;
+    r = PQexecParams(c, "INSERT INTO es_snapshots AS s (stream_id, version, state_version, state) "
+                        "VALUES ($1, $2, $3, $4) ON CONFLICT (stream_id) DO UPDATE "
+                        "SET version = EXCLUDED.version, state_version = EXCLUDED.state_version, "
+                        "state = EXCLUDED.state, taken_at = now() "
+                        "WHERE s.version < EXCLUDED.version OR s.state_version <> EXCLUDED.state_version",
+                     4, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        st = es__store_failure(s, r, "save a snapshot", err);
+    PQclear(r);
+    free(text);
+    return st;
+}
