@@ -42,7 +42,7 @@ CMD_OBJ   := $(CMD_SRC:%.c=$(BUILD)/%.o)
 CMD_BIN   := $(BUILD)/es-command
 
 CLI       := $(BUILD)/esctl
-BENCH_BIN := $(BUILD)/bench_store
+BENCH_BIN := $(BUILD)/bench_store $(BUILD)/bench_http
 
 FUZZ_DIR  := build/fuzz
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
@@ -75,18 +75,24 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS) -lm
 
-$(BENCH_BIN): $(BUILD)/tests/bench_store.o $(LIB)
+$(BUILD)/bench_http: $(BUILD)/tests/bench_http.o
+	@echo "  LD    $@"
+	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS)
+
+$(BUILD)/bench_store: $(BUILD)/tests/bench_store.o $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
 # Fuzz targets: clang's libFuzzer with ASan and UBSan, over the core's
 # sources (no server is needed by a decoder).
-$(FUZZ_DIR)/%: tests/fuzz/%.c $(LIB_SRC) $(wildcard events/*.h)
+# (the command service's decoders come along, without its main)
+FUZZ_LINK := $(LIB_SRC) $(filter-out command/main.c,$(CMD_SRC))
+$(FUZZ_DIR)/%: tests/fuzz/%.c $(FUZZ_LINK) $(wildcard events/*.h) $(wildcard command/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ  $@"
-	@clang -std=c11 -D_GNU_SOURCE -g -O1 -Ievents $(PKG_CFLAGS) \
+	@clang -std=c11 -D_GNU_SOURCE -g -O1 -Ievents -Icommand $(PKG_CFLAGS) \
 	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-	    $< $(LIB_SRC) -o $@ $(PKG_LIBS)
+	    $< $(FUZZ_LINK) -o $@ $(PKG_LIBS)
 
 # Runs every fuzz target for FUZZ_SECONDS from its seed corpus; a crash
 # fails, and the input that caused it is left in build/fuzz.
@@ -113,9 +119,11 @@ up: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/servers.sh start
 	@eval "$$(scripts/servers.sh env)" && $(CLI) migrate
-	@echo "up: servers running; 'scripts/servers.sh env' prints the settings, 'make down' stops them"
+	@scripts/daemons.sh start $(BUILD)
+	@scripts/demo.sh
 
 down:
+	@scripts/daemons.sh stop 2>/dev/null || true
 	@scripts/servers.sh stop
 
 # Every test, plain and under ASan+UBSan (which also fails on leaks), and

@@ -29,6 +29,13 @@ void notify_notification(cmd_env *, const char *, bool, json_t *, cmd_out *);
 void notify_email(cmd_env *, const char *, bool, json_t *, cmd_out *);
 void notify_analytics(cmd_env *, const char *, bool, json_t *, cmd_out *);
 
+/*
+ * Decodes an order's "items" (1..100 lines of sku, quantity, unit_price)
+ * into *items (new, clean copies) and their *total in minor units,
+ * refusing overflow.  false with out set when they are not valid.
+ */
+bool order_decode_items(const json_t *in, json_t **items, json_int_t *total, cmd_out *out);
+
 typedef struct cmd_def {
     const char *name;           /* "<context>.<action>": subject cmd.<name> */
     cmd_fn fn;

@@ -49,8 +49,8 @@ static const agg_type order_agg = {"order", 1, initial, apply};
 
 /* Decodes and checks items; on success *items is a new array of clean
  * items and *total their sum. */
-static bool
-decode_items(const json_t *in, json_t **items, json_int_t *total, cmd_out *out)
+bool
+order_decode_items(const json_t *in, json_t **items, json_int_t *total, cmd_out *out)
 {
     const json_t *arr = json_object_get(in, "items");
     size_t i;
@@ -111,27 +111,34 @@ typedef struct place_args {
     json_int_t total;
 } place_args;
 
+/*
+ * The order id derives from the command id, so the stream is new unless
+ * this very command ran before: no aggregate to load, one append with
+ * "no stream".  A rerun of the command answers duplicate (200) from the
+ * store; the same id with other events cannot happen short of a UUID
+ * collision and answers the conflict.
+ */
 static void
-decide_place(cmd_env *env, void *ctx, const agg *g, cmd_event *evs, size_t *n, cmd_out *out)
+place(cmd_env *env, const char *command_id, json_t *in, const char *stream, place_args *a,
+      cmd_out *out)
 {
-    place_args *a = ctx;
+    cmd_event ev = {"OrderPlaced",
+                    json_pack("{s:s, s:s, s:O, s:I, s:O}", "order_id", a->order_id,
+                              "customer_id", a->customer_id, "items", a->items, "total",
+                              a->total, "ship_to", a->ship_to)};
+    cmd_append ap = {stream, ES_EXPECT_NO_STREAM, &ev, 1, 0};
+    es_append_result res;
 
-    (void)env;
-    if (g->version >= 0) {          /* the same command again: answer it */
-        out->body = json_pack("{s:s, s:O, s:O, s:s}", "order_id", a->order_id, "customer_id",
-                              json_object_get(g->state, "customer_id"), "total",
-                              json_object_get(g->state, "total"), "status",
-                              json_string_value(json_object_get(g->state, "status")));
+    cmd_append_one(env, command_id, in, &ap, &res);
+    cmd_events_free(&ev, 1);
+    if (res.status != ES_OK) {
+        cmd_fail_with(out, &res.err);
         return;
     }
-    evs[0] = (cmd_event){"OrderPlaced",
-                         json_pack("{s:s, s:s, s:O, s:I, s:O}", "order_id", a->order_id,
-                                   "customer_id", a->customer_id, "items", a->items, "total",
-                                   a->total, "ship_to", a->ship_to)};
-    *n = 1;
-    out->http_status = 201;
-    out->body = json_pack("{s:s, s:s, s:I, s:s}", "order_id", a->order_id, "customer_id",
-                          a->customer_id, "total", a->total, "status", "pending");
+    cmd_ok(out, res.duplicate ? 200 : 201,
+           json_pack("{s:s, s:s, s:I, s:s}", "order_id", a->order_id, "customer_id",
+                     a->customer_id, "total", a->total, "status", "pending"),
+           res.position);
 }
 
 void
@@ -159,12 +166,12 @@ order_place(cmd_env *env, const char *command_id, bool fresh, json_t *in, cmd_ou
             return;
         }
     }
-    if (!decode_items(in, &a.items, &a.total, out))
+    if (!order_decode_items(in, &a.items, &a.total, out))
         return;
     a.ship_to = json_pack("{s:s}", "country", country);
     cmd_new_id(command_id, 1, order_id);
     cmd_stream(stream, sizeof stream, "order", order_id);
-    cmd_run(env, command_id, in, &order_agg, stream, 0, decide_place, &a, out);
+    place(env, command_id, in, stream, &a, out);
     json_decref(a.items);
     json_decref(a.ship_to);
 }

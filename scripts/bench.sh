@@ -19,7 +19,8 @@ base="host=$ES_PG_HOST port=$ES_PG_PORT user=$ES_PG_USER"
 db=es_bench
 export ES_PG_CONNINFO="$base dbname=$db"
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+cmd_pid=
+trap 'if [ -n "$cmd_pid" ]; then kill "$cmd_pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 
 want() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
 psql_db() { "$pgbin/psql" "$ES_PG_CONNINFO" -v ON_ERROR_STOP=1 -qAt "$@"; }
@@ -53,9 +54,9 @@ report() {
 
 field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 
-# pgbench of ROWS-row INSERTs at 8 clients: rows per second.
+# pgbench of ROWS-row INSERTs at CLIENTS (default 8) clients: rows per second.
 raw_insert() {
-    local rows=$1
+    local rows=$1 clients=${2:-8}
     cat >"$work/insert.sql" <<SQL
 INSERT INTO bench_raw (stream_id, version, event_id, type, data)
 SELECT 'order-' || (n % 10000), n / 10000, gen_random_uuid(), 'OrderPlaced',
@@ -65,7 +66,7 @@ SELECT 'order-' || (n % 10000), n / 10000, gen_random_uuid(), 'OrderPlaced',
   FROM (SELECT nextval('bench_seq') AS n FROM generate_series(1, $rows)) v;
 SQL
     local tps
-    tps=$("$pgbin/pgbench" -n -M prepared -c 8 -j 2 -T "$secs" -f "$work/insert.sql" \
+    tps=$("$pgbin/pgbench" -n -M prepared -c "$clients" -j 2 -T "$secs" -f "$work/insert.sql" \
             "$ES_PG_CONNINFO" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
     awk -v t="$tps" -v r="$rows" 'BEGIN { printf "%.0f", t * r }'
 }
@@ -131,3 +132,53 @@ SQL
          "one plain ordered SELECT of the same rows: $best_raw rows/s (best of 2 each)"
     report store_feed_read "$best" events/s "$best_raw"
 fi
+
+# The command service on a port of its own, against the bench database.
+http_port=${BENCH_HTTP_PORT:-18480}
+start_command() {
+    ES_COMMAND_PORT=$http_port ES_NATS_URL=off "$build/es-command" >"$work/command.log" 2>&1 &
+    cmd_pid=$!
+    for _ in $(seq 1 100); do
+        curl -sf "http://127.0.0.1:$http_port/healthz" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "bench: es-command did not start:" >&2
+    cat "$work/command.log" >&2
+    exit 1
+}
+stop_command() {
+    if [ -n "$cmd_pid" ]; then
+        kill "$cmd_pid" 2>/dev/null || true
+        wait "$cmd_pid" 2>/dev/null || true
+        cmd_pid=
+    fi
+}
+
+# http_append_1 / http_orders: 32 connections, beside pgbench's one-row
+# INSERT transactions at 32 clients.
+http_figure() {
+    local name=$1 mode=$2 raw=0 value=0 out best_out="" r v
+    for _ in 1 2; do
+        fresh_db
+        r=$(raw_insert 1 32)
+        fresh_db
+        start_command
+        out=$("$build/bench_http" "$mode" "$http_port" 32 "$secs")
+        stop_command
+        v=$(field per_s "$out")
+        raw=$(max "$raw" "$r")
+        if [ "$(max "$value" "$v")" != "$value" ]; then
+            value=$v
+            best_out=$out
+        fi
+    done
+    echo "# $name: $mode over HTTP, 32 connections: $value/s, p50 $(field p50_ms "$best_out") ms," \
+         "p99 $(field p99_ms "$best_out") ms, errors $(field errors "$best_out");" \
+         "pgbench one-row INSERT transactions at 32 clients: $raw/s (best of 2 rounds each)"
+    report "$name" "$value" requests/s "$raw"
+    report "${name}_p50_ms" "$(field p50_ms "$best_out")" ms na
+    report "${name}_p99_ms" "$(field p99_ms "$best_out")" ms na
+}
+
+want http_append_1 && http_figure http_append_1 append
+want http_orders && http_figure http_orders orders

@@ -18,6 +18,7 @@ PACKAGES=(
     redis-server redis-tools
     nats-server
     clang libclang-rt-14-dev
+    curl wrk
 )
 
 missing=()

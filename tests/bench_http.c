@@ -1,0 +1,237 @@
+/*
+ * HTTP load generator behind `make bench` (figures http_append_1 and
+ * http_orders): CONNS threads, each with one keep-alive connection,
+ * sending requests back to back for SECONDS and timing each.
+ *
+ *   bench_http append|orders PORT CONNS SECONDS
+ * prints "per_s=<x> requests=<n> errors=<n> p50_ms=<x> p99_ms=<x>".
+ *
+ * append: the workload of shared/API.md, single-event appends stating the
+ * exact expected version.  Connection t owns streams order-<s> with
+ * s = t (mod CONNS) and cycles through them, so it knows their versions
+ * (10,000 streams are not a multiple of 32, so "event n to stream n %
+ * 10000" would make two connections race for a stream).
+ * orders: POST /v1/orders for customer c-<n % 1000>, one line of sku-<n % 500>.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define STREAMS 10000
+
+static unsigned port;
+static int conns;
+static double seconds;
+static bool orders;
+static atomic_bool stop;
+
+static double
+now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+typedef struct worker {
+    int id;
+    uint64_t ok, errors;
+    double *lat;
+    size_t nlat, caplat;
+} worker;
+
+static int
+connect_to(void)
+{
+    struct sockaddr_in a = {0};
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Sends one request and reads one response; returns the status (0: the
+ * connection failed).  body_out gets the response body (NUL-terminated). */
+static int
+exchange(int fd, const char *req, size_t len, char *buf, size_t cap, char **body_out)
+{
+    size_t got = 0, need = 0;
+    char *end = NULL;
+    int status = 0;
+
+    if (write(fd, req, len) != (ssize_t)len)
+        return 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + got, cap - got - 1);
+        if (n <= 0)
+            return 0;
+        got += (size_t)n;
+        buf[got] = '\0';
+        if (end == NULL && (end = strstr(buf, "\r\n\r\n")) != NULL) {
+            const char *cl = strcasestr(buf, "Content-Length:");
+            sscanf(buf, "HTTP/1.%*d %d", &status);
+            need = (size_t)(end + 4 - buf) + (cl ? strtoul(cl + 15, NULL, 10) : 0);
+        }
+        if (end != NULL && got >= need) {
+            *body_out = end + 4;
+            return status;
+        }
+        if (got + 1 >= cap)
+            return 0;
+    }
+}
+
+static void *
+run(void *arg)
+{
+    worker *w = arg;
+    int64_t *version = malloc(STREAMS * sizeof *version);
+    char req[2048], body[1024], buf[16384], *resp;
+    int fd = connect_to();
+    uint64_t k = 0;
+    int s = w->id;
+
+    for (int i = 0; i < STREAMS; i++)
+        version[i] = -1;
+    while (fd >= 0 && !atomic_load(&stop)) {
+        uint64_t n = (uint64_t)w->id + (uint64_t)conns * k++;
+        int len, blen, status;
+        double t0;
+
+        if (orders) {
+            blen = snprintf(body, sizeof body,
+                            "{\"customer_id\":\"c-%llu\",\"items\":[{\"sku\":\"sku-%llu\","
+                            "\"quantity\":2,\"unit_price\":1999}]}",
+                            (unsigned long long)(n % 1000), (unsigned long long)(n % 500));
+            len = snprintf(req, sizeof req, "POST /v1/orders HTTP/1.1\r\nHost: b\r\n"
+                                            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+                           blen, body);
+        } else {
+            char expected[24];
+            if (version[s] < 0)
+                snprintf(expected, sizeof expected, "\"no_stream\"");
+            else
+                snprintf(expected, sizeof expected, "%lld", (long long)version[s]);
+            blen = snprintf(body, sizeof body,
+                            "{\"expected_version\":%s,\"events\":[{\"type\":\"OrderPlaced\",\"data\":"
+                            "{\"type\":\"OrderPlaced\",\"orderId\":\"o-%llu\",\"customerId\":\"c-%llu\","
+                            "\"items\":[{\"sku\":\"sku-%llu\",\"qty\":2,\"price\":1999}],\"total\":3998,"
+                            "\"currency\":\"EUR\",\"shipTo\":{\"city\":\"Berlin\",\"zip\":\"10115\","
+                            "\"country\":\"DE\"}}}]}",
+                            expected, (unsigned long long)n, (unsigned long long)(n % 1000),
+                            (unsigned long long)(n % 500));
+            len = snprintf(req, sizeof req, "POST /v1/streams/order-%d/events HTTP/1.1\r\nHost: b\r\n"
+                                            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+                           s, blen, body);
+        }
+        t0 = now();
+        status = exchange(fd, req, (size_t)len, buf, sizeof buf, &resp);
+        if (status == 201) {
+            w->ok++;
+            if (!orders) {
+                const char *lv = strstr(resp, "\"last_version\":");
+                version[s] = lv ? strtoll(lv + 15, NULL, 10) : version[s] + 1;
+                s += conns;
+                if (s >= STREAMS)
+                    s = w->id;
+            }
+        } else {
+            w->errors++;
+            if (!orders && status == 409) {     /* left by an earlier run: learn it */
+                const char *av = strstr(resp, "\"actual_version\":");
+                if (av)
+                    version[s] = strtoll(av + 17, NULL, 10);
+            }
+            if (status == 0) {
+                close(fd);
+                fd = connect_to();
+            }
+            continue;
+        }
+        if (w->nlat == w->caplat) {
+            w->caplat = w->caplat ? 2 * w->caplat : 4096;
+            if ((w->lat = realloc(w->lat, w->caplat * sizeof *w->lat)) == NULL)
+                abort();
+        }
+        w->lat[w->nlat++] = (now() - t0) * 1000;
+    }
+    if (fd >= 0)
+        close(fd);
+    free(version);
+    return NULL;
+}
+
+static int
+cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int
+main(int argc, char **argv)
+{
+    pthread_t th[256];
+    worker *ws;
+    double t0, elapsed, *all;
+    uint64_t ok = 0, errors = 0;
+    size_t n = 0, j = 0;
+
+    if (argc != 5 || (strcmp(argv[1], "append") != 0 && strcmp(argv[1], "orders") != 0)) {
+        fprintf(stderr, "usage: bench_http append|orders PORT CONNS SECONDS\n");
+        return 2;
+    }
+    orders = strcmp(argv[1], "orders") == 0;
+    port = (unsigned)atoi(argv[2]);
+    conns = atoi(argv[3]);
+    seconds = atof(argv[4]);
+    if (conns < 1 || conns > 256 || seconds <= 0)
+        return 2;
+    ws = calloc((size_t)conns, sizeof *ws);
+    t0 = now();
+    for (int i = 0; i < conns; i++) {
+        ws[i].id = i;
+        pthread_create(&th[i], NULL, run, &ws[i]);
+    }
+    while (now() - t0 < seconds)
+        usleep(50 * 1000);
+    atomic_store(&stop, true);
+    for (int i = 0; i < conns; i++)
+        pthread_join(th[i], NULL);
+    elapsed = now() - t0;
+    for (int i = 0; i < conns; i++) {
+        ok += ws[i].ok;
+        errors += ws[i].errors;
+        n += ws[i].nlat;
+    }
+    all = malloc((n ? n : 1) * sizeof *all);
+    for (int i = 0; i < conns; i++) {
+        memcpy(all + j, ws[i].lat, ws[i].nlat * sizeof *all);
+        j += ws[i].nlat;
+        free(ws[i].lat);
+    }
+    qsort(all, n, sizeof *all, cmp);
+    printf("per_s=%.0f requests=%llu errors=%llu p50_ms=%.2f p99_ms=%.2f\n", (double)ok / elapsed,
+           (unsigned long long)ok, (unsigned long long)errors, n ? all[n / 2] : 0.0,
+           n ? all[n * 99 / 100] : 0.0);
+    free(all);
+    free(ws);
+    return 0;
+}
