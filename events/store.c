@@ -35,6 +35,7 @@ struct es_store {
     size_t max_event_size;
     const es_upcasters *upcasters;
     es_buf params;              /* reused for the events parameter */
+    es_buf batch[7];            /* reused for es_fast_batch's arrays */
 };
 
 typedef struct page_storage {
@@ -127,6 +128,26 @@ static const struct {
      "AND (transaction_id, global_position) > ($1::xid8, $2::bigint) "
      "AND transaction_id < " HORIZON " "
      "ORDER BY transaction_id, global_position LIMIT $3"},
+    /* Many one-event appends to distinct streams, exact or "no stream",
+     * in one statement: one executor run for the whole group instead of
+     * one per append.  Answers a row per append written; the others found
+     * another version and go through es_append. */
+    {"es_fast_batch",
+     "WITH req AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], "
+     "$5::int[]) WITH ORDINALITY AS r(s, x, id, type, sv, ord)), "
+     "upd AS (UPDATE es_streams v SET version = v.version + 1 FROM req r "
+     "WHERE r.x >= 0 AND v.stream_id = r.s AND v.version = r.x RETURNING r.ord, v.version), "
+     "ins AS (INSERT INTO es_streams AS v (stream_id, version) "
+     "SELECT r.s, 0 FROM req r WHERE r.x = -1 ORDER BY r.s "
+     "ON CONFLICT (stream_id) DO NOTHING RETURNING v.stream_id, v.version), "
+     "ok AS (SELECT ord, version FROM upd UNION ALL "
+     "SELECT r.ord, i.version FROM ins i JOIN req r ON r.s = i.stream_id AND r.x = -1), "
+     "ev AS (" INSERT_EVENTS "SELECT r.s, split_part(r.s, '-', 1), ok.version, r.id, r.type, "
+     "r.sv, $6::jsonb -> (r.ord::int - 1), "
+     "coalesce(nullif($7::jsonb -> (r.ord::int - 1), 'null'::jsonb), '{}'), 0, 1 "
+     "FROM ok JOIN req r USING (ord) RETURNING stream_id, version, global_position) "
+     "SELECT r.ord, ev.version, ev.global_position, pg_current_xact_id() "
+     "FROM ev JOIN req r ON r.s = ev.stream_id"},
     {"es_event_by_id",
      "SELECT NULL, " EVENT_COLUMNS " FROM es_events WHERE event_id = $1::uuid"},
     {"es_head",
@@ -268,6 +289,8 @@ es_store_close(es_store *s)
     if (s->conn)
         PQfinish(s->conn);
     es_buf_free(&s->params);
+    for (size_t i = 0; i < sizeof s->batch / sizeof s->batch[0]; i++)
+        es_buf_free(&s->batch[i]);
     free(s->conninfo);
     free(s);
 }
@@ -345,6 +368,7 @@ typedef struct slot {
                                    or NO_JSON until built */
     bool full;                  /* must go through es_append */
     bool retry;                 /* the fast statement wrote nothing */
+    bool batched;               /* sent in es_fast_batch */
     char id[ES_UUID_LEN + 1];   /* with one event: its id */
     char expected[24];
     char schema[12];
@@ -584,6 +608,114 @@ cmp_slots(const void *a, const void *b)
 }
 
 /*
+ * Marks the slots es_fast_batch takes: one event, exact or "no stream",
+ * and the first of its stream (slots are sorted by stream, so a later
+ * append to the same stream runs after the batch and sees its version).
+ * Returns how many.
+ */
+static size_t
+mark_batch(slot *slots, size_t n)
+{
+    size_t count = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        slots[i].batched = !slots[i].full && slots[i].req->count == 1 &&
+                           (i == 0 || strcmp(slots[i - 1].req->stream, slots[i].req->stream) != 0);
+        count += slots[i].batched;
+    }
+    return count;
+}
+
+/* Appends s as an element of a text[] literal. */
+static void
+array_text(es_buf *b, const char *s)
+{
+    const char *run = s;
+
+    es_buf_append(b, b->len > 1 ? ",\"" : "\"", b->len > 1 ? 2 : 1);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') {
+            es_buf_append(b, run, (size_t)(s - run));
+            es_buf_append(b, "\\", 1);
+            run = s;
+        }
+    }
+    es_buf_append(b, run, (size_t)(s - run));
+    es_buf_append(b, "\"", 1);
+}
+
+/* Builds es_fast_batch's seven parameters from the batched slots. */
+static bool
+build_batch(es_store *s, const slot *slots, size_t n, const char **values)
+{
+    es_buf *b = s->batch;
+    size_t i;
+    int k;
+
+    for (k = 0; k < 7; k++) {
+        es_buf_reset(&b[k]);
+        es_buf_puts(&b[k], k < 5 ? "{" : "[");
+    }
+    for (i = 0; i < n; i++) {
+        const es_new_event *ev;
+        bool first = b[1].len == 1;
+
+        if (!slots[i].batched)
+            continue;
+        ev = &slots[i].req->events[0];
+        array_text(&b[0], slots[i].req->stream);
+        es_buf_printf(&b[1], "%s%s", first ? "" : ",", slots[i].expected);
+        es_buf_printf(&b[2], "%s%s", first ? "" : ",", slots[i].id);
+        array_text(&b[3], ev->type);
+        es_buf_printf(&b[4], "%s%s", first ? "" : ",", slots[i].schema);
+        es_buf_puts(&b[5], first ? "" : ",");
+        es_buf_puts(&b[5], ev->data);
+        es_buf_puts(&b[6], first ? "" : ",");
+        es_buf_puts(&b[6], ev->metadata ? ev->metadata : "null");
+    }
+    for (k = 0; k < 7; k++) {
+        es_buf_puts(&b[k], k < 5 ? "}" : "]");
+        if (es_buf_failed(&b[k]))
+            return false;
+        values[k] = b[k].data;
+    }
+    return true;
+}
+
+/* Answers the batched slots from es_fast_batch's rows (ord is the place
+ * among the batched slots, from 1); the others are marked for es_append. */
+static void
+read_batch_rows(const PGresult *r, slot *slots, size_t n)
+{
+    slot *order[BATCH_MAX];
+    size_t m = 0, i;
+
+    for (i = 0; i < n; i++) {
+        if (slots[i].batched) {
+            order[m++] = &slots[i];
+            slots[i].full = true;       /* unless a row says it was written */
+            slots[i].retry = true;
+        }
+    }
+    for (int row = 0; row < PQntuples(r); row++) {
+        int64_t ord = get_i64(r, row, 0);
+        slot *sl;
+
+        if (ord < 1 || (size_t)ord > m)
+            continue;
+        sl = order[ord - 1];
+        sl->full = false;
+        sl->retry = false;
+        es_error_clear(&sl->res->err);
+        sl->res->status = ES_OK;
+        sl->res->duplicate = false;
+        sl->res->first_version = sl->res->last_version = get_i64(r, row, 1);
+        sl->res->position.gpos = get_i64(r, row, 2);
+        sl->res->position.txid = get_u64(r, row, 3);
+    }
+}
+
+/*
  * Sends the n slots in one pipelined transaction (BEGIN, one statement
  * each, COMMIT).  Returns ES_OK with every full slot answered and every
  * fast slot answered or marked retry; ES_EINTERNAL when the transaction
@@ -595,17 +727,29 @@ run_pipelined(es_store *s, slot *slots, size_t n)
     PGresult *r;
     es_status st = ES_OK;
     es_error err;
-    size_t i;
+    size_t i, k, nbatch, nres;
 
     if (PQenterPipelineMode(s->conn) != 1)
         return pg_failure(s, NULL, "enter pipeline mode", &err);
+    nbatch = mark_batch(slots, n);
     if (PQsendQueryPrepared(s->conn, "es_begin", 0, NULL, NULL, NULL, 0) != 1)
         goto lost;
+    if (nbatch > 1) {
+        const char *values[7];
+
+        if (!build_batch(s, slots, n, values))
+            goto lost;
+        if (PQsendQueryPrepared(s->conn, "es_fast_batch", 7, values, NULL, NULL, 0) != 1)
+            goto lost;
+    }
     for (i = 0; i < n; i++) {
         const char *values[7];
         int nparams;
-        const char *stmt = slot_statement(s, &slots[i], values, &nparams);
+        const char *stmt;
 
+        if (nbatch > 1 && slots[i].batched)
+            continue;
+        stmt = slot_statement(s, &slots[i], values, &nparams);
         if (PQsendQueryPrepared(s->conn, stmt, nparams, values, NULL, NULL, 0) != 1)
             goto lost;
     }
@@ -613,12 +757,23 @@ run_pipelined(es_store *s, slot *slots, size_t n)
         PQpipelineSync(s->conn) != 1)
         goto lost;
 
-    /* BEGIN, n statements, COMMIT: each a result then NULL; then the sync. */
-    for (i = 0; i < n + 2; i++) {
+    /* BEGIN, the batch, the other statements, COMMIT: each a result then
+     * NULL; then the sync.  k walks the slots the results belong to. */
+    nres = 2 + (nbatch > 1 ? 1 + n - nbatch : n);
+    for (i = 0, k = 0; i < nres; i++) {
+        bool batch_result = nbatch > 1 && i == 1;
+
         if ((r = PQgetResult(s->conn)) == NULL)
             goto lost;
-        if (i >= 1 && i <= n && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-            read_slot_row(r, &slots[i - 1], slots[i - 1].full);
+        if (!batch_result && i >= 1 && i < nres - 1) {
+            while (nbatch > 1 && slots[k].batched)
+                k++;
+        }
+        if (batch_result && PQresultStatus(r) == PGRES_TUPLES_OK) {
+            read_batch_rows(r, slots, n);
+        } else if (!batch_result && i >= 1 && i < nres - 1 &&
+                   PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+            read_slot_row(r, &slots[k], slots[k].full);
         } else if (PQresultStatus(r) == PGRES_PIPELINE_ABORTED) {
             if (st == ES_OK)            /* skipped after an earlier error */
                 st = ES_EINTERNAL;
@@ -628,6 +783,8 @@ run_pipelined(es_store *s, slot *slots, size_t n)
                 st = fail == ES_EUNAVAILABLE ? fail : ES_EINTERNAL;
         }
         PQclear(r);
+        if (!batch_result && i >= 1 && i < nres - 1)
+            k++;
         if ((r = PQgetResult(s->conn)) != NULL) {       /* must end the query */
             PQclear(r);
             goto lost;
