@@ -15,7 +15,6 @@
  */
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "contexts.h"
@@ -38,22 +37,6 @@ apply(json_t *st, const char *type, json_t *d)
 }
 
 static const agg_type fraud = {"fraud", 1, initial, apply};
-
-static bool
-blocked(const char *list, const char *domain)
-{
-    size_t n = strlen(domain);
-
-    for (const char *p = list; *p;) {
-        const char *end = strchr(p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-
-        if (len == n && strncasecmp(p, domain, n) == 0)
-            return true;
-        p += len + (end != NULL);
-    }
-    return false;
-}
 
 static void
 verdict(cmd_out *out, const char *user_id, const char *status, const char *reason)
@@ -122,7 +105,7 @@ fraud_check(cmd_env *env, const char *command_id, bool fresh, json_t *in, cmd_ou
     domain++;
     if (cmd_replay(env, command_id, fresh, 1, replay_check, out))
         return;
-    if (blocked(cfg->fraud_blocked_domains, domain)) {
+    if (es_list_contains(cfg->fraud_blocked_domains, domain)) {
         a.reason = "blocked_domain";
     } else {
         long window = (long)(time(NULL) / (cfg->fraud_window_seconds > 0 ? cfg->fraud_window_seconds : 3600));

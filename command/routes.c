@@ -75,17 +75,10 @@ app_envs_close(app *a)
 bool
 app_serves(const app *a, const char *name)
 {
-    size_t n = strcspn(name, ".");
+    char context[64];
 
-    if (a->contexts[0] == '\0')
-        return true;
-    for (const char *p = a->contexts; *p;) {
-        size_t len = strcspn(p, ",");
-        if (len == n && strncmp(p, name, n) == 0)
-            return true;
-        p += len + (p[len] == ',');
-    }
-    return false;
+    snprintf(context, sizeof context, "%.*s", (int)strcspn(name, "."), name);
+    return a->contexts[0] == '\0' || es_list_contains(a->contexts, context);
 }
 
 void

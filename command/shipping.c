@@ -36,23 +36,6 @@ typedef struct ship_args {
     const char *order_id, *country, *command_id;
 } ship_args;
 
-/* True when country is in the comma-separated list. */
-static bool
-listed(const char *list, const char *item)
-{
-    size_t n = strlen(item);
-
-    for (const char *p = list; *p;) {
-        const char *end = strchr(p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-
-        if (len == n && strncasecmp(p, item, n) == 0)
-            return true;
-        p += len + (end != NULL);
-    }
-    return false;
-}
-
 static void
 decide_create(cmd_env *env, void *ctx, const agg *g, cmd_event *evs, size_t *n, cmd_out *out)
 {
@@ -65,7 +48,7 @@ decide_create(cmd_env *env, void *ctx, const agg *g, cmd_event *evs, size_t *n, 
                               "tracking_id", json_object_get(g->state, "tracking_id"));
         return;
     }
-    if (listed(env->cfg->shipping_unsupported, a->country)) {
+    if (es_list_contains(env->cfg->shipping_unsupported, a->country)) {
         evs[0] = (cmd_event){"ShipmentRejected",
                              json_pack("{s:s, s:s, s:s}", "order_id", a->order_id, "country",
                                        a->country, "reason", "unsupported_destination")};

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void
 es_position_format(es_position p, char *out)
@@ -61,49 +62,75 @@ es_position_cmp(es_position a, es_position b)
     return 0;
 }
 
+int
+es__utf8_decode(const unsigned char *p, const unsigned char *end, uint32_t *cp)
+{
+    unsigned c = *p;
+    int extra;
+    uint32_t v;
+
+    if (c >= 0xc2 && c <= 0xdf) {
+        extra = 1;
+        v = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        extra = 2;
+        v = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        extra = 3;
+        v = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (end - p <= extra)
+        return 0;
+    for (int i = 1; i <= extra; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        v = v << 6 | (p[i] & 0x3f);
+    }
+    if ((extra == 2 && v < 0x800) || (extra == 3 && v < 0x10000) ||
+        (v >= 0xd800 && v <= 0xdfff) || v > 0x10ffff)
+        return 0;
+    *cp = v;
+    return extra + 1;
+}
+
 bool
 es_text_printable(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s, *end = p + n;
 
     while (p < end) {
-        unsigned c = *p;
-        int extra;
         uint32_t cp;
+        int len;
 
-        if (c < 0x80) {
-            if (c < 0x20 || c == 0x7f)
+        if (*p < 0x80) {
+            if (*p < 0x20 || *p == 0x7f)
                 return false;
             p++;
             continue;
         }
-        if (c >= 0xc2 && c <= 0xdf) {
-            extra = 1;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            extra = 2;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            extra = 3;
-            cp = c & 0x07;
-        } else {
+        /* C1 controls are control characters too */
+        if ((len = es__utf8_decode(p, end, &cp)) == 0 || (cp >= 0x80 && cp <= 0x9f))
             return false;
-        }
-        if (end - p <= extra)
-            return false;
-        for (int i = 1; i <= extra; i++) {
-            if ((p[i] & 0xc0) != 0x80)
-                return false;
-            cp = cp << 6 | (p[i] & 0x3f);
-        }
-        /* overlong forms, surrogates, beyond U+10FFFF, C1 controls */
-        if ((extra == 2 && cp < 0x800) || (extra == 3 && cp < 0x10000) ||
-            (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff ||
-            (cp >= 0x80 && cp <= 0x9f))
-            return false;
-        p += extra + 1;
+        p += len;
     }
     return true;
+}
+
+bool
+es_list_contains(const char *list, const char *item)
+{
+    size_t n = strlen(item);
+
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+
+        if (len == n && strncasecmp(p, item, n) == 0)
+            return true;
+        p += len + (p[len] == ',');
+    }
+    return false;
 }
 
 es_status

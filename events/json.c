@@ -5,6 +5,8 @@
  */
 #include "json.h"
 
+#include "event.h"
+
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -55,34 +57,12 @@ hex4(const unsigned char *p)
 static bool
 utf8(cur *c)
 {
-    const unsigned char *p = c->p;
-    unsigned b = *p;
-    int extra;
     uint32_t cp;
+    int len = es__utf8_decode(c->p, c->end, &cp);
 
-    if (b >= 0xc2 && b <= 0xdf) {
-        extra = 1;
-        cp = b & 0x1f;
-    } else if (b >= 0xe0 && b <= 0xef) {
-        extra = 2;
-        cp = b & 0x0f;
-    } else if (b >= 0xf0 && b <= 0xf4) {
-        extra = 3;
-        cp = b & 0x07;
-    } else {
-        return fail(c, p, "invalid UTF-8");
-    }
-    if (c->end - p <= extra)
-        return fail(c, p, "truncated UTF-8 sequence");
-    for (int i = 1; i <= extra; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return fail(c, p, "invalid UTF-8");
-        cp = cp << 6 | (p[i] & 0x3f);
-    }
-    if ((extra == 2 && cp < 0x800) || (extra == 3 && cp < 0x10000) ||
-        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-        return fail(c, p, "invalid UTF-8");
-    c->p += extra + 1;
+    if (len == 0)
+        return fail(c, c->p, "invalid UTF-8");
+    c->p += len;
     return true;
 }
 

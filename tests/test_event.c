@@ -131,6 +131,17 @@ START_TEST(positions)
 }
 END_TEST
 
+START_TEST(lists)
+{
+    ck_assert(es_list_contains("fraud.test,blocked.example", "fraud.test"));
+    ck_assert(es_list_contains("fraud.test,blocked.example", "BLOCKED.example"));
+    ck_assert(!es_list_contains("fraud.test,blocked.example", "fraud"));
+    ck_assert(!es_list_contains("fraud.test,blocked.example", "test,blocked"));
+    ck_assert(!es_list_contains("", "x"));
+    ck_assert(es_list_contains("a,,b", "b"));
+}
+END_TEST
+
 int
 main(void)
 {
@@ -141,6 +152,7 @@ main(void)
     tcase_add_test(tc, printable_utf8);
     tcase_add_test(tc, events);
     tcase_add_test(tc, positions);
+    tcase_add_test(tc, lists);
     suite_add_tcase(s, tc);
     return th_run(s);
 }
