@@ -3,7 +3,8 @@
 # of this machine for the same work, measured in the same run, and prints
 #   BENCH <name> value=<v> unit=<u> limit=<l|na> ratio=<v/l|na>
 # BENCH=name,name limits the figures; BENCH_SECONDS sets the length of
-# each timed run (default 10).  Every figure starts on a fresh database.
+# each timed run (default 10), BENCH_ROUNDS the rounds whose best counts
+# on each side (default 3).  Every figure starts on a fresh database.
 set -euo pipefail
 
 build=${1:-build/plain}
@@ -11,6 +12,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 secs=${BENCH_SECONDS:-10}
 only=${BENCH:-}
+rounds=${BENCH_ROUNDS:-3}
 
 scripts/servers.sh start >/dev/null
 eval "$(scripts/servers.sh env)"
@@ -73,11 +75,11 @@ SQL
 
 max() { awk -v a="$1" -v b="$2" 'BEGIN { print (b > a ? b : a) }'; }
 
-# Two rounds of (raw, ours), each on a fresh database; the best of each
+# BENCH_ROUNDS rounds of (raw, ours), each on a fresh database; the best of each
 # side counts, which damps the noise of a shared machine for both alike.
 append_figure() {
     local name=$1 per=$2 raw=0 value=0 out best_out="" r v
-    for _ in 1 2; do
+    for _ in $(seq 1 "$rounds"); do
         fresh_db
         r=$(raw_insert "$per")
         fresh_db
@@ -91,7 +93,7 @@ append_figure() {
     done
     echo "# $name: library, 8 writers through group commit, $per event(s) per append:" \
          "$value events/s, p50 $(field p50_ms "$best_out") ms, p99 $(field p99_ms "$best_out") ms;" \
-         "pgbench $per-row INSERTs at 8 clients: $raw rows/s (best of 2 rounds each)"
+         "pgbench $per-row INSERTs at 8 clients: $raw rows/s (best of $rounds rounds each)"
     report "$name" "$value" events/s "$raw"
 }
 
@@ -122,14 +124,14 @@ VACUUM ANALYZE es_events;
 VACUUM ANALYZE bench_raw;
 SQL
     best_raw=0 best=0
-    for _ in 1 2; do
+    for _ in $(seq 1 "$rounds"); do
         r=$(field rows_per_s "$("$build/bench_store" raw-read)")
         v=$(field events_per_s "$("$build/bench_store" feed)")
         best_raw=$(max "$best_raw" "$r")
         best=$(max "$best" "$v")
     done
     echo "# store_feed_read: $events events in feed order, pages of 10,000: $best events/s;" \
-         "one plain ordered SELECT of the same rows: $best_raw rows/s (best of 2 each)"
+         "one plain ordered SELECT of the same rows: $best_raw rows/s (best of $rounds each)"
     report store_feed_read "$best" events/s "$best_raw"
 fi
 
@@ -158,7 +160,7 @@ stop_command() {
 # INSERT transactions at 32 clients.
 http_figure() {
     local name=$1 mode=$2 raw=0 value=0 out best_out="" r v
-    for _ in 1 2; do
+    for _ in $(seq 1 "$rounds"); do
         fresh_db
         r=$(raw_insert 1 32)
         fresh_db
@@ -174,7 +176,7 @@ http_figure() {
     done
     echo "# $name: $mode over HTTP, 32 connections: $value/s, p50 $(field p50_ms "$best_out") ms," \
          "p99 $(field p99_ms "$best_out") ms, errors $(field errors "$best_out");" \
-         "pgbench one-row INSERT transactions at 32 clients: $raw/s (best of 2 rounds each)"
+         "pgbench one-row INSERT transactions at 32 clients: $raw/s (best of $rounds rounds each)"
     report "$name" "$value" requests/s "$raw"
     report "${name}_p50_ms" "$(field p50_ms "$best_out")" ms na
     report "${name}_p99_ms" "$(field p99_ms "$best_out")" ms na
