@@ -270,3 +270,13 @@ th_header(const th_response *res, const char *name, char *out, size_t size)
     }
     return NULL;
 }
+
+void
+th_daemon_kill(th_daemon *d)
+{
+    if (d->pid <= 0)
+        return;
+    kill(d->pid, SIGKILL);
+    waitpid(d->pid, NULL, 0);
+    d->pid = 0;
+}

@@ -40,6 +40,8 @@ void th_daemon_start(th_daemon *d, const char *path, const char *port_var,
  * exited cleanly with status 0, which under the sanitizers also means no
  * leak or error report. */
 int th_daemon_stop(th_daemon *d);
+/* Ends it with SIGKILL, as a crash would. */
+void th_daemon_kill(th_daemon *d);
 
 /* A response of th_http. */
 typedef struct th_response {
