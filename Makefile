@@ -41,6 +41,8 @@ CMD_SRC   := $(wildcard command/*.c)
 CMD_OBJ   := $(CMD_SRC:%.c=$(BUILD)/%.o)
 CMD_BIN   := $(BUILD)/es-command
 
+RELAY_BIN := $(BUILD)/es-relay
+
 CLI       := $(BUILD)/esctl
 BENCH_BIN := $(BUILD)/bench_store $(BUILD)/bench_http
 
@@ -51,7 +53,7 @@ FUZZ_SECONDS ?= 10
 
 .PHONY: all deps up down servers test test-plain test-san test-fuzz fuzz bench clean distclean
 
-all: $(LIB) $(CLI) $(CMD_BIN) $(TEST_BIN) $(BENCH_BIN)
+all: $(LIB) $(CLI) $(CMD_BIN) $(RELAY_BIN) $(TEST_BIN) $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c $(wildcard events/*.h) $(wildcard command/*.h) tests/harness.h
 	@mkdir -p $(dir $@)
@@ -64,6 +66,10 @@ $(LIB): $(LIB_OBJ)
 	@$(AR) rcs $@ $^
 
 $(CMD_BIN): $(CMD_OBJ) $(LIB)
+	@echo "  LD    $@"
+	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
+
+$(RELAY_BIN): $(BUILD)/projector/relay.o $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 

@@ -46,7 +46,13 @@ void routes_handle(void *app, const es_http_req *req, es_http_res *res);
 
 /* NATS request/reply on cmd.<context>.<action> (bus.c). */
 es_status bus_start(bus **out, app *a, const char *url, int subs_per_context, es_error *err);
+/* Stops taking commands (unsubscribes, closes the command connection). */
 void bus_stop(bus *b);
+/* Frees the bus, after the committer is gone (it may still wake). */
+void bus_free(bus *b);
+/* Tells the relay that events were committed (a message on the wake
+ * subject); cheap and thread-safe. */
+void bus_wake(void *bus);
 bool bus_connected(const bus *b);
 
 #endif

@@ -24,6 +24,9 @@
 
 struct bus {
     app *a;
+    char wake_subject[64];
+    natsConnection *wake_nc;    /* lives until bus_free: the committer wakes
+                                   the relay through it while it drains */
     natsConnection *nc;
     natsSubscription *subs[SUBS_MAX];
     int nsubs;
@@ -114,6 +117,9 @@ bus_start(bus **out, app *a, const char *url, int subs_per_context, es_error *er
     if ((b = calloc(1, sizeof *b)) == NULL)
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
     b->a = a;
+    snprintf(b->wake_subject, sizeof b->wake_subject, "%s",
+             getenv("ES_RELAY_WAKE_SUBJECT") && getenv("ES_RELAY_WAKE_SUBJECT")[0]
+                 ? getenv("ES_RELAY_WAKE_SUBJECT") : "es.wake");
     s = natsOptions_Create(&opts);
     if (s == NATS_OK)
         s = natsOptions_SetURL(opts, url);
@@ -125,6 +131,11 @@ bus_start(bus **out, app *a, const char *url, int subs_per_context, es_error *er
         s = natsConnection_Connect(&b->nc, opts);
     if (s == NATS_NOT_YET_CONNECTED)
         s = NATS_OK;        /* connects in the background */
+    if (s == NATS_OK) {
+        s = natsConnection_Connect(&b->wake_nc, opts);
+        if (s == NATS_NOT_YET_CONNECTED)
+            s = NATS_OK;
+    }
     natsOptions_Destroy(opts);
     for (const cmd_def *d = cmd_table; s == NATS_OK && d->name; d++) {
         char subject[128], context[32];
@@ -146,6 +157,7 @@ bus_start(bus **out, app *a, const char *url, int subs_per_context, es_error *er
         es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
                      "could not subscribe to commands at %s: %s", url, natsStatus_GetText(s));
         bus_stop(b);
+        bus_free(b);
         return ES_EUNAVAILABLE;
     }
     *out = b;
@@ -166,12 +178,35 @@ bus_stop(bus *b)
     if (b->nc != NULL) {
         natsConnection_Close(b->nc);
         natsConnection_Destroy(b->nc);
+        b->nc = NULL;
+    }
+    b->nsubs = 0;
+}
+
+void
+bus_free(bus *b)
+{
+    if (b == NULL)
+        return;
+    if (b->wake_nc != NULL) {
+        natsConnection_Close(b->wake_nc);
+        natsConnection_Destroy(b->wake_nc);
     }
     free(b);
+}
+
+void
+bus_wake(void *ctx)
+{
+    bus *b = ctx;
+
+    /* No reply, no flush: a lost wake costs the relay one poll interval. */
+    if (b->wake_nc != NULL && natsConnection_Status(b->wake_nc) == NATS_CONN_STATUS_CONNECTED)
+        natsConnection_Publish(b->wake_nc, b->wake_subject, "", 0);
 }
 
 bool
 bus_connected(const bus *b)
 {
-    return natsConnection_Status(b->nc) == NATS_CONN_STATUS_CONNECTED;
+    return b->nc != NULL && natsConnection_Status(b->nc) == NATS_CONN_STATUS_CONNECTED;
 }

@@ -90,6 +90,8 @@ main(void)
         fprintf(stderr, "es-command: %s\n", err.message);
         goto done;
     }
+    if (a.bus != NULL)
+        es_committer_on_commit(a.committer, bus_wake, a.bus);
     fprintf(stderr, "es-command: listening on http://%s:%u, commands on %s.* at %s\n", http.bind,
             http.port, a.subject_prefix, a.bus ? nats_url : "no NATS");
     while (sigwait(&sigs, &sig) != 0)
@@ -97,9 +99,10 @@ main(void)
     fprintf(stderr, "es-command: stopping on signal %d\n", sig);
     rc = 0;
 done:
-    bus_stop(a.bus);
     es_http_stop(a.http);
-    es_committer_destroy(a.committer);
+    bus_stop(a.bus);
+    es_committer_destroy(a.committer);     /* drains; may still wake the relay */
+    bus_free(a.bus);
     app_envs_close(&a);
     nats_Close();
     return rc;

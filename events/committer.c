@@ -35,6 +35,8 @@ struct es_committer {
     size_t max_batch;
     int nworkers;
     worker *workers;
+    void (*on_commit)(void *);
+    void *on_commit_ctx;
 };
 
 static void *
@@ -70,9 +72,15 @@ run(void *arg)
         } else {
             for (i = 0; i < n; i++)
                 reqs[i] = *taken[i]->req;
+            bool wrote = false;
+
             es_store_append_many(w->store, reqs, n, res);
-            for (i = 0; i < n; i++)
+            for (i = 0; i < n; i++) {
                 *taken[i]->res = res[i];
+                wrote |= res[i].status == ES_OK && !res[i].duplicate;
+            }
+            if (wrote && c->on_commit != NULL)
+                c->on_commit(c->on_commit_ctx);
         }
 
         pthread_mutex_lock(&c->mu);
@@ -128,6 +136,13 @@ es_committer_create(es_committer **out, const char *conninfo, int nconns,
 fail:
     es_committer_destroy(c);
     return st;
+}
+
+void
+es_committer_on_commit(es_committer *c, void (*fn)(void *ctx), void *ctx)
+{
+    c->on_commit = fn;
+    c->on_commit_ctx = ctx;
 }
 
 void

@@ -22,6 +22,13 @@ typedef struct es_committer es_committer;
 es_status es_committer_create(es_committer **out, const char *conninfo,
                               int nconns, size_t max_batch, es_error *err);
 
+/*
+ * Calls fn(ctx) after every batch that wrote something, from a committer
+ * thread (the command service wakes the relay with it).  Set it before
+ * the first append; fn must be thread-safe and quick.
+ */
+void es_committer_on_commit(es_committer *c, void (*fn)(void *ctx), void *ctx);
+
 /* Stops the threads after the queued appends are done; frees c. */
 void es_committer_destroy(es_committer *c);
 

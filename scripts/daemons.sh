@@ -18,6 +18,7 @@ mkdir -p "$dir"
 # name  binary  port variable  default port
 daemons=(
     "command es-command ES_COMMAND_PORT 8080"
+    "relay es-relay ES_RELAY_PORT 8082"
 )
 
 alive() { [ -f "$dir/$1.pid" ] && kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; }

@@ -27,9 +27,10 @@ cat <<TXT
 up: everything answers.
   command API   $base  (shared/API.md; try: curl -s '$base/v1/feed?limit=5')
   health        $base/healthz  $base/readyz  $base/metrics
+  relay         http://127.0.0.1:${ES_RELAY_PORT:-8082}/metrics  (the store's feed, copied to JetStream stream EVENTS)
   servers       scripts/servers.sh status | env
   logs          .run/daemons/*.log
   stop          make down
-(The saga manager, relay, projector and query API are not built yet: orders
-stay pending and users pending verification until they are.)
+(The saga manager, projector and query API are not built yet: orders stay
+pending and users pending verification until they are.)
 TXT
