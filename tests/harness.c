@@ -3,6 +3,7 @@
  */
 #include "harness.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/random.h>
@@ -38,16 +39,30 @@ th_unique(char *out, size_t size, const char *prefix)
              r[3], r[4], r[5], r[6], r[7]);
 }
 
-int
-th_run(Suite *s)
+static int
+run_suite(Suite *s, bool fork)
 {
     SRunner *sr = srunner_create(s);
     int failed;
 
+    if (!fork)
+        srunner_set_fork_status(sr, CK_NOFORK);
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed == 0 ? 0 : 1;
+}
+
+int
+th_run(Suite *s)
+{
+    return run_suite(s, true);
+}
+
+int
+th_run_nofork(Suite *s)
+{
+    return run_suite(s, false);
 }
 
 /* ---- daemons and HTTP -------------------------------------------------- */

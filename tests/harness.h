@@ -21,6 +21,8 @@ void th_unique(char *out, size_t size, const char *prefix);
 
 /* Runs suite s in fork mode and returns the process exit status. */
 int th_run(Suite *s);
+/* The same in one process: for tests that own daemons they kill. */
+int th_run_nofork(Suite *s);
 
 /* A daemon started for a test program: its pid and HTTP port. */
 typedef struct th_daemon {

@@ -38,6 +38,20 @@ typedef struct req {
 static req reqs[CLIENTS][MAXREQ];
 static int nreq[CLIENTS];
 
+/* The request r stands for: a registration, or an append, under its key. */
+static void
+build(const req *r, int c, int n, char *hdr, char *body, char *path)
+{
+    snprintf(hdr, 160, "Content-Type: application/json\r\nIdempotency-Key: %.63s\r\n", r->key);
+    if (r->is_user) {
+        snprintf(path, 128, "/v1/users");
+        snprintf(body, 256, "{\"email\":\"%.63s@crash.example\",\"name\":\"C\"}", r->key);
+    } else {
+        snprintf(path, 128, "/v1/streams/crash-%.40s-%d-%d/events", run, c, n);
+        snprintf(body, 256, "{\"expected_version\":\"any\",\"events\":[{\"type\":\"T\",\"data\":{}}]}");
+    }
+}
+
 static void *
 client(void *arg)
 {
@@ -51,14 +65,7 @@ client(void *arg)
 
         r->is_user = n % 2 == 0;
         snprintf(r->key, sizeof r->key, "%s-%d-%d", run, c, n);
-        snprintf(hdr, sizeof hdr, "Content-Type: application/json\r\nIdempotency-Key: %.63s\r\n", r->key);
-        if (r->is_user) {
-            snprintf(path, sizeof path, "/v1/users");
-            snprintf(body, sizeof body, "{\"email\":\"%.63s@crash.example\",\"name\":\"C\"}", r->key);
-        } else {
-            snprintf(path, sizeof path, "/v1/streams/crash-%s-%d-%d/events", run, c, n);
-            snprintf(body, sizeof body, "{\"expected_version\":\"any\",\"events\":[{\"type\":\"T\",\"data\":{}}]}");
-        }
+        build(r, c, n, hdr, body, path);
         if (th_http(atomic_load(&port), "POST", path, hdr, body, &res) == 201) {
             r->acked = true;
             if (r->is_user) {
@@ -82,14 +89,7 @@ retry(req *r, int c, int n)
     char hdr[160], body[256], path[128];
     th_response res;
 
-    snprintf(hdr, sizeof hdr, "Content-Type: application/json\r\nIdempotency-Key: %.63s\r\n", r->key);
-    if (r->is_user) {
-        snprintf(path, sizeof path, "/v1/users");
-        snprintf(body, sizeof body, "{\"email\":\"%.63s@crash.example\",\"name\":\"C\"}", r->key);
-    } else {
-        snprintf(path, sizeof path, "/v1/streams/crash-%s-%d-%d/events", run, c, n);
-        snprintf(body, sizeof body, "{\"expected_version\":\"any\",\"events\":[{\"type\":\"T\",\"data\":{}}]}");
-    }
+    build(r, c, n, hdr, body, path);
     for (int i = 0; i < 50; i++) {
         int st = th_http(cmd.port, "POST", path, hdr, body, &res);
         if (st == 200 || st == 201) {
@@ -220,14 +220,7 @@ main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, kill_during_load);
     suite_add_tcase(su, tc);
-    /* the test restarts the daemon itself: no fork, one process owns it */
-    {
-        SRunner *sr = srunner_create(su);
-        srunner_set_fork_status(sr, CK_NOFORK);
-        srunner_run_all(sr, CK_NORMAL);
-        rc = srunner_ntests_failed(sr) == 0 ? 0 : 1;
-        srunner_free(sr);
-    }
+    rc = th_run_nofork(su);     /* the test restarts the daemon itself */
     rc |= th_daemon_stop(&cmd);
     return rc;
 }

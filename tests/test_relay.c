@@ -165,13 +165,7 @@ main(void)
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, stream_is_the_feed_after_a_crash);
     suite_add_tcase(su, tc);
-    {
-        SRunner *sr = srunner_create(su);
-        srunner_set_fork_status(sr, CK_NOFORK);     /* the test kills a daemon it owns */
-        srunner_run_all(sr, CK_NORMAL);
-        rc = srunner_ntests_failed(sr) == 0 ? 0 : 1;
-        srunner_free(sr);
-    }
+    rc = th_run_nofork(su);     /* the test kills a daemon it owns */
     rc |= th_daemon_stop(&relays[0]);
     rc |= th_daemon_stop(&relays[1]);
     nats_Close();
