@@ -38,7 +38,16 @@ reply(natsConnection *nc, natsMsg *msg, json_t *body)
     const char *to = natsMsg_GetReply(msg);
     char *text;
 
-    if (to != NULL && to[0] != '\0' && (text = json_dumps(body, JSON_COMPACT)) != NULL) {
+    if (to == NULL || to[0] == '\0') {
+        json_decref(body);
+        return;
+    }
+    if (body == NULL || (text = json_dumps(body, JSON_COMPACT)) == NULL) {
+        /* never leave a caller waiting: a fixed answer if encoding failed */
+        static const char fallback[] = "{\"ok\":false,\"status\":500,\"error\":{\"code\":"
+                                       "\"internal\",\"message\":\"could not encode the reply\"}}";
+        natsConnection_Publish(nc, to, fallback, (int)sizeof fallback - 1);
+    } else {
         natsConnection_Publish(nc, to, text, (int)strlen(text));
         free(text);
     }

@@ -72,10 +72,14 @@ typedef struct agg {
     char stream[ES_STREAM_ID_MAX + 1];
     json_t *state;
     int64_t version;                    /* -1: no stream */
+    es_position position;               /* of the last event read, {0,0} if none */
 } agg;
 
 /* Rebuilds stream's aggregate from its snapshot and the events after it. */
 es_status agg_load(cmd_env *env, const agg_type *t, const char *stream, agg *a, es_error *err);
+/* The same, as it was at version until (-1: before the first event). */
+es_status agg_load_until(cmd_env *env, const agg_type *t, const char *stream, int64_t until,
+                         agg *a, es_error *err);
 /* Applies events just appended and snapshots when due. */
 void agg_advance(cmd_env *env, const agg_type *t, agg *a, const char **types, json_t **datas,
                  size_t n);
@@ -151,9 +155,12 @@ typedef void (*cmd_replay_fn)(const es_event *e, json_t *data, cmd_out *out);
 bool cmd_replay(cmd_env *env, const char *command_id, bool fresh, unsigned id_base,
                 cmd_replay_fn map, cmd_out *out);
 
-/* The position a no-op command answers: the feed's head, which is at or
- * after every event the command's answer depends on. */
+/* The feed's head. */
 es_position cmd_head(cmd_env *env);
+/* The position a command that wrote nothing answers: the later of the
+ * aggregate's last event and the feed's head, so a read that waits for
+ * it sees everything the answer depended on. */
+es_position cmd_noop_position(cmd_env *env, const agg *a);
 
 /* ---- argument decoding ------------------------------------------------ */
 

@@ -87,14 +87,27 @@ agg_free(agg *a)
 es_status
 agg_load(cmd_env *env, const agg_type *t, const char *stream, agg *a, es_error *err)
 {
+    return agg_load_until(env, t, stream, INT64_MAX, a, err);
+}
+
+es_status
+agg_load_until(cmd_env *env, const agg_type *t, const char *stream, int64_t until, agg *a,
+               es_error *err)
+{
     es_page *p = NULL;
     es_status st;
     int64_t from;
 
     a->state = NULL;
     a->version = -1;
+    a->position.txid = 0;
+    a->position.gpos = 0;
     snprintf(a->stream, sizeof a->stream, "%s", stream);
     st = es_snapshot_load(env->store, stream, t->state_version, &a->state, &a->version, err);
+    if (st == ES_OK && a->version > until) {
+        json_decref(a->state);      /* taken later than asked: from the start */
+        st = ES_ENOTFOUND;
+    }
     if (st == ES_ENOTFOUND) {
         a->state = t->initial();
         a->version = -1;
@@ -110,14 +123,15 @@ agg_load(cmd_env *env, const agg_type *t, const char *stream, agg *a, es_error *
             agg_free(a);
             return st;
         }
-        for (size_t i = 0; i < p->count; i++) {
+        for (size_t i = 0; i < p->count && p->events[i].version <= until; i++) {
             json_t *data = cmd_event_data(&p->events[i]);
             t->apply(a->state, p->events[i].type, data);
             json_decref(data);
             a->version = p->events[i].version;
+            a->position = p->events[i].position;
         }
         from = a->version + 1;
-        if (p->count < 500) {
+        if (p->count < 500 || a->version >= until) {
             es_page_destroy(p);
             return ES_OK;
         }
@@ -337,6 +351,37 @@ cmd_head(cmd_env *env)
     return head;
 }
 
+es_position
+cmd_noop_position(cmd_env *env, const agg *a)
+{
+    es_position head = cmd_head(env);
+
+    return es_position_cmp(a->position, head) > 0 ? a->position : head;
+}
+
+/* Rebuilds the state before the command's events and decides again. */
+static void
+replay_decision(cmd_env *env, const agg_type *t, const char *stream, cmd_decide_fn decide,
+                void *ctx, const es_append_result *res, cmd_out *out)
+{
+    cmd_event evs[DECIDE_EVENTS_MAX];
+    size_t n = 0;
+    agg a;
+    es_error err;
+
+    cmd_out_free(out);
+    cmd_out_init(out);
+    if (agg_load_until(env, t, stream, res->first_version - 1, &a, &err) != ES_OK) {
+        cmd_fail_with(out, &err);
+        return;
+    }
+    decide(env, ctx, &a, evs, &n, out);
+    cmd_events_free(evs, n);
+    agg_free(&a);
+    if (out->status == ES_OK)
+        cmd_ok(out, 200, out->body ? out->body : json_object(), res->position);
+}
+
 void
 cmd_run(cmd_env *env, const char *command_id, const json_t *args, const agg_type *t,
         const char *stream, unsigned id_base, cmd_decide_fn decide, void *ctx, cmd_out *out)
@@ -362,7 +407,7 @@ cmd_run(cmd_env *env, const char *command_id, const json_t *args, const agg_type
         if (n == 0) {
             if (out->status == ES_OK)
                 cmd_ok(out, out->http_status, out->body ? out->body : json_object(),
-                       cmd_head(env));
+                       cmd_noop_position(env, &a));
             agg_free(&a);
             return;
         }
@@ -374,6 +419,14 @@ cmd_run(cmd_env *env, const char *command_id, const json_t *args, const agg_type
             cmd_events_free(evs, n);
             agg_free(&a);
             continue;
+        }
+        if (res.status == ES_OK && res.duplicate) {
+            /* This command ran before: answer as it did, deciding again on
+             * the state it saw (decisions are deterministic). */
+            cmd_events_free(evs, n);
+            agg_free(&a);
+            replay_decision(env, t, stream, decide, ctx, &res, out);
+            return;
         }
         if (res.status != ES_OK) {
             cmd_fail_with(out, &res.err);

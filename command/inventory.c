@@ -240,7 +240,7 @@ inventory_reserve(cmd_env *env, const char *command_id, bool fresh, json_t *in, 
         status = json_string_value(json_object_get(r.state, "status"));
         if (strcmp(status, "reserved") == 0 || strcmp(status, "released") == 0) {
             cmd_ok(out, 200, json_pack("{s:s, s:s}", "order_id", order_id, "status", status),
-                   cmd_head(env));
+                   cmd_noop_position(env, &r));
             goto next;
         }
         for (i = 0; i < n && short_at == n; i++) {
@@ -335,15 +335,24 @@ inventory_release(cmd_env *env, const char *command_id, bool fresh, json_t *in, 
         if (strcmp(json_string_value(json_object_get(r.state, "status")), "reserved") != 0) {
             /* nothing reserved, or released already: nothing to give back */
             cmd_ok(out, 200, json_pack("{s:s, s:O}", "order_id", order_id, "status",
-                                       json_object_get(r.state, "status")), cmd_head(env));
+                                       json_object_get(r.state, "status")), cmd_noop_position(env, &r));
             agg_free(&r);
             return;
         }
         items = json_object_get(r.state, "items");
         json_array_foreach(items, i, it) {
+            /* stored by inventory.reserve, but the raw API can write
+             * anything into a stream: check before trusting it */
+            if (n == SKUS_MAX || !json_is_string(json_object_get(it, "sku")) ||
+                !cmd_stream(lines[n].stream, sizeof lines[n].stream, "stock",
+                            json_string_value(json_object_get(it, "sku")))) {
+                cmd_fail(out, ES_EINTERNAL, "reservation_invalid", "order_id",
+                         "the reservation of order %s is not one this service wrote", order_id);
+                agg_free(&r);
+                return;
+            }
             lines[n].sku = json_string_value(json_object_get(it, "sku"));
             lines[n].quantity = json_integer_value(json_object_get(it, "quantity"));
-            cmd_stream(lines[n].stream, sizeof lines[n].stream, "stock", lines[n].sku);
             n++;
         }
         for (i = 0; i < n; i++) {

@@ -256,8 +256,14 @@ user_reject(cmd_env *env, const char *command_id, bool fresh, json_t *in, cmd_ou
             if (strcmp(status, "none") == 0)
                 cmd_fail(out, ES_ENOTFOUND, "user_not_found", "user_id", "user %s does not exist", user_id);
             else
-                cmd_ok(out, 200, user_body(user_id, u.state), cmd_head(env));
+                cmd_ok(out, 200, user_body(user_id, u.state), cmd_noop_position(env, &u));
             agg_free(&u);
+            return;
+        }
+        if (!json_is_string(json_object_get(u.state, "email"))) {
+            agg_free(&u);
+            cmd_fail(out, ES_EINTERNAL, "user_invalid", "user_id",
+                     "user %s was not registered by this service", user_id);
             return;
         }
         user_email_stream(json_string_value(json_object_get(u.state, "email")), estream, sizeof estream);

@@ -118,6 +118,28 @@ es_text_printable(const char *s, size_t n)
     return true;
 }
 
+void
+es_text_make_utf8(char *s)
+{
+    unsigned char *p = (unsigned char *)s, *end = p + strlen(s);
+
+    while (p < end) {
+        uint32_t cp;
+        int len;
+
+        if (*p < 0x80) {
+            p++;
+        } else if ((len = es__utf8_decode(p, end, &cp)) > 0) {
+            p += len;
+        } else if (end - p < 4 && *p >= 0xc2 && *p <= 0xf4) {
+            *p = '\0';         /* a sequence cut by truncation */
+            return;
+        } else {
+            *p++ = '?';
+        }
+    }
+}
+
 bool
 es_list_contains(const char *list, const char *item)
 {

@@ -99,6 +99,10 @@ bool es_text_printable(const char *s, size_t n);
  */
 int es__utf8_decode(const unsigned char *p, const unsigned char *end, uint32_t *cp);
 
+/* Makes s valid UTF-8 in place: invalid bytes become '?', a sequence cut
+ * at the end is dropped.  For texts that echo untrusted input. */
+void es_text_make_utf8(char *s);
+
 /* True when item is one of the comma-separated entries of list (ASCII
  * case ignored). */
 bool es_list_contains(const char *list, const char *item);

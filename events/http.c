@@ -6,6 +6,8 @@
  */
 #include "http.h"
 
+#include "event.h"
+
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <stdarg.h>
@@ -32,6 +34,7 @@ struct es_http_server {
 typedef struct conn_state {
     es_buf body;
     bool too_large;
+    bool answered;              /* the 413 is queued already */
     struct timespec start;
 } conn_state;
 
@@ -86,6 +89,7 @@ es_http_res_error(es_http_res *res, int status, const char *code, const char *fi
     va_start(ap, fmt);
     vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
+    es_text_make_utf8(message);
     json_object_set_new(err, "code", json_string(code));
     json_object_set_new(err, "message", json_string(message));
     if (field != NULL && field[0] != '\0')
@@ -203,24 +207,25 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
         *con_cls = st;
         if (len != NULL && strtoull(len, NULL, 10) > srv->body_max) {
             st->too_large = true;
+            st->answered = true;
             return too_large(srv, c, st);
         }
         return MHD_YES;
     }
     if (*upload_size != 0) {
-        if (!st->too_large) {
-            if (st->body.len + *upload_size > srv->body_max) {
-                st->too_large = true;
-                *upload_size = 0;
-                return too_large(srv, c, st);
-            }
-            es_buf_append(&st->body, upload, *upload_size);
+        /* Past the cap (a chunked body has no Content-Length to refuse
+         * up front): keep reading, keep nothing, answer 413 at the end. */
+        if (!st->too_large && st->body.len + *upload_size > srv->body_max) {
+            st->too_large = true;
+            es_buf_free(&st->body);
         }
+        if (!st->too_large)
+            es_buf_append(&st->body, upload, *upload_size);
         *upload_size = 0;
         return MHD_YES;
     }
     if (st->too_large)
-        return MHD_YES;         /* the 413 is queued already */
+        return st->answered ? MHD_YES : too_large(srv, c, st);
 
     req.method = method;
     req.path = url;

@@ -66,8 +66,11 @@ es_snapshot_save(es_store *s, const char *stream, int state_version, const json_
     values[1] = vtext;
     values[2] = svtext;
     values[3] = text;
+    /* Never a version the stream has not reached. */
     r = PQexecParams(c, "INSERT INTO es_snapshots AS s (stream_id, version, state_version, state) "
-                        "VALUES ($1, $2, $3, $4) ON CONFLICT (stream_id) DO UPDATE "
+                        "SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM es_streams v "
+                        "WHERE v.stream_id = $1 AND v.version >= $2::bigint) "
+                        "ON CONFLICT (stream_id) DO UPDATE "
                         "SET version = EXCLUDED.version, state_version = EXCLUDED.state_version, "
                         "state = EXCLUDED.state, taken_at = now() "
                         "WHERE s.version < EXCLUDED.version OR s.state_version <> EXCLUDED.state_version",

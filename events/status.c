@@ -5,6 +5,8 @@
  */
 #include "status.h"
 
+#include "event.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +70,10 @@ es_error_set(es_error *err, es_status st, const char *code, const char *field,
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof err->message, fmt, ap);
     va_end(ap);
+    /* messages echo input and are cut at a byte count: keep them UTF-8,
+     * or JSON encoders refuse them */
+    es_text_make_utf8(err->message);
+    es_text_make_utf8(err->field);
     return st;
 }
 

@@ -998,11 +998,22 @@ es_store_append_atomic(es_store *s, const es_append_req *reqs, size_t n,
         else
             slots[i].res->status = pg_failure(s, r, "append", &slots[i].res->err);
         PQclear(r);
+        if (slots[i].res->status == ES_OK && i > 0 &&
+            slots[i].res->duplicate != slots[0].res->duplicate) {
+            /* Part of the set was written before and part not: not a
+             * retry of the same decision.  Nothing of it is kept. */
+            slots[i].res->status = es_error_set(&slots[i].res->err, ES_EIDCLASH, "event_id_clash",
+                                                "events", "could not append to stream \"%s\": "
+                                                "part of this set of appends was written before",
+                                                slots[i].req->stream);
+        }
         if (slots[i].res->status != ES_OK) {
             st = slots[i].res->status;
             *failed = slots[i].index;
-            if (st != ES_EUNAVAILABLE) {
+            if (PQstatus(s->conn) == CONNECTION_OK && PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
                 PGresult *rb = PQexec(s->conn, "ROLLBACK");
+                if (PQresultStatus(rb) != PGRES_COMMAND_OK)
+                    s->ready = false;
                 PQclear(rb);
             }
             for (size_t j = 0; j < n; j++)
@@ -1013,6 +1024,8 @@ es_store_append_atomic(es_store *s, const es_append_req *reqs, size_t n,
         }
     }
     if ((st = exec_simple(s, "es_commit", &err)) != ES_OK) {
+        if (PQstatus(s->conn) == CONNECTION_OK && PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+            PQclear(PQexec(s->conn, "ROLLBACK"));
         for (i = 0; i < n; i++) {
             res[i].status = st;
             res[i].err = err;

@@ -143,7 +143,9 @@ $$;
 
 -- The slow path of a retry: ids of this append are stored already.  It is
 -- a duplicate (status 1, with the original result) when they are exactly
--- one earlier append to p_stream, in order; otherwise an id clash (3).
+-- one earlier append to p_stream, in order, with the same types (a command
+-- that decided differently the second time is not a retry); otherwise an
+-- id clash (3).
 CREATE FUNCTION es_classify_retry(p_stream text, p_events jsonb,
                                   OUT status int, OUT first_version bigint,
                                   OUT last_version bigint, OUT txid xid8,
@@ -157,7 +159,8 @@ BEGIN
     -- of one append (its index and size as recorded), of one transaction.
     SELECT count(*)::int,
            bool_and(e.stream_id = p_stream AND e.append_index = t.o - 1
-                    AND e.append_size = jsonb_array_length(p_events))
+                    AND e.append_size = jsonb_array_length(p_events)
+                    AND e.type = t.x->>'type')
              AND count(DISTINCT e.version - t.o) = 1
              AND count(DISTINCT e.transaction_id) = 1,
            min(e.version), max(e.version), max(e.transaction_id), max(e.global_position)

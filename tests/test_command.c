@@ -587,6 +587,77 @@ START_TEST(nats_registration_steps)
 }
 END_TEST
 
+/* Review findings, kept as regression tests. */
+START_TEST(repeated_command_keeps_the_aggregate_sound)
+{
+    natsConnection *nc = nats();
+    char cust[64], c[64], body[256];
+    json_t *j;
+
+    th_unique(cust, sizeof cust, "dup");
+    /* with snapshots every 3 events, repeats used to corrupt one */
+    for (int i = 0; i < 4; i++) {
+        th_unique(c, sizeof c, "cmd");
+        snprintf(body, sizeof body, "{\"command_id\":\"%s\",\"customer_id\":\"%s\",\"amount\":100}", c, cust);
+        j = request(nc, "payment.deposit", body);
+        ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "result"), "balance")), 100 * (i + 1));
+        json_decref(j);
+        j = request(nc, "payment.deposit", body);       /* the same command again */
+        ck_assert_int_eq(status_of(j), 200);
+        ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "result"), "balance")), 100 * (i + 1));
+        json_decref(j);
+    }
+    th_unique(c, sizeof c, "cmd");
+    snprintf(body, sizeof body, "{\"command_id\":\"%s\",\"customer_id\":\"%s\",\"amount\":1}", c, cust);
+    j = request(nc, "payment.deposit", body);
+    ck_assert_int_eq(status_of(j), 201);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "result"), "balance")), 401);
+    json_decref(j);
+    natsConnection_Destroy(nc);
+}
+END_TEST
+
+START_TEST(foreign_events_do_not_crash)
+{
+    natsConnection *nc = nats();
+    char order[64], path[128], body[2048], c[64], user[64];
+    json_t *j;
+    int n;
+
+    /* a reservation with more lines than a reservation can hold */
+    th_unique(order, sizeof order, "big");
+    snprintf(path, sizeof path, "/v1/streams/reservation-%s/events", order);
+    n = snprintf(body, sizeof body, "{\"expected_version\":\"no_stream\",\"events\":[{\"type\":"
+                 "\"ReservationMade\",\"data\":{\"items\":[");
+    for (int i = 0; i < 20; i++)
+        n += snprintf(body + n, sizeof body - (size_t)n, "%s{\"sku\":\"s%d\",\"quantity\":1}", i ? "," : "", i);
+    snprintf(body + n, sizeof body - (size_t)n, "]}}]}");
+    json_decref(post(path, body, 201));
+    th_unique(c, sizeof c, "cmd");
+    snprintf(body, sizeof body, "{\"command_id\":\"%s\",\"order_id\":\"%s\"}", c, order);
+    j = request(nc, "inventory.release", body);
+    ck_assert_int_eq(status_of(j), 500);
+    json_decref(j);
+    /* a user registered without an email */
+    th_unique(user, sizeof user, "u");
+    snprintf(path, sizeof path, "/v1/streams/user-%s/events", user);
+    json_decref(post(path, "{\"expected_version\":\"no_stream\",\"events\":[{\"type\":\"UserRegistered\",\"data\":{}}]}", 201));
+    th_unique(c, sizeof c, "cmd");
+    snprintf(body, sizeof body, "{\"command_id\":\"%s\",\"user_id\":\"%s\"}", c, user);
+    j = request(nc, "user.reject", body);
+    ck_assert_int_eq(status_of(j), 500);
+    json_decref(j);
+    /* invalid UTF-8 echoed in an error still gets an answer */
+    j = request(nc, "order.\xc3\xa9\xff", "{}");
+    ck_assert_int_eq(status_of(j), 404);
+    json_decref(j);
+    j = get("/v1/x%FF", 404);
+    ck_assert_ptr_nonnull(str(j, "error.message"));
+    json_decref(j);
+    natsConnection_Destroy(nc);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -617,6 +688,8 @@ main(void)
     tcase_add_test(tc, nats_payment_once_per_command);
     tcase_add_test(tc, nats_inventory_reserve_release);
     tcase_add_test(tc, nats_registration_steps);
+    tcase_add_test(tc, repeated_command_keeps_the_aggregate_sound);
+    tcase_add_test(tc, foreign_events_do_not_crash);
     suite_add_tcase(s, tc);
     rc = th_run(s);
     rc |= th_daemon_stop(&cmd);

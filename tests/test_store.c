@@ -689,6 +689,41 @@ START_TEST(concurrent_identical_any_is_duplicate)
 }
 END_TEST
 
+/* An atomic set of appends that was partly written before (the same ids,
+ * another decision) writes nothing and says so. */
+START_TEST(atomic_partial_duplicate_is_refused)
+{
+    es_store *s = open_store();
+    char a[64], b[64], id0[ES_UUID_LEN + 1], id1[ES_UUID_LEN + 1];
+    es_new_event rejected, made, other;
+    es_append_req reqs[2];
+    es_append_result res[2];
+    size_t failed;
+    es_page *p;
+    es_error err;
+
+    th_unique(a, sizeof a, "atom");
+    th_unique(b, sizeof b, "atom");
+    ck_assert(es_uuid_random(id0) && es_uuid_random(id1));
+    rejected = ev(id0, "ReservationRejected", "{}");
+    made = ev(id0, "ReservationMade", "{}");
+    other = ev(id1, "StockReserved", "{}");
+    ck_assert_int_eq(append(s, a, ES_EXPECT_NO_STREAM, &rejected, 1).status, ES_OK);
+    /* same id, another type: not a retry */
+    reqs[0] = (es_append_req){a, ES_EXPECT_ANY, &made, 1};
+    reqs[1] = (es_append_req){b, ES_EXPECT_NO_STREAM, &other, 1};
+    ck_assert_int_eq(es_store_append_atomic(s, reqs, 2, res, &failed), ES_EIDCLASH);
+    ck_assert_int_eq(es_store_read_stream(s, b, 0, 10, ES_FORWARD, &p, &err), ES_ENOTFOUND);
+    /* same id and type, but the other append is new: refused too */
+    reqs[0] = (es_append_req){a, ES_EXPECT_ANY, &rejected, 1};
+    ck_assert_int_eq(es_store_append_atomic(s, reqs, 2, res, &failed), ES_EIDCLASH);
+    ck_assert_int_eq(es_store_read_stream(s, b, 0, 10, ES_FORWARD, &p, &err), ES_ENOTFOUND);
+    /* and the connection is usable afterwards */
+    ck_assert_int_eq(append(s, b, ES_EXPECT_NO_STREAM, &other, 1).status, ES_OK);
+    es_store_close(s);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -709,6 +744,7 @@ main(void)
     tcase_add_test(tc, raised_error_fails_only_its_append);
     tcase_add_test(tc, duplicate_means_exactly_one_append);
     tcase_add_test(tc, concurrent_identical_any_is_duplicate);
+    tcase_add_test(tc, atomic_partial_duplicate_is_refused);
     suite_add_tcase(s, tc);
     return th_run(s);
 }
