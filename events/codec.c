@@ -1,10 +1,16 @@
 /*
  * JSON codec of events and append bodies (see codec.h).  Encoding writes
- * text directly, since stored data is already valid JSON; decoding goes
- * through jansson, with every member type-checked and named in errors.
+ * text directly, since stored data is already valid JSON.  An append body
+ * is checked once by es_json_check and then walked as slices of one copy:
+ * event data is stored byte for byte as the client sent it (a detour
+ * through a JSON library would round numbers such as 1.000000000000000000001
+ * and refuse integers past 64 bits, which jsonb keeps exactly).
  */
 #include "codec.h"
 
+#include "json.h"
+
+#include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,145 +61,295 @@ es_json_parse_object(const char *text, size_t len, json_t **out, es_error *err)
 void
 es_append_body_free(es_append_body *b)
 {
-    for (size_t i = 0; i < b->nowned_; i++)
-        free(b->owned_[i]);
-    free(b->owned_);
     free(b->events);
-    json_decref(b->root_);
+    free(b->copy_);
     memset(b, 0, sizeof *b);
 }
 
-static es_status
-expected_version(const json_t *v, int64_t *out, es_error *err)
-{
-    const char *s;
+/* A slice's place in the copy, so it can be edited after the walk. */
+typedef struct span {
+    char *text;
+    size_t len;
+    bool set;
+} span;
 
-    if (v == NULL)
-        return es_error_set(err, ES_EINVALID, "field_missing", "expected_version",
-                            "expected_version is required");
-    if (json_is_integer(v)) {
-        if (json_integer_value(v) < 0)
-            return es_error_set(err, ES_EINVALID, "field_range", "expected_version",
-                                "expected_version must be at least 0, or \"any\", \"no_stream\" or \"exists\"");
-        *out = json_integer_value(v);
-        return ES_OK;
+typedef struct event_spans {
+    span id, type, data, meta, schema;
+} event_spans;
+
+typedef struct walk_ctx {
+    es_error *err;
+    es_status st;
+    span expected, events;
+    event_spans *ev;            /* the event being walked */
+    size_t index;               /* its index */
+    event_spans *all;
+    size_t count;
+} walk_ctx;
+
+static bool
+key_is(es_json_slice key, const char *name)
+{
+    return key.len == strlen(name) && memcmp(key.text, name, key.len) == 0;
+}
+
+/* Records a member's value; a second one of the same name is refused. */
+static bool
+take(walk_ctx *w, span *sp, es_json_slice v, const char *field)
+{
+    if (sp->set) {
+        w->st = es_error_set(w->err, ES_EINVALID, "duplicate_member", field,
+                             "%s is given twice", field);
+        return false;
     }
-    s = json_string_value(v);
-    if (s && strcmp(s, "any") == 0)
-        *out = ES_EXPECT_ANY;
-    else if (s && strcmp(s, "no_stream") == 0)
-        *out = ES_EXPECT_NO_STREAM;
-    else if (s && strcmp(s, "exists") == 0)
-        *out = ES_EXPECT_EXISTS;
-    else
-        return es_error_set(err, ES_EINVALID, "field_type", "expected_version",
-                            "expected_version must be a version number, \"any\", \"no_stream\" or \"exists\"");
+    sp->text = (char *)v.text;
+    sp->len = v.len;
+    sp->set = true;
+    return true;
+}
+
+static bool
+visit_top(void *ctx, size_t index, es_json_slice key, es_json_slice v)
+{
+    walk_ctx *w = ctx;
+
+    (void)index;
+    if (key_is(key, "expected_version"))
+        return take(w, &w->expected, v, "expected_version");
+    if (key_is(key, "events"))
+        return take(w, &w->events, v, "events");
+    return true;
+}
+
+static bool
+count_element(void *ctx, size_t index, es_json_slice key, es_json_slice v)
+{
+    (void)key;
+    (void)v;
+    ((walk_ctx *)ctx)->count = index + 1;
+    return index < ES_APPEND_EVENTS_MAX;
+}
+
+static bool
+visit_event_member(void *ctx, size_t index, es_json_slice key, es_json_slice v)
+{
+    walk_ctx *w = ctx;
+    char field[64];
+
+    (void)index;
+    snprintf(field, sizeof field, "events[%zu].%.*s", w->index, (int)(key.len < 20 ? key.len : 20),
+             key.text);
+    if (key_is(key, "event_id"))
+        return take(w, &w->ev->id, v, field);
+    if (key_is(key, "type"))
+        return take(w, &w->ev->type, v, field);
+    if (key_is(key, "data"))
+        return take(w, &w->ev->data, v, field);
+    if (key_is(key, "metadata"))
+        return take(w, &w->ev->meta, v, field);
+    if (key_is(key, "schema_version"))
+        return take(w, &w->ev->schema, v, field);
+    return true;
+}
+
+static bool
+visit_event(void *ctx, size_t index, es_json_slice key, es_json_slice v)
+{
+    walk_ctx *w = ctx;
+    char field[64];
+
+    (void)key;
+    snprintf(field, sizeof field, "events[%zu]", index);
+    if (v.text[0] != '{') {
+        w->st = es_error_set(w->err, ES_EINVALID, "field_type", field, "%s must be an object", field);
+        return false;
+    }
+    w->index = index;
+    w->ev = &w->all[index];
+    return es_json_members(v.text, v.len, visit_event_member, w);
+}
+
+static bool
+is_null(const span *sp)
+{
+    return !sp->set || (sp->len == 4 && memcmp(sp->text, "null", 4) == 0);
+}
+
+/* An integer literal in [min, max]: digits only (no fraction, exponent). */
+static bool
+integer(const span *sp, int64_t min, int64_t max, int64_t *out)
+{
+    char buf[24], *end;
+    long long n;
+
+    if (sp->len == 0 || sp->len >= sizeof buf || strspn(sp->text, "-0123456789") < sp->len)
+        return false;
+    memcpy(buf, sp->text, sp->len);
+    buf[sp->len] = '\0';
+    errno = 0;
+    n = strtoll(buf, &end, 10);
+    if (errno != 0 || *end != '\0' || n < min || n > max)
+        return false;
+    *out = n;
+    return true;
+}
+
+/* A string member: checks it, then (after the walk) decodes it in place. */
+static es_status
+string_value(span *sp, const char *field, bool *present, es_error *err)
+{
+    *present = false;
+    if (is_null(sp))
+        return ES_OK;
+    if (sp->text[0] != '"')
+        return es_error_set(err, ES_EINVALID, "field_type", field, "%s must be a string", field);
+    *present = true;
     return ES_OK;
 }
 
-/* Keeps text (malloc'd) until the body is freed; false on OOM. */
-static bool
-own(es_append_body *b, char *text)
+static void
+finish_string(span *sp)
 {
-    if (text == NULL)
-        return false;
-    b->owned_[b->nowned_++] = text;
-    return true;
+    size_t n = es_json_unescape(sp->text + 1, sp->len - 2);
+
+    sp->text[1 + n] = '\0';
+    sp->text++;
+    sp->len = n;
 }
 
 es_status
 es_append_body_decode(const char *text, size_t len, es_append_body *b, es_error *err)
 {
-    const json_t *events, *ev;
-    size_t i;
-    es_status st;
+    walk_ctx w;
+    size_t offset, i;
+    const char *reason;
+    es_json_kind kind;
+    es_status st = ES_OK;
 
     memset(b, 0, sizeof *b);
-    if ((st = es_json_parse_object(text, len, &b->root_, err)) != ES_OK)
-        return st;
-    if ((st = expected_version(json_object_get(b->root_, "expected_version"), &b->expected, err)) != ES_OK)
-        goto fail;
-    events = json_object_get(b->root_, "events");
-    if (!json_is_array(events)) {
-        st = es_error_set(err, ES_EINVALID, events ? "field_type" : "field_missing", "events",
-                          events ? "events must be an array" : "events is required");
+    memset(&w, 0, sizeof w);
+    w.err = err;
+    kind = es_json_check(text, len, &offset, &reason);
+    if (kind == ES_JSON_INVALID)
+        return es_error_set(err, ES_EINVALID, "invalid_json", NULL,
+                            "request body is not valid JSON at byte %zu: %s", offset, reason);
+    if (kind != ES_JSON_OBJECT)
+        return es_error_set(err, ES_EINVALID, "not_an_object", NULL,
+                            "request body must be a JSON object");
+    if ((b->copy_ = malloc(len + 1)) == NULL)
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+    memcpy(b->copy_, text, len);
+    b->copy_[len] = '\0';
+    if (!es_json_members(b->copy_, len, visit_top, &w)) {
+        st = w.st;
         goto fail;
     }
-    if (json_array_size(events) == 0 || json_array_size(events) > ES_APPEND_EVENTS_MAX) {
+
+    if (!w.expected.set) {
+        st = es_error_set(err, ES_EINVALID, "field_missing", "expected_version",
+                          "expected_version is required");
+        goto fail;
+    }
+    if (w.expected.text[0] == '"') {
+        static const struct { const char *name; int64_t v; } names[] = {
+            {"\"any\"", ES_EXPECT_ANY}, {"\"no_stream\"", ES_EXPECT_NO_STREAM},
+            {"\"exists\"", ES_EXPECT_EXISTS}};
+        for (i = 0; i < 3; i++)
+            if (w.expected.len == strlen(names[i].name) &&
+                memcmp(w.expected.text, names[i].name, w.expected.len) == 0)
+                break;
+        if (i == 3) {
+            st = es_error_set(err, ES_EINVALID, "field_type", "expected_version",
+                              "expected_version must be a version number, \"any\", \"no_stream\" or \"exists\"");
+            goto fail;
+        }
+        b->expected = names[i].v;
+    } else if (!integer(&w.expected, 0, INT64_MAX, &b->expected)) {
+        st = es_error_set(err, ES_EINVALID, "field_range", "expected_version",
+                          "expected_version must be a version number from 0, or \"any\", \"no_stream\" or \"exists\"");
+        goto fail;
+    }
+
+    if (!w.events.set || w.events.text[0] != '[') {
+        st = es_error_set(err, ES_EINVALID, w.events.set ? "field_type" : "field_missing", "events",
+                          w.events.set ? "events must be an array" : "events is required");
+        goto fail;
+    }
+    es_json_elements(w.events.text, w.events.len, count_element, &w);
+    if (w.count == 0 || w.count > ES_APPEND_EVENTS_MAX) {
         st = es_error_set(err, ES_EINVALID, "field_range", "events",
-                          "an append holds 1 to %d events, not %zu", ES_APPEND_EVENTS_MAX,
-                          json_array_size(events));
+                          "an append holds 1 to %d events", ES_APPEND_EVENTS_MAX);
         goto fail;
     }
-    b->count = json_array_size(events);
-    if ((b->events = calloc(b->count, sizeof *b->events)) == NULL ||
-        (b->owned_ = calloc(2 * b->count, sizeof *b->owned_)) == NULL) {
+    b->count = w.count;
+    if ((w.all = calloc(b->count, sizeof *w.all)) == NULL ||
+        (b->events = calloc(b->count, sizeof *b->events)) == NULL) {
         st = es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
         goto fail;
     }
-    json_array_foreach(events, i, ev) {
-        char field[64];
-        const json_t *id, *type, *data, *meta, *schema;
-        es_new_event *e = &b->events[i];
+    if (!es_json_elements(w.events.text, w.events.len, visit_event, &w)) {
+        st = w.st;
+        goto fail;
+    }
 
-        snprintf(field, sizeof field, "events[%zu]", i);
-        if (!json_is_object(ev)) {
-            st = es_error_set(err, ES_EINVALID, "field_type", field, "%s must be an object", field);
+    /* Every slice is known: check them, then cut them out of the copy
+     * (only now: cutting writes NULs the walks would have read). */
+    for (i = 0; i < b->count; i++) {
+        event_spans *e = &w.all[i];
+        char field[64];
+        bool has_id, has_type;
+        int64_t schema = 1;
+
+        snprintf(field, sizeof field, "events[%zu].event_id", i);
+        if ((st = string_value(&e->id, field, &has_id, err)) != ES_OK)
+            goto fail;
+        snprintf(field, sizeof field, "events[%zu].type", i);
+        if ((st = string_value(&e->type, field, &has_type, err)) != ES_OK)
+            goto fail;
+        if (!has_type) {
+            st = es_error_set(err, ES_EINVALID, "field_missing", field, "%s is required", field);
             goto fail;
         }
-        id = json_object_get(ev, "event_id");
-        type = json_object_get(ev, "type");
-        data = json_object_get(ev, "data");
-        meta = json_object_get(ev, "metadata");
-        schema = json_object_get(ev, "schema_version");
-        if (id != NULL && !json_is_null(id) && !json_is_string(id)) {
-            snprintf(field, sizeof field, "events[%zu].event_id", i);
-            st = es_error_set(err, ES_EINVALID, "field_type", field, "%s must be a string", field);
+        snprintf(field, sizeof field, "events[%zu].data", i);
+        if (!e->data.set || e->data.text[0] != '{') {
+            st = es_error_set(err, ES_EINVALID, e->data.set ? "not_an_object" : "field_missing", field,
+                              e->data.set ? "%s must be a JSON object" : "%s is required", field);
             goto fail;
         }
-        if (!json_is_string(type)) {
-            snprintf(field, sizeof field, "events[%zu].type", i);
-            st = es_error_set(err, ES_EINVALID, type ? "field_type" : "field_missing", field,
-                              type ? "%s must be a string" : "%s is required", field);
-            goto fail;
-        }
-        if (!json_is_object(data)) {
-            snprintf(field, sizeof field, "events[%zu].data", i);
-            st = es_error_set(err, ES_EINVALID, data ? "not_an_object" : "field_missing", field,
-                              data ? "%s must be a JSON object" : "%s is required", field);
-            goto fail;
-        }
-        if (meta != NULL && !json_is_null(meta) && !json_is_object(meta)) {
-            snprintf(field, sizeof field, "events[%zu].metadata", i);
+        snprintf(field, sizeof field, "events[%zu].metadata", i);
+        if (!is_null(&e->meta) && e->meta.text[0] != '{') {
             st = es_error_set(err, ES_EINVALID, "not_an_object", field, "%s must be a JSON object", field);
             goto fail;
         }
-        if (schema != NULL && !json_is_null(schema) &&
-            (!json_is_integer(schema) || json_integer_value(schema) < 1 ||
-             json_integer_value(schema) > 1000000)) {
-            snprintf(field, sizeof field, "events[%zu].schema_version", i);
+        snprintf(field, sizeof field, "events[%zu].schema_version", i);
+        if (!is_null(&e->schema) && !integer(&e->schema, 1, 1000000, &schema)) {
             st = es_error_set(err, ES_EINVALID, "field_range", field,
                               "%s must be an integer from 1", field);
             goto fail;
         }
-        if (strlen(json_string_value(type)) != json_string_length(type)) {
-            snprintf(field, sizeof field, "events[%zu].type", i);
-            st = es_error_set(err, ES_EINVALID, "type_invalid", field, "%s contains NUL", field);
-            goto fail;
-        }
-        e->event_id = json_is_string(id) ? json_string_value(id) : NULL;
-        e->type = json_string_value(type);
-        e->schema_version = json_is_integer(schema) ? (int)json_integer_value(schema) : 1;
-        if (!own(b, json_dumps(data, JSON_COMPACT)) ||
-            (meta != NULL && json_is_object(meta) && !own(b, json_dumps(meta, JSON_COMPACT)))) {
-            st = es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
-            goto fail;
-        }
-        e->data = b->owned_[b->nowned_ - 1 - (meta != NULL && json_is_object(meta))];
-        e->metadata = meta != NULL && json_is_object(meta) ? b->owned_[b->nowned_ - 1] : NULL;
+        b->events[i].schema_version = (int)schema;
+        b->events[i].event_id = has_id ? e->id.text : NULL;
     }
+    for (i = 0; i < b->count; i++) {
+        event_spans *e = &w.all[i];
+
+        if (b->events[i].event_id != NULL) {
+            finish_string(&e->id);
+            b->events[i].event_id = e->id.text;
+        }
+        finish_string(&e->type);
+        b->events[i].type = e->type.text;
+        e->data.text[e->data.len] = '\0';
+        b->events[i].data = e->data.text;
+        if (!is_null(&e->meta)) {
+            e->meta.text[e->meta.len] = '\0';
+            b->events[i].metadata = e->meta.text;
+        }
+    }
+    free(w.all);
     return ES_OK;
 fail:
+    free(w.all);
     es_append_body_free(b);
     return st;
 }

@@ -20,20 +20,24 @@
  */
 void es_event_encode(es_buf *out, const es_event *e, bool with_stream);
 
-/* A decoded append body; its strings live until es_append_body_free. */
+/*
+ * A decoded append body.  Its strings point into one private copy of the
+ * request (data and metadata byte for byte as sent, never re-encoded)
+ * and live until es_append_body_free.
+ */
 typedef struct es_append_body {
     int64_t expected;
     es_new_event *events;
     size_t count;
-    char **owned_;              /* texts made by the decoder */
-    size_t nowned_;
-    json_t *root_;
+    char *copy_;
 } es_append_body;
 
 /*
  * Decodes text (len bytes) into out.  ES_EINVALID (err.field names the
  * member, err.message gives the byte offset of a syntax error) or
- * ES_ENOMEM; out is empty on failure and always safe to free.
+ * ES_ENOMEM; out is empty on failure and always safe to free.  Members
+ * other than the documented ones are ignored; a documented one given
+ * twice is refused.
  */
 es_status es_append_body_decode(const char *text, size_t len, es_append_body *out,
                                 es_error *err);

@@ -323,3 +323,127 @@ es_json_check(const char *text, size_t len, size_t *offset, const char **reason)
     }
     return kind;
 }
+
+/* ---- walking a checked text ------------------------------------------- */
+
+/*
+ * Calls fn for each member (object) or element (array) of the checked
+ * JSON container text.  The walk reuses the recogniser, so it cannot go
+ * wrong on a text es_json_check accepted.
+ */
+static bool
+walk(const char *text, size_t len, bool object, es_json_visit fn, void *ctx)
+{
+    cur c;
+    size_t index = 0;
+
+    c.start = c.p = (const unsigned char *)text;
+    c.end = c.p + len;
+    c.reason = NULL;
+    c.at = NULL;
+    skip_ws(&c);
+    if (c.p >= c.end || *c.p != (object ? '{' : '['))
+        return false;
+    c.p++;
+    skip_ws(&c);
+    if (c.p < c.end && *c.p == (object ? '}' : ']'))
+        return true;
+    for (;;) {
+        es_json_slice key = {NULL, 0}, val;
+        const unsigned char *v;
+
+        skip_ws(&c);
+        if (object) {
+            const unsigned char *k = c.p;
+            if (c.p >= c.end || *c.p != '"' || !string(&c))
+                return false;
+            key.text = (const char *)k + 1;
+            key.len = (size_t)(c.p - k) - 2;
+            skip_ws(&c);
+            if (c.p >= c.end || *c.p != ':')
+                return false;
+            c.p++;
+            skip_ws(&c);
+        }
+        v = c.p;
+        if (!value(&c, 2))
+            return false;
+        val.text = (const char *)v;
+        val.len = (size_t)(c.p - v);
+        if (!fn(ctx, index++, key, val))
+            return false;
+        skip_ws(&c);
+        if (c.p < c.end && *c.p == ',') {
+            c.p++;
+            continue;
+        }
+        return c.p < c.end && *c.p == (object ? '}' : ']');
+    }
+}
+
+bool
+es_json_members(const char *text, size_t len, es_json_visit fn, void *ctx)
+{
+    return walk(text, len, true, fn, ctx);
+}
+
+bool
+es_json_elements(const char *text, size_t len, es_json_visit fn, void *ctx)
+{
+    return walk(text, len, false, fn, ctx);
+}
+
+static void
+put_utf8(unsigned char **o, uint32_t cp)
+{
+    unsigned char *p = *o;
+
+    if (cp < 0x80) {
+        *p++ = (unsigned char)cp;
+    } else if (cp < 0x800) {
+        *p++ = (unsigned char)(0xc0 | cp >> 6);
+        *p++ = (unsigned char)(0x80 | (cp & 0x3f));
+    } else if (cp < 0x10000) {
+        *p++ = (unsigned char)(0xe0 | cp >> 12);
+        *p++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+        *p++ = (unsigned char)(0x80 | (cp & 0x3f));
+    } else {
+        *p++ = (unsigned char)(0xf0 | cp >> 18);
+        *p++ = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
+        *p++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+        *p++ = (unsigned char)(0x80 | (cp & 0x3f));
+    }
+    *o = p;
+}
+
+size_t
+es_json_unescape(char *s, size_t len)
+{
+    unsigned char *in = (unsigned char *)s, *end = in + len, *o = in;
+
+    while (in < end) {
+        if (*in != '\\') {
+            *o++ = *in++;
+            continue;
+        }
+        switch (in[1]) {
+        case 'b': *o++ = '\b'; in += 2; break;
+        case 'f': *o++ = '\f'; in += 2; break;
+        case 'n': *o++ = '\n'; in += 2; break;
+        case 'r': *o++ = '\r'; in += 2; break;
+        case 't': *o++ = '\t'; in += 2; break;
+        case 'u': {
+            uint32_t cp = (uint32_t)hex4(in + 2);
+            in += 6;
+            if (cp >= 0xd800 && cp <= 0xdbff) {     /* checked: a pair follows */
+                cp = 0x10000 + ((cp - 0xd800) << 10) + ((uint32_t)hex4(in + 2) - 0xdc00);
+                in += 6;
+            }
+            put_utf8(&o, cp);
+            break;
+        }
+        default: *o++ = in[1]; in += 2; break;       /* " \ / */
+        }
+    }
+    return (size_t)(o - (unsigned char *)s);
+}

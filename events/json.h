@@ -9,6 +9,7 @@
 #ifndef ES_JSON_H
 #define ES_JSON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define ES_JSON_DEPTH_MAX 256
@@ -33,5 +34,29 @@ typedef enum es_json_kind {
  */
 es_json_kind es_json_check(const char *text, size_t len, size_t *offset,
                            const char **reason);
+
+/* A piece of a JSON text: not NUL-terminated. */
+typedef struct es_json_slice {
+    const char *text;
+    size_t len;
+} es_json_slice;
+
+/* Called for each member (key is the raw text between the quotes,
+ * escapes kept) or element (key empty) with the value's exact text.
+ * Return false to stop. */
+typedef bool (*es_json_visit)(void *ctx, size_t index, es_json_slice key, es_json_slice value);
+
+/*
+ * Walk the members of an object / the elements of an array whose text
+ * es_json_check accepted, without building anything: the values come as
+ * slices of text, byte for byte as sent.  false if fn stopped the walk
+ * (or the text was not a checked container).
+ */
+bool es_json_members(const char *text, size_t len, es_json_visit fn, void *ctx);
+bool es_json_elements(const char *text, size_t len, es_json_visit fn, void *ctx);
+
+/* Decodes the escapes of a checked JSON string's inner text in place;
+ * returns the new length (never longer). */
+size_t es_json_unescape(char *s, size_t len);
 
 #endif

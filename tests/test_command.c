@@ -35,8 +35,10 @@ post(const char *path, const char *body, int expect)
     return j;
 }
 
+/* GET; parses the body with jansson flags (JSON_DECODE_INT_AS_REAL for
+ * pages that may hold integers past 64 bits, which events may). */
 static json_t *
-get(const char *path, int expect)
+get_with(const char *path, int expect, size_t flags)
 {
     th_response r;
     json_t *j;
@@ -44,9 +46,15 @@ get(const char *path, int expect)
     th_http(cmd.port, "GET", path, NULL, NULL, &r);
     ck_assert_msg(r.status == expect, "GET %s: %d, expected %d: %s", path, r.status, expect,
                   r.body ? r.body : "");
-    j = json_loads(r.body, 0, NULL);
+    j = json_loads(r.body, flags, NULL);
     th_response_free(&r);
     return j;
+}
+
+static json_t *
+get(const char *path, int expect)
+{
+    return get_with(path, expect, 0);
 }
 
 static const char *
@@ -124,6 +132,30 @@ START_TEST(append_read_and_conflicts)
     json_decref(j);
     snprintf(path, sizeof path, "/v1/streams/%s?direction=sideways", stream);
     json_decref(get(path, 400));
+}
+END_TEST
+
+/* Event data is stored as sent: no rounding, no 64-bit limit. */
+START_TEST(append_keeps_numbers_exact)
+{
+    char stream[64], path[128];
+    th_response r;
+
+    th_unique(stream, sizeof stream, "exact");
+    snprintf(path, sizeof path, "/v1/streams/%s/events", stream);
+    json_decref(post(path, "{\"expected_version\":\"no_stream\",\"events\":[{\"type\":\"N\\u00e9\","
+                           "\"data\":{\"x\":1.000000000000000000001,\"big\":123456789012345678901234567890}}]}",
+                     201));
+    snprintf(path, sizeof path, "/v1/streams/%s", stream);
+    th_http(cmd.port, "GET", path, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "1.000000000000000000001"));
+    ck_assert_ptr_nonnull(strstr(r.body, "123456789012345678901234567890"));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"type\":\"N\xc3\xa9\""));     /* escapes decoded */
+    th_response_free(&r);
+    /* a member twice is refused */
+    snprintf(path, sizeof path, "/v1/streams/%s/events", stream);
+    json_decref(post(path, "{\"expected_version\":0,\"expected_version\":0,\"events\":[{\"type\":\"A\",\"data\":{}}]}", 400));
 }
 END_TEST
 
@@ -211,7 +243,7 @@ START_TEST(feed_pages)
     th_unique(stream, sizeof stream, "feed");
     snprintf(path, sizeof path, "/v1/streams/%s/events", stream);
     json_decref(post(path, "{\"expected_version\":\"any\",\"events\":[{\"type\":\"A\",\"data\":{}},{\"type\":\"B\",\"data\":{}}]}", 201));
-    j = get("/v1/feed?limit=1000", 200);
+    j = get_with("/v1/feed?limit=1000", 200, JSON_DECODE_INT_AS_REAL);
     evs = json_object_get(j, "events");
     ck_assert_int_gt(json_array_size(evs), 1);
     ck_assert_ptr_nonnull(str(json_array_get(evs, 0), "stream"));
@@ -219,7 +251,7 @@ START_TEST(feed_pages)
     snprintf(after, sizeof after, "%s", next);
     json_decref(j);
     snprintf(path, sizeof path, "/v1/feed?after=%s&limit=5", after);
-    j = get(path, 200);
+    j = get_with(path, 200, JSON_DECODE_INT_AS_REAL);
     ck_assert_str_eq(str(j, "next"), after);    /* nothing after: next stays */
     json_decref(j);
     json_decref(get("/v1/feed?after=nonsense", 400));
@@ -679,6 +711,7 @@ main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, append_read_and_conflicts);
     tcase_add_test(tc, append_retry_is_200_with_original);
+    tcase_add_test(tc, append_keeps_numbers_exact);
     tcase_add_test(tc, bad_requests);
     tcase_add_test(tc, feed_pages);
     tcase_add_test(tc, users_and_email_uniqueness);
