@@ -61,6 +61,11 @@ typedef struct page_storage {
     "(t.e->>'event_id')::uuid, t.e->>'type', "                              \
     "coalesce((t.e->>'schema_version')::int, 1), t.e->'data', "             \
     "coalesce(t.e->'metadata', '{}'), t.o - 1, "
+/* A retry (its first event id stored) writes nothing on a fast path and
+ * goes through es_append, which answers duplicate; without this guard it
+ * would raise unique_violation and roll back the whole batch. */
+#define NOT_STORED(id) "NOT EXISTS (SELECT 1 FROM es_events WHERE event_id = " id ") "
+
 #define FAST_RESULT                                                         \
     "SELECT max(version), max(global_position), pg_current_xact_id(), "     \
     "count(*) FROM ins"
@@ -80,28 +85,31 @@ static const struct {
      * goes through es_append, which tells a conflict from a retry. */
     {"es_fast1_exact",
      "WITH s AS (UPDATE es_streams SET version = version + 1 "
-     "WHERE stream_id = $1 AND version = $2::bigint RETURNING version), "
+     "WHERE stream_id = $1 AND version = $2::bigint AND " NOT_STORED("$3::uuid")
+     "RETURNING version), "
      "ins AS (" INSERT_EVENTS "SELECT $1, split_part($1, '-', 1), s.version, $3::uuid, $4, "
      "$5::int, $6::jsonb, coalesce($7::jsonb, '{}'), 0, 1 FROM s "
      "RETURNING version, global_position) "
      FAST_RESULT},
     {"es_fast1_new",
-     "WITH s AS (INSERT INTO es_streams (stream_id, version) VALUES ($1, 0) "
-     "ON CONFLICT (stream_id) DO NOTHING RETURNING version), "
+     "WITH s AS (INSERT INTO es_streams (stream_id, version) SELECT $1, 0 "
+     "WHERE " NOT_STORED("$2::uuid") "ON CONFLICT (stream_id) DO NOTHING RETURNING version), "
      "ins AS (" INSERT_EVENTS "SELECT $1, split_part($1, '-', 1), s.version, $2::uuid, $3, "
      "$4::int, $5::jsonb, coalesce($6::jsonb, '{}'), 0, 1 FROM s "
      "RETURNING version, global_position) "
      FAST_RESULT},
     {"es_fastn_exact",
      "WITH s AS (UPDATE es_streams SET version = version + jsonb_array_length($3::jsonb) "
-     "WHERE stream_id = $1 AND version = $2::bigint RETURNING version), "
+     "WHERE stream_id = $1 AND version = $2::bigint AND "
+     NOT_STORED("($3::jsonb->0->>'event_id')::uuid") "RETURNING version), "
      "ins AS (" INSERT_EVENTS "SELECT $1, split_part($1, '-', 1), "
      "s.version - jsonb_array_length($3::jsonb) + t.o, " EVENT_FIELDS
      "jsonb_array_length($3::jsonb) FROM s, jsonb_array_elements($3::jsonb) WITH ORDINALITY AS t(e, o) "
      "RETURNING version, global_position) " FAST_RESULT},
     {"es_fastn_new",
      "WITH s AS (INSERT INTO es_streams (stream_id, version) "
-     "VALUES ($1, jsonb_array_length($2::jsonb) - 1) "
+     "SELECT $1, jsonb_array_length($2::jsonb) - 1 "
+     "WHERE " NOT_STORED("($2::jsonb->0->>'event_id')::uuid")
      "ON CONFLICT (stream_id) DO NOTHING RETURNING version), "
      "ins AS (" INSERT_EVENTS "SELECT $1, split_part($1, '-', 1), "
      "s.version - jsonb_array_length($2::jsonb) + t.o, " EVENT_FIELDS
@@ -136,9 +144,10 @@ static const struct {
      "WITH req AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], "
      "$5::int[]) WITH ORDINALITY AS r(s, x, id, type, sv, ord)), "
      "upd AS (UPDATE es_streams v SET version = v.version + 1 FROM req r "
-     "WHERE r.x >= 0 AND v.stream_id = r.s AND v.version = r.x RETURNING r.ord, v.version), "
+     "WHERE r.x >= 0 AND v.stream_id = r.s AND v.version = r.x AND " NOT_STORED("r.id")
+     "RETURNING r.ord, v.version), "
      "ins AS (INSERT INTO es_streams AS v (stream_id, version) "
-     "SELECT r.s, 0 FROM req r WHERE r.x = -1 ORDER BY r.s "
+     "SELECT r.s, 0 FROM req r WHERE r.x = -1 AND " NOT_STORED("r.id") "ORDER BY r.s "
      "ON CONFLICT (stream_id) DO NOTHING RETURNING v.stream_id, v.version), "
      "ok AS (SELECT ord, version FROM upd UNION ALL "
      "SELECT r.ord, i.version FROM ins i JOIN req r ON r.s = i.stream_id AND r.x = -1), "

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -564,8 +565,8 @@ START_TEST(checker_agrees_with_jsonb)
 }
 END_TEST
 
-/* A fast-path append whose id is stored in another stream raises inside
- * the batch; the batch is rolled back and each append answered alone. */
+/* An append whose id is stored in another stream fails alone, whether
+ * the fast path sees it (first id) or the insert raises (a later id). */
 START_TEST(raised_error_fails_only_its_append)
 {
     es_store *s = open_store();
@@ -582,9 +583,19 @@ START_TEST(raised_error_fails_only_its_append)
     reuse = ev(used, "T", "{}");
     ck_assert_int_eq(append(s, st[3], ES_EXPECT_NO_STREAM, &reuse, 1).status, ES_OK);
 
+    /* the used id second: the fast path probes only the first, so the
+     * insert raises and the batch is rolled back and rerun one by one */
+    {
+        char fresh[ES_UUID_LEN + 1];
+        static es_new_event two[2];
+        ck_assert(es_uuid_random(fresh));
+        two[0] = ev(NULL, "T", "{}");
+        two[0].event_id = strdup(fresh);
+        two[1] = reuse;
+        reqs[2] = (es_append_req){st[2], ES_EXPECT_NO_STREAM, two, 2};
+    }
     reqs[0] = (es_append_req){st[0], ES_EXPECT_NO_STREAM, &e, 1};
     reqs[1] = (es_append_req){st[1], ES_EXPECT_NO_STREAM, &e, 1};
-    reqs[2] = (es_append_req){st[2], ES_EXPECT_NO_STREAM, &reuse, 1};  /* fast path raises */
     ck_assert_int_eq(es_store_append_many(s, reqs, 3, res), ES_OK);
     ck_assert_int_eq(res[0].status, ES_OK);
     ck_assert_int_eq(res[1].status, ES_OK);
@@ -593,6 +604,7 @@ START_TEST(raised_error_fails_only_its_append)
     ck_assert_uint_eq(p->count, 1);
     es_page_destroy(p);
     ck_assert_int_eq(es_store_read_stream(s, st[2], 0, 10, ES_FORWARD, &p, &err), ES_ENOTFOUND);
+    free((char *)reqs[2].events[0].event_id);
 
     /* alone, too */
     ck_assert_int_eq(append(s, st[2], ES_EXPECT_NO_STREAM, &reuse, 1).status, ES_EIDCLASH);
@@ -724,6 +736,33 @@ START_TEST(atomic_partial_duplicate_is_refused)
 }
 END_TEST
 
+/* A retry whose expected version still matches is a duplicate and does
+ * not disturb the batch it shares. */
+START_TEST(matching_retry_in_a_batch_is_duplicate)
+{
+    es_store *s = open_store();
+    char a[64], b[64], id[ES_UUID_LEN + 1];
+    es_new_event x, y = ev(NULL, "T", "{}");
+    es_append_req reqs[2];
+    es_append_result res[2];
+
+    th_unique(a, sizeof a, "rb");
+    th_unique(b, sizeof b, "rb");
+    ck_assert(es_uuid_random(id));
+    x = ev(id, "T", "{}");
+    ck_assert_int_eq(append(s, a, ES_EXPECT_NO_STREAM, &x, 1).status, ES_OK);
+    reqs[0] = (es_append_req){a, 0, &x, 1};     /* version 0 is still current */
+    reqs[1] = (es_append_req){b, ES_EXPECT_NO_STREAM, &y, 1};
+    ck_assert_int_eq(es_store_append_many(s, reqs, 2, res), ES_OK);
+    ck_assert_int_eq(res[0].status, ES_OK);
+    ck_assert(res[0].duplicate);
+    ck_assert_int_eq(res[0].last_version, 0);
+    ck_assert_int_eq(res[1].status, ES_OK);
+    ck_assert(!res[1].duplicate);
+    es_store_close(s);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -745,6 +784,7 @@ main(void)
     tcase_add_test(tc, duplicate_means_exactly_one_append);
     tcase_add_test(tc, concurrent_identical_any_is_duplicate);
     tcase_add_test(tc, atomic_partial_duplicate_is_refused);
+    tcase_add_test(tc, matching_retry_in_a_batch_is_duplicate);
     suite_add_tcase(s, tc);
     return th_run(s);
 }
