@@ -226,7 +226,13 @@ ensure_ready(es_store *s, es_error *err)
         return es_error_set(err, ES_EUNAVAILABLE, "store_unavailable", NULL,
                             "could not connect to the event store: %s", text);
     }
-    r = PQexec(s->conn, "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'");
+    /*
+     * Every statement of a store session has an index to use; plans are
+     * cached, and one made while es_events was empty (a new store, before
+     * autovacuum's first ANALYZE) would otherwise keep a sequential scan
+     * as the table grows, making each append cost the whole table.
+     */
+    r = PQexec(s->conn, "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET enable_seqscan = off");
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         es_status st = pg_failure(s, r, "set up the store's session", err);
         PQclear(r);
