@@ -191,6 +191,7 @@ bench_feed(void)
     es_error err;
     es_position pos = {0, 0};
     uint64_t events = 0;
+    size_t page = getenv("BENCH_FEED_PAGE") ? (size_t)atol(getenv("BENCH_FEED_PAGE")) : 10000;
     double t0;
 
     if (es_store_open(&s, conninfo, &err) != ES_OK) {
@@ -202,7 +203,7 @@ bench_feed(void)
         es_page *p;
         size_t n;
 
-        if (es_store_read_feed(s, pos, 10000, &p, &err) != ES_OK) {
+        if (es_store_read_feed(s, pos, page, &p, &err) != ES_OK) {
             fprintf(stderr, "bench_store: %s\n", err.message);
             es_store_close(s);
             return 1;

@@ -763,6 +763,41 @@ START_TEST(matching_retry_in_a_batch_is_duplicate)
 }
 END_TEST
 
+/* Binary reads format times and ids as the server would. */
+START_TEST(times_formatted_from_binary)
+{
+    static const char *in[] = {"2024-02-29 23:59:59.000001+00", "1999-12-31 23:59:59.5+00",
+                               "2000-01-01 00:00:00+00", "2100-03-01 12:34:56.789+00"};
+    static const char *want[] = {"2024-02-29T23:59:59.000001Z", "1999-12-31T23:59:59.500000Z",
+                                 "2000-01-01T00:00:00.000000Z", "2100-03-01T12:34:56.789000Z"};
+    es_store *s = open_store();
+    PGconn *c = PQconnectdb(th_conninfo());
+    char stream[64], sql[512];
+    es_page *p;
+    es_error err;
+
+    th_unique(stream, sizeof stream, "times");
+    for (int i = 0; i < 4; i++) {
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO es_events (stream_id, category, version, event_id, type, data, recorded_at) "
+                 "VALUES ('%s', 'times', %d, gen_random_uuid(), 'T', '{}', '%s')", stream, i, in[i]);
+        PQclear(PQexec(c, sql));
+    }
+    snprintf(sql, sizeof sql, "INSERT INTO es_streams VALUES ('%s', 3)", stream);
+    PQclear(PQexec(c, sql));
+    ck_assert_int_eq(es_store_read_stream(s, stream, 0, 10, ES_FORWARD, &p, &err), ES_OK);
+    ck_assert_uint_eq(p->count, 4);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_str_eq(p->events[i].recorded_at, want[i]);
+        ck_assert(es_uuid_valid(p->events[i].event_id));
+        ck_assert_int_eq(p->events[i].version, i);
+    }
+    es_page_destroy(p);
+    PQfinish(c);
+    es_store_close(s);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -785,6 +820,7 @@ main(void)
     tcase_add_test(tc, concurrent_identical_any_is_duplicate);
     tcase_add_test(tc, atomic_partial_duplicate_is_refused);
     tcase_add_test(tc, matching_retry_in_a_batch_is_duplicate);
+    tcase_add_test(tc, times_formatted_from_binary);
     suite_add_tcase(s, tc);
     return th_run(s);
 }
