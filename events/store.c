@@ -49,8 +49,8 @@ typedef struct page_storage {
  * and is put in RFC 3339 form by the client: to_char on the server cost a
  * quarter of a whole-log read. */
 #define EVENT_COLUMNS                                                       \
-    "stream_id, version, event_id, type, schema_version, data::text, "      \
-    "metadata::text, recorded_at, transaction_id, global_position"
+    "stream_id, version, event_id, type, schema_version, data, "            \
+    "metadata, recorded_at, transaction_id, global_position"
 
 #define HORIZON "pg_snapshot_xmin(pg_current_snapshot())"
 
@@ -126,12 +126,12 @@ static const struct {
      "AND version <= (CASE WHEN $2::bigint < 0 THEN s.version ELSE $2 END) "
      "ORDER BY version DESC LIMIT $3) e ON true WHERE s.stream_id = $1"},
     {"es_feed",
-     "SELECT NULL, " EVENT_COLUMNS " FROM es_events "
+     "SELECT " EVENT_COLUMNS " FROM es_events "
      "WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint) "
      "AND transaction_id < " HORIZON " "
      "ORDER BY transaction_id, global_position LIMIT $3"},
     {"es_category",
-     "SELECT NULL, " EVENT_COLUMNS " FROM es_events "
+     "SELECT " EVENT_COLUMNS " FROM es_events "
      "WHERE category = $4 "
      "AND (transaction_id, global_position) > ($1::xid8, $2::bigint) "
      "AND transaction_id < " HORIZON " "
@@ -158,7 +158,7 @@ static const struct {
      "SELECT r.ord, ev.version, ev.global_position, pg_current_xact_id() "
      "FROM ev JOIN req r ON r.s = ev.stream_id"},
     {"es_event_by_id",
-     "SELECT NULL, " EVENT_COLUMNS " FROM es_events WHERE event_id = $1::uuid"},
+     "SELECT " EVENT_COLUMNS " FROM es_events WHERE event_id = $1::uuid"},
     {"es_head",
      "SELECT transaction_id, global_position FROM es_events "
      "WHERE transaction_id < " HORIZON " "
@@ -1102,11 +1102,12 @@ format_time(const char *in, char *out)
 }
 
 /*
- * Turns rows (column 0: stream version or NULL, then EVENT_COLUMNS) into a
- * page that takes ownership of r.
+ * Turns rows (EVENT_COLUMNS, after the stream's version when with_version)
+ * into a page that takes ownership of r.
  */
 static es_status
-make_page(es_store *s, PGresult *r, es_position after, es_page **out, es_error *err)
+make_page(es_store *s, PGresult *r, bool with_version, es_position after, es_page **out,
+          es_error *err)
 {
     es_page *p = NULL;
     page_storage *ps = NULL;
@@ -1126,22 +1127,24 @@ make_page(es_store *s, PGresult *r, es_position after, es_page **out, es_error *
         goto fail;
     }
     p->next = after;
-    p->stream_version = rows > 0 ? get_i64(r, 0, 0) : -1;
+    /* Stream reads lead with the stream's version; the others do not. */
+    p->stream_version = rows > 0 && with_version ? get_i64(r, 0, 0) : -1;
     for (i = 0; i < rows; i++) {
         es_event *e = &p->events[n];
+        int c = with_version ? 1 : 0;
 
-        if (PQgetisnull(r, i, 1))       /* a stream with no event in range */
+        if (PQgetisnull(r, i, c))       /* a stream with no event in range */
             continue;
-        e->stream_id = PQgetvalue(r, i, 1);
-        e->version = strtoll(PQgetvalue(r, i, 2), NULL, 10);
-        e->event_id = PQgetvalue(r, i, 3);
-        e->type = PQgetvalue(r, i, 4);
-        e->schema_version = (int)strtol(PQgetvalue(r, i, 5), NULL, 10);
-        e->data = PQgetvalue(r, i, 6);
-        e->metadata = PQgetvalue(r, i, 7);
-        e->recorded_at = format_time(PQgetvalue(r, i, 8), ps->times[n]);
-        e->position.txid = strtoull(PQgetvalue(r, i, 9), NULL, 10);
-        e->position.gpos = strtoll(PQgetvalue(r, i, 10), NULL, 10);
+        e->stream_id = PQgetvalue(r, i, c);
+        e->version = strtoll(PQgetvalue(r, i, c + 1), NULL, 10);
+        e->event_id = PQgetvalue(r, i, c + 2);
+        e->type = PQgetvalue(r, i, c + 3);
+        e->schema_version = (int)strtol(PQgetvalue(r, i, c + 4), NULL, 10);
+        e->data = PQgetvalue(r, i, c + 5);
+        e->metadata = PQgetvalue(r, i, c + 6);
+        e->recorded_at = format_time(PQgetvalue(r, i, c + 7), ps->times[n]);
+        e->position.txid = strtoull(PQgetvalue(r, i, c + 8), NULL, 10);
+        e->position.gpos = strtoll(PQgetvalue(r, i, c + 9), NULL, 10);
         if (es_upcasters_needed(s->upcasters, e->type, e->schema_version)) {
             char *data, **owned;
 
@@ -1186,7 +1189,7 @@ run_read(es_store *s, const char *stmt, int nparams, const char *const *values,
         PQclear(r);
         return st;
     }
-    return make_page(s, r, after, out, err);
+    return make_page(s, r, strncmp(stmt, "es_stream_", 10) == 0, after, out, err);
 }
 
 es_status
