@@ -75,26 +75,40 @@ SQL
 
 max() { awk -v a="$1" -v b="$2" 'BEGIN { print (b > a ? b : a) }'; }
 
-# BENCH_ROUNDS rounds of (raw, ours), each on a fresh database; the best of each
-# side counts, which damps the noise of a shared machine for both alike.
-append_figure() {
-    local name=$1 per=$2 raw=0 value=0 out best_out="" r v
+# best_of ROWS CLIENTS FIELD CMD...: BENCH_ROUNDS rounds of (pgbench with
+# ROWS-row INSERTs at CLIENTS clients, then CMD), each on a fresh database;
+# the best of each side counts, which damps the noise of a shared machine
+# for both alike.  Sets best_raw, best_value and best_out (CMD's output of
+# its best round; FIELD names its figure there).
+best_of() {
+    local rows=$1 clients=$2 key=$3 r v out
+    shift 3
+    best_raw=0 best_value=0 best_out=""
     for _ in $(seq 1 "$rounds"); do
         fresh_db
-        r=$(raw_insert "$per")
+        r=$(raw_insert "$rows" "$clients")
         fresh_db
-        out=$("$build/bench_store" append 8 "$per" "$secs")
-        v=$(field events_per_s "$out")
-        raw=$(max "$raw" "$r")
-        if [ "$(max "$value" "$v")" != "$value" ]; then
-            value=$v
+        out=$("$@")
+        v=$(field "$key" "$out")
+        if [ -z "$v" ] || [ -z "$r" ]; then
+            echo "bench: a round of $* failed: $out" >&2
+            exit 1
+        fi
+        best_raw=$(max "$best_raw" "$r")
+        if [ "$(max "$best_value" "$v")" != "$best_value" ]; then
+            best_value=$v
             best_out=$out
         fi
     done
+}
+
+append_figure() {
+    local name=$1 per=$2
+    best_of "$per" 8 events_per_s "$build/bench_store" append 8 "$per" "$secs"
     echo "# $name: library, 8 writers through group commit, $per event(s) per append:" \
-         "$value events/s, p50 $(field p50_ms "$best_out") ms, p99 $(field p99_ms "$best_out") ms;" \
-         "pgbench $per-row INSERTs at 8 clients: $raw rows/s (best of $rounds rounds each)"
-    report "$name" "$value" events/s "$raw"
+         "$best_value events/s, p50 $(field p50_ms "$best_out") ms, p99 $(field p99_ms "$best_out") ms;" \
+         "pgbench $per-row INSERTs at 8 clients: $best_raw rows/s (best of $rounds rounds each)"
+    report "$name" "$best_value" events/s "$best_raw"
 }
 
 want store_append_1 && append_figure store_append_1 1
@@ -156,28 +170,22 @@ stop_command() {
     fi
 }
 
+# One round of the command service under bench_http MODE.
+http_round() {
+    start_command
+    "$build/bench_http" "$1" "$http_port" 32 "$secs"
+    stop_command
+}
+
 # http_append_1 / http_orders: 32 connections, beside pgbench's one-row
 # INSERT transactions at 32 clients.
 http_figure() {
-    local name=$1 mode=$2 raw=0 value=0 out best_out="" r v
-    for _ in $(seq 1 "$rounds"); do
-        fresh_db
-        r=$(raw_insert 1 32)
-        fresh_db
-        start_command
-        out=$("$build/bench_http" "$mode" "$http_port" 32 "$secs")
-        stop_command
-        v=$(field per_s "$out")
-        raw=$(max "$raw" "$r")
-        if [ "$(max "$value" "$v")" != "$value" ]; then
-            value=$v
-            best_out=$out
-        fi
-    done
-    echo "# $name: $mode over HTTP, 32 connections: $value/s, p50 $(field p50_ms "$best_out") ms," \
+    local name=$1 mode=$2
+    best_of 1 32 per_s http_round "$mode"
+    echo "# $name: $mode over HTTP, 32 connections: $best_value/s, p50 $(field p50_ms "$best_out") ms," \
          "p99 $(field p99_ms "$best_out") ms, errors $(field errors "$best_out");" \
-         "pgbench one-row INSERT transactions at 32 clients: $raw/s (best of $rounds rounds each)"
-    report "$name" "$value" requests/s "$raw"
+         "pgbench one-row INSERT transactions at 32 clients: $best_raw/s (best of $rounds rounds each)"
+    report "$name" "$best_value" requests/s "$best_raw"
     report "${name}_p50_ms" "$(field p50_ms "$best_out")" ms na
     report "${name}_p99_ms" "$(field p99_ms "$best_out")" ms na
 }
