@@ -207,62 +207,63 @@ literal(cur *c, const char *word, size_t n)
 
 static bool value(cur *c, int depth);
 
+/*
+ * An object or an array at c->p ('{' or '[').  With fn, each member or
+ * element is reported as soon as it is recognised (es_json_members and
+ * es_json_elements); the recogniser passes NULL.
+ */
 static bool
-object(cur *c, int depth)
+container(cur *c, int depth, bool object, es_json_visit fn, void *ctx)
 {
-    c->p++;
-    skip_ws(c);
-    if (c->p < c->end && *c->p == '}') {
-        c->p++;
-        return true;
-    }
-    for (;;) {
-        skip_ws(c);
-        if (c->p >= c->end || *c->p != '"')
-            return fail(c, c->p, "expected a string as object key");
-        if (!string(c))
-            return false;
-        skip_ws(c);
-        if (c->p >= c->end || *c->p != ':')
-            return fail(c, c->p, "expected ':' after object key");
-        c->p++;
-        if (!value(c, depth + 1))
-            return false;
-        skip_ws(c);
-        if (c->p < c->end && *c->p == ',') {
-            c->p++;
-            continue;
-        }
-        if (c->p < c->end && *c->p == '}') {
-            c->p++;
-            return true;
-        }
-        return fail(c, c->p, "expected ',' or '}' in object");
-    }
-}
+    unsigned char close = object ? '}' : ']';
+    size_t index = 0;
 
-static bool
-array(cur *c, int depth)
-{
     c->p++;
     skip_ws(c);
-    if (c->p < c->end && *c->p == ']') {
+    if (c->p < c->end && *c->p == close) {
         c->p++;
         return true;
     }
     for (;;) {
+        es_json_slice key = {NULL, 0}, val;
+        const unsigned char *v;
+
+        skip_ws(c);
+        if (object) {
+            const unsigned char *k = c->p;
+
+            if (c->p >= c->end || *c->p != '"')
+                return fail(c, c->p, "expected a string as object key");
+            if (!string(c))
+                return false;
+            key.text = (const char *)k + 1;
+            key.len = (size_t)(c->p - k) - 2;
+            skip_ws(c);
+            if (c->p >= c->end || *c->p != ':')
+                return fail(c, c->p, "expected ':' after object key");
+            c->p++;
+            skip_ws(c);
+        }
+        v = c->p;
         if (!value(c, depth + 1))
             return false;
+        if (fn != NULL) {
+            val.text = (const char *)v;
+            val.len = (size_t)(c->p - v);
+            if (!fn(ctx, index++, key, val))
+                return false;
+        }
         skip_ws(c);
         if (c->p < c->end && *c->p == ',') {
             c->p++;
             continue;
         }
-        if (c->p < c->end && *c->p == ']') {
+        if (c->p < c->end && *c->p == close) {
             c->p++;
             return true;
         }
-        return fail(c, c->p, "expected ',' or ']' in array");
+        return fail(c, c->p, object ? "expected ',' or '}' in object"
+                                    : "expected ',' or ']' in array");
     }
 }
 
@@ -275,8 +276,8 @@ value(cur *c, int depth)
     if (c->p >= c->end)
         return fail(c, c->p, "unexpected end of text");
     switch (*c->p) {
-    case '{': return object(c, depth);
-    case '[': return array(c, depth);
+    case '{': return container(c, depth, true, NULL, NULL);
+    case '[': return container(c, depth, false, NULL, NULL);
     case '"': return string(c);
     case 't': return literal(c, "true", 4);
     case 'f': return literal(c, "false", 5);
@@ -326,16 +327,11 @@ es_json_check(const char *text, size_t len, size_t *offset, const char **reason)
 
 /* ---- walking a checked text ------------------------------------------- */
 
-/*
- * Calls fn for each member (object) or element (array) of the checked
- * JSON container text.  The walk reuses the recogniser, so it cannot go
- * wrong on a text es_json_check accepted.
- */
+/* Walks the members (object) or elements (array) of a checked container. */
 static bool
 walk(const char *text, size_t len, bool object, es_json_visit fn, void *ctx)
 {
     cur c;
-    size_t index = 0;
 
     c.start = c.p = (const unsigned char *)text;
     c.end = c.p + len;
@@ -344,41 +340,7 @@ walk(const char *text, size_t len, bool object, es_json_visit fn, void *ctx)
     skip_ws(&c);
     if (c.p >= c.end || *c.p != (object ? '{' : '['))
         return false;
-    c.p++;
-    skip_ws(&c);
-    if (c.p < c.end && *c.p == (object ? '}' : ']'))
-        return true;
-    for (;;) {
-        es_json_slice key = {NULL, 0}, val;
-        const unsigned char *v;
-
-        skip_ws(&c);
-        if (object) {
-            const unsigned char *k = c.p;
-            if (c.p >= c.end || *c.p != '"' || !string(&c))
-                return false;
-            key.text = (const char *)k + 1;
-            key.len = (size_t)(c.p - k) - 2;
-            skip_ws(&c);
-            if (c.p >= c.end || *c.p != ':')
-                return false;
-            c.p++;
-            skip_ws(&c);
-        }
-        v = c.p;
-        if (!value(&c, 2))
-            return false;
-        val.text = (const char *)v;
-        val.len = (size_t)(c.p - v);
-        if (!fn(ctx, index++, key, val))
-            return false;
-        skip_ws(&c);
-        if (c.p < c.end && *c.p == ',') {
-            c.p++;
-            continue;
-        }
-        return c.p < c.end && *c.p == (object ? '}' : ']');
-    }
+    return container(&c, 1, object, fn, ctx);
 }
 
 bool

@@ -27,6 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "latency.h"
+
 #define STREAMS 10000
 
 static unsigned port;
@@ -35,19 +37,10 @@ static double seconds;
 static bool orders;
 static atomic_bool stop;
 
-static double
-now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 typedef struct worker {
     int id;
     uint64_t ok, errors;
-    double *lat;
-    size_t nlat, caplat;
+    latencies lat;
 } worker;
 
 static int
@@ -141,7 +134,7 @@ run(void *arg)
                                             "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
                            s, blen, body);
         }
-        t0 = now();
+        t0 = lat_now();
         status = exchange(fd, req, (size_t)len, buf, sizeof buf, &resp);
         if (status == 201) {
             w->ok++;
@@ -165,12 +158,7 @@ run(void *arg)
             }
             continue;
         }
-        if (w->nlat == w->caplat) {
-            w->caplat = w->caplat ? 2 * w->caplat : 4096;
-            if ((w->lat = realloc(w->lat, w->caplat * sizeof *w->lat)) == NULL)
-                abort();
-        }
-        w->lat[w->nlat++] = (now() - t0) * 1000;
+        lat_add(&w->lat, t0);
     }
     if (fd >= 0)
         close(fd);
@@ -178,21 +166,14 @@ run(void *arg)
     return NULL;
 }
 
-static int
-cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 int
 main(int argc, char **argv)
 {
     pthread_t th[256];
     worker *ws;
-    double t0, elapsed, *all;
+    double t0, elapsed, p50, p99;
     uint64_t ok = 0, errors = 0;
-    size_t n = 0, j = 0;
+    latencies *lists[256];
 
     if (argc != 5 || (strcmp(argv[1], "append") != 0 && strcmp(argv[1], "orders") != 0)) {
         fprintf(stderr, "usage: bench_http append|orders PORT CONNS SECONDS\n");
@@ -205,33 +186,25 @@ main(int argc, char **argv)
     if (conns < 1 || conns > 256 || seconds <= 0)
         return 2;
     ws = calloc((size_t)conns, sizeof *ws);
-    t0 = now();
+    t0 = lat_now();
     for (int i = 0; i < conns; i++) {
         ws[i].id = i;
         pthread_create(&th[i], NULL, run, &ws[i]);
     }
-    while (now() - t0 < seconds)
+    while (lat_now() - t0 < seconds)
         usleep(50 * 1000);
     atomic_store(&stop, true);
     for (int i = 0; i < conns; i++)
         pthread_join(th[i], NULL);
-    elapsed = now() - t0;
+    elapsed = lat_now() - t0;
     for (int i = 0; i < conns; i++) {
         ok += ws[i].ok;
         errors += ws[i].errors;
-        n += ws[i].nlat;
+        lists[i] = &ws[i].lat;
     }
-    all = malloc((n ? n : 1) * sizeof *all);
-    for (int i = 0; i < conns; i++) {
-        memcpy(all + j, ws[i].lat, ws[i].nlat * sizeof *all);
-        j += ws[i].nlat;
-        free(ws[i].lat);
-    }
-    qsort(all, n, sizeof *all, cmp);
+    lat_percentiles(lists, (size_t)conns, &p50, &p99);
     printf("per_s=%.0f requests=%llu errors=%llu p50_ms=%.2f p99_ms=%.2f\n", (double)ok / elapsed,
-           (unsigned long long)ok, (unsigned long long)errors, n ? all[n / 2] : 0.0,
-           n ? all[n * 99 / 100] : 0.0);
-    free(all);
+           (unsigned long long)ok, (unsigned long long)errors, p50, p99);
     free(ws);
     return 0;
 }

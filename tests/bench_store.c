@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "committer.h"
+#include "latency.h"
 #include "store.h"
 
 #define STREAMS 10000
@@ -35,14 +36,6 @@ static es_committer *committer;
 static int writers, per_append;
 static double seconds;
 static atomic_bool stop;
-
-static double
-now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void
 workload_data(uint64_t n, char *out, size_t size)
@@ -57,8 +50,7 @@ workload_data(uint64_t n, char *out, size_t size)
 
 typedef struct writer_stats {
     uint64_t appends, events, failures, conflicts;
-    double *lat;            /* ms, one per append */
-    size_t nlat, caplat;
+    latencies lat;
 } writer_stats;
 
 /*
@@ -97,7 +89,7 @@ writer_main(void *arg)
         }
         snprintf(stream, sizeof stream, "order-%d", s);
         req = (es_append_req){stream, version[s], evs, (size_t)per_append};
-        t0 = now();
+        t0 = lat_now();
         if (es_committer_append(committer, &req, &res) == ES_ECONFLICT) {
             /* a stream left by an earlier run: learn its version, go on */
             version[s] = res.err.actual_version;
@@ -113,13 +105,7 @@ writer_main(void *arg)
         version[s] = res.last_version;
         ws->appends++;
         ws->events += (uint64_t)per_append;
-        if (ws->nlat == ws->caplat) {
-            ws->caplat = ws->caplat ? ws->caplat * 2 : 4096;
-            ws->lat = realloc(ws->lat, ws->caplat * sizeof *ws->lat);
-            if (ws->lat == NULL)
-                abort();
-        }
-        ws->lat[ws->nlat++] = (now() - t0) * 1000.0;
+        lat_add(&ws->lat, t0);
     }
     free(version);
     free(evs);
@@ -128,58 +114,43 @@ writer_main(void *arg)
 }
 
 static int
-cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static int
 bench_append(void)
 {
     pthread_t th[64];
     writer_arg *args = calloc((size_t)writers, sizeof *args);
     es_error err;
-    double t0, elapsed, *all;
+    double t0, elapsed, p50, p99;
     uint64_t events = 0, appends = 0, failures = 0;
-    size_t nall = 0, j = 0;
+    latencies *lists[64];
 
     if (es_committer_create(&committer, conninfo, getenv("BENCH_CONNS") ? atoi(getenv("BENCH_CONNS")) : 2, 64, &err) != ES_OK) {
         fprintf(stderr, "bench_store: %s\n", err.message);
         return 1;
     }
-    t0 = now();
+    t0 = lat_now();
     for (int i = 0; i < writers; i++) {
         args[i].id = i;
         pthread_create(&th[i], NULL, writer_main, &args[i]);
     }
-    while (now() - t0 < seconds) {
+    while (lat_now() - t0 < seconds) {
         struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
     atomic_store(&stop, true);
     for (int i = 0; i < writers; i++)
         pthread_join(th[i], NULL);
-    elapsed = now() - t0;
+    elapsed = lat_now() - t0;
     es_committer_destroy(committer);
 
     for (int i = 0; i < writers; i++) {
         events += args[i].st.events;
         appends += args[i].st.appends;
         failures += args[i].st.failures;
-        nall += args[i].st.nlat;
+        lists[i] = &args[i].st.lat;
     }
-    all = malloc((nall ? nall : 1) * sizeof *all);
-    for (int i = 0; i < writers; i++) {
-        memcpy(all + j, args[i].st.lat, args[i].st.nlat * sizeof *all);
-        j += args[i].st.nlat;
-        free(args[i].st.lat);
-    }
-    qsort(all, nall, sizeof *all, cmp_double);
+    lat_percentiles(lists, (size_t)writers, &p50, &p99);
     printf("events_per_s=%.0f appends=%" PRIu64 " failures=%" PRIu64 " p50_ms=%.2f p99_ms=%.2f\n",
-           (double)events / elapsed, appends, failures,
-           nall ? all[nall / 2] : 0.0, nall ? all[nall * 99 / 100] : 0.0);
-    free(all);
+           (double)events / elapsed, appends, failures, p50, p99);
     free(args);
     return failures == 0 ? 0 : 1;
 }
@@ -198,7 +169,7 @@ bench_feed(void)
         fprintf(stderr, "bench_store: %s\n", err.message);
         return 1;
     }
-    t0 = now();
+    t0 = lat_now();
     for (;;) {
         es_page *p;
         size_t n;
@@ -215,7 +186,7 @@ bench_feed(void)
         if (n == 0)
             break;
     }
-    printf("events_per_s=%.0f events=%" PRIu64 "\n", (double)events / (now() - t0), events);
+    printf("events_per_s=%.0f events=%" PRIu64 "\n", (double)events / (lat_now() - t0), events);
     es_store_close(s);
     return 0;
 }
@@ -233,10 +204,10 @@ bench_raw_read(void)
         PQfinish(c);
         return 1;
     }
-    t0 = now();
+    t0 = lat_now();
     r = PQexec(c, "SELECT stream_id, version, event_id, type, data, metadata, recorded_at, id "
                   "FROM bench_raw ORDER BY id");
-    elapsed = now() - t0;
+    elapsed = lat_now() - t0;
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         fprintf(stderr, "bench_store: %s", PQresultErrorMessage(r));
         PQclear(r);
