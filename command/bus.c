@@ -178,9 +178,14 @@ bus_stop(bus *b)
 {
     if (b == NULL)
         return;
+    /* Drain: no new command is delivered, and the ones being handled
+     * finish before the committer and the environments go away. */
+    for (int i = 0; i < b->nsubs; i++)
+        if (b->subs[i] != NULL)
+            natsSubscription_Drain(b->subs[i]);
     for (int i = 0; i < b->nsubs; i++) {
         if (b->subs[i] != NULL) {
-            natsSubscription_Unsubscribe(b->subs[i]);
+            natsSubscription_WaitForDrainCompletion(b->subs[i], 10000);
             natsSubscription_Destroy(b->subs[i]);
         }
     }

@@ -93,11 +93,19 @@ key_is(es_json_slice key, const char *name)
     return key.len == strlen(name) && memcmp(key.text, name, key.len) == 0;
 }
 
-/* Records a member's value; a second one of the same name is refused. */
+/* Records a member's value; a second one of the same name is refused
+ * (the field is named then: events[<event>].<name>, or <name> at the top
+ * when event is -1). */
 static bool
-take(walk_ctx *w, span *sp, es_json_slice v, const char *field)
+take(walk_ctx *w, span *sp, es_json_slice v, long event, const char *name)
 {
+    char field[64];
+
     if (sp->set) {
+        if (event < 0)
+            snprintf(field, sizeof field, "%s", name);
+        else
+            snprintf(field, sizeof field, "events[%ld].%s", event, name);
         w->st = es_error_set(w->err, ES_EINVALID, "duplicate_member", field,
                              "%s is given twice", field);
         return false;
@@ -115,9 +123,9 @@ visit_top(void *ctx, size_t index, es_json_slice key, es_json_slice v)
 
     (void)index;
     if (key_is(key, "expected_version"))
-        return take(w, &w->expected, v, "expected_version");
+        return take(w, &w->expected, v, -1, "expected_version");
     if (key_is(key, "events"))
-        return take(w, &w->events, v, "events");
+        return take(w, &w->events, v, -1, "events");
     return true;
 }
 
@@ -134,21 +142,19 @@ static bool
 visit_event_member(void *ctx, size_t index, es_json_slice key, es_json_slice v)
 {
     walk_ctx *w = ctx;
-    char field[64];
+    long e = (long)w->index;
 
     (void)index;
-    snprintf(field, sizeof field, "events[%zu].%.*s", w->index, (int)(key.len < 20 ? key.len : 20),
-             key.text);
     if (key_is(key, "event_id"))
-        return take(w, &w->ev->id, v, field);
+        return take(w, &w->ev->id, v, e, "event_id");
     if (key_is(key, "type"))
-        return take(w, &w->ev->type, v, field);
+        return take(w, &w->ev->type, v, e, "type");
     if (key_is(key, "data"))
-        return take(w, &w->ev->data, v, field);
+        return take(w, &w->ev->data, v, e, "data");
     if (key_is(key, "metadata"))
-        return take(w, &w->ev->meta, v, field);
+        return take(w, &w->ev->meta, v, e, "metadata");
     if (key_is(key, "schema_version"))
-        return take(w, &w->ev->schema, v, field);
+        return take(w, &w->ev->schema, v, e, "schema_version");
     return true;
 }
 
@@ -156,11 +162,11 @@ static bool
 visit_event(void *ctx, size_t index, es_json_slice key, es_json_slice v)
 {
     walk_ctx *w = ctx;
-    char field[64];
 
     (void)key;
-    snprintf(field, sizeof field, "events[%zu]", index);
     if (v.text[0] != '{') {
+        char field[64];
+        snprintf(field, sizeof field, "events[%zu]", index);
         w->st = es_error_set(w->err, ES_EINVALID, "field_type", field, "%s must be an object", field);
         return false;
     }
@@ -192,19 +198,6 @@ integer(const span *sp, int64_t min, int64_t max, int64_t *out)
         return false;
     *out = n;
     return true;
-}
-
-/* A string member: checks it, then (after the walk) decodes it in place. */
-static es_status
-string_value(span *sp, const char *field, bool *present, es_error *err)
-{
-    *present = false;
-    if (is_null(sp))
-        return ES_OK;
-    if (sp->text[0] != '"')
-        return es_error_set(err, ES_EINVALID, "field_type", field, "%s must be a string", field);
-    *present = true;
-    return ES_OK;
 }
 
 static void
@@ -296,39 +289,31 @@ es_append_body_decode(const char *text, size_t len, es_append_body *b, es_error 
      * (only now: cutting writes NULs the walks would have read). */
     for (i = 0; i < b->count; i++) {
         event_spans *e = &w.all[i];
-        char field[64];
-        bool has_id, has_type;
+        const char *member = NULL, *code = NULL, *what = NULL;
         int64_t schema = 1;
 
-        snprintf(field, sizeof field, "events[%zu].event_id", i);
-        if ((st = string_value(&e->id, field, &has_id, err)) != ES_OK)
-            goto fail;
-        snprintf(field, sizeof field, "events[%zu].type", i);
-        if ((st = string_value(&e->type, field, &has_type, err)) != ES_OK)
-            goto fail;
-        if (!has_type) {
-            st = es_error_set(err, ES_EINVALID, "field_missing", field, "%s is required", field);
-            goto fail;
-        }
-        snprintf(field, sizeof field, "events[%zu].data", i);
-        if (!e->data.set || e->data.text[0] != '{') {
-            st = es_error_set(err, ES_EINVALID, e->data.set ? "not_an_object" : "field_missing", field,
-                              e->data.set ? "%s must be a JSON object" : "%s is required", field);
-            goto fail;
-        }
-        snprintf(field, sizeof field, "events[%zu].metadata", i);
-        if (!is_null(&e->meta) && e->meta.text[0] != '{') {
-            st = es_error_set(err, ES_EINVALID, "not_an_object", field, "%s must be a JSON object", field);
-            goto fail;
-        }
-        snprintf(field, sizeof field, "events[%zu].schema_version", i);
-        if (!is_null(&e->schema) && !integer(&e->schema, 1, 1000000, &schema)) {
-            st = es_error_set(err, ES_EINVALID, "field_range", field,
-                              "%s must be an integer from 1", field);
+        if (!is_null(&e->id) && e->id.text[0] != '"')
+            member = "event_id", code = "field_type", what = "must be a string";
+        else if (is_null(&e->type))
+            member = "type", code = "field_missing", what = "is required";
+        else if (e->type.text[0] != '"')
+            member = "type", code = "field_type", what = "must be a string";
+        else if (!e->data.set)
+            member = "data", code = "field_missing", what = "is required";
+        else if (e->data.text[0] != '{')
+            member = "data", code = "not_an_object", what = "must be a JSON object";
+        else if (!is_null(&e->meta) && e->meta.text[0] != '{')
+            member = "metadata", code = "not_an_object", what = "must be a JSON object";
+        else if (!is_null(&e->schema) && !integer(&e->schema, 1, 1000000, &schema))
+            member = "schema_version", code = "field_range", what = "must be an integer from 1";
+        if (member != NULL) {
+            char field[64];
+            snprintf(field, sizeof field, "events[%zu].%s", i, member);
+            st = es_error_set(err, ES_EINVALID, code, field, "%s %s", field, what);
             goto fail;
         }
         b->events[i].schema_version = (int)schema;
-        b->events[i].event_id = has_id ? e->id.text : NULL;
+        b->events[i].event_id = is_null(&e->id) ? NULL : e->id.text;
     }
     for (i = 0; i < b->count; i++) {
         event_spans *e = &w.all[i];

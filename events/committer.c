@@ -47,6 +47,8 @@ run(void *arg)
     es_append_req *reqs = malloc(c->max_batch * sizeof *reqs);
     es_append_result *res = malloc(c->max_batch * sizeof *res);
     item **taken = malloc(c->max_batch * sizeof *taken);
+    void (*on_commit)(void *) = NULL;
+    void *on_commit_ctx = NULL;
     size_t n, i;
 
     pthread_mutex_lock(&c->mu);
@@ -61,6 +63,8 @@ run(void *arg)
         }
         if (c->head == NULL)
             c->tail = NULL;
+        on_commit = c->on_commit;
+        on_commit_ctx = c->on_commit_ctx;
         pthread_mutex_unlock(&c->mu);
 
         if (reqs == NULL || res == NULL || taken == NULL) {
@@ -79,8 +83,8 @@ run(void *arg)
                 *taken[i]->res = res[i];
                 wrote |= res[i].status == ES_OK && !res[i].duplicate;
             }
-            if (wrote && c->on_commit != NULL)
-                c->on_commit(c->on_commit_ctx);
+            if (wrote && on_commit != NULL)
+                on_commit(on_commit_ctx);
         }
 
         pthread_mutex_lock(&c->mu);
@@ -141,8 +145,10 @@ fail:
 void
 es_committer_on_commit(es_committer *c, void (*fn)(void *ctx), void *ctx)
 {
+    pthread_mutex_lock(&c->mu);     /* workers may be running already */
     c->on_commit = fn;
     c->on_commit_ctx = ctx;
+    pthread_mutex_unlock(&c->mu);
 }
 
 void

@@ -99,21 +99,23 @@ static const struct {
      "RETURNING version, global_position) "
      FAST_RESULT},
     {"es_fastn_exact",
-     "WITH s AS (UPDATE es_streams SET version = version + jsonb_array_length($3::jsonb) "
+     "WITH p AS (SELECT jsonb_array_length($3::jsonb) AS n), "
+     "s AS (UPDATE es_streams SET version = version + p.n FROM p "
      "WHERE stream_id = $1 AND version = $2::bigint AND "
      NOT_STORED("($3::jsonb->0->>'event_id')::uuid") "RETURNING version), "
      "ins AS (" INSERT_EVENTS "SELECT $1, split_part($1, '-', 1), "
-     "s.version - jsonb_array_length($3::jsonb) + t.o, " EVENT_FIELDS
-     "jsonb_array_length($3::jsonb) FROM s, jsonb_array_elements($3::jsonb) WITH ORDINALITY AS t(e, o) "
+     "s.version - p.n + t.o, " EVENT_FIELDS
+     "p.n FROM s, p, jsonb_array_elements($3::jsonb) WITH ORDINALITY AS t(e, o) "
      "RETURNING version, global_position) " FAST_RESULT},
     {"es_fastn_new",
-     "WITH s AS (INSERT INTO es_streams (stream_id, version) "
-     "SELECT $1, jsonb_array_length($2::jsonb) - 1 "
+     "WITH p AS (SELECT jsonb_array_length($2::jsonb) AS n), "
+     "s AS (INSERT INTO es_streams (stream_id, version) "
+     "SELECT $1, p.n - 1 FROM p "
      "WHERE " NOT_STORED("($2::jsonb->0->>'event_id')::uuid")
      "ON CONFLICT (stream_id) DO NOTHING RETURNING version), "
      "ins AS (" INSERT_EVENTS "SELECT $1, split_part($1, '-', 1), "
-     "s.version - jsonb_array_length($2::jsonb) + t.o, " EVENT_FIELDS
-     "jsonb_array_length($2::jsonb) FROM s, jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(e, o) "
+     "s.version - p.n + t.o, " EVENT_FIELDS
+     "p.n FROM s, p, jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(e, o) "
      "RETURNING version, global_position) " FAST_RESULT},
     {"es_stream_fwd",
      "SELECT s.version, e.* FROM es_streams s LEFT JOIN LATERAL ("
@@ -151,10 +153,14 @@ static const struct {
      "ON CONFLICT (stream_id) DO NOTHING RETURNING v.stream_id, v.version), "
      "ok AS (SELECT ord, version FROM upd UNION ALL "
      "SELECT r.ord, i.version FROM ins i JOIN req r ON r.s = i.stream_id AND r.x = -1), "
+     /* each array taken apart once: "$6 -> i" per row re-read the whole
+      * parameter under a generic plan, quadratic in the batch */
+     "d AS (SELECT o, j FROM jsonb_array_elements($6::jsonb) WITH ORDINALITY AS t(j, o)), "
+     "m AS (SELECT o, j FROM jsonb_array_elements($7::jsonb) WITH ORDINALITY AS t(j, o)), "
      "ev AS (" INSERT_EVENTS "SELECT r.s, split_part(r.s, '-', 1), ok.version, r.id, r.type, "
-     "r.sv, $6::jsonb -> (r.ord::int - 1), "
-     "coalesce(nullif($7::jsonb -> (r.ord::int - 1), 'null'::jsonb), '{}'), 0, 1 "
-     "FROM ok JOIN req r USING (ord) RETURNING stream_id, version, global_position) "
+     "r.sv, d.j, coalesce(nullif(m.j, 'null'::jsonb), '{}'), 0, 1 "
+     "FROM ok JOIN req r USING (ord) JOIN d ON d.o = r.ord JOIN m ON m.o = r.ord "
+     "RETURNING stream_id, version, global_position) "
      "SELECT r.ord, ev.version, ev.global_position, pg_current_xact_id() "
      "FROM ev JOIN req r ON r.s = ev.stream_id"},
     {"es_event_by_id",
@@ -636,6 +642,10 @@ mark_batch(slot *slots, size_t n)
     for (size_t i = 0; i < n; i++) {
         slots[i].batched = !slots[i].full && slots[i].req->count == 1 &&
                            (i == 0 || strcmp(slots[i - 1].req->stream, slots[i].req->stream) != 0);
+        /* two appends naming one event id would make the statement raise */
+        for (size_t j = 0; j < i && slots[i].batched; j++)
+            if (slots[j].batched && strcmp(slots[j].id, slots[i].id) == 0)
+                slots[i].batched = false;
         count += slots[i].batched;
     }
     return count;
