@@ -28,7 +28,7 @@ export ASAN_OPTIONS=detect_leaks=1:exitcode=23:abort_on_error=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export LSAN_OPTIONS=exitcode=23
 
-passed=0 failed=0 programs_failed=0
+passed=0 failed=0 programs_failed=0 failures=""
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for t in "$build"/tests/test_*; do
@@ -47,8 +47,13 @@ for t in "$build"/tests/test_*; do
     if [ "$rc" -ne 0 ]; then
         programs_failed=$((programs_failed + 1))
         [ -n "$line" ] || failed=$((failed + 1))
+        # Name what failed, so the last lines of a CI log are enough.
+        what=$(grep -E ':[EF]:' "$log" | head -n 5 || true)
+        [ -n "$what" ] || what="exit status $rc, no Check summary (killed by a signal?)"
+        failures+=$'\n'"  $(basename "$t"): ${what//$'\n'/$'\n'  }"
     fi
 done
+[ -z "$failures" ] || echo "failed in $build:$failures"
 echo "tests ($build): $passed passed, $failed failed"
 echo "$passed $failed" >"$build/test-summary"
 [ "$programs_failed" -eq 0 ] && [ "$failed" -eq 0 ]

@@ -69,7 +69,7 @@ exchange(int fd, const char *req, size_t len, char *buf, size_t cap, char **body
     char *end = NULL;
     int status = 0;
 
-    if (write(fd, req, len) != (ssize_t)len)
+    if (send(fd, req, len, MSG_NOSIGNAL) != (ssize_t)len)
         return 0;
     for (;;) {
         ssize_t n = read(fd, buf + got, cap - got - 1);
