@@ -1,0 +1,658 @@
+/*
+ * Read models in Redis: batches of per-event commands applied atomically
+ * with a checkpoint by a Lua script, version switching, and reads pinned to
+ * one version.  See readmodel.h for the key layout.
+ */
+#include "readmodel.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "uuid.h"
+
+/*
+ * ARGV: name, version ("" = active), then per event: seq, position, the
+ * number of commands, then per command: argc, command, key, args...
+ * Returns {version, checkpoint seq, checkpoint position, applied, gap}.
+ */
+static const char APPLY_LUA[] =
+    "local base = 'rm:' .. ARGV[1] .. ':'\n"
+    "local ver = ARGV[2]\n"
+    "if ver == '' then\n"
+    "  ver = redis.call('GET', base .. 'active')\n"
+    "  if not ver then ver = '1'; redis.call('SET', base .. 'active', ver) end\n"
+    "end\n"
+    "local p = base .. ver .. ':'\n"
+    "local cpk = p .. 'checkpoint'\n"
+    "local cp = tonumber(redis.call('HGET', cpk, 'seq') or '0')\n"
+    "local pos = nil\n"
+    "local i, n, applied, gap = 3, #ARGV, 0, 0\n"
+    "while i <= n do\n"
+    "  local seq = tonumber(ARGV[i])\n"
+    "  if seq > cp + 1 then gap = 1; break end\n"
+    "  local apply = seq == cp + 1\n"
+    "  local ncmd = tonumber(ARGV[i + 2])\n"
+    "  if apply then pos = ARGV[i + 1] end\n"
+    "  i = i + 3\n"
+    "  for c = 1, ncmd do\n"
+    "    local argc = tonumber(ARGV[i])\n"
+    "    if apply then\n"
+    "      redis.call(ARGV[i + 1], p .. ARGV[i + 2], unpack(ARGV, i + 3, i + argc))\n"
+    "    end\n"
+    "    i = i + 1 + argc\n"
+    "  end\n"
+    "  if apply then cp = seq; applied = applied + 1 end\n"
+    "end\n"
+    "if applied > 0 then\n"
+    "  redis.call('HSET', cpk, 'seq', cp, 'position', pos)\n"
+    "  redis.call('PUBLISH', base .. 'applied', ver .. ' ' .. cp .. ' ' .. pos)\n"
+    "else\n"
+    "  pos = redis.call('HGET', cpk, 'position') or ''\n"
+    "end\n"
+    "return {ver, cp, pos, applied, gap}\n";
+
+/* ARGV: name, version.  Returns {switched, old version, old seq, new seq}. */
+static const char SWITCH_LUA[] =
+    "local base = 'rm:' .. ARGV[1] .. ':'\n"
+    "local old = redis.call('GET', base .. 'active')\n"
+    "local ncp = tonumber(redis.call('HGET', base .. ARGV[2] .. ':checkpoint', 'seq') or '0')\n"
+    "local ocp = 0\n"
+    "if old then ocp = tonumber(redis.call('HGET', base .. old .. ':checkpoint', 'seq') or '0') end\n"
+    "if ncp < ocp then return {0, old or '', ocp, ncp} end\n"
+    "redis.call('SET', base .. 'active', ARGV[2])\n"
+    "redis.call('DEL', base .. 'building')\n"
+    "if old and old ~= ARGV[2] then redis.call('SADD', base .. 'retired', old) end\n"
+    "local pos = redis.call('HGET', base .. ARGV[2] .. ':checkpoint', 'position') or ''\n"
+    "redis.call('PUBLISH', base .. 'applied', ARGV[2] .. ' ' .. ncp .. ' ' .. pos)\n"
+    "return {1, old or '', ocp, ncp}\n";
+
+/* ARGV: name, version ("" = active), then per command: argc, command, key,
+ * args.  Returns {version, seq, position, reply...}. */
+static const char READ_LUA[] =
+    "local base = 'rm:' .. ARGV[1] .. ':'\n"
+    "local ver = ARGV[2]\n"
+    "if ver == '' then ver = redis.call('GET', base .. 'active') or '' end\n"
+    "local out = {ver, 0, ''}\n"
+    "if ver == '' then return out end\n"
+    "local p = base .. ver .. ':'\n"
+    "local cp = redis.call('HMGET', p .. 'checkpoint', 'seq', 'position')\n"
+    "out[2] = tonumber(cp[1] or '0')\n"
+    "out[3] = cp[2] or ''\n"
+    "local i, n = 3, #ARGV\n"
+    "while i <= n do\n"
+    "  local argc = tonumber(ARGV[i])\n"
+    "  out[#out + 1] = redis.call(ARGV[i + 1], p .. ARGV[i + 2], unpack(ARGV, i + 3, i + argc))\n"
+    "  i = i + 1 + argc\n"
+    "end\n"
+    "return out\n";
+
+typedef struct script {
+    const char *text;
+    char sha[41];
+} script;
+
+static script APPLY = {APPLY_LUA, ""}, SWITCH = {SWITCH_LUA, ""}, READ = {READ_LUA, ""};
+
+static pthread_once_t shas_once = PTHREAD_ONCE_INIT;
+
+static void
+compute_shas(void)
+{
+    script *all[] = {&APPLY, &SWITCH, &READ};
+    size_t k;
+    int i;
+
+    for (k = 0; k < sizeof all / sizeof all[0]; k++) {
+        unsigned char d[20];
+
+        es__sha1(all[k]->text, strlen(all[k]->text), d);
+        for (i = 0; i < 20; i++)
+            snprintf(all[k]->sha + 2 * i, 3, "%02x", d[i]);
+    }
+}
+
+static const char *
+sha_of(script *s)
+{
+    pthread_once(&shas_once, compute_shas);
+    return s->sha;
+}
+
+static es_status
+redis_fail(redisContext *c, const redisReply *r, es_error *err, const char *what)
+{
+    if (r == NULL)
+        return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL, "redis: %s: %s",
+                            what, c->err ? c->errstr : "no answer");
+    if (r->type == REDIS_REPLY_ERROR)
+        return es_error_set(err, ES_EINTERNAL, "redis_error", NULL, "redis: %s: %s", what,
+                            r->str);
+    return es_error_set(err, ES_EINTERNAL, "redis_error", NULL,
+                        "redis: %s: unexpected reply type %d", what, r->type);
+}
+
+redisContext *
+rm_connect(es_error *err)
+{
+    const char *host = getenv("ES_REDIS_HOST"), *port = getenv("ES_REDIS_PORT");
+    const char *db = getenv("ES_REDIS_DB");
+    struct timeval tv = {2, 0};
+    redisContext *c;
+
+    if (host == NULL || host[0] == '\0')
+        host = "127.0.0.1";
+    c = redisConnectWithTimeout(host, port && port[0] ? atoi(port) : 56379, tv);
+    if (c == NULL || c->err) {
+        es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                     "could not connect to redis at %s:%s: %s", host, port ? port : "56379",
+                     c ? c->errstr : "out of memory");
+        if (c)
+            redisFree(c);
+        return NULL;
+    }
+    /* Timeouts on later commands too, so a stopped Redis is an error. */
+    tv.tv_sec = 10;
+    redisSetTimeout(c, tv);
+    if (db && db[0] && strcmp(db, "0") != 0) {
+        redisReply *r = redisCommand(c, "SELECT %s", db);
+        bool ok = r && r->type == REDIS_REPLY_STATUS;
+
+        freeReplyObject(r);
+        if (!ok) {
+            es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                         "could not select redis database %s", db);
+            redisFree(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+/* ---- batches ---------------------------------------------------------- */
+
+static rm_arg *
+push(rm_batch *b)
+{
+    if (b->failed)
+        return NULL;
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 256;
+        rm_arg *grown = realloc(b->args, cap * sizeof *grown);
+        if (grown == NULL) {
+            b->failed = true;
+            return NULL;
+        }
+        b->args = grown;
+        b->cap = cap;
+    }
+    memset(&b->args[b->n], 0, sizeof b->args[b->n]);
+    return &b->args[b->n++];
+}
+
+static void
+push_bytes(rm_batch *b, const char *s, size_t len)
+{
+    rm_arg *a = push(b);
+
+    if (a == NULL)
+        return;
+    a->off = b->arena.len;
+    a->len = len;
+    es_buf_append(&b->arena, s, len);
+    if (es_buf_failed(&b->arena))
+        b->failed = true;
+}
+
+static void
+push_num(rm_batch *b, long long v)
+{
+    rm_arg *a = push(b);
+
+    if (a) {
+        a->num = v;
+        a->is_num = true;
+    }
+}
+
+void
+rm_batch_init(rm_batch *b, const char *name, const char *version)
+{
+    memset(b, 0, sizeof *b);
+    push_bytes(b, name, strlen(name));
+    push_bytes(b, version ? version : "", version ? strlen(version) : 0);
+    b->ncmd_at = b->argc_at = SIZE_MAX;
+}
+
+void
+rm_batch_free(rm_batch *b)
+{
+    es_buf_free(&b->arena);
+    free(b->args);
+    memset(b, 0, sizeof *b);
+}
+
+rm_mark
+rm_batch_mark(const rm_batch *b)
+{
+    rm_mark m = {b->n, b->arena.len, b->events, b->ncmd_at, b->argc_at, b->last_seq};
+    return m;
+}
+
+void
+rm_batch_rewind(rm_batch *b, rm_mark m)
+{
+    if (b->failed)
+        return;             /* sticky: the batch is unusable anyway */
+    b->n = m.n;
+    b->arena.len = m.arena_len;
+    if (b->arena.data)
+        b->arena.data[m.arena_len] = '\0';
+    b->events = m.events;
+    b->ncmd_at = m.ncmd_at;
+    b->argc_at = m.argc_at;
+    b->last_seq = m.last_seq;
+}
+
+void
+rm_batch_event(rm_batch *b, uint64_t seq, const char *position)
+{
+    push_num(b, (long long)seq);
+    push_bytes(b, position, strlen(position));
+    b->ncmd_at = b->n;
+    b->argc_at = SIZE_MAX;
+    push_num(b, 0);
+    b->events++;
+    b->last_seq = seq;
+}
+
+static void
+count_arg(rm_batch *b)
+{
+    if (!b->failed && b->argc_at != SIZE_MAX)
+        b->args[b->argc_at].num++;
+}
+
+void
+rm_cmd(rm_batch *b, const char *name, const char *keyfmt, ...)
+{
+    char key[512];
+    va_list ap;
+    int n;
+
+    ES_ASSERT(b->ncmd_at != SIZE_MAX);
+    va_start(ap, keyfmt);
+    n = vsnprintf(key, sizeof key, keyfmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof key) {
+        b->failed = true;       /* keys are built from checked ids */
+        return;
+    }
+    if (!b->failed)
+        b->args[b->ncmd_at].num++;
+    b->argc_at = b->n;
+    push_num(b, 2);
+    push_bytes(b, name, strlen(name));
+    push_bytes(b, key, (size_t)n);
+}
+
+void
+rm_arg_str(rm_batch *b, const char *s)
+{
+    count_arg(b);
+    push_bytes(b, s, strlen(s));
+}
+
+void
+rm_arg_int(rm_batch *b, long long v)
+{
+    count_arg(b);
+    push_num(b, v);
+}
+
+void
+rm_arg_fmt(rm_batch *b, const char *fmt, ...)
+{
+    char text[1024];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof text) {
+        b->failed = true;
+        return;
+    }
+    count_arg(b);
+    push_bytes(b, text, (size_t)n);
+}
+
+void
+rm_arg_json(rm_batch *b, const json_t *v)
+{
+    char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
+
+    if (text == NULL) {
+        b->failed = true;
+        return;
+    }
+    rm_arg_str(b, text);
+    free(text);
+}
+
+/* Builds the argv of an EVALSHA (or EVAL) of s over args[0..n). */
+static bool
+build_argv(script *s, bool by_sha, const rm_batch *b, const char ***argv, size_t **lens,
+           char **nums)
+{
+    size_t total = b->n + 3, i, k = 0, numlen = 0;
+    char *np;
+
+    for (i = 0; i < b->n; i++)
+        if (b->args[i].is_num)
+            numlen += 24;
+    *argv = malloc(total * sizeof **argv);
+    *lens = malloc(total * sizeof **lens);
+    *nums = np = malloc(numlen + 1);
+    if (*argv == NULL || *lens == NULL || np == NULL) {
+        free(*argv);
+        free(*lens);
+        free(*nums);
+        return false;
+    }
+    (*argv)[k] = by_sha ? "EVALSHA" : "EVAL";
+    (*lens)[k++] = by_sha ? 7 : 4;
+    (*argv)[k] = by_sha ? sha_of(s) : s->text;
+    (*lens)[k++] = by_sha ? 40 : strlen(s->text);
+    (*argv)[k] = "0";
+    (*lens)[k++] = 1;
+    for (i = 0; i < b->n; i++, k++) {
+        if (b->args[i].is_num) {
+            int w = snprintf(np, 24, "%lld", b->args[i].num);
+            (*argv)[k] = np;
+            (*lens)[k] = (size_t)w;
+            np += w + 1;
+        } else {
+            (*argv)[k] = b->arena.data + b->args[i].off;
+            (*lens)[k] = b->args[i].len;
+        }
+    }
+    return true;
+}
+
+static redisReply *
+run_script(redisContext *c, script *s, const rm_batch *b)
+{
+    const char **argv;
+    size_t *lens;
+    char *nums;
+    redisReply *r;
+
+    if (b->failed || !build_argv(s, true, b, &argv, &lens, &nums))
+        return NULL;
+    r = redisCommandArgv(c, (int)(b->n + 3), argv, lens);
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+        freeReplyObject(r);
+        argv[0] = "EVAL";
+        lens[0] = 4;
+        argv[1] = s->text;
+        lens[1] = strlen(s->text);
+        r = redisCommandArgv(c, (int)(b->n + 3), argv, lens);
+    }
+    free(argv);
+    free(lens);
+    free(nums);
+    return r;
+}
+
+static void
+copy_str(char *dst, size_t size, const redisReply *r)
+{
+    if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)
+        snprintf(dst, size, "%.*s", (int)r->len, r->str);
+    else if (r->type == REDIS_REPLY_INTEGER)
+        snprintf(dst, size, "%lld", r->integer);
+    else
+        dst[0] = '\0';
+}
+
+static es_status
+parse_applied(redisContext *c, redisReply *r, rm_applied *out, es_error *err)
+{
+    es_status st;
+
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 5 ||
+        r->element[1]->type != REDIS_REPLY_INTEGER || r->element[3]->type != REDIS_REPLY_INTEGER ||
+        r->element[4]->type != REDIS_REPLY_INTEGER) {
+        st = redis_fail(c, r, err, "apply");
+        freeReplyObject(r);
+        return st;
+    }
+    copy_str(out->version, sizeof out->version, r->element[0]);
+    out->seq = (uint64_t)r->element[1]->integer;
+    copy_str(out->position, sizeof out->position, r->element[2]);
+    out->applied = (uint64_t)r->element[3]->integer;
+    out->gap = r->element[4]->integer != 0;
+    freeReplyObject(r);
+    return ES_OK;
+}
+
+es_status
+rm_apply(redisContext *c, rm_batch *b, rm_applied *out, es_error *err)
+{
+    if (b->failed)
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory building a batch");
+    return parse_applied(c, run_script(c, &APPLY, b), out, err);
+}
+
+es_status
+rm_apply_send(redisContext *c, rm_batch *b, es_error *err)
+{
+    const char **argv;
+    size_t *lens;
+    char *nums;
+    int rc;
+
+    if (b->failed || !build_argv(&APPLY, true, b, &argv, &lens, &nums))
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory building a batch");
+    rc = redisAppendCommandArgv(c, (int)(b->n + 3), argv, lens);
+    free(argv);
+    free(lens);
+    free(nums);
+    if (rc != REDIS_OK)
+        return redis_fail(c, NULL, err, "apply");
+    return ES_OK;
+}
+
+es_status
+rm_apply_recv(redisContext *c, rm_applied *out, es_error *err)
+{
+    void *r = NULL;
+
+    if (redisGetReply(c, &r) != REDIS_OK)
+        return redis_fail(c, NULL, err, "apply");
+    return parse_applied(c, r, out, err);
+}
+
+/* ---- versions --------------------------------------------------------- */
+
+es_status
+rm_checkpoint(redisContext *c, const char *name, const char *version, uint64_t *seq,
+              char *position, es_error *err)
+{
+    redisReply *r = redisCommand(c, "HMGET rm:%s:%s:checkpoint seq position", name, version);
+    es_status st;
+
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        st = redis_fail(c, r, err, "checkpoint");
+        freeReplyObject(r);
+        return st;
+    }
+    *seq = r->element[0]->type == REDIS_REPLY_STRING ? strtoull(r->element[0]->str, NULL, 10) : 0;
+    if (position)
+        copy_str(position, RM_POSITION_MAX, r->element[1]);
+    freeReplyObject(r);
+    return ES_OK;
+}
+
+es_status
+rm_state_get(redisContext *c, const char *name, rm_state *out, es_error *err)
+{
+    redisReply *r = redisCommand(c, "MGET rm:%s:active rm:%s:building", name, name);
+    es_status st;
+
+    memset(out, 0, sizeof *out);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        st = redis_fail(c, r, err, "state");
+        freeReplyObject(r);
+        return st;
+    }
+    copy_str(out->active, sizeof out->active, r->element[0]);
+    copy_str(out->building, sizeof out->building, r->element[1]);
+    freeReplyObject(r);
+    if (out->active[0] == '\0')
+        return ES_OK;
+    return rm_checkpoint(c, name, out->active, &out->seq, out->position, err);
+}
+
+es_status
+rm_switch(redisContext *c, const char *name, const char *version, bool *switched, es_error *err)
+{
+    rm_batch b;
+    redisReply *r;
+    es_status st = ES_OK;
+
+    rm_batch_init(&b, name, version);
+    r = run_script(c, &SWITCH, &b);
+    rm_batch_free(&b);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 4 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER)
+        st = redis_fail(c, r, err, "switch");
+    else
+        *switched = r->element[0]->integer == 1;
+    freeReplyObject(r);
+    return st;
+}
+
+es_status
+rm_drop_version(redisContext *c, const char *name, const char *version, es_error *err)
+{
+    char cursor[32] = "0", pattern[128];
+    redisReply *r;
+    size_t i;
+
+    snprintf(pattern, sizeof pattern, "rm:%s:%s:*", name, version);
+    do {
+        r = redisCommand(c, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            es_status st = redis_fail(c, r, err, "scan");
+            freeReplyObject(r);
+            return st;
+        }
+        copy_str(cursor, sizeof cursor, r->element[0]);
+        if (r->element[1]->elements > 0) {
+            const char **argv = malloc((r->element[1]->elements + 1) * sizeof *argv);
+            size_t *lens = malloc((r->element[1]->elements + 1) * sizeof *lens);
+            redisReply *d;
+
+            if (argv == NULL || lens == NULL) {
+                free(argv);
+                free(lens);
+                freeReplyObject(r);
+                return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+            }
+            argv[0] = "UNLINK";
+            lens[0] = 6;
+            for (i = 0; i < r->element[1]->elements; i++) {
+                argv[i + 1] = r->element[1]->element[i]->str;
+                lens[i + 1] = r->element[1]->element[i]->len;
+            }
+            d = redisCommandArgv(c, (int)i + 1, argv, lens);
+            free(argv);
+            free(lens);
+            if (d == NULL || d->type == REDIS_REPLY_ERROR) {
+                es_status st = redis_fail(c, d, err, "unlink");
+                freeReplyObject(d);
+                freeReplyObject(r);
+                return st;
+            }
+            freeReplyObject(d);
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    r = redisCommand(c, "SREM rm:%s:retired %s", name, version);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        es_status st = redis_fail(c, r, err, "srem");
+        freeReplyObject(r);
+        return st;
+    }
+    freeReplyObject(r);
+    return ES_OK;
+}
+
+/* ---- reading ---------------------------------------------------------- */
+
+es_status
+rm_read(redisContext *c, const char *name, const char *version, const char *const *const *cmds,
+        size_t ncmds, redisReply **out, es_error *err)
+{
+    rm_batch b;
+    redisReply *r;
+    size_t i, j;
+    es_status st = ES_OK;
+
+    *out = NULL;
+    rm_batch_init(&b, name, version);
+    for (i = 0; i < ncmds; i++) {
+        size_t argc = 0;
+        while (cmds[i][argc])
+            argc++;
+        push_num(&b, (long long)argc);
+        for (j = 0; j < argc; j++)
+            push_bytes(&b, cmds[i][j], strlen(cmds[i][j]));
+    }
+    r = run_script(c, &READ, &b);
+    rm_batch_free(&b);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
+        r->element[1]->type != REDIS_REPLY_INTEGER) {
+        st = redis_fail(c, r, err, "read");
+        freeReplyObject(r);
+        return st;
+    }
+    *out = r;
+    return ES_OK;
+}
+
+const char *
+rm_hash_get(const redisReply *hash, const char *field)
+{
+    size_t i;
+
+    if (hash == NULL || hash->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    for (i = 0; i + 1 < hash->elements; i += 2)
+        if (hash->element[i]->type == REDIS_REPLY_STRING && strcmp(hash->element[i]->str, field) == 0)
+            return hash->element[i + 1]->type == REDIS_REPLY_STRING ? hash->element[i + 1]->str
+                                                                     : NULL;
+    return NULL;
+}
+
+bool
+rm_name_ok(const char *name)
+{
+    size_t n = strlen(name), i;
+
+    if (n == 0 || n >= RM_NAME_MAX)
+        return false;
+    for (i = 0; i < n; i++)
+        if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') ||
+              name[i] == '_'))
+            return false;
+    return true;
+}

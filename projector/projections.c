@@ -1,0 +1,659 @@
+/*
+ * The read models of shared/API.md's query part, one projection each
+ * (orders also keeps each customer's order list), plus the dashboard
+ * counters.  The key layout of each is in projector/README.md.
+ */
+#include "projections.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec.h"
+
+#define ID_MAX 200
+
+/* ---- decoding --------------------------------------------------------- */
+
+static es_status
+bad(es_error *err, const char *field, const char *why)
+{
+    return es_error_set(err, ES_EINVALID, "event_invalid", field, "%s %s", field, why);
+}
+
+static es_status
+finish(pj_event *out, es_error *err)
+{
+    json_t *r = out->root_;
+    const char *dash;
+
+    out->stream = json_string_value(json_object_get(r, "stream"));
+    out->type = json_string_value(json_object_get(r, "type"));
+    out->event_id = json_string_value(json_object_get(r, "event_id"));
+    out->recorded_at = json_string_value(json_object_get(r, "recorded_at"));
+    out->data = json_object_get(r, "data");
+    if (out->stream == NULL)
+        return bad(err, "stream", "is missing or not a string");
+    if (out->type == NULL)
+        return bad(err, "type", "is missing or not a string");
+    if (out->event_id == NULL)
+        return bad(err, "event_id", "is missing or not a string");
+    if (out->recorded_at == NULL)
+        return bad(err, "recorded_at", "is missing or not a string");
+    if (!json_is_object(out->data))
+        return bad(err, "data", "is missing or not an object");
+    dash = strchr(out->stream, '-');
+    out->category_end = dash;
+    return ES_OK;
+}
+
+es_status
+pj_event_decode(const char *body, size_t len, uint64_t seq, pj_event *out, es_error *err)
+{
+    json_t *pos;
+    es_position p;
+    es_status st;
+
+    memset(out, 0, sizeof *out);
+    out->seq = seq;
+    st = es_json_parse_object(body, len, &out->root_, err);
+    if (st != ES_OK)
+        return st;
+    pos = json_object_get(out->root_, "position");
+    if (!json_is_string(pos) || !es_position_parse(json_string_value(pos), &p))
+        return bad(err, "position", "is missing or not a position");
+    es_position_format(p, out->position);
+    return finish(out, err);
+}
+
+es_status
+pj_event_from_store(const es_event *e, uint64_t seq, pj_event *out, es_error *err)
+{
+    json_t *data = NULL;
+    es_status st;
+
+    memset(out, 0, sizeof *out);
+    out->seq = seq;
+    es_position_format(e->position, out->position);
+    st = es_json_parse_object(e->data, strlen(e->data), &data, err);
+    if (st != ES_OK)
+        return st;
+    out->root_ = json_pack("{s:s, s:s, s:s, s:s, s:o}", "stream", e->stream_id, "type", e->type,
+                           "event_id", e->event_id, "recorded_at", e->recorded_at, "data", data);
+    if (out->root_ == NULL)
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+    return finish(out, err);
+}
+
+void
+pj_event_free(pj_event *e)
+{
+    json_decref(e->root_);
+    memset(e, 0, sizeof *e);
+}
+
+/* ---- helpers for handlers --------------------------------------------- */
+
+static bool
+is(const pj_event *e, const char *category, const char *type)
+{
+    size_t n = strlen(category);
+
+    return e->category_end && (size_t)(e->category_end - e->stream) == n &&
+           strncmp(e->stream, category, n) == 0 && strcmp(e->type, type) == 0;
+}
+
+static bool
+in(const pj_event *e, const char *category)
+{
+    size_t n = strlen(category);
+
+    return e->category_end && (size_t)(e->category_end - e->stream) == n &&
+           strncmp(e->stream, category, n) == 0;
+}
+
+/* A required non-empty string of at most ID_MAX bytes. */
+static es_status
+str(const pj_event *e, const char *field, const char **out, es_error *err)
+{
+    json_t *v = json_object_get(e->data, field);
+    char path[64];
+
+    snprintf(path, sizeof path, "data.%s", field);
+    if (!json_is_string(v))
+        return bad(err, path, "is missing or not a string");
+    if (json_string_length(v) == 0 || json_string_length(v) > ID_MAX ||
+        strlen(json_string_value(v)) != json_string_length(v))
+        return bad(err, path, "must have 1 to 200 bytes and no NUL");
+    *out = json_string_value(v);
+    return ES_OK;
+}
+
+/* As str, limited to letters, digits, '_', '.' and '-' (no ':'). */
+static es_status
+ident(const pj_event *e, const char *field, const char **out, es_error *err)
+{
+    es_status st = str(e, field, out, err);
+    const char *p;
+
+    if (st != ES_OK)
+        return st;
+    for (p = *out; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '.' || *p == '-')) {
+            char path[64];
+            snprintf(path, sizeof path, "data.%s", field);
+            return bad(err, path, "must be letters, digits, '_', '.' or '-'");
+        }
+    return ES_OK;
+}
+
+static es_status
+num(const pj_event *e, const char *field, long long *out, es_error *err)
+{
+    json_t *v = json_object_get(e->data, field);
+    char path[64];
+
+    snprintf(path, sizeof path, "data.%s", field);
+    if (!json_is_integer(v))
+        return bad(err, path, "is missing or not an integer");
+    *out = (long long)json_integer_value(v);
+    return ES_OK;
+}
+
+/* An optional string (NULL when absent or not a string). */
+static const char *
+opt(const pj_event *e, const char *field)
+{
+    return json_string_value(json_object_get(e->data, field));
+}
+
+#define TRY(x)                      \
+    do {                            \
+        es_status st_ = (x);        \
+        if (st_ != ES_OK)           \
+            return st_;             \
+    } while (0)
+
+void
+pj_email_key(const char *email, char *out, size_t size)
+{
+    size_t i;
+
+    for (i = 0; email[i] && i + 1 < size; i++)
+        out[i] = (char)(email[i] >= 'A' && email[i] <= 'Z' ? email[i] + 32 : email[i]);
+    out[i] = '\0';
+}
+
+/* ---- users ------------------------------------------------------------ */
+
+/*
+ * user:<user_id>   hash user_id, email, name, status, profile (JSON),
+ *                  created_at, updated_at
+ * email:<email>    the user_id that registered it last (lower case)
+ */
+static es_status
+users(rm_batch *b, const pj_event *e, es_error *err)
+{
+    const char *id, *email, *name, *result;
+    long long level;
+
+    if (is(e, "user", "UserRegistered")) {
+        char key[ID_MAX + 1];
+
+        TRY(str(e, "user_id", &id, err));
+        TRY(str(e, "email", &email, err));
+        TRY(str(e, "name", &name, err));
+        rm_cmd(b, "HSET", "user:%s", id);
+        rm_arg_str(b, "user_id"), rm_arg_str(b, id);
+        rm_arg_str(b, "email"), rm_arg_str(b, email);
+        rm_arg_str(b, "name"), rm_arg_str(b, name);
+        rm_arg_str(b, "status"), rm_arg_str(b, "pending_verification");
+        rm_arg_str(b, "profile"), rm_arg_str(b, "{}");
+        rm_arg_str(b, "created_at"), rm_arg_str(b, e->recorded_at);
+        rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
+        pj_email_key(email, key, sizeof key);
+        rm_cmd(b, "SET", "email:%s", key);
+        rm_arg_str(b, id);
+    } else if (is(e, "user", "UserVerificationRecorded")) {
+        TRY(str(e, "user_id", &id, err));
+        TRY(str(e, "result", &result, err));
+        TRY(num(e, "level", &level, err));
+        rm_cmd(b, "HSET", "user:%s", id);
+        rm_arg_str(b, "status"), rm_arg_str(b, level >= 100 ? "verified" : "verification_failed");
+        rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
+    } else if (is(e, "user", "UserRejected")) {
+        TRY(str(e, "user_id", &id, err));
+        rm_cmd(b, "HSET", "user:%s", id);
+        rm_arg_str(b, "status"), rm_arg_str(b, "rejected");
+        if (opt(e, "reason"))
+            rm_arg_str(b, "reason"), rm_arg_str(b, opt(e, "reason"));
+        rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
+    } else if (is(e, "profile", "ProfileCreated") || is(e, "profile", "ProfileDeleted")) {
+        json_t *settings = json_object_get(e->data, "settings");
+        bool created = strcmp(e->type, "ProfileCreated") == 0;
+
+        TRY(str(e, "user_id", &id, err));
+        if (created && !json_is_object(settings))
+            return bad(err, "data.settings", "is missing or not an object");
+        rm_cmd(b, "HSET", "user:%s", id);
+        rm_arg_str(b, "profile");
+        if (created)
+            rm_arg_json(b, settings);
+        else
+            rm_arg_str(b, "{}");
+        rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
+    }
+    return ES_OK;
+}
+
+/* ---- orders ----------------------------------------------------------- */
+
+/*
+ * order:<order_id>       hash order_id, customer_id, items, total, status,
+ *                        payment, inventory, shipment (JSON), reason,
+ *                        seq, created_at, updated_at
+ * orderhist:<order_id>   list of {"type", "at", "position", ...} (JSON)
+ * custorders:<customer>  zset order_id by seq of its OrderPlaced
+ */
+static void
+history(rm_batch *b, const pj_event *e, const char *order_id, json_t *extra)
+{
+    json_t *h = json_pack("{s:s, s:s, s:s}", "type", e->type, "at", e->recorded_at, "position",
+                          e->position);
+
+    if (h && extra)
+        json_object_update(h, extra);
+    rm_cmd(b, "RPUSH", "orderhist:%s", order_id);
+    if (h)
+        rm_arg_json(b, h);
+    else
+        b->failed = true;
+    json_decref(h);
+    json_decref(extra);
+}
+
+/* Sets one JSON field of the order and records the event in its history. */
+static void
+order_part(rm_batch *b, const pj_event *e, const char *order_id, const char *part, json_t *value)
+{
+    rm_cmd(b, "HSET", "order:%s", order_id);
+    rm_arg_str(b, part);
+    if (value)
+        rm_arg_json(b, value);
+    else
+        rm_arg_str(b, "null");
+    rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
+    history(b, e, order_id, json_deep_copy(value));
+}
+
+static es_status
+orders(rm_batch *b, const pj_event *e, es_error *err)
+{
+    const char *id, *customer, *s;
+    long long total, amount;
+    json_t *items, *v;
+
+    if (is(e, "order", "OrderPlaced")) {
+        TRY(str(e, "order_id", &id, err));
+        TRY(str(e, "customer_id", &customer, err));
+        TRY(num(e, "total", &total, err));
+        items = json_object_get(e->data, "items");
+        if (!json_is_array(items))
+            return bad(err, "data.items", "is missing or not an array");
+        rm_cmd(b, "HSET", "order:%s", id);
+        rm_arg_str(b, "order_id"), rm_arg_str(b, id);
+        rm_arg_str(b, "customer_id"), rm_arg_str(b, customer);
+        rm_arg_str(b, "items"), rm_arg_json(b, items);
+        rm_arg_str(b, "total"), rm_arg_int(b, total);
+        rm_arg_str(b, "status"), rm_arg_str(b, "pending");
+        rm_arg_str(b, "payment"), rm_arg_str(b, "{\"status\":\"pending\"}");
+        rm_arg_str(b, "inventory"), rm_arg_str(b, "{\"status\":\"pending\"}");
+        rm_arg_str(b, "shipment"), rm_arg_str(b, "{\"status\":\"pending\"}");
+        rm_arg_str(b, "seq"), rm_arg_int(b, (long long)e->seq);
+        rm_arg_str(b, "created_at"), rm_arg_str(b, e->recorded_at);
+        rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
+        if (json_is_object(json_object_get(e->data, "ship_to")))
+            rm_arg_str(b, "ship_to"), rm_arg_json(b, json_object_get(e->data, "ship_to"));
+        rm_cmd(b, "ZADD", "custorders:%s", customer);
+        rm_arg_int(b, (long long)e->seq);
+        rm_arg_str(b, id);
+        history(b, e, id, json_pack("{s:I}", "total", (json_int_t)total));
+    } else if (in(e, "order") && (strcmp(e->type, "OrderConfirmed") == 0 ||
+                                  strcmp(e->type, "OrderCancelled") == 0 ||
+                                  strcmp(e->type, "OrderFailed") == 0)) {
+        const char *status = e->type[5] == 'C' ? (e->type[6] == 'o' ? "confirmed" : "cancelled")
+                                               : "failed";
+        TRY(str(e, "order_id", &id, err));
+        rm_cmd(b, "HSET", "order:%s", id);
+        rm_arg_str(b, "status"), rm_arg_str(b, status);
+        if ((s = opt(e, "reason")) != NULL)
+            rm_arg_str(b, "reason"), rm_arg_str(b, s);
+        rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
+        history(b, e, id, (s = opt(e, "reason")) ? json_pack("{s:s}", "reason", s) : NULL);
+    } else if (in(e, "account") && (strcmp(e->type, "PaymentCharged") == 0 ||
+                                    strcmp(e->type, "PaymentDeclined") == 0 ||
+                                    strcmp(e->type, "PaymentRefunded") == 0)) {
+        TRY(str(e, "order_id", &id, err));
+        TRY(num(e, "amount", &amount, err));
+        s = e->type[7] == 'C' ? "charged" : e->type[7] == 'D' ? "declined" : "refunded";
+        v = json_pack("{s:s, s:I}", "status", s, "amount", (json_int_t)amount);
+        order_part(b, e, id, "payment", v);
+        json_decref(v);
+    } else if (is(e, "reservation", "ReservationMade")) {
+        TRY(str(e, "order_id", &id, err));
+        items = json_object_get(e->data, "items");
+        if (!json_is_array(items))
+            return bad(err, "data.items", "is missing or not an array");
+        v = json_pack("{s:s, s:O}", "status", "reserved", "items", items);
+        order_part(b, e, id, "inventory", v);
+        json_decref(v);
+    } else if (is(e, "reservation", "ReservationRejected")) {
+        TRY(str(e, "order_id", &id, err));
+        v = json_pack("{s:s}", "status", "rejected");
+        if (opt(e, "sku"))
+            json_object_set_new(v, "sku", json_string(opt(e, "sku")));
+        order_part(b, e, id, "inventory", v);
+        json_decref(v);
+    } else if (is(e, "reservation", "ReservationReleased")) {
+        TRY(str(e, "order_id", &id, err));
+        v = json_pack("{s:s}", "status", "released");
+        order_part(b, e, id, "inventory", v);
+        json_decref(v);
+    } else if (in(e, "shipment") && (strcmp(e->type, "ShipmentCreated") == 0 ||
+                                     strcmp(e->type, "ShipmentRejected") == 0 ||
+                                     strcmp(e->type, "ShipmentCancelled") == 0)) {
+        TRY(str(e, "order_id", &id, err));
+        s = e->type[8] == 'C' && e->type[9] == 'r' ? "created"
+            : e->type[8] == 'R'                    ? "rejected" : "cancelled";
+        v = json_pack("{s:s}", "status", s);
+        if (opt(e, "tracking_id"))
+            json_object_set_new(v, "tracking_id", json_string(opt(e, "tracking_id")));
+        if (opt(e, "country"))
+            json_object_set_new(v, "country", json_string(opt(e, "country")));
+        if (opt(e, "reason"))
+            json_object_set_new(v, "reason", json_string(opt(e, "reason")));
+        order_part(b, e, id, "shipment", v);
+        json_decref(v);
+    }
+    return ES_OK;
+}
+
+/* ---- accounts --------------------------------------------------------- */
+
+/* account:<customer_id>  hash customer_id, balance, updated_at */
+static es_status
+accounts(rm_batch *b, const pj_event *e, es_error *err)
+{
+    const char *customer;
+    long long amount, sign;
+
+    if (!in(e, "account"))
+        return ES_OK;
+    if (strcmp(e->type, "FundsDeposited") == 0 || strcmp(e->type, "PaymentRefunded") == 0)
+        sign = 1;
+    else if (strcmp(e->type, "PaymentCharged") == 0)
+        sign = -1;
+    else
+        return ES_OK;
+    TRY(str(e, "customer_id", &customer, err));
+    TRY(num(e, "amount", &amount, err));
+    if (amount < 0)
+        return bad(err, "data.amount", "must not be negative");
+    rm_cmd(b, "HSET", "account:%s", customer);
+    rm_arg_str(b, "customer_id"), rm_arg_str(b, customer);
+    rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
+    rm_cmd(b, "HINCRBY", "account:%s", customer);
+    rm_arg_str(b, "balance");
+    rm_arg_int(b, sign * amount);
+    return ES_OK;
+}
+
+/* ---- inventory -------------------------------------------------------- */
+
+/* stock:<sku>  hash sku, on_hand, reserved, updated_at */
+static es_status
+inventory(rm_batch *b, const pj_event *e, es_error *err)
+{
+    const char *sku, *field;
+    long long qty, sign = 1;
+
+    if (!in(e, "stock"))
+        return ES_OK;
+    if (strcmp(e->type, "StockRestocked") == 0)
+        field = "on_hand";
+    else if (strcmp(e->type, "StockReserved") == 0)
+        field = "reserved";
+    else if (strcmp(e->type, "StockReleased") == 0)
+        field = "reserved", sign = -1;
+    else
+        return ES_OK;
+    TRY(str(e, "sku", &sku, err));
+    TRY(num(e, "quantity", &qty, err));
+    if (qty < 0)
+        return bad(err, "data.quantity", "must not be negative");
+    rm_cmd(b, "HSET", "stock:%s", sku);
+    rm_arg_str(b, "sku"), rm_arg_str(b, sku);
+    rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
+    rm_cmd(b, "HINCRBY", "stock:%s", sku);
+    rm_arg_str(b, field);
+    rm_arg_int(b, sign * qty);
+    rm_cmd(b, "HINCRBY", "stock:%s", sku);
+    rm_arg_str(b, strcmp(field, "on_hand") == 0 ? "reserved" : "on_hand");
+    rm_arg_int(b, 0);       /* both fields always exist */
+    return ES_OK;
+}
+
+/* ---- sagas ------------------------------------------------------------ */
+
+/*
+ * saga:<id>                   hash saga_id, type, state, correlation_id,
+ *                             seq, started_at, updated_at, error
+ * sagasteps:<id>              list of step names, in first-start order
+ * sagastep:<id>:<step>        hash name, status, attempts, started_at,
+ *                             finished_at, error
+ * sagacomps:<id>, sagacomp:<id>:<step>   the same for compensations
+ * sagaall:, sagatype:<type>  zsets of saga ids by the seq of SagaStarted
+ * sagastate:<state>, sagatypestate:<type>:<state>
+ *                             zsets of saga ids by the seq of the event
+ *                             that brought the saga into that state
+ */
+static void
+saga_index(rm_batch *b, const char *op, const char *type, const char *state, long long seq,
+           const char *id)
+{
+    bool add = strcmp(op, "ZADD") == 0;
+
+    rm_cmd(b, op, "sagastate:%s", state);
+    if (add)
+        rm_arg_int(b, seq);
+    rm_arg_str(b, id);
+    rm_cmd(b, op, "sagatypestate:%s:%s", type, state);
+    if (add)
+        rm_arg_int(b, seq);
+    rm_arg_str(b, id);
+}
+
+static es_status
+saga_step(rm_batch *b, const pj_event *e, const char *id, bool comp, es_error *err)
+{
+    const char *step, *kind = e->type + (comp ? 16 : 8);    /* after SagaStep/SagaCompensation */
+    long long attempt = 1;
+
+    TRY(ident(e, "step", &step, err));
+    if (!comp)
+        TRY(num(e, "attempt", &attempt, err));
+    if (strcmp(kind, "Started") == 0) {
+        if (attempt == 1) {
+            rm_cmd(b, "RPUSH", comp ? "sagacomps:%s" : "sagasteps:%s", id);
+            rm_arg_str(b, step);
+        }
+        rm_cmd(b, "HSET", comp ? "sagacomp:%s:%s" : "sagastep:%s:%s", id, step);
+        rm_arg_str(b, "name"), rm_arg_str(b, step);
+        rm_arg_str(b, "status"), rm_arg_str(b, "running");
+        rm_arg_str(b, "attempts"), rm_arg_int(b, attempt);
+        if (attempt == 1)
+            rm_arg_str(b, "started_at"), rm_arg_str(b, e->recorded_at);
+    } else if (strcmp(kind, "Succeeded") == 0 || strcmp(kind, "Failed") == 0) {
+        bool ok = kind[0] == 'S';
+        json_t *retry = json_object_get(e->data, "will_retry");
+
+        rm_cmd(b, "HSET", comp ? "sagacomp:%s:%s" : "sagastep:%s:%s", id, step);
+        rm_arg_str(b, "status");
+        rm_arg_str(b, ok ? "succeeded" : json_is_true(retry) ? "retrying" : "failed");
+        if (ok || !json_is_true(retry))
+            rm_arg_str(b, "finished_at"), rm_arg_str(b, e->recorded_at);
+        if (!ok)
+            rm_arg_str(b, "error"), rm_arg_str(b, opt(e, "error") ? opt(e, "error") : "");
+    } else {
+        return ES_OK;       /* a later kind of step event: nothing to show yet */
+    }
+    rm_cmd(b, "HSET", "saga:%s", id);
+    rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
+    return ES_OK;
+}
+
+static es_status
+sagas(rm_batch *b, const pj_event *e, es_error *err)
+{
+    const char *id, *type, *state, *from, *corr;
+
+    if (!in(e, "saga"))
+        return ES_OK;
+    if (strcmp(e->type, "SagaStarted") == 0) {
+        TRY(str(e, "saga_id", &id, err));
+        TRY(ident(e, "type", &type, err));
+        corr = opt(e, "correlation_id");
+        rm_cmd(b, "HSET", "saga:%s", id);
+        rm_arg_str(b, "saga_id"), rm_arg_str(b, id);
+        rm_arg_str(b, "type"), rm_arg_str(b, type);
+        rm_arg_str(b, "state"), rm_arg_str(b, "running");
+        rm_arg_str(b, "correlation_id"), rm_arg_str(b, corr ? corr : "");
+        rm_arg_str(b, "seq"), rm_arg_int(b, (long long)e->seq);
+        rm_arg_str(b, "started_at"), rm_arg_str(b, e->recorded_at);
+        rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
+        rm_cmd(b, "ZADD", "sagaall:%s", "");
+        rm_arg_int(b, (long long)e->seq);
+        rm_arg_str(b, id);
+        rm_cmd(b, "ZADD", "sagatype:%s", type);
+        rm_arg_int(b, (long long)e->seq);
+        rm_arg_str(b, id);
+        saga_index(b, "ZADD", type, "running", (long long)e->seq, id);
+    } else if (strcmp(e->type, "SagaStateChanged") == 0) {
+        TRY(str(e, "saga_id", &id, err));
+        TRY(ident(e, "type", &type, err));
+        TRY(ident(e, "from", &from, err));
+        TRY(ident(e, "to", &state, err));
+        rm_cmd(b, "HSET", "saga:%s", id);
+        rm_arg_str(b, "state"), rm_arg_str(b, state);
+        if (opt(e, "error"))
+            rm_arg_str(b, "error"), rm_arg_str(b, opt(e, "error"));
+        rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
+        saga_index(b, "ZREM", type, from, 0, id);
+        saga_index(b, "ZADD", type, state, (long long)e->seq, id);
+    } else if (strncmp(e->type, "SagaStep", 8) == 0) {
+        TRY(str(e, "saga_id", &id, err));
+        return saga_step(b, e, id, false, err);
+    } else if (strncmp(e->type, "SagaCompensation", 16) == 0) {
+        TRY(str(e, "saga_id", &id, err));
+        return saga_step(b, e, id, true, err);
+    }
+    return ES_OK;
+}
+
+/* ---- dashboard -------------------------------------------------------- */
+
+/* counters  hash of totals: events, users_*, orders_*, revenue, sagas_* */
+static es_status
+dashboard(rm_batch *b, const pj_event *e, es_error *err)
+{
+    static const struct {
+        const char *category, *type, *counter;
+    } rules[] = {
+        {"user", "UserRegistered", "users_registered"},
+        {"user", "UserRejected", "users_rejected"},
+        {"order", "OrderPlaced", "orders_placed"},
+        {"order", "OrderConfirmed", "orders_confirmed"},
+        {"order", "OrderCancelled", "orders_cancelled"},
+        {"order", "OrderFailed", "orders_failed"},
+        {"account", "FundsDeposited", "deposits"},
+        {"account", "PaymentCharged", "payments_charged"},
+        {"account", "PaymentDeclined", "payments_declined"},
+        {"account", "PaymentRefunded", "payments_refunded"},
+        {"shipment", "ShipmentCreated", "shipments_created"},
+        {"saga", "SagaStarted", "sagas_started"},
+    };
+    size_t i;
+    long long amount;
+
+    rm_cmd(b, "HINCRBY", "counters:%s", "");
+    rm_arg_str(b, "events");
+    rm_arg_int(b, 1);
+    for (i = 0; i < sizeof rules / sizeof rules[0]; i++)
+        if (is(e, rules[i].category, rules[i].type)) {
+            rm_cmd(b, "HINCRBY", "counters:%s", "");
+            rm_arg_str(b, rules[i].counter);
+            rm_arg_int(b, 1);
+        }
+    if (is(e, "account", "PaymentCharged") || is(e, "account", "PaymentRefunded")) {
+        TRY(num(e, "amount", &amount, err));
+        rm_cmd(b, "HINCRBY", "counters:%s", "");
+        rm_arg_str(b, "revenue");
+        rm_arg_int(b, e->type[7] == 'C' ? amount : -amount);
+    }
+    if (is(e, "user", "UserVerificationRecorded")) {
+        TRY(num(e, "level", &amount, err));
+        if (amount >= 100) {
+            rm_cmd(b, "HINCRBY", "counters:%s", "");
+            rm_arg_str(b, "users_verified");
+            rm_arg_int(b, 1);
+        }
+    }
+    if (is(e, "saga", "SagaStateChanged")) {
+        const char *to;
+        TRY(ident(e, "to", &to, err));
+        rm_cmd(b, "HINCRBY", "counters:%s", "");
+        rm_arg_fmt(b, "sagas_%s", to);
+        rm_arg_int(b, 1);
+    }
+    return ES_OK;
+}
+
+/* ---- the table -------------------------------------------------------- */
+
+const pj_projection pj_projections[] = {
+    {"users", "users by id and by e-mail, with profile and status", users},
+    {"orders", "orders with payment, stock and shipment state and history; "
+               "each customer's orders newest first", orders},
+    {"accounts", "customer account balances", accounts},
+    {"inventory", "stock per SKU: on hand, reserved, available", inventory},
+    {"sagas", "saga state and step timeline, indexed by state and type", sagas},
+    {"dashboard", "counters for a dashboard", dashboard},
+};
+const size_t pj_projection_count = sizeof pj_projections / sizeof pj_projections[0];
+
+const pj_projection *
+pj_find(const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < pj_projection_count; i++)
+        if (strcmp(pj_projections[i].name, name) == 0)
+            return &pj_projections[i];
+    return NULL;
+}
+
+es_status
+pj_add(rm_batch *b, const pj_projection *p, const pj_event *e, es_error *err)
+{
+    rm_mark m = rm_batch_mark(b);
+    es_status st;
+
+    rm_batch_event(b, e->seq, e->position);
+    st = p->apply(b, e, err);
+    if (st == ES_OK && b->failed)
+        st = es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory building a batch");
+    if (st != ES_OK)
+        rm_batch_rewind(b, m);
+    return st;
+}

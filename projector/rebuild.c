@@ -1,0 +1,431 @@
+/*
+ * es-projector rebuild <name>: a new version of one projection, built
+ * without stopping queries.
+ *
+ *   1. Pick version B (or resume the one rm:<name>:building names).
+ *   2. Replay PostgreSQL's feed from B's checkpoint up to the feed head
+ *      read at the start, pipelining batches to Redis.  The k-th event of
+ *      the feed gets sequence k: the relay makes the stream a dense copy of
+ *      feed order, so that is its JetStream sequence too (checked on the
+ *      last replayed event before going on).
+ *   3. Follow the stream from B's checkpoint + 1, exactly where the replay
+ *      ended, until B has reached the active version's checkpoint; then
+ *      switch the alias in one script (rm_switch).  From then on the live
+ *      projector's batches land in B, and anything B already has is skipped.
+ *   4. After a grace period for reads still pinned to the old version,
+ *      delete its keys.
+ *
+ * Interrupted (Ctrl-C), it stops cleanly; run again, it resumes from B's
+ * checkpoint.  An event it cannot apply fails the rebuild and names it.
+ */
+#include "projector.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store.h"
+
+#define DEPTH 4                 /* batches in flight to Redis */
+
+static double
+now_s(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+typedef struct progress {
+    bool tty;
+    double start, shown;
+    uint64_t from, total;       /* total 0: unknown */
+} progress;
+
+static void
+show(progress *pg, uint64_t done, bool last)
+{
+    double t = now_s(), el = t - pg->start, rate;
+    uint64_t n = done - pg->from;
+
+    if (!last && t - pg->shown < (pg->tty ? 0.2 : 5.0))
+        return;
+    pg->shown = t;
+    rate = el > 0 ? (double)n / el : 0;
+    if (pg->tty && pg->total > pg->from) {
+        uint64_t span = pg->total - pg->from;
+        double f = (double)(n > span ? span : n) / (double)span;
+        int w = 30, k = (int)(f * w), i;
+        char bar[32];
+
+        for (i = 0; i < w; i++)
+            bar[i] = i < k ? '#' : '.';
+        bar[w] = '\0';
+        fprintf(stderr, "\r[%s] %3.0f%% %" PRIu64 "/%" PRIu64 " events %.0f/s ETA %.0fs   ", bar,
+                f * 100, done, pg->total, rate,
+                rate > 0 && span > n ? (double)(span - n) / rate : 0.0);
+    } else {
+        fprintf(stderr, "%s%" PRIu64 " events replayed, %.0f/s%s", pg->tty ? "\r" : "", done,
+                rate, pg->tty ? "   " : "\n");
+    }
+    if (last && pg->tty)
+        fputc('\n', stderr);
+}
+
+/* Picks the version to build: the unfinished one, or a new number above
+ * every version used so far. */
+static es_status
+pick_version(redisContext *rc, const char *name, char *out, size_t size, bool *resumed,
+             es_error *err)
+{
+    rm_state s;
+    redisReply *r;
+    long long v, active;
+
+    if (rm_state_get(rc, name, &s, err) != ES_OK)
+        return err->status;
+    *resumed = s.building[0] != '\0';
+    if (*resumed) {
+        snprintf(out, size, "%s", s.building);
+        return ES_OK;
+    }
+    r = redisCommand(rc, "INCR rm:%s:next", name);
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        freeReplyObject(r);
+        return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                            "could not number the new version of %s", name);
+    }
+    v = r->integer;
+    freeReplyObject(r);
+    active = atoll(s.active);
+    if (v <= active)
+        v = active + 1;
+    if (v < 2)
+        v = 2;          /* "1" is what the live projector creates on its own */
+    snprintf(out, size, "%lld", v);
+    freeReplyObject(redisCommand(rc, "SET rm:%s:next %lld", name, v));
+    r = redisCommand(rc, "SET rm:%s:building %s", name, out);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        freeReplyObject(r);
+        return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                            "could not record the rebuild of %s", name);
+    }
+    freeReplyObject(r);
+    return ES_OK;
+}
+
+/* Replays the store into version ver up to head; *seq and *pos are the
+ * checkpoint on entry and on return. */
+static es_status
+replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ver,
+       es_position head, uint64_t *seq, char *pos, progress *pg, es_error *err)
+{
+    int batch = atoi(pj_env("ES_REBUILD_BATCH", "1000"));
+    int page_size = atoi(pj_env("ES_REBUILD_PAGE", "5000"));
+    es_position after = {0, 0};
+    int inflight = 0;
+    rm_batch b;
+    rm_applied a;
+    es_status st = ES_OK;
+    bool done = false;
+
+    if (batch < 1)
+        batch = 1000;
+    if (page_size < 1)
+        page_size = 5000;
+    if (pos[0] && !es_position_parse(pos, &after))
+        return es_error_set(err, ES_EINTERNAL, NULL, NULL,
+                            "version %s of %s has a bad checkpoint position \"%s\"", ver, p->name,
+                            pos);
+    rm_batch_init(&b, p->name, ver);
+    while (!done && !atomic_load(&pj_stop)) {
+        es_page *page = NULL;
+        size_t i;
+
+        if ((st = es_store_read_feed(store, after, (size_t)page_size, &page, err)) != ES_OK)
+            break;
+        if (page->count == 0)
+            done = true;
+        for (i = 0; i < page->count; i++) {
+            const es_event *e = &page->events[i];
+            pj_event pe;
+
+            if (es_position_cmp(e->position, head) > 0) {
+                done = true;
+                break;
+            }
+            if ((st = pj_event_from_store(e, *seq + 1, &pe, err)) == ES_OK)
+                st = pj_add(&b, p, &pe, err);
+            pj_event_free(&pe);
+            if (st != ES_OK) {
+                char where[ES_POSITION_TEXT_MAX];
+                es_position_format(e->position, where);
+                es_error_set(err, st, NULL, NULL,
+                             "cannot apply event %" PRIu64 " (%s %s, position %s): %s", *seq + 1,
+                             e->type, e->event_id, where, err->message);
+                break;
+            }
+            (*seq)++;
+            es_position_format(e->position, pos);
+            after = e->position;
+            if ((int)b.events >= batch) {
+                if (inflight == DEPTH) {
+                    if ((st = rm_apply_recv(rc, &a, err)) != ES_OK)
+                        break;
+                    inflight--;
+                }
+                if ((st = rm_apply_send(rc, &b, err)) != ES_OK)
+                    break;
+                inflight++;
+                rm_batch_free(&b);
+                rm_batch_init(&b, p->name, ver);
+            }
+        }
+        es_page_destroy(page);
+        if (st != ES_OK)
+            break;
+        show(pg, *seq, false);
+    }
+    if (st == ES_OK && b.events > 0) {
+        if ((st = rm_apply_send(rc, &b, err)) == ES_OK)
+            inflight++;
+    }
+    rm_batch_free(&b);
+    /* Every answer is read, also after a failure, so the connection stays
+     * usable; the first failure is the one reported. */
+    while (inflight-- > 0) {
+        es_error e2;
+        if (rm_apply_recv(rc, &a, st == ES_OK ? err : &e2) != ES_OK) {
+            if (st == ES_OK)
+                st = err->status;
+            if (rc->err)
+                break;
+        } else if (st == ES_OK && a.gap) {
+            st = es_error_set(err, ES_EINTERNAL, NULL, NULL,
+                              "version %s of %s refused a batch after checkpoint %" PRIu64, ver,
+                              p->name, a.seq);
+        }
+    }
+    return st;
+}
+
+/* The stream's message seq must carry the position the replay gave it. */
+static es_status
+check_handover(pj_nats *n, uint64_t seq, const char *pos, es_error *err)
+{
+    uint64_t last = 0;
+    double until = now_s() + 120;
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    const char *hdr = NULL;
+    es_status st = ES_OK;
+
+    if (seq == 0)
+        return ES_OK;
+    while (!atomic_load(&pj_stop)) {
+        if (pj_nats_last_seq(n, &last, err) != ES_OK)
+            return err->status;
+        if (last >= seq)
+            break;
+        if (now_s() > until)
+            return es_error_set(err, ES_EUNAVAILABLE, "relay_behind", NULL,
+                                "the events stream has %" PRIu64 " messages, the store %" PRIu64
+                                " events: is es-relay running?", last, seq);
+        pj_sleep_ms(200);
+    }
+    if (js_GetMsg(&m, n->js, n->stream, seq, NULL, &jerr) != NATS_OK)
+        return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
+                            "could not read message %" PRIu64 " of %s", seq, n->stream);
+    if (natsMsgHeader_Get(m, "Es-Position", &hdr) != NATS_OK || strcmp(hdr, pos) != 0)
+        st = es_error_set(err, ES_EINTERNAL, "stream_mismatch", NULL,
+                          "message %" PRIu64 " of %s is at position %s, but the store's event %"
+                          PRIu64 " is at %s: the stream is not a copy of the feed",
+                          seq, n->stream, hdr ? hdr : "(none)", seq, pos);
+    natsMsg_Destroy(m);
+    return st;
+}
+
+/* Follows the stream into version ver until it can take over. */
+static es_status
+follow_and_switch(pj_nats *n, redisContext *rc, const pj_projection *p, const char *ver,
+                  uint64_t *seq, bool *switched, es_error *err)
+{
+    natsSubscription *sub = NULL;
+    es_status st;
+
+    *switched = false;
+    if ((st = pj_nats_subscribe(n, *seq + 1, &sub, err)) != ES_OK)
+        return st;
+    while (!atomic_load(&pj_stop)) {
+        pj_msgs msgs;
+        rm_batch b;
+        rm_applied a;
+        size_t i;
+
+        if ((st = rm_switch(rc, p->name, ver, switched, err)) != ES_OK || *switched)
+            break;
+        if ((st = pj_nats_take(sub, 1000, 200, &msgs, err)) != ES_OK)
+            break;
+        rm_batch_init(&b, p->name, ver);
+        for (i = 0; i < msgs.n && st == ES_OK; i++) {
+            if (msgs.ev[i].seq <= *seq)
+                continue;
+            if (msgs.bad[i])
+                st = es_error_set(err, ES_EINVALID, "event_invalid", NULL,
+                                  "cannot decode message %" PRIu64 ": %s", msgs.ev[i].seq,
+                                  msgs.bad[i]);
+            else if ((st = pj_add(&b, p, &msgs.ev[i], err)) != ES_OK)
+                es_error_set(err, st, NULL, NULL, "cannot apply event %" PRIu64 " (%s %s): %s",
+                             msgs.ev[i].seq, msgs.ev[i].type, msgs.ev[i].event_id, err->message);
+        }
+        if (st == ES_OK && b.events > 0 && (st = rm_apply(rc, &b, &a, err)) == ES_OK) {
+            *seq = a.seq;
+            if (a.gap)
+                st = es_error_set(err, ES_EINTERNAL, NULL, NULL,
+                                  "the stream skipped past %" PRIu64, a.seq);
+        }
+        rm_batch_free(&b);
+        pj_msgs_free(&msgs);
+        if (st != ES_OK)
+            break;
+    }
+    natsSubscription_Destroy(sub);
+    return st;
+}
+
+static es_status
+drop_retired(redisContext *rc, const char *name, es_error *err)
+{
+    redisReply *r = redisCommand(rc, "SMEMBERS rm:%s:retired", name);
+    es_status st = ES_OK;
+    size_t i;
+
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                            "could not list the retired versions of %s", name);
+    }
+    for (i = 0; i < r->elements && st == ES_OK; i++) {
+        st = rm_drop_version(rc, name, r->element[i]->str, err);
+        if (st == ES_OK)
+            pj_say("deleted version %s of %s", r->element[i]->str, name);
+    }
+    freeReplyObject(r);
+    return st;
+}
+
+int
+pj_rebuild_main(const char *name)
+{
+    const pj_projection *p = pj_find(name);
+    const char *conninfo = pj_env("ES_PG_CONNINFO",
+                                  "host=127.0.0.1 port=55432 user=postgres dbname=es");
+    es_store *store = NULL;
+    redisContext *rc = NULL;
+    pj_nats nats = {0};
+    progress pg = {isatty(2) != 0, now_s(), now_s(), 0, 0};
+    es_position head;
+    es_error err;
+    char ver[24], pos[RM_POSITION_MAX] = "";
+    uint64_t seq = 0, replayed_from;
+    double t0, t_replay = 0;
+    bool resumed = false, switched = false;
+    int rc_exit = 1;
+
+    if (p == NULL) {
+        fprintf(stderr, "es-projector: unknown projection \"%s\"\n", name);
+        return 2;
+    }
+    if (es_store_create(&store, conninfo, &err) != ES_OK || (rc = rm_connect(&err)) == NULL ||
+        pj_nats_open(&nats, &err) != ES_OK ||
+        pick_version(rc, name, ver, sizeof ver, &resumed, &err) != ES_OK ||
+        rm_checkpoint(rc, name, ver, &seq, pos, &err) != ES_OK ||
+        es_store_feed_head(store, &head, &err) != ES_OK)
+        goto fail;
+    replayed_from = pg.from = seq;
+    if (pj_nats_last_seq(&nats, &pg.total, &err) != ES_OK)
+        pg.total = 0;
+    pj_say("%s version %s of %s from event %" PRIu64, resumed ? "resuming" : "building", ver,
+           name, seq);
+    t0 = now_s();
+    if (replay(store, rc, p, ver, head, &seq, pos, &pg, &err) != ES_OK)
+        goto fail;
+    t_replay = now_s() - t0;
+    show(&pg, seq, true);
+    if (atomic_load(&pj_stop))
+        goto interrupted;
+    if (check_handover(&nats, seq, pos, &err) != ES_OK)
+        goto fail;
+    if (follow_and_switch(&nats, rc, p, ver, &seq, &switched, &err) != ES_OK)
+        goto fail;
+    if (!switched)
+        goto interrupted;
+    pj_say("version %s of %s is active at event %" PRIu64, ver, name, seq);
+    pj_sleep_ms(atoi(pj_env("ES_REBUILD_GRACE_MS", "2000")));
+    if (drop_retired(rc, name, &err) != ES_OK)
+        goto fail;
+    printf("rebuild projection=%s version=%s replayed=%" PRIu64 " seconds=%.3f rate=%.0f\n", name,
+           ver, seq - replayed_from, t_replay,
+           t_replay > 0 ? (double)(seq - replayed_from) / t_replay : 0.0);
+    rc_exit = 0;
+    goto done;
+interrupted:
+    pj_say("interrupted at event %" PRIu64 " of version %s; run the same command to resume", seq,
+           ver);
+    rc_exit = 130;
+    goto done;
+fail:
+    if (pg.tty)
+        fputc('\n', stderr);
+    pj_say("rebuild of %s failed: %s", name, err.message);
+done:
+    pj_nats_close(&nats);
+    if (rc)
+        redisFree(rc);
+    es_store_close(store);
+    return rc_exit;
+}
+
+int
+pj_status_main(void)
+{
+    redisContext *rc;
+    pj_nats nats;
+    es_error err;
+    uint64_t last = 0;
+    bool have_last;
+    size_t i;
+
+    if ((rc = rm_connect(&err)) == NULL) {
+        pj_say("%s", err.message);
+        return 1;
+    }
+    have_last = pj_nats_open(&nats, &err) == ES_OK && pj_nats_last_seq(&nats, &last, &err) == ES_OK;
+    printf("%-10s %-8s %-9s %-12s %-12s %s\n", "projection", "active", "building", "checkpoint",
+           "lag", "state");
+    for (i = 0; i < pj_projection_count; i++) {
+        rm_state s;
+        redisReply *r;
+        char lag[24] = "?";
+
+        if (rm_state_get(rc, pj_projections[i].name, &s, &err) != ES_OK) {
+            pj_say("%s", err.message);
+            break;
+        }
+        if (have_last)
+            snprintf(lag, sizeof lag, "%" PRIu64, last > s.seq ? last - s.seq : 0);
+        r = redisCommand(rc, "HGET rm:%s:stopped reason", pj_projections[i].name);
+        printf("%-10s %-8s %-9s %-12" PRIu64 " %-12s %s%s\n", pj_projections[i].name,
+               s.active[0] ? s.active : "-", s.building[0] ? s.building : "-", s.seq, lag,
+               r && r->type == REDIS_REPLY_STRING ? "stopped: " : "running",
+               r && r->type == REDIS_REPLY_STRING ? r->str : "");
+        freeReplyObject(r);
+    }
+    pj_nats_close(&nats);
+    redisFree(rc);
+    return 0;
+}
