@@ -287,7 +287,21 @@ rm_cmd(rm_batch *b, const char *name, const char *keyfmt, ...)
 
     ES_ASSERT(b->ncmd_at != SIZE_MAX);
     va_start(ap, keyfmt);
-    n = vsnprintf(key, sizeof key, keyfmt, ap);
+    {
+        /* "kind:%s", the common case, without printf */
+        const char *pc = strchr(keyfmt, '%');
+        if (pc && pc[1] == 's' && pc[2] == '\0') {
+            const char *id = va_arg(ap, const char *);
+            size_t kl = (size_t)(pc - keyfmt), il = strlen(id);
+            n = (int)(kl + il);
+            if (kl + il < sizeof key) {
+                memcpy(key, keyfmt, kl);
+                memcpy(key + kl, id, il + 1);
+            }
+        } else {
+            n = vsnprintf(key, sizeof key, keyfmt, ap);
+        }
+    }
     va_end(ap);
     if (n < 0 || (size_t)n >= sizeof key) {
         b->failed = true;       /* keys are built from checked ids */
@@ -346,68 +360,112 @@ rm_arg_json(rm_batch *b, const json_t *v)
     free(text);
 }
 
-/* Builds the argv of an EVALSHA (or EVAL) of s over args[0..n). */
-static bool
-build_argv(script *s, bool by_sha, const rm_batch *b, const char ***argv, size_t **lens,
-           char **nums)
+/* RESP, written directly: hiredis's printf-style formatting was a large
+ * part of a rebuild's CPU time. */
+/* Decimal digits of v into out (no NUL); returns their number.  printf
+ * was the largest single cost of formatting a batch. */
+static size_t
+dec(char *out, long long v)
 {
-    size_t total = b->n + 3, i, k = 0, numlen = 0;
-    char *np;
+    char tmp[24];
+    size_t n = 0, k = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
 
+    do
+        tmp[n++] = (char)('0' + u % 10);
+    while ((u /= 10) != 0);
+    if (v < 0)
+        out[k++] = '-';
+    while (n > 0)
+        out[k++] = tmp[--n];
+    return k;
+}
+
+static void
+resp_head(es_buf *o, char kind, size_t n)
+{
+    char head[32];
+    size_t k = 1;
+
+    head[0] = kind;
+    k += dec(head + 1, (long long)n);
+    head[k++] = '\r';
+    head[k++] = '\n';
+    es_buf_append(o, head, k);
+}
+
+static void
+resp_bulk(es_buf *o, const char *s, size_t len)
+{
+    resp_head(o, '$', len);
+    es_buf_append(o, s, len);
+    es_buf_append(o, "\r\n", 2);
+}
+
+static void
+resp_array(es_buf *o, size_t n)
+{
+    resp_head(o, '*', n);
+}
+
+static void
+resp_arg(es_buf *o, const rm_batch *b, size_t i)
+{
+    if (b->args[i].is_num) {
+        char num[24];
+        resp_bulk(o, num, dec(num, b->args[i].num));
+    } else {
+        resp_bulk(o, b->arena.data + b->args[i].off, b->args[i].len);
+    }
+}
+
+/* EVALSHA (or EVAL) of s with args[0..n) as ARGV. */
+static void
+format_script(es_buf *o, script *s, bool by_sha, const rm_batch *b)
+{
+    size_t i;
+
+    resp_array(o, b->n + 3);
+    if (by_sha) {
+        resp_bulk(o, "EVALSHA", 7);
+        resp_bulk(o, sha_of(s), 40);
+    } else {
+        resp_bulk(o, "EVAL", 4);
+        resp_bulk(o, s->text, strlen(s->text));
+    }
+    resp_bulk(o, "0", 1);
     for (i = 0; i < b->n; i++)
-        if (b->args[i].is_num)
-            numlen += 24;
-    *argv = malloc(total * sizeof **argv);
-    *lens = malloc(total * sizeof **lens);
-    *nums = np = malloc(numlen + 1);
-    if (*argv == NULL || *lens == NULL || np == NULL) {
-        free(*argv);
-        free(*lens);
-        free(*nums);
-        return false;
-    }
-    (*argv)[k] = by_sha ? "EVALSHA" : "EVAL";
-    (*lens)[k++] = by_sha ? 7 : 4;
-    (*argv)[k] = by_sha ? sha_of(s) : s->text;
-    (*lens)[k++] = by_sha ? 40 : strlen(s->text);
-    (*argv)[k] = "0";
-    (*lens)[k++] = 1;
-    for (i = 0; i < b->n; i++, k++) {
-        if (b->args[i].is_num) {
-            int w = snprintf(np, 24, "%lld", b->args[i].num);
-            (*argv)[k] = np;
-            (*lens)[k] = (size_t)w;
-            np += w + 1;
-        } else {
-            (*argv)[k] = b->arena.data + b->args[i].off;
-            (*lens)[k] = b->args[i].len;
-        }
-    }
-    return true;
+        resp_arg(o, b, i);
+}
+
+static redisReply *
+send_formatted(redisContext *c, const es_buf *o)
+{
+    void *r = NULL;
+
+    if (es_buf_failed(o) || redisAppendFormattedCommand(c, o->data, o->len) != REDIS_OK ||
+        redisGetReply(c, &r) != REDIS_OK)
+        return NULL;
+    return r;
 }
 
 static redisReply *
 run_script(redisContext *c, script *s, const rm_batch *b)
 {
-    const char **argv;
-    size_t *lens;
-    char *nums;
+    es_buf o = ES_BUF_INIT;
     redisReply *r;
 
-    if (b->failed || !build_argv(s, true, b, &argv, &lens, &nums))
+    if (b->failed)
         return NULL;
-    r = redisCommandArgv(c, (int)(b->n + 3), argv, lens);
+    format_script(&o, s, true, b);
+    r = send_formatted(c, &o);
     if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
         freeReplyObject(r);
-        argv[0] = "EVAL";
-        lens[0] = 4;
-        argv[1] = s->text;
-        lens[1] = strlen(s->text);
-        r = redisCommandArgv(c, (int)(b->n + 3), argv, lens);
+        es_buf_reset(&o);
+        format_script(&o, s, false, b);
+        r = send_formatted(c, &o);
     }
-    free(argv);
-    free(lens);
-    free(nums);
+    es_buf_free(&o);
     return r;
 }
 
@@ -454,17 +512,14 @@ rm_apply(redisContext *c, rm_batch *b, rm_applied *out, es_error *err)
 es_status
 rm_apply_send(redisContext *c, rm_batch *b, es_error *err)
 {
-    const char **argv;
-    size_t *lens;
-    char *nums;
+    es_buf o = ES_BUF_INIT;
     int rc;
 
-    if (b->failed || !build_argv(&APPLY, true, b, &argv, &lens, &nums))
+    if (b->failed)
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory building a batch");
-    rc = redisAppendCommandArgv(c, (int)(b->n + 3), argv, lens);
-    free(argv);
-    free(lens);
-    free(nums);
+    format_script(&o, &APPLY, true, b);
+    rc = es_buf_failed(&o) ? REDIS_ERR : redisAppendFormattedCommand(c, o.data, o.len);
+    es_buf_free(&o);
     if (rc != REDIS_OK)
         return redis_fail(c, NULL, err, "apply");
     return ES_OK;
@@ -478,6 +533,101 @@ rm_apply_recv(redisContext *c, rm_applied *out, es_error *err)
     if (redisGetReply(c, &r) != REDIS_OK)
         return redis_fail(c, NULL, err, "apply");
     return parse_applied(c, r, out, err);
+}
+
+/*
+ * The single writer's path (a rebuild owns its version): the batch's
+ * commands with the version's prefix and the new checkpoint, between MULTI
+ * and EXEC, without Lua.  Nothing is skipped here, so the caller must send
+ * exactly the events after the checkpoint, and hold the rebuild lock.
+ */
+es_status
+rm_write_send(redisContext *c, const rm_batch *b, size_t *replies, es_error *err)
+{
+    es_buf o = ES_BUF_INIT, prefix = ES_BUF_INIT;
+    size_t i = 2, ncmd = 0;
+    const rm_arg *last_pos = NULL;
+    long long last_seq = 0;
+    int rc;
+
+    if (b->failed || b->n < 2 || b->args[1].len == 0)
+        return es_error_set(err, ES_EINTERNAL, NULL, NULL, "a write batch needs a version");
+    es_buf_printf(&prefix, "rm:%.*s:%.*s:", (int)b->args[0].len, b->arena.data + b->args[0].off,
+                  (int)b->args[1].len, b->arena.data + b->args[1].off);
+    resp_array(&o, 1);
+    resp_bulk(&o, "MULTI", 5);
+    while (i < b->n) {
+        long long cmds = b->args[i + 2].num, k;
+
+        last_seq = b->args[i].num;
+        last_pos = &b->args[i + 1];
+        i += 3;
+        for (k = 0; k < cmds; k++, ncmd++) {
+            size_t argc = (size_t)b->args[i].num, j;
+            const rm_arg *key = &b->args[i + 2];
+
+            resp_array(&o, argc);
+            resp_arg(&o, b, i + 1);
+            resp_head(&o, '$', prefix.len + key->len);
+            es_buf_append(&o, prefix.data, prefix.len);
+            es_buf_append(&o, b->arena.data + key->off, key->len);
+            es_buf_append(&o, "\r\n", 2);
+            for (j = 3; j <= argc; j++)
+                resp_arg(&o, b, i + j);
+            i += 1 + argc;
+        }
+    }
+    if (last_pos) {
+        char seq[24];
+        size_t w = dec(seq, last_seq);
+
+        resp_array(&o, 6);
+        resp_bulk(&o, "HSET", 4);
+        es_buf_printf(&o, "$%zu\r\n%scheckpoint\r\n", prefix.len + 10, prefix.data);
+        resp_bulk(&o, "seq", 3);
+        resp_bulk(&o, seq, w);
+        resp_bulk(&o, "position", 8);
+        resp_bulk(&o, b->arena.data + last_pos->off, last_pos->len);
+        ncmd++;
+    }
+    resp_array(&o, 1);
+    resp_bulk(&o, "EXEC", 4);
+    rc = es_buf_failed(&o) || es_buf_failed(&prefix)
+             ? REDIS_ERR : redisAppendFormattedCommand(c, o.data, o.len);
+    es_buf_free(&o);
+    es_buf_free(&prefix);
+    if (rc != REDIS_OK)
+        return redis_fail(c, NULL, err, "write");
+    *replies = ncmd + 2;        /* OK, QUEUED per command, the EXEC array */
+    return ES_OK;
+}
+
+es_status
+rm_write_recv(redisContext *c, size_t replies, es_error *err)
+{
+    es_status st = ES_OK;
+    size_t i, j;
+
+    for (i = 0; i < replies; i++) {
+        void *v = NULL;
+        redisReply *r;
+
+        if (redisGetReply(c, &v) != REDIS_OK)
+            return redis_fail(c, NULL, err, "write");
+        r = v;
+        if (st == ES_OK && r->type == REDIS_REPLY_ERROR)
+            st = redis_fail(c, r, err, "write");
+        if (st == ES_OK && i == replies - 1) {
+            if (r->type != REDIS_REPLY_ARRAY)
+                st = redis_fail(c, r, err, "write (exec)");
+            else
+                for (j = 0; j < r->elements && st == ES_OK; j++)
+                    if (r->element[j]->type == REDIS_REPLY_ERROR)
+                        st = redis_fail(c, r->element[j], err, "write (exec)");
+        }
+        freeReplyObject(r);
+    }
+    return st;
 }
 
 /* ---- versions --------------------------------------------------------- */

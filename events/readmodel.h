@@ -94,6 +94,13 @@ es_status rm_apply(redisContext *c, rm_batch *b, rm_applied *out, es_error *err)
 es_status rm_apply_send(redisContext *c, rm_batch *b, es_error *err);
 es_status rm_apply_recv(redisContext *c, rm_applied *out, es_error *err);
 
+/* The single writer's path (a rebuild owns its version): the batch, whose
+ * version must be explicit and whose events must follow its checkpoint
+ * exactly, as MULTI / commands / new checkpoint / EXEC, pipelined.
+ * *replies is what rm_write_recv must read. */
+es_status rm_write_send(redisContext *c, const rm_batch *b, size_t *replies, es_error *err);
+es_status rm_write_recv(redisContext *c, size_t replies, es_error *err);
+
 /* ---- versions --------------------------------------------------------- */
 
 typedef struct rm_state {

@@ -6,6 +6,8 @@
  *   es-projector rebuild <name>  builds a new version of one projection from
  *                                PostgreSQL, hands over to the stream and
  *                                switches the alias (rebuild.c)
+ *   es-projector rebuild <name> --dry-run
+ *                                times a replay into scratch keys
  *   es-projector status          prints versions, checkpoints and lag
  *
  * The live loop reads the stream with an ordered push consumer starting
@@ -521,7 +523,9 @@ static int
 usage(void)
 {
     fprintf(stderr, "usage: es-projector                 run the live projector\n"
-                    "       es-projector rebuild <name>  rebuild one projection\n"
+                    "       es-projector rebuild <name> [--dry-run]\n"
+                    "                                    rebuild one projection (or only\n"
+                    "                                    time a replay into scratch keys)\n"
                     "       es-projector status          versions, checkpoints, lag\n"
                     "projections:");
     for (size_t i = 0; i < pj_projection_count; i++)
@@ -547,7 +551,9 @@ main(int argc, char **argv)
     if (argc == 1)
         rc = main_live();
     else if (argc == 3 && strcmp(argv[1], "rebuild") == 0)
-        rc = pj_rebuild_main(argv[2]);
+        rc = pj_rebuild_main(argv[2], false);
+    else if (argc == 4 && strcmp(argv[1], "rebuild") == 0 && strcmp(argv[3], "--dry-run") == 0)
+        rc = pj_rebuild_main(argv[2], true);
     else if (argc == 2 && strcmp(argv[1], "status") == 0)
         rc = pj_status_main();
     else

@@ -44,7 +44,7 @@ es_status pj_nats_take(natsSubscription *sub, int max, int wait_ms, pj_msgs *out
                        es_error *err);
 void pj_msgs_free(pj_msgs *m);
 
-int pj_rebuild_main(const char *name);
+int pj_rebuild_main(const char *name, bool dry_run);
 int pj_status_main(void);
 
 #endif
