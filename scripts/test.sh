@@ -21,6 +21,9 @@ export ES_TEST_CONNINFO="$base dbname=$db"
 export ES_TEST_ADMIN_CONNINFO="$base dbname=postgres"
 export ES_TEST_MIGRATIONS="$root/migrations"
 export ES_TEST_BUILD="$build"
+# Read models of the tests live in a Redis database of their own, so a
+# system started by `make up` (database 0) is not disturbed.
+export ES_REDIS_DB=${ES_TEST_REDIS_DB:-1}
 ES_PG_CONNINFO=$ES_TEST_CONNINFO "$build/esctl" migrate >/dev/null
 
 # Any sanitizer report fails the test that caused it (leaks included).

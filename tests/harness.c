@@ -150,8 +150,13 @@ th_daemon_start(th_daemon *d, const char *path, const char *port_var, const char
         _exit(127);
     }
     d->pid = pid;
-    if (ndaemons < sizeof daemons / sizeof daemons[0])
-        daemons[ndaemons++] = d;
+    {
+        size_t k;
+        for (k = 0; k < ndaemons && daemons[k] != d; k++)
+            ;
+        if (k == ndaemons && ndaemons < sizeof daemons / sizeof daemons[0])
+            daemons[ndaemons++] = d;    /* a restarted daemon is listed once */
+    }
     if (!atexit_set) {
         owner = getpid();
         atexit(stop_all);
@@ -298,4 +303,109 @@ th_daemon_kill(th_daemon *d)
     kill(d->pid, SIGKILL);
     waitpid(d->pid, NULL, 0);
     d->pid = 0;
+}
+
+/* ---- databases, Redis and programs -------------------------------------- */
+
+#include <hiredis/hiredis.h>
+#include <libpq-fe.h>
+
+#include "migrate.h"
+
+static bool
+admin_sql(const char *sql)
+{
+    PGconn *c = PQconnectdb(th_admin_conninfo());
+    PGresult *r = PQexec(c, sql);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+
+    if (!ok)
+        fprintf(stderr, "%s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+    return ok;
+}
+
+void
+th_db_create(char *name, size_t name_size, char *conninfo, size_t conninfo_size)
+{
+    const char *dir = getenv("ES_TEST_MIGRATIONS");
+    char sql[128];
+    es_error err;
+    int applied;
+
+    th_unique(name, name_size, "es_t");
+    for (char *c = name; *c; c++)
+        if (*c == '-')
+            *c = '_';
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
+    if (!admin_sql(sql))
+        abort();
+    snprintf(conninfo, conninfo_size, "%s dbname=%s", th_admin_conninfo(), name);
+    if (es_migrate(conninfo, dir ? dir : "migrations", NULL, &applied, &err) != ES_OK) {
+        fprintf(stderr, "could not migrate %s: %s\n", name, err.message);
+        abort();
+    }
+}
+
+void
+th_db_drop(const char *name)
+{
+    char sql[128];
+
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
+    (void)admin_sql(sql);
+}
+
+void
+th_redis_flush(void)
+{
+    const char *db = getenv("ES_REDIS_DB"), *host = getenv("ES_REDIS_HOST"),
+               *port = getenv("ES_REDIS_PORT");
+    redisContext *c;
+    redisReply *r;
+
+    if (db == NULL || atoi(db) == 0) {
+        fprintf(stderr, "ES_REDIS_DB must name the tests' own database (not 0)\n");
+        exit(2);
+    }
+    c = redisConnect(host ? host : "127.0.0.1", port ? atoi(port) : 56379);
+    if (c == NULL || c->err)
+        abort();
+    r = redisCommand(c, "SELECT %s", db);
+    freeReplyObject(r);
+    r = redisCommand(c, "FLUSHDB");
+    if (r == NULL || r->type != REDIS_REPLY_STATUS)
+        abort();
+    freeReplyObject(r);
+    redisFree(c);
+}
+
+int
+th_program(const char *const *argv, const char *const *env, const char *log)
+{
+    const char *build = getenv("ES_TEST_BUILD");
+    char exe[512];
+    pid_t pid;
+    int st;
+
+    snprintf(exe, sizeof exe, "%s/%s", build ? build : "build/plain", argv[0]);
+    pid = fork();
+    if (pid < 0)
+        abort();
+    if (pid == 0) {
+        int fd = open(log ? log : "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        for (size_t i = 0; env && env[i]; i++)
+            putenv((char *)env[i]);
+        execv(exe, (char *const *)argv);
+        _exit(127);
+    }
+    if (waitpid(pid, &st, 0) != pid)
+        return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }

@@ -63,4 +63,17 @@ void th_response_free(th_response *res);
 /* The value of header name in res (copied into out), or NULL. */
 const char *th_header(const th_response *res, const char *name, char *out, size_t size);
 
+/* Creates a fresh, migrated database (name "es_t_<hex>") for a test that
+ * needs a feed of its own; th_db_drop removes it. */
+void th_db_create(char *name, size_t name_size, char *conninfo, size_t conninfo_size);
+void th_db_drop(const char *name);
+
+/* Empties the tests' Redis database (ES_REDIS_DB, which must not be 0). */
+void th_redis_flush(void);
+
+/* Runs argv[0] from the build folder with extra environment entries and
+ * waits; output goes to log (appended) or nowhere.  Returns its exit
+ * status (128 + signal when killed). */
+int th_program(const char *const *argv, const char *const *env, const char *log);
+
 #endif

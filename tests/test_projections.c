@@ -1,0 +1,343 @@
+/*
+ * The projections and the read-model scripts on a real Redis: what each
+ * event writes, that a batch and its checkpoint are one step (a repeat is
+ * a no-op, a gap is refused), that an event a projection cannot apply
+ * leaves the batch as it was, and that a version switch only happens once
+ * the new version has caught up.
+ */
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "projections.h"
+#include "readmodel.h"
+
+static redisContext *rc;
+
+static void
+setup(void)
+{
+    es_error err;
+
+    th_redis_flush();
+    rc = rm_connect(&err);
+    ck_assert_msg(rc != NULL, "%s", err.message);
+}
+
+static void
+teardown(void)
+{
+    redisFree(rc);
+}
+
+/* Decodes a stream message built from its parts. */
+static void
+event(pj_event *e, uint64_t seq, const char *stream, const char *type, const char *data)
+{
+    char body[2048];
+    es_error err;
+
+    snprintf(body, sizeof body,
+             "{\"stream\":\"%s\",\"type\":\"%s\",\"event_id\":\"00000000-0000-4000-8000-%012llu\","
+             "\"version\":0,\"position\":\"100-%llu\",\"recorded_at\":\"2026-11-22T00:00:00.000000Z\","
+             "\"data\":%s,\"metadata\":{}}",
+             stream, type, (unsigned long long)seq, (unsigned long long)seq, data);
+    ck_assert_msg(pj_event_decode(body, strlen(body), seq, e, &err) == ES_OK, "%s", err.message);
+}
+
+/* Applies one event to projection p (version "" = active); returns the
+ * number of events applied. */
+static uint64_t
+apply1(const char *p, uint64_t seq, const char *stream, const char *type, const char *data)
+{
+    rm_batch b;
+    rm_applied a;
+    pj_event e;
+    es_error err;
+
+    event(&e, seq, stream, type, data);
+    rm_batch_init(&b, p, NULL);
+    ck_assert_msg(pj_add(&b, pj_find(p), &e, &err) == ES_OK, "%s", err.message);
+    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
+    rm_batch_free(&b);
+    pj_event_free(&e);
+    return a.applied;
+}
+
+static char *
+hget(const char *key, const char *field)
+{
+    static char out[1024];
+    redisReply *r = redisCommand(rc, "HGET %s %s", key, field);
+
+    ck_assert_ptr_nonnull(r);
+    snprintf(out, sizeof out, "%s", r->type == REDIS_REPLY_STRING ? r->str : "(nil)");
+    freeReplyObject(r);
+    return out;
+}
+
+static long long
+integer(const char *fmt, const char *arg)
+{
+    redisReply *r = redisCommand(rc, fmt, arg);
+    long long v;
+
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(r->type, REDIS_REPLY_INTEGER);
+    v = r->integer;
+    freeReplyObject(r);
+    return v;
+}
+
+START_TEST(users_and_orders_read_models)
+{
+    ck_assert_uint_eq(apply1("users", 1, "user-u1", "UserRegistered",
+                             "{\"user_id\":\"u1\",\"email\":\"Ann@Example.ORG\",\"name\":\"Ann\"}"),
+                      1);
+    ck_assert_str_eq(hget("rm:users:1:user:u1", "status"), "pending_verification");
+    ck_assert_str_eq(hget("rm:users:1:user:u1", "email"), "Ann@Example.ORG");
+    {
+        redisReply *r = redisCommand(rc, "GET rm:users:1:email:ann@example.org");
+        ck_assert_str_eq(r->str, "u1");
+        freeReplyObject(r);
+    }
+    apply1("users", 2, "user-u1", "UserVerificationRecorded",
+           "{\"user_id\":\"u1\",\"result\":\"passed\",\"level\":100}");
+    ck_assert_str_eq(hget("rm:users:1:user:u1", "status"), "verified");
+    apply1("users", 3, "profile-u1", "ProfileCreated",
+           "{\"user_id\":\"u1\",\"settings\":{\"theme\":\"dark\"}}");
+    ck_assert_str_eq(hget("rm:users:1:user:u1", "profile"), "{\"theme\":\"dark\"}");
+    ck_assert_str_eq(hget("rm:users:1:checkpoint", "seq"), "3");
+    ck_assert_str_eq(hget("rm:users:1:checkpoint", "position"), "100-3");
+
+    apply1("orders", 1, "order-o1", "OrderPlaced",
+           "{\"order_id\":\"o1\",\"customer_id\":\"c1\",\"items\":[{\"sku\":\"s\",\"quantity\":2,"
+           "\"unit_price\":5}],\"total\":10,\"ship_to\":{\"country\":\"DE\"}}");
+    apply1("orders", 2, "account-c1", "PaymentCharged",
+           "{\"customer_id\":\"c1\",\"order_id\":\"o1\",\"amount\":10}");
+    apply1("orders", 3, "reservation-o1", "ReservationMade",
+           "{\"order_id\":\"o1\",\"items\":[{\"sku\":\"s\",\"quantity\":2}]}");
+    apply1("orders", 4, "shipment-o1", "ShipmentCreated",
+           "{\"order_id\":\"o1\",\"country\":\"DE\",\"tracking_id\":\"t-1\"}");
+    apply1("orders", 5, "order-o1", "OrderConfirmed", "{\"order_id\":\"o1\"}");
+    ck_assert_str_eq(hget("rm:orders:1:order:o1", "status"), "confirmed");
+    ck_assert_str_eq(hget("rm:orders:1:order:o1", "total"), "10");
+    ck_assert_str_eq(hget("rm:orders:1:order:o1", "payment"), "{\"status\":\"charged\",\"amount\":10}");
+    ck_assert_str_eq(hget("rm:orders:1:order:o1", "shipment"),
+                     "{\"status\":\"created\",\"tracking_id\":\"t-1\",\"country\":\"DE\"}");
+    ck_assert_int_eq(integer("LLEN %s", "rm:orders:1:orderhist:o1"), 5);
+    {
+        redisReply *r = redisCommand(rc, "ZSCORE rm:orders:1:custorders:c1 o1");
+        ck_assert_str_eq(r->str, "1");      /* the feed sequence of OrderPlaced */
+        freeReplyObject(r);
+    }
+}
+END_TEST
+
+START_TEST(accounts_stock_sagas_and_counters)
+{
+    apply1("accounts", 1, "account-c1", "FundsDeposited", "{\"customer_id\":\"c1\",\"amount\":500}");
+    apply1("accounts", 2, "account-c1", "PaymentCharged",
+           "{\"customer_id\":\"c1\",\"order_id\":\"o\",\"amount\":200}");
+    apply1("accounts", 3, "account-c1", "PaymentDeclined",
+           "{\"customer_id\":\"c1\",\"order_id\":\"p\",\"amount\":900,\"balance\":300}");
+    apply1("accounts", 4, "account-c1", "PaymentRefunded",
+           "{\"customer_id\":\"c1\",\"order_id\":\"o\",\"amount\":200}");
+    ck_assert_str_eq(hget("rm:accounts:1:account:c1", "balance"), "500");
+
+    apply1("inventory", 1, "stock-s", "StockRestocked", "{\"sku\":\"s\",\"quantity\":10}");
+    apply1("inventory", 2, "stock-s", "StockReserved",
+           "{\"sku\":\"s\",\"order_id\":\"o\",\"quantity\":4}");
+    apply1("inventory", 3, "stock-s", "StockReleased",
+           "{\"sku\":\"s\",\"order_id\":\"o\",\"quantity\":1}");
+    ck_assert_str_eq(hget("rm:inventory:1:stock:s", "on_hand"), "10");
+    ck_assert_str_eq(hget("rm:inventory:1:stock:s", "reserved"), "3");
+
+    apply1("sagas", 1, "saga-g1", "SagaStarted",
+           "{\"saga_id\":\"g1\",\"type\":\"order\",\"correlation_id\":\"o\"}");
+    apply1("sagas", 2, "saga-g1", "SagaStepStarted",
+           "{\"saga_id\":\"g1\",\"step\":\"charge\",\"attempt\":1}");
+    apply1("sagas", 3, "saga-g1", "SagaStepFailed",
+           "{\"saga_id\":\"g1\",\"step\":\"charge\",\"attempt\":1,\"error\":\"timeout\","
+           "\"will_retry\":true}");
+    apply1("sagas", 4, "saga-g1", "SagaStepStarted",
+           "{\"saga_id\":\"g1\",\"step\":\"charge\",\"attempt\":2}");
+    apply1("sagas", 5, "saga-g1", "SagaStepSucceeded",
+           "{\"saga_id\":\"g1\",\"step\":\"charge\",\"attempt\":2}");
+    apply1("sagas", 6, "saga-g1", "SagaStateChanged",
+           "{\"saga_id\":\"g1\",\"type\":\"order\",\"from\":\"running\",\"to\":\"completed\"}");
+    ck_assert_str_eq(hget("rm:sagas:1:saga:g1", "state"), "completed");
+    ck_assert_str_eq(hget("rm:sagas:1:sagastep:g1:charge", "status"), "succeeded");
+    ck_assert_str_eq(hget("rm:sagas:1:sagastep:g1:charge", "attempts"), "2");
+    ck_assert_int_eq(integer("LLEN %s", "rm:sagas:1:sagasteps:g1"), 1);
+    ck_assert_int_eq(integer("ZCARD %s", "rm:sagas:1:sagastate:running"), 0);
+    ck_assert_int_eq(integer("ZCARD %s", "rm:sagas:1:sagatypestate:order:completed"), 1);
+
+    apply1("dashboard", 1, "order-o", "OrderPlaced", "{\"total\":3}");
+    apply1("dashboard", 2, "account-c", "PaymentCharged", "{\"amount\":70}");
+    ck_assert_str_eq(hget("rm:dashboard:1:counters:", "events"), "2");
+    ck_assert_str_eq(hget("rm:dashboard:1:counters:", "orders_placed"), "1");
+    ck_assert_str_eq(hget("rm:dashboard:1:counters:", "revenue"), "70");
+}
+END_TEST
+
+START_TEST(repeats_are_no_ops_and_gaps_are_refused)
+{
+    rm_batch b;
+    rm_applied a;
+    pj_event e[4];
+    es_error err;
+    const pj_projection *acc = pj_find("accounts");
+
+    for (int i = 0; i < 4; i++)
+        event(&e[i], (uint64_t)i + 1, "account-c9", "FundsDeposited",
+              "{\"customer_id\":\"c9\",\"amount\":1}");
+    /* 1 and 2 */
+    rm_batch_init(&b, "accounts", NULL);
+    pj_add(&b, acc, &e[0], &err);
+    pj_add(&b, acc, &e[1], &err);
+    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
+    rm_batch_free(&b);
+    ck_assert_uint_eq(a.applied, 2);
+    ck_assert_uint_eq(a.seq, 2);
+    /* 1, 2 again and 3: only 3 counts */
+    rm_batch_init(&b, "accounts", NULL);
+    for (int i = 0; i < 3; i++)
+        pj_add(&b, acc, &e[i], &err);
+    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
+    rm_batch_free(&b);
+    ck_assert_uint_eq(a.applied, 1);
+    ck_assert_str_eq(hget("rm:accounts:1:account:c9", "balance"), "3");
+    /* 5 without 4: refused, nothing written */
+    event(&e[3], 5, "account-c9", "FundsDeposited", "{\"customer_id\":\"c9\",\"amount\":1}");
+    rm_batch_init(&b, "accounts", NULL);
+    pj_add(&b, acc, &e[3], &err);
+    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
+    rm_batch_free(&b);
+    ck_assert(a.gap);
+    ck_assert_uint_eq(a.applied, 0);
+    ck_assert_uint_eq(a.seq, 3);
+    ck_assert_str_eq(a.position, "100-3");
+    ck_assert_str_eq(hget("rm:accounts:1:account:c9", "balance"), "3");
+    for (int i = 0; i < 4; i++)
+        pj_event_free(&e[i]);
+}
+END_TEST
+
+START_TEST(an_unappliable_event_leaves_the_batch_as_it_was)
+{
+    rm_batch b;
+    pj_event ok, bad;
+    es_error err;
+    size_t n;
+
+    event(&ok, 1, "order-o2", "OrderPlaced",
+          "{\"order_id\":\"o2\",\"customer_id\":\"c\",\"items\":[],\"total\":0}");
+    event(&bad, 2, "order-o3", "OrderPlaced", "{\"orderId\":\"o3\",\"total\":0}");
+    rm_batch_init(&b, "orders", NULL);
+    ck_assert_int_eq(pj_add(&b, pj_find("orders"), &ok, &err), ES_OK);
+    n = b.n;
+    ck_assert_int_eq(pj_add(&b, pj_find("orders"), &bad, &err), ES_EINVALID);
+    ck_assert_str_eq(err.field, "data.order_id");
+    ck_assert_uint_eq(b.n, n);
+    ck_assert_uint_eq(b.events, 1);
+    rm_batch_free(&b);
+    /* other categories and unknown types are not the projection's */
+    rm_batch_init(&b, "orders", NULL);
+    pj_event_free(&bad);
+    event(&bad, 2, "audit-x", "OrderPlaced", "{}");
+    ck_assert_int_eq(pj_add(&b, pj_find("orders"), &bad, &err), ES_OK);
+    rm_batch_free(&b);
+    pj_event_free(&ok);
+    pj_event_free(&bad);
+}
+END_TEST
+
+START_TEST(undecodable_messages_are_refused)
+{
+    static const char *bodies[] = {
+        "", "null", "[]", "{\"stream\":1}", "{\"stream\":\"a-b\",\"type\":\"T\"}",
+        "{\"stream\":\"a-b\",\"type\":\"T\",\"event_id\":\"e\",\"position\":\"x\","
+        "\"recorded_at\":\"t\",\"data\":{}}",
+        "{\"stream\":\"a-b\",\"type\":\"T\",\"event_id\":\"e\",\"position\":\"1-2\","
+        "\"recorded_at\":\"t\",\"data\":[]}",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        pj_event e;
+        es_error err;
+        ck_assert_int_ne(pj_event_decode(bodies[i], strlen(bodies[i]), 1, &e, &err), ES_OK);
+        pj_event_free(&e);
+    }
+}
+END_TEST
+
+START_TEST(switch_waits_for_the_new_version_then_old_keys_go)
+{
+    rm_batch b;
+    rm_applied a;
+    pj_event e;
+    es_error err;
+    bool switched;
+    redisReply *r;
+    const char *const get[] = {"HGET", "stock:s2", "on_hand", NULL};
+    const char *const *cmds[] = {get};
+
+    apply1("inventory", 1, "stock-s2", "StockRestocked", "{\"sku\":\"s2\",\"quantity\":1}");
+    apply1("inventory", 2, "stock-s2", "StockRestocked", "{\"sku\":\"s2\",\"quantity\":1}");
+    /* version 2 has only event 1: too early */
+    event(&e, 1, "stock-s2", "StockRestocked", "{\"sku\":\"s2\",\"quantity\":1}");
+    rm_batch_init(&b, "inventory", "2");
+    pj_add(&b, pj_find("inventory"), &e, &err);
+    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
+    rm_batch_free(&b);
+    pj_event_free(&e);
+    ck_assert_int_eq(rm_switch(rc, "inventory", "2", &switched, &err), ES_OK);
+    ck_assert(!switched);
+    /* reads still see version 1, pinned with its checkpoint */
+    ck_assert_int_eq(rm_read(rc, "inventory", NULL, cmds, 1, &r, &err), ES_OK);
+    ck_assert_str_eq(r->element[0]->str, "1");
+    ck_assert_int_eq(r->element[1]->integer, 2);
+    ck_assert_str_eq(r->element[3]->str, "2");
+    freeReplyObject(r);
+    /* caught up: the switch happens, reads move, and the live batches
+     * (version "") land in version 2 */
+    event(&e, 2, "stock-s2", "StockRestocked", "{\"sku\":\"s2\",\"quantity\":1}");
+    rm_batch_init(&b, "inventory", "2");
+    pj_add(&b, pj_find("inventory"), &e, &err);
+    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
+    rm_batch_free(&b);
+    pj_event_free(&e);
+    ck_assert_int_eq(rm_switch(rc, "inventory", "2", &switched, &err), ES_OK);
+    ck_assert(switched);
+    apply1("inventory", 3, "stock-s2", "StockRestocked", "{\"sku\":\"s2\",\"quantity\":5}");
+    ck_assert_int_eq(rm_read(rc, "inventory", NULL, cmds, 1, &r, &err), ES_OK);
+    ck_assert_str_eq(r->element[0]->str, "2");
+    ck_assert_int_eq(r->element[1]->integer, 3);
+    ck_assert_str_eq(r->element[3]->str, "7");
+    freeReplyObject(r);
+    ck_assert_int_eq(integer("SISMEMBER rm:inventory:retired %s", "1"), 1);
+    ck_assert_int_eq(rm_drop_version(rc, "inventory", "1", &err), ES_OK);
+    ck_assert_int_eq(integer("EXISTS %s", "rm:inventory:1:stock:s2"), 0);
+    ck_assert_int_eq(integer("EXISTS %s", "rm:inventory:1:checkpoint"), 0);
+    ck_assert_int_eq(integer("SISMEMBER rm:inventory:retired %s", "1"), 0);
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("projections");
+    TCase *tc = tcase_create("projections");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, users_and_orders_read_models);
+    tcase_add_test(tc, accounts_stock_sagas_and_counters);
+    tcase_add_test(tc, repeats_are_no_ops_and_gaps_are_refused);
+    tcase_add_test(tc, an_unappliable_event_leaves_the_batch_as_it_was);
+    tcase_add_test(tc, undecodable_messages_are_refused);
+    tcase_add_test(tc, switch_waits_for_the_new_version_then_old_keys_go);
+    suite_add_tcase(s, tc);
+    return th_run(s);
+}

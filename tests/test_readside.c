@@ -1,0 +1,539 @@
+/*
+ * The read side end to end, on real servers with every daemon running
+ * (es-command, es-relay, es-projector, es-query) over a database of its
+ * own:
+ *   - read-your-writes: a command's position, passed to a query, is seen;
+ *   - crashes: the relay and the projector are killed with SIGKILL at
+ *     random moments while commands flow; afterwards every acknowledged
+ *     deposit is counted exactly once, and every read model equals, key by
+ *     key, a fresh rebuild from the store;
+ *   - a rebuild while commands flow, with queries answering throughout.
+ */
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "projections.h"
+#include "readmodel.h"
+#include "store.h"
+
+static th_daemon cmd, relay, proj, query;
+static char dbname[64], conninfo[512], envs[8][700], tag[40];
+static const char *env[9];
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static json_t *
+call(unsigned port, const char *method, const char *path, const char *body, int want,
+     char *position_out)
+{
+    th_response r;
+    json_t *j;
+    int st = th_http(port, method, path, body ? "Content-Type: application/json\r\n" : NULL, body,
+                     &r);
+
+    ck_assert_msg(st == want, "%s %s: %d, wanted %d: %s", method, path, st, want,
+                  r.body ? r.body : "");
+    j = json_loads(r.body, 0, NULL);
+    if (position_out) {
+        const char *p = json_string_value(json_object_get(j, "position"));
+        snprintf(position_out, 64, "%s", p ? p : "");
+    }
+    th_response_free(&r);
+    return j;
+}
+
+static void
+start_relay(void)
+{
+    th_daemon_start(&relay, "es-relay", "ES_RELAY_PORT", env);
+}
+
+static void
+start_projector(void)
+{
+    th_daemon_start(&proj, "es-projector", "ES_PROJECTOR_PORT", env);
+}
+
+/* Waits until every projection has applied the whole stream (= feed). */
+static void
+wait_caught_up(void)
+{
+    redisContext *rc;
+    es_error err;
+    uint64_t want = 0;
+
+    ck_assert_ptr_nonnull(rc = rm_connect(&err));
+    for (int i = 0; i < 600; i++) {
+        th_response r;
+        size_t k, behind = 0;
+        uint64_t seen;
+
+        /* the relay's own count of what it published is the target */
+        ck_assert_int_eq(th_http(relay.port, "GET", "/metrics", NULL, NULL, &r), 200);
+        seen = strtoull(strstr(r.body, "\nes_relay_last_sequence ") + 24, NULL, 10);
+        th_response_free(&r);
+        if (seen > want)
+            want = seen;
+        for (k = 0; k < pj_projection_count; k++) {
+            rm_state s;
+            ck_assert_int_eq(rm_state_get(rc, pj_projections[k].name, &s, &err), ES_OK);
+            if (s.seq < want || want == 0)
+                behind++;
+        }
+        if (behind == 0 && i > 3)
+            break;
+        usleep(100 * 1000);
+        if (i == 599)
+            fprintf(stderr, "wait_caught_up: still behind after 60 s (stream at %llu)\n",
+                    (unsigned long long)want);
+    }
+    redisFree(rc);
+}
+
+static int
+cmp_lines(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every key of the active version of projection name, as sorted lines
+ * "key<TAB>contents" (hash fields sorted), checkpoint left out. */
+static char **
+dump(const char *name, size_t *n, char *version)
+{
+    redisContext *rc;
+    es_error err;
+    rm_state s;
+    char cursor[32] = "0", prefix[64];
+    char **lines = NULL;
+    size_t cap = 0;
+
+    *n = 0;
+    ck_assert_ptr_nonnull(rc = rm_connect(&err));
+    ck_assert_int_eq(rm_state_get(rc, name, &s, &err), ES_OK);
+    snprintf(version, 24, "%s", s.active);
+    snprintf(prefix, sizeof prefix, "rm:%s:%s:", name, s.active);
+    do {
+        redisReply *r = redisCommand(rc, "SCAN %s MATCH %s* COUNT 1000", cursor, prefix);
+        ck_assert_ptr_nonnull(r);
+        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+        for (size_t i = 0; i < r->element[1]->elements; i++) {
+            const char *key = r->element[1]->element[i]->str;
+            redisReply *t = redisCommand(rc, "TYPE %s", key), *v = NULL;
+            json_t *parts = json_array();
+            char *text;
+
+            if (strcmp(key + strlen(prefix), "checkpoint") == 0) {
+                freeReplyObject(t);
+                json_decref(parts);
+                continue;
+            }
+            if (strcmp(t->str, "hash") == 0)
+                v = redisCommand(rc, "HGETALL %s", key);
+            else if (strcmp(t->str, "list") == 0)
+                v = redisCommand(rc, "LRANGE %s 0 -1", key);
+            else if (strcmp(t->str, "zset") == 0)
+                v = redisCommand(rc, "ZRANGE %s 0 -1 WITHSCORES", key);
+            else
+                v = redisCommand(rc, "GET %s", key);
+            if (v->type == REDIS_REPLY_ARRAY) {
+                for (size_t j = 0; j < v->elements; j++)
+                    json_array_append_new(parts, json_string(v->element[j]->str));
+            } else {
+                json_array_append_new(parts, json_string(v->str));
+            }
+            if (strcmp(t->str, "hash") == 0) {        /* field order is not data */
+                json_t *o = json_object();
+                for (size_t j = 0; j + 1 < json_array_size(parts); j += 2)
+                    json_object_set(o, json_string_value(json_array_get(parts, j)),
+                                    json_array_get(parts, j + 1));
+                json_decref(parts);
+                parts = o;
+            }
+            text = json_dumps(parts, JSON_SORT_KEYS | JSON_COMPACT);
+            if (*n == cap)
+                lines = realloc(lines, (cap = cap ? cap * 2 : 256) * sizeof *lines);
+            ck_assert_int_ge(asprintf(&lines[(*n)++], "%s\t%s\t%s", key + strlen(prefix), t->str,
+                                      text), 0);
+            free(text);
+            json_decref(parts);
+            freeReplyObject(v);
+            freeReplyObject(t);
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    redisFree(rc);
+    qsort(lines, *n, sizeof *lines, cmp_lines);
+    return lines;
+}
+
+static void
+free_lines(char **l, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(l[i]);
+    free(l);
+}
+
+static int
+rebuild(const char *name)
+{
+    const char *argv[] = {"es-projector", "rebuild", name, NULL};
+    char log[600];
+
+    snprintf(log, sizeof log, "%s/rebuild-%s.log", getenv("ES_TEST_BUILD"), tag);
+    return th_program(argv, env, log);
+}
+
+/* ---- load ---------------------------------------------------------------- */
+
+typedef struct load {
+    atomic_bool stop;
+    atomic_long deposited;      /* acknowledged amounts, customer <tag>-rich */
+    atomic_long commands, errors;
+    char customer[64];
+} load;
+
+static void *
+writer(void *arg)
+{
+    load *l = arg;
+    long i = 0;
+
+    while (!atomic_load(&l->stop)) {
+        char path[160], body[300];
+        th_response r;
+        int st;
+
+        if (i % 3 == 0) {
+            snprintf(path, sizeof path, "/v1/customers/%s/deposits", l->customer);
+            st = th_http(cmd.port, "POST", path, "Content-Type: application/json\r\n",
+                         "{\"amount\":7}", &r);
+            if (st == 201)
+                atomic_fetch_add(&l->deposited, 7);
+        } else if (i % 3 == 1) {
+            snprintf(body, sizeof body,
+                     "{\"customer_id\":\"%s-c%ld\",\"items\":[{\"sku\":\"%s-s%ld\",\"quantity\":1,"
+                     "\"unit_price\":%ld}]}", tag, i % 5, tag, i % 4, 100 + i);
+            st = th_http(cmd.port, "POST", "/v1/orders", "Content-Type: application/json\r\n", body,
+                         &r);
+        } else {
+            snprintf(path, sizeof path, "/v1/inventory/%s-s%ld/restock", tag, i % 4);
+            st = th_http(cmd.port, "POST", path, "Content-Type: application/json\r\n",
+                         "{\"quantity\":3}", &r);
+        }
+        th_response_free(&r);
+        atomic_fetch_add(&l->commands, 1);
+        if (st != 201)
+            atomic_fetch_add(&l->errors, 1);
+        i++;
+        usleep(2000);
+    }
+    return NULL;
+}
+
+/* ---- tests --------------------------------------------------------------- */
+
+START_TEST(a_query_with_the_commands_position_sees_it)
+{
+    char pos[64], path[300], body[200];
+    json_t *j, *q;
+
+    snprintf(body, sizeof body, "{\"email\":\"Ann.%s@Example.org\",\"name\":\"Ann\"}", tag);
+    j = call(cmd.port, "POST", "/v1/users", body, 201, pos);
+    snprintf(path, sizeof path, "/v1/users/%s?consistent_with=%s&wait_ms=5000",
+             json_string_value(json_object_get(j, "user_id")), pos);
+    q = call(query.port, "GET", path, NULL, 200, NULL);
+    ck_assert_str_eq(json_string_value(json_object_get(q, "name")), "Ann");
+    ck_assert_str_eq(json_string_value(json_object_get(q, "status")), "pending_verification");
+    json_decref(q);
+    snprintf(path, sizeof path, "/v1/users?email=ann.%s%%40example.org&consistent_with=%s", tag,
+             pos);
+    q = call(query.port, "GET", path, NULL, 200, NULL);
+    ck_assert_str_eq(json_string_value(json_object_get(q, "user_id")),
+                     json_string_value(json_object_get(j, "user_id")));
+    json_decref(q);
+    json_decref(j);
+
+    snprintf(path, sizeof path, "/v1/customers/%s-c/deposits", tag);
+    json_decref(call(cmd.port, "POST", path, "{\"amount\":250}", 201, pos));
+    snprintf(path, sizeof path, "/v1/customers/%s-c/account?consistent_with=%s", tag, pos);
+    q = call(query.port, "GET", path, NULL, 200, NULL);
+    ck_assert_int_eq(json_integer_value(json_object_get(q, "balance")), 250);
+    json_decref(q);
+
+    snprintf(body, sizeof body,
+             "{\"customer_id\":\"%s-c\",\"items\":[{\"sku\":\"k\",\"quantity\":3,\"unit_price\":5}]}",
+             tag);
+    j = call(cmd.port, "POST", "/v1/orders", body, 201, pos);
+    snprintf(path, sizeof path, "/v1/orders/%s?consistent_with=%s",
+             json_string_value(json_object_get(j, "order_id")), pos);
+    q = call(query.port, "GET", path, NULL, 200, NULL);
+    ck_assert_int_eq(json_integer_value(json_object_get(q, "total")), 15);
+    ck_assert_str_eq(json_string_value(json_object_get(q, "status")), "pending");
+    ck_assert_int_eq(json_array_size(json_object_get(q, "history")), 1);
+    json_decref(q);
+    snprintf(path, sizeof path, "/v1/customers/%s-c/orders?consistent_with=%s", tag, pos);
+    q = call(query.port, "GET", path, NULL, 200, NULL);
+    ck_assert_int_eq(json_array_size(json_object_get(q, "orders")), 1);
+    json_decref(q);
+    json_decref(j);
+}
+END_TEST
+
+START_TEST(killed_relay_and_projector_lose_and_double_nothing)
+{
+    load l = {0};
+    pthread_t th;
+    char path[200];
+    json_t *q;
+    unsigned seed = (unsigned)time(NULL);
+
+    snprintf(l.customer, sizeof l.customer, "%s-rich", tag);
+    pthread_create(&th, NULL, writer, &l);
+    for (int round = 0; round < 6; round++) {
+        usleep((useconds_t)(200 + rand_r(&seed) % 600) * 1000);
+        if (round % 2 == 0) {
+            th_daemon_kill(&relay);
+            usleep((useconds_t)(rand_r(&seed) % 300) * 1000);
+            start_relay();
+        } else {
+            th_daemon_kill(&proj);
+            usleep((useconds_t)(rand_r(&seed) % 300) * 1000);
+            start_projector();
+        }
+    }
+    usleep(300 * 1000);
+    atomic_store(&l.stop, true);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(atomic_load(&l.errors), 0);
+    ck_assert_int_gt(atomic_load(&l.commands), 50);
+    wait_caught_up();
+
+    /* acknowledged deposits: each counted exactly once */
+    snprintf(path, sizeof path, "/v1/customers/%s/account", l.customer);
+    q = call(query.port, "GET", path, NULL, 200, NULL);
+    ck_assert_int_eq(json_integer_value(json_object_get(q, "balance")), atomic_load(&l.deposited));
+    json_decref(q);
+
+    /* every read model equals a fresh rebuild, key by key */
+    for (size_t k = 0; k < pj_projection_count; k++) {
+        const char *name = pj_projections[k].name;
+        char v1[24], v2[24];
+        size_t n1, n2;
+        char **a = dump(name, &n1, v1), **b;
+
+        ck_assert_int_eq(rebuild(name), 0);
+        b = dump(name, &n2, v2);
+        ck_assert_str_ne(v1, v2);
+        ck_assert_msg(n1 == n2, "%s: %zu keys live, %zu rebuilt", name, n1, n2);
+        for (size_t i = 0; i < n1; i++)
+            ck_assert_msg(strcmp(a[i], b[i]) == 0, "%s: live %s\nrebuilt %s", name, a[i], b[i]);
+        free_lines(a, n1);
+        free_lines(b, n2);
+    }
+}
+END_TEST
+
+/* Message n of the stream is the n-th event of the feed: nothing lost,
+ * doubled or reordered. */
+static void
+stream_is_the_feed(const char *stream)
+{
+    es_store *s;
+    es_error err;
+    es_position pos = {0, 0};
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    uint64_t seq = 0;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr;
+
+    ck_assert_int_eq(es_store_open(&s, conninfo, &err), ES_OK);
+    ck_assert_int_eq(natsConnection_ConnectTo(&nc, getenv("ES_NATS_URL")), NATS_OK);
+    ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    for (;;) {
+        es_page *p;
+        size_t count;
+        ck_assert_int_eq(es_store_read_feed(s, pos, 1000, &p, &err), ES_OK);
+        for (size_t i = 0; i < p->count; i++) {
+            natsMsg *m = NULL;
+            const char *hp = NULL;
+            char want[ES_POSITION_TEXT_MAX];
+
+            seq++;
+            ck_assert_int_eq(js_GetMsg(&m, js, stream, seq, NULL, &jerr), NATS_OK);
+            ck_assert_int_eq(natsMsgHeader_Get(m, "Es-Position", &hp), NATS_OK);
+            es_position_format(p->events[i].position, want);
+            ck_assert_str_eq(hp, want);
+            natsMsg_Destroy(m);
+        }
+        pos = p->next;
+        count = p->count;
+        es_page_destroy(p);
+        if (count == 0)
+            break;
+    }
+    ck_assert_int_eq(js_GetStreamInfo(&si, js, stream, NULL, &jerr), NATS_OK);
+    ck_assert_uint_eq(si->State.LastSeq, seq);
+    jsStreamInfo_Destroy(si);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    es_store_close(s);
+}
+
+static char stream_name[64];
+
+START_TEST(the_read_side_survives_restarts_of_nats_and_postgresql)
+{
+    load l = {0};
+    pthread_t th;
+    char path[200];
+    json_t *q;
+
+    snprintf(l.customer, sizeof l.customer, "%s-restarts", tag);
+    pthread_create(&th, NULL, writer, &l);
+    usleep(500 * 1000);
+    ck_assert_int_eq(system("scripts/servers.sh restart nats >/dev/null 2>&1"), 0);
+    usleep(500 * 1000);
+    ck_assert_int_eq(system("scripts/servers.sh restart pg >/dev/null 2>&1"), 0);
+    usleep(1000 * 1000);
+    atomic_store(&l.stop, true);
+    pthread_join(th, NULL);
+    /* during the PostgreSQL restart commands may fail (503); the others
+     * must all be there, once */
+    ck_assert_int_lt(atomic_load(&l.errors), atomic_load(&l.commands));
+    wait_caught_up();
+    stream_is_the_feed(stream_name);
+    snprintf(path, sizeof path, "/v1/customers/%s/account", l.customer);
+    q = call(query.port, "GET", path, NULL, 200, NULL);
+    ck_assert_int_eq(json_integer_value(json_object_get(q, "balance")), atomic_load(&l.deposited));
+    json_decref(q);
+}
+END_TEST
+
+typedef struct reader {
+    atomic_bool stop;
+    atomic_long reads, errors;
+    char order_path[200], list_path[200];
+} reader;
+
+static void *
+read_loop(void *arg)
+{
+    reader *r = arg;
+
+    while (!atomic_load(&r->stop)) {
+        th_response a, b;
+        if (th_http(query.port, "GET", r->order_path, NULL, NULL, &a) != 200 ||
+            th_http(query.port, "GET", r->list_path, NULL, NULL, &b) != 200 ||
+            strstr(b.body, "\"orders\":[{") == NULL)
+            atomic_fetch_add(&r->errors, 1);
+        th_response_free(&a);
+        th_response_free(&b);
+        atomic_fetch_add(&r->reads, 2);
+    }
+    return NULL;
+}
+
+START_TEST(a_rebuild_under_load_keeps_queries_answering)
+{
+    load l = {0};
+    reader rd = {0};
+    pthread_t tw, tr;
+    char pos[64], body[200], before[24], after[24];
+    size_t n;
+    json_t *j;
+
+    snprintf(body, sizeof body,
+             "{\"customer_id\":\"%s-r\",\"items\":[{\"sku\":\"k\",\"quantity\":1,\"unit_price\":9}]}",
+             tag);
+    j = call(cmd.port, "POST", "/v1/orders", body, 201, pos);
+    snprintf(rd.order_path, sizeof rd.order_path, "/v1/orders/%s?consistent_with=%s",
+             json_string_value(json_object_get(j, "order_id")), pos);
+    snprintf(rd.list_path, sizeof rd.list_path, "/v1/customers/%s-r/orders?limit=5", tag);
+    json_decref(j);
+    free_lines(dump("orders", &n, before), n);
+
+    snprintf(l.customer, sizeof l.customer, "%s-busy", tag);
+    pthread_create(&tw, NULL, writer, &l);
+    pthread_create(&tr, NULL, read_loop, &rd);
+    ck_assert_int_eq(rebuild("orders"), 0);
+    usleep(300 * 1000);
+    atomic_store(&rd.stop, true);
+    atomic_store(&l.stop, true);
+    pthread_join(tr, NULL);
+    pthread_join(tw, NULL);
+    ck_assert_int_gt(atomic_load(&rd.reads), 10);
+    ck_assert_int_eq(atomic_load(&rd.errors), 0);
+    ck_assert_int_eq(atomic_load(&l.errors), 0);
+    free_lines(dump("orders", &n, after), n);
+    ck_assert_str_ne(before, after);
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("readside");
+    TCase *tc = tcase_create("readside");
+    char *stream = stream_name;
+    int rc;
+
+    th_db_create(dbname, sizeof dbname, conninfo, sizeof conninfo);
+    th_redis_flush();
+    th_unique(tag, sizeof tag, "rs");
+    th_unique(stream, sizeof stream_name, "RS");
+    for (char *c = stream; *c; c++)
+        if (*c == '-')
+            *c = '_';
+    snprintf(envs[0], sizeof envs[0], "ES_PG_CONNINFO=%s", conninfo);
+    snprintf(envs[1], sizeof envs[1], "ES_NATS_URL=%s", getenv("ES_NATS_URL"));
+    snprintf(envs[2], sizeof envs[2], "ES_RELAY_STREAM=%s", stream);
+    snprintf(envs[3], sizeof envs[3], "ES_RELAY_SUBJECT_PREFIX=%s.events", tag);
+    snprintf(envs[4], sizeof envs[4], "ES_RELAY_WAKE_SUBJECT=%s.wake", tag);
+    snprintf(envs[5], sizeof envs[5], "ES_COMMAND_SUBJECT_PREFIX=%s.cmd", tag);
+    snprintf(envs[6], sizeof envs[6], "ES_REBUILD_GRACE_MS=100");
+    snprintf(envs[7], sizeof envs[7], "ES_HTTP_THREADS=8");
+    for (int i = 0; i < 8; i++)
+        env[i] = envs[i];
+    env[8] = NULL;
+    th_daemon_start(&cmd, "es-command", "ES_COMMAND_PORT", env);
+    start_relay();
+    start_projector();
+    th_daemon_start(&query, "es-query", "ES_QUERY_PORT", env);
+
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, a_query_with_the_commands_position_sees_it);
+    tcase_add_test(tc, killed_relay_and_projector_lose_and_double_nothing);
+    tcase_add_test(tc, a_rebuild_under_load_keeps_queries_answering);
+    tcase_add_test(tc, the_read_side_survives_restarts_of_nats_and_postgresql);
+    suite_add_tcase(s, tc);
+    rc = th_run_nofork(s);      /* the tests kill daemons they own */
+    rc |= th_daemon_stop(&query);
+    rc |= th_daemon_stop(&proj);
+    rc |= th_daemon_stop(&relay);
+    rc |= th_daemon_stop(&cmd);
+    {
+        natsConnection *nc = NULL;
+        jsCtx *js = NULL;
+        jsErrCode jerr;
+        if (natsConnection_ConnectTo(&nc, getenv("ES_NATS_URL")) == NATS_OK &&
+            natsConnection_JetStream(&js, nc, NULL) == NATS_OK)
+            js_DeleteStream(js, stream, NULL, &jerr);
+        jsCtx_Destroy(js);
+        natsConnection_Destroy(nc);
+        nats_Close();
+    }
+    th_db_drop(dbname);
+    return rc;
+}
