@@ -1,0 +1,114 @@
+/*
+ * es-query, the query service: serves the read models the projector keeps
+ * in Redis over HTTP (routes.c, views.c), waits for consistency tokens
+ * without polling (watch.c), and reports how far each projection lags
+ * (metrics.c).  Configuration comes from the environment (query/README.md);
+ * it runs until SIGINT or SIGTERM and then frees everything it made.
+ */
+#include <errno.h>
+#include <nats/nats.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "query.h"
+#include "read.h"
+
+void
+query_say(const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "es-query: %s\n", line);     /* one write: lines do not interleave */
+}
+
+static const char *
+env_str(const char *name, const char *def)
+{
+    const char *v = getenv(name);
+    return v && v[0] ? v : def;
+}
+
+static long
+env_long(const char *name, long def, long min, long max)
+{
+    const char *v = getenv(name);
+    char *end;
+    long n;
+
+    if (v == NULL || v[0] == '\0')
+        return def;
+    errno = 0;
+    n = strtol(v, &end, 10);
+    if (errno != 0 || *end != '\0' || n < min || n > max) {
+        query_say("%s=\"%s\" is not a number from %ld to %ld", name, v, min, max);
+        exit(2);
+    }
+    return n;
+}
+
+int
+main(void)
+{
+    static query_app app;
+    es_http_server *srv = NULL;
+    es_http_config http;
+    es_error err;
+    sigset_t sigs;
+    int sig, rc = 1;
+    bool key = false, nats_used;
+    const char *nats_url = env_str("ES_NATS_URL", "nats://127.0.0.1:54222");
+    const char *stream = env_str("ES_RELAY_STREAM", "EVENTS");
+
+    http.bind = env_str("ES_QUERY_BIND", "127.0.0.1");
+    http.port = (unsigned)env_long("ES_QUERY_PORT", 8081, 1, 65535);
+    http.threads = (unsigned)env_long("ES_HTTP_THREADS", 16, 1, 1024);
+    http.body_max = 64 * 1024;      /* queries have no body; anything else gets 405 */
+    app.wait_max_ms = env_long("ES_QUERY_WAIT_MAX_MS", 10000, 0, 600000);
+    app.wait_default_ms = app.wait_max_ms < 2000 ? app.wait_max_ms : 2000;
+
+    /* Signals are taken by sigwait below, not by whichever thread. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (read_conn_init() != 0) {
+        query_say("could not create the per-thread connection key");
+        goto done;
+    }
+    key = true;
+    if (metrics_create(&app.metrics, nats_url, stream, &err) != ES_OK ||
+        watch_start(&app.watch, &err) != ES_OK ||
+        es_http_start(&srv, &http, routes_handle, &app, &err) != ES_OK) {
+        query_say("%s", err.message);
+        goto done;
+    }
+    atomic_store(&app.http, srv);
+    query_say("listening on http://%s:%u (%u threads), read models in redis at %s:%s", http.bind,
+              http.port, http.threads, env_str("ES_REDIS_HOST", "127.0.0.1"),
+              env_str("ES_REDIS_PORT", "56379"));
+    while (sigwait(&sigs, &sig) != 0)
+        ;
+    query_say("stopping on signal %d", sig);
+    rc = 0;
+done:
+    /* Waiters give up first, so that stopping the server does not wait out
+     * their deadlines; its threads then end and free their connections. */
+    watch_cancel(app.watch);
+    es_http_stop(srv);
+    watch_stop(app.watch);
+    nats_used = metrics_destroy(app.metrics);
+    if (nats_used)
+        nats_CloseAndWait(2000);
+    if (key)
+        read_conn_fini();
+    return rc;
+}

@@ -1,0 +1,271 @@
+/*
+ * /metrics of es-query (see metrics.h).  Checkpoints come from Redis
+ * through the calling thread's connection; the stream's last sequence and
+ * message times come from JetStream through one NATS connection, made on
+ * the first scrape and shared by every thread (libnats is thread-safe; the
+ * lookups are still serialised, a scrape being rare and cheap).
+ */
+#include "metrics.h"
+
+#include <inttypes.h>
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "projections.h"
+#include "query.h"
+#include "read.h"
+
+#define NATS_TIMEOUT_MS 500     /* connect and JetStream requests: a scrape must stay quick */
+
+struct metrics {
+    pthread_mutex_t mu;
+    char url[256], stream[64];
+    bool tried;                 /* the one connection attempt was made */
+    natsOptions *opts;
+    natsConnection *nc;
+    jsCtx *js;
+};
+
+/* One projection's figures. */
+typedef struct proj_figures {
+    bool known;                 /* Redis answered */
+    uint64_t seq;
+    bool stopped;
+    bool lag_known, lag_secs_known;
+    uint64_t lag;
+    double lag_secs;
+} proj_figures;
+
+es_status
+metrics_create(metrics **out, const char *nats_url, const char *stream, es_error *err)
+{
+    metrics *m = calloc(1, sizeof *m);
+
+    *out = NULL;
+    if (m == NULL)
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+    pthread_mutex_init(&m->mu, NULL);
+    snprintf(m->url, sizeof m->url, "%s", nats_url);
+    snprintf(m->stream, sizeof m->stream, "%s", stream);
+    *out = m;
+    return ES_OK;
+}
+
+bool
+metrics_destroy(metrics *m)
+{
+    bool made;
+
+    if (m == NULL)
+        return false;
+    made = m->opts != NULL;
+    jsCtx_Destroy(m->js);
+    if (m->nc) {
+        natsConnection_Close(m->nc);
+        natsConnection_Destroy(m->nc);
+    }
+    natsOptions_Destroy(m->opts);
+    pthread_mutex_destroy(&m->mu);
+    free(m);
+    return made;
+}
+
+/* With retry-on-failed-connect and this callback the first connect does
+ * not block: the library keeps trying in the background. */
+static void
+on_connected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    (void)closure;
+}
+
+/* Makes the connection on the first call; m->mu held. */
+static void
+connect_once(metrics *m)
+{
+    jsOptions jo;
+    natsStatus s;
+
+    if (m->tried)
+        return;
+    m->tried = true;
+    if (natsOptions_Create(&m->opts) != NATS_OK || natsOptions_SetURL(m->opts, m->url) != NATS_OK ||
+        natsOptions_SetTimeout(m->opts, NATS_TIMEOUT_MS) != NATS_OK ||
+        natsOptions_SetMaxReconnect(m->opts, -1) != NATS_OK ||
+        natsOptions_SetRetryOnFailedConnect(m->opts, true, on_connected, NULL) != NATS_OK) {
+        query_say("could not set up the NATS options for %s: projection lag is not reported",
+                  m->url);
+        return;
+    }
+    s = natsConnection_Connect(&m->nc, m->opts);
+    if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
+        query_say("could not connect to NATS at %s: %s: projection lag is not reported", m->url,
+                  natsStatus_GetText(s));
+        natsConnection_Destroy(m->nc);
+        m->nc = NULL;
+        return;
+    }
+    jsOptions_Init(&jo);
+    jo.Wait = NATS_TIMEOUT_MS;
+    if (natsConnection_JetStream(&m->js, m->nc, &jo) != NATS_OK) {
+        query_say("could not set up JetStream on %s: projection lag is not reported", m->url);
+        m->js = NULL;
+    }
+}
+
+/* Fills the lag figures of every projection whose checkpoint is known;
+ * leaves them unknown when NATS or the stream does not answer. */
+static void
+feed_lag(metrics *m, proj_figures *f)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    uint64_t last;
+    struct timespec now;
+    size_t i;
+
+    pthread_mutex_lock(&m->mu);
+    connect_once(m);
+    if (m->js == NULL || natsConnection_Status(m->nc) != NATS_CONN_STATUS_CONNECTED ||
+        js_GetStreamInfo(&si, m->js, m->stream, NULL, &jerr) != NATS_OK)
+        goto done;
+    last = si->State.LastSeq;
+    clock_gettime(CLOCK_REALTIME, &now);
+    for (i = 0; i < pj_projection_count; i++) {
+        natsMsg *msg = NULL;
+
+        if (!f[i].known)
+            continue;
+        f[i].lag_known = true;
+        f[i].lag = last > f[i].seq ? last - f[i].seq : 0;
+        if (f[i].lag == 0) {
+            f[i].lag_secs_known = true;
+            continue;
+        }
+        /* how long the oldest event it has not applied has been waiting;
+         * natsMsg_GetTime is in nanoseconds since the epoch */
+        if (js_GetMsg(&msg, m->js, m->stream, f[i].seq + 1, NULL, &jerr) == NATS_OK) {
+            double t = (double)natsMsg_GetTime(msg) / 1e9;
+            double n = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+
+            f[i].lag_secs = n > t ? n - t : 0;
+            f[i].lag_secs_known = true;
+        }
+        natsMsg_Destroy(msg);
+    }
+done:
+    jsStreamInfo_Destroy(si);
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* Checkpoints and stop marks of every projection (ctx: the figures). */
+static es_status
+redis_figures_on(redisContext *c, void *ctx, es_error *err)
+{
+    proj_figures *f = ctx;
+    size_t i;
+
+    for (i = 0; i < pj_projection_count; i++) {
+        redisReply *r, *rd;
+        es_status st = rm_read(c, pj_projections[i].name, NULL, NULL, 0, &rd, err);
+
+        if (st != ES_OK)
+            return st;
+        f[i].seq = (uint64_t)rd->element[1]->integer;
+        freeReplyObject(rd);
+        r = redisCommand(c, "EXISTS rm:%s:stopped", pj_projections[i].name);
+        if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+            freeReplyObject(r);
+            return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                                "redis: exists: no answer");
+        }
+        f[i].stopped = r->integer > 0;
+        f[i].known = true;
+        freeReplyObject(r);
+    }
+    return ES_OK;
+}
+
+/* False when Redis did not answer (the figures stay unknown). */
+static bool
+redis_figures(proj_figures *f)
+{
+    es_error err;
+
+    if (read_run(redis_figures_on, f, &err) == ES_OK)
+        return true;
+    memset(f, 0, pj_projection_count * sizeof *f);
+    return false;
+}
+
+static void
+gauge(es_buf *out, const char *name, const char *help)
+{
+    es_buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+}
+
+void
+metrics_write(metrics *m, struct query_app *a, es_buf *out)
+{
+    proj_figures *f = calloc(pj_projection_count, sizeof *f);
+    es_http_server *srv = atomic_load(&a->http);
+    size_t i, n = pj_projection_count;
+    bool redis_up, any_lag = false, any_secs = false;
+
+    if (srv != NULL)
+        es_http_metrics(srv, "es_query", out);
+    es_buf_printf(out,
+                  "# HELP es_query_consistency_waits_total queries that waited for consistent_with\n"
+                  "# TYPE es_query_consistency_waits_total counter\n"
+                  "es_query_consistency_waits_total %llu\n"
+                  "# HELP es_query_consistency_timeouts_total waits that ended not_yet_consistent\n"
+                  "# TYPE es_query_consistency_timeouts_total counter\n"
+                  "es_query_consistency_timeouts_total %llu\n",
+                  (unsigned long long)atomic_load(&a->waits),
+                  (unsigned long long)atomic_load(&a->wait_timeouts));
+    gauge(out, "es_query_announcements_up", "1 while subscribed to the projections' applied channels");
+    es_buf_printf(out, "es_query_announcements_up %d\n", watch_connected(a->watch) ? 1 : 0);
+    if (f == NULL) {
+        es_buf_puts(out, "# out of memory: projection figures left out\n");
+        return;
+    }
+    redis_up = redis_figures(f);
+    gauge(out, "es_query_redis_up", "1 when Redis answered this scrape");
+    es_buf_printf(out, "es_query_redis_up %d\n", redis_up ? 1 : 0);
+    feed_lag(m, f);
+
+    gauge(out, "es_projection_position", "feed sequence of the last event the active version applied");
+    for (i = 0; i < n; i++)
+        if (f[i].known)
+            es_buf_printf(out, "es_projection_position{projection=\"%s\"} %" PRIu64 "\n",
+                          pj_projections[i].name, f[i].seq);
+    for (i = 0; i < n; i++) {
+        any_lag |= f[i].lag_known;
+        any_secs |= f[i].lag_secs_known;
+    }
+    if (any_lag) {
+        gauge(out, "es_projection_lag_events", "events in the stream the projection has not applied");
+        for (i = 0; i < n; i++)
+            if (f[i].lag_known)
+                es_buf_printf(out, "es_projection_lag_events{projection=\"%s\"} %" PRIu64 "\n",
+                              pj_projections[i].name, f[i].lag);
+    }
+    if (any_secs) {
+        gauge(out, "es_projection_lag_seconds",
+              "age of the oldest event the projection has not applied (0 when caught up)");
+        for (i = 0; i < n; i++)
+            if (f[i].lag_secs_known)
+                es_buf_printf(out, "es_projection_lag_seconds{projection=\"%s\"} %.3f\n",
+                              pj_projections[i].name, f[i].lag_secs);
+    }
+    gauge(out, "es_projection_stopped", "1 when the live projection stopped on an event it could not apply");
+    for (i = 0; i < n; i++)
+        if (f[i].known)
+            es_buf_printf(out, "es_projection_stopped{projection=\"%s\"} %d\n",
+                          pj_projections[i].name, f[i].stopped ? 1 : 0);
+    free(f);
+}

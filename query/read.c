@@ -1,0 +1,420 @@
+/*
+ * Reading views for es-query (see read.h): per-thread Redis connections,
+ * command lists for rm_read, and the two-round read of views whose keys
+ * come from their own data.
+ */
+#include "read.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Rounds of a two-round read before giving up on a consistent index. */
+#define READ_ROUNDS 4
+
+/* ---- the thread's connection ------------------------------------------ */
+
+static pthread_key_t conn_key;
+
+/* Runs when a worker thread ends, so no connection outlives its thread. */
+static void
+conn_free(void *c)
+{
+    redisFree(c);
+}
+
+int
+read_conn_init(void)
+{
+    return pthread_key_create(&conn_key, conn_free);
+}
+
+void
+read_conn_fini(void)
+{
+    pthread_key_delete(conn_key);
+}
+
+/* This thread's connection; *fresh says whether it was just made. */
+static redisContext *
+conn(bool *fresh, es_error *err)
+{
+    redisContext *c = pthread_getspecific(conn_key);
+
+    *fresh = c == NULL;
+    if (c != NULL)
+        return c;
+    if ((c = rm_connect(err)) == NULL)
+        return NULL;
+    if (pthread_setspecific(conn_key, c) != 0) {
+        redisFree(c);
+        es_error_set(err, ES_ENOMEM, NULL, NULL, "could not keep the redis connection");
+        return NULL;
+    }
+    return c;
+}
+
+static void
+conn_drop(void)
+{
+    redisContext *c = pthread_getspecific(conn_key);
+
+    if (c != NULL) {
+        pthread_setspecific(conn_key, NULL);
+        redisFree(c);
+    }
+}
+
+es_status
+read_run(read_fn fn, void *ctx, es_error *err)
+{
+    es_status st = ES_EUNAVAILABLE;
+    int attempt;
+
+    for (attempt = 0; attempt < 2; attempt++) {
+        bool fresh;
+        redisContext *c = conn(&fresh, err);
+
+        if (c == NULL)
+            return err->status;
+        st = fn(c, ctx, err);
+        if (c->err == 0)
+            return st;
+        /* hiredis cannot use a context after an I/O error */
+        conn_drop();
+        if (fresh)
+            break;
+    }
+    return st;
+}
+
+/* ---- commands --------------------------------------------------------- */
+
+static void
+push(read_cmds *c, size_t off)
+{
+    if (c->failed)
+        return;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 32;
+        size_t *grown = realloc(c->offs, cap * sizeof *grown);
+
+        if (grown == NULL) {
+            c->failed = true;
+            return;
+        }
+        c->offs = grown;
+        c->cap = cap;
+    }
+    c->offs[c->n++] = off;
+}
+
+void
+read_arg(read_cmds *c, const char *arg)
+{
+    size_t off = c->text.len;
+
+    /* NUL included: arguments are C strings in rm_read's argv */
+    es_buf_append(&c->text, arg, strlen(arg) + 1);
+    if (es_buf_failed(&c->text))
+        c->failed = true;
+    push(c, off);
+}
+
+void
+read_cmd(read_cmds *c, const char *name, const char *keyfmt, ...)
+{
+    char key[512];
+    va_list ap;
+    int n;
+
+    va_start(ap, keyfmt);
+    n = vsnprintf(key, sizeof key, keyfmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof key) {
+        c->failed = true;       /* ids are checked to be short long before */
+        return;
+    }
+    if (c->ncmds > 0)
+        push(c, SIZE_MAX);
+    c->ncmds++;
+    read_arg(c, name);
+    read_arg(c, key);
+}
+
+/* The argv arrays rm_read takes, pointing into c->text; NULL when c
+ * failed.  Valid until c changes. */
+static const char *const *const *
+cmds_argv(read_cmds *c)
+{
+    static const char *const *const none[1] = {NULL};
+    size_t i, a = 0, k = 0;
+
+    if (c->failed)
+        return NULL;
+    if (c->ncmds == 0)
+        return none;
+    free(c->args);
+    free(c->cmds);
+    c->args = malloc((c->n + 1) * sizeof *c->args);
+    c->cmds = malloc(c->ncmds * sizeof *c->cmds);
+    if (c->args == NULL || c->cmds == NULL)
+        return NULL;
+    c->cmds[k++] = &c->args[0];
+    for (i = 0; i < c->n; i++) {
+        if (c->offs[i] == SIZE_MAX) {
+            c->args[a++] = NULL;
+            c->cmds[k++] = &c->args[a];
+        } else {
+            c->args[a++] = c->text.data + c->offs[i];
+        }
+    }
+    c->args[a] = NULL;
+    return (const char *const *const *)c->cmds;
+}
+
+void
+read_cmds_free(read_cmds *c)
+{
+    es_buf_free(&c->text);
+    free(c->offs);
+    free(c->args);
+    free(c->cmds);
+    memset(c, 0, sizeof *c);
+}
+
+/* ---- views ------------------------------------------------------------ */
+
+static void
+reply_str(char *dst, size_t size, const redisReply *r)
+{
+    if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)
+        snprintf(dst, size, "%.*s", (int)r->len, r->str);
+    else
+        dst[0] = '\0';
+}
+
+/* Runs rc on version (NULL: the active one) and checks the reply's shape:
+ * version, seq, position, then one reply per command (none when the
+ * projection has no version yet). */
+static es_status
+run(redisContext *c, const char *projection, const char *version, read_cmds *rc,
+    redisReply **out, es_error *err)
+{
+    const char *const *const *cmds = cmds_argv(rc);
+    redisReply *r;
+    es_status st;
+
+    *out = NULL;
+    if (cmds == NULL)
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory building a read");
+    st = rm_read(c, projection, version, cmds, rc->ncmds, &r, err);
+    if (st != ES_OK)
+        return st;
+    if (r->elements != 3 + rc->ncmds &&
+        !(r->elements == 3 && r->element[0]->type == REDIS_REPLY_STRING && r->element[0]->len == 0)) {
+        size_t got = r->elements - 3;
+
+        freeReplyObject(r);
+        return es_error_set(err, ES_EINTERNAL, "redis_error", NULL,
+                            "redis: read of \"%s\": %zu replies for %zu commands", projection,
+                            got, rc->ncmds);
+    }
+    *out = r;
+    return ES_OK;
+}
+
+static bool
+has_version(const redisReply *r)
+{
+    return r->element[0]->type == REDIS_REPLY_STRING && r->element[0]->len > 0;
+}
+
+static bool
+same_reply(const redisReply *a, const redisReply *b)
+{
+    size_t i;
+
+    if (a->type != b->type)
+        return false;
+    switch (a->type) {
+    case REDIS_REPLY_INTEGER:
+        return a->integer == b->integer;
+    case REDIS_REPLY_ARRAY:
+        if (a->elements != b->elements)
+            return false;
+        for (i = 0; i < a->elements; i++)
+            if (!same_reply(a->element[i], b->element[i]))
+                return false;
+        return true;
+    case REDIS_REPLY_NIL:
+        return true;
+    default:
+        return a->len == b->len && memcmp(a->str, b->str, a->len) == 0;
+    }
+}
+
+/* True when the first n command replies of a and b are equal. */
+static bool
+same_index(const redisReply *a, const redisReply *b, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if (!same_reply(a->element[3 + i], b->element[3 + i]))
+            return false;
+    return true;
+}
+
+/* Fills out from the index replies of ir and the detail replies of dr
+ * (owned from now on; the same reply for a one-read answer). */
+static void
+finish(read_result *out, redisReply *ir, redisReply *dr, size_t nidx, bool atomic)
+{
+    out->index_reply = ir;
+    out->detail_reply = dr;
+    out->atomic = atomic;
+    reply_str(out->version, sizeof out->version, ir->element[0]);
+    reply_str(out->position, sizeof out->position, ir->element[2]);
+    if (out->position[0] == '\0')
+        snprintf(out->position, sizeof out->position, "0-0");
+    if (ir->elements == 3) {
+        out->nidx = out->ndet = 0;
+        return;
+    }
+    out->idx = (const redisReply *const *)ir->element + 3;
+    out->nidx = nidx;
+    out->det = (const redisReply *const *)dr->element + 3 + nidx;
+    out->ndet = dr->elements - 3 - nidx;
+}
+
+typedef struct view_call {
+    const read_view_def *def;
+    const void *args;
+    read_result *out;
+} view_call;
+
+static es_status
+view_on(redisContext *c, void *ctx, es_error *err)
+{
+    view_call *v = ctx;
+    const read_view_def *def = v->def;
+    const void *args = v->args;
+    read_result *out = v->out;
+    read_cmds rc = {0};
+    redisReply *prev = NULL, *cur = NULL;
+    size_t nidx = 0;
+    char version[24];
+    es_status st = ES_OK;
+    int round;
+
+    memset(out, 0, sizeof *out);
+    for (round = 0; round < READ_ROUNDS; round++) {
+        if (prev == NULL) {
+            /* index only, from whichever version is active now */
+            read_cmds_free(&rc);
+            def->index(args, &rc);
+            nidx = rc.ncmds;
+            if ((st = run(c, def->projection, NULL, &rc, &prev, err)) != ES_OK)
+                goto done;
+            if (def->detail == NULL || !has_version(prev)) {
+                finish(out, prev, prev, nidx, true);
+                prev = NULL;
+                goto done;
+            }
+        }
+        read_cmds_free(&rc);
+        def->index(args, &rc);
+        def->detail(args, (const redisReply *const *)prev->element + 3, nidx, &rc);
+        if (rc.ncmds == nidx && !rc.failed) {
+            finish(out, prev, prev, nidx, true);        /* nothing named: done */
+            prev = NULL;
+            goto done;
+        }
+        reply_str(version, sizeof version, prev->element[0]);
+        if ((st = run(c, def->projection, version, &rc, &cur, err)) != ES_OK)
+            goto done;
+        if (cur->element[1]->integer < prev->element[1]->integer) {
+            /* the version was retired and dropped in between: start over */
+            freeReplyObject(prev);
+            freeReplyObject(cur);
+            prev = cur = NULL;
+            continue;
+        }
+        if (same_index(prev, cur, nidx)) {
+            finish(out, cur, cur, nidx, true);
+            cur = NULL;
+            goto done;
+        }
+        if (round + 1 == READ_ROUNDS) {
+            /* The index changed on every round (a busy list): answer with
+             * the documents of the older index as read in the newer
+             * round, and the older (lower) position. */
+            finish(out, prev, cur, nidx, false);
+            prev = cur = NULL;
+            goto done;
+        }
+        freeReplyObject(prev);
+        prev = cur;
+        cur = NULL;
+    }
+    st = es_error_set(err, ES_EUNAVAILABLE, "read_model_busy", NULL,
+                      "read model \"%s\" changed versions during the read", def->projection);
+done:
+    freeReplyObject(prev);
+    freeReplyObject(cur);
+    read_cmds_free(&rc);
+    return st;
+}
+
+es_status
+read_view(const read_view_def *def, const void *args, read_result *out, es_error *err)
+{
+    view_call v = {def, args, out};
+
+    return read_run(view_on, &v, err);
+}
+
+void
+read_result_free(read_result *r)
+{
+    if (r->detail_reply != r->index_reply)
+        freeReplyObject(r->detail_reply);
+    freeReplyObject(r->index_reply);
+    memset(r, 0, sizeof *r);
+}
+
+typedef struct position_call {
+    const char *projection;
+    char *position;
+    uint64_t *seq;
+} position_call;
+
+static es_status
+position_on(redisContext *c, void *ctx, es_error *err)
+{
+    position_call *p = ctx;
+    redisReply *r;
+    es_status st = rm_read(c, p->projection, NULL, NULL, 0, &r, err);
+
+    if (st != ES_OK)
+        return st;
+    reply_str(p->position, RM_POSITION_MAX, r->element[2]);
+    if (p->position[0] == '\0')
+        snprintf(p->position, RM_POSITION_MAX, "0-0");
+    if (p->seq)
+        *p->seq = (uint64_t)r->element[1]->integer;
+    freeReplyObject(r);
+    return ES_OK;
+}
+
+es_status
+read_position(const char *projection, char *position, uint64_t *seq, es_error *err)
+{
+    position_call p = {projection, position, seq};
+
+    return read_run(position_on, &p, err);
+}

@@ -1,0 +1,391 @@
+/*
+ * The applied-position watch of es-query (see watch.h).  One subscriber
+ * thread, one mutex; a condition variable per projection, so an
+ * announcement wakes only the waiters of its read model.
+ *
+ *   connect --rm_connect()--> subscribe --SUBSCRIBE ok--> listen
+ *      ^                                                    |
+ *      |   backoff 0.1 s .. 2 s (sleep_or_stop())           | I/O error, no
+ *      +----------------------------------------------------+ answer to PING
+ *
+ * listen() reads announcements "<version> <seq> <position>" and raises
+ * the projection's furthest position; every change of subscription
+ * (up or down) bumps the epoch, so that waiters re-check at once.
+ */
+#include "watch.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "projections.h"
+#include "query.h"
+#include "readmodel.h"
+
+#define FALLBACK_DOWN_MS 50     /* re-check interval while not subscribed */
+#define FALLBACK_UP_MS 500      /* ... and while subscribed (lost messages) */
+#define IDLE_PING_MS 5000       /* silent that long: PING the server */
+#define PING_TIMEOUT_MS 5000    /* no answer that long: reconnect */
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
+
+typedef struct proj_state {
+    pthread_cond_t changed;
+    es_position furthest;       /* furthest announced position, any version */
+    bool known;
+    uint64_t gen;               /* announcements so far */
+} proj_state;
+
+struct watch {
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t stop_cond;
+    bool stop;
+    uint64_t epoch;             /* subscription changes so far */
+    atomic_bool connected;
+    proj_state *projs;          /* pj_projection_count of them */
+};
+
+static void
+now_plus(struct timespec *t, long ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, t);
+    t->tv_sec += ms / 1000;
+    t->tv_nsec += (ms % 1000) * 1000000L;
+    if (t->tv_nsec >= 1000000000L) {
+        t->tv_sec++;
+        t->tv_nsec -= 1000000000L;
+    }
+}
+
+static long
+ms_since(const struct timespec *t)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long)(now.tv_sec - t->tv_sec) * 1000 + (now.tv_nsec - t->tv_nsec) / 1000000L;
+}
+
+static int
+ts_cmp(const struct timespec *a, const struct timespec *b)
+{
+    if (a->tv_sec != b->tv_sec)
+        return a->tv_sec < b->tv_sec ? -1 : 1;
+    return a->tv_nsec < b->tv_nsec ? -1 : a->tv_nsec > b->tv_nsec;
+}
+
+/* Sleeps ms unless the watch stops first; false when it stops. */
+static bool
+sleep_or_stop(watch *w, long ms)
+{
+    struct timespec until;
+    bool stop;
+
+    now_plus(&until, ms);
+    pthread_mutex_lock(&w->mu);
+    while (!w->stop && pthread_cond_timedwait(&w->stop_cond, &w->mu, &until) != ETIMEDOUT)
+        ;
+    stop = w->stop;
+    pthread_mutex_unlock(&w->mu);
+    return !stop;
+}
+
+static bool
+stopping(watch *w)
+{
+    bool stop;
+
+    pthread_mutex_lock(&w->mu);
+    stop = w->stop;
+    pthread_mutex_unlock(&w->mu);
+    return stop;
+}
+
+/* The subscription went up or down: every waiter re-checks. */
+static void
+set_connected(watch *w, bool up)
+{
+    size_t i;
+
+    pthread_mutex_lock(&w->mu);
+    atomic_store(&w->connected, up);
+    w->epoch++;
+    for (i = 0; i < pj_projection_count; i++)
+        pthread_cond_broadcast(&w->projs[i].changed);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Takes one Pub/Sub message; anything else (subscribe confirmations,
+ * PING answers) only shows that the connection is alive. */
+static void
+announce(watch *w, const redisReply *r)
+{
+    const redisReply *ch, *msg;
+    const char *pos;
+    char text[RM_POSITION_MAX];
+    es_position p;
+    size_t i;
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "message") != 0)
+        return;
+    ch = r->element[1];
+    msg = r->element[2];
+    if (ch->type != REDIS_REPLY_STRING || msg->type != REDIS_REPLY_STRING)
+        return;
+    for (i = 0; i < pj_projection_count; i++) {
+        char want[RM_NAME_MAX + 16];
+
+        snprintf(want, sizeof want, "rm:%s:applied", pj_projections[i].name);
+        if (strcmp(ch->str, want) == 0)
+            break;
+    }
+    if (i == pj_projection_count || (pos = strrchr(msg->str, ' ')) == NULL)
+        return;
+    snprintf(text, sizeof text, "%s", pos + 1);
+    if (!es_position_parse(text, &p))
+        return;
+    pthread_mutex_lock(&w->mu);
+    if (!w->projs[i].known || es_position_cmp(p, w->projs[i].furthest) > 0)
+        w->projs[i].furthest = p;
+    w->projs[i].known = true;
+    w->projs[i].gen++;
+    pthread_cond_broadcast(&w->projs[i].changed);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static bool
+flush(redisContext *c)
+{
+    int done = 0;
+
+    while (!done)
+        if (redisBufferWrite(c, &done) != REDIS_OK)
+            return false;
+    return true;
+}
+
+/* Subscribes c to every projection's channel; true once Redis confirmed. */
+static bool
+subscribe(redisContext *c)
+{
+    const char *argv[1 + 16];
+    char chans[16][RM_NAME_MAX + 16];
+    redisReply *r;
+    size_t i, n = 0;
+    bool ok;
+
+    argv[n++] = "SUBSCRIBE";
+    for (i = 0; i < pj_projection_count && i < 16; i++) {
+        snprintf(chans[i], sizeof chans[i], "rm:%s:applied", pj_projections[i].name);
+        argv[n++] = chans[i];
+    }
+    /* Redis subscribes to all channels in one go; the first confirmation
+     * is enough, the others arrive in listen(). */
+    r = redisCommandArgv(c, (int)n, argv, NULL);
+    ok = r != NULL && r->type == REDIS_REPLY_ARRAY;
+    freeReplyObject(r);
+    return ok;
+}
+
+/* Reads announcements until the connection fails or the watch stops. */
+static void
+listen_on(watch *w, redisContext *c)
+{
+    struct timespec last_rx, ping_at;
+    bool ping_out = false;
+
+    clock_gettime(CLOCK_MONOTONIC, &last_rx);
+    while (!stopping(w)) {
+        struct pollfd pfd = {c->fd, POLLIN, 0};
+        void *r = NULL;
+        int n;
+
+        if (redisGetReplyFromReader(c, &r) != REDIS_OK)
+            return;
+        if (r != NULL) {
+            announce(w, r);
+            freeReplyObject(r);
+            clock_gettime(CLOCK_MONOTONIC, &last_rx);
+            ping_out = false;
+            continue;
+        }
+        if (!ping_out && ms_since(&last_rx) >= IDLE_PING_MS) {
+            /* a dead peer that sent no FIN shows up here */
+            if (redisAppendCommand(c, "PING") != REDIS_OK || !flush(c))
+                return;
+            clock_gettime(CLOCK_MONOTONIC, &ping_at);
+            ping_out = true;
+        }
+        if (ping_out && ms_since(&ping_at) >= PING_TIMEOUT_MS)
+            return;
+        n = poll(&pfd, 1, 250);     /* wakes up to see the stop flag */
+        if (n < 0 && errno != EINTR)
+            return;
+        if (n > 0 && redisBufferRead(c) != REDIS_OK)
+            return;
+    }
+}
+
+static void *
+run(void *arg)
+{
+    watch *w = arg;
+    long backoff = BACKOFF_MIN_MS;
+    bool said_down = false;
+
+    while (!stopping(w)) {
+        es_error err;
+        redisContext *c = rm_connect(&err);
+
+        if (c != NULL && !subscribe(c)) {
+            es_error_set(&err, ES_EUNAVAILABLE, NULL, NULL, "could not subscribe: %s",
+                         c->err ? c->errstr : "unexpected answer");
+            redisFree(c);
+            c = NULL;
+        }
+        if (c == NULL) {
+            if (!said_down)
+                query_say("read model announcements unavailable, retrying: %s", err.message);
+            said_down = true;
+            if (!sleep_or_stop(w, backoff))
+                break;
+            backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+            continue;
+        }
+        if (said_down)
+            query_say("read model announcements subscribed again");
+        said_down = false;
+        backoff = BACKOFF_MIN_MS;
+        set_connected(w, true);
+        listen_on(w, c);
+        set_connected(w, false);
+        if (!stopping(w)) {
+            query_say("read model announcements lost: %s", c->err ? c->errstr : "no answer to PING");
+            said_down = true;
+        }
+        redisFree(c);
+    }
+    return NULL;
+}
+
+es_status
+watch_start(watch **out, es_error *err)
+{
+    pthread_condattr_t attr;
+    watch *w;
+    size_t i;
+
+    *out = NULL;
+    if ((w = calloc(1, sizeof *w)) == NULL ||
+        (w->projs = calloc(pj_projection_count, sizeof *w->projs)) == NULL) {
+        free(w);
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+    }
+    pthread_mutex_init(&w->mu, NULL);
+    /* Deadlines are monotonic: a clock step must not end or stretch a wait. */
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->stop_cond, &attr);
+    for (i = 0; i < pj_projection_count; i++)
+        pthread_cond_init(&w->projs[i].changed, &attr);
+    pthread_condattr_destroy(&attr);
+    if (pthread_create(&w->thread, NULL, run, w) != 0) {
+        watch_stop(w);
+        return es_error_set(err, ES_EINTERNAL, NULL, NULL, "could not start the watch thread");
+    }
+    w->thread_started = true;
+    *out = w;
+    return ES_OK;
+}
+
+void
+watch_cancel(watch *w)
+{
+    size_t i;
+
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->stop = true;
+    pthread_cond_broadcast(&w->stop_cond);
+    for (i = 0; i < pj_projection_count; i++)
+        pthread_cond_broadcast(&w->projs[i].changed);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void
+watch_stop(watch *w)
+{
+    size_t i;
+
+    if (w == NULL)
+        return;
+    watch_cancel(w);
+    if (w->thread_started)
+        pthread_join(w->thread, NULL);
+    for (i = 0; i < pj_projection_count; i++)
+        pthread_cond_destroy(&w->projs[i].changed);
+    pthread_cond_destroy(&w->stop_cond);
+    pthread_mutex_destroy(&w->mu);
+    free(w->projs);
+    free(w);
+}
+
+watch_mark
+watch_mark_take(watch *w, size_t proj)
+{
+    watch_mark m;
+
+    pthread_mutex_lock(&w->mu);
+    m.gen = w->projs[proj].gen;
+    m.epoch = w->epoch;
+    pthread_mutex_unlock(&w->mu);
+    clock_gettime(CLOCK_MONOTONIC, &m.at);
+    return m;
+}
+
+bool
+watch_wait(watch *w, size_t proj, es_position token, const watch_mark *mark,
+           const struct timespec *deadline)
+{
+    proj_state *p = &w->projs[proj];
+    struct timespec tick = mark->at, now;
+    long ms = atomic_load(&w->connected) ? FALLBACK_UP_MS : FALLBACK_DOWN_MS;
+    bool alive;
+
+    tick.tv_sec += ms / 1000;
+    tick.tv_nsec += (ms % 1000) * 1000000L;
+    if (tick.tv_nsec >= 1000000000L) {
+        tick.tv_sec++;
+        tick.tv_nsec -= 1000000000L;
+    }
+    if (ts_cmp(deadline, &tick) < 0)
+        tick = *deadline;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        if (w->stop || w->epoch != mark->epoch)
+            break;
+        if (p->gen != mark->gen && p->known && es_position_cmp(p->furthest, token) >= 0)
+            break;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (ts_cmp(&now, &tick) >= 0)
+            break;
+        pthread_cond_timedwait(&p->changed, &w->mu, &tick);
+    }
+    alive = !w->stop;
+    pthread_mutex_unlock(&w->mu);
+    return alive;
+}
+
+bool
+watch_connected(watch *w)
+{
+    return atomic_load(&w->connected);
+}

@@ -1,0 +1,1022 @@
+/*
+ * Integration tests of es-query over real HTTP and a real Redis: every
+ * endpoint's document, its errors, cursor paging, ETags, metrics, and
+ * read-your-writes (a wait that a later batch satisfies, a wait that runs
+ * out), then Redis going away and coming back.
+ *
+ * The read models are seeded without es-projector: hand-written events go
+ * through the projections of projector/projections.c into rm_apply, as the
+ * next feed sequences after each projection's checkpoint.  They go to a
+ * Redis of the test's own (started on a free port and stopped at the end),
+ * because fake sequences in the shared one would advance the checkpoints
+ * of a live es-projector, and because the last test stops Redis.
+ */
+#include <jansson.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <arpa/inet.h>
+
+#include "harness.h"
+#include "projections.h"
+#include "readmodel.h"
+
+static th_daemon query;
+static pid_t redis_pid;
+static unsigned redis_port;
+static char redis_dir[256];
+
+/* ---- a Redis of our own ------------------------------------------------ */
+
+static unsigned
+free_port(void)
+{
+    struct sockaddr_in a = {0};
+    socklen_t len = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    unsigned port;
+
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
+        abort();
+    port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+static bool
+redis_answers(void)
+{
+    struct timeval tv = {0, 300000};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", (int)redis_port, tv);
+    redisReply *r = c && !c->err ? redisCommand(c, "PING") : NULL;
+    bool ok = r != NULL && r->type == REDIS_REPLY_STATUS;
+
+    freeReplyObject(r);
+    if (c)
+        redisFree(c);
+    return ok;
+}
+
+static void
+redis_start(void)
+{
+    char port[16], log[300];
+
+    snprintf(port, sizeof port, "%u", redis_port);
+    snprintf(log, sizeof log, "%s/redis.log", redis_dir);
+    redis_pid = fork();
+    if (redis_pid < 0)
+        abort();
+    if (redis_pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", redis_dir, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 100; i++) {
+        if (redis_answers())
+            return;
+        usleep(50 * 1000);
+    }
+    fprintf(stderr, "redis-server did not answer on port %u (see %s)\n", redis_port, log);
+    exit(2);
+}
+
+static void
+redis_stop(void)
+{
+    if (redis_pid <= 0)
+        return;
+    kill(redis_pid, SIGTERM);
+    waitpid(redis_pid, NULL, 0);
+    redis_pid = 0;
+}
+
+static void
+redis_cleanup(void)
+{
+    char path[300];
+
+    redis_stop();
+    snprintf(path, sizeof path, "%s/redis.log", redis_dir);
+    unlink(path);
+    rmdir(redis_dir);
+}
+
+/* ---- seeding read models ------------------------------------------------ */
+
+/* {"stream", "type", "data"} of one event (data stolen). */
+static json_t *
+ev(const char *stream, const char *type, json_t *data)
+{
+    return json_pack("{s:s, s:s, s:o}", "stream", stream, "type", type, "data", data);
+}
+
+/* The position the next event applied to proj will get: one transaction
+ * after the checkpoint's. */
+static bool
+next_position(redisContext *c, const char *proj, rm_state *st, es_position *p)
+{
+    es_error err;
+
+    if (rm_state_get(c, proj, st, &err) != ES_OK)
+        return false;
+    p->txid = 0;
+    p->gpos = 0;
+    if (st->position[0] && !es_position_parse(st->position, p))
+        return false;
+    p->txid++;
+    p->gpos++;
+    return true;
+}
+
+/*
+ * Applies the events (an array, stolen) to projection proj as the feed's
+ * next sequences, with positions after its checkpoint; the last position
+ * goes to last (may be NULL).  Returns false with why set; never asserts,
+ * so threads may call it.  A batch that lost a race with another writer
+ * (nothing applied) is built again from the new checkpoint.
+ */
+static bool
+apply(const char *proj, json_t *events, char *last, char *why, size_t why_size)
+{
+    es_error err;
+    redisContext *c = rm_connect(&err);
+    bool ok = false;
+    size_t i, n = json_array_size(events);
+
+    if (c == NULL) {
+        snprintf(why, why_size, "%s", err.message);
+        json_decref(events);
+        return false;
+    }
+    for (int attempt = 0; attempt < 5 && !ok; attempt++) {
+        rm_state st;
+        es_position p;
+        rm_batch b;
+        rm_applied out;
+
+        if (!next_position(c, proj, &st, &p)) {
+            snprintf(why, why_size, "could not read the state of %s", proj);
+            break;
+        }
+        rm_batch_init(&b, proj, NULL);
+        for (i = 0; i < n; i++) {
+            json_t *e = json_array_get(events, i);
+            char pos[ES_POSITION_TEXT_MAX], id[64], *text;
+            es_position q = {p.txid, p.gpos + (int64_t)i};
+            pj_event pe;
+
+            es_position_format(q, pos);
+            th_unique(id, sizeof id, "ev");
+            json_object_set_new(e, "position", json_string(pos));
+            json_object_set_new(e, "event_id", json_string(id));
+            json_object_set_new(e, "recorded_at", json_string("2026-11-22T00:00:00.000000Z"));
+            text = json_dumps(e, JSON_COMPACT);
+            if (pj_event_decode(text, strlen(text), st.seq + 1 + i, &pe, &err) != ES_OK ||
+                pj_add(&b, pj_find(proj), &pe, &err) != ES_OK) {
+                snprintf(why, why_size, "event %zu: %s", i, err.message);
+                free(text);
+                pj_event_free(&pe);
+                rm_batch_free(&b);
+                goto done;
+            }
+            if (last)
+                snprintf(last, ES_POSITION_TEXT_MAX, "%s", pos);
+            free(text);
+            pj_event_free(&pe);
+        }
+        if (rm_apply(c, &b, &out, &err) != ES_OK)
+            snprintf(why, why_size, "%s", err.message);
+        else
+            ok = out.applied == n;
+        rm_batch_free(&b);
+    }
+done:
+    redisFree(c);
+    json_decref(events);
+    return ok;
+}
+
+static void
+seed(const char *proj, json_t *events)
+{
+    char why[400] = "";
+
+    ck_assert_msg(apply(proj, events, NULL, why, sizeof why), "seeding %s: %s", proj, why);
+}
+
+/* ---- HTTP ----------------------------------------------------------------- */
+
+/* GET with extra header lines; checks the status and returns the parsed
+ * body (NULL when empty).  r keeps the headers (its body is freed). */
+static json_t *
+get_r(const char *path, const char *headers, int expect, th_response *r)
+{
+    json_t *j;
+
+    th_http(query.port, "GET", path, headers, NULL, r);
+    ck_assert_msg(r->status == expect, "GET %s: %d, expected %d: %s", path, r->status, expect,
+                  r->body ? r->body : "");
+    j = r->body && r->body[0] ? json_loads(r->body, 0, NULL) : NULL;
+    th_response_free(r);
+    return j;
+}
+
+static json_t *
+get(const char *path, int expect)
+{
+    th_response r;
+
+    return get_r(path, NULL, expect, &r);
+}
+
+static const char *
+str(const json_t *j, const char *path)
+{
+    const json_t *v = j;
+    char key[64];
+
+    while (*path) {
+        size_t n = strcspn(path, ".");
+        snprintf(key, sizeof key, "%.*s", (int)n, path);
+        v = json_is_array(v) ? json_array_get(v, (size_t)atoi(key)) : json_object_get(v, key);
+        path += n + (path[n] == '.');
+    }
+    return json_string_value(v);
+}
+
+static const json_t *
+at(const json_t *j, const char *path)
+{
+    const json_t *v = j;
+    char key[64];
+
+    while (*path) {
+        size_t n = strcspn(path, ".");
+        snprintf(key, sizeof key, "%.*s", (int)n, path);
+        v = json_is_array(v) ? json_array_get(v, (size_t)atoi(key)) : json_object_get(v, key);
+        path += n + (path[n] == '.');
+    }
+    return v;
+}
+
+static json_int_t
+num(const json_t *j, const char *path)
+{
+    const json_t *v = at(j, path);
+
+    ck_assert_msg(json_is_integer(v), "%s is not an integer", path);
+    return json_integer_value(v);
+}
+
+/* An error answer: its code and field (field NULL: none). */
+static void
+expect_error(const char *path, const char *headers, int status, const char *code, const char *field)
+{
+    th_response r;
+    json_t *j = get_r(path, headers, status, &r);
+
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(str(j, "error.code"), code);
+    ck_assert_ptr_nonnull(str(j, "error.message"));
+    if (field)
+        ck_assert_str_eq(str(j, "error.field"), field);
+    else
+        ck_assert_ptr_null(str(j, "error.field"));
+    json_decref(j);
+}
+
+static long
+ms_since(const struct timespec *t0)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long)(t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000L;
+}
+
+/* ---- tests ---------------------------------------------------------------- */
+
+START_TEST(empty_read_models)
+{
+    th_response r;
+    char h[96];
+    json_t *j = get_r("/v1/dashboard", NULL, 200, &r);
+
+    /* nothing applied yet: the start of the feed */
+    ck_assert_str_eq(th_header(&r, "X-Projection-Position", h, sizeof h), "0-0");
+    ck_assert_int_eq(json_object_size(json_object_get(j, "counters")), 0);
+    json_decref(j);
+    j = get_r("/v1/users/nobody", NULL, 404, &r);
+    ck_assert_str_eq(str(j, "error.code"), "user_not_found");
+    ck_assert_str_eq(th_header(&r, "X-Projection-Position", h, sizeof h), "0-0");
+    json_decref(j);
+}
+END_TEST
+
+START_TEST(user_documents)
+{
+    char id[64], email[96], path[256], upper[96];
+    th_response r;
+    char h[96];
+    json_t *j;
+
+    th_unique(id, sizeof id, "u");
+    snprintf(email, sizeof email, "%s@example.org", id);
+    seed("users",
+         json_pack("[o, o]",
+                   ev("user-x", "UserRegistered",
+                      json_pack("{s:s, s:s, s:s}", "user_id", id, "email", email, "name", "Ada")),
+                   ev("profile-x", "ProfileCreated",
+                      json_pack("{s:s, s:{s:s}}", "user_id", id, "settings", "theme", "dark"))));
+
+    snprintf(path, sizeof path, "/v1/users/%s", id);
+    j = get_r(path, NULL, 200, &r);
+    ck_assert_str_eq(str(j, "user_id"), id);
+    ck_assert_str_eq(str(j, "email"), email);
+    ck_assert_str_eq(str(j, "name"), "Ada");
+    ck_assert_str_eq(str(j, "status"), "pending_verification");
+    ck_assert_str_eq(str(j, "profile.theme"), "dark");
+    ck_assert_str_eq(str(j, "created_at"), "2026-11-22T00:00:00.000000Z");
+    ck_assert_ptr_nonnull(str(j, "updated_at"));
+    ck_assert_ptr_nonnull(th_header(&r, "X-Projection-Position", h, sizeof h));
+    ck_assert_ptr_nonnull(th_header(&r, "ETag", h, sizeof h));
+    json_decref(j);
+
+    /* by e-mail, whatever its case */
+    for (size_t i = 0; i <= strlen(email); i++)
+        upper[i] = (char)(email[i] >= 'a' && email[i] <= 'z' ? email[i] - 32 : email[i]);
+    snprintf(path, sizeof path, "/v1/users?email=%s", upper);
+    j = get(path, 200);
+    ck_assert_str_eq(str(j, "user_id"), id);
+    json_decref(j);
+    expect_error("/v1/users?email=nobody%40example.org", NULL, 404, "user_not_found", NULL);
+    expect_error("/v1/users", NULL, 400, "query_invalid", "email");
+    expect_error("/v1/users?email=", NULL, 400, "query_invalid", "email");
+    expect_error("/v1/users/", NULL, 400, "query_invalid", "user_id");
+    {
+        char longid[300] = "/v1/users/";
+        memset(longid + 10, 'a', 201);
+        longid[211] = '\0';
+        expect_error(longid, NULL, 400, "query_invalid", "user_id");
+        longid[210] = '\0';         /* 200 bytes: fine, and unknown */
+        expect_error(longid, NULL, 404, "user_not_found", NULL);
+    }
+}
+END_TEST
+
+START_TEST(order_document)
+{
+    char id[64], cust[64], path[256];
+    json_t *j;
+
+    th_unique(id, sizeof id, "o");
+    th_unique(cust, sizeof cust, "c");
+    seed("orders",
+         json_pack("[o, o, o]",
+                   ev("order-x", "OrderPlaced",
+                      json_pack("{s:s, s:s, s:i, s:[{s:s, s:i, s:i}], s:{s:s}}", "order_id", id,
+                                "customer_id", cust, "total", 3998, "items", "sku", "sku-1",
+                                "quantity", 2, "unit_price", 1999, "ship_to", "country", "DE")),
+                   ev("account-x", "PaymentCharged",
+                      json_pack("{s:s, s:s, s:i}", "order_id", id, "customer_id", cust, "amount",
+                                3998)),
+                   ev("order-x", "OrderConfirmed", json_pack("{s:s}", "order_id", id))));
+
+    snprintf(path, sizeof path, "/v1/orders/%s", id);
+    j = get(path, 200);
+    ck_assert_str_eq(str(j, "order_id"), id);
+    ck_assert_str_eq(str(j, "customer_id"), cust);
+    ck_assert_int_eq(num(j, "total"), 3998);
+    ck_assert_str_eq(str(j, "status"), "confirmed");
+    ck_assert_str_eq(str(j, "items.0.sku"), "sku-1");
+    ck_assert_int_eq(num(j, "items.0.quantity"), 2);
+    ck_assert_str_eq(str(j, "payment.status"), "charged");
+    ck_assert_int_eq(num(j, "payment.amount"), 3998);
+    ck_assert_str_eq(str(j, "inventory.status"), "pending");
+    ck_assert_str_eq(str(j, "shipment.status"), "pending");
+    ck_assert_str_eq(str(j, "ship_to.country"), "DE");
+    ck_assert_int_eq(json_array_size(at(j, "history")), 3);
+    ck_assert_str_eq(str(j, "history.0.type"), "OrderPlaced");
+    ck_assert_int_eq(num(j, "history.0.total"), 3998);
+    ck_assert_str_eq(str(j, "history.1.type"), "PaymentCharged");
+    ck_assert_str_eq(str(j, "history.2.type"), "OrderConfirmed");
+    ck_assert_ptr_nonnull(str(j, "history.2.position"));
+    ck_assert_ptr_nonnull(str(j, "created_at"));
+    ck_assert_ptr_nonnull(str(j, "updated_at"));
+    ck_assert_ptr_null(at(j, "seq"));          /* internal */
+    json_decref(j);
+    expect_error("/v1/orders/nope", NULL, 404, "order_not_found", NULL);
+    expect_error("/v1/orders/", NULL, 400, "query_invalid", "order_id");
+}
+END_TEST
+
+START_TEST(customer_orders_in_pages)
+{
+    char cust[64], ids[7][64], path[512], cursor[64] = "";
+    json_t *events = json_array(), *j;
+    int page, seen = 6;
+
+    th_unique(cust, sizeof cust, "c");
+    for (int i = 0; i < 7; i++) {
+        th_unique(ids[i], sizeof ids[i], "o");
+        json_array_append_new(events,
+                              ev("order-x", "OrderPlaced",
+                                 json_pack("{s:s, s:s, s:i, s:[]}", "order_id", ids[i],
+                                           "customer_id", cust, "total", 100 * (i + 1), "items")));
+    }
+    seed("orders", events);
+
+    /* newest first, 3 + 3 + 1, each cursor taking up after the last */
+    for (page = 0; page < 3; page++) {
+        const json_t *orders;
+
+        snprintf(path, sizeof path, "/v1/customers/%s/orders?limit=3%s%s", cust,
+                 cursor[0] ? "&cursor=" : "", cursor);
+        j = get(path, 200);
+        orders = at(j, "orders");
+        ck_assert_int_eq(json_array_size(orders), page < 2 ? 3 : 1);
+        for (size_t i = 0; i < json_array_size(orders); i++, seen--) {
+            ck_assert_str_eq(json_string_value(json_object_get(json_array_get(orders, i), "order_id")),
+                             ids[seen]);
+            ck_assert_ptr_null(json_object_get(json_array_get(orders, i), "history"));
+        }
+        if (page < 2) {
+            ck_assert_ptr_nonnull(str(j, "next_cursor"));
+            snprintf(cursor, sizeof cursor, "%s", str(j, "next_cursor"));
+        } else {
+            ck_assert(json_is_null(at(j, "next_cursor")));
+        }
+        json_decref(j);
+    }
+    ck_assert_int_eq(seen, -1);
+
+    /* the default limit takes all seven */
+    snprintf(path, sizeof path, "/v1/customers/%s/orders", cust);
+    j = get(path, 200);
+    ck_assert_int_eq(json_array_size(at(j, "orders")), 7);
+    ck_assert_int_eq(num(j, "orders.0.total"), 700);
+    ck_assert(json_is_null(at(j, "next_cursor")));
+    json_decref(j);
+
+    /* an unknown customer has no orders */
+    j = get("/v1/customers/nobody-at-all/orders", 200);
+    ck_assert_int_eq(json_array_size(at(j, "orders")), 0);
+    ck_assert(json_is_null(at(j, "next_cursor")));
+    json_decref(j);
+
+    expect_error("/v1/customers/c/orders?limit=0", NULL, 400, "query_invalid", "limit");
+    expect_error("/v1/customers/c/orders?limit=101", NULL, 400, "query_invalid", "limit");
+    expect_error("/v1/customers/c/orders?limit=ten", NULL, 400, "query_invalid", "limit");
+    expect_error("/v1/customers/c/orders?limit=", NULL, 400, "query_invalid", "limit");
+    expect_error("/v1/customers/c/orders?cursor=abc", NULL, 400, "query_invalid", "cursor");
+    expect_error("/v1/customers/c/orders?cursor=-1", NULL, 400, "query_invalid", "cursor");
+    expect_error("/v1/customers/c/orders?cursor=99999999999999999999", NULL, 400, "query_invalid",
+                 "cursor");
+    expect_error("/v1/customers//orders", NULL, 400, "query_invalid", "customer_id");
+}
+END_TEST
+
+START_TEST(accounts_and_stock)
+{
+    char cust[64], sku[64], path[256];
+    json_t *j;
+
+    th_unique(cust, sizeof cust, "c");
+    th_unique(sku, sizeof sku, "sku");
+    seed("accounts",
+         json_pack("[o, o]",
+                   ev("account-x", "FundsDeposited",
+                      json_pack("{s:s, s:i}", "customer_id", cust, "amount", 5000)),
+                   ev("account-x", "PaymentCharged",
+                      json_pack("{s:s, s:s, s:i}", "customer_id", cust, "order_id", "o-1",
+                                "amount", 1200))));
+    snprintf(path, sizeof path, "/v1/customers/%s/account", cust);
+    j = get(path, 200);
+    ck_assert_str_eq(str(j, "customer_id"), cust);
+    ck_assert_int_eq(num(j, "balance"), 3800);
+    ck_assert_ptr_nonnull(str(j, "updated_at"));
+    json_decref(j);
+    expect_error("/v1/customers/nobody/account", NULL, 404, "account_not_found", NULL);
+
+    seed("inventory",
+         json_pack("[o, o]",
+                   ev("stock-x", "StockRestocked", json_pack("{s:s, s:i}", "sku", sku, "quantity", 10)),
+                   ev("stock-x", "StockReserved", json_pack("{s:s, s:i}", "sku", sku, "quantity", 3))));
+    snprintf(path, sizeof path, "/v1/inventory/%s", sku);
+    j = get(path, 200);
+    ck_assert_str_eq(str(j, "sku"), sku);
+    ck_assert_int_eq(num(j, "on_hand"), 10);
+    ck_assert_int_eq(num(j, "reserved"), 3);
+    ck_assert_int_eq(num(j, "available"), 7);
+    json_decref(j);
+    expect_error("/v1/inventory/nope", NULL, 404, "sku_not_found", NULL);
+}
+END_TEST
+
+static json_t *
+saga_ev(const char *id, const char *type, json_t *data)
+{
+    json_object_set_new(data, "saga_id", json_string(id));
+    return ev("saga-x", type, data);
+}
+
+START_TEST(saga_documents)
+{
+    char a[64], b[64], type[64], path[512];
+    json_t *j;
+
+    th_unique(a, sizeof a, "s");
+    th_unique(b, sizeof b, "s");
+    th_unique(type, sizeof type, "T.order");
+    seed("sagas",
+         json_pack("[o, o, o, o, o, o, o, o, o, o, o]",
+                   saga_ev(a, "SagaStarted", json_pack("{s:s, s:s}", "type", type, "correlation_id", "k1")),
+                   saga_ev(a, "SagaStepStarted", json_pack("{s:s, s:i}", "step", "reserve", "attempt", 1)),
+                   saga_ev(a, "SagaStepFailed", json_pack("{s:s, s:i, s:b, s:s}", "step", "reserve",
+                                                          "attempt", 1, "will_retry", 1, "error", "busy")),
+                   saga_ev(a, "SagaStepStarted", json_pack("{s:s, s:i}", "step", "reserve", "attempt", 2)),
+                   saga_ev(a, "SagaStepSucceeded", json_pack("{s:s, s:i}", "step", "reserve", "attempt", 2)),
+                   saga_ev(a, "SagaStepStarted", json_pack("{s:s, s:i}", "step", "charge", "attempt", 1)),
+                   saga_ev(a, "SagaStateChanged", json_pack("{s:s, s:s, s:s, s:s}", "type", type, "from",
+                                                            "running", "to", "compensating", "error",
+                                                            "card declined")),
+                   saga_ev(a, "SagaCompensationStarted", json_pack("{s:s}", "step", "reserve")),
+                   saga_ev(a, "SagaCompensationSucceeded", json_pack("{s:s}", "step", "reserve")),
+                   saga_ev(a, "SagaStateChanged", json_pack("{s:s, s:s, s:s}", "type", type, "from",
+                                                            "compensating", "to", "compensated")),
+                   saga_ev(b, "SagaStarted", json_pack("{s:s, s:s}", "type", type, "correlation_id", "k2"))));
+
+    snprintf(path, sizeof path, "/v1/sagas/%s", a);
+    j = get(path, 200);
+    ck_assert_str_eq(str(j, "saga_id"), a);
+    ck_assert_str_eq(str(j, "type"), type);
+    ck_assert_str_eq(str(j, "state"), "compensated");
+    ck_assert_str_eq(str(j, "correlation_id"), "k1");
+    ck_assert_str_eq(str(j, "error"), "card declined");
+    ck_assert_ptr_nonnull(str(j, "started_at"));
+    ck_assert_ptr_nonnull(str(j, "updated_at"));
+    ck_assert_int_eq(json_array_size(at(j, "steps")), 2);
+    ck_assert_str_eq(str(j, "steps.0.name"), "reserve");
+    ck_assert_str_eq(str(j, "steps.0.status"), "succeeded");
+    ck_assert_int_eq(num(j, "steps.0.attempts"), 2);
+    ck_assert_ptr_nonnull(str(j, "steps.0.started_at"));
+    ck_assert_ptr_nonnull(str(j, "steps.0.finished_at"));
+    ck_assert_str_eq(str(j, "steps.1.name"), "charge");
+    ck_assert_str_eq(str(j, "steps.1.status"), "running");
+    ck_assert_int_eq(num(j, "steps.1.attempts"), 1);
+    ck_assert(json_is_null(at(j, "steps.1.finished_at")));
+    ck_assert(json_is_null(at(j, "steps.1.error")));
+    ck_assert_int_eq(json_array_size(at(j, "compensations")), 1);
+    ck_assert_str_eq(str(j, "compensations.0.name"), "reserve");
+    ck_assert_str_eq(str(j, "compensations.0.status"), "succeeded");
+    ck_assert_int_eq(num(j, "compensations.0.attempts"), 1);
+    json_decref(j);
+    expect_error("/v1/sagas/nope", NULL, 404, "saga_not_found", NULL);
+
+    /* lists: by type, newest first, in pages of one */
+    snprintf(path, sizeof path, "/v1/sagas?type=%s&limit=1", type);
+    j = get(path, 200);
+    ck_assert_int_eq(json_array_size(at(j, "sagas")), 1);
+    ck_assert_str_eq(str(j, "sagas.0.saga_id"), b);
+    ck_assert_ptr_null(at(j, "sagas.0.steps"));
+    ck_assert_ptr_nonnull(str(j, "next_cursor"));
+    snprintf(path, sizeof path, "/v1/sagas?type=%s&limit=1&cursor=%s", type, str(j, "next_cursor"));
+    json_decref(j);
+    j = get(path, 200);
+    ck_assert_str_eq(str(j, "sagas.0.saga_id"), a);
+    ck_assert(json_is_null(at(j, "next_cursor")));
+    json_decref(j);
+    /* by type and state, by state alone, and all */
+    snprintf(path, sizeof path, "/v1/sagas?type=%s&state=running", type);
+    j = get(path, 200);
+    ck_assert_int_eq(json_array_size(at(j, "sagas")), 1);
+    ck_assert_str_eq(str(j, "sagas.0.saga_id"), b);
+    json_decref(j);
+    snprintf(path, sizeof path, "/v1/sagas?type=%s&state=compensated", type);
+    j = get(path, 200);
+    ck_assert_int_eq(json_array_size(at(j, "sagas")), 1);
+    ck_assert_str_eq(str(j, "sagas.0.saga_id"), a);
+    ck_assert_str_eq(str(j, "sagas.0.state"), "compensated");
+    json_decref(j);
+    j = get("/v1/sagas?state=compensated&limit=100", 200);
+    ck_assert_int_ge(json_array_size(at(j, "sagas")), 1);
+    json_decref(j);
+    j = get("/v1/sagas", 200);
+    ck_assert_str_eq(str(j, "sagas.0.saga_id"), b);     /* the newest of all */
+    json_decref(j);
+
+    expect_error("/v1/sagas?state=done", NULL, 400, "query_invalid", "state");
+    expect_error("/v1/sagas?type=a:b", NULL, 400, "query_invalid", "type");
+    expect_error("/v1/sagas?type=", NULL, 400, "query_invalid", "type");
+    expect_error("/v1/sagas?limit=1000", NULL, 400, "query_invalid", "limit");
+}
+END_TEST
+
+START_TEST(dashboard_counters)
+{
+    json_t *j;
+    json_int_t before;
+
+    j = get("/v1/dashboard", 200);
+    before = json_integer_value(json_object_get(json_object_get(j, "counters"), "events"));
+    json_decref(j);
+    seed("dashboard",
+         json_pack("[o, o]",
+                   ev("order-x", "OrderPlaced", json_pack("{s:s, s:s, s:i, s:[]}", "order_id", "o",
+                                                          "customer_id", "c", "total", 1, "items")),
+                   ev("user-x", "UserRegistered", json_pack("{s:s, s:s, s:s}", "user_id", "u",
+                                                            "email", "e", "name", "n"))));
+    j = get("/v1/dashboard", 200);
+    ck_assert_int_eq(num(j, "counters.events"), before + 2);
+    ck_assert_int_ge(num(j, "counters.orders_placed"), 1);
+    ck_assert_int_ge(num(j, "counters.users_registered"), 1);
+    json_decref(j);
+}
+END_TEST
+
+START_TEST(bad_requests)
+{
+    th_response r;
+    char h[96];
+
+    th_http(query.port, "POST", "/v1/orders/x", NULL, "{}", &r);
+    ck_assert_int_eq(r.status, 405);
+    ck_assert_str_eq(th_header(&r, "Allow", h, sizeof h), "GET");
+    ck_assert_ptr_nonnull(strstr(r.body, "method_not_allowed"));
+    th_response_free(&r);
+    th_http(query.port, "DELETE", "/v1/sagas", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 405);
+    th_response_free(&r);
+
+    expect_error("/v1/nothing", NULL, 404, "route_not_found", NULL);
+    expect_error("/v1/customers/x", NULL, 404, "route_not_found", NULL);
+    expect_error("/v1/orders", NULL, 404, "route_not_found", NULL);
+
+    expect_error("/v1/dashboard?consistent_with=abc", NULL, 400, "query_invalid", "consistent_with");
+    expect_error("/v1/dashboard?consistent_with=1-", NULL, 400, "query_invalid", "consistent_with");
+    expect_error("/v1/dashboard", "X-Consistent-With: nope\r\n", 400, "query_invalid",
+                 "consistent_with");
+    expect_error("/v1/dashboard?consistent_with=1-1&wait_ms=-1", NULL, 400, "query_invalid", "wait_ms");
+    expect_error("/v1/dashboard?consistent_with=1-1&wait_ms=10001", NULL, 400, "query_invalid",
+                 "wait_ms");
+    expect_error("/v1/dashboard?wait_ms=soon", NULL, 400, "query_invalid", "wait_ms");
+}
+END_TEST
+
+START_TEST(etags)
+{
+    char id[64], path[128], tag[96], pos[96], hdr[160];
+    th_response r;
+    json_t *j;
+
+    th_unique(id, sizeof id, "o");
+    seed("orders", json_pack("[o]", ev("order-x", "OrderPlaced",
+                                       json_pack("{s:s, s:s, s:i, s:[]}", "order_id", id,
+                                                 "customer_id", "c", "total", 5, "items"))));
+    snprintf(path, sizeof path, "/v1/orders/%s", id);
+    json_decref(get_r(path, NULL, 200, &r));
+    ck_assert_ptr_nonnull(th_header(&r, "ETag", tag, sizeof tag));
+    ck_assert_int_eq(tag[0], '"');
+    ck_assert_int_eq(strlen(tag), 18);
+
+    /* the same body: 304, no body, the same tag and a position */
+    snprintf(hdr, sizeof hdr, "If-None-Match: %s\r\n", tag);
+    th_http(query.port, "GET", path, hdr, NULL, &r);
+    ck_assert_int_eq(r.status, 304);
+    ck_assert_str_eq(r.body, "");
+    ck_assert_str_eq(th_header(&r, "ETag", pos, sizeof pos), tag);
+    ck_assert_ptr_nonnull(th_header(&r, "X-Projection-Position", pos, sizeof pos));
+    th_response_free(&r);
+    snprintf(hdr, sizeof hdr, "If-None-Match: \"0000000000000000\", W/%s\r\n", tag);
+    th_http(query.port, "GET", path, hdr, NULL, &r);
+    ck_assert_int_eq(r.status, 304);
+    th_response_free(&r);
+
+    /* another tag, or a changed document: the body again */
+    j = get_r(path, "If-None-Match: \"0000000000000000\"\r\n", 200, &r);
+    ck_assert_str_eq(str(j, "order_id"), id);
+    json_decref(j);
+    seed("orders", json_pack("[o]", ev("order-x", "OrderConfirmed", json_pack("{s:s}", "order_id", id))));
+    j = get_r(path, hdr, 200, &r);
+    ck_assert_str_eq(str(j, "status"), "confirmed");
+    json_decref(j);
+    /* errors have no tag */
+    json_decref(get_r("/v1/orders/nope", NULL, 404, &r));
+    ck_assert_ptr_null(th_header(&r, "ETag", tag, sizeof tag));
+}
+END_TEST
+
+/* A batch applied by a thread after a delay. */
+typedef struct later {
+    const char *proj;
+    json_t *events;
+    int delay_ms;
+    bool ok;
+    char why[400];
+} later;
+
+static void *
+apply_later(void *arg)
+{
+    later *l = arg;
+
+    usleep((useconds_t)l->delay_ms * 1000);
+    l->ok = apply(l->proj, l->events, NULL, l->why, sizeof l->why);
+    return NULL;
+}
+
+/* Asks for the next position of accounts while a thread applies it 300 ms
+ * later: the answer must come right after, and show the new data. */
+static void
+wait_is_satisfied(const char *how)
+{
+    char cust[64], path[512], hdr[160], token[ES_POSITION_TEXT_MAX], h[96];
+    rm_state st;
+    es_position next, got;
+    es_error err;
+    redisContext *c = rm_connect(&err);
+    later l = {"accounts", NULL, 300, false, ""};
+    struct timespec t0;
+    pthread_t th;
+    th_response r;
+    json_t *j;
+    long ms;
+
+    ck_assert_ptr_nonnull(c);
+    ck_assert(next_position(c, "accounts", &st, &next));
+    redisFree(c);
+    es_position_format(next, token);
+    th_unique(cust, sizeof cust, "c");
+    l.events = json_pack("[o]", ev("account-x", "FundsDeposited",
+                                   json_pack("{s:s, s:i}", "customer_id", cust, "amount", 42)));
+    snprintf(path, sizeof path, "/v1/customers/%s/account?wait_ms=3000%s%s", cust,
+             strcmp(how, "query") == 0 ? "&consistent_with=" : "",
+             strcmp(how, "query") == 0 ? token : "");
+    snprintf(hdr, sizeof hdr, "X-Consistent-With: %s\r\n", token);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ck_assert_int_eq(pthread_create(&th, NULL, apply_later, &l), 0);
+    j = get_r(path, strcmp(how, "header") == 0 ? hdr : NULL, 200, &r);
+    ms = ms_since(&t0);
+    pthread_join(th, NULL);
+    ck_assert_msg(l.ok, "applying: %s", l.why);
+    ck_assert_int_eq(num(j, "balance"), 42);
+    ck_assert_msg(ms >= 250 && ms < 3000, "answered after %ld ms", ms);
+    ck_assert(es_position_parse(th_header(&r, "X-Projection-Position", h, sizeof h), &got));
+    ck_assert_int_ge(es_position_cmp(got, next), 0);
+    json_decref(j);
+}
+
+START_TEST(consistent_with_waits_for_the_batch)
+{
+    wait_is_satisfied("query");
+    wait_is_satisfied("header");
+}
+END_TEST
+
+START_TEST(consistent_with_times_out)
+{
+    char path[256], token[ES_POSITION_TEXT_MAX], h[96];
+    rm_state st;
+    es_position next;
+    es_error err;
+    redisContext *c = rm_connect(&err);
+    struct timespec t0;
+    th_response r;
+    json_t *j;
+    long ms;
+
+    ck_assert_ptr_nonnull(c);
+    ck_assert(next_position(c, "orders", &st, &next));
+    redisFree(c);
+    next.txid += 1000;          /* nothing will get there */
+    es_position_format(next, token);
+    snprintf(path, sizeof path, "/v1/orders/nope?consistent_with=%s&wait_ms=200", token);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    j = get_r(path, NULL, 503, &r);
+    ms = ms_since(&t0);
+    ck_assert_msg(ms >= 190 && ms < 1500, "answered after %ld ms", ms);
+    ck_assert_str_eq(str(j, "error.code"), "not_yet_consistent");
+    ck_assert_str_eq(str(j, "error.position"), st.position);
+    ck_assert_str_eq(str(j, "error.requested"), token);
+    ck_assert_str_eq(th_header(&r, "X-Projection-Position", h, sizeof h), st.position);
+    ck_assert_str_eq(th_header(&r, "Retry-After", h, sizeof h), "1");
+    json_decref(j);
+
+    /* a token already reached answers at once, 404 included */
+    snprintf(path, sizeof path, "/v1/orders/nope?consistent_with=%s&wait_ms=5000", st.position);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    expect_error(path, NULL, 404, "order_not_found", NULL);
+    ck_assert_int_lt(ms_since(&t0), 1000);
+}
+END_TEST
+
+/* Places n orders of one customer, one batch each, as fast as it can. */
+typedef struct placer {
+    char customer[64], prefix[64];
+    int n;
+    bool ok;
+    char why[400];
+} placer;
+
+static void *
+place_orders(void *arg)
+{
+    placer *p = arg;
+
+    p->ok = true;
+    for (int i = 0; i < p->n && p->ok; i++) {
+        char id[96];
+
+        snprintf(id, sizeof id, "%s-%04d", p->prefix, i);
+        p->ok = apply("orders",
+                      json_pack("[o]", ev("order-x", "OrderPlaced",
+                                          json_pack("{s:s, s:s, s:i, s:[]}", "order_id", id,
+                                                    "customer_id", p->customer, "total", i, "items"))),
+                      NULL, p->why, sizeof p->why);
+    }
+    return NULL;
+}
+
+START_TEST(pages_stay_whole_under_writes)
+{
+    placer p = {.n = 150};
+    char path[256], h[96];
+    es_position last = {0, 0};
+    pthread_t th;
+    struct timespec t0;
+    int reads = 0;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    th_unique(p.customer, sizeof p.customer, "c");
+    th_unique(p.prefix, sizeof p.prefix, "o");
+    snprintf(path, sizeof path, "/v1/customers/%s/orders?limit=5", p.customer);
+    ck_assert_int_eq(pthread_create(&th, NULL, place_orders, &p), 0);
+    /* every page is the newest five at one moment: consecutive, no hole,
+     * and the position never goes back */
+    for (;;) {
+        th_response r;
+        es_position pos;
+        json_t *j = get_r(path, NULL, 200, &r);
+        const json_t *orders = at(j, "orders");
+        size_t n = json_array_size(orders);
+        int top = -1;
+
+        ck_assert(es_position_parse(th_header(&r, "X-Projection-Position", h, sizeof h), &pos));
+        ck_assert_int_ge(es_position_cmp(pos, last), 0);
+        last = pos;
+        for (size_t i = 0; i < n; i++) {
+            const char *id = json_string_value(json_object_get(json_array_get(orders, i), "order_id"));
+            int k;
+
+            ck_assert_ptr_nonnull(id);
+            k = atoi(id + strlen(p.prefix) + 1);
+            if (i == 0)
+                top = k;
+            ck_assert_int_eq(k, top - (int)i);
+        }
+        ck_assert_int_eq(n, top + 1 < 5 ? (size_t)(top + 1) : 5);
+        json_decref(j);
+        reads++;
+        if (top == p.n - 1)
+            break;
+        ck_assert_msg(ms_since(&t0) < 60000, "the last order never showed (%s)", p.why);
+    }
+    pthread_join(th, NULL);
+    ck_assert_msg(p.ok, "placing: %s", p.why);
+    ck_assert_int_gt(reads, 1);
+}
+END_TEST
+
+START_TEST(health_and_metrics)
+{
+    th_response r;
+    json_t *j = get("/healthz", 200);
+
+    ck_assert_str_eq(str(j, "status"), "ok");
+    json_decref(j);
+    j = get("/readyz", 200);
+    ck_assert_str_eq(str(j, "status"), "ready");
+    json_decref(j);
+
+    th_http(query.port, "GET", "/metrics", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    for (size_t i = 0; i < pj_projection_count; i++) {
+        char line[96];
+
+        snprintf(line, sizeof line, "es_projection_position{projection=\"%s\"} ",
+                 pj_projections[i].name);
+        ck_assert_msg(strstr(r.body, line) != NULL, "no %s in\n%s", line, r.body);
+        snprintf(line, sizeof line, "es_projection_stopped{projection=\"%s\"} 0",
+                 pj_projections[i].name);
+        ck_assert_msg(strstr(r.body, line) != NULL, "no %s", line);
+    }
+    ck_assert_ptr_nonnull(strstr(r.body, "es_query_http_requests_total{class=\"2xx\"}"));
+    ck_assert_ptr_nonnull(strstr(r.body, "es_query_consistency_timeouts_total 1"));
+    th_response_free(&r);
+}
+END_TEST
+
+static bool
+announcements_up(void)
+{
+    th_response r;
+    bool up = th_http(query.port, "GET", "/metrics", NULL, NULL, &r) == 200 &&
+              strstr(r.body, "es_query_announcements_up 1") != NULL;
+
+    th_response_free(&r);
+    return up;
+}
+
+START_TEST(redis_goes_away_and_comes_back)
+{
+    th_response r;
+    char h[96];
+    json_t *j;
+    int i;
+
+    redis_stop();
+    j = get_r("/v1/users/someone", NULL, 503, &r);
+    ck_assert_str_eq(str(j, "error.code"), "redis_unavailable");
+    ck_assert_str_eq(th_header(&r, "Retry-After", h, sizeof h), "1");
+    json_decref(j);
+    j = get_r("/readyz", NULL, 503, &r);
+    ck_assert_str_eq(str(j, "status"), "unavailable");
+    ck_assert_str_eq(th_header(&r, "Retry-After", h, sizeof h), "1");
+    json_decref(j);
+    json_decref(get("/healthz", 200));
+
+    /* a new, empty Redis on the same port: connections come back */
+    redis_start();
+    j = get_r("/v1/users/someone", NULL, 404, &r);
+    ck_assert_str_eq(th_header(&r, "X-Projection-Position", h, sizeof h), "0-0");
+    json_decref(j);
+    json_decref(get("/readyz", 200));
+    for (i = 0; i < 100 && !announcements_up(); i++)
+        usleep(100 * 1000);
+    ck_assert(announcements_up());
+    /* and the subscriber with them: a wait still ends with the batch */
+    wait_is_satisfied("query");
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *su = suite_create("query");
+    TCase *tc = tcase_create("query");
+    char tmpl[] = "/tmp/es-test-query-XXXXXX", port[16];
+    int rc;
+
+    if (mkdtemp(tmpl) == NULL) {
+        perror("mkdtemp");
+        return 2;
+    }
+    snprintf(redis_dir, sizeof redis_dir, "%s", tmpl);
+    redis_port = free_port();
+    redis_start();
+    atexit(redis_cleanup);          /* runs after the harness stopped es-query */
+    snprintf(port, sizeof port, "%u", redis_port);
+    setenv("ES_REDIS_HOST", "127.0.0.1", 1);
+    setenv("ES_REDIS_PORT", port, 1);   /* for rm_connect here and in the daemon */
+    th_daemon_start(&query, "es-query", "ES_QUERY_PORT", NULL);
+
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, empty_read_models);
+    tcase_add_test(tc, user_documents);
+    tcase_add_test(tc, order_document);
+    tcase_add_test(tc, customer_orders_in_pages);
+    tcase_add_test(tc, accounts_and_stock);
+    tcase_add_test(tc, saga_documents);
+    tcase_add_test(tc, dashboard_counters);
+    tcase_add_test(tc, bad_requests);
+    tcase_add_test(tc, etags);
+    tcase_add_test(tc, consistent_with_waits_for_the_batch);
+    tcase_add_test(tc, consistent_with_times_out);
+    tcase_add_test(tc, pages_stay_whole_under_writes);
+    tcase_add_test(tc, health_and_metrics);
+    tcase_add_test(tc, redis_goes_away_and_comes_back);     /* last: it replaces Redis */
+    suite_add_tcase(su, tc);
+    rc = th_run_nofork(su);     /* one process: the tests share the daemon and the Redis */
+    rc |= th_daemon_stop(&query);
+    return rc;
+}
