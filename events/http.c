@@ -279,6 +279,9 @@ es_http_start(es_http_server **out, const es_http_config *cfg, es_http_handler h
     srv->handler = handler;
     srv->app = app;
     srv->body_max = cfg->body_max;
+    /* Set before the pool threads start (which orders the write before
+     * them): a handler may read it through the application, for /metrics. */
+    *out = srv;
     srv->mhd = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD, (uint16_t)cfg->port, NULL, NULL,
                                 on_request, srv,
                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
@@ -288,12 +291,12 @@ es_http_start(es_http_server **out, const es_http_config *cfg, es_http_handler h
                                 MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024,
                                 MHD_OPTION_END);
     if (srv->mhd == NULL) {
+        *out = NULL;
         free(srv);
         return es_error_set(err, ES_EUNAVAILABLE, "listen_failed", NULL,
                             "could not listen on %s:%u (in use?)",
                             cfg->bind ? cfg->bind : "127.0.0.1", cfg->port);
     }
-    *out = srv;
     return ES_OK;
 }
 

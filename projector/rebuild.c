@@ -278,6 +278,26 @@ follow_and_switch(pj_nats *n, redisContext *rc, const pj_projection *p, const ch
             break;
         if ((st = pj_nats_take(sub, 1000, 200, &msgs, err)) != ES_OK)
             break;
+        if (msgs.n == 0) {
+            /* Idle: the active version must be reachable at all. */
+            rm_state s;
+            uint64_t last;
+            if ((st = rm_state_get(rc, p->name, &s, err)) != ES_OK ||
+                (st = pj_nats_last_seq(n, &last, err)) != ES_OK) {
+                pj_msgs_free(&msgs);
+                break;
+            }
+            if (s.seq > last) {
+                st = es_error_set(err, ES_EINTERNAL, "active_ahead_of_stream", NULL,
+                                  "the active version %s of %s is at event %" PRIu64
+                                  " but the stream ends at %" PRIu64
+                                  ": was the stream recreated? rebuild against that stream "
+                                  "after deleting rm:%s:active", s.active, p->name, s.seq, last,
+                                  p->name);
+                pj_msgs_free(&msgs);
+                break;
+            }
+        }
         rm_batch_init(&b, p->name, ver);
         for (i = 0; i < msgs.n && st == ES_OK; i++) {
             if (msgs.ev[i].seq <= *seq)

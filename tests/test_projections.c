@@ -211,6 +211,7 @@ START_TEST(repeats_are_no_ops_and_gaps_are_refused)
     ck_assert_uint_eq(a.applied, 1);
     ck_assert_str_eq(hget("rm:accounts:1:account:c9", "balance"), "3");
     /* 5 without 4: refused, nothing written */
+    pj_event_free(&e[3]);
     event(&e[3], 5, "account-c9", "FundsDeposited", "{\"customer_id\":\"c9\",\"amount\":1}");
     rm_batch_init(&b, "accounts", NULL);
     pj_add(&b, acc, &e[3], &err);
