@@ -10,7 +10,7 @@ PKGS    := libpq hiredis libnats jansson check libmicrohttpd
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wwrite-strings -Werror=vla
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Ievents -Icommand
+CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Ievents -Icommand -Iprojector
 
 ifdef WERROR
 CFLAGS  += -Werror
@@ -43,6 +43,15 @@ CMD_BIN   := $(BUILD)/es-command
 
 RELAY_BIN := $(BUILD)/es-relay
 
+# The projections are shared by es-projector, es-query (key layout only),
+# the tests and a fuzz target.
+PROJ_SRC  := projector/projections.c
+PROJ_OBJ  := $(PROJ_SRC:%.c=$(BUILD)/%.o)
+PROJ_BIN  := $(BUILD)/es-projector
+QUERY_SRC := $(wildcard query/*.c)
+QUERY_OBJ := $(QUERY_SRC:%.c=$(BUILD)/%.o)
+QUERY_BIN := $(BUILD)/es-query
+
 CLI       := $(BUILD)/esctl
 BENCH_BIN := $(BUILD)/bench_store $(BUILD)/bench_http
 
@@ -53,9 +62,10 @@ FUZZ_SECONDS ?= 10
 
 .PHONY: all deps up down servers test test-plain test-san test-fuzz fuzz bench clean distclean
 
-all: $(LIB) $(CLI) $(CMD_BIN) $(RELAY_BIN) $(TEST_BIN) $(BENCH_BIN)
+all: $(LIB) $(CLI) $(CMD_BIN) $(RELAY_BIN) $(PROJ_BIN) $(QUERY_BIN) $(TEST_BIN) $(BENCH_BIN)
 
-$(BUILD)/%.o: %.c $(wildcard events/*.h) $(wildcard command/*.h) tests/harness.h
+$(BUILD)/%.o: %.c $(wildcard events/*.h) $(wildcard command/*.h) $(wildcard projector/*.h) \
+    $(wildcard query/*.h) tests/harness.h
 	@mkdir -p $(dir $@)
 	@echo "  CC    $<"
 	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
@@ -73,11 +83,19 @@ $(RELAY_BIN): $(BUILD)/projector/relay.o $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
+$(PROJ_BIN): $(BUILD)/projector/main.o $(BUILD)/projector/rebuild.o $(PROJ_OBJ) $(LIB)
+	@echo "  LD    $@"
+	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
+
+$(QUERY_BIN): $(QUERY_OBJ) $(PROJ_OBJ) $(LIB)
+	@echo "  LD    $@"
+	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
+
 $(CLI): $(BUILD)/cli/esctl.o $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(LIB)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(PROJ_OBJ) $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS) -lm
 
@@ -92,11 +110,12 @@ $(BUILD)/bench_store: $(BUILD)/tests/bench_store.o $(LIB)
 # Fuzz targets: clang's libFuzzer with ASan and UBSan, over the core's
 # sources (no server is needed by a decoder).
 # (the command service's decoders come along, without its main)
-FUZZ_LINK := $(LIB_SRC) $(filter-out command/main.c,$(CMD_SRC))
-$(FUZZ_DIR)/%: tests/fuzz/%.c $(FUZZ_LINK) $(wildcard events/*.h) $(wildcard command/*.h)
+FUZZ_LINK := $(LIB_SRC) $(filter-out command/main.c,$(CMD_SRC)) $(PROJ_SRC)
+$(FUZZ_DIR)/%: tests/fuzz/%.c $(FUZZ_LINK) $(wildcard events/*.h) $(wildcard command/*.h) \
+    $(wildcard projector/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ  $@"
-	@clang -std=c11 -D_GNU_SOURCE -g -O1 -Ievents -Icommand $(PKG_CFLAGS) \
+	@clang -std=c11 -D_GNU_SOURCE -g -O1 -Ievents -Icommand -Iprojector $(PKG_CFLAGS) \
 	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	    $< $(FUZZ_LINK) -o $@ $(PKG_LIBS)
 

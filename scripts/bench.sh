@@ -192,3 +192,130 @@ http_figure() {
 
 want http_append_1 && http_figure http_append_1 append
 want http_orders && http_figure http_orders orders
+
+# ---- read side --------------------------------------------------------------
+
+# Redis database of the benchmarks (0 is `make up`'s, 1 the tests').
+export ES_REDIS_DB=${BENCH_REDIS_DB:-2}
+rcli() { redis-cli -h "$ES_REDIS_HOST" -p "$ES_REDIS_PORT" -n "$ES_REDIS_DB" "$@"; }
+
+# redis-benchmark's rate (requests/s) for one command, pipelined.
+redis_rate() {
+    redis-benchmark -h "$ES_REDIS_HOST" -p "$ES_REDIS_PORT" --dbnum "$ES_REDIS_DB" -n 300000 \
+        -P 100 -r 1000000 --csv "$@" 2>/dev/null | tail -n 1 | awk -F'","' '{ print $(NF - 6) }'
+}
+
+if want rebuild; then
+    events=${BENCH_REBUILD_EVENTS:-1000000}
+    fresh_db
+    # One order per stream, shaped as the command service writes them.
+    for ((i = 0; i < events; i += 100000)); do
+        psql_db <<SQL
+INSERT INTO es_events (stream_id, category, version, event_id, type, data)
+SELECT 'order-o' || n, 'order', 0, gen_random_uuid(), 'OrderPlaced',
+       ('{"order_id":"o' || n || '","customer_id":"c-' || (n % 1000) || '","items":[{"sku":"sku-'
+        || (n % 500) || '","quantity":2,"unit_price":1999}],"total":3998,'
+        || '"ship_to":{"city":"Berlin","zip":"10115","country":"DE"}}')::jsonb
+  FROM generate_series($i, $((i + 99999 < events - 1 ? i + 99999 : events - 1))) n;
+SQL
+    done
+    psql_db <<'SQL'
+INSERT INTO es_streams SELECT stream_id, max(version) FROM es_events GROUP BY stream_id;
+INSERT INTO bench_raw (stream_id, version, event_id, type, data, metadata, recorded_at)
+SELECT stream_id, version, event_id, type, data, metadata, recorded_at
+  FROM es_events ORDER BY transaction_id, global_position;
+VACUUM ANALYZE es_events;
+VACUUM ANALYZE bench_raw;
+SQL
+    # The raw limits: the ordered read of the same rows, and Redis taking
+    # pipelined the writes the orders projection makes per OrderPlaced
+    # (one 12-field HSET, one RPUSH, one ZADD), combined per event.
+    hset=(HSET 'order:__rand_int__' order_id o-123456 customer_id c-123
+          items '[{"sku":"sku-12","quantity":2,"unit_price":1999}]' total 3998 status pending
+          payment '{"status":"pending"}' inventory '{"status":"pending"}'
+          shipment '{"status":"pending"}' seq 123456 created_at 2026-11-22T00:00:00.000000Z
+          updated_at 2026-11-22T00:00:00.000000Z
+          ship_to '{"city":"Berlin","zip":"10115","country":"DE"}')
+    rpush=(RPUSH 'orderhist:__rand_int__'
+           '{"type":"OrderPlaced","at":"2026-11-22T00:00:00.000000Z","position":"1234567-123456","total":3998}')
+    zadd=(ZADD 'custorders:__rand_int__' __rand_int__ o-__rand_int__)
+    best_pg=0 best_redis=0 best=0
+    for _ in $(seq 1 "$rounds"); do
+        rcli FLUSHDB >/dev/null
+        r=$(field rows_per_s "$("$build/bench_store" raw-read)")
+        best_pg=$(max "$best_pg" "$r")
+        a=$(redis_rate "${hset[@]}"); b=$(redis_rate "${rpush[@]}"); c=$(redis_rate "${zadd[@]}")
+        r=$(awk -v a="$a" -v b="$b" -v c="$c" 'BEGIN { printf "%.0f", 1 / (1/a + 1/b + 1/c) }')
+        best_redis=$(max "$best_redis" "$r")
+        rcli FLUSHDB >/dev/null
+        v=$(field rate "$("$build/es-projector" rebuild orders --dry-run 2>/dev/null)")
+        if [ -z "$v" ]; then
+            echo "bench: es-projector rebuild orders --dry-run failed" >&2
+            exit 1
+        fi
+        best=$(max "$best" "$v")
+    done
+    rcli FLUSHDB >/dev/null
+    limit=$(awk -v a="$best_pg" -v b="$best_redis" 'BEGIN { print (a < b ? a : b) }')
+    echo "# rebuild: orders projection from $events events: $best events/s; raw limits:" \
+         "ordered SELECT $best_pg rows/s, Redis pipelined writes of the same shape" \
+         "$best_redis events/s (best of $rounds rounds each)"
+    report rebuild "$best" events/s "$limit"
+fi
+
+# The whole system on ports of its own, against the bench database and a
+# JetStream stream of its own.
+bench_stream=BENCH
+sys_pids=()
+stop_system() {
+    for p in "${sys_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${sys_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    sys_pids=()
+}
+# Deletes a JetStream stream with one request in the NATS protocol.
+nats_delete_stream() {
+    local host=${ES_NATS_URL#nats://}
+    exec 7<>"/dev/tcp/${host%:*}/${host##*:}" || return 0
+    printf 'CONNECT {"verbose":false}\r\nPUB $JS.API.STREAM.DELETE.%s 0\r\n\r\nPING\r\n' "$1" >&7
+    timeout 2 head -c 1 <&7 >/dev/null 2>&1 || true
+    exec 7>&-
+}
+start_system() {
+    local name port_var port bin
+    export ES_RELAY_STREAM=$bench_stream ES_RELAY_SUBJECT_PREFIX=bench.events
+    export ES_RELAY_WAKE_SUBJECT=bench.wake ES_COMMAND_SUBJECT_PREFIX=bench.cmd
+    export ES_COMMAND_PORT=$http_port ES_QUERY_PORT=$((http_port + 1))
+    export ES_RELAY_PORT=$((http_port + 2)) ES_PROJECTOR_PORT=$((http_port + 3))
+    for d in "es-command ES_COMMAND_PORT" "es-relay ES_RELAY_PORT" \
+             "es-projector ES_PROJECTOR_PORT" "es-query ES_QUERY_PORT"; do
+        read -r bin port_var <<<"$d"
+        port=${!port_var}
+        "$build/$bin" >"$work/$bin.log" 2>&1 &
+        sys_pids+=($!)
+        for _ in $(seq 1 100); do
+            curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && continue 2
+            sleep 0.1
+        done
+        echo "bench: $bin did not start:" >&2
+        cat "$work/$bin.log" >&2
+        exit 1
+    done
+}
+
+if want visibility_p50_ms || want visibility_p99_ms; then
+    fresh_db
+    rcli FLUSHDB >/dev/null
+    nats_delete_stream "$bench_stream"
+    trap 'stop_system; rm -rf "$work"' EXIT
+    start_system
+    "$build/bench_http" visibility "$http_port" "$((http_port + 1))" 1000 2 >/dev/null  # warm-up
+    out=$("$build/bench_http" visibility "$http_port" "$((http_port + 1))" 1000 "$secs")
+    stop_system
+    nats_delete_stream "$bench_stream"
+    rcli FLUSHDB >/dev/null
+    echo "# visibility: orders placed at 1,000/s, each then read from the query service with" \
+         "its position: $(field per_s "$out") commands/s, errors $(field errors "$out")," \
+         "acknowledged -> visible p50 $(field p50_ms "$out") ms, p99 $(field p99_ms "$out") ms"
+    report visibility_p50_ms "$(field p50_ms "$out")" ms na
+    report visibility_p99_ms "$(field p99_ms "$out")" ms na
+fi

@@ -19,6 +19,8 @@ mkdir -p "$dir"
 daemons=(
     "command es-command ES_COMMAND_PORT 8080"
     "relay es-relay ES_RELAY_PORT 8082"
+    "projector es-projector ES_PROJECTOR_PORT 8083"
+    "query es-query ES_QUERY_PORT 8081"
 )
 
 alive() { [ -f "$dir/$1.pid" ] && kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; }

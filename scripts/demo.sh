@@ -1,36 +1,54 @@
 #!/usr/bin/env bash
 # The short demo `make up` ends with: a few commands against the running
-# command service, and where to look next.  Safe to run again: every run
-# uses new ids.
+# command service, then the same facts read back from the query service
+# with read-your-writes, and where to look next.  Safe to run again:
+# every run uses new ids.
 set -euo pipefail
 
 port=${ES_COMMAND_PORT:-8080}
+qport=${ES_QUERY_PORT:-8081}
 base="http://127.0.0.1:$port"
+qbase="http://127.0.0.1:$qport"
 run=$(date +%s)
 
+# post PATH BODY: prints the answer; sets `answer`.
 post() {
     local path=$1 body=$2
-    printf '  POST %-40s -> ' "$path"
-    curl -s -X POST "$base$path" -H 'Content-Type: application/json' -d "$body"
+    answer=$(curl -s -X POST "$base$path" -H 'Content-Type: application/json' -d "$body")
+    printf '  POST %-40s -> %s\n' "$path" "$answer"
+}
+# get PATH: a query that waits for the position of the last command.
+get() {
+    local pos
+    pos=$(sed -n 's/.*"position":"\([0-9-]*\)".*/\1/p' <<<"$answer")
+    printf '  GET  %s?consistent_with=%s\n       -> ' "$1" "$pos"
+    curl -s "$qbase$1?consistent_with=$pos"
     echo
 }
+field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" <<<"$answer"; }
 
-echo "demo: commands against $base"
+echo "demo: commands against $base, reads from $qbase"
 post /v1/users "{\"email\":\"ann.$run@example.com\",\"name\":\"Ann\"}"
+get "/v1/users/$(field user_id)"
 post /v1/users "{\"email\":\"mallory.$run@fraud.test\",\"name\":\"Mallory\"}"
 post "/v1/customers/c-$run/deposits" '{"amount":10000}'
+get "/v1/customers/c-$run/account"
 post "/v1/inventory/sku-$run/restock" '{"quantity":20}'
+get "/v1/inventory/sku-$run"
 post /v1/orders "{\"customer_id\":\"c-$run\",\"items\":[{\"sku\":\"sku-$run\",\"quantity\":2,\"unit_price\":1999}]}"
-post /v1/orders "{\"customer_id\":\"poor-$run\",\"items\":[{\"sku\":\"sku-$run\",\"quantity\":1,\"unit_price\":500}]}"
+get "/v1/orders/$(field order_id)"
+get "/v1/customers/c-$run/orders"
 cat <<TXT
 
 up: everything answers.
   command API   $base  (shared/API.md; try: curl -s '$base/v1/feed?limit=5')
-  health        $base/healthz  $base/readyz  $base/metrics
-  relay         http://127.0.0.1:${ES_RELAY_PORT:-8082}/metrics  (the store's feed, copied to JetStream stream EVENTS)
+  query API     $qbase  (try: curl -s $qbase/v1/dashboard)
+  health        /healthz /readyz /metrics on each: command $port, query $qport,
+                relay ${ES_RELAY_PORT:-8082}, projector ${ES_PROJECTOR_PORT:-8083}
+  projections   build/plain/es-projector status | rebuild <name>
   servers       scripts/servers.sh status | env
   logs          .run/daemons/*.log
   stop          make down
-(The saga manager, projector and query API are not built yet: orders stay
-pending and users pending verification until they are.)
+(The saga manager is not built yet: orders stay pending and users pending
+verification until it is.)
 TXT

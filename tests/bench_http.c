@@ -12,6 +12,13 @@
  * (10,000 streams are not a multiple of 32, so "event n to stream n %
  * 10000" would make two connections race for a stream).
  * orders: POST /v1/orders for customer c-<n % 1000>, one line of sku-<n % 500>.
+ *
+ *   bench_http visibility CMD_PORT QUERY_PORT RATE SECONDS
+ * places orders at RATE per second in total (open loop: each is sent at
+ * its scheduled time) and, once each is acknowledged, asks the query
+ * service for it with the answer's position as consistent_with; the time
+ * from the acknowledgement to the query's answer is the visibility
+ * latency.  Prints "per_s=... requests=... errors=... p50_ms=... p99_ms=...".
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -31,9 +38,9 @@
 
 #define STREAMS 10000
 
-static unsigned port;
+static unsigned port, query_port;
 static int conns;
-static double seconds;
+static double seconds, rate;
 static bool orders;
 static atomic_bool stop;
 
@@ -44,13 +51,13 @@ typedef struct worker {
 } worker;
 
 static int
-connect_to(void)
+connect_port(unsigned p)
 {
     struct sockaddr_in a = {0};
     int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
 
     a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
+    a.sin_port = htons((uint16_t)p);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
@@ -58,6 +65,12 @@ connect_to(void)
         return -1;
     }
     return fd;
+}
+
+static int
+connect_to(void)
+{
+    return connect_port(port);
 }
 
 /* Sends one request and reads one response; returns the status (0: the
@@ -166,6 +179,66 @@ run(void *arg)
     return NULL;
 }
 
+/* One visibility worker: its k-th order is due at t0 + (id + k * conns) / rate. */
+static void *
+run_visibility(void *arg)
+{
+    worker *w = arg;
+    char req[1024], body[512], buf[16384], *resp;
+    int cfd = connect_port(port), qfd = connect_port(query_port);
+    double t0 = lat_now();
+    uint64_t k = 0;
+
+    while (cfd >= 0 && qfd >= 0 && !atomic_load(&stop)) {
+        uint64_t n = (uint64_t)w->id + (uint64_t)conns * k++;
+        double due = t0 + (double)n / rate, wait = due - lat_now(), acked;
+        char id[64], pos[64];
+        const char *p;
+        int len, blen, status;
+
+        if (wait > 0)
+            usleep((useconds_t)(wait * 1e6));
+        blen = snprintf(body, sizeof body,
+                        "{\"customer_id\":\"c-%llu\",\"items\":[{\"sku\":\"sku-%llu\","
+                        "\"quantity\":1,\"unit_price\":100}]}",
+                        (unsigned long long)(n % 1000), (unsigned long long)(n % 500));
+        len = snprintf(req, sizeof req, "POST /v1/orders HTTP/1.1\r\nHost: b\r\n"
+                                        "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+                       blen, body);
+        status = exchange(cfd, req, (size_t)len, buf, sizeof buf, &resp);
+        acked = lat_now();
+        if (status != 201 || (p = strstr(resp, "\"order_id\":\"")) == NULL ||
+            sscanf(p + 12, "%63[^\"]", id) != 1 || (p = strstr(resp, "\"position\":\"")) == NULL ||
+            sscanf(p + 12, "%63[^\"]", pos) != 1) {
+            w->errors++;
+            if (status == 0) {
+                close(cfd);
+                cfd = connect_port(port);
+            }
+            continue;
+        }
+        len = snprintf(req, sizeof req,
+                       "GET /v1/orders/%s?consistent_with=%s&wait_ms=5000 HTTP/1.1\r\nHost: b\r\n\r\n",
+                       id, pos);
+        status = exchange(qfd, req, (size_t)len, buf, sizeof buf, &resp);
+        if (status != 200) {
+            w->errors++;
+            if (status == 0) {
+                close(qfd);
+                qfd = connect_port(query_port);
+            }
+            continue;
+        }
+        w->ok++;
+        lat_add(&w->lat, acked);
+    }
+    if (cfd >= 0)
+        close(cfd);
+    if (qfd >= 0)
+        close(qfd);
+    return NULL;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -175,21 +248,31 @@ main(int argc, char **argv)
     uint64_t ok = 0, errors = 0;
     latencies *lists[256];
 
-    if (argc != 5 || (strcmp(argv[1], "append") != 0 && strcmp(argv[1], "orders") != 0)) {
-        fprintf(stderr, "usage: bench_http append|orders PORT CONNS SECONDS\n");
+    if (argc == 6 && strcmp(argv[1], "visibility") == 0) {
+        port = (unsigned)atoi(argv[2]);
+        query_port = (unsigned)atoi(argv[3]);
+        rate = atof(argv[4]);
+        seconds = atof(argv[5]);
+        conns = 32;     /* enough that a slow answer does not delay the next */
+        if (rate <= 0)
+            return 2;
+    } else if (argc != 5 || (strcmp(argv[1], "append") != 0 && strcmp(argv[1], "orders") != 0)) {
+        fprintf(stderr, "usage: bench_http append|orders PORT CONNS SECONDS\n"
+                        "       bench_http visibility CMD_PORT QUERY_PORT RATE SECONDS\n");
         return 2;
+    } else {
+        orders = strcmp(argv[1], "orders") == 0;
+        port = (unsigned)atoi(argv[2]);
+        conns = atoi(argv[3]);
+        seconds = atof(argv[4]);
     }
-    orders = strcmp(argv[1], "orders") == 0;
-    port = (unsigned)atoi(argv[2]);
-    conns = atoi(argv[3]);
-    seconds = atof(argv[4]);
     if (conns < 1 || conns > 256 || seconds <= 0)
         return 2;
     ws = calloc((size_t)conns, sizeof *ws);
     t0 = lat_now();
     for (int i = 0; i < conns; i++) {
         ws[i].id = i;
-        pthread_create(&th[i], NULL, run, &ws[i]);
+        pthread_create(&th[i], NULL, query_port ? run_visibility : run, &ws[i]);
     }
     while (lat_now() - t0 < seconds)
         usleep(50 * 1000);
