@@ -44,7 +44,7 @@ typedef struct proj_state {
 } proj_state;
 
 typedef struct live {
-    pj_nats nats;
+    es_jetstream nats;
     redisContext *rc;
     natsSubscription *sub;
     proj_state st[16];
@@ -99,163 +99,10 @@ pj_sleep_ms(int ms)
         ;
 }
 
-/* ---- NATS ------------------------------------------------------------- */
-
-es_status
-pj_nats_open(pj_nats *n, es_error *err)
-{
-    natsOptions *opts = NULL;
-    natsStatus s;
-
-    memset(n, 0, sizeof *n);
-    snprintf(n->stream, sizeof n->stream, "%s", pj_env("ES_RELAY_STREAM", "EVENTS"));
-    snprintf(n->subjects, sizeof n->subjects, "%s.>", pj_env("ES_RELAY_SUBJECT_PREFIX", "es.events"));
-    if (natsOptions_Create(&opts) != NATS_OK ||
-        natsOptions_SetURL(opts, pj_env("ES_NATS_URL", "nats://127.0.0.1:54222")) != NATS_OK ||
-        natsOptions_SetMaxReconnect(opts, -1) != NATS_OK ||
-        natsOptions_SetRetryOnFailedConnect(opts, true, NULL, NULL) != NATS_OK) {
-        natsOptions_Destroy(opts);
-        return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not set up the NATS options");
-    }
-    s = natsConnection_Connect(&n->nc, opts);
-    natsOptions_Destroy(opts);
-    if ((s != NATS_OK && s != NATS_NOT_YET_CONNECTED) ||
-        natsConnection_JetStream(&n->js, n->nc, NULL) != NATS_OK) {
-        pj_nats_close(n);
-        return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
-                            "could not connect to NATS: %s", natsStatus_GetText(s));
-    }
-    return ES_OK;
-}
-
-void
-pj_nats_close(pj_nats *n)
-{
-    jsCtx_Destroy(n->js);
-    if (n->nc) {
-        natsConnection_Close(n->nc);
-        natsConnection_Destroy(n->nc);
-    }
-    memset(n, 0, sizeof *n);
-}
-
-es_status
-pj_nats_subscribe(pj_nats *n, uint64_t from, natsSubscription **out, es_error *err)
-{
-    jsSubOptions so;
-    jsErrCode jerr = 0;
-    natsStatus s;
-
-    *out = NULL;
-    jsSubOptions_Init(&so);
-    so.Stream = n->stream;
-    so.Ordered = true;
-    so.Config.DeliverPolicy = js_DeliverByStartSequence;
-    so.Config.OptStartSeq = from;
-    s = js_SubscribeSync(out, n->js, n->subjects, NULL, &so, &jerr);
-    if (s != NATS_OK) {
-        *out = NULL;
-        return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
-                            "could not subscribe to stream %s from %" PRIu64 ": %s (%d)",
-                            n->stream, from, natsStatus_GetText(s), (int)jerr);
-    }
-    /* The projector applies in batches: let the library queue plenty. */
-    natsSubscription_SetPendingLimits(*out, 200000, 256 * 1024 * 1024);
-    return ES_OK;
-}
-
-es_status
-pj_nats_last_seq(pj_nats *n, uint64_t *last, es_error *err)
-{
-    jsStreamInfo *si = NULL;
-    jsErrCode jerr = 0;
-    natsStatus s = js_GetStreamInfo(&si, n->js, n->stream, NULL, &jerr);
-
-    if (s != NATS_OK)
-        return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
-                            "could not read stream %s: %s (%d)", n->stream, natsStatus_GetText(s),
-                            (int)jerr);
-    *last = si->State.LastSeq;
-    jsStreamInfo_Destroy(si);
-    return ES_OK;
-}
-
-void
-pj_msgs_free(pj_msgs *m)
-{
-    size_t i;
-
-    for (i = 0; i < m->n; i++) {
-        pj_event_free(&m->ev[i]);
-        free(m->bad[i]);
-    }
-    free(m->ev);
-    free(m->bad);
-    memset(m, 0, sizeof *m);
-}
-
-/*
- * Takes up to max messages: waits up to wait_ms for the first, then takes
- * what is already queued.  Each is decoded; one that cannot be is kept
- * with its reason in bad[i], so projections stop exactly there.
- * ES_EUNAVAILABLE when the subscription broke (resubscribe).
- */
-es_status
-pj_nats_take(natsSubscription *sub, int max, int wait_ms, pj_msgs *out, es_error *err)
-{
-    natsMsg *m = NULL;
-    natsStatus s;
-    int pending = 0;
-
-    memset(out, 0, sizeof *out);
-    if ((out->ev = calloc((size_t)max, sizeof *out->ev)) == NULL ||
-        (out->bad = calloc((size_t)max, sizeof *out->bad)) == NULL) {
-        pj_msgs_free(out);
-        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
-    }
-    s = natsSubscription_NextMsg(&m, sub, wait_ms);
-    while (s == NATS_OK) {
-        jsMsgMetaData *meta = NULL;
-        pj_event *e = &out->ev[out->n];
-        es_error derr;
-
-        if (natsMsg_GetMetaData(&meta, m) != NATS_OK) {
-            natsMsg_Destroy(m);
-            pj_msgs_free(out);
-            return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
-                                "a message of the events stream has no JetStream metadata");
-        }
-        if (pj_event_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m),
-                            meta->Sequence.Stream, e, &derr) != ES_OK) {
-            pj_event_free(e);
-            e->seq = meta->Sequence.Stream;
-            out->bad[out->n] = strdup(derr.message);
-            if (out->bad[out->n] == NULL)
-                out->bad[out->n] = strdup("?");
-        }
-        jsMsgMetaData_Destroy(meta);
-        natsMsg_Destroy(m);
-        m = NULL;
-        out->n++;
-        if ((int)out->n == max)
-            break;
-        if (pending <= 0 && (natsSubscription_GetPending(sub, &pending, NULL) != NATS_OK ||
-                             pending <= 0))
-            break;
-        pending--;
-        s = natsSubscription_NextMsg(&m, sub, 1000);
-    }
-    if (s == NATS_OK || s == NATS_TIMEOUT || out->n > 0)
-        return ES_OK;
-    pj_msgs_free(out);
-    return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
-                        "reading the events stream failed: %s", natsStatus_GetText(s));
-}
-
 /* ---- the live projector ----------------------------------------------- */
 
 static void
-stop_projection(live *l, proj_state *ps, const pj_event *e, const char *why)
+stop_projection(live *l, proj_state *ps, const es_feed_event *e, const char *why)
 {
     redisReply *r;
 
@@ -296,19 +143,19 @@ load_states(live *l, es_error *err)
 /* Applies msgs to one projection; false when Redis failed or refused a
  * gap (then the caller resubscribes). */
 static bool
-apply_one(live *l, proj_state *ps, const pj_msgs *msgs)
+apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
 {
     rm_batch b;
     rm_applied a;
     es_error err;
-    const pj_event *stop_at = NULL;
+    const es_feed_event *stop_at = NULL;
     const char *why = NULL;
     size_t i;
     bool ok = true;
 
     rm_batch_init(&b, ps->p->name, NULL);
     for (i = 0; i < msgs->n; i++) {
-        const pj_event *e = &msgs->ev[i];
+        const es_feed_event *e = &msgs->ev[i];
 
         if (e->seq <= ps->seq)
             continue;
@@ -357,7 +204,7 @@ run_live(live *l)
     time_t checked = 0;
 
     while (!atomic_load(&pj_stop)) {
-        pj_msgs msgs;
+        es_feed_batch msgs;
         size_t i;
         bool ok = true, any = false;
 
@@ -384,7 +231,7 @@ run_live(live *l)
                 pj_sleep_ms(1000);
                 continue;
             }
-            if (pj_nats_subscribe(&l->nats, from, &l->sub, &err) != ES_OK) {
+            if (es_jetstream_subscribe(&l->nats, from, &l->sub, &err) != ES_OK) {
                 pj_say("%s", err.message);
                 pj_sleep_ms(1000);
                 continue;
@@ -393,13 +240,13 @@ run_live(live *l)
         if (time(NULL) != checked) {
             uint64_t last;
             checked = time(NULL);
-            if (pj_nats_last_seq(&l->nats, &last, &err) == ES_OK) {
+            if (es_jetstream_last_seq(&l->nats, &last, &err) == ES_OK) {
                 pthread_mutex_lock(&l->mu);
                 l->stream_last = last;
                 pthread_mutex_unlock(&l->mu);
             }
         }
-        if (pj_nats_take(l->sub, l->batch, 200, &msgs, &err) != ES_OK) {
+        if (es_jetstream_take(l->sub, l->batch, 200, &msgs, &err) != ES_OK) {
             pj_say("%s", err.message);
             natsSubscription_Destroy(l->sub);
             l->sub = NULL;
@@ -411,7 +258,7 @@ run_live(live *l)
                 ok = apply_one(l, &l->st[i], &msgs);
                 any = true;
             }
-        pj_msgs_free(&msgs);
+        es_feed_batch_free(&msgs);
         if (!ok) {
             /* Redis failed or a gap: start again from the checkpoints. */
             redisFree(l->rc);
@@ -499,7 +346,7 @@ main_live(void)
         pj_say("ES_PROJECTIONS names no projection (%s)", only);
         return 2;
     }
-    if (pj_nats_open(&l->nats, &err) != ES_OK ||
+    if (es_jetstream_open(&l->nats, &err) != ES_OK ||
         es_http_start(&l->http, &http, handle, l, &err) != ES_OK) {
         pj_say("%s", err.message);
         goto done;
@@ -512,7 +359,7 @@ done:
     es_http_stop(l->http);
     if (l->sub)
         natsSubscription_Destroy(l->sub);
-    pj_nats_close(&l->nats);
+    es_jetstream_close(&l->nats);
     if (l->rc)
         redisFree(l->rc);
     pthread_mutex_destroy(&l->mu);

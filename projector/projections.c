@@ -13,7 +13,7 @@
 
 #define ID_MAX 200
 
-/* ---- decoding --------------------------------------------------------- */
+/* ---- helpers for handlers --------------------------------------------- */
 
 static es_status
 bad(es_error *err, const char *field, const char *why)
@@ -21,81 +21,9 @@ bad(es_error *err, const char *field, const char *why)
     return es_error_set(err, ES_EINVALID, "event_invalid", field, "%s %s", field, why);
 }
 
-static es_status
-finish(pj_event *out, es_error *err)
-{
-    json_t *r = out->root_;
-    const char *dash;
-
-    out->stream = json_string_value(json_object_get(r, "stream"));
-    out->type = json_string_value(json_object_get(r, "type"));
-    out->event_id = json_string_value(json_object_get(r, "event_id"));
-    out->recorded_at = json_string_value(json_object_get(r, "recorded_at"));
-    out->data = json_object_get(r, "data");
-    if (out->stream == NULL)
-        return bad(err, "stream", "is missing or not a string");
-    if (out->type == NULL)
-        return bad(err, "type", "is missing or not a string");
-    if (out->event_id == NULL)
-        return bad(err, "event_id", "is missing or not a string");
-    if (out->recorded_at == NULL)
-        return bad(err, "recorded_at", "is missing or not a string");
-    if (!json_is_object(out->data))
-        return bad(err, "data", "is missing or not an object");
-    dash = strchr(out->stream, '-');
-    out->category_end = dash;
-    return ES_OK;
-}
-
-es_status
-pj_event_decode(const char *body, size_t len, uint64_t seq, pj_event *out, es_error *err)
-{
-    json_t *pos;
-    es_position p;
-    es_status st;
-
-    memset(out, 0, sizeof *out);
-    out->seq = seq;
-    st = es_json_parse_object(body, len, &out->root_, err);
-    if (st != ES_OK)
-        return st;
-    pos = json_object_get(out->root_, "position");
-    if (!json_is_string(pos) || !es_position_parse(json_string_value(pos), &p))
-        return bad(err, "position", "is missing or not a position");
-    es_position_format(p, out->position);
-    return finish(out, err);
-}
-
-es_status
-pj_event_from_store(const es_event *e, uint64_t seq, pj_event *out, es_error *err)
-{
-    json_t *data = NULL;
-    es_status st;
-
-    memset(out, 0, sizeof *out);
-    out->seq = seq;
-    es_position_format(e->position, out->position);
-    st = es_json_parse_object(e->data, strlen(e->data), &data, err);
-    if (st != ES_OK)
-        return st;
-    out->root_ = json_pack("{s:s, s:s, s:s, s:s, s:o}", "stream", e->stream_id, "type", e->type,
-                           "event_id", e->event_id, "recorded_at", e->recorded_at, "data", data);
-    if (out->root_ == NULL)
-        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
-    return finish(out, err);
-}
-
-void
-pj_event_free(pj_event *e)
-{
-    json_decref(e->root_);
-    memset(e, 0, sizeof *e);
-}
-
-/* ---- helpers for handlers --------------------------------------------- */
 
 static bool
-is(const pj_event *e, const char *category, const char *type)
+is(const es_feed_event *e, const char *category, const char *type)
 {
     size_t n = strlen(category);
 
@@ -104,7 +32,7 @@ is(const pj_event *e, const char *category, const char *type)
 }
 
 static bool
-in(const pj_event *e, const char *category)
+in(const es_feed_event *e, const char *category)
 {
     size_t n = strlen(category);
 
@@ -114,7 +42,7 @@ in(const pj_event *e, const char *category)
 
 /* A required non-empty string of at most ID_MAX bytes. */
 static es_status
-str(const pj_event *e, const char *field, const char **out, es_error *err)
+str(const es_feed_event *e, const char *field, const char **out, es_error *err)
 {
     json_t *v = json_object_get(e->data, field);
     char path[64];
@@ -131,7 +59,7 @@ str(const pj_event *e, const char *field, const char **out, es_error *err)
 
 /* As str, limited to letters, digits, '_', '.' and '-' (no ':'). */
 static es_status
-ident(const pj_event *e, const char *field, const char **out, es_error *err)
+ident(const es_feed_event *e, const char *field, const char **out, es_error *err)
 {
     es_status st = str(e, field, out, err);
     const char *p;
@@ -149,7 +77,7 @@ ident(const pj_event *e, const char *field, const char **out, es_error *err)
 }
 
 static es_status
-num(const pj_event *e, const char *field, long long *out, es_error *err)
+num(const es_feed_event *e, const char *field, long long *out, es_error *err)
 {
     json_t *v = json_object_get(e->data, field);
     char path[64];
@@ -163,7 +91,7 @@ num(const pj_event *e, const char *field, long long *out, es_error *err)
 
 /* An optional string (NULL when absent or not a string). */
 static const char *
-opt(const pj_event *e, const char *field)
+opt(const es_feed_event *e, const char *field)
 {
     return json_string_value(json_object_get(e->data, field));
 }
@@ -193,7 +121,7 @@ pj_email_key(const char *email, char *out, size_t size)
  * email:<email>    the user_id that registered it last (lower case)
  */
 static es_status
-users(rm_batch *b, const pj_event *e, es_error *err)
+users(rm_batch *b, const es_feed_event *e, es_error *err)
 {
     const char *id, *email, *name, *result;
     long long level;
@@ -257,7 +185,7 @@ users(rm_batch *b, const pj_event *e, es_error *err)
  * custorders:<customer>  zset order_id by seq of its OrderPlaced
  */
 static void
-history(rm_batch *b, const pj_event *e, const char *order_id, json_t *extra)
+history(rm_batch *b, const es_feed_event *e, const char *order_id, json_t *extra)
 {
     json_t *h = json_pack("{s:s, s:s, s:s}", "type", e->type, "at", e->recorded_at, "position",
                           e->position);
@@ -275,7 +203,7 @@ history(rm_batch *b, const pj_event *e, const char *order_id, json_t *extra)
 
 /* Sets one JSON field of the order and records the event in its history. */
 static void
-order_part(rm_batch *b, const pj_event *e, const char *order_id, const char *part, json_t *value)
+order_part(rm_batch *b, const es_feed_event *e, const char *order_id, const char *part, json_t *value)
 {
     rm_cmd(b, "HSET", "order:%s", order_id);
     rm_arg_str(b, part);
@@ -288,7 +216,7 @@ order_part(rm_batch *b, const pj_event *e, const char *order_id, const char *par
 }
 
 static es_status
-orders(rm_batch *b, const pj_event *e, es_error *err)
+orders(rm_batch *b, const es_feed_event *e, es_error *err)
 {
     const char *id, *customer, *s;
     long long total, amount;
@@ -383,7 +311,7 @@ orders(rm_batch *b, const pj_event *e, es_error *err)
 
 /* account:<customer_id>  hash customer_id, balance, updated_at */
 static es_status
-accounts(rm_batch *b, const pj_event *e, es_error *err)
+accounts(rm_batch *b, const es_feed_event *e, es_error *err)
 {
     const char *customer;
     long long amount, sign;
@@ -413,7 +341,7 @@ accounts(rm_batch *b, const pj_event *e, es_error *err)
 
 /* stock:<sku>  hash sku, on_hand, reserved, updated_at */
 static es_status
-inventory(rm_batch *b, const pj_event *e, es_error *err)
+inventory(rm_batch *b, const es_feed_event *e, es_error *err)
 {
     const char *sku, *field;
     long long qty, sign = 1;
@@ -475,14 +403,14 @@ saga_index(rm_batch *b, const char *op, const char *type, const char *state, lon
 }
 
 static es_status
-saga_step(rm_batch *b, const pj_event *e, const char *id, bool comp, es_error *err)
+saga_step(rm_batch *b, const es_feed_event *e, const char *id, bool comp, es_error *err)
 {
     const char *step, *kind = e->type + (comp ? 16 : 8);    /* after SagaStep/SagaCompensation */
     long long attempt = 1;
 
     TRY(ident(e, "step", &step, err));
-    if (!comp)
-        TRY(num(e, "attempt", &attempt, err));
+    if (!comp || json_object_get(e->data, "attempt"))
+        TRY(num(e, "attempt", &attempt, err));      /* a compensation's is optional */
     if (strcmp(kind, "Started") == 0) {
         if (attempt == 1) {
             rm_cmd(b, "RPUSH", comp ? "sagacomps:%s" : "sagasteps:%s", id);
@@ -514,7 +442,7 @@ saga_step(rm_batch *b, const pj_event *e, const char *id, bool comp, es_error *e
 }
 
 static es_status
-sagas(rm_batch *b, const pj_event *e, es_error *err)
+sagas(rm_batch *b, const es_feed_event *e, es_error *err)
 {
     const char *id, *type, *state, *from, *corr;
 
@@ -565,7 +493,7 @@ sagas(rm_batch *b, const pj_event *e, es_error *err)
 
 /* counters  hash of totals: events, users_*, orders_*, revenue, sagas_* */
 static es_status
-dashboard(rm_batch *b, const pj_event *e, es_error *err)
+dashboard(rm_batch *b, const es_feed_event *e, es_error *err)
 {
     static const struct {
         const char *category, *type, *counter;
@@ -644,7 +572,7 @@ pj_find(const char *name)
 }
 
 es_status
-pj_add(rm_batch *b, const pj_projection *p, const pj_event *e, es_error *err)
+pj_add(rm_batch *b, const pj_projection *p, const es_feed_event *e, es_error *err)
 {
     rm_mark m = rm_batch_mark(b);
     es_status st;

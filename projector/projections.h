@@ -15,27 +15,9 @@
 #include <stdint.h>
 
 #include "event.h"
+#include "feed.h"
 #include "readmodel.h"
 #include "status.h"
-
-/* An event as the projector sees it, with its feed sequence. */
-typedef struct pj_event {
-    uint64_t seq;
-    char position[ES_POSITION_TEXT_MAX];
-    const char *stream, *type, *event_id, *recorded_at;
-    const char *category_end;   /* first '-' of stream, or NULL */
-    json_t *data;
-    json_t *root_;              /* owns the strings above */
-} pj_event;
-
-/* Decodes one message of the events stream (es_event_encode's JSON, with
- * "stream"); seq is the message's stream sequence.  A body that is not
- * such an event is ES_EINVALID with the reason. */
-es_status pj_event_decode(const char *body, size_t len, uint64_t seq, pj_event *out,
-                          es_error *err);
-/* The same from an event read from the store. */
-es_status pj_event_from_store(const es_event *e, uint64_t seq, pj_event *out, es_error *err);
-void pj_event_free(pj_event *e);
 
 typedef struct pj_projection {
     const char *name;
@@ -43,7 +25,7 @@ typedef struct pj_projection {
     /* Adds e's commands to b (the event is already started).  Events of
      * other types or categories add nothing.  ES_EINVALID: an event this
      * projection should handle but cannot (err names the field). */
-    es_status (*apply)(rm_batch *b, const pj_event *e, es_error *err);
+    es_status (*apply)(rm_batch *b, const es_feed_event *e, es_error *err);
 } pj_projection;
 
 extern const pj_projection pj_projections[];
@@ -53,7 +35,7 @@ const pj_projection *pj_find(const char *name);
 
 /* Starts event e in b and adds p's commands; on failure b is left as it
  * was before the call. */
-es_status pj_add(rm_batch *b, const pj_projection *p, const pj_event *e, es_error *err);
+es_status pj_add(rm_batch *b, const pj_projection *p, const es_feed_event *e, es_error *err);
 
 /* ASCII lower case of an e-mail address, as used in the email: keys. */
 void pj_email_key(const char *email, char *out, size_t size);

@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "feed.h"
 #include "projections.h"
 #include "readmodel.h"
 
@@ -20,29 +21,6 @@ void pj_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *pj_env(const char *name, const char *def);
 /* Sleeps ms, waking early when pj_stop is set. */
 void pj_sleep_ms(int ms);
-
-typedef struct pj_nats {
-    natsConnection *nc;
-    jsCtx *js;
-    char stream[64], subjects[80];
-} pj_nats;
-
-es_status pj_nats_open(pj_nats *n, es_error *err);
-void pj_nats_close(pj_nats *n);
-/* An ordered consumer of the events stream from sequence from. */
-es_status pj_nats_subscribe(pj_nats *n, uint64_t from, natsSubscription **out, es_error *err);
-es_status pj_nats_last_seq(pj_nats *n, uint64_t *last, es_error *err);
-
-/* Decoded messages; bad[i] (malloc'd) says why ev[i] could not be. */
-typedef struct pj_msgs {
-    pj_event *ev;
-    char **bad;
-    size_t n;
-} pj_msgs;
-
-es_status pj_nats_take(natsSubscription *sub, int max, int wait_ms, pj_msgs *out,
-                       es_error *err);
-void pj_msgs_free(pj_msgs *m);
 
 int pj_rebuild_main(const char *name, bool dry_run);
 int pj_status_main(void);

@@ -156,15 +156,15 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
             done = true;
         for (i = 0; i < page->count; i++) {
             const es_event *e = &page->events[i];
-            pj_event pe;
+            es_feed_event pe;
 
             if (es_position_cmp(e->position, head) > 0) {
                 done = true;
                 break;
             }
-            if ((st = pj_event_from_store(e, *seq + 1, &pe, err)) == ES_OK)
+            if ((st = es_feed_event_from_store(e, *seq + 1, &pe, err)) == ES_OK)
                 st = pj_add(&b, p, &pe, err);
-            pj_event_free(&pe);
+            es_feed_event_free(&pe);
             if (st != ES_OK) {
                 char where[ES_POSITION_TEXT_MAX];
                 es_position_format(e->position, where);
@@ -223,7 +223,7 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
 
 /* The stream's message seq must carry the position the replay gave it. */
 static es_status
-check_handover(pj_nats *n, uint64_t seq, const char *pos, es_error *err)
+check_handover(es_jetstream *n, uint64_t seq, const char *pos, es_error *err)
 {
     uint64_t last = 0;
     double until = now_s() + 120;
@@ -235,7 +235,7 @@ check_handover(pj_nats *n, uint64_t seq, const char *pos, es_error *err)
     if (seq == 0)
         return ES_OK;
     while (!atomic_load(&pj_stop)) {
-        if (pj_nats_last_seq(n, &last, err) != ES_OK)
+        if (es_jetstream_last_seq(n, &last, err) != ES_OK)
             return err->status;
         if (last >= seq)
             break;
@@ -259,32 +259,32 @@ check_handover(pj_nats *n, uint64_t seq, const char *pos, es_error *err)
 
 /* Follows the stream into version ver until it can take over. */
 static es_status
-follow_and_switch(pj_nats *n, redisContext *rc, const pj_projection *p, const char *ver,
+follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, const char *ver,
                   uint64_t *seq, bool *switched, es_error *err)
 {
     natsSubscription *sub = NULL;
     es_status st;
 
     *switched = false;
-    if ((st = pj_nats_subscribe(n, *seq + 1, &sub, err)) != ES_OK)
+    if ((st = es_jetstream_subscribe(n, *seq + 1, &sub, err)) != ES_OK)
         return st;
     while (!atomic_load(&pj_stop)) {
-        pj_msgs msgs;
+        es_feed_batch msgs;
         rm_batch b;
         rm_applied a;
         size_t i;
 
         if ((st = rm_switch(rc, p->name, ver, switched, err)) != ES_OK || *switched)
             break;
-        if ((st = pj_nats_take(sub, 1000, 200, &msgs, err)) != ES_OK)
+        if ((st = es_jetstream_take(sub, 1000, 200, &msgs, err)) != ES_OK)
             break;
         if (msgs.n == 0) {
             /* Idle: the active version must be reachable at all. */
             rm_state s;
             uint64_t last;
             if ((st = rm_state_get(rc, p->name, &s, err)) != ES_OK ||
-                (st = pj_nats_last_seq(n, &last, err)) != ES_OK) {
-                pj_msgs_free(&msgs);
+                (st = es_jetstream_last_seq(n, &last, err)) != ES_OK) {
+                es_feed_batch_free(&msgs);
                 break;
             }
             if (s.seq > last) {
@@ -294,7 +294,7 @@ follow_and_switch(pj_nats *n, redisContext *rc, const pj_projection *p, const ch
                                   ": was the stream recreated? rebuild against that stream "
                                   "after deleting rm:%s:active", s.active, p->name, s.seq, last,
                                   p->name);
-                pj_msgs_free(&msgs);
+                es_feed_batch_free(&msgs);
                 break;
             }
         }
@@ -317,7 +317,7 @@ follow_and_switch(pj_nats *n, redisContext *rc, const pj_projection *p, const ch
                                   "the stream skipped past %" PRIu64, a.seq);
         }
         rm_batch_free(&b);
-        pj_msgs_free(&msgs);
+        es_feed_batch_free(&msgs);
         if (st != ES_OK)
             break;
     }
@@ -354,7 +354,7 @@ pj_rebuild_main(const char *name, bool dry_run)
                                   "host=127.0.0.1 port=55432 user=postgres dbname=es");
     es_store *store = NULL;
     redisContext *rc = NULL;
-    pj_nats nats = {0};
+    es_jetstream nats = {0};
     progress pg = {isatty(2) != 0, now_s(), now_s(), 0, 0};
     es_position head;
     es_error err;
@@ -369,13 +369,13 @@ pj_rebuild_main(const char *name, bool dry_run)
         return 2;
     }
     if (es_store_create(&store, conninfo, &err) != ES_OK || (rc = rm_connect(&err)) == NULL ||
-        pj_nats_open(&nats, &err) != ES_OK ||
+        es_jetstream_open(&nats, &err) != ES_OK ||
         pick_version(rc, name, dry_run, ver, sizeof ver, &resumed, &err) != ES_OK ||
         rm_checkpoint(rc, name, ver, &seq, pos, &err) != ES_OK ||
         es_store_feed_head(store, &head, &err) != ES_OK)
         goto fail;
     replayed_from = pg.from = seq;
-    if (pj_nats_last_seq(&nats, &pg.total, &err) != ES_OK)
+    if (es_jetstream_last_seq(&nats, &pg.total, &err) != ES_OK)
         pg.total = 0;
     pj_say("%s version %s of %s from event %" PRIu64, resumed ? "resuming" : "building", ver,
            name, seq);
@@ -420,7 +420,7 @@ fail:
         fputc('\n', stderr);
     pj_say("rebuild of %s failed: %s", name, err.message);
 done:
-    pj_nats_close(&nats);
+    es_jetstream_close(&nats);
     if (rc)
         redisFree(rc);
     es_store_close(store);
@@ -431,7 +431,7 @@ int
 pj_status_main(void)
 {
     redisContext *rc;
-    pj_nats nats;
+    es_jetstream nats;
     es_error err;
     uint64_t last = 0;
     bool have_last;
@@ -441,7 +441,7 @@ pj_status_main(void)
         pj_say("%s", err.message);
         return 1;
     }
-    have_last = pj_nats_open(&nats, &err) == ES_OK && pj_nats_last_seq(&nats, &last, &err) == ES_OK;
+    have_last = es_jetstream_open(&nats, &err) == ES_OK && es_jetstream_last_seq(&nats, &last, &err) == ES_OK;
     printf("%-10s %-8s %-9s %-12s %-12s %s\n", "projection", "active", "building", "checkpoint",
            "lag", "state");
     for (i = 0; i < pj_projection_count; i++) {
@@ -462,7 +462,7 @@ pj_status_main(void)
                r && r->type == REDIS_REPLY_STRING ? r->str : "");
         freeReplyObject(r);
     }
-    pj_nats_close(&nats);
+    es_jetstream_close(&nats);
     redisFree(rc);
     return 0;
 }

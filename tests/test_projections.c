@@ -34,7 +34,7 @@ teardown(void)
 
 /* Decodes a stream message built from its parts. */
 static void
-event(pj_event *e, uint64_t seq, const char *stream, const char *type, const char *data)
+event(es_feed_event *e, uint64_t seq, const char *stream, const char *type, const char *data)
 {
     char body[2048];
     es_error err;
@@ -44,7 +44,7 @@ event(pj_event *e, uint64_t seq, const char *stream, const char *type, const cha
              "\"version\":0,\"position\":\"100-%llu\",\"recorded_at\":\"2026-11-22T00:00:00.000000Z\","
              "\"data\":%s,\"metadata\":{}}",
              stream, type, (unsigned long long)seq, (unsigned long long)seq, data);
-    ck_assert_msg(pj_event_decode(body, strlen(body), seq, e, &err) == ES_OK, "%s", err.message);
+    ck_assert_msg(es_feed_event_decode(body, strlen(body), seq, e, &err) == ES_OK, "%s", err.message);
 }
 
 /* Applies one event to projection p (version "" = active); returns the
@@ -54,7 +54,7 @@ apply1(const char *p, uint64_t seq, const char *stream, const char *type, const 
 {
     rm_batch b;
     rm_applied a;
-    pj_event e;
+    es_feed_event e;
     es_error err;
 
     event(&e, seq, stream, type, data);
@@ -62,7 +62,7 @@ apply1(const char *p, uint64_t seq, const char *stream, const char *type, const 
     ck_assert_msg(pj_add(&b, pj_find(p), &e, &err) == ES_OK, "%s", err.message);
     ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
     rm_batch_free(&b);
-    pj_event_free(&e);
+    es_feed_event_free(&e);
     return a.applied;
 }
 
@@ -187,7 +187,7 @@ START_TEST(repeats_are_no_ops_and_gaps_are_refused)
 {
     rm_batch b;
     rm_applied a;
-    pj_event e[4];
+    es_feed_event e[4];
     es_error err;
     const pj_projection *acc = pj_find("accounts");
 
@@ -211,7 +211,7 @@ START_TEST(repeats_are_no_ops_and_gaps_are_refused)
     ck_assert_uint_eq(a.applied, 1);
     ck_assert_str_eq(hget("rm:accounts:1:account:c9", "balance"), "3");
     /* 5 without 4: refused, nothing written */
-    pj_event_free(&e[3]);
+    es_feed_event_free(&e[3]);
     event(&e[3], 5, "account-c9", "FundsDeposited", "{\"customer_id\":\"c9\",\"amount\":1}");
     rm_batch_init(&b, "accounts", NULL);
     pj_add(&b, acc, &e[3], &err);
@@ -223,14 +223,14 @@ START_TEST(repeats_are_no_ops_and_gaps_are_refused)
     ck_assert_str_eq(a.position, "100-3");
     ck_assert_str_eq(hget("rm:accounts:1:account:c9", "balance"), "3");
     for (int i = 0; i < 4; i++)
-        pj_event_free(&e[i]);
+        es_feed_event_free(&e[i]);
 }
 END_TEST
 
 START_TEST(an_unappliable_event_leaves_the_batch_as_it_was)
 {
     rm_batch b;
-    pj_event ok, bad;
+    es_feed_event ok, bad;
     es_error err;
     size_t n;
 
@@ -247,12 +247,12 @@ START_TEST(an_unappliable_event_leaves_the_batch_as_it_was)
     rm_batch_free(&b);
     /* other categories and unknown types are not the projection's */
     rm_batch_init(&b, "orders", NULL);
-    pj_event_free(&bad);
+    es_feed_event_free(&bad);
     event(&bad, 2, "audit-x", "OrderPlaced", "{}");
     ck_assert_int_eq(pj_add(&b, pj_find("orders"), &bad, &err), ES_OK);
     rm_batch_free(&b);
-    pj_event_free(&ok);
-    pj_event_free(&bad);
+    es_feed_event_free(&ok);
+    es_feed_event_free(&bad);
 }
 END_TEST
 
@@ -266,10 +266,10 @@ START_TEST(undecodable_messages_are_refused)
         "\"recorded_at\":\"t\",\"data\":[]}",
     };
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
-        pj_event e;
+        es_feed_event e;
         es_error err;
-        ck_assert_int_ne(pj_event_decode(bodies[i], strlen(bodies[i]), 1, &e, &err), ES_OK);
-        pj_event_free(&e);
+        ck_assert_int_ne(es_feed_event_decode(bodies[i], strlen(bodies[i]), 1, &e, &err), ES_OK);
+        es_feed_event_free(&e);
     }
 }
 END_TEST
@@ -278,7 +278,7 @@ START_TEST(switch_waits_for_the_new_version_then_old_keys_go)
 {
     rm_batch b;
     rm_applied a;
-    pj_event e;
+    es_feed_event e;
     es_error err;
     bool switched;
     redisReply *r;
@@ -293,7 +293,7 @@ START_TEST(switch_waits_for_the_new_version_then_old_keys_go)
     pj_add(&b, pj_find("inventory"), &e, &err);
     ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
     rm_batch_free(&b);
-    pj_event_free(&e);
+    es_feed_event_free(&e);
     ck_assert_int_eq(rm_switch(rc, "inventory", "2", &switched, &err), ES_OK);
     ck_assert(!switched);
     /* reads still see version 1, pinned with its checkpoint */
@@ -309,7 +309,7 @@ START_TEST(switch_waits_for_the_new_version_then_old_keys_go)
     pj_add(&b, pj_find("inventory"), &e, &err);
     ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
     rm_batch_free(&b);
-    pj_event_free(&e);
+    es_feed_event_free(&e);
     ck_assert_int_eq(rm_switch(rc, "inventory", "2", &switched, &err), ES_OK);
     ck_assert(switched);
     apply1("inventory", 3, "stock-s2", "StockRestocked", "{\"sku\":\"s2\",\"quantity\":5}");

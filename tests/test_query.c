@@ -183,7 +183,7 @@ apply(const char *proj, json_t *events, char *last, char *why, size_t why_size)
             json_t *e = json_array_get(events, i);
             char pos[ES_POSITION_TEXT_MAX], id[64], *text;
             es_position q = {p.txid, p.gpos + (int64_t)i};
-            pj_event pe;
+            es_feed_event pe;
 
             es_position_format(q, pos);
             th_unique(id, sizeof id, "ev");
@@ -191,18 +191,18 @@ apply(const char *proj, json_t *events, char *last, char *why, size_t why_size)
             json_object_set_new(e, "event_id", json_string(id));
             json_object_set_new(e, "recorded_at", json_string("2026-11-22T00:00:00.000000Z"));
             text = json_dumps(e, JSON_COMPACT);
-            if (pj_event_decode(text, strlen(text), st.seq + 1 + i, &pe, &err) != ES_OK ||
+            if (es_feed_event_decode(text, strlen(text), st.seq + 1 + i, &pe, &err) != ES_OK ||
                 pj_add(&b, pj_find(proj), &pe, &err) != ES_OK) {
                 snprintf(why, why_size, "event %zu: %s", i, err.message);
                 free(text);
-                pj_event_free(&pe);
+                es_feed_event_free(&pe);
                 rm_batch_free(&b);
                 goto done;
             }
             if (last)
                 snprintf(last, ES_POSITION_TEXT_MAX, "%s", pos);
             free(text);
-            pj_event_free(&pe);
+            es_feed_event_free(&pe);
         }
         if (rm_apply(c, &b, &out, &err) != ES_OK)
             snprintf(why, why_size, "%s", err.message);

@@ -1,6 +1,6 @@
 /*
  * libFuzzer target for what es-projector decodes from NATS: a message of
- * the events stream (pj_event_decode), then every projection's handler on
+ * the events stream (es_feed_event_decode), then every projection's handler on
  * it.  Either the message is refused with a reason, or each projection
  * adds the event to a batch or refuses it as invalid, leaving the batch
  * exactly as it was; nothing may crash, leak or build a malformed batch.
@@ -16,13 +16,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    pj_event e;
+    es_feed_event e;
     es_error err;
 
-    if (pj_event_decode((const char *)data, size, 7, &e, &err) != ES_OK) {
+    if (es_feed_event_decode((const char *)data, size, 7, &e, &err) != ES_OK) {
         if (err.status != ES_EINVALID && err.status != ES_ENOMEM)
             abort();
-        pj_event_free(&e);
+        es_feed_event_free(&e);
         return 0;
     }
     for (size_t i = 0; i < pj_projection_count; i++) {
@@ -40,6 +40,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         rm_batch_free(&b);
     }
-    pj_event_free(&e);
+    es_feed_event_free(&e);
     return 0;
 }

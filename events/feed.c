@@ -1,0 +1,253 @@
+/*
+ * Reading the events stream: the JetStream stream es-relay fills (message
+ * n = the feed's n-th event), consumed with an ordered push consumer from
+ * a given sequence, and each message decoded into an event with its feed
+ * sequence.  es-projector and es-saga both read the feed this way.
+ */
+#include "feed.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec.h"
+
+static const char *
+env_or(const char *name, const char *def)
+{
+    const char *v = getenv(name);
+    return v && v[0] ? v : def;
+}
+
+/* ---- decoding --------------------------------------------------------- */
+
+static es_status
+bad(es_error *err, const char *field, const char *why)
+{
+    return es_error_set(err, ES_EINVALID, "event_invalid", field, "%s %s", field, why);
+}
+
+static es_status
+finish(es_feed_event *out, es_error *err)
+{
+    json_t *r = out->root_;
+    const char *dash;
+
+    out->stream = json_string_value(json_object_get(r, "stream"));
+    out->type = json_string_value(json_object_get(r, "type"));
+    out->event_id = json_string_value(json_object_get(r, "event_id"));
+    out->recorded_at = json_string_value(json_object_get(r, "recorded_at"));
+    out->data = json_object_get(r, "data");
+    if (out->stream == NULL)
+        return bad(err, "stream", "is missing or not a string");
+    if (out->type == NULL)
+        return bad(err, "type", "is missing or not a string");
+    if (out->event_id == NULL)
+        return bad(err, "event_id", "is missing or not a string");
+    if (out->recorded_at == NULL)
+        return bad(err, "recorded_at", "is missing or not a string");
+    if (!json_is_object(out->data))
+        return bad(err, "data", "is missing or not an object");
+    dash = strchr(out->stream, '-');
+    out->category_end = dash;
+    return ES_OK;
+}
+
+es_status
+es_feed_event_decode(const char *body, size_t len, uint64_t seq, es_feed_event *out, es_error *err)
+{
+    json_t *pos;
+    es_position p;
+    es_status st;
+
+    memset(out, 0, sizeof *out);
+    out->seq = seq;
+    st = es_json_parse_object(body, len, &out->root_, err);
+    if (st != ES_OK)
+        return st;
+    pos = json_object_get(out->root_, "position");
+    if (!json_is_string(pos) || !es_position_parse(json_string_value(pos), &p))
+        return bad(err, "position", "is missing or not a position");
+    es_position_format(p, out->position);
+    return finish(out, err);
+}
+
+es_status
+es_feed_event_from_store(const es_event *e, uint64_t seq, es_feed_event *out, es_error *err)
+{
+    json_t *data = NULL;
+    es_status st;
+
+    memset(out, 0, sizeof *out);
+    out->seq = seq;
+    es_position_format(e->position, out->position);
+    st = es_json_parse_object(e->data, strlen(e->data), &data, err);
+    if (st != ES_OK)
+        return st;
+    out->root_ = json_pack("{s:s, s:s, s:s, s:s, s:o}", "stream", e->stream_id, "type", e->type,
+                           "event_id", e->event_id, "recorded_at", e->recorded_at, "data", data);
+    if (out->root_ == NULL)
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+    return finish(out, err);
+}
+
+void
+es_feed_event_free(es_feed_event *e)
+{
+    json_decref(e->root_);
+    memset(e, 0, sizeof *e);
+}
+
+/* ---- the stream --------------------------------------------------------- */
+
+es_status
+es_jetstream_open(es_jetstream *n, es_error *err)
+{
+    natsOptions *opts = NULL;
+    natsStatus s;
+
+    memset(n, 0, sizeof *n);
+    snprintf(n->stream, sizeof n->stream, "%s", env_or("ES_RELAY_STREAM", "EVENTS"));
+    snprintf(n->subjects, sizeof n->subjects, "%s.>", env_or("ES_RELAY_SUBJECT_PREFIX", "es.events"));
+    if (natsOptions_Create(&opts) != NATS_OK ||
+        natsOptions_SetURL(opts, env_or("ES_NATS_URL", "nats://127.0.0.1:54222")) != NATS_OK ||
+        natsOptions_SetMaxReconnect(opts, -1) != NATS_OK ||
+        natsOptions_SetRetryOnFailedConnect(opts, true, NULL, NULL) != NATS_OK) {
+        natsOptions_Destroy(opts);
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not set up the NATS options");
+    }
+    s = natsConnection_Connect(&n->nc, opts);
+    natsOptions_Destroy(opts);
+    if ((s != NATS_OK && s != NATS_NOT_YET_CONNECTED) ||
+        natsConnection_JetStream(&n->js, n->nc, NULL) != NATS_OK) {
+        es_jetstream_close(n);
+        return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
+                            "could not connect to NATS: %s", natsStatus_GetText(s));
+    }
+    return ES_OK;
+}
+
+void
+es_jetstream_close(es_jetstream *n)
+{
+    jsCtx_Destroy(n->js);
+    if (n->nc) {
+        natsConnection_Close(n->nc);
+        natsConnection_Destroy(n->nc);
+    }
+    memset(n, 0, sizeof *n);
+}
+
+es_status
+es_jetstream_subscribe(es_jetstream *n, uint64_t from, natsSubscription **out, es_error *err)
+{
+    jsSubOptions so;
+    jsErrCode jerr = 0;
+    natsStatus s;
+
+    *out = NULL;
+    jsSubOptions_Init(&so);
+    so.Stream = n->stream;
+    so.Ordered = true;
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = from;
+    s = js_SubscribeSync(out, n->js, n->subjects, NULL, &so, &jerr);
+    if (s != NATS_OK) {
+        *out = NULL;
+        return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
+                            "could not subscribe to stream %s from %" PRIu64 ": %s (%d)",
+                            n->stream, from, natsStatus_GetText(s), (int)jerr);
+    }
+    /* The projector applies in batches: let the library queue plenty. */
+    natsSubscription_SetPendingLimits(*out, 200000, 256 * 1024 * 1024);
+    return ES_OK;
+}
+
+es_status
+es_jetstream_last_seq(es_jetstream *n, uint64_t *last, es_error *err)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetStreamInfo(&si, n->js, n->stream, NULL, &jerr);
+
+    if (s != NATS_OK)
+        return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
+                            "could not read stream %s: %s (%d)", n->stream, natsStatus_GetText(s),
+                            (int)jerr);
+    *last = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    return ES_OK;
+}
+
+void
+es_feed_batch_free(es_feed_batch *m)
+{
+    size_t i;
+
+    for (i = 0; i < m->n; i++) {
+        es_feed_event_free(&m->ev[i]);
+        free(m->bad[i]);
+    }
+    free(m->ev);
+    free(m->bad);
+    memset(m, 0, sizeof *m);
+}
+
+/*
+ * Takes up to max messages: waits up to wait_ms for the first, then takes
+ * what is already queued.  Each is decoded; one that cannot be is kept
+ * with its reason in bad[i], so projections stop exactly there.
+ * ES_EUNAVAILABLE when the subscription broke (resubscribe).
+ */
+es_status
+es_jetstream_take(natsSubscription *sub, int max, int wait_ms, es_feed_batch *out, es_error *err)
+{
+    natsMsg *m = NULL;
+    natsStatus s;
+    int pending = 0;
+
+    memset(out, 0, sizeof *out);
+    if ((out->ev = calloc((size_t)max, sizeof *out->ev)) == NULL ||
+        (out->bad = calloc((size_t)max, sizeof *out->bad)) == NULL) {
+        es_feed_batch_free(out);
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+    }
+    s = natsSubscription_NextMsg(&m, sub, wait_ms);
+    while (s == NATS_OK) {
+        jsMsgMetaData *meta = NULL;
+        es_feed_event *e = &out->ev[out->n];
+        es_error derr;
+
+        if (natsMsg_GetMetaData(&meta, m) != NATS_OK) {
+            natsMsg_Destroy(m);
+            es_feed_batch_free(out);
+            return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
+                                "a message of the events stream has no JetStream metadata");
+        }
+        if (es_feed_event_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m),
+                            meta->Sequence.Stream, e, &derr) != ES_OK) {
+            es_feed_event_free(e);
+            e->seq = meta->Sequence.Stream;
+            out->bad[out->n] = strdup(derr.message);
+            if (out->bad[out->n] == NULL)
+                out->bad[out->n] = strdup("?");
+        }
+        jsMsgMetaData_Destroy(meta);
+        natsMsg_Destroy(m);
+        m = NULL;
+        out->n++;
+        if ((int)out->n == max)
+            break;
+        if (pending <= 0 && (natsSubscription_GetPending(sub, &pending, NULL) != NATS_OK ||
+                             pending <= 0))
+            break;
+        pending--;
+        s = natsSubscription_NextMsg(&m, sub, 1000);
+    }
+    if (s == NATS_OK || s == NATS_TIMEOUT || out->n > 0)
+        return ES_OK;
+    es_feed_batch_free(out);
+    return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
+                        "reading the events stream failed: %s", natsStatus_GetText(s));
+}
+

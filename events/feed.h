@@ -1,0 +1,65 @@
+/*
+ * Reading the events stream that es-relay fills: message n of the
+ * JetStream stream is the n-th event of the store's feed, so the stream
+ * sequence is the feed sequence consumers checkpoint.
+ */
+#ifndef ES_FEED_H
+#define ES_FEED_H
+
+#include <jansson.h>
+#include <nats/nats.h>
+#include <stdint.h>
+
+#include "event.h"
+#include "status.h"
+
+/* An event as a consumer sees it, with its feed sequence. */
+typedef struct es_feed_event {
+    uint64_t seq;
+    char position[ES_POSITION_TEXT_MAX];
+    const char *stream, *type, *event_id, *recorded_at;
+    const char *category_end;   /* first '-' of stream, or NULL */
+    json_t *data;
+    json_t *root_;              /* owns the strings above */
+} es_feed_event;
+
+/* Decodes one message of the events stream (es_event_encode's JSON, with
+ * "stream"); seq is the message's stream sequence.  A body that is not
+ * such an event is ES_EINVALID with the reason.  Free with
+ * es_feed_event_free, also after a failure. */
+es_status es_feed_event_decode(const char *body, size_t len, uint64_t seq, es_feed_event *out,
+                               es_error *err);
+/* The same from an event read from the store. */
+es_status es_feed_event_from_store(const es_event *e, uint64_t seq, es_feed_event *out,
+                                   es_error *err);
+void es_feed_event_free(es_feed_event *e);
+
+/* A connection to the events stream: ES_NATS_URL, ES_RELAY_STREAM (EVENTS),
+ * ES_RELAY_SUBJECT_PREFIX (es.events). */
+typedef struct es_jetstream {
+    natsConnection *nc;
+    jsCtx *js;
+    char stream[64], subjects[80];
+} es_jetstream;
+
+es_status es_jetstream_open(es_jetstream *n, es_error *err);
+void es_jetstream_close(es_jetstream *n);
+/* An ordered consumer of the stream from sequence from. */
+es_status es_jetstream_subscribe(es_jetstream *n, uint64_t from, natsSubscription **out,
+                                 es_error *err);
+es_status es_jetstream_last_seq(es_jetstream *n, uint64_t *last, es_error *err);
+
+/* Decoded messages; bad[i] (malloc'd) says why ev[i] could not be. */
+typedef struct es_feed_batch {
+    es_feed_event *ev;
+    char **bad;
+    size_t n;
+} es_feed_batch;
+
+/* Takes up to max messages: waits up to wait_ms for the first, then what
+ * is already queued.  ES_EUNAVAILABLE when the subscription broke. */
+es_status es_jetstream_take(natsSubscription *sub, int max, int wait_ms, es_feed_batch *out,
+                            es_error *err);
+void es_feed_batch_free(es_feed_batch *m);
+
+#endif
