@@ -10,7 +10,7 @@ PKGS    := libpq hiredis libnats jansson check libmicrohttpd
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wwrite-strings -Werror=vla
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Ievents -Icommand -Iprojector
+CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Ievents -Icommand -Iprojector -Isaga
 
 ifdef WERROR
 CFLAGS  += -Werror
@@ -52,6 +52,11 @@ QUERY_SRC := $(wildcard query/*.c)
 QUERY_OBJ := $(QUERY_SRC:%.c=$(BUILD)/%.o)
 QUERY_BIN := $(BUILD)/es-query
 
+# The saga manager; its modules (all but main.c) are linked by the tests.
+SAGA_SRC  := $(wildcard saga/*.c)
+SAGA_LIB_OBJ := $(filter-out $(BUILD)/saga/main.o,$(SAGA_SRC:%.c=$(BUILD)/%.o))
+SAGA_BIN  := $(if $(wildcard saga/main.c),$(BUILD)/es-saga)
+
 CLI       := $(BUILD)/esctl
 BENCH_BIN := $(BUILD)/bench_store $(BUILD)/bench_http
 
@@ -62,10 +67,11 @@ FUZZ_SECONDS ?= 10
 
 .PHONY: all deps up down servers test test-plain test-san test-fuzz fuzz bench clean distclean
 
-all: $(LIB) $(CLI) $(CMD_BIN) $(RELAY_BIN) $(PROJ_BIN) $(QUERY_BIN) $(TEST_BIN) $(BENCH_BIN)
+all: $(LIB) $(CLI) $(CMD_BIN) $(RELAY_BIN) $(PROJ_BIN) $(QUERY_BIN) $(SAGA_BIN) $(TEST_BIN) \
+    $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c $(wildcard events/*.h) $(wildcard command/*.h) $(wildcard projector/*.h) \
-    $(wildcard query/*.h) tests/harness.h
+    $(wildcard query/*.h) $(wildcard saga/*.h) tests/harness.h
 	@mkdir -p $(dir $@)
 	@echo "  CC    $<"
 	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
@@ -91,11 +97,15 @@ $(QUERY_BIN): $(QUERY_OBJ) $(PROJ_OBJ) $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
+$(BUILD)/es-saga: $(BUILD)/saga/main.o $(SAGA_LIB_OBJ) $(LIB)
+	@echo "  LD    $@"
+	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS) -lm
+
 $(CLI): $(BUILD)/cli/esctl.o $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(PROJ_OBJ) $(LIB)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(PROJ_OBJ) $(SAGA_LIB_OBJ) $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS) -lm
 

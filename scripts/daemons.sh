@@ -21,6 +21,7 @@ daemons=(
     "relay es-relay ES_RELAY_PORT 8082"
     "projector es-projector ES_PROJECTOR_PORT 8083"
     "query es-query ES_QUERY_PORT 8081"
+    "saga es-saga ES_SAGA_PORT 8084"
 )
 
 alive() { [ -f "$dir/$1.pid" ] && kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; }

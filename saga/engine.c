@@ -1,0 +1,744 @@
+/*
+ * The saga engine.  A saga's state is the fold of its stream saga-<id>:
+ *
+ *   SagaStarted {saga_id, type, correlation_id, data}
+ *   SagaStepStarted {step, attempt, deadline_ms?}      the outbox: decided,
+ *   SagaStepSucceeded {step, attempt, result}          then sent
+ *   SagaStepFailed {step, attempt, error, will_retry, retry_at_ms?}
+ *   SagaCompensationStarted / Succeeded / Failed {step, attempt, ...}
+ *   SagaStateChanged {type, from, to, error?}
+ *
+ * Each run claims a due row of es_saga_work (FOR UPDATE SKIP LOCKED),
+ * reads the stream and the saga's inbox, and takes actions until it must
+ * wait (a retry's backoff, an awaited event's deadline) or the saga ends.
+ * Every action is appended before it is acted on, with the stream's exact
+ * expected version, and every command carries an id derived from the saga
+ * and the step ("<saga>/<step>", "<saga>/<step>/undo"): a run cut short by
+ * a crash resends the same command, which the command service answers with
+ * its first outcome.  Nothing is charged, reserved or refunded twice.
+ */
+#include "engine.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "uuid.h"
+
+#define ACTIONS_MAX 64              /* per claim, then the row is released */
+
+enum { S_NONE, S_RUNNING, S_OK, S_RETRY, S_FAILED };
+
+typedef struct step_st {
+    int st, attempts;
+    int64_t retry_at, deadline;
+    int cst, cattempts;
+    int64_t cretry_at;
+} step_st;
+
+typedef struct saga {
+    char id[256], stream[300];
+    const sg_flow *flow;
+    int64_t version;                /* -1: no stream yet */
+    bool started;
+    char state[16];
+    json_t *ctx, *inbox;
+    step_st steps[SG_STEPS_MAX + 1];    /* [nsteps]: the trigger's own */
+    char error[320];
+} saga;
+
+enum { ACT_AGAIN, ACT_WAIT, ACT_DONE, ACT_DEAD };
+
+int64_t
+sg_now_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+int64_t
+sg_backoff_ms(const sg_config *cfg, int attempt)
+{
+    double d = cfg->retry_base_ms;
+    int i;
+
+    for (i = 1; i < attempt && d < cfg->retry_max_ms; i++)
+        d *= 2;
+    if (d > cfg->retry_max_ms)
+        d = cfg->retry_max_ms;
+    d *= 0.75 + 0.5 * ((double)rand() / RAND_MAX);     /* jitter: no herds */
+    return (int64_t)d;
+}
+
+/* ---- state ------------------------------------------------------------ */
+
+static int
+step_index(const saga *s, const char *name)
+{
+    size_t i;
+
+    if (name == NULL)
+        return -1;
+    for (i = 0; i < s->flow->nsteps; i++)
+        if (strcmp(s->flow->steps[i].name, name) == 0)
+            return (int)i;
+    if (strcmp(s->flow->trigger_step, name) == 0)
+        return (int)s->flow->nsteps;
+    return -1;
+}
+
+static int64_t
+jint(const json_t *o, const char *k)
+{
+    return (int64_t)json_integer_value(json_object_get(o, k));
+}
+
+/* Folds one event of the saga's stream into s. */
+static void
+apply(saga *s, const char *type, const json_t *d)
+{
+    int i = step_index(s, json_string_value(json_object_get(d, "step")));
+    step_st *st = i >= 0 ? &s->steps[i] : NULL;
+
+    if (strcmp(type, "SagaStarted") == 0) {
+        s->started = true;
+        snprintf(s->state, sizeof s->state, "running");
+        json_decref(s->ctx);
+        s->ctx = json_deep_copy(json_object_get(d, "data"));
+        if (!json_is_object(s->ctx)) {
+            json_decref(s->ctx);
+            s->ctx = json_object();
+        }
+    } else if (strcmp(type, "SagaStateChanged") == 0) {
+        snprintf(s->state, sizeof s->state, "%s", json_string_value(json_object_get(d, "to")));
+        if (json_is_string(json_object_get(d, "error")))
+            snprintf(s->error, sizeof s->error, "%s", json_string_value(json_object_get(d, "error")));
+    } else if (st == NULL) {
+        return;
+    } else if (strcmp(type, "SagaStepStarted") == 0) {
+        st->st = S_RUNNING;
+        st->attempts = (int)jint(d, "attempt");
+        st->deadline = jint(d, "deadline_ms");
+    } else if (strcmp(type, "SagaStepSucceeded") == 0) {
+        st->st = S_OK;
+        if (json_is_object(json_object_get(d, "result")))
+            json_object_update_missing(s->ctx, json_object_get(d, "result"));
+    } else if (strcmp(type, "SagaStepFailed") == 0) {
+        st->st = json_is_true(json_object_get(d, "will_retry")) ? S_RETRY : S_FAILED;
+        st->retry_at = jint(d, "retry_at_ms");
+    } else if (strcmp(type, "SagaCompensationStarted") == 0) {
+        st->cst = S_RUNNING;
+        st->cattempts = (int)jint(d, "attempt");
+    } else if (strcmp(type, "SagaCompensationSucceeded") == 0) {
+        st->cst = S_OK;
+    } else if (strcmp(type, "SagaCompensationFailed") == 0) {
+        st->cst = S_RETRY;
+        st->cretry_at = jint(d, "retry_at_ms");
+    }
+}
+
+static void
+saga_free(saga *s)
+{
+    json_decref(s->ctx);
+    json_decref(s->inbox);
+    memset(s, 0, sizeof *s);
+}
+
+static es_status
+load(sg_worker *w, const char *saga_id, const sg_flow *flow, saga *s, es_error *err)
+{
+    const char *params[1] = {saga_id};
+    PGresult *r;
+    int64_t from = 0;
+    int i;
+
+    memset(s, 0, sizeof *s);
+    snprintf(s->id, sizeof s->id, "%s", saga_id);
+    snprintf(s->stream, sizeof s->stream, "saga-%s", saga_id);
+    s->flow = flow;
+    s->version = -1;
+    s->ctx = json_object();
+    s->inbox = json_array();
+    for (;;) {
+        es_page *p = NULL;
+        es_status st = es_store_read_stream(w->store, s->stream, from, 500, ES_FORWARD, &p, err);
+        size_t k;
+
+        if (st == ES_ENOTFOUND)
+            break;
+        if (st != ES_OK)
+            return st;
+        for (k = 0; k < p->count; k++) {
+            json_t *d = json_loads(p->events[k].data, 0, NULL);
+            apply(s, p->events[k].type, d);
+            json_decref(d);
+            s->version = p->events[k].version;
+        }
+        from = s->version + 1;
+        k = p->count;
+        es_page_destroy(p);
+        if (k < 500)
+            break;
+    }
+    r = PQexecParams(w->pg, "SELECT type, data::text FROM es_saga_inbox WHERE saga_id = $1 "
+                            "ORDER BY seq",
+                     1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        es_error_set(err, ES_EUNAVAILABLE, "store_unavailable", NULL, "could not read the inbox of %s: %s",
+                     saga_id, PQerrorMessage(w->pg));
+        PQclear(r);
+        return ES_EUNAVAILABLE;
+    }
+    for (i = 0; i < PQntuples(r); i++)
+        json_array_append_new(s->inbox, json_pack("{s:s, s:o}", "type", PQgetvalue(r, i, 0), "data",
+                                                  json_loads(PQgetvalue(r, i, 1), 0, NULL)));
+    PQclear(r);
+    return ES_OK;
+}
+
+/* The first inbox event of type, or NULL. */
+static const json_t *
+inbox_find(const saga *s, const char *type)
+{
+    size_t i;
+    json_t *e;
+
+    if (type == NULL)
+        return NULL;
+    json_array_foreach(s->inbox, i, e)
+        if (strcmp(json_string_value(json_object_get(e, "type")), type) == 0)
+            return json_object_get(e, "data");
+    return NULL;
+}
+
+/* Appends one event to the saga's stream (data stolen) and folds it in.
+ * ES_ECONFLICT: someone else moved the saga; reload. */
+static es_status
+emit(sg_worker *w, saga *s, const char *type, json_t *data, es_error *err)
+{
+    char *text, meta[400];
+    es_new_event ev = {NULL, type, 1, NULL, meta};
+    es_append_req req = {s->stream, s->version < 0 ? ES_EXPECT_NO_STREAM : s->version, &ev, 1};
+    es_append_result res;
+
+    json_object_set_new(data, "saga_id", json_string(s->id));
+    if (strcmp(type, "SagaStateChanged") == 0 || strcmp(type, "SagaStarted") == 0)
+        json_object_set_new(data, "type", json_string(s->flow->type));
+    text = json_dumps(data, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    snprintf(meta, sizeof meta, "{\"correlation_id\":\"%s\"}",
+             json_string_value(json_object_get(s->ctx, s->flow->id_field))
+                 ? json_string_value(json_object_get(s->ctx, s->flow->id_field)) : "");
+    if (text == NULL || strchr(meta, '\\')) {
+        free(text);
+        json_decref(data);
+        return es_error_set(err, ES_EINTERNAL, NULL, NULL, "could not encode %s of %s", type, s->id);
+    }
+    ev.data = text;
+    es_store_append(w->store, &req, &res);
+    free(text);
+    if (res.status != ES_OK) {
+        json_decref(data);
+        *err = res.err;
+        return res.status;
+    }
+    s->version = res.last_version;
+    apply(s, type, data);
+    json_decref(data);
+    return ES_OK;
+}
+
+/* ---- commands --------------------------------------------------------- */
+
+typedef enum { OUT_OK, OUT_REFUSED, OUT_TRANSIENT } outcome;
+
+/*
+ * Sends command with args (borrowed) and command_id over NATS request /
+ * reply.  OUT_OK: *result is the answer's result (new reference).
+ * OUT_REFUSED: a 4xx; OUT_TRANSIENT: a 5xx, a timeout, no responder.
+ * code/why describe a failure.
+ */
+static outcome
+call(const sg_config *cfg, const char *command, const json_t *args, const char *command_id,
+     int timeout_ms, json_t **result, char *code, size_t code_size, char *why, size_t why_size)
+{
+    char subject[160];
+    json_t *body = json_deep_copy(args), *reply = NULL;
+    char *text;
+    natsMsg *msg = NULL;
+    natsStatus s;
+    outcome out = OUT_TRANSIENT;
+
+    *result = NULL;
+    code[0] = why[0] = '\0';
+    json_object_set_new(body, "command_id", json_string(command_id));
+    text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    snprintf(subject, sizeof subject, "%s.%s", cfg->subject_prefix, command);
+    s = text ? natsConnection_Request(&msg, cfg->nc, subject, text, (int)strlen(text), timeout_ms)
+             : NATS_NO_MEMORY;
+    free(text);
+    if (s != NATS_OK) {
+        snprintf(code, code_size, "%s", s == NATS_TIMEOUT ? "timeout" : "unavailable");
+        snprintf(why, why_size, "%s: %s", command, natsStatus_GetText(s));
+        goto done;
+    }
+    reply = json_loadb(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), 0, NULL);
+    if (json_is_true(json_object_get(reply, "ok"))) {
+        *result = json_incref(json_object_get(reply, "result"));
+        out = OUT_OK;
+    } else {
+        json_t *e = json_object_get(reply, "error");
+        int status = (int)json_integer_value(json_object_get(reply, "status"));
+
+        snprintf(code, code_size, "%s",
+                 json_string_value(json_object_get(e, "code")) ? json_string_value(json_object_get(e, "code"))
+                                                                : "bad_reply");
+        snprintf(why, why_size, "%s: %s", command,
+                 json_string_value(json_object_get(e, "message"))
+                     ? json_string_value(json_object_get(e, "message")) : "unreadable reply");
+        out = status >= 400 && status < 500 ? OUT_REFUSED : OUT_TRANSIENT;
+    }
+done:
+    json_decref(reply);
+    natsMsg_Destroy(msg);
+    return out;
+}
+
+static sg_gateway *
+gateway(const sg_config *cfg, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < cfg->ngateways; i++)
+        if (strcmp(sg_gateway_name(cfg->gateways[i]), name) == 0)
+            return cfg->gateways[i];
+    return NULL;
+}
+
+/* ---- the flow --------------------------------------------------------- */
+
+static json_t *
+step_data(const char *step, int attempt)
+{
+    return json_pack("{s:s, s:i}", "step", step, "attempt", attempt);
+}
+
+static es_status
+fail_step(sg_worker *w, saga *s, int i, const char *why, bool retry, es_error *err)
+{
+    const sg_step *step = &s->flow->steps[i];
+    json_t *d = step_data(step->name, s->steps[i].attempts);
+
+    json_object_set_new(d, "error", json_string(why));
+    json_object_set_new(d, "will_retry", json_boolean(retry));
+    if (retry) {
+        json_object_set_new(d, "retry_at_ms",
+                            json_integer(sg_now_ms() + sg_backoff_ms(w->cfg, s->steps[i].attempts)));
+        atomic_fetch_add(&w->counters->retries, 1);
+    }
+    return emit(w, s, "SagaStepFailed", d, err);
+}
+
+static es_status
+to_state(sg_worker *w, saga *s, const char *to, const char *why, es_error *err)
+{
+    json_t *d = json_pack("{s:s, s:s}", "from", s->state, "to", to);
+
+    if (why)
+        json_object_set_new(d, "error", json_string(why));
+    return emit(w, s, "SagaStateChanged", d, err);
+}
+
+/* A command or gateway step's attempt, once SagaStepStarted is recorded. */
+static es_status
+run_attempt(sg_worker *w, saga *s, int i, es_error *err)
+{
+    const sg_step *step = &s->flow->steps[i];
+    step_st *st = &s->steps[i];
+    char command_id[400], code[64], why[400];
+    const char *missing;
+    json_t *args = sg_call_args(&step->call, s->ctx, &missing), *result = NULL;
+    bool more = st->attempts < step->max_attempts;
+    outcome o;
+    es_status rc;
+
+    if (args == NULL) {
+        snprintf(why, sizeof why, "the saga has no %s for %s", missing, step->call.command);
+        return fail_step(w, s, i, why, false, err);
+    }
+    snprintf(command_id, sizeof command_id, "%s/%s", s->id, step->name);
+    if (step->kind == SG_GATEWAY) {
+        sg_gateway *g = gateway(w->cfg, step->gateway);
+        char *body = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS);
+        es_error gerr;
+        bool sent = g && body && sg_gateway_send(g, command_id, body, &gerr) == ES_OK;
+
+        free(body);
+        if (!sent) {
+            snprintf(why, sizeof why, "%s gateway: %s", step->gateway,
+                     g ? gerr.message : "not configured");
+            if (more) {
+                json_decref(args);
+                return fail_step(w, s, i, why, true, err);
+            }
+            /* out of tries: the failure is recorded, the flow goes on */
+            json_object_set_new(args, "status", json_string("failed"));
+            json_object_set_new(args, "detail", json_string(why));
+        } else {
+            json_object_set_new(args, "status", json_string("sent"));
+        }
+        o = call(w->cfg, step->call.command, args, command_id, step->timeout_ms, &result, code,
+                 sizeof code, why, sizeof why);
+        if (o == OUT_OK && !sent) {
+            json_decref(args);
+            json_decref(result);
+            snprintf(why, sizeof why, "%s gateway: %s", step->gateway,
+                     g ? gerr.message : "not configured");
+            return fail_step(w, s, i, why, false, err);
+        }
+    } else {
+        o = call(w->cfg, step->call.command, args, command_id, step->timeout_ms, &result, code,
+                 sizeof code, why, sizeof why);
+    }
+    json_decref(args);
+    atomic_fetch_add(&w->counters->steps, 1);
+    if (o == OUT_OK || (o == OUT_REFUSED && sg_call_done_code(&step->call, code))) {
+        json_t *d = step_data(step->name, st->attempts);
+        json_object_set_new(d, "result", result ? result : json_object());
+        return emit(w, s, "SagaStepSucceeded", d, err);
+    }
+    json_decref(result);
+    rc = fail_step(w, s, i, why, o == OUT_TRANSIENT && (more || step->kind == SG_GATEWAY), err);
+    return rc;
+}
+
+static int
+run_step(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
+{
+    const sg_step *step = &s->flow->steps[i];
+    step_st *st = &s->steps[i];
+    int64_t now = sg_now_ms();
+
+    if (st->st == S_RETRY && now < st->retry_at) {
+        *due = st->retry_at;
+        return ACT_WAIT;
+    }
+    if (st->st == S_NONE || st->st == S_RETRY) {
+        json_t *d = step_data(step->name, st->attempts + 1);
+        if (step->kind == SG_AWAIT) {
+            char var[128];
+            const char *v;
+            int64_t t = step->timeout_ms;
+            snprintf(var, sizeof var, "ES_SAGA_TIMEOUT_%s_%s_MS", s->flow->type, step->name);
+            for (char *c = var; *c; c++)
+                *c = (char)(*c >= 'a' && *c <= 'z' ? *c - 32 : *c);
+            if ((v = getenv(var)) != NULL && atoll(v) > 0)
+                t = atoll(v);
+            json_object_set_new(d, "deadline_ms", json_integer(now + t));
+        }
+        if (emit(w, s, "SagaStepStarted", d, err) != ES_OK)
+            return -1;
+    }
+    if (step->kind == SG_AWAIT) {
+        const json_t *ev = inbox_find(s, step->await_type);
+        json_t *d;
+
+        if (ev == NULL && now < st->deadline) {
+            *due = st->deadline;
+            return ACT_WAIT;
+        }
+        d = step_data(step->name, st->attempts);
+        if (ev && strcmp(json_string_value(json_object_get(ev, "result")) ?
+                             json_string_value(json_object_get(ev, "result")) : "", "passed") == 0) {
+            json_object_set_new(d, "result", json_pack("{s:s}", step->name, "passed"));
+            return emit(w, s, "SagaStepSucceeded", d, err) == ES_OK ? ACT_AGAIN : -1;
+        }
+        json_object_set_new(d, "error", json_string(ev ? "the verdict is failed" : "timed out"));
+        json_object_set_new(d, "will_retry", json_false());
+        return emit(w, s, "SagaStepFailed", d, err) == ES_OK ? ACT_AGAIN : -1;
+    }
+    return run_attempt(w, s, i, err) == ES_OK ? ACT_AGAIN : -1;
+}
+
+/* Compensation i (nsteps: the trigger's own), retried until it succeeds. */
+static int
+run_compensation(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
+{
+    bool trigger = (size_t)i == s->flow->nsteps;
+    const sg_call *c = trigger ? &s->flow->undo_trigger : &s->flow->steps[i].compensation;
+    const char *name = trigger ? s->flow->trigger_step : s->flow->steps[i].name;
+    step_st *st = &s->steps[i];
+    int64_t now = sg_now_ms();
+    char command_id[400], code[64], why[400];
+    const char *missing;
+    json_t *args, *result = NULL, *d;
+    outcome o;
+
+    if (st->cst == S_RETRY && now < st->cretry_at) {
+        *due = st->cretry_at;
+        return ACT_WAIT;
+    }
+    if (st->cst == S_NONE || st->cst == S_RETRY) {
+        if (st->cattempts >= w->cfg->compensation_refusals && st->cst == S_RETRY) {
+            snprintf(s->error, sizeof s->error, "compensation %s failed %d times", name,
+                     st->cattempts);
+            return ACT_DEAD;
+        }
+        if (emit(w, s, "SagaCompensationStarted", step_data(name, st->cattempts + 1), err) != ES_OK)
+            return -1;
+    }
+    if ((args = sg_call_args(c, s->ctx, &missing)) == NULL) {
+        snprintf(s->error, sizeof s->error, "compensation %s: the saga has no %s", name, missing);
+        return ACT_DEAD;
+    }
+    snprintf(command_id, sizeof command_id, "%s/%s/undo", s->id, name);
+    o = call(w->cfg, c->command, args, command_id, 5000, &result, code, sizeof code, why, sizeof why);
+    json_decref(args);
+    json_decref(result);
+    atomic_fetch_add(&w->counters->steps, 1);
+    if (o == OUT_OK || (o == OUT_REFUSED && sg_call_done_code(c, code)))
+        return emit(w, s, "SagaCompensationSucceeded", json_pack("{s:s}", "step", name), err) == ES_OK
+                   ? ACT_AGAIN : -1;
+    d = step_data(name, st->cattempts);
+    json_object_set_new(d, "error", json_string(why));
+    json_object_set_new(d, "will_retry", json_true());
+    json_object_set_new(d, "retry_at_ms", json_integer(now + sg_backoff_ms(w->cfg, st->cattempts)));
+    atomic_fetch_add(&w->counters->retries, 1);
+    return emit(w, s, "SagaCompensationFailed", d, err) == ES_OK ? ACT_AGAIN : -1;
+}
+
+/* One action; -1 with err set on an infrastructure error. */
+static int
+act(sg_worker *w, saga *s, const json_t *input, int64_t *due, es_error *err)
+{
+    const sg_flow *f = s->flow;
+    size_t i;
+
+    if (!s->started) {
+        json_t *ctx = json_deep_copy(input);
+        if (f->prepare)
+            f->prepare(ctx);
+        atomic_fetch_add(&w->counters->started, 1);
+        return emit(w, s, "SagaStarted",
+                    json_pack("{s:s, s:o}", "correlation_id",
+                              json_string_value(json_object_get(input, f->id_field)) ?
+                                  json_string_value(json_object_get(input, f->id_field)) : "",
+                              "data", ctx), err) == ES_OK ? ACT_AGAIN : -1;
+    }
+    if (strcmp(s->state, "running") == 0) {
+        const json_t *cancel = inbox_find(s, f->cancel_type);
+        if (cancel) {
+            char why[300];
+            snprintf(why, sizeof why, "%s: %s", f->cancel_type,
+                     json_string_value(json_object_get(cancel, "reason")) ?
+                         json_string_value(json_object_get(cancel, "reason")) : "requested");
+            return to_state(w, s, "compensating", why, err) == ES_OK ? ACT_AGAIN : -1;
+        }
+        for (i = 0; i < f->nsteps; i++) {
+            step_st *st = &s->steps[i];
+            if (st->st == S_OK || (st->st == S_FAILED && !f->steps[i].critical))
+                continue;
+            if (st->st == S_FAILED) {
+                char why[300];
+                snprintf(why, sizeof why, "step %s failed", f->steps[i].name);
+                return to_state(w, s, "compensating", why, err) == ES_OK ? ACT_AGAIN : -1;
+            }
+            return run_step(w, s, (int)i, due, err);
+        }
+        atomic_fetch_add(&w->counters->completed, 1);
+        return to_state(w, s, "completed", NULL, err) == ES_OK ? ACT_AGAIN : -1;
+    }
+    if (strcmp(s->state, "compensating") == 0) {
+        for (i = f->nsteps; i-- > 0;)
+            if (s->steps[i].st == S_OK && f->steps[i].compensation.command &&
+                s->steps[i].cst != S_OK)
+                return run_compensation(w, s, (int)i, due, err);
+        if (f->undo_trigger.command && s->steps[f->nsteps].cst != S_OK)
+            return run_compensation(w, s, (int)f->nsteps, due, err);
+        atomic_fetch_add(&w->counters->compensated, 1);
+        return to_state(w, s, "compensated", NULL, err) == ES_OK ? ACT_AGAIN : -1;
+    }
+    return ACT_DONE;        /* completed, compensated or failed */
+}
+
+/* ---- work rows -------------------------------------------------------- */
+
+static bool
+sql_ok(PGconn *c, const char *sql, int n, const char *const *params)
+{
+    PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+
+    PQclear(r);
+    return ok;
+}
+
+static es_status
+pg_fail(sg_worker *w, es_error *err, const char *what)
+{
+    es_status st = es_error_set(err, ES_EUNAVAILABLE, "store_unavailable", NULL, "%s: %s", what,
+                                PQerrorMessage(w->pg));
+
+    if (PQstatus(w->pg) != CONNECTION_OK) {
+        PQfinish(w->pg);
+        w->pg = NULL;
+    }
+    return st;
+}
+
+static es_status
+connect_pg(sg_worker *w, es_error *err)
+{
+    if (w->pg && PQstatus(w->pg) == CONNECTION_OK)
+        return ES_OK;
+    if (w->pg)
+        PQfinish(w->pg);
+    w->pg = PQconnectdb(w->cfg->conninfo);
+    if (PQstatus(w->pg) != CONNECTION_OK)
+        return pg_fail(w, err, "could not connect to PostgreSQL");
+    PQclear(PQexec(w->pg, "SET TimeZone = 'UTC'"));
+    return ES_OK;
+}
+
+/* Moves a saga that cannot go on to the dead letters, and says so in its
+ * stream (state failed). */
+static void
+dead_letter(sg_worker *w, saga *s, const char *saga_id, const char *flow, const char *input,
+            const char *reason, int attempts)
+{
+    char n[16];
+    const char *p[5] = {saga_id, flow, input, reason, n};
+    es_error err;
+
+    snprintf(n, sizeof n, "%d", attempts);
+    sql_ok(w->pg, "INSERT INTO es_saga_dead_letters (saga_id, flow, payload, reason, attempts) "
+                  "VALUES ($1, $2, $3::jsonb, $4, $5::int)", 5, p);
+    sql_ok(w->pg, "DELETE FROM es_saga_work WHERE saga_id = $1", 1, p);
+    if (s && s->flow && s->started && strcmp(s->state, "failed") != 0)
+        (void)to_state(w, s, "failed", reason, &err);
+    atomic_fetch_add(&w->counters->dead_letters, 1);
+    atomic_fetch_add(&w->counters->failed, 1);
+    fprintf(stderr, "es-saga: saga %s moved to the dead letters: %s\n", saga_id, reason);
+}
+
+es_status
+sg_work_once(sg_worker *w, bool *did, es_error *err)
+{
+    PGresult *r = NULL;
+    char saga_id[256], flow_name[64], *input_text = NULL, due_text[32], fails[16];
+    const sg_flow *flow;
+    json_t *input = NULL;
+    saga s = {0};
+    int64_t due = 0;
+    int failures, n, a = ACT_AGAIN;
+    es_status st = ES_OK;
+
+    *did = false;
+    if ((st = connect_pg(w, err)) != ES_OK)
+        return st;
+    if (!sql_ok(w->pg, "BEGIN", 0, NULL))
+        return pg_fail(w, err, "could not begin");
+    r = PQexec(w->pg, "SELECT saga_id, flow, input::text, failures FROM es_saga_work "
+                      "WHERE due_at <= now() ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        PQclear(r);
+        st = pg_fail(w, err, "could not claim work");
+        sql_ok(w->pg, "ROLLBACK", 0, NULL);
+        return st;
+    }
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return sql_ok(w->pg, "COMMIT", 0, NULL) ? ES_OK : pg_fail(w, err, "could not commit");
+    }
+    *did = true;
+    snprintf(saga_id, sizeof saga_id, "%s", PQgetvalue(r, 0, 0));
+    snprintf(flow_name, sizeof flow_name, "%s", PQgetvalue(r, 0, 1));
+    input_text = strdup(PQgetvalue(r, 0, 2));
+    failures = atoi(PQgetvalue(r, 0, 3));
+    PQclear(r);
+    flow = sg_flow_find(flow_name);
+    input = input_text ? json_loads(input_text, 0, NULL) : NULL;
+    if (flow == NULL || !json_is_object(input)) {
+        dead_letter(w, NULL, saga_id, flow_name, input_text ? input_text : "{}",
+                    flow ? "the work's input is not an object" : "no such flow", failures + 1);
+        goto commit;
+    }
+    for (n = 0; n < ACTIONS_MAX && !atomic_load(w->cfg->stop); n++) {
+        if (n == 0 || st == ES_ECONFLICT) {
+            saga_free(&s);
+            if ((st = load(w, saga_id, flow, &s, err)) != ES_OK)
+                break;
+        }
+        a = act(w, &s, input, &due, err);
+        if (a == -1) {
+            st = err->status;
+            if (st == ES_ECONFLICT)
+                continue;
+            break;
+        }
+        if (a != ACT_AGAIN)
+            break;
+    }
+    if (st != ES_OK && st != ES_ECONFLICT) {
+        /* Infrastructure trouble (a server down) is waited out; anything
+         * else counts towards a dead letter. */
+        const char *p[3] = {saga_id, due_text, err->message};
+        bool counts = st != ES_EUNAVAILABLE;
+
+        if (counts && failures + 1 >= w->cfg->max_failures) {
+            dead_letter(w, &s, saga_id, flow_name, input_text, err->message, failures + 1);
+            st = ES_OK;
+            goto commit;
+        }
+        snprintf(due_text, sizeof due_text, "%lld",
+                 (long long)sg_backoff_ms(w->cfg, failures + 1));
+        snprintf(fails, sizeof fails, "%d", counts ? failures + 1 : failures);
+        {
+            const char *q[4] = {p[0], p[1], p[2], fails};
+            sql_ok(w->pg, "UPDATE es_saga_work SET due_at = now() + $2::bigint * interval '1 ms', "
+                          "last_error = $3, failures = $4::int WHERE saga_id = $1", 4, q);
+        }
+        st = ES_OK;     /* handled: the row waits */
+    } else if (a == ACT_DEAD) {
+        dead_letter(w, &s, saga_id, flow_name, input_text, s.error, failures + 1);
+    } else if (a == ACT_DONE) {
+        const char *p[1] = {saga_id};
+        sql_ok(w->pg, "DELETE FROM es_saga_work WHERE saga_id = $1", 1, p);
+    } else {
+        const char *p[2] = {saga_id, due_text};
+        /* waiting, or out of actions for this claim: come back when due */
+        snprintf(due_text, sizeof due_text, "%lld", (long long)(a == ACT_WAIT ? due : sg_now_ms()));
+        sql_ok(w->pg, "UPDATE es_saga_work SET due_at = to_timestamp($2::bigint / 1000.0), "
+                      "failures = 0, last_error = NULL WHERE saga_id = $1", 2, p);
+    }
+commit:
+    if (!sql_ok(w->pg, "COMMIT", 0, NULL))
+        st = pg_fail(w, err, "could not commit");
+    saga_free(&s);
+    json_decref(input);
+    free(input_text);
+    return st;
+}
+
+int
+sg_next_due_ms(sg_worker *w, int max_ms)
+{
+    PGresult *r;
+    int ms = max_ms;
+
+    if (w->pg == NULL || PQstatus(w->pg) != CONNECTION_OK)
+        return max_ms;
+    r = PQexec(w->pg, "SELECT (extract(epoch FROM min(due_at) - now()) * 1000)::bigint "
+                      "FROM es_saga_work");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && !PQgetisnull(r, 0, 0)) {
+        long long v = atoll(PQgetvalue(r, 0, 0));
+        ms = v < 0 ? 0 : v < max_ms ? (int)v : max_ms;
+    }
+    PQclear(r);
+    return ms;
+}

@@ -1,0 +1,59 @@
+/*
+ * The saga engine: runs any flow of flow.h over a saga's own event stream
+ * (saga-<saga_id>), which is its state, its outbox (a step is recorded as
+ * started before its command is sent) and its timeline.  Work is claimed
+ * from es_saga_work with FOR UPDATE SKIP LOCKED; intake.c creates the work
+ * and the inbox from the events stream.
+ */
+#ifndef SG_ENGINE_H
+#define SG_ENGINE_H
+
+#include <libpq-fe.h>
+#include <nats/nats.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "flow.h"
+#include "gateway.h"
+#include "status.h"
+#include "store.h"
+
+typedef struct sg_config {
+    char conninfo[512];
+    char subject_prefix[64];    /* commands: <prefix>.<context>.<action> */
+    natsConnection *nc;         /* shared (thread-safe) */
+    sg_gateway *gateways[4];
+    size_t ngateways;
+    int retry_base_ms, retry_max_ms;
+    int max_failures;           /* engine failures on one saga before a dead letter */
+    int compensation_refusals;  /* refusals of one compensation before a dead letter */
+    atomic_bool *stop;
+    /* counters for /metrics */
+    atomic_ullong started, completed, compensated, failed, steps, retries, dead_letters;
+} sg_config;
+
+/* A worker: one PostgreSQL connection for claims and one store. */
+typedef struct sg_worker {
+    const sg_config *cfg;
+    sg_config *counters;
+    PGconn *pg;
+    es_store *store;
+} sg_worker;
+
+/* Claims one due saga and runs it as far as it can go now.  *did is false
+ * when nothing was due.  Errors are of the infrastructure (the caller
+ * backs off); a saga's own failures are handled inside. */
+es_status sg_work_once(sg_worker *w, bool *did, es_error *err);
+
+/* Milliseconds until the next saga is due (capped by max_ms), for sleeping. */
+int sg_next_due_ms(sg_worker *w, int max_ms);
+
+/* Timestamps of the engine: milliseconds since the epoch. */
+int64_t sg_now_ms(void);
+
+/* Backoff for attempt n (1-based): base * 2^(n-1), capped, with +-25 %
+ * jitter. */
+int64_t sg_backoff_ms(const sg_config *cfg, int attempt);
+
+#endif
