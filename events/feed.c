@@ -163,6 +163,22 @@ es_jetstream_subscribe(es_jetstream *n, uint64_t from, natsSubscription **out, e
     return ES_OK;
 }
 
+void
+es_jetstream_unsubscribe(es_jetstream *n, natsSubscription *sub)
+{
+    if (sub == NULL)
+        return;
+    /* libnats before 3.6 (nats.c issue 637) can crash when a subscription
+     * is destroyed while its connection's reader thread handles a message
+     * for it.  Removing the interest and then waiting for a PONG, which the
+     * reader thread handles after every message sent before it, leaves no
+     * message in flight for this subscription. */
+    natsSubscription_Unsubscribe(sub);
+    if (n && n->nc)
+        natsConnection_FlushTimeout(n->nc, 2000);
+    natsSubscription_Destroy(sub);
+}
+
 es_status
 es_jetstream_last_seq(es_jetstream *n, uint64_t *last, es_error *err)
 {

@@ -47,6 +47,8 @@ void es_jetstream_close(es_jetstream *n);
 /* An ordered consumer of the stream from sequence from. */
 es_status es_jetstream_subscribe(es_jetstream *n, uint64_t from, natsSubscription **out,
                                  es_error *err);
+/* Ends a subscription of es_jetstream_subscribe safely (see feed.c). */
+void es_jetstream_unsubscribe(es_jetstream *n, natsSubscription *sub);
 es_status es_jetstream_last_seq(es_jetstream *n, uint64_t *last, es_error *err);
 
 /* Decoded messages; bad[i] (malloc'd) says why ev[i] could not be. */

@@ -53,3 +53,7 @@ CREATE TABLE es_saga_dead_letters (
     created_at  timestamptz NOT NULL DEFAULT now(),
     replayed_at timestamptz
 );
+-- An event is a dead letter once per flow, however often the intake
+-- replays it after a crash.
+CREATE UNIQUE INDEX es_saga_dead_letters_event ON es_saga_dead_letters (event_id, flow)
+    WHERE event_id IS NOT NULL;

@@ -218,7 +218,7 @@ run_live(live *l)
                 continue;
             }
             if (l->sub) {
-                natsSubscription_Destroy(l->sub);
+                es_jetstream_unsubscribe(&l->nats, l->sub);
                 l->sub = NULL;
             }
         }
@@ -248,7 +248,7 @@ run_live(live *l)
         }
         if (es_jetstream_take(l->sub, l->batch, 200, &msgs, &err) != ES_OK) {
             pj_say("%s", err.message);
-            natsSubscription_Destroy(l->sub);
+            es_jetstream_unsubscribe(&l->nats, l->sub);
             l->sub = NULL;
             pj_sleep_ms(200);
             continue;
@@ -358,7 +358,7 @@ main_live(void)
 done:
     es_http_stop(l->http);
     if (l->sub)
-        natsSubscription_Destroy(l->sub);
+        es_jetstream_unsubscribe(&l->nats, l->sub);
     es_jetstream_close(&l->nats);
     if (l->rc)
         redisFree(l->rc);

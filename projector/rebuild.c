@@ -321,7 +321,7 @@ follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, con
         if (st != ES_OK)
             break;
     }
-    natsSubscription_Destroy(sub);
+    es_jetstream_unsubscribe(n, sub);
     return st;
 }
 

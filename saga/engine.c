@@ -25,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "event.h"
 #include "uuid.h"
 
 #define ACTIONS_MAX 64              /* per claim, then the row is released */
@@ -322,6 +323,20 @@ gateway(const sg_config *cfg, const char *name)
 
 /* ---- the flow --------------------------------------------------------- */
 
+/* ES_SAGA_INJECT_FAILURE="flow.step,...": those steps are refused without
+ * being sent, so tests and demos can make any step fail. */
+static bool
+injected(const sg_flow *f, const char *step)
+{
+    const char *list = getenv("ES_SAGA_INJECT_FAILURE");
+    char name[160];
+
+    if (list == NULL || list[0] == '\0')
+        return false;
+    snprintf(name, sizeof name, "%s.%s", f->type, step);
+    return es_list_contains(list, name);
+}
+
 static json_t *
 step_data(const char *step, int attempt)
 {
@@ -372,6 +387,10 @@ run_attempt(sg_worker *w, saga *s, int i, es_error *err)
         return fail_step(w, s, i, why, false, err);
     }
     snprintf(command_id, sizeof command_id, "%s/%s", s->id, step->name);
+    if (injected(s->flow, step->name)) {
+        json_decref(args);
+        return fail_step(w, s, i, "injected failure (ES_SAGA_INJECT_FAILURE)", false, err);
+    }
     if (step->kind == SG_GATEWAY) {
         sg_gateway *g = gateway(w->cfg, step->gateway);
         char *body = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS);
@@ -448,6 +467,12 @@ run_step(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
         const json_t *ev = inbox_find(s, step->await_type);
         json_t *d;
 
+        if (injected(s->flow, step->name)) {
+            d = step_data(step->name, st->attempts);
+            json_object_set_new(d, "error", json_string("injected failure (ES_SAGA_INJECT_FAILURE)"));
+            json_object_set_new(d, "will_retry", json_false());
+            return emit(w, s, "SagaStepFailed", d, err) == ES_OK ? ACT_AGAIN : -1;
+        }
         if (ev == NULL && now < st->deadline) {
             *due = st->deadline;
             return ACT_WAIT;

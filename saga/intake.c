@@ -51,7 +51,8 @@ dead(PGconn *c, const es_feed_event *e, const char *flow, const char *reason)
     if (e->event_id && !es_uuid_valid(e->event_id))
         p[1] = NULL;
     ok = exec_ok(c, "INSERT INTO es_saga_dead_letters (flow, event_id, event_type, payload, reason, "
-                    "attempts) VALUES ($1, $2::uuid, $3, $4::jsonb, $5 || ' (feed sequence ' || $6 || ')', 1)",
+                    "attempts) VALUES ($1, $2::uuid, $3, $4::jsonb, $5 || ' (feed sequence ' || $6 || ')', 1) "
+                    "ON CONFLICT DO NOTHING",
                  6, p);
     free(payload);
     return ok;

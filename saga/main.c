@@ -144,7 +144,7 @@ intake_main(void *arg)
                 continue;
             }
             if (sub) {
-                natsSubscription_Destroy(sub);
+                es_jetstream_unsubscribe(&js, sub);
                 sub = NULL;
             }
         }
@@ -157,14 +157,14 @@ intake_main(void *arg)
         atomic_store(&intake_ok, true);
         if (es_jetstream_take(sub, 500, 200, &b, &err) != ES_OK) {
             fprintf(stderr, "es-saga: %s\n", err.message);
-            natsSubscription_Destroy(sub);
+            es_jetstream_unsubscribe(&js, sub);
             sub = NULL;
             nap(200, 0);
             continue;
         }
         if (b.n > 0 && sg_intake_apply(pg, &b, &seq, &woken, &err) != ES_OK) {
             fprintf(stderr, "es-saga: %s\n", err.message);
-            natsSubscription_Destroy(sub);     /* start again from the checkpoint */
+            es_jetstream_unsubscribe(&js, sub);     /* start again from the checkpoint */
             sub = NULL;
             PQfinish(pg);
             pg = NULL;
@@ -175,7 +175,7 @@ intake_main(void *arg)
             poke();
     }
     if (sub)
-        natsSubscription_Destroy(sub);
+        es_jetstream_unsubscribe(&js, sub);
     if (pg)
         PQfinish(pg);
     return NULL;
