@@ -286,8 +286,9 @@ start_system() {
     export ES_RELAY_WAKE_SUBJECT=bench.wake ES_COMMAND_SUBJECT_PREFIX=bench.cmd
     export ES_COMMAND_PORT=$http_port ES_QUERY_PORT=$((http_port + 1))
     export ES_RELAY_PORT=$((http_port + 2)) ES_PROJECTOR_PORT=$((http_port + 3))
+    export ES_SAGA_PORT=$((http_port + 4))
     for d in "es-command ES_COMMAND_PORT" "es-relay ES_RELAY_PORT" \
-             "es-projector ES_PROJECTOR_PORT" "es-query ES_QUERY_PORT"; do
+             "es-projector ES_PROJECTOR_PORT" "es-query ES_QUERY_PORT" ${1:+"es-saga ES_SAGA_PORT"}; do
         read -r bin port_var <<<"$d"
         port=${!port_var}
         "$build/$bin" >"$work/$bin.log" 2>&1 &
@@ -318,4 +319,51 @@ if want visibility_p50_ms || want visibility_p99_ms; then
          "acknowledged -> visible p50 $(field p50_ms "$out") ms, p99 $(field p99_ms "$out") ms"
     report visibility_p50_ms "$(field p50_ms "$out")" ms na
     report visibility_p99_ms "$(field p99_ms "$out")" ms na
+fi
+
+if want saga_orders || want saga_orders_p99_ms; then
+    rate=${BENCH_SAGA_RATE:-200}
+    fresh_db
+    raw=$(raw_insert 1 8)           # one-row INSERT transactions at 8 clients
+    fresh_db
+    rcli FLUSHDB >/dev/null
+    nats_delete_stream "$bench_stream"
+    trap 'stop_system; rm -rf "$work"' EXIT
+    export ES_GATEWAY_NOTIFICATION_TRANSPORT=null ES_GATEWAY_EMAIL_TRANSPORT=null
+    start_system with-saga
+    # customers c-0..999 with money, sku-0..499 in stock
+    { for c in $(seq 0 999); do echo "customers/c-$c/deposits amount"; done
+      for k in $(seq 0 499); do echo "inventory/sku-$k/restock quantity"; done; } |
+        xargs -P 8 -L 1 sh -c 'curl -sf -o /dev/null -X POST -H "Content-Type: application/json" \
+            "http://127.0.0.1:'"$http_port"'/v1/$0" -d "{\"$1\":1000000000}"'
+    out=$("$build/bench_http" place "$http_port" "$rate" "$secs")
+    # every saga ends (completed or compensated) before the figures are read
+    for _ in $(seq 1 600); do
+        left=$(psql_db -c "SELECT count(*) FROM es_saga_work WHERE flow = 'order'")
+        [ "$left" = 0 ] && break
+        sleep 0.2
+    done
+    stop_system
+    nats_delete_stream "$bench_stream"
+    rcli FLUSHDB >/dev/null
+    read -r done_n span p50 p99 events <<<"$(psql_db -F ' ' -c "
+        WITH p AS (SELECT data->>'order_id' AS id, recorded_at AS t FROM es_events
+                   WHERE type = 'OrderPlaced'),
+             c AS (SELECT data->>'order_id' AS id, recorded_at AS t FROM es_events
+                   WHERE type = 'OrderConfirmed')
+        SELECT count(*), extract(epoch FROM max(c.t) - min(p.t)),
+               round((percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM c.t - p.t)) * 1000)::numeric, 2),
+               round((percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM c.t - p.t)) * 1000)::numeric, 2),
+               (SELECT count(*) FROM es_events WHERE category IN ('order', 'saga', 'reservation', 'shipment')
+                  OR type IN ('PaymentCharged', 'StockReserved'))
+          FROM p JOIN c USING (id)")"
+    value=$(awk -v n="$done_n" -v s="$span" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }')
+    per=$(awk -v e="$events" -v n="$done_n" 'BEGIN { printf "%.1f", (n > 0 ? e / n : 0) }')
+    limit=$(awk -v r="$raw" -v p="$per" 'BEGIN { printf "%.0f", (p > 0 ? r / p : 0) }')
+    echo "# saga_orders: orders offered at $rate/s for ${secs}s ($(field per_s "$out")/s placed," \
+         "errors $(field errors "$out")): $done_n confirmed end to end at $value/s, placed ->" \
+         "confirmed p50 $p50 ms, p99 $p99 ms; $per events written per saga; raw limit:" \
+         "pgbench one-row INSERT transactions at 8 clients $raw/s / $per"
+    report saga_orders "$value" sagas/s "$limit"
+    report saga_orders_p99_ms "$p99" ms na
 fi

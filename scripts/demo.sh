@@ -26,17 +26,42 @@ get() {
     echo
 }
 field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" <<<"$answer"; }
+# saga ID: waits (up to 10 s) until the saga has ended, then prints it.
+saga() {
+    local body state
+    for _ in $(seq 1 50); do
+        body=$(curl -s "$qbase/v1/sagas/$1")
+        state=$(sed -n 's/^{"saga_id":"[^"]*","type":"[^"]*","state":"\([a-z]*\)".*/\1/p' <<<"$body")
+        case $state in completed|compensated|failed) break ;; esac
+        sleep 0.2
+    done
+    printf '  GET  /v1/sagas/%s\n       -> %s\n' "$1" "$body"
+}
 
 echo "demo: commands against $base, reads from $qbase"
 post /v1/users "{\"email\":\"ann.$run@example.com\",\"name\":\"Ann\"}"
-get "/v1/users/$(field user_id)"
+ann=$(field user_id)
+get "/v1/users/$ann"
 post /v1/users "{\"email\":\"mallory.$run@fraud.test\",\"name\":\"Mallory\"}"
+mallory=$(field user_id)
 post "/v1/customers/c-$run/deposits" '{"amount":10000}'
 get "/v1/customers/c-$run/account"
 post "/v1/inventory/sku-$run/restock" '{"quantity":20}'
 get "/v1/inventory/sku-$run"
 post /v1/orders "{\"customer_id\":\"c-$run\",\"items\":[{\"sku\":\"sku-$run\",\"quantity\":2,\"unit_price\":1999}]}"
-get "/v1/orders/$(field order_id)"
+order=$(field order_id)
+get "/v1/orders/$order"
+post /v1/orders "{\"customer_id\":\"poor-$run\",\"items\":[{\"sku\":\"sku-$run\",\"quantity\":1,\"unit_price\":500}]}"
+poor=$(field order_id)
+echo "demo: the sagas run (order: charge, reserve, ship, confirm; registration:"
+echo "      profile, fraud check, verification, notifications; failures compensate)"
+saga "order-$order"
+saga "order-$poor"
+saga "registration-$ann"
+saga "registration-$mallory"
+printf '  GET  /v1/orders/%s\n       -> ' "$order"
+curl -s "$qbase/v1/orders/$order"
+echo
 get "/v1/customers/c-$run/orders"
 cat <<TXT
 
@@ -44,11 +69,10 @@ up: everything answers.
   command API   $base  (shared/API.md; try: curl -s '$base/v1/feed?limit=5')
   query API     $qbase  (try: curl -s $qbase/v1/dashboard)
   health        /healthz /readyz /metrics on each: command $port, query $qport,
-                relay ${ES_RELAY_PORT:-8082}, projector ${ES_PROJECTOR_PORT:-8083}
+                relay ${ES_RELAY_PORT:-8082}, projector ${ES_PROJECTOR_PORT:-8083}, saga ${ES_SAGA_PORT:-8084}
   projections   build/plain/es-projector status | rebuild <name>
+  sagas         build/plain/es-saga list | show <saga_id> | dead-letters | replay <id>
   servers       scripts/servers.sh status | env
   logs          .run/daemons/*.log
   stop          make down
-(The saga manager is not built yet: orders stay pending and users pending
-verification until it is.)
 TXT

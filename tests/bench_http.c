@@ -13,6 +13,10 @@
  * 10000" would make two connections race for a stream).
  * orders: POST /v1/orders for customer c-<n % 1000>, one line of sku-<n % 500>.
  *
+ *   bench_http place CMD_PORT RATE SECONDS
+ * places the same orders at RATE and reads nothing back (the load of the
+ * saga benchmark).
+ *
  *   bench_http visibility CMD_PORT QUERY_PORT RATE SECONDS
  * places orders at RATE per second in total (open loop: each is sent at
  * its scheduled time) and, once each is acknowledged, asks the query
@@ -39,6 +43,7 @@
 #define STREAMS 10000
 
 static unsigned port, query_port;
+static bool place_only;
 static int conns;
 static double seconds, rate;
 static bool orders;
@@ -185,7 +190,7 @@ run_visibility(void *arg)
 {
     worker *w = arg;
     char req[1024], body[512], buf[16384], *resp;
-    int cfd = connect_port(port), qfd = connect_port(query_port);
+    int cfd = connect_port(port), qfd = place_only ? 0 : connect_port(query_port);
     double t0 = lat_now();
     uint64_t k = 0;
 
@@ -217,6 +222,11 @@ run_visibility(void *arg)
             }
             continue;
         }
+        if (place_only) {
+            w->ok++;
+            lat_add(&w->lat, acked);
+            continue;
+        }
         len = snprintf(req, sizeof req,
                        "GET /v1/orders/%s?consistent_with=%s&wait_ms=5000 HTTP/1.1\r\nHost: b\r\n\r\n",
                        id, pos);
@@ -234,7 +244,7 @@ run_visibility(void *arg)
     }
     if (cfd >= 0)
         close(cfd);
-    if (qfd >= 0)
+    if (qfd > 0)
         close(qfd);
     return NULL;
 }
@@ -248,7 +258,17 @@ main(int argc, char **argv)
     uint64_t ok = 0, errors = 0;
     latencies *lists[256];
 
-    if (argc == 6 && strcmp(argv[1], "visibility") == 0) {
+    if (argc == 5 && strcmp(argv[1], "place") == 0) {
+        /* orders at RATE, nothing read back: the saga benchmark's load */
+        place_only = true;
+        port = (unsigned)atoi(argv[2]);
+        query_port = 1;
+        rate = atof(argv[3]);
+        seconds = atof(argv[4]);
+        conns = 32;
+        if (rate <= 0)
+            return 2;
+    } else if (argc == 6 && strcmp(argv[1], "visibility") == 0) {
         port = (unsigned)atoi(argv[2]);
         query_port = (unsigned)atoi(argv[3]);
         rate = atof(argv[4]);
