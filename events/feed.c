@@ -245,8 +245,14 @@ es_jetstream_take(natsSubscription *sub, int max, int wait_ms, es_feed_batch *ou
             es_feed_event_free(e);
             e->seq = meta->Sequence.Stream;
             out->bad[out->n] = strdup(derr.message);
-            if (out->bad[out->n] == NULL)
-                out->bad[out->n] = strdup("?");
+            if (out->bad[out->n] == NULL) {
+                /* without its reason it would pass for a good event */
+                jsMsgMetaData_Destroy(meta);
+                natsMsg_Destroy(m);
+                out->n++;
+                es_feed_batch_free(out);
+                return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+            }
         }
         jsMsgMetaData_Destroy(meta);
         natsMsg_Destroy(m);

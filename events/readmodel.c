@@ -19,7 +19,11 @@
 /*
  * ARGV: name, version ("" = active), then per event: seq, position, the
  * number of commands, then per command: argc, command, key, args...
- * Returns {version, checkpoint seq, checkpoint position, applied, gap}.
+ * Returns {version, checkpoint seq, checkpoint position, applied, gap,
+ * failed seq, error}.  Redis does not undo a script's writes when a
+ * command fails, so a failing command ends the batch there: the
+ * checkpoint stays before that event and the caller is told which event
+ * failed and why (its earlier commands may have been applied).
  */
 static const char APPLY_LUA[] =
     "local base = 'rm:' .. ARGV[1] .. ':'\n"
@@ -33,21 +37,24 @@ static const char APPLY_LUA[] =
     "local cp = tonumber(redis.call('HGET', cpk, 'seq') or '0')\n"
     "local pos = nil\n"
     "local i, n, applied, gap = 3, #ARGV, 0, 0\n"
+    "local failed, why = 0, ''\n"
     "while i <= n do\n"
     "  local seq = tonumber(ARGV[i])\n"
     "  if seq > cp + 1 then gap = 1; break end\n"
     "  local apply = seq == cp + 1\n"
     "  local ncmd = tonumber(ARGV[i + 2])\n"
-    "  if apply then pos = ARGV[i + 1] end\n"
+    "  local epos = ARGV[i + 1]\n"
     "  i = i + 3\n"
     "  for c = 1, ncmd do\n"
     "    local argc = tonumber(ARGV[i])\n"
     "    if apply then\n"
-    "      redis.call(ARGV[i + 1], p .. ARGV[i + 2], unpack(ARGV, i + 3, i + argc))\n"
+    "      local r = redis.pcall(ARGV[i + 1], p .. ARGV[i + 2], unpack(ARGV, i + 3, i + argc))\n"
+    "      if type(r) == 'table' and r.err then failed = seq; why = r.err; break end\n"
     "    end\n"
     "    i = i + 1 + argc\n"
     "  end\n"
-    "  if apply then cp = seq; applied = applied + 1 end\n"
+    "  if failed ~= 0 then break end\n"
+    "  if apply then cp = seq; pos = epos; applied = applied + 1 end\n"
     "end\n"
     "if applied > 0 then\n"
     "  redis.call('HSET', cpk, 'seq', cp, 'position', pos)\n"
@@ -55,7 +62,7 @@ static const char APPLY_LUA[] =
     "else\n"
     "  pos = redis.call('HGET', cpk, 'position') or ''\n"
     "end\n"
-    "return {ver, cp, pos, applied, gap}\n";
+    "return {ver, cp, pos, applied, gap, failed, why}\n";
 
 /* ARGV: name, version.  Returns {switched, old version, old seq, new seq}. */
 static const char SWITCH_LUA[] =
@@ -485,9 +492,9 @@ parse_applied(redisContext *c, redisReply *r, rm_applied *out, es_error *err)
 {
     es_status st;
 
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 5 ||
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 7 ||
         r->element[1]->type != REDIS_REPLY_INTEGER || r->element[3]->type != REDIS_REPLY_INTEGER ||
-        r->element[4]->type != REDIS_REPLY_INTEGER) {
+        r->element[4]->type != REDIS_REPLY_INTEGER || r->element[5]->type != REDIS_REPLY_INTEGER) {
         st = redis_fail(c, r, err, "apply");
         freeReplyObject(r);
         return st;
@@ -497,6 +504,8 @@ parse_applied(redisContext *c, redisReply *r, rm_applied *out, es_error *err)
     copy_str(out->position, sizeof out->position, r->element[2]);
     out->applied = (uint64_t)r->element[3]->integer;
     out->gap = r->element[4]->integer != 0;
+    out->failed_seq = (uint64_t)r->element[5]->integer;
+    copy_str(out->failed_why, sizeof out->failed_why, r->element[6]);
     freeReplyObject(r);
     return ES_OK;
 }

@@ -86,6 +86,9 @@ typedef struct rm_applied {
     char position[RM_POSITION_MAX];
     uint64_t applied;           /* events applied (not skipped) */
     bool gap;                   /* stopped at an event beyond checkpoint + 1 */
+    uint64_t failed_seq;        /* non-zero: Redis refused a command of this
+                                   event (some of its commands may be applied) */
+    char failed_why[200];
 } rm_applied;
 
 /* Runs the batch and waits for the answer. */

@@ -51,6 +51,7 @@ typedef struct live {
     size_t n;
     int batch;
     uint64_t stream_last;
+    bool started;                       /* states loaded once already */
     es_http_server *http;
     pthread_mutex_t mu;                 /* st[] and stream_last, for /metrics */
 } live;
@@ -135,8 +136,15 @@ load_states(live *l, es_error *err)
         snprintf(ps->position, sizeof ps->position, "%s", s.position);
         snprintf(ps->version, sizeof ps->version, "%s", s.active);
         pthread_mutex_unlock(&l->mu);
-        freeReplyObject(redisCommand(l->rc, "DEL rm:%s:stopped", ps->p->name));
+        /* a restart is the operator's way to retry: the old report goes
+         * then, not on a mere reconnect */
+        if (!l->started)
+            freeReplyObject(redisCommand(l->rc, "DEL rm:%s:stopped", ps->p->name));
+        else if (ps->stopped)
+            freeReplyObject(redisCommand(l->rc, "HSET rm:%s:stopped reason %s", ps->p->name,
+                                         ps->reason));
     }
+    l->started = true;
     return ES_OK;
 }
 
@@ -172,6 +180,16 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
         if (rm_apply(l->rc, &b, &a, &err) != ES_OK) {
             pj_say("projection %s: %s", ps->p->name, err.message);
             rm_batch_free(&b);
+            if (strcmp(err.code, "redis_error") == 0) {
+                /* Redis answered, and refused the batch: trying the same
+                 * again would not help, so the projection stops there. */
+                for (i = 0; i < msgs->n; i++)
+                    if (msgs->ev[i].seq == ps->seq + 1) {
+                        stop_projection(l, ps, &msgs->ev[i], err.message);
+                        break;
+                    }
+                return true;
+            }
             return false;
         }
         pthread_mutex_lock(&l->mu);
@@ -180,6 +198,18 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
         snprintf(ps->position, sizeof ps->position, "%s", a.position);
         snprintf(ps->version, sizeof ps->version, "%s", a.version);
         pthread_mutex_unlock(&l->mu);
+        if (a.failed_seq != 0) {
+            char refused[320];
+            snprintf(refused, sizeof refused, "redis refused it (%s); its earlier commands may be "
+                     "applied: fix the cause, then rebuild the projection", a.failed_why);
+            for (i = 0; i < msgs->n; i++)
+                if (msgs->ev[i].seq == a.failed_seq) {
+                    stop_projection(l, ps, &msgs->ev[i], refused);
+                    break;
+                }
+            rm_batch_free(&b);
+            return true;
+        }
         if (a.gap) {
             pj_say("projection %s: the stream skipped past checkpoint %" PRIu64 "; resubscribing",
                    ps->p->name, a.seq);

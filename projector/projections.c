@@ -12,6 +12,7 @@
 #include "codec.h"
 
 #define ID_MAX 200
+#define NUM_MAX 1000000000000000LL     /* 10^15 */
 
 /* ---- helpers for handlers --------------------------------------------- */
 
@@ -86,6 +87,11 @@ num(const es_feed_event *e, const char *field, long long *out, es_error *err)
     if (!json_is_integer(v))
         return bad(err, path, "is missing or not an integer");
     *out = (long long)json_integer_value(v);
+    /* Amounts and counts are added up in Redis (HINCRBY), which refuses to
+     * overflow 64 bits mid-batch; the command service caps them far lower
+     * (10^12), so a bigger one is not an event this projection applies. */
+    if (*out > NUM_MAX || *out < -NUM_MAX)
+        return bad(err, path, "is out of range (|n| <= 10^15)");
     return ES_OK;
 }
 

@@ -78,6 +78,34 @@ show(progress *pg, uint64_t done, bool last)
         fputc('\n', stderr);
 }
 
+/* One rebuild per projection: a lock with a lease, renewed as it goes
+ * (two rebuilds writing one version would apply its events twice). */
+static bool
+lock_take(redisContext *rc, const char *name, const char *token)
+{
+    redisReply *r = redisCommand(rc, "SET rm:%s:rebuilding %s NX PX 30000", name, token);
+    bool ok = r && r->type == REDIS_REPLY_STATUS;
+
+    freeReplyObject(r);
+    return ok;
+}
+
+static void
+lock_renew(redisContext *rc, const char *name)
+{
+    freeReplyObject(redisCommand(rc, "PEXPIRE rm:%s:rebuilding 30000", name));
+}
+
+static void
+lock_release(redisContext *rc, const char *name, const char *token)
+{
+    redisReply *r = redisCommand(rc, "GET rm:%s:rebuilding", name);
+
+    if (r && r->type == REDIS_REPLY_STRING && strcmp(r->str, token) == 0)
+        freeReplyObject(redisCommand(rc, "DEL rm:%s:rebuilding", name));
+    freeReplyObject(r);
+}
+
 /* Picks the version to build: the unfinished one, or a new number above
  * every version used so far. */
 static es_status
@@ -178,10 +206,11 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
             after = e->position;
             if ((int)b.events >= batch) {
                 if (inflight == DEPTH) {
-                    if ((st = rm_write_recv(rc, pending[head_i], err)) != ES_OK)
-                        break;
-                    head_i = (head_i + 1) % DEPTH;
+                    st = rm_write_recv(rc, pending[head_i], err);
+                    head_i = (head_i + 1) % DEPTH;      /* read, whatever it said */
                     inflight--;
+                    if (st != ES_OK)
+                        break;
                 }
                 if ((st = rm_write_send(rc, &b, &pending[(head_i + inflight) % DEPTH], err)) !=
                     ES_OK)
@@ -194,13 +223,13 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
         es_page_destroy(page);
         if (st != ES_OK)
             break;
+        lock_renew(rc, p->name);
         show(pg, *seq, false);
     }
     if (st == ES_OK && b.events > 0 && inflight == DEPTH) {
-        if ((st = rm_write_recv(rc, pending[head_i], err)) == ES_OK) {
-            head_i = (head_i + 1) % DEPTH;
-            inflight--;
-        }
+        st = rm_write_recv(rc, pending[head_i], err);
+        head_i = (head_i + 1) % DEPTH;
+        inflight--;
     }
     if (st == ES_OK && b.events > 0) {
         if ((st = rm_write_send(rc, &b, &pending[(head_i + inflight) % DEPTH], err)) == ES_OK)
@@ -276,6 +305,7 @@ follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, con
 
         if ((st = rm_switch(rc, p->name, ver, switched, err)) != ES_OK || *switched)
             break;
+        lock_renew(rc, p->name);
         if ((st = es_jetstream_take(sub, 1000, 200, &msgs, err)) != ES_OK)
             break;
         if (msgs.n == 0) {
@@ -291,9 +321,9 @@ follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, con
                 st = es_error_set(err, ES_EINTERNAL, "active_ahead_of_stream", NULL,
                                   "the active version %s of %s is at event %" PRIu64
                                   " but the stream ends at %" PRIu64
-                                  ": was the stream recreated? rebuild against that stream "
-                                  "after deleting rm:%s:active", s.active, p->name, s.seq, last,
-                                  p->name);
+                                  ": if es-relay is still republishing what NATS lost, run "
+                                  "the rebuild again when it has caught up", s.active, p->name,
+                                  s.seq, last);
                 es_feed_batch_free(&msgs);
                 break;
             }
@@ -361,15 +391,24 @@ pj_rebuild_main(const char *name, bool dry_run)
     char ver[24], pos[RM_POSITION_MAX] = "";
     uint64_t seq = 0, replayed_from;
     double t0, t_replay = 0;
-    bool resumed = false, switched = false;
+    bool resumed = false, switched = false, locked = false;
+    char token[64];
     int rc_exit = 1;
 
     if (p == NULL) {
         fprintf(stderr, "es-projector: unknown projection \"%s\"\n", name);
         return 2;
     }
-    if (es_store_create(&store, conninfo, &err) != ES_OK || (rc = rm_connect(&err)) == NULL ||
-        es_jetstream_open(&nats, &err) != ES_OK ||
+    snprintf(token, sizeof token, "%d-%ld", (int)getpid(), (long)time(NULL));
+    ver[0] = '\0';
+    if (es_store_create(&store, conninfo, &err) != ES_OK || (rc = rm_connect(&err)) == NULL)
+        goto fail;
+    if (!dry_run && !(locked = lock_take(rc, name, token))) {
+        es_error_set(&err, ES_ECONFLICT, "rebuild_running", NULL,
+                     "another rebuild of %s is running (key rm:%s:rebuilding)", name, name);
+        goto fail;
+    }
+    if (es_jetstream_open(&nats, &err) != ES_OK ||
         pick_version(rc, name, dry_run, ver, sizeof ver, &resumed, &err) != ES_OK ||
         rm_checkpoint(rc, name, ver, &seq, pos, &err) != ES_OK ||
         es_store_feed_head(store, &head, &err) != ES_OK)
@@ -419,7 +458,17 @@ fail:
     if (pg.tty)
         fputc('\n', stderr);
     pj_say("rebuild of %s failed: %s", name, err.message);
+    if (rc && ver[0] && strcmp(err.code, "redis_error") == 0) {
+        /* Redis refused a command: the version may hold half an event
+         * and a checkpoint past it, so nothing may resume from it. */
+        es_error e2;
+        if (rm_drop_version(rc, name, ver, &e2) == ES_OK)
+            freeReplyObject(redisCommand(rc, "DEL rm:%s:building", name));
+        pj_say("version %s of %s is deleted; the next rebuild starts afresh", ver, name);
+    }
 done:
+    if (locked)
+        lock_release(rc, name, token);
     es_jetstream_close(&nats);
     if (rc)
         redisFree(rc);

@@ -29,15 +29,25 @@
 #include "uuid.h"
 
 #define ACTIONS_MAX 64              /* per claim, then the row is released */
+#define SG_LEASE "15 seconds"       /* a claim's hold on a saga, if its worker dies */
 
 enum { S_NONE, S_RUNNING, S_OK, S_RETRY, S_FAILED };
 
 typedef struct step_st {
     int st, attempts;
+    bool refused;               /* failed by a refusal: nothing was done */
     int64_t retry_at, deadline;
-    int cst, cattempts;
+    int cst, cattempts, crefusals;
     int64_t cretry_at;
 } step_st;
+
+/* Started, and not known to have done nothing: it may have taken effect
+ * (a lost answer, a crash before the outcome was recorded). */
+static bool
+in_doubt(const step_st *st)
+{
+    return st->attempts > 0 && st->st != S_OK && !(st->st == S_FAILED && st->refused);
+}
 
 typedef struct saga {
     char id[256], stream[300];
@@ -46,6 +56,7 @@ typedef struct saga {
     bool started;
     char state[16];
     json_t *ctx, *inbox;
+    json_t *pending;                /* [{type, data}] decided, not yet written */
     step_st steps[SG_STEPS_MAX + 1];    /* [nsteps]: the trigger's own */
     char error[320];
 } saga;
@@ -115,7 +126,10 @@ apply(saga *s, const char *type, const json_t *d)
             s->ctx = json_object();
         }
     } else if (strcmp(type, "SagaStateChanged") == 0) {
+        size_t k;
         snprintf(s->state, sizeof s->state, "%s", json_string_value(json_object_get(d, "to")));
+        for (k = 0; k <= SG_STEPS_MAX; k++)
+            s->steps[k].crefusals = 0;      /* an operator's replay starts afresh */
         if (json_is_string(json_object_get(d, "error")))
             snprintf(s->error, sizeof s->error, "%s", json_string_value(json_object_get(d, "error")));
     } else if (st == NULL) {
@@ -130,6 +144,7 @@ apply(saga *s, const char *type, const json_t *d)
             json_object_update_missing(s->ctx, json_object_get(d, "result"));
     } else if (strcmp(type, "SagaStepFailed") == 0) {
         st->st = json_is_true(json_object_get(d, "will_retry")) ? S_RETRY : S_FAILED;
+        st->refused = json_is_true(json_object_get(d, "refused"));
         st->retry_at = jint(d, "retry_at_ms");
     } else if (strcmp(type, "SagaCompensationStarted") == 0) {
         st->cst = S_RUNNING;
@@ -139,6 +154,8 @@ apply(saga *s, const char *type, const json_t *d)
     } else if (strcmp(type, "SagaCompensationFailed") == 0) {
         st->cst = S_RETRY;
         st->cretry_at = jint(d, "retry_at_ms");
+        if (json_is_true(json_object_get(d, "refused")))
+            st->crefusals++;
     }
 }
 
@@ -147,6 +164,7 @@ saga_free(saga *s)
 {
     json_decref(s->ctx);
     json_decref(s->inbox);
+    json_decref(s->pending);
     memset(s, 0, sizeof *s);
 }
 
@@ -165,6 +183,7 @@ load(sg_worker *w, const char *saga_id, const sg_flow *flow, saga *s, es_error *
     s->version = -1;
     s->ctx = json_object();
     s->inbox = json_array();
+    s->pending = json_array();
     for (;;) {
         es_page *p = NULL;
         es_status st = es_store_read_stream(w->store, s->stream, from, 500, ES_FORWARD, &p, err);
@@ -217,40 +236,77 @@ inbox_find(const saga *s, const char *type)
     return NULL;
 }
 
-/* Appends one event to the saga's stream (data stolen) and folds it in.
- * ES_ECONFLICT: someone else moved the saga; reload. */
+/*
+ * Decides one event of the saga (data stolen): folded in at once, written
+ * by the next flush.  Events decided together are written in one append
+ * (the outcome of a step with the start of the next), and flush() runs
+ * before anything leaves the process, so an action is always recorded
+ * before it is taken.
+ */
 static es_status
 emit(sg_worker *w, saga *s, const char *type, json_t *data, es_error *err)
 {
-    char *text, meta[400];
-    es_new_event ev = {NULL, type, 1, NULL, meta};
-    es_append_req req = {s->stream, s->version < 0 ? ES_EXPECT_NO_STREAM : s->version, &ev, 1};
-    es_append_result res;
-
+    (void)w;
     json_object_set_new(data, "saga_id", json_string(s->id));
     if (strcmp(type, "SagaStateChanged") == 0 || strcmp(type, "SagaStarted") == 0)
         json_object_set_new(data, "type", json_string(s->flow->type));
-    text = json_dumps(data, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    apply(s, type, data);
+    if (json_array_append_new(s->pending, json_pack("{s:s, s:o}", "type", type, "data", data)) != 0)
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+    return ES_OK;
+}
+
+/* Writes the decided events with the stream's exact expected version.
+ * ES_ECONFLICT: someone else moved the saga; reload (nothing was acted
+ * on yet). */
+static es_status
+flush(sg_worker *w, saga *s, es_error *err)
+{
+    size_t n = json_array_size(s->pending), i;
+    es_new_event *evs;
+    char **texts, meta[400];
+    es_append_req req = {s->stream, s->version < 0 ? ES_EXPECT_NO_STREAM : s->version, NULL, n};
+    es_append_result res;
+    const char *corr = json_string_value(json_object_get(s->ctx, s->flow->id_field));
+    es_status st = ES_OK;
+
+    if (n == 0)
+        return ES_OK;
+    /* ids here are plain; a quote or backslash would need escaping */
     snprintf(meta, sizeof meta, "{\"correlation_id\":\"%s\"}",
-             json_string_value(json_object_get(s->ctx, s->flow->id_field))
-                 ? json_string_value(json_object_get(s->ctx, s->flow->id_field)) : "");
-    if (text == NULL || strchr(meta, '\\')) {
-        free(text);
-        json_decref(data);
-        return es_error_set(err, ES_EINTERNAL, NULL, NULL, "could not encode %s of %s", type, s->id);
+             corr && !strpbrk(corr, "\"\\") ? corr : "");
+    evs = calloc(n, sizeof *evs);
+    texts = calloc(n, sizeof *texts);
+    if (evs == NULL || texts == NULL) {
+        st = es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+        goto done;
     }
-    ev.data = text;
+    for (i = 0; i < n; i++) {
+        json_t *e = json_array_get(s->pending, i);
+        texts[i] = json_dumps(json_object_get(e, "data"), JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (texts[i] == NULL) {
+            st = es_error_set(err, ES_EINTERNAL, NULL, NULL, "could not encode an event of %s",
+                              s->id);
+            goto done;
+        }
+        evs[i] = (es_new_event){NULL, json_string_value(json_object_get(e, "type")), 1, texts[i],
+                                meta};
+    }
+    req.events = evs;
     es_store_append(w->store, &req, &res);
-    free(text);
     if (res.status != ES_OK) {
-        json_decref(data);
         *err = res.err;
-        return res.status;
+        st = res.status;
+        goto done;
     }
     s->version = res.last_version;
-    apply(s, type, data);
-    json_decref(data);
-    return ES_OK;
+    json_array_clear(s->pending);
+done:
+    for (i = 0; texts && i < n; i++)
+        free(texts[i]);
+    free(texts);
+    free(evs);
+    return st;
 }
 
 /* ---- commands --------------------------------------------------------- */
@@ -323,8 +379,22 @@ gateway(const sg_config *cfg, const char *name)
 
 /* ---- the flow --------------------------------------------------------- */
 
-/* ES_SAGA_INJECT_FAILURE="flow.step,...": those steps are refused without
- * being sent, so tests and demos can make any step fail. */
+/* ES_SAGA_INJECT_FAILURE="flow.step,..." (and "flow.step.undo" for a
+ * compensation): refused without being sent; ES_SAGA_INJECT_TIMEOUT: lost
+ * answers (transient) without being sent.  So tests and demos can make any
+ * step fail either way. */
+static bool
+injected_as(const char *var, const sg_flow *f, const char *step)
+{
+    const char *list = getenv(var);
+    char name[160];
+
+    if (list == NULL || list[0] == '\0')
+        return false;
+    snprintf(name, sizeof name, "%s.%s", f->type, step);
+    return es_list_contains(list, name);
+}
+
 static bool
 injected(const sg_flow *f, const char *step)
 {
@@ -343,14 +413,18 @@ step_data(const char *step, int attempt)
     return json_pack("{s:s, s:i}", "step", step, "attempt", attempt);
 }
 
+/* Records a failed attempt: retried later, or final; refused says the
+ * context refused it (so it did nothing). */
 static es_status
-fail_step(sg_worker *w, saga *s, int i, const char *why, bool retry, es_error *err)
+fail_step(sg_worker *w, saga *s, int i, const char *why, bool retry, bool refused, es_error *err)
 {
     const sg_step *step = &s->flow->steps[i];
     json_t *d = step_data(step->name, s->steps[i].attempts);
 
     json_object_set_new(d, "error", json_string(why));
     json_object_set_new(d, "will_retry", json_boolean(retry));
+    if (refused)
+        json_object_set_new(d, "refused", json_true());
     if (retry) {
         json_object_set_new(d, "retry_at_ms",
                             json_integer(sg_now_ms() + sg_backoff_ms(w->cfg, s->steps[i].attempts)));
@@ -384,18 +458,25 @@ run_attempt(sg_worker *w, saga *s, int i, es_error *err)
 
     if (args == NULL) {
         snprintf(why, sizeof why, "the saga has no %s for %s", missing, step->call.command);
-        return fail_step(w, s, i, why, false, err);
+        return fail_step(w, s, i, why, false, true, err);
     }
     snprintf(command_id, sizeof command_id, "%s/%s", s->id, step->name);
     if (injected(s->flow, step->name)) {
         json_decref(args);
-        return fail_step(w, s, i, "injected failure (ES_SAGA_INJECT_FAILURE)", false, err);
+        return fail_step(w, s, i, "injected failure (ES_SAGA_INJECT_FAILURE)", false, true, err);
     }
     if (step->kind == SG_GATEWAY) {
         sg_gateway *g = gateway(w->cfg, step->gateway);
-        char *body = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS);
+        char *body;
         es_error gerr;
-        bool sent = g && body && sg_gateway_send(g, command_id, body, &gerr) == ES_OK;
+        bool sent;
+
+        if (flush(w, s, err) != ES_OK) {
+            json_decref(args);
+            return err->status;
+        }
+        body = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS);
+        sent = g && body && sg_gateway_send(g, command_id, body, &gerr) == ES_OK;
 
         free(body);
         if (!sent) {
@@ -403,7 +484,7 @@ run_attempt(sg_worker *w, saga *s, int i, es_error *err)
                      g ? gerr.message : "not configured");
             if (more) {
                 json_decref(args);
-                return fail_step(w, s, i, why, true, err);
+                return fail_step(w, s, i, why, true, false, err);
             }
             /* out of tries: the failure is recorded, the flow goes on */
             json_object_set_new(args, "status", json_string("failed"));
@@ -418,11 +499,21 @@ run_attempt(sg_worker *w, saga *s, int i, es_error *err)
             json_decref(result);
             snprintf(why, sizeof why, "%s gateway: %s", step->gateway,
                      g ? gerr.message : "not configured");
-            return fail_step(w, s, i, why, false, err);
+            return fail_step(w, s, i, why, false, false, err);
         }
     } else {
-        o = call(w->cfg, step->call.command, args, command_id, step->timeout_ms, &result, code,
-                 sizeof code, why, sizeof why);
+        if (flush(w, s, err) != ES_OK) {
+            json_decref(args);
+            return err->status;
+        }
+        if (injected_as("ES_SAGA_INJECT_TIMEOUT", s->flow, step->name)) {
+            o = OUT_TRANSIENT;
+            snprintf(why, sizeof why, "%s: injected timeout (ES_SAGA_INJECT_TIMEOUT)",
+                     step->call.command);
+        } else {
+            o = call(w->cfg, step->call.command, args, command_id, step->timeout_ms, &result,
+                     code, sizeof code, why, sizeof why);
+        }
     }
     json_decref(args);
     atomic_fetch_add(&w->counters->steps, 1);
@@ -432,7 +523,11 @@ run_attempt(sg_worker *w, saga *s, int i, es_error *err)
         return emit(w, s, "SagaStepSucceeded", d, err);
     }
     json_decref(result);
-    rc = fail_step(w, s, i, why, o == OUT_TRANSIENT && (more || step->kind == SG_GATEWAY), err);
+    /* A critical step whose outcome is unknown is tried again until it is
+     * known: giving up would leave an effect that may have happened. */
+    rc = fail_step(w, s, i, why,
+                   o == OUT_TRANSIENT && (more || step->critical || step->kind == SG_GATEWAY),
+                   o == OUT_REFUSED, err);
     return rc;
 }
 
@@ -509,20 +604,80 @@ run_compensation(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
         return ACT_WAIT;
     }
     if (st->cst == S_NONE || st->cst == S_RETRY) {
-        if (st->cattempts >= w->cfg->compensation_refusals && st->cst == S_RETRY) {
-            snprintf(s->error, sizeof s->error, "compensation %s failed %d times", name,
-                     st->cattempts);
+        if (st->crefusals >= w->cfg->compensation_refusals) {
+            snprintf(s->error, sizeof s->error, "compensation %s was refused %d times", name,
+                     st->crefusals);
             return ACT_DEAD;
         }
         if (emit(w, s, "SagaCompensationStarted", step_data(name, st->cattempts + 1), err) != ES_OK)
             return -1;
+    }
+    if (!trigger && in_doubt(st)) {
+        /* Whether the step took effect is unknown: send it again with its
+         * own id, which answers its first outcome (or performs it now, and
+         * a late copy of it is then a duplicate), and undo what is known. */
+        const sg_step *step = &s->flow->steps[i];
+        json_t *sargs = sg_call_args(&step->call, s->ctx, &missing);
+
+        snprintf(command_id, sizeof command_id, "%s/%s", s->id, step->name);
+        if (sargs == NULL)
+            return emit(w, s, "SagaStepFailed",
+                        json_pack("{s:s, s:i, s:s, s:b, s:b}", "step", step->name, "attempt",
+                                  st->attempts, "error", "nothing was sent", "will_retry", 0,
+                                  "refused", 1), err) == ES_OK ? ACT_AGAIN : -1;
+        if (flush(w, s, err) != ES_OK) {
+            json_decref(sargs);
+            return -1;
+        }
+        o = call(w->cfg, step->call.command, sargs, command_id, step->timeout_ms, &result, code,
+                 sizeof code, why, sizeof why);
+        json_decref(sargs);
+        if (o == OUT_OK) {
+            d = step_data(step->name, st->attempts);
+            json_object_set_new(d, "result", result ? result : json_object());
+            return emit(w, s, "SagaStepSucceeded", d, err) == ES_OK ? ACT_AGAIN : -1;
+        }
+        json_decref(result);
+        result = NULL;
+        if (o == OUT_REFUSED) {
+            d = step_data(step->name, st->attempts);
+            json_object_set_new(d, "error", json_string(why));
+            json_object_set_new(d, "will_retry", json_false());
+            json_object_set_new(d, "refused", json_true());
+            if (emit(w, s, "SagaStepFailed", d, err) != ES_OK)
+                return -1;
+            return emit(w, s, "SagaCompensationSucceeded",
+                        json_pack("{s:s, s:s}", "step", name, "note", "nothing to undo"), err) == ES_OK
+                       ? ACT_AGAIN : -1;
+        }
+        d = step_data(name, st->cattempts);
+        json_object_set_new(d, "error", json_string(why));
+        json_object_set_new(d, "will_retry", json_true());
+        json_object_set_new(d, "retry_at_ms", json_integer(now + sg_backoff_ms(w->cfg, st->cattempts)));
+        atomic_fetch_add(&w->counters->retries, 1);
+        return emit(w, s, "SagaCompensationFailed", d, err) == ES_OK ? ACT_AGAIN : -1;
     }
     if ((args = sg_call_args(c, s->ctx, &missing)) == NULL) {
         snprintf(s->error, sizeof s->error, "compensation %s: the saga has no %s", name, missing);
         return ACT_DEAD;
     }
     snprintf(command_id, sizeof command_id, "%s/%s/undo", s->id, name);
-    o = call(w->cfg, c->command, args, command_id, 5000, &result, code, sizeof code, why, sizeof why);
+    if (flush(w, s, err) != ES_OK) {
+        json_decref(args);
+        return -1;
+    }
+    {
+        char undo[120];
+        snprintf(undo, sizeof undo, "%s.undo", name);
+        if (injected_as("ES_SAGA_INJECT_FAILURE", s->flow, undo)) {
+            o = OUT_REFUSED;
+            snprintf(code, sizeof code, "injected_failure");
+            snprintf(why, sizeof why, "%s: injected failure (ES_SAGA_INJECT_FAILURE)", c->command);
+        } else {
+            o = call(w->cfg, c->command, args, command_id, 5000, &result, code, sizeof code, why,
+                     sizeof why);
+        }
+    }
     json_decref(args);
     json_decref(result);
     atomic_fetch_add(&w->counters->steps, 1);
@@ -532,6 +687,8 @@ run_compensation(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
     d = step_data(name, st->cattempts);
     json_object_set_new(d, "error", json_string(why));
     json_object_set_new(d, "will_retry", json_true());
+    if (o == OUT_REFUSED)
+        json_object_set_new(d, "refused", json_true());     /* counts towards a dead letter */
     json_object_set_new(d, "retry_at_ms", json_integer(now + sg_backoff_ms(w->cfg, st->cattempts)));
     atomic_fetch_add(&w->counters->retries, 1);
     return emit(w, s, "SagaCompensationFailed", d, err) == ES_OK ? ACT_AGAIN : -1;
@@ -580,8 +737,8 @@ act(sg_worker *w, saga *s, const json_t *input, int64_t *due, es_error *err)
     }
     if (strcmp(s->state, "compensating") == 0) {
         for (i = f->nsteps; i-- > 0;)
-            if (s->steps[i].st == S_OK && f->steps[i].compensation.command &&
-                s->steps[i].cst != S_OK)
+            if ((s->steps[i].st == S_OK || in_doubt(&s->steps[i])) &&
+                f->steps[i].compensation.command && s->steps[i].cst != S_OK)
                 return run_compensation(w, s, (int)i, due, err);
         if (f->undo_trigger.command && s->steps[f->nsteps].cst != S_OK)
             return run_compensation(w, s, (int)f->nsteps, due, err);
@@ -641,11 +798,18 @@ dead_letter(sg_worker *w, saga *s, const char *saga_id, const char *flow, const 
     es_error err;
 
     snprintf(n, sizeof n, "%d", attempts);
-    sql_ok(w->pg, "INSERT INTO es_saga_dead_letters (saga_id, flow, payload, reason, attempts) "
-                  "VALUES ($1, $2, $3::jsonb, $4, $5::int)", 5, p);
-    sql_ok(w->pg, "DELETE FROM es_saga_work WHERE saga_id = $1", 1, p);
-    if (s && s->flow && s->started && strcmp(s->state, "failed") != 0)
-        (void)to_state(w, s, "failed", reason, &err);
+    /* one step: a dead letter and no more work, or neither */
+    sql_ok(w->pg, "BEGIN", 0, NULL);
+    if (!sql_ok(w->pg, "INSERT INTO es_saga_dead_letters (saga_id, flow, payload, reason, attempts) "
+                       "VALUES ($1, $2, $3::jsonb, $4, $5::int)", 5, p) ||
+        !sql_ok(w->pg, "DELETE FROM es_saga_work WHERE saga_id = $1", 1, p) ||
+        !sql_ok(w->pg, "COMMIT", 0, NULL)) {
+        sql_ok(w->pg, "ROLLBACK", 0, NULL);
+        return;             /* the work row stays; the next run tries again */
+    }
+    if (s && s->flow && s->started && strcmp(s->state, "failed") != 0 &&
+        to_state(w, s, "failed", reason, &err) == ES_OK)
+        (void)flush(w, s, &err);
     atomic_fetch_add(&w->counters->dead_letters, 1);
     atomic_fetch_add(&w->counters->failed, 1);
     fprintf(stderr, "es-saga: saga %s moved to the dead letters: %s\n", saga_id, reason);
@@ -655,7 +819,7 @@ es_status
 sg_work_once(sg_worker *w, bool *did, es_error *err)
 {
     PGresult *r = NULL;
-    char saga_id[256], flow_name[64], *input_text = NULL, due_text[32], fails[16];
+    char saga_id[256], flow_name[64], *input_text = NULL, due_text[32], fails[16], wakes[16];
     const sg_flow *flow;
     json_t *input = NULL;
     saga s = {0};
@@ -666,25 +830,29 @@ sg_work_once(sg_worker *w, bool *did, es_error *err)
     *did = false;
     if ((st = connect_pg(w, err)) != ES_OK)
         return st;
-    if (!sql_ok(w->pg, "BEGIN", 0, NULL))
-        return pg_fail(w, err, "could not begin");
-    r = PQexec(w->pg, "SELECT saga_id, flow, input::text, failures FROM es_saga_work "
-                      "WHERE due_at <= now() ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED");
+    /* The claim is a lease: its own short transaction moves the row's due
+     * time ahead.  No transaction stays open while the saga runs (an open
+     * one would hold back the feed's horizon for every reader); another
+     * worker takes the saga over only if this one dies, and the stream's
+     * expected versions keep two runners from both writing. */
+    r = PQexec(w->pg, "UPDATE es_saga_work SET due_at = now() + interval '" SG_LEASE "' "
+                      "WHERE saga_id = (SELECT saga_id FROM es_saga_work WHERE due_at <= now() "
+                      "ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                      "RETURNING saga_id, flow, input::text, failures, wakes");
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         PQclear(r);
-        st = pg_fail(w, err, "could not claim work");
-        sql_ok(w->pg, "ROLLBACK", 0, NULL);
-        return st;
+        return pg_fail(w, err, "could not claim work");
     }
     if (PQntuples(r) == 0) {
         PQclear(r);
-        return sql_ok(w->pg, "COMMIT", 0, NULL) ? ES_OK : pg_fail(w, err, "could not commit");
+        return ES_OK;
     }
     *did = true;
     snprintf(saga_id, sizeof saga_id, "%s", PQgetvalue(r, 0, 0));
     snprintf(flow_name, sizeof flow_name, "%s", PQgetvalue(r, 0, 1));
     input_text = strdup(PQgetvalue(r, 0, 2));
     failures = atoi(PQgetvalue(r, 0, 3));
+    snprintf(wakes, sizeof wakes, "%s", PQgetvalue(r, 0, 4));
     PQclear(r);
     flow = sg_flow_find(flow_name);
     input = input_text ? json_loads(input_text, 0, NULL) : NULL;
@@ -709,7 +877,15 @@ sg_work_once(sg_worker *w, bool *did, es_error *err)
         if (a != ACT_AGAIN)
             break;
     }
-    if (st != ES_OK && st != ES_ECONFLICT) {
+    /* what was decided last is written before the row says when to come back */
+    if ((st == ES_OK || st == ES_ECONFLICT) && s.flow && flush(w, &s, err) != ES_OK)
+        st = err->status;
+    if (st == ES_ECONFLICT) {
+        /* moved by someone else meanwhile: look again soon */
+        const char *p[1] = {saga_id};
+        sql_ok(w->pg, "UPDATE es_saga_work SET due_at = now() WHERE saga_id = $1", 1, p);
+        st = ES_OK;
+    } else if (st != ES_OK) {
         /* Infrastructure trouble (a server down) is waited out; anything
          * else counts towards a dead letter. */
         const char *p[3] = {saga_id, due_text, err->message};
@@ -735,15 +911,15 @@ sg_work_once(sg_worker *w, bool *did, es_error *err)
         const char *p[1] = {saga_id};
         sql_ok(w->pg, "DELETE FROM es_saga_work WHERE saga_id = $1", 1, p);
     } else {
-        const char *p[2] = {saga_id, due_text};
-        /* waiting, or out of actions for this claim: come back when due */
+        const char *p[3] = {saga_id, due_text, wakes};
+        /* waiting, or out of actions for this claim: come back when due,
+         * or now if an event reached the inbox meanwhile */
         snprintf(due_text, sizeof due_text, "%lld", (long long)(a == ACT_WAIT ? due : sg_now_ms()));
-        sql_ok(w->pg, "UPDATE es_saga_work SET due_at = to_timestamp($2::bigint / 1000.0), "
-                      "failures = 0, last_error = NULL WHERE saga_id = $1", 2, p);
+        sql_ok(w->pg, "UPDATE es_saga_work SET due_at = CASE WHEN wakes = $3::int "
+                      "THEN to_timestamp($2::bigint / 1000.0) ELSE now() END, "
+                      "failures = 0, last_error = NULL WHERE saga_id = $1", 3, p);
     }
 commit:
-    if (!sql_ok(w->pg, "COMMIT", 0, NULL))
-        st = pg_fail(w, err, "could not commit");
     saga_free(&s);
     json_decref(input);
     free(input_text);

@@ -63,8 +63,10 @@ static const char *
 flow_id(const sg_flow *f, const es_feed_event *e)
 {
     json_t *v = json_object_get(e->data, f->id_field);
+    /* the saga's stream "saga-<type>-<id>" must be a valid stream id */
+    size_t max = ES_STREAM_ID_MAX - strlen("saga-") - strlen(f->type) - 1;
 
-    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 200 ||
+    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max ||
         strlen(json_string_value(v)) != json_string_length(v))
         return NULL;
     return json_string_value(v);
@@ -131,7 +133,8 @@ route(PGconn *c, const es_feed_event *e, int *woken)
             bool ok = exec_ok(c, "INSERT INTO es_saga_inbox (saga_id, event_id, type, data, seq) "
                                  "VALUES ($1, $2::uuid, $3, $4::jsonb, $5::bigint) "
                                  "ON CONFLICT DO NOTHING", 5, p) &&
-                      exec_ok(c, "UPDATE es_saga_work SET due_at = now() WHERE saga_id = $1", 1, p);
+                      exec_ok(c, "UPDATE es_saga_work SET due_at = now(), wakes = wakes + 1 "
+                                    "WHERE saga_id = $1", 1, p);
             free(data);
             if (!ok)
                 return false;

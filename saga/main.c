@@ -26,6 +26,7 @@
 #include "feed.h"
 #include "http.h"
 #include "intake.h"
+#include "store.h"
 
 #define WORKERS_MAX 32
 
@@ -78,6 +79,18 @@ nap(int ms, unsigned seen)
         if (pthread_cond_timedwait(&wake, &mu, &until) == ETIMEDOUT)
             break;
     pthread_mutex_unlock(&mu);
+}
+
+/* The wake generation now: a nap from here ends at the next poke. */
+static unsigned
+gen_now(void)
+{
+    unsigned g;
+
+    pthread_mutex_lock(&mu);
+    g = wake_gen;
+    pthread_mutex_unlock(&mu);
+    return g;
 }
 
 static void
@@ -140,7 +153,7 @@ intake_main(void *arg)
             if (PQstatus(pg) != CONNECTION_OK ||
                 sg_intake_checkpoint(pg, &seq, &err) != ES_OK) {
                 atomic_store(&intake_ok, false);
-                nap(1000, 0);
+                nap(1000, gen_now());
                 continue;
             }
             if (sub) {
@@ -151,7 +164,7 @@ intake_main(void *arg)
         if (sub == NULL && es_jetstream_subscribe(&js, seq + 1, &sub, &err) != ES_OK) {
             fprintf(stderr, "es-saga: %s\n", err.message);
             atomic_store(&intake_ok, false);
-            nap(1000, 0);
+            nap(1000, gen_now());
             continue;
         }
         atomic_store(&intake_ok, true);
@@ -159,7 +172,7 @@ intake_main(void *arg)
             fprintf(stderr, "es-saga: %s\n", err.message);
             es_jetstream_unsubscribe(&js, sub);
             sub = NULL;
-            nap(200, 0);
+            nap(200, gen_now());
             continue;
         }
         if (b.n > 0 && sg_intake_apply(pg, &b, &seq, &woken, &err) != ES_OK) {
@@ -283,7 +296,7 @@ daemon_main(void)
     fprintf(stderr, "es-saga: %d workers, commands on %s.*, stream %s, health on http://%s:%u\n",
             nworkers, C.subject_prefix, js.stream, hc.bind, hc.port);
     while (!atomic_load(&stop))
-        nap(1000, wake_gen);
+        nap(1000, gen_now());
     rc = 0;
 done:
     atomic_store(&stop, true);
@@ -339,6 +352,137 @@ print_rows(PGconn *c, const char *sql, int n, const char *const *p)
     return 0;
 }
 
+/* The last state a saga's stream records ("" when none) and its version. */
+static es_status
+saga_state(es_store *st, const char *saga_id, char *state, size_t size, int64_t *version,
+           char *type, size_t tsize, es_error *err)
+{
+    char stream[300];
+    int64_t from = 0;
+    es_status rc;
+
+    snprintf(stream, sizeof stream, "saga-%s", saga_id);
+    state[0] = type[0] = '\0';
+    *version = -1;
+    for (;;) {
+        es_page *p = NULL;
+        size_t i, n;
+
+        if ((rc = es_store_read_stream(st, stream, from, 500, ES_FORWARD, &p, err)) != ES_OK)
+            return rc;
+        for (i = 0; i < p->count; i++) {
+            json_t *d = json_loads(p->events[i].data, 0, NULL);
+            if (strcmp(p->events[i].type, "SagaStateChanged") == 0)
+                snprintf(state, size, "%s", json_string_value(json_object_get(d, "to")));
+            if (json_is_string(json_object_get(d, "type")))
+                snprintf(type, tsize, "%s", json_string_value(json_object_get(d, "type")));
+            json_decref(d);
+            *version = p->events[i].version;
+        }
+        n = p->count;
+        es_page_destroy(p);
+        if (n < 500)
+            return ES_OK;
+        from = *version + 1;
+    }
+}
+
+/*
+ * Hands a dead letter back: a saga goes back to the work queue, reopened
+ * as compensating if it had failed (its stream keeps the history).  An
+ * event that could not start a saga cannot be replayed as it is: its
+ * cause (the reason) must be fixed by appending a corrected event.
+ */
+static int
+replay(PGconn *c, const char *id)
+{
+    const char *p[1] = {id};
+    PGresult *r;
+    char saga_id[256], flow[64], state[32], type[64];
+    char *payload = NULL;
+    es_store *st = NULL;
+    es_error err;
+    int64_t version;
+    int rc = 1;
+
+    if (PQresultStatus(r = PQexec(c, "BEGIN")) != PGRES_COMMAND_OK)
+        goto sqlfail;
+    PQclear(r);
+    r = PQexecParams(c, "SELECT saga_id, flow, payload::text FROM es_saga_dead_letters "
+                        "WHERE id = $1::bigint AND replayed_at IS NULL FOR UPDATE",
+                     1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        goto sqlfail;
+    if (PQntuples(r) == 0 || PQgetisnull(r, 0, 0)) {
+        fprintf(stderr, "es-saga: dead letter %s is %s\n", id,
+                PQntuples(r) == 0 ? "unknown or replayed already"
+                                  : "an event that could not reach a saga: fix its cause "
+                                    "(see its reason) and append a corrected event");
+        PQclear(r);
+        goto done;
+    }
+    snprintf(saga_id, sizeof saga_id, "%s", PQgetvalue(r, 0, 0));
+    snprintf(flow, sizeof flow, "%s", PQgetvalue(r, 0, 1));
+    payload = strdup(PQgetvalue(r, 0, 2));
+    PQclear(r);
+    if (es_store_open(&st, C.conninfo, &err) != ES_OK ||
+        saga_state(st, saga_id, state, sizeof state, &version, type, sizeof type, &err) != ES_OK) {
+        fprintf(stderr, "es-saga: %s\n", err.message);
+        goto done;
+    }
+    if (strcmp(state, "failed") == 0) {
+        char data[600];
+        es_new_event ev = {NULL, "SagaStateChanged", 1, data, NULL};
+        es_append_req req = {NULL, version, &ev, 1};
+        es_append_result res;
+        char stream[300];
+        json_t *d = json_pack("{s:s, s:s, s:s, s:s, s:s}", "saga_id", saga_id, "type", type, "from",
+                              "failed", "to", "compensating", "error", "replayed by an operator");
+        char *text = json_dumps(d, JSON_COMPACT);
+
+        snprintf(stream, sizeof stream, "saga-%s", saga_id);
+        snprintf(data, sizeof data, "%s", text ? text : "{}");
+        free(text);
+        json_decref(d);
+        req.stream = stream;
+        es_store_append(st, &req, &res);
+        if (res.status != ES_OK) {
+            fprintf(stderr, "es-saga: could not reopen saga %s: %s\n", saga_id, res.err.message);
+            goto done;
+        }
+    }
+    {
+        const char *q[4] = {saga_id, flow, payload, id};
+        r = PQexecParams(c, "INSERT INTO es_saga_work (saga_id, flow, input) "
+                            "VALUES ($1, $2, $3::jsonb) ON CONFLICT (saga_id) "
+                            "DO UPDATE SET due_at = now(), failures = 0", 3, NULL, q, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            goto sqlfail;
+        PQclear(r);
+        r = PQexecParams(c, "UPDATE es_saga_dead_letters SET replayed_at = now() WHERE id = $1::bigint",
+                         1, NULL, q + 3, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            goto sqlfail;
+        PQclear(r);
+    }
+    if (PQresultStatus(r = PQexec(c, "COMMIT")) != PGRES_COMMAND_OK)
+        goto sqlfail;
+    PQclear(r);
+    printf("saga %s is back in the work queue%s\n", saga_id,
+           strcmp(state, "failed") == 0 ? ", reopened as compensating" : "");
+    rc = 0;
+    goto done;
+sqlfail:
+    fprintf(stderr, "es-saga: %s", PQerrorMessage(c));
+    PQclear(r);
+done:
+    if (rc != 0)
+        PQclear(PQexec(c, "ROLLBACK"));
+    free(payload);
+    es_store_close(st);
+    return rc;
+}
+
 static int
 cli(int argc, char **argv)
 {
@@ -374,29 +518,7 @@ cli(int argc, char **argv)
                            "attempts, reason, coalesce(replayed_at::text, '') AS replayed_at "
                            "FROM es_saga_dead_letters ORDER BY id", 0, NULL);
     } else if (strcmp(argv[1], "replay") == 0 && argc == 3) {
-        /* A saga goes back to the work queue (its stream keeps its
-         * history; a failed saga is reopened as compensating); an event
-         * that could not start one needs its cause fixed first, and is
-         * marked replayed when the saga exists. */
-        const char *p[1] = {argv[2]};
-        PGresult *r = PQexecParams(c,
-            "WITH d AS (UPDATE es_saga_dead_letters SET replayed_at = now() "
-            "WHERE id = $1::bigint AND replayed_at IS NULL RETURNING saga_id, flow, payload) "
-            "INSERT INTO es_saga_work (saga_id, flow, input) "
-            "SELECT saga_id, flow, payload FROM d WHERE saga_id IS NOT NULL "
-            "ON CONFLICT (saga_id) DO UPDATE SET due_at = now(), failures = 0 "
-            "RETURNING saga_id", 1, NULL, p, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            fprintf(stderr, "es-saga: %s", PQerrorMessage(c));
-            rc = 1;
-        } else if (PQntuples(r) == 0) {
-            fprintf(stderr, "es-saga: dead letter %s is not a saga waiting for a replay\n", argv[2]);
-            rc = 1;
-        } else {
-            printf("saga %s is back in the work queue\n", PQgetvalue(r, 0, 0));
-            rc = 0;
-        }
-        PQclear(r);
+        rc = replay(c, argv[2]);
     }
     PQfinish(c);
     if (rc == 2)

@@ -256,6 +256,56 @@ START_TEST(an_unappliable_event_leaves_the_batch_as_it_was)
 }
 END_TEST
 
+START_TEST(a_command_redis_refuses_ends_the_batch_before_its_event)
+{
+    rm_batch b;
+    rm_applied a;
+    es_error err;
+
+    /* event 1 is fine; event 2's command hits a key of the wrong type */
+    freeReplyObject(redisCommand(rc, "SET rm:t_refuse:1:stock:x oops"));
+    rm_batch_init(&b, "t_refuse", "1");
+    rm_batch_event(&b, 1, "5-1");
+    rm_cmd(&b, "HINCRBY", "stock:%s", "y");
+    rm_arg_str(&b, "on_hand");
+    rm_arg_int(&b, 1);
+    rm_batch_event(&b, 2, "5-2");
+    rm_cmd(&b, "HINCRBY", "stock:%s", "x");
+    rm_arg_str(&b, "on_hand");
+    rm_arg_int(&b, 1);
+    rm_batch_event(&b, 3, "5-3");
+    rm_cmd(&b, "HINCRBY", "stock:%s", "y");
+    rm_arg_str(&b, "on_hand");
+    rm_arg_int(&b, 1);
+    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
+    ck_assert_uint_eq(a.failed_seq, 2);
+    ck_assert_ptr_nonnull(strstr(a.failed_why, "WRONGTYPE"));
+    ck_assert_uint_eq(a.seq, 1);                /* the checkpoint stays before it */
+    ck_assert_uint_eq(a.applied, 1);
+    ck_assert_str_eq(hget("rm:t_refuse:1:stock:y", "on_hand"), "1");
+    /* the same batch again (a retry) applies nothing twice */
+    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
+    ck_assert_uint_eq(a.failed_seq, 2);
+    ck_assert_str_eq(hget("rm:t_refuse:1:stock:y", "on_hand"), "1");
+    rm_batch_free(&b);
+}
+END_TEST
+
+START_TEST(amounts_redis_could_not_add_are_refused)
+{
+    rm_batch b;
+    es_feed_event e;
+    es_error err;
+
+    event(&e, 1, "stock-s", "StockRestocked", "{\"sku\":\"s\",\"quantity\":9223372036854775807}");
+    rm_batch_init(&b, "inventory", NULL);
+    ck_assert_int_eq(pj_add(&b, pj_find("inventory"), &e, &err), ES_EINVALID);
+    ck_assert_str_eq(err.field, "data.quantity");
+    rm_batch_free(&b);
+    es_feed_event_free(&e);
+}
+END_TEST
+
 START_TEST(undecodable_messages_are_refused)
 {
     static const char *bodies[] = {
@@ -338,6 +388,8 @@ main(void)
     tcase_add_test(tc, repeats_are_no_ops_and_gaps_are_refused);
     tcase_add_test(tc, an_unappliable_event_leaves_the_batch_as_it_was);
     tcase_add_test(tc, undecodable_messages_are_refused);
+    tcase_add_test(tc, a_command_redis_refuses_ends_the_batch_before_its_event);
+    tcase_add_test(tc, amounts_redis_could_not_add_are_refused);
     tcase_add_test(tc, switch_waits_for_the_new_version_then_old_keys_go);
     suite_add_tcase(s, tc);
     return th_run(s);

@@ -365,11 +365,98 @@ START_TEST(killed_again_and_again_every_saga_ends_and_nothing_happens_twice)
         ck_assert_int_le(count_events("reservation", "ReservationReleased", orders[i]), 1);
         if (strcmp(st, "completed") == 0)
             ck_assert_int_eq(count_events("order", "OrderConfirmed", orders[i]), 1);
-        else
+        else {
             ck_assert_int_eq(count_events("account", "PaymentRefunded", orders[i]),
                              count_events("account", "PaymentCharged", orders[i]));
+            ck_assert_int_eq(count_events("reservation", "ReservationReleased", orders[i]),
+                             count_events("reservation", "ReservationMade", orders[i]));
+        }
         free(orders[i]);
     }
+}
+END_TEST
+
+START_TEST(a_cancellation_undoes_a_step_whose_outcome_was_unknown)
+{
+    char customer[80], sku[80], saga_id[120], got[200], path[200], lines[200][80], state[16];
+    char *order;
+    bool retrying = false;
+
+    /* inventory's answers are lost: payment is done, inventory in doubt */
+    th_daemon_stop(&saga);
+    start_saga("ES_SAGA_INJECT_TIMEOUT=order.inventory", NULL);
+    snprintf(customer, sizeof customer, "%s-cancel", tag);
+    snprintf(sku, sizeof sku, "%s-cancels", tag);
+    fund(customer, sku, 1000, 10);
+    order = place_order(customer, sku, 2, "DE");
+    snprintf(saga_id, sizeof saga_id, "order-%s", order);
+    for (int i = 0; i < 100 && !retrying; i++) {
+        int n = timeline(saga_id, lines, 200, state);
+        for (int j = 0; j < n; j++)
+            retrying |= strcmp(lines[j], "SagaStepFailed:inventory") == 0;
+        usleep(100 * 1000);
+    }
+    ck_assert(retrying);
+    ck_assert_int_eq(count_events("account", "PaymentCharged", order), 1);
+    /* the customer cancels; the saga (answers back) must undo both */
+    snprintf(path, sizeof path, "/v1/orders/%s/cancel", order);
+    json_decref(post(path, "{}", 200));
+    th_daemon_stop(&saga);
+    start_saga(NULL, NULL);
+    ck_assert_str_eq(settle(saga_id, 30), "compensated");
+    compensations(saga_id, got, sizeof got);
+    ck_assert_str_eq(got, "inventory,payment,order");
+    ck_assert_int_eq(count_events("account", "PaymentRefunded", order), 1);
+    ck_assert_int_eq(count_events("reservation", "ReservationMade", order),
+                     count_events("reservation", "ReservationReleased", order));
+    ck_assert_int_eq(count_events("order", "OrderCancelled", order), 1);
+    ck_assert_int_eq(count_events("order", "OrderConfirmed", order), 0);
+    free(order);
+}
+END_TEST
+
+START_TEST(a_dead_lettered_saga_is_replayed_by_an_operator)
+{
+    char customer[80], sku[80], saga_id[120], got[200], log[600], env0[700], id[32];
+    const char *env[] = {env0, NULL};
+    const char *replay[] = {"es-saga", "replay", id, NULL};
+    char *order;
+    PGconn *c;
+    PGresult *r;
+
+    /* the refund is refused again and again: the saga is dead-lettered */
+    th_daemon_stop(&saga);
+    start_saga("ES_SAGA_INJECT_FAILURE=order.shipment,order.payment.undo",
+               "ES_SAGA_COMPENSATION_REFUSALS=2");
+    snprintf(customer, sizeof customer, "%s-dl", tag);
+    snprintf(sku, sizeof sku, "%s-dls", tag);
+    fund(customer, sku, 1000, 10);
+    order = place_order(customer, sku, 1, "DE");
+    snprintf(saga_id, sizeof saga_id, "order-%s", order);
+    ck_assert_str_eq(settle(saga_id, 30), "failed");
+    ck_assert_int_eq(count_events("account", "PaymentRefunded", order), 0);
+    c = PQconnectdb(conninfo);
+    {
+        const char *p[1] = {saga_id};
+        r = PQexecParams(c, "SELECT id FROM es_saga_dead_letters WHERE saga_id = $1", 1, NULL, p,
+                         NULL, NULL, 0);
+    }
+    ck_assert_int_eq(PQntuples(r), 1);
+    snprintf(id, sizeof id, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    PQfinish(c);
+    /* the cause is fixed (no more injection); the operator replays it */
+    th_daemon_stop(&saga);
+    start_saga(NULL, NULL);
+    snprintf(env0, sizeof env0, "ES_PG_CONNINFO=%s", conninfo);
+    snprintf(log, sizeof log, "%s/saga-replay-%s.log", getenv("ES_TEST_BUILD"), tag);
+    ck_assert_int_eq(th_program(replay, env, log), 0);
+    ck_assert_int_ne(th_program(replay, env, log), 0);      /* once */
+    ck_assert_str_eq(settle(saga_id, 30), "compensated");
+    compensations(saga_id, got, sizeof got);
+    ck_assert_str_eq(got, "inventory,payment,order");
+    ck_assert_int_eq(count_events("account", "PaymentRefunded", order), 1);
+    free(order);
 }
 END_TEST
 
@@ -503,6 +590,8 @@ main(void)
     tcase_add_test(tc, killed_again_and_again_every_saga_ends_and_nothing_happens_twice);
     tcase_add_test(tc, the_intake_ignores_repeats_and_order_and_dead_letters_the_unusable);
     tcase_add_test(tc, the_command_line_lists_and_shows_sagas_and_dead_letters);
+    tcase_add_test(tc, a_cancellation_undoes_a_step_whose_outcome_was_unknown);
+    tcase_add_test(tc, a_dead_lettered_saga_is_replayed_by_an_operator);
     suite_add_tcase(s, tc);
     rc = th_run_nofork(s);      /* the tests restart and kill daemons they own */
     rc |= th_daemon_stop(&saga);
