@@ -161,6 +161,8 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
     es_position after = {0, 0};
     size_t pending[DEPTH];      /* replies owed per batch in flight, a ring */
     int inflight = 0, head_i = 0;
+    double renewed = now_s();
+    bool renew;
     rm_batch b;
     es_status st = ES_OK;
     bool done = false;
@@ -212,9 +214,22 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
                     if (st != ES_OK)
                         break;
                 }
+                /* the lock's lease is renewed inside the pipeline: a blocking
+                 * command here would read another command's reply */
+                renew = now_s() - renewed > 5;
+                if (renew && redisAppendCommand(rc, "PEXPIRE rm:%s:rebuilding 30000", p->name) !=
+                                 REDIS_OK) {
+                    st = es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                                      "redis: could not renew the rebuild lock");
+                    break;
+                }
                 if ((st = rm_write_send(rc, &b, &pending[(head_i + inflight) % DEPTH], err)) !=
                     ES_OK)
                     break;
+                if (renew) {
+                    pending[(head_i + inflight) % DEPTH]++;
+                    renewed = now_s();
+                }
                 inflight++;
                 rm_batch_free(&b);
                 rm_batch_init(&b, p->name, ver);
@@ -223,7 +238,6 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
         es_page_destroy(page);
         if (st != ES_OK)
             break;
-        lock_renew(rc, p->name);
         show(pg, *seq, false);
     }
     if (st == ES_OK && b.events > 0 && inflight == DEPTH) {
