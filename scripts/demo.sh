@@ -53,10 +53,15 @@ order=$(field order_id)
 get "/v1/orders/$order"
 post /v1/orders "{\"customer_id\":\"poor-$run\",\"items\":[{\"sku\":\"sku-$run\",\"quantity\":1,\"unit_price\":500}]}"
 poor=$(field order_id)
+post /v1/orders "{\"customer_id\":\"c-$run\",\"items\":[{\"sku\":\"sku-$run\",\"quantity\":1,\"unit_price\":100}],\"ship_to\":{\"country\":\"XX\"}}"
+far=$(field order_id)
 echo "demo: the sagas run (order: charge, reserve, ship, confirm; registration:"
-echo "      profile, fraud check, verification, notifications; failures compensate)"
+echo "      profile, fraud check, verification, notifications; failures compensate):"
+echo "      a confirmed order, one without money, one to a country shipping refuses;"
+echo "      a verified user and one the fraud check rejects"
 saga "order-$order"
 saga "order-$poor"
+saga "order-$far"
 saga "registration-$ann"
 saga "registration-$mallory"
 printf '  GET  /v1/orders/%s\n       -> ' "$order"
