@@ -29,7 +29,8 @@ typedef struct es_feed_event {
  * es_feed_event_free, also after a failure. */
 es_status es_feed_event_decode(const char *body, size_t len, uint64_t seq, es_feed_event *out,
                                es_error *err);
-/* The same from an event read from the store. */
+/* The same from an event read from the store; out's strings are e's, so
+ * out must not outlive e's page. */
 es_status es_feed_event_from_store(const es_event *e, uint64_t seq, es_feed_event *out,
                                    es_error *err);
 void es_feed_event_free(es_feed_event *e);

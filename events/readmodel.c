@@ -240,8 +240,23 @@ void
 rm_batch_free(rm_batch *b)
 {
     es_buf_free(&b->arena);
+    es_buf_free(&b->wire);
     free(b->args);
     memset(b, 0, sizeof *b);
+}
+
+void
+rm_batch_reset(rm_batch *b, const char *name, const char *version)
+{
+    /* memory is kept: a rebuild formats thousands of batches alike */
+    es_buf_reset(&b->arena);
+    b->n = 0;
+    b->events = 0;
+    b->last_seq = 0;
+    b->failed = es_buf_failed(&b->arena);
+    push_bytes(b, name, strlen(name));
+    push_bytes(b, version ? version : "", version ? strlen(version) : 0);
+    b->ncmd_at = b->argc_at = SIZE_MAX;
 }
 
 rm_mark
@@ -551,9 +566,9 @@ rm_apply_recv(redisContext *c, rm_applied *out, es_error *err)
  * exactly the events after the checkpoint, and hold the rebuild lock.
  */
 es_status
-rm_write_send(redisContext *c, const rm_batch *b, size_t *replies, es_error *err)
+rm_write_send(redisContext *c, rm_batch *b, size_t *replies, es_error *err)
 {
-    es_buf o = ES_BUF_INIT, prefix = ES_BUF_INIT;
+    es_buf o = b->wire, prefix = ES_BUF_INIT;
     size_t i = 2, ncmd = 0;
     const rm_arg *last_pos = NULL;
     long long last_seq = 0;
@@ -603,7 +618,8 @@ rm_write_send(redisContext *c, const rm_batch *b, size_t *replies, es_error *err
     resp_bulk(&o, "EXEC", 4);
     rc = es_buf_failed(&o) || es_buf_failed(&prefix)
              ? REDIS_ERR : redisAppendFormattedCommand(c, o.data, o.len);
-    es_buf_free(&o);
+    es_buf_reset(&o);
+    b->wire = o;            /* kept for the next batch */
     es_buf_free(&prefix);
     if (rc != REDIS_OK)
         return redis_fail(c, NULL, err, "write");

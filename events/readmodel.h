@@ -56,12 +56,15 @@ typedef struct rm_batch {
     size_t ncmd_at, argc_at;    /* counters being filled (index of arg) */
     uint64_t last_seq;
     bool failed;                /* allocation failed */
+    es_buf wire;                /* formatting space, kept between batches */
 } rm_batch;
 
 /* Starts an empty batch for projection name; version NULL or "" applies
  * to the active version (created as "1" when there is none). */
 void rm_batch_init(rm_batch *b, const char *name, const char *version);
 void rm_batch_free(rm_batch *b);
+/* Empties b for another batch, keeping its memory. */
+void rm_batch_reset(rm_batch *b, const char *name, const char *version);
 /* Where a batch is, to go back there when an event cannot be added. */
 typedef struct rm_mark {
     size_t n, arena_len, events, ncmd_at, argc_at;
@@ -101,7 +104,7 @@ es_status rm_apply_recv(redisContext *c, rm_applied *out, es_error *err);
  * version must be explicit and whose events must follow its checkpoint
  * exactly, as MULTI / commands / new checkpoint / EXEC, pipelined.
  * *replies is what rm_write_recv must read. */
-es_status rm_write_send(redisContext *c, const rm_batch *b, size_t *replies, es_error *err);
+es_status rm_write_send(redisContext *c, rm_batch *b, size_t *replies, es_error *err);
 es_status rm_write_recv(redisContext *c, size_t replies, es_error *err);
 
 /* ---- versions --------------------------------------------------------- */

@@ -191,19 +191,46 @@ users(rm_batch *b, const es_feed_event *e, es_error *err)
  * custorders:<customer>  zset order_id by seq of its OrderPlaced
  */
 static void
+comma_key(es_buf *h, const char *k)
+{
+    es_buf_puts(h, ",");
+    es_buf_json_string(h, k);
+    es_buf_puts(h, ":");
+}
+
+static void
 history(rm_batch *b, const es_feed_event *e, const char *order_id, json_t *extra)
 {
-    json_t *h = json_pack("{s:s, s:s, s:s}", "type", e->type, "at", e->recorded_at, "position",
-                          e->position);
+    /* written by hand: building and dumping a JSON object per event was a
+     * good part of a rebuild's time */
+    es_buf h = ES_BUF_INIT;
+    const char *k;
+    json_t *v;
 
-    if (h && extra)
-        json_object_update(h, extra);
+    es_buf_puts(&h, "{\"type\":");
+    es_buf_json_string(&h, e->type);
+    es_buf_puts(&h, ",\"at\":");
+    es_buf_json_string(&h, e->recorded_at);
+    es_buf_puts(&h, ",\"position\":");
+    es_buf_json_string(&h, e->position);
+    json_object_foreach(extra, k, v) {
+        char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
+        if (text == NULL || strcmp(k, "type") == 0 || strcmp(k, "at") == 0 ||
+            strcmp(k, "position") == 0) {
+            free(text);
+            continue;
+        }
+        comma_key(&h, k);
+        es_buf_puts(&h, text);
+        free(text);
+    }
+    es_buf_puts(&h, "}");
     rm_cmd(b, "RPUSH", "orderhist:%s", order_id);
-    if (h)
-        rm_arg_json(b, h);
-    else
+    if (es_buf_failed(&h))
         b->failed = true;
-    json_decref(h);
+    else
+        rm_arg_str(b, h.data);
+    es_buf_free(&h);
     json_decref(extra);
 }
 

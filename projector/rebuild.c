@@ -231,8 +231,7 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
                     renewed = now_s();
                 }
                 inflight++;
-                rm_batch_free(&b);
-                rm_batch_init(&b, p->name, ver);
+                rm_batch_reset(&b, p->name, ver);
             }
         }
         es_page_destroy(page);
