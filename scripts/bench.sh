@@ -267,10 +267,21 @@ fi
 # JetStream stream of its own.
 bench_stream=BENCH
 sys_pids=()
+sys_names=()
+# Peak resident memory (VmHWM) of each daemon of the system, in MB.
+report_rss() {
+    local i kb
+    for i in "${!sys_pids[@]}"; do
+        kb=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/${sys_pids[$i]}/status" 2>/dev/null)
+        [ -n "$kb" ] || continue
+        report "rss_${sys_names[$i]//-/_}_mb" "$(awk -v k="$kb" 'BEGIN { printf "%.1f", k / 1024 }')" MB na
+    done
+}
 stop_system() {
     for p in "${sys_pids[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${sys_pids[@]}"; do wait "$p" 2>/dev/null || true; done
     sys_pids=()
+    sys_names=()
 }
 # Deletes a JetStream stream with one request in the NATS protocol.
 nats_delete_stream() {
@@ -293,6 +304,7 @@ start_system() {
         port=${!port_var}
         "$build/$bin" >"$work/$bin.log" 2>&1 &
         sys_pids+=($!)
+        sys_names+=("$bin")
         for _ in $(seq 1 100); do
             curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && continue 2
             sleep 0.1
@@ -311,6 +323,7 @@ if want visibility_p50_ms || want visibility_p99_ms; then
     start_system
     "$build/bench_http" visibility "$http_port" "$((http_port + 1))" 1000 2 >/dev/null  # warm-up
     out=$("$build/bench_http" visibility "$http_port" "$((http_port + 1))" 1000 "$secs")
+    rss=$(report_rss)
     stop_system
     nats_delete_stream "$bench_stream"
     rcli FLUSHDB >/dev/null
@@ -319,6 +332,8 @@ if want visibility_p50_ms || want visibility_p99_ms; then
          "acknowledged -> visible p50 $(field p50_ms "$out") ms, p99 $(field p99_ms "$out") ms"
     report visibility_p50_ms "$(field p50_ms "$out")" ms na
     report visibility_p99_ms "$(field p99_ms "$out")" ms na
+    echo "# peak resident memory of each daemon under that load:"
+    echo "$rss"
 fi
 
 if want saga_orders || want saga_orders_p99_ms; then
@@ -343,6 +358,7 @@ if want saga_orders || want saga_orders_p99_ms; then
         [ "$left" = 0 ] && break
         sleep 0.2
     done
+    rss=$(report_rss | grep rss_es_saga_mb || true)
     stop_system
     nats_delete_stream "$bench_stream"
     rcli FLUSHDB >/dev/null
@@ -366,4 +382,5 @@ if want saga_orders || want saga_orders_p99_ms; then
          "pgbench one-row INSERT transactions at 8 clients $raw/s / $per"
     report saga_orders "$value" sagas/s "$limit"
     report saga_orders_p99_ms "$p99" ms na
+    [ -z "$rss" ] || echo "$rss"
 fi
