@@ -20,10 +20,10 @@
  * ARGV: name, version ("" = active), then per event: seq, position, the
  * number of commands, then per command: argc, command, key, args...
  * Returns {version, checkpoint seq, checkpoint position, applied, gap,
- * failed seq, error}.  Redis does not undo a script's writes when a
- * command fails, so a failing command ends the batch there: the
+ * failed seq, error, partial}.  Redis does not undo a script's writes
+ * when a command fails, so a failing command ends the batch there: the
  * checkpoint stays before that event and the caller is told which event
- * failed and why (its earlier commands may have been applied).
+ * failed, why, and whether some of its commands were applied (partial).
  */
 static const char APPLY_LUA[] =
     "local base = 'rm:' .. ARGV[1] .. ':'\n"
@@ -37,7 +37,7 @@ static const char APPLY_LUA[] =
     "local cp = tonumber(redis.call('HGET', cpk, 'seq') or '0')\n"
     "local pos = nil\n"
     "local i, n, applied, gap = 3, #ARGV, 0, 0\n"
-    "local failed, why = 0, ''\n"
+    "local failed, why, partial = 0, '', 0\n"
     "while i <= n do\n"
     "  local seq = tonumber(ARGV[i])\n"
     "  if seq > cp + 1 then gap = 1; break end\n"
@@ -49,7 +49,9 @@ static const char APPLY_LUA[] =
     "    local argc = tonumber(ARGV[i])\n"
     "    if apply then\n"
     "      local r = redis.pcall(ARGV[i + 1], p .. ARGV[i + 2], unpack(ARGV, i + 3, i + argc))\n"
-    "      if type(r) == 'table' and r.err then failed = seq; why = r.err; break end\n"
+    "      if type(r) == 'table' and r.err then\n"
+    "        failed = seq; why = r.err; if c > 1 then partial = 1 end; break\n"
+    "      end\n"
     "    end\n"
     "    i = i + 1 + argc\n"
     "  end\n"
@@ -62,7 +64,7 @@ static const char APPLY_LUA[] =
     "else\n"
     "  pos = redis.call('HGET', cpk, 'position') or ''\n"
     "end\n"
-    "return {ver, cp, pos, applied, gap, failed, why}\n";
+    "return {ver, cp, pos, applied, gap, failed, why, partial}\n";
 
 /* ARGV: name, version.  Returns {switched, old version, old seq, new seq}. */
 static const char SWITCH_LUA[] =
@@ -507,7 +509,7 @@ parse_applied(redisContext *c, redisReply *r, rm_applied *out, es_error *err)
 {
     es_status st;
 
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 7 ||
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 8 ||
         r->element[1]->type != REDIS_REPLY_INTEGER || r->element[3]->type != REDIS_REPLY_INTEGER ||
         r->element[4]->type != REDIS_REPLY_INTEGER || r->element[5]->type != REDIS_REPLY_INTEGER) {
         st = redis_fail(c, r, err, "apply");
@@ -521,6 +523,7 @@ parse_applied(redisContext *c, redisReply *r, rm_applied *out, es_error *err)
     out->gap = r->element[4]->integer != 0;
     out->failed_seq = (uint64_t)r->element[5]->integer;
     copy_str(out->failed_why, sizeof out->failed_why, r->element[6]);
+    out->failed_partial = r->element[7]->type == REDIS_REPLY_INTEGER && r->element[7]->integer != 0;
     freeReplyObject(r);
     return ES_OK;
 }
@@ -816,6 +819,22 @@ rm_hash_get(const redisReply *hash, const char *field)
             return hash->element[i + 1]->type == REDIS_REPLY_STRING ? hash->element[i + 1]->str
                                                                      : NULL;
     return NULL;
+}
+
+bool
+rm_error_transient(const char *message)
+{
+    static const char *const prefixes[] = {"OOM", "MISCONF", "READONLY", "BUSY", "LOADING",
+                                           "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN"};
+    size_t i;
+
+    /* our own messages read "redis: <what>: <reply>" */
+    if (strncmp(message, "redis: ", 7) == 0 && strchr(message + 7, ':'))
+        message = strchr(message + 7, ':') + 2;
+    for (i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+        if (strncmp(message, prefixes[i], strlen(prefixes[i])) == 0)
+            return true;
+    return false;
 }
 
 bool

@@ -92,7 +92,12 @@ typedef struct rm_applied {
     uint64_t failed_seq;        /* non-zero: Redis refused a command of this
                                    event (some of its commands may be applied) */
     char failed_why[200];
+    bool failed_partial;        /* some of that event's commands were applied */
 } rm_applied;
+
+/* True for a Redis error that passes (out of memory, loading, read-only
+ * replica, busy script...): retry later instead of giving up. */
+bool rm_error_transient(const char *message);
 
 /* Runs the batch and waits for the answer. */
 es_status rm_apply(redisContext *c, rm_batch *b, rm_applied *out, es_error *err);

@@ -2,10 +2,11 @@
 -- (saga-<saga_id>, the truth: started, steps, compensations, state).
 
 -- Work to do: one row per saga that is not finished, due at due_at.
--- A worker claims a due row (FOR UPDATE SKIP LOCKED, in a statement of its
--- own) by moving due_at a lease ahead, so any number of es-saga processes
--- share the work, no transaction stays open while a saga runs, and a row
--- survives restarts; a retry's backoff and a step's timeout are due times
+-- A worker claims a due, unclaimed row (FOR UPDATE SKIP LOCKED, in a
+-- statement of its own) by setting claimed_until a lease ahead, so any
+-- number of es-saga processes share the work, no transaction stays open
+-- while a saga runs, and a row survives restarts (a dead worker's claim
+-- runs out); a retry's backoff and a step's timeout are due times
 -- here.  input is the data of the event that started the saga; failures
 -- counts consecutive failed runs of the engine on this saga (a dead letter
 -- past the limit); wakes counts inbox deliveries, so a delivery during a
@@ -17,6 +18,7 @@ CREATE TABLE es_saga_work (
     due_at     timestamptz NOT NULL DEFAULT now(),
     failures   integer     NOT NULL DEFAULT 0,
     wakes      integer     NOT NULL DEFAULT 0,
+    claimed_until timestamptz NOT NULL DEFAULT '-infinity',
     last_error text,
     created_at timestamptz NOT NULL DEFAULT now()
 );

@@ -180,7 +180,7 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
         if (rm_apply(l->rc, &b, &a, &err) != ES_OK) {
             pj_say("projection %s: %s", ps->p->name, err.message);
             rm_batch_free(&b);
-            if (strcmp(err.code, "redis_error") == 0) {
+            if (strcmp(err.code, "redis_error") == 0 && !rm_error_transient(err.message)) {
                 /* Redis answered, and refused the batch: trying the same
                  * again would not help, so the projection stops there. */
                 for (i = 0; i < msgs->n; i++)
@@ -198,10 +198,22 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
         snprintf(ps->position, sizeof ps->position, "%s", a.position);
         snprintf(ps->version, sizeof ps->version, "%s", a.version);
         pthread_mutex_unlock(&l->mu);
+        if (a.failed_seq != 0 && !a.failed_partial && rm_error_transient(a.failed_why)) {
+            /* nothing of that event was written and the error passes: the
+             * events before it are in, the rest is tried again later */
+            pj_say("projection %s: event %" PRIu64 ": %s; retrying", ps->p->name, a.failed_seq,
+                   a.failed_why);
+            rm_batch_free(&b);
+            return false;
+        }
         if (a.failed_seq != 0) {
             char refused[320];
-            snprintf(refused, sizeof refused, "redis refused it (%s); its earlier commands may be "
-                     "applied: fix the cause, then rebuild the projection", a.failed_why);
+            snprintf(refused, sizeof refused,
+                     a.failed_partial ? "redis refused it (%s) after applying part of it: fix the "
+                                        "cause, then rebuild the projection"
+                                      : "redis refused it (%s); nothing of it was applied: fix "
+                                        "the cause and restart the projector",
+                     a.failed_why);
             for (i = 0; i < msgs->n; i++)
                 if (msgs->ev[i].seq == a.failed_seq) {
                     stop_projection(l, ps, &msgs->ev[i], refused);
@@ -293,7 +305,7 @@ run_live(live *l)
             /* Redis failed or a gap: start again from the checkpoints. */
             redisFree(l->rc);
             l->rc = NULL;
-            pj_sleep_ms(100);
+            pj_sleep_ms(500);
         }
         (void)any;
     }

@@ -90,10 +90,25 @@ lock_take(redisContext *rc, const char *name, const char *token)
     return ok;
 }
 
-static void
-lock_renew(redisContext *rc, const char *name)
+static char lock_token[64];     /* this process's, while it holds the lock */
+
+/* Renews the lease if this process still holds it; ES_ECONFLICT if not
+ * (another rebuild may be writing: stop at once).  Never called with
+ * replies pending on rc. */
+static es_status
+lock_renew(redisContext *rc, const char *name, es_error *err)
 {
-    freeReplyObject(redisCommand(rc, "PEXPIRE rm:%s:rebuilding 30000", name));
+    redisReply *r = redisCommand(rc, "EVAL %s 1 rm:%s:rebuilding %s",
+                                 "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                                 "return redis.call('PEXPIRE', KEYS[1], 30000) else return 0 end",
+                                 name, lock_token);
+    bool ok = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+
+    freeReplyObject(r);
+    if (ok)
+        return ES_OK;
+    return es_error_set(err, ES_ECONFLICT, "rebuild_lock_lost", NULL,
+                        "this rebuild of %s lost its lock rm:%s:rebuilding; stopping", name, name);
 }
 
 static void
@@ -150,6 +165,19 @@ pick_version(redisContext *rc, const char *name, bool dry_run, char *out, size_t
     return ES_OK;
 }
 
+/* A Redis error answer to a write is a refusal: the version may hold part
+ * of an event, so it must not be resumed (code redis_refused). */
+static es_status
+refused(es_status st, es_error *err)
+{
+    if (st != ES_OK && strcmp(err->code, "redis_error") == 0 && !rm_error_transient(err->message)) {
+        char why[sizeof err->message];
+        snprintf(why, sizeof why, "%s", err->message);
+        es_error_set(err, st, "redis_refused", NULL, "%s", why);
+    }
+    return st;
+}
+
 /* Replays the store into version ver up to head; *seq and *pos are the
  * checkpoint on entry and on return. */
 static es_status
@@ -162,7 +190,6 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
     size_t pending[DEPTH];      /* replies owed per batch in flight, a ring */
     int inflight = 0, head_i = 0;
     double renewed = now_s();
-    bool renew;
     rm_batch b;
     es_status st = ES_OK;
     bool done = false;
@@ -196,11 +223,12 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
                 st = pj_add(&b, p, &pe, err);
             es_feed_event_free(&pe);
             if (st != ES_OK) {
-                char where[ES_POSITION_TEXT_MAX];
+                char where[ES_POSITION_TEXT_MAX], why[sizeof err->message];
                 es_position_format(e->position, where);
+                snprintf(why, sizeof why, "%s", err->message);
                 es_error_set(err, st, NULL, NULL,
                              "cannot apply event %" PRIu64 " (%s %s, position %s): %s", *seq + 1,
-                             e->type, e->event_id, where, err->message);
+                             e->type, e->event_id, where, why);
                 break;
             }
             (*seq)++;
@@ -208,28 +236,24 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
             after = e->position;
             if ((int)b.events >= batch) {
                 if (inflight == DEPTH) {
-                    st = rm_write_recv(rc, pending[head_i], err);
+                    st = refused(rm_write_recv(rc, pending[head_i], err), err);
                     head_i = (head_i + 1) % DEPTH;      /* read, whatever it said */
                     inflight--;
                     if (st != ES_OK)
                         break;
                 }
-                /* the lock's lease is renewed inside the pipeline: a blocking
-                 * command here would read another command's reply */
-                renew = now_s() - renewed > 5;
-                if (renew && redisAppendCommand(rc, "PEXPIRE rm:%s:rebuilding 30000", p->name) !=
-                                 REDIS_OK) {
-                    st = es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
-                                      "redis: could not renew the rebuild lock");
-                    break;
+                /* every few seconds the pipeline drains and the lease is
+                 * renewed, checking that this rebuild still holds it */
+                if (lock_token[0] && now_s() - renewed > 5) {
+                    for (; inflight > 0 && st == ES_OK; inflight--, head_i = (head_i + 1) % DEPTH)
+                        st = refused(rm_write_recv(rc, pending[head_i], err), err);
+                    if (st != ES_OK || (st = lock_renew(rc, p->name, err)) != ES_OK)
+                        break;
+                    renewed = now_s();
                 }
                 if ((st = rm_write_send(rc, &b, &pending[(head_i + inflight) % DEPTH], err)) !=
                     ES_OK)
                     break;
-                if (renew) {
-                    pending[(head_i + inflight) % DEPTH]++;
-                    renewed = now_s();
-                }
                 inflight++;
                 rm_batch_reset(&b, p->name, ver);
             }
@@ -240,7 +264,7 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
         show(pg, *seq, false);
     }
     if (st == ES_OK && b.events > 0 && inflight == DEPTH) {
-        st = rm_write_recv(rc, pending[head_i], err);
+        st = refused(rm_write_recv(rc, pending[head_i], err), err);
         head_i = (head_i + 1) % DEPTH;
         inflight--;
     }
@@ -253,7 +277,8 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
      * usable; the first failure is the one reported. */
     for (; inflight > 0; inflight--, head_i = (head_i + 1) % DEPTH) {
         es_error e2;
-        if (rm_write_recv(rc, pending[head_i], st == ES_OK ? err : &e2) != ES_OK) {
+        if (refused(rm_write_recv(rc, pending[head_i], st == ES_OK ? err : &e2),
+                    st == ES_OK ? err : &e2) != ES_OK) {
             if (st == ES_OK)
                 st = err->status;
             if (rc->err)
@@ -265,7 +290,8 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
 
 /* The stream's message seq must carry the position the replay gave it. */
 static es_status
-check_handover(es_jetstream *n, uint64_t seq, const char *pos, es_error *err)
+check_handover(es_jetstream *n, redisContext *rc, const char *name, uint64_t seq, const char *pos,
+               es_error *err)
 {
     uint64_t last = 0;
     double until = now_s() + 120;
@@ -281,6 +307,8 @@ check_handover(es_jetstream *n, uint64_t seq, const char *pos, es_error *err)
             return err->status;
         if (last >= seq)
             break;
+        if (lock_token[0] && lock_renew(rc, name, err) != ES_OK)
+            return err->status;
         if (now_s() > until)
             return es_error_set(err, ES_EUNAVAILABLE, "relay_behind", NULL,
                                 "the events stream has %" PRIu64 " messages, the store %" PRIu64
@@ -318,7 +346,8 @@ follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, con
 
         if ((st = rm_switch(rc, p->name, ver, switched, err)) != ES_OK || *switched)
             break;
-        lock_renew(rc, p->name);
+        if ((st = lock_renew(rc, p->name, err)) != ES_OK)
+            break;
         if ((st = es_jetstream_take(sub, 1000, 200, &msgs, err)) != ES_OK)
             break;
         if (msgs.n == 0) {
@@ -349,13 +378,20 @@ follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, con
                 st = es_error_set(err, ES_EINVALID, "event_invalid", NULL,
                                   "cannot decode message %" PRIu64 ": %s", msgs.ev[i].seq,
                                   msgs.bad[i]);
-            else if ((st = pj_add(&b, p, &msgs.ev[i], err)) != ES_OK)
+            else if ((st = pj_add(&b, p, &msgs.ev[i], err)) != ES_OK) {
+                char why[sizeof err->message];
+                snprintf(why, sizeof why, "%s", err->message);
                 es_error_set(err, st, NULL, NULL, "cannot apply event %" PRIu64 " (%s %s): %s",
-                             msgs.ev[i].seq, msgs.ev[i].type, msgs.ev[i].event_id, err->message);
+                             msgs.ev[i].seq, msgs.ev[i].type, msgs.ev[i].event_id, why);
+            }
         }
         if (st == ES_OK && b.events > 0 && (st = rm_apply(rc, &b, &a, err)) == ES_OK) {
             *seq = a.seq;
-            if (a.gap)
+            if (a.failed_seq != 0)
+                st = es_error_set(err, ES_EINTERNAL, a.failed_partial ? "redis_refused" : "redis_error",
+                                  NULL, "redis refused event %" PRIu64 ": %s", a.failed_seq,
+                                  a.failed_why);
+            else if (a.gap)
                 st = es_error_set(err, ES_EINTERNAL, NULL, NULL,
                                   "the stream skipped past %" PRIu64, a.seq);
         }
@@ -416,7 +452,9 @@ pj_rebuild_main(const char *name, bool dry_run)
     ver[0] = '\0';
     if (es_store_create(&store, conninfo, &err) != ES_OK || (rc = rm_connect(&err)) == NULL)
         goto fail;
-    if (!dry_run && !(locked = lock_take(rc, name, token))) {
+    if (!dry_run && (locked = lock_take(rc, name, token)))
+        snprintf(lock_token, sizeof lock_token, "%s", token);
+    if (!dry_run && !locked) {
         es_error_set(&err, ES_ECONFLICT, "rebuild_running", NULL,
                      "another rebuild of %s is running (key rm:%s:rebuilding)", name, name);
         goto fail;
@@ -447,7 +485,7 @@ pj_rebuild_main(const char *name, bool dry_run)
         rc_exit = 0;
         goto done;
     }
-    if (check_handover(&nats, seq, pos, &err) != ES_OK)
+    if (check_handover(&nats, rc, name, seq, pos, &err) != ES_OK)
         goto fail;
     if (follow_and_switch(&nats, rc, p, ver, &seq, &switched, &err) != ES_OK)
         goto fail;
@@ -471,13 +509,17 @@ fail:
     if (pg.tty)
         fputc('\n', stderr);
     pj_say("rebuild of %s failed: %s", name, err.message);
-    if (rc && ver[0] && strcmp(err.code, "redis_error") == 0) {
-        /* Redis refused a command: the version may hold half an event
-         * and a checkpoint past it, so nothing may resume from it. */
+    if (rc && ver[0] && !dry_run && !switched && strcmp(err.code, "redis_refused") == 0) {
+        /* Redis refused a write: the version may hold part of an event and
+         * a checkpoint past it, so nothing may resume from it.  The marker
+         * goes first, so a half-finished deletion is never resumed. */
+        rm_state now;
         es_error e2;
-        if (rm_drop_version(rc, name, ver, &e2) == ES_OK)
+        if (rm_state_get(rc, name, &now, &e2) == ES_OK && strcmp(now.active, ver) != 0) {
             freeReplyObject(redisCommand(rc, "DEL rm:%s:building", name));
-        pj_say("version %s of %s is deleted; the next rebuild starts afresh", ver, name);
+            if (rm_drop_version(rc, name, ver, &e2) == ES_OK)
+                pj_say("version %s of %s is deleted; the next rebuild starts afresh", ver, name);
+        }
     }
 done:
     if (locked)

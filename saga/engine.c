@@ -125,6 +125,10 @@ apply(saga *s, const char *type, const json_t *d)
             json_decref(s->ctx);
             s->ctx = json_object();
         }
+    } else if (strcmp(type, "SagaReplayed") == 0) {
+        size_t k;
+        for (k = 0; k <= SG_STEPS_MAX; k++)
+            s->steps[k].crefusals = 0;      /* an operator's replay starts afresh */
     } else if (strcmp(type, "SagaStateChanged") == 0) {
         size_t k;
         snprintf(s->state, sizeof s->state, "%s", json_string_value(json_object_get(d, "to")));
@@ -835,9 +839,9 @@ sg_work_once(sg_worker *w, bool *did, es_error *err)
      * one would hold back the feed's horizon for every reader); another
      * worker takes the saga over only if this one dies, and the stream's
      * expected versions keep two runners from both writing. */
-    r = PQexec(w->pg, "UPDATE es_saga_work SET due_at = now() + interval '" SG_LEASE "' "
+    r = PQexec(w->pg, "UPDATE es_saga_work SET claimed_until = now() + interval '" SG_LEASE "' "
                       "WHERE saga_id = (SELECT saga_id FROM es_saga_work WHERE due_at <= now() "
-                      "ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                      "AND claimed_until <= now() ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
                       "RETURNING saga_id, flow, input::text, failures, wakes");
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         PQclear(r);
@@ -883,7 +887,8 @@ sg_work_once(sg_worker *w, bool *did, es_error *err)
     if (st == ES_ECONFLICT) {
         /* moved by someone else meanwhile: look again soon */
         const char *p[1] = {saga_id};
-        sql_ok(w->pg, "UPDATE es_saga_work SET due_at = now() WHERE saga_id = $1", 1, p);
+        sql_ok(w->pg, "UPDATE es_saga_work SET due_at = now(), claimed_until = '-infinity' "
+                      "WHERE saga_id = $1", 1, p);
         st = ES_OK;
     } else if (st != ES_OK) {
         /* Infrastructure trouble (a server down) is waited out; anything
@@ -902,7 +907,8 @@ sg_work_once(sg_worker *w, bool *did, es_error *err)
         {
             const char *q[4] = {p[0], p[1], p[2], fails};
             sql_ok(w->pg, "UPDATE es_saga_work SET due_at = now() + $2::bigint * interval '1 ms', "
-                          "last_error = $3, failures = $4::int WHERE saga_id = $1", 4, q);
+                          "claimed_until = '-infinity', last_error = $3, failures = $4::int "
+                          "WHERE saga_id = $1", 4, q);
         }
         st = ES_OK;     /* handled: the row waits */
     } else if (a == ACT_DEAD) {
@@ -917,7 +923,8 @@ sg_work_once(sg_worker *w, bool *did, es_error *err)
         snprintf(due_text, sizeof due_text, "%lld", (long long)(a == ACT_WAIT ? due : sg_now_ms()));
         sql_ok(w->pg, "UPDATE es_saga_work SET due_at = CASE WHEN wakes = $3::int "
                       "THEN to_timestamp($2::bigint / 1000.0) ELSE now() END, "
-                      "failures = 0, last_error = NULL WHERE saga_id = $1", 3, p);
+                      "claimed_until = '-infinity', failures = 0, last_error = NULL "
+                      "WHERE saga_id = $1", 3, p);
     }
 commit:
     saga_free(&s);

@@ -181,6 +181,7 @@ intake_main(void *arg)
             sub = NULL;
             PQfinish(pg);
             pg = NULL;
+            nap(1000, gen_now());                   /* and not in a tight loop */
         }
         es_feed_batch_free(&b);
         atomic_store(&intake_seq, seq);
@@ -368,7 +369,10 @@ saga_state(es_store *st, const char *saga_id, char *state, size_t size, int64_t 
         es_page *p = NULL;
         size_t i, n;
 
-        if ((rc = es_store_read_stream(st, stream, from, 500, ES_FORWARD, &p, err)) != ES_OK)
+        rc = es_store_read_stream(st, stream, from, 500, ES_FORWARD, &p, err);
+        if (rc == ES_ENOTFOUND)
+            return ES_OK;           /* never started: nothing to reopen */
+        if (rc != ES_OK)
             return rc;
         for (i = 0; i < p->count; i++) {
             json_t *d = json_loads(p->events[i].data, 0, NULL);
@@ -430,14 +434,20 @@ replay(PGconn *c, const char *id)
         fprintf(stderr, "es-saga: %s\n", err.message);
         goto done;
     }
-    if (strcmp(state, "failed") == 0) {
+    if (version >= 0) {
+        /* A marker the engine folds: refusals are counted afresh, and a
+         * failed saga is reopened as compensating. */
         char data[600];
-        es_new_event ev = {NULL, "SagaStateChanged", 1, data, NULL};
+        bool failed = strcmp(state, "failed") == 0;
+        es_new_event ev = {NULL, failed ? "SagaStateChanged" : "SagaReplayed", 1, data, NULL};
         es_append_req req = {NULL, version, &ev, 1};
         es_append_result res;
         char stream[300];
-        json_t *d = json_pack("{s:s, s:s, s:s, s:s, s:s}", "saga_id", saga_id, "type", type, "from",
-                              "failed", "to", "compensating", "error", "replayed by an operator");
+        json_t *d = failed ? json_pack("{s:s, s:s, s:s, s:s, s:s}", "saga_id", saga_id, "type",
+                                       type, "from", "failed", "to", "compensating", "error",
+                                       "replayed by an operator")
+                           : json_pack("{s:s, s:s}", "saga_id", saga_id, "note",
+                                       "replayed by an operator");
         char *text = json_dumps(d, JSON_COMPACT);
 
         snprintf(stream, sizeof stream, "saga-%s", saga_id);
