@@ -84,12 +84,6 @@ signal_thread(void *arg)
     return NULL;
 }
 
-const char *
-pj_env(const char *name, const char *def)
-{
-    const char *v = getenv(name);
-    return v && v[0] ? v : def;
-}
 
 void
 pj_sleep_ms(int ms)
@@ -368,15 +362,15 @@ static int
 main_live(void)
 {
     live *l = &L;
-    es_http_config http = {pj_env("ES_PROJECTOR_BIND", "127.0.0.1"),
-                           (unsigned)atoi(pj_env("ES_PROJECTOR_PORT", "8083")), 2, 4096};
-    const char *only = pj_env("ES_PROJECTIONS", "all");
+    es_http_config http = {es_env_str("ES_PROJECTOR_BIND", "127.0.0.1"),
+                           (unsigned)atoi(es_env_str("ES_PROJECTOR_PORT", "8083")), 2, 4096};
+    const char *only = es_env_str("ES_PROJECTIONS", "all");
     es_error err;
     size_t i;
     int rc = 1;
 
     pthread_mutex_init(&l->mu, NULL);
-    l->batch = atoi(pj_env("ES_PROJECTOR_BATCH", "500"));
+    l->batch = atoi(es_env_str("ES_PROJECTOR_BATCH", "500"));
     if (l->batch < 1 || l->batch > 100000) {
         pj_say("ES_PROJECTOR_BATCH must be 1..100000");
         return 2;

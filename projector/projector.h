@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "env.h"
 #include "feed.h"
 #include "projections.h"
 #include "readmodel.h"
@@ -18,7 +19,6 @@
 extern atomic_bool pj_stop;
 
 void pj_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-const char *pj_env(const char *name, const char *def);
 /* Sleeps ms, waking early when pj_stop is set. */
 void pj_sleep_ms(int ms);
 

@@ -184,8 +184,8 @@ static es_status
 replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ver,
        es_position head, uint64_t *seq, char *pos, progress *pg, es_error *err)
 {
-    int batch = atoi(pj_env("ES_REBUILD_BATCH", "1000"));
-    int page_size = atoi(pj_env("ES_REBUILD_PAGE", "5000"));
+    int batch = atoi(es_env_str("ES_REBUILD_BATCH", "1000"));
+    int page_size = atoi(es_env_str("ES_REBUILD_PAGE", "5000"));
     es_position after = {0, 0};
     size_t pending[DEPTH];      /* replies owed per batch in flight, a ring */
     int inflight = 0, head_i = 0;
@@ -429,7 +429,7 @@ int
 pj_rebuild_main(const char *name, bool dry_run)
 {
     const pj_projection *p = pj_find(name);
-    const char *conninfo = pj_env("ES_PG_CONNINFO",
+    const char *conninfo = es_env_str("ES_PG_CONNINFO",
                                   "host=127.0.0.1 port=55432 user=postgres dbname=es");
     es_store *store = NULL;
     redisContext *rc = NULL;
@@ -492,7 +492,7 @@ pj_rebuild_main(const char *name, bool dry_run)
     if (!switched)
         goto interrupted;
     pj_say("version %s of %s is active at event %" PRIu64, ver, name, seq);
-    pj_sleep_ms(atoi(pj_env("ES_REBUILD_GRACE_MS", "2000")));
+    pj_sleep_ms(atoi(es_env_str("ES_REBUILD_GRACE_MS", "2000")));
     if (drop_retired(rc, name, &err) != ES_OK)
         goto fail;
     printf("rebuild projection=%s version=%s replayed=%" PRIu64 " seconds=%.3f rate=%.0f\n", name,

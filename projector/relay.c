@@ -36,6 +36,7 @@
 #include <time.h>
 
 #include "codec.h"
+#include "env.h"
 #include "http.h"
 #include "store.h"
 
@@ -338,12 +339,6 @@ handle(void *ctx, const es_http_req *req, es_http_res *res)
     }
 }
 
-static const char *
-env_str(const char *name, const char *def)
-{
-    const char *v = getenv(name);
-    return v && v[0] ? v : def;
-}
 
 static void *
 signal_thread(void *arg)
@@ -365,21 +360,21 @@ main(void)
 {
     relay *r = &R;
     natsOptions *opts = NULL;
-    es_http_config http = {env_str("ES_RELAY_BIND", "127.0.0.1"),
-                           (unsigned)atoi(env_str("ES_RELAY_PORT", "8082")), 2, 4096};
+    es_http_config http = {es_env_str("ES_RELAY_BIND", "127.0.0.1"),
+                           (unsigned)atoi(es_env_str("ES_RELAY_PORT", "8082")), 2, 4096};
     sigset_t sigs;
     pthread_t sigth;
     es_error err;
     int rc = 1;
 
     snprintf(r->conninfo, sizeof r->conninfo, "%s",
-             env_str("ES_PG_CONNINFO", "host=127.0.0.1 port=55432 user=postgres dbname=es"));
-    snprintf(r->nats_url, sizeof r->nats_url, "%s", env_str("ES_NATS_URL", "nats://127.0.0.1:54222"));
-    snprintf(r->stream, sizeof r->stream, "%s", env_str("ES_RELAY_STREAM", "EVENTS"));
-    snprintf(r->prefix, sizeof r->prefix, "%s", env_str("ES_RELAY_SUBJECT_PREFIX", "es.events"));
-    snprintf(r->wake_subject, sizeof r->wake_subject, "%s", env_str("ES_RELAY_WAKE_SUBJECT", "es.wake"));
-    r->batch = atoi(env_str("ES_RELAY_BATCH", "500"));
-    r->poll_ms = atoi(env_str("ES_RELAY_POLL_MS", "100"));
+             es_env_str("ES_PG_CONNINFO", "host=127.0.0.1 port=55432 user=postgres dbname=es"));
+    snprintf(r->nats_url, sizeof r->nats_url, "%s", es_env_str("ES_NATS_URL", "nats://127.0.0.1:54222"));
+    snprintf(r->stream, sizeof r->stream, "%s", es_env_str("ES_RELAY_STREAM", "EVENTS"));
+    snprintf(r->prefix, sizeof r->prefix, "%s", es_env_str("ES_RELAY_SUBJECT_PREFIX", "es.events"));
+    snprintf(r->wake_subject, sizeof r->wake_subject, "%s", es_env_str("ES_RELAY_WAKE_SUBJECT", "es.wake"));
+    r->batch = atoi(es_env_str("ES_RELAY_BATCH", "500"));
+    r->poll_ms = atoi(es_env_str("ES_RELAY_POLL_MS", "100"));
     if (r->batch < 1 || r->poll_ms < 1) {
         say("ES_RELAY_BATCH and ES_RELAY_POLL_MS must be positive");
         return 2;

@@ -5,7 +5,6 @@
  * (metrics.c).  Configuration comes from the environment (query/README.md);
  * it runs until SIGINT or SIGTERM and then frees everything it made.
  */
-#include <errno.h>
 #include <nats/nats.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -13,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "env.h"
 #include "query.h"
 #include "read.h"
 
@@ -28,30 +28,7 @@ query_say(const char *fmt, ...)
     fprintf(stderr, "es-query: %s\n", line);     /* one write: lines do not interleave */
 }
 
-static const char *
-env_str(const char *name, const char *def)
-{
-    const char *v = getenv(name);
-    return v && v[0] ? v : def;
-}
 
-static long
-env_long(const char *name, long def, long min, long max)
-{
-    const char *v = getenv(name);
-    char *end;
-    long n;
-
-    if (v == NULL || v[0] == '\0')
-        return def;
-    errno = 0;
-    n = strtol(v, &end, 10);
-    if (errno != 0 || *end != '\0' || n < min || n > max) {
-        query_say("%s=\"%s\" is not a number from %ld to %ld", name, v, min, max);
-        exit(2);
-    }
-    return n;
-}
 
 int
 main(void)
@@ -63,14 +40,14 @@ main(void)
     sigset_t sigs;
     int sig, rc = 1;
     bool key = false, nats_used;
-    const char *nats_url = env_str("ES_NATS_URL", "nats://127.0.0.1:54222");
-    const char *stream = env_str("ES_RELAY_STREAM", "EVENTS");
+    const char *nats_url = es_env_str("ES_NATS_URL", "nats://127.0.0.1:54222");
+    const char *stream = es_env_str("ES_RELAY_STREAM", "EVENTS");
 
-    http.bind = env_str("ES_QUERY_BIND", "127.0.0.1");
-    http.port = (unsigned)env_long("ES_QUERY_PORT", 8081, 1, 65535);
-    http.threads = (unsigned)env_long("ES_HTTP_THREADS", 16, 1, 1024);
+    http.bind = es_env_str("ES_QUERY_BIND", "127.0.0.1");
+    http.port = (unsigned)es_env_long("es-query", "ES_QUERY_PORT", 8081, 1, 65535);
+    http.threads = (unsigned)es_env_long("es-query", "ES_HTTP_THREADS", 16, 1, 1024);
     http.body_max = 64 * 1024;      /* queries have no body; anything else gets 405 */
-    app.wait_max_ms = env_long("ES_QUERY_WAIT_MAX_MS", 10000, 0, 600000);
+    app.wait_max_ms = es_env_long("es-query", "ES_QUERY_WAIT_MAX_MS", 10000, 0, 600000);
     app.wait_default_ms = app.wait_max_ms < 2000 ? app.wait_max_ms : 2000;
 
     /* Signals are taken by sigwait below, not by whichever thread. */
@@ -93,8 +70,8 @@ main(void)
     }
     atomic_store(&app.http, srv);
     query_say("listening on http://%s:%u (%u threads), read models in redis at %s:%s", http.bind,
-              http.port, http.threads, env_str("ES_REDIS_HOST", "127.0.0.1"),
-              env_str("ES_REDIS_PORT", "56379"));
+              http.port, http.threads, es_env_str("ES_REDIS_HOST", "127.0.0.1"),
+              es_env_str("ES_REDIS_PORT", "56379"));
     while (sigwait(&sigs, &sig) != 0)
         ;
     query_say("stopping on signal %d", sig);

@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "engine.h"
+#include "env.h"
 #include "feed.h"
 #include "http.h"
 #include "intake.h"
@@ -40,29 +41,7 @@ static es_http_server *http;
 static atomic_ullong intake_seq;
 static atomic_bool intake_ok;
 
-static const char *
-env_str(const char *name, const char *def)
-{
-    const char *v = getenv(name);
-    return v && v[0] ? v : def;
-}
 
-static int
-env_int(const char *name, int def, int min, int max)
-{
-    const char *v = getenv(name);
-    long n;
-    char *end;
-
-    if (v == NULL || v[0] == '\0')
-        return def;
-    n = strtol(v, &end, 10);
-    if (*end != '\0' || n < min || n > max) {
-        fprintf(stderr, "es-saga: %s must be %d..%d, not \"%s\"\n", name, min, max, v);
-        exit(2);
-    }
-    return (int)n;
-}
 
 /* Sleeps up to ms or until woken (new work) or stopping. */
 static void
@@ -249,9 +228,9 @@ signal_thread(void *arg)
 static int
 daemon_main(void)
 {
-    es_http_config hc = {env_str("ES_SAGA_BIND", "127.0.0.1"),
-                         (unsigned)env_int("ES_SAGA_PORT", 8084, 1, 65535), 2, 4096};
-    int nworkers = env_int("ES_SAGA_WORKERS", 4, 1, WORKERS_MAX);
+    es_http_config hc = {es_env_str("ES_SAGA_BIND", "127.0.0.1"),
+                         (unsigned)(int)es_env_long("es-saga", "ES_SAGA_PORT", 8084, 1, 65535), 2, 4096};
+    int nworkers = (int)es_env_long("es-saga", "ES_SAGA_WORKERS", 4, 1, WORKERS_MAX);
     pthread_t workers[WORKERS_MAX], intake;
     const char *names[] = {"notification", "email"};
     es_error err;
@@ -259,11 +238,11 @@ daemon_main(void)
     int i, rc = 1;
     bool threads = false;
 
-    C.retry_base_ms = env_int("ES_SAGA_RETRY_BASE_MS", 200, 1, 600000);
-    C.retry_max_ms = env_int("ES_SAGA_RETRY_MAX_MS", 10000, 1, 3600000);
-    C.max_failures = env_int("ES_SAGA_MAX_FAILURES", 5, 1, 1000);
-    C.compensation_refusals = env_int("ES_SAGA_COMPENSATION_REFUSALS", 20, 1, 100000);
-    snprintf(C.subject_prefix, sizeof C.subject_prefix, "%s", env_str("ES_COMMAND_SUBJECT_PREFIX", "cmd"));
+    C.retry_base_ms = (int)es_env_long("es-saga", "ES_SAGA_RETRY_BASE_MS", 200, 1, 600000);
+    C.retry_max_ms = (int)es_env_long("es-saga", "ES_SAGA_RETRY_MAX_MS", 10000, 1, 3600000);
+    C.max_failures = (int)es_env_long("es-saga", "ES_SAGA_MAX_FAILURES", 5, 1, 1000);
+    C.compensation_refusals = (int)es_env_long("es-saga", "ES_SAGA_COMPENSATION_REFUSALS", 20, 1, 100000);
+    snprintf(C.subject_prefix, sizeof C.subject_prefix, "%s", es_env_str("ES_COMMAND_SUBJECT_PREFIX", "cmd"));
     for (i = 0; i < 2; i++) {
         if (sg_gateway_create(&C.gateways[C.ngateways], names[i], &err) != ES_OK) {
             fprintf(stderr, "es-saga: %s\n", err.message);
@@ -272,7 +251,7 @@ daemon_main(void)
         C.ngateways++;
     }
     if (natsOptions_Create(&opts) != NATS_OK ||
-        natsOptions_SetURL(opts, env_str("ES_NATS_URL", "nats://127.0.0.1:54222")) != NATS_OK ||
+        natsOptions_SetURL(opts, es_env_str("ES_NATS_URL", "nats://127.0.0.1:54222")) != NATS_OK ||
         natsOptions_SetMaxReconnect(opts, -1) != NATS_OK ||
         natsOptions_SetRetryOnFailedConnect(opts, true, NULL, NULL) != NATS_OK) {
         fprintf(stderr, "es-saga: could not set up the NATS options\n");
@@ -544,7 +523,7 @@ main(int argc, char **argv)
     int rc;
 
     snprintf(C.conninfo, sizeof C.conninfo, "%s",
-             env_str("ES_PG_CONNINFO", "host=127.0.0.1 port=55432 user=postgres dbname=es"));
+             es_env_str("ES_PG_CONNINFO", "host=127.0.0.1 port=55432 user=postgres dbname=es"));
     C.stop = &stop;
     if (argc > 1)
         return cli(argc, argv);

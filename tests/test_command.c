@@ -250,6 +250,17 @@ START_TEST(feed_pages)
     next = str(j, "next");
     snprintf(after, sizeof after, "%s", next);
     json_decref(j);
+    /* to the end of the feed (other tests of this database wrote more) */
+    for (;;) {
+        snprintf(path, sizeof path, "/v1/feed?after=%s&limit=1000", after);
+        j = get_with(path, 200, JSON_DECODE_INT_AS_REAL);
+        if (json_array_size(json_object_get(j, "events")) == 0) {
+            json_decref(j);
+            break;
+        }
+        snprintf(after, sizeof after, "%s", str(j, "next"));
+        json_decref(j);
+    }
     snprintf(path, sizeof path, "/v1/feed?after=%s&limit=5", after);
     j = get_with(path, 200, JSON_DECODE_INT_AS_REAL);
     ck_assert_str_eq(str(j, "next"), after);    /* nothing after: next stays */

@@ -1,0 +1,35 @@
+/*
+ * Configuration from the environment (see env.h).
+ */
+#include "env.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+const char *
+es_env_str(const char *name, const char *def)
+{
+    const char *v = getenv(name);
+
+    return v && v[0] ? v : def;
+}
+
+long
+es_env_long(const char *prog, const char *name, long def, long min, long max)
+{
+    const char *v = getenv(name);
+    char *end;
+    long n;
+
+    if (v == NULL || v[0] == '\0')
+        return def;
+    errno = 0;
+    n = strtol(v, &end, 10);
+    if (errno != 0 || *end != '\0' || n < min || n > max) {
+        fprintf(stderr, "%s: %s=\"%s\" is not a number from %ld to %ld\n", prog, name, v, min,
+                max);
+        exit(2);
+    }
+    return n;
+}

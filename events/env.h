@@ -1,0 +1,17 @@
+/*
+ * Configuration from the environment, read the same way by every daemon:
+ * an unset or empty variable means the default, and a malformed number
+ * ends the program at start-up with a message naming the variable.
+ */
+#ifndef ES_ENV_H
+#define ES_ENV_H
+
+/* The value of variable name, or def when it is unset or empty. */
+const char *es_env_str(const char *name, const char *def);
+
+/* Variable name as a decimal number from min to max, or def when unset or
+ * empty.  Anything else prints "<prog>: NAME="value" is not a number from
+ * min to max" and exits with status 2. */
+long es_env_long(const char *prog, const char *name, long def, long min, long max);
+
+#endif
