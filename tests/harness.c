@@ -78,6 +78,7 @@ th_run_nofork(Suite *s)
 #include <signal.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -123,11 +124,12 @@ th_daemon_start(th_daemon *d, const char *path, const char *port_var, const char
     const char *build = getenv("ES_TEST_BUILD");
     char exe[512], portenv[64];
     th_response r;
-    pid_t pid;
+    pid_t pid, parent;
 
     snprintf(exe, sizeof exe, "%s/%s", build ? build : "build/plain", path);
     d->port = free_port();
     snprintf(portenv, sizeof portenv, "%s=%u", port_var, d->port);
+    parent = getpid();
     pid = fork();
     if (pid < 0)
         abort();
@@ -135,6 +137,12 @@ th_daemon_start(th_daemon *d, const char *path, const char *port_var, const char
         char *const argv[] = {exe, NULL};
         char logpath[600];
         int fd;
+
+        /* A test program that dies without its exit handlers (an abort, a
+         * sanitizer report) must not leave its daemons running. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
 
         /* not the test's stdout: a daemon must not hold the runner's pipe */
         snprintf(logpath, sizeof logpath, "%s.%u.log", exe, d->port);
