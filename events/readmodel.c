@@ -536,31 +536,7 @@ rm_apply(redisContext *c, rm_batch *b, rm_applied *out, es_error *err)
     return parse_applied(c, run_script(c, &APPLY, b), out, err);
 }
 
-es_status
-rm_apply_send(redisContext *c, rm_batch *b, es_error *err)
-{
-    es_buf o = ES_BUF_INIT;
-    int rc;
 
-    if (b->failed)
-        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory building a batch");
-    format_script(&o, &APPLY, true, b);
-    rc = es_buf_failed(&o) ? REDIS_ERR : redisAppendFormattedCommand(c, o.data, o.len);
-    es_buf_free(&o);
-    if (rc != REDIS_OK)
-        return redis_fail(c, NULL, err, "apply");
-    return ES_OK;
-}
-
-es_status
-rm_apply_recv(redisContext *c, rm_applied *out, es_error *err)
-{
-    void *r = NULL;
-
-    if (redisGetReply(c, &r) != REDIS_OK)
-        return redis_fail(c, NULL, err, "apply");
-    return parse_applied(c, r, out, err);
-}
 
 /*
  * The single writer's path (a rebuild owns its version): the batch's
@@ -837,16 +813,3 @@ rm_error_transient(const char *message)
     return false;
 }
 
-bool
-rm_name_ok(const char *name)
-{
-    size_t n = strlen(name), i;
-
-    if (n == 0 || n >= RM_NAME_MAX)
-        return false;
-    for (i = 0; i < n; i++)
-        if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') ||
-              name[i] == '_'))
-            return false;
-    return true;
-}

@@ -101,9 +101,6 @@ bool rm_error_transient(const char *message);
 
 /* Runs the batch and waits for the answer. */
 es_status rm_apply(redisContext *c, rm_batch *b, rm_applied *out, es_error *err);
-/* The same in two halves, for pipelining: queue, then read the answer. */
-es_status rm_apply_send(redisContext *c, rm_batch *b, es_error *err);
-es_status rm_apply_recv(redisContext *c, rm_applied *out, es_error *err);
 
 /* The single writer's path (a rebuild owns its version): the batch, whose
  * version must be explicit and whose events must follow its checkpoint
@@ -153,7 +150,5 @@ es_status rm_read(redisContext *c, const char *name, const char *version,
 /* A string field of a flat HGETALL reply, or NULL. */
 const char *rm_hash_get(const redisReply *hash, const char *field);
 
-/* True when name is a valid projection name (1..31 of [a-z0-9_]). */
-bool rm_name_ok(const char *name);
 
 #endif

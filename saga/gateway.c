@@ -662,8 +662,3 @@ sg_gateway_metrics_all(sg_gateway *const *gs, size_t n, es_buf *out)
     }
 }
 
-void
-sg_gateway_metrics(sg_gateway *g, es_buf *out)
-{
-    sg_gateway_metrics_all(&g, 1, out);
-}

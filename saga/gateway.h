@@ -91,15 +91,14 @@ void sg_gateway_set_failure_rate(sg_gateway *g, double rate);
 void sg_gateway_set_latency_ms(sg_gateway *g, unsigned ms);
 
 /*
- * Appends Prometheus text lines to out, with label gateway="<name>":
+ * Appends Prometheus text lines for gateways gs[0..n) to out, with label
+ * gateway="<name>":
  *   es_saga_gateway_calls_total{gateway,result="ok|failed|rejected"}
  *   es_saga_gateway_breaker_state{gateway}  (0 closed, 1 open, 2 half-open)
  *   es_saga_gateway_breaker_opened_total{gateway}
- * Each call emits each # HELP / # TYPE line once.  A process with several
- * gateways uses sg_gateway_metrics_all, which groups every gateway's
- * samples under one # TYPE line per metric, as the format requires.
+ * Every gateway's samples go under one # HELP / # TYPE line per metric, as
+ * the format requires.
  */
-void sg_gateway_metrics(sg_gateway *g, es_buf *out);
 void sg_gateway_metrics_all(sg_gateway *const *gs, size_t n, es_buf *out);
 
 #endif
