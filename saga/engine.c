@@ -402,13 +402,7 @@ injected_as(const char *var, const sg_flow *f, const char *step)
 static bool
 injected(const sg_flow *f, const char *step)
 {
-    const char *list = getenv("ES_SAGA_INJECT_FAILURE");
-    char name[160];
-
-    if (list == NULL || list[0] == '\0')
-        return false;
-    snprintf(name, sizeof name, "%s.%s", f->type, step);
-    return es_list_contains(list, name);
+    return injected_as("ES_SAGA_INJECT_FAILURE", f, step);
 }
 
 static json_t *
@@ -548,17 +542,10 @@ run_step(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
     }
     if (st->st == S_NONE || st->st == S_RETRY) {
         json_t *d = step_data(step->name, st->attempts + 1);
-        if (step->kind == SG_AWAIT) {
-            char var[128];
-            const char *v;
-            int64_t t = step->timeout_ms;
-            snprintf(var, sizeof var, "ES_SAGA_TIMEOUT_%s_%s_MS", s->flow->type, step->name);
-            for (char *c = var; *c; c++)
-                *c = (char)(*c >= 'a' && *c <= 'z' ? *c - 32 : *c);
-            if ((v = getenv(var)) != NULL && atoll(v) > 0)
-                t = atoll(v);
-            json_object_set_new(d, "deadline_ms", json_integer(now + t));
-        }
+        if (step->kind == SG_AWAIT)
+            json_object_set_new(d, "deadline_ms",
+                                json_integer(now + sg_setting_ms("TIMEOUT", s->flow, step->name,
+                                                                 step->timeout_ms, 1)));
         if (emit(w, s, "SagaStepStarted", d, err) != ES_OK)
             return -1;
     }

@@ -167,6 +167,25 @@ sg_call_args(const sg_call *call, const json_t *ctx, const char **missing)
     return args;
 }
 
+long
+sg_setting_ms(const char *what, const sg_flow *f, const char *step, long def, long min)
+{
+    char var[160], *end;
+    const char *v;
+    long n;
+
+    if (step)
+        snprintf(var, sizeof var, "ES_SAGA_%s_%s_%s_MS", what, f->type, step);
+    else
+        snprintf(var, sizeof var, "ES_SAGA_%s_%s_MS", what, f->type);
+    for (char *c = var; *c; c++)
+        *c = (char)(*c >= 'a' && *c <= 'z' ? *c - 32 : *c);
+    if ((v = getenv(var)) == NULL || v[0] == '\0')
+        return def;
+    n = strtol(v, &end, 10);
+    return *end == '\0' && n >= min ? n : def;
+}
+
 bool
 sg_call_done_code(const sg_call *call, const char *code)
 {

@@ -69,6 +69,11 @@ const sg_flow *sg_flow_find(const char *type);
  * of a required member that ctx lacks.  New reference. */
 json_t *sg_call_args(const sg_call *call, const json_t *ctx, const char **missing);
 
+/* A flow's setting in milliseconds from ES_SAGA_<WHAT>_<FLOW>[_<STEP>]_MS
+ * (upper case), e.g. ES_SAGA_TIMEOUT_REGISTRATION_VERIFICATION_MS; def when
+ * unset or not a number of at least min. */
+long sg_setting_ms(const char *what, const sg_flow *f, const char *step, long def, long min);
+
 /* True when code is one of call's done_codes. */
 bool sg_call_done_code(const sg_call *call, const char *code);
 

@@ -72,18 +72,6 @@ flow_id(const sg_flow *f, const es_feed_event *e)
     return json_string_value(v);
 }
 
-static int
-start_delay(const sg_flow *f)
-{
-    char var[96];
-    const char *v;
-
-    snprintf(var, sizeof var, "ES_SAGA_START_DELAY_%s_MS", f->type);
-    for (char *c = var; *c; c++)
-        *c = (char)(*c >= 'a' && *c <= 'z' ? *c - 32 : *c);
-    v = getenv(var);
-    return v && v[0] ? atoi(v) : f->start_delay_ms;
-}
 
 /* Routes one event; false on a database error. */
 static bool
@@ -95,7 +83,7 @@ route(PGconn *c, const es_feed_event *e, int *woken)
         const sg_flow *f = sg_flows[i];
         bool trigger, awaited = false;
         const char *id;
-        char saga_id[300], seq[32], delay[16];
+        char saga_id[300], seq[32], delay[24];
 
         if (!in_category(e, f->trigger_category))
             continue;
@@ -117,7 +105,7 @@ route(PGconn *c, const es_feed_event *e, int *woken)
         }
         snprintf(saga_id, sizeof saga_id, "%s-%s", f->type, id);
         snprintf(seq, sizeof seq, "%" PRIu64, e->seq);
-        snprintf(delay, sizeof delay, "%d", start_delay(f));
+        snprintf(delay, sizeof delay, "%ld", sg_setting_ms("START_DELAY", f, NULL, f->start_delay_ms, 0));
         if (trigger) {
             char *input = json_dumps(e->data, JSON_COMPACT);
             const char *p[4] = {saga_id, f->type, input ? input : "{}", delay};
