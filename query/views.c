@@ -170,6 +170,36 @@ page_doc(const view_args *a, const redisReply *z, const char *list, json_t *docs
     return json_pack("{s:o, s:o}", list, docs, "next_cursor", next);
 }
 
+/* The second read of a page: the hash (key kind_fmt with the member) of
+ * each member the first read listed. */
+static void
+page_detail(const view_args *a, const redisReply *const *idx, size_t nidx, const char *kind_fmt,
+            read_cmds *out)
+{
+    size_t i, n = nidx == 1 ? page_len(idx[0]) : 0;
+
+    for (i = 0; i < n && i < (size_t)a->limit; i++)
+        read_cmd(out, "HGETALL", kind_fmt, page_member(idx[0], i));
+}
+
+/* A page's answer: doc() of each hash that has its id_field, then
+ * next_cursor. */
+static void
+page_answer(const view_args *a, const read_result *r, const char *id_field, const char *list,
+            json_t *(*doc)(const redisReply *h), es_http_res *res)
+{
+    const redisReply *z = idx_at(r, 0);
+    json_t *docs = json_array();
+    size_t i;
+
+    for (i = 0; i < page_len(z) && i < (size_t)a->limit; i++) {
+        const redisReply *h = det_at(r, i);
+        if (hash_found(h, id_field))
+            json_array_append_new(docs, doc(h));
+    }
+    es_http_res_json(res, 200, page_doc(a, z, list, docs));
+}
+
 static void
 not_found(es_http_res *res, const char *code, const char *what, const char *id)
 {
@@ -304,26 +334,19 @@ static void
 customer_orders_detail(const void *args, const redisReply *const *idx, size_t nidx,
                        read_cmds *out)
 {
-    const view_args *a = args;
-    size_t i, n = nidx == 1 ? page_len(idx[0]) : 0;
+    page_detail(args, idx, nidx, "order:%s", out);
+}
 
-    for (i = 0; i < n && i < (size_t)a->limit; i++)
-        read_cmd(out, "HGETALL", "order:%s", page_member(idx[0], i));
+static json_t *
+order_summary(const redisReply *h)
+{
+    return order_doc(h, NULL);
 }
 
 static void
 customer_orders_answer(const view_args *a, const read_result *r, es_http_res *res)
 {
-    const redisReply *z = idx_at(r, 0);
-    json_t *docs = json_array();
-    size_t i;
-
-    for (i = 0; i < page_len(z) && i < (size_t)a->limit; i++) {
-        const redisReply *h = det_at(r, i);
-        if (hash_found(h, "order_id"))
-            json_array_append_new(docs, order_doc(h, NULL));
-    }
-    es_http_res_json(res, 200, page_doc(a, z, "orders", docs));
+    page_answer(a, r, "order_id", "orders", order_summary, res);
 }
 
 const view view_customer_orders = {
@@ -520,26 +543,13 @@ sagas_index(const void *args, read_cmds *out)
 static void
 sagas_detail(const void *args, const redisReply *const *idx, size_t nidx, read_cmds *out)
 {
-    const view_args *a = args;
-    size_t i, n = nidx == 1 ? page_len(idx[0]) : 0;
-
-    for (i = 0; i < n && i < (size_t)a->limit; i++)
-        read_cmd(out, "HGETALL", "saga:%s", page_member(idx[0], i));
+    page_detail(args, idx, nidx, "saga:%s", out);
 }
 
 static void
 sagas_answer(const view_args *a, const read_result *r, es_http_res *res)
 {
-    const redisReply *z = idx_at(r, 0);
-    json_t *docs = json_array();
-    size_t i;
-
-    for (i = 0; i < page_len(z) && i < (size_t)a->limit; i++) {
-        const redisReply *h = det_at(r, i);
-        if (hash_found(h, "saga_id"))
-            json_array_append_new(docs, saga_summary(h));
-    }
-    es_http_res_json(res, 200, page_doc(a, z, "sagas", docs));
+    page_answer(a, r, "saga_id", "sagas", saga_summary, res);
 }
 
 const view view_sagas = {{"sagas", sagas_index, sagas_detail}, sagas_answer};
