@@ -100,8 +100,8 @@ stop_all(void)
         (void)th_daemon_stop(daemons[i]);
 }
 
-static unsigned
-free_port(void)
+unsigned
+th_free_port(void)
 {
     struct sockaddr_in a = {0};
     socklen_t len = sizeof a;
@@ -127,7 +127,7 @@ th_daemon_start(th_daemon *d, const char *path, const char *port_var, const char
     pid_t pid, parent;
 
     snprintf(exe, sizeof exe, "%s/%s", build ? build : "build/plain", path);
-    d->port = free_port();
+    d->port = th_free_port();
     snprintf(portenv, sizeof portenv, "%s=%u", port_var, d->port);
     parent = getpid();
     pid = fork();
@@ -317,8 +317,10 @@ th_daemon_kill(th_daemon *d)
 
 #include <hiredis/hiredis.h>
 #include <libpq-fe.h>
+#include <nats/nats.h>
 
 #include "migrate.h"
+#include "store.h"
 
 static bool
 admin_sql(const char *sql)
@@ -416,4 +418,91 @@ th_program(const char *const *argv, const char *const *env, const char *log)
     if (waitpid(pid, &st, 0) != pid)
         return -1;
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+void
+th_stream_delete(const char *stream)
+{
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsErrCode jerr;
+
+    if (natsConnection_ConnectTo(&nc, getenv("ES_NATS_URL")) == NATS_OK &&
+        natsConnection_JetStream(&js, nc, NULL) == NATS_OK)
+        js_DeleteStream(js, stream, NULL, &jerr);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+}
+
+/* Message n of the stream is the n-th event of the feed: nothing lost,
+ * doubled or reordered. */
+void
+th_assert_stream_is_feed(const char *conninfo, const char *stream)
+{
+    es_store *s;
+    es_error err;
+    es_position pos = {0, 0};
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    uint64_t seq = 0;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr;
+    uint64_t total = 0;
+
+    ck_assert_int_eq(es_store_open(&s, conninfo, &err), ES_OK);
+    ck_assert_int_eq(natsConnection_ConnectTo(&nc, getenv("ES_NATS_URL")), NATS_OK);
+    ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    /* the relay may still be republishing what NATS lost in its restart */
+    for (;;) {
+        es_page *p;
+        size_t count;
+        ck_assert_int_eq(es_store_read_feed(s, pos, 1000, &p, &err), ES_OK);
+        total += p->count;
+        pos = p->next;
+        count = p->count;
+        es_page_destroy(p);
+        if (count == 0)
+            break;
+    }
+    for (int i = 0; i < 600; i++) {
+        uint64_t last = 0;
+        if (js_GetStreamInfo(&si, js, stream, NULL, &jerr) == NATS_OK) {
+            last = si->State.LastSeq;
+            jsStreamInfo_Destroy(si);
+            si = NULL;
+        }
+        if (last >= total)
+            break;
+        usleep(100 * 1000);
+    }
+    pos = (es_position){0, 0};
+    for (;;) {
+        es_page *p;
+        size_t count;
+        ck_assert_int_eq(es_store_read_feed(s, pos, 1000, &p, &err), ES_OK);
+        for (size_t i = 0; i < p->count; i++) {
+            natsMsg *m = NULL;
+            const char *hp = NULL;
+            char want[ES_POSITION_TEXT_MAX];
+
+            seq++;
+            ck_assert_int_eq(js_GetMsg(&m, js, stream, seq, NULL, &jerr), NATS_OK);
+            ck_assert_int_eq(natsMsgHeader_Get(m, "Es-Position", &hp), NATS_OK);
+            es_position_format(p->events[i].position, want);
+            ck_assert_str_eq(hp, want);
+            ck_assert_ptr_nonnull(strstr(natsMsg_GetData(m), p->events[i].event_id));
+            natsMsg_Destroy(m);
+        }
+        pos = p->next;
+        count = p->count;
+        es_page_destroy(p);
+        if (count == 0)
+            break;
+    }
+    ck_assert_int_eq(js_GetStreamInfo(&si, js, stream, NULL, &jerr), NATS_OK);
+    ck_assert_uint_eq(si->State.LastSeq, seq);
+    jsStreamInfo_Destroy(si);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    es_store_close(s);
 }

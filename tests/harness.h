@@ -68,6 +68,18 @@ const char *th_header(const th_response *res, const char *name, char *out, size_
 void th_db_create(char *name, size_t name_size, char *conninfo, size_t conninfo_size);
 void th_db_drop(const char *name);
 
+/* A loopback TCP port nothing listens on at the moment. */
+unsigned th_free_port(void);
+
+/* Asserts that JetStream stream is the feed of the database at conninfo:
+ * message n carries the n-th event (its position and id), none missing,
+ * none extra.  Waits up to 60 s for a relay still publishing. */
+void th_assert_stream_is_feed(const char *conninfo, const char *stream);
+
+/* Deletes a JetStream stream a test created (ES_NATS_URL); no error if it
+ * is gone already. */
+void th_stream_delete(const char *stream);
+
 /* Empties the tests' Redis database (ES_REDIS_DB, which must not be 0). */
 void th_redis_flush(void);
 

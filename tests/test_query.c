@@ -37,24 +37,6 @@ static char redis_dir[256];
 
 /* ---- a Redis of our own ------------------------------------------------ */
 
-static unsigned
-free_port(void)
-{
-    struct sockaddr_in a = {0};
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    unsigned port;
-
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
-        abort();
-    port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
 static bool
 redis_answers(void)
 {
@@ -992,7 +974,7 @@ main(void)
         return 2;
     }
     snprintf(redis_dir, sizeof redis_dir, "%s", tmpl);
-    redis_port = free_port();
+    redis_port = th_free_port();
     redis_start();
     atexit(redis_cleanup);          /* runs after the harness stopped es-query */
     snprintf(port, sizeof port, "%u", redis_port);

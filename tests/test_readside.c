@@ -366,78 +366,6 @@ START_TEST(killed_relay_and_projector_lose_and_double_nothing)
 }
 END_TEST
 
-/* Message n of the stream is the n-th event of the feed: nothing lost,
- * doubled or reordered. */
-static void
-stream_is_the_feed(const char *stream)
-{
-    es_store *s;
-    es_error err;
-    es_position pos = {0, 0};
-    natsConnection *nc = NULL;
-    jsCtx *js = NULL;
-    uint64_t seq = 0;
-    jsStreamInfo *si = NULL;
-    jsErrCode jerr;
-
-    uint64_t total = 0;
-
-    ck_assert_int_eq(es_store_open(&s, conninfo, &err), ES_OK);
-    ck_assert_int_eq(natsConnection_ConnectTo(&nc, getenv("ES_NATS_URL")), NATS_OK);
-    ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
-    /* the relay may still be republishing what NATS lost in its restart */
-    for (;;) {
-        es_page *p;
-        size_t count;
-        ck_assert_int_eq(es_store_read_feed(s, pos, 1000, &p, &err), ES_OK);
-        total += p->count;
-        pos = p->next;
-        count = p->count;
-        es_page_destroy(p);
-        if (count == 0)
-            break;
-    }
-    for (int i = 0; i < 600; i++) {
-        uint64_t last = 0;
-        if (js_GetStreamInfo(&si, js, stream, NULL, &jerr) == NATS_OK) {
-            last = si->State.LastSeq;
-            jsStreamInfo_Destroy(si);
-            si = NULL;
-        }
-        if (last >= total)
-            break;
-        usleep(100 * 1000);
-    }
-    pos = (es_position){0, 0};
-    for (;;) {
-        es_page *p;
-        size_t count;
-        ck_assert_int_eq(es_store_read_feed(s, pos, 1000, &p, &err), ES_OK);
-        for (size_t i = 0; i < p->count; i++) {
-            natsMsg *m = NULL;
-            const char *hp = NULL;
-            char want[ES_POSITION_TEXT_MAX];
-
-            seq++;
-            ck_assert_int_eq(js_GetMsg(&m, js, stream, seq, NULL, &jerr), NATS_OK);
-            ck_assert_int_eq(natsMsgHeader_Get(m, "Es-Position", &hp), NATS_OK);
-            es_position_format(p->events[i].position, want);
-            ck_assert_str_eq(hp, want);
-            natsMsg_Destroy(m);
-        }
-        pos = p->next;
-        count = p->count;
-        es_page_destroy(p);
-        if (count == 0)
-            break;
-    }
-    ck_assert_int_eq(js_GetStreamInfo(&si, js, stream, NULL, &jerr), NATS_OK);
-    ck_assert_uint_eq(si->State.LastSeq, seq);
-    jsStreamInfo_Destroy(si);
-    jsCtx_Destroy(js);
-    natsConnection_Destroy(nc);
-    es_store_close(s);
-}
 
 static char stream_name[64];
 
@@ -460,7 +388,7 @@ START_TEST(the_read_side_survives_restarts_of_nats_and_postgresql)
     /* during the PostgreSQL restart commands may fail (503); the others
      * must all be there, once */
     ck_assert_int_lt(atomic_load(&l.errors), atomic_load(&l.commands));
-    stream_is_the_feed(stream_name);
+    th_assert_stream_is_feed(conninfo, stream_name);
     wait_caught_up();
     snprintf(path, sizeof path, "/v1/customers/%s/account", l.customer);
     q = call(query.port, "GET", path, NULL, 200, NULL);
@@ -580,17 +508,8 @@ main(void)
     rc |= th_daemon_stop(&proj);
     rc |= th_daemon_stop(&relay);
     rc |= th_daemon_stop(&cmd);
-    {
-        natsConnection *nc = NULL;
-        jsCtx *js = NULL;
-        jsErrCode jerr;
-        if (natsConnection_ConnectTo(&nc, getenv("ES_NATS_URL")) == NATS_OK &&
-            natsConnection_JetStream(&js, nc, NULL) == NATS_OK)
-            js_DeleteStream(js, stream, NULL, &jerr);
-        jsCtx_Destroy(js);
-        natsConnection_Destroy(nc);
-        nats_Close();
-    }
+    th_stream_delete(stream);
+    nats_Close();
     th_db_drop(dbname);
     return rc;
 }

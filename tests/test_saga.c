@@ -598,17 +598,8 @@ main(void)
     rc |= th_daemon_stop(&relay);
     rc |= th_daemon_stop(&cmd);
     es_store_close(store);
-    {
-        natsConnection *nc = NULL;
-        jsCtx *js = NULL;
-        jsErrCode jerr;
-        if (natsConnection_ConnectTo(&nc, getenv("ES_NATS_URL")) == NATS_OK &&
-            natsConnection_JetStream(&js, nc, NULL) == NATS_OK)
-            js_DeleteStream(js, stream_name, NULL, &jerr);
-        jsCtx_Destroy(js);
-        natsConnection_Destroy(nc);
-        nats_Close();
-    }
+    th_stream_delete(stream_name);
+    nats_Close();
     th_db_drop(dbname);
     return rc;
 }
