@@ -73,6 +73,28 @@ SQL
     awk -v t="$tps" -v r="$rows" 'BEGIN { printf "%.0f", t * r }'
 }
 
+# load_log N STREAM_SQL VERSION_SQL DATA_SQL: N OrderPlaced events (n from
+# 0) straight into the store, in chunks of separate transactions, then the
+# same rows into the raw table in feed order.  The SQL expressions use n.
+load_log() {
+    local events=$1 stream=$2 version=$3 data=$4 i
+    for ((i = 0; i < events; i += 100000)); do
+        psql_db <<SQL
+INSERT INTO es_events (stream_id, category, version, event_id, type, data)
+SELECT $stream, 'order', $version, gen_random_uuid(), 'OrderPlaced', ($data)::jsonb
+  FROM generate_series($i, $((i + 99999 < events - 1 ? i + 99999 : events - 1))) n;
+SQL
+    done
+    psql_db <<'SQL'
+INSERT INTO es_streams SELECT stream_id, max(version) FROM es_events GROUP BY stream_id;
+INSERT INTO bench_raw (stream_id, version, event_id, type, data, metadata, recorded_at)
+SELECT stream_id, version, event_id, type, data, metadata, recorded_at
+  FROM es_events ORDER BY transaction_id, global_position;
+VACUUM ANALYZE es_events;
+VACUUM ANALYZE bench_raw;
+SQL
+}
+
 max() { awk -v a="$1" -v b="$2" 'BEGIN { print (b > a ? b : a) }'; }
 
 # best_of ROWS CLIENTS FIELD CMD...: BENCH_ROUNDS rounds of (pgbench with
@@ -117,26 +139,10 @@ want store_append_10 && append_figure store_append_10 10
 if want store_feed_read; then
     events=${BENCH_FEED_EVENTS:-1000000}
     fresh_db
-    # Load the log in chunks of separate transactions, then the same rows
-    # into the raw table in feed order.
-    for ((i = 0; i < events; i += 100000)); do
-        psql_db <<SQL
-INSERT INTO es_events (stream_id, category, version, event_id, type, data)
-SELECT 'order-' || (n % 10000), 'order', n / 10000, gen_random_uuid(), 'OrderPlaced',
-       ('{"type":"OrderPlaced","orderId":"o-' || n || '","customerId":"c-' || (n % 1000)
-        || '","items":[{"sku":"sku-' || (n % 500) || '","qty":2,"price":1999}],"total":3998,'
-        || '"currency":"EUR","shipTo":{"city":"Berlin","zip":"10115","country":"DE"}}')::jsonb
-  FROM generate_series($i, $((i + 99999 < events - 1 ? i + 99999 : events - 1))) n;
-SQL
-    done
-    psql_db <<'SQL'
-INSERT INTO es_streams SELECT stream_id, max(version) FROM es_events GROUP BY stream_id;
-INSERT INTO bench_raw (stream_id, version, event_id, type, data, metadata, recorded_at)
-SELECT stream_id, version, event_id, type, data, metadata, recorded_at
-  FROM es_events ORDER BY transaction_id, global_position;
-VACUUM ANALYZE es_events;
-VACUUM ANALYZE bench_raw;
-SQL
+    load_log "$events" "'order-' || (n % 10000)" "n / 10000" \
+        "'{\"type\":\"OrderPlaced\",\"orderId\":\"o-' || n || '\",\"customerId\":\"c-' || (n % 1000)
+        || '\",\"items\":[{\"sku\":\"sku-' || (n % 500) || '\",\"qty\":2,\"price\":1999}],\"total\":3998,'
+        || '\"currency\":\"EUR\",\"shipTo\":{\"city\":\"Berlin\",\"zip\":\"10115\",\"country\":\"DE\"}}'"
     best_raw=0 best=0
     for _ in $(seq 1 "$rounds"); do
         r=$(field rows_per_s "$("$build/bench_store" raw-read)")
@@ -209,24 +215,10 @@ if want rebuild; then
     events=${BENCH_REBUILD_EVENTS:-1000000}
     fresh_db
     # One order per stream, shaped as the command service writes them.
-    for ((i = 0; i < events; i += 100000)); do
-        psql_db <<SQL
-INSERT INTO es_events (stream_id, category, version, event_id, type, data)
-SELECT 'order-o' || n, 'order', 0, gen_random_uuid(), 'OrderPlaced',
-       ('{"order_id":"o' || n || '","customer_id":"c-' || (n % 1000) || '","items":[{"sku":"sku-'
-        || (n % 500) || '","quantity":2,"unit_price":1999}],"total":3998,'
-        || '"ship_to":{"city":"Berlin","zip":"10115","country":"DE"}}')::jsonb
-  FROM generate_series($i, $((i + 99999 < events - 1 ? i + 99999 : events - 1))) n;
-SQL
-    done
-    psql_db <<'SQL'
-INSERT INTO es_streams SELECT stream_id, max(version) FROM es_events GROUP BY stream_id;
-INSERT INTO bench_raw (stream_id, version, event_id, type, data, metadata, recorded_at)
-SELECT stream_id, version, event_id, type, data, metadata, recorded_at
-  FROM es_events ORDER BY transaction_id, global_position;
-VACUUM ANALYZE es_events;
-VACUUM ANALYZE bench_raw;
-SQL
+    load_log "$events" "'order-o' || n" "0" \
+        "'{\"order_id\":\"o' || n || '\",\"customer_id\":\"c-' || (n % 1000) || '\",\"items\":[{\"sku\":\"sku-'
+        || (n % 500) || '\",\"quantity\":2,\"unit_price\":1999}],\"total\":3998,'
+        || '\"ship_to\":{\"city\":\"Berlin\",\"zip\":\"10115\",\"country\":\"DE\"}}'"
     # The raw limits: the ordered read of the same rows, and Redis taking
     # pipelined the writes the orders projection makes per OrderPlaced
     # (one 12-field HSET, one RPUSH, one ZADD), combined per event.
