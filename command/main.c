@@ -27,8 +27,7 @@ main(void)
     int sig, rc = 1;
     const char *nats_url = es_env_str("ES_NATS_URL", "nats://127.0.0.1:54222");
 
-    snprintf(a.conninfo, sizeof a.conninfo, "%s",
-             es_env_str("ES_PG_CONNINFO", "host=127.0.0.1 port=55432 user=postgres dbname=es"));
+    snprintf(a.conninfo, sizeof a.conninfo, "%s", es_pg_conninfo());
     snprintf(a.contexts, sizeof a.contexts, "%s", es_env_str("ES_COMMAND_CONTEXTS", ""));
     snprintf(a.subject_prefix, sizeof a.subject_prefix, "%s", es_env_str("ES_COMMAND_SUBJECT_PREFIX", "cmd"));
     a.cfg.snapshot_every = (int)es_env_long("es-command", "ES_SNAPSHOT_EVERY", 50, 1, 1000000);

@@ -33,3 +33,9 @@ es_env_long(const char *prog, const char *name, long def, long min, long max)
     }
     return n;
 }
+
+const char *
+es_pg_conninfo(void)
+{
+    return es_env_str("ES_PG_CONNINFO", ES_PG_CONNINFO_DEFAULT);
+}

@@ -14,4 +14,9 @@ const char *es_env_str(const char *name, const char *def);
  * min to max" and exits with status 2. */
 long es_env_long(const char *prog, const char *name, long def, long min, long max);
 
+/* The event store's PostgreSQL: ES_PG_CONNINFO, or the private server of
+ * scripts/servers.sh. */
+#define ES_PG_CONNINFO_DEFAULT "host=127.0.0.1 port=55432 user=postgres dbname=es"
+const char *es_pg_conninfo(void);
+
 #endif

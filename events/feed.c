@@ -6,6 +6,7 @@
  */
 #include "feed.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,6 +199,28 @@ es_jetstream_last_seq(es_jetstream *n, uint64_t *last, es_error *err)
     *last = si->State.LastSeq;
     jsStreamInfo_Destroy(si);
     return ES_OK;
+}
+
+es_status
+es_jetstream_position_at(es_jetstream *n, uint64_t seq, es_position *pos, es_error *err)
+{
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    const char *hdr = NULL;
+    natsStatus s = js_GetMsg(&m, n->js, n->stream, seq, NULL, &jerr);
+    es_status st = ES_OK;
+
+    if (s != NATS_OK)
+        return es_error_set(err, s == NATS_NOT_FOUND ? ES_ENOTFOUND : ES_EUNAVAILABLE,
+                            s == NATS_NOT_FOUND ? "no_such_message" : "nats_unavailable", NULL,
+                            "could not read message %" PRIu64 " of %s: %s", seq, n->stream,
+                            natsStatus_GetText(s));
+    if (natsMsgHeader_Get(m, ES_POSITION_HEADER, &hdr) != NATS_OK || !es_position_parse(hdr, pos))
+        st = es_error_set(err, ES_ENOTFOUND, "no_position", NULL,
+                          "message %" PRIu64 " of %s has no %s header", seq, n->stream,
+                          ES_POSITION_HEADER);
+    natsMsg_Destroy(m);
+    return st;
 }
 
 void

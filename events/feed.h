@@ -51,6 +51,11 @@ es_status es_jetstream_subscribe(es_jetstream *n, uint64_t from, natsSubscriptio
 /* Ends a subscription of es_jetstream_subscribe safely (see feed.c). */
 void es_jetstream_unsubscribe(es_jetstream *n, natsSubscription *sub);
 es_status es_jetstream_last_seq(es_jetstream *n, uint64_t *last, es_error *err);
+/* The store position of the event message seq carries (its header
+ * ES_POSITION_HEADER, set by the relay).  ES_ENOTFOUND if it has none. */
+#define ES_POSITION_HEADER "Es-Position"
+es_status es_jetstream_position_at(es_jetstream *n, uint64_t seq, es_position *pos,
+                                   es_error *err);
 
 /* Decoded messages; bad[i] (malloc'd) says why ev[i] could not be. */
 typedef struct es_feed_batch {

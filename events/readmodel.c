@@ -813,3 +813,126 @@ rm_error_transient(const char *message)
     return false;
 }
 
+
+/* ---- comparing versions ----------------------------------------------- */
+
+static int
+cmp_lines(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* One key's contents as compact JSON: an object for a hash (field order
+ * is not data), an array of the members in order otherwise. */
+static char *
+dump_key(redisContext *c, const char *key, const char *type)
+{
+    redisReply *v;
+    json_t *parts;
+    char *text;
+    size_t j;
+
+    if (strcmp(type, "hash") == 0)
+        v = redisCommand(c, "HGETALL %s", key);
+    else if (strcmp(type, "list") == 0)
+        v = redisCommand(c, "LRANGE %s 0 -1", key);
+    else if (strcmp(type, "zset") == 0)
+        v = redisCommand(c, "ZRANGE %s 0 -1 WITHSCORES", key);
+    else if (strcmp(type, "set") == 0)
+        v = redisCommand(c, "SORT %s ALPHA", key);
+    else
+        v = redisCommand(c, "GET %s", key);
+    if (v == NULL || v->type == REDIS_REPLY_ERROR) {
+        freeReplyObject(v);
+        return NULL;
+    }
+    if (strcmp(type, "hash") == 0) {
+        parts = json_object();
+        for (j = 0; j + 1 < v->elements; j += 2)
+            json_object_set_new(parts, v->element[j]->str, json_string(v->element[j + 1]->str));
+    } else {
+        parts = json_array();
+        if (v->type == REDIS_REPLY_ARRAY)
+            for (j = 0; j < v->elements; j++)
+                json_array_append_new(parts, json_string(v->element[j]->str));
+        else if (v->type == REDIS_REPLY_STRING)
+            json_array_append_new(parts, json_string(v->str));
+    }
+    text = json_dumps(parts, JSON_SORT_KEYS | JSON_COMPACT | JSON_ENSURE_ASCII);
+    json_decref(parts);
+    freeReplyObject(v);
+    return text;
+}
+
+es_status
+rm_dump(redisContext *c, const char *name, const char *version, char ***lines, size_t *n,
+        es_error *err)
+{
+    char cursor[32] = "0", prefix[RM_NAME_MAX + 64];
+    size_t cap = 0, plen;
+
+    *lines = NULL;
+    *n = 0;
+    snprintf(prefix, sizeof prefix, "rm:%s:%s:", name, version);
+    plen = strlen(prefix);
+    do {
+        redisReply *r = redisCommand(c, "SCAN %s MATCH %s* COUNT 1000", cursor, prefix);
+        size_t i;
+
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            freeReplyObject(r);
+            rm_dump_free(*lines, *n);
+            *lines = NULL;
+            *n = 0;
+            return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                                "could not list the keys of version %s of %s%s%s", version, name,
+                                c->err ? ": " : "", c->err ? c->errstr : "");
+        }
+        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+        for (i = 0; i < r->element[1]->elements; i++) {
+            const char *key = r->element[1]->element[i]->str;
+            redisReply *t;
+            char *text, *line;
+
+            if (strcmp(key + plen, "checkpoint") == 0)
+                continue;
+            t = redisCommand(c, "TYPE %s", key);
+            if (t == NULL || t->type != REDIS_REPLY_STATUS || strcmp(t->str, "none") == 0) {
+                freeReplyObject(t);     /* gone meanwhile */
+                continue;
+            }
+            text = dump_key(c, key, t->str);
+            if (text == NULL || asprintf(&line, "%s\t%s\t%s", key + plen, t->str, text) < 0) {
+                free(text);
+                freeReplyObject(t);
+                freeReplyObject(r);
+                rm_dump_free(*lines, *n);
+                *lines = NULL;
+                *n = 0;
+                return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                                    "could not read %s", key);
+            }
+            free(text);
+            freeReplyObject(t);
+            if (*n == cap) {
+                char **more = realloc(*lines, (cap = cap ? cap * 2 : 256) * sizeof *more);
+                if (more == NULL)
+                    abort();
+                *lines = more;
+            }
+            (*lines)[(*n)++] = line;
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    if (*n > 0)
+        qsort(*lines, *n, sizeof **lines, cmp_lines);
+    return ES_OK;
+}
+
+void
+rm_dump_free(char **lines, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(lines[i]);
+    free(lines);
+}

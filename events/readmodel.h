@@ -150,5 +150,13 @@ es_status rm_read(redisContext *c, const char *name, const char *version,
 /* A string field of a flat HGETALL reply, or NULL. */
 const char *rm_hash_get(const redisReply *hash, const char *field);
 
+/* Every key of one version of projection name but its checkpoint, as
+ * sorted lines "key<TAB>type<TAB>contents" (the key relative to the
+ * version; the contents as compact JSON, a hash's fields sorted), so that
+ * two versions compare line by line.  Free with rm_dump_free. */
+es_status rm_dump(redisContext *c, const char *name, const char *version, char ***lines,
+                  size_t *n, es_error *err);
+void rm_dump_free(char **lines, size_t n);
+
 
 #endif

@@ -37,11 +37,11 @@
 
 #include "codec.h"
 #include "env.h"
+#include "feed.h"
 #include "http.h"
 #include "store.h"
 
 #define RELAY_LOCK_KEY 7316405522       /* advisory lock of the active relay */
-#define POSITION_HEADER "Es-Position"
 #define DEDUP_WINDOW_NS (600LL * 1000 * 1000 * 1000)
 
 typedef struct relay {
@@ -188,9 +188,9 @@ resume(relay *r, uint64_t *seq, es_position *after)
         return true;
     if (js_GetMsg(&m, r->js, r->stream, *seq, NULL, &jerr) != NATS_OK)
         return false;
-    if (natsMsgHeader_Get(m, POSITION_HEADER, &pos) != NATS_OK || !es_position_parse(pos, after)) {
+    if (natsMsgHeader_Get(m, ES_POSITION_HEADER, &pos) != NATS_OK || !es_position_parse(pos, after)) {
         say("the last message of %s (seq %" PRIu64 ") has no %s header", r->stream, *seq,
-            POSITION_HEADER);
+            ES_POSITION_HEADER);
         natsMsg_Destroy(m);
         return false;
     }
@@ -236,7 +236,7 @@ publish(relay *r, const es_event *e, uint64_t *seq, es_buf *body)
     es_event_encode(body, e, true);
     if (es_buf_failed(body) ||
         natsMsg_Create(&m, subject, NULL, body->data, (int)body->len) != NATS_OK ||
-        natsMsgHeader_Set(m, POSITION_HEADER, pos) != NATS_OK)
+        natsMsgHeader_Set(m, ES_POSITION_HEADER, pos) != NATS_OK)
         goto done;
     jsPubOptions_Init(&opts);
     opts.MsgId = e->event_id;
@@ -367,8 +367,7 @@ main(void)
     es_error err;
     int rc = 1;
 
-    snprintf(r->conninfo, sizeof r->conninfo, "%s",
-             es_env_str("ES_PG_CONNINFO", "host=127.0.0.1 port=55432 user=postgres dbname=es"));
+    snprintf(r->conninfo, sizeof r->conninfo, "%s", es_pg_conninfo());
     snprintf(r->nats_url, sizeof r->nats_url, "%s", es_env_str("ES_NATS_URL", "nats://127.0.0.1:54222"));
     snprintf(r->stream, sizeof r->stream, "%s", es_env_str("ES_RELAY_STREAM", "EVENTS"));
     snprintf(r->prefix, sizeof r->prefix, "%s", es_env_str("ES_RELAY_SUBJECT_PREFIX", "es.events"));
