@@ -10,7 +10,7 @@ PKGS    := libpq hiredis libnats jansson check libmicrohttpd
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wwrite-strings -Werror=vla
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Ievents -Icommand -Iprojector -Isaga
+CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Ievents -Icommand -Iprojector -Isaga -Icli
 
 ifdef WERROR
 CFLAGS  += -Werror
@@ -71,7 +71,7 @@ all: $(LIB) $(CLI) $(CMD_BIN) $(RELAY_BIN) $(PROJ_BIN) $(QUERY_BIN) $(SAGA_BIN) 
     $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c $(wildcard events/*.h) $(wildcard command/*.h) $(wildcard projector/*.h) \
-    $(wildcard query/*.h) $(wildcard saga/*.h) tests/harness.h
+    $(wildcard query/*.h) $(wildcard saga/*.h) $(wildcard cli/*.h) tests/harness.h
 	@mkdir -p $(dir $@)
 	@echo "  CC    $<"
 	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
@@ -89,7 +89,7 @@ $(RELAY_BIN): $(BUILD)/projector/relay.o $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
-$(PROJ_BIN): $(BUILD)/projector/main.o $(BUILD)/projector/rebuild.o $(PROJ_OBJ) $(LIB)
+$(PROJ_BIN): $(BUILD)/projector/main.o $(BUILD)/projector/common.o $(PROJ_OBJ) $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
@@ -101,7 +101,11 @@ $(BUILD)/es-saga: $(BUILD)/saga/main.o $(SAGA_LIB_OBJ) $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS) -lm
 
-$(CLI): $(BUILD)/cli/esctl.o $(LIB)
+# esctl runs the projector's rebuilds (rebuild.c) and reads the saga
+# manager's tables.
+CLI_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard cli/*.c)) \
+             $(BUILD)/projector/rebuild.o $(BUILD)/projector/common.o
+$(CLI): $(CLI_OBJ) $(PROJ_OBJ) $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 

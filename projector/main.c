@@ -1,14 +1,7 @@
 /*
- * es-projector: keeps the read models of projections.c in Redis.
- *
- *   es-projector                 follows the JetStream events stream and
- *                                applies each event to every projection
- *   es-projector rebuild <name>  builds a new version of one projection from
- *                                PostgreSQL, hands over to the stream and
- *                                switches the alias (rebuild.c)
- *   es-projector rebuild <name> --dry-run
- *                                times a replay into scratch keys
- *   es-projector status          prints versions, checkpoints and lag
+ * es-projector: keeps the read models of projections.c in Redis.  It
+ * follows the JetStream events stream and applies each event to every
+ * projection; rebuilding one and its status are esctl's (rebuild.c).
  *
  * The live loop reads the stream with an ordered push consumer starting
  * after the lowest checkpoint, decodes each message once and, per
@@ -58,20 +51,6 @@ typedef struct live {
 
 static live L;
 
-void
-pj_say(const char *fmt, ...)
-{
-    va_list ap;
-
-    fputs("es-projector: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-}
-
-atomic_bool pj_stop;
-
 static void *
 signal_thread(void *arg)
 {
@@ -82,16 +61,6 @@ signal_thread(void *arg)
         ;
     atomic_store(&pj_stop, true);
     return NULL;
-}
-
-
-void
-pj_sleep_ms(int ms)
-{
-    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-    while (nanosleep(&t, &t) != 0 && errno == EINTR && !atomic_load(&pj_stop))
-        ;
 }
 
 /* ---- the live projector ----------------------------------------------- */
@@ -402,21 +371,6 @@ done:
     return rc;
 }
 
-static int
-usage(void)
-{
-    fprintf(stderr, "usage: es-projector                 run the live projector\n"
-                    "       es-projector rebuild <name> [--dry-run]\n"
-                    "                                    rebuild one projection (or only\n"
-                    "                                    time a replay into scratch keys)\n"
-                    "       es-projector status          versions, checkpoints, lag\n"
-                    "projections:");
-    for (size_t i = 0; i < pj_projection_count; i++)
-        fprintf(stderr, " %s", pj_projections[i].name);
-    fputc('\n', stderr);
-    return 2;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -424,23 +378,19 @@ main(int argc, char **argv)
     pthread_t sigth;
     int rc;
 
+    (void)argv;
+    if (argc > 1) {
+        fprintf(stderr, "usage: es-projector (no arguments; see esctl projection --help for "
+                        "status and rebuilds)\n");
+        return 2;
+    }
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
     pthread_create(&sigth, NULL, signal_thread, &sigs);
-
-    if (argc == 1)
-        rc = main_live();
-    else if (argc == 3 && strcmp(argv[1], "rebuild") == 0)
-        rc = pj_rebuild_main(argv[2], false);
-    else if (argc == 4 && strcmp(argv[1], "rebuild") == 0 && strcmp(argv[3], "--dry-run") == 0)
-        rc = pj_rebuild_main(argv[2], true);
-    else if (argc == 2 && strcmp(argv[1], "status") == 0)
-        rc = pj_status_main();
-    else
-        rc = usage();
+    rc = main_live();
 
     pthread_kill(sigth, SIGTERM);
     pthread_join(sigth, NULL);

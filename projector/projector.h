@@ -1,7 +1,7 @@
 /*
- * What es-projector's two halves share: the live loop (main.c) and the
- * rebuild and status commands (rebuild.c) read the events stream the same
- * way and stop on the same flag.
+ * What the projector's two halves share: the live loop (main.c, the
+ * es-projector daemon) and the rebuilds and status of rebuild.c (run by
+ * esctl) read the events stream the same way and stop on the same flag.
  */
 #ifndef PJ_PROJECTOR_H
 #define PJ_PROJECTOR_H
@@ -9,20 +9,48 @@
 #include <nats/nats.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "env.h"
 #include "feed.h"
 #include "projections.h"
 #include "readmodel.h"
+#include "store.h"
 
 /* Set by SIGINT/SIGTERM. */
 extern atomic_bool pj_stop;
+/* The program pj_say's messages name (es-projector by default). */
+extern const char *pj_prog;
 
 void pj_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Sleeps ms, waking early when pj_stop is set. */
 void pj_sleep_ms(int ms);
 
-int pj_rebuild_main(const char *name, bool dry_run);
-int pj_status_main(void);
+typedef struct pj_rebuild_report {
+    char version[24];
+    bool resumed, dry_run, interrupted;
+    uint64_t replayed, seq;     /* events replayed; the checkpoint at the end */
+    double seconds, rate;       /* of the replay from the store */
+} pj_rebuild_report;
+
+/* Rebuilds projection name into a new version and switches to it (see
+ * rebuild.c), saying how it goes on stderr, with a progress bar on a
+ * terminal.  With dry_run it only times a replay into scratch keys and
+ * deletes them.  Stopped by pj_stop, it returns ES_OK with interrupted
+ * set; running it again resumes.  ES_ENOTFOUND for an unknown name,
+ * ES_ECONFLICT when another rebuild of it runs. */
+es_status pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err);
+
+/* Replays the store's first upto events (0: all) into a new scratch
+ * version of p, named in ver, with its checkpoint in *seq; the caller
+ * deletes it (rm_drop_version).  Nobody reads a scratch version. */
+es_status pj_scratch(es_store *store, redisContext *rc, const pj_projection *p, uint64_t upto,
+                     char *ver, size_t size, uint64_t *seq, es_error *err);
+
+/* One object per projection: projection, active, building, checkpoint,
+ * lag (events of the stream not applied; null when NATS does not answer),
+ * state (running or stopped) and reason.  *stream_last is the stream's
+ * last sequence when *have_last.  NULL with err set when Redis fails. */
+json_t *pj_status(uint64_t *stream_last, bool *have_last, es_error *err);
 
 #endif

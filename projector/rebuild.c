@@ -1,5 +1,5 @@
 /*
- * es-projector rebuild <name>: a new version of one projection, built
+ * esctl projection rebuild <name>: a new version of one projection, built
  * without stopping queries.
  *
  *   1. Pick version B (or resume the one rm:<name>:building names).
@@ -18,7 +18,8 @@
  * Interrupted (Ctrl-C), it stops cleanly; run again, it resumes from B's
  * checkpoint.  An event it cannot apply fails the rebuild and names it.
  * With --dry-run it only replays into a scratch version, reports the rate
- * and deletes the scratch keys (what `make bench` measures).
+ * and deletes the scratch keys (what `make bench` measures); esctl verify
+ * compares such a scratch version with the live one (pj_scratch).
  */
 #include "projector.h"
 
@@ -178,11 +179,12 @@ refused(es_status st, es_error *err)
     return st;
 }
 
-/* Replays the store into version ver up to head; *seq and *pos are the
- * checkpoint on entry and on return. */
+/* Replays the store into version ver up to head, or its upto-th event
+ * when upto is not 0; *seq and *pos are the checkpoint on entry and on
+ * return. */
 static es_status
 replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ver,
-       es_position head, uint64_t *seq, char *pos, progress *pg, es_error *err)
+       es_position head, uint64_t upto, uint64_t *seq, char *pos, progress *pg, es_error *err)
 {
     int batch = atoi(es_env_str("ES_REBUILD_BATCH", "1000"));
     int page_size = atoi(es_env_str("ES_REBUILD_PAGE", "5000"));
@@ -215,7 +217,7 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
             const es_event *e = &page->events[i];
             es_feed_event pe;
 
-            if (es_position_cmp(e->position, head) > 0) {
+            if (es_position_cmp(e->position, head) > 0 || (upto != 0 && *seq >= upto)) {
                 done = true;
                 break;
             }
@@ -295,10 +297,8 @@ check_handover(es_jetstream *n, redisContext *rc, const char *name, uint64_t seq
 {
     uint64_t last = 0;
     double until = now_s() + 120;
-    natsMsg *m = NULL;
-    jsErrCode jerr = 0;
-    const char *hdr = NULL;
-    es_status st = ES_OK;
+    es_position at;
+    char text[ES_POSITION_TEXT_MAX];
 
     if (seq == 0)
         return ES_OK;
@@ -315,16 +315,15 @@ check_handover(es_jetstream *n, redisContext *rc, const char *name, uint64_t seq
                                 " events: is es-relay running?", last, seq);
         pj_sleep_ms(200);
     }
-    if (js_GetMsg(&m, n->js, n->stream, seq, NULL, &jerr) != NATS_OK)
-        return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
-                            "could not read message %" PRIu64 " of %s", seq, n->stream);
-    if (natsMsgHeader_Get(m, "Es-Position", &hdr) != NATS_OK || strcmp(hdr, pos) != 0)
-        st = es_error_set(err, ES_EINTERNAL, "stream_mismatch", NULL,
-                          "message %" PRIu64 " of %s is at position %s, but the store's event %"
-                          PRIu64 " is at %s: the stream is not a copy of the feed",
-                          seq, n->stream, hdr ? hdr : "(none)", seq, pos);
-    natsMsg_Destroy(m);
-    return st;
+    if (es_jetstream_position_at(n, seq, &at, err) != ES_OK)
+        return err->status;
+    es_position_format(at, text);
+    if (strcmp(text, pos) != 0)
+        return es_error_set(err, ES_EINTERNAL, "stream_mismatch", NULL,
+                            "message %" PRIu64 " of %s is at position %s, but the store's event %"
+                            PRIu64 " is at %s: the stream is not a copy of the feed",
+                            seq, n->stream, text, seq, pos);
+    return ES_OK;
 }
 
 /* Follows the stream into version ver until it can take over. */
@@ -425,148 +424,166 @@ drop_retired(redisContext *rc, const char *name, es_error *err)
     return st;
 }
 
-int
-pj_rebuild_main(const char *name, bool dry_run)
+es_status
+pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err)
 {
     const pj_projection *p = pj_find(name);
-    const char *conninfo = es_env_str("ES_PG_CONNINFO",
-                                  "host=127.0.0.1 port=55432 user=postgres dbname=es");
     es_store *store = NULL;
     redisContext *rc = NULL;
     es_jetstream nats = {0};
     progress pg = {isatty(2) != 0, now_s(), now_s(), 0, 0};
     es_position head;
-    es_error err;
-    char ver[24], pos[RM_POSITION_MAX] = "";
+    char pos[RM_POSITION_MAX] = "";
     uint64_t seq = 0, replayed_from;
-    double t0, t_replay = 0;
-    bool resumed = false, switched = false, locked = false;
+    double t0;
+    bool switched = false, locked = false;
     char token[64];
-    int rc_exit = 1;
+    es_status st = ES_OK;
 
-    if (p == NULL) {
-        fprintf(stderr, "es-projector: unknown projection \"%s\"\n", name);
-        return 2;
-    }
+    memset(rep, 0, sizeof *rep);
+    rep->dry_run = dry_run;
+    if (p == NULL)
+        return es_error_set(err, ES_ENOTFOUND, "unknown_projection", "name",
+                            "there is no projection \"%s\"", name);
     snprintf(token, sizeof token, "%d-%ld", (int)getpid(), (long)time(NULL));
-    ver[0] = '\0';
-    if (es_store_create(&store, conninfo, &err) != ES_OK || (rc = rm_connect(&err)) == NULL)
+    if (es_store_create(&store, es_pg_conninfo(), err) != ES_OK || (rc = rm_connect(err)) == NULL)
         goto fail;
     if (!dry_run && (locked = lock_take(rc, name, token)))
         snprintf(lock_token, sizeof lock_token, "%s", token);
     if (!dry_run && !locked) {
-        es_error_set(&err, ES_ECONFLICT, "rebuild_running", NULL,
+        es_error_set(err, ES_ECONFLICT, "rebuild_running", NULL,
                      "another rebuild of %s is running (key rm:%s:rebuilding)", name, name);
         goto fail;
     }
-    if (es_jetstream_open(&nats, &err) != ES_OK ||
-        pick_version(rc, name, dry_run, ver, sizeof ver, &resumed, &err) != ES_OK ||
-        rm_checkpoint(rc, name, ver, &seq, pos, &err) != ES_OK ||
-        es_store_feed_head(store, &head, &err) != ES_OK)
+    if (es_jetstream_open(&nats, err) != ES_OK ||
+        pick_version(rc, name, dry_run, rep->version, sizeof rep->version, &rep->resumed,
+                     err) != ES_OK ||
+        rm_checkpoint(rc, name, rep->version, &seq, pos, err) != ES_OK ||
+        es_store_feed_head(store, &head, err) != ES_OK)
         goto fail;
     replayed_from = pg.from = seq;
-    if (es_jetstream_last_seq(&nats, &pg.total, &err) != ES_OK)
+    if (es_jetstream_last_seq(&nats, &pg.total, err) != ES_OK)
         pg.total = 0;
-    pj_say("%s version %s of %s from event %" PRIu64, resumed ? "resuming" : "building", ver,
-           name, seq);
+    pj_say("%s version %s of %s from event %" PRIu64, rep->resumed ? "resuming" : "building",
+           rep->version, name, seq);
     t0 = now_s();
-    if (replay(store, rc, p, ver, head, &seq, pos, &pg, &err) != ES_OK)
+    if (replay(store, rc, p, rep->version, head, 0, &seq, pos, &pg, err) != ES_OK)
         goto fail;
-    t_replay = now_s() - t0;
+    rep->seconds = now_s() - t0;
+    rep->replayed = seq - replayed_from;
+    rep->seq = seq;
+    rep->rate = rep->seconds > 0 ? (double)rep->replayed / rep->seconds : 0.0;
     show(&pg, seq, true);
     if (atomic_load(&pj_stop))
         goto interrupted;
     if (dry_run) {
         /* A measurement: how fast the store replays into Redis. */
-        if (rm_drop_version(rc, name, ver, &err) != ES_OK)
+        if (rm_drop_version(rc, name, rep->version, err) != ES_OK)
             goto fail;
-        printf("rebuild projection=%s version=%s replayed=%" PRIu64 " seconds=%.3f rate=%.0f "
-               "dry_run=1\n", name, ver, seq, t_replay, t_replay > 0 ? (double)seq / t_replay : 0.0);
-        rc_exit = 0;
         goto done;
     }
-    if (check_handover(&nats, rc, name, seq, pos, &err) != ES_OK)
+    if (check_handover(&nats, rc, name, seq, pos, err) != ES_OK)
         goto fail;
-    if (follow_and_switch(&nats, rc, p, ver, &seq, &switched, &err) != ES_OK)
+    if (follow_and_switch(&nats, rc, p, rep->version, &seq, &switched, err) != ES_OK)
         goto fail;
     if (!switched)
         goto interrupted;
-    pj_say("version %s of %s is active at event %" PRIu64, ver, name, seq);
+    rep->seq = seq;
+    pj_say("version %s of %s is active at event %" PRIu64, rep->version, name, seq);
     pj_sleep_ms(atoi(es_env_str("ES_REBUILD_GRACE_MS", "2000")));
-    if (drop_retired(rc, name, &err) != ES_OK)
+    if (drop_retired(rc, name, err) != ES_OK)
         goto fail;
-    printf("rebuild projection=%s version=%s replayed=%" PRIu64 " seconds=%.3f rate=%.0f\n", name,
-           ver, seq - replayed_from, t_replay,
-           t_replay > 0 ? (double)(seq - replayed_from) / t_replay : 0.0);
-    rc_exit = 0;
     goto done;
 interrupted:
     pj_say("interrupted at event %" PRIu64 " of version %s; run the same command to resume", seq,
-           ver);
-    rc_exit = 130;
+           rep->version);
+    rep->interrupted = true;
     goto done;
 fail:
+    st = err->status;
     if (pg.tty)
         fputc('\n', stderr);
-    pj_say("rebuild of %s failed: %s", name, err.message);
-    if (rc && ver[0] && !dry_run && !switched && strcmp(err.code, "redis_refused") == 0) {
+    if (rc && rep->version[0] && !dry_run && !switched && strcmp(err->code, "redis_refused") == 0) {
         /* Redis refused a write: the version may hold part of an event and
          * a checkpoint past it, so nothing may resume from it.  The marker
          * goes first, so a half-finished deletion is never resumed. */
         rm_state now;
         es_error e2;
-        if (rm_state_get(rc, name, &now, &e2) == ES_OK && strcmp(now.active, ver) != 0) {
+        if (rm_state_get(rc, name, &now, &e2) == ES_OK && strcmp(now.active, rep->version) != 0) {
             freeReplyObject(redisCommand(rc, "DEL rm:%s:building", name));
-            if (rm_drop_version(rc, name, ver, &e2) == ES_OK)
-                pj_say("version %s of %s is deleted; the next rebuild starts afresh", ver, name);
+            if (rm_drop_version(rc, name, rep->version, &e2) == ES_OK)
+                pj_say("version %s of %s is deleted; the next rebuild starts afresh",
+                       rep->version, name);
         }
     }
 done:
     if (locked)
         lock_release(rc, name, token);
+    lock_token[0] = '\0';
     es_jetstream_close(&nats);
     if (rc)
         redisFree(rc);
     es_store_close(store);
-    return rc_exit;
+    return st;
 }
 
-int
-pj_status_main(void)
+es_status
+pj_scratch(es_store *store, redisContext *rc, const pj_projection *p, uint64_t upto, char *ver,
+           size_t size, uint64_t *seq, es_error *err)
+{
+    progress pg = {false, now_s(), now_s() + 1e9, 0, 0};   /* silent */
+    es_position head = {UINT64_MAX, INT64_MAX};
+    char pos[RM_POSITION_MAX] = "";
+    bool resumed;
+
+    *seq = 0;
+    if (pick_version(rc, p->name, true, ver, size, &resumed, err) != ES_OK)
+        return err->status;
+    if (replay(store, rc, p, ver, head, upto, seq, pos, &pg, err) != ES_OK) {
+        es_error e2;
+        rm_drop_version(rc, p->name, ver, &e2);
+        return err->status;
+    }
+    return ES_OK;
+}
+
+json_t *
+pj_status(uint64_t *stream_last, bool *have_last, es_error *err)
 {
     redisContext *rc;
-    es_jetstream nats;
-    es_error err;
-    uint64_t last = 0;
-    bool have_last;
+    es_jetstream nats = {0};
+    json_t *rows = json_array();
     size_t i;
 
-    if ((rc = rm_connect(&err)) == NULL) {
-        pj_say("%s", err.message);
-        return 1;
+    *stream_last = 0;
+    if ((rc = rm_connect(err)) == NULL) {
+        json_decref(rows);
+        return NULL;
     }
-    have_last = es_jetstream_open(&nats, &err) == ES_OK && es_jetstream_last_seq(&nats, &last, &err) == ES_OK;
-    printf("%-10s %-8s %-9s %-12s %-12s %s\n", "projection", "active", "building", "checkpoint",
-           "lag", "state");
+    *have_last = es_jetstream_open(&nats, err) == ES_OK &&
+                 es_jetstream_last_seq(&nats, stream_last, err) == ES_OK;
     for (i = 0; i < pj_projection_count; i++) {
+        const char *name = pj_projections[i].name;
         rm_state s;
         redisReply *r;
-        char lag[24] = "?";
 
-        if (rm_state_get(rc, pj_projections[i].name, &s, &err) != ES_OK) {
-            pj_say("%s", err.message);
+        if (rm_state_get(rc, name, &s, err) != ES_OK) {
+            json_decref(rows);
+            rows = NULL;
             break;
         }
-        if (have_last)
-            snprintf(lag, sizeof lag, "%" PRIu64, last > s.seq ? last - s.seq : 0);
-        r = redisCommand(rc, "HGET rm:%s:stopped reason", pj_projections[i].name);
-        printf("%-10s %-8s %-9s %-12" PRIu64 " %-12s %s%s\n", pj_projections[i].name,
-               s.active[0] ? s.active : "-", s.building[0] ? s.building : "-", s.seq, lag,
-               r && r->type == REDIS_REPLY_STRING ? "stopped: " : "running",
-               r && r->type == REDIS_REPLY_STRING ? r->str : "");
+        r = redisCommand(rc, "HGET rm:%s:stopped reason", name);
+        json_array_append_new(rows, json_pack(
+            "{s:s, s:s?, s:s?, s:I, s:o, s:s, s:s?}", "projection", name,
+            "active", s.active[0] ? s.active : NULL, "building", s.building[0] ? s.building : NULL,
+            "checkpoint", (json_int_t)s.seq,
+            "lag", *have_last ? json_integer((json_int_t)(*stream_last > s.seq ? *stream_last - s.seq : 0))
+                              : json_null(),
+            "state", r && r->type == REDIS_REPLY_STRING ? "stopped" : "running",
+            "reason", r && r->type == REDIS_REPLY_STRING ? r->str : NULL));
         freeReplyObject(r);
     }
     es_jetstream_close(&nats);
     redisFree(rc);
-    return 0;
+    return rows;
 }

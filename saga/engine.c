@@ -7,6 +7,9 @@
  *   SagaStepFailed {step, attempt, error, will_retry, retry_at_ms?}
  *   SagaCompensationStarted / Succeeded / Failed {step, attempt, ...}
  *   SagaStateChanged {type, from, to, error?}
+ *   SagaReplayed {note}                                an operator's retry
+ *                                                      (esctl): backoffs and
+ *                                                      refusals start afresh
  *
  * Each run claims a due row of es_saga_work (FOR UPDATE SKIP LOCKED),
  * reads the stream and the saga's inbox, and takes actions until it must
@@ -127,8 +130,11 @@ apply(saga *s, const char *type, const json_t *d)
         }
     } else if (strcmp(type, "SagaReplayed") == 0) {
         size_t k;
-        for (k = 0; k <= SG_STEPS_MAX; k++)
-            s->steps[k].crefusals = 0;      /* an operator's replay starts afresh */
+        for (k = 0; k <= SG_STEPS_MAX; k++) {
+            /* an operator's retry starts afresh: no backoff, no refusals */
+            s->steps[k].crefusals = 0;
+            s->steps[k].retry_at = s->steps[k].cretry_at = 0;
+        }
     } else if (strcmp(type, "SagaStateChanged") == 0) {
         size_t k;
         snprintf(s->state, sizeof s->state, "%s", json_string_value(json_object_get(d, "to")));

@@ -1,11 +1,6 @@
 /*
- * es-saga: the saga manager.
- *
- *   es-saga                       the daemon: intake + workers + /metrics
- *   es-saga list [state]          sagas from PostgreSQL, newest first
- *   es-saga show <saga_id>        one saga's timeline (its stream)
- *   es-saga dead-letters          what could not be handled, with reasons
- *   es-saga replay <id>           hands a dead letter back to the engine
+ * es-saga: the saga manager.  Operators look after sagas and dead letters
+ * with esctl (cli/sagas.c).
  *
  * The intake thread follows the events stream from its checkpoint and
  * records work and inbox entries (intake.c); ES_SAGA_WORKERS threads claim
@@ -298,223 +293,6 @@ done:
     return rc;
 }
 
-/* ---- the command line ------------------------------------------------- */
-
-static PGconn *
-cli_pg(void)
-{
-    PGconn *c = PQconnectdb(C.conninfo);
-
-    if (PQstatus(c) != CONNECTION_OK) {
-        fprintf(stderr, "es-saga: %s", PQerrorMessage(c));
-        PQfinish(c);
-        return NULL;
-    }
-    return c;
-}
-
-static int
-print_rows(PGconn *c, const char *sql, int n, const char *const *p)
-{
-    PGresult *r = PQexecParams(c, sql, n, NULL, p, NULL, NULL, 0);
-    PQprintOpt o = {0};
-
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        fprintf(stderr, "es-saga: %s", PQerrorMessage(c));
-        PQclear(r);
-        return 1;
-    }
-    o.header = 1;
-    o.align = 1;
-    o.fieldSep = (char *)"|";      /* libpq does not write through it */
-    PQprint(stdout, r, &o);
-    PQclear(r);
-    return 0;
-}
-
-/* The last state a saga's stream records ("" when none) and its version. */
-static es_status
-saga_state(es_store *st, const char *saga_id, char *state, size_t size, int64_t *version,
-           char *type, size_t tsize, es_error *err)
-{
-    char stream[300];
-    int64_t from = 0;
-    es_status rc;
-
-    snprintf(stream, sizeof stream, "saga-%s", saga_id);
-    state[0] = type[0] = '\0';
-    *version = -1;
-    for (;;) {
-        es_page *p = NULL;
-        size_t i, n;
-
-        rc = es_store_read_stream(st, stream, from, 500, ES_FORWARD, &p, err);
-        if (rc == ES_ENOTFOUND)
-            return ES_OK;           /* never started: nothing to reopen */
-        if (rc != ES_OK)
-            return rc;
-        for (i = 0; i < p->count; i++) {
-            json_t *d = json_loads(p->events[i].data, 0, NULL);
-            if (strcmp(p->events[i].type, "SagaStateChanged") == 0)
-                snprintf(state, size, "%s", json_string_value(json_object_get(d, "to")));
-            if (json_is_string(json_object_get(d, "type")))
-                snprintf(type, tsize, "%s", json_string_value(json_object_get(d, "type")));
-            json_decref(d);
-            *version = p->events[i].version;
-        }
-        n = p->count;
-        es_page_destroy(p);
-        if (n < 500)
-            return ES_OK;
-        from = *version + 1;
-    }
-}
-
-/*
- * Hands a dead letter back: a saga goes back to the work queue, reopened
- * as compensating if it had failed (its stream keeps the history).  An
- * event that could not start a saga cannot be replayed as it is: its
- * cause (the reason) must be fixed by appending a corrected event.
- */
-static int
-replay(PGconn *c, const char *id)
-{
-    const char *p[1] = {id};
-    PGresult *r;
-    char saga_id[256], flow[64], state[32], type[64];
-    char *payload = NULL;
-    es_store *st = NULL;
-    es_error err;
-    int64_t version;
-    int rc = 1;
-
-    if (PQresultStatus(r = PQexec(c, "BEGIN")) != PGRES_COMMAND_OK)
-        goto sqlfail;
-    PQclear(r);
-    r = PQexecParams(c, "SELECT saga_id, flow, payload::text FROM es_saga_dead_letters "
-                        "WHERE id = $1::bigint AND replayed_at IS NULL FOR UPDATE",
-                     1, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        goto sqlfail;
-    if (PQntuples(r) == 0 || PQgetisnull(r, 0, 0)) {
-        fprintf(stderr, "es-saga: dead letter %s is %s\n", id,
-                PQntuples(r) == 0 ? "unknown or replayed already"
-                                  : "an event that could not reach a saga: fix its cause "
-                                    "(see its reason) and append a corrected event");
-        PQclear(r);
-        goto done;
-    }
-    snprintf(saga_id, sizeof saga_id, "%s", PQgetvalue(r, 0, 0));
-    snprintf(flow, sizeof flow, "%s", PQgetvalue(r, 0, 1));
-    payload = strdup(PQgetvalue(r, 0, 2));
-    PQclear(r);
-    if (es_store_open(&st, C.conninfo, &err) != ES_OK ||
-        saga_state(st, saga_id, state, sizeof state, &version, type, sizeof type, &err) != ES_OK) {
-        fprintf(stderr, "es-saga: %s\n", err.message);
-        goto done;
-    }
-    if (version >= 0) {
-        /* A marker the engine folds: refusals are counted afresh, and a
-         * failed saga is reopened as compensating. */
-        char data[600];
-        bool failed = strcmp(state, "failed") == 0;
-        es_new_event ev = {NULL, failed ? "SagaStateChanged" : "SagaReplayed", 1, data, NULL};
-        es_append_req req = {NULL, version, &ev, 1};
-        es_append_result res;
-        char stream[300];
-        json_t *d = failed ? json_pack("{s:s, s:s, s:s, s:s, s:s}", "saga_id", saga_id, "type",
-                                       type, "from", "failed", "to", "compensating", "error",
-                                       "replayed by an operator")
-                           : json_pack("{s:s, s:s}", "saga_id", saga_id, "note",
-                                       "replayed by an operator");
-        char *text = json_dumps(d, JSON_COMPACT);
-
-        snprintf(stream, sizeof stream, "saga-%s", saga_id);
-        snprintf(data, sizeof data, "%s", text ? text : "{}");
-        free(text);
-        json_decref(d);
-        req.stream = stream;
-        es_store_append(st, &req, &res);
-        if (res.status != ES_OK) {
-            fprintf(stderr, "es-saga: could not reopen saga %s: %s\n", saga_id, res.err.message);
-            goto done;
-        }
-    }
-    {
-        const char *q[4] = {saga_id, flow, payload, id};
-        r = PQexecParams(c, "INSERT INTO es_saga_work (saga_id, flow, input) "
-                            "VALUES ($1, $2, $3::jsonb) ON CONFLICT (saga_id) "
-                            "DO UPDATE SET due_at = now(), failures = 0", 3, NULL, q, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK)
-            goto sqlfail;
-        PQclear(r);
-        r = PQexecParams(c, "UPDATE es_saga_dead_letters SET replayed_at = now() WHERE id = $1::bigint",
-                         1, NULL, q + 3, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK)
-            goto sqlfail;
-        PQclear(r);
-    }
-    if (PQresultStatus(r = PQexec(c, "COMMIT")) != PGRES_COMMAND_OK)
-        goto sqlfail;
-    PQclear(r);
-    printf("saga %s is back in the work queue%s\n", saga_id,
-           strcmp(state, "failed") == 0 ? ", reopened as compensating" : "");
-    rc = 0;
-    goto done;
-sqlfail:
-    fprintf(stderr, "es-saga: %s", PQerrorMessage(c));
-    PQclear(r);
-done:
-    if (rc != 0)
-        PQclear(PQexec(c, "ROLLBACK"));
-    free(payload);
-    es_store_close(st);
-    return rc;
-}
-
-static int
-cli(int argc, char **argv)
-{
-    PGconn *c = cli_pg();
-    int rc = 2;
-
-    if (c == NULL)
-        return 1;
-    if (strcmp(argv[1], "list") == 0 && argc <= 3) {
-        /* the state is the last SagaStateChanged's "to", or running */
-        const char *p[1] = {argc == 3 ? argv[2] : ""};
-        rc = print_rows(c,
-            "SELECT s.data->>'saga_id' AS saga_id, s.data->>'type' AS type, "
-            "coalesce((SELECT e.data->>'to' FROM es_events e WHERE e.stream_id = s.stream_id "
-            "AND e.type = 'SagaStateChanged' ORDER BY e.version DESC LIMIT 1), 'running') AS state, "
-            "s.data->>'correlation_id' AS correlation_id, s.recorded_at AS started_at "
-            "FROM es_events s WHERE s.category = 'saga' AND s.type = 'SagaStarted' "
-            "AND ($1 = '' OR coalesce((SELECT e.data->>'to' FROM es_events e WHERE "
-            "e.stream_id = s.stream_id AND e.type = 'SagaStateChanged' ORDER BY e.version DESC "
-            "LIMIT 1), 'running') = $1) ORDER BY s.recorded_at DESC LIMIT 100", 1, p);
-    } else if (strcmp(argv[1], "show") == 0 && argc == 3) {
-        char stream[300];
-        const char *p[1] = {stream};
-        snprintf(stream, sizeof stream, "saga-%s", argv[2]);
-        rc = print_rows(c, "SELECT version, recorded_at, type, "
-                           "coalesce(data->>'step', data->>'to', '') AS step, "
-                           "coalesce(data->>'attempt', '') AS attempt, "
-                           "coalesce(data->>'error', '') AS error "
-                           "FROM es_events WHERE stream_id = $1 ORDER BY version", 1, p);
-    } else if (strcmp(argv[1], "dead-letters") == 0 && argc == 2) {
-        rc = print_rows(c, "SELECT id, created_at, coalesce(saga_id, '') AS saga_id, "
-                           "coalesce(flow, '') AS flow, coalesce(event_type, '') AS event_type, "
-                           "attempts, reason, coalesce(replayed_at::text, '') AS replayed_at "
-                           "FROM es_saga_dead_letters ORDER BY id", 0, NULL);
-    } else if (strcmp(argv[1], "replay") == 0 && argc == 3) {
-        rc = replay(c, argv[2]);
-    }
-    PQfinish(c);
-    if (rc == 2)
-        fprintf(stderr, "usage: es-saga [list [state] | show <saga_id> | dead-letters | replay <id>]\n");
-    return rc;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -522,11 +300,14 @@ main(int argc, char **argv)
     pthread_t sigth;
     int rc;
 
-    snprintf(C.conninfo, sizeof C.conninfo, "%s",
-             es_env_str("ES_PG_CONNINFO", "host=127.0.0.1 port=55432 user=postgres dbname=es"));
+    snprintf(C.conninfo, sizeof C.conninfo, "%s", es_pg_conninfo());
     C.stop = &stop;
-    if (argc > 1)
-        return cli(argc, argv);
+    (void)argv;
+    if (argc > 1) {
+        fprintf(stderr, "usage: es-saga (no arguments; see esctl saga --help and esctl "
+                        "dead-letters --help)\n");
+        return 2;
+    }
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);

@@ -240,9 +240,10 @@ if want rebuild; then
         r=$(awk -v a="$a" -v b="$b" -v c="$c" 'BEGIN { printf "%.0f", 1 / (1/a + 1/b + 1/c) }')
         best_redis=$(max "$best_redis" "$r")
         rcli FLUSHDB >/dev/null
-        v=$(field rate "$("$build/es-projector" rebuild orders --dry-run 2>/dev/null)")
+        v=$("$build/esctl" --json projection rebuild orders --dry-run 2>/dev/null |
+            sed -n 's/.*"rate":\([0-9]*\).*/\1/p')
         if [ -z "$v" ]; then
-            echo "bench: es-projector rebuild orders --dry-run failed" >&2
+            echo "bench: esctl projection rebuild orders --dry-run failed" >&2
             exit 1
         fi
         best=$(max "$best" "$v")

@@ -75,8 +75,11 @@ up: everything answers.
   query API     $qbase  (try: curl -s $qbase/v1/dashboard)
   health        /healthz /readyz /metrics on each: command $port, query $qport,
                 relay ${ES_RELAY_PORT:-8082}, projector ${ES_PROJECTOR_PORT:-8083}, saga ${ES_SAGA_PORT:-8084}
-  projections   build/plain/es-projector status | rebuild <name>
-  sagas         build/plain/es-saga list | show <saga_id> | dead-letters | replay <id>
+  operator CLI  build/plain/esctl --help   (man docs/esctl.1); for instance:
+                esctl saga list --state compensated     esctl saga show order-$poor
+                esctl projection status                 esctl projection lag
+                esctl feed follow                       esctl verify
+                esctl stream read order-$order          esctl dead-letters list
   servers       scripts/servers.sh status | env
   logs          .run/daemons/*.log
   stop          make down

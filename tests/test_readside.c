@@ -98,90 +98,21 @@ wait_caught_up(void)
     redisFree(rc);
 }
 
-static int
-cmp_lines(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Every key of the active version of projection name, as sorted lines
- * "key<TAB>contents" (hash fields sorted), checkpoint left out. */
+/* Every key of the active version of projection name (rm_dump). */
 static char **
 dump(const char *name, size_t *n, char *version)
 {
     redisContext *rc;
     es_error err;
     rm_state s;
-    char cursor[32] = "0", prefix[64];
-    char **lines = NULL;
-    size_t cap = 0;
+    char **lines;
 
-    *n = 0;
     ck_assert_ptr_nonnull(rc = rm_connect(&err));
     ck_assert_int_eq(rm_state_get(rc, name, &s, &err), ES_OK);
     snprintf(version, 24, "%s", s.active);
-    snprintf(prefix, sizeof prefix, "rm:%s:%s:", name, s.active);
-    do {
-        redisReply *r = redisCommand(rc, "SCAN %s MATCH %s* COUNT 1000", cursor, prefix);
-        ck_assert_ptr_nonnull(r);
-        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
-        for (size_t i = 0; i < r->element[1]->elements; i++) {
-            const char *key = r->element[1]->element[i]->str;
-            redisReply *t = redisCommand(rc, "TYPE %s", key), *v = NULL;
-            json_t *parts = json_array();
-            char *text;
-
-            if (strcmp(key + strlen(prefix), "checkpoint") == 0) {
-                freeReplyObject(t);
-                json_decref(parts);
-                continue;
-            }
-            if (strcmp(t->str, "hash") == 0)
-                v = redisCommand(rc, "HGETALL %s", key);
-            else if (strcmp(t->str, "list") == 0)
-                v = redisCommand(rc, "LRANGE %s 0 -1", key);
-            else if (strcmp(t->str, "zset") == 0)
-                v = redisCommand(rc, "ZRANGE %s 0 -1 WITHSCORES", key);
-            else
-                v = redisCommand(rc, "GET %s", key);
-            if (v->type == REDIS_REPLY_ARRAY) {
-                for (size_t j = 0; j < v->elements; j++)
-                    json_array_append_new(parts, json_string(v->element[j]->str));
-            } else {
-                json_array_append_new(parts, json_string(v->str));
-            }
-            if (strcmp(t->str, "hash") == 0) {        /* field order is not data */
-                json_t *o = json_object();
-                for (size_t j = 0; j + 1 < json_array_size(parts); j += 2)
-                    json_object_set(o, json_string_value(json_array_get(parts, j)),
-                                    json_array_get(parts, j + 1));
-                json_decref(parts);
-                parts = o;
-            }
-            text = json_dumps(parts, JSON_SORT_KEYS | JSON_COMPACT);
-            if (*n == cap)
-                lines = realloc(lines, (cap = cap ? cap * 2 : 256) * sizeof *lines);
-            ck_assert_int_ge(asprintf(&lines[(*n)++], "%s\t%s\t%s", key + strlen(prefix), t->str,
-                                      text), 0);
-            free(text);
-            json_decref(parts);
-            freeReplyObject(v);
-            freeReplyObject(t);
-        }
-        freeReplyObject(r);
-    } while (strcmp(cursor, "0") != 0);
+    ck_assert_int_eq(rm_dump(rc, name, s.active, &lines, n, &err), ES_OK);
     redisFree(rc);
-    if (*n > 0)
-        qsort(lines, *n, sizeof *lines, cmp_lines);
     return lines;
-}
-
-static void
-free_lines(char **l, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(l[i]);
-    free(l);
 }
 
 static int rebuild(const char *name);
@@ -201,14 +132,14 @@ equals_a_fresh_rebuild(const char *name)
     ck_assert_msg(n1 == n2, "%s: %zu keys live, %zu rebuilt", name, n1, n2);
     for (size_t i = 0; i < n1; i++)
         ck_assert_msg(strcmp(a[i], b[i]) == 0, "%s: live %s\nrebuilt %s", name, a[i], b[i]);
-    free_lines(a, n1);
-    free_lines(b, n2);
+    rm_dump_free(a, n1);
+    rm_dump_free(b, n2);
 }
 
 static int
 rebuild(const char *name)
 {
-    const char *argv[] = {"es-projector", "rebuild", name, NULL};
+    const char *argv[] = {"esctl", "projection", "rebuild", name, NULL};
     char log[600];
 
     snprintf(log, sizeof log, "%s/rebuild-%s.log", getenv("ES_TEST_BUILD"), tag);
@@ -440,7 +371,7 @@ START_TEST(a_rebuild_under_load_keeps_queries_answering)
     json_decref(j);
     {
         char **lines = dump("orders", &n, before);
-        free_lines(lines, n);
+        rm_dump_free(lines, n);
     }
 
     snprintf(l.customer, sizeof l.customer, "%s-busy", tag);
@@ -457,7 +388,7 @@ START_TEST(a_rebuild_under_load_keeps_queries_answering)
     ck_assert_int_eq(atomic_load(&l.errors), 0);
     {
         char **lines = dump("orders", &n, after);
-        free_lines(lines, n);
+        rm_dump_free(lines, n);
     }
     ck_assert_str_ne(before, after);
     /* what the rebuild handed over to the live feed under load is exact */

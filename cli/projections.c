@@ -1,0 +1,167 @@
+/*
+ * esctl projection status|lag|rebuild: the read models' versions and
+ * checkpoints in Redis, how far the relay and each projection are behind
+ * the store, and a rebuild without downtime (projector/rebuild.c).
+ */
+#include "cli.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "env.h"
+#include "projector.h"
+
+static int
+run_status(cli *c, int argc, char **argv)
+{
+    const char *cols[] = {"projection", "active", "building", "checkpoint", "lag", "state",
+                          "reason", NULL};
+    char *pos[1];
+    int npos;
+    uint64_t last;
+    bool have_last;
+    es_error err;
+    json_t *rows;
+
+    if (!cli_parse(c, argc, argv, NULL, pos, 0, 0, &npos))
+        return CLI_USAGE;
+    if ((rows = pj_status(&last, &have_last, &err)) == NULL)
+        return cli_fail(c, &err);
+    return cli_print(c, json_pack("{s:o, s:o}", "projections", rows, "stream_last",
+                                  have_last ? json_integer((json_int_t)last) : json_null()),
+                     rows, cols);
+}
+
+/* Events of the store the relay has not put on the stream yet: those
+ * after the position of the stream's last message. */
+static es_status
+relay_lag(PGconn *pg, es_jetstream *n, uint64_t last, long long *lag, es_error *err)
+{
+    es_position at = {0, 0};
+    char txid[32], gpos[32];
+    const char *p[2] = {txid, gpos};
+    PGresult *r;
+
+    if (last > 0 && es_jetstream_position_at(n, last, &at, err) != ES_OK)
+        return err->status;
+    snprintf(txid, sizeof txid, "%" PRIu64, at.txid);
+    snprintf(gpos, sizeof gpos, "%" PRId64, at.gpos);
+    r = PQexecParams(pg, "SELECT count(*) FROM es_events WHERE (transaction_id, global_position) "
+                         "> ($1::xid8, $2::bigint)", 2, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        PQclear(r);
+        return es_error_set(err, ES_EUNAVAILABLE, "postgres_unavailable", NULL,
+                            "could not count the events past the stream: %s",
+                            PQerrorMessage(pg));
+    }
+    *lag = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return ES_OK;
+}
+
+static int
+run_lag(cli *c, int argc, char **argv)
+{
+    const char *cols[] = {"stage", "behind", "at", NULL};
+    char *pos[1];
+    int npos;
+    uint64_t last = 0;
+    bool have_last;
+    long long behind = 0;
+    es_jetstream n = {0};
+    es_error err;
+    json_t *rows, *out;
+    PGconn *pg;
+    size_t i;
+
+    if (!cli_parse(c, argc, argv, NULL, pos, 0, 1, &npos))
+        return CLI_USAGE;
+    if (npos == 1 && pj_find(pos[0]) == NULL) {
+        es_error_set(&err, ES_ENOTFOUND, "unknown_projection", "name",
+                     "there is no projection \"%s\"", pos[0]);
+        return cli_fail(c, &err);
+    }
+    if ((pg = cli_pg(c)) == NULL)
+        return CLI_UNAVAILABLE;
+    if (es_jetstream_open(&n, &err) != ES_OK || es_jetstream_last_seq(&n, &last, &err) != ES_OK ||
+        relay_lag(pg, &n, last, &behind, &err) != ES_OK) {
+        es_jetstream_close(&n);
+        PQfinish(pg);
+        return cli_fail(c, &err);
+    }
+    es_jetstream_close(&n);
+    PQfinish(pg);
+    if ((rows = pj_status(&last, &have_last, &err)) == NULL)
+        return cli_fail(c, &err);
+    out = json_array();
+    json_array_append_new(out, json_pack("{s:s, s:I, s:I}", "stage", "relay", "behind",
+                                         (json_int_t)behind, "at", (json_int_t)last));
+    for (i = 0; i < json_array_size(rows); i++) {
+        json_t *r = json_array_get(rows, i);
+        const char *name = json_string_value(json_object_get(r, "projection"));
+        char stage[64];
+        if (npos == 1 && strcmp(name, pos[0]) != 0)
+            continue;
+        snprintf(stage, sizeof stage, "projection %s", name);
+        json_array_append_new(out, json_pack("{s:s, s:O, s:O}", "stage", stage, "behind",
+                                             json_object_get(r, "lag"), "at",
+                                             json_object_get(r, "checkpoint")));
+    }
+    json_decref(rows);
+    return cli_print(c, json_pack("{s:o}", "lag", out), out, cols);
+}
+
+static int
+run_rebuild(cli *c, int argc, char **argv)
+{
+    bool dry_run = false;
+    cli_opt opts[] = {{"--dry-run", NULL, &dry_run}, {NULL, NULL, NULL}};
+    char *pos[1];
+    int npos;
+    pj_rebuild_report rep;
+    es_error err;
+    json_t *doc;
+
+    if (!cli_parse(c, argc, argv, opts, pos, 1, 1, &npos))
+        return CLI_USAGE;
+    if (pj_rebuild(pos[0], dry_run, &rep, &err) != ES_OK)
+        return cli_fail(c, &err);
+    doc = json_pack("{s:s, s:s, s:I, s:I, s:f, s:f, s:b, s:b, s:b}", "projection", pos[0],
+                    "version", rep.version, "replayed", (json_int_t)rep.replayed, "checkpoint",
+                    (json_int_t)rep.seq, "seconds", rep.seconds, "rate", rep.rate, "dry_run",
+                    rep.dry_run, "resumed", rep.resumed, "interrupted", rep.interrupted);
+    if (rep.interrupted) {
+        cli_print(c, doc, NULL, NULL);
+        return CLI_INTERRUPTED;
+    }
+    return cli_say(c, doc, "%s version %s of %s: %" PRIu64 " events replayed in %.1f s (%.0f/s)%s",
+                   dry_run ? "replayed (dry run, deleted)" : "rebuilt", rep.version, pos[0],
+                   rep.replayed, rep.seconds, rep.rate,
+                   dry_run ? "" : "; it is the active version now");
+}
+
+const cli_cmd cli_projection_cmds[] = {
+    {"projection", "status", "", "versions, checkpoints and state of every projection",
+     "One row per projection: the active version (what queries read), a version being\n"
+     "built, the checkpoint (the last event applied), lag (events of the stream not yet\n"
+     "applied; \"-\" when NATS does not answer), state (running, or stopped with the\n"
+     "reason: a projection that cannot apply an event stops there until fixed).\n",
+     run_status},
+    {"projection", "lag", "[<name>]", "how far the relay and the projections are behind",
+     "The relay's lag is the number of committed events not yet on the JetStream\n"
+     "stream; a projection's, the number of stream messages it has not applied.\n"
+     "\"at\" is the stream's last sequence for the relay, the checkpoint for a projection.\n",
+     run_lag},
+    {"projection", "rebuild", "<name> [--dry-run]", "rebuild one projection without downtime",
+     "Builds a new version of projection <name> from the store while queries go on\n"
+     "reading the active one, follows the stream until it has caught up, switches\n"
+     "queries to it in one step and deletes the old version after a grace period\n"
+     "(ES_REBUILD_GRACE_MS, default 2000).  A progress bar shows on a terminal.  Ctrl-C\n"
+     "stops it cleanly (exit 130); running it again resumes.  Only one rebuild of a\n"
+     "projection runs at a time (exit 5 otherwise).  --dry-run only times a replay into\n"
+     "scratch keys and deletes them.  Projections: users, orders, accounts, inventory,\n"
+     "sagas, dashboard.\n",
+     run_rebuild},
+    {NULL, NULL, NULL, NULL, NULL, NULL}};

@@ -1,0 +1,744 @@
+/*
+ * esctl verify: checks the invariants the whole system promises and
+ * prints them as figures.
+ *
+ *   feed         the JetStream stream is the store's feed: message k is
+ *                the k-th event, same id and position (no duplicate, no
+ *                gap, same order), and nothing is missing from it
+ *   projection   each read model equals, key by key, a fresh replay of
+ *                the store up to its checkpoint, and none has stopped
+ *   sagas        none failed or dead-lettered; with --settled every one
+ *                finished (completed or compensated), no work left, and
+ *                every compensated order kept no money and no stock
+ *   money        deposits - charges + refunds = the sum of the balances,
+ *                customer by customer; no order charged or refunded twice,
+ *                no balance below zero
+ *   stock        restocked - reserved + released = available, sku by sku;
+ *                nothing released twice, nothing oversold
+ *
+ * Read models are compared only once they have caught up with the store
+ * (--wait waits for that, and with --settled for the sagas to finish);
+ * one still behind is a violation with --settled and a note otherwise.
+ */
+#include "cli.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "env.h"
+#include "feed.h"
+#include "projector.h"
+#include "store.h"
+
+typedef struct ctx {
+    cli *c;
+    bool settled;
+    PGconn *pg;
+    es_store *store;
+    redisContext *rc;
+    es_jetstream js;
+    uint64_t stream_last;
+    long long store_events;
+    json_t *checks;
+    bool ok;
+} ctx;
+
+static double
+now_s(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static json_t *
+check_new(ctx *x, const char *name)
+{
+    json_t *k = json_pack("{s:s, s:b, s:{}, s:[]}", "name", name, "ok", 1, "figures", "problems");
+
+    json_array_append_new(x->checks, k);
+    return k;
+}
+
+static void
+figure(json_t *k, const char *name, json_t *v)
+{
+    json_object_set_new(json_object_get(k, "figures"), name, v);
+}
+
+/* A violation: the check fails, and says why. */
+static void __attribute__((format(printf, 3, 4)))
+violation(ctx *x, json_t *k, const char *fmt, ...)
+{
+    char text[600];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    json_object_set_new(k, "ok", json_false());
+    json_array_append_new(json_object_get(k, "problems"), json_string(text));
+    x->ok = false;
+}
+
+/* A remark that is not a violation. */
+static void __attribute__((format(printf, 2, 3)))
+note(json_t *k, const char *fmt, ...)
+{
+    char text[600];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    json_object_set_new(k, "note", json_string(text));
+}
+
+/* One number from SQL, or -1 (after a violation of k) on failure. */
+static long long
+sql_num(ctx *x, json_t *k, const char *sql)
+{
+    PGresult *r = PQexec(x->pg, sql);
+    long long v = -1;
+
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        v = PQgetisnull(r, 0, 0) ? 0 : atoll(PQgetvalue(r, 0, 0));
+    else if (k)
+        violation(x, k, "query failed: %s", PQerrorMessage(x->pg));
+    PQclear(r);
+    return v;
+}
+
+/* Rows of (key, number) from SQL as an object; NULL on failure. */
+static json_t *
+sql_map(ctx *x, json_t *k, const char *sql)
+{
+    PGresult *r = PQexec(x->pg, sql);
+    json_t *m;
+
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        violation(x, k, "query failed: %s", PQerrorMessage(x->pg));
+        PQclear(r);
+        return NULL;
+    }
+    m = json_object();
+    for (int i = 0; i < PQntuples(r); i++)
+        json_object_set_new(m, PQgetvalue(r, i, 0), json_integer(atoll(PQgetvalue(r, i, 1))));
+    PQclear(r);
+    return m;
+}
+
+/* ---- waiting until everything has caught up ----------------------------- */
+
+static bool
+caught_up(ctx *x)
+{
+    es_error err;
+    size_t i;
+
+    if (es_jetstream_last_seq(&x->js, &x->stream_last, &err) != ES_OK)
+        return false;
+    x->store_events = sql_num(x, NULL, "SELECT count(*) FROM es_events");
+    if (x->store_events < 0 || (uint64_t)x->store_events != x->stream_last)
+        return false;
+    for (i = 0; i < pj_projection_count; i++) {
+        rm_state s;
+        if (rm_state_get(x->rc, pj_projections[i].name, &s, &err) != ES_OK ||
+            s.seq != x->stream_last)
+            return false;
+    }
+    if (x->settled &&
+        (sql_num(x, NULL, "SELECT count(*) FROM es_saga_work") != 0 ||
+         sql_num(x, NULL, "SELECT coalesce(max(seq), 0) FROM es_saga_checkpoint") !=
+             (long long)x->stream_last))
+        return false;
+    return true;
+}
+
+/* ---- feed --------------------------------------------------------------- */
+
+static json_t *
+side(const char *stream, const char *type, const char *id, const char *pos)
+{
+    return json_pack("{s:s, s:s, s:s, s:s}", "stream", stream ? stream : "?", "type",
+                     type ? type : "?", "event_id", id ? id : "?", "position", pos);
+}
+
+static void
+check_feed(ctx *x)
+{
+    json_t *k = check_new(x, "feed");
+    natsSubscription *sub = NULL;
+    es_position after = {0, 0};
+    es_page *page = NULL;
+    size_t pi = 0;
+    uint64_t done = 0, last = x->stream_last;
+    long long events = x->store_events;
+    int idle = 0;
+    es_error err;
+
+    figure(k, "store_events", json_integer(events));
+    figure(k, "stream_messages", json_integer((json_int_t)last));
+    if (last > 0 && es_jetstream_subscribe(&x->js, 1, &sub, &err) != ES_OK) {
+        violation(x, k, "cannot read the stream: %s", err.message);
+        return;
+    }
+    while (done < last && json_is_true(json_object_get(k, "ok"))) {
+        es_feed_batch b;
+        size_t i;
+
+        if (es_jetstream_take(sub, 1000, 1000, &b, &err) != ES_OK) {
+            violation(x, k, "the stream broke off after message %" PRIu64 ": %s", done,
+                      err.message);
+            break;
+        }
+        if (b.n == 0 && ++idle > 10) {
+            violation(x, k, "the stream delivers nothing after message %" PRIu64 " of %" PRIu64,
+                      done, last);
+            es_feed_batch_free(&b);
+            break;
+        }
+        for (i = 0; i < b.n && done < last; i++) {
+            const es_feed_event *m = &b.ev[i];
+            const es_event *e;
+            char where[ES_POSITION_TEXT_MAX];
+
+            idle = 0;
+            if (m->seq <= done)
+                continue;
+            if (m->seq != done + 1) {
+                violation(x, k, "the stream skips from message %" PRIu64 " to %" PRIu64, done,
+                          m->seq);
+                break;
+            }
+            if (b.bad[i]) {
+                violation(x, k, "message %" PRIu64 " is not an event: %s", m->seq, b.bad[i]);
+                break;
+            }
+            if (page == NULL || pi == page->count) {
+                es_page_destroy(page);
+                page = NULL;
+                pi = 0;
+                if (es_store_read_feed(x->store, after, 5000, &page, &err) != ES_OK) {
+                    violation(x, k, "cannot read the store's feed: %s", err.message);
+                    break;
+                }
+            }
+            if (page->count == 0) {
+                violation(x, k, "message %" PRIu64 " (%s %s) is past the store's last event: a "
+                          "duplicate or a stray", m->seq, m->type, m->event_id);
+                break;
+            }
+            e = &page->events[pi++];
+            after = e->position;
+            es_position_format(e->position, where);
+            if (strcmp(e->event_id, m->event_id) != 0 || strcmp(where, m->position) != 0) {
+                violation(x, k, "message %" PRIu64 " is not the store's event %" PRIu64
+                          " (a duplicate, a gap or another order)", m->seq, m->seq);
+                figure(k, "first_difference",
+                       json_pack("{s:I, s:o, s:o}", "seq", (json_int_t)m->seq, "store",
+                                 side(e->stream_id, e->type, e->event_id, where), "stream",
+                                 side(m->stream, m->type, m->event_id, m->position)));
+                break;
+            }
+            done++;
+        }
+        es_feed_batch_free(&b);
+    }
+    es_page_destroy(page);
+    if (sub)
+        es_jetstream_unsubscribe(&x->js, sub);
+    figure(k, "compared", json_integer((json_int_t)done));
+    if ((long long)last > events)
+        violation(x, k, "the stream has %" PRIu64 " messages but the store %lld events", last,
+                  events);
+    else if ((long long)last < events && x->settled)
+        violation(x, k, "%lld events of the store are not on the stream",
+                  events - (long long)last);
+    else if ((long long)last < events)
+        note(k, "the relay is %lld events behind", events - (long long)last);
+}
+
+/* ---- projections -------------------------------------------------------- */
+
+static size_t
+key_len(const char *line)
+{
+    return strcspn(line, "\t");
+}
+
+/* Compares two sorted dumps; the number of differing keys, the first in
+ * *first (malloc'd). */
+static size_t
+diff_dumps(char **a, size_t na, char **b, size_t nb, char **first)
+{
+    size_t i = 0, j = 0, n = 0;
+
+    *first = NULL;
+    while (i < na || j < nb) {
+        int c;
+        if (i < na && j < nb && strcmp(a[i], b[j]) == 0) {
+            i++, j++;
+            continue;
+        }
+        if (i == na)
+            c = 1;
+        else if (j == nb)
+            c = -1;
+        else if (key_len(a[i]) == key_len(b[j]) && strncmp(a[i], b[j], key_len(a[i])) == 0)
+            c = 0;
+        else
+            c = strcmp(a[i], b[j]);
+        if (n++ == 0 &&
+            asprintf(first, "%s%s%s%s", c <= 0 ? "live: " : "", c <= 0 ? a[i] : "",
+                     c == 0 ? "; replayed: " : c > 0 ? "replayed: " : " (not in the replay)",
+                     c >= 0 ? b[j] : "") < 0)
+            *first = NULL;
+        if (c <= 0)
+            i++;
+        if (c >= 0)
+            j++;
+    }
+    return n;
+}
+
+/* Compares the active version with a replay of the store up to its
+ * checkpoint: 0 equal, 1 different, -1 moved meanwhile or failed. */
+static int
+compare_once(ctx *x, json_t *k, const pj_projection *p, const rm_state *s, size_t *keys)
+{
+    char ver[24], **live = NULL, **fresh = NULL, *first = NULL;
+    size_t nl = 0, nf = 0, n;
+    uint64_t seq;
+    rm_state after;
+    es_error err;
+    int rc = -1;
+
+    if (pj_scratch(x->store, x->rc, p, s->seq, ver, sizeof ver, &seq, &err) != ES_OK) {
+        violation(x, k, "cannot replay the store: %s", err.message);
+        return -1;
+    }
+    if (seq != s->seq) {
+        violation(x, k, "the store replayed %" PRIu64 " events for checkpoint %" PRIu64, seq,
+                  s->seq);
+    } else if (rm_dump(x->rc, p->name, s->active, &live, &nl, &err) != ES_OK ||
+               rm_dump(x->rc, p->name, ver, &fresh, &nf, &err) != ES_OK ||
+               rm_state_get(x->rc, p->name, &after, &err) != ES_OK) {
+        violation(x, k, "cannot read the read model: %s", err.message);
+    } else if (after.seq != s->seq || strcmp(after.active, s->active) != 0) {
+        rc = -2;        /* it moved on meanwhile: compare again */
+    } else {
+        *keys = nl;
+        n = diff_dumps(live, nl, fresh, nf, &first);
+        if (n > 0) {
+            violation(x, k, "%zu keys differ from a fresh replay; the first: %s", n,
+                      first ? first : "?");
+            figure(k, "keys_different", json_integer((json_int_t)n));
+        }
+        rc = n > 0;
+    }
+    free(first);
+    rm_dump_free(live, nl);
+    rm_dump_free(fresh, nf);
+    if (rm_drop_version(x->rc, p->name, ver, &err) != ES_OK)
+        violation(x, k, "could not delete the scratch version %s: %s", ver, err.message);
+    return rc;
+}
+
+static void
+check_projection(ctx *x, const pj_projection *p)
+{
+    char name[64];
+    json_t *k;
+    rm_state s;
+    es_error err;
+    redisReply *r;
+    size_t keys = 0;
+    int attempt, rc = -2;
+
+    snprintf(name, sizeof name, "projection %s", p->name);
+    k = check_new(x, name);
+    if (rm_state_get(x->rc, p->name, &s, &err) != ES_OK) {
+        violation(x, k, "%s", err.message);
+        return;
+    }
+    figure(k, "version", json_string(s.active));
+    figure(k, "checkpoint", json_integer((json_int_t)s.seq));
+    r = redisCommand(x->rc, "HGET rm:%s:stopped reason", p->name);
+    if (r && r->type == REDIS_REPLY_STRING)
+        violation(x, k, "stopped: %s", r->str);
+    freeReplyObject(r);
+    if (s.seq != x->stream_last) {
+        if (x->settled)
+            violation(x, k, "behind: at event %" PRIu64 " of %" PRIu64, s.seq, x->stream_last);
+        else
+            note(k, "not compared: at event %" PRIu64 " of %" PRIu64 " (still moving)", s.seq,
+                 x->stream_last);
+        return;
+    }
+    for (attempt = 0; attempt < 3 && rc == -2; attempt++) {
+        if (attempt > 0 && rm_state_get(x->rc, p->name, &s, &err) != ES_OK)
+            break;
+        rc = compare_once(x, k, p, &s, &keys);
+    }
+    figure(k, "keys", json_integer((json_int_t)keys));
+    if (rc == -2) {
+        if (x->settled)
+            violation(x, k, "it kept moving while compared");
+        else
+            note(k, "not compared: it kept moving");
+    }
+}
+
+/* The active version's hashes whose key starts with prefix, as
+ * {rest of the key: hash}; NULL after a violation. */
+static json_t *
+read_hashes(ctx *x, json_t *k, const char *projection, const char *prefix)
+{
+    rm_state s;
+    es_error err;
+    char **lines = NULL;
+    size_t n = 0, i, plen = strlen(prefix);
+    json_t *out;
+
+    if (rm_state_get(x->rc, projection, &s, &err) != ES_OK ||
+        rm_dump(x->rc, projection, s.active, &lines, &n, &err) != ES_OK) {
+        violation(x, k, "cannot read projection %s: %s", projection, err.message);
+        return NULL;
+    }
+    out = json_object();
+    for (i = 0; i < n; i++) {
+        char *tab = strchr(lines[i], '\t'), *body;
+        if (tab == NULL || strncmp(lines[i], prefix, plen) != 0 ||
+            strncmp(tab, "\thash\t", 6) != 0)
+            continue;
+        *tab = '\0';
+        body = tab + 6;
+        json_object_set_new(out, lines[i] + plen, json_loads(body, 0, NULL));
+    }
+    rm_dump_free(lines, n);
+    return out;
+}
+
+static long long
+hash_num(const json_t *h, const char *field)
+{
+    const char *v = json_string_value(json_object_get(h, field));
+
+    return v ? atoll(v) : 0;
+}
+
+/* Each entity's figure in the store (want) against the read model's. */
+static void
+compare_entities(ctx *x, json_t *k, const char *what, json_t *want, json_t *have,
+                 long long (*value)(const json_t *))
+{
+    const char *id;
+    json_t *v;
+    size_t bad = 0;
+
+    json_object_foreach(want, id, v) {
+        json_t *h = json_object_get(have, id);
+        long long got = h ? value(h) : 0;
+        if (got != json_integer_value(v) && bad++ == 0)
+            violation(x, k, "%s %s: %lld in the store, %lld in the read model", what, id,
+                      (long long)json_integer_value(v), got);
+    }
+    json_object_foreach(have, id, v) {
+        if (json_object_get(want, id) == NULL && value(v) != 0 && bad++ == 0)
+            violation(x, k, "%s %s: in the read model only", what, id);
+    }
+    figure(k, "mismatches", json_integer((json_int_t)bad));
+}
+
+static long long
+balance(const json_t *h)
+{
+    return hash_num(h, "balance");
+}
+
+static long long
+available(const json_t *h)
+{
+    return hash_num(h, "on_hand") - hash_num(h, "reserved");
+}
+
+static void
+check_money(ctx *x, bool compare)
+{
+    json_t *k = check_new(x, "money"), *want, *have;
+    long long dep, chg, ref, twice, neg, orphan, sum = 0;
+    const char *id;
+    json_t *v;
+
+    dep = sql_num(x, k, "SELECT sum((data->>'amount')::bigint) FROM es_events "
+                        "WHERE category = 'account' AND type = 'FundsDeposited'");
+    chg = sql_num(x, k, "SELECT sum((data->>'amount')::bigint) FROM es_events "
+                        "WHERE category = 'account' AND type = 'PaymentCharged'");
+    ref = sql_num(x, k, "SELECT sum((data->>'amount')::bigint) FROM es_events "
+                        "WHERE category = 'account' AND type = 'PaymentRefunded'");
+    twice = sql_num(x, k, "SELECT count(*) FROM (SELECT 1 FROM es_events WHERE category = "
+                          "'account' AND type IN ('PaymentCharged', 'PaymentRefunded') "
+                          "GROUP BY data->>'order_id', type HAVING count(*) > 1) t");
+    orphan = sql_num(x, k, "SELECT count(*) FROM es_events r WHERE r.category = 'account' AND "
+                           "r.type = 'PaymentRefunded' AND NOT EXISTS (SELECT 1 FROM es_events c "
+                           "WHERE c.stream_id = r.stream_id AND c.type = 'PaymentCharged' "
+                           "AND c.data->>'order_id' = r.data->>'order_id')");
+    figure(k, "deposits", json_integer(dep));
+    figure(k, "charges", json_integer(chg));
+    figure(k, "refunds", json_integer(ref));
+    figure(k, "expected_balances", json_integer(dep - chg + ref));
+    if (twice > 0)
+        violation(x, k, "%lld orders charged or refunded more than once", twice);
+    if (orphan > 0)
+        violation(x, k, "%lld refunds of nothing charged", orphan);
+    want = sql_map(x, k, "SELECT data->>'customer_id', sum(CASE type WHEN 'PaymentCharged' "
+                         "THEN -(data->>'amount')::bigint ELSE (data->>'amount')::bigint END) "
+                         "FROM es_events WHERE category = 'account' AND type IN "
+                         "('FundsDeposited', 'PaymentCharged', 'PaymentRefunded') GROUP BY 1");
+    if (want == NULL)
+        return;
+    neg = 0;
+    json_object_foreach(want, id, v)
+        neg += json_integer_value(v) < 0;
+    if (neg > 0)
+        violation(x, k, "%lld accounts below zero", neg);
+    if (!compare) {
+        note(k, "the read model was not compared: accounts is behind");
+    } else if ((have = read_hashes(x, k, "accounts", "account:")) != NULL) {
+        json_object_foreach(have, id, v)
+            sum += balance(v);
+        figure(k, "balances", json_integer(sum));
+        if (sum != dep - chg + ref)
+            violation(x, k, "the balances add up to %lld, not %lld", sum, dep - chg + ref);
+        compare_entities(x, k, "account", want, have, balance);
+        json_decref(have);
+    }
+    json_decref(want);
+}
+
+static void
+check_stock(ctx *x, bool compare)
+{
+    json_t *k = check_new(x, "stock"), *want, *have;
+    long long in, res, rel, twice, neg, sum = 0;
+    const char *id;
+    json_t *v;
+
+    in = sql_num(x, k, "SELECT sum((data->>'quantity')::bigint) FROM es_events "
+                       "WHERE category = 'stock' AND type = 'StockRestocked'");
+    res = sql_num(x, k, "SELECT sum((data->>'quantity')::bigint) FROM es_events "
+                        "WHERE category = 'stock' AND type = 'StockReserved'");
+    rel = sql_num(x, k, "SELECT sum((data->>'quantity')::bigint) FROM es_events "
+                        "WHERE category = 'stock' AND type = 'StockReleased'");
+    twice = sql_num(x, k, "SELECT count(*) FROM (SELECT stream_id, data->>'order_id' FROM "
+                          "es_events WHERE category = 'stock' AND type IN ('StockReserved', "
+                          "'StockReleased') GROUP BY 1, 2 HAVING count(*) FILTER (WHERE type = "
+                          "'StockReleased') > count(*) FILTER (WHERE type = 'StockReserved') "
+                          "OR count(*) FILTER (WHERE type = 'StockReserved') > 1) t");
+    figure(k, "restocked", json_integer(in));
+    figure(k, "reserved", json_integer(res));
+    figure(k, "released", json_integer(rel));
+    figure(k, "expected_available", json_integer(in - res + rel));
+    if (twice > 0)
+        violation(x, k, "%lld reservations made or released more than once", twice);
+    want = sql_map(x, k, "SELECT data->>'sku', sum(CASE type WHEN 'StockReserved' THEN "
+                         "-(data->>'quantity')::bigint ELSE (data->>'quantity')::bigint END) "
+                         "FROM es_events WHERE category = 'stock' AND type IN "
+                         "('StockRestocked', 'StockReserved', 'StockReleased') GROUP BY 1");
+    if (want == NULL)
+        return;
+    neg = 0;
+    json_object_foreach(want, id, v)
+        neg += json_integer_value(v) < 0;
+    if (neg > 0)
+        violation(x, k, "%lld skus oversold", neg);
+    if (!compare) {
+        note(k, "the read model was not compared: inventory is behind");
+    } else if ((have = read_hashes(x, k, "inventory", "stock:")) != NULL) {
+        json_object_foreach(have, id, v)
+            sum += available(v);
+        figure(k, "available", json_integer(sum));
+        if (sum != in - res + rel)
+            violation(x, k, "the available stock adds up to %lld, not %lld", sum, in - res + rel);
+        compare_entities(x, k, "sku", want, have, available);
+        json_decref(have);
+    }
+    json_decref(want);
+}
+
+#define SAGA_STATE                                                                             \
+    "coalesce((SELECT e.data->>'to' FROM es_events e WHERE e.stream_id = s.stream_id AND "    \
+    "e.type = 'SagaStateChanged' ORDER BY e.version DESC LIMIT 1), 'running')"
+
+static void
+check_sagas(ctx *x)
+{
+    json_t *k = check_new(x, "sagas");
+    PGresult *r = PQexec(x->pg, "SELECT " SAGA_STATE " AS state, count(*) FROM es_events s "
+                                "WHERE s.category = 'saga' AND s.type = 'SagaStarted' "
+                                "GROUP BY 1");
+    long long started = 0, completed = 0, compensated = 0, failed = 0, open, work, dead, kept;
+
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        violation(x, k, "query failed: %s", PQerrorMessage(x->pg));
+        PQclear(r);
+        return;
+    }
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *st = PQgetvalue(r, i, 0);
+        long long n = atoll(PQgetvalue(r, i, 1));
+        started += n;
+        if (strcmp(st, "completed") == 0)
+            completed += n;
+        else if (strcmp(st, "compensated") == 0)
+            compensated += n;
+        else if (strcmp(st, "failed") == 0)
+            failed += n;
+    }
+    PQclear(r);
+    open = started - completed - compensated - failed;
+    work = sql_num(x, k, "SELECT count(*) FROM es_saga_work");
+    dead = sql_num(x, k, "SELECT count(*) FROM es_saga_dead_letters WHERE replayed_at IS NULL");
+    /* a compensated order saga must leave its order with no money charged
+     * and no stock reserved */
+    kept = sql_num(x, k,
+        "WITH o AS (SELECT s.data->>'correlation_id' AS order_id FROM es_events s "
+        "WHERE s.category = 'saga' AND s.type = 'SagaStarted' AND s.data->>'type' = 'order' "
+        "AND " SAGA_STATE " = 'compensated'), "
+        "m AS (SELECT data->>'order_id' AS order_id, sum(CASE type WHEN 'PaymentCharged' "
+        "THEN 1 ELSE -1 END) AS n FROM es_events WHERE category = 'account' AND type IN "
+        "('PaymentCharged', 'PaymentRefunded') GROUP BY 1), "
+        "r AS (SELECT data->>'order_id' AS order_id, sum(CASE type WHEN 'StockReserved' "
+        "THEN 1 ELSE -1 END) AS n FROM es_events WHERE category = 'stock' AND type IN "
+        "('StockReserved', 'StockReleased') GROUP BY 1) "
+        "SELECT count(*) FROM o LEFT JOIN m USING (order_id) LEFT JOIN r USING (order_id) "
+        "WHERE coalesce(m.n, 0) <> 0 OR coalesce(r.n, 0) <> 0");
+    figure(k, "started", json_integer(started));
+    figure(k, "completed", json_integer(completed));
+    figure(k, "compensated", json_integer(compensated));
+    figure(k, "failed", json_integer(failed));
+    figure(k, "unfinished", json_integer(open));
+    figure(k, "work_rows", json_integer(work));
+    figure(k, "dead_letters", json_integer(dead));
+    if (failed > 0)
+        violation(x, k, "%lld sagas failed (esctl saga list --state failed)", failed);
+    if (dead > 0)
+        violation(x, k, "%lld dead letters wait for an operator (esctl dead-letters list)", dead);
+    if (kept > 0)
+        violation(x, k, "%lld compensated orders still hold money or stock", kept);
+    if (x->settled && (open > 0 || work > 0))
+        violation(x, k, "%lld sagas unfinished, %lld work rows left", open, work);
+}
+
+/* ---- the command ---------------------------------------------------------- */
+
+static void
+print_human(ctx *x)
+{
+    for (size_t i = 0; i < json_array_size(x->checks); i++) {
+        json_t *k = json_array_get(x->checks, i), *v;
+        const char *name;
+        size_t j;
+
+        printf("%s  %-22s", json_is_true(json_object_get(k, "ok")) ? "PASS" : "FAIL",
+               json_string_value(json_object_get(k, "name")));
+        json_object_foreach(json_object_get(k, "figures"), name, v) {
+            char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            printf(" %s=%s", name, t ? t : "?");
+            free(t);
+        }
+        putchar('\n');
+        json_array_foreach(json_object_get(k, "problems"), j, v)
+            printf("      - %s\n", json_string_value(v));
+        if (json_is_string(json_object_get(k, "note")))
+            printf("      (%s)\n", json_string_value(json_object_get(k, "note")));
+    }
+    printf("%s\n", x->ok ? "verify: every invariant holds" : "verify: VIOLATIONS found");
+}
+
+static int
+run_verify(cli *c, int argc, char **argv)
+{
+    const char *wait_s = "0";
+    bool settled = false;
+    cli_opt opts[] = {{"--wait", &wait_s, NULL}, {"--settled", NULL, &settled},
+                      {NULL, NULL, NULL}};
+    char *pos[1];
+    int npos, rc;
+    long long wait;
+    ctx x = {0};
+    es_error err;
+    double until;
+    bool quiet;
+    size_t i;
+
+    if (!cli_parse(c, argc, argv, opts, pos, 0, 0, &npos) ||
+        !cli_number(c, "--wait", wait_s, 0, 86400, &wait))
+        return CLI_USAGE;
+    x.c = c;
+    x.settled = settled;
+    x.ok = true;
+    if ((x.pg = cli_pg(c)) == NULL)
+        return CLI_UNAVAILABLE;
+    if (es_store_open(&x.store, es_pg_conninfo(), &err) != ES_OK ||
+        (x.rc = rm_connect(&err)) == NULL || es_jetstream_open(&x.js, &err) != ES_OK) {
+        rc = cli_fail(c, &err);
+        goto done;
+    }
+    until = now_s() + (double)wait;
+    while (!(quiet = caught_up(&x)) && now_s() < until && !atomic_load(&pj_stop))
+        pj_sleep_ms(500);
+    if (atomic_load(&pj_stop)) {
+        rc = CLI_INTERRUPTED;
+        goto done;
+    }
+    if (es_jetstream_last_seq(&x.js, &x.stream_last, &err) != ES_OK) {
+        rc = cli_fail(c, &err);
+        goto done;
+    }
+    x.store_events = sql_num(&x, NULL, "SELECT count(*) FROM es_events");
+    x.checks = json_array();
+    check_feed(&x);
+    for (i = 0; i < pj_projection_count; i++)
+        check_projection(&x, &pj_projections[i]);
+    check_sagas(&x);
+    check_money(&x, quiet);
+    check_stock(&x, quiet);
+    if (c->json)
+        cli_print(c, json_pack("{s:b, s:b, s:O}", "ok", x.ok, "settled", quiet, "checks",
+                               x.checks), NULL, NULL);
+    else
+        print_human(&x);
+    rc = x.ok ? CLI_OK : CLI_FAILED;
+done:
+    json_decref(x.checks);
+    es_jetstream_close(&x.js);
+    if (x.rc)
+        redisFree(x.rc);
+    es_store_close(x.store);
+    PQfinish(x.pg);
+    return rc;
+}
+
+const cli_cmd cli_verify_cmds[] = {
+    {NULL, "verify", "[--wait SECONDS] [--settled]", "check the system's invariants",
+     "Checks and prints as figures: the JetStream stream is the store's feed (same\n"
+     "events, same order, no duplicate, no gap); each read model equals a fresh replay\n"
+     "of the store, key by key; no saga failed, no dead letter waits, every compensated\n"
+     "order kept no money and no stock; money is conserved (deposits - charges + refunds\n"
+     "= balances, customer by customer; nothing charged or refunded twice; no balance\n"
+     "below zero) and so is stock (restocked - reserved + released = available, sku by\n"
+     "sku; nothing released twice; nothing oversold).\n"
+     "--wait waits up to SECONDS for the relay and the projections to catch up with the\n"
+     "store (and, with --settled, for every saga to finish); read models still behind\n"
+     "are not compared.  --settled makes anything unfinished a violation: for a system\n"
+     "whose load has stopped (the fault campaign uses it).  Exit code 1 on any violation.\n"
+     "It replays each projection into scratch keys in Redis, deleted afterwards.\n",
+     run_verify},
+    {NULL, NULL, NULL, NULL, NULL, NULL}};
