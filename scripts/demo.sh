@@ -75,11 +75,12 @@ up: everything answers.
   query API     $qbase  (try: curl -s $qbase/v1/dashboard)
   health        /healthz /readyz /metrics on each: command $port, query $qport,
                 relay ${ES_RELAY_PORT:-8082}, projector ${ES_PROJECTOR_PORT:-8083}, saga ${ES_SAGA_PORT:-8084}
-  operator CLI  build/plain/esctl --help   (man docs/esctl.1); for instance:
-                esctl saga list --state compensated     esctl saga show order-$poor
-                esctl projection status                 esctl projection lag
-                esctl feed follow                       esctl verify
-                esctl stream read order-$order          esctl dead-letters list
+  operator CLI  build/plain/esctl --help (man -l docs/esctl.1), for instance:
+                esctl saga list --state compensated
+                esctl saga show order-$poor
+                esctl projection status; esctl projection lag
+                esctl feed follow
+                esctl verify
   servers       scripts/servers.sh status | env
   logs          .run/daemons/*.log
   stop          make down
