@@ -319,7 +319,8 @@ act(cli *c, const char *saga_id, bool compensate, const char *reason)
                      "saga %s has ended (%s): there is nothing to %s%s", saga_id, state,
                      compensate ? "compensate" : "retry",
                      compensate && strcmp(state, "completed") == 0
-                         ? "; a completed order is undone by cancelling it" : "");
+                         ? "; a completed saga is final (what it did is undone by new "
+                           "commands, not by compensation)" : "");
         rc = cli_fail(c, &err);
         goto done;
     }
@@ -454,8 +455,8 @@ const cli_cmd cli_saga_cmds[] = {
     {"saga", "compensate", "<saga_id> [--reason TEXT]", "undo what a saga has done",
      "Moves a running saga to compensating: it stops taking steps and undoes those it\n"
      "took, newest first (a step whose outcome is unknown is resolved first).  A failed\n"
-     "saga is reopened as compensating.  Exit code 5 when it has ended; a completed order\n"
-     "is undone by cancelling it (POST /v1/orders/{id}/cancel).\n",
+     "saga is reopened as compensating.  Exit code 5 when it has ended: a completed saga\n"
+     "is final.\n",
      run_compensate},
     {"dead-letters", "list", "[--all]", "what the saga manager could not handle",
      "Sagas whose engine kept failing or whose compensation kept being refused, and\n"
