@@ -381,6 +381,10 @@ check_projection(ctx *x, const pj_projection *p)
                  x->stream_last);
         return;
     }
+    if (s.seq == 0) {
+        figure(k, "keys", json_integer(0));     /* nothing applied, nothing to compare */
+        return;
+    }
     for (attempt = 0; attempt < 3 && rc == -2; attempt++) {
         if (attempt > 0 && rm_state_get(x->rc, p->name, &s, &err) != ES_OK)
             break;
