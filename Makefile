@@ -121,6 +121,11 @@ $(BUILD)/bench_store: $(BUILD)/tests/bench_store.o $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
+# The load of the fault campaign (jansson reads the answers).
+$(BUILD)/chaos_load: $(BUILD)/tests/chaos_load.o
+	@echo "  LD    $@"
+	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
+
 # Fuzz targets: clang's libFuzzer with ASan and UBSan, over the core's
 # sources (no server is needed by a decoder).
 # (the command service's decoders come along, without its main)
@@ -171,6 +176,7 @@ test: deps
 	@$(MAKE) --no-print-directory test-plain
 	@$(MAKE) --no-print-directory test-san
 	@$(MAKE) --no-print-directory fuzz
+	@$(MAKE) --no-print-directory chaos CHAOS_SECONDS=45
 	@cat build/plain/test-summary build/san/test-summary | \
 	    awk '{ p += $$1; f += $$2 } END { print "tests: " p " passed, " f " failed" }' 
 
@@ -185,6 +191,15 @@ test-san:
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/bench.sh $(BUILD)
+
+# The fault campaign: CHAOS_SECONDS of kill -9 and restarts of every daemon
+# and server under a steady load, on a private system (.run/chaos), then
+# the invariants; any violation fails (scripts/chaos.sh).
+CHAOS_SECONDS ?= 300
+.PHONY: chaos
+chaos: deps
+	@$(MAKE) --no-print-directory all $(BUILD)/chaos_load
+	@CHAOS_SECONDS=$(CHAOS_SECONDS) scripts/chaos.sh $(BUILD)
 
 clean:
 	rm -rf build
