@@ -57,6 +57,7 @@ typedef struct relay {
     pthread_cond_t woken;
     bool wake;
     atomic_bool stop, active;
+    atomic_bool pg_ok;          /* PostgreSQL answered the last request */
     atomic_ullong published, last_seq;
 } relay;
 
@@ -118,11 +119,14 @@ take_lock(relay *r)
         if (r->lock)
             PQfinish(r->lock);
         r->lock = PQconnectdb(r->conninfo);
-        if (PQstatus(r->lock) != CONNECTION_OK)
+        if (PQstatus(r->lock) != CONNECTION_OK) {
+            atomic_store(&r->pg_ok, false);
             return false;
+        }
     }
     snprintf(sql, sizeof sql, "SELECT pg_try_advisory_lock(%lld)", (long long)RELAY_LOCK_KEY);
     res = PQexec(r->lock, sql);
+    atomic_store(&r->pg_ok, PQresultStatus(res) == PGRES_TUPLES_OK);
     ok = PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
     PQclear(res);
     return ok;
@@ -136,6 +140,7 @@ still_locked(relay *r)
     bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
 
     PQclear(res);
+    atomic_store(&r->pg_ok, ok);
     return ok;
 }
 
@@ -280,6 +285,7 @@ follow(relay *r)
         size_t i;
 
         if (es_store_read_feed(r->store, after, (size_t)r->batch, &p, &err) != ES_OK) {
+            atomic_store(&r->pg_ok, false);
             say("%s", err.message);
             wait_wake(r, 1000);
             break;
@@ -321,9 +327,12 @@ handle(void *ctx, const es_http_req *req, es_http_res *res)
     if (strcmp(req->path, "/healthz") == 0) {
         es_http_res_json(res, 200, json_pack("{s:s}", "status", "ok"));
     } else if (strcmp(req->path, "/readyz") == 0) {
-        bool ok = natsConnection_Status(r->nc) == NATS_CONN_STATUS_CONNECTED;
+        bool nats = natsConnection_Status(r->nc) == NATS_CONN_STATUS_CONNECTED;
+        bool pg = atomic_load(&r->pg_ok), ok = nats && pg;
         es_http_res_json(res, ok ? 200 : 503,
-                         json_pack("{s:s, s:b}", "status", ok ? "ready" : "unavailable", "active",
+                         json_pack("{s:s, s:s, s:s, s:b}", "status", ok ? "ready" : "unavailable",
+                                   "postgres", pg ? "ok" : "unavailable", "nats",
+                                   nats ? "ok" : "unavailable", "active",
                                    atomic_load(&r->active)));
     } else if (strcmp(req->path, "/metrics") == 0) {
         es_http_metrics(r->http, "es_relay", &res->body);

@@ -328,6 +328,35 @@ START_TEST(the_read_side_survives_restarts_of_nats_and_postgresql)
 }
 END_TEST
 
+/* The relay's /readyz status within seconds, once it is want. */
+static int
+relay_ready_becomes(int want, int seconds)
+{
+    int st = 0;
+
+    for (int i = 0; i < seconds * 10; i++) {
+        th_response r;
+        st = th_http(relay.port, "GET", "/readyz", NULL, NULL, &r);
+        th_response_free(&r);
+        if (st == want)
+            break;
+        usleep(100 * 1000);
+    }
+    return st;
+}
+
+/* PostgreSQL down, the relay is not ready (it cannot copy anything), and
+ * ready again once PostgreSQL is back. */
+START_TEST(the_relay_is_not_ready_while_postgresql_is_down)
+{
+    ck_assert_int_eq(relay_ready_becomes(200, 10), 200);
+    ck_assert_int_eq(system("scripts/servers.sh stop pg >/dev/null 2>&1"), 0);
+    ck_assert_int_eq(relay_ready_becomes(503, 10), 503);
+    ck_assert_int_eq(system("scripts/servers.sh start pg >/dev/null 2>&1"), 0);
+    ck_assert_int_eq(relay_ready_becomes(200, 20), 200);
+}
+END_TEST
+
 typedef struct reader {
     atomic_bool stop;
     atomic_long reads, errors;
@@ -433,6 +462,7 @@ main(void)
     tcase_add_test(tc, killed_relay_and_projector_lose_and_double_nothing);
     tcase_add_test(tc, a_rebuild_under_load_keeps_queries_answering);
     tcase_add_test(tc, the_read_side_survives_restarts_of_nats_and_postgresql);
+    tcase_add_test(tc, the_relay_is_not_ready_while_postgresql_is_down);
     suite_add_tcase(s, tc);
     rc = th_run_nofork(s);      /* the tests kill daemons they own */
     rc |= th_daemon_stop(&query);
