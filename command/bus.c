@@ -18,6 +18,7 @@
 #include "app.h"
 #include "codec.h"
 #include "contexts.h"
+#include "feed.h"
 
 #define COMMAND_ID_MAX 200
 #define SUBS_MAX 256
@@ -135,7 +136,7 @@ bus_start(bus **out, app *a, const char *url, int subs_per_context, es_error *er
     if (s == NATS_OK)
         s = natsOptions_SetMaxReconnect(opts, -1);       /* forever */
     if (s == NATS_OK)
-        s = natsOptions_SetRetryOnFailedConnect(opts, true, NULL, NULL);
+        s = natsOptions_SetRetryOnFailedConnect(opts, true, es_nats_connected, NULL);
     if (s == NATS_OK)
         s = natsConnection_Connect(&b->nc, opts);
     if (s == NATS_NOT_YET_CONNECTED)

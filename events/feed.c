@@ -106,6 +106,13 @@ es_feed_event_free(es_feed_event *e)
 
 /* ---- the stream --------------------------------------------------------- */
 
+void
+es_nats_connected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    (void)closure;
+}
+
 es_status
 es_jetstream_open(es_jetstream *n, es_error *err)
 {
@@ -118,7 +125,7 @@ es_jetstream_open(es_jetstream *n, es_error *err)
     if (natsOptions_Create(&opts) != NATS_OK ||
         natsOptions_SetURL(opts, env_or("ES_NATS_URL", "nats://127.0.0.1:54222")) != NATS_OK ||
         natsOptions_SetMaxReconnect(opts, -1) != NATS_OK ||
-        natsOptions_SetRetryOnFailedConnect(opts, true, NULL, NULL) != NATS_OK) {
+        natsOptions_SetRetryOnFailedConnect(opts, true, es_nats_connected, NULL) != NATS_OK) {
         natsOptions_Destroy(opts);
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not set up the NATS options");
     }

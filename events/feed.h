@@ -35,6 +35,13 @@ es_status es_feed_event_from_store(const es_event *e, uint64_t seq, es_feed_even
                                    es_error *err);
 void es_feed_event_free(es_feed_event *e);
 
+/* A connected callback for natsOptions_SetRetryOnFailedConnect: with one,
+ * natsConnection_Connect returns at once (NATS_NOT_YET_CONNECTED) while
+ * the server is down and connects in the background; without one it
+ * blocks until the server answers, which would keep a daemon from
+ * answering /healthz and esctl from saying the server is down. */
+void es_nats_connected(natsConnection *nc, void *closure);
+
 /* A connection to the events stream: ES_NATS_URL, ES_RELAY_STREAM (EVENTS),
  * ES_RELAY_SUBJECT_PREFIX (es.events). */
 typedef struct es_jetstream {

@@ -403,7 +403,7 @@ main(void)
     }
     if (natsOptions_Create(&opts) != NATS_OK || natsOptions_SetURL(opts, r->nats_url) != NATS_OK ||
         natsOptions_SetMaxReconnect(opts, -1) != NATS_OK ||
-        natsOptions_SetRetryOnFailedConnect(opts, true, NULL, NULL) != NATS_OK) {
+        natsOptions_SetRetryOnFailedConnect(opts, true, es_nats_connected, NULL) != NATS_OK) {
         say("could not set up the NATS options");
         goto done;
     }
