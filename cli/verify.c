@@ -472,105 +472,89 @@ available(const json_t *h)
     return hash_num(h, "on_hand") - hash_num(h, "reserved");
 }
 
-static void
-check_money(ctx *x, bool compare)
-{
-    json_t *k = check_new(x, "money"), *want, *have;
-    long long dep, chg, ref, twice, neg, orphan, sum = 0;
-    const char *id;
-    json_t *v;
+/*
+ * A conserved quantity: what comes in, what goes out and what comes back,
+ * by event type of one category, must add up, entity by entity, to what
+ * the read model holds.
+ */
+typedef struct ledger {
+    const char *check, *category, *amount, *entity;     /* data fields */
+    const char *type[3], *figure[3];                    /* in, out, back */
+    const char *expected, *held;                        /* figure names */
+    const char *twice_sql, *twice_what;                 /* something done twice */
+    const char *below_zero;
+    const char *projection, *prefix, *noun;             /* the read model */
+    long long (*value)(const json_t *);
+} ledger;
 
-    dep = sql_num(x, k, "SELECT sum((data->>'amount')::bigint) FROM es_events "
-                        "WHERE category = 'account' AND type = 'FundsDeposited'");
-    chg = sql_num(x, k, "SELECT sum((data->>'amount')::bigint) FROM es_events "
-                        "WHERE category = 'account' AND type = 'PaymentCharged'");
-    ref = sql_num(x, k, "SELECT sum((data->>'amount')::bigint) FROM es_events "
-                        "WHERE category = 'account' AND type = 'PaymentRefunded'");
-    twice = sql_num(x, k, "SELECT count(*) FROM (SELECT 1 FROM es_events WHERE category = "
-                          "'account' AND type IN ('PaymentCharged', 'PaymentRefunded') "
-                          "GROUP BY data->>'order_id', type HAVING count(*) > 1) t");
-    orphan = sql_num(x, k, "SELECT count(*) FROM es_events r WHERE r.category = 'account' AND "
-                           "r.type = 'PaymentRefunded' AND NOT EXISTS (SELECT 1 FROM es_events c "
-                           "WHERE c.stream_id = r.stream_id AND c.type = 'PaymentCharged' "
-                           "AND c.data->>'order_id' = r.data->>'order_id')");
-    figure(k, "deposits", json_integer(dep));
-    figure(k, "charges", json_integer(chg));
-    figure(k, "refunds", json_integer(ref));
-    figure(k, "expected_balances", json_integer(dep - chg + ref));
-    if (twice > 0)
-        violation(x, k, "%lld orders charged or refunded more than once", twice);
-    if (orphan > 0)
-        violation(x, k, "%lld refunds of nothing charged", orphan);
-    want = sql_map(x, k, "SELECT data->>'customer_id', sum(CASE type WHEN 'PaymentCharged' "
-                         "THEN -(data->>'amount')::bigint ELSE (data->>'amount')::bigint END) "
-                         "FROM es_events WHERE category = 'account' AND type IN "
-                         "('FundsDeposited', 'PaymentCharged', 'PaymentRefunded') GROUP BY 1");
-    if (want == NULL)
-        return;
-    neg = 0;
-    json_object_foreach(want, id, v)
-        neg += json_integer_value(v) < 0;
-    if (neg > 0)
-        violation(x, k, "%lld accounts below zero", neg);
-    if (!compare) {
-        note(k, "the read model was not compared: accounts is behind");
-    } else if ((have = read_hashes(x, k, "accounts", "account:")) != NULL) {
-        json_object_foreach(have, id, v)
-            sum += balance(v);
-        figure(k, "balances", json_integer(sum));
-        if (sum != dep - chg + ref)
-            violation(x, k, "the balances add up to %lld, not %lld", sum, dep - chg + ref);
-        compare_entities(x, k, "account", want, have, balance);
-        json_decref(have);
+static const ledger money = {
+    "money", "account", "amount", "customer_id",
+    {"FundsDeposited", "PaymentCharged", "PaymentRefunded"},
+    {"deposits", "charges", "refunds"}, "expected_balances", "balances",
+    "SELECT count(*) FROM (SELECT 1 FROM es_events WHERE category = 'account' AND type IN "
+    "('PaymentCharged', 'PaymentRefunded') GROUP BY data->>'order_id', type "
+    "HAVING count(*) > 1) t",
+    "orders charged or refunded more than once", "accounts below zero",
+    "accounts", "account:", "account", balance};
+
+static const ledger stock = {
+    "stock", "stock", "quantity", "sku",
+    {"StockRestocked", "StockReserved", "StockReleased"},
+    {"restocked", "reserved", "released"}, "expected_available", "available",
+    "SELECT count(*) FROM (SELECT stream_id, data->>'order_id' FROM es_events WHERE category = "
+    "'stock' AND type IN ('StockReserved', 'StockReleased') GROUP BY 1, 2 HAVING count(*) "
+    "FILTER (WHERE type = 'StockReleased') > count(*) FILTER (WHERE type = 'StockReserved') "
+    "OR count(*) FILTER (WHERE type = 'StockReserved') > 1) t",
+    "reservations made or released more than once", "skus oversold",
+    "inventory", "stock:", "sku", available};
+
+static void
+check_ledger(ctx *x, const ledger *l, bool compare)
+{
+    json_t *k = check_new(x, l->check), *want, *have, *v;
+    long long n[3], expected, twice, neg = 0, sum = 0;
+    const char *id;
+    char sql[600];
+    int i;
+
+    for (i = 0; i < 3; i++) {
+        snprintf(sql, sizeof sql, "SELECT sum((data->>'%s')::bigint) FROM es_events "
+                 "WHERE category = '%s' AND type = '%s'", l->amount, l->category, l->type[i]);
+        n[i] = sql_num(x, k, sql);
+        figure(k, l->figure[i], json_integer(n[i]));
     }
-    json_decref(want);
-}
-
-static void
-check_stock(ctx *x, bool compare)
-{
-    json_t *k = check_new(x, "stock"), *want, *have;
-    long long in, res, rel, twice, neg, sum = 0;
-    const char *id;
-    json_t *v;
-
-    in = sql_num(x, k, "SELECT sum((data->>'quantity')::bigint) FROM es_events "
-                       "WHERE category = 'stock' AND type = 'StockRestocked'");
-    res = sql_num(x, k, "SELECT sum((data->>'quantity')::bigint) FROM es_events "
-                        "WHERE category = 'stock' AND type = 'StockReserved'");
-    rel = sql_num(x, k, "SELECT sum((data->>'quantity')::bigint) FROM es_events "
-                        "WHERE category = 'stock' AND type = 'StockReleased'");
-    twice = sql_num(x, k, "SELECT count(*) FROM (SELECT stream_id, data->>'order_id' FROM "
-                          "es_events WHERE category = 'stock' AND type IN ('StockReserved', "
-                          "'StockReleased') GROUP BY 1, 2 HAVING count(*) FILTER (WHERE type = "
-                          "'StockReleased') > count(*) FILTER (WHERE type = 'StockReserved') "
-                          "OR count(*) FILTER (WHERE type = 'StockReserved') > 1) t");
-    figure(k, "restocked", json_integer(in));
-    figure(k, "reserved", json_integer(res));
-    figure(k, "released", json_integer(rel));
-    figure(k, "expected_available", json_integer(in - res + rel));
-    if (twice > 0)
-        violation(x, k, "%lld reservations made or released more than once", twice);
-    want = sql_map(x, k, "SELECT data->>'sku', sum(CASE type WHEN 'StockReserved' THEN "
-                         "-(data->>'quantity')::bigint ELSE (data->>'quantity')::bigint END) "
-                         "FROM es_events WHERE category = 'stock' AND type IN "
-                         "('StockRestocked', 'StockReserved', 'StockReleased') GROUP BY 1");
-    if (want == NULL)
+    expected = n[0] - n[1] + n[2];
+    figure(k, l->expected, json_integer(expected));
+    if ((twice = sql_num(x, k, l->twice_sql)) > 0)
+        violation(x, k, "%lld %s", twice, l->twice_what);
+    if (l == &money) {
+        long long orphan = sql_num(x, k,
+            "SELECT count(*) FROM es_events r WHERE r.category = 'account' AND "
+            "r.type = 'PaymentRefunded' AND NOT EXISTS (SELECT 1 FROM es_events c "
+            "WHERE c.stream_id = r.stream_id AND c.type = 'PaymentCharged' "
+            "AND c.data->>'order_id' = r.data->>'order_id')");
+        if (orphan > 0)
+            violation(x, k, "%lld refunds of nothing charged", orphan);
+    }
+    snprintf(sql, sizeof sql, "SELECT data->>'%s', sum(CASE type WHEN '%s' THEN "
+             "-(data->>'%s')::bigint ELSE (data->>'%s')::bigint END) FROM es_events "
+             "WHERE category = '%s' AND type IN ('%s', '%s', '%s') GROUP BY 1", l->entity,
+             l->type[1], l->amount, l->amount, l->category, l->type[0], l->type[1], l->type[2]);
+    if ((want = sql_map(x, k, sql)) == NULL)
         return;
-    neg = 0;
     json_object_foreach(want, id, v)
         neg += json_integer_value(v) < 0;
     if (neg > 0)
-        violation(x, k, "%lld skus oversold", neg);
+        violation(x, k, "%lld %s", neg, l->below_zero);
     if (!compare) {
-        note(k, "the read model was not compared: inventory is behind");
-    } else if ((have = read_hashes(x, k, "inventory", "stock:")) != NULL) {
+        note(k, "the read model was not compared: %s is behind", l->projection);
+    } else if ((have = read_hashes(x, k, l->projection, l->prefix)) != NULL) {
         json_object_foreach(have, id, v)
-            sum += available(v);
-        figure(k, "available", json_integer(sum));
-        if (sum != in - res + rel)
-            violation(x, k, "the available stock adds up to %lld, not %lld", sum, in - res + rel);
-        compare_entities(x, k, "sku", want, have, available);
+            sum += l->value(v);
+        figure(k, l->held, json_integer(sum));
+        if (sum != expected)
+            violation(x, k, "the %s add up to %lld, not %lld", l->held, sum, expected);
+        compare_entities(x, k, l->noun, want, have, l->value);
         json_decref(have);
     }
     json_decref(want);
@@ -712,8 +696,8 @@ run_verify(cli *c, int argc, char **argv)
     for (i = 0; i < pj_projection_count; i++)
         check_projection(&x, &pj_projections[i]);
     check_sagas(&x);
-    check_money(&x, quiet);
-    check_stock(&x, quiet);
+    check_ledger(&x, &money, quiet);
+    check_ledger(&x, &stock, quiet);
     if (c->json)
         cli_print(c, json_pack("{s:b, s:b, s:O}", "ok", x.ok, "settled", quiet, "checks",
                                x.checks), NULL, NULL);
