@@ -9,7 +9,6 @@
 #include "cli.h"
 
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,19 +76,6 @@ help(const cli_cmd *k)
          "3 a server did not answer, 4 not found, 5 conflict, 130 interrupted.");
 }
 
-/* Ctrl-C and SIGTERM set pj_stop, which follow, rebuild and verify poll. */
-static void *
-signal_thread(void *arg)
-{
-    sigset_t *set = arg;
-    int sig;
-
-    while (sigwait(set, &sig) != 0)
-        ;
-    atomic_store(&pj_stop, true);
-    return NULL;
-}
-
 static const cli_cmd *
 find(const char *group, const char *name, bool *group_known)
 {
@@ -115,7 +101,6 @@ main(int argc, char **argv)
     bool want_help = false, group_known;
     cli c = {NULL, false};
     const cli_cmd *k;
-    sigset_t sigs;
     pthread_t sigth;
 
     if (args == NULL)
@@ -165,16 +150,11 @@ main(int argc, char **argv)
     }
     c.cmd = k;
     pj_prog = "esctl";
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    pthread_create(&sigth, NULL, signal_thread, &sigs);
+    /* Ctrl-C and SIGTERM set pj_stop, which follow, rebuild and verify poll */
+    pj_signals_start(&sigth);
     i = k->group ? 2 : 1;
     rc = k->run(&c, nargs - i, args + i);
-    pthread_kill(sigth, SIGTERM);
-    pthread_join(sigth, NULL);
+    pj_signals_stop(sigth);
     free(args);
     return rc;
 }

@@ -51,18 +51,6 @@ typedef struct live {
 
 static live L;
 
-static void *
-signal_thread(void *arg)
-{
-    sigset_t *set = arg;
-    int sig;
-
-    while (sigwait(set, &sig) != 0)
-        ;
-    atomic_store(&pj_stop, true);
-    return NULL;
-}
-
 /* ---- the live projector ----------------------------------------------- */
 
 static void
@@ -374,7 +362,6 @@ done:
 int
 main(int argc, char **argv)
 {
-    sigset_t sigs;
     pthread_t sigth;
     int rc;
 
@@ -384,16 +371,9 @@ main(int argc, char **argv)
                         "status and rebuilds)\n");
         return 2;
     }
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    pthread_create(&sigth, NULL, signal_thread, &sigs);
+    pj_signals_start(&sigth);
     rc = main_live();
-
-    pthread_kill(sigth, SIGTERM);
-    pthread_join(sigth, NULL);
+    pj_signals_stop(sigth);
     nats_Close();
     return rc;
 }

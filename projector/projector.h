@@ -7,6 +7,7 @@
 #define PJ_PROJECTOR_H
 
 #include <nats/nats.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -25,6 +26,10 @@ extern const char *pj_prog;
 void pj_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Sleeps ms, waking early when pj_stop is set. */
 void pj_sleep_ms(int ms);
+/* Blocks SIGINT and SIGTERM in every thread (and ignores SIGPIPE) and
+ * starts *th, which sets pj_stop on either; pj_signals_stop ends it. */
+void pj_signals_start(pthread_t *th);
+void pj_signals_stop(pthread_t th);
 
 typedef struct pj_rebuild_report {
     char version[24];
