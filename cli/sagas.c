@@ -18,11 +18,6 @@
 #include "env.h"
 #include "store.h"
 
-/* The state of a saga: the last SagaStateChanged's "to", or running. */
-#define STATE_SQL(s)                                                                           \
-    "coalesce((SELECT e.data->>'to' FROM es_events e WHERE e.stream_id = " s ".stream_id "     \
-    "AND e.type = 'SagaStateChanged' ORDER BY e.version DESC LIMIT 1), 'running')"
-
 static int
 run_list(cli *c, int argc, char **argv)
 {
@@ -45,7 +40,7 @@ run_list(cli *c, int argc, char **argv)
         const char *p[3] = {state, type, limit_s};
         rows = cli_query(c, pg,
             "SELECT * FROM (SELECT s.data->>'saga_id' AS saga_id, s.data->>'type' AS type, "
-            STATE_SQL("s") " AS state, s.data->>'correlation_id' AS correlation_id, "
+            CLI_SAGA_STATE_SQL " AS state, s.data->>'correlation_id' AS correlation_id, "
             "to_char(s.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') "
             "AS started_at FROM es_events s WHERE s.category = 'saga' AND s.type = 'SagaStarted' "
             "AND ($2 = '' OR s.data->>'type' = $2)) x WHERE ($1 = '' OR state = $1) "
@@ -64,7 +59,7 @@ saga_head(cli *c, PGconn *pg, const char *saga_id, bool must_exist, int *rc)
 {
     const char *p[1] = {saga_id};
     json_t *rows = cli_query(c, pg,
-        "SELECT s.data->>'saga_id' AS saga_id, s.data->>'type' AS type, " STATE_SQL("s")
+        "SELECT s.data->>'saga_id' AS saga_id, s.data->>'type' AS type, " CLI_SAGA_STATE_SQL
         " AS state, s.data->>'correlation_id' AS correlation_id, "
         "(SELECT max(version) FROM es_events e WHERE e.stream_id = s.stream_id) AS version, "
         "(SELECT to_jsonb(w) - 'input' FROM es_saga_work w WHERE w.saga_id = $1) AS work, "

@@ -560,15 +560,11 @@ check_ledger(ctx *x, const ledger *l, bool compare)
     json_decref(want);
 }
 
-#define SAGA_STATE                                                                             \
-    "coalesce((SELECT e.data->>'to' FROM es_events e WHERE e.stream_id = s.stream_id AND "    \
-    "e.type = 'SagaStateChanged' ORDER BY e.version DESC LIMIT 1), 'running')"
-
 static void
 check_sagas(ctx *x)
 {
     json_t *k = check_new(x, "sagas");
-    PGresult *r = PQexec(x->pg, "SELECT " SAGA_STATE " AS state, count(*) FROM es_events s "
+    PGresult *r = PQexec(x->pg, "SELECT " CLI_SAGA_STATE_SQL " AS state, count(*) FROM es_events s "
                                 "WHERE s.category = 'saga' AND s.type = 'SagaStarted' "
                                 "GROUP BY 1");
     long long started = 0, completed = 0, compensated = 0, failed = 0, open, work, dead, kept;
@@ -598,7 +594,7 @@ check_sagas(ctx *x)
     kept = sql_num(x, k,
         "WITH o AS (SELECT s.data->>'correlation_id' AS order_id FROM es_events s "
         "WHERE s.category = 'saga' AND s.type = 'SagaStarted' AND s.data->>'type' = 'order' "
-        "AND " SAGA_STATE " = 'compensated'), "
+        "AND " CLI_SAGA_STATE_SQL " = 'compensated'), "
         "m AS (SELECT data->>'order_id' AS order_id, sum(CASE type WHEN 'PaymentCharged' "
         "THEN 1 ELSE -1 END) AS n FROM es_events WHERE category = 'account' AND type IN "
         "('PaymentCharged', 'PaymentRefunded') GROUP BY 1), "
