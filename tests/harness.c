@@ -506,3 +506,25 @@ th_assert_stream_is_feed(const char *conninfo, const char *stream)
     natsConnection_Destroy(nc);
     es_store_close(s);
 }
+
+int
+th_program_output(const char *const *argv, const char *const *env, char *out, size_t size)
+{
+    char log[600];
+    FILE *f;
+    size_t n = 0;
+    int rc;
+
+    snprintf(log, sizeof log, "%s/%s-%d.out", getenv("ES_TEST_BUILD") ? getenv("ES_TEST_BUILD")
+                                                                      : "build/plain",
+             argv[0], (int)getpid());
+    unlink(log);
+    rc = th_program(argv, env, log);
+    if ((f = fopen(log, "r")) != NULL) {
+        n = fread(out, 1, size - 1, f);
+        fclose(f);
+    }
+    out[n] = '\0';
+    unlink(log);
+    return rc;
+}

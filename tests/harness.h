@@ -87,5 +87,8 @@ void th_redis_flush(void);
  * waits; output goes to log (appended) or nowhere.  Returns its exit
  * status (128 + signal when killed). */
 int th_program(const char *const *argv, const char *const *env, const char *log);
+/* As th_program, with what it printed (standard output and error) in out
+ * (cut at size - 1 bytes, NUL-terminated). */
+int th_program_output(const char *const *argv, const char *const *env, char *out, size_t size);
 
 #endif

@@ -27,24 +27,13 @@ static const char *env[7];
 static int
 run(char *out, size_t size, const char *const *args)
 {
-    char log[600];
     const char *argv[16] = {"esctl"};
-    FILE *f;
-    size_t n = 0;
-    int rc, k;
+    int k;
 
     for (k = 0; args[k] && k < 14; k++)
         argv[k + 1] = args[k];
     argv[k + 1] = NULL;
-    snprintf(log, sizeof log, "%s/cli-%s.log", getenv("ES_TEST_BUILD"), tag);
-    unlink(log);
-    rc = th_program(argv, env, log);
-    if ((f = fopen(log, "r")) != NULL) {
-        n = fread(out, 1, size - 1, f);
-        fclose(f);
-    }
-    out[n] = '\0';
-    return rc;
+    return th_program_output(argv, env, out, size);
 }
 
 #define ESCTL(out, ...) run(out, sizeof out, (const char *[]){__VA_ARGS__, NULL})

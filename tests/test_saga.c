@@ -519,26 +519,16 @@ END_TEST
 static int
 esctl(char *out, size_t size, const char *const *args)
 {
-    char log[600], env0[700];
+    char env0[700];
     const char *env[] = {env0, NULL};
     const char *argv[12] = {"esctl"};
-    FILE *f;
-    size_t n = 0;
-    int rc, k;
+    int k;
 
     for (k = 0; args[k] && k < 10; k++)
         argv[k + 1] = args[k];
     argv[k + 1] = NULL;
     snprintf(env0, sizeof env0, "ES_PG_CONNINFO=%s", conninfo);
-    snprintf(log, sizeof log, "%s/saga-cli-%s.log", getenv("ES_TEST_BUILD"), tag);
-    unlink(log);
-    rc = th_program(argv, env, log);
-    if ((f = fopen(log, "r")) != NULL) {
-        n = fread(out, 1, size - 1, f);
-        fclose(f);
-    }
-    out[n] = '\0';
-    return rc;
+    return th_program_output(argv, env, out, size);
 }
 
 START_TEST(the_command_line_lists_and_shows_sagas_and_dead_letters)
