@@ -34,8 +34,11 @@ struct es_store {
     bool ready;                 /* connected and statements prepared */
     size_t max_event_size;
     const es_upcasters *upcasters;
-    es_buf params;              /* reused for the events parameter */
-    es_buf batch[7];            /* reused for es_fast_batch's arrays */
+    es_buf params;              /* es_store_append_atomic's events */
+    es__append_batch *own;      /* es_store_append_many's, made on first use */
+    int inflight;               /* pipelines sent and not yet read */
+    unsigned gen;               /* counts connections: a pipeline sent on an
+                                   earlier one has no results to read */
 };
 
 typedef struct page_storage {
@@ -63,8 +66,14 @@ typedef struct page_storage {
     "coalesce(t.e->'metadata', '{}'), t.o - 1, "
 /* A retry (its first event id stored) writes nothing on a fast path and
  * goes through es_append, which answers duplicate; without this guard it
- * would raise unique_violation and roll back the whole batch. */
-#define NOT_STORED(id) "NOT EXISTS (SELECT 1 FROM es_events WHERE event_id = " id ") "
+ * would raise unique_violation and roll back the whole batch.  An append
+ * whose ids the store made itself cannot be a retry: "fresh" (true) skips
+ * the probe, an index lookup per append (a null key ends the index scan
+ * before it reads a page; kept as one NOT EXISTS so that it stays an
+ * anti-join on the index). */
+#define NOT_STORED(fresh, id)                                               \
+    "NOT EXISTS (SELECT 1 FROM es_events WHERE event_id = "                 \
+    "CASE WHEN " fresh " THEN NULL ELSE " id " END) "
 
 #define FAST_RESULT                                                         \
     "SELECT max(version), max(global_position), pg_current_xact_id(), "     \
@@ -85,7 +94,7 @@ static const struct {
      * goes through es_append, which tells a conflict from a retry. */
     {"es_fast1_exact",
      "WITH s AS (UPDATE es_streams SET version = version + 1 "
-     "WHERE stream_id = $1 AND version = $2::bigint AND " NOT_STORED("$3::uuid")
+     "WHERE stream_id = $1 AND version = $2::bigint AND " NOT_STORED("$8::bool", "$3::uuid")
      "RETURNING version), "
      "ins AS (" INSERT_EVENTS "SELECT $1, split_part($1, '-', 1), s.version, $3::uuid, $4, "
      "$5::int, $6::jsonb, coalesce($7::jsonb, '{}'), 0, 1 FROM s "
@@ -93,7 +102,7 @@ static const struct {
      FAST_RESULT},
     {"es_fast1_new",
      "WITH s AS (INSERT INTO es_streams (stream_id, version) SELECT $1, 0 "
-     "WHERE " NOT_STORED("$2::uuid") "ON CONFLICT (stream_id) DO NOTHING RETURNING version), "
+     "WHERE " NOT_STORED("$7::bool", "$2::uuid") "ON CONFLICT (stream_id) DO NOTHING RETURNING version), "
      "ins AS (" INSERT_EVENTS "SELECT $1, split_part($1, '-', 1), s.version, $2::uuid, $3, "
      "$4::int, $5::jsonb, coalesce($6::jsonb, '{}'), 0, 1 FROM s "
      "RETURNING version, global_position) "
@@ -102,7 +111,7 @@ static const struct {
      "WITH p AS (SELECT jsonb_array_length($3::jsonb) AS n), "
      "s AS (UPDATE es_streams SET version = version + p.n FROM p "
      "WHERE stream_id = $1 AND version = $2::bigint AND "
-     NOT_STORED("($3::jsonb->0->>'event_id')::uuid") "RETURNING version), "
+     NOT_STORED("$4::bool", "($3::jsonb->0->>'event_id')::uuid") "RETURNING version), "
      "ins AS (" INSERT_EVENTS "SELECT $1, split_part($1, '-', 1), "
      "s.version - p.n + t.o, " EVENT_FIELDS
      "p.n FROM s, p, jsonb_array_elements($3::jsonb) WITH ORDINALITY AS t(e, o) "
@@ -111,7 +120,7 @@ static const struct {
      "WITH p AS (SELECT jsonb_array_length($2::jsonb) AS n), "
      "s AS (INSERT INTO es_streams (stream_id, version) "
      "SELECT $1, p.n - 1 FROM p "
-     "WHERE " NOT_STORED("($2::jsonb->0->>'event_id')::uuid")
+     "WHERE " NOT_STORED("$3::bool", "($2::jsonb->0->>'event_id')::uuid")
      "ON CONFLICT (stream_id) DO NOTHING RETURNING version), "
      "ins AS (" INSERT_EVENTS "SELECT $1, split_part($1, '-', 1), "
      "s.version - p.n + t.o, " EVENT_FIELDS
@@ -138,31 +147,39 @@ static const struct {
      "AND (transaction_id, global_position) > ($1::xid8, $2::bigint) "
      "AND transaction_id < " HORIZON " "
      "ORDER BY transaction_id, global_position LIMIT $3"},
-    /* Many one-event appends to distinct streams, exact or "no stream",
-     * in one statement: one executor run for the whole group instead of
-     * one per append.  Answers a row per append written; the others found
-     * another version and go through es_append. */
+    /* Many appends to distinct streams, exact or "no stream", in one
+     * statement: one executor run for the whole group instead of one per
+     * append.  Per append: stream, expected version, first event id,
+     * event count, fresh; per event (in append order): its append's
+     * place among them (from 1), its place in the append (from 0), id,
+     * type, schema version, data, metadata.  Answers a row per append
+     * written, with its last version; the others found another version
+     * and go through es_append.  Events are inserted in append order, so
+     * their global positions follow their versions. */
     {"es_fast_batch",
-     "WITH req AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], "
-     "$5::int[]) WITH ORDINALITY AS r(s, x, id, type, sv, ord)), "
-     "upd AS (UPDATE es_streams v SET version = v.version + 1 FROM req r "
-     "WHERE r.x >= 0 AND v.stream_id = r.s AND v.version = r.x AND " NOT_STORED("r.id")
+     "WITH req AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::int[], "
+     "$5::bool[]) WITH ORDINALITY AS r(s, x, id, n, fresh, ord)), "
+     "upd AS (UPDATE es_streams v SET version = v.version + r.n FROM req r "
+     "WHERE r.x >= 0 AND v.stream_id = r.s AND v.version = r.x AND " NOT_STORED("r.fresh", "r.id")
      "RETURNING r.ord, v.version), "
      "ins AS (INSERT INTO es_streams AS v (stream_id, version) "
-     "SELECT r.s, 0 FROM req r WHERE r.x = -1 AND " NOT_STORED("r.id") "ORDER BY r.s "
-     "ON CONFLICT (stream_id) DO NOTHING RETURNING v.stream_id, v.version), "
+     "SELECT r.s, r.n - 1 FROM req r WHERE r.x = -1 AND " NOT_STORED("r.fresh", "r.id")
+     "ORDER BY r.s ON CONFLICT (stream_id) DO NOTHING RETURNING v.stream_id, v.version), "
      "ok AS (SELECT ord, version FROM upd UNION ALL "
      "SELECT r.ord, i.version FROM ins i JOIN req r ON r.s = i.stream_id AND r.x = -1), "
-     /* each array taken apart once: "$6 -> i" per row re-read the whole
+     "e AS (SELECT * FROM unnest($6::int[], $7::int[], $8::uuid[], $9::text[], $10::int[]) "
+     "WITH ORDINALITY AS e(a, k, id, type, sv, o)), "
+     /* each array taken apart once: "$11 -> i" per row re-read the whole
       * parameter under a generic plan, quadratic in the batch */
-     "d AS (SELECT o, j FROM jsonb_array_elements($6::jsonb) WITH ORDINALITY AS t(j, o)), "
-     "m AS (SELECT o, j FROM jsonb_array_elements($7::jsonb) WITH ORDINALITY AS t(j, o)), "
-     "ev AS (" INSERT_EVENTS "SELECT r.s, split_part(r.s, '-', 1), ok.version, r.id, r.type, "
-     "r.sv, d.j, coalesce(nullif(m.j, 'null'::jsonb), '{}'), 0, 1 "
-     "FROM ok JOIN req r USING (ord) JOIN d ON d.o = r.ord JOIN m ON m.o = r.ord "
+     "d AS (SELECT o, j FROM jsonb_array_elements($11::jsonb) WITH ORDINALITY AS t(j, o)), "
+     "m AS (SELECT o, j FROM jsonb_array_elements($12::jsonb) WITH ORDINALITY AS t(j, o)), "
+     "ev AS (" INSERT_EVENTS "SELECT r.s, split_part(r.s, '-', 1), ok.version - r.n + 1 + e.k, "
+     "e.id, e.type, e.sv, d.j, coalesce(nullif(m.j, 'null'::jsonb), '{}'), e.k, r.n "
+     "FROM ok JOIN req r USING (ord) JOIN e ON e.a = r.ord JOIN d ON d.o = e.o "
+     "JOIN m ON m.o = e.o ORDER BY e.o "
      "RETURNING stream_id, version, global_position) "
-     "SELECT r.ord, ev.version, ev.global_position, pg_current_xact_id() "
-     "FROM ev JOIN req r ON r.s = ev.stream_id"},
+     "SELECT r.ord, max(ev.version), max(ev.global_position), pg_current_xact_id() "
+     "FROM ev JOIN req r ON r.s = ev.stream_id GROUP BY r.ord"},
     {"es_event_by_id",
      "SELECT " EVENT_COLUMNS " FROM es_events WHERE event_id = $1::uuid"},
     {"es_head",
@@ -220,6 +237,8 @@ ensure_ready(es_store *s, es_error *err)
     if (s->ready && PQstatus(s->conn) == CONNECTION_OK)
         return ES_OK;
     s->ready = false;
+    s->inflight = 0;
+    s->gen++;
     if (s->conn != NULL)
         PQfinish(s->conn);
     s->conn = PQconnectdb(s->conninfo);
@@ -236,9 +255,12 @@ ensure_ready(es_store *s, es_error *err)
      * Every statement of a store session has an index to use; plans are
      * cached, and one made while es_events was empty (a new store, before
      * autovacuum's first ANALYZE) would otherwise keep a sequential scan
-     * as the table grows, making each append cost the whole table.
+     * as the table grows, making each append cost the whole table.  The
+     * plans do not depend on the values, so they are made once: left to
+     * choose, the server plans es_fast_batch anew at every run.
      */
-    r = PQexec(s->conn, "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET enable_seqscan = off");
+    r = PQexec(s->conn, "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET enable_seqscan = off; "
+                        "SET plan_cache_mode = force_generic_plan");
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         es_status st = pg_failure(s, r, "set up the store's session", err);
         PQclear(r);
@@ -310,8 +332,7 @@ es_store_close(es_store *s)
     if (s->conn)
         PQfinish(s->conn);
     es_buf_free(&s->params);
-    for (size_t i = 0; i < sizeof s->batch / sizeof s->batch[0]; i++)
-        es_buf_free(&s->batch[i]);
+    es__append_batch_free(s->own);
     free(s->conninfo);
     free(s);
 }
@@ -385,11 +406,12 @@ typedef struct slot {
     const es_append_req *req;
     es_append_result *res;
     size_t index;               /* in the caller's array: keeps its order */
-    size_t json;                /* offset of the jsonb events in s->params,
-                                   or NO_JSON until built */
+    es_buf *jbuf;               /* where its jsonb events are built */
+    size_t json;                /* their offset in jbuf, or NO_JSON */
     bool full;                  /* must go through es_append */
     bool retry;                 /* the fast statement wrote nothing */
     bool batched;               /* sent in es_fast_batch */
+    bool fresh;                 /* every event id made here: not a retry */
     char id[ES_UUID_LEN + 1];   /* with one event: its id */
     char expected[24];
     char schema[12];
@@ -400,11 +422,12 @@ typedef struct slot {
 /* Fixes the ids of a one-event append; the jsonb form is built on demand. */
 static es_status
 slot_init(slot *sl, const es_append_req *req, es_append_result *res, size_t index,
-          es_error *err)
+          es_buf *jbuf, es_error *err)
 {
     const es_new_event *ev = &req->events[0];
 
     sl->req = req;
+    sl->jbuf = jbuf;
     sl->res = res;
     sl->index = index;
     sl->json = NO_JSON;
@@ -413,6 +436,10 @@ slot_init(slot *sl, const es_append_req *req, es_append_result *res, size_t inde
     snprintf(sl->expected, sizeof sl->expected, "%" PRId64, req->expected);
     snprintf(sl->schema, sizeof sl->schema, "%d", ev->schema_version > 0 ? ev->schema_version : 1);
     sl->id[0] = '\0';
+    sl->fresh = true;
+    for (size_t i = 0; i < req->count; i++)
+        if (req->events[i].event_id != NULL && req->events[i].event_id[0] != '\0')
+            sl->fresh = false;
     if (req->count == 1) {
         if (ev->event_id != NULL && ev->event_id[0] != '\0')
             snprintf(sl->id, sizeof sl->id, "%s", ev->event_id);
@@ -425,10 +452,10 @@ slot_init(slot *sl, const es_append_req *req, es_append_result *res, size_t inde
 
 /* Builds the slot's events as the jsonb array es_append takes, once. */
 static es_status
-slot_json(es_store *s, slot *sl, es_error *err)
+slot_json(slot *sl, es_error *err)
 {
     const es_append_req *req = sl->req;
-    es_buf *b = &s->params;
+    es_buf *b = sl->jbuf;
     size_t off = b->len;
 
     if (sl->json != NO_JSON)
@@ -449,8 +476,9 @@ slot_json(es_store *s, slot *sl, es_error *err)
         es_buf_puts(b, id);
         es_buf_puts(b, "\",\"type\":");
         es_buf_json_string(b, ev->type);
-        es_buf_printf(b, ",\"schema_version\":%d,\"data\":",
-                      ev->schema_version > 0 ? ev->schema_version : 1);
+        if (ev->schema_version > 1)
+            es_buf_printf(b, ",\"schema_version\":%d", ev->schema_version);
+        es_buf_puts(b, ",\"data\":");
         es_buf_puts(b, ev->data);
         if (ev->metadata != NULL) {
             es_buf_puts(b, ",\"metadata\":");
@@ -541,9 +569,10 @@ read_fast_row(const PGresult *r, slot *sl)
     res->position.txid = get_u64(r, 0, 2);
 }
 
-/* The statement and parameters that carry the slot. */
+/* The statement and parameters (at most SLOT_PARAMS) that carry the slot. */
+#define SLOT_PARAMS 8
 static const char *
-slot_statement(es_store *s, slot *sl, const char **values, int *nparams)
+slot_statement(slot *sl, const char **values, int *nparams)
 {
     const es_append_req *req = sl->req;
     const es_new_event *ev = &req->events[0];
@@ -554,7 +583,9 @@ slot_statement(es_store *s, slot *sl, const char **values, int *nparams)
     if (sl->full || exact)
         values[n++] = sl->expected;
     if (sl->full || req->count > 1) {
-        values[n++] = s->params.data + sl->json;
+        values[n++] = sl->jbuf->data + sl->json;
+        if (!sl->full)
+            values[n++] = sl->fresh ? "t" : "f";
         *nparams = n;
         return sl->full ? "es_append" : exact ? "es_fastn_exact" : "es_fastn_new";
     }
@@ -563,6 +594,7 @@ slot_statement(es_store *s, slot *sl, const char **values, int *nparams)
     values[n++] = sl->schema;
     values[n++] = ev->data;
     values[n++] = ev->metadata;         /* NULL: SQL NULL, stored as {} */
+    values[n++] = sl->fresh ? "t" : "f";
     *nparams = n;
     return exact ? "es_fast1_exact" : "es_fast1_new";
 }
@@ -580,16 +612,16 @@ read_slot_row(const PGresult *r, slot *sl, bool full)
 static es_status
 append_one(es_store *s, slot *sl)
 {
-    const char *values[7], *stmt;
+    const char *values[SLOT_PARAMS], *stmt;
     int nparams = 0;
     PGresult *r;
 
     result_reset(sl->res);
     sl->full = true;
     sl->retry = false;
-    if (slot_json(s, sl, &sl->res->err) != ES_OK)
+    if (slot_json(sl, &sl->res->err) != ES_OK)
         return sl->res->status = sl->res->err.status;
-    stmt = slot_statement(s, sl, values, &nparams);
+    stmt = slot_statement(sl, values, &nparams);
     for (int attempt = 0; attempt < 2; attempt++) {
         const char *state;
 
@@ -628,10 +660,15 @@ cmp_slots(const void *a, const void *b)
     return x->index < y->index ? -1 : x->index > y->index;
 }
 
+/* Events an append may have to go in es_fast_batch: keeps its arrays of
+ * a sensible size (a larger append has a statement of its own). */
+#define BATCH_EVENTS_MAX 100
+
 /*
- * Marks the slots es_fast_batch takes: one event, exact or "no stream",
- * and the first of its stream (slots are sorted by stream, so a later
- * append to the same stream runs after the batch and sees its version).
+ * Marks the slots es_fast_batch takes: exact or "no stream", the first of
+ * its stream (slots are sorted by stream, so a later append to the same
+ * stream runs after the batch and sees its version), and one event or
+ * events whose ids the store makes (it makes them in build_batch).
  * Returns how many.
  */
 static size_t
@@ -640,10 +677,13 @@ mark_batch(slot *slots, size_t n)
     size_t count = 0;
 
     for (size_t i = 0; i < n; i++) {
-        slots[i].batched = !slots[i].full && slots[i].req->count == 1 &&
-                           (i == 0 || strcmp(slots[i - 1].req->stream, slots[i].req->stream) != 0);
+        const es_append_req *req = slots[i].req;
+
+        slots[i].batched = !slots[i].full &&
+                           (req->count == 1 || (slots[i].fresh && req->count <= BATCH_EVENTS_MAX)) &&
+                           (i == 0 || strcmp(slots[i - 1].req->stream, req->stream) != 0);
         /* two appends naming one event id would make the statement raise */
-        for (size_t j = 0; j < i && slots[i].batched; j++)
+        for (size_t j = 0; j < i && slots[i].batched && !slots[i].fresh; j++)
             if (slots[j].batched && strcmp(slots[j].id, slots[i].id) == 0)
                 slots[i].batched = false;
         count += slots[i].batched;
@@ -669,40 +709,75 @@ array_text(es_buf *b, const char *s)
     es_buf_append(b, "\"", 1);
 }
 
-/* Builds es_fast_batch's seven parameters from the batched slots. */
-static bool
-build_batch(es_store *s, const slot *slots, size_t n, const char **values)
-{
-    es_buf *b = s->batch;
-    size_t i;
-    int k;
+#define BATCH_PARAMS 12
 
-    for (k = 0; k < 7; k++) {
-        es_buf_reset(&b[k]);
-        es_buf_puts(&b[k], k < 5 ? "{" : "[");
+/* Appends v to a list, after a comma unless it is the first item. */
+static void
+list_item(es_buf *b, bool first, const char *v)
+{
+    if (!first)
+        es_buf_append(b, ",", 1);
+    es_buf_puts(b, v);
+}
+
+/* Appends the number v to a list. */
+static void
+list_int(es_buf *b, bool first, long long v)
+{
+    char text[24];
+
+    snprintf(text, sizeof text, "%lld", v);
+    list_item(b, first, text);
+}
+
+/* Builds es_fast_batch's parameters from the batched slots: arrays
+ * 0-4 per append, 5-11 per event (see the statement). */
+static bool
+build_batch(es_buf *b, const slot *slots, size_t n, const char **values)
+{
+    size_t i, k;
+    int p, ord = 0;
+
+    for (p = 0; p < BATCH_PARAMS; p++) {
+        es_buf_reset(&b[p]);
+        es_buf_puts(&b[p], p < 10 ? "{" : "[");
     }
     for (i = 0; i < n; i++) {
-        const es_new_event *ev;
+        const es_append_req *req = slots[i].req;
         bool first = b[1].len == 1;
 
         if (!slots[i].batched)
             continue;
-        ev = &slots[i].req->events[0];
-        array_text(&b[0], slots[i].req->stream);
-        es_buf_printf(&b[1], "%s%s", first ? "" : ",", slots[i].expected);
-        es_buf_printf(&b[2], "%s%s", first ? "" : ",", slots[i].id);
-        array_text(&b[3], ev->type);
-        es_buf_printf(&b[4], "%s%s", first ? "" : ",", slots[i].schema);
-        es_buf_puts(&b[5], first ? "" : ",");
-        es_buf_puts(&b[5], ev->data);
-        es_buf_puts(&b[6], first ? "" : ",");
-        es_buf_puts(&b[6], ev->metadata ? ev->metadata : "null");
+        ord++;
+        array_text(&b[0], req->stream);
+        list_item(&b[1], first, slots[i].expected);
+        list_int(&b[3], first, (long long)req->count);
+        list_item(&b[4], first, slots[i].fresh ? "t" : "f");
+        for (k = 0; k < req->count; k++) {
+            const es_new_event *ev = &req->events[k];
+            bool efirst = b[5].len == 1;
+            char id[ES_UUID_LEN + 1];
+
+            if (req->count == 1)
+                snprintf(id, sizeof id, "%s", slots[i].id);
+            else if (!es_uuid_v7(id))
+                return false;
+            if (k == 0)
+                list_item(&b[2], first, id);
+            list_int(&b[5], efirst, ord);
+            list_int(&b[6], efirst, (long long)k);
+            list_item(&b[7], efirst, id);
+            array_text(&b[8], ev->type);
+            list_int(&b[9], efirst, ev->schema_version > 0 ? ev->schema_version : 1);
+            list_item(&b[10], efirst, ev->data);
+            list_item(&b[11], efirst, ev->metadata ? ev->metadata : "null");
+        }
     }
-    for (k = 0; k < 7; k++) {
-        es_buf_puts(&b[k], k < 5 ? "}" : "]");
-        if (es_buf_failed(&b[k]))
+    for (p = 0; p < BATCH_PARAMS; p++) {
+        es_buf_puts(&b[p], p < 10 ? "}" : "]");
+        if (es_buf_failed(&b[p]))
             return false;
-        values[k] = b[k].data;
+        values[p] = b[p].data;
     }
     return true;
 }
@@ -734,81 +809,144 @@ read_batch_rows(const PGresult *r, slot *slots, size_t n)
         es_error_clear(&sl->res->err);
         sl->res->status = ES_OK;
         sl->res->duplicate = false;
-        sl->res->first_version = sl->res->last_version = get_i64(r, row, 1);
+        sl->res->last_version = get_i64(r, row, 1);
+        sl->res->first_version = sl->res->last_version - (int64_t)sl->req->count + 1;
         sl->res->position.gpos = get_i64(r, row, 2);
         sl->res->position.txid = get_u64(r, row, 3);
     }
 }
 
+/* The appends of one pipeline and the buffers their parameters are built
+ * in: they stay valid until the pipeline's second pass is done. */
+struct es__append_batch {
+    slot slots[BATCH_MAX];
+    size_t n;                   /* slots sent */
+    size_t nbatch;              /* of them, in es_fast_batch */
+    unsigned gen;               /* connection it was sent on */
+    bool sent;
+    es_status st;               /* of the pipeline, once read */
+    es_error err;               /* why it failed, when it did */
+    es_buf params;              /* the slots' jsonb events */
+    es_buf arrays[BATCH_PARAMS]; /* es_fast_batch's parameters */
+};
+
+es__append_batch *
+es__append_batch_new(void)
+{
+    return calloc(1, sizeof(es__append_batch));
+}
+
+void
+es__append_batch_free(es__append_batch *b)
+{
+    if (b == NULL)
+        return;
+    es_buf_free(&b->params);
+    for (size_t i = 0; i < sizeof b->arrays / sizeof b->arrays[0]; i++)
+        es_buf_free(&b->arrays[i]);
+    free(b);
+}
+
+/* Marks every slot unavailable with err, on a connection that went. */
+static void
+slots_lost(es_store *s, slot *slots, size_t n, es_error *err)
+{
+    (void)pg_failure(s, NULL, "append a batch", err);
+    s->ready = false;
+    s->inflight = 0;
+    for (size_t i = 0; i < n; i++) {
+        slots[i].res->status = ES_EUNAVAILABLE;
+        slots[i].res->err = *err;
+    }
+}
+
 /*
- * Sends the n slots in one pipelined transaction (BEGIN, one statement
- * each, COMMIT).  Returns ES_OK with every full slot answered and every
- * fast slot answered or marked retry; ES_EINTERNAL when the transaction
- * failed and was rolled back; ES_EUNAVAILABLE when the connection went.
+ * Sends the n slots as one pipeline ending in a sync: the server runs them
+ * as one implicit transaction, committed at the sync (one WAL flush), or
+ * rolled back as a whole after the first error.  Other pipelines may be in
+ * flight on the connection before it: the server runs them in order.
+ * Returns ES_OK, or ES_EUNAVAILABLE with the slots answered.
  */
 static es_status
-run_pipelined(es_store *s, slot *slots, size_t n)
+send_slots(es_store *s, slot *slots, size_t n, es_buf *arrays, size_t nbatch)
 {
-    PGresult *r;
-    es_status st = ES_OK;
     es_error err;
-    size_t i, k, nbatch, nres;
+    size_t i;
 
-    if (PQenterPipelineMode(s->conn) != 1)
-        return pg_failure(s, NULL, "enter pipeline mode", &err);
-    nbatch = mark_batch(slots, n);
-    if (PQsendQueryPrepared(s->conn, "es_begin", 0, NULL, NULL, NULL, 0) != 1)
+    if (PQpipelineStatus(s->conn) == PQ_PIPELINE_OFF && PQenterPipelineMode(s->conn) != 1)
         goto lost;
     if (nbatch > 1) {
-        const char *values[7];
+        const char *values[BATCH_PARAMS];
 
-        if (!build_batch(s, slots, n, values))
+        if (!build_batch(arrays, slots, n, values))
             goto lost;
-        if (PQsendQueryPrepared(s->conn, "es_fast_batch", 7, values, NULL, NULL, 0) != 1)
+        if (PQsendQueryPrepared(s->conn, "es_fast_batch", BATCH_PARAMS, values, NULL, NULL, 0) != 1)
             goto lost;
     }
     for (i = 0; i < n; i++) {
-        const char *values[7];
+        const char *values[SLOT_PARAMS];
         int nparams;
         const char *stmt;
 
         if (nbatch > 1 && slots[i].batched)
             continue;
-        stmt = slot_statement(s, &slots[i], values, &nparams);
+        stmt = slot_statement(&slots[i], values, &nparams);
         if (PQsendQueryPrepared(s->conn, stmt, nparams, values, NULL, NULL, 0) != 1)
             goto lost;
     }
-    if (PQsendQueryPrepared(s->conn, "es_commit", 0, NULL, NULL, NULL, 0) != 1 ||
-        PQpipelineSync(s->conn) != 1)
+    if (PQpipelineSync(s->conn) != 1)
         goto lost;
+    s->inflight++;
+    return ES_OK;
 
-    /* BEGIN, the batch, the other statements, COMMIT: each a result then
+lost:
+    /* Nothing was synced: the server rolls back whatever part arrived. */
+    slots_lost(s, slots, n, &err);
+    return ES_EUNAVAILABLE;
+}
+
+/*
+ * Reads the results of the oldest pipeline in flight, whose n slots and
+ * batch count send_slots set.  Returns ES_OK with every full slot answered
+ * and every fast slot answered or marked retry; ES_EINTERNAL when the
+ * transaction failed and was rolled back; ES_EUNAVAILABLE when the
+ * connection went (then it may or may not have committed: a retry with
+ * the same ids tells).
+ */
+static es_status
+recv_slots(es_store *s, slot *slots, size_t n, size_t nbatch, es_error *err)
+{
+    PGresult *r;
+    es_status st = ES_OK;
+    size_t i, k, nres;
+
+    /* The batch (if any), then the other statements: each a result then
      * NULL; then the sync.  k walks the slots the results belong to. */
-    nres = 2 + (nbatch > 1 ? 1 + n - nbatch : n);
+    nres = nbatch > 1 ? 1 + n - nbatch : n;
     for (i = 0, k = 0; i < nres; i++) {
-        bool batch_result = nbatch > 1 && i == 1;
+        bool batch_result = nbatch > 1 && i == 0;
 
         if ((r = PQgetResult(s->conn)) == NULL)
             goto lost;
-        if (!batch_result && i >= 1 && i < nres - 1) {
+        if (!batch_result) {
             while (nbatch > 1 && slots[k].batched)
                 k++;
         }
         if (batch_result && PQresultStatus(r) == PGRES_TUPLES_OK) {
             read_batch_rows(r, slots, n);
-        } else if (!batch_result && i >= 1 && i < nres - 1 &&
-                   PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        } else if (!batch_result && PQresultStatus(r) == PGRES_TUPLES_OK &&
+                   PQntuples(r) == 1) {
             read_slot_row(r, &slots[k], slots[k].full);
         } else if (PQresultStatus(r) == PGRES_PIPELINE_ABORTED) {
             if (st == ES_OK)            /* skipped after an earlier error */
                 st = ES_EINTERNAL;
-        } else if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            es_status fail = pg_failure(s, r, "append a batch", &err);
+        } else {
+            es_status fail = pg_failure(s, r, "append a batch", err);
             if (st == ES_OK || fail == ES_EUNAVAILABLE)
                 st = fail == ES_EUNAVAILABLE ? fail : ES_EINTERNAL;
         }
         PQclear(r);
-        if (!batch_result && i >= 1 && i < nres - 1)
+        if (!batch_result)
             k++;
         if ((r = PQgetResult(s->conn)) != NULL) {       /* must end the query */
             PQclear(r);
@@ -821,131 +959,248 @@ run_pipelined(es_store *s, slot *slots, size_t n)
         goto lost;
     }
     PQclear(r);
-    if (PQexitPipelineMode(s->conn) != 1)
-        goto lost;
-    if (st == ES_OK)
-        return ES_OK;
-    /*
-     * The transaction failed: nothing of it was written, whatever rows
-     * came back before the error.  An explicit transaction block stays
-     * aborted after the sync, so end it here.
-     */
-    if (PQtransactionStatus(s->conn) == PQTRANS_INERROR) {
-        r = PQexec(s->conn, "ROLLBACK");
-        if (PQresultStatus(r) != PGRES_COMMAND_OK)
-            s->ready = false;
-        PQclear(r);
+    /* Answered in full: what follows cannot change these results. */
+    if (--s->inflight == 0 && PQexitPipelineMode(s->conn) != 1) {
+        s->ready = false;
+        s->inflight = 0;
     }
-    for (i = 0; i < n; i++) {
-        result_reset(slots[i].res);
-        slots[i].retry = false;
-        if (st == ES_EUNAVAILABLE)
-            slots[i].res->err = err;
+    if (st == ES_EUNAVAILABLE) {
+        slots_lost(s, slots, n, err);
+    } else if (st != ES_OK) {
+        /* The transaction failed: the sync rolled it back, nothing of it
+         * was written, whatever rows came back before the error. */
+        for (i = 0; i < n; i++) {
+            result_reset(slots[i].res);
+            slots[i].retry = false;
+        }
     }
     return st;
 
 lost:
-    (void)pg_failure(s, NULL, "append a batch", &err);
-    s->ready = false;
-    for (i = 0; i < n; i++) {
-        slots[i].res->status = ES_EUNAVAILABLE;
-        slots[i].res->err = err;
-    }
+    slots_lost(s, slots, n, err);
     return ES_EUNAVAILABLE;
 }
 
 /*
- * Runs slots as one transaction (pipelined when more than one), then the
- * fast ones that wrote nothing through es_append.  A batch the server
- * rolled back is run again one append per transaction.  Returns ES_OK or
- * ES_EUNAVAILABLE; the appends it did not answer keep their "did not run"
- * result.
+ * Marks the slots es_fast_batch takes (none unless two or more), then
+ * builds the jsonb events of the other slots that need them; drops
+ * (answered) the ones that could not be built.  Sets *n to how many are
+ * left and returns how many are batched.
  */
-static es_status
-run_slots(es_store *s, slot *slots, size_t n)
+static size_t
+slots_prepare(slot *slots, size_t *n)
 {
-    es_status st;
-    size_t i, m;
+    size_t nbatch = mark_batch(slots, *n), i;
 
-    for (i = 0; i < n; i++)
-        if ((slots[i].full || slots[i].req->count > 1) &&
-            slot_json(s, &slots[i], &slots[i].res->err) != ES_OK) {
+    if (nbatch < 2) {
+        for (i = 0; i < *n; i++)
+            slots[i].batched = false;
+        nbatch = 0;
+    }
+    for (i = 0; i < *n; i++)
+        if (!slots[i].batched && (slots[i].full || slots[i].req->count > 1) &&
+            slot_json(&slots[i], &slots[i].res->err) != ES_OK) {
             slots[i].res->status = slots[i].res->err.status;
-            memmove(&slots[i], &slots[i + 1], (n - i - 1) * sizeof *slots);
-            n--;
+            memmove(&slots[i], &slots[i + 1], (*n - i - 1) * sizeof *slots);
+            (*n)--;
             i--;
         }
-    if (n == 0)
-        return ES_OK;
-    if (n == 1 && slots[0].full)
-        return append_one(s, &slots[0]) == ES_EUNAVAILABLE ? ES_EUNAVAILABLE : ES_OK;
-    st = run_pipelined(s, slots, n);
+    return nbatch;
+}
+
+static es_status run_slots(es_store *s, slot *slots, size_t n, es_buf *arrays);
+
+/*
+ * The second pass of a pipeline whose results were read with status st:
+ * a rolled-back one again one append per transaction, and the fast
+ * statements that found another version through es_append, which tells a
+ * conflict from a retry.  Returns ES_OK or ES_EUNAVAILABLE.
+ */
+static es_status
+second_pass(es_store *s, slot *slots, size_t n, es_buf *arrays, es_status st)
+{
+    size_t i, m;
+
     if (st == ES_EUNAVAILABLE)
         return st;
     if (st != ES_OK) {
-        /* Rolled back as a whole: give each append its own answer. */
         for (i = 0; i < n; i++)
             if (append_one(s, &slots[i]) == ES_EUNAVAILABLE)
                 return ES_EUNAVAILABLE;
         return ES_OK;
     }
-    /* Fast statements that found another version: es_append decides. */
     for (i = m = 0; i < n; i++) {
         if (slots[i].retry) {
             slots[i].retry = false;
             slots[m++] = slots[i];
         }
     }
-    return m > 0 ? run_slots(s, slots, m) : ES_OK;
+    return m > 0 ? run_slots(s, slots, m, arrays) : ES_OK;
+}
+
+/*
+ * Runs slots as one transaction (pipelined when more than one), then the
+ * second pass.  Returns ES_OK or ES_EUNAVAILABLE; the appends it did not
+ * answer keep their "did not run" result.
+ */
+static es_status
+run_slots(es_store *s, slot *slots, size_t n, es_buf *arrays)
+{
+    es_error err;
+    size_t nbatch;
+    es_status st;
+
+    nbatch = slots_prepare(slots, &n);
+    if (n == 0)
+        return ES_OK;
+    if (n == 1 && slots[0].full)
+        return append_one(s, &slots[0]) == ES_EUNAVAILABLE ? ES_EUNAVAILABLE : ES_OK;
+    if (send_slots(s, slots, n, arrays, nbatch) != ES_OK)
+        return ES_EUNAVAILABLE;
+    st = recv_slots(s, slots, n, nbatch, &err);
+    return second_pass(s, slots, n, arrays, st);
+}
+
+/*
+ * Validates reqs[from..n) into b's slots until it holds BATCH_MAX, in
+ * stream order; invalid requests are answered now.  Returns the index
+ * after the last request taken.
+ */
+static size_t
+batch_fill(es_store *s, es__append_batch *b, const es_append_req *reqs, size_t from,
+           size_t n, es_append_result *res)
+{
+    size_t done;
+
+    b->n = 0;
+    b->sent = false;
+    es_buf_reset(&b->params);
+    for (done = from; done < n && b->n < BATCH_MAX; done++) {
+        es_status st = check_request(s, &reqs[done], &res[done].err);
+
+        if (st == ES_OK)
+            st = slot_init(&b->slots[b->n], &reqs[done], &res[done], done, &b->params,
+                           &res[done].err);
+        if (st != ES_OK) {
+            res[done].status = st;
+            continue;
+        }
+        b->n++;
+    }
+    qsort(b->slots, b->n, sizeof *b->slots, cmp_slots);
+    return done;
+}
+
+/* Names the stream in the message of every append the store could not
+ * answer: it did not run (or, if the connection went during the commit,
+ * may have: a retry with the same ids tells). */
+static void
+unavailable_messages(es_store *s, const es_append_req *reqs, size_t n, es_append_result *res)
+{
+    char why[256];
+
+    snprintf(why, sizeof why, "%s", s->conn ? PQerrorMessage(s->conn) : "");
+    why[strcspn(why, "\n")] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (res[i].status == ES_EUNAVAILABLE && why[0] != '\0')
+            snprintf(res[i].err.message, sizeof res[i].err.message,
+                     "could not append to stream \"%.60s\": %.200s", reqs[i].stream, why);
+}
+
+es_status
+es__append_send(es_store *s, es__append_batch *b, const es_append_req *reqs, size_t n,
+                es_append_result *res)
+{
+    es_error err;
+
+    for (size_t i = 0; i < n; i++)
+        result_reset(&res[i]);
+    b->st = ES_OK;
+    batch_fill(s, b, reqs, 0, n, res);
+    b->nbatch = slots_prepare(b->slots, &b->n);
+    if (b->n == 0)
+        return ES_OK;
+    if (s->inflight == 0 && ensure_ready(s, &err) != ES_OK) {
+        for (size_t i = 0; i < b->n; i++)
+            b->slots[i].res->err = err;
+        b->st = ES_EUNAVAILABLE;
+        unavailable_messages(s, reqs, n, res);
+        return ES_EUNAVAILABLE;
+    }
+    if (!s->ready || send_slots(s, b->slots, b->n, b->arrays, b->nbatch) != ES_OK) {
+        b->st = ES_EUNAVAILABLE;
+        unavailable_messages(s, reqs, n, res);
+        return ES_EUNAVAILABLE;
+    }
+    b->sent = true;
+    b->gen = s->gen;
+    return ES_OK;
+}
+
+bool
+es__append_recv(es_store *s, es__append_batch *b)
+{
+    if (!b->sent)
+        return false;
+    b->sent = false;
+    if (b->gen != s->gen || !s->ready) {
+        /* the connection went after it was sent */
+        slots_lost(s, b->slots, b->n, &b->err);
+        b->st = ES_EUNAVAILABLE;
+        return false;
+    }
+    b->st = recv_slots(s, b->slots, b->n, b->nbatch, &b->err);
+    if (b->st != ES_OK)
+        return b->st == ES_EINTERNAL;
+    for (size_t i = 0; i < b->n; i++)
+        if (b->slots[i].retry)
+            return true;
+    return false;
+}
+
+void
+es__append_finish(es_store *s, es__append_batch *b, const es_append_req *reqs, size_t n,
+                  es_append_result *res)
+{
+    if (b->st == ES_EUNAVAILABLE ||
+        second_pass(s, b->slots, b->n, b->arrays, b->st) == ES_EUNAVAILABLE)
+        unavailable_messages(s, reqs, n, res);
+    b->n = 0;
 }
 
 es_status
 es_store_append_many(es_store *s, const es_append_req *reqs, size_t n,
                      es_append_result *res)
 {
-    slot slots[BATCH_MAX];
-    size_t i, k, done = 0;
+    es__append_batch *b;
+    size_t i, done = 0;
     es_error err;
-    es_status st;
 
     for (i = 0; i < n; i++)
         result_reset(&res[i]);
+    if (s->own == NULL && (s->own = es__append_batch_new()) == NULL) {
+        for (i = 0; i < n; i++)
+            res[i].status = es_error_set(&res[i].err, ES_ENOMEM, NULL, NULL,
+                                         "could not allocate a batch");
+        return ES_ENOMEM;
+    }
+    b = s->own;
     while (done < n) {
-        /* Validate the next chunk; invalid requests answer now. */
-        es_buf_reset(&s->params);
-        for (k = 0; done < n && k < BATCH_MAX; done++) {
-            st = check_request(s, &reqs[done], &res[done].err);
-            if (st == ES_OK)
-                st = slot_init(&slots[k], &reqs[done], &res[done], done, &res[done].err);
-            if (st != ES_OK) {
-                res[done].status = st;
-                continue;
-            }
-            k++;
-        }
-        if (k == 0)
+        done = batch_fill(s, b, reqs, done, n, res);
+        if (b->n == 0)
             continue;
-        if ((st = ensure_ready(s, &err)) != ES_OK)
-            goto unavailable;
-        qsort(slots, k, sizeof *slots, cmp_slots);
-        if (run_slots(s, slots, k) == ES_EUNAVAILABLE) {
-            err.status = ES_EUNAVAILABLE;
-            snprintf(err.code, sizeof err.code, "store_unavailable");
-            snprintf(err.message, sizeof err.message, "%s", PQerrorMessage(s->conn));
-            err.message[strcspn(err.message, "\n")] = '\0';
+        if (ensure_ready(s, &err) != ES_OK) {
+            for (i = 0; i < b->n; i++)
+                b->slots[i].res->err = err;
             goto unavailable;
         }
+        if (run_slots(s, b->slots, b->n, b->arrays) == ES_EUNAVAILABLE)
+            goto unavailable;
     }
     return ES_OK;
 
 unavailable:
-    /* What did not get an answer did not run (or, if the connection went
-     * during COMMIT, may have: a retry with the same ids tells). */
-    for (i = 0; i < n; i++)
-        if (res[i].status == ES_EUNAVAILABLE && err.message[0] != '\0')
-            snprintf(res[i].err.message, sizeof res[i].err.message,
-                     "could not append to stream \"%.60s\": %.200s", reqs[i].stream,
-                     err.message);
+    unavailable_messages(s, reqs, n, res);
     return ES_EUNAVAILABLE;
 }
 
@@ -990,10 +1245,10 @@ es_store_append_atomic(es_store *s, const es_append_req *reqs, size_t n,
         result_reset(&res[i]);
         st = check_request(s, &reqs[i], &res[i].err);
         if (st == ES_OK)
-            st = slot_init(&slots[i], &reqs[i], &res[i], i, &res[i].err);
+            st = slot_init(&slots[i], &reqs[i], &res[i], i, &s->params, &res[i].err);
         if (st == ES_OK) {
             slots[i].full = true;
-            st = slot_json(s, &slots[i], &res[i].err);
+            st = slot_json(&slots[i], &res[i].err);
         }
         if (st != ES_OK) {
             res[i].status = st;
@@ -1012,11 +1267,11 @@ es_store_append_atomic(es_store *s, const es_append_req *reqs, size_t n,
         return res[0].status = st;
     }
     for (i = 0; i < n; i++) {
-        const char *values[7], *stmt;
+        const char *values[SLOT_PARAMS], *stmt;
         int nparams = 0;
         PGresult *r;
 
-        stmt = slot_statement(s, &slots[i], values, &nparams);
+        stmt = slot_statement(&slots[i], values, &nparams);
         r = PQexecPrepared(s->conn, stmt, nparams, values, NULL, NULL, 0);
         if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
             read_full_row(r, &slots[i]);

@@ -16,4 +16,35 @@ PGconn *es__store_conn(es_store *s, es_error *err);
 /* Maps a failed result to a status recorded in err (what: "read a snapshot"). */
 es_status es__store_failure(es_store *s, const PGresult *r, const char *what, es_error *err);
 
+/*
+ * Appends in flight: the committer keeps two pipelines on one connection,
+ * so the server starts the next batch while the client still reads the
+ * last one's results.  A batch holds up to 256 appends and the buffers
+ * their parameters are built in.
+ */
+typedef struct es__append_batch es__append_batch;
+
+es__append_batch *es__append_batch_new(void);
+void es__append_batch_free(es__append_batch *b);
+
+/*
+ * Validates reqs (at most 256; invalid ones answered now) and sends the
+ * valid ones as one pipeline, behind whatever is in flight.  Returns
+ * ES_EUNAVAILABLE when they could not be sent (all answered so).  reqs and
+ * res stay borrowed until es__append_finish.
+ */
+es_status es__append_send(es_store *s, es__append_batch *b, const es_append_req *reqs,
+                          size_t n, es_append_result *res);
+
+/*
+ * Reads the results of b, which must be the oldest batch in flight.
+ * Returns true when b needs its second pass (appends that go through
+ * es_append); es__append_finish runs it, with nothing in flight.
+ */
+bool es__append_recv(es_store *s, es__append_batch *b);
+
+/* Runs b's second pass, if any, and completes every result of reqs. */
+void es__append_finish(es_store *s, es__append_batch *b, const es_append_req *reqs,
+                       size_t n, es_append_result *res);
+
 #endif

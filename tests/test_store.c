@@ -383,6 +383,71 @@ START_TEST(group_commit_isolates_failures)
 }
 END_TEST
 
+/*
+ * Appends of several events whose ids the store makes go together in one
+ * statement: each gets its own versions, the events keep their order in
+ * the feed, and a stale one still reports its conflict.
+ */
+START_TEST(batch_of_multi_event_appends)
+{
+    es_store *s = open_store();
+    char st[4][64];
+    es_new_event one = ev(NULL, "T", "{\"v\":0}"), evs[3];
+    es_append_req reqs[5];
+    es_append_result res[5];
+    es_page *p;
+    es_error err;
+    int64_t want_last[5] = {2, 1, 3, 5, -1};
+
+    for (int i = 0; i < 4; i++)
+        th_unique(st[i], sizeof st[i], "multi");
+    evs[0] = ev(NULL, "A", "{\"k\":0}");
+    evs[1] = ev(NULL, "B", "{\"k\":1}");
+    evs[2] = ev(NULL, "C", "{\"k\":2}");
+    ck_assert_int_eq(append(s, st[2], ES_EXPECT_NO_STREAM, &one, 1).status, ES_OK);
+    ck_assert_int_eq(append(s, st[3], ES_EXPECT_NO_STREAM, &one, 1).status, ES_OK);
+
+    reqs[0] = (es_append_req){st[0], ES_EXPECT_NO_STREAM, evs, 3};
+    reqs[1] = (es_append_req){st[1], ES_EXPECT_NO_STREAM, evs, 2};
+    reqs[2] = (es_append_req){st[2], 0, evs, 3};
+    reqs[3] = (es_append_req){st[2], 3, evs, 2};    /* same stream: after the batch */
+    reqs[4] = (es_append_req){st[3], 4, evs, 2};    /* stale */
+    ck_assert_int_eq(es_store_append_many(s, reqs, 5, res), ES_OK);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(res[i].status, ES_OK);
+        ck_assert(!res[i].duplicate);
+        ck_assert_int_eq(res[i].last_version, want_last[i]);
+        ck_assert_int_eq(res[i].first_version, want_last[i] - (int64_t)reqs[i].count + 1);
+        ck_assert(res[i].position.txid == res[0].position.txid);
+    }
+    ck_assert_int_eq(res[4].status, ES_ECONFLICT);
+    ck_assert_int_eq(res[4].err.actual_version, 0);
+
+    /* Stream st[2]: the first event, then A B C, then A B, in version and
+     * in feed order, each with its own id. */
+    ck_assert_int_eq(es_store_read_stream(s, st[2], 0, 10, ES_FORWARD, &p, &err), ES_OK);
+    ck_assert_uint_eq(p->count, 6);
+    {
+        const char *types[6] = {"T", "A", "B", "C", "A", "B"};
+
+        for (size_t i = 0; i < p->count; i++) {
+            ck_assert_int_eq(p->events[i].version, (int64_t)i);
+            ck_assert_str_eq(p->events[i].type, types[i]);
+            if (i > 0) {
+                ck_assert(es_position_cmp(p->events[i - 1].position, p->events[i].position) < 0);
+                ck_assert_str_ne(p->events[i - 1].event_id, p->events[i].event_id);
+            }
+        }
+        ck_assert_str_eq(p->events[3].data, "{\"k\": 2}");
+    }
+    es_page_destroy(p);
+    ck_assert_int_eq(es_store_read_stream(s, st[3], 0, 10, ES_FORWARD, &p, &err), ES_OK);
+    ck_assert_uint_eq(p->count, 1);
+    es_page_destroy(p);
+    es_store_close(s);
+}
+END_TEST
+
 /* v1 {"qty"} -> v2 {"quantity"} */
 static es_status
 up_qty(json_t *data, void *ctx, es_error *err)
@@ -811,6 +876,7 @@ main(void)
     tcase_add_test(tc, feed_and_category);
     tcase_add_test(tc, validation_writes_nothing);
     tcase_add_test(tc, group_commit_isolates_failures);
+    tcase_add_test(tc, batch_of_multi_event_appends);
     tcase_add_test(tc, upcast_on_read);
     tcase_add_test(tc, unavailable_then_reconnects);
     tcase_add_test(tc, killed_client_leaves_nothing_partial);
