@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
+#include "store_int.h"
+
 typedef struct item {
     const es_append_req *req;
     es_append_result *res;
@@ -20,17 +22,40 @@ typedef struct item {
     struct item *next;
 } item;
 
+/* One batch of a worker: the items it took and their copies. */
+typedef struct lane {
+    es__append_batch *batch;
+    item **taken;
+    es_append_req *reqs;
+    es_append_result *res;
+    size_t n;                   /* 0: idle */
+} lane;
+
 typedef struct worker {
     es_committer *c;
     es_store *store;
     pthread_t thread;
     bool started;
+    bool first;                 /* takes work without waiting for a spill */
+    lane lanes[2];
 } worker;
+
+/*
+ * The first worker takes whatever is queued.  The others take work only
+ * once SPILL_EVENTS events are waiting: small appends are bound by the
+ * WAL flush, which one connection with two batches in flight keeps busy
+ * (a second connection would only split the batches and make two
+ * flushes of them), while large ones are bound by the server's CPU,
+ * which a second connection puts to work on the other cores.
+ */
+#define SPILL_EVENTS 16
 
 struct es_committer {
     pthread_mutex_t mu;
     pthread_cond_t work;        /* queue not empty, or stopping */
+    pthread_cond_t spill;       /* SPILL_EVENTS queued, or stopping */
     item *head, *tail;
+    size_t queued;              /* events of the queued appends */
     bool stopping;
     size_t max_batch;
     int nworkers;
@@ -39,64 +64,111 @@ struct es_committer {
     void *on_commit_ctx;
 };
 
+/* Whether w should take queued work now; called with c->mu held. */
+static bool
+has_work(const es_committer *c, const worker *w)
+{
+    return c->head != NULL && (w->first || c->stopping || c->queued >= SPILL_EVENTS);
+}
+
+/* Moves up to max_batch queued items into l; called with c->mu held. */
+static void
+take(es_committer *c, lane *l)
+{
+    for (l->n = 0; l->n < c->max_batch && c->head != NULL; l->n++) {
+        l->taken[l->n] = c->head;
+        l->reqs[l->n] = *c->head->req;
+        c->queued -= c->head->req->count;
+        c->head = c->head->next;
+    }
+    if (c->head == NULL)
+        c->tail = NULL;
+}
+
+/* Hands l's results to its callers and wakes them; l becomes idle. */
+static void
+deliver(es_committer *c, lane *l)
+{
+    void (*on_commit)(void *);
+    void *ctx;
+    bool wrote = false;
+    size_t i;
+
+    for (i = 0; i < l->n; i++) {
+        *l->taken[i]->res = l->res[i];
+        wrote |= l->res[i].status == ES_OK && !l->res[i].duplicate;
+    }
+    pthread_mutex_lock(&c->mu);
+    on_commit = c->on_commit;
+    ctx = c->on_commit_ctx;
+    pthread_mutex_unlock(&c->mu);
+    if (wrote && on_commit != NULL)
+        on_commit(ctx);
+    pthread_mutex_lock(&c->mu);
+    for (i = 0; i < l->n; i++) {
+        l->taken[i]->done = true;
+        pthread_cond_signal(&l->taken[i]->cond);
+    }
+    pthread_mutex_unlock(&c->mu);
+    l->n = 0;
+}
+
+/*
+ * A worker keeps up to two batches in flight on its connection: while the
+ * server runs one (and waits for its WAL flush), the next is already
+ * queued behind it, so the server never waits for the client between
+ * batches.  Each batch is still its own transaction.
+ */
 static void *
 run(void *arg)
 {
     worker *w = arg;
     es_committer *c = w->c;
-    es_append_req *reqs = malloc(c->max_batch * sizeof *reqs);
-    es_append_result *res = malloc(c->max_batch * sizeof *res);
-    item **taken = malloc(c->max_batch * sizeof *taken);
-    void (*on_commit)(void *) = NULL;
-    void *on_commit_ctx = NULL;
-    size_t n, i;
+    lane *cur = &w->lanes[0], *next = &w->lanes[1], *t;
 
-    pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (c->head == NULL && !c->stopping)
-            pthread_cond_wait(&c->work, &c->mu);
-        if (c->head == NULL)
-            break;
-        for (n = 0; n < c->max_batch && c->head != NULL; n++) {
-            taken[n] = c->head;
-            c->head = c->head->next;
-        }
-        if (c->head == NULL)
-            c->tail = NULL;
-        on_commit = c->on_commit;
-        on_commit_ctx = c->on_commit_ctx;
-        pthread_mutex_unlock(&c->mu);
-
-        if (reqs == NULL || res == NULL || taken == NULL) {
-            for (i = 0; i < n; i++) {
-                es_error_clear(&taken[i]->res->err);
-                taken[i]->res->status = es_error_set(&taken[i]->res->err, ES_ENOMEM, NULL,
-                                                     NULL, "could not allocate a batch");
-            }
-        } else {
-            for (i = 0; i < n; i++)
-                reqs[i] = *taken[i]->req;
-            bool wrote = false;
-
-            es_store_append_many(w->store, reqs, n, res);
-            for (i = 0; i < n; i++) {
-                *taken[i]->res = res[i];
-                wrote |= res[i].status == ES_OK && !res[i].duplicate;
-            }
-            if (wrote && on_commit != NULL)
-                on_commit(on_commit_ctx);
-        }
-
         pthread_mutex_lock(&c->mu);
-        for (i = 0; i < n; i++) {
-            taken[i]->done = true;
-            pthread_cond_signal(&taken[i]->cond);
+        if (cur->n == 0) {
+            while (!has_work(c, w) && !c->stopping)
+                pthread_cond_wait(w->first ? &c->work : &c->spill, &c->mu);
+            if (c->head == NULL) {
+                pthread_mutex_unlock(&c->mu);
+                break;
+            }
+            take(c, cur);
+            pthread_mutex_unlock(&c->mu);
+            if (es__append_send(w->store, cur->batch, cur->reqs, cur->n, cur->res) != ES_OK) {
+                es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
+                deliver(c, cur);
+                continue;
+            }
+            pthread_mutex_lock(&c->mu);
         }
+        /* cur is in flight: queue what has come since behind it. */
+        if (has_work(c, w))
+            take(c, next);
+        pthread_mutex_unlock(&c->mu);
+        if (next->n > 0 &&
+            es__append_send(w->store, next->batch, next->reqs, next->n, next->res) != ES_OK) {
+            es__append_finish(w->store, next->batch, next->reqs, next->n, next->res);
+            deliver(c, next);
+        }
+        if (es__append_recv(w->store, cur->batch) && next->n > 0) {
+            /* A second pass runs alone on the connection: read next
+             * first, then finish both. */
+            es__append_recv(w->store, next->batch);
+            es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
+            deliver(c, cur);
+            es__append_finish(w->store, next->batch, next->reqs, next->n, next->res);
+            deliver(c, next);
+            continue;
+        }
+        es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
+        deliver(c, cur);
+        t = cur;
+        cur = next;
+        next = t;
     }
-    pthread_mutex_unlock(&c->mu);
-    free(reqs);
-    free(res);
-    free(taken);
     return NULL;
 }
 
@@ -121,12 +193,26 @@ es_committer_create(es_committer **out, const char *conninfo, int nconns,
     }
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->work, NULL);
+    pthread_cond_init(&c->spill, NULL);
     c->max_batch = max_batch;
     c->nworkers = nconns;
     for (i = 0; i < nconns; i++) {
         c->workers[i].c = c;
+        c->workers[i].first = i == 0;
         if ((st = es_store_create(&c->workers[i].store, conninfo, err)) != ES_OK)
             goto fail;
+        for (int k = 0; k < 2; k++) {
+            lane *l = &c->workers[i].lanes[k];
+
+            l->batch = es__append_batch_new();
+            l->taken = malloc(max_batch * sizeof *l->taken);
+            l->reqs = malloc(max_batch * sizeof *l->reqs);
+            l->res = malloc(max_batch * sizeof *l->res);
+            if (l->batch == NULL || l->taken == NULL || l->reqs == NULL || l->res == NULL) {
+                st = es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate a committer");
+                goto fail;
+            }
+        }
     }
     for (i = 0; i < nconns; i++) {
         if (pthread_create(&c->workers[i].thread, NULL, run, &c->workers[i]) != 0) {
@@ -161,13 +247,23 @@ es_committer_destroy(es_committer *c)
     pthread_mutex_lock(&c->mu);
     c->stopping = true;
     pthread_cond_broadcast(&c->work);
+    pthread_cond_broadcast(&c->spill);
     pthread_mutex_unlock(&c->mu);
     for (i = 0; i < c->nworkers; i++) {
         if (c->workers[i].started)
             pthread_join(c->workers[i].thread, NULL);
         es_store_close(c->workers[i].store);
+        for (int k = 0; k < 2; k++) {
+            lane *l = &c->workers[i].lanes[k];
+
+            es__append_batch_free(l->batch);
+            free(l->taken);
+            free(l->reqs);
+            free(l->res);
+        }
     }
     pthread_cond_destroy(&c->work);
+    pthread_cond_destroy(&c->spill);
     pthread_mutex_destroy(&c->mu);
     free(c->workers);
     free(c);
@@ -196,7 +292,10 @@ es_committer_append(es_committer *c, const es_append_req *req, es_append_result 
     else
         c->head = &it;
     c->tail = &it;
+    c->queued += req->count;
     pthread_cond_signal(&c->work);
+    if (c->queued >= SPILL_EVENTS)
+        pthread_cond_signal(&c->spill);
     while (!it.done)
         pthread_cond_wait(&it.cond, &c->mu);
     pthread_mutex_unlock(&c->mu);
