@@ -123,7 +123,7 @@ bench_append(void)
     uint64_t events = 0, appends = 0, failures = 0;
     latencies *lists[64];
 
-    if (es_committer_create(&committer, conninfo, getenv("BENCH_CONNS") ? atoi(getenv("BENCH_CONNS")) : 2, 64, &err) != ES_OK) {
+    if (es_committer_create(&committer, conninfo, getenv("BENCH_CONNS") ? atoi(getenv("BENCH_CONNS")) : 3, 64, &err) != ES_OK) {
         fprintf(stderr, "bench_store: %s\n", err.message);
         return 1;
     }
