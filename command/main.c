@@ -57,10 +57,8 @@ main(void)
         fprintf(stderr, "es-command: %s\n", err.message);
         goto done;
     }
-    if (es_http_start(&a.http, &http, routes_handle, &a, &err) != ES_OK) {
-        fprintf(stderr, "es-command: %s\n", err.message);
-        goto done;
-    }
+    /* The bus first: HTTP threads read a.bus (readiness), so it is set
+     * before any of them starts. */
     if (strcmp(nats_url, "off") != 0 &&
         bus_start(&a.bus, &a, nats_url, (int)es_env_long("es-command", "ES_NATS_SUBSCRIBERS", 4, 1, 32), &err) != ES_OK) {
         fprintf(stderr, "es-command: %s\n", err.message);
@@ -68,6 +66,10 @@ main(void)
     }
     if (a.bus != NULL)
         es_committer_on_commit(a.committer, bus_wake, a.bus);
+    if (es_http_start(&a.http, &http, routes_handle, &a, &err) != ES_OK) {
+        fprintf(stderr, "es-command: %s\n", err.message);
+        goto done;
+    }
     fprintf(stderr, "es-command: listening on http://%s:%u, commands on %s.* at %s\n", http.bind,
             http.port, a.subject_prefix, a.bus ? nats_url : "no NATS");
     while (sigwait(&sigs, &sig) != 0)
