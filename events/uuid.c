@@ -5,6 +5,7 @@
  */
 #include "uuid.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,6 +162,43 @@ es_uuid_derive(const char *command_id, unsigned index, char *out)
         free(name);
 }
 
+/*
+ * Random bytes from a small pool per thread, refilled from getrandom: one
+ * system call per sixteen ids instead of one per id.  A forked child
+ * forgets the pool it inherited, or parent and child would hand out the
+ * same bytes.
+ */
+static __thread unsigned char pool[256];
+static __thread size_t pool_left;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void
+forget_pool(void)
+{
+    pool_left = 0;
+}
+
+static void
+watch_forks(void)
+{
+    pthread_atfork(NULL, NULL, forget_pool);
+}
+
+static bool
+random_bytes(unsigned char *out, size_t n)
+{
+    pthread_once(&fork_once, watch_forks);
+    if (pool_left < n) {
+        if (getrandom(pool, sizeof pool, 0) != (ssize_t)sizeof pool)
+            return false;
+        pool_left = sizeof pool;
+    }
+    memcpy(out, pool + sizeof pool - pool_left, n);
+    memset(pool + sizeof pool - pool_left, 0, n);
+    pool_left -= n;
+    return true;
+}
+
 bool
 es_uuid_v7(char *out)
 {
@@ -168,7 +206,7 @@ es_uuid_v7(char *out)
     struct timespec ts;
     uint64_t ms;
 
-    if (getrandom(b + 6, sizeof b - 6, 0) != (ssize_t)(sizeof b - 6))
+    if (!random_bytes(b + 6, sizeof b - 6))
         return false;
     clock_gettime(CLOCK_REALTIME, &ts);
     ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
@@ -185,7 +223,7 @@ es_uuid_random(char *out)
 {
     unsigned char b[16];
 
-    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
+    if (!random_bytes(b, sizeof b))
         return false;
     b[6] = (unsigned char)((b[6] & 0x0F) | 0x40);
     b[8] = (unsigned char)((b[8] & 0x3F) | 0x80);

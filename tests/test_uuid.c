@@ -2,6 +2,7 @@
  * against RFC 4122's published example, and the id derivation. */
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -86,6 +87,37 @@ START_TEST(random_and_valid)
 }
 END_TEST
 
+/* Ids come from a pool of random bytes per thread: a forked child must
+ * not hand out the bytes its parent hands out next. */
+START_TEST(fork_does_not_repeat_ids)
+{
+    char mine[ES_UUID_LEN + 1], theirs[ES_UUID_LEN + 1] = "";
+    int fds[2];
+    pid_t pid;
+    int status;
+
+    ck_assert(es_uuid_random(mine));        /* fills the pool */
+    ck_assert_int_eq(pipe(fds), 0);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        char id[ES_UUID_LEN + 1];
+
+        close(fds[0]);
+        if (!es_uuid_random(id) || write(fds[1], id, ES_UUID_LEN) != ES_UUID_LEN)
+            _exit(1);
+        _exit(0);
+    }
+    close(fds[1]);
+    ck_assert_int_eq(read(fds[0], theirs, ES_UUID_LEN), ES_UUID_LEN);
+    close(fds[0]);
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    ck_assert(es_uuid_random(mine));
+    ck_assert_str_ne(mine, theirs);
+}
+END_TEST
+
 START_TEST(v7_is_time_ordered)
 {
     char a[ES_UUID_LEN + 1], b[ES_UUID_LEN + 1];
@@ -111,6 +143,7 @@ main(void)
     tcase_add_test(tc, derive_is_deterministic);
     tcase_add_test(tc, random_and_valid);
     tcase_add_test(tc, v7_is_time_ordered);
+    tcase_add_test(tc, fork_does_not_repeat_ids);
     suite_add_tcase(s, tc);
     return th_run(s);
 }
