@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,7 @@ typedef struct live {
     int batch;
     uint64_t stream_last;
     bool started;                       /* states loaded once already */
+    atomic_bool redis_ok;               /* connected, and the last ping answered */
     es_http_server *http;
     pthread_mutex_t mu;                 /* st[] and stream_last, for /metrics */
 } live;
@@ -207,9 +209,11 @@ run_live(live *l)
                 if (l->rc)
                     redisFree(l->rc);
                 l->rc = NULL;
+                atomic_store(&l->redis_ok, false);
                 pj_sleep_ms(1000);
                 continue;
             }
+            atomic_store(&l->redis_ok, true);
             if (l->sub) {
                 es_jetstream_unsubscribe(&l->nats, l->sub);
                 l->sub = NULL;
@@ -232,7 +236,20 @@ run_live(live *l)
         }
         if (time(NULL) != checked) {
             uint64_t last;
+            redisReply *pong = redisCommand(l->rc, "PING");
+            bool alive = pong != NULL && pong->type != REDIS_REPLY_ERROR;
+
+            freeReplyObject(pong);
             checked = time(NULL);
+            if (!alive) {
+                /* Redis went while the feed was quiet: say so in /readyz
+                 * and connect again. */
+                pj_say("redis does not answer; connecting again");
+                redisFree(l->rc);
+                l->rc = NULL;
+                atomic_store(&l->redis_ok, false);
+                continue;
+            }
             if (es_jetstream_last_seq(&l->nats, &last, &err) == ES_OK) {
                 pthread_mutex_lock(&l->mu);
                 l->stream_last = last;
@@ -256,6 +273,7 @@ run_live(live *l)
             /* Redis failed or a gap: start again from the checkpoints. */
             redisFree(l->rc);
             l->rc = NULL;
+            atomic_store(&l->redis_ok, false);
             pj_sleep_ms(500);
         }
         (void)any;
@@ -284,11 +302,17 @@ handle(void *ctx, const es_http_req *req, es_http_res *res)
             json_array_append_new(list, o);
         }
         pthread_mutex_unlock(&l->mu);
-        /* /healthz: the process is alive (and says what is stopped);
-         * /readyz: every projection is following the stream. */
-        es_http_res_json(res, strcmp(req->path, "/readyz") == 0 && stopped ? 503 : 200,
-                         json_pack("{s:s, s:o}", "status", stopped ? "degraded" : "ok",
-                                   "projections", list));
+        bool nats = natsConnection_Status(l->nats.nc) == NATS_CONN_STATUS_CONNECTED;
+        bool redis = atomic_load(&l->redis_ok);
+        bool ready = !stopped && nats && redis;
+        /* /healthz: the process is alive (and says what is stopped or
+         * unreachable); /readyz: every projection is following the stream,
+         * with NATS and Redis both reachable. */
+        es_http_res_json(res, strcmp(req->path, "/readyz") == 0 && !ready ? 503 : 200,
+                         json_pack("{s:s, s:s, s:s, s:o}", "status",
+                                   ready ? "ok" : stopped ? "degraded" : "unavailable",
+                                   "nats", nats ? "ok" : "unavailable",
+                                   "redis", redis ? "ok" : "unavailable", "projections", list));
     } else if (strcmp(req->path, "/metrics") == 0) {
         es_http_metrics(l->http, "es_projector", &res->body);
         es_buf_puts(&res->body, "# TYPE es_projector_applied_total counter\n"

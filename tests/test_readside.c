@@ -328,15 +328,15 @@ START_TEST(the_read_side_survives_restarts_of_nats_and_postgresql)
 }
 END_TEST
 
-/* The relay's /readyz status within seconds, once it is want. */
+/* A daemon's /readyz status within seconds, once it is want. */
 static int
-relay_ready_becomes(int want, int seconds)
+ready_becomes(const th_daemon *d, int want, int seconds)
 {
     int st = 0;
 
     for (int i = 0; i < seconds * 10; i++) {
         th_response r;
-        st = th_http(relay.port, "GET", "/readyz", NULL, NULL, &r);
+        st = th_http(d->port, "GET", "/readyz", NULL, NULL, &r);
         th_response_free(&r);
         if (st == want)
             break;
@@ -349,11 +349,27 @@ relay_ready_becomes(int want, int seconds)
  * ready again once PostgreSQL is back. */
 START_TEST(the_relay_is_not_ready_while_postgresql_is_down)
 {
-    ck_assert_int_eq(relay_ready_becomes(200, 10), 200);
+    ck_assert_int_eq(ready_becomes(&relay, 200, 10), 200);
     ck_assert_int_eq(system("scripts/servers.sh stop pg >/dev/null 2>&1"), 0);
-    ck_assert_int_eq(relay_ready_becomes(503, 10), 503);
+    ck_assert_int_eq(ready_becomes(&relay, 503, 10), 503);
     ck_assert_int_eq(system("scripts/servers.sh start pg >/dev/null 2>&1"), 0);
-    ck_assert_int_eq(relay_ready_becomes(200, 20), 200);
+    ck_assert_int_eq(ready_becomes(&relay, 200, 20), 200);
+}
+END_TEST
+
+/* The projector is not ready while NATS or Redis is down, even with no
+ * event coming (it pings Redis), and ready again once they are back. */
+START_TEST(the_projector_is_not_ready_while_nats_or_redis_is_down)
+{
+    ck_assert_int_eq(ready_becomes(&proj, 200, 10), 200);
+    ck_assert_int_eq(system("scripts/servers.sh stop nats >/dev/null 2>&1"), 0);
+    ck_assert_int_eq(ready_becomes(&proj, 503, 10), 503);
+    ck_assert_int_eq(system("scripts/servers.sh start nats >/dev/null 2>&1"), 0);
+    ck_assert_int_eq(ready_becomes(&proj, 200, 20), 200);
+    ck_assert_int_eq(system("scripts/servers.sh stop redis >/dev/null 2>&1"), 0);
+    ck_assert_int_eq(ready_becomes(&proj, 503, 10), 503);
+    ck_assert_int_eq(system("scripts/servers.sh start redis >/dev/null 2>&1"), 0);
+    ck_assert_int_eq(ready_becomes(&proj, 200, 20), 200);
 }
 END_TEST
 
@@ -463,6 +479,7 @@ main(void)
     tcase_add_test(tc, a_rebuild_under_load_keeps_queries_answering);
     tcase_add_test(tc, the_read_side_survives_restarts_of_nats_and_postgresql);
     tcase_add_test(tc, the_relay_is_not_ready_while_postgresql_is_down);
+    tcase_add_test(tc, the_projector_is_not_ready_while_nats_or_redis_is_down);
     suite_add_tcase(s, tc);
     rc = th_run_nofork(s);      /* the tests kill daemons they own */
     rc |= th_daemon_stop(&query);
