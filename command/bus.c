@@ -12,8 +12,10 @@
  */
 #include <nats/nats.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "app.h"
 #include "codec.h"
@@ -31,6 +33,8 @@ struct bus {
     natsConnection *nc;
     natsSubscription *subs[SUBS_MAX];
     int nsubs;
+    atomic_int inflight;        /* commands being handled */
+    atomic_bool stopping;       /* handle nothing more (NATS down at stop) */
 };
 
 static void
@@ -80,6 +84,13 @@ on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
     es_error err;
 
     (void)sub;
+    atomic_fetch_add(&b->inflight, 1);
+    if (atomic_load(&b->stopping)) {
+        /* Stopping with NATS down: the requester times out and retries. */
+        natsMsg_Destroy(msg);
+        atomic_fetch_sub(&b->inflight, 1);
+        return;
+    }
     cmd_out_init(&out);
     es_error_clear(&err);
     {
@@ -112,6 +123,7 @@ done:
     cmd_out_free(&out);
     json_decref(args);
     natsMsg_Destroy(msg);
+    atomic_fetch_sub(&b->inflight, 1);
 }
 
 es_status
@@ -179,17 +191,28 @@ bus_stop(bus *b)
 {
     if (b == NULL)
         return;
-    /* Drain: no new command is delivered, and the ones being handled
-     * finish before the committer and the environments go away. */
+    if (es_nats_up(b->nc)) {
+        /* Drain: no new command is delivered, and the ones being handled
+         * finish before the committer and the environments go away. */
+        for (int i = 0; i < b->nsubs; i++)
+            if (b->subs[i] != NULL)
+                natsSubscription_Drain(b->subs[i]);
+        for (int i = 0; i < b->nsubs; i++)
+            if (b->subs[i] != NULL)
+                natsSubscription_WaitForDrainCompletion(b->subs[i], 10000);
+    } else {
+        /* A drain needs the server and would wait for its timeout: stop
+         * the deliveries, then wait for the commands being handled. */
+        atomic_store(&b->stopping, true);
+        for (int i = 0; i < b->nsubs; i++)
+            if (b->subs[i] != NULL)
+                natsSubscription_Unsubscribe(b->subs[i]);
+        for (int ms = 0; atomic_load(&b->inflight) > 0 && ms < 10000; ms += 10)
+            usleep(10 * 1000);
+    }
     for (int i = 0; i < b->nsubs; i++)
         if (b->subs[i] != NULL)
-            natsSubscription_Drain(b->subs[i]);
-    for (int i = 0; i < b->nsubs; i++) {
-        if (b->subs[i] != NULL) {
-            natsSubscription_WaitForDrainCompletion(b->subs[i], 10000);
             natsSubscription_Destroy(b->subs[i]);
-        }
-    }
     if (b->nc != NULL) {
         natsConnection_Close(b->nc);
         natsConnection_Destroy(b->nc);

@@ -113,6 +113,20 @@ es_nats_connected(natsConnection *nc, void *closure)
     (void)closure;
 }
 
+bool
+es_nats_up(natsConnection *nc)
+{
+    return nc != NULL && natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+/* The error of a request not made because NATS is not connected. */
+static es_status
+nats_down(const es_jetstream *n, es_error *err)
+{
+    return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
+                        "NATS is not connected (stream %s)", n->stream);
+}
+
 es_status
 es_jetstream_open(es_jetstream *n, es_error *err)
 {
@@ -159,6 +173,8 @@ es_jetstream_subscribe(es_jetstream *n, uint64_t from, natsSubscription **out, e
     natsStatus s;
 
     *out = NULL;
+    if (!es_nats_up(n->nc))
+        return nats_down(n, err);
     jsSubOptions_Init(&so);
     so.Stream = n->stream;
     so.Ordered = true;
@@ -186,9 +202,13 @@ es_jetstream_unsubscribe(es_jetstream *n, natsSubscription *sub)
      * for it.  Removing the interest and then waiting for a PONG, which the
      * reader thread handles after every message sent before it, leaves no
      * message in flight for this subscription. */
-    natsSubscription_Unsubscribe(sub);
-    if (n && n->nc)
+    if (n && es_nats_up(n->nc)) {
+        natsSubscription_Unsubscribe(sub);
         natsConnection_FlushTimeout(n->nc, 2000);
+    }
+    /* Disconnected, no message can arrive; and unsubscribing would wait
+     * for its request to the server (deleting the consumer) to time out.
+     * The server drops an ordered consumer without interest by itself. */
     natsSubscription_Destroy(sub);
 }
 
@@ -197,8 +217,11 @@ es_jetstream_last_seq(es_jetstream *n, uint64_t *last, es_error *err)
 {
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
-    natsStatus s = js_GetStreamInfo(&si, n->js, n->stream, NULL, &jerr);
+    natsStatus s;
 
+    if (!es_nats_up(n->nc))
+        return nats_down(n, err);
+    s = js_GetStreamInfo(&si, n->js, n->stream, NULL, &jerr);
     if (s != NATS_OK)
         return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
                             "could not read stream %s: %s (%d)", n->stream, natsStatus_GetText(s),
@@ -214,9 +237,12 @@ es_jetstream_position_at(es_jetstream *n, uint64_t seq, es_position *pos, es_err
     natsMsg *m = NULL;
     jsErrCode jerr = 0;
     const char *hdr = NULL;
-    natsStatus s = js_GetMsg(&m, n->js, n->stream, seq, NULL, &jerr);
+    natsStatus s;
     es_status st = ES_OK;
 
+    if (!es_nats_up(n->nc))
+        return nats_down(n, err);
+    s = js_GetMsg(&m, n->js, n->stream, seq, NULL, &jerr);
     if (s != NATS_OK)
         return es_error_set(err, s == NATS_NOT_FOUND ? ES_ENOTFOUND : ES_EUNAVAILABLE,
                             s == NATS_NOT_FOUND ? "no_such_message" : "nats_unavailable", NULL,

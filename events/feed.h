@@ -42,6 +42,11 @@ void es_feed_event_free(es_feed_event *e);
  * answering /healthz and esctl from saying the server is down. */
 void es_nats_connected(natsConnection *nc, void *closure);
 
+/* Whether nc is connected now.  A JetStream request made while it is not
+ * waits for its whole timeout (seconds), which kept daemons from stopping
+ * promptly while NATS was down: ask first. */
+bool es_nats_up(natsConnection *nc);
+
 /* A connection to the events stream: ES_NATS_URL, ES_RELAY_STREAM (EVENTS),
  * ES_RELAY_SUBJECT_PREFIX (es.events). */
 typedef struct es_jetstream {

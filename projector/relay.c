@@ -243,6 +243,8 @@ publish(relay *r, const es_event *e, uint64_t *seq, es_buf *body)
         natsMsg_Create(&m, subject, NULL, body->data, (int)body->len) != NATS_OK ||
         natsMsgHeader_Set(m, ES_POSITION_HEADER, pos) != NATS_OK)
         goto done;
+    if (!es_nats_up(r->nc))            /* would wait for its timeout */
+        goto done;
     jsPubOptions_Init(&opts);
     opts.MsgId = e->event_id;
     opts.ExpectLastSeq = *seq;
@@ -274,7 +276,7 @@ follow(relay *r)
     es_error err;
     time_t checked = time(NULL);
 
-    if (!ensure_stream(r) || !resume(r, &seq, &after)) {
+    if (!es_nats_up(r->nc) || !ensure_stream(r) || !resume(r, &seq, &after)) {
         wait_wake(r, 1000);
         return;
     }

@@ -373,6 +373,38 @@ START_TEST(the_projector_is_not_ready_while_nats_or_redis_is_down)
 }
 END_TEST
 
+/* Seconds th_daemon_stop took to stop d (which must end cleanly). */
+static double
+stop_seconds(th_daemon *d)
+{
+    struct timespec a, b;
+
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    ck_assert_int_eq(th_daemon_stop(d), 0);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    return (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+}
+
+/* With NATS down, SIGTERM still stops the daemons that use it at once
+ * (they used to wait for JetStream requests and drains to time out, 8 to
+ * 15 s), and they start again once it is back. */
+START_TEST(daemons_stop_promptly_while_nats_is_down)
+{
+    ck_assert_int_eq(system("scripts/servers.sh stop nats >/dev/null 2>&1"), 0);
+    ck_assert_int_eq(ready_becomes(&relay, 503, 10), 503);
+    ck_assert_int_eq(ready_becomes(&proj, 503, 10), 503);
+    ck_assert_double_lt(stop_seconds(&cmd), 5.0);
+    ck_assert_double_lt(stop_seconds(&relay), 5.0);
+    ck_assert_double_lt(stop_seconds(&proj), 5.0);
+    ck_assert_int_eq(system("scripts/servers.sh start nats >/dev/null 2>&1"), 0);
+    th_daemon_start(&cmd, "es-command", "ES_COMMAND_PORT", env);
+    start_relay();
+    start_projector();
+    ck_assert_int_eq(ready_becomes(&relay, 200, 20), 200);
+    ck_assert_int_eq(ready_becomes(&proj, 200, 20), 200);
+}
+END_TEST
+
 typedef struct reader {
     atomic_bool stop;
     atomic_long reads, errors;
@@ -480,6 +512,7 @@ main(void)
     tcase_add_test(tc, the_read_side_survives_restarts_of_nats_and_postgresql);
     tcase_add_test(tc, the_relay_is_not_ready_while_postgresql_is_down);
     tcase_add_test(tc, the_projector_is_not_ready_while_nats_or_redis_is_down);
+    tcase_add_test(tc, daemons_stop_promptly_while_nats_is_down);
     suite_add_tcase(s, tc);
     rc = th_run_nofork(s);      /* the tests kill daemons they own */
     rc |= th_daemon_stop(&query);
