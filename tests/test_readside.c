@@ -345,15 +345,27 @@ ready_becomes(const th_daemon *d, int want, int seconds)
     return st;
 }
 
+/* d is ready, not ready while server (pg, redis or nats) is stopped, and
+ * ready again once it is back. */
+static void
+not_ready_while_down(th_daemon *d, const char *server)
+{
+    char line[128];
+
+    ck_assert_int_eq(ready_becomes(d, 200, 10), 200);
+    snprintf(line, sizeof line, "scripts/servers.sh stop %s >/dev/null 2>&1", server);
+    ck_assert_int_eq(system(line), 0);
+    ck_assert_int_eq(ready_becomes(d, 503, 10), 503);
+    snprintf(line, sizeof line, "scripts/servers.sh start %s >/dev/null 2>&1", server);
+    ck_assert_int_eq(system(line), 0);
+    ck_assert_int_eq(ready_becomes(d, 200, 20), 200);
+}
+
 /* PostgreSQL down, the relay is not ready (it cannot copy anything), and
  * ready again once PostgreSQL is back. */
 START_TEST(the_relay_is_not_ready_while_postgresql_is_down)
 {
-    ck_assert_int_eq(ready_becomes(&relay, 200, 10), 200);
-    ck_assert_int_eq(system("scripts/servers.sh stop pg >/dev/null 2>&1"), 0);
-    ck_assert_int_eq(ready_becomes(&relay, 503, 10), 503);
-    ck_assert_int_eq(system("scripts/servers.sh start pg >/dev/null 2>&1"), 0);
-    ck_assert_int_eq(ready_becomes(&relay, 200, 20), 200);
+    not_ready_while_down(&relay, "pg");
 }
 END_TEST
 
@@ -361,15 +373,8 @@ END_TEST
  * event coming (it pings Redis), and ready again once they are back. */
 START_TEST(the_projector_is_not_ready_while_nats_or_redis_is_down)
 {
-    ck_assert_int_eq(ready_becomes(&proj, 200, 10), 200);
-    ck_assert_int_eq(system("scripts/servers.sh stop nats >/dev/null 2>&1"), 0);
-    ck_assert_int_eq(ready_becomes(&proj, 503, 10), 503);
-    ck_assert_int_eq(system("scripts/servers.sh start nats >/dev/null 2>&1"), 0);
-    ck_assert_int_eq(ready_becomes(&proj, 200, 20), 200);
-    ck_assert_int_eq(system("scripts/servers.sh stop redis >/dev/null 2>&1"), 0);
-    ck_assert_int_eq(ready_becomes(&proj, 503, 10), 503);
-    ck_assert_int_eq(system("scripts/servers.sh start redis >/dev/null 2>&1"), 0);
-    ck_assert_int_eq(ready_becomes(&proj, 200, 20), 200);
+    not_ready_while_down(&proj, "nats");
+    not_ready_while_down(&proj, "redis");
 }
 END_TEST
 
