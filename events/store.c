@@ -870,28 +870,32 @@ slots_lost(es_store *s, slot *slots, size_t n, es_error *err)
 static es_status
 send_slots(es_store *s, slot *slots, size_t n, es_buf *arrays, size_t nbatch)
 {
+    const char *values[BATCH_PARAMS];
     es_error err;
     size_t i;
 
+    /* Built before anything is sent: failing here leaves the connection,
+     * and any pipeline in flight on it, as it was. */
+    if (nbatch > 1 && !build_batch(arrays, slots, n, values)) {
+        for (i = 0; i < n; i++)
+            slots[i].res->status = es_error_set(&slots[i].res->err, ES_ENOMEM, NULL, NULL,
+                                                "could not build a batch of appends");
+        return ES_ENOMEM;
+    }
     if (PQpipelineStatus(s->conn) == PQ_PIPELINE_OFF && PQenterPipelineMode(s->conn) != 1)
         goto lost;
-    if (nbatch > 1) {
-        const char *values[BATCH_PARAMS];
-
-        if (!build_batch(arrays, slots, n, values))
-            goto lost;
-        if (PQsendQueryPrepared(s->conn, "es_fast_batch", BATCH_PARAMS, values, NULL, NULL, 0) != 1)
-            goto lost;
-    }
+    if (nbatch > 1 &&
+        PQsendQueryPrepared(s->conn, "es_fast_batch", BATCH_PARAMS, values, NULL, NULL, 0) != 1)
+        goto lost;
     for (i = 0; i < n; i++) {
-        const char *values[SLOT_PARAMS];
+        const char *params[SLOT_PARAMS];
         int nparams;
         const char *stmt;
 
         if (nbatch > 1 && slots[i].batched)
             continue;
-        stmt = slot_statement(&slots[i], values, &nparams);
-        if (PQsendQueryPrepared(s->conn, stmt, nparams, values, NULL, NULL, 0) != 1)
+        stmt = slot_statement(&slots[i], params, &nparams);
+        if (PQsendQueryPrepared(s->conn, stmt, nparams, params, NULL, NULL, 0) != 1)
             goto lost;
     }
     if (PQpipelineSync(s->conn) != 1)
@@ -1020,9 +1024,21 @@ static es_status
 second_pass(es_store *s, slot *slots, size_t n, es_buf *arrays, es_status st)
 {
     size_t i, m;
+    es_error err;
 
     if (st == ES_EUNAVAILABLE)
         return st;
+    for (i = m = 0; i < n && st == ES_OK; i++)
+        m += slots[i].retry;
+    if (st == ES_OK && m == 0)
+        return ES_OK;
+    /* The connection may have gone since the pipeline was read. */
+    if (ensure_ready(s, &err) != ES_OK) {
+        for (i = 0; i < n; i++)
+            if (st != ES_OK || slots[i].retry)
+                slots[i].res->err = err;
+        return ES_EUNAVAILABLE;
+    }
     if (st != ES_OK) {
         for (i = 0; i < n; i++)
             if (append_one(s, &slots[i]) == ES_EUNAVAILABLE)
@@ -1055,8 +1071,8 @@ run_slots(es_store *s, slot *slots, size_t n, es_buf *arrays)
         return ES_OK;
     if (n == 1 && slots[0].full)
         return append_one(s, &slots[0]) == ES_EUNAVAILABLE ? ES_EUNAVAILABLE : ES_OK;
-    if (send_slots(s, slots, n, arrays, nbatch) != ES_OK)
-        return ES_EUNAVAILABLE;
+    if ((st = send_slots(s, slots, n, arrays, nbatch)) != ES_OK)
+        return st == ES_EUNAVAILABLE ? st : ES_OK;
     st = recv_slots(s, slots, n, nbatch, &err);
     return second_pass(s, slots, n, arrays, st);
 }
@@ -1128,7 +1144,7 @@ es__append_send(es_store *s, es__append_batch *b, const es_append_req *reqs, siz
         return ES_EUNAVAILABLE;
     }
     if (!s->ready || send_slots(s, b->slots, b->n, b->arrays, b->nbatch) != ES_OK) {
-        b->st = ES_EUNAVAILABLE;
+        b->st = ES_EUNAVAILABLE;    /* answered: no second pass */
         unavailable_messages(s, reqs, n, res);
         return ES_EUNAVAILABLE;
     }
