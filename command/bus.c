@@ -239,12 +239,12 @@ bus_wake(void *ctx)
     bus *b = ctx;
 
     /* No reply, no flush: a lost wake costs the relay one poll interval. */
-    if (b->wake_nc != NULL && natsConnection_Status(b->wake_nc) == NATS_CONN_STATUS_CONNECTED)
+    if (es_nats_up(b->wake_nc))
         natsConnection_Publish(b->wake_nc, b->wake_subject, "", 0);
 }
 
 bool
 bus_connected(const bus *b)
 {
-    return b->nc != NULL && natsConnection_Status(b->nc) == NATS_CONN_STATUS_CONNECTED;
+    return es_nats_up(b->nc);
 }

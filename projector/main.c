@@ -302,7 +302,7 @@ handle(void *ctx, const es_http_req *req, es_http_res *res)
             json_array_append_new(list, o);
         }
         pthread_mutex_unlock(&l->mu);
-        bool nats = natsConnection_Status(l->nats.nc) == NATS_CONN_STATUS_CONNECTED;
+        bool nats = es_nats_up(l->nats.nc);
         bool redis = atomic_load(&l->redis_ok);
         bool ready = !stopped && nats && redis;
         /* /healthz: the process is alive (and says what is stopped or

@@ -329,7 +329,7 @@ handle(void *ctx, const es_http_req *req, es_http_res *res)
     if (strcmp(req->path, "/healthz") == 0) {
         es_http_res_json(res, 200, json_pack("{s:s}", "status", "ok"));
     } else if (strcmp(req->path, "/readyz") == 0) {
-        bool nats = natsConnection_Status(r->nc) == NATS_CONN_STATUS_CONNECTED;
+        bool nats = es_nats_up(r->nc);
         bool pg = atomic_load(&r->pg_ok), ok = nats && pg;
         es_http_res_json(res, ok ? 200 : 503,
                          json_pack("{s:s, s:s, s:s, s:b}", "status", ok ? "ready" : "unavailable",

@@ -130,7 +130,7 @@ feed_lag(metrics *m, proj_figures *f)
 
     pthread_mutex_lock(&m->mu);
     connect_once(m);
-    if (m->js == NULL || natsConnection_Status(m->nc) != NATS_CONN_STATUS_CONNECTED ||
+    if (m->js == NULL || !es_nats_up(m->nc) ||
         js_GetStreamInfo(&si, m->js, m->stream, NULL, &jerr) != NATS_OK)
         goto done;
     last = si->State.LastSeq;

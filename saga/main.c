@@ -176,8 +176,7 @@ handle(void *ctx, const es_http_req *req, es_http_res *res)
     if (strcmp(req->path, "/healthz") == 0) {
         es_http_res_json(res, 200, json_pack("{s:s}", "status", "ok"));
     } else if (strcmp(req->path, "/readyz") == 0) {
-        bool ok = atomic_load(&intake_ok) &&
-                  natsConnection_Status(C.nc) == NATS_CONN_STATUS_CONNECTED;
+        bool ok = atomic_load(&intake_ok) && es_nats_up(C.nc);
         es_http_res_json(res, ok ? 200 : 503,
                          json_pack("{s:s, s:I}", "status", ok ? "ready" : "unavailable",
                                    "intake_sequence", (json_int_t)atomic_load(&intake_seq)));
