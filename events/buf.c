@@ -53,6 +53,34 @@ es_buf_puts(es_buf *b, const char *s)
     es_buf_append(b, s, strlen(s));
 }
 
+size_t
+es_int_text(char out[ES_INT_TEXT_MAX], long long v)
+{
+    char text[ES_INT_TEXT_MAX];
+    size_t n = sizeof text, len;
+    /* the magnitude as unsigned: -LLONG_MIN does not fit a long long */
+    unsigned long long m = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+
+    do {
+        text[--n] = (char)('0' + m % 10);
+        m /= 10;
+    } while (m != 0);
+    if (v < 0)
+        text[--n] = '-';
+    len = sizeof text - n;
+    memcpy(out, text + n, len);
+    out[len] = '\0';
+    return len;
+}
+
+void
+es_buf_int(es_buf *b, long long v)
+{
+    char text[ES_INT_TEXT_MAX];
+
+    es_buf_append(b, text, es_int_text(text, v));
+}
+
 void
 es_buf_printf(es_buf *b, const char *fmt, ...)
 {

@@ -23,6 +23,13 @@ void es_buf_append(es_buf *b, const char *s, size_t n);
 void es_buf_puts(es_buf *b, const char *s);
 void es_buf_printf(es_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Writes the decimal digits of v and a NUL to out, printf's "%lld"
+ * without its cost (batches of appends format several numbers per
+ * event); returns their length. */
+#define ES_INT_TEXT_MAX 21
+size_t es_int_text(char out[ES_INT_TEXT_MAX], long long v);
+/* Appends the decimal digits of v. */
+void es_buf_int(es_buf *b, long long v);
 /* Appends s as a JSON string literal, quotes included. */
 void es_buf_json_string(es_buf *b, const char *s);
 /* Empties the buffer, keeping its memory. */

@@ -413,11 +413,21 @@ typedef struct slot {
     bool batched;               /* sent in es_fast_batch */
     bool fresh;                 /* every event id made here: not a retry */
     char id[ES_UUID_LEN + 1];   /* with one event: its id */
-    char expected[24];
-    char schema[12];
+    char expected[ES_INT_TEXT_MAX];
+    char schema[ES_INT_TEXT_MAX];
 } slot;
 
 #define NO_JSON ((size_t)-1)
+
+/* Copies an event id (valid ones are ES_UUID_LEN long) into its slot. */
+static void
+copy_id(char dst[ES_UUID_LEN + 1], const char *src)
+{
+    size_t n = strnlen(src, ES_UUID_LEN);
+
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
 
 /* Fixes the ids of a one-event append; the jsonb form is built on demand. */
 static es_status
@@ -433,8 +443,8 @@ slot_init(slot *sl, const es_append_req *req, es_append_result *res, size_t inde
     sl->json = NO_JSON;
     sl->retry = false;
     sl->full = req->expected == ES_EXPECT_ANY || req->expected == ES_EXPECT_EXISTS;
-    snprintf(sl->expected, sizeof sl->expected, "%" PRId64, req->expected);
-    snprintf(sl->schema, sizeof sl->schema, "%d", ev->schema_version > 0 ? ev->schema_version : 1);
+    es_int_text(sl->expected, req->expected);
+    es_int_text(sl->schema, ev->schema_version > 0 ? ev->schema_version : 1);
     sl->id[0] = '\0';
     sl->fresh = true;
     for (size_t i = 0; i < req->count; i++)
@@ -442,7 +452,7 @@ slot_init(slot *sl, const es_append_req *req, es_append_result *res, size_t inde
             sl->fresh = false;
     if (req->count == 1) {
         if (ev->event_id != NULL && ev->event_id[0] != '\0')
-            snprintf(sl->id, sizeof sl->id, "%s", ev->event_id);
+            copy_id(sl->id, ev->event_id);
         else if (!es_uuid_v7(sl->id))
             return es_error_set(err, ES_EINTERNAL, NULL, NULL,
                                 "could not read random bytes for an event id");
@@ -465,9 +475,9 @@ slot_json(slot *sl, es_error *err)
         char id[ES_UUID_LEN + 1];
 
         if (req->count == 1) {
-            snprintf(id, sizeof id, "%s", sl->id);
+            copy_id(id, sl->id);
         } else if (ev->event_id != NULL && ev->event_id[0] != '\0') {
-            snprintf(id, sizeof id, "%s", ev->event_id);
+            copy_id(id, ev->event_id);
         } else if (!es_uuid_v7(id)) {
             return es_error_set(err, ES_EINTERNAL, NULL, NULL,
                                 "could not read random bytes for an event id");
@@ -724,10 +734,9 @@ list_item(es_buf *b, bool first, const char *v)
 static void
 list_int(es_buf *b, bool first, long long v)
 {
-    char text[24];
-
-    snprintf(text, sizeof text, "%lld", v);
-    list_item(b, first, text);
+    if (!first)
+        es_buf_append(b, ",", 1);
+    es_buf_int(b, v);
 }
 
 /* Builds es_fast_batch's parameters from the batched slots: arrays
@@ -759,7 +768,7 @@ build_batch(es_buf *b, const slot *slots, size_t n, const char **values)
             char id[ES_UUID_LEN + 1];
 
             if (req->count == 1)
-                snprintf(id, sizeof id, "%s", slots[i].id);
+                copy_id(id, slots[i].id);
             else if (!es_uuid_v7(id))
                 return false;
             if (k == 0)

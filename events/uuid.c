@@ -120,13 +120,20 @@ uuid_parse_bytes(const char *s, unsigned char out[16])
     }
 }
 
+/* The canonical 8-4-4-4-12 lower-case text of b (store-made ids are
+ * formatted per event, so without printf). */
 static void
 uuid_format(const unsigned char b[16], char *out)
 {
-    snprintf(out, ES_UUID_LEN + 1,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9],
-             b[10], b[11], b[12], b[13], b[14], b[15]);
+    static const char hex[] = "0123456789abcdef";
+
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *out++ = '-';
+        *out++ = hex[b[i] >> 4];
+        *out++ = hex[b[i] & 15];
+    }
+    *out = '\0';
 }
 
 void

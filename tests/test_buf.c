@@ -1,4 +1,6 @@
 /* Unit tests of events/buf.c. */
+#include <limits.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "buf.h"
@@ -36,6 +38,25 @@ START_TEST(json_string_escapes)
 }
 END_TEST
 
+START_TEST(int_matches_printf)
+{
+    static const long long cases[] = {0, 7, -7, 10, 99, -100, 1999, 123456789012LL,
+                                      LLONG_MAX, LLONG_MIN, LLONG_MIN + 1};
+    es_buf b = ES_BUF_INIT;
+    char want[512] = "", one[32];
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        es_buf_int(&b, cases[i]);
+        es_buf_append(&b, ";", 1);
+        snprintf(one, sizeof one, "%lld;", cases[i]);
+        strcat(want, one);
+    }
+    ck_assert(!es_buf_failed(&b));
+    ck_assert_str_eq(b.data, want);
+    es_buf_free(&b);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -44,6 +65,7 @@ main(void)
 
     tcase_add_test(tc, append_and_grow);
     tcase_add_test(tc, json_string_escapes);
+    tcase_add_test(tc, int_matches_printf);
     suite_add_tcase(s, tc);
     return th_run(s);
 }
