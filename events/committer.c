@@ -2,9 +2,11 @@
  * es_committer: a queue of waiting appends and the threads that drain it.
  * A waiting caller owns its queue item on its stack; the committer thread
  * fills in the result, sets done and signals that item's condition, so
- * only the callers whose appends finished wake up.  Items are handed out in
- * arrival order, so a caller's appends are committed in the order it made
- * them.
+ * only the callers whose appends finished wake up.  Each item has a mutex
+ * of its own for that: a caller woken up does not queue for the
+ * committer's mutex, which a batch's deliverer would otherwise hold while
+ * it wakes every caller of the batch.  Items are handed out in arrival
+ * order, so a caller's appends are committed in the order it made them.
  */
 #include "committer.h"
 
@@ -17,7 +19,8 @@
 typedef struct item {
     const es_append_req *req;
     es_append_result *res;
-    bool done;
+    bool done;                  /* under mu */
+    pthread_mutex_t mu;
     pthread_cond_t cond;        /* signalled once done is set */
     struct item *next;
 } item;
@@ -104,12 +107,15 @@ deliver(es_committer *c, lane *l)
     pthread_mutex_unlock(&c->mu);
     if (wrote && on_commit != NULL)
         on_commit(ctx);
-    pthread_mutex_lock(&c->mu);
     for (i = 0; i < l->n; i++) {
-        l->taken[i]->done = true;
-        pthread_cond_signal(&l->taken[i]->cond);
+        item *it = l->taken[i];
+
+        /* once unlocked, the caller may return: it is not touched again */
+        pthread_mutex_lock(&it->mu);
+        it->done = true;
+        pthread_cond_signal(&it->cond);
+        pthread_mutex_unlock(&it->mu);
     }
-    pthread_mutex_unlock(&c->mu);
     l->n = 0;
 }
 
@@ -278,11 +284,13 @@ es_committer_append(es_committer *c, const es_append_req *req, es_append_result 
     it.res = res;
     it.done = false;
     it.next = NULL;
+    pthread_mutex_init(&it.mu, NULL);
     pthread_cond_init(&it.cond, NULL);
     pthread_mutex_lock(&c->mu);
     if (c->stopping) {
         pthread_mutex_unlock(&c->mu);
         pthread_cond_destroy(&it.cond);
+        pthread_mutex_destroy(&it.mu);
         es_error_clear(&res->err);
         return res->status = es_error_set(&res->err, ES_EUNAVAILABLE, "store_unavailable", NULL,
                                           "the committer is shutting down");
@@ -296,9 +304,12 @@ es_committer_append(es_committer *c, const es_append_req *req, es_append_result 
     pthread_cond_signal(&c->work);
     if (c->queued >= SPILL_EVENTS)
         pthread_cond_signal(&c->spill);
-    while (!it.done)
-        pthread_cond_wait(&it.cond, &c->mu);
     pthread_mutex_unlock(&c->mu);
+    pthread_mutex_lock(&it.mu);
+    while (!it.done)
+        pthread_cond_wait(&it.cond, &it.mu);
+    pthread_mutex_unlock(&it.mu);
     pthread_cond_destroy(&it.cond);
+    pthread_mutex_destroy(&it.mu);
     return res->status;
 }
