@@ -41,6 +41,9 @@ typedef struct worker {
     bool started;
     bool first;                 /* takes work without waiting for a spill */
     lane lanes[2];
+    item **settled;             /* answered, not yet woken (2 lanes' worth) */
+    size_t nsettled;
+    bool wrote;                 /* one of them wrote something */
 } worker;
 
 /*
@@ -88,27 +91,36 @@ take(es_committer *c, lane *l)
         c->tail = NULL;
 }
 
-/* Hands l's results to its callers and wakes them; l becomes idle. */
+/* Hands l's results to its callers' items, to be woken by wake_settled;
+ * l becomes idle. */
 static void
-deliver(es_committer *c, lane *l)
+settle(worker *w, lane *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        *l->taken[i]->res = l->res[i];
+        w->wrote |= l->res[i].status == ES_OK && !l->res[i].duplicate;
+        w->settled[w->nsettled++] = l->taken[i];
+    }
+    l->n = 0;
+}
+
+/* Wakes the callers whose results settle handed over. */
+static void
+wake_settled(es_committer *c, worker *w)
 {
     void (*on_commit)(void *);
     void *ctx;
-    bool wrote = false;
-    size_t i;
 
-    for (i = 0; i < l->n; i++) {
-        *l->taken[i]->res = l->res[i];
-        wrote |= l->res[i].status == ES_OK && !l->res[i].duplicate;
-    }
+    if (w->nsettled == 0)
+        return;
     pthread_mutex_lock(&c->mu);
     on_commit = c->on_commit;
     ctx = c->on_commit_ctx;
     pthread_mutex_unlock(&c->mu);
-    if (wrote && on_commit != NULL)
+    if (w->wrote && on_commit != NULL)
         on_commit(ctx);
-    for (i = 0; i < l->n; i++) {
-        item *it = l->taken[i];
+    for (size_t i = 0; i < w->nsettled; i++) {
+        item *it = w->settled[i];
 
         /* once unlocked, the caller may return: it is not touched again */
         pthread_mutex_lock(&it->mu);
@@ -116,14 +128,26 @@ deliver(es_committer *c, lane *l)
         pthread_cond_signal(&it->cond);
         pthread_mutex_unlock(&it->mu);
     }
-    l->n = 0;
+    w->nsettled = 0;
+    w->wrote = false;
+}
+
+/* Hands l's results to its callers and wakes them; l becomes idle. */
+static void
+deliver(es_committer *c, worker *w, lane *l)
+{
+    settle(w, l);
+    wake_settled(c, w);
 }
 
 /*
  * A worker keeps up to two batches in flight on its connection: while the
  * server runs one (and waits for its WAL flush), the next is already
  * queued behind it, so the server never waits for the client between
- * batches.  Each batch is still its own transaction.
+ * batches.  Each batch is still its own transaction.  The callers of a
+ * finished batch are woken once the next batch is sent, or before the
+ * worker waits for anything: woken first, they would take the cores
+ * while the server waits for that batch.
  */
 static void *
 run(void *arg)
@@ -133,6 +157,8 @@ run(void *arg)
     lane *cur = &w->lanes[0], *next = &w->lanes[1], *t;
 
     for (;;) {
+        if (cur->n == 0)
+            wake_settled(c, w);
         pthread_mutex_lock(&c->mu);
         if (cur->n == 0) {
             while (!has_work(c, w) && !c->stopping)
@@ -145,7 +171,7 @@ run(void *arg)
             pthread_mutex_unlock(&c->mu);
             if (es__append_send(w->store, cur->batch, cur->reqs, cur->n, cur->res) != ES_OK) {
                 es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
-                deliver(c, cur);
+                deliver(c, w, cur);
                 continue;
             }
             pthread_mutex_lock(&c->mu);
@@ -157,20 +183,21 @@ run(void *arg)
         if (next->n > 0 &&
             es__append_send(w->store, next->batch, next->reqs, next->n, next->res) != ES_OK) {
             es__append_finish(w->store, next->batch, next->reqs, next->n, next->res);
-            deliver(c, next);
+            deliver(c, w, next);
         }
+        wake_settled(c, w);
         if (es__append_recv(w->store, cur->batch) && next->n > 0) {
             /* A second pass runs alone on the connection: read next
              * first, then finish both. */
             es__append_recv(w->store, next->batch);
             es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
-            deliver(c, cur);
+            deliver(c, w, cur);
             es__append_finish(w->store, next->batch, next->reqs, next->n, next->res);
-            deliver(c, next);
+            deliver(c, w, next);
             continue;
         }
         es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
-        deliver(c, cur);
+        settle(w, cur);
         t = cur;
         cur = next;
         next = t;
@@ -207,6 +234,10 @@ es_committer_create(es_committer **out, const char *conninfo, int nconns,
         c->workers[i].first = i == 0;
         if ((st = es_store_create(&c->workers[i].store, conninfo, err)) != ES_OK)
             goto fail;
+        if ((c->workers[i].settled = malloc(2 * max_batch * sizeof(item *))) == NULL) {
+            st = es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate a committer");
+            goto fail;
+        }
         for (int k = 0; k < 2; k++) {
             lane *l = &c->workers[i].lanes[k];
 
@@ -259,6 +290,7 @@ es_committer_destroy(es_committer *c)
         if (c->workers[i].started)
             pthread_join(c->workers[i].thread, NULL);
         es_store_close(c->workers[i].store);
+        free(c->workers[i].settled);
         for (int k = 0; k < 2; k++) {
             lane *l = &c->workers[i].lanes[k];
 
