@@ -93,10 +93,22 @@ START_TEST(append_read_and_conflicts)
              "\"data\":{\"n\":1},\"metadata\":{\"correlation_id\":\"c\"}},{\"type\":\"B\",\"data\":{}}]}",
              id);
     j = post(path, body, 201);
+    ck_assert_str_eq(str(j, "stream"), stream);
     ck_assert_int_eq(num(j, "first_version"), 0);
     ck_assert_int_eq(num(j, "last_version"), 1);
-    ck_assert_ptr_nonnull(str(j, "position"));
+    ck_assert_ptr_nonnull(strchr(str(j, "position"), '-'));
     json_decref(j);
+
+    /* the answer names a stream that needs escaping in JSON */
+    {
+        char odd[96], odd_path[160];
+
+        snprintf(odd, sizeof odd, "%s\"q\\", stream);
+        snprintf(odd_path, sizeof odd_path, "/v1/streams/%s%%22q%%5C/events", stream);
+        j = post(odd_path, "{\"expected_version\":\"any\",\"events\":[{\"type\":\"A\",\"data\":{}}]}", 201);
+        ck_assert_str_eq(str(j, "stream"), odd);
+        json_decref(j);
+    }
 
     /* version conflict: 409 with the actual version */
     j = post(path, "{\"expected_version\":0,\"events\":[{\"type\":\"C\",\"data\":{}}]}", 409);
