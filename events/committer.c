@@ -2,11 +2,9 @@
  * es_committer: a queue of waiting appends and the threads that drain it.
  * A waiting caller owns its queue item on its stack; the committer thread
  * fills in the result, sets done and signals that item's condition, so
- * only the callers whose appends finished wake up.  Each item has a mutex
- * of its own for that: a caller woken up does not queue for the
- * committer's mutex, which a batch's deliverer would otherwise hold while
- * it wakes every caller of the batch.  Items are handed out in arrival
- * order, so a caller's appends are committed in the order it made them.
+ * only the callers whose appends finished wake up.  Items are handed out in
+ * arrival order, so a caller's appends are committed in the order it made
+ * them.
  */
 #include "committer.h"
 
@@ -19,8 +17,7 @@
 typedef struct item {
     const es_append_req *req;
     es_append_result *res;
-    bool done;                  /* under mu */
-    pthread_mutex_t mu;
+    bool done;
     pthread_cond_t cond;        /* signalled once done is set */
     struct item *next;
 } item;
@@ -41,9 +38,6 @@ typedef struct worker {
     bool started;
     bool first;                 /* takes work without waiting for a spill */
     lane lanes[2];
-    item **settled;             /* answered, not yet woken (2 lanes' worth) */
-    size_t nsettled;
-    bool wrote;                 /* one of them wrote something */
 } worker;
 
 /*
@@ -91,63 +85,39 @@ take(es_committer *c, lane *l)
         c->tail = NULL;
 }
 
-/* Hands l's results to its callers' items, to be woken by wake_settled;
- * l becomes idle. */
+/* Hands l's results to its callers and wakes them; l becomes idle. */
 static void
-settle(worker *w, lane *l)
-{
-    for (size_t i = 0; i < l->n; i++) {
-        *l->taken[i]->res = l->res[i];
-        w->wrote |= l->res[i].status == ES_OK && !l->res[i].duplicate;
-        w->settled[w->nsettled++] = l->taken[i];
-    }
-    l->n = 0;
-}
-
-/* Wakes the callers whose results settle handed over. */
-static void
-wake_settled(es_committer *c, worker *w)
+deliver(es_committer *c, lane *l)
 {
     void (*on_commit)(void *);
     void *ctx;
+    bool wrote = false;
+    size_t i;
 
-    if (w->nsettled == 0)
-        return;
+    for (i = 0; i < l->n; i++) {
+        *l->taken[i]->res = l->res[i];
+        wrote |= l->res[i].status == ES_OK && !l->res[i].duplicate;
+    }
     pthread_mutex_lock(&c->mu);
     on_commit = c->on_commit;
     ctx = c->on_commit_ctx;
     pthread_mutex_unlock(&c->mu);
-    if (w->wrote && on_commit != NULL)
+    if (wrote && on_commit != NULL)
         on_commit(ctx);
-    for (size_t i = 0; i < w->nsettled; i++) {
-        item *it = w->settled[i];
-
-        /* once unlocked, the caller may return: it is not touched again */
-        pthread_mutex_lock(&it->mu);
-        it->done = true;
-        pthread_cond_signal(&it->cond);
-        pthread_mutex_unlock(&it->mu);
+    pthread_mutex_lock(&c->mu);
+    for (i = 0; i < l->n; i++) {
+        l->taken[i]->done = true;
+        pthread_cond_signal(&l->taken[i]->cond);
     }
-    w->nsettled = 0;
-    w->wrote = false;
-}
-
-/* Hands l's results to its callers and wakes them; l becomes idle. */
-static void
-deliver(es_committer *c, worker *w, lane *l)
-{
-    settle(w, l);
-    wake_settled(c, w);
+    pthread_mutex_unlock(&c->mu);
+    l->n = 0;
 }
 
 /*
  * A worker keeps up to two batches in flight on its connection: while the
  * server runs one (and waits for its WAL flush), the next is already
  * queued behind it, so the server never waits for the client between
- * batches.  Each batch is still its own transaction.  The callers of a
- * finished batch are woken once the next batch is sent, or before the
- * worker waits for anything: woken first, they would take the cores
- * while the server waits for that batch.
+ * batches.  Each batch is still its own transaction.
  */
 static void *
 run(void *arg)
@@ -157,8 +127,6 @@ run(void *arg)
     lane *cur = &w->lanes[0], *next = &w->lanes[1], *t;
 
     for (;;) {
-        if (cur->n == 0)
-            wake_settled(c, w);
         pthread_mutex_lock(&c->mu);
         if (cur->n == 0) {
             while (!has_work(c, w) && !c->stopping)
@@ -171,7 +139,7 @@ run(void *arg)
             pthread_mutex_unlock(&c->mu);
             if (es__append_send(w->store, cur->batch, cur->reqs, cur->n, cur->res) != ES_OK) {
                 es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
-                deliver(c, w, cur);
+                deliver(c, cur);
                 continue;
             }
             pthread_mutex_lock(&c->mu);
@@ -183,21 +151,20 @@ run(void *arg)
         if (next->n > 0 &&
             es__append_send(w->store, next->batch, next->reqs, next->n, next->res) != ES_OK) {
             es__append_finish(w->store, next->batch, next->reqs, next->n, next->res);
-            deliver(c, w, next);
+            deliver(c, next);
         }
-        wake_settled(c, w);
         if (es__append_recv(w->store, cur->batch) && next->n > 0) {
             /* A second pass runs alone on the connection: read next
              * first, then finish both. */
             es__append_recv(w->store, next->batch);
             es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
-            deliver(c, w, cur);
+            deliver(c, cur);
             es__append_finish(w->store, next->batch, next->reqs, next->n, next->res);
-            deliver(c, w, next);
+            deliver(c, next);
             continue;
         }
         es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
-        settle(w, cur);
+        deliver(c, cur);
         t = cur;
         cur = next;
         next = t;
@@ -234,10 +201,6 @@ es_committer_create(es_committer **out, const char *conninfo, int nconns,
         c->workers[i].first = i == 0;
         if ((st = es_store_create(&c->workers[i].store, conninfo, err)) != ES_OK)
             goto fail;
-        if ((c->workers[i].settled = malloc(2 * max_batch * sizeof(item *))) == NULL) {
-            st = es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate a committer");
-            goto fail;
-        }
         for (int k = 0; k < 2; k++) {
             lane *l = &c->workers[i].lanes[k];
 
@@ -290,7 +253,6 @@ es_committer_destroy(es_committer *c)
         if (c->workers[i].started)
             pthread_join(c->workers[i].thread, NULL);
         es_store_close(c->workers[i].store);
-        free(c->workers[i].settled);
         for (int k = 0; k < 2; k++) {
             lane *l = &c->workers[i].lanes[k];
 
@@ -316,13 +278,11 @@ es_committer_append(es_committer *c, const es_append_req *req, es_append_result 
     it.res = res;
     it.done = false;
     it.next = NULL;
-    pthread_mutex_init(&it.mu, NULL);
     pthread_cond_init(&it.cond, NULL);
     pthread_mutex_lock(&c->mu);
     if (c->stopping) {
         pthread_mutex_unlock(&c->mu);
         pthread_cond_destroy(&it.cond);
-        pthread_mutex_destroy(&it.mu);
         es_error_clear(&res->err);
         return res->status = es_error_set(&res->err, ES_EUNAVAILABLE, "store_unavailable", NULL,
                                           "the committer is shutting down");
@@ -336,12 +296,9 @@ es_committer_append(es_committer *c, const es_append_req *req, es_append_result 
     pthread_cond_signal(&c->work);
     if (c->queued >= SPILL_EVENTS)
         pthread_cond_signal(&c->spill);
-    pthread_mutex_unlock(&c->mu);
-    pthread_mutex_lock(&it.mu);
     while (!it.done)
-        pthread_cond_wait(&it.cond, &it.mu);
-    pthread_mutex_unlock(&it.mu);
+        pthread_cond_wait(&it.cond, &c->mu);
+    pthread_mutex_unlock(&c->mu);
     pthread_cond_destroy(&it.cond);
-    pthread_mutex_destroy(&it.mu);
     return res->status;
 }
