@@ -26,6 +26,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "buf.h"
 #include "committer.h"
 #include "latency.h"
 #include "store.h"
@@ -42,15 +43,7 @@ static atomic_bool stop;
 static char *
 put_u64(char *p, uint64_t v)
 {
-    char tmp[24];
-    int n = 0;
-
-    do
-        tmp[n++] = (char)('0' + v % 10);
-    while ((v /= 10) != 0);
-    while (n > 0)
-        *p++ = tmp[--n];
-    return p;
+    return p + es_int_text(p, (long long)v);
 }
 
 static char *

@@ -96,6 +96,7 @@ START_TEST(append_read_and_conflicts)
     ck_assert_str_eq(str(j, "stream"), stream);
     ck_assert_int_eq(num(j, "first_version"), 0);
     ck_assert_int_eq(num(j, "last_version"), 1);
+    ck_assert_ptr_nonnull(str(j, "position"));
     ck_assert_ptr_nonnull(strchr(str(j, "position"), '-'));
     json_decref(j);
 
