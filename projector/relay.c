@@ -232,6 +232,8 @@ publish(relay *r, const es_event *e, uint64_t *seq, es_buf *body)
     natsStatus s;
     pub_result out = PUB_FAIL;
 
+    if (!es_nats_up(r->nc))            /* a publish would wait for its timeout */
+        return PUB_FAIL;
     snprintf(cat, sizeof cat, "%.*s", dash ? (int)(dash - e->stream_id) : 79, e->stream_id);
     token(cat, sizeof cat, cat);
     token(type, sizeof type, e->type);
@@ -242,8 +244,6 @@ publish(relay *r, const es_event *e, uint64_t *seq, es_buf *body)
     if (es_buf_failed(body) ||
         natsMsg_Create(&m, subject, NULL, body->data, (int)body->len) != NATS_OK ||
         natsMsgHeader_Set(m, ES_POSITION_HEADER, pos) != NATS_OK)
-        goto done;
-    if (!es_nats_up(r->nc))            /* would wait for its timeout */
         goto done;
     jsPubOptions_Init(&opts);
     opts.MsgId = e->event_id;
