@@ -1,7 +1,10 @@
 /*
  * HTTP load generator behind `make bench` (figures http_append_1 and
- * http_orders): CONNS threads, each with one keep-alive connection,
- * sending requests back to back for SECONDS and timing each.
+ * http_orders): CONNS keep-alive connections, each sending requests back
+ * to back for SECONDS and timing each, driven like pgbench's by two
+ * threads with an epoll set each (a thread per connection would spend
+ * more of the shared machine's CPU on the client than pgbench does on its
+ * own, and so understate the service beside it).
  *
  *   bench_http append|orders PORT CONNS SECONDS
  * prints "per_s=<x> requests=<n> errors=<n> p50_ms=<x> p99_ms=<x>".
@@ -25,6 +28,7 @@
  * latency.  Prints "per_s=... requests=... errors=... p50_ms=... p99_ms=...".
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -34,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -109,78 +114,177 @@ exchange(int fd, const char *req, size_t len, char *buf, size_t cap, char **body
     }
 }
 
+/* One connection of the closed-loop modes (append, orders): its next
+ * request, the answer read so far and, for appends, the versions of the
+ * streams it owns. */
+typedef struct conn {
+    int id, fd, s;
+    uint64_t k;
+    int64_t *version;
+    size_t got;
+    double t0;
+    char buf[16384];
+} conn;
+
+/* Builds c's next request into req; returns its length. */
+static int
+next_request(conn *c, char *req, size_t cap)
+{
+    uint64_t n = (uint64_t)c->id + (uint64_t)conns * c->k++;
+    char body[1024];
+    int blen;
+
+    if (orders) {
+        blen = snprintf(body, sizeof body,
+                        "{\"customer_id\":\"c-%llu\",\"items\":[{\"sku\":\"sku-%llu\","
+                        "\"quantity\":2,\"unit_price\":1999}]}",
+                        (unsigned long long)(n % 1000), (unsigned long long)(n % 500));
+        return snprintf(req, cap, "POST /v1/orders HTTP/1.1\r\nHost: b\r\n"
+                                  "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+                        blen, body);
+    }
+    char expected[24];
+    if (c->version[c->s] < 0)
+        snprintf(expected, sizeof expected, "\"no_stream\"");
+    else
+        snprintf(expected, sizeof expected, "%lld", (long long)c->version[c->s]);
+    blen = snprintf(body, sizeof body,
+                    "{\"expected_version\":%s,\"events\":[{\"type\":\"OrderPlaced\",\"data\":"
+                    "{\"type\":\"OrderPlaced\",\"orderId\":\"o-%llu\",\"customerId\":\"c-%llu\","
+                    "\"items\":[{\"sku\":\"sku-%llu\",\"qty\":2,\"price\":1999}],\"total\":3998,"
+                    "\"currency\":\"EUR\",\"shipTo\":{\"city\":\"Berlin\",\"zip\":\"10115\","
+                    "\"country\":\"DE\"}}}]}",
+                    expected, (unsigned long long)n, (unsigned long long)(n % 1000),
+                    (unsigned long long)(n % 500));
+    return snprintf(req, cap, "POST /v1/streams/order-%d/events HTTP/1.1\r\nHost: b\r\n"
+                              "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+                    c->s, blen, body);
+}
+
+/* Takes c's answer: counts it and, for appends, learns the stream's
+ * version and moves to c's next stream. */
+static void
+take_answer(conn *c, worker *w, int status, const char *resp)
+{
+    if (status == 201) {
+        w->ok++;
+        lat_add(&w->lat, c->t0);
+        if (!orders) {
+            const char *lv = strstr(resp, "\"last_version\":");
+            c->version[c->s] = lv ? strtoll(lv + 15, NULL, 10) : c->version[c->s] + 1;
+            c->s += conns;
+            if (c->s >= STREAMS)
+                c->s = c->id;
+        }
+        return;
+    }
+    w->errors++;
+    if (!orders && status == 409) {     /* left by an earlier run: learn it */
+        const char *av = strstr(resp, "\"actual_version\":");
+        if (av)
+            c->version[c->s] = strtoll(av + 17, NULL, 10);
+    }
+}
+
+/* (Re)connects c if needed and sends its next request; false when the
+ * service cannot be reached. */
+static bool
+send_next(conn *c, int ep)
+{
+    char req[2048];
+    int len;
+
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (c->fd < 0) {
+            struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+            if ((c->fd = connect_to()) < 0)
+                return false;
+            epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+        }
+        len = next_request(c, req, sizeof req);
+        c->got = 0;
+        c->t0 = lat_now();
+        if (send(c->fd, req, (size_t)len, MSG_NOSIGNAL) == (ssize_t)len)
+            return true;
+        c->k--;
+        close(c->fd);           /* also leaves the epoll set */
+        c->fd = -1;
+    }
+    return false;
+}
+
+/* Reads what c's socket holds; answers 1 when a whole response is in
+ * (status and body set), 0 when more is to come, -1 when the connection
+ * failed. */
+static int
+read_answer(conn *c, int *status, char **body)
+{
+    ssize_t n = recv(c->fd, c->buf + c->got, sizeof c->buf - c->got - 1, MSG_DONTWAIT);
+    char *end;
+
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+        return -1;
+    if (n < 0)
+        return 0;
+    c->got += (size_t)n;
+    c->buf[c->got] = '\0';
+    if ((end = strstr(c->buf, "\r\n\r\n")) != NULL) {
+        const char *cl = strcasestr(c->buf, "Content-Length:");
+        size_t need = (size_t)(end + 4 - c->buf) + (cl ? strtoul(cl + 15, NULL, 10) : 0);
+        if (c->got >= need) {
+            *status = 0;
+            sscanf(c->buf, "HTTP/1.%*d %d", status);
+            *body = end + 4;
+            return 1;
+        }
+    }
+    return c->got + 1 >= sizeof c->buf ? -1 : 0;
+}
+
+/* One client thread of the closed-loop modes: like pgbench's threads, it
+ * drives its share of the connections from one epoll set, sending each
+ * connection's next request as soon as its answer is in. */
+typedef struct client {
+    worker w;
+    conn *cs;
+    int n;
+} client;
+
 static void *
 run(void *arg)
 {
-    worker *w = arg;
-    int64_t *version = malloc(STREAMS * sizeof *version);
-    char req[2048], body[1024], buf[16384], *resp;
-    int fd = connect_to();
-    uint64_t k = 0;
-    int s = w->id;
+    client *cl = arg;
+    worker *w = &cl->w;
+    struct epoll_event evs[64];
+    int ep = epoll_create1(0), live = 0;
 
-    for (int i = 0; i < STREAMS; i++)
-        version[i] = -1;
-    while (fd >= 0 && !atomic_load(&stop)) {
-        uint64_t n = (uint64_t)w->id + (uint64_t)conns * k++;
-        int len, blen, status;
-        double t0;
+    for (int i = 0; i < cl->n; i++)
+        if (send_next(&cl->cs[i], ep))
+            live++;
+    while (live > 0 && !atomic_load(&stop)) {
+        int m = epoll_wait(ep, evs, 64, 100);
+        for (int i = 0; i < m; i++) {
+            conn *c = evs[i].data.ptr;
+            char *resp = NULL;
+            int status = 0, r = read_answer(c, &status, &resp);
 
-        if (orders) {
-            blen = snprintf(body, sizeof body,
-                            "{\"customer_id\":\"c-%llu\",\"items\":[{\"sku\":\"sku-%llu\","
-                            "\"quantity\":2,\"unit_price\":1999}]}",
-                            (unsigned long long)(n % 1000), (unsigned long long)(n % 500));
-            len = snprintf(req, sizeof req, "POST /v1/orders HTTP/1.1\r\nHost: b\r\n"
-                                            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
-                           blen, body);
-        } else {
-            char expected[24];
-            if (version[s] < 0)
-                snprintf(expected, sizeof expected, "\"no_stream\"");
-            else
-                snprintf(expected, sizeof expected, "%lld", (long long)version[s]);
-            blen = snprintf(body, sizeof body,
-                            "{\"expected_version\":%s,\"events\":[{\"type\":\"OrderPlaced\",\"data\":"
-                            "{\"type\":\"OrderPlaced\",\"orderId\":\"o-%llu\",\"customerId\":\"c-%llu\","
-                            "\"items\":[{\"sku\":\"sku-%llu\",\"qty\":2,\"price\":1999}],\"total\":3998,"
-                            "\"currency\":\"EUR\",\"shipTo\":{\"city\":\"Berlin\",\"zip\":\"10115\","
-                            "\"country\":\"DE\"}}}]}",
-                            expected, (unsigned long long)n, (unsigned long long)(n % 1000),
-                            (unsigned long long)(n % 500));
-            len = snprintf(req, sizeof req, "POST /v1/streams/order-%d/events HTTP/1.1\r\nHost: b\r\n"
-                                            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
-                           s, blen, body);
+            if (r == 0)
+                continue;
+            if (r < 0) {
+                w->errors++;
+                close(c->fd);
+                c->fd = -1;
+            } else {
+                take_answer(c, w, status, resp);
+            }
+            if (!send_next(c, ep))
+                live--;
         }
-        t0 = lat_now();
-        status = exchange(fd, req, (size_t)len, buf, sizeof buf, &resp);
-        if (status == 201) {
-            w->ok++;
-            if (!orders) {
-                const char *lv = strstr(resp, "\"last_version\":");
-                version[s] = lv ? strtoll(lv + 15, NULL, 10) : version[s] + 1;
-                s += conns;
-                if (s >= STREAMS)
-                    s = w->id;
-            }
-        } else {
-            w->errors++;
-            if (!orders && status == 409) {     /* left by an earlier run: learn it */
-                const char *av = strstr(resp, "\"actual_version\":");
-                if (av)
-                    version[s] = strtoll(av + 17, NULL, 10);
-            }
-            if (status == 0) {
-                close(fd);
-                fd = connect_to();
-            }
-            continue;
-        }
-        lat_add(&w->lat, t0);
     }
-    if (fd >= 0)
-        close(fd);
-    free(version);
+    for (int i = 0; i < cl->n; i++)
+        if (cl->cs[i].fd >= 0)
+            close(cl->cs[i].fd);
+    close(ep);
     return NULL;
 }
 
@@ -249,6 +353,59 @@ run_visibility(void *arg)
     return NULL;
 }
 
+/* The closed-loop modes: CLIENT_THREADS threads share the connections. */
+#define CLIENT_THREADS 2
+
+static int
+closed_loop(void)
+{
+    int nt = conns < CLIENT_THREADS ? conns : CLIENT_THREADS;
+    client cl[CLIENT_THREADS] = {0};
+    pthread_t th[CLIENT_THREADS];
+    conn *cs = calloc((size_t)conns, sizeof *cs);
+    latencies *lists[CLIENT_THREADS];
+    uint64_t ok = 0, errors = 0;
+    double t0, elapsed, p50, p99;
+
+    if (cs == NULL)
+        return 1;
+    for (int i = 0; i < conns; i++) {
+        cs[i].id = cs[i].s = i;
+        cs[i].fd = -1;
+        if (!orders) {
+            if ((cs[i].version = malloc(STREAMS * sizeof *cs[i].version)) == NULL)
+                return 1;
+            for (int j = 0; j < STREAMS; j++)
+                cs[i].version[j] = -1;
+        }
+    }
+    t0 = lat_now();
+    for (int t = 0, first = 0; t < nt; t++) {
+        cl[t].cs = cs + first;
+        cl[t].n = conns / nt + (t < conns % nt);
+        first += cl[t].n;
+        pthread_create(&th[t], NULL, run, &cl[t]);
+    }
+    while (lat_now() - t0 < seconds)
+        usleep(50 * 1000);
+    atomic_store(&stop, true);
+    for (int t = 0; t < nt; t++)
+        pthread_join(th[t], NULL);
+    elapsed = lat_now() - t0;
+    for (int t = 0; t < nt; t++) {
+        ok += cl[t].w.ok;
+        errors += cl[t].w.errors;
+        lists[t] = &cl[t].w.lat;
+    }
+    lat_percentiles(lists, (size_t)nt, &p50, &p99);
+    printf("per_s=%.0f requests=%llu errors=%llu p50_ms=%.2f p99_ms=%.2f\n", (double)ok / elapsed,
+           (unsigned long long)ok, (unsigned long long)errors, p50, p99);
+    for (int i = 0; i < conns; i++)
+        free(cs[i].version);
+    free(cs);
+    return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -288,11 +445,13 @@ main(int argc, char **argv)
     }
     if (conns < 1 || conns > 256 || seconds <= 0)
         return 2;
+    if (query_port == 0)
+        return closed_loop();
     ws = calloc((size_t)conns, sizeof *ws);
     t0 = lat_now();
     for (int i = 0; i < conns; i++) {
         ws[i].id = i;
-        pthread_create(&th[i], NULL, query_port ? run_visibility : run, &ws[i]);
+        pthread_create(&th[i], NULL, run_visibility, &ws[i]);
     }
     while (lat_now() - t0 < seconds)
         usleep(50 * 1000);
