@@ -2,9 +2,10 @@
  * es_committer: a queue of waiting appends and the threads that drain it.
  * A waiting caller owns its queue item on its stack; the committer thread
  * fills in the result, sets done and signals that item's condition, so
- * only the callers whose appends finished wake up.  Items are handed out in
- * arrival order, so a caller's appends are committed in the order it made
- * them.
+ * only the callers whose appends finished wake up.  An item submitted
+ * without waiting is the committer's to free, and its callback runs
+ * instead of the signal.  Items are handed out in arrival order, so a
+ * caller's appends are committed in the order it made them.
  */
 #include "committer.h"
 
@@ -19,6 +20,8 @@ typedef struct item {
     es_append_result *res;
     bool done;
     pthread_cond_t cond;        /* signalled once done is set */
+    es_committer_done cb;       /* submitted: called instead, then freed */
+    void *cb_ctx;
     struct item *next;
 } item;
 
@@ -91,7 +94,7 @@ deliver(es_committer *c, lane *l)
 {
     void (*on_commit)(void *);
     void *ctx;
-    bool wrote = false;
+    bool wrote = false, submitted = false;
     size_t i;
 
     for (i = 0; i < l->n; i++) {
@@ -106,10 +109,20 @@ deliver(es_committer *c, lane *l)
         on_commit(ctx);
     pthread_mutex_lock(&c->mu);
     for (i = 0; i < l->n; i++) {
+        if (l->taken[i]->cb != NULL) {
+            submitted = true;
+            continue;
+        }
         l->taken[i]->done = true;
         pthread_cond_signal(&l->taken[i]->cond);
     }
     pthread_mutex_unlock(&c->mu);
+    for (i = 0; submitted && i < l->n; i++) {
+        if (l->taken[i]->cb != NULL) {
+            l->taken[i]->cb(l->taken[i]->cb_ctx);
+            free(l->taken[i]);
+        }
+    }
     l->n = 0;
 }
 
@@ -269,36 +282,70 @@ es_committer_destroy(es_committer *c)
     free(c);
 }
 
-es_status
-es_committer_append(es_committer *c, const es_append_req *req, es_append_result *res)
+/* Queues it; false (it untouched) once the committer is stopping.
+ * Called with c->mu held. */
+static bool
+enqueue(es_committer *c, item *it)
 {
-    item it;
-
-    it.req = req;
-    it.res = res;
-    it.done = false;
-    it.next = NULL;
-    pthread_cond_init(&it.cond, NULL);
-    pthread_mutex_lock(&c->mu);
-    if (c->stopping) {
-        pthread_mutex_unlock(&c->mu);
-        pthread_cond_destroy(&it.cond);
-        es_error_clear(&res->err);
-        return res->status = es_error_set(&res->err, ES_EUNAVAILABLE, "store_unavailable", NULL,
-                                          "the committer is shutting down");
-    }
+    if (c->stopping)
+        return false;
     if (c->tail)
-        c->tail->next = &it;
+        c->tail->next = it;
     else
-        c->head = &it;
-    c->tail = &it;
-    c->queued += req->count;
+        c->head = it;
+    c->tail = it;
+    c->queued += it->req->count;
     pthread_cond_signal(&c->work);
     if (c->queued >= SPILL_EVENTS)
         pthread_cond_signal(&c->spill);
+    return true;
+}
+
+static es_status
+stopping_error(es_append_result *res)
+{
+    es_error_clear(&res->err);
+    return res->status = es_error_set(&res->err, ES_EUNAVAILABLE, "store_unavailable", NULL,
+                                      "the committer is shutting down");
+}
+
+es_status
+es_committer_append(es_committer *c, const es_append_req *req, es_append_result *res)
+{
+    item it = {.req = req, .res = res};
+
+    pthread_cond_init(&it.cond, NULL);
+    pthread_mutex_lock(&c->mu);
+    if (!enqueue(c, &it)) {
+        pthread_mutex_unlock(&c->mu);
+        pthread_cond_destroy(&it.cond);
+        return stopping_error(res);
+    }
     while (!it.done)
         pthread_cond_wait(&it.cond, &c->mu);
     pthread_mutex_unlock(&c->mu);
     pthread_cond_destroy(&it.cond);
     return res->status;
+}
+
+es_status
+es_committer_submit(es_committer *c, const es_append_req *req, es_append_result *res,
+                    es_committer_done done, void *ctx)
+{
+    item *it = calloc(1, sizeof *it);
+
+    if (it == NULL) {
+        es_error_clear(&res->err);
+        return res->status = es_error_set(&res->err, ES_ENOMEM, NULL, NULL,
+                                          "could not queue the append");
+    }
+    *it = (item){.req = req, .res = res, .cb = done, .cb_ctx = ctx};
+    pthread_mutex_lock(&c->mu);
+    if (!enqueue(c, it)) {
+        pthread_mutex_unlock(&c->mu);
+        free(it);
+        return stopping_error(res);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return ES_OK;
 }

@@ -1,6 +1,6 @@
 /*
  * Group commit shared by many threads.  Callers hand in one append each
- * and block; a few committer threads, each with its own store connection,
+ * and block (or submit it with a callback); a few committer threads, each with its own store connection,
  * take everything queued (up to a batch size) and append it as one batch:
  * one transaction and one WAL flush for the whole batch.  Each connection
  * keeps a second batch in flight behind the first; the connections after
@@ -40,5 +40,20 @@ void es_committer_destroy(es_committer *c);
  */
 es_status es_committer_append(es_committer *c, const es_append_req *req,
                               es_append_result *res);
+
+typedef void (*es_committer_done)(void *ctx);
+
+/*
+ * Queues req without waiting: once its batch is done, res holds the
+ * result and done(ctx) runs on a committer thread (it should be quick:
+ * the next batch of that thread waits for it).  req and res are borrowed
+ * until then.  On ES_OK, done will be called exactly once; otherwise
+ * (stopping, out of memory) it never is, and res says why.  Submitted
+ * appends may commit in any order among themselves (two connections may
+ * carry them); a caller that needs an order submits the next one from
+ * the previous one's callback, or waits with es_committer_append.
+ */
+es_status es_committer_submit(es_committer *c, const es_append_req *req,
+                              es_append_result *res, es_committer_done done, void *ctx);
 
 #endif

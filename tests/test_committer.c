@@ -1,7 +1,8 @@
 /*
  * Integration tests of events/committer.c: many threads appending through
  * one committer get their own, correct results, and concurrent appends
- * share commits.
+ * share commits; appends submitted without waiting are answered through
+ * their callback, once each.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -126,6 +127,106 @@ START_TEST(bad_arguments_and_unavailable)
 }
 END_TEST
 
+/* Appends submitted without waiting: the callbacks' record. */
+enum { SUBMITS = 200 };
+
+typedef struct submitted {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int calls[SUBMITS + 1];
+    int done;
+    es_append_req req[SUBMITS + 1];
+    es_append_result res[SUBMITS + 1];
+} submitted;
+
+typedef struct sub_ctx {
+    submitted *s;
+    int i;
+} sub_ctx;
+
+static void
+on_done(void *arg)
+{
+    sub_ctx *c = arg;
+
+    pthread_mutex_lock(&c->s->mu);
+    c->s->calls[c->i]++;
+    c->s->done++;
+    pthread_cond_signal(&c->s->cond);
+    pthread_mutex_unlock(&c->s->mu);
+}
+
+static void
+wait_done(submitted *s, int n)
+{
+    pthread_mutex_lock(&s->mu);
+    while (s->done < n)
+        pthread_cond_wait(&s->cond, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+}
+
+START_TEST(submit_answers_through_callbacks)
+{
+    static submitted s = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    static sub_ctx ctx[SUBMITS + 1];
+    static char streams[SUBMITS][80];
+    es_new_event e = {NULL, "T", 1, "{\"x\":1}", NULL};
+    char prefix_[40];
+    es_error err;
+
+    th_unique(prefix_, sizeof prefix_, "gcsub");
+    ck_assert_int_eq(es_committer_create(&committer, th_conninfo(), 2, 16, &err), ES_OK);
+    /* Submitted appends are not ordered among themselves (two
+     * connections may commit them), so each has its own stream. */
+    for (int i = 0; i < SUBMITS; i++) {
+        snprintf(streams[i], sizeof streams[i], "%s-%d", prefix_, i);
+        s.req[i] = (es_append_req){streams[i], ES_EXPECT_NO_STREAM, &e, 1};
+        ctx[i] = (sub_ctx){&s, i};
+        ck_assert_int_eq(es_committer_submit(committer, &s.req[i], &s.res[i], on_done, &ctx[i]),
+                         ES_OK);
+    }
+    wait_done(&s, SUBMITS);
+    /* A stale version's conflict comes through the callback too. */
+    s.req[SUBMITS] = (es_append_req){streams[0], ES_EXPECT_NO_STREAM, &e, 1};
+    ctx[SUBMITS] = (sub_ctx){&s, SUBMITS};
+    ck_assert_int_eq(es_committer_submit(committer, &s.req[SUBMITS], &s.res[SUBMITS], on_done,
+                                         &ctx[SUBMITS]), ES_OK);
+    wait_done(&s, SUBMITS + 1);
+    es_committer_destroy(committer);
+    for (int i = 0; i < SUBMITS; i++) {
+        ck_assert_int_eq(s.calls[i], 1);
+        ck_assert_msg(s.res[i].status == ES_OK, "append %d: %s", i, s.res[i].err.message);
+        ck_assert_int_eq(s.res[i].first_version, 0);
+        ck_assert_int_eq(s.res[i].last_version, 0);
+    }
+    ck_assert_int_eq(s.calls[SUBMITS], 1);
+    ck_assert_int_eq(s.res[SUBMITS].status, ES_ECONFLICT);
+    ck_assert_int_eq(s.res[SUBMITS].err.actual_version, 0);
+    ck_assert_int_eq(s.done, SUBMITS + 1);
+}
+END_TEST
+
+START_TEST(submit_to_an_unreachable_store)
+{
+    static submitted s = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    static sub_ctx ctx;
+    es_new_event e = {NULL, "T", 1, "{}", NULL};
+    es_committer *c;
+    es_error err;
+
+    ck_assert_int_eq(es_committer_create(&c, "host=127.0.0.1 port=1 connect_timeout=2", 1, 10, &err),
+                     ES_OK);
+    s.req[0] = (es_append_req){"gcsub-down", ES_EXPECT_ANY, &e, 1};
+    ctx = (sub_ctx){&s, 0};
+    ck_assert_int_eq(es_committer_submit(c, &s.req[0], &s.res[0], on_done, &ctx), ES_OK);
+    wait_done(&s, 1);
+    ck_assert_int_eq(s.calls[0], 1);
+    ck_assert_int_eq(s.res[0].status, ES_EUNAVAILABLE);
+    ck_assert_str_eq(s.res[0].err.code, "store_unavailable");
+    es_committer_destroy(c);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -135,6 +236,8 @@ main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, threads_share_commits);
     tcase_add_test(tc, bad_arguments_and_unavailable);
+    tcase_add_test(tc, submit_answers_through_callbacks);
+    tcase_add_test(tc, submit_to_an_unreachable_store);
     suite_add_tcase(s, tc);
     return th_run(s);
 }
