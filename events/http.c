@@ -3,6 +3,11 @@
  * gathered into its own buffer; the handler runs once the body is
  * complete, builds an es_http_res, and this file turns it into an MHD
  * response.  Counters are plain atomics so /metrics costs no lock.
+ *
+ * A request answered later (deferred by a quick handler, or run on the
+ * worker pool) has its connection suspended until the answer is in; the
+ * server's mutex orders the suspension before the resumption, since
+ * MHD takes a resume that comes first as cancelling the suspend.
  */
 #include "http.h"
 
@@ -10,8 +15,10 @@
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,22 +28,48 @@
 static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5};
 #define NBUCKETS (sizeof buckets / sizeof buckets[0])
 
+typedef struct conn_state conn_state;
+
 struct es_http_server {
     struct MHD_Daemon *mhd;
     es_http_handler handler;
+    es_http_quick_handler quick;
     void *app;
     size_t body_max;
     atomic_ullong by_class[6];          /* 1xx..5xx by status / 100 */
     atomic_ullong latency[NBUCKETS + 1];
     atomic_ullong latency_sum_us;
+
+    pthread_mutex_t mu;         /* the deferred requests and the pool's queue */
+    pthread_cond_t job;         /* a job queued, or stopping */
+    pthread_cond_t drained;     /* no deferred request left */
+    size_t deferred;            /* deferred requests not yet answered on the wire */
+    conn_state *jobs_head, *jobs_tail;
+    bool stopping;
+    unsigned nworkers;
+    pthread_t *workers;
 };
 
-typedef struct conn_state {
+/* A deferred request; its connection stays until the answer is queued. */
+struct es_http_pending {
+    es_http_server *srv;
+    struct MHD_Connection *conn;
+    bool suspended;             /* MHD_suspend_connection was called */
+    bool answered;              /* res holds the answer */
+    es_http_res res;
+};
+
+struct conn_state {
     es_buf body;
     bool too_large;
     bool answered;              /* the 413 is queued already */
+    bool deferred;
+    bool sent;                  /* the deferred answer is queued */
     struct timespec start;
-} conn_state;
+    es_http_req req;            /* kept for a deferred answer */
+    es_http_pending pending;
+    conn_state *next_job;
+};
 
 const char *
 es_http_header(const es_http_req *req, const char *name)
@@ -187,13 +220,105 @@ too_large(es_http_server *srv, struct MHD_Connection *c, conn_state *st)
     return ok;
 }
 
+es_http_pending *
+es_http_defer(const es_http_req *req)
+{
+    conn_state *st = (conn_state *)(void *)((char *)req - offsetof(conn_state, req));
+
+    if (!st->deferred) {
+        st->deferred = true;
+        pthread_mutex_lock(&st->pending.srv->mu);
+        st->pending.srv->deferred++;
+        pthread_mutex_unlock(&st->pending.srv->mu);
+    }
+    return &st->pending;
+}
+
+void
+es_http_answer(es_http_pending *p, es_http_res *res)
+{
+    es_http_server *srv = p->srv;
+
+    pthread_mutex_lock(&srv->mu);
+    p->res = *res;              /* the body moves with it */
+    *res = (es_http_res){0};
+    p->answered = true;
+    if (p->suspended)
+        MHD_resume_connection(p->conn);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+/* Counts a deferred request out; called with srv->mu held. */
+static void
+undefer(es_http_server *srv, conn_state *st)
+{
+    st->sent = true;
+    if (--srv->deferred == 0)
+        pthread_cond_broadcast(&srv->drained);
+}
+
+/* Sends the answer of a deferred request, once it is in. */
+static enum MHD_Result
+send_deferred(es_http_server *srv, struct MHD_Connection *c, conn_state *st)
+{
+    enum MHD_Result ok;
+
+    pthread_mutex_lock(&srv->mu);
+    undefer(srv, st);
+    pthread_mutex_unlock(&srv->mu);
+    ok = send_res(srv, c, &st->pending.res, &st->start);
+    es_buf_free(&st->pending.res.body);
+    return ok;
+}
+
+/* After a deferral: suspends the connection until es_http_answer, or
+ * sends the answer if it came already. */
+static enum MHD_Result
+suspend_unless_answered(es_http_server *srv, struct MHD_Connection *c, conn_state *st)
+{
+    pthread_mutex_lock(&srv->mu);
+    if (!st->pending.answered) {
+        st->pending.suspended = true;
+        MHD_suspend_connection(c);
+        pthread_mutex_unlock(&srv->mu);
+        return MHD_YES;
+    }
+    pthread_mutex_unlock(&srv->mu);
+    return send_deferred(srv, c, st);
+}
+
+/* A pool thread: runs the handler of each queued request. */
+static void *
+work(void *arg)
+{
+    es_http_server *srv = arg;
+    conn_state *st;
+
+    for (;;) {
+        es_http_res res = {.status = 200};
+
+        pthread_mutex_lock(&srv->mu);
+        while (srv->jobs_head == NULL && !srv->stopping)
+            pthread_cond_wait(&srv->job, &srv->mu);
+        if ((st = srv->jobs_head) == NULL) {
+            pthread_mutex_unlock(&srv->mu);
+            return NULL;
+        }
+        if ((srv->jobs_head = st->next_job) == NULL)
+            srv->jobs_tail = NULL;
+        st->next_job = NULL;
+        pthread_mutex_unlock(&srv->mu);
+        srv->handler(srv->app, &st->req, &res);
+        es_http_answer(&st->pending, &res);
+    }
+}
+
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
            const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
     es_http_server *srv = cls;
     conn_state *st = *con_cls;
-    es_http_req req;
     es_http_res res = {0};
     enum MHD_Result ok;
 
@@ -203,6 +328,8 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 
         if ((st = calloc(1, sizeof *st)) == NULL)
             return MHD_NO;
+        st->pending.srv = srv;
+        st->pending.conn = c;
         clock_gettime(CLOCK_MONOTONIC, &st->start);
         *con_cls = st;
         if (len != NULL && strtoull(len, NULL, 10) > srv->body_max) {
@@ -227,16 +354,31 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
     if (st->too_large)
         return st->answered ? MHD_YES : too_large(srv, c, st);
 
-    req.method = method;
-    req.path = url;
-    req.body = st->body.data ? st->body.data : "";
-    req.body_len = st->body.len;
-    req.conn_ = c;
+    if (st->deferred)           /* resumed: the answer is in */
+        return send_deferred(srv, c, st);
+    st->req = (es_http_req){method, url, st->body.data ? st->body.data : "", st->body.len, c};
     if (es_buf_failed(&st->body)) {
         es_http_res_error(&res, 500, "out_of_memory", NULL, NULL, "could not hold the request body");
     } else {
         res.status = 200;
-        srv->handler(srv->app, &req, &res);
+        if (srv->quick != NULL && srv->quick(srv->app, &st->req, &res)) {
+            if (st->deferred)
+                return suspend_unless_answered(srv, c, st);
+        } else if (srv->nworkers > 0) {
+            es_http_defer(&st->req);
+            pthread_mutex_lock(&srv->mu);
+            if (srv->jobs_tail)
+                srv->jobs_tail->next_job = st;
+            else
+                srv->jobs_head = st;
+            srv->jobs_tail = st;
+            pthread_cond_signal(&srv->job);
+            pthread_mutex_unlock(&srv->mu);
+            es_buf_free(&res.body);
+            return suspend_unless_answered(srv, c, st);
+        } else {
+            srv->handler(srv->app, &st->req, &res);
+        }
     }
     ok = send_res(srv, c, &res, &st->start);
     es_buf_free(&res.body);
@@ -247,13 +389,20 @@ static void
 on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
              enum MHD_RequestTerminationCode toe)
 {
+    es_http_server *srv = cls;
     conn_state *st = *con_cls;
 
-    (void)cls;
     (void)c;
     (void)toe;
     if (st != NULL) {
+        /* answered, resumed, and then the client was gone */
+        if (st->deferred && !st->sent) {
+            pthread_mutex_lock(&srv->mu);
+            undefer(srv, st);
+            pthread_mutex_unlock(&srv->mu);
+        }
         es_buf_free(&st->body);
+        es_buf_free(&st->pending.res.body);
         free(st);
         *con_cls = NULL;
     }
@@ -277,13 +426,27 @@ es_http_start(es_http_server **out, const es_http_config *cfg, es_http_handler h
     if ((srv = calloc(1, sizeof *srv)) == NULL)
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate the HTTP server");
     srv->handler = handler;
+    srv->quick = cfg->quick;
     srv->app = app;
     srv->body_max = cfg->body_max;
+    pthread_mutex_init(&srv->mu, NULL);
+    pthread_cond_init(&srv->job, NULL);
+    pthread_cond_init(&srv->drained, NULL);
+    if (cfg->workers > 0 && (srv->workers = calloc(cfg->workers, sizeof *srv->workers)) == NULL) {
+        es_http_stop(srv);
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate the HTTP server");
+    }
+    for (; srv->nworkers < cfg->workers; srv->nworkers++) {
+        if (pthread_create(&srv->workers[srv->nworkers], NULL, work, srv) != 0) {
+            es_http_stop(srv);
+            return es_error_set(err, ES_EINTERNAL, NULL, NULL, "could not start an HTTP worker");
+        }
+    }
     /* Set before the pool threads start (which orders the write before
      * them): a handler may read it through the application, for /metrics. */
     *out = srv;
-    srv->mhd = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD, (uint16_t)cfg->port, NULL, NULL,
-                                on_request, srv,
+    srv->mhd = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME,
+                                (uint16_t)cfg->port, NULL, NULL, on_request, srv,
                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
                                 MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads,
                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
@@ -292,7 +455,7 @@ es_http_start(es_http_server **out, const es_http_config *cfg, es_http_handler h
                                 MHD_OPTION_END);
     if (srv->mhd == NULL) {
         *out = NULL;
-        free(srv);
+        es_http_stop(srv);
         return es_error_set(err, ES_EUNAVAILABLE, "listen_failed", NULL,
                             "could not listen on %s:%u (in use?)",
                             cfg->bind ? cfg->bind : "127.0.0.1", cfg->port);
@@ -303,9 +466,32 @@ es_http_start(es_http_server **out, const es_http_config *cfg, es_http_handler h
 void
 es_http_stop(es_http_server *srv)
 {
+    struct timespec deadline;
+
     if (srv == NULL)
         return;
-    MHD_stop_daemon(srv->mhd);
+    /* MHD must not be stopped with a connection suspended: wait for the
+     * deferred answers (the committer and the pool are still running),
+     * for a while. */
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 30;
+    pthread_mutex_lock(&srv->mu);
+    while (srv->mhd != NULL && srv->deferred > 0 &&
+           pthread_cond_timedwait(&srv->drained, &srv->mu, &deadline) == 0)
+        ;
+    pthread_mutex_unlock(&srv->mu);
+    if (srv->mhd != NULL)
+        MHD_stop_daemon(srv->mhd);
+    pthread_mutex_lock(&srv->mu);
+    srv->stopping = true;
+    pthread_cond_broadcast(&srv->job);
+    pthread_mutex_unlock(&srv->mu);
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        pthread_join(srv->workers[i], NULL);
+    free(srv->workers);
+    pthread_cond_destroy(&srv->job);
+    pthread_cond_destroy(&srv->drained);
+    pthread_mutex_destroy(&srv->mu);
     free(srv);
 }
 

@@ -1,10 +1,12 @@
 /*
- * The HTTP layer both services share: libmicrohttpd with epoll and a
- * thread pool, bodies collected up to a hard cap (413 past it), JSON
- * responses, the error body of shared/API.md, and request counters for
- * /metrics.  Handlers run on the pool's threads and may block; a daemon
- * keeps per-thread connections (PostgreSQL, Redis) in thread-local
- * storage, since neither client is thread-safe.
+ * The HTTP layer every daemon shares: libmicrohttpd with epoll
+ * event-loop threads, bodies collected up to a hard cap (413 past it),
+ * JSON responses, the error body of shared/API.md, and request counters
+ * for /metrics.  Handlers run on the event-loop threads, or on a worker
+ * pool when the server has one, and may block; a daemon keeps per-thread
+ * connections (PostgreSQL, Redis) in thread-local storage, since neither
+ * client is thread-safe.  A quick handler may defer its answer to any
+ * thread (es_http_defer / es_http_answer).
  */
 #ifndef ES_HTTP_H
 #define ES_HTTP_H
@@ -64,12 +66,35 @@ void es_http_res_header(es_http_res *res, const char *name, const char *value);
 
 typedef void (*es_http_handler)(void *app, const es_http_req *req, es_http_res *res);
 
+/*
+ * A handler that runs on the event-loop thread itself, before the pool:
+ * it answers true when it took the request, having either filled res or
+ * deferred it (es_http_defer), and false to leave the request to the
+ * handler.  It must not block.
+ */
+typedef bool (*es_http_quick_handler)(void *app, const es_http_req *req, es_http_res *res);
+
 typedef struct es_http_config {
     const char *bind;           /* address, e.g. "127.0.0.1" */
     unsigned port;
-    unsigned threads;           /* pool size */
+    unsigned threads;           /* event-loop threads */
     size_t body_max;            /* bytes; larger bodies get 413 */
+    /* 0: the handler runs on the event-loop threads, which then each
+     * serve one request at a time.  Otherwise a pool of this many threads
+     * runs it, while the connection waits off the event loop. */
+    unsigned workers;
+    es_http_quick_handler quick;    /* optional */
 } es_http_config;
+
+/*
+ * Answering later.  Called from a quick handler, es_http_defer keeps the
+ * request (req and what it points to stay valid) until es_http_answer
+ * (from any thread, exactly once) sends res, whose body it takes; the
+ * handler then leaves its own res alone.
+ */
+typedef struct es_http_pending es_http_pending;
+es_http_pending *es_http_defer(const es_http_req *req);
+void es_http_answer(es_http_pending *p, es_http_res *res);
 
 /* Starts serving; *out NULL on failure (err says why). */
 es_status es_http_start(es_http_server **out, const es_http_config *cfg,

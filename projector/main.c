@@ -343,8 +343,9 @@ static int
 main_live(void)
 {
     live *l = &L;
-    es_http_config http = {es_env_str("ES_PROJECTOR_BIND", "127.0.0.1"),
-                           (unsigned)atoi(es_env_str("ES_PROJECTOR_PORT", "8083")), 2, 4096};
+    es_http_config http = {.bind = es_env_str("ES_PROJECTOR_BIND", "127.0.0.1"),
+                           .port = (unsigned)atoi(es_env_str("ES_PROJECTOR_PORT", "8083")),
+                           .threads = 2, .body_max = 4096};
     const char *only = es_env_str("ES_PROJECTIONS", "all");
     es_error err;
     size_t i;

@@ -371,8 +371,9 @@ main(void)
 {
     relay *r = &R;
     natsOptions *opts = NULL;
-    es_http_config http = {es_env_str("ES_RELAY_BIND", "127.0.0.1"),
-                           (unsigned)atoi(es_env_str("ES_RELAY_PORT", "8082")), 2, 4096};
+    es_http_config http = {.bind = es_env_str("ES_RELAY_BIND", "127.0.0.1"),
+                           .port = (unsigned)atoi(es_env_str("ES_RELAY_PORT", "8082")),
+                           .threads = 2, .body_max = 4096};
     sigset_t sigs;
     pthread_t sigth;
     es_error err;

@@ -35,7 +35,7 @@ main(void)
 {
     static query_app app;
     es_http_server *srv = NULL;
-    es_http_config http;
+    es_http_config http = {0};
     es_error err;
     sigset_t sigs;
     int sig, rc = 1;

@@ -222,8 +222,9 @@ signal_thread(void *arg)
 static int
 daemon_main(void)
 {
-    es_http_config hc = {es_env_str("ES_SAGA_BIND", "127.0.0.1"),
-                         (unsigned)(int)es_env_long("es-saga", "ES_SAGA_PORT", 8084, 1, 65535), 2, 4096};
+    es_http_config hc = {.bind = es_env_str("ES_SAGA_BIND", "127.0.0.1"),
+                         .port = (unsigned)(int)es_env_long("es-saga", "ES_SAGA_PORT", 8084, 1, 65535),
+                         .threads = 2, .body_max = 4096};
     int nworkers = (int)es_env_long("es-saga", "ES_SAGA_WORKERS", 4, 1, WORKERS_MAX);
     pthread_t workers[WORKERS_MAX], intake;
     const char *names[] = {"notification", "email"};

@@ -1,0 +1,246 @@
+/*
+ * Tests of events/http.c on a real socket: handlers inline, on the worker
+ * pool, and answered later (a quick handler's deferral, answered from
+ * another thread before or after the connection is suspended); stopping
+ * waits for the deferred answers, and a client gone before its answer
+ * holds nothing up.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "http.h"
+
+static double
+now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* An answer given from a thread of its own after delay_ms. */
+typedef struct later {
+    es_http_pending *p;
+    int delay_ms;
+    char body[64];
+} later;
+
+static void *
+answer_later(void *arg)
+{
+    later *l = arg;
+    es_http_res res = {.status = 202};
+
+    usleep((useconds_t)l->delay_ms * 1000);
+    es_buf_puts(&res.body, l->body);
+    es_http_res_header(&res, "X-Later", "yes");
+    es_http_answer(l->p, &res);
+    free(l);
+    return NULL;
+}
+
+/*
+ * /quick/now: answered on the loop; /quick/first: deferred and answered
+ * before the quick handler returns; /quick/later/<ms>: deferred, answered
+ * by a thread after ms.  Anything else goes to the handler.
+ */
+static bool
+quick(void *app, const es_http_req *req, es_http_res *res)
+{
+    (void)app;
+    if (strcmp(req->path, "/quick/now") == 0) {
+        res->status = 200;
+        es_buf_puts(&res->body, "{\"where\":\"loop\"}");
+        return true;
+    }
+    if (strcmp(req->path, "/quick/first") == 0) {
+        es_http_res mine = {.status = 201};
+
+        es_buf_printf(&mine.body, "{\"echo\":\"%s\"}", req->body);
+        es_http_answer(es_http_defer(req), &mine);
+        return true;
+    }
+    if (strncmp(req->path, "/quick/later/", 13) == 0) {
+        later *l = calloc(1, sizeof *l);
+        pthread_t th;
+
+        ck_assert_ptr_nonnull(l);
+        l->delay_ms = atoi(req->path + 13);
+        snprintf(l->body, sizeof l->body, "{\"waited\":%d}", l->delay_ms);
+        l->p = es_http_defer(req);
+        ck_assert_int_eq(pthread_create(&th, NULL, answer_later, l), 0);
+        pthread_detach(th);
+        return true;
+    }
+    return false;
+}
+
+static void
+handler(void *app, const es_http_req *req, es_http_res *res)
+{
+    (void)app;
+    if (strncmp(req->path, "/slow/", 6) == 0)
+        usleep((useconds_t)atoi(req->path + 6) * 1000);
+    res->status = 200;
+    es_buf_printf(&res->body, "{\"path\":\"%s\",\"body\":\"%s\"}", req->path, req->body);
+}
+
+static es_http_server *
+start(unsigned *port, unsigned workers, bool with_quick)
+{
+    es_http_config cfg = {.bind = "127.0.0.1", .threads = 2, .body_max = 1024,
+                          .workers = workers, .quick = with_quick ? quick : NULL};
+    es_http_server *srv = NULL;
+    es_error err;
+
+    for (int attempt = 0; srv == NULL && attempt < 5; attempt++) {
+        cfg.port = *port = th_free_port();
+        es_http_start(&srv, &cfg, handler, NULL, &err);
+    }
+    ck_assert_msg(srv != NULL, "could not start: %s", err.message);
+    return srv;
+}
+
+typedef struct call {
+    unsigned port;
+    const char *path, *body;
+    int status;
+    char out[256];
+} call;
+
+static void *
+do_call(void *arg)
+{
+    call *c = arg;
+    th_response res;
+
+    c->status = th_http(c->port, "POST", c->path, "Content-Type: application/json\r\n", c->body, &res);
+    snprintf(c->out, sizeof c->out, "%s", res.body ? res.body : "");
+    th_response_free(&res);
+    return NULL;
+}
+
+START_TEST(inline_handler)
+{
+    unsigned port;
+    es_http_server *srv = start(&port, 0, false);
+    call c = {port, "/x", "b", 0, ""};
+
+    do_call(&c);
+    ck_assert_int_eq(c.status, 200);
+    ck_assert_str_eq(c.out, "{\"path\":\"/x\",\"body\":\"b\"}");
+    es_http_stop(srv);
+}
+END_TEST
+
+/* Eight slow requests on four workers: all answered, each with its own
+ * body, while the loop still answers quick ones. */
+START_TEST(worker_pool_and_quick_answers)
+{
+    unsigned port;
+    es_http_server *srv = start(&port, 4, true);
+    call slow[8], q[3];
+    pthread_t th[8];
+    char bodies[8][8];
+
+    for (int i = 0; i < 8; i++) {
+        snprintf(bodies[i], sizeof bodies[i], "n%d", i);
+        slow[i] = (call){port, "/slow/200", bodies[i], 0, ""};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, do_call, &slow[i]), 0);
+    }
+    q[0] = (call){port, "/quick/now", "", 0, ""};
+    q[1] = (call){port, "/quick/first", "hi", 0, ""};
+    q[2] = (call){port, "/quick/later/50", "", 0, ""};
+    for (int i = 0; i < 3; i++)
+        do_call(&q[i]);
+    ck_assert_int_eq(q[0].status, 200);
+    ck_assert_str_eq(q[0].out, "{\"where\":\"loop\"}");
+    ck_assert_int_eq(q[1].status, 201);
+    ck_assert_str_eq(q[1].out, "{\"echo\":\"hi\"}");
+    ck_assert_int_eq(q[2].status, 202);
+    ck_assert_str_eq(q[2].out, "{\"waited\":50}");
+    for (int i = 0; i < 8; i++) {
+        char want[64];
+
+        pthread_join(th[i], NULL);
+        snprintf(want, sizeof want, "{\"path\":\"/slow/200\",\"body\":\"n%d\"}", i);
+        ck_assert_int_eq(slow[i].status, 200);
+        ck_assert_str_eq(slow[i].out, want);
+    }
+    es_http_stop(srv);
+}
+END_TEST
+
+/* Stopping waits for a deferred answer, which the client still gets. */
+START_TEST(stop_waits_for_deferred_answers)
+{
+    unsigned port;
+    es_http_server *srv = start(&port, 2, true);
+    call c = {port, "/quick/later/400", "", 0, ""};
+    pthread_t th;
+    double t0;
+
+    ck_assert_int_eq(pthread_create(&th, NULL, do_call, &c), 0);
+    usleep(100 * 1000);
+    t0 = now();
+    es_http_stop(srv);
+    ck_assert_msg(now() - t0 >= 0.2, "stopped without waiting for the answer");
+    pthread_join(th, NULL);
+    ck_assert_int_eq(c.status, 202);
+    ck_assert_str_eq(c.out, "{\"waited\":400}");
+}
+END_TEST
+
+/* A client gone before its answer: the answer is dropped, and stopping
+ * is not held up by it. */
+START_TEST(client_gone_before_the_answer)
+{
+    unsigned port;
+    es_http_server *srv = start(&port, 2, true);
+    struct sockaddr_in a = {0};
+    const char req[] = "POST /quick/later/200 HTTP/1.1\r\nHost: t\r\n"
+                       "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    call c = {0};
+    double t0;
+
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(send(fd, req, sizeof req - 1, 0), (ssize_t)(sizeof req - 1));
+    usleep(50 * 1000);
+    close(fd);
+    usleep(400 * 1000);         /* answered, resumed, found closed */
+    c = (call){port, "/quick/now", "", 0, ""};
+    do_call(&c);                /* the server still serves */
+    ck_assert_int_eq(c.status, 200);
+    t0 = now();
+    es_http_stop(srv);
+    ck_assert_msg(now() - t0 < 5, "stopping waited for an answer nobody reads");
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("http");
+    TCase *tc = tcase_create("http");
+
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, inline_handler);
+    tcase_add_test(tc, worker_pool_and_quick_answers);
+    tcase_add_test(tc, stop_waits_for_deferred_answers);
+    tcase_add_test(tc, client_gone_before_the_answer);
+    suite_add_tcase(s, tc);
+    return th_run(s);
+}
