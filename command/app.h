@@ -43,6 +43,7 @@ void app_count(app *a, const cmd_out *out);
 
 /* HTTP entry point (routes.c). */
 void routes_handle(void *app, const es_http_req *req, es_http_res *res);
+bool routes_quick(void *app, const es_http_req *req, es_http_res *res);
 
 /* NATS request/reply on cmd.<context>.<action> (bus.c). */
 es_status bus_start(bus **out, app *a, const char *url, int subs_per_context, es_error *err);

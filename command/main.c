@@ -21,7 +21,7 @@ int
 main(void)
 {
     static app a;
-    es_http_config http;
+    es_http_config http = {0};
     es_error err;
     sigset_t sigs;
     int sig, rc = 1;
@@ -42,7 +42,9 @@ main(void)
 
     http.bind = es_env_str("ES_COMMAND_BIND", "127.0.0.1");
     http.port = (unsigned)es_env_long("es-command", "ES_COMMAND_PORT", 8080, 1, 65535);
-    http.threads = (unsigned)es_env_long("es-command", "ES_HTTP_THREADS", 32, 1, 1024);
+    http.threads = (unsigned)es_env_long("es-command", "ES_HTTP_THREADS", 2, 1, 1024);
+    http.workers = (unsigned)es_env_long("es-command", "ES_HTTP_WORKERS", 32, 0, 1024);
+    http.quick = routes_quick;
     http.body_max = (size_t)es_env_long("es-command", "ES_BODY_MAX", 1024 * 1024, 1024, 64L * 1024 * 1024);
 
     /* Signals are taken by sigwait below, not by whichever thread. */

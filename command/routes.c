@@ -138,62 +138,115 @@ outcome_to_res(const cmd_out *out, es_http_res *res)
 
 /* ---- the event store, used directly ------------------------------------ */
 
-/*
- * With an Idempotency-Key (fresh false), events sent without an id get
- * one derived from the key, so two racing twins append once.
- */
-static void
-append_events(app *a, const char *stream, const es_http_req *req, const char *command_id,
-              bool fresh, es_http_res *res)
-{
+/* An append on its way: the decoded body and what the committer answers. */
+typedef struct append_job {
     es_append_body body;
+    char (*ids)[ES_UUID_LEN + 1];
     es_append_req areq;
     es_append_result r;
-    es_error err;
-    char pos[ES_POSITION_TEXT_MAX];
-    char (*ids)[ES_UUID_LEN + 1] = NULL;
+    es_http_pending *pending;       /* answered when done (quick path) */
+    char stream[ES_STREAM_ID_MAX + 8];
+} append_job;
 
-    if (es_append_body_decode(req->body, req->body_len, &body, &err) != ES_OK) {
+static void
+append_job_free(append_job *j)
+{
+    es_append_body_free(&j->body);
+    free(j->ids);
+    free(j);
+}
+
+/*
+ * Decodes the body into a new job (NULL, res set, on failure).  With an
+ * Idempotency-Key (fresh false), events sent without an id get one
+ * derived from the key, so two racing twins append once.
+ */
+static append_job *
+append_prepare(const char *stream, const es_http_req *req, const char *command_id, bool fresh,
+               es_http_res *res)
+{
+    append_job *j = calloc(1, sizeof *j);
+    es_error err;
+
+    if (j == NULL) {
+        es_http_res_error(res, 500, "out_of_memory", NULL, NULL, "out of memory");
+        return NULL;
+    }
+    snprintf(j->stream, sizeof j->stream, "%s", stream);
+    if (es_append_body_decode(req->body, req->body_len, &j->body, &err) != ES_OK) {
         es_http_res_from_error(res, &err);
-        return;
+        free(j);
+        return NULL;
     }
     if (!fresh) {
-        if ((ids = calloc(body.count, sizeof *ids)) == NULL) {
-            es_append_body_free(&body);
+        if ((j->ids = calloc(j->body.count, sizeof *j->ids)) == NULL) {
+            append_job_free(j);
             es_http_res_error(res, 500, "out_of_memory", NULL, NULL, "out of memory");
-            return;
+            return NULL;
         }
-        for (size_t i = 0; i < body.count; i++) {
-            if (body.events[i].event_id == NULL || body.events[i].event_id[0] == '\0') {
-                es_uuid_derive(command_id, (unsigned)i, ids[i]);
-                body.events[i].event_id = ids[i];
+        for (size_t i = 0; i < j->body.count; i++) {
+            if (j->body.events[i].event_id == NULL || j->body.events[i].event_id[0] == '\0') {
+                es_uuid_derive(command_id, (unsigned)i, j->ids[i]);
+                j->body.events[i].event_id = j->ids[i];
             }
         }
     }
-    areq = (es_append_req){stream, body.expected, body.events, body.count};
-    es_committer_append(a->committer, &areq, &r);
-    es_append_body_free(&body);
-    free(ids);
-    if (r.status != ES_OK) {
-        es_http_res_from_error(res, &r.err);
+    j->areq = (es_append_req){j->stream, j->body.expected, j->body.events, j->body.count};
+    return j;
+}
+
+/* The answer to a finished append. */
+static void
+append_answer(const append_job *j, es_http_res *res)
+{
+    char pos[ES_POSITION_TEXT_MAX];
+
+    if (j->r.status != ES_OK) {
+        es_http_res_from_error(res, &j->r.err);
         return;
     }
     /* Written straight into the body: the hottest answer of the service,
      * and building it as a jansson object cost a dozen allocations. */
-    es_position_format(r.position, pos);
-    res->status = r.duplicate ? 200 : 201;
+    es_position_format(j->r.position, pos);
+    res->status = j->r.duplicate ? 200 : 201;
     es_buf_reset(&res->body);
     es_buf_puts(&res->body, "{\"stream\":");
-    es_buf_json_string(&res->body, stream);
+    es_buf_json_string(&res->body, j->stream);
     es_buf_puts(&res->body, ",\"first_version\":");
-    es_buf_int(&res->body, r.first_version);
+    es_buf_int(&res->body, j->r.first_version);
     es_buf_puts(&res->body, ",\"last_version\":");
-    es_buf_int(&res->body, r.last_version);
+    es_buf_int(&res->body, j->r.last_version);
     es_buf_puts(&res->body, ",\"position\":\"");
     es_buf_puts(&res->body, pos);
     es_buf_puts(&res->body, "\"}");
     if (es_buf_failed(&res->body))
         es_http_res_error(res, 500, "out_of_memory", NULL, NULL, "out of memory");
+}
+
+/* Appends and waits (a pool thread, with an Idempotency-Key to store). */
+static void
+append_events(app *a, const char *stream, const es_http_req *req, const char *command_id,
+              bool fresh, es_http_res *res)
+{
+    append_job *j = append_prepare(stream, req, command_id, fresh, res);
+
+    if (j == NULL)
+        return;
+    es_committer_append(a->committer, &j->areq, &j->r);
+    append_answer(j, res);
+    append_job_free(j);
+}
+
+/* The committer's callback for a quick append: answers it. */
+static void
+append_done(void *ctx)
+{
+    append_job *j = ctx;
+    es_http_res res = {.status = 200};
+
+    append_answer(j, &res);
+    es_http_answer(j->pending, &res);
+    append_job_free(j);
 }
 
 static void
@@ -501,6 +554,37 @@ allowed(const char *path)
     if (match_post(path, &r))
         return "POST";
     return NULL;
+}
+
+/*
+ * On the event loop: an append without an Idempotency-Key needs nothing
+ * but the committer, so it is handed to it from here and answered from
+ * its callback, without a pool thread to wake and wait.  Everything else
+ * goes to routes_handle on the pool.
+ */
+bool
+routes_quick(void *ctx, const es_http_req *req, es_http_res *res)
+{
+    app *a = ctx;
+    const char *stream;
+    char name[ES_STREAM_ID_MAX + 8];
+    append_job *j;
+    size_t n;
+
+    if (strcmp(req->method, "POST") != 0 || !has_prefix(req->path, "/v1/streams/", &stream) ||
+        (n = strlen(stream)) <= 7 || strcmp(stream + n - 7, "/events") != 0 ||
+        n - 7 >= sizeof name || req->body_len == 0 ||
+        !is_json(es_http_header(req, "Content-Type")) ||
+        es_http_header(req, "Idempotency-Key") != NULL)
+        return false;
+    memcpy(name, stream, n - 7);
+    name[n - 7] = '\0';
+    if ((j = append_prepare(name, req, NULL, true, res)) == NULL)
+        return true;
+    j->pending = es_http_defer(req);
+    if (es_committer_submit(a->committer, &j->areq, &j->r, append_done, j) != ES_OK)
+        append_done(j);
+    return true;
 }
 
 void

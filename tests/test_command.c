@@ -414,6 +414,13 @@ START_TEST(health_metrics_unavailable)
     ck_assert_int_eq(r.status, 503);
     ck_assert_ptr_nonnull(th_header(&r, "Retry-After", retry, sizeof retry));
     th_response_free(&r);
+    /* and so does a plain append, answered from the committer's callback */
+    th_http(dead.port, "POST", "/v1/streams/down-1/events", JSON,
+            "{\"expected_version\":\"any\",\"events\":[{\"type\":\"A\",\"data\":{}}]}", &r);
+    ck_assert_int_eq(r.status, 503);
+    ck_assert_ptr_nonnull(th_header(&r, "Retry-After", retry, sizeof retry));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"store_unavailable\""));
+    th_response_free(&r);
     th_http(dead.port, "GET", "/readyz", NULL, NULL, &r);
     ck_assert_int_eq(r.status, 503);
     th_response_free(&r);
@@ -719,7 +726,7 @@ main(void)
 {
     Suite *s = suite_create("command");
     TCase *tc = tcase_create("command");
-    const char *env[] = {pgenv, prefixenv, natsenv, "ES_BODY_MAX=65536", "ES_HTTP_THREADS=8",
+    const char *env[] = {pgenv, prefixenv, natsenv, "ES_BODY_MAX=65536", "ES_HTTP_WORKERS=8",
                          "ES_SNAPSHOT_EVERY=3", NULL};
     const char *dead_env[] = {"ES_PG_CONNINFO=host=127.0.0.1 port=1 connect_timeout=1",
                               "ES_NATS_URL=off", NULL};

@@ -110,7 +110,7 @@ retry(req *r, int c, int n)
 
 START_TEST(kill_during_load)
 {
-    const char *env[] = {pgenv, "ES_NATS_URL=off", "ES_HTTP_THREADS=8", NULL};
+    const char *env[] = {pgenv, "ES_NATS_URL=off", "ES_HTTP_WORKERS=8", NULL};
     pthread_t th[CLIENTS];
     es_store *s;
     es_error err;
@@ -209,7 +209,7 @@ main(void)
 {
     Suite *su = suite_create("crash_command");
     TCase *tc = tcase_create("crash");
-    const char *env[] = {pgenv, "ES_NATS_URL=off", "ES_HTTP_THREADS=8", NULL};
+    const char *env[] = {pgenv, "ES_NATS_URL=off", "ES_HTTP_WORKERS=8", NULL};
     int rc;
 
     th_unique(run, sizeof run, "r");

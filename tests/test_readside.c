@@ -501,7 +501,7 @@ main(void)
     snprintf(envs[4], sizeof envs[4], "ES_RELAY_WAKE_SUBJECT=%s.wake", tag);
     snprintf(envs[5], sizeof envs[5], "ES_COMMAND_SUBJECT_PREFIX=%s.cmd", tag);
     snprintf(envs[6], sizeof envs[6], "ES_REBUILD_GRACE_MS=100");
-    snprintf(envs[7], sizeof envs[7], "ES_HTTP_THREADS=8");
+    snprintf(envs[7], sizeof envs[7], "ES_HTTP_WORKERS=8");
     for (int i = 0; i < 8; i++)
         env[i] = envs[i];
     env[8] = NULL;
