@@ -166,15 +166,30 @@ run(void *arg)
             es__append_finish(w->store, next->batch, next->reqs, next->n, next->res);
             deliver(c, next);
         }
-        if (es__append_recv(w->store, cur->batch) && next->n > 0) {
-            /* A second pass runs alone on the connection: read next
-             * first, then finish both. */
-            es__append_recv(w->store, next->batch);
-            es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
-            deliver(c, cur);
-            es__append_finish(w->store, next->batch, next->reqs, next->n, next->res);
-            deliver(c, next);
-            continue;
+        if (es__append_recv(w->store, cur->batch)) {
+            if (next->n > 0) {
+                /* A second pass runs alone on the connection: read next
+                 * first, then finish both. */
+                es__append_recv(w->store, next->batch);
+                es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
+                deliver(c, cur);
+                es__append_finish(w->store, next->batch, next->reqs, next->n, next->res);
+                deliver(c, next);
+                continue;
+            }
+        } else if (next->n == 0) {
+            /* cur is answered and needs nothing more of the connection:
+             * send what came while it ran before answering its callers,
+             * so the server does not wait on them. */
+            pthread_mutex_lock(&c->mu);
+            if (has_work(c, w))
+                take(c, next);
+            pthread_mutex_unlock(&c->mu);
+            if (next->n > 0 &&
+                es__append_send(w->store, next->batch, next->reqs, next->n, next->res) != ES_OK) {
+                es__append_finish(w->store, next->batch, next->reqs, next->n, next->res);
+                deliver(c, next);
+            }
         }
         es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
         deliver(c, cur);
