@@ -32,6 +32,7 @@ typedef struct lane {
     es_append_req *reqs;
     es_append_result *res;
     size_t n;                   /* 0: idle */
+    size_t nsubmitted;          /* once woken: taken[0..nsubmitted) have callbacks */
 } lane;
 
 typedef struct worker {
@@ -88,13 +89,14 @@ take(es_committer *c, lane *l)
         c->tail = NULL;
 }
 
-/* Hands l's results to its callers and wakes them; l becomes idle. */
+/* Hands l's results to its callers and wakes those that wait; the
+ * submitted ones are answered by answer_submitted. */
 static void
-deliver(es_committer *c, lane *l)
+wake(es_committer *c, lane *l)
 {
     void (*on_commit)(void *);
     void *ctx;
-    bool wrote = false, submitted = false;
+    bool wrote = false;
     size_t i;
 
     for (i = 0; i < l->n; i++) {
@@ -107,23 +109,39 @@ deliver(es_committer *c, lane *l)
     pthread_mutex_unlock(&c->mu);
     if (wrote && on_commit != NULL)
         on_commit(ctx);
+    /* A woken caller's item is gone as soon as the mutex is released,
+     * so the submitted items are set apart before that. */
+    l->nsubmitted = 0;
     pthread_mutex_lock(&c->mu);
     for (i = 0; i < l->n; i++) {
-        if (l->taken[i]->cb != NULL) {
-            submitted = true;
-            continue;
+        item *it = l->taken[i];
+
+        if (it->cb != NULL) {
+            l->taken[l->nsubmitted++] = it;
+        } else {
+            it->done = true;
+            pthread_cond_signal(&it->cond);
         }
-        l->taken[i]->done = true;
-        pthread_cond_signal(&l->taken[i]->cond);
     }
     pthread_mutex_unlock(&c->mu);
-    for (i = 0; submitted && i < l->n; i++) {
-        if (l->taken[i]->cb != NULL) {
-            l->taken[i]->cb(l->taken[i]->cb_ctx);
-            free(l->taken[i]);
-        }
+}
+
+/* Runs the callbacks of l's submitted appends; l becomes idle. */
+static void
+answer_submitted(lane *l)
+{
+    for (size_t i = 0; i < l->nsubmitted; i++) {
+        l->taken[i]->cb(l->taken[i]->cb_ctx);
+        free(l->taken[i]);
     }
-    l->n = 0;
+    l->n = l->nsubmitted = 0;
+}
+
+static void
+deliver(es_committer *c, lane *l)
+{
+    wake(c, l);
+    answer_submitted(l);
 }
 
 /*
@@ -166,21 +184,23 @@ run(void *arg)
             es__append_finish(w->store, next->batch, next->reqs, next->n, next->res);
             deliver(c, next);
         }
-        if (es__append_recv(w->store, cur->batch)) {
-            if (next->n > 0) {
-                /* A second pass runs alone on the connection: read next
-                 * first, then finish both. */
-                es__append_recv(w->store, next->batch);
-                es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
-                deliver(c, cur);
-                es__append_finish(w->store, next->batch, next->reqs, next->n, next->res);
-                deliver(c, next);
-                continue;
-            }
-        } else if (next->n == 0) {
-            /* cur is answered and needs nothing more of the connection:
-             * send what came while it ran before answering its callers,
-             * so the server does not wait on them. */
+        if (es__append_recv(w->store, cur->batch) && next->n > 0) {
+            /* A second pass runs alone on the connection: read next
+             * first, then finish both. */
+            es__append_recv(w->store, next->batch);
+            es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
+            deliver(c, cur);
+            es__append_finish(w->store, next->batch, next->reqs, next->n, next->res);
+            deliver(c, next);
+            continue;
+        }
+        es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
+        wake(c, cur);
+        if (next->n == 0) {
+            /* Send what came while cur ran before running cur's
+             * callbacks (HTTP answers), so the server does not wait on
+             * them; waiting callers were woken first, as they make the
+             * next appends of a library user. */
             pthread_mutex_lock(&c->mu);
             if (has_work(c, w))
                 take(c, next);
@@ -191,8 +211,7 @@ run(void *arg)
                 deliver(c, next);
             }
         }
-        es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
-        deliver(c, cur);
+        answer_submitted(cur);
         t = cur;
         cur = next;
         next = t;

@@ -27,7 +27,7 @@ export ES_REDIS_DB=${ES_TEST_REDIS_DB:-1}
 ES_PG_CONNINFO=$ES_TEST_CONNINFO "$build/esctl" migrate >/dev/null
 
 # Any sanitizer report fails the test that caused it (leaks included).
-export ASAN_OPTIONS=detect_leaks=1:exitcode=23:abort_on_error=0
+export ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1:exitcode=23:abort_on_error=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export LSAN_OPTIONS=exitcode=23
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "committer.h"
 #include "harness.h"
@@ -227,6 +228,67 @@ START_TEST(submit_to_an_unreachable_store)
 }
 END_TEST
 
+/* Waiting and submitting callers in the same batches: each gets its own
+ * result once (a waiting caller's item is gone as soon as it is woken,
+ * so nothing of it may be read after). */
+enum { MIXED_THREADS = 6, MIXED_EACH = 150 };
+
+static void *
+mixed_waiter(void *arg)
+{
+    job *j = arg;
+    char stream[80];
+    es_new_event e = {NULL, "T", 1, "{}", NULL};
+
+    snprintf(stream, sizeof stream, "%s-w%d", prefix, j->thread);
+    for (int i = 0; i < MIXED_EACH; i++) {
+        es_append_req req = {stream, i == 0 ? ES_EXPECT_NO_STREAM : i - 1, &e, 1};
+        es_append_result res;
+
+        if (es_committer_append(committer, &req, &res) == ES_OK && res.last_version == i)
+            j->st.ok++;
+    }
+    return NULL;
+}
+
+START_TEST(waiting_and_submitted_share_batches)
+{
+    static submitted s = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    static sub_ctx ctx[SUBMITS];
+    static char streams[SUBMITS][80];
+    static job jobs[MIXED_THREADS];
+    pthread_t th[MIXED_THREADS];
+    es_new_event e = {NULL, "T", 1, "{}", NULL};
+    es_error err;
+
+    th_unique(prefix, sizeof prefix, "gcmix");
+    ck_assert_int_eq(es_committer_create(&committer, th_conninfo(), 2, 32, &err), ES_OK);
+    for (int i = 0; i < MIXED_THREADS; i++) {
+        jobs[i] = (job){.thread = i};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, mixed_waiter, &jobs[i]), 0);
+    }
+    for (int i = 0; i < SUBMITS; i++) {
+        snprintf(streams[i], sizeof streams[i], "%s-s%d", prefix, i);
+        s.req[i] = (es_append_req){streams[i], ES_EXPECT_NO_STREAM, &e, 1};
+        ctx[i] = (sub_ctx){&s, i};
+        ck_assert_int_eq(es_committer_submit(committer, &s.req[i], &s.res[i], on_done, &ctx[i]),
+                         ES_OK);
+        if (i % 10 == 9)
+            usleep(200);        /* spread them over the waiters' batches */
+    }
+    for (int i = 0; i < MIXED_THREADS; i++)
+        pthread_join(th[i], NULL);
+    wait_done(&s, SUBMITS);
+    es_committer_destroy(committer);
+    for (int i = 0; i < MIXED_THREADS; i++)
+        ck_assert_int_eq(jobs[i].st.ok, MIXED_EACH);
+    for (int i = 0; i < SUBMITS; i++) {
+        ck_assert_int_eq(s.calls[i], 1);
+        ck_assert_msg(s.res[i].status == ES_OK, "append %d: %s", i, s.res[i].err.message);
+    }
+}
+END_TEST
+
 int
 main(void)
 {
@@ -238,6 +300,7 @@ main(void)
     tcase_add_test(tc, bad_arguments_and_unavailable);
     tcase_add_test(tc, submit_answers_through_callbacks);
     tcase_add_test(tc, submit_to_an_unreachable_store);
+    tcase_add_test(tc, waiting_and_submitted_share_batches);
     suite_add_tcase(s, tc);
     return th_run(s);
 }
