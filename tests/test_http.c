@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,18 @@ now(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Requests deferred to a thread of their own so far. */
+static atomic_int deferred_later;
+
+/* Waits (up to 10 s) until n requests were deferred to a thread. */
+static void
+wait_deferred(int n)
+{
+    for (int i = 0; i < 1000 && atomic_load(&deferred_later) < n; i++)
+        usleep(10 * 1000);
+    ck_assert_int_ge(atomic_load(&deferred_later), n);
 }
 
 /* An answer given from a thread of its own after delay_ms. */
@@ -77,6 +90,7 @@ quick(void *app, const es_http_req *req, es_http_res *res)
         l->delay_ms = atoi(req->path + 13);
         snprintf(l->body, sizeof l->body, "{\"waited\":%d}", l->delay_ms);
         l->p = es_http_defer(req);
+        atomic_fetch_add(&deferred_later, 1);
         ck_assert_int_eq(pthread_create(&th, NULL, answer_later, l), 0);
         pthread_detach(th);
         return true;
@@ -187,13 +201,14 @@ START_TEST(stop_waits_for_deferred_answers)
     es_http_server *srv = start(&port, 2, true);
     call c = {port, "/quick/later/400", "", 0, ""};
     pthread_t th;
+    int before = atomic_load(&deferred_later);
     double t0;
 
     ck_assert_int_eq(pthread_create(&th, NULL, do_call, &c), 0);
-    usleep(100 * 1000);
+    wait_deferred(before + 1);
     t0 = now();
     es_http_stop(srv);
-    ck_assert_msg(now() - t0 >= 0.2, "stopped without waiting for the answer");
+    ck_assert_msg(now() - t0 >= 0.1, "stopped without waiting for the answer");
     pthread_join(th, NULL);
     ck_assert_int_eq(c.status, 202);
     ck_assert_str_eq(c.out, "{\"waited\":400}");
@@ -211,6 +226,7 @@ START_TEST(client_gone_before_the_answer)
                        "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     call c = {0};
+    int before = atomic_load(&deferred_later);
     double t0;
 
     a.sin_family = AF_INET;
@@ -218,7 +234,7 @@ START_TEST(client_gone_before_the_answer)
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
     ck_assert_int_eq(send(fd, req, sizeof req - 1, 0), (ssize_t)(sizeof req - 1));
-    usleep(50 * 1000);
+    wait_deferred(before + 1);
     close(fd);
     usleep(400 * 1000);         /* answered, resumed, found closed */
     c = (call){port, "/quick/now", "", 0, ""};
