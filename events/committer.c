@@ -25,7 +25,8 @@ typedef struct item {
     struct item *next;
 } item;
 
-/* One batch of a worker: the items it took and their copies. */
+/* One batch of a worker: the items it took and their copies.  A worker
+ * has two, the one in flight and the one whose callbacks are running. */
 typedef struct lane {
     es__append_batch *batch;
     item **taken;
@@ -47,10 +48,10 @@ typedef struct worker {
 /*
  * The first worker takes whatever is queued.  The others take work only
  * once SPILL_EVENTS events are waiting: small appends are bound by the
- * WAL flush, which one connection with two batches in flight keeps busy
- * (a second connection would only split the batches and make two
- * flushes of them), while large ones are bound by the server's CPU,
- * which a second connection puts to work on the other cores.
+ * WAL flush and the fixed work of each batch, which a second connection
+ * would only double by splitting the batches, while large ones are bound
+ * by the server's CPU, which a second connection puts to work on the
+ * other cores.
  */
 #define SPILL_EVENTS 16
 
@@ -145,10 +146,14 @@ deliver(es_committer *c, lane *l)
 }
 
 /*
- * A worker keeps up to two batches in flight on its connection: while the
- * server runs one (and waits for its WAL flush), the next is already
- * queued behind it, so the server never waits for the client between
- * batches.  Each batch is still its own transaction.
+ * A worker has one batch in flight on its connection.  What arrives
+ * while it runs waits in the queue and goes out as the next batch as
+ * soon as the results are in, before the callbacks of the finished batch
+ * run, so the server waits for the client only one round trip.  Sending
+ * that next batch behind the running one instead (two in flight) kept
+ * the server busier but split each wave of callers into two smaller
+ * batches, and the work of a batch that does not grow with it (commit,
+ * executor start, the round trip) cost more than the wait it saved.
  */
 static void *
 run(void *arg)
@@ -158,8 +163,8 @@ run(void *arg)
     lane *cur = &w->lanes[0], *next = &w->lanes[1], *t;
 
     for (;;) {
-        pthread_mutex_lock(&c->mu);
         if (cur->n == 0) {
+            pthread_mutex_lock(&c->mu);
             while (!has_work(c, w) && !c->stopping)
                 pthread_cond_wait(w->first ? &c->work : &c->spill, &c->mu);
             if (c->head == NULL) {
@@ -173,9 +178,13 @@ run(void *arg)
                 deliver(c, cur);
                 continue;
             }
-            pthread_mutex_lock(&c->mu);
         }
-        /* cur is in flight: queue what has come since behind it. */
+        /* A second pass, if any, runs here, alone on the connection. */
+        es__append_recv(w->store, cur->batch);
+        es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
+        /* Waiting callers first: they make a library user's next appends. */
+        wake(c, cur);
+        pthread_mutex_lock(&c->mu);
         if (has_work(c, w))
             take(c, next);
         pthread_mutex_unlock(&c->mu);
@@ -183,33 +192,6 @@ run(void *arg)
             es__append_send(w->store, next->batch, next->reqs, next->n, next->res) != ES_OK) {
             es__append_finish(w->store, next->batch, next->reqs, next->n, next->res);
             deliver(c, next);
-        }
-        if (es__append_recv(w->store, cur->batch) && next->n > 0) {
-            /* A second pass runs alone on the connection: read next
-             * first, then finish both. */
-            es__append_recv(w->store, next->batch);
-            es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
-            deliver(c, cur);
-            es__append_finish(w->store, next->batch, next->reqs, next->n, next->res);
-            deliver(c, next);
-            continue;
-        }
-        es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
-        wake(c, cur);
-        if (next->n == 0) {
-            /* Send what came while cur ran before running cur's
-             * callbacks (HTTP answers), so the server does not wait on
-             * them; waiting callers were woken first, as they make the
-             * next appends of a library user. */
-            pthread_mutex_lock(&c->mu);
-            if (has_work(c, w))
-                take(c, next);
-            pthread_mutex_unlock(&c->mu);
-            if (next->n > 0 &&
-                es__append_send(w->store, next->batch, next->reqs, next->n, next->res) != ES_OK) {
-                es__append_finish(w->store, next->batch, next->reqs, next->n, next->res);
-                deliver(c, next);
-            }
         }
         answer_submitted(cur);
         t = cur;

@@ -1,12 +1,13 @@
 /*
  * Group commit shared by many threads.  Callers hand in one append each
- * and block (or submit it with a callback); a few committer threads, each with its own store connection,
- * take everything queued (up to a batch size) and append it as one batch:
- * one transaction and one WAL flush for the whole batch.  Each connection
- * keeps a second batch in flight behind the first; the connections after
- * the first join only once 16 events are waiting.  Under load, batches
- * grow by themselves, so throughput rises with concurrency while a lone
- * caller still pays one round trip.
+ * and block (or submit it with a callback); a few committer threads,
+ * each with its own store connection, take everything queued (up to a
+ * batch size) and append it as one batch: one transaction and one WAL
+ * flush for the whole batch.  Each connection has one batch in flight,
+ * and sends the next as soon as its results are in; the connections
+ * after the first join only once 16 events are waiting.  Under load,
+ * batches grow by themselves, so throughput rises with concurrency while
+ * a lone caller still pays one round trip.
  */
 #ifndef ES_COMMITTER_H
 #define ES_COMMITTER_H
