@@ -40,10 +40,10 @@ struct es_http_server {
     atomic_ullong latency[NBUCKETS + 1];
     atomic_ullong latency_sum_us;
 
-    pthread_mutex_t mu;         /* the deferred requests and the pool's queue */
+    pthread_mutex_t mu;         /* active, the suspensions and the pool's queue */
     pthread_cond_t job;         /* a job queued, or stopping */
-    pthread_cond_t drained;     /* no deferred request left */
-    size_t deferred;            /* deferred requests not yet answered on the wire */
+    pthread_cond_t drained;     /* no request in progress */
+    size_t active;              /* requests begun and not yet completed */
     conn_state *jobs_head, *jobs_tail;
     bool stopping;
     unsigned nworkers;
@@ -64,7 +64,6 @@ struct conn_state {
     bool too_large;
     bool answered;              /* the 413 is queued already */
     bool deferred;
-    bool sent;                  /* the deferred answer is queued */
     struct timespec start;
     es_http_req req;            /* kept for a deferred answer */
     es_http_pending pending;
@@ -225,12 +224,7 @@ es_http_defer(const es_http_req *req)
 {
     conn_state *st = (conn_state *)(void *)((char *)req - offsetof(conn_state, req));
 
-    if (!st->deferred) {
-        st->deferred = true;
-        pthread_mutex_lock(&st->pending.srv->mu);
-        st->pending.srv->deferred++;
-        pthread_mutex_unlock(&st->pending.srv->mu);
-    }
+    st->deferred = true;
     return &st->pending;
 }
 
@@ -248,24 +242,12 @@ es_http_answer(es_http_pending *p, es_http_res *res)
     pthread_mutex_unlock(&srv->mu);
 }
 
-/* Counts a deferred request out; called with srv->mu held. */
-static void
-undefer(es_http_server *srv, conn_state *st)
-{
-    st->sent = true;
-    if (--srv->deferred == 0)
-        pthread_cond_broadcast(&srv->drained);
-}
-
 /* Sends the answer of a deferred request, once it is in. */
 static enum MHD_Result
 send_deferred(es_http_server *srv, struct MHD_Connection *c, conn_state *st)
 {
     enum MHD_Result ok;
 
-    pthread_mutex_lock(&srv->mu);
-    undefer(srv, st);
-    pthread_mutex_unlock(&srv->mu);
     ok = send_res(srv, c, &st->pending.res, &st->start);
     es_buf_free(&st->pending.res.body);
     return ok;
@@ -328,6 +310,9 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 
         if ((st = calloc(1, sizeof *st)) == NULL)
             return MHD_NO;
+        pthread_mutex_lock(&srv->mu);
+        srv->active++;
+        pthread_mutex_unlock(&srv->mu);
         st->pending.srv = srv;
         st->pending.conn = c;
         clock_gettime(CLOCK_MONOTONIC, &st->start);
@@ -395,12 +380,11 @@ on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)c;
     (void)toe;
     if (st != NULL) {
-        /* answered, resumed, and then the client was gone */
-        if (st->deferred && !st->sent) {
-            pthread_mutex_lock(&srv->mu);
-            undefer(srv, st);
-            pthread_mutex_unlock(&srv->mu);
-        }
+        /* answered on the wire, or the client is gone */
+        pthread_mutex_lock(&srv->mu);
+        if (--srv->active == 0)
+            pthread_cond_broadcast(&srv->drained);
+        pthread_mutex_unlock(&srv->mu);
         es_buf_free(&st->body);
         es_buf_free(&st->pending.res.body);
         free(st);
@@ -470,13 +454,14 @@ es_http_stop(es_http_server *srv)
 
     if (srv == NULL)
         return;
-    /* MHD must not be stopped with a connection suspended: wait for the
-     * deferred answers (the committer and the pool are still running),
-     * for a while. */
+    /* MHD must not be stopped with a connection suspended, and stopping
+     * drops answers not yet written: wait, for a while, until every
+     * request begun is answered on the wire (the committer and the pool
+     * are still running). */
     clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += 30;
+    deadline.tv_sec += 10;
     pthread_mutex_lock(&srv->mu);
-    while (srv->mhd != NULL && srv->deferred > 0 &&
+    while (srv->mhd != NULL && srv->active > 0 &&
            pthread_cond_timedwait(&srv->drained, &srv->mu, &deadline) == 0)
         ;
     pthread_mutex_unlock(&srv->mu);
