@@ -156,6 +156,45 @@ START_TEST(inline_handler)
 }
 END_TEST
 
+/* The status of a request with a header of pad bytes (0: no answer). */
+static int
+status_with_header(unsigned port, size_t pad)
+{
+    struct sockaddr_in a = {0};
+    size_t cap = pad + 256, len;
+    char *req = malloc(cap), resp[256] = "";
+    int fd = socket(AF_INET, SOCK_STREAM, 0), status = 0;
+    ssize_t n;
+
+    ck_assert_ptr_nonnull(req);
+    len = (size_t)snprintf(req, cap, "POST /h HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX-Pad: ");
+    memset(req + len, 'a', pad);
+    len += pad;
+    len += (size_t)snprintf(req + len, cap - len, "\r\nContent-Length: 1\r\n\r\nb");
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(send(fd, req, len, MSG_NOSIGNAL), (ssize_t)len);
+    if ((n = read(fd, resp, sizeof resp - 1)) > 0)
+        sscanf(resp, "HTTP/1.%*d %d", &status);
+    close(fd);
+    free(req);
+    return status;
+}
+
+/* Headers: 12 KiB of them are served, 20 KiB are refused with 431. */
+START_TEST(header_limit)
+{
+    unsigned port;
+    es_http_server *srv = start(&port, 0, false);
+
+    ck_assert_int_eq(status_with_header(port, 12 * 1024), 200);
+    ck_assert_int_eq(status_with_header(port, 20 * 1024), 431);
+    es_http_stop(srv);
+}
+END_TEST
+
 /* Eight slow requests on four workers: all answered, each with its own
  * body, while the loop still answers quick ones. */
 START_TEST(worker_pool_and_quick_answers)
@@ -254,6 +293,7 @@ main(void)
 
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, inline_handler);
+    tcase_add_test(tc, header_limit);
     tcase_add_test(tc, worker_pool_and_quick_answers);
     tcase_add_test(tc, stop_waits_for_deferred_answers);
     tcase_add_test(tc, client_gone_before_the_answer);
