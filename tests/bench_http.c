@@ -353,6 +353,34 @@ run_visibility(void *arg)
     return NULL;
 }
 
+/* Runs fn on each of args (n of them, at most 256) for SECONDS, stops
+ * and joins them, and prints the figures of their workers ws. */
+static void
+run_for_seconds(int n, void *(*fn)(void *), void *const *args, worker *const *ws)
+{
+    pthread_t th[256];
+    latencies *lists[256];
+    uint64_t ok = 0, errors = 0;
+    double t0 = lat_now(), elapsed, p50, p99;
+
+    for (int i = 0; i < n; i++)
+        pthread_create(&th[i], NULL, fn, args[i]);
+    while (lat_now() - t0 < seconds)
+        usleep(50 * 1000);
+    atomic_store(&stop, true);
+    for (int i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+    elapsed = lat_now() - t0;
+    for (int i = 0; i < n; i++) {
+        ok += ws[i]->ok;
+        errors += ws[i]->errors;
+        lists[i] = &ws[i]->lat;
+    }
+    lat_percentiles(lists, (size_t)n, &p50, &p99);
+    printf("per_s=%.0f requests=%llu errors=%llu p50_ms=%.2f p99_ms=%.2f\n", (double)ok / elapsed,
+           (unsigned long long)ok, (unsigned long long)errors, p50, p99);
+}
+
 /* The closed-loop modes: CLIENT_THREADS threads share the connections. */
 #define CLIENT_THREADS 2
 
@@ -361,11 +389,9 @@ closed_loop(void)
 {
     int nt = conns < CLIENT_THREADS ? conns : CLIENT_THREADS;
     client cl[CLIENT_THREADS] = {0};
-    pthread_t th[CLIENT_THREADS];
+    void *args[CLIENT_THREADS];
+    worker *ws[CLIENT_THREADS];
     conn *cs = calloc((size_t)conns, sizeof *cs);
-    latencies *lists[CLIENT_THREADS];
-    uint64_t ok = 0, errors = 0;
-    double t0, elapsed, p50, p99;
 
     if (cs == NULL)
         return 1;
@@ -379,27 +405,14 @@ closed_loop(void)
                 cs[i].version[j] = -1;
         }
     }
-    t0 = lat_now();
     for (int t = 0, first = 0; t < nt; t++) {
         cl[t].cs = cs + first;
         cl[t].n = conns / nt + (t < conns % nt);
         first += cl[t].n;
-        pthread_create(&th[t], NULL, run, &cl[t]);
+        args[t] = &cl[t];
+        ws[t] = &cl[t].w;
     }
-    while (lat_now() - t0 < seconds)
-        usleep(50 * 1000);
-    atomic_store(&stop, true);
-    for (int t = 0; t < nt; t++)
-        pthread_join(th[t], NULL);
-    elapsed = lat_now() - t0;
-    for (int t = 0; t < nt; t++) {
-        ok += cl[t].w.ok;
-        errors += cl[t].w.errors;
-        lists[t] = &cl[t].w.lat;
-    }
-    lat_percentiles(lists, (size_t)nt, &p50, &p99);
-    printf("per_s=%.0f requests=%llu errors=%llu p50_ms=%.2f p99_ms=%.2f\n", (double)ok / elapsed,
-           (unsigned long long)ok, (unsigned long long)errors, p50, p99);
+    run_for_seconds(nt, run, args, ws);
     for (int i = 0; i < conns; i++)
         free(cs[i].version);
     free(cs);
@@ -409,11 +422,9 @@ closed_loop(void)
 int
 main(int argc, char **argv)
 {
-    pthread_t th[256];
-    worker *ws;
-    double t0, elapsed, p50, p99;
-    uint64_t ok = 0, errors = 0;
-    latencies *lists[256];
+    static worker ws[256];
+    void *args[256];
+    worker *wp[256];
 
     if (argc == 5 && strcmp(argv[1], "place") == 0) {
         /* orders at RATE, nothing read back: the saga benchmark's load */
@@ -447,26 +458,10 @@ main(int argc, char **argv)
         return 2;
     if (query_port == 0)
         return closed_loop();
-    ws = calloc((size_t)conns, sizeof *ws);
-    t0 = lat_now();
     for (int i = 0; i < conns; i++) {
         ws[i].id = i;
-        pthread_create(&th[i], NULL, run_visibility, &ws[i]);
+        args[i] = wp[i] = &ws[i];
     }
-    while (lat_now() - t0 < seconds)
-        usleep(50 * 1000);
-    atomic_store(&stop, true);
-    for (int i = 0; i < conns; i++)
-        pthread_join(th[i], NULL);
-    elapsed = lat_now() - t0;
-    for (int i = 0; i < conns; i++) {
-        ok += ws[i].ok;
-        errors += ws[i].errors;
-        lists[i] = &ws[i].lat;
-    }
-    lat_percentiles(lists, (size_t)conns, &p50, &p99);
-    printf("per_s=%.0f requests=%llu errors=%llu p50_ms=%.2f p99_ms=%.2f\n", (double)ok / elapsed,
-           (unsigned long long)ok, (unsigned long long)errors, p50, p99);
-    free(ws);
+    run_for_seconds(conns, run_visibility, args, wp);
     return 0;
 }
