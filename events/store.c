@@ -1161,25 +1161,19 @@ es__append_send(es_store *s, es__append_batch *b, const es_append_req *reqs, siz
     return ES_OK;
 }
 
-bool
+void
 es__append_recv(es_store *s, es__append_batch *b)
 {
     if (!b->sent)
-        return false;
+        return;
     b->sent = false;
     if (b->gen != s->gen || !s->ready) {
         /* the connection went after it was sent */
         slots_lost(s, b->slots, b->n, &b->err);
         b->st = ES_EUNAVAILABLE;
-        return false;
+        return;
     }
     b->st = recv_slots(s, b->slots, b->n, b->nbatch, &b->err);
-    if (b->st != ES_OK)
-        return b->st == ES_EINTERNAL;
-    for (size_t i = 0; i < b->n; i++)
-        if (b->slots[i].retry)
-            return true;
-    return false;
 }
 
 void

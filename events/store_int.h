@@ -17,9 +17,9 @@ PGconn *es__store_conn(es_store *s, es_error *err);
 es_status es__store_failure(es_store *s, const PGresult *r, const char *what, es_error *err);
 
 /*
- * Appends in flight: the committer keeps two pipelines on one connection,
- * so the server starts the next batch while the client still reads the
- * last one's results.  A batch holds up to 256 appends and the buffers
+ * Appends sent and read in separate steps, for the committer: it sends a
+ * batch as one pipeline, waits for it, and sends the next as soon as the
+ * results are read.  A batch holds up to 256 appends and the buffers
  * their parameters are built in.
  */
 typedef struct es__append_batch es__append_batch;
@@ -37,11 +37,10 @@ es_status es__append_send(es_store *s, es__append_batch *b, const es_append_req 
                           size_t n, es_append_result *res);
 
 /*
- * Reads the results of b, which must be the oldest batch in flight.
- * Returns true when b needs its second pass (appends that go through
- * es_append); es__append_finish runs it, with nothing in flight.
+ * Reads the results of b, the batch in flight.  Appends that need a
+ * second pass (through es_append) get it from es__append_finish.
  */
-bool es__append_recv(es_store *s, es__append_batch *b);
+void es__append_recv(es_store *s, es__append_batch *b);
 
 /* Runs b's second pass, if any, and completes every result of reqs. */
 void es__append_finish(es_store *s, es__append_batch *b, const es_append_req *reqs,
