@@ -106,6 +106,22 @@ has_prefix(const char *s, const char *prefix, const char **rest)
     return true;
 }
 
+/* Whether path is /v1/streams/{stream}/events with a stream that fits
+ * in size bytes; the stream is copied into name. */
+static bool
+append_path(const char *path, char *name, size_t size)
+{
+    const char *stream;
+    size_t n;
+
+    if (!has_prefix(path, "/v1/streams/", &stream) || (n = strlen(stream)) <= 7 ||
+        strcmp(stream + n - 7, "/events") != 0 || n - 7 >= size)
+        return false;
+    memcpy(name, stream, n - 7);
+    name[n - 7] = '\0';
+    return true;
+}
+
 /* Parses an integer query argument into [min, max]; false (res set) if bad. */
 static bool
 query_int(const es_http_req *req, es_http_res *res, const char *name, int64_t min, int64_t max,
@@ -399,21 +415,14 @@ match_post(const char *path, post_route *r)
 static void
 post(app *a, const es_http_req *req, const char *command_id, bool fresh, es_http_res *res)
 {
-    const char *stream;
+    char stream[ES_STREAM_ID_MAX + 8];
     post_route r;
     json_t *args;
     es_error err;
 
-    if (has_prefix(req->path, "/v1/streams/", &stream)) {
-        size_t n = strlen(stream);
-        char name[ES_STREAM_ID_MAX + 8];
-
-        if (n > 7 && strcmp(stream + n - 7, "/events") == 0 && n - 7 < sizeof name) {
-            memcpy(name, stream, n - 7);
-            name[n - 7] = '\0';
-            append_events(a, name, req, command_id, fresh, res);
-            return;
-        }
+    if (append_path(req->path, stream, sizeof stream)) {
+        append_events(a, stream, req, command_id, fresh, res);
+        return;
     }
     if (!match_post(req->path, &r)) {
         es_http_res_error(res, 404, "route_not_found", NULL, NULL, "no route for POST %s", req->path);
@@ -566,19 +575,13 @@ bool
 routes_quick(void *ctx, const es_http_req *req, es_http_res *res)
 {
     app *a = ctx;
-    const char *stream;
     char name[ES_STREAM_ID_MAX + 8];
     append_job *j;
-    size_t n;
 
-    if (strcmp(req->method, "POST") != 0 || !has_prefix(req->path, "/v1/streams/", &stream) ||
-        (n = strlen(stream)) <= 7 || strcmp(stream + n - 7, "/events") != 0 ||
-        n - 7 >= sizeof name || req->body_len == 0 ||
-        !is_json(es_http_header(req, "Content-Type")) ||
+    if (strcmp(req->method, "POST") != 0 || !append_path(req->path, name, sizeof name) ||
+        req->body_len == 0 || !is_json(es_http_header(req, "Content-Type")) ||
         es_http_header(req, "Idempotency-Key") != NULL)
         return false;
-    memcpy(name, stream, n - 7);
-    name[n - 7] = '\0';
     if ((j = append_prepare(name, req, NULL, true, res)) == NULL)
         return true;
     j->pending = es_http_defer(req);
