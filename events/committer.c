@@ -43,6 +43,7 @@ typedef struct worker {
     bool started;
     bool first;                 /* takes work without waiting for a spill */
     lane lanes[2];
+    lane *next;                 /* the idle lane, while one is in flight */
 } worker;
 
 /*
@@ -145,15 +146,47 @@ deliver(es_committer *c, lane *l)
     answer_submitted(l);
 }
 
+/* Takes what is queued into next, an idle lane, and sends it behind the
+ * batch in flight; answers it at once if it could not be sent. */
+static void
+send_next(worker *w, lane *next, bool early)
+{
+    es_committer *c = w->c;
+
+    pthread_mutex_lock(&c->mu);
+    /* Early, a spill is left to the other connections, which can run it
+     * now instead of after this one's flush. */
+    if (has_work(c, w) && !(early && c->nworkers > 1 && c->queued >= SPILL_EVENTS))
+        take(c, next);
+    pthread_mutex_unlock(&c->mu);
+    if (next->n > 0 &&
+        es__append_send(w->store, next->batch, next->reqs, next->n, next->res) != ES_OK) {
+        es__append_finish(w->store, next->batch, next->reqs, next->n, next->res);
+        deliver(c, next);
+    }
+}
+
+/* The batch in flight has run and its commit is being flushed: what
+ * came while it ran goes out behind it now. */
+static void
+ran(void *arg)
+{
+    worker *w = arg;
+
+    if (w->next->n == 0)
+        send_next(w, w->next, true);
+}
+
 /*
- * A worker has one batch in flight on its connection.  What arrives
- * while it runs waits in the queue and goes out as the next batch as
- * soon as the results are in, before the callbacks of the finished batch
- * run, so the server waits for the client only one round trip.  Sending
- * that next batch behind the running one instead (two in flight) kept
- * the server busier but split each wave of callers into two smaller
- * batches, and the work of a batch that does not grow with it (commit,
- * executor start, the round trip) cost more than the wait it saved.
+ * A worker keeps the server busy with one connection.  The server sends a
+ * batch's results as soon as it has run the statements, before the
+ * commit's WAL flush; what has come meanwhile goes out then, behind it,
+ * and the server starts on it as soon as the flush is done, without
+ * waiting for the client.  A batch so formed holds everything that
+ * arrived while the one before ran.  Sending the next batch as soon as
+ * the previous one was sent instead split each wave of callers into a
+ * large and a tiny batch, and the work of a batch that does not grow
+ * with it (commit, executor start) cost more than it saved.
  */
 static void *
 run(void *arg)
@@ -179,20 +212,22 @@ run(void *arg)
                 continue;
             }
         }
-        /* A second pass, if any, runs here, alone on the connection. */
-        es__append_recv(w->store, cur->batch);
+        w->next = next;
+        if (es__append_recv(w->store, cur->batch, ran, w) && next->n > 0) {
+            /* A second pass runs alone on the connection: read the
+             * batch behind first, then finish both. */
+            es__append_recv(w->store, next->batch, NULL, NULL);
+            es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
+            deliver(c, cur);
+            es__append_finish(w->store, next->batch, next->reqs, next->n, next->res);
+            deliver(c, next);
+            continue;
+        }
         es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
         /* Waiting callers first: they make a library user's next appends. */
         wake(c, cur);
-        pthread_mutex_lock(&c->mu);
-        if (has_work(c, w))
-            take(c, next);
-        pthread_mutex_unlock(&c->mu);
-        if (next->n > 0 &&
-            es__append_send(w->store, next->batch, next->reqs, next->n, next->res) != ES_OK) {
-            es__append_finish(w->store, next->batch, next->reqs, next->n, next->res);
-            deliver(c, next);
-        }
+        if (next->n == 0)
+            send_next(w, next, false);
         answer_submitted(cur);
         t = cur;
         cur = next;

@@ -3,9 +3,9 @@
  * and block (or submit it with a callback); a few committer threads,
  * each with its own store connection, take everything queued (up to a
  * batch size) and append it as one batch: one transaction and one WAL
- * flush for the whole batch.  Each connection has one batch in flight,
- * and sends the next as soon as its results are in; the connections
- * after the first join only once 16 events are waiting.  Under load,
+ * flush for the whole batch.  Each connection sends the next batch as
+ * soon as the server has run the last one, behind its commit; the
+ * connections after the first join only once 16 events are waiting.  Under load,
  * batches grow by themselves, so throughput rises with concurrency while
  * a lone caller still pays one round trip.
  */

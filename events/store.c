@@ -876,7 +876,7 @@ slots_lost(es_store *s, slot *slots, size_t n, es_error *err)
  * Returns ES_OK, or ES_EUNAVAILABLE with the slots answered.
  */
 static es_status
-send_slots(es_store *s, slot *slots, size_t n, es_buf *arrays, size_t nbatch)
+send_slots(es_store *s, slot *slots, size_t n, es_buf *arrays, size_t nbatch, bool early)
 {
     const char *values[BATCH_PARAMS];
     es_error err;
@@ -906,7 +906,9 @@ send_slots(es_store *s, slot *slots, size_t n, es_buf *arrays, size_t nbatch)
         if (PQsendQueryPrepared(s->conn, stmt, nparams, params, NULL, NULL, 0) != 1)
             goto lost;
     }
-    if (PQpipelineSync(s->conn) != 1)
+    /* early: the server sends the results once the statements ran, before
+     * the commit and its WAL flush (see es__append_recv). */
+    if ((early && PQsendFlushRequest(s->conn) != 1) || PQpipelineSync(s->conn) != 1)
         goto lost;
     s->inflight++;
     return ES_OK;
@@ -926,7 +928,8 @@ lost:
  * the same ids tells).
  */
 static es_status
-recv_slots(es_store *s, slot *slots, size_t n, size_t nbatch, es_error *err)
+recv_slots(es_store *s, slot *slots, size_t n, size_t nbatch, es_error *err,
+           void (*ran)(void *), void *ctx)
 {
     PGresult *r;
     es_status st = ES_OK;
@@ -965,6 +968,8 @@ recv_slots(es_store *s, slot *slots, size_t n, size_t nbatch, es_error *err)
             goto lost;
         }
     }
+    if (ran != NULL)
+        ran(ctx);
     r = PQgetResult(s->conn);
     if (r == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
         PQclear(r);
@@ -1079,9 +1084,9 @@ run_slots(es_store *s, slot *slots, size_t n, es_buf *arrays)
         return ES_OK;
     if (n == 1 && slots[0].full)
         return append_one(s, &slots[0]) == ES_EUNAVAILABLE ? ES_EUNAVAILABLE : ES_OK;
-    if ((st = send_slots(s, slots, n, arrays, nbatch)) != ES_OK)
+    if ((st = send_slots(s, slots, n, arrays, nbatch, false)) != ES_OK)
         return st == ES_EUNAVAILABLE ? st : ES_OK;
-    st = recv_slots(s, slots, n, nbatch, &err);
+    st = recv_slots(s, slots, n, nbatch, &err, NULL, NULL);
     return second_pass(s, slots, n, arrays, st);
 }
 
@@ -1151,7 +1156,7 @@ es__append_send(es_store *s, es__append_batch *b, const es_append_req *reqs, siz
         unavailable_messages(s, reqs, n, res);
         return ES_EUNAVAILABLE;
     }
-    if (!s->ready || send_slots(s, b->slots, b->n, b->arrays, b->nbatch) != ES_OK) {
+    if (!s->ready || send_slots(s, b->slots, b->n, b->arrays, b->nbatch, true) != ES_OK) {
         b->st = ES_EUNAVAILABLE;    /* answered: no second pass */
         unavailable_messages(s, reqs, n, res);
         return ES_EUNAVAILABLE;
@@ -1161,19 +1166,25 @@ es__append_send(es_store *s, es__append_batch *b, const es_append_req *reqs, siz
     return ES_OK;
 }
 
-void
-es__append_recv(es_store *s, es__append_batch *b)
+bool
+es__append_recv(es_store *s, es__append_batch *b, void (*ran)(void *), void *ctx)
 {
     if (!b->sent)
-        return;
+        return false;
     b->sent = false;
     if (b->gen != s->gen || !s->ready) {
         /* the connection went after it was sent */
         slots_lost(s, b->slots, b->n, &b->err);
         b->st = ES_EUNAVAILABLE;
-        return;
+        return false;
     }
-    b->st = recv_slots(s, b->slots, b->n, b->nbatch, &b->err);
+    b->st = recv_slots(s, b->slots, b->n, b->nbatch, &b->err, ran, ctx);
+    if (b->st != ES_OK)
+        return b->st == ES_EINTERNAL;
+    for (size_t i = 0; i < b->n; i++)
+        if (b->slots[i].retry)
+            return true;
+    return false;
 }
 
 void

@@ -18,9 +18,9 @@ es_status es__store_failure(es_store *s, const PGresult *r, const char *what, es
 
 /*
  * Appends sent and read in separate steps, for the committer: it sends a
- * batch as one pipeline, waits for it, and sends the next as soon as the
- * results are read.  A batch holds up to 256 appends and the buffers
- * their parameters are built in.
+ * batch as one pipeline and, as soon as the server has run it and while
+ * its commit is being flushed, the next one behind it.  A batch holds up
+ * to 256 appends and the buffers their parameters are built in.
  */
 typedef struct es__append_batch es__append_batch;
 
@@ -37,10 +37,14 @@ es_status es__append_send(es_store *s, es__append_batch *b, const es_append_req 
                           size_t n, es_append_result *res);
 
 /*
- * Reads the results of b, the batch in flight.  Appends that need a
- * second pass (through es_append) get it from es__append_finish.
+ * Reads the results of b, the oldest batch in flight.  The server sends
+ * them once the statements ran and before it commits: then ran(ctx) is
+ * called (if not NULL), and may send the next batch; the call returns
+ * once b is committed (or failed).  Appends that need a second pass
+ * (through es_append) get it from es__append_finish, which must then run
+ * alone on the connection: returns true when b needs one.
  */
-void es__append_recv(es_store *s, es__append_batch *b);
+bool es__append_recv(es_store *s, es__append_batch *b, void (*ran)(void *), void *ctx);
 
 /* Runs b's second pass, if any, and completes every result of reqs. */
 void es__append_finish(es_store *s, es__append_batch *b, const es_append_req *reqs,
