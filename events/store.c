@@ -179,6 +179,24 @@ static const struct {
      "RETURNING stream_id, version, global_position) "
      "SELECT r.ord, max(ev.version), max(ev.global_position), pg_current_xact_id() "
      "FROM ev JOIN req r ON r.s = ev.stream_id GROUP BY r.ord"},
+    /* es_fast_batch for the common case, when every append of the batch
+     * names the exact version and comes without event ids (so it cannot
+     * be a retry): no "no stream" insert, no check for stored ids and no
+     * join back, the work that does not grow with the batch being what
+     * bounds a busy store.  $1-$3 are es_fast_batch's $1, $2 and $4, $4-$10
+     * its $6-$12.  Answers a row per event; the append is told by its
+     * stream, which is once in a batch. */
+    {"es_fast_exact",
+     "WITH u AS (UPDATE es_streams v SET version = v.version + r.n "
+     "FROM unnest($1::text[], $2::bigint[], $3::int[]) WITH ORDINALITY AS r(s, x, n, ord) "
+     "WHERE v.stream_id = r.s AND v.version = r.x RETURNING r.ord, r.n, v.stream_id, v.version) "
+     INSERT_EVENTS "SELECT u.stream_id, split_part(u.stream_id, '-', 1), u.version - u.n + 1 + e.k, "
+     "e.id, e.type, e.sv, e.j, coalesce(nullif(e.mj, 'null'::jsonb), '{}'), e.k, u.n "
+     "FROM u JOIN ROWS FROM (unnest($4::int[]), unnest($5::int[]), unnest($6::uuid[]), "
+     "unnest($7::text[]), unnest($8::int[]), jsonb_array_elements($9::jsonb), "
+     "jsonb_array_elements($10::jsonb)) WITH ORDINALITY AS e(a, k, id, type, sv, j, mj, o) "
+     "ON e.a = u.ord ORDER BY e.o "
+     "RETURNING stream_id, version, global_position, transaction_id"},
     {"es_event_by_id",
      "SELECT " EVENT_COLUMNS " FROM es_events WHERE event_id = $1::uuid"},
     {"es_head",
@@ -738,6 +756,20 @@ list_int(es_buf *b, bool first, long long v)
     es_buf_int(b, v);
 }
 
+/* Whether the batched slots can go in es_fast_exact: every one names
+ * its exact version and comes without event ids. */
+static bool
+batch_exact(const slot *slots, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (slots[i].batched && (slots[i].req->expected < 0 || !slots[i].fresh))
+            return false;
+    return true;
+}
+
+/* es_fast_exact's parameters among es_fast_batch's. */
+static const int exact_params[] = {0, 1, 3, 5, 6, 7, 8, 9, 10, 11};
+
 /* Builds es_fast_batch's parameters from the batched slots: arrays
  * 0-4 per append, 5-11 per event (see the statement). */
 static bool
@@ -790,8 +822,47 @@ build_batch(es_buf *b, const slot *slots, size_t n, const char **values)
     return true;
 }
 
+static int
+cmp_stream(const void *key, const void *elem)
+{
+    return strcmp(key, (*(slot *const *)elem)->req->stream);
+}
+
+/* Answers the batched slots from es_fast_exact's rows, one per event:
+ * order holds the m batched slots, in stream order. */
+static void
+read_exact_rows(const PGresult *r, slot **order, size_t m)
+{
+    for (int row = 0; row < PQntuples(r); row++) {
+        slot **found = bsearch(PQgetvalue(r, row, 0), order, m, sizeof *order, cmp_stream);
+        slot *sl;
+        int64_t version = get_i64(r, row, 1), gpos = get_i64(r, row, 2);
+
+        if (found == NULL)
+            continue;
+        sl = *found;
+        if (sl->full) {
+            sl->full = false;
+            sl->retry = false;
+            es_error_clear(&sl->res->err);
+            sl->res->status = ES_OK;
+            sl->res->duplicate = false;
+            sl->res->last_version = version;
+            sl->res->position.gpos = gpos;
+            sl->res->position.txid = get_u64(r, row, 3);
+        } else {
+            if (version > sl->res->last_version)
+                sl->res->last_version = version;
+            if (gpos > sl->res->position.gpos)
+                sl->res->position.gpos = gpos;
+        }
+        sl->res->first_version = sl->res->last_version - (int64_t)sl->req->count + 1;
+    }
+}
+
 /* Answers the batched slots from es_fast_batch's rows (ord is the place
- * among the batched slots, from 1); the others are marked for es_append. */
+ * among the batched slots, from 1) or es_fast_exact's; the others are
+ * marked for es_append. */
 static void
 read_batch_rows(const PGresult *r, slot *slots, size_t n)
 {
@@ -804,6 +875,10 @@ read_batch_rows(const PGresult *r, slot *slots, size_t n)
             slots[i].full = true;       /* unless a row says it was written */
             slots[i].retry = true;
         }
+    }
+    if (batch_exact(slots, n)) {
+        read_exact_rows(r, order, m);
+        return;
     }
     for (int row = 0; row < PQntuples(r); row++) {
         int64_t ord = get_i64(r, row, 0);
@@ -892,9 +967,18 @@ send_slots(es_store *s, slot *slots, size_t n, es_buf *arrays, size_t nbatch, bo
     }
     if (PQpipelineStatus(s->conn) == PQ_PIPELINE_OFF && PQenterPipelineMode(s->conn) != 1)
         goto lost;
-    if (nbatch > 1 &&
-        PQsendQueryPrepared(s->conn, "es_fast_batch", BATCH_PARAMS, values, NULL, NULL, 0) != 1)
+    if (nbatch > 1 && batch_exact(slots, n)) {
+        const char *exact[sizeof exact_params / sizeof exact_params[0]];
+
+        for (i = 0; i < sizeof exact / sizeof exact[0]; i++)
+            exact[i] = values[exact_params[i]];
+        if (PQsendQueryPrepared(s->conn, "es_fast_exact", (int)(sizeof exact / sizeof exact[0]),
+                                exact, NULL, NULL, 0) != 1)
+            goto lost;
+    } else if (nbatch > 1 && PQsendQueryPrepared(s->conn, "es_fast_batch", BATCH_PARAMS, values,
+                                                 NULL, NULL, 0) != 1) {
         goto lost;
+    }
     for (i = 0; i < n; i++) {
         const char *params[SLOT_PARAMS];
         int nparams;

@@ -448,6 +448,70 @@ START_TEST(batch_of_multi_event_appends)
 }
 END_TEST
 
+/*
+ * A batch whose appends all name their exact version and come without
+ * ids takes the lean statement (es_fast_exact), which answers a row per
+ * event: versions, positions and the shared transaction come out right
+ * for one- and many-event appends, and a stale one reports its conflict.
+ */
+START_TEST(batch_of_exact_appends)
+{
+    es_store *s = open_store();
+    char st[4][64];
+    es_new_event one = ev(NULL, "T", "{\"v\":0}"), evs[3];
+    es_append_req reqs[4];
+    es_append_result res[4];
+    es_page *p;
+    es_error err;
+    int64_t want_last[3] = {1, 3, 2};
+
+    for (int i = 0; i < 4; i++) {
+        th_unique(st[i], sizeof st[i], "exact");
+        ck_assert_int_eq(append(s, st[i], ES_EXPECT_NO_STREAM, &one, 1).status, ES_OK);
+    }
+    /* st[2] is at version 1, st[3] at 0 */
+    ck_assert_int_eq(append(s, st[2], 0, &one, 1).status, ES_OK);
+    evs[0] = ev(NULL, "A", "{\"k\":0}");
+    evs[1] = ev(NULL, "B", "{\"k\":1}");
+    evs[2] = ev(NULL, "C", "{\"k\":2}");
+
+    reqs[0] = (es_append_req){st[0], 0, evs, 1};
+    reqs[1] = (es_append_req){st[1], 0, evs, 3};
+    reqs[2] = (es_append_req){st[2], 1, evs + 1, 1};
+    reqs[3] = (es_append_req){st[3], 5, evs, 2};    /* stale */
+    ck_assert_int_eq(es_store_append_many(s, reqs, 4, res), ES_OK);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(res[i].status, ES_OK);
+        ck_assert(!res[i].duplicate);
+        ck_assert_int_eq(res[i].last_version, want_last[i]);
+        ck_assert_int_eq(res[i].first_version, want_last[i] - (int64_t)reqs[i].count + 1);
+        ck_assert(res[i].position.txid == res[0].position.txid);
+        if (i > 0)
+            ck_assert(es_position_cmp(res[i - 1].position, res[i].position) != 0);
+    }
+    ck_assert_int_eq(res[3].status, ES_ECONFLICT);
+    ck_assert_int_eq(res[3].err.actual_version, 0);
+
+    /* st[1]: the first event, then A B C, in version and feed order; the
+     * append's position is that of its last event. */
+    ck_assert_int_eq(es_store_read_stream(s, st[1], 0, 10, ES_FORWARD, &p, &err), ES_OK);
+    ck_assert_uint_eq(p->count, 4);
+    for (size_t i = 1; i < p->count; i++) {
+        static const char *const types[] = {"A", "B", "C"};
+
+        ck_assert_int_eq(p->events[i].version, (int64_t)i);
+        ck_assert_str_eq(p->events[i].type, types[i - 1]);
+        ck_assert(es_position_cmp(p->events[i - 1].position, p->events[i].position) < 0);
+    }
+    ck_assert(es_position_cmp(p->events[3].position, res[1].position) == 0);
+    es_page_destroy(p);
+    ck_assert_int_eq(es_store_read_stream(s, st[3], 0, 10, ES_FORWARD, &p, &err), ES_OK);
+    ck_assert_uint_eq(p->count, 1);
+    es_page_destroy(p);
+    es_store_close(s);
+}
+END_TEST
+
 /* v1 {"qty"} -> v2 {"quantity"} */
 static es_status
 up_qty(json_t *data, void *ctx, es_error *err)
@@ -877,6 +941,7 @@ main(void)
     tcase_add_test(tc, validation_writes_nothing);
     tcase_add_test(tc, group_commit_isolates_failures);
     tcase_add_test(tc, batch_of_multi_event_appends);
+    tcase_add_test(tc, batch_of_exact_appends);
     tcase_add_test(tc, upcast_on_read);
     tcase_add_test(tc, unavailable_then_reconnects);
     tcase_add_test(tc, killed_client_leaves_nothing_partial);
