@@ -23,6 +23,7 @@
 
 #include "buf.h"
 #include "store_int.h"
+#include "uuid.h"
 
 /* Appends sent in one pipeline at most: keeps the replies well inside the
  * socket buffers, so a blocking pipeline cannot deadlock. */
@@ -184,8 +185,8 @@ static const struct {
      * be a retry): no "no stream" insert, no check for stored ids and no
      * join back, the work that does not grow with the batch being what
      * bounds a busy store.  $1-$3 are es_fast_batch's $1, $2 and $4, $4-$10
-     * its $6-$12.  Answers a row per event; the append is told by its
-     * stream, which is once in a batch. */
+     * its $6-$12, the arrays sent in binary (build_exact).  Answers a row
+     * per event; the append is told by its stream, once in a batch. */
     {"es_fast_exact",
      "WITH u AS (UPDATE es_streams v SET version = v.version + r.n "
      "FROM unnest($1::text[], $2::bigint[], $3::int[]) WITH ORDINALITY AS r(s, x, n, ord) "
@@ -767,8 +768,135 @@ batch_exact(const slot *slots, size_t n)
     return true;
 }
 
-/* es_fast_exact's parameters among es_fast_batch's. */
-static const int exact_params[] = {0, 1, 3, 5, 6, 7, 8, 9, 10, 11};
+#define EXACT_PARAMS 10
+
+/* Type oids of the binary arrays (pg_type.dat; fixed across versions). */
+enum { OID_INT8 = 20, OID_INT4 = 23, OID_TEXT = 25, OID_UUID = 2950 };
+
+/* Appends v in network byte order. */
+static void
+bin_u32(es_buf *b, uint32_t v)
+{
+    char x[4] = {(char)(v >> 24), (char)(v >> 16), (char)(v >> 8), (char)v};
+
+    es_buf_append(b, x, sizeof x);
+}
+
+/* Starts b as a binary one-dimensional array of count elements of type
+ * oid, without nulls (the format of the server's array_recv). */
+static void
+bin_array(es_buf *b, uint32_t oid, size_t count)
+{
+    es_buf_reset(b);
+    bin_u32(b, 1);              /* dimensions */
+    bin_u32(b, 0);              /* no nulls */
+    bin_u32(b, oid);
+    bin_u32(b, (uint32_t)count);
+    bin_u32(b, 1);              /* lower bound */
+}
+
+static void
+bin_text(es_buf *b, const char *v)
+{
+    size_t n = strlen(v);
+
+    bin_u32(b, (uint32_t)n);
+    es_buf_append(b, v, n);
+}
+
+static void
+bin_int4(es_buf *b, int32_t v)
+{
+    bin_u32(b, 4);
+    bin_u32(b, (uint32_t)v);
+}
+
+static void
+bin_int8(es_buf *b, int64_t v)
+{
+    bin_u32(b, 8);
+    bin_u32(b, (uint32_t)((uint64_t)v >> 32));
+    bin_u32(b, (uint32_t)v);
+}
+
+static void
+bin_uuid(es_buf *b, const char *id)
+{
+    unsigned char u[16];
+
+    es__uuid_bytes(id, u);
+    bin_u32(b, sizeof u);
+    es_buf_append(b, (const char *)u, sizeof u);
+}
+
+/*
+ * Builds es_fast_exact's parameters from the batched slots: arrays in
+ * binary form, which the server takes without parsing text (array_in and
+ * its elements' parsers were a tenth of the statement's input work),
+ * and the events' data and metadata as jsonb text.
+ */
+static bool
+build_exact(es_buf *b, const slot *slots, size_t n, const char **values, int *lengths,
+            int *formats)
+{
+    size_t appends = 0, events = 0, i, k;
+    int p, ord = 0;
+
+    for (i = 0; i < n; i++) {
+        if (slots[i].batched) {
+            appends++;
+            events += slots[i].req->count;
+        }
+    }
+    bin_array(&b[0], OID_TEXT, appends);
+    bin_array(&b[1], OID_INT8, appends);
+    bin_array(&b[2], OID_INT4, appends);
+    bin_array(&b[3], OID_INT4, events);
+    bin_array(&b[4], OID_INT4, events);
+    bin_array(&b[5], OID_UUID, events);
+    bin_array(&b[6], OID_TEXT, events);
+    bin_array(&b[7], OID_INT4, events);
+    for (p = 8; p < EXACT_PARAMS; p++) {
+        es_buf_reset(&b[p]);
+        es_buf_puts(&b[p], "[");
+    }
+    for (i = 0; i < n; i++) {
+        const es_append_req *req = slots[i].req;
+
+        if (!slots[i].batched)
+            continue;
+        ord++;
+        bin_text(&b[0], req->stream);
+        bin_int8(&b[1], req->expected);
+        bin_int4(&b[2], (int32_t)req->count);
+        for (k = 0; k < req->count; k++) {
+            const es_new_event *ev = &req->events[k];
+            char id[ES_UUID_LEN + 1];
+
+            if (req->count == 1)
+                copy_id(id, slots[i].id);
+            else if (!es_uuid_v7(id))
+                return false;
+            bin_int4(&b[3], ord);
+            bin_int4(&b[4], (int32_t)k);
+            bin_uuid(&b[5], id);
+            bin_text(&b[6], ev->type);
+            bin_int4(&b[7], ev->schema_version > 0 ? ev->schema_version : 1);
+            list_item(&b[8], b[8].len == 1, ev->data);
+            list_item(&b[9], b[9].len == 1, ev->metadata ? ev->metadata : "null");
+        }
+    }
+    for (p = 0; p < EXACT_PARAMS; p++) {
+        if (p >= 8)
+            es_buf_puts(&b[p], "]");
+        if (es_buf_failed(&b[p]))
+            return false;
+        values[p] = b[p].data;
+        lengths[p] = (int)b[p].len;
+        formats[p] = p < 8;
+    }
+    return true;
+}
 
 /* Builds es_fast_batch's parameters from the batched slots: arrays
  * 0-4 per append, 5-11 per event (see the statement). */
@@ -954,12 +1082,15 @@ static es_status
 send_slots(es_store *s, slot *slots, size_t n, es_buf *arrays, size_t nbatch, bool early)
 {
     const char *values[BATCH_PARAMS];
+    int lengths[BATCH_PARAMS], formats[BATCH_PARAMS];
+    bool exact = nbatch > 1 && batch_exact(slots, n);
     es_error err;
     size_t i;
 
     /* Built before anything is sent: failing here leaves the connection,
      * and any pipeline in flight on it, as it was. */
-    if (nbatch > 1 && !build_batch(arrays, slots, n, values)) {
+    if (nbatch > 1 && !(exact ? build_exact(arrays, slots, n, values, lengths, formats)
+                              : build_batch(arrays, slots, n, values))) {
         for (i = 0; i < n; i++)
             slots[i].res->status = es_error_set(&slots[i].res->err, ES_ENOMEM, NULL, NULL,
                                                 "could not build a batch of appends");
@@ -967,13 +1098,9 @@ send_slots(es_store *s, slot *slots, size_t n, es_buf *arrays, size_t nbatch, bo
     }
     if (PQpipelineStatus(s->conn) == PQ_PIPELINE_OFF && PQenterPipelineMode(s->conn) != 1)
         goto lost;
-    if (nbatch > 1 && batch_exact(slots, n)) {
-        const char *exact[sizeof exact_params / sizeof exact_params[0]];
-
-        for (i = 0; i < sizeof exact / sizeof exact[0]; i++)
-            exact[i] = values[exact_params[i]];
-        if (PQsendQueryPrepared(s->conn, "es_fast_exact", (int)(sizeof exact / sizeof exact[0]),
-                                exact, NULL, NULL, 0) != 1)
+    if (exact) {
+        if (PQsendQueryPrepared(s->conn, "es_fast_exact", EXACT_PARAMS, values, lengths,
+                                formats, 0) != 1)
             goto lost;
     } else if (nbatch > 1 && PQsendQueryPrepared(s->conn, "es_fast_batch", BATCH_PARAMS, values,
                                                  NULL, NULL, 0) != 1) {

@@ -107,8 +107,8 @@ es_uuid_valid(const char *s)
     return s[ES_UUID_LEN] == '\0';
 }
 
-static void
-uuid_parse_bytes(const char *s, unsigned char out[16])
+void
+es__uuid_bytes(const char *s, unsigned char out[16])
 {
     int i, j = 0;
 
@@ -144,7 +144,7 @@ es__uuid_v5(const char *ns, const void *name, size_t len, char *out)
     /* The whole name is hashed: cutting it would make ids collide. */
     if (len + 16 > sizeof stackbuf && (buf = malloc(len + 16)) == NULL)
         abort();    /* a few hundred bytes; nothing sensible to return */
-    uuid_parse_bytes(ns, buf);
+    es__uuid_bytes(ns, buf);
     memcpy(buf + 16, name, len);
     es__sha1(buf, 16 + len, digest);
     if (buf != stackbuf)

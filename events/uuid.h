@@ -40,6 +40,9 @@ bool es_uuid_valid(const char *s);
 /* The version-5 UUID of name (len bytes) in namespace ns (UUID text). */
 void es__uuid_v5(const char *ns, const void *name, size_t len, char *out);
 
+/* The 16 bytes of s, a valid UUID (es_uuid_valid). */
+void es__uuid_bytes(const char *s, unsigned char out[16]);
+
 /* SHA-1 of data into digest (20 bytes); used for name-based UUIDs. */
 void es__sha1(const void *data, size_t len, unsigned char digest[20]);
 
