@@ -841,6 +841,7 @@ build_exact(es_buf *b, const slot *slots, size_t n, const char **values, int *le
 {
     size_t appends = 0, events = 0, i, k;
     int p, ord = 0;
+    bool metadata = false;
 
     for (i = 0; i < n; i++) {
         if (slots[i].batched) {
@@ -884,6 +885,7 @@ build_exact(es_buf *b, const slot *slots, size_t n, const char **values, int *le
             bin_int4(&b[7], ev->schema_version > 0 ? ev->schema_version : 1);
             list_item(&b[8], b[8].len == 1, ev->data);
             list_item(&b[9], b[9].len == 1, ev->metadata ? ev->metadata : "null");
+            metadata |= ev->metadata != NULL;
         }
     }
     for (p = 0; p < EXACT_PARAMS; p++) {
@@ -895,6 +897,10 @@ build_exact(es_buf *b, const slot *slots, size_t n, const char **values, int *le
         lengths[p] = (int)b[p].len;
         formats[p] = p < 8;
     }
+    /* Without any metadata, none is sent: ROWS FROM pads the missing
+     * elements with nulls, stored as {}. */
+    if (!metadata)
+        values[9] = NULL;
     return true;
 }
 

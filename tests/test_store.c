@@ -473,6 +473,7 @@ START_TEST(batch_of_exact_appends)
     ck_assert_int_eq(append(s, st[2], 0, &one, 1).status, ES_OK);
     evs[0] = ev(NULL, "A", "{\"k\":0}");
     evs[1] = ev(NULL, "B", "{\"k\":1}");
+    evs[1].metadata = "{\"m\":1}";
     evs[2] = ev(NULL, "C", "{\"k\":2}");
 
     reqs[0] = (es_append_req){st[0], 0, evs, 1};
@@ -504,9 +505,24 @@ START_TEST(batch_of_exact_appends)
         ck_assert(es_position_cmp(p->events[i - 1].position, p->events[i].position) < 0);
     }
     ck_assert(es_position_cmp(p->events[3].position, res[1].position) == 0);
+    ck_assert_str_eq(p->events[1].metadata, "{}");
+    ck_assert_str_eq(p->events[2].metadata, "{\"m\": 1}");
+    ck_assert_str_eq(p->events[2].data, "{\"k\": 1}");
     es_page_destroy(p);
     ck_assert_int_eq(es_store_read_stream(s, st[3], 0, 10, ES_FORWARD, &p, &err), ES_OK);
     ck_assert_uint_eq(p->count, 1);
+    es_page_destroy(p);
+
+    /* A batch without any metadata sends none: stored as {}. */
+    reqs[0] = (es_append_req){st[0], 1, evs + 2, 1};
+    reqs[1] = (es_append_req){st[3], 0, evs + 2, 1};
+    ck_assert_int_eq(es_store_append_many(s, reqs, 2, res), ES_OK);
+    ck_assert_int_eq(res[0].status, ES_OK);
+    ck_assert_int_eq(res[1].status, ES_OK);
+    ck_assert_int_eq(es_store_read_stream(s, st[3], 1, 10, ES_FORWARD, &p, &err), ES_OK);
+    ck_assert_uint_eq(p->count, 1);
+    ck_assert_str_eq(p->events[0].type, "C");
+    ck_assert_str_eq(p->events[0].metadata, "{}");
     es_page_destroy(p);
     es_store_close(s);
 }
