@@ -33,6 +33,7 @@ typedef struct lane {
     es_append_req *reqs;
     es_append_result *res;
     size_t n;                   /* 0: idle */
+    size_t events;              /* of the n appends */
     size_t nsubmitted;          /* once woken: taken[0..nsubmitted) have callbacks */
 } lane;
 
@@ -43,7 +44,7 @@ typedef struct worker {
     bool started;
     bool first;                 /* takes work without waiting for a spill */
     lane lanes[2];
-    lane *next;                 /* the idle lane, while one is in flight */
+    lane *cur, *next;           /* in flight, and idle, while one is in flight */
 } worker;
 
 /*
@@ -81,7 +82,8 @@ has_work(const es_committer *c, const worker *w)
 static void
 take(es_committer *c, lane *l)
 {
-    for (l->n = 0; l->n < c->max_batch && c->head != NULL; l->n++) {
+    for (l->n = l->events = 0; l->n < c->max_batch && c->head != NULL; l->n++) {
+        l->events += c->head->req->count;
         l->taken[l->n] = c->head;
         l->reqs[l->n] = *c->head->req;
         c->queued -= c->head->req->count;
@@ -147,16 +149,26 @@ deliver(es_committer *c, lane *l)
 }
 
 /* Takes what is queued into next, an idle lane, and sends it behind the
- * batch in flight; answers it at once if it could not be sent. */
+ * batch in flight; answers it at once if it could not be sent.  running:
+ * the batch in flight when it has run but not yet committed, else NULL. */
 static void
-send_next(worker *w, lane *next, bool early)
+send_next(worker *w, lane *next, const lane *running)
 {
     es_committer *c = w->c;
+    bool now;
 
     pthread_mutex_lock(&c->mu);
-    /* Early, a spill is left to the other connections, which can run it
-     * now instead of after this one's flush. */
-    if (has_work(c, w) && !(early && c->nworkers > 1 && c->queued >= SPILL_EVENTS))
+    now = has_work(c, w);
+    /* Early, fewer than half the events of the batch that ran wait for
+     * its commit, and more come meanwhile: a small batch costs about as
+     * much as a large one, and sent early, the next would be small again
+     * (the callers of the large one come back while it runs).  And a
+     * spill is left to the other connections, which can run it now
+     * instead of after this one's flush. */
+    if (running != NULL)
+        now = now && 2 * c->queued >= running->events &&
+              !(c->nworkers > 1 && c->queued >= SPILL_EVENTS);
+    if (now)
         take(c, next);
     pthread_mutex_unlock(&c->mu);
     if (next->n > 0 &&
@@ -174,7 +186,7 @@ ran(void *arg)
     worker *w = arg;
 
     if (w->next->n == 0)
-        send_next(w, w->next, true);
+        send_next(w, w->next, w->cur);
 }
 
 /*
@@ -212,6 +224,7 @@ run(void *arg)
                 continue;
             }
         }
+        w->cur = cur;
         w->next = next;
         if (es__append_recv(w->store, cur->batch, ran, w) && next->n > 0) {
             /* A second pass runs alone on the connection: read the
@@ -227,7 +240,7 @@ run(void *arg)
         /* Waiting callers first: they make a library user's next appends. */
         wake(c, cur);
         if (next->n == 0)
-            send_next(w, next, false);
+            send_next(w, next, NULL);
         answer_submitted(cur);
         t = cur;
         cur = next;
