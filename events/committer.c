@@ -171,8 +171,10 @@ send_next(worker *w, lane *next, const lane *running)
     if (now)
         take(c, next);
     pthread_mutex_unlock(&c->mu);
+    /* These waited while a batch was in flight: more will come while
+     * they run, so their results are asked for early. */
     if (next->n > 0 &&
-        es__append_send(w->store, next->batch, next->reqs, next->n, next->res) != ES_OK) {
+        es__append_send(w->store, next->batch, next->reqs, next->n, next->res, true) != ES_OK) {
         es__append_finish(w->store, next->batch, next->reqs, next->n, next->res);
         deliver(c, next);
     }
@@ -206,6 +208,7 @@ run(void *arg)
     worker *w = arg;
     es_committer *c = w->c;
     lane *cur = &w->lanes[0], *next = &w->lanes[1], *t;
+    bool early;
 
     for (;;) {
         if (cur->n == 0) {
@@ -217,8 +220,12 @@ run(void *arg)
                 break;
             }
             take(c, cur);
+            /* A lone caller gets its results with the commit: nothing
+             * would go out behind its append. */
+            early = cur->n > 1 || c->head != NULL;
             pthread_mutex_unlock(&c->mu);
-            if (es__append_send(w->store, cur->batch, cur->reqs, cur->n, cur->res) != ES_OK) {
+            if (es__append_send(w->store, cur->batch, cur->reqs, cur->n, cur->res, early) !=
+                ES_OK) {
                 es__append_finish(w->store, cur->batch, cur->reqs, cur->n, cur->res);
                 deliver(c, cur);
                 continue;

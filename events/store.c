@@ -1041,6 +1041,7 @@ struct es__append_batch {
     size_t nbatch;              /* of them, in es_fast_batch */
     unsigned gen;               /* connection it was sent on */
     bool sent;
+    bool early;                 /* results asked for before the commit */
     es_status st;               /* of the pipeline, once read */
     es_error err;               /* why it failed, when it did */
     es_buf params;              /* the slots' jsonb events */
@@ -1355,7 +1356,7 @@ unavailable_messages(es_store *s, const es_append_req *reqs, size_t n, es_append
 
 es_status
 es__append_send(es_store *s, es__append_batch *b, const es_append_req *reqs, size_t n,
-                es_append_result *res)
+                es_append_result *res, bool early)
 {
     es_error err;
 
@@ -1373,12 +1374,13 @@ es__append_send(es_store *s, es__append_batch *b, const es_append_req *reqs, siz
         unavailable_messages(s, reqs, n, res);
         return ES_EUNAVAILABLE;
     }
-    if (!s->ready || send_slots(s, b->slots, b->n, b->arrays, b->nbatch, true) != ES_OK) {
+    if (!s->ready || send_slots(s, b->slots, b->n, b->arrays, b->nbatch, early) != ES_OK) {
         b->st = ES_EUNAVAILABLE;    /* answered: no second pass */
         unavailable_messages(s, reqs, n, res);
         return ES_EUNAVAILABLE;
     }
     b->sent = true;
+    b->early = early;
     b->gen = s->gen;
     return ES_OK;
 }
@@ -1395,7 +1397,7 @@ es__append_recv(es_store *s, es__append_batch *b, void (*ran)(void *), void *ctx
         b->st = ES_EUNAVAILABLE;
         return false;
     }
-    b->st = recv_slots(s, b->slots, b->n, b->nbatch, &b->err, ran, ctx);
+    b->st = recv_slots(s, b->slots, b->n, b->nbatch, &b->err, b->early ? ran : NULL, ctx);
     if (b->st != ES_OK)
         return b->st == ES_EINTERNAL;
     for (size_t i = 0; i < b->n; i++)

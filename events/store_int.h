@@ -29,17 +29,20 @@ void es__append_batch_free(es__append_batch *b);
 
 /*
  * Validates reqs (at most 256; invalid ones answered now) and sends the
- * valid ones as one pipeline, behind whatever is in flight.  Returns
- * ES_EUNAVAILABLE when they could not be sent (all answered so).  reqs and
- * res stay borrowed until es__append_finish.
+ * valid ones as one pipeline, behind whatever is in flight.  early: the
+ * server is to send the results once it has run the statements, before
+ * the commit (see es__append_recv); that costs it a send, worth it only
+ * when more appends are coming.  Returns ES_EUNAVAILABLE when they could
+ * not be sent (all answered so).  reqs and res stay borrowed until
+ * es__append_finish.
  */
 es_status es__append_send(es_store *s, es__append_batch *b, const es_append_req *reqs,
-                          size_t n, es_append_result *res);
+                          size_t n, es_append_result *res, bool early);
 
 /*
  * Reads the results of b, the oldest batch in flight.  The server sends
- * them once the statements ran and before it commits: then ran(ctx) is
- * called (if not NULL), and may send the next batch; the call returns
+ * them once the statements ran and before it commits if it was sent
+ * early: then ran(ctx) is called (if not NULL), and may send the next batch; the call returns
  * once b is committed (or failed).  Appends that need a second pass
  * (through es_append) get it from es__append_finish, which must then run
  * alone on the connection: returns true when b needs one.
