@@ -183,20 +183,25 @@ static const struct {
     /* es_fast_batch for the common case, when every append of the batch
      * names the exact version and comes without event ids (so it cannot
      * be a retry): no "no stream" insert, no check for stored ids and no
-     * join back, the work that does not grow with the batch being what
-     * bounds a busy store.  $1-$3 are es_fast_batch's $1, $2 and $4, $4-$10
-     * its $6-$12, the arrays sent in binary (build_exact).  Answers a row
-     * per event; the append is told by its stream, once in a batch. */
+     * join, the work that does not grow with the batch being what bounds
+     * a busy store.  Per append ($1-$3): stream, expected version, event
+     * count; per event ($4-$13): its append's place, its place in the
+     * append, id, type, schema version, data, metadata, and its append's
+     * stream, version if written and event count, so that the events of
+     * the appends whose stream row moved are only filtered.  The arrays
+     * go in binary (build_exact).  Answers a row per event; the append is
+     * told by its stream, once in a batch. */
     {"es_fast_exact",
      "WITH u AS (UPDATE es_streams v SET version = v.version + r.n "
      "FROM unnest($1::text[], $2::bigint[], $3::int[]) WITH ORDINALITY AS r(s, x, n, ord) "
-     "WHERE v.stream_id = r.s AND v.version = r.x RETURNING r.ord, r.n, v.stream_id, v.version) "
-     INSERT_EVENTS "SELECT u.stream_id, split_part(u.stream_id, '-', 1), u.version - u.n + 1 + e.k, "
-     "e.id, e.type, e.sv, e.j, coalesce(nullif(e.mj, 'null'::jsonb), '{}'), e.k, u.n "
-     "FROM u JOIN ROWS FROM (unnest($4::int[]), unnest($5::int[]), unnest($6::uuid[]), "
+     "WHERE v.stream_id = r.s AND v.version = r.x RETURNING r.ord) "
+     INSERT_EVENTS "SELECT e.s, split_part(e.s, '-', 1), e.v, "
+     "e.id, e.type, e.sv, e.j, coalesce(nullif(e.mj, 'null'::jsonb), '{}'), e.k, e.n "
+     "FROM ROWS FROM (unnest($4::int[]), unnest($5::int[]), unnest($6::uuid[]), "
      "unnest($7::text[]), unnest($8::int[]), jsonb_array_elements($9::jsonb), "
-     "jsonb_array_elements($10::jsonb)) WITH ORDINALITY AS e(a, k, id, type, sv, j, mj, o) "
-     "ON e.a = u.ord ORDER BY e.o "
+     "jsonb_array_elements($10::jsonb), unnest($11::text[]), unnest($12::bigint[]), "
+     "unnest($13::int[])) WITH ORDINALITY AS e(a, k, id, type, sv, j, mj, s, v, n, o) "
+     "WHERE e.a = ANY (ARRAY(SELECT ord FROM u)) ORDER BY e.o "
      "RETURNING stream_id, version, global_position, transaction_id"},
     {"es_event_by_id",
      "SELECT " EVENT_COLUMNS " FROM es_events WHERE event_id = $1::uuid"},
@@ -738,6 +743,7 @@ array_text(es_buf *b, const char *s)
 }
 
 #define BATCH_PARAMS 12
+#define PARAMS_MAX 13            /* the larger of BATCH_PARAMS and EXACT_PARAMS */
 
 /* Appends v to a list, after a comma unless it is the first item. */
 static void
@@ -768,7 +774,7 @@ batch_exact(const slot *slots, size_t n)
     return true;
 }
 
-#define EXACT_PARAMS 10
+#define EXACT_PARAMS 13
 
 /* Type oids of the binary arrays (pg_type.dat; fixed across versions). */
 enum { OID_INT8 = 20, OID_INT4 = 23, OID_TEXT = 25, OID_UUID = 2950 };
@@ -857,7 +863,10 @@ build_exact(es_buf *b, const slot *slots, size_t n, const char **values, int *le
     bin_array(&b[5], OID_UUID, events);
     bin_array(&b[6], OID_TEXT, events);
     bin_array(&b[7], OID_INT4, events);
-    for (p = 8; p < EXACT_PARAMS; p++) {
+    bin_array(&b[10], OID_TEXT, events);
+    bin_array(&b[11], OID_INT8, events);
+    bin_array(&b[12], OID_INT4, events);
+    for (p = 8; p < 10; p++) {
         es_buf_reset(&b[p]);
         es_buf_puts(&b[p], "[");
     }
@@ -886,16 +895,19 @@ build_exact(es_buf *b, const slot *slots, size_t n, const char **values, int *le
             list_item(&b[8], b[8].len == 1, ev->data);
             list_item(&b[9], b[9].len == 1, ev->metadata ? ev->metadata : "null");
             metadata |= ev->metadata != NULL;
+            bin_text(&b[10], req->stream);
+            bin_int8(&b[11], req->expected + 1 + (int64_t)k);
+            bin_int4(&b[12], (int32_t)req->count);
         }
     }
     for (p = 0; p < EXACT_PARAMS; p++) {
-        if (p >= 8)
+        if (p == 8 || p == 9)
             es_buf_puts(&b[p], "]");
         if (es_buf_failed(&b[p]))
             return false;
         values[p] = b[p].data;
         lengths[p] = (int)b[p].len;
-        formats[p] = p < 8;
+        formats[p] = p != 8 && p != 9;
     }
     /* Without any metadata, none is sent: ROWS FROM pads the missing
      * elements with nulls, stored as {}. */
@@ -1045,7 +1057,7 @@ struct es__append_batch {
     es_status st;               /* of the pipeline, once read */
     es_error err;               /* why it failed, when it did */
     es_buf params;              /* the slots' jsonb events */
-    es_buf arrays[BATCH_PARAMS]; /* es_fast_batch's parameters */
+    es_buf arrays[PARAMS_MAX];  /* the batch statement's parameters */
 };
 
 es__append_batch *
@@ -1088,8 +1100,8 @@ slots_lost(es_store *s, slot *slots, size_t n, es_error *err)
 static es_status
 send_slots(es_store *s, slot *slots, size_t n, es_buf *arrays, size_t nbatch, bool early)
 {
-    const char *values[BATCH_PARAMS];
-    int lengths[BATCH_PARAMS], formats[BATCH_PARAMS];
+    const char *values[PARAMS_MAX];
+    int lengths[PARAMS_MAX], formats[PARAMS_MAX];
     bool exact = nbatch > 1 && batch_exact(slots, n);
     es_error err;
     size_t i;
