@@ -509,6 +509,20 @@ START_TEST(batch_of_exact_appends)
     ck_assert_str_eq(p->events[2].metadata, "{\"m\": 1}");
     ck_assert_str_eq(p->events[2].data, "{\"k\": 1}");
     es_page_destroy(p);
+    /* Each event's place in its append and the append's size, which
+     * tell a retry from a new append (es_classify_retry). */
+    {
+        PGconn *c = PQconnectdb(th_conninfo());
+        const char *values[1] = {st[1]};
+        PGresult *r = PQexecParams(c, "SELECT string_agg(append_index || '/' || append_size, ' ' "
+                                      "ORDER BY version) FROM es_events WHERE stream_id = $1",
+                                   1, NULL, values, NULL, NULL, 0);
+
+        ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+        ck_assert_str_eq(PQgetvalue(r, 0, 0), "0/1 0/3 1/3 2/3");
+        PQclear(r);
+        PQfinish(c);
+    }
     ck_assert_int_eq(es_store_read_stream(s, st[3], 0, 10, ES_FORWARD, &p, &err), ES_OK);
     ck_assert_uint_eq(p->count, 1);
     es_page_destroy(p);
