@@ -186,10 +186,10 @@ static const struct {
      * join, the work that does not grow with the batch being what bounds
      * a busy store.  Per append ($1-$3): stream, expected version, event
      * count; per event ($4-$13): its append's place, its place in the
-     * append, id, type, schema version, data, metadata, and its append's
-     * stream, version if written and event count, so that the events of
-     * the appends whose stream row moved are only filtered.  The arrays
-     * go in binary (build_exact).  Answers a row per event; the append is
+     * append, id, type, schema version, its append's stream, its version
+     * if written and its append's event count (so that the events of the
+     * appends whose stream row moved are only filtered), data, metadata.
+     * The arrays go in binary (build_exact).  Answers a row per event; the append is
      * told by its stream, once in a batch. */
     {"es_fast_exact",
      "WITH u AS (UPDATE es_streams v SET version = v.version + r.n "
@@ -198,9 +198,9 @@ static const struct {
      INSERT_EVENTS "SELECT e.s, split_part(e.s, '-', 1), e.v, "
      "e.id, e.type, e.sv, e.j, coalesce(nullif(e.mj, 'null'::jsonb), '{}'), e.k, e.n "
      "FROM ROWS FROM (unnest($4::int[]), unnest($5::int[]), unnest($6::uuid[]), "
-     "unnest($7::text[]), unnest($8::int[]), jsonb_array_elements($9::jsonb), "
-     "jsonb_array_elements($10::jsonb), unnest($11::text[]), unnest($12::bigint[]), "
-     "unnest($13::int[])) WITH ORDINALITY AS e(a, k, id, type, sv, j, mj, s, v, n, o) "
+     "unnest($7::text[]), unnest($8::int[]), unnest($9::text[]), unnest($10::bigint[]), "
+     "unnest($11::int[]), jsonb_array_elements($12::jsonb), jsonb_array_elements($13::jsonb)) "
+     "WITH ORDINALITY AS e(a, k, id, type, sv, s, v, n, j, mj, o) "
      "WHERE e.a = ANY (ARRAY(SELECT ord FROM u)) ORDER BY e.o "
      "RETURNING stream_id, version, global_position, transaction_id"},
     {"es_event_by_id",
@@ -742,8 +742,9 @@ array_text(es_buf *b, const char *s)
     es_buf_append(b, "\"", 1);
 }
 
-#define BATCH_PARAMS 12
-#define PARAMS_MAX 13            /* the larger of BATCH_PARAMS and EXACT_PARAMS */
+#define BATCH_PARAMS 12         /* es_fast_batch's */
+#define EXACT_PARAMS 13         /* es_fast_exact's */
+#define PARAMS_MAX 13           /* the larger */
 
 /* Appends v to a list, after a comma unless it is the first item. */
 static void
@@ -773,8 +774,6 @@ batch_exact(const slot *slots, size_t n)
             return false;
     return true;
 }
-
-#define EXACT_PARAMS 13
 
 /* Type oids of the binary arrays (pg_type.dat; fixed across versions). */
 enum { OID_INT8 = 20, OID_INT4 = 23, OID_TEXT = 25, OID_UUID = 2950 };
@@ -863,10 +862,10 @@ build_exact(es_buf *b, const slot *slots, size_t n, const char **values, int *le
     bin_array(&b[5], OID_UUID, events);
     bin_array(&b[6], OID_TEXT, events);
     bin_array(&b[7], OID_INT4, events);
-    bin_array(&b[10], OID_TEXT, events);
-    bin_array(&b[11], OID_INT8, events);
-    bin_array(&b[12], OID_INT4, events);
-    for (p = 8; p < 10; p++) {
+    bin_array(&b[8], OID_TEXT, events);
+    bin_array(&b[9], OID_INT8, events);
+    bin_array(&b[10], OID_INT4, events);
+    for (p = 11; p < EXACT_PARAMS; p++) {
         es_buf_reset(&b[p]);
         es_buf_puts(&b[p], "[");
     }
@@ -892,27 +891,29 @@ build_exact(es_buf *b, const slot *slots, size_t n, const char **values, int *le
             bin_uuid(&b[5], id);
             bin_text(&b[6], ev->type);
             bin_int4(&b[7], ev->schema_version > 0 ? ev->schema_version : 1);
-            list_item(&b[8], b[8].len == 1, ev->data);
-            list_item(&b[9], b[9].len == 1, ev->metadata ? ev->metadata : "null");
+            bin_text(&b[8], req->stream);
+            bin_int8(&b[9], req->expected + 1 + (int64_t)k);
+            bin_int4(&b[10], (int32_t)req->count);
+            list_item(&b[11], b[11].len == 1, ev->data);
+            list_item(&b[12], b[12].len == 1, ev->metadata ? ev->metadata : "null");
             metadata |= ev->metadata != NULL;
-            bin_text(&b[10], req->stream);
-            bin_int8(&b[11], req->expected + 1 + (int64_t)k);
-            bin_int4(&b[12], (int32_t)req->count);
         }
     }
     for (p = 0; p < EXACT_PARAMS; p++) {
-        if (p == 8 || p == 9)
+        bool binary = p < 11;           /* the jsonb go as text */
+
+        if (!binary)
             es_buf_puts(&b[p], "]");
         if (es_buf_failed(&b[p]))
             return false;
         values[p] = b[p].data;
         lengths[p] = (int)b[p].len;
-        formats[p] = p != 8 && p != 9;
+        formats[p] = binary;
     }
     /* Without any metadata, none is sent: ROWS FROM pads the missing
      * elements with nulls, stored as {}. */
     if (!metadata)
-        values[9] = NULL;
+        values[12] = NULL;
     return true;
 }
 
