@@ -55,7 +55,8 @@ main(void)
     signal(SIGPIPE, SIG_IGN);
 
     if (es_committer_create(&a.committer, a.conninfo,
-                            (int)es_env_long("es-command", "ES_COMMIT_CONNECTIONS", 1, 1, 64), 256, &err) != ES_OK) {
+                            (int)es_env_long("es-command", "ES_COMMIT_CONNECTIONS", 1, 1, 64),
+                            256, &err) != ES_OK) {
         fprintf(stderr, "es-command: %s\n", err.message);
         goto done;
     }

@@ -208,10 +208,11 @@ run(void *arg)
     worker *w = arg;
     es_committer *c = w->c;
     lane *cur = &w->lanes[0], *next = &w->lanes[1], *t;
-    bool early;
 
     for (;;) {
         if (cur->n == 0) {
+            bool early;
+
             pthread_mutex_lock(&c->mu);
             while (!has_work(c, w) && !c->stopping)
                 pthread_cond_wait(w->first ? &c->work : &c->spill, &c->mu);

@@ -189,8 +189,8 @@ static const struct {
      * append, id, type, schema version, its append's stream, its version
      * if written and its append's event count (so that the events of the
      * appends whose stream row moved are only filtered), data, metadata.
-     * The arrays go in binary (build_exact).  Answers a row per event; the append is
-     * told by its stream, once in a batch. */
+     * The arrays go in binary (build_exact).  Answers a row per event;
+     * the append is told by its stream, once in a batch. */
     {"es_fast_exact",
      "WITH u AS (UPDATE es_streams v SET version = v.version + r.n "
      "FROM unnest($1::text[], $2::bigint[], $3::int[]) WITH ORDINALITY AS r(s, x, n, ord) "
@@ -988,7 +988,7 @@ read_exact_rows(const PGresult *r, slot **order, size_t m)
         if (found == NULL)
             continue;
         sl = *found;
-        if (sl->full) {
+        if (sl->full) {         /* its first row (read_batch_rows set full) */
             sl->full = false;
             sl->retry = false;
             es_error_clear(&sl->res->err);

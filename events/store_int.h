@@ -40,12 +40,13 @@ es_status es__append_send(es_store *s, es__append_batch *b, const es_append_req 
                           size_t n, es_append_result *res, bool early);
 
 /*
- * Reads the results of b, the oldest batch in flight.  The server sends
- * them once the statements ran and before it commits if it was sent
- * early: then ran(ctx) is called (if not NULL), and may send the next batch; the call returns
- * once b is committed (or failed).  Appends that need a second pass
- * (through es_append) get it from es__append_finish, which must then run
- * alone on the connection: returns true when b needs one.
+ * Reads the results of b, the oldest batch in flight.  If b was sent
+ * early, the server sends them once the statements ran, before it
+ * commits: then ran(ctx) is called (if not NULL) and may send the next
+ * batch.  The call returns once b is committed (or failed).  Appends
+ * that need a second pass (through es_append) get it from
+ * es__append_finish, which must then run alone on the connection:
+ * returns true when b needs one.
  */
 bool es__append_recv(es_store *s, es__append_batch *b, void (*ran)(void *), void *ctx);
 
