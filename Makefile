@@ -85,7 +85,7 @@ $(CMD_BIN): $(CMD_OBJ) $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
-$(RELAY_BIN): $(BUILD)/projector/relay.o $(LIB)
+$(RELAY_BIN): $(BUILD)/relay/main.o $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
