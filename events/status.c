@@ -50,6 +50,7 @@ es_error_clear(es_error *err)
     if (err == NULL)
         return;
     err->status = ES_OK;
+    err->transient = false;
     err->code[0] = '\0';
     err->field[0] = '\0';
     err->message[0] = '\0';
@@ -65,6 +66,7 @@ es_error_set(es_error *err, es_status st, const char *code, const char *field,
     if (err == NULL)
         return st;
     err->status = st;
+    err->transient = st == ES_EUNAVAILABLE;
     snprintf(err->code, sizeof err->code, "%s", code ? code : es_status_code(st));
     snprintf(err->field, sizeof err->field, "%s", field ? field : "");
     va_start(ap, fmt);

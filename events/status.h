@@ -7,6 +7,7 @@
 #ifndef ES_STATUS_H
 #define ES_STATUS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef enum es_status {
@@ -36,6 +37,11 @@ const char *es_status_code(es_status st);
  */
 typedef struct es_error {
     es_status status;
+    bool transient;             /* the same request may succeed later (a server
+                                   unreachable, busy, loading or out of memory):
+                                   retry instead of giving up; es_error_set sets
+                                   it for ES_EUNAVAILABLE, the recorder may set
+                                   it for others */
     char code[48];
     char field[64];
     char message[320];
