@@ -114,7 +114,7 @@ fraud_check(cmd_env *env, const char *command_id, bool fresh, json_t *in, cmd_ou
         cmd_append ap = {counter, ES_EXPECT_ANY, &ev, 1, 0};
         es_append_result res;
 
-        es__uuid_v5(ES_UUID_NAMESPACE, domain, strlen(domain), did);
+        es_uuid_v5(ES_UUID_NAMESPACE, domain, strlen(domain), did);
         snprintf(counter, sizeof counter, "frauddomain-%s-%ld", did, window);
         cmd_append_one(env, command_id, in, &ap, &res);
         cmd_events_free(&ev, 1);

@@ -95,7 +95,7 @@ user_email_stream(const char *email, char *stream, size_t size)
 {
     char id[ES_UUID_LEN + 1];
 
-    es__uuid_v5(ES_UUID_NAMESPACE, email, strlen(email), id);
+    es_uuid_v5(ES_UUID_NAMESPACE, email, strlen(email), id);
     snprintf(stream, size, "useremail-%s", id);
 }
 

@@ -5,6 +5,7 @@
  * transaction and takes a batch down with it.
  */
 #include "event.h"
+#include "core_int.h"
 #include "json.h"
 
 #include <inttypes.h>

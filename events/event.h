@@ -92,13 +92,6 @@ es_status es_new_event_check(const es_new_event *ev, size_t index,
 /* True when s (n bytes) is valid UTF-8 without control characters. */
 bool es_text_printable(const char *s, size_t n);
 
-/*
- * Decodes the multi-byte UTF-8 sequence at p (first byte >= 0x80, end the
- * end of the text) into *cp.  Returns its length, or 0 when it is not
- * valid UTF-8 (overlong, a surrogate, past U+10FFFF, truncated).
- */
-int es__utf8_decode(const unsigned char *p, const unsigned char *end, uint32_t *cp);
-
 /* Makes s valid UTF-8 in place: invalid bytes become '?', a sequence cut
  * at the end is dropped.  For texts that echo untrusted input. */
 void es_text_make_utf8(char *s);

@@ -2,6 +2,7 @@
  * es_idem (see idem.h): rows of es_idempotency, first writer wins.
  */
 #include "idem.h"
+#include "core_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -4,6 +4,7 @@
  * why the text is wrong.  Recursion is bounded by ES_JSON_DEPTH_MAX.
  */
 #include "json.h"
+#include "core_int.h"
 
 #include "event.h"
 

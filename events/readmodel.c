@@ -4,6 +4,7 @@
  * one version.  See readmodel.h for the key layout.
  */
 #include "readmodel.h"
+#include "core_int.h"
 
 #include <errno.h>
 #include <inttypes.h>

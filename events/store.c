@@ -14,6 +14,7 @@
  * the feed copies nothing but the row pointers.
  */
 #include "store.h"
+#include "core_int.h"
 
 #include <inttypes.h>
 #include <libpq-fe.h>

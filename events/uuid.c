@@ -4,6 +4,7 @@
  * security.
  */
 #include "uuid.h"
+#include "core_int.h"
 
 #include <pthread.h>
 #include <stdint.h>
@@ -137,7 +138,7 @@ uuid_format(const unsigned char b[16], char *out)
 }
 
 void
-es__uuid_v5(const char *ns, const void *name, size_t len, char *out)
+es_uuid_v5(const char *ns, const void *name, size_t len, char *out)
 {
     unsigned char stackbuf[256], digest[20], *buf = stackbuf;
 
@@ -164,7 +165,7 @@ es_uuid_derive(const char *command_id, unsigned index, char *out)
     if (size > sizeof stackname && (name = malloc(size)) == NULL)
         abort();
     n = snprintf(name, size, "%s/%u", command_id, index);
-    es__uuid_v5(ES_UUID_NAMESPACE, name, (size_t)n, out);
+    es_uuid_v5(ES_UUID_NAMESPACE, name, (size_t)n, out);
     if (name != stackname)
         free(name);
 }

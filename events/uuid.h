@@ -37,13 +37,9 @@ bool es_uuid_v7(char *out);
 /* True when s is a UUID in 8-4-4-4-12 hex form (either case). */
 bool es_uuid_valid(const char *s);
 
-/* The version-5 UUID of name (len bytes) in namespace ns (UUID text). */
-void es__uuid_v5(const char *ns, const void *name, size_t len, char *out);
-
-/* The 16 bytes of s, a valid UUID (es_uuid_valid). */
-void es__uuid_bytes(const char *s, unsigned char out[16]);
-
-/* SHA-1 of data into digest (20 bytes); used for name-based UUIDs. */
-void es__sha1(const void *data, size_t len, unsigned char digest[20]);
+/* Writes to out (ES_UUID_LEN + 1 bytes) the version-5 UUID of name (len
+ * bytes) in namespace ns (UUID text): the same name always gives the same
+ * id, as for a user's id derived from the e-mail address. */
+void es_uuid_v5(const char *ns, const void *name, size_t len, char *out);
 
 #endif

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "core_int.h"
 #include "uuid.h"
 
 static void
@@ -42,7 +43,7 @@ START_TEST(uuid_v5_known)
     char out[ES_UUID_LEN + 1];
 
     /* uuid5(NAMESPACE_DNS, "python.org") */
-    es__uuid_v5("6ba7b810-9dad-11d1-80b4-00c04fd430c8", "python.org", 10, out);
+    es_uuid_v5("6ba7b810-9dad-11d1-80b4-00c04fd430c8", "python.org", 10, out);
     ck_assert_str_eq(out, "886313e1-3b8a-5372-9b90-0c9aee199e5d");
 }
 END_TEST
