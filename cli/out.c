@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec.h"
 #include "env.h"
 
 static void
@@ -142,16 +143,8 @@ cli_fail(cli *c, const es_error *err)
 {
     say_name(stderr, c);
     fprintf(stderr, "%s\n", err->message);
-    if (c->json) {
-        json_t *e = json_pack("{s:s, s:s}", "code", err->code[0] ? err->code
-                                                                 : es_status_code(err->status),
-                              "message", err->message);
-        if (err->field[0])
-            json_object_set_new(e, "field", json_string(err->field));
-        if (strcmp(err->code, "version_conflict") == 0)
-            json_object_set_new(e, "actual_version", json_integer(err->actual_version));
-        cli_print(c, json_pack("{s:o}", "error", e), NULL, NULL);
-    }
+    if (c->json)
+        cli_print(c, json_pack("{s:o}", "error", es_error_to_json(err)), NULL, NULL);
     return cli_exit_code(err->status);
 }
 

@@ -62,14 +62,8 @@ reply(natsConnection *nc, natsMsg *msg, json_t *body)
 static json_t *
 error_body(const es_error *err)
 {
-    json_t *e = json_pack("{s:s, s:s}", "code", err->code[0] ? err->code : es_status_code(err->status),
-                          "message", err->message);
-
-    if (err->field[0])
-        json_object_set_new(e, "field", json_string(err->field));
-    if (err->status == ES_ECONFLICT && strcmp(err->code, "version_conflict") == 0)
-        json_object_set_new(e, "actual_version", json_integer(err->actual_version));
-    return json_pack("{s:b, s:i, s:o}", "ok", 0, "status", es_http_status(err->status), "error", e);
+    return json_pack("{s:b, s:i, s:o}", "ok", 0, "status", es_http_status(err->status), "error",
+                     es_error_to_json(err));
 }
 
 static void

@@ -338,3 +338,21 @@ fail:
     es_append_body_free(b);
     return st;
 }
+
+json_t *
+es_error_to_json(const es_error *err)
+{
+    json_t *e = json_object();
+
+    if (e == NULL)
+        return NULL;
+    json_object_set_new(e, "code", json_string(err->code[0] ? err->code
+                                                             : es_status_code(err->status)));
+    json_object_set_new(e, "message", json_string(err->message[0] ? err->message
+                                                                   : es_status_text(err->status)));
+    if (err->field[0] != '\0')
+        json_object_set_new(e, "field", json_string(err->field));
+    if (es_error_is(err, ES_CODE_VERSION_CONFLICT))
+        json_object_set_new(e, "actual_version", json_integer(err->actual_version));
+    return e;
+}

@@ -50,4 +50,13 @@ void es_append_body_free(es_append_body *b);
  */
 es_status es_json_parse_object(const char *text, size_t len, json_t **out, es_error *err);
 
+/*
+ * The error object of shared/API.md for err: {"code", "message", "field"
+ * when one field is at fault, "actual_version" with a version conflict}.
+ * The one place an es_error becomes JSON: the HTTP bodies, the NATS
+ * command replies and esctl --json all use it.  A new reference, NULL
+ * only when out of memory.
+ */
+json_t *es_error_to_json(const es_error *err);
+
 #endif

@@ -11,6 +11,7 @@
  */
 #include "http.h"
 
+#include "codec.h"
 #include "event.h"
 
 #include <arpa/inet.h>
@@ -114,29 +115,31 @@ es_http_res_json(es_http_res *res, int status, json_t *body)
     json_decref(body);
 }
 
+/* Sends the error object e (stolen) as the body {"error": e}, with
+ * extra's members (stolen, may be NULL) merged into it. */
+static void
+res_error_json(es_http_res *res, int status, json_t *e, json_t *extra)
+{
+    if (e != NULL && extra != NULL)
+        json_object_update(e, extra);
+    json_decref(extra);
+    if (status == 503)
+        es_http_res_header(res, "Retry-After", "1");
+    es_http_res_json(res, status, e ? json_pack("{s:o}", "error", e) : NULL);
+}
+
 void
 es_http_res_error(es_http_res *res, int status, const char *code, const char *field,
                   json_t *extra, const char *fmt, ...)
 {
-    char message[512];
-    json_t *err = json_object();
+    es_error err;
     va_list ap;
 
+    es_error_clear(&err);
     va_start(ap, fmt);
-    vsnprintf(message, sizeof message, fmt, ap);
+    es_error_vset(&err, ES_EINTERNAL, code, field, fmt, ap);
     va_end(ap);
-    es_text_make_utf8(message);
-    json_object_set_new(err, "code", json_string(code));
-    json_object_set_new(err, "message", json_string(message));
-    if (field != NULL && field[0] != '\0')
-        json_object_set_new(err, "field", json_string(field));
-    if (extra != NULL) {
-        json_object_update(err, extra);
-        json_decref(extra);
-    }
-    if (status == 503)
-        es_http_res_header(res, "Retry-After", "1");
-    es_http_res_json(res, status, json_pack("{s:o}", "error", err));
+    res_error_json(res, status, es_error_to_json(&err), extra);
 }
 
 int
@@ -158,13 +161,7 @@ es_http_status(es_status st)
 void
 es_http_res_from_error(es_http_res *res, const es_error *err)
 {
-    json_t *extra = NULL;
-
-    if (err->status == ES_ECONFLICT && strcmp(err->code, "version_conflict") == 0)
-        extra = json_pack("{s:I}", "actual_version", (json_int_t)err->actual_version);
-    es_http_res_error(res, es_http_status(err->status),
-                      err->code[0] ? err->code : es_status_code(err->status), err->field,
-                      extra, "%s", err->message[0] ? err->message : es_status_text(err->status));
+    res_error_json(res, es_http_status(err->status), es_error_to_json(err), NULL);
 }
 
 static void

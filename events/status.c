@@ -57,25 +57,39 @@ es_error_clear(es_error *err)
     err->actual_version = -1;
 }
 
-es_status
-es_error_set(es_error *err, es_status st, const char *code, const char *field,
-             const char *fmt, ...)
+bool
+es_error_is(const es_error *err, const char *code)
 {
-    va_list ap;
+    return err != NULL && err->status != ES_OK && strcmp(err->code, code) == 0;
+}
 
+es_status
+es_error_vset(es_error *err, es_status st, const char *code, const char *field,
+              const char *fmt, va_list ap)
+{
     if (err == NULL)
         return st;
     err->status = st;
     err->transient = st == ES_EUNAVAILABLE;
     snprintf(err->code, sizeof err->code, "%s", code ? code : es_status_code(st));
     snprintf(err->field, sizeof err->field, "%s", field ? field : "");
-    va_start(ap, fmt);
     vsnprintf(err->message, sizeof err->message, fmt, ap);
-    va_end(ap);
     /* messages echo input and are cut at a byte count: keep them UTF-8,
      * or JSON encoders refuse them */
     es_text_make_utf8(err->message);
     es_text_make_utf8(err->field);
+    return st;
+}
+
+es_status
+es_error_set(es_error *err, es_status st, const char *code, const char *field,
+             const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    st = es_error_vset(err, st, code, field, fmt, ap);
+    va_end(ap);
     return st;
 }
 

@@ -7,6 +7,7 @@
 #ifndef ES_STATUS_H
 #define ES_STATUS_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -48,6 +49,16 @@ typedef struct es_error {
     int64_t actual_version;     /* with ES_ECONFLICT; -1: no stream */
 } es_error;
 
+/*
+ * Machine codes (es_error.code) that code outside the recorder tests for.
+ * Test them with es_error_is, never by reading the message.  Codes only
+ * shown to clients need no constant.
+ */
+#define ES_CODE_VERSION_CONFLICT "version_conflict"  /* ES_ECONFLICT with actual_version */
+
+/* True when err records a failure whose machine code is code. */
+bool es_error_is(const es_error *err, const char *code);
+
 /* Clears err (status ES_OK, empty strings). err may be NULL. */
 void es_error_clear(es_error *err);
 
@@ -59,6 +70,10 @@ void es_error_clear(es_error *err);
 es_status es_error_set(es_error *err, es_status st, const char *code,
                        const char *field, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+/* es_error_set with the message's arguments as a va_list. */
+es_status es_error_vset(es_error *err, es_status st, const char *code,
+                        const char *field, const char *fmt, va_list ap)
+    __attribute__((format(printf, 5, 0)));
 
 /* Always-on assertion: prints file and line, then aborts. */
 #define ES_ASSERT(cond)                                                     \
