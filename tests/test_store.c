@@ -663,12 +663,28 @@ START_TEST(killed_client_leaves_nothing_partial)
             es_store_append_many(c, reqs, APPENDS, res);
         }
     }
-    usleep(300 * 1000);
+    /* Kill it mid-work once it has committed something: a fixed sleep was
+     * not always enough for a first commit under ASan on a busy machine. */
+    s = open_store();
+    for (int tries = 0; tries < 3000 && written == 0; tries++) {
+        for (int i = 0; i < APPENDS && written == 0; i++) {
+            char name[64];
+            es_page *p;
+            snprintf(name, sizeof name, "%s-%d", prefix, i);
+            if (es_store_read_stream(s, name, 0, 1, ES_FORWARD, &p, &err) == ES_OK) {
+                written = 1;
+                es_page_destroy(p);
+            }
+        }
+        if (written == 0)
+            usleep(10 * 1000);
+    }
+    usleep(50 * 1000);
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
     ck_assert(WIFSIGNALED(status));
+    written = 0;
 
-    s = open_store();
     for (int i = 0; i < APPENDS; i++) {
         char name[64];
         es_page *p;
