@@ -353,7 +353,7 @@ metrics(void *ctx, es_buf *out)
                       l->st[i].p->name,
                       l->stream_last > l->st[i].seq ? l->stream_last - l->st[i].seq : 0);
     family(out, "es_projector_stopped", "gauge",
-           "1 when the projection stopped on an event it could not apply");
+           "whether the projection stopped on an event it could not apply (1) or runs (0)");
     for (i = 0; i < l->n; i++)
         es_buf_printf(out, "es_projector_stopped{projection=\"%s\"} %d\n", l->st[i].p->name,
                       l->st[i].stopped ? 1 : 0);

@@ -226,7 +226,8 @@ metrics_write(metrics *m, struct query_app *a, es_buf *out)
                   "es_query_consistency_timeouts_total %llu\n",
                   (unsigned long long)atomic_load(&a->waits),
                   (unsigned long long)atomic_load(&a->wait_timeouts));
-    gauge(out, "es_query_announcements_up", "1 while subscribed to the projections' applied channels");
+    gauge(out, "es_query_announcements_up",
+          "whether subscribed to the projections' applied channels (1) or not (0)");
     es_buf_printf(out, "es_query_announcements_up %d\n", watch_connected(a->watch) ? 1 : 0);
     if (f == NULL) {
         es_buf_puts(out, "# out of memory: projection figures left out\n");

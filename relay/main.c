@@ -336,7 +336,8 @@ metrics(void *ctx, es_buf *out)
                   "published or found\n"
                   "# TYPE es_relay_last_sequence gauge\n"
                   "es_relay_last_sequence %llu\n"
-                  "# HELP es_relay_active 1 while this relay holds the lock and publishes\n"
+                  "# HELP es_relay_active whether this relay holds the lock and publishes (1) or "
+                  "stands by (0)\n"
                   "# TYPE es_relay_active gauge\n"
                   "es_relay_active %d\n",
                   (unsigned long long)atomic_load(&r->published),
