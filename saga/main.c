@@ -191,12 +191,14 @@ static void
 metrics(void *ctx, es_buf *out)
 {
     (void)ctx;
-    counter(out, "es_saga_started_total", "sagas started", &C.started);
-    counter(out, "es_saga_completed_total", "sagas that completed", &C.completed);
-    counter(out, "es_saga_compensated_total", "sagas that ended compensated", &C.compensated);
-    counter(out, "es_saga_failed_total", "sagas that failed", &C.failed);
-    counter(out, "es_saga_steps_total", "saga steps run", &C.steps);
-    counter(out, "es_saga_retries_total", "saga steps retried after a failure", &C.retries);
+    counter(out, "es_saga_started_total", "sagas this process started", &C.started);
+    counter(out, "es_saga_completed_total", "sagas this process saw complete", &C.completed);
+    counter(out, "es_saga_compensated_total", "sagas this process saw end compensated",
+            &C.compensated);
+    counter(out, "es_saga_failed_total", "sagas this process moved to failed", &C.failed);
+    counter(out, "es_saga_steps_total", "commands sent for steps and compensations", &C.steps);
+    counter(out, "es_saga_retries_total",
+            "failed steps and compensations scheduled to be tried again", &C.retries);
     counter(out, "es_saga_dead_letters_total", "sagas moved to the dead letters",
             &C.dead_letters);
     es_buf_printf(out, "# HELP es_saga_intake_sequence stream sequence of the last event the "
