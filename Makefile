@@ -89,7 +89,7 @@ $(RELAY_BIN): $(BUILD)/relay/main.o $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
-$(PROJ_BIN): $(BUILD)/projector/main.o $(BUILD)/projector/common.o $(PROJ_OBJ) $(LIB)
+$(PROJ_BIN): $(BUILD)/projector/main.o $(PROJ_OBJ) $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
@@ -104,7 +104,7 @@ $(BUILD)/es-saga: $(BUILD)/saga/main.o $(SAGA_LIB_OBJ) $(LIB)
 # esctl runs the projector's rebuilds (rebuild.c) and reads the saga
 # manager's tables.
 CLI_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard cli/*.c)) \
-             $(BUILD)/projector/rebuild.o $(BUILD)/projector/common.o
+             $(BUILD)/projector/rebuild.o
 $(CLI): $(CLI_OBJ) $(PROJ_OBJ) $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)

@@ -101,7 +101,7 @@ main(int argc, char **argv)
     bool want_help = false, group_known;
     cli c = {NULL, false};
     const cli_cmd *k;
-    pthread_t sigth;
+    es_error err;
 
     if (args == NULL)
         return CLI_FAILED;
@@ -149,12 +149,16 @@ main(int argc, char **argv)
         return CLI_OK;
     }
     c.cmd = k;
-    pj_prog = "esctl";
-    /* Ctrl-C and SIGTERM set pj_stop, which follow, rebuild and verify poll */
-    pj_signals_start(&sigth);
+    /* Ctrl-C and SIGTERM stop follow, rebuild and verify, which poll
+     * es_daemon_stopping(); messages say "esctl: ..." */
+    if (es_daemon_start(&(es_daemon){.name = "esctl"}, &err) != ES_OK) {
+        fprintf(stderr, "esctl: %s\n", err.message);
+        free(args);
+        return CLI_FAILED;
+    }
     i = k->group ? 2 : 1;
     rc = k->run(&c, nargs - i, args + i);
-    pj_signals_stop(sigth);
+    es_daemon_stop();
     free(args);
     return rc;
 }

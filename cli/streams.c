@@ -248,7 +248,7 @@ run_follow(cli *c, int argc, char **argv)
         es_store_close(st);
         return cli_fail(c, &err);
     }
-    while (!atomic_load(&pj_stop) && (limit == 0 || seen < limit)) {
+    while (!es_daemon_stopping() && (limit == 0 || seen < limit)) {
         es_page *p = NULL;
         size_t i;
 
@@ -258,7 +258,7 @@ run_follow(cli *c, int argc, char **argv)
                 return cli_fail(c, &err);
             }
             fprintf(stderr, "esctl feed follow: %s (trying again)\n", err.message);
-            pj_sleep_ms(1000);
+            es_daemon_sleep_ms(1000);
             continue;
         }
         for (i = 0; i < p->count && (limit == 0 || seen < limit); i++, seen++) {
@@ -275,7 +275,7 @@ run_follow(cli *c, int argc, char **argv)
         }
         fflush(stdout);
         if (p->count == 0)
-            pj_sleep_ms((int)poll_ms);
+            es_daemon_sleep_ms((int)poll_ms);
         es_page_destroy(p);
     }
     es_store_close(st);

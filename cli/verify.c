@@ -676,9 +676,9 @@ run_verify(cli *c, int argc, char **argv)
         goto done;
     }
     until = now_s() + (double)wait;
-    while (!(quiet = caught_up(&x)) && now_s() < until && !atomic_load(&pj_stop))
-        pj_sleep_ms(500);
-    if (atomic_load(&pj_stop)) {
+    while (!(quiet = caught_up(&x)) && now_s() < until && !es_daemon_stopping())
+        es_daemon_sleep_ms(500);
+    if (es_daemon_stopping()) {
         rc = CLI_INTERRUPTED;
         goto done;
     }

@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 
 #include "cmd.h"
+#include "daemon.h"
 #include "http.h"
 
 typedef struct bus bus;
@@ -21,6 +22,7 @@ typedef struct app {
     cmd_config cfg;
     es_committer *committer;
     es_http_server *http;
+    es_daemon daemon;           /* name, readiness and metrics (routes.c) */
     bus *bus;
     pthread_mutex_t envs_mu;    /* the per-thread environments, for shutdown */
     cmd_env **envs;
@@ -41,7 +43,9 @@ bool app_serves(const app *a, const char *name);
 /* Counts an outcome for /metrics. */
 void app_count(app *a, const cmd_out *out);
 
-/* HTTP entry point (routes.c). */
+/* HTTP entry point (routes.c); routes_daemon fills a->daemon, which
+ * /healthz, /readyz and /metrics answer from. */
+void routes_daemon(app *a);
 void routes_handle(void *app, const es_http_req *req, es_http_res *res);
 bool routes_quick(void *app, const es_http_req *req, es_http_res *res);
 

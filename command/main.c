@@ -7,15 +7,13 @@
  * SIGTERM.
  */
 #include <nats/nats.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "app.h"
 #include "env.h"
-
-
+#include "log.h"
 
 int
 main(void)
@@ -23,8 +21,7 @@ main(void)
     static app a;
     es_http_config http = {0};
     es_error err;
-    sigset_t sigs;
-    int sig, rc = 1;
+    int rc = 1;
     const char *nats_url = es_env_str("ES_NATS_URL", "nats://127.0.0.1:54222");
 
     snprintf(a.conninfo, sizeof a.conninfo, "%s", es_pg_conninfo());
@@ -47,37 +44,33 @@ main(void)
     http.quick = routes_quick;
     http.body_max = (size_t)es_env_long("es-command", "ES_BODY_MAX", 1024 * 1024, 1024, 64L * 1024 * 1024);
 
-    /* Signals are taken by sigwait below, not by whichever thread. */
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
+    routes_daemon(&a);
+    if (es_daemon_start(&a.daemon, &err) != ES_OK) {
+        es_log(ES_LOG_ERROR, "%s", err.message);
+        goto done;
+    }
     if (es_committer_create(&a.committer, a.conninfo,
                             (int)es_env_long("es-command", "ES_COMMIT_CONNECTIONS", 1, 1, 64),
                             256, &err) != ES_OK) {
-        fprintf(stderr, "es-command: %s\n", err.message);
+        es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
     /* The bus first: HTTP threads read a.bus (readiness), so it is set
      * before any of them starts. */
     if (strcmp(nats_url, "off") != 0 &&
         bus_start(&a.bus, &a, nats_url, (int)es_env_long("es-command", "ES_NATS_SUBSCRIBERS", 4, 1, 32), &err) != ES_OK) {
-        fprintf(stderr, "es-command: %s\n", err.message);
+        es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
     if (a.bus != NULL)
         es_committer_on_commit(a.committer, bus_wake, a.bus);
     if (es_http_start(&a.http, &http, routes_handle, &a, &err) != ES_OK) {
-        fprintf(stderr, "es-command: %s\n", err.message);
+        es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
-    fprintf(stderr, "es-command: listening on http://%s:%u, commands on %s.* at %s\n", http.bind,
-            http.port, a.subject_prefix, a.bus ? nats_url : "no NATS");
-    while (sigwait(&sigs, &sig) != 0)
-        ;
-    fprintf(stderr, "es-command: stopping on signal %d\n", sig);
+    es_log(ES_LOG_INFO, "listening on http://%s:%u, commands on %s.* at %s", http.bind, http.port,
+           a.subject_prefix, a.bus ? nats_url : "no NATS");
+    es_daemon_wait();
     rc = 0;
 done:
     es_http_stop(a.http);
@@ -85,6 +78,7 @@ done:
     es_committer_destroy(a.committer);     /* drains; may still wake the relay */
     bus_free(a.bus);
     app_envs_close(&a);
+    es_daemon_stop();
     nats_Close();
     return rc;
 }

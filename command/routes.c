@@ -510,28 +510,29 @@ replay:
 
 /* ---- health and metrics -------------------------------------------------- */
 
-static void
-readyz(app *a, es_http_res *res)
+/* /readyz: PostgreSQL answers, and NATS when the bus is on. */
+static bool
+ready(void *ctx, json_t **body)
 {
+    app *a = ctx;
     es_position head;
     es_error err;
     cmd_env *env = app_env(a, &err);
     bool pg = env != NULL && es_store_feed_head(env->store, &head, &err) == ES_OK;
     bool nats = a->bus == NULL || bus_connected(a->bus);
 
-    es_http_res_json(res, pg && nats ? 200 : 503,
-                     json_pack("{s:s, s:s, s:s}", "status", pg && nats ? "ready" : "unavailable",
-                               "postgres", pg ? "ok" : "unavailable", "nats",
-                               a->bus == NULL ? "off" : nats ? "ok" : "unavailable"));
-    if (!(pg && nats))
-        es_http_res_header(res, "Retry-After", "1");
+    *body = json_pack("{s:s, s:s, s:s}", "status", pg && nats ? "ready" : "unavailable",
+                      "postgres", pg ? "ok" : "unavailable", "nats",
+                      a->bus == NULL ? "off" : nats ? "ok" : "unavailable");
+    return pg && nats;
 }
 
 static void
-metrics(app *a, es_http_res *res)
+metrics(void *ctx, es_buf *out)
 {
-    es_http_metrics(a->http, "es_command", &res->body);
-    es_buf_printf(&res->body,
+    app *a = ctx;
+
+    es_buf_printf(out,
                   "# HELP es_command_commands_total domain commands by outcome\n"
                   "# TYPE es_command_commands_total counter\n"
                   "es_command_commands_total{outcome=\"ok\"} %llu\n"
@@ -540,8 +541,13 @@ metrics(app *a, es_http_res *res)
                   (unsigned long long)atomic_load(&a->commands_ok),
                   (unsigned long long)atomic_load(&a->commands_rejected),
                   (unsigned long long)atomic_load(&a->commands_failed));
-    res->status = 200;
-    res->content_type = "text/plain; version=0.0.4";
+}
+
+void
+routes_daemon(app *a)
+{
+    a->daemon = (es_daemon){.name = "es-command", .metrics_prefix = "es_command", .ready = ready,
+                            .metrics = metrics, .ctx = a, .ready_retry_after = true};
 }
 
 /* ---- dispatch ------------------------------------------------------------ */
@@ -611,12 +617,8 @@ routes_handle(void *ctx, const es_http_req *req, es_http_res *res)
     }
     if (is_post) {
         handle_post(a, req, res);
-    } else if (strcmp(req->path, "/healthz") == 0) {
-        es_http_res_json(res, 200, json_pack("{s:s}", "status", "ok"));
-    } else if (strcmp(req->path, "/readyz") == 0) {
-        readyz(a, res);
-    } else if (strcmp(req->path, "/metrics") == 0) {
-        metrics(a, res);
+    } else if (es_daemon_http(&a->daemon, a->http, req, res)) {
+        /* /healthz, /readyz, /metrics */
     } else if (strcmp(req->path, "/v1/feed") == 0) {
         read_feed(a, req, res);
     } else if (has_prefix(req->path, "/v1/streams/", &rest)) {

@@ -498,16 +498,16 @@ es_http_metrics(es_http_server *srv, const char *prefix, es_buf *out)
     for (i = 1; i < 6; i++)
         es_buf_printf(out, "%s_http_requests_total{class=\"%zuxx\"} %llu\n", prefix, i,
                       (unsigned long long)atomic_load(&srv->by_class[i]));
-    es_buf_printf(out, "# HELP %s_http_request_seconds time from request to response\n"
-                       "# TYPE %s_http_request_seconds histogram\n", prefix, prefix);
+    es_buf_printf(out, "# HELP %s_http_request_duration_seconds time from request to response\n"
+                       "# TYPE %s_http_request_duration_seconds histogram\n", prefix, prefix);
     for (i = 0; i < NBUCKETS; i++) {
         cum += atomic_load(&srv->latency[i]);
-        es_buf_printf(out, "%s_http_request_seconds_bucket{le=\"%g\"} %llu\n", prefix,
+        es_buf_printf(out, "%s_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n", prefix,
                       buckets[i], cum);
     }
     cum += atomic_load(&srv->latency[NBUCKETS]);
-    es_buf_printf(out, "%s_http_request_seconds_bucket{le=\"+Inf\"} %llu\n", prefix, cum);
-    es_buf_printf(out, "%s_http_request_seconds_sum %.6f\n", prefix,
+    es_buf_printf(out, "%s_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n", prefix, cum);
+    es_buf_printf(out, "%s_http_request_duration_seconds_sum %.6f\n", prefix,
                   (double)atomic_load(&srv->latency_sum_us) / 1e6);
-    es_buf_printf(out, "%s_http_request_seconds_count %llu\n", prefix, cum);
+    es_buf_printf(out, "%s_http_request_duration_seconds_count %llu\n", prefix, cum);
 }

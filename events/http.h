@@ -101,8 +101,9 @@ es_status es_http_start(es_http_server **out, const es_http_config *cfg,
                         es_http_handler handler, void *app, es_error *err);
 void es_http_stop(es_http_server *srv);
 
-/* Appends the server's request counters in Prometheus text format,
- * each metric named prefix_... */
+/* Appends the server's request metrics in Prometheus text format, with
+ * # HELP and # TYPE: prefix_http_requests_total{class} (counter) and
+ * prefix_http_request_duration_seconds (histogram). */
 void es_http_metrics(es_http_server *srv, const char *prefix, es_buf *out);
 
 #endif

@@ -16,8 +16,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +23,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "daemon.h"
 #include "http.h"
+#include "log.h"
 
 typedef struct proj_state {
     const pj_projection *p;
@@ -47,11 +47,18 @@ typedef struct live {
     uint64_t stream_last;
     bool started;                       /* states loaded once already */
     atomic_bool redis_ok;               /* connected, and the last ping answered */
-    es_http_server *http;
     pthread_mutex_t mu;                 /* st[] and stream_last, for /metrics */
 } live;
 
 static live L;
+
+static bool ready(void *ctx, json_t **body);
+static void metrics(void *ctx, es_buf *out);
+
+static const es_daemon projector_daemon = {
+    .name = "es-projector", .metrics_prefix = "es_projector", .ready = ready,
+    .metrics = metrics, .ctx = &L, .health_detail = true,
+};
 
 /* ---- the live projector ----------------------------------------------- */
 
@@ -65,7 +72,7 @@ stop_projection(live *l, proj_state *ps, const es_feed_event *e, const char *why
     snprintf(ps->reason, sizeof ps->reason, "event %" PRIu64 " (%s %s): %s", e->seq,
              e->type ? e->type : "?", e->event_id ? e->event_id : "?", why);
     pthread_mutex_unlock(&l->mu);
-    pj_say("projection %s stopped at %s", ps->p->name, ps->reason);
+    es_log(ES_LOG_ERROR, "projection %s stopped at %s", ps->p->name, ps->reason);
     r = redisCommand(l->rc, "HSET rm:%s:stopped seq %" PRIu64 " position %s reason %s",
                      ps->p->name, e->seq, e->position[0] ? e->position : "-", ps->reason);
     freeReplyObject(r);
@@ -131,7 +138,7 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
     }
     if (b.events > 0) {
         if (rm_apply(l->rc, &b, &a, &err) != ES_OK) {
-            pj_say("projection %s: %s", ps->p->name, err.message);
+            es_log(ES_LOG_WARNING, "projection %s: %s", ps->p->name, err.message);
             rm_batch_free(&b);
             if (strcmp(err.code, "redis_error") == 0 && !rm_error_transient(err.message)) {
                 /* Redis answered, and refused the batch: trying the same
@@ -154,8 +161,8 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
         if (a.failed_seq != 0 && !a.failed_partial && rm_error_transient(a.failed_why)) {
             /* nothing of that event was written and the error passes: the
              * events before it are in, the rest is tried again later */
-            pj_say("projection %s: event %" PRIu64 ": %s; retrying", ps->p->name, a.failed_seq,
-                   a.failed_why);
+            es_log(ES_LOG_WARNING, "projection %s: event %" PRIu64 ": %s; retrying", ps->p->name,
+                   a.failed_seq, a.failed_why);
             rm_batch_free(&b);
             return false;
         }
@@ -176,7 +183,8 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
             return true;
         }
         if (a.gap) {
-            pj_say("projection %s: the stream skipped past checkpoint %" PRIu64 "; resubscribing",
+            es_log(ES_LOG_WARNING,
+                   "projection %s: the stream skipped past checkpoint %" PRIu64 "; resubscribing",
                    ps->p->name, a.seq);
             ok = false;
         }
@@ -198,19 +206,19 @@ run_live(live *l)
     uint64_t from = 0;
     time_t checked = 0;
 
-    while (!atomic_load(&pj_stop)) {
+    while (!es_daemon_stopping()) {
         es_feed_batch msgs;
         size_t i;
         bool ok = true, any = false;
 
         if (l->rc == NULL) {
             if ((l->rc = rm_connect(&err)) == NULL || load_states(l, &err) != ES_OK) {
-                pj_say("%s", err.message);
+                es_log(ES_LOG_WARNING, "%s", err.message);
                 if (l->rc)
                     redisFree(l->rc);
                 l->rc = NULL;
                 atomic_store(&l->redis_ok, false);
-                pj_sleep_ms(1000);
+                es_daemon_sleep_ms(1000);
                 continue;
             }
             atomic_store(&l->redis_ok, true);
@@ -225,12 +233,12 @@ run_live(live *l)
                 if (!l->st[i].stopped && l->st[i].seq + 1 < from)
                     from = l->st[i].seq + 1;
             if (from == UINT64_MAX) {       /* every projection stopped */
-                pj_sleep_ms(1000);
+                es_daemon_sleep_ms(1000);
                 continue;
             }
             if (es_jetstream_subscribe(&l->nats, from, &l->sub, &err) != ES_OK) {
-                pj_say("%s", err.message);
-                pj_sleep_ms(1000);
+                es_log(ES_LOG_WARNING, "%s", err.message);
+                es_daemon_sleep_ms(1000);
                 continue;
             }
         }
@@ -244,7 +252,7 @@ run_live(live *l)
             if (!alive) {
                 /* Redis went while the feed was quiet: say so in /readyz
                  * and connect again. */
-                pj_say("redis does not answer; connecting again");
+                es_log(ES_LOG_WARNING, "redis does not answer; connecting again");
                 redisFree(l->rc);
                 l->rc = NULL;
                 atomic_store(&l->redis_ok, false);
@@ -257,10 +265,10 @@ run_live(live *l)
             }
         }
         if (es_jetstream_take(l->sub, l->batch, 200, &msgs, &err) != ES_OK) {
-            pj_say("%s", err.message);
+            es_log(ES_LOG_WARNING, "%s", err.message);
             es_jetstream_unsubscribe(&l->nats, l->sub);
             l->sub = NULL;
-            pj_sleep_ms(200);
+            es_daemon_sleep_ms(200);
             continue;
         }
         for (i = 0; i < l->n && ok; i++)
@@ -274,78 +282,91 @@ run_live(live *l)
             redisFree(l->rc);
             l->rc = NULL;
             atomic_store(&l->redis_ok, false);
-            pj_sleep_ms(500);
+            es_daemon_sleep_ms(500);
         }
         (void)any;
     }
 }
 
+/*
+ * /healthz and /readyz answer the same body: /healthz says the process is
+ * alive (and what is stopped or unreachable); /readyz is 503 unless every
+ * projection follows the stream with NATS and Redis both reachable.
+ */
+static bool
+ready(void *ctx, json_t **body)
+{
+    live *l = ctx;
+    json_t *list = json_array();
+    bool stopped = false, nats, redis, ok;
+    size_t i;
+
+    pthread_mutex_lock(&l->mu);
+    for (i = 0; i < l->n; i++) {
+        proj_state *ps = &l->st[i];
+        json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:s}", "name", ps->p->name, "state",
+                              ps->stopped ? "stopped" : "running", "version", ps->version,
+                              "checkpoint", (json_int_t)ps->seq, "position", ps->position);
+        if (ps->stopped)
+            json_object_set_new(o, "reason", json_string(ps->reason));
+        stopped |= ps->stopped;
+        json_array_append_new(list, o);
+    }
+    pthread_mutex_unlock(&l->mu);
+    nats = es_nats_up(l->nats.nc);
+    redis = atomic_load(&l->redis_ok);
+    ok = !stopped && nats && redis;
+    *body = json_pack("{s:s, s:s, s:s, s:o}", "status",
+                      ok ? "ok" : stopped ? "degraded" : "unavailable",
+                      "nats", nats ? "ok" : "unavailable",
+                      "redis", redis ? "ok" : "unavailable", "projections", list);
+    return ok;
+}
+
 static void
-handle(void *ctx, const es_http_req *req, es_http_res *res)
+family(es_buf *out, const char *name, const char *type, const char *help)
+{
+    es_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void
+metrics(void *ctx, es_buf *out)
 {
     live *l = ctx;
     size_t i;
 
-    if (strcmp(req->path, "/healthz") == 0 || strcmp(req->path, "/readyz") == 0) {
-        json_t *list = json_array();
-        bool stopped = false;
-
-        pthread_mutex_lock(&l->mu);
-        for (i = 0; i < l->n; i++) {
-            proj_state *ps = &l->st[i];
-            json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:s}", "name", ps->p->name, "state",
-                                  ps->stopped ? "stopped" : "running", "version", ps->version,
-                                  "checkpoint", (json_int_t)ps->seq, "position", ps->position);
-            if (ps->stopped)
-                json_object_set_new(o, "reason", json_string(ps->reason));
-            stopped |= ps->stopped;
-            json_array_append_new(list, o);
-        }
-        pthread_mutex_unlock(&l->mu);
-        bool nats = es_nats_up(l->nats.nc);
-        bool redis = atomic_load(&l->redis_ok);
-        bool ready = !stopped && nats && redis;
-        /* /healthz: the process is alive (and says what is stopped or
-         * unreachable); /readyz: every projection is following the stream,
-         * with NATS and Redis both reachable. */
-        es_http_res_json(res, strcmp(req->path, "/readyz") == 0 && !ready ? 503 : 200,
-                         json_pack("{s:s, s:s, s:s, s:o}", "status",
-                                   ready ? "ok" : stopped ? "degraded" : "unavailable",
-                                   "nats", nats ? "ok" : "unavailable",
-                                   "redis", redis ? "ok" : "unavailable", "projections", list));
-    } else if (strcmp(req->path, "/metrics") == 0) {
-        es_http_metrics(l->http, "es_projector", &res->body);
-        es_buf_puts(&res->body, "# TYPE es_projector_applied_total counter\n"
-                                "# TYPE es_projector_checkpoint gauge\n"
-                                "# TYPE es_projector_lag_events gauge\n"
-                                "# TYPE es_projector_stopped gauge\n");
-        pthread_mutex_lock(&l->mu);
-        for (i = 0; i < l->n; i++) {
-            proj_state *ps = &l->st[i];
-            const char *nm = ps->p->name;
-            es_buf_printf(&res->body,
-                          "es_projector_applied_total{projection=\"%s\"} %" PRIu64 "\n"
-                          "es_projector_checkpoint{projection=\"%s\"} %" PRIu64 "\n"
-                          "es_projector_lag_events{projection=\"%s\"} %" PRIu64 "\n"
-                          "es_projector_stopped{projection=\"%s\"} %d\n",
-                          nm, ps->applied, nm, ps->seq, nm,
-                          l->stream_last > ps->seq ? l->stream_last - ps->seq : 0, nm,
-                          ps->stopped ? 1 : 0);
-        }
-        pthread_mutex_unlock(&l->mu);
-        res->content_type = "text/plain; version=0.0.4";
-    } else {
-        es_http_res_error(res, 404, "route_not_found", NULL, NULL, "no route %s", req->path);
-    }
+    pthread_mutex_lock(&l->mu);
+    family(out, "es_projector_applied_total", "counter",
+           "events this process applied to the projection");
+    for (i = 0; i < l->n; i++)
+        es_buf_printf(out, "es_projector_applied_total{projection=\"%s\"} %" PRIu64 "\n",
+                      l->st[i].p->name, l->st[i].applied);
+    family(out, "es_projector_checkpoint", "gauge",
+           "stream sequence of the last event the active version applied");
+    for (i = 0; i < l->n; i++)
+        es_buf_printf(out, "es_projector_checkpoint{projection=\"%s\"} %" PRIu64 "\n",
+                      l->st[i].p->name, l->st[i].seq);
+    family(out, "es_projector_lag_events", "gauge",
+           "events in the stream the projection has not applied");
+    for (i = 0; i < l->n; i++)
+        es_buf_printf(out, "es_projector_lag_events{projection=\"%s\"} %" PRIu64 "\n",
+                      l->st[i].p->name,
+                      l->stream_last > l->st[i].seq ? l->stream_last - l->st[i].seq : 0);
+    family(out, "es_projector_stopped", "gauge",
+           "whether the projection stopped on an event it could not apply (1) or runs (0)");
+    for (i = 0; i < l->n; i++)
+        es_buf_printf(out, "es_projector_stopped{projection=\"%s\"} %d\n", l->st[i].p->name,
+                      l->st[i].stopped ? 1 : 0);
+    pthread_mutex_unlock(&l->mu);
 }
 
 static int
 main_live(void)
 {
     live *l = &L;
-    es_http_config http = {.bind = es_env_str("ES_PROJECTOR_BIND", "127.0.0.1"),
-                           .port = (unsigned)atoi(es_env_str("ES_PROJECTOR_PORT", "8083")),
-                           .threads = 2, .body_max = 4096};
+    const char *bind = es_env_str("ES_PROJECTOR_BIND", "127.0.0.1");
+    unsigned port = (unsigned)atoi(es_env_str("ES_PROJECTOR_PORT", "8083"));
+    es_daemon_server *health = NULL;
     const char *only = es_env_str("ES_PROJECTIONS", "all");
     es_error err;
     size_t i;
@@ -354,27 +375,27 @@ main_live(void)
     pthread_mutex_init(&l->mu, NULL);
     l->batch = atoi(es_env_str("ES_PROJECTOR_BATCH", "500"));
     if (l->batch < 1 || l->batch > 100000) {
-        pj_say("ES_PROJECTOR_BATCH must be 1..100000");
+        es_log(ES_LOG_ERROR, "ES_PROJECTOR_BATCH must be 1..100000");
         return 2;
     }
     for (i = 0; i < pj_projection_count && l->n < sizeof l->st / sizeof l->st[0]; i++)
         if (strcmp(only, "all") == 0 || es_list_contains(only, pj_projections[i].name))
             l->st[l->n++].p = &pj_projections[i];
     if (l->n == 0) {
-        pj_say("ES_PROJECTIONS names no projection (%s)", only);
+        es_log(ES_LOG_ERROR, "ES_PROJECTIONS names no projection (%s)", only);
         return 2;
     }
     if (es_jetstream_open(&l->nats, &err) != ES_OK ||
-        es_http_start(&l->http, &http, handle, l, &err) != ES_OK) {
-        pj_say("%s", err.message);
+        es_daemon_server_start(&health, &projector_daemon, bind, port, &err) != ES_OK) {
+        es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
-    pj_say("%zu projections from stream %s, health on http://%s:%u", l->n, l->nats.stream,
-           http.bind, http.port);
+    es_log(ES_LOG_INFO, "%zu projections from stream %s, health on http://%s:%u", l->n,
+           l->nats.stream, bind, port);
     run_live(l);
     rc = 0;
 done:
-    es_http_stop(l->http);
+    es_daemon_server_stop(health);
     if (l->sub)
         es_jetstream_unsubscribe(&l->nats, l->sub);
     es_jetstream_close(&l->nats);
@@ -387,7 +408,7 @@ done:
 int
 main(int argc, char **argv)
 {
-    pthread_t sigth;
+    es_error err;
     int rc;
 
     (void)argv;
@@ -396,9 +417,12 @@ main(int argc, char **argv)
                         "status and rebuilds)\n");
         return 2;
     }
-    pj_signals_start(&sigth);
+    if (es_daemon_start(&projector_daemon, &err) != ES_OK) {
+        es_log(ES_LOG_ERROR, "%s", err.message);
+        return 1;
+    }
     rc = main_live();
-    pj_signals_stop(sigth);
+    es_daemon_stop();
     nats_Close();
     return rc;
 }

@@ -1,7 +1,8 @@
 /*
  * What the projector's two halves share: the live loop (main.c, the
  * es-projector daemon) and the rebuilds and status of rebuild.c (run by
- * esctl) read the events stream the same way and stop on the same flag.
+ * esctl) read the events stream the same way and stop on the same flag,
+ * es_daemon_stopping().
  */
 #ifndef PJ_PROJECTOR_H
 #define PJ_PROJECTOR_H
@@ -12,24 +13,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "daemon.h"
 #include "env.h"
 #include "feed.h"
+#include "log.h"
 #include "projections.h"
 #include "readmodel.h"
 #include "store.h"
-
-/* Set by SIGINT/SIGTERM. */
-extern atomic_bool pj_stop;
-/* The program pj_say's messages name (es-projector by default). */
-extern const char *pj_prog;
-
-void pj_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Sleeps ms, waking early when pj_stop is set. */
-void pj_sleep_ms(int ms);
-/* Blocks SIGINT and SIGTERM in every thread (and ignores SIGPIPE) and
- * starts *th, which sets pj_stop on either; pj_signals_stop ends it. */
-void pj_signals_start(pthread_t *th);
-void pj_signals_stop(pthread_t th);
 
 typedef struct pj_rebuild_report {
     char version[24];
@@ -41,8 +31,8 @@ typedef struct pj_rebuild_report {
 /* Rebuilds projection name into a new version and switches to it (see
  * rebuild.c), saying how it goes on stderr, with a progress bar on a
  * terminal.  With dry_run it only times a replay into scratch keys and
- * deletes them.  Stopped by pj_stop, it returns ES_OK with interrupted
- * set; running it again resumes.  ES_ENOTFOUND for an unknown name,
+ * deletes them.  Stopped by SIGINT or SIGTERM (es_daemon_stopping), it
+ * returns ES_OK with interrupted set; running it again resumes.  ES_ENOTFOUND for an unknown name,
  * ES_ECONFLICT when another rebuild of it runs. */
 es_status pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err);
 

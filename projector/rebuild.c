@@ -205,7 +205,7 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
                             "version %s of %s has a bad checkpoint position \"%s\"", ver, p->name,
                             pos);
     rm_batch_init(&b, p->name, ver);
-    while (!done && !atomic_load(&pj_stop)) {
+    while (!done && !es_daemon_stopping()) {
         es_page *page = NULL;
         size_t i;
 
@@ -302,7 +302,7 @@ check_handover(es_jetstream *n, redisContext *rc, const char *name, uint64_t seq
 
     if (seq == 0)
         return ES_OK;
-    while (!atomic_load(&pj_stop)) {
+    while (!es_daemon_stopping()) {
         if (es_jetstream_last_seq(n, &last, err) != ES_OK)
             return err->status;
         if (last >= seq)
@@ -313,7 +313,7 @@ check_handover(es_jetstream *n, redisContext *rc, const char *name, uint64_t seq
             return es_error_set(err, ES_EUNAVAILABLE, "relay_behind", NULL,
                                 "the events stream has %" PRIu64 " messages, the store %" PRIu64
                                 " events: is es-relay running?", last, seq);
-        pj_sleep_ms(200);
+        es_daemon_sleep_ms(200);
     }
     if (es_jetstream_position_at(n, seq, &at, err) != ES_OK)
         return err->status;
@@ -337,7 +337,7 @@ follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, con
     *switched = false;
     if ((st = es_jetstream_subscribe(n, *seq + 1, &sub, err)) != ES_OK)
         return st;
-    while (!atomic_load(&pj_stop)) {
+    while (!es_daemon_stopping()) {
         es_feed_batch msgs;
         rm_batch b;
         rm_applied a;
@@ -418,7 +418,7 @@ drop_retired(redisContext *rc, const char *name, es_error *err)
     for (i = 0; i < r->elements && st == ES_OK; i++) {
         st = rm_drop_version(rc, name, r->element[i]->str, err);
         if (st == ES_OK)
-            pj_say("deleted version %s of %s", r->element[i]->str, name);
+            es_log(ES_LOG_INFO, "deleted version %s of %s", r->element[i]->str, name);
     }
     freeReplyObject(r);
     return st;
@@ -464,8 +464,8 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
     replayed_from = pg.from = seq;
     if (es_jetstream_last_seq(&nats, &pg.total, err) != ES_OK)
         pg.total = 0;
-    pj_say("%s version %s of %s from event %" PRIu64, rep->resumed ? "resuming" : "building",
-           rep->version, name, seq);
+    es_log(ES_LOG_INFO, "%s version %s of %s from event %" PRIu64,
+           rep->resumed ? "resuming" : "building", rep->version, name, seq);
     t0 = now_s();
     if (replay(store, rc, p, rep->version, head, 0, &seq, pos, &pg, err) != ES_OK)
         goto fail;
@@ -474,7 +474,7 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
     rep->seq = seq;
     rep->rate = rep->seconds > 0 ? (double)rep->replayed / rep->seconds : 0.0;
     show(&pg, seq, true);
-    if (atomic_load(&pj_stop))
+    if (es_daemon_stopping())
         goto interrupted;
     if (dry_run) {
         /* A measurement: how fast the store replays into Redis. */
@@ -489,13 +489,15 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
     if (!switched)
         goto interrupted;
     rep->seq = seq;
-    pj_say("version %s of %s is active at event %" PRIu64, rep->version, name, seq);
-    pj_sleep_ms(atoi(es_env_str("ES_REBUILD_GRACE_MS", "2000")));
+    es_log(ES_LOG_INFO, "version %s of %s is active at event %" PRIu64, rep->version, name, seq);
+    /* the grace is for readers of the retired version: Ctrl-C does not cut it */
+    usleep((useconds_t)atoi(es_env_str("ES_REBUILD_GRACE_MS", "2000")) * 1000);
     if (drop_retired(rc, name, err) != ES_OK)
         goto fail;
     goto done;
 interrupted:
-    pj_say("interrupted at event %" PRIu64 " of version %s; run the same command to resume", seq,
+    es_log(ES_LOG_INFO,
+           "interrupted at event %" PRIu64 " of version %s; run the same command to resume", seq,
            rep->version);
     rep->interrupted = true;
     goto done;
@@ -512,7 +514,7 @@ fail:
         if (rm_state_get(rc, name, &now, &e2) == ES_OK && strcmp(now.active, rep->version) != 0) {
             freeReplyObject(redisCommand(rc, "DEL rm:%s:building", name));
             if (rm_drop_version(rc, name, rep->version, &e2) == ES_OK)
-                pj_say("version %s of %s is deleted; the next rebuild starts afresh",
+                es_log(ES_LOG_INFO, "version %s of %s is deleted; the next rebuild starts afresh",
                        rep->version, name);
         }
     }

@@ -6,29 +6,14 @@
  * it runs until SIGINT or SIGTERM and then frees everything it made.
  */
 #include <nats/nats.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "env.h"
+#include "log.h"
 #include "query.h"
 #include "read.h"
-
-void
-query_say(const char *fmt, ...)
-{
-    char line[1024];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "es-query: %s\n", line);     /* one write: lines do not interleave */
-}
-
-
 
 int
 main(void)
@@ -37,8 +22,7 @@ main(void)
     es_http_server *srv = NULL;
     es_http_config http = {0};
     es_error err;
-    sigset_t sigs;
-    int sig, rc = 1;
+    int rc = 1;
     bool key = false, nats_used;
     const char *nats_url = es_env_str("ES_NATS_URL", "nats://127.0.0.1:54222");
     const char *stream = es_env_str("ES_RELAY_STREAM", "EVENTS");
@@ -50,31 +34,27 @@ main(void)
     app.wait_max_ms = es_env_long("es-query", "ES_QUERY_WAIT_MAX_MS", 10000, 0, 600000);
     app.wait_default_ms = app.wait_max_ms < 2000 ? app.wait_max_ms : 2000;
 
-    /* Signals are taken by sigwait below, not by whichever thread. */
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
+    routes_daemon(&app);
+    if (es_daemon_start(&app.daemon, &err) != ES_OK) {
+        es_log(ES_LOG_ERROR, "%s", err.message);
+        goto done;
+    }
     if (read_conn_init() != 0) {
-        query_say("could not create the per-thread connection key");
+        es_log(ES_LOG_ERROR, "could not create the per-thread connection key");
         goto done;
     }
     key = true;
     if (metrics_create(&app.metrics, nats_url, stream, &err) != ES_OK ||
         watch_start(&app.watch, &err) != ES_OK ||
         es_http_start(&srv, &http, routes_handle, &app, &err) != ES_OK) {
-        query_say("%s", err.message);
+        es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
     atomic_store(&app.http, srv);
-    query_say("listening on http://%s:%u (%u threads), read models in redis at %s:%s", http.bind,
-              http.port, http.threads, es_env_str("ES_REDIS_HOST", "127.0.0.1"),
-              es_env_str("ES_REDIS_PORT", "56379"));
-    while (sigwait(&sigs, &sig) != 0)
-        ;
-    query_say("stopping on signal %d", sig);
+    es_log(ES_LOG_INFO, "listening on http://%s:%u (%u threads), read models in redis at %s:%s",
+           http.bind, http.port, http.threads, es_env_str("ES_REDIS_HOST", "127.0.0.1"),
+           es_env_str("ES_REDIS_PORT", "56379"));
+    es_daemon_wait();
     rc = 0;
 done:
     /* Waiters give up first, so that stopping the server does not wait out
@@ -87,5 +67,6 @@ done:
         nats_CloseAndWait(2000);
     if (key)
         read_conn_fini();
+    es_daemon_stop();
     return rc;
 }

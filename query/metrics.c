@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "log.h"
 #include "projections.h"
 #include "query.h"
 #include "read.h"
@@ -97,14 +98,14 @@ connect_once(metrics *m)
         natsOptions_SetTimeout(m->opts, NATS_TIMEOUT_MS) != NATS_OK ||
         natsOptions_SetMaxReconnect(m->opts, -1) != NATS_OK ||
         natsOptions_SetRetryOnFailedConnect(m->opts, true, on_connected, NULL) != NATS_OK) {
-        query_say("could not set up the NATS options for %s: projection lag is not reported",
-                  m->url);
+        es_log(ES_LOG_WARNING,
+               "could not set up the NATS options for %s: projection lag is not reported", m->url);
         return;
     }
     s = natsConnection_Connect(&m->nc, m->opts);
     if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
-        query_say("could not connect to NATS at %s: %s: projection lag is not reported", m->url,
-                  natsStatus_GetText(s));
+        es_log(ES_LOG_WARNING, "could not connect to NATS at %s: %s: projection lag is not reported",
+               m->url, natsStatus_GetText(s));
         natsConnection_Destroy(m->nc);
         m->nc = NULL;
         return;
@@ -112,7 +113,8 @@ connect_once(metrics *m)
     jsOptions_Init(&jo);
     jo.Wait = NATS_TIMEOUT_MS;
     if (natsConnection_JetStream(&m->js, m->nc, &jo) != NATS_OK) {
-        query_say("could not set up JetStream on %s: projection lag is not reported", m->url);
+        es_log(ES_LOG_WARNING, "could not set up JetStream on %s: projection lag is not reported",
+               m->url);
         m->js = NULL;
     }
 }
@@ -212,12 +214,9 @@ void
 metrics_write(metrics *m, struct query_app *a, es_buf *out)
 {
     proj_figures *f = calloc(pj_projection_count, sizeof *f);
-    es_http_server *srv = atomic_load(&a->http);
     size_t i, n = pj_projection_count;
     bool redis_up, any_lag = false, any_secs = false;
 
-    if (srv != NULL)
-        es_http_metrics(srv, "es_query", out);
     es_buf_printf(out,
                   "# HELP es_query_consistency_waits_total queries that waited for consistent_with\n"
                   "# TYPE es_query_consistency_waits_total counter\n"
@@ -227,7 +226,8 @@ metrics_write(metrics *m, struct query_app *a, es_buf *out)
                   "es_query_consistency_timeouts_total %llu\n",
                   (unsigned long long)atomic_load(&a->waits),
                   (unsigned long long)atomic_load(&a->wait_timeouts));
-    gauge(out, "es_query_announcements_up", "1 while subscribed to the projections' applied channels");
+    gauge(out, "es_query_announcements_up",
+          "whether subscribed to the projections' applied channels (1) or not (0)");
     es_buf_printf(out, "es_query_announcements_up %d\n", watch_connected(a->watch) ? 1 : 0);
     if (f == NULL) {
         es_buf_puts(out, "# out of memory: projection figures left out\n");

@@ -1,5 +1,5 @@
 /*
- * /metrics of es-query: the HTTP counters, the consistency waits, and per
+ * /metrics of es-query: the consistency waits, and per
  * projection its checkpoint, whether it stopped, and how far it lags
  * behind the JetStream stream it is built from (which needs NATS; without
  * it the lag lines are left out).
@@ -22,7 +22,8 @@ es_status metrics_create(metrics **out, const char *nats_url, const char *stream
  * caller then ends the NATS library with nats_CloseAndWait). */
 bool metrics_destroy(metrics *m);
 
-/* Appends the whole /metrics text to out. */
+/* Appends es-query's own metrics to out (es_daemon_http puts the HTTP
+ * request metrics before them). */
 void metrics_write(metrics *m, struct query_app *a, es_buf *out);
 
 #endif

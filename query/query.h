@@ -9,6 +9,7 @@
 
 #include <stdatomic.h>
 
+#include "daemon.h"
 #include "http.h"
 #include "metrics.h"
 #include "watch.h"
@@ -17,6 +18,7 @@ typedef struct query_app {
     /* Set once es_http_start has returned, which is after its threads
      * started: hence atomic, for /metrics on those threads. */
     _Atomic(es_http_server *) http;
+    es_daemon daemon;               /* name, readiness, metrics (routes.c) */
     watch *watch;
     metrics *metrics;
     long wait_default_ms, wait_max_ms;
@@ -24,10 +26,9 @@ typedef struct query_app {
     atomic_ullong wait_timeouts;    /* ... and answered not_yet_consistent */
 } query_app;
 
-/* Writes one line "es-query: <message>" to stderr. */
-void query_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* The HTTP handler (routes.c); app is a query_app. */
+/* The HTTP handler (routes.c); app is a query_app.  routes_daemon fills
+ * app->daemon, which /healthz, /readyz and /metrics answer from. */
+void routes_daemon(query_app *app);
 void routes_handle(void *app, const es_http_req *req, es_http_res *res);
 
 #endif

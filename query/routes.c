@@ -454,17 +454,32 @@ ping_on(redisContext *c, void *ctx, es_error *err)
                                      "redis did not answer PING");
 }
 
-static void
-readyz(es_http_res *res)
+/* /readyz: Redis answers a PING on this thread's connection. */
+static bool
+ready(void *ctx, json_t **body)
 {
     es_error err;
     bool ok = read_run(ping_on, NULL, &err) == ES_OK;
 
-    es_http_res_json(res, ok ? 200 : 503,
-                     json_pack("{s:s, s:s}", "status", ok ? "ready" : "unavailable", "redis",
-                               ok ? "ok" : "unavailable"));
-    if (!ok)
-        es_http_res_header(res, "Retry-After", "1");
+    (void)ctx;
+    *body = json_pack("{s:s, s:s}", "status", ok ? "ready" : "unavailable", "redis",
+                      ok ? "ok" : "unavailable");
+    return ok;
+}
+
+static void
+write_metrics(void *ctx, es_buf *out)
+{
+    query_app *app = ctx;
+
+    metrics_write(app->metrics, app, out);
+}
+
+void
+routes_daemon(query_app *app)
+{
+    app->daemon = (es_daemon){.name = "es-query", .metrics_prefix = "es_query", .ready = ready,
+                              .metrics = write_metrics, .ctx = app, .ready_retry_after = true};
 }
 
 void
@@ -489,15 +504,9 @@ routes_handle(void *ctx, const es_http_req *req, es_http_res *res)
     }
     switch (r.kind) {
     case R_HEALTH:
-        es_http_res_json(res, 200, json_pack("{s:s}", "status", "ok"));
-        return;
     case R_READY:
-        readyz(res);
-        return;
     case R_METRICS:
-        res->status = 200;
-        res->content_type = "text/plain; version=0.0.4";
-        metrics_write(app->metrics, app, &res->body);
+        (void)es_daemon_http(&app->daemon, atomic_load(&app->http), req, res);
         return;
     default:
         if (view_for(&r, req, res, &a, id, &v))

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "projections.h"
 #include "query.h"
 #include "readmodel.h"
@@ -252,7 +253,8 @@ run(void *arg)
         }
         if (c == NULL) {
             if (!said_down)
-                query_say("read model announcements unavailable, retrying: %s", err.message);
+                es_log(ES_LOG_WARNING, "read model announcements unavailable, retrying: %s",
+                       err.message);
             said_down = true;
             if (!sleep_or_stop(w, backoff))
                 break;
@@ -260,14 +262,15 @@ run(void *arg)
             continue;
         }
         if (said_down)
-            query_say("read model announcements subscribed again");
+            es_log(ES_LOG_INFO, "read model announcements subscribed again");
         said_down = false;
         backoff = BACKOFF_MIN_MS;
         set_connected(w, true);
         listen_on(w, c);
         set_connected(w, false);
         if (!stopping(w)) {
-            query_say("read model announcements lost: %s", c->err ? c->errstr : "no answer to PING");
+            es_log(ES_LOG_WARNING, "read model announcements lost: %s",
+                   c->err ? c->errstr : "no answer to PING");
             said_down = true;
         }
         redisFree(c);

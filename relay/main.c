@@ -27,8 +27,6 @@
 #include <libpq-fe.h>
 #include <nats/nats.h>
 #include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,9 +34,11 @@
 #include <time.h>
 
 #include "codec.h"
+#include "daemon.h"
 #include "env.h"
 #include "feed.h"
 #include "http.h"
+#include "log.h"
 #include "store.h"
 
 #define RELAY_LOCK_KEY 7316405522       /* advisory lock of the active relay */
@@ -52,28 +52,15 @@ typedef struct relay {
     natsSubscription *wake_sub;
     PGconn *lock;
     es_store *store;
-    es_http_server *http;
     pthread_mutex_t mu;
     pthread_cond_t woken;
     bool wake;
-    atomic_bool stop, active;
+    atomic_bool active;
     atomic_bool pg_ok;          /* PostgreSQL answered the last request */
     atomic_ullong published, last_seq;
 } relay;
 
 static relay R;
-
-static void
-say(const char *fmt, ...)
-{
-    va_list ap;
-
-    fputs("es-relay: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-}
 
 static void
 on_wake(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
@@ -100,7 +87,7 @@ wait_wake(relay *r, int ms)
     until.tv_sec += until.tv_nsec / 1000000000L;
     until.tv_nsec %= 1000000000L;
     pthread_mutex_lock(&r->mu);
-    while (!r->wake && !atomic_load(&r->stop))
+    while (!r->wake && !es_daemon_stopping())
         if (pthread_cond_timedwait(&r->woken, &r->mu, &until) == ETIMEDOUT)
             break;
     r->wake = false;
@@ -167,7 +154,8 @@ ensure_stream(relay *r)
     cfg.Duplicates = DEDUP_WINDOW_NS;
     s = js_AddStream(&si, r->js, &cfg, NULL, &jerr);
     if (s != NATS_OK) {
-        say("could not create stream %s: %s (%d)", r->stream, natsStatus_GetText(s), (int)jerr);
+        es_log(ES_LOG_WARNING, "could not create stream %s: %s (%d)", r->stream,
+               natsStatus_GetText(s), (int)jerr);
         return false;
     }
     jsStreamInfo_Destroy(si);
@@ -194,8 +182,8 @@ resume(relay *r, uint64_t *seq, es_position *after)
     if (js_GetMsg(&m, r->js, r->stream, *seq, NULL, &jerr) != NATS_OK)
         return false;
     if (natsMsgHeader_Get(m, ES_POSITION_HEADER, &pos) != NATS_OK || !es_position_parse(pos, after)) {
-        say("the last message of %s (seq %" PRIu64 ") has no %s header", r->stream, *seq,
-            ES_POSITION_HEADER);
+        es_log(ES_LOG_ERROR, "the last message of %s (seq %" PRIu64 ") has no %s header", r->stream,
+               *seq, ES_POSITION_HEADER);
         natsMsg_Destroy(m);
         return false;
     }
@@ -258,7 +246,8 @@ publish(relay *r, const es_event *e, uint64_t *seq, es_buf *body)
     } else if (jerr == JSStreamWrongLastSequenceErr) {
         out = PUB_RESYNC;
     } else {
-        say("could not publish event %s: %s (%d)", e->event_id, natsStatus_GetText(s), (int)jerr);
+        es_log(ES_LOG_WARNING, "could not publish event %s: %s (%d)", e->event_id,
+               natsStatus_GetText(s), (int)jerr);
     }
 done:
     jsPubAck_Destroy(ack);
@@ -282,17 +271,17 @@ follow(relay *r)
     }
     atomic_store(&r->active, true);
     atomic_store(&r->last_seq, seq);
-    while (!atomic_load(&r->stop)) {
+    while (!es_daemon_stopping()) {
         es_page *p = NULL;
         size_t i;
 
         if (es_store_read_feed(r->store, after, (size_t)r->batch, &p, &err) != ES_OK) {
             atomic_store(&r->pg_ok, false);
-            say("%s", err.message);
+            es_log(ES_LOG_WARNING, "%s", err.message);
             wait_wake(r, 1000);
             break;
         }
-        for (i = 0; i < p->count && !atomic_load(&r->stop); i++) {
+        for (i = 0; i < p->count && !es_daemon_stopping(); i++) {
             pub_result pr = publish(r, &p->events[i], &seq, &body);
             if (pr != PUB_OK)
                 break;
@@ -321,61 +310,64 @@ follow(relay *r)
     es_buf_free(&body);
 }
 
+static bool
+ready(void *ctx, json_t **body)
+{
+    relay *r = ctx;
+    bool nats = es_nats_up(r->nc);
+    bool pg = atomic_load(&r->pg_ok), ok = nats && pg;
+
+    *body = json_pack("{s:s, s:s, s:s, s:b}", "status", ok ? "ready" : "unavailable", "postgres",
+                      pg ? "ok" : "unavailable", "nats", nats ? "ok" : "unavailable", "active",
+                      atomic_load(&r->active));
+    return ok;
+}
+
 static void
-handle(void *ctx, const es_http_req *req, es_http_res *res)
+metrics(void *ctx, es_buf *out)
 {
     relay *r = ctx;
 
-    if (strcmp(req->path, "/healthz") == 0) {
-        es_http_res_json(res, 200, json_pack("{s:s}", "status", "ok"));
-    } else if (strcmp(req->path, "/readyz") == 0) {
-        bool nats = es_nats_up(r->nc);
-        bool pg = atomic_load(&r->pg_ok), ok = nats && pg;
-        es_http_res_json(res, ok ? 200 : 503,
-                         json_pack("{s:s, s:s, s:s, s:b}", "status", ok ? "ready" : "unavailable",
-                                   "postgres", pg ? "ok" : "unavailable", "nats",
-                                   nats ? "ok" : "unavailable", "active",
-                                   atomic_load(&r->active)));
-    } else if (strcmp(req->path, "/metrics") == 0) {
-        es_http_metrics(r->http, "es_relay", &res->body);
-        es_buf_printf(&res->body,
-                      "# TYPE es_relay_published_total counter\nes_relay_published_total %llu\n"
-                      "# TYPE es_relay_last_sequence gauge\nes_relay_last_sequence %llu\n"
-                      "# TYPE es_relay_active gauge\nes_relay_active %d\n",
-                      (unsigned long long)atomic_load(&r->published),
-                      (unsigned long long)atomic_load(&r->last_seq), atomic_load(&r->active) ? 1 : 0);
-        res->content_type = "text/plain; version=0.0.4";
-    } else {
-        es_http_res_error(res, 404, "route_not_found", NULL, NULL, "no route %s", req->path);
-    }
+    es_buf_printf(out,
+                  "# HELP es_relay_published_total events this process published to the stream\n"
+                  "# TYPE es_relay_published_total counter\n"
+                  "es_relay_published_total %llu\n"
+                  "# HELP es_relay_last_sequence stream sequence of the last message the relay "
+                  "published or found\n"
+                  "# TYPE es_relay_last_sequence gauge\n"
+                  "es_relay_last_sequence %llu\n"
+                  "# HELP es_relay_active whether this relay holds the lock and publishes (1) or "
+                  "stands by (0)\n"
+                  "# TYPE es_relay_active gauge\n"
+                  "es_relay_active %d\n",
+                  (unsigned long long)atomic_load(&r->published),
+                  (unsigned long long)atomic_load(&r->last_seq), atomic_load(&r->active) ? 1 : 0);
 }
 
-
-static void *
-signal_thread(void *arg)
+/* Wakes wait_wake when the process starts stopping. */
+static void
+on_stop(void *arg)
 {
-    sigset_t *set = arg;
-    int sig;
+    relay *r = arg;
 
-    while (sigwait(set, &sig) != 0)
-        ;
-    atomic_store(&R.stop, true);
-    pthread_mutex_lock(&R.mu);
-    pthread_cond_signal(&R.woken);
-    pthread_mutex_unlock(&R.mu);
-    return NULL;
+    pthread_mutex_lock(&r->mu);
+    pthread_cond_signal(&r->woken);
+    pthread_mutex_unlock(&r->mu);
 }
+
+static const es_daemon relay_daemon = {
+    .name = "es-relay", .metrics_prefix = "es_relay", .ready = ready, .metrics = metrics,
+    .ctx = &R,
+};
 
 int
 main(void)
 {
     relay *r = &R;
     natsOptions *opts = NULL;
-    es_http_config http = {.bind = es_env_str("ES_RELAY_BIND", "127.0.0.1"),
-                           .port = (unsigned)atoi(es_env_str("ES_RELAY_PORT", "8082")),
-                           .threads = 2, .body_max = 4096};
-    sigset_t sigs;
-    pthread_t sigth;
+    const char *bind = es_env_str("ES_RELAY_BIND", "127.0.0.1");
+    unsigned port = (unsigned)atoi(es_env_str("ES_RELAY_PORT", "8082"));
+    es_daemon_server *health = NULL;
     es_error err;
     int rc = 1;
 
@@ -387,49 +379,48 @@ main(void)
     r->batch = atoi(es_env_str("ES_RELAY_BATCH", "500"));
     r->poll_ms = atoi(es_env_str("ES_RELAY_POLL_MS", "100"));
     if (r->batch < 1 || r->poll_ms < 1) {
-        say("ES_RELAY_BATCH and ES_RELAY_POLL_MS must be positive");
+        es_log(ES_LOG_ERROR, "ES_RELAY_BATCH and ES_RELAY_POLL_MS must be positive");
         return 2;
     }
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->woken, NULL);
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    pthread_create(&sigth, NULL, signal_thread, &sigs);
-
+    es_daemon_on_stop(on_stop, r);
+    if (es_daemon_start(&relay_daemon, &err) != ES_OK) {
+        es_log(ES_LOG_ERROR, "%s", err.message);
+        goto done;
+    }
     if (es_store_create(&r->store, r->conninfo, &err) != ES_OK ||
-        es_http_start(&r->http, &http, handle, r, &err) != ES_OK) {
-        say("%s", err.message);
+        es_daemon_server_start(&health, &relay_daemon, bind, port, &err) != ES_OK) {
+        es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
     if (natsOptions_Create(&opts) != NATS_OK || natsOptions_SetURL(opts, r->nats_url) != NATS_OK ||
         natsOptions_SetMaxReconnect(opts, -1) != NATS_OK ||
         natsOptions_SetRetryOnFailedConnect(opts, true, es_nats_connected, NULL) != NATS_OK) {
-        say("could not set up the NATS options");
+        es_log(ES_LOG_ERROR, "could not set up the NATS options");
         goto done;
     }
     {
         natsStatus s = natsConnection_Connect(&r->nc, opts);
         if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
-            say("could not connect to %s: %s", r->nats_url, natsStatus_GetText(s));
+            es_log(ES_LOG_ERROR, "could not connect to %s: %s", r->nats_url,
+                   natsStatus_GetText(s));
             goto done;
         }
     }
     if (natsConnection_JetStream(&r->js, r->nc, NULL) != NATS_OK ||
         natsConnection_Subscribe(&r->wake_sub, r->nc, r->wake_subject, on_wake, r) != NATS_OK) {
-        say("could not set up JetStream on %s", r->nats_url);
+        es_log(ES_LOG_ERROR, "could not set up JetStream on %s", r->nats_url);
         goto done;
     }
-    say("stream %s (%s.>) from %s, health on http://%s:%u", r->stream, r->prefix, r->nats_url,
-        http.bind, http.port);
-    while (!atomic_load(&r->stop)) {
+    es_log(ES_LOG_INFO, "stream %s (%s.>) from %s, health on http://%s:%u", r->stream, r->prefix,
+           r->nats_url, bind, port);
+    while (!es_daemon_stopping()) {
         if (!take_lock(r)) {
             wait_wake(r, 1000);         /* standby */
             continue;
         }
-        say("active");
+        es_log(ES_LOG_INFO, "active");
         follow(r);
         if (r->lock && PQstatus(r->lock) == CONNECTION_OK) {
             char sql[80];
@@ -439,9 +430,7 @@ main(void)
     }
     rc = 0;
 done:
-    atomic_store(&r->stop, true);
-    pthread_kill(sigth, SIGTERM);
-    pthread_join(sigth, NULL);
+    es_daemon_stop();
     if (r->wake_sub) {
         natsSubscription_Unsubscribe(r->wake_sub);
         natsSubscription_Destroy(r->wake_sub);
@@ -452,7 +441,7 @@ done:
         natsConnection_Destroy(r->nc);
     }
     natsOptions_Destroy(opts);
-    es_http_stop(r->http);
+    es_daemon_server_stop(health);
     es_store_close(r->store);
     if (r->lock)
         PQfinish(r->lock);

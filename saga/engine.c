@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "event.h"
+#include "log.h"
 #include "uuid.h"
 
 #define ACTIONS_MAX 64              /* per claim, then the row is released */
@@ -809,7 +810,7 @@ dead_letter(sg_worker *w, saga *s, const char *saga_id, const char *flow, const 
         (void)flush(w, s, &err);
     atomic_fetch_add(&w->counters->dead_letters, 1);
     atomic_fetch_add(&w->counters->failed, 1);
-    fprintf(stderr, "es-saga: saga %s moved to the dead letters: %s\n", saga_id, reason);
+    es_log(ES_LOG_WARNING, "saga %s moved to the dead letters: %s", saga_id, reason);
 }
 
 es_status

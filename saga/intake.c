@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "uuid.h"
 
 #define CHECKPOINT "intake"
@@ -34,7 +35,7 @@ exec_ok(PGconn *c, const char *sql, int n, const char *const *p)
     bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
 
     if (!ok)
-        fprintf(stderr, "es-saga: intake: %s", PQerrorMessage(c));
+        es_log(ES_LOG_WARNING, "intake: %s", PQerrorMessage(c));
     PQclear(r);
     return ok;
 }

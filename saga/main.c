@@ -11,28 +11,28 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "daemon.h"
 #include "engine.h"
 #include "env.h"
 #include "feed.h"
 #include "http.h"
 #include "intake.h"
+#include "log.h"
 #include "store.h"
 
 #define WORKERS_MAX 32
 
 static sg_config C;
-static atomic_bool stop;
+static atomic_bool stop;            /* C.stop: engine.c reads it */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static unsigned wake_gen;
 static es_jetstream js;
-static es_http_server *http;
 static atomic_ullong intake_seq;
 static atomic_bool intake_ok;
 
@@ -84,7 +84,7 @@ worker_main(void *arg)
 
     (void)arg;
     if (es_store_create(&w.store, C.conninfo, &err) != ES_OK) {
-        fprintf(stderr, "es-saga: %s\n", err.message);
+        es_log(ES_LOG_WARNING, "%s", err.message);
         return NULL;
     }
     while (!atomic_load(&stop)) {
@@ -95,7 +95,7 @@ worker_main(void *arg)
         seen = wake_gen;
         pthread_mutex_unlock(&mu);
         if (sg_work_once(&w, &did, &err) != ES_OK) {
-            fprintf(stderr, "es-saga: %s\n", err.message);
+            es_log(ES_LOG_WARNING, "%s", err.message);
             nap(1000, seen);
         } else if (!did) {
             nap(sg_next_due_ms(&w, 200), seen);
@@ -136,21 +136,21 @@ intake_main(void *arg)
             }
         }
         if (sub == NULL && es_jetstream_subscribe(&js, seq + 1, &sub, &err) != ES_OK) {
-            fprintf(stderr, "es-saga: %s\n", err.message);
+            es_log(ES_LOG_WARNING, "%s", err.message);
             atomic_store(&intake_ok, false);
             nap(1000, gen_now());
             continue;
         }
         atomic_store(&intake_ok, true);
         if (es_jetstream_take(sub, 500, 200, &b, &err) != ES_OK) {
-            fprintf(stderr, "es-saga: %s\n", err.message);
+            es_log(ES_LOG_WARNING, "%s", err.message);
             es_jetstream_unsubscribe(&js, sub);
             sub = NULL;
             nap(200, gen_now());
             continue;
         }
         if (b.n > 0 && sg_intake_apply(pg, &b, &seq, &woken, &err) != ES_OK) {
-            fprintf(stderr, "es-saga: %s\n", err.message);
+            es_log(ES_LOG_WARNING, "%s", err.message);
             es_jetstream_unsubscribe(&js, sub);     /* start again from the checkpoint */
             sub = NULL;
             PQfinish(pg);
@@ -169,62 +169,65 @@ intake_main(void *arg)
     return NULL;
 }
 
+static bool
+ready(void *ctx, json_t **body)
+{
+    bool ok = atomic_load(&intake_ok) && es_nats_up(C.nc);
+
+    (void)ctx;
+    *body = json_pack("{s:s, s:I}", "status", ok ? "ready" : "unavailable", "intake_sequence",
+                      (json_int_t)atomic_load(&intake_seq));
+    return ok;
+}
+
 static void
-handle(void *ctx, const es_http_req *req, es_http_res *res)
+counter(es_buf *out, const char *name, const char *help, atomic_ullong *v)
+{
+    es_buf_printf(out, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name,
+                  (unsigned long long)atomic_load(v));
+}
+
+static void
+metrics(void *ctx, es_buf *out)
 {
     (void)ctx;
-    if (strcmp(req->path, "/healthz") == 0) {
-        es_http_res_json(res, 200, json_pack("{s:s}", "status", "ok"));
-    } else if (strcmp(req->path, "/readyz") == 0) {
-        bool ok = atomic_load(&intake_ok) && es_nats_up(C.nc);
-        es_http_res_json(res, ok ? 200 : 503,
-                         json_pack("{s:s, s:I}", "status", ok ? "ready" : "unavailable",
-                                   "intake_sequence", (json_int_t)atomic_load(&intake_seq)));
-    } else if (strcmp(req->path, "/metrics") == 0) {
-        es_http_metrics(http, "es_saga", &res->body);
-        es_buf_printf(&res->body,
-                      "# TYPE es_saga_started_total counter\nes_saga_started_total %llu\n"
-                      "# TYPE es_saga_completed_total counter\nes_saga_completed_total %llu\n"
-                      "# TYPE es_saga_compensated_total counter\nes_saga_compensated_total %llu\n"
-                      "# TYPE es_saga_failed_total counter\nes_saga_failed_total %llu\n"
-                      "# TYPE es_saga_steps_total counter\nes_saga_steps_total %llu\n"
-                      "# TYPE es_saga_retries_total counter\nes_saga_retries_total %llu\n"
-                      "# TYPE es_saga_dead_letters_total counter\nes_saga_dead_letters_total %llu\n"
-                      "# TYPE es_saga_intake_sequence gauge\nes_saga_intake_sequence %llu\n",
-                      (unsigned long long)atomic_load(&C.started),
-                      (unsigned long long)atomic_load(&C.completed),
-                      (unsigned long long)atomic_load(&C.compensated),
-                      (unsigned long long)atomic_load(&C.failed),
-                      (unsigned long long)atomic_load(&C.steps),
-                      (unsigned long long)atomic_load(&C.retries),
-                      (unsigned long long)atomic_load(&C.dead_letters),
-                      (unsigned long long)atomic_load(&intake_seq));
-        sg_gateway_metrics_all(C.gateways, C.ngateways, &res->body);
-        res->content_type = "text/plain; version=0.0.4";
-    } else {
-        es_http_res_error(res, 404, "route_not_found", NULL, NULL, "no route %s", req->path);
-    }
+    counter(out, "es_saga_started_total", "sagas this process started", &C.started);
+    counter(out, "es_saga_completed_total", "sagas this process saw complete", &C.completed);
+    counter(out, "es_saga_compensated_total", "sagas this process saw end compensated",
+            &C.compensated);
+    counter(out, "es_saga_failed_total", "sagas this process moved to failed", &C.failed);
+    counter(out, "es_saga_steps_total", "commands sent for steps and compensations", &C.steps);
+    counter(out, "es_saga_retries_total",
+            "failed steps and compensations scheduled to be tried again", &C.retries);
+    counter(out, "es_saga_dead_letters_total", "sagas moved to the dead letters",
+            &C.dead_letters);
+    es_buf_printf(out, "# HELP es_saga_intake_sequence stream sequence of the last event the "
+                       "intake recorded\n# TYPE es_saga_intake_sequence gauge\n"
+                       "es_saga_intake_sequence %llu\n",
+                  (unsigned long long)atomic_load(&intake_seq));
+    sg_gateway_metrics_all(C.gateways, C.ngateways, out);
 }
 
-static void *
-signal_thread(void *arg)
+/* Ends the workers' and the intake's naps when the process starts
+ * stopping: they watch C.stop, which engine.c reads too. */
+static void
+on_stop(void *arg)
 {
-    sigset_t *set = arg;
-    int sig;
-
-    while (sigwait(set, &sig) != 0)
-        ;
+    (void)arg;
     atomic_store(&stop, true);
     poke();
-    return NULL;
 }
+
+static const es_daemon saga_daemon = {
+    .name = "es-saga", .metrics_prefix = "es_saga", .ready = ready, .metrics = metrics,
+};
 
 static int
 daemon_main(void)
 {
-    es_http_config hc = {.bind = es_env_str("ES_SAGA_BIND", "127.0.0.1"),
-                         .port = (unsigned)(int)es_env_long("es-saga", "ES_SAGA_PORT", 8084, 1, 65535),
-                         .threads = 2, .body_max = 4096};
+    const char *bind = es_env_str("ES_SAGA_BIND", "127.0.0.1");
+    unsigned port = (unsigned)es_env_long("es-saga", "ES_SAGA_PORT", 8084, 1, 65535);
+    es_daemon_server *health = NULL;
     int nworkers = (int)es_env_long("es-saga", "ES_SAGA_WORKERS", 4, 1, WORKERS_MAX);
     pthread_t workers[WORKERS_MAX], intake;
     const char *names[] = {"notification", "email"};
@@ -240,7 +243,7 @@ daemon_main(void)
     snprintf(C.subject_prefix, sizeof C.subject_prefix, "%s", es_env_str("ES_COMMAND_SUBJECT_PREFIX", "cmd"));
     for (i = 0; i < 2; i++) {
         if (sg_gateway_create(&C.gateways[C.ngateways], names[i], &err) != ES_OK) {
-            fprintf(stderr, "es-saga: %s\n", err.message);
+            es_log(ES_LOG_ERROR, "%s", err.message);
             goto done;
         }
         C.ngateways++;
@@ -249,27 +252,27 @@ daemon_main(void)
         natsOptions_SetURL(opts, es_env_str("ES_NATS_URL", "nats://127.0.0.1:54222")) != NATS_OK ||
         natsOptions_SetMaxReconnect(opts, -1) != NATS_OK ||
         natsOptions_SetRetryOnFailedConnect(opts, true, es_nats_connected, NULL) != NATS_OK) {
-        fprintf(stderr, "es-saga: could not set up the NATS options\n");
+        es_log(ES_LOG_ERROR, "could not set up the NATS options");
         goto done;
     }
     {
         natsStatus s = natsConnection_Connect(&C.nc, opts);
         if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
-            fprintf(stderr, "es-saga: could not connect to NATS: %s\n", natsStatus_GetText(s));
+            es_log(ES_LOG_ERROR, "could not connect to NATS: %s", natsStatus_GetText(s));
             goto done;
         }
     }
     if (es_jetstream_open(&js, &err) != ES_OK ||
-        es_http_start(&http, &hc, handle, NULL, &err) != ES_OK) {
-        fprintf(stderr, "es-saga: %s\n", err.message);
+        es_daemon_server_start(&health, &saga_daemon, bind, port, &err) != ES_OK) {
+        es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
     pthread_create(&intake, NULL, intake_main, NULL);
     for (i = 0; i < nworkers; i++)
         pthread_create(&workers[i], NULL, worker_main, NULL);
     threads = true;
-    fprintf(stderr, "es-saga: %d workers, commands on %s.*, stream %s, health on http://%s:%u\n",
-            nworkers, C.subject_prefix, js.stream, hc.bind, hc.port);
+    es_log(ES_LOG_INFO, "%d workers, commands on %s.*, stream %s, health on http://%s:%u", nworkers,
+           C.subject_prefix, js.stream, bind, port);
     while (!atomic_load(&stop))
         nap(1000, gen_now());
     rc = 0;
@@ -281,7 +284,7 @@ done:
         for (i = 0; i < nworkers; i++)
             pthread_join(workers[i], NULL);
     }
-    es_http_stop(http);
+    es_daemon_server_stop(health);
     es_jetstream_close(&js);
     if (C.nc) {
         natsConnection_Close(C.nc);
@@ -296,8 +299,7 @@ done:
 int
 main(int argc, char **argv)
 {
-    sigset_t sigs;
-    pthread_t sigth;
+    es_error err;
     int rc;
 
     snprintf(C.conninfo, sizeof C.conninfo, "%s", es_pg_conninfo());
@@ -308,15 +310,13 @@ main(int argc, char **argv)
                         "dead-letters --help)\n");
         return 2;
     }
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    pthread_create(&sigth, NULL, signal_thread, &sigs);
+    es_daemon_on_stop(on_stop, NULL);
+    if (es_daemon_start(&saga_daemon, &err) != ES_OK) {
+        es_log(ES_LOG_ERROR, "%s", err.message);
+        return 1;
+    }
     rc = daemon_main();
-    pthread_kill(sigth, SIGTERM);
-    pthread_join(sigth, NULL);
+    es_daemon_stop();
     nats_Close();
     return rc;
 }

@@ -19,6 +19,7 @@ PACKAGES=(
     nats-server
     clang libclang-rt-14-dev
     curl wrk
+    prometheus      # for promtool only (tests/test_metrics.c); its service is not used
 )
 
 missing=()

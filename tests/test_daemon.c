@@ -1,0 +1,151 @@
+/* Unit tests of events/daemon.c: the stop state and the three endpoints
+ * (each test in a process of its own, Check's fork mode). */
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "harness.h"
+
+static double
+now_s(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static atomic_int stops_seen;
+
+static void
+count_stop(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&stops_seen, 1);
+}
+
+START_TEST(sigterm_stops_the_process_once)
+{
+    es_daemon d = {.name = "es-test"};
+    es_error err;
+    double t0;
+
+    es_daemon_on_stop(count_stop, NULL);
+    ck_assert_int_eq(es_daemon_start(&d, &err), ES_OK);
+    ck_assert(!es_daemon_stopping());
+    t0 = now_s();
+    ck_assert(es_daemon_sleep_ms(50));          /* the time passes */
+    ck_assert(now_s() - t0 >= 0.045);
+    ck_assert_int_eq(kill(getpid(), SIGTERM), 0);   /* blocked: the signal thread takes it */
+    ck_assert_int_eq(es_daemon_wait(), SIGTERM);
+    ck_assert(es_daemon_stopping());
+    t0 = now_s();
+    ck_assert(!es_daemon_sleep_ms(10000));      /* cut short */
+    ck_assert(now_s() - t0 < 1.0);
+    es_daemon_quit();                           /* a second stop changes nothing */
+    ck_assert_int_eq(es_daemon_wait(), SIGTERM);
+    ck_assert_int_eq(atomic_load(&stops_seen), 1);
+    es_daemon_stop();
+}
+END_TEST
+
+START_TEST(a_sleep_ends_on_sigint)
+{
+    es_daemon d = {.name = "es-test"};
+    es_error err;
+    double t0 = now_s();
+
+    ck_assert_int_eq(es_daemon_start(&d, &err), ES_OK);
+    if (fork() == 0) {
+        usleep(100 * 1000);
+        kill(getppid(), SIGINT);
+        _exit(0);
+    }
+    ck_assert(!es_daemon_sleep_ms(10000));
+    ck_assert(now_s() - t0 < 5.0);
+    ck_assert_int_eq(es_daemon_wait(), SIGINT);
+    es_daemon_stop();
+}
+END_TEST
+
+static bool
+not_ready(void *ctx, json_t **body)
+{
+    *body = json_pack("{s:s, s:s}", "status", "unavailable", "thing", (const char *)ctx);
+    return false;
+}
+
+static void
+own_metrics(void *ctx, es_buf *out)
+{
+    (void)ctx;
+    es_buf_puts(out, "# HELP es_test_things things\n# TYPE es_test_things gauge\nes_test_things 3\n");
+}
+
+static void
+get(const es_daemon *d, const char *path, es_http_res *res, bool *answered)
+{
+    es_http_req req = {"GET", path, "", 0, NULL};
+
+    memset(res, 0, sizeof *res);
+    *answered = es_daemon_http(d, NULL, &req, res);
+}
+
+START_TEST(the_three_endpoints)
+{
+    static char down[] = "down";
+    es_daemon d = {.name = "es-test", .metrics_prefix = "es_test", .ready = not_ready,
+                   .metrics = own_metrics, .ctx = down, .ready_retry_after = true};
+    es_http_res res;
+    bool answered;
+
+    get(&d, "/healthz", &res, &answered);
+    ck_assert(answered);
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(res.body.data, "{\"status\":\"ok\"}");
+    es_buf_free(&res.body);
+
+    get(&d, "/readyz", &res, &answered);
+    ck_assert_int_eq(res.status, 503);
+    ck_assert_ptr_nonnull(strstr(res.body.data, "\"thing\":\"down\""));
+    ck_assert_int_eq(res.nheaders, 1);
+    ck_assert_str_eq(res.headers[0][0], "Retry-After");
+    es_buf_free(&res.body);
+
+    d.health_detail = true;                     /* as es-projector's /healthz */
+    d.ready_retry_after = false;
+    get(&d, "/healthz", &res, &answered);
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_ptr_nonnull(strstr(res.body.data, "\"thing\":\"down\""));
+    es_buf_free(&res.body);
+    get(&d, "/readyz", &res, &answered);
+    ck_assert_int_eq(res.status, 503);
+    ck_assert_int_eq(res.nheaders, 0);
+    es_buf_free(&res.body);
+
+    get(&d, "/metrics", &res, &answered);
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(res.content_type, "text/plain; version=0.0.4");
+    ck_assert_ptr_nonnull(strstr(res.body.data, "\nes_test_things 3\n"));
+    es_buf_free(&res.body);
+
+    get(&d, "/v1/other", &res, &answered);
+    ck_assert(!answered);
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("daemon");
+    TCase *tc = tcase_create("daemon");
+
+    tcase_add_test(tc, sigterm_stops_the_process_once);
+    tcase_add_test(tc, a_sleep_ends_on_sigint);
+    tcase_add_test(tc, the_three_endpoints);
+    suite_add_tcase(s, tc);
+    return th_run(s);
+}
