@@ -101,10 +101,10 @@ $(BUILD)/es-saga: $(BUILD)/saga/main.o $(SAGA_LIB_OBJ) $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS) -lm
 
-# esctl runs the projector's rebuilds (rebuild.c) and reads the saga
-# manager's tables.
+# esctl runs the projector's rebuilds (rebuild.c) and reads and acts on
+# sagas through the saga module (saga/saga.c), the owner of their tables.
 CLI_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard cli/*.c)) \
-             $(BUILD)/projector/rebuild.o $(BUILD)/projector/common.o
+             $(BUILD)/projector/rebuild.o $(BUILD)/projector/common.o $(BUILD)/saga/saga.o
 $(CLI): $(CLI_OBJ) $(PROJ_OBJ) $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
