@@ -131,10 +131,10 @@ $(BUILD)/chaos_load: $(BUILD)/tests/chaos_load.o
 # (the command service's decoders come along, without its main)
 FUZZ_LINK := $(LIB_SRC) $(filter-out command/main.c,$(CMD_SRC)) $(PROJ_SRC)
 $(FUZZ_DIR)/%: tests/fuzz/%.c $(FUZZ_LINK) $(wildcard events/*.h) $(wildcard command/*.h) \
-    $(wildcard projector/*.h)
+    $(wildcard projector/*.h) saga/saga.h
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ  $@"
-	@clang -std=c11 -D_GNU_SOURCE -g -O1 -Ievents -Icommand -Iprojector $(PKG_CFLAGS) \
+	@clang -std=c11 -D_GNU_SOURCE -g -O1 -Ievents -Icommand -Iprojector -Isaga $(PKG_CFLAGS) \
 	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	    $< $(FUZZ_LINK) -o $@ $(PKG_LIBS)
 
