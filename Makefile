@@ -101,10 +101,10 @@ $(BUILD)/es-saga: $(BUILD)/saga/main.o $(SAGA_LIB_OBJ) $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS) -lm
 
-# esctl runs the projector's rebuilds (rebuild.c) and reads the saga
-# manager's tables.
+# esctl runs the projector's rebuilds (rebuild.c) and reads and acts on
+# sagas through the saga module (saga/saga.c), the owner of their tables.
 CLI_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard cli/*.c)) \
-             $(BUILD)/projector/rebuild.o
+             $(BUILD)/projector/rebuild.o $(BUILD)/saga/saga.o
 $(CLI): $(CLI_OBJ) $(PROJ_OBJ) $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
@@ -131,10 +131,10 @@ $(BUILD)/chaos_load: $(BUILD)/tests/chaos_load.o
 # (the command service's decoders come along, without its main)
 FUZZ_LINK := $(LIB_SRC) $(filter-out command/main.c,$(CMD_SRC)) $(PROJ_SRC)
 $(FUZZ_DIR)/%: tests/fuzz/%.c $(FUZZ_LINK) $(wildcard events/*.h) $(wildcard command/*.h) \
-    $(wildcard projector/*.h)
+    $(wildcard projector/*.h) saga/saga.h
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ  $@"
-	@clang -std=c11 -D_GNU_SOURCE -g -O1 -Ievents -Icommand -Iprojector $(PKG_CFLAGS) \
+	@clang -std=c11 -D_GNU_SOURCE -g -O1 -Ievents -Icommand -Iprojector -Isaga $(PKG_CFLAGS) \
 	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	    $< $(FUZZ_LINK) -o $@ $(PKG_LIBS)
 

@@ -73,12 +73,6 @@ int cli_print(cli *c, json_t *doc, const json_t *rows, const char *const *cols);
 /* Prints one line of text, or doc as JSON with --json; takes doc. */
 int cli_say(cli *c, json_t *doc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* SQL: the state of the saga whose SagaStarted row is s (the last
- * SagaStateChanged's "to", or running). */
-#define CLI_SAGA_STATE_SQL                                                                     \
-    "coalesce((SELECT e.data->>'to' FROM es_events e WHERE e.stream_id = s.stream_id "         \
-    "AND e.type = 'SagaStateChanged' ORDER BY e.version DESC LIMIT 1), 'running')"
-
 /* The subcommands, by module. */
 extern const cli_cmd cli_stream_cmds[], cli_projection_cmds[], cli_saga_cmds[],
     cli_verify_cmds[];

@@ -32,6 +32,7 @@
 #include "env.h"
 #include "feed.h"
 #include "projector.h"
+#include "saga.h"
 #include "store.h"
 
 typedef struct ctx {
@@ -152,11 +153,13 @@ caught_up(ctx *x)
             s.seq != x->stream_last)
             return false;
     }
-    if (x->settled &&
-        (sql_num(x, NULL, "SELECT count(*) FROM es_saga_work") != 0 ||
-         sql_num(x, NULL, "SELECT coalesce(max(seq), 0) FROM es_saga_checkpoint") !=
-             (long long)x->stream_last))
-        return false;
+    if (x->settled) {
+        long long work;
+        uint64_t seq;
+        if (sg_work_count(x->pg, &work, &err) != ES_OK || work != 0 ||
+            sg_checkpoint_read(x->pg, &seq, &err) != ES_OK || seq != x->stream_last)
+            return false;
+    }
     return true;
 }
 
@@ -560,58 +563,81 @@ check_ledger(ctx *x, const ledger *l, bool compare)
     json_decref(want);
 }
 
+/* What check_sagas counts, one saga at a time. */
+typedef struct saga_counts {
+    long long by_state[SG_STATE_COUNT];
+    json_t *compensated_orders;     /* correlation ids of the compensated order sagas */
+} saga_counts;
+
+static bool
+count_saga(const sg_saga_summary *s, void *arg)
+{
+    saga_counts *n = arg;
+
+    n->by_state[s->state]++;
+    if (s->state == SG_COMPENSATED && s->type && strcmp(s->type, "order") == 0)
+        json_array_append_new(n->compensated_orders, s->correlation_id ?
+                                                         json_string(s->correlation_id) :
+                                                         json_null());
+    return true;
+}
+
 static void
 check_sagas(ctx *x)
 {
     json_t *k = check_new(x, "sagas");
-    PGresult *r = PQexec(x->pg, "SELECT " CLI_SAGA_STATE_SQL " AS state, count(*) FROM es_events s "
-                                "WHERE s.category = 'saga' AND s.type = 'SagaStarted' "
-                                "GROUP BY 1");
-    long long started = 0, completed = 0, compensated = 0, failed = 0, open, work, dead, kept;
+    sg_saga_filter all = {NULL, false, SG_RUNNING, 0};
+    saga_counts n = {{0}, json_array()};
+    long long started = 0, open, work = -1, dead = -1, kept = -1;
+    char *orders = NULL;
+    es_error err;
+    int i;
 
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        violation(x, k, "query failed: %s", PQerrorMessage(x->pg));
-        PQclear(r);
+    if (sg_saga_list(x->pg, &all, count_saga, &n, &err) != ES_OK) {
+        violation(x, k, "query failed: %s", err.message);
+        json_decref(n.compensated_orders);
         return;
     }
-    for (int i = 0; i < PQntuples(r); i++) {
-        const char *st = PQgetvalue(r, i, 0);
-        long long n = atoll(PQgetvalue(r, i, 1));
-        started += n;
-        if (strcmp(st, "completed") == 0)
-            completed += n;
-        else if (strcmp(st, "compensated") == 0)
-            compensated += n;
-        else if (strcmp(st, "failed") == 0)
-            failed += n;
-    }
-    PQclear(r);
-    open = started - completed - compensated - failed;
-    work = sql_num(x, k, "SELECT count(*) FROM es_saga_work");
-    dead = sql_num(x, k, "SELECT count(*) FROM es_saga_dead_letters WHERE replayed_at IS NULL");
+    for (i = 0; i < SG_STATE_COUNT; i++)
+        started += n.by_state[i];
+    open = started - n.by_state[SG_COMPLETED] - n.by_state[SG_COMPENSATED] -
+           n.by_state[SG_FAILED];
+    if (sg_work_count(x->pg, &work, &err) != ES_OK ||
+        sg_dead_letter_open_count(x->pg, &dead, &err) != ES_OK)
+        violation(x, k, "query failed: %s", err.message);
     /* a compensated order saga must leave its order with no money charged
      * and no stock reserved */
-    kept = sql_num(x, k,
-        "WITH o AS (SELECT s.data->>'correlation_id' AS order_id FROM es_events s "
-        "WHERE s.category = 'saga' AND s.type = 'SagaStarted' AND s.data->>'type' = 'order' "
-        "AND " CLI_SAGA_STATE_SQL " = 'compensated'), "
-        "m AS (SELECT data->>'order_id' AS order_id, sum(CASE type WHEN 'PaymentCharged' "
-        "THEN 1 ELSE -1 END) AS n FROM es_events WHERE category = 'account' AND type IN "
-        "('PaymentCharged', 'PaymentRefunded') GROUP BY 1), "
-        "r AS (SELECT data->>'order_id' AS order_id, sum(CASE type WHEN 'StockReserved' "
-        "THEN 1 ELSE -1 END) AS n FROM es_events WHERE category = 'stock' AND type IN "
-        "('StockReserved', 'StockReleased') GROUP BY 1) "
-        "SELECT count(*) FROM o LEFT JOIN m USING (order_id) LEFT JOIN r USING (order_id) "
-        "WHERE coalesce(m.n, 0) <> 0 OR coalesce(r.n, 0) <> 0");
+    orders = json_dumps(n.compensated_orders, JSON_COMPACT);
+    {
+        const char *p[1] = {orders ? orders : "[]"};
+        PGresult *r = PQexecParams(x->pg,
+            "WITH o AS (SELECT jsonb_array_elements_text($1::jsonb) AS order_id), "
+            "m AS (SELECT data->>'order_id' AS order_id, sum(CASE type WHEN 'PaymentCharged' "
+            "THEN 1 ELSE -1 END) AS n FROM es_events WHERE category = 'account' AND type IN "
+            "('PaymentCharged', 'PaymentRefunded') GROUP BY 1), "
+            "r AS (SELECT data->>'order_id' AS order_id, sum(CASE type WHEN 'StockReserved' "
+            "THEN 1 ELSE -1 END) AS n FROM es_events WHERE category = 'stock' AND type IN "
+            "('StockReserved', 'StockReleased') GROUP BY 1) "
+            "SELECT count(*) FROM o LEFT JOIN m USING (order_id) LEFT JOIN r USING (order_id) "
+            "WHERE coalesce(m.n, 0) <> 0 OR coalesce(r.n, 0) <> 0", 1, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+            kept = atoll(PQgetvalue(r, 0, 0));
+        else
+            violation(x, k, "query failed: %s", PQerrorMessage(x->pg));
+        PQclear(r);
+    }
+    free(orders);
+    json_decref(n.compensated_orders);
     figure(k, "started", json_integer(started));
-    figure(k, "completed", json_integer(completed));
-    figure(k, "compensated", json_integer(compensated));
-    figure(k, "failed", json_integer(failed));
+    figure(k, "completed", json_integer(n.by_state[SG_COMPLETED]));
+    figure(k, "compensated", json_integer(n.by_state[SG_COMPENSATED]));
+    figure(k, "failed", json_integer(n.by_state[SG_FAILED]));
     figure(k, "unfinished", json_integer(open));
     figure(k, "work_rows", json_integer(work));
     figure(k, "dead_letters", json_integer(dead));
-    if (failed > 0)
-        violation(x, k, "%lld sagas failed (esctl saga list --state failed)", failed);
+    if (n.by_state[SG_FAILED] > 0)
+        violation(x, k, "%lld sagas failed (esctl saga list --state failed)",
+                  n.by_state[SG_FAILED]);
     if (dead > 0)
         violation(x, k, "%lld dead letters wait for an operator (esctl dead-letters list)", dead);
     if (kept > 0)

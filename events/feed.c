@@ -97,6 +97,12 @@ es_feed_event_from_store(const es_event *e, uint64_t seq, es_feed_event *out, es
     return ES_OK;
 }
 
+const json_t *
+es_feed_event_json(const es_feed_event *e)
+{
+    return e->root_;
+}
+
 void
 es_feed_event_free(es_feed_event *e)
 {

@@ -34,6 +34,10 @@ es_status es_feed_event_decode(const char *body, size_t len, uint64_t seq, es_fe
 es_status es_feed_event_from_store(const es_event *e, uint64_t seq, es_feed_event *out,
                                    es_error *err);
 void es_feed_event_free(es_feed_event *e);
+/* The event as it was decoded (borrowed, lives as long as e): the whole
+ * message for es_feed_event_decode, the data for es_feed_event_from_store;
+ * NULL when the body was not a JSON object. */
+const json_t *es_feed_event_json(const es_feed_event *e);
 
 /* A connected callback for natsOptions_SetRetryOnFailedConnect: with one,
  * natsConnection_Connect returns at once (NATS_NOT_YET_CONNECTED) while

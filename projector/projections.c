@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "codec.h"
+#include "saga.h"
 
 #define ID_MAX 200
 #define NUM_MAX 1000000000000000LL     /* 10^15 */
@@ -438,7 +439,8 @@ saga_index(rm_batch *b, const char *op, const char *type, const char *state, lon
 static es_status
 saga_step(rm_batch *b, const es_feed_event *e, const char *id, bool comp, es_error *err)
 {
-    const char *step, *kind = e->type + (comp ? 16 : 8);    /* after SagaStep/SagaCompensation */
+    const char *step, *kind = e->type + strlen(comp ? SG_EV_COMPENSATION_PREFIX
+                                                    : SG_EV_STEP_PREFIX);
     long long attempt = 1;
 
     TRY(ident(e, "step", &step, err));
@@ -481,7 +483,7 @@ sagas(rm_batch *b, const es_feed_event *e, es_error *err)
 
     if (!in(e, "saga"))
         return ES_OK;
-    if (strcmp(e->type, "SagaStarted") == 0) {
+    if (strcmp(e->type, SG_EV_STARTED) == 0) {
         TRY(str(e, "saga_id", &id, err));
         TRY(ident(e, "type", &type, err));
         corr = opt(e, "correlation_id");
@@ -500,7 +502,7 @@ sagas(rm_batch *b, const es_feed_event *e, es_error *err)
         rm_arg_int(b, (long long)e->seq);
         rm_arg_str(b, id);
         saga_index(b, "ZADD", type, "running", (long long)e->seq, id);
-    } else if (strcmp(e->type, "SagaStateChanged") == 0) {
+    } else if (strcmp(e->type, SG_EV_STATE_CHANGED) == 0) {
         TRY(str(e, "saga_id", &id, err));
         TRY(ident(e, "type", &type, err));
         TRY(ident(e, "from", &from, err));
@@ -512,10 +514,11 @@ sagas(rm_batch *b, const es_feed_event *e, es_error *err)
         rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
         saga_index(b, "ZREM", type, from, 0, id);
         saga_index(b, "ZADD", type, state, (long long)e->seq, id);
-    } else if (strncmp(e->type, "SagaStep", 8) == 0) {
+    } else if (strncmp(e->type, SG_EV_STEP_PREFIX, strlen(SG_EV_STEP_PREFIX)) == 0) {
         TRY(str(e, "saga_id", &id, err));
         return saga_step(b, e, id, false, err);
-    } else if (strncmp(e->type, "SagaCompensation", 16) == 0) {
+    } else if (strncmp(e->type, SG_EV_COMPENSATION_PREFIX,
+                       strlen(SG_EV_COMPENSATION_PREFIX)) == 0) {
         TRY(str(e, "saga_id", &id, err));
         return saga_step(b, e, id, true, err);
     }
@@ -542,7 +545,7 @@ dashboard(rm_batch *b, const es_feed_event *e, es_error *err)
         {"account", "PaymentDeclined", "payments_declined"},
         {"account", "PaymentRefunded", "payments_refunded"},
         {"shipment", "ShipmentCreated", "shipments_created"},
-        {"saga", "SagaStarted", "sagas_started"},
+        {"saga", SG_EV_STARTED, "sagas_started"},
     };
     size_t i;
     long long amount;
@@ -570,7 +573,7 @@ dashboard(rm_batch *b, const es_feed_event *e, es_error *err)
             rm_arg_int(b, 1);
         }
     }
-    if (is(e, "saga", "SagaStateChanged")) {
+    if (is(e, "saga", SG_EV_STATE_CHANGED)) {
         const char *to;
         TRY(ident(e, "to", &to, err));
         rm_cmd(b, "HINCRBY", "counters:%s", "");

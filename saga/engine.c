@@ -1,17 +1,10 @@
 /*
- * The saga engine.  A saga's state is the fold of its stream saga-<id>:
+ * The saga engine.  A saga's state is the fold of its stream saga-<id>,
+ * whose event types saga.h defines: sg_state_fold derives where the saga
+ * is (sg_state), apply() below what the engine needs of its steps.  The
+ * states and who moves a saga between them are drawn above act().
  *
- *   SagaStarted {saga_id, type, correlation_id, data}
- *   SagaStepStarted {step, attempt, deadline_ms?}      the outbox: decided,
- *   SagaStepSucceeded {step, attempt, result}          then sent
- *   SagaStepFailed {step, attempt, error, will_retry, retry_at_ms?}
- *   SagaCompensationStarted / Succeeded / Failed {step, attempt, ...}
- *   SagaStateChanged {type, from, to, error?}
- *   SagaReplayed {note}                                an operator's retry
- *                                                      (esctl): backoffs and
- *                                                      refusals start afresh
- *
- * Each run claims a due row of es_saga_work (FOR UPDATE SKIP LOCKED),
+ * Each run claims a due work row (saga.h: FOR UPDATE SKIP LOCKED),
  * reads the stream and the saga's inbox, and takes actions until it must
  * wait (a retry's backoff, an awaited event's deadline) or the saga ends.
  * Every action is appended before it is acted on, with the stream's exact
@@ -30,10 +23,11 @@
 
 #include "event.h"
 #include "log.h"
+#include "saga.h"
 #include "uuid.h"
 
 #define ACTIONS_MAX 64              /* per claim, then the row is released */
-#define SG_LEASE "15 seconds"       /* a claim's hold on a saga, if its worker dies */
+#define SG_LEASE_MS 15000           /* a claim's hold on a saga, if its worker dies */
 
 enum { S_NONE, S_RUNNING, S_OK, S_RETRY, S_FAILED };
 
@@ -58,7 +52,7 @@ typedef struct saga {
     const sg_flow *flow;
     int64_t version;                /* -1: no stream yet */
     bool started;
-    char state[16];
+    sg_state state;
     json_t *ctx, *inbox;
     json_t *pending;                /* [{type, data}] decided, not yet written */
     step_st steps[SG_STEPS_MAX + 1];    /* [nsteps]: the trigger's own */
@@ -120,49 +114,48 @@ apply(saga *s, const char *type, const json_t *d)
     int i = step_index(s, json_string_value(json_object_get(d, "step")));
     step_st *st = i >= 0 ? &s->steps[i] : NULL;
 
-    if (strcmp(type, "SagaStarted") == 0) {
+    (void)sg_state_fold(&s->state, type, d);    /* the state; the steps are the engine's */
+    if (strcmp(type, SG_EV_STARTED) == 0) {
         s->started = true;
-        snprintf(s->state, sizeof s->state, "running");
         json_decref(s->ctx);
         s->ctx = json_deep_copy(json_object_get(d, "data"));
         if (!json_is_object(s->ctx)) {
             json_decref(s->ctx);
             s->ctx = json_object();
         }
-    } else if (strcmp(type, "SagaReplayed") == 0) {
+    } else if (strcmp(type, SG_EV_REPLAYED) == 0) {
         size_t k;
         for (k = 0; k <= SG_STEPS_MAX; k++) {
             /* an operator's retry starts afresh: no backoff, no refusals */
             s->steps[k].crefusals = 0;
             s->steps[k].retry_at = s->steps[k].cretry_at = 0;
         }
-    } else if (strcmp(type, "SagaStateChanged") == 0) {
+    } else if (strcmp(type, SG_EV_STATE_CHANGED) == 0) {
         size_t k;
-        snprintf(s->state, sizeof s->state, "%s", json_string_value(json_object_get(d, "to")));
         for (k = 0; k <= SG_STEPS_MAX; k++)
             s->steps[k].crefusals = 0;      /* an operator's replay starts afresh */
         if (json_is_string(json_object_get(d, "error")))
             snprintf(s->error, sizeof s->error, "%s", json_string_value(json_object_get(d, "error")));
     } else if (st == NULL) {
         return;
-    } else if (strcmp(type, "SagaStepStarted") == 0) {
+    } else if (strcmp(type, SG_EV_STEP_STARTED) == 0) {
         st->st = S_RUNNING;
         st->attempts = (int)jint(d, "attempt");
         st->deadline = jint(d, "deadline_ms");
-    } else if (strcmp(type, "SagaStepSucceeded") == 0) {
+    } else if (strcmp(type, SG_EV_STEP_SUCCEEDED) == 0) {
         st->st = S_OK;
         if (json_is_object(json_object_get(d, "result")))
             json_object_update_missing(s->ctx, json_object_get(d, "result"));
-    } else if (strcmp(type, "SagaStepFailed") == 0) {
+    } else if (strcmp(type, SG_EV_STEP_FAILED) == 0) {
         st->st = json_is_true(json_object_get(d, "will_retry")) ? S_RETRY : S_FAILED;
         st->refused = json_is_true(json_object_get(d, "refused"));
         st->retry_at = jint(d, "retry_at_ms");
-    } else if (strcmp(type, "SagaCompensationStarted") == 0) {
+    } else if (strcmp(type, SG_EV_COMPENSATION_STARTED) == 0) {
         st->cst = S_RUNNING;
         st->cattempts = (int)jint(d, "attempt");
-    } else if (strcmp(type, "SagaCompensationSucceeded") == 0) {
+    } else if (strcmp(type, SG_EV_COMPENSATION_SUCCEEDED) == 0) {
         st->cst = S_OK;
-    } else if (strcmp(type, "SagaCompensationFailed") == 0) {
+    } else if (strcmp(type, SG_EV_COMPENSATION_FAILED) == 0) {
         st->cst = S_RETRY;
         st->cretry_at = jint(d, "retry_at_ms");
         if (json_is_true(json_object_get(d, "refused")))
@@ -182,14 +175,11 @@ saga_free(saga *s)
 static es_status
 load(sg_worker *w, const char *saga_id, const sg_flow *flow, saga *s, es_error *err)
 {
-    const char *params[1] = {saga_id};
-    PGresult *r;
     int64_t from = 0;
-    int i;
 
     memset(s, 0, sizeof *s);
     snprintf(s->id, sizeof s->id, "%s", saga_id);
-    snprintf(s->stream, sizeof s->stream, "saga-%s", saga_id);
+    sg_saga_stream(s->stream, sizeof s->stream, saga_id);
     s->flow = flow;
     s->version = -1;
     s->ctx = json_object();
@@ -216,20 +206,9 @@ load(sg_worker *w, const char *saga_id, const sg_flow *flow, saga *s, es_error *
         if (k < 500)
             break;
     }
-    r = PQexecParams(w->pg, "SELECT type, data::text FROM es_saga_inbox WHERE saga_id = $1 "
-                            "ORDER BY seq",
-                     1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        es_error_set(err, ES_EUNAVAILABLE, "store_unavailable", NULL, "could not read the inbox of %s: %s",
-                     saga_id, PQerrorMessage(w->pg));
-        PQclear(r);
-        return ES_EUNAVAILABLE;
-    }
-    for (i = 0; i < PQntuples(r); i++)
-        json_array_append_new(s->inbox, json_pack("{s:s, s:o}", "type", PQgetvalue(r, i, 0), "data",
-                                                  json_loads(PQgetvalue(r, i, 1), 0, NULL)));
-    PQclear(r);
-    return ES_OK;
+    json_decref(s->inbox);
+    s->inbox = NULL;
+    return sg_inbox_read(w->pg, saga_id, &s->inbox, err);
 }
 
 /* The first inbox event of type, or NULL. */
@@ -259,7 +238,7 @@ emit(sg_worker *w, saga *s, const char *type, json_t *data, es_error *err)
 {
     (void)w;
     json_object_set_new(data, "saga_id", json_string(s->id));
-    if (strcmp(type, "SagaStateChanged") == 0 || strcmp(type, "SagaStarted") == 0)
+    if (strcmp(type, SG_EV_STATE_CHANGED) == 0 || strcmp(type, SG_EV_STARTED) == 0)
         json_object_set_new(data, "type", json_string(s->flow->type));
     apply(s, type, data);
     if (json_array_append_new(s->pending, json_pack("{s:s, s:o}", "type", type, "data", data)) != 0)
@@ -435,17 +414,17 @@ fail_step(sg_worker *w, saga *s, int i, const char *why, bool retry, bool refuse
                             json_integer(sg_now_ms() + sg_backoff_ms(w->cfg, s->steps[i].attempts)));
         atomic_fetch_add(&w->counters->retries, 1);
     }
-    return emit(w, s, "SagaStepFailed", d, err);
+    return emit(w, s, SG_EV_STEP_FAILED, d, err);
 }
 
 static es_status
-to_state(sg_worker *w, saga *s, const char *to, const char *why, es_error *err)
+to_state(sg_worker *w, saga *s, sg_state to, const char *why, es_error *err)
 {
-    json_t *d = json_pack("{s:s, s:s}", "from", s->state, "to", to);
+    json_t *d = json_pack("{s:s, s:s}", "from", sg_state_text(s->state), "to", sg_state_text(to));
 
     if (why)
         json_object_set_new(d, "error", json_string(why));
-    return emit(w, s, "SagaStateChanged", d, err);
+    return emit(w, s, SG_EV_STATE_CHANGED, d, err);
 }
 
 /* A command or gateway step's attempt, once SagaStepStarted is recorded. */
@@ -525,7 +504,7 @@ run_attempt(sg_worker *w, saga *s, int i, es_error *err)
     if (o == OUT_OK || (o == OUT_REFUSED && sg_call_done_code(&step->call, code))) {
         json_t *d = step_data(step->name, st->attempts);
         json_object_set_new(d, "result", result ? result : json_object());
-        return emit(w, s, "SagaStepSucceeded", d, err);
+        return emit(w, s, SG_EV_STEP_SUCCEEDED, d, err);
     }
     json_decref(result);
     /* A critical step whose outcome is unknown is tried again until it is
@@ -553,7 +532,7 @@ run_step(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
             json_object_set_new(d, "deadline_ms",
                                 json_integer(now + sg_setting_ms("TIMEOUT", s->flow, step->name,
                                                                  step->timeout_ms, 1)));
-        if (emit(w, s, "SagaStepStarted", d, err) != ES_OK)
+        if (emit(w, s, SG_EV_STEP_STARTED, d, err) != ES_OK)
             return -1;
     }
     if (step->kind == SG_AWAIT) {
@@ -564,7 +543,7 @@ run_step(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
             d = step_data(step->name, st->attempts);
             json_object_set_new(d, "error", json_string("injected failure (ES_SAGA_INJECT_FAILURE)"));
             json_object_set_new(d, "will_retry", json_false());
-            return emit(w, s, "SagaStepFailed", d, err) == ES_OK ? ACT_AGAIN : -1;
+            return emit(w, s, SG_EV_STEP_FAILED, d, err) == ES_OK ? ACT_AGAIN : -1;
         }
         if (ev == NULL && now < st->deadline) {
             *due = st->deadline;
@@ -574,11 +553,11 @@ run_step(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
         if (ev && strcmp(json_string_value(json_object_get(ev, "result")) ?
                              json_string_value(json_object_get(ev, "result")) : "", "passed") == 0) {
             json_object_set_new(d, "result", json_pack("{s:s}", step->name, "passed"));
-            return emit(w, s, "SagaStepSucceeded", d, err) == ES_OK ? ACT_AGAIN : -1;
+            return emit(w, s, SG_EV_STEP_SUCCEEDED, d, err) == ES_OK ? ACT_AGAIN : -1;
         }
         json_object_set_new(d, "error", json_string(ev ? "the verdict is failed" : "timed out"));
         json_object_set_new(d, "will_retry", json_false());
-        return emit(w, s, "SagaStepFailed", d, err) == ES_OK ? ACT_AGAIN : -1;
+        return emit(w, s, SG_EV_STEP_FAILED, d, err) == ES_OK ? ACT_AGAIN : -1;
     }
     return run_attempt(w, s, i, err) == ES_OK ? ACT_AGAIN : -1;
 }
@@ -607,7 +586,8 @@ run_compensation(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
                      st->crefusals);
             return ACT_DEAD;
         }
-        if (emit(w, s, "SagaCompensationStarted", step_data(name, st->cattempts + 1), err) != ES_OK)
+        if (emit(w, s, SG_EV_COMPENSATION_STARTED, step_data(name, st->cattempts + 1), err) !=
+            ES_OK)
             return -1;
     }
     if (!trigger && in_doubt(st)) {
@@ -619,7 +599,7 @@ run_compensation(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
 
         snprintf(command_id, sizeof command_id, "%s/%s", s->id, step->name);
         if (sargs == NULL)
-            return emit(w, s, "SagaStepFailed",
+            return emit(w, s, SG_EV_STEP_FAILED,
                         json_pack("{s:s, s:i, s:s, s:b, s:b}", "step", step->name, "attempt",
                                   st->attempts, "error", "nothing was sent", "will_retry", 0,
                                   "refused", 1), err) == ES_OK ? ACT_AGAIN : -1;
@@ -633,7 +613,7 @@ run_compensation(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
         if (o == OUT_OK) {
             d = step_data(step->name, st->attempts);
             json_object_set_new(d, "result", result ? result : json_object());
-            return emit(w, s, "SagaStepSucceeded", d, err) == ES_OK ? ACT_AGAIN : -1;
+            return emit(w, s, SG_EV_STEP_SUCCEEDED, d, err) == ES_OK ? ACT_AGAIN : -1;
         }
         json_decref(result);
         result = NULL;
@@ -642,9 +622,9 @@ run_compensation(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
             json_object_set_new(d, "error", json_string(why));
             json_object_set_new(d, "will_retry", json_false());
             json_object_set_new(d, "refused", json_true());
-            if (emit(w, s, "SagaStepFailed", d, err) != ES_OK)
+            if (emit(w, s, SG_EV_STEP_FAILED, d, err) != ES_OK)
                 return -1;
-            return emit(w, s, "SagaCompensationSucceeded",
+            return emit(w, s, SG_EV_COMPENSATION_SUCCEEDED,
                         json_pack("{s:s, s:s}", "step", name, "note", "nothing to undo"), err) == ES_OK
                        ? ACT_AGAIN : -1;
         }
@@ -653,7 +633,7 @@ run_compensation(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
         json_object_set_new(d, "will_retry", json_true());
         json_object_set_new(d, "retry_at_ms", json_integer(now + sg_backoff_ms(w->cfg, st->cattempts)));
         atomic_fetch_add(&w->counters->retries, 1);
-        return emit(w, s, "SagaCompensationFailed", d, err) == ES_OK ? ACT_AGAIN : -1;
+        return emit(w, s, SG_EV_COMPENSATION_FAILED, d, err) == ES_OK ? ACT_AGAIN : -1;
     }
     if ((args = sg_call_args(c, s->ctx, &missing)) == NULL) {
         snprintf(s->error, sizeof s->error, "compensation %s: the saga has no %s", name, missing);
@@ -680,8 +660,8 @@ run_compensation(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
     json_decref(result);
     atomic_fetch_add(&w->counters->steps, 1);
     if (o == OUT_OK || (o == OUT_REFUSED && sg_call_done_code(c, code)))
-        return emit(w, s, "SagaCompensationSucceeded", json_pack("{s:s}", "step", name), err) == ES_OK
-                   ? ACT_AGAIN : -1;
+        return emit(w, s, SG_EV_COMPENSATION_SUCCEEDED, json_pack("{s:s}", "step", name),
+                    err) == ES_OK ? ACT_AGAIN : -1;
     d = step_data(name, st->cattempts);
     json_object_set_new(d, "error", json_string(why));
     json_object_set_new(d, "will_retry", json_true());
@@ -689,10 +669,47 @@ run_compensation(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
         json_object_set_new(d, "refused", json_true());     /* counts towards a dead letter */
     json_object_set_new(d, "retry_at_ms", json_integer(now + sg_backoff_ms(w->cfg, st->cattempts)));
     atomic_fetch_add(&w->counters->retries, 1);
-    return emit(w, s, "SagaCompensationFailed", d, err) == ES_OK ? ACT_AGAIN : -1;
+    return emit(w, s, SG_EV_COMPENSATION_FAILED, d, err) == ES_OK ? ACT_AGAIN : -1;
 }
 
-/* One action; -1 with err set on an infrastructure error. */
+/*
+ * One action; -1 with err set on an infrastructure error.  act() drives
+ * the saga's state machine; each arrow is a change of state appended by
+ * the function named on it (to_state() writes it for act() and
+ * dead_letter(); esctl's operations are saga.c's):
+ *
+ *          act(): SagaStarted
+ *                 |
+ *                 v
+ *            +---------+  act(): every step done       +-----------+
+ *            | RUNNING |------------------------------>| COMPLETED |
+ *            +---------+  (non-critical ones may fail) +-----------+
+ *              |     |
+ *              |     |  dead_letter(): the engine kept failing
+ *              |     +------------------------------------+
+ *              |                                          |
+ *              | act(): a critical step failed, or        |
+ *              |   the flow's cancellation reached it;    |
+ *              | sg_saga_compensate() (esctl)             |
+ *              v                                          v
+ *       +--------------+  dead_letter(): a compensation  +--------+
+ *       | COMPENSATING |-------------------------------->| FAILED |
+ *       +--------------+  refused too often, or the      +--------+
+ *         |       ^       engine kept failing                 |
+ *         |       |                                           |
+ *         |       +-------------------------------------------+
+ *         |         sg_dead_letter_replay() (esctl dead-letters replay,
+ *         |         or saga retry / compensate of a failed saga)
+ *         |
+ *         | act(): every compensation done
+ *         v
+ *       +-------------+
+ *       | COMPENSATED |
+ *       +-------------+
+ *
+ * COMPLETED and COMPENSATED are final: act() answers ACT_DONE and the
+ * saga's work row goes (sg_work_finish).
+ */
 static int
 act(sg_worker *w, saga *s, const json_t *input, int64_t *due, es_error *err)
 {
@@ -704,20 +721,20 @@ act(sg_worker *w, saga *s, const json_t *input, int64_t *due, es_error *err)
         if (f->prepare)
             f->prepare(ctx);
         atomic_fetch_add(&w->counters->started, 1);
-        return emit(w, s, "SagaStarted",
+        return emit(w, s, SG_EV_STARTED,
                     json_pack("{s:s, s:o}", "correlation_id",
                               json_string_value(json_object_get(input, f->id_field)) ?
                                   json_string_value(json_object_get(input, f->id_field)) : "",
                               "data", ctx), err) == ES_OK ? ACT_AGAIN : -1;
     }
-    if (strcmp(s->state, "running") == 0) {
+    if (s->state == SG_RUNNING) {
         const json_t *cancel = inbox_find(s, f->cancel_type);
         if (cancel) {
             char why[300];
             snprintf(why, sizeof why, "%s: %s", f->cancel_type,
                      json_string_value(json_object_get(cancel, "reason")) ?
                          json_string_value(json_object_get(cancel, "reason")) : "requested");
-            return to_state(w, s, "compensating", why, err) == ES_OK ? ACT_AGAIN : -1;
+            return to_state(w, s, SG_COMPENSATING, why, err) == ES_OK ? ACT_AGAIN : -1;
         }
         for (i = 0; i < f->nsteps; i++) {
             step_st *st = &s->steps[i];
@@ -726,14 +743,14 @@ act(sg_worker *w, saga *s, const json_t *input, int64_t *due, es_error *err)
             if (st->st == S_FAILED) {
                 char why[300];
                 snprintf(why, sizeof why, "step %s failed", f->steps[i].name);
-                return to_state(w, s, "compensating", why, err) == ES_OK ? ACT_AGAIN : -1;
+                return to_state(w, s, SG_COMPENSATING, why, err) == ES_OK ? ACT_AGAIN : -1;
             }
             return run_step(w, s, (int)i, due, err);
         }
         atomic_fetch_add(&w->counters->completed, 1);
-        return to_state(w, s, "completed", NULL, err) == ES_OK ? ACT_AGAIN : -1;
+        return to_state(w, s, SG_COMPLETED, NULL, err) == ES_OK ? ACT_AGAIN : -1;
     }
-    if (strcmp(s->state, "compensating") == 0) {
+    if (s->state == SG_COMPENSATING) {
         for (i = f->nsteps; i-- > 0;)
             if ((s->steps[i].st == S_OK || in_doubt(&s->steps[i])) &&
                 f->steps[i].compensation.command && s->steps[i].cst != S_OK)
@@ -741,22 +758,12 @@ act(sg_worker *w, saga *s, const json_t *input, int64_t *due, es_error *err)
         if (f->undo_trigger.command && s->steps[f->nsteps].cst != S_OK)
             return run_compensation(w, s, (int)f->nsteps, due, err);
         atomic_fetch_add(&w->counters->compensated, 1);
-        return to_state(w, s, "compensated", NULL, err) == ES_OK ? ACT_AGAIN : -1;
+        return to_state(w, s, SG_COMPENSATED, NULL, err) == ES_OK ? ACT_AGAIN : -1;
     }
     return ACT_DONE;        /* completed, compensated or failed */
 }
 
 /* ---- work rows -------------------------------------------------------- */
-
-static bool
-sql_ok(PGconn *c, const char *sql, int n, const char *const *params)
-{
-    PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
-    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-
-    PQclear(r);
-    return ok;
-}
 
 static es_status
 pg_fail(sg_worker *w, es_error *err, const char *what)
@@ -791,22 +798,12 @@ static void
 dead_letter(sg_worker *w, saga *s, const char *saga_id, const char *flow, const char *input,
             const char *reason, int attempts)
 {
-    char n[16];
-    const char *p[5] = {saga_id, flow, input, reason, n};
     es_error err;
 
-    snprintf(n, sizeof n, "%d", attempts);
-    /* one step: a dead letter and no more work, or neither */
-    sql_ok(w->pg, "BEGIN", 0, NULL);
-    if (!sql_ok(w->pg, "INSERT INTO es_saga_dead_letters (saga_id, flow, payload, reason, attempts) "
-                       "VALUES ($1, $2, $3::jsonb, $4, $5::int)", 5, p) ||
-        !sql_ok(w->pg, "DELETE FROM es_saga_work WHERE saga_id = $1", 1, p) ||
-        !sql_ok(w->pg, "COMMIT", 0, NULL)) {
-        sql_ok(w->pg, "ROLLBACK", 0, NULL);
+    if (sg_dead_letter_saga(w->pg, saga_id, flow, input, reason, attempts, &err) != ES_OK)
         return;             /* the work row stays; the next run tries again */
-    }
-    if (s && s->flow && s->started && strcmp(s->state, "failed") != 0 &&
-        to_state(w, s, "failed", reason, &err) == ES_OK)
+    if (s && s->flow && s->started && s->state != SG_FAILED &&
+        to_state(w, s, SG_FAILED, reason, &err) == ES_OK)
         (void)flush(w, s, &err);
     atomic_fetch_add(&w->counters->dead_letters, 1);
     atomic_fetch_add(&w->counters->failed, 1);
@@ -816,14 +813,15 @@ dead_letter(sg_worker *w, saga *s, const char *saga_id, const char *flow, const 
 es_status
 sg_work_once(sg_worker *w, bool *did, es_error *err)
 {
-    PGresult *r = NULL;
-    char saga_id[256], flow_name[64], *input_text = NULL, due_text[32], fails[16], wakes[16];
+    sg_work work;
     const sg_flow *flow;
     json_t *input = NULL;
     saga s = {0};
     int64_t due = 0;
-    int failures, n, a = ACT_AGAIN;
+    int n, a = ACT_AGAIN;
+    bool found;
     es_status st = ES_OK;
+    es_error ignored;
 
     *did = false;
     if ((st = connect_pg(w, err)) != ES_OK)
@@ -833,36 +831,28 @@ sg_work_once(sg_worker *w, bool *did, es_error *err)
      * one would hold back the feed's horizon for every reader); another
      * worker takes the saga over only if this one dies, and the stream's
      * expected versions keep two runners from both writing. */
-    r = PQexec(w->pg, "UPDATE es_saga_work SET claimed_until = now() + interval '" SG_LEASE "' "
-                      "WHERE saga_id = (SELECT saga_id FROM es_saga_work WHERE due_at <= now() "
-                      "AND claimed_until <= now() ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
-                      "RETURNING saga_id, flow, input::text, failures, wakes");
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        PQclear(r);
-        return pg_fail(w, err, "could not claim work");
+    if (sg_work_claim(w->pg, SG_LEASE_MS, &work, &found, err) != ES_OK) {
+        if (PQstatus(w->pg) != CONNECTION_OK) {
+            PQfinish(w->pg);
+            w->pg = NULL;
+        }
+        return err->status;
     }
-    if (PQntuples(r) == 0) {
-        PQclear(r);
+    if (!found)
         return ES_OK;
-    }
     *did = true;
-    snprintf(saga_id, sizeof saga_id, "%s", PQgetvalue(r, 0, 0));
-    snprintf(flow_name, sizeof flow_name, "%s", PQgetvalue(r, 0, 1));
-    input_text = strdup(PQgetvalue(r, 0, 2));
-    failures = atoi(PQgetvalue(r, 0, 3));
-    snprintf(wakes, sizeof wakes, "%s", PQgetvalue(r, 0, 4));
-    PQclear(r);
-    flow = sg_flow_find(flow_name);
-    input = input_text ? json_loads(input_text, 0, NULL) : NULL;
+    flow = sg_flow_find(work.flow);
+    input = work.input ? json_loads(work.input, 0, NULL) : NULL;
     if (flow == NULL || !json_is_object(input)) {
-        dead_letter(w, NULL, saga_id, flow_name, input_text ? input_text : "{}",
-                    flow ? "the work's input is not an object" : "no such flow", failures + 1);
+        dead_letter(w, NULL, work.saga_id, work.flow, work.input ? work.input : "{}",
+                    flow ? "the work's input is not an object" : "no such flow",
+                    work.failures + 1);
         goto commit;
     }
     for (n = 0; n < ACTIONS_MAX && !atomic_load(w->cfg->stop); n++) {
         if (n == 0 || st == ES_ECONFLICT) {
             saga_free(&s);
-            if ((st = load(w, saga_id, flow, &s, err)) != ES_OK)
+            if ((st = load(w, work.saga_id, flow, &s, err)) != ES_OK)
                 break;
         }
         a = act(w, &s, input, &due, err);
@@ -880,67 +870,41 @@ sg_work_once(sg_worker *w, bool *did, es_error *err)
         st = err->status;
     if (st == ES_ECONFLICT) {
         /* moved by someone else meanwhile: look again soon */
-        const char *p[1] = {saga_id};
-        sql_ok(w->pg, "UPDATE es_saga_work SET due_at = now(), claimed_until = '-infinity' "
-                      "WHERE saga_id = $1", 1, p);
+        (void)sg_work_release_now(w->pg, work.saga_id, &ignored);
         st = ES_OK;
     } else if (st != ES_OK) {
         /* Infrastructure trouble (a server down) is waited out; anything
          * else counts towards a dead letter. */
-        const char *p[3] = {saga_id, due_text, err->message};
         bool counts = st != ES_EUNAVAILABLE;
 
-        if (counts && failures + 1 >= w->cfg->max_failures) {
-            dead_letter(w, &s, saga_id, flow_name, input_text, err->message, failures + 1);
+        if (counts && work.failures + 1 >= w->cfg->max_failures) {
+            dead_letter(w, &s, work.saga_id, work.flow, work.input, err->message,
+                        work.failures + 1);
             st = ES_OK;
             goto commit;
         }
-        snprintf(due_text, sizeof due_text, "%lld",
-                 (long long)sg_backoff_ms(w->cfg, failures + 1));
-        snprintf(fails, sizeof fails, "%d", counts ? failures + 1 : failures);
-        {
-            const char *q[4] = {p[0], p[1], p[2], fails};
-            sql_ok(w->pg, "UPDATE es_saga_work SET due_at = now() + $2::bigint * interval '1 ms', "
-                          "claimed_until = '-infinity', last_error = $3, failures = $4::int "
-                          "WHERE saga_id = $1", 4, q);
-        }
+        (void)sg_work_defer(w->pg, work.saga_id, sg_backoff_ms(w->cfg, work.failures + 1),
+                            err->message, counts ? work.failures + 1 : work.failures, &ignored);
         st = ES_OK;     /* handled: the row waits */
     } else if (a == ACT_DEAD) {
-        dead_letter(w, &s, saga_id, flow_name, input_text, s.error, failures + 1);
+        dead_letter(w, &s, work.saga_id, work.flow, work.input, s.error, work.failures + 1);
     } else if (a == ACT_DONE) {
-        const char *p[1] = {saga_id};
-        sql_ok(w->pg, "DELETE FROM es_saga_work WHERE saga_id = $1", 1, p);
+        (void)sg_work_finish(w->pg, work.saga_id, &ignored);
     } else {
-        const char *p[3] = {saga_id, due_text, wakes};
         /* waiting, or out of actions for this claim: come back when due,
          * or now if an event reached the inbox meanwhile */
-        snprintf(due_text, sizeof due_text, "%lld", (long long)(a == ACT_WAIT ? due : sg_now_ms()));
-        sql_ok(w->pg, "UPDATE es_saga_work SET due_at = CASE WHEN wakes = $3::int "
-                      "THEN to_timestamp($2::bigint / 1000.0) ELSE now() END, "
-                      "claimed_until = '-infinity', failures = 0, last_error = NULL "
-                      "WHERE saga_id = $1", 3, p);
+        (void)sg_work_release(w->pg, work.saga_id, a == ACT_WAIT ? due : sg_now_ms(), work.wakes,
+                              &ignored);
     }
 commit:
     saga_free(&s);
     json_decref(input);
-    free(input_text);
+    free(work.input);
     return st;
 }
 
 int
 sg_next_due_ms(sg_worker *w, int max_ms)
 {
-    PGresult *r;
-    int ms = max_ms;
-
-    if (w->pg == NULL || PQstatus(w->pg) != CONNECTION_OK)
-        return max_ms;
-    r = PQexec(w->pg, "SELECT (extract(epoch FROM min(due_at) - now()) * 1000)::bigint "
-                      "FROM es_saga_work");
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && !PQgetisnull(r, 0, 0)) {
-        long long v = atoll(PQgetvalue(r, 0, 0));
-        ms = v < 0 ? 0 : v < max_ms ? (int)v : max_ms;
-    }
-    PQclear(r);
-    return ms;
+    return sg_work_next_due_ms(w->pg, max_ms);
 }

@@ -1,9 +1,9 @@
 /*
  * The saga engine: runs any flow of flow.h over a saga's own event stream
  * (saga-<saga_id>), which is its state, its outbox (a step is recorded as
- * started before its command is sent) and its timeline.  Work is claimed
- * from es_saga_work with FOR UPDATE SKIP LOCKED; intake.c creates the work
- * and the inbox from the events stream.
+ * started before its command is sent) and its timeline.  Work rows are
+ * claimed through saga.h (FOR UPDATE SKIP LOCKED); intake.c creates the
+ * work and the inbox from the events stream.
  */
 #ifndef SG_ENGINE_H
 #define SG_ENGINE_H

@@ -1,0 +1,726 @@
+/*
+ * The saga as it is persisted, in one place: its stream and event types,
+ * its state and the fold that derives it, the saga manager's tables, and
+ * what an operator may do to a saga.  es-saga (engine.c, intake.c) and
+ * esctl (cli/sagas.c, cli/verify.c) link this file, so the SQL of
+ * es_saga_work, es_saga_inbox, es_saga_dead_letters and
+ * es_saga_checkpoint is written here only.
+ *
+ * The engine and the intake get ES_EUNAVAILABLE for any database failure
+ * (they wait it out); the operator's reads and operations get
+ * postgres_unavailable or postgres_error as esctl reports them.
+ */
+#include "saga.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "uuid.h"
+
+#define CHECKPOINT "intake"     /* the intake's row of es_saga_checkpoint */
+
+/* ---- the stream and the state ------------------------------------------------ */
+
+static const char *const state_texts[SG_STATE_COUNT] = {
+    [SG_RUNNING] = "running",
+    [SG_COMPLETED] = "completed",
+    [SG_COMPENSATING] = "compensating",
+    [SG_COMPENSATED] = "compensated",
+    [SG_FAILED] = "failed",
+};
+
+void
+sg_saga_stream(char *buf, size_t size, const char *saga_id)
+{
+    snprintf(buf, size, SG_STREAM_PREFIX "%s", saga_id);
+}
+
+const char *
+sg_state_text(sg_state s)
+{
+    return (unsigned)s < SG_STATE_COUNT ? state_texts[s] : "unknown";
+}
+
+bool
+sg_state_parse(const char *text, sg_state *out)
+{
+    int i;
+
+    for (i = 0; text && i < SG_STATE_COUNT; i++)
+        if (strcmp(text, state_texts[i]) == 0) {
+            *out = (sg_state)i;
+            return true;
+        }
+    return false;
+}
+
+bool
+sg_state_fold(sg_state *state, const char *type, const json_t *data)
+{
+    if (strcmp(type, SG_EV_STARTED) == 0)
+        *state = SG_RUNNING;
+    else if (strcmp(type, SG_EV_STATE_CHANGED) == 0)
+        return sg_state_parse(json_string_value(json_object_get(data, "to")), state);
+    return true;
+}
+
+/*
+ * SQL: what sg_state_fold needs of the stream of the saga whose
+ * SagaStarted row is s, as JSON text [[type, to], ...] in stream order.
+ * The fold itself stays in C (fold_text).
+ */
+#define STATE_EVENTS_SQL                                                                   \
+    "(SELECT json_agg(json_build_array(e.type, e.data->'to') ORDER BY e.version)::text "    \
+    "FROM es_events e WHERE e.stream_id = s.stream_id "                                    \
+    "AND e.type IN ('" SG_EV_STARTED "', '" SG_EV_STATE_CHANGED "'))"
+
+/* The state folded from STATE_EVENTS_SQL's text. */
+static sg_state
+fold_text(const char *text)
+{
+    json_t *evs = json_loads(text ? text : "[]", 0, NULL), *ev;
+    sg_state st = SG_RUNNING;
+    size_t i;
+
+    json_array_foreach(evs, i, ev) {
+        json_t *d = json_object();
+        json_object_set(d, "to", json_array_get(ev, 1));
+        (void)sg_state_fold(&st, json_string_value(json_array_get(ev, 0)) ?
+                                     json_string_value(json_array_get(ev, 0)) : "", d);
+        json_decref(d);
+    }
+    json_decref(evs);
+    return st;
+}
+
+/* ---- running SQL -------------------------------------------------------------- */
+
+/* The first line of pg's error message. */
+static const char *
+pg_why(PGconn *pg, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s", PQerrorMessage(pg));
+    buf[strcspn(buf, "\n")] = '\0';
+    return buf;
+}
+
+/* A failure of the engine's or the intake's SQL: they wait it out. */
+static es_status
+unavailable(PGconn *pg, es_error *err, const char *what)
+{
+    char why[256];
+
+    return es_error_set(err, ES_EUNAVAILABLE, "store_unavailable", NULL, "%s: %s", what,
+                        pg_why(pg, why, sizeof why));
+}
+
+/* A failure of an operator's SQL, as esctl reports it. */
+static es_status
+pg_failed(PGconn *pg, es_error *err)
+{
+    char why[256];
+    bool down = PQstatus(pg) != CONNECTION_OK;
+
+    return es_error_set(err, down ? ES_EUNAVAILABLE : ES_EINTERNAL,
+                        down ? "postgres_unavailable" : "postgres_error", NULL, "%s",
+                        pg_why(pg, why, sizeof why));
+}
+
+/* Runs sql; its result when it succeeded (PQclear it), else NULL. */
+static PGresult *
+run(PGconn *pg, const char *sql, int n, const char *const *p)
+{
+    PGresult *r = PQexecParams(pg, sql, n, NULL, p, NULL, NULL, 0);
+
+    if (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK)
+        return r;
+    PQclear(r);
+    return NULL;
+}
+
+static bool
+run_ok(PGconn *pg, const char *sql, int n, const char *const *p)
+{
+    PGresult *r = run(pg, sql, n, p);
+
+    PQclear(r);
+    return r != NULL;
+}
+
+/* A count of one row and column into *n. */
+static es_status
+count(PGconn *pg, const char *sql, long long *n, es_error *err)
+{
+    PGresult *r = run(pg, sql, 0, NULL);
+
+    *n = -1;
+    if (r == NULL || PQntuples(r) != 1) {
+        PQclear(r);
+        return pg_failed(pg, err);
+    }
+    *n = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return ES_OK;
+}
+
+/* A query returning one JSON text (or NULL for []) into *out. */
+static es_status
+json_rows(PGconn *pg, const char *sql, int n, const char *const *p, json_t **out,
+          es_error *err)
+{
+    PGresult *r = run(pg, sql, n, p);
+
+    *out = NULL;
+    if (r == NULL)
+        return pg_failed(pg, err);
+    *out = PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)
+               ? json_loads(PQgetvalue(r, 0, 0), JSON_DECODE_ANY, NULL) : json_array();
+    PQclear(r);
+    if (*out == NULL)
+        return es_error_set(err, ES_EINTERNAL, NULL, NULL, "could not decode the rows");
+    return ES_OK;
+}
+
+/* ---- work ----------------------------------------------------------------------- */
+
+es_status
+sg_work_claim(PGconn *pg, int lease_ms, sg_work *out, bool *found, es_error *err)
+{
+    char lease[16];
+    const char *p[1] = {lease};
+    PGresult *r;
+
+    memset(out, 0, sizeof *out);
+    *found = false;
+    snprintf(lease, sizeof lease, "%d", lease_ms);
+    /* a statement of its own: no transaction stays open while it runs */
+    r = run(pg, "UPDATE es_saga_work SET claimed_until = now() + $1::int * interval '1 ms' "
+                "WHERE saga_id = (SELECT saga_id FROM es_saga_work WHERE due_at <= now() "
+                "AND claimed_until <= now() ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                "RETURNING saga_id, flow, input::text, failures, wakes", 1, p);
+    if (r == NULL)
+        return unavailable(pg, err, "could not claim work");
+    if (PQntuples(r) == 1) {
+        snprintf(out->saga_id, sizeof out->saga_id, "%s", PQgetvalue(r, 0, 0));
+        snprintf(out->flow, sizeof out->flow, "%s", PQgetvalue(r, 0, 1));
+        out->input = strdup(PQgetvalue(r, 0, 2));
+        out->failures = atoi(PQgetvalue(r, 0, 3));
+        out->wakes = atoi(PQgetvalue(r, 0, 4));
+        *found = true;
+    }
+    PQclear(r);
+    return ES_OK;
+}
+
+es_status
+sg_work_release(PGconn *pg, const char *saga_id, int64_t due_ms, int wakes, es_error *err)
+{
+    char due[32], n[16];
+    const char *p[3] = {saga_id, due, n};
+
+    snprintf(due, sizeof due, "%" PRId64, due_ms);
+    snprintf(n, sizeof n, "%d", wakes);
+    if (!run_ok(pg, "UPDATE es_saga_work SET due_at = CASE WHEN wakes = $3::int "
+                    "THEN to_timestamp($2::bigint / 1000.0) ELSE now() END, "
+                    "claimed_until = '-infinity', failures = 0, last_error = NULL "
+                    "WHERE saga_id = $1", 3, p))
+        return unavailable(pg, err, "could not release work");
+    return ES_OK;
+}
+
+es_status
+sg_work_release_now(PGconn *pg, const char *saga_id, es_error *err)
+{
+    const char *p[1] = {saga_id};
+
+    if (!run_ok(pg, "UPDATE es_saga_work SET due_at = now(), claimed_until = '-infinity' "
+                    "WHERE saga_id = $1", 1, p))
+        return unavailable(pg, err, "could not release work");
+    return ES_OK;
+}
+
+es_status
+sg_work_defer(PGconn *pg, const char *saga_id, int64_t delay_ms, const char *error,
+              int failures, es_error *err)
+{
+    char delay[32], n[16];
+    const char *p[4] = {saga_id, delay, error, n};
+
+    snprintf(delay, sizeof delay, "%" PRId64, delay_ms);
+    snprintf(n, sizeof n, "%d", failures);
+    if (!run_ok(pg, "UPDATE es_saga_work SET due_at = now() + $2::bigint * interval '1 ms', "
+                    "claimed_until = '-infinity', last_error = $3, failures = $4::int "
+                    "WHERE saga_id = $1", 4, p))
+        return unavailable(pg, err, "could not defer work");
+    return ES_OK;
+}
+
+es_status
+sg_work_finish(PGconn *pg, const char *saga_id, es_error *err)
+{
+    const char *p[1] = {saga_id};
+
+    if (!run_ok(pg, "DELETE FROM es_saga_work WHERE saga_id = $1", 1, p))
+        return unavailable(pg, err, "could not remove work");
+    return ES_OK;
+}
+
+es_status
+sg_work_start(PGconn *pg, const char *saga_id, const char *flow, const char *input,
+              long delay_ms, es_error *err)
+{
+    char delay[24];
+    const char *p[4] = {saga_id, flow, input, delay};
+
+    snprintf(delay, sizeof delay, "%ld", delay_ms);
+    if (!run_ok(pg, "INSERT INTO es_saga_work (saga_id, flow, input, due_at) "
+                    "VALUES ($1, $2, $3::jsonb, now() + $4::int * interval '1 ms') "
+                    "ON CONFLICT (saga_id) DO NOTHING", 4, p))
+        return unavailable(pg, err, "could not start a saga");
+    return ES_OK;
+}
+
+int
+sg_work_next_due_ms(PGconn *pg, int max_ms)
+{
+    PGresult *r;
+    int ms = max_ms;
+
+    if (pg == NULL || PQstatus(pg) != CONNECTION_OK)
+        return max_ms;
+    r = run(pg, "SELECT (extract(epoch FROM min(due_at) - now()) * 1000)::bigint "
+                "FROM es_saga_work", 0, NULL);
+    if (r && !PQgetisnull(r, 0, 0)) {
+        long long v = atoll(PQgetvalue(r, 0, 0));
+        ms = v < 0 ? 0 : v < max_ms ? (int)v : max_ms;
+    }
+    PQclear(r);
+    return ms;
+}
+
+es_status
+sg_work_count(PGconn *pg, long long *n, es_error *err)
+{
+    return count(pg, "SELECT count(*) FROM es_saga_work", n, err);
+}
+
+/* ---- inbox -------------------------------------------------------------------- */
+
+es_status
+sg_inbox_deliver(PGconn *pg, const char *saga_id, const char *event_id, const char *type,
+                 const char *data, uint64_t seq, es_error *err)
+{
+    char n[32];
+    const char *p[5] = {saga_id, event_id, type, data, n};
+
+    snprintf(n, sizeof n, "%" PRIu64, seq);
+    if (!run_ok(pg, "INSERT INTO es_saga_inbox (saga_id, event_id, type, data, seq) "
+                    "VALUES ($1, $2::uuid, $3, $4::jsonb, $5::bigint) ON CONFLICT DO NOTHING",
+                5, p) ||
+        !run_ok(pg, "UPDATE es_saga_work SET due_at = now(), wakes = wakes + 1 "
+                    "WHERE saga_id = $1", 1, p))
+        return unavailable(pg, err, "could not deliver to an inbox");
+    return ES_OK;
+}
+
+es_status
+sg_inbox_read(PGconn *pg, const char *saga_id, json_t **events, es_error *err)
+{
+    const char *p[1] = {saga_id};
+    PGresult *r = run(pg, "SELECT type, data::text FROM es_saga_inbox WHERE saga_id = $1 "
+                          "ORDER BY seq", 1, p);
+    int i;
+
+    *events = NULL;
+    if (r == NULL) {
+        char what[320];
+        snprintf(what, sizeof what, "could not read the inbox of %s", saga_id);
+        return unavailable(pg, err, what);
+    }
+    *events = json_array();
+    for (i = 0; i < PQntuples(r); i++)
+        json_array_append_new(*events, json_pack("{s:s, s:o}", "type", PQgetvalue(r, i, 0),
+                                                 "data", json_loads(PQgetvalue(r, i, 1), 0, NULL)));
+    PQclear(r);
+    return ES_OK;
+}
+
+/* ---- checkpoint --------------------------------------------------------------- */
+
+es_status
+sg_checkpoint_read(PGconn *pg, uint64_t *seq, es_error *err)
+{
+    PGresult *r = run(pg, "SELECT seq FROM es_saga_checkpoint WHERE name = '" CHECKPOINT "'",
+                      0, NULL);
+
+    *seq = 0;
+    if (r == NULL)
+        return unavailable(pg, err, "could not read the saga checkpoint");
+    if (PQntuples(r) == 1)
+        *seq = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return ES_OK;
+}
+
+es_status
+sg_checkpoint_write(PGconn *pg, uint64_t seq, const char *position, es_error *err)
+{
+    char n[32];
+    const char *p[2] = {n, position};
+
+    snprintf(n, sizeof n, "%" PRIu64, seq);
+    if (!run_ok(pg, "INSERT INTO es_saga_checkpoint (name, seq, position) "
+                    "VALUES ('" CHECKPOINT "', $1::bigint, $2) ON CONFLICT (name) "
+                    "DO UPDATE SET seq = excluded.seq, position = excluded.position", 2, p))
+        return unavailable(pg, err, "could not write the saga checkpoint");
+    return ES_OK;
+}
+
+/* ---- dead letters ------------------------------------------------------------- */
+
+es_status
+sg_dead_letter_saga(PGconn *pg, const char *saga_id, const char *flow, const char *input,
+                    const char *reason, int attempts, es_error *err)
+{
+    char n[16];
+    const char *p[5] = {saga_id, flow, input, reason, n};
+
+    snprintf(n, sizeof n, "%d", attempts);
+    /* one step: a dead letter and no more work, or neither */
+    if (!run_ok(pg, "BEGIN", 0, NULL) ||
+        !run_ok(pg, "INSERT INTO es_saga_dead_letters (saga_id, flow, payload, reason, attempts) "
+                    "VALUES ($1, $2, $3::jsonb, $4, $5::int)", 5, p) ||
+        !run_ok(pg, "DELETE FROM es_saga_work WHERE saga_id = $1", 1, p) ||
+        !run_ok(pg, "COMMIT", 0, NULL)) {
+        es_status st = unavailable(pg, err, "could not record a dead letter");
+        run_ok(pg, "ROLLBACK", 0, NULL);
+        return st;
+    }
+    return ES_OK;
+}
+
+es_status
+sg_dead_letter_event(PGconn *pg, const char *flow, const char *event_id,
+                     const char *event_type, const char *payload, const char *reason,
+                     es_error *err)
+{
+    const char *p[5] = {flow, event_id, event_type, payload, reason};
+
+    if (event_id && !es_uuid_valid(event_id))
+        p[1] = NULL;
+    if (!run_ok(pg, "INSERT INTO es_saga_dead_letters (flow, event_id, event_type, payload, "
+                    "reason, attempts) VALUES ($1, $2::uuid, $3, $4::jsonb, $5, 1) "
+                    "ON CONFLICT DO NOTHING", 5, p))
+        return unavailable(pg, err, "could not record a dead letter");
+    return ES_OK;
+}
+
+es_status
+sg_dead_letter_open_count(PGconn *pg, long long *n, es_error *err)
+{
+    return count(pg, "SELECT count(*) FROM es_saga_dead_letters WHERE replayed_at IS NULL", n,
+                 err);
+}
+
+es_status
+sg_dead_letter_list(PGconn *pg, bool all, json_t **rows, es_error *err)
+{
+    const char *p[1] = {all ? "t" : "f"};
+
+    return json_rows(pg,
+        "SELECT json_agg(json_build_object('id', id, 'created_at', to_char(created_at AT TIME "
+        "ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), 'saga_id', saga_id, 'flow', flow, "
+        "'event_type', event_type, 'attempts', attempts, 'reason', reason, 'replayed_at', "
+        "to_char(replayed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+        "'payload', payload) ORDER BY id) FROM es_saga_dead_letters "
+        "WHERE $1::bool OR replayed_at IS NULL", 1, p, rows, err);
+}
+
+/* ---- reading sagas ------------------------------------------------------------- */
+
+es_status
+sg_saga_read(PGconn *pg, const char *saga_id, sg_saga_info *out, es_error *err)
+{
+    const char *p[1] = {saga_id};
+    PGresult *r;
+
+    memset(out, 0, sizeof *out);
+    r = run(pg, "SELECT s.data->>'saga_id', s.data->>'type', s.data->>'correlation_id', "
+                "(SELECT max(version) FROM es_events e WHERE e.stream_id = s.stream_id), "
+                "(SELECT to_jsonb(w) - 'input' FROM es_saga_work w WHERE w.saga_id = $1)::text, "
+                "(SELECT min(d.id) FROM es_saga_dead_letters d WHERE d.saga_id = $1 "
+                "AND d.replayed_at IS NULL), " STATE_EVENTS_SQL " "
+                "FROM es_events s WHERE s.stream_id = '" SG_STREAM_PREFIX "' || $1 "
+                "AND s.version = 0", 1, p);
+    if (r == NULL)
+        return pg_failed(pg, err);
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return es_error_set(err, ES_ENOTFOUND, "saga_not_found", "saga_id",
+                            "there is no saga %s", saga_id);
+    }
+    snprintf(out->saga_id, sizeof out->saga_id, "%s", PQgetvalue(r, 0, 0));
+    snprintf(out->type, sizeof out->type, "%s", PQgetvalue(r, 0, 1));
+    snprintf(out->correlation_id, sizeof out->correlation_id, "%s", PQgetvalue(r, 0, 2));
+    out->version = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
+    if (!PQgetisnull(r, 0, 4))
+        out->work = json_loads(PQgetvalue(r, 0, 4), 0, NULL);
+    out->dead_letter = strtoll(PQgetvalue(r, 0, 5), NULL, 10);
+    out->state = fold_text(PQgetisnull(r, 0, 6) ? NULL : PQgetvalue(r, 0, 6));
+    PQclear(r);
+    return ES_OK;
+}
+
+void
+sg_saga_info_clear(sg_saga_info *info)
+{
+    json_decref(info->work);
+    info->work = NULL;
+}
+
+es_status
+sg_saga_timeline(PGconn *pg, const char *saga_id, json_t **rows, es_error *err)
+{
+    const char *p[1] = {saga_id};
+
+    return json_rows(pg,
+        "SELECT json_agg(json_build_object('version', version, 'recorded_at', "
+        "to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
+        "'type', type, 'step', coalesce(data->>'step', data->>'to'), "
+        "'attempt', (data->>'attempt')::int, 'error', data->>'error', 'data', data) "
+        "ORDER BY version) FROM es_events WHERE stream_id = '" SG_STREAM_PREFIX "' || $1",
+        1, p, rows, err);
+}
+
+es_status
+sg_saga_list(PGconn *pg, const sg_saga_filter *f,
+             bool (*visit)(const sg_saga_summary *s, void *arg), void *arg, es_error *err)
+{
+    char limit[24];
+    /* a state filter is applied after the fold, so only without one can
+     * the database stop at the limit */
+    const char *p[2] = {f->type ? f->type : "", limit};
+    PGresult *r;
+    long seen = 0;
+    int i;
+
+    snprintf(limit, sizeof limit, "%ld", f->limit);
+    if (f->by_state || f->limit <= 0)
+        p[1] = NULL;
+    r = run(pg, "SELECT s.data->>'saga_id', s.data->>'type', s.data->>'correlation_id', "
+                "to_char(s.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') "
+                "AS started_at, " STATE_EVENTS_SQL " FROM es_events s "
+                "WHERE s.category = '" SG_CATEGORY "' AND s.type = '" SG_EV_STARTED "' "
+                "AND ($1 = '' OR s.data->>'type' = $1) ORDER BY started_at DESC LIMIT $2::bigint",
+            2, p);
+    if (r == NULL)
+        return pg_failed(pg, err);
+    for (i = 0; i < PQntuples(r) && (f->limit <= 0 || seen < f->limit); i++) {
+        sg_saga_summary s = {PQgetisnull(r, i, 0) ? NULL : PQgetvalue(r, i, 0),
+                             PQgetisnull(r, i, 1) ? NULL : PQgetvalue(r, i, 1),
+                             PQgetisnull(r, i, 2) ? NULL : PQgetvalue(r, i, 2),
+                             PQgetvalue(r, i, 3),
+                             fold_text(PQgetisnull(r, i, 4) ? NULL : PQgetvalue(r, i, 4))};
+
+        if (f->by_state && s.state != f->state)
+            continue;
+        seen++;
+        if (!visit(&s, arg))
+            break;
+    }
+    PQclear(r);
+    return ES_OK;
+}
+
+/* ---- what an operator does ------------------------------------------------------- */
+
+/* Appends one event (data stolen) to the saga's stream at version expected. */
+static es_status
+append(es_store *store, const char *saga_id, int64_t expected, const char *type, json_t *data,
+       es_error *err)
+{
+    char stream[300], *text = json_dumps(data, JSON_COMPACT);
+    es_new_event ev = {NULL, type, 1, text, NULL};
+    es_append_req req = {stream, expected, &ev, 1};
+    es_append_result res;
+
+    json_decref(data);
+    sg_saga_stream(stream, sizeof stream, saga_id);
+    if (text == NULL)
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+    es_store_append(store, &req, &res);
+    free(text);
+    if (res.status != ES_OK)
+        *err = res.err;
+    return res.status;
+}
+
+/* The data of saga_id's SagaStateChanged to compensating, from state from. */
+static json_t *
+to_compensating(const char *saga_id, const sg_saga_info *s, sg_state from, const char *why)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:s}", "saga_id", saga_id, "type", s->type,
+                     "from", sg_state_text(from), "to", sg_state_text(SG_COMPENSATING),
+                     "error", why);
+}
+
+es_status
+sg_dead_letter_replay(PGconn *pg, es_store *store, const char *id, sg_saga_op *out,
+                      es_error *err)
+{
+    const char *p[1] = {id};
+    PGresult *r = NULL;
+    sg_saga_info head = {0};
+    es_status st;
+
+    memset(out, 0, sizeof *out);
+    snprintf(out->dead_letter, sizeof out->dead_letter, "%s", id);
+    if (!run_ok(pg, "BEGIN", 0, NULL))
+        return pg_failed(pg, err);
+    r = run(pg, "SELECT saga_id, flow, payload::text, replayed_at IS NOT NULL "
+                "FROM es_saga_dead_letters WHERE id = $1::bigint FOR UPDATE", 1, p);
+    if (r == NULL) {
+        st = pg_failed(pg, err);
+        goto done;
+    }
+    if (PQntuples(r) == 0) {
+        st = es_error_set(err, ES_ENOTFOUND, "dead_letter_not_found", "id",
+                          "there is no dead letter %s", id);
+        goto done;
+    }
+    if (PQgetvalue(r, 0, 3)[0] == 't') {
+        st = es_error_set(err, ES_ECONFLICT, "replayed_already", "id",
+                          "dead letter %s was replayed already", id);
+        goto done;
+    }
+    if (PQgetisnull(r, 0, 0)) {
+        st = es_error_set(err, ES_ECONFLICT, "not_replayable", "id",
+                          "dead letter %s is an event that could not reach a saga: fix its "
+                          "cause (see its reason) and append a corrected event", id);
+        goto done;
+    }
+    snprintf(out->saga_id, sizeof out->saga_id, "%s", PQgetvalue(r, 0, 0));
+    st = sg_saga_read(pg, out->saga_id, &head, err);
+    if (st != ES_OK && st != ES_ENOTFOUND)
+        goto done;
+    if (st == ES_OK) {
+        /* A marker the engine folds: refusals are counted afresh, and a
+         * failed saga is reopened as compensating. */
+        json_t *d;
+
+        out->was_failed = head.state == SG_FAILED;
+        out->reopened = true;
+        out->state = out->was_failed ? SG_COMPENSATING : head.state;
+        d = out->was_failed
+                ? to_compensating(out->saga_id, &head, SG_FAILED, "replayed by an operator")
+                : json_pack("{s:s, s:s}", "saga_id", out->saga_id, "note",
+                            "replayed by an operator");
+        st = append(store, out->saga_id, head.version,
+                    out->was_failed ? SG_EV_STATE_CHANGED : SG_EV_REPLAYED, d, err);
+        if (st != ES_OK)
+            goto done;
+    }
+    {
+        const char *q[3] = {out->saga_id, PQgetisnull(r, 0, 1) ? NULL : PQgetvalue(r, 0, 1),
+                            PQgetvalue(r, 0, 2)};
+        if (!run_ok(pg, "INSERT INTO es_saga_work (saga_id, flow, input) "
+                        "VALUES ($1, $2, $3::jsonb) ON CONFLICT (saga_id) "
+                        "DO UPDATE SET due_at = now(), failures = 0, wakes = "
+                        "es_saga_work.wakes + 1", 3, q) ||
+            !run_ok(pg, "UPDATE es_saga_dead_letters SET replayed_at = now() "
+                        "WHERE id = $1::bigint", 1, p) ||
+            !run_ok(pg, "COMMIT", 0, NULL)) {
+            st = pg_failed(pg, err);
+            goto done;
+        }
+    }
+    out->queued = true;
+    st = ES_OK;
+done:
+    if (st != ES_OK)
+        PQclear(PQexec(pg, "ROLLBACK"));
+    sg_saga_info_clear(&head);
+    PQclear(r);
+    return st;
+}
+
+/* Makes a saga's work row due now; *found false if it has none. */
+static es_status
+wake(PGconn *pg, const char *saga_id, bool *found, es_error *err)
+{
+    const char *p[1] = {saga_id};
+    PGresult *r = run(pg, "UPDATE es_saga_work SET due_at = now(), failures = 0, "
+                          "wakes = wakes + 1 WHERE saga_id = $1 RETURNING saga_id", 1, p);
+
+    if (r == NULL)
+        return pg_failed(pg, err);
+    *found = PQntuples(r) == 1;
+    PQclear(r);
+    return ES_OK;
+}
+
+/* retry (compensate false) or compensate one saga. */
+static es_status
+operate(PGconn *pg, es_store *store, const char *saga_id, bool compensate, const char *reason,
+        sg_saga_op *out, es_error *err)
+{
+    sg_saga_info head;
+    es_status st;
+    char why[400];
+
+    memset(out, 0, sizeof *out);
+    snprintf(out->saga_id, sizeof out->saga_id, "%s", saga_id);
+    if ((st = sg_saga_read(pg, saga_id, &head, err)) != ES_OK)
+        goto done;
+    out->state = head.state;
+    if (head.state == SG_FAILED && head.dead_letter > 0) {
+        /* a failed saga is a dead letter: replaying it reopens it as compensating */
+        char id[24];
+        snprintf(id, sizeof id, "%" PRId64, head.dead_letter);
+        st = sg_dead_letter_replay(pg, store, id, out, err);
+        goto done;
+    }
+    if (head.state != SG_RUNNING && head.state != SG_COMPENSATING) {
+        st = es_error_set(err, ES_ECONFLICT, "saga_ended", "saga_id",
+                          "saga %s has ended (%s): there is nothing to %s%s", saga_id,
+                          sg_state_text(head.state), compensate ? "compensate" : "retry",
+                          compensate && head.state == SG_COMPLETED
+                              ? "; a completed saga is final (what it did is undone by new "
+                                "commands, not by compensation)" : "");
+        goto done;
+    }
+    if (compensate && head.state == SG_COMPENSATING) {
+        out->unchanged = true;
+        goto done;
+    }
+    snprintf(why, sizeof why, "%s by an operator%s%s",
+             compensate ? "compensation requested" : "retried", reason ? ": " : "",
+             reason ? reason : "");
+    st = append(store, saga_id, head.version, compensate ? SG_EV_STATE_CHANGED : SG_EV_REPLAYED,
+                compensate ? to_compensating(saga_id, &head, head.state, why)
+                           : json_pack("{s:s, s:s}", "saga_id", saga_id, "note", why),
+                err);
+    if (st != ES_OK)
+        goto done;
+    if (compensate)
+        out->state = SG_COMPENSATING;
+    st = wake(pg, saga_id, &out->queued, err);
+done:
+    sg_saga_info_clear(&head);
+    return st;
+}
+
+es_status
+sg_saga_retry(PGconn *pg, es_store *store, const char *saga_id, sg_saga_op *out, es_error *err)
+{
+    return operate(pg, store, saga_id, false, NULL, out, err);
+}
+
+es_status
+sg_saga_compensate(PGconn *pg, es_store *store, const char *saga_id, const char *reason,
+                   sg_saga_op *out, es_error *err)
+{
+    return operate(pg, store, saga_id, true, reason, out, err);
+}
