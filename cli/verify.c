@@ -29,6 +29,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "audit.h"
 #include "env.h"
 #include "feed.h"
 #include "projector.h"
@@ -114,23 +115,26 @@ sql_num(ctx *x, json_t *k, const char *sql)
     return v;
 }
 
-/* Rows of (key, number) from SQL as an object; NULL on failure. */
-static json_t *
-sql_map(ctx *x, json_t *k, const char *sql)
+/* The number of events in the store, or -1 when it cannot be read. */
+static long long
+store_count(ctx *x)
 {
-    PGresult *r = PQexec(x->pg, sql);
-    json_t *m;
+    int64_t n;
+    es_error err;
 
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        violation(x, k, "query failed: %s", PQerrorMessage(x->pg));
-        PQclear(r);
-        return NULL;
-    }
-    m = json_object();
-    for (int i = 0; i < PQntuples(r); i++)
-        json_object_set_new(m, PQgetvalue(r, i, 0), json_integer(atoll(PQgetvalue(r, i, 1))));
-    PQclear(r);
-    return m;
+    return es_audit_count(x->store, &n, &err) == ES_OK ? (long long)n : -1;
+}
+
+/* A tally of the store's events (see audit.h); NULL after a violation of k. */
+static es_audit_tally *
+tally(ctx *x, json_t *k, const es_audit_query *q)
+{
+    es_audit_tally *t = NULL;
+    es_error err;
+
+    if (es_audit_tally_read(x->store, q, &t, &err) != ES_OK)
+        violation(x, k, "query failed: %s", err.message);
+    return t;
 }
 
 /* ---- waiting until everything has caught up ----------------------------- */
@@ -143,7 +147,7 @@ caught_up(ctx *x)
 
     if (es_jetstream_last_seq(&x->js, &x->stream_last, &err) != ES_OK)
         return false;
-    x->store_events = sql_num(x, NULL, "SELECT count(*) FROM es_events");
+    x->store_events = store_count(x);
     if (x->store_events < 0 || (uint64_t)x->store_events != x->stream_last)
         return false;
     for (i = 0; i < pj_projection_count; i++) {
@@ -475,73 +479,99 @@ available(const json_t *h)
 /*
  * A conserved quantity: what comes in, what goes out and what comes back,
  * by event type of one category, must add up, entity by entity, to what
- * the read model holds.
+ * the read model holds.  Going out and coming back are done for an order
+ * (data field ref), each at most once.
  */
 typedef struct ledger {
-    const char *check, *category, *amount, *entity;     /* data fields */
+    const char *check, *category, *amount, *entity, *ref;  /* data fields */
     const char *type[3], *figure[3];                    /* in, out, back */
     const char *expected, *held;                        /* figure names */
-    const char *twice_sql, *twice_what;                 /* something done twice */
+    bool twice_by_stream;                               /* once per stream, not per category */
+    long long (*twice)(const es_audit_group *g);        /* out, back: done twice in g */
+    const char *twice_what;
+    const char *orphan_what;    /* back without out in its stream; NULL: not checked */
     const char *below_zero;
     const char *projection, *prefix, *noun;             /* the read model */
     long long (*value)(const json_t *);
 } ledger;
 
+/* An order charged more than once, and refunded more than once, count
+ * one each (in any accounts). */
+static long long
+money_twice(const es_audit_group *g)
+{
+    return (g->count[0] > 1) + (g->count[1] > 1);
+}
+
+/* A reservation of an order's stock of one sku made more than once, or
+ * released more often than made. */
+static long long
+stock_twice(const es_audit_group *g)
+{
+    return g->count[1] > g->count[0] || g->count[0] > 1;
+}
+
 static const ledger money = {
-    "money", "account", "amount", "customer_id",
+    "money", "account", "amount", "customer_id", "order_id",
     {"FundsDeposited", "PaymentCharged", "PaymentRefunded"},
     {"deposits", "charges", "refunds"}, "expected_balances", "balances",
-    "SELECT count(*) FROM (SELECT 1 FROM es_events WHERE category = 'account' AND type IN "
-    "('PaymentCharged', 'PaymentRefunded') GROUP BY data->>'order_id', type "
-    "HAVING count(*) > 1) t",
-    "orders charged or refunded more than once", "accounts below zero",
+    false, money_twice, "orders charged or refunded more than once",
+    "refunds of nothing charged", "accounts below zero",
     "accounts", "account:", "account", balance};
 
 static const ledger stock = {
-    "stock", "stock", "quantity", "sku",
+    "stock", "stock", "quantity", "sku", "order_id",
     {"StockRestocked", "StockReserved", "StockReleased"},
     {"restocked", "reserved", "released"}, "expected_available", "available",
-    "SELECT count(*) FROM (SELECT stream_id, data->>'order_id' FROM es_events WHERE category = "
-    "'stock' AND type IN ('StockReserved', 'StockReleased') GROUP BY 1, 2 HAVING count(*) "
-    "FILTER (WHERE type = 'StockReleased') > count(*) FILTER (WHERE type = 'StockReserved') "
-    "OR count(*) FILTER (WHERE type = 'StockReserved') > 1) t",
-    "reservations made or released more than once", "skus oversold",
+    true, stock_twice, "reservations made or released more than once",
+    NULL, "skus oversold",
     "inventory", "stock:", "sku", available};
 
 static void
 check_ledger(ctx *x, const ledger *l, bool compare)
 {
     json_t *k = check_new(x, l->check), *want, *have, *v;
-    long long n[3], expected, twice, neg = 0, sum = 0;
+    const char *out_back[2] = {l->type[1], l->type[2]};
+    es_audit_query by_entity = {l->category, l->type, 3, l->entity, false, l->amount};
+    es_audit_query by_ref = {l->category, out_back, 2, l->ref, l->twice_by_stream, NULL};
+    es_audit_tally *t;
+    long long n[3] = {0, 0, 0}, expected, twice = 0, orphan = 0, neg = 0, sum = 0;
     const char *id;
-    char sql[600];
+    size_t g;
     int i;
 
-    for (i = 0; i < 3; i++) {
-        snprintf(sql, sizeof sql, "SELECT sum((data->>'%s')::bigint) FROM es_events "
-                 "WHERE category = '%s' AND type = '%s'", l->amount, l->category, l->type[i]);
-        n[i] = sql_num(x, k, sql);
-        figure(k, l->figure[i], json_integer(n[i]));
+    if ((t = tally(x, k, &by_entity)) == NULL)
+        return;
+    want = json_object();
+    for (g = 0; g < t->count; g++) {
+        const es_audit_group *e = &t->groups[g];
+        for (i = 0; i < 3; i++)
+            n[i] += e->sum[i];
+        json_object_set_new(want, e->key ? e->key : "",
+                            json_integer(e->sum[0] - e->sum[1] + e->sum[2]));
     }
+    es_audit_tally_destroy(t);
+    for (i = 0; i < 3; i++)
+        figure(k, l->figure[i], json_integer(n[i]));
     expected = n[0] - n[1] + n[2];
     figure(k, l->expected, json_integer(expected));
-    if ((twice = sql_num(x, k, l->twice_sql)) > 0)
-        violation(x, k, "%lld %s", twice, l->twice_what);
-    if (l == &money) {
-        long long orphan = sql_num(x, k,
-            "SELECT count(*) FROM es_events r WHERE r.category = 'account' AND "
-            "r.type = 'PaymentRefunded' AND NOT EXISTS (SELECT 1 FROM es_events c "
-            "WHERE c.stream_id = r.stream_id AND c.type = 'PaymentCharged' "
-            "AND c.data->>'order_id' = r.data->>'order_id')");
-        if (orphan > 0)
-            violation(x, k, "%lld refunds of nothing charged", orphan);
+    if ((t = tally(x, k, &by_ref)) != NULL) {
+        for (g = 0; g < t->count; g++)
+            twice += l->twice(&t->groups[g]);
+        es_audit_tally_destroy(t);
     }
-    snprintf(sql, sizeof sql, "SELECT data->>'%s', sum(CASE type WHEN '%s' THEN "
-             "-(data->>'%s')::bigint ELSE (data->>'%s')::bigint END) FROM es_events "
-             "WHERE category = '%s' AND type IN ('%s', '%s', '%s') GROUP BY 1", l->entity,
-             l->type[1], l->amount, l->amount, l->category, l->type[0], l->type[1], l->type[2]);
-    if ((want = sql_map(x, k, sql)) == NULL)
-        return;
+    if (twice > 0)
+        violation(x, k, "%lld %s", twice, l->twice_what);
+    by_ref.by_stream = true;
+    if (l->orphan_what && (t = tally(x, k, &by_ref)) != NULL) {
+        /* an order id that is absent never matches, not even another absent one */
+        for (g = 0; g < t->count; g++)
+            if (t->groups[g].key == NULL || t->groups[g].count[0] == 0)
+                orphan += t->groups[g].count[1];
+        es_audit_tally_destroy(t);
+        if (orphan > 0)
+            violation(x, k, "%lld %s", orphan, l->orphan_what);
+    }
     json_object_foreach(want, id, v)
         neg += json_integer_value(v) < 0;
     if (neg > 0)
@@ -686,7 +716,7 @@ run_verify(cli *c, int argc, char **argv)
         rc = cli_fail(c, &err);
         goto done;
     }
-    x.store_events = sql_num(&x, NULL, "SELECT count(*) FROM es_events");
+    x.store_events = store_count(&x);
     x.checks = json_array();
     check_feed(&x);
     for (i = 0; i < pj_projection_count; i++)
