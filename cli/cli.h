@@ -80,9 +80,5 @@ extern const cli_cmd cli_stream_cmds[], cli_projection_cmds[], cli_saga_cmds[],
 /* A connection to the event store's PostgreSQL, or NULL after saying why
  * (exit CLI_UNAVAILABLE). */
 PGconn *cli_pg(cli *c);
-/* Runs a query whose rows become an array of objects (NULL as null,
- * integers, booleans and json as themselves, the rest as strings); NULL
- * after saying why. */
-json_t *cli_query(cli *c, PGconn *pg, const char *sql, int n, const char *const *params);
 
 #endif

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "audit.h"
 #include "env.h"
 #include "projector.h"
 
@@ -37,27 +38,16 @@ run_status(cli *c, int argc, char **argv)
 /* Events of the store the relay has not put on the stream yet: those
  * after the position of the stream's last message. */
 static es_status
-relay_lag(PGconn *pg, es_jetstream *n, uint64_t last, long long *lag, es_error *err)
+relay_lag(es_store *s, es_jetstream *n, uint64_t last, long long *lag, es_error *err)
 {
     es_position at = {0, 0};
-    char txid[32], gpos[32];
-    const char *p[2] = {txid, gpos};
-    PGresult *r;
+    int64_t behind;
 
     if (last > 0 && es_jetstream_position_at(n, last, &at, err) != ES_OK)
         return err->status;
-    snprintf(txid, sizeof txid, "%" PRIu64, at.txid);
-    snprintf(gpos, sizeof gpos, "%" PRId64, at.gpos);
-    r = PQexecParams(pg, "SELECT count(*) FROM es_events WHERE (transaction_id, global_position) "
-                         "> ($1::xid8, $2::bigint)", 2, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        PQclear(r);
-        return es_error_set(err, ES_EUNAVAILABLE, "postgres_unavailable", NULL,
-                            "could not count the events past the stream: %s",
-                            PQerrorMessage(pg));
-    }
-    *lag = atoll(PQgetvalue(r, 0, 0));
-    PQclear(r);
+    if (es_audit_count_after(s, at, &behind, err) != ES_OK)
+        return err->status;
+    *lag = (long long)behind;
     return ES_OK;
 }
 
@@ -73,7 +63,7 @@ run_lag(cli *c, int argc, char **argv)
     es_jetstream n = {0};
     es_error err;
     json_t *rows, *out;
-    PGconn *pg;
+    es_store *store;
     size_t i;
 
     if (!cli_parse(c, argc, argv, NULL, pos, 0, 1, &npos))
@@ -83,16 +73,16 @@ run_lag(cli *c, int argc, char **argv)
                      "there is no projection \"%s\"", pos[0]);
         return cli_fail(c, &err);
     }
-    if ((pg = cli_pg(c)) == NULL)
-        return CLI_UNAVAILABLE;
+    if (es_store_open(&store, es_pg_conninfo(), &err) != ES_OK)
+        return cli_fail(c, &err);
     if (es_jetstream_open(&n, &err) != ES_OK || es_jetstream_last_seq(&n, &last, &err) != ES_OK ||
-        relay_lag(pg, &n, last, &behind, &err) != ES_OK) {
+        relay_lag(store, &n, last, &behind, &err) != ES_OK) {
         es_jetstream_close(&n);
-        PQfinish(pg);
+        es_store_close(store);
         return cli_fail(c, &err);
     }
     es_jetstream_close(&n);
-    PQfinish(pg);
+    es_store_close(store);
     if ((rows = pj_status(&last, &have_last, &err)) == NULL)
         return cli_fail(c, &err);
     out = json_array();

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "audit.h"
 #include "env.h"
 #include "feed.h"
 #include "projector.h"
@@ -100,38 +101,27 @@ note(json_t *k, const char *fmt, ...)
     json_object_set_new(k, "note", json_string(text));
 }
 
-/* One number from SQL, or -1 (after a violation of k) on failure. */
-static long long
-sql_num(ctx *x, json_t *k, const char *sql)
-{
-    PGresult *r = PQexec(x->pg, sql);
-    long long v = -1;
 
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-        v = PQgetisnull(r, 0, 0) ? 0 : atoll(PQgetvalue(r, 0, 0));
-    else if (k)
-        violation(x, k, "query failed: %s", PQerrorMessage(x->pg));
-    PQclear(r);
-    return v;
+/* The number of events in the store, or -1 when it cannot be read. */
+static long long
+store_count(ctx *x)
+{
+    int64_t n;
+    es_error err;
+
+    return es_audit_count(x->store, &n, &err) == ES_OK ? (long long)n : -1;
 }
 
-/* Rows of (key, number) from SQL as an object; NULL on failure. */
-static json_t *
-sql_map(ctx *x, json_t *k, const char *sql)
+/* A tally of the store's events (see audit.h); NULL after a violation of k. */
+static es_audit_tally *
+tally(ctx *x, json_t *k, const es_audit_query *q)
 {
-    PGresult *r = PQexec(x->pg, sql);
-    json_t *m;
+    es_audit_tally *t = NULL;
+    es_error err;
 
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        violation(x, k, "query failed: %s", PQerrorMessage(x->pg));
-        PQclear(r);
-        return NULL;
-    }
-    m = json_object();
-    for (int i = 0; i < PQntuples(r); i++)
-        json_object_set_new(m, PQgetvalue(r, i, 0), json_integer(atoll(PQgetvalue(r, i, 1))));
-    PQclear(r);
-    return m;
+    if (es_audit_tally_read(x->store, q, &t, &err) != ES_OK)
+        violation(x, k, "query failed: %s", err.message);
+    return t;
 }
 
 /* ---- waiting until everything has caught up ----------------------------- */
@@ -144,7 +134,7 @@ caught_up(ctx *x)
 
     if (es_jetstream_last_seq(&x->js, &x->stream_last, &err) != ES_OK)
         return false;
-    x->store_events = sql_num(x, NULL, "SELECT count(*) FROM es_events");
+    x->store_events = store_count(x);
     if (x->store_events < 0 || (uint64_t)x->store_events != x->stream_last)
         return false;
     for (i = 0; i < pj_projection_count; i++) {
@@ -478,73 +468,99 @@ available(const json_t *h)
 /*
  * A conserved quantity: what comes in, what goes out and what comes back,
  * by event type of one category, must add up, entity by entity, to what
- * the read model holds.
+ * the read model holds.  Going out and coming back are done for an order
+ * (data field ref), each at most once.
  */
 typedef struct ledger {
-    const char *check, *category, *amount, *entity;     /* data fields */
+    const char *check, *category, *amount, *entity, *ref;  /* data fields */
     const char *type[3], *figure[3];                    /* in, out, back */
     const char *expected, *held;                        /* figure names */
-    const char *twice_sql, *twice_what;                 /* something done twice */
+    bool twice_by_stream;                               /* once per stream, not per category */
+    long long (*twice)(const es_audit_group *g);        /* out, back: done twice in g */
+    const char *twice_what;
+    const char *orphan_what;    /* back without out in its stream; NULL: not checked */
     const char *below_zero;
     const char *projection, *prefix, *noun;             /* the read model */
     long long (*value)(const json_t *);
 } ledger;
 
+/* An order charged more than once, and refunded more than once, count
+ * one each (in any accounts). */
+static long long
+money_twice(const es_audit_group *g)
+{
+    return (g->count[0] > 1) + (g->count[1] > 1);
+}
+
+/* A reservation of an order's stock of one sku made more than once, or
+ * released more often than made. */
+static long long
+stock_twice(const es_audit_group *g)
+{
+    return g->count[1] > g->count[0] || g->count[0] > 1;
+}
+
 static const ledger money = {
-    "money", "account", "amount", "customer_id",
+    "money", "account", "amount", "customer_id", "order_id",
     {"FundsDeposited", "PaymentCharged", "PaymentRefunded"},
     {"deposits", "charges", "refunds"}, "expected_balances", "balances",
-    "SELECT count(*) FROM (SELECT 1 FROM es_events WHERE category = 'account' AND type IN "
-    "('PaymentCharged', 'PaymentRefunded') GROUP BY data->>'order_id', type "
-    "HAVING count(*) > 1) t",
-    "orders charged or refunded more than once", "accounts below zero",
+    false, money_twice, "orders charged or refunded more than once",
+    "refunds of nothing charged", "accounts below zero",
     "accounts", "account:", "account", balance};
 
 static const ledger stock = {
-    "stock", "stock", "quantity", "sku",
+    "stock", "stock", "quantity", "sku", "order_id",
     {"StockRestocked", "StockReserved", "StockReleased"},
     {"restocked", "reserved", "released"}, "expected_available", "available",
-    "SELECT count(*) FROM (SELECT stream_id, data->>'order_id' FROM es_events WHERE category = "
-    "'stock' AND type IN ('StockReserved', 'StockReleased') GROUP BY 1, 2 HAVING count(*) "
-    "FILTER (WHERE type = 'StockReleased') > count(*) FILTER (WHERE type = 'StockReserved') "
-    "OR count(*) FILTER (WHERE type = 'StockReserved') > 1) t",
-    "reservations made or released more than once", "skus oversold",
+    true, stock_twice, "reservations made or released more than once",
+    NULL, "skus oversold",
     "inventory", "stock:", "sku", available};
 
 static void
 check_ledger(ctx *x, const ledger *l, bool compare)
 {
     json_t *k = check_new(x, l->check), *want, *have, *v;
-    long long n[3], expected, twice, neg = 0, sum = 0;
+    const char *out_back[2] = {l->type[1], l->type[2]};
+    es_audit_query by_entity = {l->category, l->type, 3, l->entity, false, l->amount};
+    es_audit_query by_ref = {l->category, out_back, 2, l->ref, l->twice_by_stream, NULL};
+    es_audit_tally *t;
+    long long n[3] = {0, 0, 0}, expected, twice = 0, orphan = 0, neg = 0, sum = 0;
     const char *id;
-    char sql[600];
+    size_t g;
     int i;
 
-    for (i = 0; i < 3; i++) {
-        snprintf(sql, sizeof sql, "SELECT sum((data->>'%s')::bigint) FROM es_events "
-                 "WHERE category = '%s' AND type = '%s'", l->amount, l->category, l->type[i]);
-        n[i] = sql_num(x, k, sql);
-        figure(k, l->figure[i], json_integer(n[i]));
+    if ((t = tally(x, k, &by_entity)) == NULL)
+        return;
+    want = json_object();
+    for (g = 0; g < t->count; g++) {
+        const es_audit_group *e = &t->groups[g];
+        for (i = 0; i < 3; i++)
+            n[i] += e->sum[i];
+        json_object_set_new(want, e->key ? e->key : "",
+                            json_integer(e->sum[0] - e->sum[1] + e->sum[2]));
     }
+    es_audit_tally_destroy(t);
+    for (i = 0; i < 3; i++)
+        figure(k, l->figure[i], json_integer(n[i]));
     expected = n[0] - n[1] + n[2];
     figure(k, l->expected, json_integer(expected));
-    if ((twice = sql_num(x, k, l->twice_sql)) > 0)
-        violation(x, k, "%lld %s", twice, l->twice_what);
-    if (l == &money) {
-        long long orphan = sql_num(x, k,
-            "SELECT count(*) FROM es_events r WHERE r.category = 'account' AND "
-            "r.type = 'PaymentRefunded' AND NOT EXISTS (SELECT 1 FROM es_events c "
-            "WHERE c.stream_id = r.stream_id AND c.type = 'PaymentCharged' "
-            "AND c.data->>'order_id' = r.data->>'order_id')");
-        if (orphan > 0)
-            violation(x, k, "%lld refunds of nothing charged", orphan);
+    if ((t = tally(x, k, &by_ref)) != NULL) {
+        for (g = 0; g < t->count; g++)
+            twice += l->twice(&t->groups[g]);
+        es_audit_tally_destroy(t);
     }
-    snprintf(sql, sizeof sql, "SELECT data->>'%s', sum(CASE type WHEN '%s' THEN "
-             "-(data->>'%s')::bigint ELSE (data->>'%s')::bigint END) FROM es_events "
-             "WHERE category = '%s' AND type IN ('%s', '%s', '%s') GROUP BY 1", l->entity,
-             l->type[1], l->amount, l->amount, l->category, l->type[0], l->type[1], l->type[2]);
-    if ((want = sql_map(x, k, sql)) == NULL)
-        return;
+    if (twice > 0)
+        violation(x, k, "%lld %s", twice, l->twice_what);
+    by_ref.by_stream = true;
+    if (l->orphan_what && (t = tally(x, k, &by_ref)) != NULL) {
+        /* an order id that is absent never matches, not even another absent one */
+        for (g = 0; g < t->count; g++)
+            if (t->groups[g].key == NULL || t->groups[g].count[0] == 0)
+                orphan += t->groups[g].count[1];
+        es_audit_tally_destroy(t);
+        if (orphan > 0)
+            violation(x, k, "%lld %s", orphan, l->orphan_what);
+    }
     json_object_foreach(want, id, v)
         neg += json_integer_value(v) < 0;
     if (neg > 0)
@@ -561,6 +577,56 @@ check_ledger(ctx *x, const ledger *l, bool compare)
         json_decref(have);
     }
     json_decref(want);
+}
+
+/* Net count of the first type minus the second, per order id, into map
+ * (order id -> json integer); false after a violation of k. */
+static bool
+net_by_order(ctx *x, json_t *k, const char *category, const char *plus, const char *minus,
+             json_t *map)
+{
+    const char *types[2] = {plus, minus};
+    es_audit_query q = {category, types, 2, "order_id", false, NULL};
+    es_audit_tally *t = tally(x, k, &q);
+
+    if (t == NULL)
+        return false;
+    for (size_t g = 0; g < t->count; g++) {
+        const es_audit_group *e = &t->groups[g];
+        json_t *was;
+        if (e->key == NULL)
+            continue;
+        was = json_object_get(map, e->key);
+        json_object_set_new(map, e->key, json_integer((was ? json_integer_value(was) : 0) +
+                                                      e->count[0] - e->count[1]));
+    }
+    es_audit_tally_destroy(t);
+    return true;
+}
+
+/* How many of orders (an array of order ids) still have money charged or
+ * stock reserved; -1 after a violation of k. */
+static long long
+compensated_kept(ctx *x, json_t *k, const json_t *orders)
+{
+    json_t *charged = json_object(), *reserved = json_object(), *id;
+    long long kept = -1;
+    size_t i;
+
+    if (!net_by_order(x, k, "account", "PaymentCharged", "PaymentRefunded", charged) ||
+        !net_by_order(x, k, "stock", "StockReserved", "StockReleased", reserved))
+        goto done;
+    kept = 0;
+    json_array_foreach(orders, i, id) {
+        const char *o = json_string_value(id);
+        if (o != NULL && (json_integer_value(json_object_get(charged, o)) != 0 ||
+                          json_integer_value(json_object_get(reserved, o)) != 0))
+            kept++;
+    }
+done:
+    json_decref(charged);
+    json_decref(reserved);
+    return kept;
 }
 
 /* What check_sagas counts, one saga at a time. */
@@ -589,7 +655,6 @@ check_sagas(ctx *x)
     sg_saga_filter all = {NULL, false, SG_RUNNING, 0};
     saga_counts n = {{0}, json_array()};
     long long started = 0, open, work = -1, dead = -1, kept = -1;
-    char *orders = NULL;
     es_error err;
     int i;
 
@@ -607,26 +672,7 @@ check_sagas(ctx *x)
         violation(x, k, "query failed: %s", err.message);
     /* a compensated order saga must leave its order with no money charged
      * and no stock reserved */
-    orders = json_dumps(n.compensated_orders, JSON_COMPACT);
-    {
-        const char *p[1] = {orders ? orders : "[]"};
-        PGresult *r = PQexecParams(x->pg,
-            "WITH o AS (SELECT jsonb_array_elements_text($1::jsonb) AS order_id), "
-            "m AS (SELECT data->>'order_id' AS order_id, sum(CASE type WHEN 'PaymentCharged' "
-            "THEN 1 ELSE -1 END) AS n FROM es_events WHERE category = 'account' AND type IN "
-            "('PaymentCharged', 'PaymentRefunded') GROUP BY 1), "
-            "r AS (SELECT data->>'order_id' AS order_id, sum(CASE type WHEN 'StockReserved' "
-            "THEN 1 ELSE -1 END) AS n FROM es_events WHERE category = 'stock' AND type IN "
-            "('StockReserved', 'StockReleased') GROUP BY 1) "
-            "SELECT count(*) FROM o LEFT JOIN m USING (order_id) LEFT JOIN r USING (order_id) "
-            "WHERE coalesce(m.n, 0) <> 0 OR coalesce(r.n, 0) <> 0", 1, NULL, p, NULL, NULL, 0);
-        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-            kept = atoll(PQgetvalue(r, 0, 0));
-        else
-            violation(x, k, "query failed: %s", PQerrorMessage(x->pg));
-        PQclear(r);
-    }
-    free(orders);
+    kept = compensated_kept(x, k, n.compensated_orders);
     json_decref(n.compensated_orders);
     figure(k, "started", json_integer(started));
     figure(k, "completed", json_integer(n.by_state[SG_COMPLETED]));
@@ -712,7 +758,7 @@ run_verify(cli *c, int argc, char **argv)
         rc = cli_fail(c, &err);
         goto done;
     }
-    x.store_events = sql_num(&x, NULL, "SELECT count(*) FROM es_events");
+    x.store_events = store_count(&x);
     x.checks = json_array();
     check_feed(&x);
     for (i = 0; i < pj_projection_count; i++)

@@ -24,7 +24,6 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <libpq-fe.h>
 #include <nats/nats.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -38,6 +37,7 @@
 #include "env.h"
 #include "feed.h"
 #include "http.h"
+#include "lock.h"
 #include "log.h"
 #include "store.h"
 
@@ -50,7 +50,7 @@ typedef struct relay {
     natsConnection *nc;
     jsCtx *js;
     natsSubscription *wake_sub;
-    PGconn *lock;
+    es_lock *lock;
     es_store *store;
     pthread_mutex_t mu;
     pthread_cond_t woken;
@@ -98,35 +98,20 @@ wait_wake(relay *r, int ms)
 static bool
 take_lock(relay *r)
 {
-    char sql[80];
-    PGresult *res;
-    bool ok;
+    es_error err;
+    bool held;
 
-    if (r->lock == NULL || PQstatus(r->lock) != CONNECTION_OK) {
-        if (r->lock)
-            PQfinish(r->lock);
-        r->lock = PQconnectdb(r->conninfo);
-        if (PQstatus(r->lock) != CONNECTION_OK) {
-            atomic_store(&r->pg_ok, false);
-            return false;
-        }
-    }
-    snprintf(sql, sizeof sql, "SELECT pg_try_advisory_lock(%lld)", (long long)RELAY_LOCK_KEY);
-    res = PQexec(r->lock, sql);
-    atomic_store(&r->pg_ok, PQresultStatus(res) == PGRES_TUPLES_OK);
-    ok = PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-    PQclear(res);
-    return ok;
+    atomic_store(&r->pg_ok, es_lock_try(r->lock, &held, &err) == ES_OK);
+    return held;
 }
 
 /* True while the lock's connection is alive (the lock dies with it). */
 static bool
 still_locked(relay *r)
 {
-    PGresult *res = PQexec(r->lock, "SELECT 1");
-    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    es_error err;
+    bool ok = es_lock_check(r->lock, &err) == ES_OK;
 
-    PQclear(res);
     atomic_store(&r->pg_ok, ok);
     return ok;
 }
@@ -390,6 +375,7 @@ main(void)
         goto done;
     }
     if (es_store_create(&r->store, r->conninfo, &err) != ES_OK ||
+        es_lock_create(&r->lock, r->conninfo, RELAY_LOCK_KEY, &err) != ES_OK ||
         es_daemon_server_start(&health, &relay_daemon, bind, port, &err) != ES_OK) {
         es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
@@ -422,11 +408,7 @@ main(void)
         }
         es_log(ES_LOG_INFO, "active");
         follow(r);
-        if (r->lock && PQstatus(r->lock) == CONNECTION_OK) {
-            char sql[80];
-            snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%lld)", (long long)RELAY_LOCK_KEY);
-            PQclear(PQexec(r->lock, sql));
-        }
+        es_lock_release(r->lock);
     }
     rc = 0;
 done:
@@ -443,8 +425,7 @@ done:
     natsOptions_Destroy(opts);
     es_daemon_server_stop(health);
     es_store_close(r->store);
-    if (r->lock)
-        PQfinish(r->lock);
+    es_lock_destroy(r->lock);
     nats_Close();
     return rc;
 }

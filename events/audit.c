@@ -1,0 +1,235 @@
+/*
+ * es_audit (see audit.h): counts and tallies over es_events for esctl.
+ * The server does the counting and summing; each statement's text is
+ * fixed and every name the caller gives travels as a parameter (the
+ * types as one JSON array), so a hostile category or field name is only
+ * a value that matches nothing.
+ */
+#include "audit.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_int.h"
+
+/* One row per (stream, key, type); the ORDER BY keeps a group's rows
+ * together, and "C" makes that order the bytes' (strcmp's). */
+static const char tally_sql[] =
+    "SELECT s, k, type, n, total FROM ("
+    "SELECT CASE WHEN $3::boolean THEN stream_id END AS s, data->>$4::text AS k, type, "
+    "count(*) AS n, coalesce(sum((data->>$5::text)::bigint), 0) AS total "
+    "FROM es_events WHERE category = $1 "
+    "AND type IN (SELECT jsonb_array_elements_text($2::jsonb)) "
+    "GROUP BY 1, 2, 3) t "
+    "ORDER BY s COLLATE \"C\", k COLLATE \"C\"";
+
+/* A count or sum the server sent as text, into *v. */
+static es_status
+parse_int(const char *text, const char *what, int64_t *v, es_error *err)
+{
+    char *end;
+    long long n;
+
+    errno = 0;
+    n = strtoll(text, &end, 10);
+    if (errno == ERANGE)
+        return es_error_set(err, ES_EINVALID, "audit_out_of_range", NULL,
+                            "%s %s is out of range", what, text);
+    if (end == text || *end != '\0')
+        return es_error_set(err, ES_EINTERNAL, NULL, NULL,
+                            "the store answered \"%s\" for %s", text, what);
+    *v = (int64_t)n;
+    return ES_OK;
+}
+
+/* Runs sql, which answers one count, into *count. */
+static es_status
+count_one(es_store *s, const char *sql, int n, const char *const *values, const char *what,
+          int64_t *count, es_error *err)
+{
+    PGconn *c = es__store_conn(s, err);
+    PGresult *r;
+    es_status st;
+
+    if (c == NULL)
+        return err->status;
+    r = PQexecParams(c, sql, n, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+        st = es__store_failure(s, r, what, err);
+    else
+        st = parse_int(PQgetvalue(r, 0, 0), "the count of events", count, err);
+    PQclear(r);
+    return st;
+}
+
+es_status
+es_audit_count(es_store *s, int64_t *count, es_error *err)
+{
+    return count_one(s, "SELECT count(*) FROM es_events", 0, NULL, "count the events", count,
+                     err);
+}
+
+es_status
+es_audit_count_after(es_store *s, es_position after, int64_t *count, es_error *err)
+{
+    char txid[24], gpos[24];
+    const char *values[2] = {txid, gpos};
+
+    snprintf(txid, sizeof txid, "%" PRIu64, after.txid);
+    snprintf(gpos, sizeof gpos, "%" PRId64, after.gpos);
+    return count_one(s, "SELECT count(*) FROM es_events WHERE (transaction_id, global_position) "
+                        "> ($1::xid8, $2::bigint)",
+                     2, values, "count the events after a position", count, err);
+}
+
+/* The types as a JSON array (malloc'd), or NULL with err set. */
+static char *
+types_json(const es_audit_query *q, es_error *err)
+{
+    json_t *a = json_array();
+    char *text = NULL;
+    size_t i, j;
+
+    if (a == NULL) {
+        es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate a tally");
+        return NULL;
+    }
+    for (i = 0; i < q->ntypes; i++) {
+        if (q->types[i] == NULL) {
+            es_error_set(err, ES_EINVALID, "audit_type_missing", "types",
+                         "type %zu of a tally is missing", i);
+            goto done;
+        }
+        for (j = 0; j < i; j++)
+            if (strcmp(q->types[i], q->types[j]) == 0) {
+                es_error_set(err, ES_EINVALID, "audit_type_repeated", "types",
+                             "type \"%s\" is named twice in a tally", q->types[i]);
+                goto done;
+            }
+        if (json_array_append_new(a, json_string(q->types[i])) != 0) {
+            es_error_set(err, ES_EINVALID, "audit_type_invalid", "types",
+                         "type %zu of a tally is not valid UTF-8", i);
+            goto done;
+        }
+    }
+    if ((text = json_dumps(a, JSON_COMPACT)) == NULL)
+        es_error_set(err, ES_ENOMEM, NULL, NULL, "could not encode the types of a tally");
+done:
+    json_decref(a);
+    return text;
+}
+
+/* The index of type in q->types; the query named only those. */
+static size_t
+type_index(const es_audit_query *q, const char *type)
+{
+    size_t i;
+
+    for (i = 0; i < q->ntypes; i++)
+        if (strcmp(q->types[i], type) == 0)
+            return i;
+    return q->ntypes;
+}
+
+static bool
+same_text(const char *a, const char *b)
+{
+    return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
+}
+
+/* Folds the rows of r, a group's rows next to each other, into t. */
+static es_status
+fold_rows(const es_audit_query *q, PGresult *r, es_audit_tally *t, es_error *err)
+{
+    int rows = PQntuples(r), i;
+    es_audit_group *g = NULL;
+
+    if (rows > 0 && (t->groups = calloc((size_t)rows, sizeof *t->groups)) == NULL)
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate %d groups", rows);
+    for (i = 0; i < rows; i++) {
+        const char *stream = PQgetisnull(r, i, 0) ? NULL : PQgetvalue(r, i, 0);
+        const char *key = PQgetisnull(r, i, 1) ? NULL : PQgetvalue(r, i, 1);
+        size_t ti = type_index(q, PQgetvalue(r, i, 2));
+        es_status st;
+
+        if (ti == q->ntypes)
+            return es_error_set(err, ES_EINTERNAL, NULL, NULL,
+                                "the store tallied type \"%s\", which was not asked for",
+                                PQgetvalue(r, i, 2));
+        if (g == NULL || !same_text(g->stream, stream) || !same_text(g->key, key)) {
+            g = &t->groups[t->count++];
+            g->stream = stream;
+            g->key = key;
+        }
+        if ((st = parse_int(PQgetvalue(r, i, 3), "the count of events", &g->count[ti],
+                            err)) != ES_OK ||
+            (st = parse_int(PQgetvalue(r, i, 4), "a sum of events", &g->sum[ti], err)) != ES_OK)
+            return st;
+    }
+    return ES_OK;
+}
+
+es_status
+es_audit_tally_read(es_store *s, const es_audit_query *q, es_audit_tally **out, es_error *err)
+{
+    PGconn *c;
+    PGresult *r = NULL;
+    es_audit_tally *t = NULL;
+    char *types = NULL;
+    const char *values[5];
+    es_status st;
+
+    *out = NULL;
+    if (q->category == NULL)
+        return es_error_set(err, ES_EINVALID, "audit_category_missing", "category",
+                            "a tally needs a category");
+    if (q->types == NULL || q->ntypes == 0 || q->ntypes > ES_AUDIT_TYPES_MAX)
+        return es_error_set(err, ES_EINVALID, "audit_types_count", "types",
+                            "a tally counts 1 to %d types, not %zu", ES_AUDIT_TYPES_MAX,
+                            q->types ? q->ntypes : 0);
+    if ((types = types_json(q, err)) == NULL)
+        return err->status;
+    if ((c = es__store_conn(s, err)) == NULL) {
+        st = err->status;
+        goto done;
+    }
+    values[0] = q->category;
+    values[1] = types;
+    values[2] = q->by_stream ? "true" : "false";
+    values[3] = q->group_field;         /* NULL is SQL NULL: one group */
+    values[4] = q->sum_field;           /* NULL: every sum is 0 */
+    r = PQexecParams(c, tally_sql, 5, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        st = es__store_failure(s, r, "tally the events", err);
+        goto done;
+    }
+    if ((t = calloc(1, sizeof *t)) == NULL) {
+        st = es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate a tally");
+        goto done;
+    }
+    t->priv_ = r;
+    r = NULL;
+    if ((st = fold_rows(q, t->priv_, t, err)) != ES_OK)
+        goto done;
+    *out = t;
+    t = NULL;
+done:
+    es_audit_tally_destroy(t);
+    PQclear(r);
+    free(types);
+    return st;
+}
+
+void
+es_audit_tally_destroy(es_audit_tally *t)
+{
+    if (t == NULL)
+        return;
+    PQclear(t->priv_);
+    free(t->groups);
+    free(t);
+}

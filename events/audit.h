@@ -1,0 +1,81 @@
+/*
+ * Read-only aggregate reads of the event store, for operators: how many
+ * events are stored (in all, or after a feed position), and a tally of
+ * one category's events by type, grouped by a field of their data and
+ * optionally by stream.  esctl folds its invariant checks (money and
+ * stock conserved, nothing done twice) and the relay's lag from these,
+ * so no program outside events/ writes SQL against the store's tables.
+ *
+ * The library knows no domain: the caller names the category, the types
+ * and the data fields, and each name is sent as a bound parameter, never
+ * as SQL text, so any string is only a value.  Unlike the feed, these
+ * reads count every committed event, also those above the feed's horizon.
+ */
+#ifndef ES_AUDIT_H
+#define ES_AUDIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+#include "status.h"
+#include "store.h"
+
+/* Most event types one tally counts apart. */
+#define ES_AUDIT_TYPES_MAX 8
+
+/* Sets *count to the number of events stored. */
+es_status es_audit_count(es_store *s, int64_t *count, es_error *err);
+
+/* Sets *count to the number of events stored after position after in
+ * feed order ((transaction_id, global_position) above it); {0, 0}
+ * counts them all. */
+es_status es_audit_count_after(es_store *s, es_position after, int64_t *count,
+                               es_error *err);
+
+/* What to tally: the events of one category whose type is one of types. */
+typedef struct es_audit_query {
+    const char *category;       /* streams "<category>-..." */
+    const char *const *types;   /* 1 .. ES_AUDIT_TYPES_MAX types, counted apart */
+    size_t ntypes;
+    const char *group_field;    /* events are grouped by the text of data->>group_field;
+                                   NULL: all in one group */
+    bool by_stream;             /* and by stream */
+    const char *sum_field;      /* summed per type as a bigint (data->>sum_field);
+                                   NULL: counts only */
+} es_audit_query;
+
+/*
+ * One group of a tally.  stream and key point into the tally.  A sum
+ * leaves out events that lack the field; one whose field is not an
+ * integer fails the whole read (ES_EINVALID).
+ */
+typedef struct es_audit_group {
+    const char *stream;         /* NULL unless by_stream */
+    const char *key;            /* the group field's text; NULL: events without it */
+    int64_t count[ES_AUDIT_TYPES_MAX];  /* events of types[i] */
+    int64_t sum[ES_AUDIT_TYPES_MAX];    /* sum_field over those events; 0 if none */
+} es_audit_group;
+
+/* The groups of a tally, ordered by stream, then key (bytewise; NULL
+ * last).  Only groups with at least one event appear. */
+typedef struct es_audit_tally {
+    size_t count;
+    es_audit_group *groups;
+    void *priv_;                /* owned storage; do not touch */
+} es_audit_tally;
+
+/*
+ * Tallies the events q names.  On ES_OK *out is a new tally the caller
+ * frees with es_audit_tally_destroy; on failure *out is NULL and err says
+ * why: ES_EINVALID for a query without category or types, or with more
+ * than ES_AUDIT_TYPES_MAX, or a sum over a field that is not an integer;
+ * a store error otherwise.  q is only read during the call.
+ */
+es_status es_audit_tally_read(es_store *s, const es_audit_query *q, es_audit_tally **out,
+                              es_error *err);
+
+void es_audit_tally_destroy(es_audit_tally *t);
+
+#endif

@@ -1,0 +1,107 @@
+/*
+ * es_lock (see lock.h): pg_try_advisory_lock on a connection of the
+ * lock's own.  The key travels as a parameter; the connection is opened
+ * by es_lock_try only, since a lock taken on a new connection is a new
+ * hold and es_lock_check must notice that the old one was lost.
+ */
+#include "lock.h"
+
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct es_lock {
+    PGconn *conn;               /* NULL until the first es_lock_try */
+    char *conninfo;
+    char key[24];               /* the key as text, a bigint parameter */
+};
+
+es_status
+es_lock_create(es_lock **out, const char *conninfo, int64_t key, es_error *err)
+{
+    es_lock *l;
+
+    *out = NULL;
+    es_error_clear(err);
+    if ((l = calloc(1, sizeof *l)) == NULL || (l->conninfo = strdup(conninfo)) == NULL) {
+        free(l);
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate a lock");
+    }
+    snprintf(l->key, sizeof l->key, "%" PRId64, key);
+    *out = l;
+    return ES_OK;
+}
+
+/* err for a lock whose connection failed, with libpq's first line. */
+static es_status
+unavailable(es_lock *l, const char *what, es_error *err)
+{
+    char text[256];
+
+    snprintf(text, sizeof text, "%s", l->conn ? PQerrorMessage(l->conn) : "out of memory");
+    text[strcspn(text, "\n")] = '\0';
+    return es_error_set(err, ES_EUNAVAILABLE, "lock_unavailable", NULL,
+                        "could not %s advisory lock %s: %s", what, l->key, text);
+}
+
+es_status
+es_lock_try(es_lock *l, bool *held, es_error *err)
+{
+    const char *values[1] = {l->key};
+    PGresult *r;
+    es_status st = ES_OK;
+
+    *held = false;
+    if (l->conn == NULL || PQstatus(l->conn) != CONNECTION_OK) {
+        PQfinish(l->conn);
+        l->conn = PQconnectdb(l->conninfo);
+        if (l->conn == NULL || PQstatus(l->conn) != CONNECTION_OK)
+            return unavailable(l, "connect for", err);
+    }
+    r = PQexecParams(l->conn, "SELECT pg_try_advisory_lock($1::bigint)", 1, NULL, values, NULL,
+                     NULL, 0);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        *held = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    else
+        st = unavailable(l, "take", err);
+    PQclear(r);
+    return st;
+}
+
+es_status
+es_lock_check(es_lock *l, es_error *err)
+{
+    PGresult *r;
+    es_status st = ES_OK;
+
+    if (l->conn == NULL || PQstatus(l->conn) != CONNECTION_OK)
+        return unavailable(l, "keep", err);
+    r = PQexec(l->conn, "SELECT 1");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        st = unavailable(l, "keep", err);
+    PQclear(r);
+    return st;
+}
+
+void
+es_lock_release(es_lock *l)
+{
+    const char *values[1] = {l->key};
+
+    if (l->conn == NULL || PQstatus(l->conn) != CONNECTION_OK)
+        return;
+    PQclear(PQexecParams(l->conn, "SELECT pg_advisory_unlock($1::bigint)", 1, NULL, values,
+                         NULL, NULL, 0));
+}
+
+void
+es_lock_destroy(es_lock *l)
+{
+    if (l == NULL)
+        return;
+    PQfinish(l->conn);
+    free(l->conninfo);
+    free(l);
+}
