@@ -147,7 +147,7 @@ redis_fail(redisContext *c, const redisReply *r, es_error *err, const char *what
 }
 
 redisContext *
-rm_connect(es_error *err)
+es_rm_connect(es_error *err)
 {
     const char *host = getenv("ES_REDIS_HOST"), *port = getenv("ES_REDIS_PORT");
     const char *db = getenv("ES_REDIS_DB");
@@ -185,14 +185,14 @@ rm_connect(es_error *err)
 
 /* ---- batches ---------------------------------------------------------- */
 
-static rm_arg *
-push(rm_batch *b)
+static es_rm_arg *
+push(es_rm_batch *b)
 {
     if (b->failed)
         return NULL;
     if (b->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 256;
-        rm_arg *grown = realloc(b->args, cap * sizeof *grown);
+        es_rm_arg *grown = realloc(b->args, cap * sizeof *grown);
         if (grown == NULL) {
             b->failed = true;
             return NULL;
@@ -205,9 +205,9 @@ push(rm_batch *b)
 }
 
 static void
-push_bytes(rm_batch *b, const char *s, size_t len)
+push_bytes(es_rm_batch *b, const char *s, size_t len)
 {
-    rm_arg *a = push(b);
+    es_rm_arg *a = push(b);
 
     if (a == NULL)
         return;
@@ -219,9 +219,9 @@ push_bytes(rm_batch *b, const char *s, size_t len)
 }
 
 static void
-push_num(rm_batch *b, long long v)
+push_num(es_rm_batch *b, long long v)
 {
-    rm_arg *a = push(b);
+    es_rm_arg *a = push(b);
 
     if (a) {
         a->num = v;
@@ -230,7 +230,7 @@ push_num(rm_batch *b, long long v)
 }
 
 void
-rm_batch_init(rm_batch *b, const char *name, const char *version)
+es_rm_batch_init(es_rm_batch *b, const char *name, const char *version)
 {
     memset(b, 0, sizeof *b);
     push_bytes(b, name, strlen(name));
@@ -239,7 +239,7 @@ rm_batch_init(rm_batch *b, const char *name, const char *version)
 }
 
 void
-rm_batch_free(rm_batch *b)
+es_rm_batch_free(es_rm_batch *b)
 {
     es_buf_free(&b->arena);
     es_buf_free(&b->wire);
@@ -248,7 +248,7 @@ rm_batch_free(rm_batch *b)
 }
 
 void
-rm_batch_reset(rm_batch *b, const char *name, const char *version)
+es_rm_batch_reset(es_rm_batch *b, const char *name, const char *version)
 {
     /* memory is kept: a rebuild formats thousands of batches alike */
     es_buf_reset(&b->arena);
@@ -261,15 +261,15 @@ rm_batch_reset(rm_batch *b, const char *name, const char *version)
     b->ncmd_at = b->argc_at = SIZE_MAX;
 }
 
-rm_mark
-rm_batch_mark(const rm_batch *b)
+es_rm_mark
+es_rm_batch_mark(const es_rm_batch *b)
 {
-    rm_mark m = {b->n, b->arena.len, b->events, b->ncmd_at, b->argc_at, b->last_seq};
+    es_rm_mark m = {b->n, b->arena.len, b->events, b->ncmd_at, b->argc_at, b->last_seq};
     return m;
 }
 
 void
-rm_batch_rewind(rm_batch *b, rm_mark m)
+es_rm_batch_rewind(es_rm_batch *b, es_rm_mark m)
 {
     if (b->failed)
         return;             /* sticky: the batch is unusable anyway */
@@ -284,7 +284,7 @@ rm_batch_rewind(rm_batch *b, rm_mark m)
 }
 
 void
-rm_batch_event(rm_batch *b, uint64_t seq, const char *position)
+es_rm_batch_event(es_rm_batch *b, uint64_t seq, const char *position)
 {
     push_num(b, (long long)seq);
     push_bytes(b, position, strlen(position));
@@ -296,14 +296,14 @@ rm_batch_event(rm_batch *b, uint64_t seq, const char *position)
 }
 
 static void
-count_arg(rm_batch *b)
+count_arg(es_rm_batch *b)
 {
     if (!b->failed && b->argc_at != SIZE_MAX)
         b->args[b->argc_at].num++;
 }
 
 void
-rm_cmd(rm_batch *b, const char *name, const char *keyfmt, ...)
+es_rm_cmd(es_rm_batch *b, const char *name, const char *keyfmt, ...)
 {
     char key[512];
     va_list ap;
@@ -340,21 +340,21 @@ rm_cmd(rm_batch *b, const char *name, const char *keyfmt, ...)
 }
 
 void
-rm_arg_str(rm_batch *b, const char *s)
+es_rm_arg_str(es_rm_batch *b, const char *s)
 {
     count_arg(b);
     push_bytes(b, s, strlen(s));
 }
 
 void
-rm_arg_int(rm_batch *b, long long v)
+es_rm_arg_int(es_rm_batch *b, long long v)
 {
     count_arg(b);
     push_num(b, v);
 }
 
 void
-rm_arg_fmt(rm_batch *b, const char *fmt, ...)
+es_rm_arg_fmt(es_rm_batch *b, const char *fmt, ...)
 {
     char text[1024];
     va_list ap;
@@ -372,7 +372,7 @@ rm_arg_fmt(rm_batch *b, const char *fmt, ...)
 }
 
 void
-rm_arg_json(rm_batch *b, const json_t *v)
+es_rm_arg_json(es_rm_batch *b, const json_t *v)
 {
     char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
 
@@ -380,7 +380,7 @@ rm_arg_json(rm_batch *b, const json_t *v)
         b->failed = true;
         return;
     }
-    rm_arg_str(b, text);
+    es_rm_arg_str(b, text);
     free(text);
 }
 
@@ -433,7 +433,7 @@ resp_array(es_buf *o, size_t n)
 }
 
 static void
-resp_arg(es_buf *o, const rm_batch *b, size_t i)
+resp_arg(es_buf *o, const es_rm_batch *b, size_t i)
 {
     if (b->args[i].is_num) {
         char num[24];
@@ -445,7 +445,7 @@ resp_arg(es_buf *o, const rm_batch *b, size_t i)
 
 /* EVALSHA (or EVAL) of s with args[0..n) as ARGV. */
 static void
-format_script(es_buf *o, script *s, bool by_sha, const rm_batch *b)
+format_script(es_buf *o, script *s, bool by_sha, const es_rm_batch *b)
 {
     size_t i;
 
@@ -474,7 +474,7 @@ send_formatted(redisContext *c, const es_buf *o)
 }
 
 static redisReply *
-run_script(redisContext *c, script *s, const rm_batch *b)
+run_script(redisContext *c, script *s, const es_rm_batch *b)
 {
     es_buf o = ES_BUF_INIT;
     redisReply *r;
@@ -505,7 +505,7 @@ copy_str(char *dst, size_t size, const redisReply *r)
 }
 
 static es_status
-parse_applied(redisContext *c, redisReply *r, rm_applied *out, es_error *err)
+parse_applied(redisContext *c, redisReply *r, es_rm_applied *out, es_error *err)
 {
     es_status st;
 
@@ -529,7 +529,7 @@ parse_applied(redisContext *c, redisReply *r, rm_applied *out, es_error *err)
 }
 
 es_status
-rm_apply(redisContext *c, rm_batch *b, rm_applied *out, es_error *err)
+es_rm_apply(redisContext *c, es_rm_batch *b, es_rm_applied *out, es_error *err)
 {
     if (b->failed)
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory building a batch");
@@ -545,11 +545,11 @@ rm_apply(redisContext *c, rm_batch *b, rm_applied *out, es_error *err)
  * exactly the events after the checkpoint, and hold the rebuild lock.
  */
 es_status
-rm_write_send(redisContext *c, rm_batch *b, size_t *replies, es_error *err)
+es_rm_write_send(redisContext *c, es_rm_batch *b, size_t *replies, es_error *err)
 {
     es_buf o = b->wire, prefix = ES_BUF_INIT;
     size_t i = 2, ncmd = 0;
-    const rm_arg *last_pos = NULL;
+    const es_rm_arg *last_pos = NULL;
     long long last_seq = 0;
     int rc;
 
@@ -567,7 +567,7 @@ rm_write_send(redisContext *c, rm_batch *b, size_t *replies, es_error *err)
         i += 3;
         for (k = 0; k < cmds; k++, ncmd++) {
             size_t argc = (size_t)b->args[i].num, j;
-            const rm_arg *key = &b->args[i + 2];
+            const es_rm_arg *key = &b->args[i + 2];
 
             resp_array(&o, argc);
             resp_arg(&o, b, i + 1);
@@ -607,7 +607,7 @@ rm_write_send(redisContext *c, rm_batch *b, size_t *replies, es_error *err)
 }
 
 es_status
-rm_write_recv(redisContext *c, size_t replies, es_error *err)
+es_rm_write_recv(redisContext *c, size_t replies, es_error *err)
 {
     es_status st = ES_OK;
     size_t i, j;
@@ -637,8 +637,8 @@ rm_write_recv(redisContext *c, size_t replies, es_error *err)
 /* ---- versions --------------------------------------------------------- */
 
 es_status
-rm_checkpoint(redisContext *c, const char *name, const char *version, uint64_t *seq,
-              char *position, es_error *err)
+es_rm_checkpoint(redisContext *c, const char *name, const char *version, uint64_t *seq,
+                 char *position, es_error *err)
 {
     redisReply *r = redisCommand(c, "HMGET rm:%s:%s:checkpoint seq position", name, version);
     es_status st;
@@ -650,13 +650,13 @@ rm_checkpoint(redisContext *c, const char *name, const char *version, uint64_t *
     }
     *seq = r->element[0]->type == REDIS_REPLY_STRING ? strtoull(r->element[0]->str, NULL, 10) : 0;
     if (position)
-        copy_str(position, RM_POSITION_MAX, r->element[1]);
+        copy_str(position, ES_RM_POSITION_MAX, r->element[1]);
     freeReplyObject(r);
     return ES_OK;
 }
 
 es_status
-rm_state_get(redisContext *c, const char *name, rm_state *out, es_error *err)
+es_rm_state_get(redisContext *c, const char *name, es_rm_state *out, es_error *err)
 {
     redisReply *r = redisCommand(c, "MGET rm:%s:active rm:%s:building", name, name);
     es_status st;
@@ -672,19 +672,19 @@ rm_state_get(redisContext *c, const char *name, rm_state *out, es_error *err)
     freeReplyObject(r);
     if (out->active[0] == '\0')
         return ES_OK;
-    return rm_checkpoint(c, name, out->active, &out->seq, out->position, err);
+    return es_rm_checkpoint(c, name, out->active, &out->seq, out->position, err);
 }
 
 es_status
-rm_switch(redisContext *c, const char *name, const char *version, bool *switched, es_error *err)
+es_rm_switch(redisContext *c, const char *name, const char *version, bool *switched, es_error *err)
 {
-    rm_batch b;
+    es_rm_batch b;
     redisReply *r;
     es_status st = ES_OK;
 
-    rm_batch_init(&b, name, version);
+    es_rm_batch_init(&b, name, version);
     r = run_script(c, &SWITCH, &b);
-    rm_batch_free(&b);
+    es_rm_batch_free(&b);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 4 ||
         r->element[0]->type != REDIS_REPLY_INTEGER)
         st = redis_fail(c, r, err, "switch");
@@ -695,7 +695,7 @@ rm_switch(redisContext *c, const char *name, const char *version, bool *switched
 }
 
 es_status
-rm_drop_version(redisContext *c, const char *name, const char *version, es_error *err)
+es_rm_drop_version(redisContext *c, const char *name, const char *version, es_error *err)
 {
     char cursor[32] = "0", pattern[128];
     redisReply *r;
@@ -753,16 +753,16 @@ rm_drop_version(redisContext *c, const char *name, const char *version, es_error
 /* ---- reading ---------------------------------------------------------- */
 
 es_status
-rm_read(redisContext *c, const char *name, const char *version, const char *const *const *cmds,
-        size_t ncmds, redisReply **out, es_error *err)
+es_rm_read(redisContext *c, const char *name, const char *version, const char *const *const *cmds,
+           size_t ncmds, redisReply **out, es_error *err)
 {
-    rm_batch b;
+    es_rm_batch b;
     redisReply *r;
     size_t i, j;
     es_status st = ES_OK;
 
     *out = NULL;
-    rm_batch_init(&b, name, version);
+    es_rm_batch_init(&b, name, version);
     for (i = 0; i < ncmds; i++) {
         size_t argc = 0;
         while (cmds[i][argc])
@@ -772,7 +772,7 @@ rm_read(redisContext *c, const char *name, const char *version, const char *cons
             push_bytes(&b, cmds[i][j], strlen(cmds[i][j]));
     }
     r = run_script(c, &READ, &b);
-    rm_batch_free(&b);
+    es_rm_batch_free(&b);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
         r->element[1]->type != REDIS_REPLY_INTEGER) {
         st = redis_fail(c, r, err, "read");
@@ -784,7 +784,7 @@ rm_read(redisContext *c, const char *name, const char *version, const char *cons
 }
 
 const char *
-rm_hash_get(const redisReply *hash, const char *field)
+es_rm_hash_get(const redisReply *hash, const char *field)
 {
     size_t i;
 
@@ -798,7 +798,7 @@ rm_hash_get(const redisReply *hash, const char *field)
 }
 
 bool
-rm_error_transient(const char *message)
+es_rm_error_transient(const char *message)
 {
     static const char *const prefixes[] = {"OOM", "MISCONF", "READONLY", "BUSY", "LOADING",
                                            "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN"};
@@ -865,10 +865,10 @@ dump_key(redisContext *c, const char *key, const char *type)
 }
 
 es_status
-rm_dump(redisContext *c, const char *name, const char *version, char ***lines, size_t *n,
-        es_error *err)
+es_rm_dump(redisContext *c, const char *name, const char *version, char ***lines, size_t *n,
+           es_error *err)
 {
-    char cursor[32] = "0", prefix[RM_NAME_MAX + 64];
+    char cursor[32] = "0", prefix[ES_RM_NAME_MAX + 64];
     size_t cap = 0, plen;
 
     *lines = NULL;
@@ -881,7 +881,7 @@ rm_dump(redisContext *c, const char *name, const char *version, char ***lines, s
 
         if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
             freeReplyObject(r);
-            rm_dump_free(*lines, *n);
+            es_rm_dump_free(*lines, *n);
             *lines = NULL;
             *n = 0;
             return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
@@ -906,7 +906,7 @@ rm_dump(redisContext *c, const char *name, const char *version, char ***lines, s
                 free(text);
                 freeReplyObject(t);
                 freeReplyObject(r);
-                rm_dump_free(*lines, *n);
+                es_rm_dump_free(*lines, *n);
                 *lines = NULL;
                 *n = 0;
                 return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
@@ -930,7 +930,7 @@ rm_dump(redisContext *c, const char *name, const char *version, char ***lines, s
 }
 
 void
-rm_dump_free(char **lines, size_t n)
+es_rm_dump_free(char **lines, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         free(lines[i]);

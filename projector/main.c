@@ -30,7 +30,7 @@
 typedef struct proj_state {
     const pj_projection *p;
     uint64_t seq;                       /* checkpoint of the active version */
-    char position[RM_POSITION_MAX];
+    char position[ES_RM_POSITION_MAX];
     char version[24];
     bool stopped;
     char reason[400];
@@ -79,10 +79,10 @@ load_states(live *l, es_error *err)
     size_t i;
 
     for (i = 0; i < l->n; i++) {
-        rm_state s;
+        es_rm_state s;
         proj_state *ps = &l->st[i];
 
-        if (rm_state_get(l->rc, ps->p->name, &s, err) != ES_OK)
+        if (es_rm_state_get(l->rc, ps->p->name, &s, err) != ES_OK)
             return err->status;
         pthread_mutex_lock(&l->mu);
         ps->seq = s.seq;
@@ -106,15 +106,15 @@ load_states(live *l, es_error *err)
 static bool
 apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
 {
-    rm_batch b;
-    rm_applied a;
+    es_rm_batch b;
+    es_rm_applied a;
     es_error err;
     const es_feed_event *stop_at = NULL;
     const char *why = NULL;
     size_t i;
     bool ok = true;
 
-    rm_batch_init(&b, ps->p->name, NULL);
+    es_rm_batch_init(&b, ps->p->name, NULL);
     for (i = 0; i < msgs->n; i++) {
         const es_feed_event *e = &msgs->ev[i];
 
@@ -130,10 +130,10 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
         }
     }
     if (b.events > 0) {
-        if (rm_apply(l->rc, &b, &a, &err) != ES_OK) {
+        if (es_rm_apply(l->rc, &b, &a, &err) != ES_OK) {
             pj_say("projection %s: %s", ps->p->name, err.message);
-            rm_batch_free(&b);
-            if (strcmp(err.code, "redis_error") == 0 && !rm_error_transient(err.message)) {
+            es_rm_batch_free(&b);
+            if (strcmp(err.code, "redis_error") == 0 && !es_rm_error_transient(err.message)) {
                 /* Redis answered, and refused the batch: trying the same
                  * again would not help, so the projection stops there. */
                 for (i = 0; i < msgs->n; i++)
@@ -151,12 +151,12 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
         snprintf(ps->position, sizeof ps->position, "%s", a.position);
         snprintf(ps->version, sizeof ps->version, "%s", a.version);
         pthread_mutex_unlock(&l->mu);
-        if (a.failed_seq != 0 && !a.failed_partial && rm_error_transient(a.failed_why)) {
+        if (a.failed_seq != 0 && !a.failed_partial && es_rm_error_transient(a.failed_why)) {
             /* nothing of that event was written and the error passes: the
              * events before it are in, the rest is tried again later */
             pj_say("projection %s: event %" PRIu64 ": %s; retrying", ps->p->name, a.failed_seq,
                    a.failed_why);
-            rm_batch_free(&b);
+            es_rm_batch_free(&b);
             return false;
         }
         if (a.failed_seq != 0) {
@@ -172,7 +172,7 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
                     stop_projection(l, ps, &msgs->ev[i], refused);
                     break;
                 }
-            rm_batch_free(&b);
+            es_rm_batch_free(&b);
             return true;
         }
         if (a.gap) {
@@ -181,7 +181,7 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
             ok = false;
         }
     }
-    rm_batch_free(&b);
+    es_rm_batch_free(&b);
     if (ok && stop_at && stop_at->seq == ps->seq + 1) {
         /* everything before it is applied: stop exactly there */
         char why_copy[320];
@@ -204,7 +204,7 @@ run_live(live *l)
         bool ok = true, any = false;
 
         if (l->rc == NULL) {
-            if ((l->rc = rm_connect(&err)) == NULL || load_states(l, &err) != ES_OK) {
+            if ((l->rc = es_rm_connect(&err)) == NULL || load_states(l, &err) != ES_OK) {
                 pj_say("%s", err.message);
                 if (l->rc)
                     redisFree(l->rc);

@@ -10,7 +10,7 @@
  *      last replayed event before going on).
  *   3. Follow the stream from B's checkpoint + 1, exactly where the replay
  *      ended, until B has reached the active version's checkpoint; then
- *      switch the alias in one script (rm_switch).  From then on the live
+ *      switch the alias in one script (es_rm_switch).  From then on the live
  *      projector's batches land in B, and anything B already has is skipped.
  *   4. After a grace period for reads still pinned to the old version,
  *      delete its keys.
@@ -128,11 +128,11 @@ static es_status
 pick_version(redisContext *rc, const char *name, bool dry_run, char *out, size_t size,
              bool *resumed, es_error *err)
 {
-    rm_state s;
+    es_rm_state s;
     redisReply *r;
     long long v, active;
 
-    if (rm_state_get(rc, name, &s, err) != ES_OK)
+    if (es_rm_state_get(rc, name, &s, err) != ES_OK)
         return err->status;
     *resumed = !dry_run && s.building[0] != '\0';
     if (*resumed) {
@@ -171,7 +171,7 @@ pick_version(redisContext *rc, const char *name, bool dry_run, char *out, size_t
 static es_status
 refused(es_status st, es_error *err)
 {
-    if (st != ES_OK && strcmp(err->code, "redis_error") == 0 && !rm_error_transient(err->message)) {
+    if (st != ES_OK && strcmp(err->code, "redis_error") == 0 && !es_rm_error_transient(err->message)) {
         char why[sizeof err->message];
         snprintf(why, sizeof why, "%s", err->message);
         es_error_set(err, st, "redis_refused", NULL, "%s", why);
@@ -192,7 +192,7 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
     size_t pending[DEPTH];      /* replies owed per batch in flight, a ring */
     int inflight = 0, head_i = 0;
     double renewed = now_s();
-    rm_batch b;
+    es_rm_batch b;
     es_status st = ES_OK;
     bool done = false;
 
@@ -204,7 +204,7 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
         return es_error_set(err, ES_EINTERNAL, NULL, NULL,
                             "version %s of %s has a bad checkpoint position \"%s\"", ver, p->name,
                             pos);
-    rm_batch_init(&b, p->name, ver);
+    es_rm_batch_init(&b, p->name, ver);
     while (!done && !atomic_load(&pj_stop)) {
         es_page *page = NULL;
         size_t i;
@@ -238,7 +238,7 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
             after = e->position;
             if ((int)b.events >= batch) {
                 if (inflight == DEPTH) {
-                    st = refused(rm_write_recv(rc, pending[head_i], err), err);
+                    st = refused(es_rm_write_recv(rc, pending[head_i], err), err);
                     head_i = (head_i + 1) % DEPTH;      /* read, whatever it said */
                     inflight--;
                     if (st != ES_OK)
@@ -248,16 +248,16 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
                  * renewed, checking that this rebuild still holds it */
                 if (lock_token[0] && now_s() - renewed > 5) {
                     for (; inflight > 0 && st == ES_OK; inflight--, head_i = (head_i + 1) % DEPTH)
-                        st = refused(rm_write_recv(rc, pending[head_i], err), err);
+                        st = refused(es_rm_write_recv(rc, pending[head_i], err), err);
                     if (st != ES_OK || (st = lock_renew(rc, p->name, err)) != ES_OK)
                         break;
                     renewed = now_s();
                 }
-                if ((st = rm_write_send(rc, &b, &pending[(head_i + inflight) % DEPTH], err)) !=
+                if ((st = es_rm_write_send(rc, &b, &pending[(head_i + inflight) % DEPTH], err)) !=
                     ES_OK)
                     break;
                 inflight++;
-                rm_batch_reset(&b, p->name, ver);
+                es_rm_batch_reset(&b, p->name, ver);
             }
         }
         es_page_destroy(page);
@@ -266,20 +266,20 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
         show(pg, *seq, false);
     }
     if (st == ES_OK && b.events > 0 && inflight == DEPTH) {
-        st = refused(rm_write_recv(rc, pending[head_i], err), err);
+        st = refused(es_rm_write_recv(rc, pending[head_i], err), err);
         head_i = (head_i + 1) % DEPTH;
         inflight--;
     }
     if (st == ES_OK && b.events > 0) {
-        if ((st = rm_write_send(rc, &b, &pending[(head_i + inflight) % DEPTH], err)) == ES_OK)
+        if ((st = es_rm_write_send(rc, &b, &pending[(head_i + inflight) % DEPTH], err)) == ES_OK)
             inflight++;
     }
-    rm_batch_free(&b);
+    es_rm_batch_free(&b);
     /* Every answer is read, also after a failure, so the connection stays
      * usable; the first failure is the one reported. */
     for (; inflight > 0; inflight--, head_i = (head_i + 1) % DEPTH) {
         es_error e2;
-        if (refused(rm_write_recv(rc, pending[head_i], st == ES_OK ? err : &e2),
+        if (refused(es_rm_write_recv(rc, pending[head_i], st == ES_OK ? err : &e2),
                     st == ES_OK ? err : &e2) != ES_OK) {
             if (st == ES_OK)
                 st = err->status;
@@ -339,11 +339,11 @@ follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, con
         return st;
     while (!atomic_load(&pj_stop)) {
         es_feed_batch msgs;
-        rm_batch b;
-        rm_applied a;
+        es_rm_batch b;
+        es_rm_applied a;
         size_t i;
 
-        if ((st = rm_switch(rc, p->name, ver, switched, err)) != ES_OK || *switched)
+        if ((st = es_rm_switch(rc, p->name, ver, switched, err)) != ES_OK || *switched)
             break;
         if ((st = lock_renew(rc, p->name, err)) != ES_OK)
             break;
@@ -351,9 +351,9 @@ follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, con
             break;
         if (msgs.n == 0) {
             /* Idle: the active version must be reachable at all. */
-            rm_state s;
+            es_rm_state s;
             uint64_t last;
-            if ((st = rm_state_get(rc, p->name, &s, err)) != ES_OK ||
+            if ((st = es_rm_state_get(rc, p->name, &s, err)) != ES_OK ||
                 (st = es_jetstream_last_seq(n, &last, err)) != ES_OK) {
                 es_feed_batch_free(&msgs);
                 break;
@@ -369,7 +369,7 @@ follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, con
                 break;
             }
         }
-        rm_batch_init(&b, p->name, ver);
+        es_rm_batch_init(&b, p->name, ver);
         for (i = 0; i < msgs.n && st == ES_OK; i++) {
             if (msgs.ev[i].seq <= *seq)
                 continue;
@@ -384,7 +384,7 @@ follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, con
                              msgs.ev[i].seq, msgs.ev[i].type, msgs.ev[i].event_id, why);
             }
         }
-        if (st == ES_OK && b.events > 0 && (st = rm_apply(rc, &b, &a, err)) == ES_OK) {
+        if (st == ES_OK && b.events > 0 && (st = es_rm_apply(rc, &b, &a, err)) == ES_OK) {
             *seq = a.seq;
             if (a.failed_seq != 0)
                 st = es_error_set(err, ES_EINTERNAL, a.failed_partial ? "redis_refused" : "redis_error",
@@ -394,7 +394,7 @@ follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, con
                 st = es_error_set(err, ES_EINTERNAL, NULL, NULL,
                                   "the stream skipped past %" PRIu64, a.seq);
         }
-        rm_batch_free(&b);
+        es_rm_batch_free(&b);
         es_feed_batch_free(&msgs);
         if (st != ES_OK)
             break;
@@ -416,7 +416,7 @@ drop_retired(redisContext *rc, const char *name, es_error *err)
                             "could not list the retired versions of %s", name);
     }
     for (i = 0; i < r->elements && st == ES_OK; i++) {
-        st = rm_drop_version(rc, name, r->element[i]->str, err);
+        st = es_rm_drop_version(rc, name, r->element[i]->str, err);
         if (st == ES_OK)
             pj_say("deleted version %s of %s", r->element[i]->str, name);
     }
@@ -433,7 +433,7 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
     es_jetstream nats = {0};
     progress pg = {isatty(2) != 0, now_s(), now_s(), 0, 0};
     es_position head;
-    char pos[RM_POSITION_MAX] = "";
+    char pos[ES_RM_POSITION_MAX] = "";
     uint64_t seq = 0, replayed_from;
     double t0;
     bool switched = false, locked = false;
@@ -446,7 +446,7 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
         return es_error_set(err, ES_ENOTFOUND, "unknown_projection", "name",
                             "there is no projection \"%s\"", name);
     snprintf(token, sizeof token, "%d-%ld", (int)getpid(), (long)time(NULL));
-    if (es_store_create(&store, es_pg_conninfo(), err) != ES_OK || (rc = rm_connect(err)) == NULL)
+    if (es_store_create(&store, es_pg_conninfo(), err) != ES_OK || (rc = es_rm_connect(err)) == NULL)
         goto fail;
     if (!dry_run && (locked = lock_take(rc, name, token)))
         snprintf(lock_token, sizeof lock_token, "%s", token);
@@ -458,7 +458,7 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
     if (es_jetstream_open(&nats, err) != ES_OK ||
         pick_version(rc, name, dry_run, rep->version, sizeof rep->version, &rep->resumed,
                      err) != ES_OK ||
-        rm_checkpoint(rc, name, rep->version, &seq, pos, err) != ES_OK ||
+        es_rm_checkpoint(rc, name, rep->version, &seq, pos, err) != ES_OK ||
         es_store_feed_head(store, &head, err) != ES_OK)
         goto fail;
     replayed_from = pg.from = seq;
@@ -478,7 +478,7 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
         goto interrupted;
     if (dry_run) {
         /* A measurement: how fast the store replays into Redis. */
-        if (rm_drop_version(rc, name, rep->version, err) != ES_OK)
+        if (es_rm_drop_version(rc, name, rep->version, err) != ES_OK)
             goto fail;
         goto done;
     }
@@ -507,11 +507,11 @@ fail:
         /* Redis refused a write: the version may hold part of an event and
          * a checkpoint past it, so nothing may resume from it.  The marker
          * goes first, so a half-finished deletion is never resumed. */
-        rm_state now;
+        es_rm_state now;
         es_error e2;
-        if (rm_state_get(rc, name, &now, &e2) == ES_OK && strcmp(now.active, rep->version) != 0) {
+        if (es_rm_state_get(rc, name, &now, &e2) == ES_OK && strcmp(now.active, rep->version) != 0) {
             freeReplyObject(redisCommand(rc, "DEL rm:%s:building", name));
-            if (rm_drop_version(rc, name, rep->version, &e2) == ES_OK)
+            if (es_rm_drop_version(rc, name, rep->version, &e2) == ES_OK)
                 pj_say("version %s of %s is deleted; the next rebuild starts afresh",
                        rep->version, name);
         }
@@ -533,7 +533,7 @@ pj_scratch(es_store *store, redisContext *rc, const pj_projection *p, uint64_t u
 {
     progress pg = {false, now_s(), now_s() + 1e9, 0, 0};   /* silent */
     es_position head = {UINT64_MAX, INT64_MAX};
-    char pos[RM_POSITION_MAX] = "";
+    char pos[ES_RM_POSITION_MAX] = "";
     bool resumed;
 
     *seq = 0;
@@ -541,7 +541,7 @@ pj_scratch(es_store *store, redisContext *rc, const pj_projection *p, uint64_t u
         return err->status;
     if (replay(store, rc, p, ver, head, upto, seq, pos, &pg, err) != ES_OK) {
         es_error e2;
-        rm_drop_version(rc, p->name, ver, &e2);
+        es_rm_drop_version(rc, p->name, ver, &e2);
         return err->status;
     }
     return ES_OK;
@@ -556,7 +556,7 @@ pj_status(uint64_t *stream_last, bool *have_last, es_error *err)
     size_t i;
 
     *stream_last = 0;
-    if ((rc = rm_connect(err)) == NULL) {
+    if ((rc = es_rm_connect(err)) == NULL) {
         json_decref(rows);
         return NULL;
     }
@@ -564,10 +564,10 @@ pj_status(uint64_t *stream_last, bool *have_last, es_error *err)
                  es_jetstream_last_seq(&nats, stream_last, err) == ES_OK;
     for (i = 0; i < pj_projection_count; i++) {
         const char *name = pj_projections[i].name;
-        rm_state s;
+        es_rm_state s;
         redisReply *r;
 
-        if (rm_state_get(rc, name, &s, err) != ES_OK) {
+        if (es_rm_state_get(rc, name, &s, err) != ES_OK) {
             json_decref(rows);
             rows = NULL;
             break;

@@ -171,7 +171,7 @@ redis_figures_on(redisContext *c, void *ctx, es_error *err)
 
     for (i = 0; i < pj_projection_count; i++) {
         redisReply *r, *rd;
-        es_status st = rm_read(c, pj_projections[i].name, NULL, NULL, 0, &rd, err);
+        es_status st = es_rm_read(c, pj_projections[i].name, NULL, NULL, 0, &rd, err);
 
         if (st != ES_OK)
             return st;

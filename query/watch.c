@@ -3,7 +3,7 @@
  * thread, one mutex; a condition variable per projection, so an
  * announcement wakes only the waiters of its read model.
  *
- *   connect --rm_connect()--> subscribe --SUBSCRIBE ok--> listen
+ *   connect --es_rm_connect()--> subscribe --SUBSCRIBE ok--> listen
  *      ^                                                    |
  *      |   backoff 0.1 s .. 2 s (sleep_or_stop())           | I/O error, no
  *      +----------------------------------------------------+ answer to PING
@@ -128,7 +128,7 @@ announce(watch *w, const redisReply *r)
 {
     const redisReply *ch, *msg;
     const char *pos;
-    char text[RM_POSITION_MAX];
+    char text[ES_RM_POSITION_MAX];
     es_position p;
     size_t i;
 
@@ -140,7 +140,7 @@ announce(watch *w, const redisReply *r)
     if (ch->type != REDIS_REPLY_STRING || msg->type != REDIS_REPLY_STRING)
         return;
     for (i = 0; i < pj_projection_count; i++) {
-        char want[RM_NAME_MAX + 16];
+        char want[ES_RM_NAME_MAX + 16];
 
         snprintf(want, sizeof want, "rm:%s:applied", pj_projections[i].name);
         if (strcmp(ch->str, want) == 0)
@@ -176,7 +176,7 @@ static bool
 subscribe(redisContext *c)
 {
     const char *argv[1 + 16];
-    char chans[16][RM_NAME_MAX + 16];
+    char chans[16][ES_RM_NAME_MAX + 16];
     redisReply *r;
     size_t i, n = 0;
     bool ok;
@@ -242,7 +242,7 @@ run(void *arg)
 
     while (!stopping(w)) {
         es_error err;
-        redisContext *c = rm_connect(&err);
+        redisContext *c = es_rm_connect(&err);
 
         if (c != NULL && !subscribe(c)) {
             es_error_set(&err, ES_EUNAVAILABLE, NULL, NULL, "could not subscribe: %s",

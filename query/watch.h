@@ -8,7 +8,7 @@
  * An announcement is a hint, never the answer: it may come from a version
  * being rebuilt, not the active one, and Pub/Sub loses messages while the
  * subscriber reconnects.  So a waiter woken by it re-checks the active
- * version's checkpoint with rm_read, and re-checks anyway after a fallback
+ * version's checkpoint with es_rm_read, and re-checks anyway after a fallback
  * interval (50 ms while the subscriber is down, 500 ms while it is up).
  */
 #ifndef QUERY_WATCH_H

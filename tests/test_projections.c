@@ -22,7 +22,7 @@ setup(void)
     es_error err;
 
     th_redis_flush();
-    rc = rm_connect(&err);
+    rc = es_rm_connect(&err);
     ck_assert_msg(rc != NULL, "%s", err.message);
 }
 
@@ -52,16 +52,16 @@ event(es_feed_event *e, uint64_t seq, const char *stream, const char *type, cons
 static uint64_t
 apply1(const char *p, uint64_t seq, const char *stream, const char *type, const char *data)
 {
-    rm_batch b;
-    rm_applied a;
+    es_rm_batch b;
+    es_rm_applied a;
     es_feed_event e;
     es_error err;
 
     event(&e, seq, stream, type, data);
-    rm_batch_init(&b, p, NULL);
+    es_rm_batch_init(&b, p, NULL);
     ck_assert_msg(pj_add(&b, pj_find(p), &e, &err) == ES_OK, "%s", err.message);
-    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
-    rm_batch_free(&b);
+    ck_assert_int_eq(es_rm_apply(rc, &b, &a, &err), ES_OK);
+    es_rm_batch_free(&b);
     es_feed_event_free(&e);
     return a.applied;
 }
@@ -185,8 +185,8 @@ END_TEST
 
 START_TEST(repeats_are_no_ops_and_gaps_are_refused)
 {
-    rm_batch b;
-    rm_applied a;
+    es_rm_batch b;
+    es_rm_applied a;
     es_feed_event e[4];
     es_error err;
     const pj_projection *acc = pj_find("accounts");
@@ -195,28 +195,28 @@ START_TEST(repeats_are_no_ops_and_gaps_are_refused)
         event(&e[i], (uint64_t)i + 1, "account-c9", "FundsDeposited",
               "{\"customer_id\":\"c9\",\"amount\":1}");
     /* 1 and 2 */
-    rm_batch_init(&b, "accounts", NULL);
+    es_rm_batch_init(&b, "accounts", NULL);
     pj_add(&b, acc, &e[0], &err);
     pj_add(&b, acc, &e[1], &err);
-    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
-    rm_batch_free(&b);
+    ck_assert_int_eq(es_rm_apply(rc, &b, &a, &err), ES_OK);
+    es_rm_batch_free(&b);
     ck_assert_uint_eq(a.applied, 2);
     ck_assert_uint_eq(a.seq, 2);
     /* 1, 2 again and 3: only 3 counts */
-    rm_batch_init(&b, "accounts", NULL);
+    es_rm_batch_init(&b, "accounts", NULL);
     for (int i = 0; i < 3; i++)
         pj_add(&b, acc, &e[i], &err);
-    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
-    rm_batch_free(&b);
+    ck_assert_int_eq(es_rm_apply(rc, &b, &a, &err), ES_OK);
+    es_rm_batch_free(&b);
     ck_assert_uint_eq(a.applied, 1);
     ck_assert_str_eq(hget("rm:accounts:1:account:c9", "balance"), "3");
     /* 5 without 4: refused, nothing written */
     es_feed_event_free(&e[3]);
     event(&e[3], 5, "account-c9", "FundsDeposited", "{\"customer_id\":\"c9\",\"amount\":1}");
-    rm_batch_init(&b, "accounts", NULL);
+    es_rm_batch_init(&b, "accounts", NULL);
     pj_add(&b, acc, &e[3], &err);
-    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
-    rm_batch_free(&b);
+    ck_assert_int_eq(es_rm_apply(rc, &b, &a, &err), ES_OK);
+    es_rm_batch_free(&b);
     ck_assert(a.gap);
     ck_assert_uint_eq(a.applied, 0);
     ck_assert_uint_eq(a.seq, 3);
@@ -229,7 +229,7 @@ END_TEST
 
 START_TEST(an_unappliable_event_leaves_the_batch_as_it_was)
 {
-    rm_batch b;
+    es_rm_batch b;
     es_feed_event ok, bad;
     es_error err;
     size_t n;
@@ -237,20 +237,20 @@ START_TEST(an_unappliable_event_leaves_the_batch_as_it_was)
     event(&ok, 1, "order-o2", "OrderPlaced",
           "{\"order_id\":\"o2\",\"customer_id\":\"c\",\"items\":[],\"total\":0}");
     event(&bad, 2, "order-o3", "OrderPlaced", "{\"orderId\":\"o3\",\"total\":0}");
-    rm_batch_init(&b, "orders", NULL);
+    es_rm_batch_init(&b, "orders", NULL);
     ck_assert_int_eq(pj_add(&b, pj_find("orders"), &ok, &err), ES_OK);
     n = b.n;
     ck_assert_int_eq(pj_add(&b, pj_find("orders"), &bad, &err), ES_EINVALID);
     ck_assert_str_eq(err.field, "data.order_id");
     ck_assert_uint_eq(b.n, n);
     ck_assert_uint_eq(b.events, 1);
-    rm_batch_free(&b);
+    es_rm_batch_free(&b);
     /* other categories and unknown types are not the projection's */
-    rm_batch_init(&b, "orders", NULL);
+    es_rm_batch_init(&b, "orders", NULL);
     es_feed_event_free(&bad);
     event(&bad, 2, "audit-x", "OrderPlaced", "{}");
     ck_assert_int_eq(pj_add(&b, pj_find("orders"), &bad, &err), ES_OK);
-    rm_batch_free(&b);
+    es_rm_batch_free(&b);
     es_feed_event_free(&ok);
     es_feed_event_free(&bad);
 }
@@ -258,50 +258,50 @@ END_TEST
 
 START_TEST(a_command_redis_refuses_ends_the_batch_before_its_event)
 {
-    rm_batch b;
-    rm_applied a;
+    es_rm_batch b;
+    es_rm_applied a;
     es_error err;
 
     /* event 1 is fine; event 2's command hits a key of the wrong type */
     freeReplyObject(redisCommand(rc, "SET rm:t_refuse:1:stock:x oops"));
-    rm_batch_init(&b, "t_refuse", "1");
-    rm_batch_event(&b, 1, "5-1");
-    rm_cmd(&b, "HINCRBY", "stock:%s", "y");
-    rm_arg_str(&b, "on_hand");
-    rm_arg_int(&b, 1);
-    rm_batch_event(&b, 2, "5-2");
-    rm_cmd(&b, "HINCRBY", "stock:%s", "x");
-    rm_arg_str(&b, "on_hand");
-    rm_arg_int(&b, 1);
-    rm_batch_event(&b, 3, "5-3");
-    rm_cmd(&b, "HINCRBY", "stock:%s", "y");
-    rm_arg_str(&b, "on_hand");
-    rm_arg_int(&b, 1);
-    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
+    es_rm_batch_init(&b, "t_refuse", "1");
+    es_rm_batch_event(&b, 1, "5-1");
+    es_rm_cmd(&b, "HINCRBY", "stock:%s", "y");
+    es_rm_arg_str(&b, "on_hand");
+    es_rm_arg_int(&b, 1);
+    es_rm_batch_event(&b, 2, "5-2");
+    es_rm_cmd(&b, "HINCRBY", "stock:%s", "x");
+    es_rm_arg_str(&b, "on_hand");
+    es_rm_arg_int(&b, 1);
+    es_rm_batch_event(&b, 3, "5-3");
+    es_rm_cmd(&b, "HINCRBY", "stock:%s", "y");
+    es_rm_arg_str(&b, "on_hand");
+    es_rm_arg_int(&b, 1);
+    ck_assert_int_eq(es_rm_apply(rc, &b, &a, &err), ES_OK);
     ck_assert_uint_eq(a.failed_seq, 2);
     ck_assert_ptr_nonnull(strstr(a.failed_why, "WRONGTYPE"));
     ck_assert_uint_eq(a.seq, 1);                /* the checkpoint stays before it */
     ck_assert_uint_eq(a.applied, 1);
     ck_assert_str_eq(hget("rm:t_refuse:1:stock:y", "on_hand"), "1");
     /* the same batch again (a retry) applies nothing twice */
-    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
+    ck_assert_int_eq(es_rm_apply(rc, &b, &a, &err), ES_OK);
     ck_assert_uint_eq(a.failed_seq, 2);
     ck_assert_str_eq(hget("rm:t_refuse:1:stock:y", "on_hand"), "1");
-    rm_batch_free(&b);
+    es_rm_batch_free(&b);
 }
 END_TEST
 
 START_TEST(amounts_redis_could_not_add_are_refused)
 {
-    rm_batch b;
+    es_rm_batch b;
     es_feed_event e;
     es_error err;
 
     event(&e, 1, "stock-s", "StockRestocked", "{\"sku\":\"s\",\"quantity\":9223372036854775807}");
-    rm_batch_init(&b, "inventory", NULL);
+    es_rm_batch_init(&b, "inventory", NULL);
     ck_assert_int_eq(pj_add(&b, pj_find("inventory"), &e, &err), ES_EINVALID);
     ck_assert_str_eq(err.field, "data.quantity");
-    rm_batch_free(&b);
+    es_rm_batch_free(&b);
     es_feed_event_free(&e);
 }
 END_TEST
@@ -326,8 +326,8 @@ END_TEST
 
 START_TEST(switch_waits_for_the_new_version_then_old_keys_go)
 {
-    rm_batch b;
-    rm_applied a;
+    es_rm_batch b;
+    es_rm_applied a;
     es_feed_event e;
     es_error err;
     bool switched;
@@ -339,15 +339,15 @@ START_TEST(switch_waits_for_the_new_version_then_old_keys_go)
     apply1("inventory", 2, "stock-s2", "StockRestocked", "{\"sku\":\"s2\",\"quantity\":1}");
     /* version 2 has only event 1: too early */
     event(&e, 1, "stock-s2", "StockRestocked", "{\"sku\":\"s2\",\"quantity\":1}");
-    rm_batch_init(&b, "inventory", "2");
+    es_rm_batch_init(&b, "inventory", "2");
     pj_add(&b, pj_find("inventory"), &e, &err);
-    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
-    rm_batch_free(&b);
+    ck_assert_int_eq(es_rm_apply(rc, &b, &a, &err), ES_OK);
+    es_rm_batch_free(&b);
     es_feed_event_free(&e);
-    ck_assert_int_eq(rm_switch(rc, "inventory", "2", &switched, &err), ES_OK);
+    ck_assert_int_eq(es_rm_switch(rc, "inventory", "2", &switched, &err), ES_OK);
     ck_assert(!switched);
     /* reads still see version 1, pinned with its checkpoint */
-    ck_assert_int_eq(rm_read(rc, "inventory", NULL, cmds, 1, &r, &err), ES_OK);
+    ck_assert_int_eq(es_rm_read(rc, "inventory", NULL, cmds, 1, &r, &err), ES_OK);
     ck_assert_str_eq(r->element[0]->str, "1");
     ck_assert_int_eq(r->element[1]->integer, 2);
     ck_assert_str_eq(r->element[3]->str, "2");
@@ -355,21 +355,21 @@ START_TEST(switch_waits_for_the_new_version_then_old_keys_go)
     /* caught up: the switch happens, reads move, and the live batches
      * (version "") land in version 2 */
     event(&e, 2, "stock-s2", "StockRestocked", "{\"sku\":\"s2\",\"quantity\":1}");
-    rm_batch_init(&b, "inventory", "2");
+    es_rm_batch_init(&b, "inventory", "2");
     pj_add(&b, pj_find("inventory"), &e, &err);
-    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
-    rm_batch_free(&b);
+    ck_assert_int_eq(es_rm_apply(rc, &b, &a, &err), ES_OK);
+    es_rm_batch_free(&b);
     es_feed_event_free(&e);
-    ck_assert_int_eq(rm_switch(rc, "inventory", "2", &switched, &err), ES_OK);
+    ck_assert_int_eq(es_rm_switch(rc, "inventory", "2", &switched, &err), ES_OK);
     ck_assert(switched);
     apply1("inventory", 3, "stock-s2", "StockRestocked", "{\"sku\":\"s2\",\"quantity\":5}");
-    ck_assert_int_eq(rm_read(rc, "inventory", NULL, cmds, 1, &r, &err), ES_OK);
+    ck_assert_int_eq(es_rm_read(rc, "inventory", NULL, cmds, 1, &r, &err), ES_OK);
     ck_assert_str_eq(r->element[0]->str, "2");
     ck_assert_int_eq(r->element[1]->integer, 3);
     ck_assert_str_eq(r->element[3]->str, "7");
     freeReplyObject(r);
     ck_assert_int_eq(integer("SISMEMBER rm:inventory:retired %s", "1"), 1);
-    ck_assert_int_eq(rm_drop_version(rc, "inventory", "1", &err), ES_OK);
+    ck_assert_int_eq(es_rm_drop_version(rc, "inventory", "1", &err), ES_OK);
     ck_assert_int_eq(integer("EXISTS %s", "rm:inventory:1:stock:s2"), 0);
     ck_assert_int_eq(integer("EXISTS %s", "rm:inventory:1:checkpoint"), 0);
     ck_assert_int_eq(integer("SISMEMBER rm:inventory:retired %s", "1"), 0);
