@@ -133,17 +133,49 @@ sha_of(script *s)
     return s->sha;
 }
 
+/*
+ * True for a Redis error reply whose first word, Redis' own machine code,
+ * names a condition that passes: out of memory (OOM), a failed save
+ * (MISCONF), a replica or a loading server (READONLY, LOADING,
+ * MASTERDOWN), a busy script (BUSY), a cluster in flux (TRYAGAIN,
+ * CLUSTERDOWN, NOREPLICAS).  Anything else (WRONGTYPE, ERR, a script's own
+ * error) is a refusal: the same request would fail again.  Errors raised
+ * inside a script keep the code of the command that failed.
+ */
+static bool
+reply_transient(const char *text)
+{
+    static const char *const codes[] = {"OOM",     "MISCONF",    "READONLY",   "BUSY",
+                                        "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN",
+                                        "CLUSTERDOWN"};
+    size_t i, len = strcspn(text, " ");
+
+    for (i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (strlen(codes[i]) == len && strncmp(text, codes[i], len) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * Records why a command failed: ES_EUNAVAILABLE (transient) when Redis did
+ * not answer, ES_EINTERNAL with code "redis_error" when it answered with an
+ * error (transient as its code says) or with a reply of the wrong shape.
+ */
 static es_status
 redis_fail(redisContext *c, const redisReply *r, es_error *err, const char *what)
 {
+    es_status st;
+
     if (r == NULL)
         return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL, "redis: %s: %s",
                             what, c->err ? c->errstr : "no answer");
-    if (r->type == REDIS_REPLY_ERROR)
-        return es_error_set(err, ES_EINTERNAL, "redis_error", NULL, "redis: %s: %s", what,
-                            r->str);
-    return es_error_set(err, ES_EINTERNAL, "redis_error", NULL,
-                        "redis: %s: unexpected reply type %d", what, r->type);
+    if (r->type != REDIS_REPLY_ERROR)
+        return es_error_set(err, ES_EINTERNAL, "redis_error", NULL,
+                            "redis: %s: unexpected reply type %d", what, r->type);
+    st = es_error_set(err, ES_EINTERNAL, "redis_error", NULL, "redis: %s: %s", what, r->str);
+    if (err)
+        err->transient = reply_transient(r->str);
+    return st;
 }
 
 redisContext *
@@ -524,6 +556,7 @@ parse_applied(redisContext *c, redisReply *r, es_rm_applied *out, es_error *err)
     out->failed_seq = (uint64_t)r->element[5]->integer;
     copy_str(out->failed_why, sizeof out->failed_why, r->element[6]);
     out->failed_partial = r->element[7]->type == REDIS_REPLY_INTEGER && r->element[7]->integer != 0;
+    out->failed_transient = out->failed_seq != 0 && reply_transient(out->failed_why);
     freeReplyObject(r);
     return ES_OK;
 }
@@ -796,23 +829,6 @@ es_rm_hash_get(const redisReply *hash, const char *field)
                                                                      : NULL;
     return NULL;
 }
-
-bool
-es_rm_error_transient(const char *message)
-{
-    static const char *const prefixes[] = {"OOM", "MISCONF", "READONLY", "BUSY", "LOADING",
-                                           "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN"};
-    size_t i;
-
-    /* our own messages read "redis: <what>: <reply>" */
-    if (strncmp(message, "redis: ", 7) == 0 && strchr(message + 7, ':'))
-        message = strchr(message + 7, ':') + 2;
-    for (i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
-        if (strncmp(message, prefixes[i], strlen(prefixes[i])) == 0)
-            return true;
-    return false;
-}
-
 
 /* ---- comparing versions ----------------------------------------------- */
 

@@ -18,6 +18,14 @@
  * script runs the whole batch atomically: an event at or below the
  * checkpoint is skipped, the next one (checkpoint + 1) is applied and
  * becomes the checkpoint, and one beyond it (a gap) stops the batch there.
+ *
+ * Errors say their kind as data, never only in words: ES_EUNAVAILABLE when
+ * Redis did not answer (err->transient is set); ES_EINTERNAL, code
+ * "redis_error", when it answered with an error or a reply of the wrong
+ * shape, with err->transient set when Redis' error code says the
+ * condition passes (LOADING, BUSY, OOM, READONLY...: try again later) and
+ * clear when it is a refusal (WRONGTYPE, a script error: the same request
+ * would fail again); ES_ENOMEM when memory ran out building a request.
  */
 #ifndef ES_READMODEL_H
 #define ES_READMODEL_H
@@ -93,11 +101,10 @@ typedef struct es_rm_applied {
                                    event (some of its commands may be applied) */
     char failed_why[200];
     bool failed_partial;        /* some of that event's commands were applied */
+    bool failed_transient;      /* Redis' error passes (out of memory, loading,
+                                   read-only replica, busy...): when nothing of
+                                   the event was applied, try it again later */
 } es_rm_applied;
-
-/* True for a Redis error that passes (out of memory, loading, read-only
- * replica, busy script...): retry later instead of giving up. */
-bool es_rm_error_transient(const char *message);
 
 /* Runs the batch and waits for the answer. */
 es_status es_rm_apply(redisContext *c, es_rm_batch *b, es_rm_applied *out, es_error *err);

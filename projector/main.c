@@ -133,7 +133,7 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
         if (es_rm_apply(l->rc, &b, &a, &err) != ES_OK) {
             pj_say("projection %s: %s", ps->p->name, err.message);
             es_rm_batch_free(&b);
-            if (strcmp(err.code, "redis_error") == 0 && !es_rm_error_transient(err.message)) {
+            if (err.status == ES_EINTERNAL && !err.transient) {
                 /* Redis answered, and refused the batch: trying the same
                  * again would not help, so the projection stops there. */
                 for (i = 0; i < msgs->n; i++)
@@ -151,7 +151,7 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
         snprintf(ps->position, sizeof ps->position, "%s", a.position);
         snprintf(ps->version, sizeof ps->version, "%s", a.version);
         pthread_mutex_unlock(&l->mu);
-        if (a.failed_seq != 0 && !a.failed_partial && es_rm_error_transient(a.failed_why)) {
+        if (a.failed_seq != 0 && !a.failed_partial && a.failed_transient) {
             /* nothing of that event was written and the error passes: the
              * events before it are in, the rest is tried again later */
             pj_say("projection %s: event %" PRIu64 ": %s; retrying", ps->p->name, a.failed_seq,

@@ -166,25 +166,28 @@ pick_version(redisContext *rc, const char *name, bool dry_run, char *out, size_t
     return ES_OK;
 }
 
-/* A Redis error answer to a write is a refusal: the version may hold part
- * of an event, so it must not be resumed (code redis_refused). */
+/* A Redis error answer to a write that is not one that passes is a
+ * refusal: the version may hold part of an event, so it must not be
+ * resumed (*torn; the code says redis_refused). */
 static es_status
-refused(es_status st, es_error *err)
+refused(es_status st, es_error *err, bool *torn)
 {
-    if (st != ES_OK && strcmp(err->code, "redis_error") == 0 && !es_rm_error_transient(err->message)) {
+    if (st == ES_EINTERNAL && !err->transient) {
         char why[sizeof err->message];
         snprintf(why, sizeof why, "%s", err->message);
         es_error_set(err, st, "redis_refused", NULL, "%s", why);
+        *torn = true;
     }
     return st;
 }
 
 /* Replays the store into version ver up to head, or its upto-th event
  * when upto is not 0; *seq and *pos are the checkpoint on entry and on
- * return. */
+ * return.  *torn is set when Redis refused a write (see refused()). */
 static es_status
 replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ver,
-       es_position head, uint64_t upto, uint64_t *seq, char *pos, progress *pg, es_error *err)
+       es_position head, uint64_t upto, uint64_t *seq, char *pos, progress *pg, bool *torn,
+       es_error *err)
 {
     int batch = atoi(es_env_str("ES_REBUILD_BATCH", "1000"));
     int page_size = atoi(es_env_str("ES_REBUILD_PAGE", "5000"));
@@ -238,7 +241,7 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
             after = e->position;
             if ((int)b.events >= batch) {
                 if (inflight == DEPTH) {
-                    st = refused(es_rm_write_recv(rc, pending[head_i], err), err);
+                    st = refused(es_rm_write_recv(rc, pending[head_i], err), err, torn);
                     head_i = (head_i + 1) % DEPTH;      /* read, whatever it said */
                     inflight--;
                     if (st != ES_OK)
@@ -248,7 +251,7 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
                  * renewed, checking that this rebuild still holds it */
                 if (lock_token[0] && now_s() - renewed > 5) {
                     for (; inflight > 0 && st == ES_OK; inflight--, head_i = (head_i + 1) % DEPTH)
-                        st = refused(es_rm_write_recv(rc, pending[head_i], err), err);
+                        st = refused(es_rm_write_recv(rc, pending[head_i], err), err, torn);
                     if (st != ES_OK || (st = lock_renew(rc, p->name, err)) != ES_OK)
                         break;
                     renewed = now_s();
@@ -266,7 +269,7 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
         show(pg, *seq, false);
     }
     if (st == ES_OK && b.events > 0 && inflight == DEPTH) {
-        st = refused(es_rm_write_recv(rc, pending[head_i], err), err);
+        st = refused(es_rm_write_recv(rc, pending[head_i], err), err, torn);
         head_i = (head_i + 1) % DEPTH;
         inflight--;
     }
@@ -279,13 +282,14 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
      * usable; the first failure is the one reported. */
     for (; inflight > 0; inflight--, head_i = (head_i + 1) % DEPTH) {
         es_error e2;
-        if (refused(es_rm_write_recv(rc, pending[head_i], st == ES_OK ? err : &e2),
-                    st == ES_OK ? err : &e2) != ES_OK) {
-            if (st == ES_OK)
-                st = err->status;
-            if (rc->err)
-                break;
-        }
+        es_status got;
+
+        if (st == ES_OK)
+            got = st = refused(es_rm_write_recv(rc, pending[head_i], err), err, torn);
+        else
+            got = es_rm_write_recv(rc, pending[head_i], &e2);
+        if (got != ES_OK && rc->err)
+            break;
     }
     return st;
 }
@@ -326,10 +330,11 @@ check_handover(es_jetstream *n, redisContext *rc, const char *name, uint64_t seq
     return ES_OK;
 }
 
-/* Follows the stream into version ver until it can take over. */
+/* Follows the stream into version ver until it can take over; *torn as
+ * for replay(). */
 static es_status
 follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, const char *ver,
-                  uint64_t *seq, bool *switched, es_error *err)
+                  uint64_t *seq, bool *switched, bool *torn, es_error *err)
 {
     natsSubscription *sub = NULL;
     es_status st;
@@ -386,10 +391,13 @@ follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, con
         }
         if (st == ES_OK && b.events > 0 && (st = es_rm_apply(rc, &b, &a, err)) == ES_OK) {
             *seq = a.seq;
-            if (a.failed_seq != 0)
-                st = es_error_set(err, ES_EINTERNAL, a.failed_partial ? "redis_refused" : "redis_error",
-                                  NULL, "redis refused event %" PRIu64 ": %s", a.failed_seq,
+            if (a.failed_seq != 0) {
+                st = es_error_set(err, ES_EINTERNAL,
+                                  a.failed_partial ? "redis_refused" : "redis_error", NULL,
+                                  "redis refused event %" PRIu64 ": %s", a.failed_seq,
                                   a.failed_why);
+                *torn = a.failed_partial;
+            }
             else if (a.gap)
                 st = es_error_set(err, ES_EINTERNAL, NULL, NULL,
                                   "the stream skipped past %" PRIu64, a.seq);
@@ -436,7 +444,7 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
     char pos[ES_RM_POSITION_MAX] = "";
     uint64_t seq = 0, replayed_from;
     double t0;
-    bool switched = false, locked = false;
+    bool switched = false, locked = false, torn = false;
     char token[64];
     es_status st = ES_OK;
 
@@ -467,7 +475,7 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
     pj_say("%s version %s of %s from event %" PRIu64, rep->resumed ? "resuming" : "building",
            rep->version, name, seq);
     t0 = now_s();
-    if (replay(store, rc, p, rep->version, head, 0, &seq, pos, &pg, err) != ES_OK)
+    if (replay(store, rc, p, rep->version, head, 0, &seq, pos, &pg, &torn, err) != ES_OK)
         goto fail;
     rep->seconds = now_s() - t0;
     rep->replayed = seq - replayed_from;
@@ -484,7 +492,7 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
     }
     if (check_handover(&nats, rc, name, seq, pos, err) != ES_OK)
         goto fail;
-    if (follow_and_switch(&nats, rc, p, rep->version, &seq, &switched, err) != ES_OK)
+    if (follow_and_switch(&nats, rc, p, rep->version, &seq, &switched, &torn, err) != ES_OK)
         goto fail;
     if (!switched)
         goto interrupted;
@@ -503,7 +511,7 @@ fail:
     st = err->status;
     if (pg.tty)
         fputc('\n', stderr);
-    if (rc && rep->version[0] && !dry_run && !switched && strcmp(err->code, "redis_refused") == 0) {
+    if (rc && rep->version[0] && !dry_run && !switched && torn) {
         /* Redis refused a write: the version may hold part of an event and
          * a checkpoint past it, so nothing may resume from it.  The marker
          * goes first, so a half-finished deletion is never resumed. */
@@ -534,12 +542,12 @@ pj_scratch(es_store *store, redisContext *rc, const pj_projection *p, uint64_t u
     progress pg = {false, now_s(), now_s() + 1e9, 0, 0};   /* silent */
     es_position head = {UINT64_MAX, INT64_MAX};
     char pos[ES_RM_POSITION_MAX] = "";
-    bool resumed;
+    bool resumed, torn = false;
 
     *seq = 0;
     if (pick_version(rc, p->name, true, ver, size, &resumed, err) != ES_OK)
         return err->status;
-    if (replay(store, rc, p, ver, head, upto, seq, pos, &pg, err) != ES_OK) {
+    if (replay(store, rc, p, ver, head, upto, seq, pos, &pg, &torn, err) != ES_OK) {
         es_error e2;
         es_rm_drop_version(rc, p->name, ver, &e2);
         return err->status;

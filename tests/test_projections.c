@@ -280,6 +280,7 @@ START_TEST(a_command_redis_refuses_ends_the_batch_before_its_event)
     ck_assert_int_eq(es_rm_apply(rc, &b, &a, &err), ES_OK);
     ck_assert_uint_eq(a.failed_seq, 2);
     ck_assert_ptr_nonnull(strstr(a.failed_why, "WRONGTYPE"));
+    ck_assert(!a.failed_transient);             /* a refusal: it would fail again */
     ck_assert_uint_eq(a.seq, 1);                /* the checkpoint stays before it */
     ck_assert_uint_eq(a.applied, 1);
     ck_assert_str_eq(hget("rm:t_refuse:1:stock:y", "on_hand"), "1");
@@ -288,6 +289,90 @@ START_TEST(a_command_redis_refuses_ends_the_batch_before_its_event)
     ck_assert_uint_eq(a.failed_seq, 2);
     ck_assert_str_eq(hget("rm:t_refuse:1:stock:y", "on_hand"), "1");
     es_rm_batch_free(&b);
+}
+END_TEST
+
+/* One event of projection name, version ver: HINCRBY stock:<sku>. */
+static void
+stock_event(es_rm_batch *b, const char *name, const char *ver, const char *sku)
+{
+    es_rm_batch_reset(b, name, ver);
+    es_rm_batch_event(b, 1, "5-1");
+    es_rm_cmd(b, "HINCRBY", "stock:%s", sku);
+    es_rm_arg_str(b, "on_hand");
+    es_rm_arg_int(b, 1);
+}
+
+static void
+set_maxmemory(const char *bytes)
+{
+    redisReply *r = redisCommand(rc, "CONFIG SET maxmemory %s", bytes);
+
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(r->type, REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+}
+
+/* Redis' own error code, not the words around it, says whether a failure
+ * passes: out of memory is tried again later, a key of the wrong type is
+ * a refusal; no answer at all passes too. */
+START_TEST(redis_errors_say_whether_they_pass)
+{
+    es_rm_batch b;
+    es_rm_applied a, oom_a;
+    es_error err, oom_write, oom_script;
+    es_status oom_apply_st, oom_write_st, oom_script_st;
+    size_t replies;
+    redisReply *r;
+    const char *const get[] = {"HGET", "stock:x", "on_hand", NULL};
+    const char *const *cmds[] = {get};
+    redisContext *none;
+
+    /* refusals: on the live path, the rebuild's and the read path */
+    freeReplyObject(redisCommand(rc, "SET rm:t_kind:1:stock:x oops"));
+    es_rm_batch_init(&b, "t_kind", "1");
+    stock_event(&b, "t_kind", "1", "x");
+    ck_assert_int_eq(es_rm_apply(rc, &b, &a, &err), ES_OK);
+    ck_assert_uint_eq(a.failed_seq, 1);
+    ck_assert(!a.failed_transient);
+    ck_assert_int_eq(es_rm_read(rc, "t_kind", "1", cmds, 1, &r, &err), ES_EINTERNAL);
+    ck_assert(!err.transient);
+    ck_assert_ptr_nonnull(strstr(err.message, "WRONGTYPE"));
+    ck_assert_int_eq(es_rm_write_send(rc, &b, &replies, &err), ES_OK);
+    ck_assert_int_eq(es_rm_write_recv(rc, replies, &err), ES_EINTERNAL);
+    ck_assert(!err.transient);
+    ck_assert_ptr_nonnull(strstr(err.message, "WRONGTYPE"));
+
+    /* out of memory passes: in a batch's command, a write, and the
+     * script's own first write (version 1 of a new projection); the limit
+     * is lifted before anything is checked */
+    set_maxmemory("1");
+    stock_event(&b, "t_kind", "2", "y");
+    oom_apply_st = es_rm_apply(rc, &b, &oom_a, &err);
+    stock_event(&b, "t_kind", "3", "y");
+    oom_write_st = es_rm_write_send(rc, &b, &replies, &oom_write);
+    if (oom_write_st == ES_OK)
+        oom_write_st = es_rm_write_recv(rc, replies, &oom_write);
+    stock_event(&b, "t_kind_new", NULL, "y");
+    oom_script_st = es_rm_apply(rc, &b, &a, &oom_script);
+    set_maxmemory("0");
+    es_rm_batch_free(&b);
+    ck_assert_int_eq(oom_apply_st, ES_OK);
+    ck_assert_uint_eq(oom_a.failed_seq, 1);
+    ck_assert(!oom_a.failed_partial);
+    ck_assert_msg(oom_a.failed_transient, "%s", oom_a.failed_why);
+    ck_assert_int_eq(oom_write_st, ES_EINTERNAL);
+    ck_assert_msg(oom_write.transient, "%s", oom_write.message);
+    ck_assert_int_eq(oom_script_st, ES_EINTERNAL);
+    ck_assert_msg(oom_script.transient, "%s", oom_script.message);
+    ck_assert_ptr_nonnull(strstr(oom_script.message, "OOM"));
+
+    /* no answer */
+    setenv("ES_REDIS_PORT", "1", 1);
+    none = es_rm_connect(&err);
+    ck_assert_ptr_null(none);
+    ck_assert_int_eq(err.status, ES_EUNAVAILABLE);
+    ck_assert(err.transient);
 }
 END_TEST
 
@@ -389,6 +474,7 @@ main(void)
     tcase_add_test(tc, an_unappliable_event_leaves_the_batch_as_it_was);
     tcase_add_test(tc, undecodable_messages_are_refused);
     tcase_add_test(tc, a_command_redis_refuses_ends_the_batch_before_its_event);
+    tcase_add_test(tc, redis_errors_say_whether_they_pass);
     tcase_add_test(tc, amounts_redis_could_not_add_are_refused);
     tcase_add_test(tc, switch_waits_for_the_new_version_then_old_keys_go);
     suite_add_tcase(s, tc);
