@@ -357,7 +357,8 @@ check_projection(ctx *x, const pj_projection *p)
     json_t *k;
     es_rm_state s;
     es_error err;
-    redisReply *r;
+    char reason[512];
+    bool stopped;
     size_t keys = 0;
     int attempt, rc = -2;
 
@@ -369,10 +370,9 @@ check_projection(ctx *x, const pj_projection *p)
     }
     figure(k, "version", json_string(s.active));
     figure(k, "checkpoint", json_integer((json_int_t)s.seq));
-    r = redisCommand(x->rc, "HGET rm:%s:stopped reason", p->name);
-    if (r && r->type == REDIS_REPLY_STRING)
-        violation(x, k, "stopped: %s", r->str);
-    freeReplyObject(r);
+    if (es_rm_stopped_get(x->rc, p->name, &stopped, reason, sizeof reason, &err) == ES_OK &&
+        stopped)
+        violation(x, k, "stopped: %s", reason);
     if (s.seq != x->stream_last) {
         if (x->settled)
             violation(x, k, "behind: at event %" PRIu64 " of %" PRIu64, s.seq, x->stream_last);

@@ -101,19 +101,46 @@ static const char READ_LUA[] =
     "end\n"
     "return out\n";
 
+/* ARGV: name.  Numbers a new version above every one used so far and
+ * above the active one; "1" is the live projector's, so at least 2. */
+static const char NEXT_LUA[] =
+    "local base = 'rm:' .. ARGV[1] .. ':'\n"
+    "local v = redis.call('INCR', base .. 'next')\n"
+    "local a = tonumber(redis.call('GET', base .. 'active') or '0') or 0\n"
+    "if v <= a then v = a + 1 end\n"
+    "if v < 2 then v = 2 end\n"
+    "redis.call('SET', base .. 'next', v)\n"
+    "return v\n";
+
+/* The rebuild lock's lease, renewed as the rebuild goes. */
+#define LEASE_MS "30000"
+
+/* ARGV: name, token.  1 when the token's holder still had the lock and
+ * its lease is renewed (RENEW) or the lock is released (RELEASE). */
+static const char RENEW_LUA[] =
+    "local k = 'rm:' .. ARGV[1] .. ':rebuilding'\n"
+    "if redis.call('GET', k) ~= ARGV[2] then return 0 end\n"
+    "return redis.call('PEXPIRE', k, " LEASE_MS ")\n";
+
+static const char RELEASE_LUA[] =
+    "local k = 'rm:' .. ARGV[1] .. ':rebuilding'\n"
+    "if redis.call('GET', k) ~= ARGV[2] then return 0 end\n"
+    "return redis.call('DEL', k)\n";
+
 typedef struct script {
     const char *text;
     char sha[41];
 } script;
 
-static script APPLY = {APPLY_LUA, ""}, SWITCH = {SWITCH_LUA, ""}, READ = {READ_LUA, ""};
+static script APPLY = {APPLY_LUA, ""}, SWITCH = {SWITCH_LUA, ""}, READ = {READ_LUA, ""},
+              NEXT = {NEXT_LUA, ""}, RENEW = {RENEW_LUA, ""}, RELEASE = {RELEASE_LUA, ""};
 
 static pthread_once_t shas_once = PTHREAD_ONCE_INIT;
 
 static void
 compute_shas(void)
 {
-    script *all[] = {&APPLY, &SWITCH, &READ};
+    script *all[] = {&APPLY, &SWITCH, &READ, &NEXT, &RENEW, &RELEASE};
     size_t k;
     int i;
 
@@ -525,6 +552,19 @@ run_script(redisContext *c, script *s, const es_rm_batch *b)
     return r;
 }
 
+/* Runs s with ARGV name, arg (NULL: ""). */
+static redisReply *
+run_on(redisContext *c, script *s, const char *name, const char *arg)
+{
+    es_rm_batch b;
+    redisReply *r;
+
+    es_rm_batch_init(&b, name, arg);
+    r = run_script(c, s, &b);
+    es_rm_batch_free(&b);
+    return r;
+}
+
 static void
 copy_str(char *dst, size_t size, const redisReply *r)
 {
@@ -711,13 +751,9 @@ es_rm_state_get(redisContext *c, const char *name, es_rm_state *out, es_error *e
 es_status
 es_rm_switch(redisContext *c, const char *name, const char *version, bool *switched, es_error *err)
 {
-    es_rm_batch b;
-    redisReply *r;
+    redisReply *r = run_on(c, &SWITCH, name, version);
     es_status st = ES_OK;
 
-    es_rm_batch_init(&b, name, version);
-    r = run_script(c, &SWITCH, &b);
-    es_rm_batch_free(&b);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 4 ||
         r->element[0]->type != REDIS_REPLY_INTEGER)
         st = redis_fail(c, r, err, "switch");
@@ -781,6 +817,234 @@ es_rm_drop_version(redisContext *c, const char *name, const char *version, es_er
     }
     freeReplyObject(r);
     return ES_OK;
+}
+
+es_status
+es_rm_version_new(redisContext *c, const char *name, char *out, size_t size, es_error *err)
+{
+    redisReply *r = run_on(c, &NEXT, name, NULL);
+    es_status st = ES_OK;
+
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER)
+        st = redis_fail(c, r, err, "numbering a new version");
+    else
+        snprintf(out, size, "%lld", r->integer);
+    freeReplyObject(r);
+    return st;
+}
+
+/* Checks and frees the reply r of a command: ok is the type it must have. */
+static es_status
+simple(redisContext *c, redisReply *r, int ok, es_error *err, const char *what)
+{
+    es_status st = ES_OK;
+
+    if (r == NULL || r->type != ok)
+        st = redis_fail(c, r, err, what);
+    freeReplyObject(r);
+    return st;
+}
+
+es_status
+es_rm_building_set(redisContext *c, const char *name, const char *version, es_error *err)
+{
+    return simple(c, redisCommand(c, "SET rm:%s:building %s", name, version),
+                  REDIS_REPLY_STATUS, err, "recording the version being built");
+}
+
+es_status
+es_rm_building_clear(redisContext *c, const char *name, es_error *err)
+{
+    return simple(c, redisCommand(c, "DEL rm:%s:building", name), REDIS_REPLY_INTEGER, err,
+                  "forgetting the version being built");
+}
+
+es_status
+es_rm_retired_list(redisContext *c, const char *name, char ***versions, size_t *n,
+                   es_error *err)
+{
+    redisReply *r = redisCommand(c, "SMEMBERS rm:%s:retired", name);
+    size_t i;
+
+    *versions = NULL;
+    *n = 0;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        es_status st = redis_fail(c, r, err, "listing the retired versions");
+        freeReplyObject(r);
+        return st;
+    }
+    if (r->elements > 0 && (*versions = calloc(r->elements, sizeof **versions)) == NULL) {
+        freeReplyObject(r);
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+    }
+    for (i = 0; i < r->elements; i++) {
+        if (((*versions)[i] = strdup(r->element[i]->str)) == NULL) {
+            es_rm_list_free(*versions, i);
+            *versions = NULL;
+            freeReplyObject(r);
+            return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+        }
+    }
+    *n = r->elements;
+    freeReplyObject(r);
+    return ES_OK;
+}
+
+void
+es_rm_list_free(char **items, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(items[i]);
+    free(items);
+}
+
+/* ---- stop reports ----------------------------------------------------- */
+
+es_status
+es_rm_stopped_set(redisContext *c, const char *name, uint64_t seq, const char *position,
+                  const char *reason, es_error *err)
+{
+    redisReply *r;
+
+    if (position == NULL)
+        r = redisCommand(c, "HSET rm:%s:stopped reason %s", name, reason);
+    else
+        r = redisCommand(c, "HSET rm:%s:stopped seq %" PRIu64 " position %s reason %s", name,
+                         seq, position[0] ? position : "-", reason);
+    return simple(c, r, REDIS_REPLY_INTEGER, err, "recording a stop");
+}
+
+es_status
+es_rm_stopped_clear(redisContext *c, const char *name, es_error *err)
+{
+    return simple(c, redisCommand(c, "DEL rm:%s:stopped", name), REDIS_REPLY_INTEGER, err,
+                  "clearing a stop");
+}
+
+es_status
+es_rm_stopped_get(redisContext *c, const char *name, bool *stopped, char *reason, size_t size,
+                  es_error *err)
+{
+    redisReply *r = redisCommand(c, "HGET rm:%s:stopped reason", name);
+    es_status st = ES_OK;
+
+    *stopped = false;
+    if (reason && size > 0)
+        reason[0] = '\0';
+    if (r == NULL || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
+        st = redis_fail(c, r, err, "reading a stop");
+    } else if (r->type == REDIS_REPLY_STRING) {
+        *stopped = true;
+        if (reason && size > 0)
+            copy_str(reason, size, r);
+    }
+    freeReplyObject(r);
+    return st;
+}
+
+/* ---- the rebuild lock ------------------------------------------------- */
+
+es_status
+es_rm_lock_take(redisContext *c, const char *name, const char *token, es_error *err)
+{
+    redisReply *r = redisCommand(c, "SET rm:%s:rebuilding %s NX PX " LEASE_MS, name, token);
+    es_status st = ES_OK;
+
+    if (r != NULL && r->type == REDIS_REPLY_NIL)
+        st = es_error_set(err, ES_ECONFLICT, "rebuild_running", NULL,
+                          "another rebuild of %s is running (key rm:%s:rebuilding)", name, name);
+    else if (r == NULL || r->type != REDIS_REPLY_STATUS)
+        st = redis_fail(c, r, err, "taking the rebuild lock");
+    freeReplyObject(r);
+    return st;
+}
+
+es_status
+es_rm_lock_renew(redisContext *c, const char *name, const char *token, es_error *err)
+{
+    redisReply *r = run_on(c, &RENEW, name, token);
+    es_status st = ES_OK;
+
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER)
+        st = redis_fail(c, r, err, "renewing the rebuild lock");
+    else if (r->integer != 1)
+        st = es_error_set(err, ES_ECONFLICT, "rebuild_lock_lost", NULL,
+                          "this rebuild of %s lost its lock rm:%s:rebuilding; stopping", name,
+                          name);
+    freeReplyObject(r);
+    return st;
+}
+
+void
+es_rm_lock_release(redisContext *c, const char *name, const char *token)
+{
+    freeReplyObject(run_on(c, &RELEASE, name, token));
+}
+
+/* ---- notices ---------------------------------------------------------- */
+
+es_status
+es_rm_notice_subscribe(redisContext *c, const char *const *names, size_t n, es_error *err)
+{
+    const char **argv = calloc(n + 1, sizeof *argv);
+    char (*chans)[ES_RM_NAME_MAX + 16] = calloc(n + 1, sizeof *chans);
+    redisReply *r = NULL;
+    es_status st = ES_OK;
+    size_t i;
+
+    if (argv == NULL || chans == NULL) {
+        st = es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+        goto done;
+    }
+    argv[0] = "SUBSCRIBE";
+    for (i = 0; i < n; i++) {
+        snprintf(chans[i], sizeof chans[i], "rm:%s:applied", names[i]);
+        argv[i + 1] = chans[i];
+    }
+    /* Redis confirms each channel; the first confirmation is read here,
+     * the others arrive with the notices */
+    r = redisCommandArgv(c, (int)n + 1, argv, NULL);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+        st = redis_fail(c, r, err, "subscribing");
+done:
+    freeReplyObject(r);
+    free(chans);
+    free(argv);
+    return st;
+}
+
+bool
+es_rm_notice_parse(const redisReply *r, es_rm_notice *out)
+{
+    const redisReply *ch, *msg;
+    const char *name, *end, *seq, *pos;
+    char *num_end;
+
+    memset(out, 0, sizeof *out);
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "message") != 0)
+        return false;
+    ch = r->element[1];
+    msg = r->element[2];
+    if (ch->type != REDIS_REPLY_STRING || msg->type != REDIS_REPLY_STRING ||
+        strncmp(ch->str, "rm:", 3) != 0 || ch->len < 3 + 8 ||
+        strcmp(ch->str + ch->len - 8, ":applied") != 0)
+        return false;
+    name = ch->str + 3;
+    end = ch->str + ch->len - 8;
+    if (end - name <= 0 || end - name >= ES_RM_NAME_MAX)
+        return false;
+    memcpy(out->name, name, (size_t)(end - name));
+    /* "<version> <seq> <position>" */
+    if ((seq = strchr(msg->str, ' ')) == NULL || (size_t)(seq - msg->str) >= sizeof out->version ||
+        (pos = strchr(seq + 1, ' ')) == NULL || strlen(pos + 1) >= sizeof out->position)
+        return false;
+    memcpy(out->version, msg->str, (size_t)(seq - msg->str));
+    out->seq = strtoull(seq + 1, &num_end, 10);
+    if (num_end != pos)
+        out->seq = 0;           /* Lua wrote it as a float: unknown */
+    snprintf(out->position, sizeof out->position, "%s", pos + 1);
+    return true;
 }
 
 /* ---- reading ---------------------------------------------------------- */

@@ -1,15 +1,28 @@
 /*
- * Read models in Redis: the key layout, and the three Lua scripts through
- * which every process touches them.
+ * Read models in Redis: the key layout, and the functions (and the Lua
+ * scripts behind them) through which every process touches it.  This
+ * module is the only code that spells a key; the daemons, esctl and the
+ * query service name a projection and a version and call in here.
  *
  * Keys of projection <name>:
  *   rm:<name>:active            the version queries read (a decimal number)
  *   rm:<name>:building          the version a rebuild is writing, if any
+ *   rm:<name>:next              the last version number handed out
  *   rm:<name>:retired           set of versions whose keys are being deleted
- *   rm:<name>:stopped           hash: why the live projection stopped
+ *   rm:<name>:rebuilding        the rebuild lock: its holder's token, with a
+ *                               30 s lease the holder renews
+ *   rm:<name>:stopped           hash {seq, position, reason}: why the live
+ *                               projection stopped at event seq
  *   rm:<name>:<v>:checkpoint    hash {seq, position}: the last event applied
  *   rm:<name>:<v>:<key>         the read model's own keys
- *   channel rm:<name>:applied   "<v> <seq> <position>" after each batch
+ *   channel rm:<name>:applied   "<v> <seq> <position>" after each batch that
+ *                               applied something, and after a switch
+ *
+ * A version's life (projector/rebuild.c drives it, docs/ARCHITECTURE.md
+ * draws it): es_rm_version_new numbers it, es_rm_building_set records it
+ * as the one being built, batches fill it, es_rm_switch makes it active
+ * (and the old one retired), es_rm_drop_version deletes a retired one.
+ * Version 1 is born active at the live projector's first batch.
  *
  * A batch is a run of events, each with its feed sequence (the JetStream
  * sequence: the event's 1-based ordinal in feed order), its store position
@@ -39,6 +52,7 @@
 #include "status.h"
 
 #define ES_RM_NAME_MAX 32
+#define ES_RM_VERSION_MAX 24
 #define ES_RM_POSITION_MAX 48
 
 /* Connects to ES_REDIS_HOST:ES_REDIS_PORT (defaults 127.0.0.1:56379) with a
@@ -92,7 +106,7 @@ void es_rm_arg_fmt(es_rm_batch *b, const char *fmt, ...) __attribute__((format(p
 void es_rm_arg_json(es_rm_batch *b, const json_t *v);
 
 typedef struct es_rm_applied {
-    char version[24];
+    char version[ES_RM_VERSION_MAX];
     uint64_t seq;               /* checkpoint after the batch */
     char position[ES_RM_POSITION_MAX];
     uint64_t applied;           /* events applied (not skipped) */
@@ -119,8 +133,8 @@ es_status es_rm_write_recv(redisContext *c, size_t replies, es_error *err);
 /* ---- versions --------------------------------------------------------- */
 
 typedef struct es_rm_state {
-    char active[24];            /* "" when the projection has no version yet */
-    char building[24];
+    char active[ES_RM_VERSION_MAX];     /* "" when the projection has no version yet */
+    char building[ES_RM_VERSION_MAX];
     uint64_t seq;               /* checkpoint of the active version */
     char position[ES_RM_POSITION_MAX];
 } es_rm_state;
@@ -140,6 +154,80 @@ es_status es_rm_switch(redisContext *c, const char *name, const char *version, b
 /* Deletes every key of a retired version and removes it from the set. */
 es_status es_rm_drop_version(redisContext *c, const char *name, const char *version,
                              es_error *err);
+
+/* A new version number for projection name, above every one handed out
+ * before and above the active version (so at least 2: "1" is the live
+ * projector's), as decimal text in out.  Nothing else is recorded: a
+ * scratch version stays unknown to everyone but its maker. */
+es_status es_rm_version_new(redisContext *c, const char *name, char *out, size_t size,
+                            es_error *err);
+
+/* Records version as the one a rebuild is writing (es_rm_state_get's
+ * building; a later rebuild resumes it), or forgets it.  es_rm_switch
+ * forgets it too. */
+es_status es_rm_building_set(redisContext *c, const char *name, const char *version,
+                             es_error *err);
+es_status es_rm_building_clear(redisContext *c, const char *name, es_error *err);
+
+/* The retired versions of projection name, as *n new strings in a new
+ * array (NULL when there are none); free with es_rm_list_free. */
+es_status es_rm_retired_list(redisContext *c, const char *name, char ***versions, size_t *n,
+                             es_error *err);
+void es_rm_list_free(char **items, size_t n);
+
+/* ---- stop reports ----------------------------------------------------- */
+
+/* Records that the live projection name stopped at event seq (position,
+ * "" shown as "-") and why.  position NULL records only the reason, to
+ * put a report back that Redis lost. */
+es_status es_rm_stopped_set(redisContext *c, const char *name, uint64_t seq,
+                            const char *position, const char *reason, es_error *err);
+es_status es_rm_stopped_clear(redisContext *c, const char *name, es_error *err);
+/* *stopped says whether projection name has a stop report; its reason is
+ * copied to reason (size bytes, truncated; reason may be NULL). */
+es_status es_rm_stopped_get(redisContext *c, const char *name, bool *stopped, char *reason,
+                            size_t size, es_error *err);
+
+/* ---- the rebuild lock ------------------------------------------------- */
+
+/*
+ * One rebuild per projection: two writing one version would apply its
+ * events twice.  The lock is a lease held under the caller's token (unique
+ * per process and run).  take: ES_OK, or ES_ECONFLICT (code
+ * rebuild_running) when another holds it.  renew: ES_OK while token still
+ * holds it, ES_ECONFLICT (code rebuild_lock_lost) when it expired and
+ * maybe went to another rebuild, which must stop this one at once.
+ * release: drops it if token holds it; failures are ignored (the lease
+ * ends anyway).  Never call them with replies pending on c.
+ */
+es_status es_rm_lock_take(redisContext *c, const char *name, const char *token, es_error *err);
+es_status es_rm_lock_renew(redisContext *c, const char *name, const char *token, es_error *err);
+void es_rm_lock_release(redisContext *c, const char *name, const char *token);
+
+/* ---- notices ---------------------------------------------------------- */
+
+/*
+ * After each batch that applied something, and after a switch, the
+ * projection's channel carries its version and new checkpoint.  A notice
+ * is only ever a hint to read again, never a position to trust (channels
+ * are not per database, and one may be missed).
+ */
+typedef struct es_rm_notice {
+    char name[ES_RM_NAME_MAX];          /* the projection */
+    char version[ES_RM_VERSION_MAX];
+    uint64_t seq;                       /* 0 when not readable */
+    char position[ES_RM_POSITION_MAX];
+} es_rm_notice;
+
+/* Subscribes c to the notices of the n projections in names and waits for
+ * Redis' first confirmation; c is then in Pub/Sub mode: read its replies
+ * and hand each to es_rm_notice_parse. */
+es_status es_rm_notice_subscribe(redisContext *c, const char *const *names, size_t n,
+                                 es_error *err);
+/* True, with out filled, when r is a notice; false for anything else a
+ * subscribed connection reads (confirmations, PING answers, other
+ * channels). */
+bool es_rm_notice_parse(const redisReply *r, es_rm_notice *out);
 
 /* ---- reading ---------------------------------------------------------- */
 

@@ -8,7 +8,7 @@
  * projection, sends the events past its checkpoint as one batch (one Lua
  * call: atomic with the checkpoint; at-or-below is skipped, a gap refused).
  * A projection that cannot apply an event stops there and says why (log,
- * /metrics, /healthz, the hash rm:<name>:stopped); the others go on.  It is
+ * /metrics, /healthz, its stop report in Redis); the others go on.  It is
  * retried when the process restarts, never skipped.
  */
 #include "projector.h"
@@ -58,7 +58,7 @@ static live L;
 static void
 stop_projection(live *l, proj_state *ps, const es_feed_event *e, const char *why)
 {
-    redisReply *r;
+    es_error err;           /* the log says it stopped; Redis' copy is best effort */
 
     pthread_mutex_lock(&l->mu);
     ps->stopped = true;
@@ -66,9 +66,7 @@ stop_projection(live *l, proj_state *ps, const es_feed_event *e, const char *why
              e->type ? e->type : "?", e->event_id ? e->event_id : "?", why);
     pthread_mutex_unlock(&l->mu);
     pj_say("projection %s stopped at %s", ps->p->name, ps->reason);
-    r = redisCommand(l->rc, "HSET rm:%s:stopped seq %" PRIu64 " position %s reason %s",
-                     ps->p->name, e->seq, e->position[0] ? e->position : "-", ps->reason);
-    freeReplyObject(r);
+    es_rm_stopped_set(l->rc, ps->p->name, e->seq, e->position, ps->reason, &err);
 }
 
 /* Reads every projection's checkpoint; clears old stop reports (a restart
@@ -80,6 +78,7 @@ load_states(live *l, es_error *err)
 
     for (i = 0; i < l->n; i++) {
         es_rm_state s;
+        es_error e2;            /* stop reports are best effort, as the log has them */
         proj_state *ps = &l->st[i];
 
         if (es_rm_state_get(l->rc, ps->p->name, &s, err) != ES_OK)
@@ -92,10 +91,9 @@ load_states(live *l, es_error *err)
         /* a restart is the operator's way to retry: the old report goes
          * then, not on a mere reconnect */
         if (!l->started)
-            freeReplyObject(redisCommand(l->rc, "DEL rm:%s:stopped", ps->p->name));
+            es_rm_stopped_clear(l->rc, ps->p->name, &e2);
         else if (ps->stopped)
-            freeReplyObject(redisCommand(l->rc, "HSET rm:%s:stopped reason %s", ps->p->name,
-                                         ps->reason));
+            es_rm_stopped_set(l->rc, ps->p->name, 0, NULL, ps->reason, &e2);
     }
     l->started = true;
     return ES_OK;

@@ -2,7 +2,8 @@
  * esctl projection rebuild <name>: a new version of one projection, built
  * without stopping queries.
  *
- *   1. Pick version B (or resume the one rm:<name>:building names).
+ *   1. Pick version B (or resume the one being built, es_rm_state_get's
+ *      building).
  *   2. Replay PostgreSQL's feed from B's checkpoint up to the feed head
  *      read at the start, pipelining batches to Redis.  The k-th event of
  *      the feed gets sequence k: the relay makes the stream a dense copy of
@@ -79,58 +80,18 @@ show(progress *pg, uint64_t done, bool last)
         fputc('\n', stderr);
 }
 
-/* One rebuild per projection: a lock with a lease, renewed as it goes
- * (two rebuilds writing one version would apply its events twice). */
-static bool
-lock_take(redisContext *rc, const char *name, const char *token)
-{
-    redisReply *r = redisCommand(rc, "SET rm:%s:rebuilding %s NX PX 30000", name, token);
-    bool ok = r && r->type == REDIS_REPLY_STATUS;
-
-    freeReplyObject(r);
-    return ok;
-}
-
-static char lock_token[64];     /* this process's, while it holds the lock */
-
-/* Renews the lease if this process still holds it; ES_ECONFLICT if not
- * (another rebuild may be writing: stop at once).  Never called with
- * replies pending on rc. */
-static es_status
-lock_renew(redisContext *rc, const char *name, es_error *err)
-{
-    redisReply *r = redisCommand(rc, "EVAL %s 1 rm:%s:rebuilding %s",
-                                 "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-                                 "return redis.call('PEXPIRE', KEYS[1], 30000) else return 0 end",
-                                 name, lock_token);
-    bool ok = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-
-    freeReplyObject(r);
-    if (ok)
-        return ES_OK;
-    return es_error_set(err, ES_ECONFLICT, "rebuild_lock_lost", NULL,
-                        "this rebuild of %s lost its lock rm:%s:rebuilding; stopping", name, name);
-}
-
-static void
-lock_release(redisContext *rc, const char *name, const char *token)
-{
-    redisReply *r = redisCommand(rc, "GET rm:%s:rebuilding", name);
-
-    if (r && r->type == REDIS_REPLY_STRING && strcmp(r->str, token) == 0)
-        freeReplyObject(redisCommand(rc, "DEL rm:%s:rebuilding", name));
-    freeReplyObject(r);
-}
+/* This process's token while it holds the rebuild lock (es_rm_lock_take),
+ * "" otherwise. */
+static char lock_token[64];
 
 /* Picks the version to build: the unfinished one, or a new number above
- * every version used so far. */
+ * every version used so far (recorded as building unless it is a scratch
+ * version for a dry run, which nobody else will look at). */
 static es_status
 pick_version(redisContext *rc, const char *name, bool dry_run, char *out, size_t size,
              bool *resumed, es_error *err)
 {
     es_rm_state s;
-    redisReply *r;
-    long long v, active;
 
     if (es_rm_state_get(rc, name, &s, err) != ES_OK)
         return err->status;
@@ -139,31 +100,11 @@ pick_version(redisContext *rc, const char *name, bool dry_run, char *out, size_t
         snprintf(out, size, "%s", s.building);
         return ES_OK;
     }
-    r = redisCommand(rc, "INCR rm:%s:next", name);
-    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-        freeReplyObject(r);
-        return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
-                            "could not number the new version of %s", name);
-    }
-    v = r->integer;
-    freeReplyObject(r);
-    active = atoll(s.active);
-    if (v <= active)
-        v = active + 1;
-    if (v < 2)
-        v = 2;          /* "1" is what the live projector creates on its own */
-    snprintf(out, size, "%lld", v);
-    freeReplyObject(redisCommand(rc, "SET rm:%s:next %lld", name, v));
+    if (es_rm_version_new(rc, name, out, size, err) != ES_OK)
+        return err->status;
     if (dry_run)
-        return ES_OK;       /* a scratch version nobody else will look at */
-    r = redisCommand(rc, "SET rm:%s:building %s", name, out);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        freeReplyObject(r);
-        return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
-                            "could not record the rebuild of %s", name);
-    }
-    freeReplyObject(r);
-    return ES_OK;
+        return ES_OK;
+    return es_rm_building_set(rc, name, out, err);
 }
 
 /* A Redis error answer to a write that is not one that passes is a
@@ -252,7 +193,8 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
                 if (lock_token[0] && now_s() - renewed > 5) {
                     for (; inflight > 0 && st == ES_OK; inflight--, head_i = (head_i + 1) % DEPTH)
                         st = refused(es_rm_write_recv(rc, pending[head_i], err), err, torn);
-                    if (st != ES_OK || (st = lock_renew(rc, p->name, err)) != ES_OK)
+                    if (st != ES_OK ||
+                        (st = es_rm_lock_renew(rc, p->name, lock_token, err)) != ES_OK)
                         break;
                     renewed = now_s();
                 }
@@ -311,7 +253,7 @@ check_handover(es_jetstream *n, redisContext *rc, const char *name, uint64_t seq
             return err->status;
         if (last >= seq)
             break;
-        if (lock_token[0] && lock_renew(rc, name, err) != ES_OK)
+        if (lock_token[0] && es_rm_lock_renew(rc, name, lock_token, err) != ES_OK)
             return err->status;
         if (now_s() > until)
             return es_error_set(err, ES_EUNAVAILABLE, "relay_behind", NULL,
@@ -350,7 +292,7 @@ follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, con
 
         if ((st = es_rm_switch(rc, p->name, ver, switched, err)) != ES_OK || *switched)
             break;
-        if ((st = lock_renew(rc, p->name, err)) != ES_OK)
+        if ((st = es_rm_lock_renew(rc, p->name, lock_token, err)) != ES_OK)
             break;
         if ((st = es_jetstream_take(sub, 1000, 200, &msgs, err)) != ES_OK)
             break;
@@ -414,21 +356,18 @@ follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, con
 static es_status
 drop_retired(redisContext *rc, const char *name, es_error *err)
 {
-    redisReply *r = redisCommand(rc, "SMEMBERS rm:%s:retired", name);
-    es_status st = ES_OK;
-    size_t i;
+    char **versions;
+    size_t n, i;
+    es_status st;
 
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
-        freeReplyObject(r);
-        return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
-                            "could not list the retired versions of %s", name);
-    }
-    for (i = 0; i < r->elements && st == ES_OK; i++) {
-        st = es_rm_drop_version(rc, name, r->element[i]->str, err);
+    if ((st = es_rm_retired_list(rc, name, &versions, &n, err)) != ES_OK)
+        return st;
+    for (i = 0; i < n && st == ES_OK; i++) {
+        st = es_rm_drop_version(rc, name, versions[i], err);
         if (st == ES_OK)
-            pj_say("deleted version %s of %s", r->element[i]->str, name);
+            pj_say("deleted version %s of %s", versions[i], name);
     }
-    freeReplyObject(r);
+    es_rm_list_free(versions, n);
     return st;
 }
 
@@ -456,12 +395,11 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
     snprintf(token, sizeof token, "%d-%ld", (int)getpid(), (long)time(NULL));
     if (es_store_create(&store, es_pg_conninfo(), err) != ES_OK || (rc = es_rm_connect(err)) == NULL)
         goto fail;
-    if (!dry_run && (locked = lock_take(rc, name, token)))
+    if (!dry_run) {
+        if (es_rm_lock_take(rc, name, token, err) != ES_OK)
+            goto fail;
+        locked = true;
         snprintf(lock_token, sizeof lock_token, "%s", token);
-    if (!dry_run && !locked) {
-        es_error_set(err, ES_ECONFLICT, "rebuild_running", NULL,
-                     "another rebuild of %s is running (key rm:%s:rebuilding)", name, name);
-        goto fail;
     }
     if (es_jetstream_open(&nats, err) != ES_OK ||
         pick_version(rc, name, dry_run, rep->version, sizeof rep->version, &rep->resumed,
@@ -518,7 +456,7 @@ fail:
         es_rm_state now;
         es_error e2;
         if (es_rm_state_get(rc, name, &now, &e2) == ES_OK && strcmp(now.active, rep->version) != 0) {
-            freeReplyObject(redisCommand(rc, "DEL rm:%s:building", name));
+            es_rm_building_clear(rc, name, &e2);
             if (es_rm_drop_version(rc, name, rep->version, &e2) == ES_OK)
                 pj_say("version %s of %s is deleted; the next rebuild starts afresh",
                        rep->version, name);
@@ -526,7 +464,7 @@ fail:
     }
 done:
     if (locked)
-        lock_release(rc, name, token);
+        es_rm_lock_release(rc, name, token);
     lock_token[0] = '\0';
     es_jetstream_close(&nats);
     if (rc)
@@ -573,23 +511,24 @@ pj_status(uint64_t *stream_last, bool *have_last, es_error *err)
     for (i = 0; i < pj_projection_count; i++) {
         const char *name = pj_projections[i].name;
         es_rm_state s;
-        redisReply *r;
+        es_error e2;
+        char reason[512];
+        bool stopped;
 
         if (es_rm_state_get(rc, name, &s, err) != ES_OK) {
             json_decref(rows);
             rows = NULL;
             break;
         }
-        r = redisCommand(rc, "HGET rm:%s:stopped reason", name);
+        if (es_rm_stopped_get(rc, name, &stopped, reason, sizeof reason, &e2) != ES_OK)
+            stopped = false;    /* a report that cannot be read shows as running */
         json_array_append_new(rows, json_pack(
             "{s:s, s:s?, s:s?, s:I, s:o, s:s, s:s?}", "projection", name,
             "active", s.active[0] ? s.active : NULL, "building", s.building[0] ? s.building : NULL,
             "checkpoint", (json_int_t)s.seq,
             "lag", *have_last ? json_integer((json_int_t)(*stream_last > s.seq ? *stream_last - s.seq : 0))
                               : json_null(),
-            "state", r && r->type == REDIS_REPLY_STRING ? "stopped" : "running",
-            "reason", r && r->type == REDIS_REPLY_STRING ? r->str : NULL));
-        freeReplyObject(r);
+            "state", stopped ? "stopped" : "running", "reason", stopped ? reason : NULL));
     }
     es_jetstream_close(&nats);
     redisFree(rc);

@@ -1,9 +1,9 @@
 /*
  * Waiting for read models to catch up (read-your-writes), without
- * polling: one thread subscribes to every projection's rm:<name>:applied
- * channel on a Redis connection of its own and keeps, per projection, the
- * furthest position announced; request threads block on a condition
- * variable until an announcement reaches their token.
+ * polling: one thread subscribes to every projection's notices
+ * (es_rm_notice_subscribe) on a Redis connection of its own and keeps, per
+ * projection, the furthest position announced; request threads block on a
+ * condition variable until an announcement reaches their token.
  *
  * An announcement is a hint, never the answer: it may come from a version
  * being rebuilt, not the active one, and Pub/Sub loses messages while the

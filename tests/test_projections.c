@@ -461,6 +461,117 @@ START_TEST(switch_waits_for_the_new_version_then_old_keys_go)
 }
 END_TEST
 
+/* The version lifecycle's bookkeeping: numbers, building, retired. */
+START_TEST(versions_are_numbered_recorded_and_listed)
+{
+    char v[ES_RM_VERSION_MAX], **retired;
+    size_t n;
+    es_rm_state s;
+    es_error err;
+    bool switched;
+
+    /* no version yet: 2 ("1" is the live projector's), then upwards */
+    ck_assert_int_eq(es_rm_version_new(rc, "t_life", v, sizeof v, &err), ES_OK);
+    ck_assert_str_eq(v, "2");
+    ck_assert_int_eq(es_rm_version_new(rc, "t_life", v, sizeof v, &err), ES_OK);
+    ck_assert_str_eq(v, "3");
+    /* always above the active version */
+    freeReplyObject(redisCommand(rc, "SET rm:t_life:active 7"));
+    ck_assert_int_eq(es_rm_version_new(rc, "t_life", v, sizeof v, &err), ES_OK);
+    ck_assert_str_eq(v, "8");
+    ck_assert_int_eq(es_rm_building_set(rc, "t_life", v, &err), ES_OK);
+    ck_assert_int_eq(es_rm_state_get(rc, "t_life", &s, &err), ES_OK);
+    ck_assert_str_eq(s.active, "7");
+    ck_assert_str_eq(s.building, "8");
+    ck_assert_int_eq(es_rm_building_clear(rc, "t_life", &err), ES_OK);
+    ck_assert_int_eq(es_rm_state_get(rc, "t_life", &s, &err), ES_OK);
+    ck_assert_str_eq(s.building, "");
+    /* a switch retires the old version */
+    ck_assert_int_eq(es_rm_retired_list(rc, "t_life", &retired, &n, &err), ES_OK);
+    ck_assert_uint_eq(n, 0);
+    es_rm_list_free(retired, n);
+    ck_assert_int_eq(es_rm_switch(rc, "t_life", "8", &switched, &err), ES_OK);
+    ck_assert(switched);
+    ck_assert_int_eq(es_rm_retired_list(rc, "t_life", &retired, &n, &err), ES_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(retired[0], "7");
+    es_rm_list_free(retired, n);
+}
+END_TEST
+
+START_TEST(stop_reports_and_the_rebuild_lock)
+{
+    char reason[16];
+    bool stopped;
+    es_error err;
+
+    ck_assert_int_eq(es_rm_stopped_get(rc, "t_stop", &stopped, reason, sizeof reason, &err),
+                     ES_OK);
+    ck_assert(!stopped);
+    ck_assert_str_eq(reason, "");
+    ck_assert_int_eq(es_rm_stopped_set(rc, "t_stop", 4, "", "a reason too long to fit", &err),
+                     ES_OK);
+    ck_assert_str_eq(hget("rm:t_stop:stopped", "seq"), "4");
+    ck_assert_str_eq(hget("rm:t_stop:stopped", "position"), "-");
+    ck_assert_int_eq(es_rm_stopped_get(rc, "t_stop", &stopped, reason, sizeof reason, &err),
+                     ES_OK);
+    ck_assert(stopped);
+    ck_assert_str_eq(reason, "a reason too lo");
+    /* put back after Redis lost it: the reason alone */
+    ck_assert_int_eq(es_rm_stopped_clear(rc, "t_stop", &err), ES_OK);
+    ck_assert_int_eq(es_rm_stopped_set(rc, "t_stop", 0, NULL, "again", &err), ES_OK);
+    ck_assert_str_eq(hget("rm:t_stop:stopped", "seq"), "(nil)");
+    ck_assert_int_eq(es_rm_stopped_get(rc, "t_stop", &stopped, NULL, 0, &err), ES_OK);
+    ck_assert(stopped);
+    ck_assert_int_eq(es_rm_stopped_clear(rc, "t_stop", &err), ES_OK);
+    ck_assert_int_eq(es_rm_stopped_get(rc, "t_stop", &stopped, NULL, 0, &err), ES_OK);
+    ck_assert(!stopped);
+
+    /* one holder at a time; only the holder renews and releases */
+    ck_assert_int_eq(es_rm_lock_take(rc, "t_stop", "a", &err), ES_OK);
+    ck_assert_int_eq(es_rm_lock_take(rc, "t_stop", "b", &err), ES_ECONFLICT);
+    ck_assert_str_eq(err.code, "rebuild_running");
+    ck_assert_int_eq(es_rm_lock_renew(rc, "t_stop", "a", &err), ES_OK);
+    ck_assert_int_eq(es_rm_lock_renew(rc, "t_stop", "b", &err), ES_ECONFLICT);
+    ck_assert_str_eq(err.code, "rebuild_lock_lost");
+    es_rm_lock_release(rc, "t_stop", "b");
+    ck_assert_int_eq(es_rm_lock_renew(rc, "t_stop", "a", &err), ES_OK);
+    es_rm_lock_release(rc, "t_stop", "a");
+    ck_assert_int_eq(es_rm_lock_renew(rc, "t_stop", "a", &err), ES_ECONFLICT);
+    ck_assert_int_eq(es_rm_lock_take(rc, "t_stop", "b", &err), ES_OK);
+    ck_assert_int_gt(integer("PTTL %s", "rm:t_stop:rebuilding"), 0);
+}
+END_TEST
+
+/* A batch that applies something announces the new checkpoint. */
+START_TEST(applied_batches_send_notices)
+{
+    const char *const names[] = {"t_other", "accounts"};
+    redisContext *sub;
+    es_rm_notice n;
+    es_error err;
+    void *r = NULL;
+    bool got = false;
+    int i;
+
+    ck_assert_ptr_nonnull(sub = es_rm_connect(&err));
+    ck_assert_int_eq(es_rm_notice_subscribe(sub, names, 2, &err), ES_OK);
+    apply1("accounts", 1, "account-c7", "FundsDeposited", "{\"customer_id\":\"c7\",\"amount\":1}");
+    /* the other confirmation, then the notice */
+    for (i = 0; i < 3 && !got; i++) {
+        ck_assert_int_eq(redisGetReply(sub, &r), REDIS_OK);
+        got = es_rm_notice_parse(r, &n);
+        freeReplyObject(r);
+    }
+    ck_assert(got);
+    ck_assert_str_eq(n.name, "accounts");
+    ck_assert_str_eq(n.version, "1");
+    ck_assert_uint_eq(n.seq, 1);
+    ck_assert_str_eq(n.position, "100-1");
+    redisFree(sub);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -477,6 +588,9 @@ main(void)
     tcase_add_test(tc, redis_errors_say_whether_they_pass);
     tcase_add_test(tc, amounts_redis_could_not_add_are_refused);
     tcase_add_test(tc, switch_waits_for_the_new_version_then_old_keys_go);
+    tcase_add_test(tc, versions_are_numbered_recorded_and_listed);
+    tcase_add_test(tc, stop_reports_and_the_rebuild_lock);
+    tcase_add_test(tc, applied_batches_send_notices);
     suite_add_tcase(s, tc);
     return th_run(s);
 }
