@@ -1,7 +1,10 @@
 /*
  * Read models in Redis: batches of per-event commands applied atomically
- * with a checkpoint by a Lua script, version switching, and reads pinned to
- * one version.  See readmodel.h for the key layout.
+ * with a checkpoint by a Lua script, the versions' bookkeeping and
+ * switching, stop reports, the rebuild lock, notices, and reads pinned to
+ * one version.  This is the only file that spells a key of the layout
+ * drawn in readmodel.h, and the one place a Redis error reply is read and
+ * classified (reply_transient()).
  */
 #include "readmodel.h"
 
@@ -826,7 +829,7 @@ es_rm_version_new(redisContext *c, const char *name, char *out, size_t size, es_
     es_status st = ES_OK;
 
     if (r == NULL || r->type != REDIS_REPLY_INTEGER)
-        st = redis_fail(c, r, err, "numbering a new version");
+        st = redis_fail(c, r, err, "next version");
     else
         snprintf(out, size, "%lld", r->integer);
     freeReplyObject(r);
@@ -835,7 +838,7 @@ es_rm_version_new(redisContext *c, const char *name, char *out, size_t size, es_
 
 /* Checks and frees the reply r of a command: ok is the type it must have. */
 static es_status
-simple(redisContext *c, redisReply *r, int ok, es_error *err, const char *what)
+expect_reply(redisContext *c, redisReply *r, int ok, es_error *err, const char *what)
 {
     es_status st = ES_OK;
 
@@ -848,15 +851,17 @@ simple(redisContext *c, redisReply *r, int ok, es_error *err, const char *what)
 es_status
 es_rm_building_set(redisContext *c, const char *name, const char *version, es_error *err)
 {
-    return simple(c, redisCommand(c, "SET rm:%s:building %s", name, version),
-                  REDIS_REPLY_STATUS, err, "recording the version being built");
+    redisReply *r = redisCommand(c, "SET rm:%s:building %s", name, version);
+
+    return expect_reply(c, r, REDIS_REPLY_STATUS, err, "building");
 }
 
 es_status
 es_rm_building_clear(redisContext *c, const char *name, es_error *err)
 {
-    return simple(c, redisCommand(c, "DEL rm:%s:building", name), REDIS_REPLY_INTEGER, err,
-                  "forgetting the version being built");
+    redisReply *r = redisCommand(c, "DEL rm:%s:building", name);
+
+    return expect_reply(c, r, REDIS_REPLY_INTEGER, err, "building");
 }
 
 es_status
@@ -869,7 +874,7 @@ es_rm_retired_list(redisContext *c, const char *name, char ***versions, size_t *
     *versions = NULL;
     *n = 0;
     if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
-        es_status st = redis_fail(c, r, err, "listing the retired versions");
+        es_status st = redis_fail(c, r, err, "retired");
         freeReplyObject(r);
         return st;
     }
@@ -911,14 +916,15 @@ es_rm_stopped_set(redisContext *c, const char *name, uint64_t seq, const char *p
     else
         r = redisCommand(c, "HSET rm:%s:stopped seq %" PRIu64 " position %s reason %s", name,
                          seq, position[0] ? position : "-", reason);
-    return simple(c, r, REDIS_REPLY_INTEGER, err, "recording a stop");
+    return expect_reply(c, r, REDIS_REPLY_INTEGER, err, "stopped");
 }
 
 es_status
 es_rm_stopped_clear(redisContext *c, const char *name, es_error *err)
 {
-    return simple(c, redisCommand(c, "DEL rm:%s:stopped", name), REDIS_REPLY_INTEGER, err,
-                  "clearing a stop");
+    redisReply *r = redisCommand(c, "DEL rm:%s:stopped", name);
+
+    return expect_reply(c, r, REDIS_REPLY_INTEGER, err, "stopped");
 }
 
 es_status
@@ -932,7 +938,7 @@ es_rm_stopped_get(redisContext *c, const char *name, bool *stopped, char *reason
     if (reason && size > 0)
         reason[0] = '\0';
     if (r == NULL || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
-        st = redis_fail(c, r, err, "reading a stop");
+        st = redis_fail(c, r, err, "stopped");
     } else if (r->type == REDIS_REPLY_STRING) {
         *stopped = true;
         if (reason && size > 0)
@@ -954,7 +960,7 @@ es_rm_lock_take(redisContext *c, const char *name, const char *token, es_error *
         st = es_error_set(err, ES_ECONFLICT, "rebuild_running", NULL,
                           "another rebuild of %s is running (key rm:%s:rebuilding)", name, name);
     else if (r == NULL || r->type != REDIS_REPLY_STATUS)
-        st = redis_fail(c, r, err, "taking the rebuild lock");
+        st = redis_fail(c, r, err, "rebuild lock");
     freeReplyObject(r);
     return st;
 }
@@ -966,7 +972,7 @@ es_rm_lock_renew(redisContext *c, const char *name, const char *token, es_error 
     es_status st = ES_OK;
 
     if (r == NULL || r->type != REDIS_REPLY_INTEGER)
-        st = redis_fail(c, r, err, "renewing the rebuild lock");
+        st = redis_fail(c, r, err, "rebuild lock");
     else if (r->integer != 1)
         st = es_error_set(err, ES_ECONFLICT, "rebuild_lock_lost", NULL,
                           "this rebuild of %s lost its lock rm:%s:rebuilding; stopping", name,
@@ -1005,7 +1011,7 @@ es_rm_notice_subscribe(redisContext *c, const char *const *names, size_t n, es_e
      * the others arrive with the notices */
     r = redisCommandArgv(c, (int)n + 1, argv, NULL);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY)
-        st = redis_fail(c, r, err, "subscribing");
+        st = redis_fail(c, r, err, "subscribe");
 done:
     freeReplyObject(r);
     free(chans);
