@@ -138,8 +138,8 @@ caught_up(ctx *x)
     if (x->store_events < 0 || (uint64_t)x->store_events != x->stream_last)
         return false;
     for (i = 0; i < pj_projection_count; i++) {
-        rm_state s;
-        if (rm_state_get(x->rc, pj_projections[i].name, &s, &err) != ES_OK ||
+        es_rm_state s;
+        if (es_rm_state_get(x->rc, pj_projections[i].name, &s, &err) != ES_OK ||
             s.seq != x->stream_last)
             return false;
     }
@@ -303,12 +303,12 @@ diff_dumps(char **a, size_t na, char **b, size_t nb, char **first)
 /* Compares the active version with a replay of the store up to its
  * checkpoint: 0 equal, 1 different, -1 moved meanwhile or failed. */
 static int
-compare_once(ctx *x, json_t *k, const pj_projection *p, const rm_state *s, size_t *keys)
+compare_once(ctx *x, json_t *k, const pj_projection *p, const es_rm_state *s, size_t *keys)
 {
     char ver[24], **live = NULL, **fresh = NULL, *first = NULL;
     size_t nl = 0, nf = 0, n;
     uint64_t seq;
-    rm_state after;
+    es_rm_state after;
     es_error err;
     int rc = -1;
 
@@ -319,9 +319,9 @@ compare_once(ctx *x, json_t *k, const pj_projection *p, const rm_state *s, size_
     if (seq != s->seq) {
         violation(x, k, "the store replayed %" PRIu64 " events for checkpoint %" PRIu64, seq,
                   s->seq);
-    } else if (rm_dump(x->rc, p->name, s->active, &live, &nl, &err) != ES_OK ||
-               rm_dump(x->rc, p->name, ver, &fresh, &nf, &err) != ES_OK ||
-               rm_state_get(x->rc, p->name, &after, &err) != ES_OK) {
+    } else if (es_rm_dump(x->rc, p->name, s->active, &live, &nl, &err) != ES_OK ||
+               es_rm_dump(x->rc, p->name, ver, &fresh, &nf, &err) != ES_OK ||
+               es_rm_state_get(x->rc, p->name, &after, &err) != ES_OK) {
         violation(x, k, "cannot read the read model: %s", err.message);
     } else if (after.seq != s->seq || strcmp(after.active, s->active) != 0) {
         rc = -2;        /* it moved on meanwhile: compare again */
@@ -336,9 +336,9 @@ compare_once(ctx *x, json_t *k, const pj_projection *p, const rm_state *s, size_
         rc = n > 0;
     }
     free(first);
-    rm_dump_free(live, nl);
-    rm_dump_free(fresh, nf);
-    if (rm_drop_version(x->rc, p->name, ver, &err) != ES_OK)
+    es_rm_dump_free(live, nl);
+    es_rm_dump_free(fresh, nf);
+    if (es_rm_drop_version(x->rc, p->name, ver, &err) != ES_OK)
         violation(x, k, "could not delete the scratch version %s: %s", ver, err.message);
     return rc;
 }
@@ -348,24 +348,24 @@ check_projection(ctx *x, const pj_projection *p)
 {
     char name[64];
     json_t *k;
-    rm_state s;
+    es_rm_state s;
     es_error err;
-    redisReply *r;
+    char reason[512];
+    bool stopped;
     size_t keys = 0;
     int attempt, rc = -2;
 
     snprintf(name, sizeof name, "projection %s", p->name);
     k = check_new(x, name);
-    if (rm_state_get(x->rc, p->name, &s, &err) != ES_OK) {
+    if (es_rm_state_get(x->rc, p->name, &s, &err) != ES_OK) {
         violation(x, k, "%s", err.message);
         return;
     }
     figure(k, "version", json_string(s.active));
     figure(k, "checkpoint", json_integer((json_int_t)s.seq));
-    r = redisCommand(x->rc, "HGET rm:%s:stopped reason", p->name);
-    if (r && r->type == REDIS_REPLY_STRING)
-        violation(x, k, "stopped: %s", r->str);
-    freeReplyObject(r);
+    if (es_rm_stopped_get(x->rc, p->name, &stopped, reason, sizeof reason, &err) == ES_OK &&
+        stopped)
+        violation(x, k, "stopped: %s", reason);
     if (s.seq != x->stream_last) {
         if (x->settled)
             violation(x, k, "behind: at event %" PRIu64 " of %" PRIu64, s.seq, x->stream_last);
@@ -379,7 +379,7 @@ check_projection(ctx *x, const pj_projection *p)
         return;
     }
     for (attempt = 0; attempt < 3 && rc == -2; attempt++) {
-        if (attempt > 0 && rm_state_get(x->rc, p->name, &s, &err) != ES_OK)
+        if (attempt > 0 && es_rm_state_get(x->rc, p->name, &s, &err) != ES_OK)
             break;
         rc = compare_once(x, k, p, &s, &keys);
     }
@@ -397,14 +397,14 @@ check_projection(ctx *x, const pj_projection *p)
 static json_t *
 read_hashes(ctx *x, json_t *k, const char *projection, const char *prefix)
 {
-    rm_state s;
+    es_rm_state s;
     es_error err;
     char **lines = NULL;
     size_t n = 0, i, plen = strlen(prefix);
     json_t *out;
 
-    if (rm_state_get(x->rc, projection, &s, &err) != ES_OK ||
-        rm_dump(x->rc, projection, s.active, &lines, &n, &err) != ES_OK) {
+    if (es_rm_state_get(x->rc, projection, &s, &err) != ES_OK ||
+        es_rm_dump(x->rc, projection, s.active, &lines, &n, &err) != ES_OK) {
         violation(x, k, "cannot read projection %s: %s", projection, err.message);
         return NULL;
     }
@@ -418,7 +418,7 @@ read_hashes(ctx *x, json_t *k, const char *projection, const char *prefix)
         body = tab + 6;
         json_object_set_new(out, lines[i] + plen, json_loads(body, 0, NULL));
     }
-    rm_dump_free(lines, n);
+    es_rm_dump_free(lines, n);
     return out;
 }
 
@@ -743,7 +743,7 @@ run_verify(cli *c, int argc, char **argv)
     if ((x.pg = cli_pg(c)) == NULL)
         return CLI_UNAVAILABLE;
     if (es_store_open(&x.store, es_pg_conninfo(), &err) != ES_OK ||
-        (x.rc = rm_connect(&err)) == NULL || es_jetstream_open(&x.js, &err) != ES_OK) {
+        (x.rc = es_rm_connect(&err)) == NULL || es_jetstream_open(&x.js, &err) != ES_OK) {
         rc = cli_fail(c, &err);
         goto done;
     }

@@ -1,7 +1,10 @@
 /*
  * Read models in Redis: batches of per-event commands applied atomically
- * with a checkpoint by a Lua script, version switching, and reads pinned to
- * one version.  See readmodel.h for the key layout.
+ * with a checkpoint by a Lua script, the versions' bookkeeping and
+ * switching, stop reports, the rebuild lock, notices, and reads pinned to
+ * one version.  This is the only file that spells a key of the layout
+ * drawn in readmodel.h, and the one place a Redis error reply is read and
+ * classified (reply_transient()).
  */
 #include "readmodel.h"
 #include "core_int.h"
@@ -102,19 +105,46 @@ static const char READ_LUA[] =
     "end\n"
     "return out\n";
 
+/* ARGV: name.  Numbers a new version above every one used so far and
+ * above the active one; "1" is the live projector's, so at least 2. */
+static const char NEXT_LUA[] =
+    "local base = 'rm:' .. ARGV[1] .. ':'\n"
+    "local v = redis.call('INCR', base .. 'next')\n"
+    "local a = tonumber(redis.call('GET', base .. 'active') or '0') or 0\n"
+    "if v <= a then v = a + 1 end\n"
+    "if v < 2 then v = 2 end\n"
+    "redis.call('SET', base .. 'next', v)\n"
+    "return v\n";
+
+/* The rebuild lock's lease, renewed as the rebuild goes. */
+#define LEASE_MS "30000"
+
+/* ARGV: name, token.  1 when the token's holder still had the lock and
+ * its lease is renewed (RENEW) or the lock is released (RELEASE). */
+static const char RENEW_LUA[] =
+    "local k = 'rm:' .. ARGV[1] .. ':rebuilding'\n"
+    "if redis.call('GET', k) ~= ARGV[2] then return 0 end\n"
+    "return redis.call('PEXPIRE', k, " LEASE_MS ")\n";
+
+static const char RELEASE_LUA[] =
+    "local k = 'rm:' .. ARGV[1] .. ':rebuilding'\n"
+    "if redis.call('GET', k) ~= ARGV[2] then return 0 end\n"
+    "return redis.call('DEL', k)\n";
+
 typedef struct script {
     const char *text;
     char sha[41];
 } script;
 
-static script APPLY = {APPLY_LUA, ""}, SWITCH = {SWITCH_LUA, ""}, READ = {READ_LUA, ""};
+static script APPLY = {APPLY_LUA, ""}, SWITCH = {SWITCH_LUA, ""}, READ = {READ_LUA, ""},
+              NEXT = {NEXT_LUA, ""}, RENEW = {RENEW_LUA, ""}, RELEASE = {RELEASE_LUA, ""};
 
 static pthread_once_t shas_once = PTHREAD_ONCE_INIT;
 
 static void
 compute_shas(void)
 {
-    script *all[] = {&APPLY, &SWITCH, &READ};
+    script *all[] = {&APPLY, &SWITCH, &READ, &NEXT, &RENEW, &RELEASE};
     size_t k;
     int i;
 
@@ -134,21 +164,53 @@ sha_of(script *s)
     return s->sha;
 }
 
+/*
+ * True for a Redis error reply whose first word, Redis' own machine code,
+ * names a condition that passes: out of memory (OOM), a failed save
+ * (MISCONF), a replica or a loading server (READONLY, LOADING,
+ * MASTERDOWN), a busy script (BUSY), a cluster in flux (TRYAGAIN,
+ * CLUSTERDOWN, NOREPLICAS).  Anything else (WRONGTYPE, ERR, a script's own
+ * error) is a refusal: the same request would fail again.  Errors raised
+ * inside a script keep the code of the command that failed.
+ */
+static bool
+reply_transient(const char *text)
+{
+    static const char *const codes[] = {"OOM",     "MISCONF",    "READONLY",   "BUSY",
+                                        "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN",
+                                        "CLUSTERDOWN"};
+    size_t i, len = strcspn(text, " ");
+
+    for (i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (strlen(codes[i]) == len && strncmp(text, codes[i], len) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * Records why a command failed: ES_EUNAVAILABLE (transient) when Redis did
+ * not answer, ES_EINTERNAL with code "redis_error" when it answered with an
+ * error (transient as its code says) or with a reply of the wrong shape.
+ */
 static es_status
 redis_fail(redisContext *c, const redisReply *r, es_error *err, const char *what)
 {
+    es_status st;
+
     if (r == NULL)
         return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL, "redis: %s: %s",
                             what, c->err ? c->errstr : "no answer");
-    if (r->type == REDIS_REPLY_ERROR)
-        return es_error_set(err, ES_EINTERNAL, "redis_error", NULL, "redis: %s: %s", what,
-                            r->str);
-    return es_error_set(err, ES_EINTERNAL, "redis_error", NULL,
-                        "redis: %s: unexpected reply type %d", what, r->type);
+    if (r->type != REDIS_REPLY_ERROR)
+        return es_error_set(err, ES_EINTERNAL, "redis_error", NULL,
+                            "redis: %s: unexpected reply type %d", what, r->type);
+    st = es_error_set(err, ES_EINTERNAL, "redis_error", NULL, "redis: %s: %s", what, r->str);
+    if (err)
+        err->transient = reply_transient(r->str);
+    return st;
 }
 
 redisContext *
-rm_connect(es_error *err)
+es_rm_connect(es_error *err)
 {
     const char *host = getenv("ES_REDIS_HOST"), *port = getenv("ES_REDIS_PORT");
     const char *db = getenv("ES_REDIS_DB");
@@ -186,14 +248,14 @@ rm_connect(es_error *err)
 
 /* ---- batches ---------------------------------------------------------- */
 
-static rm_arg *
-push(rm_batch *b)
+static es_rm_arg *
+push(es_rm_batch *b)
 {
     if (b->failed)
         return NULL;
     if (b->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 256;
-        rm_arg *grown = realloc(b->args, cap * sizeof *grown);
+        es_rm_arg *grown = realloc(b->args, cap * sizeof *grown);
         if (grown == NULL) {
             b->failed = true;
             return NULL;
@@ -206,9 +268,9 @@ push(rm_batch *b)
 }
 
 static void
-push_bytes(rm_batch *b, const char *s, size_t len)
+push_bytes(es_rm_batch *b, const char *s, size_t len)
 {
-    rm_arg *a = push(b);
+    es_rm_arg *a = push(b);
 
     if (a == NULL)
         return;
@@ -220,9 +282,9 @@ push_bytes(rm_batch *b, const char *s, size_t len)
 }
 
 static void
-push_num(rm_batch *b, long long v)
+push_num(es_rm_batch *b, long long v)
 {
-    rm_arg *a = push(b);
+    es_rm_arg *a = push(b);
 
     if (a) {
         a->num = v;
@@ -231,7 +293,7 @@ push_num(rm_batch *b, long long v)
 }
 
 void
-rm_batch_init(rm_batch *b, const char *name, const char *version)
+es_rm_batch_init(es_rm_batch *b, const char *name, const char *version)
 {
     memset(b, 0, sizeof *b);
     push_bytes(b, name, strlen(name));
@@ -240,7 +302,7 @@ rm_batch_init(rm_batch *b, const char *name, const char *version)
 }
 
 void
-rm_batch_free(rm_batch *b)
+es_rm_batch_free(es_rm_batch *b)
 {
     es_buf_free(&b->arena);
     es_buf_free(&b->wire);
@@ -249,7 +311,7 @@ rm_batch_free(rm_batch *b)
 }
 
 void
-rm_batch_reset(rm_batch *b, const char *name, const char *version)
+es_rm_batch_reset(es_rm_batch *b, const char *name, const char *version)
 {
     /* memory is kept: a rebuild formats thousands of batches alike */
     es_buf_reset(&b->arena);
@@ -262,15 +324,15 @@ rm_batch_reset(rm_batch *b, const char *name, const char *version)
     b->ncmd_at = b->argc_at = SIZE_MAX;
 }
 
-rm_mark
-rm_batch_mark(const rm_batch *b)
+es_rm_mark
+es_rm_batch_mark(const es_rm_batch *b)
 {
-    rm_mark m = {b->n, b->arena.len, b->events, b->ncmd_at, b->argc_at, b->last_seq};
+    es_rm_mark m = {b->n, b->arena.len, b->events, b->ncmd_at, b->argc_at, b->last_seq};
     return m;
 }
 
 void
-rm_batch_rewind(rm_batch *b, rm_mark m)
+es_rm_batch_rewind(es_rm_batch *b, es_rm_mark m)
 {
     if (b->failed)
         return;             /* sticky: the batch is unusable anyway */
@@ -285,7 +347,7 @@ rm_batch_rewind(rm_batch *b, rm_mark m)
 }
 
 void
-rm_batch_event(rm_batch *b, uint64_t seq, const char *position)
+es_rm_batch_event(es_rm_batch *b, uint64_t seq, const char *position)
 {
     push_num(b, (long long)seq);
     push_bytes(b, position, strlen(position));
@@ -297,14 +359,14 @@ rm_batch_event(rm_batch *b, uint64_t seq, const char *position)
 }
 
 static void
-count_arg(rm_batch *b)
+count_arg(es_rm_batch *b)
 {
     if (!b->failed && b->argc_at != SIZE_MAX)
         b->args[b->argc_at].num++;
 }
 
 void
-rm_cmd(rm_batch *b, const char *name, const char *keyfmt, ...)
+es_rm_cmd(es_rm_batch *b, const char *name, const char *keyfmt, ...)
 {
     char key[512];
     va_list ap;
@@ -341,21 +403,21 @@ rm_cmd(rm_batch *b, const char *name, const char *keyfmt, ...)
 }
 
 void
-rm_arg_str(rm_batch *b, const char *s)
+es_rm_arg_str(es_rm_batch *b, const char *s)
 {
     count_arg(b);
     push_bytes(b, s, strlen(s));
 }
 
 void
-rm_arg_int(rm_batch *b, long long v)
+es_rm_arg_int(es_rm_batch *b, long long v)
 {
     count_arg(b);
     push_num(b, v);
 }
 
 void
-rm_arg_fmt(rm_batch *b, const char *fmt, ...)
+es_rm_arg_fmt(es_rm_batch *b, const char *fmt, ...)
 {
     char text[1024];
     va_list ap;
@@ -373,7 +435,7 @@ rm_arg_fmt(rm_batch *b, const char *fmt, ...)
 }
 
 void
-rm_arg_json(rm_batch *b, const json_t *v)
+es_rm_arg_json(es_rm_batch *b, const json_t *v)
 {
     char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
 
@@ -381,7 +443,7 @@ rm_arg_json(rm_batch *b, const json_t *v)
         b->failed = true;
         return;
     }
-    rm_arg_str(b, text);
+    es_rm_arg_str(b, text);
     free(text);
 }
 
@@ -434,7 +496,7 @@ resp_array(es_buf *o, size_t n)
 }
 
 static void
-resp_arg(es_buf *o, const rm_batch *b, size_t i)
+resp_arg(es_buf *o, const es_rm_batch *b, size_t i)
 {
     if (b->args[i].is_num) {
         char num[24];
@@ -446,7 +508,7 @@ resp_arg(es_buf *o, const rm_batch *b, size_t i)
 
 /* EVALSHA (or EVAL) of s with args[0..n) as ARGV. */
 static void
-format_script(es_buf *o, script *s, bool by_sha, const rm_batch *b)
+format_script(es_buf *o, script *s, bool by_sha, const es_rm_batch *b)
 {
     size_t i;
 
@@ -475,7 +537,7 @@ send_formatted(redisContext *c, const es_buf *o)
 }
 
 static redisReply *
-run_script(redisContext *c, script *s, const rm_batch *b)
+run_script(redisContext *c, script *s, const es_rm_batch *b)
 {
     es_buf o = ES_BUF_INIT;
     redisReply *r;
@@ -494,6 +556,19 @@ run_script(redisContext *c, script *s, const rm_batch *b)
     return r;
 }
 
+/* Runs s with ARGV name, arg (NULL: ""). */
+static redisReply *
+run_on(redisContext *c, script *s, const char *name, const char *arg)
+{
+    es_rm_batch b;
+    redisReply *r;
+
+    es_rm_batch_init(&b, name, arg);
+    r = run_script(c, s, &b);
+    es_rm_batch_free(&b);
+    return r;
+}
+
 static void
 copy_str(char *dst, size_t size, const redisReply *r)
 {
@@ -506,7 +581,7 @@ copy_str(char *dst, size_t size, const redisReply *r)
 }
 
 static es_status
-parse_applied(redisContext *c, redisReply *r, rm_applied *out, es_error *err)
+parse_applied(redisContext *c, redisReply *r, es_rm_applied *out, es_error *err)
 {
     es_status st;
 
@@ -525,12 +600,13 @@ parse_applied(redisContext *c, redisReply *r, rm_applied *out, es_error *err)
     out->failed_seq = (uint64_t)r->element[5]->integer;
     copy_str(out->failed_why, sizeof out->failed_why, r->element[6]);
     out->failed_partial = r->element[7]->type == REDIS_REPLY_INTEGER && r->element[7]->integer != 0;
+    out->failed_transient = out->failed_seq != 0 && reply_transient(out->failed_why);
     freeReplyObject(r);
     return ES_OK;
 }
 
 es_status
-rm_apply(redisContext *c, rm_batch *b, rm_applied *out, es_error *err)
+es_rm_apply(redisContext *c, es_rm_batch *b, es_rm_applied *out, es_error *err)
 {
     if (b->failed)
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory building a batch");
@@ -546,11 +622,11 @@ rm_apply(redisContext *c, rm_batch *b, rm_applied *out, es_error *err)
  * exactly the events after the checkpoint, and hold the rebuild lock.
  */
 es_status
-rm_write_send(redisContext *c, rm_batch *b, size_t *replies, es_error *err)
+es_rm_write_send(redisContext *c, es_rm_batch *b, size_t *replies, es_error *err)
 {
     es_buf o = b->wire, prefix = ES_BUF_INIT;
     size_t i = 2, ncmd = 0;
-    const rm_arg *last_pos = NULL;
+    const es_rm_arg *last_pos = NULL;
     long long last_seq = 0;
     int rc;
 
@@ -568,7 +644,7 @@ rm_write_send(redisContext *c, rm_batch *b, size_t *replies, es_error *err)
         i += 3;
         for (k = 0; k < cmds; k++, ncmd++) {
             size_t argc = (size_t)b->args[i].num, j;
-            const rm_arg *key = &b->args[i + 2];
+            const es_rm_arg *key = &b->args[i + 2];
 
             resp_array(&o, argc);
             resp_arg(&o, b, i + 1);
@@ -608,7 +684,7 @@ rm_write_send(redisContext *c, rm_batch *b, size_t *replies, es_error *err)
 }
 
 es_status
-rm_write_recv(redisContext *c, size_t replies, es_error *err)
+es_rm_write_recv(redisContext *c, size_t replies, es_error *err)
 {
     es_status st = ES_OK;
     size_t i, j;
@@ -638,8 +714,8 @@ rm_write_recv(redisContext *c, size_t replies, es_error *err)
 /* ---- versions --------------------------------------------------------- */
 
 es_status
-rm_checkpoint(redisContext *c, const char *name, const char *version, uint64_t *seq,
-              char *position, es_error *err)
+es_rm_checkpoint(redisContext *c, const char *name, const char *version, uint64_t *seq,
+                 char *position, es_error *err)
 {
     redisReply *r = redisCommand(c, "HMGET rm:%s:%s:checkpoint seq position", name, version);
     es_status st;
@@ -651,13 +727,13 @@ rm_checkpoint(redisContext *c, const char *name, const char *version, uint64_t *
     }
     *seq = r->element[0]->type == REDIS_REPLY_STRING ? strtoull(r->element[0]->str, NULL, 10) : 0;
     if (position)
-        copy_str(position, RM_POSITION_MAX, r->element[1]);
+        copy_str(position, ES_RM_POSITION_MAX, r->element[1]);
     freeReplyObject(r);
     return ES_OK;
 }
 
 es_status
-rm_state_get(redisContext *c, const char *name, rm_state *out, es_error *err)
+es_rm_state_get(redisContext *c, const char *name, es_rm_state *out, es_error *err)
 {
     redisReply *r = redisCommand(c, "MGET rm:%s:active rm:%s:building", name, name);
     es_status st;
@@ -673,19 +749,15 @@ rm_state_get(redisContext *c, const char *name, rm_state *out, es_error *err)
     freeReplyObject(r);
     if (out->active[0] == '\0')
         return ES_OK;
-    return rm_checkpoint(c, name, out->active, &out->seq, out->position, err);
+    return es_rm_checkpoint(c, name, out->active, &out->seq, out->position, err);
 }
 
 es_status
-rm_switch(redisContext *c, const char *name, const char *version, bool *switched, es_error *err)
+es_rm_switch(redisContext *c, const char *name, const char *version, bool *switched, es_error *err)
 {
-    rm_batch b;
-    redisReply *r;
+    redisReply *r = run_on(c, &SWITCH, name, version);
     es_status st = ES_OK;
 
-    rm_batch_init(&b, name, version);
-    r = run_script(c, &SWITCH, &b);
-    rm_batch_free(&b);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 4 ||
         r->element[0]->type != REDIS_REPLY_INTEGER)
         st = redis_fail(c, r, err, "switch");
@@ -696,7 +768,7 @@ rm_switch(redisContext *c, const char *name, const char *version, bool *switched
 }
 
 es_status
-rm_drop_version(redisContext *c, const char *name, const char *version, es_error *err)
+es_rm_drop_version(redisContext *c, const char *name, const char *version, es_error *err)
 {
     char cursor[32] = "0", pattern[128];
     redisReply *r;
@@ -751,19 +823,250 @@ rm_drop_version(redisContext *c, const char *name, const char *version, es_error
     return ES_OK;
 }
 
+es_status
+es_rm_version_new(redisContext *c, const char *name, char *out, size_t size, es_error *err)
+{
+    redisReply *r = run_on(c, &NEXT, name, NULL);
+    es_status st = ES_OK;
+
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER)
+        st = redis_fail(c, r, err, "next version");
+    else
+        snprintf(out, size, "%lld", r->integer);
+    freeReplyObject(r);
+    return st;
+}
+
+/* Checks and frees the reply r of a command: ok is the type it must have. */
+static es_status
+expect_reply(redisContext *c, redisReply *r, int ok, es_error *err, const char *what)
+{
+    es_status st = ES_OK;
+
+    if (r == NULL || r->type != ok)
+        st = redis_fail(c, r, err, what);
+    freeReplyObject(r);
+    return st;
+}
+
+es_status
+es_rm_building_set(redisContext *c, const char *name, const char *version, es_error *err)
+{
+    redisReply *r = redisCommand(c, "SET rm:%s:building %s", name, version);
+
+    return expect_reply(c, r, REDIS_REPLY_STATUS, err, "building");
+}
+
+es_status
+es_rm_building_clear(redisContext *c, const char *name, es_error *err)
+{
+    redisReply *r = redisCommand(c, "DEL rm:%s:building", name);
+
+    return expect_reply(c, r, REDIS_REPLY_INTEGER, err, "building");
+}
+
+es_status
+es_rm_retired_list(redisContext *c, const char *name, char ***versions, size_t *n,
+                   es_error *err)
+{
+    redisReply *r = redisCommand(c, "SMEMBERS rm:%s:retired", name);
+    size_t i;
+
+    *versions = NULL;
+    *n = 0;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        es_status st = redis_fail(c, r, err, "retired");
+        freeReplyObject(r);
+        return st;
+    }
+    if (r->elements > 0 && (*versions = calloc(r->elements, sizeof **versions)) == NULL) {
+        freeReplyObject(r);
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+    }
+    for (i = 0; i < r->elements; i++) {
+        if (((*versions)[i] = strdup(r->element[i]->str)) == NULL) {
+            es_rm_list_free(*versions, i);
+            *versions = NULL;
+            freeReplyObject(r);
+            return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+        }
+    }
+    *n = r->elements;
+    freeReplyObject(r);
+    return ES_OK;
+}
+
+void
+es_rm_list_free(char **items, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(items[i]);
+    free(items);
+}
+
+/* ---- stop reports ----------------------------------------------------- */
+
+es_status
+es_rm_stopped_set(redisContext *c, const char *name, uint64_t seq, const char *position,
+                  const char *reason, es_error *err)
+{
+    redisReply *r;
+
+    if (position == NULL)
+        r = redisCommand(c, "HSET rm:%s:stopped reason %s", name, reason);
+    else
+        r = redisCommand(c, "HSET rm:%s:stopped seq %" PRIu64 " position %s reason %s", name,
+                         seq, position[0] ? position : "-", reason);
+    return expect_reply(c, r, REDIS_REPLY_INTEGER, err, "stopped");
+}
+
+es_status
+es_rm_stopped_clear(redisContext *c, const char *name, es_error *err)
+{
+    redisReply *r = redisCommand(c, "DEL rm:%s:stopped", name);
+
+    return expect_reply(c, r, REDIS_REPLY_INTEGER, err, "stopped");
+}
+
+es_status
+es_rm_stopped_get(redisContext *c, const char *name, bool *stopped, char *reason, size_t size,
+                  es_error *err)
+{
+    redisReply *r = redisCommand(c, "HGET rm:%s:stopped reason", name);
+    es_status st = ES_OK;
+
+    *stopped = false;
+    if (reason && size > 0)
+        reason[0] = '\0';
+    if (r == NULL || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
+        st = redis_fail(c, r, err, "stopped");
+    } else if (r->type == REDIS_REPLY_STRING) {
+        *stopped = true;
+        if (reason && size > 0)
+            copy_str(reason, size, r);
+    }
+    freeReplyObject(r);
+    return st;
+}
+
+/* ---- the rebuild lock ------------------------------------------------- */
+
+es_status
+es_rm_lock_take(redisContext *c, const char *name, const char *token, es_error *err)
+{
+    redisReply *r = redisCommand(c, "SET rm:%s:rebuilding %s NX PX " LEASE_MS, name, token);
+    es_status st = ES_OK;
+
+    if (r != NULL && r->type == REDIS_REPLY_NIL)
+        st = es_error_set(err, ES_ECONFLICT, "rebuild_running", NULL,
+                          "another rebuild of %s is running (key rm:%s:rebuilding)", name, name);
+    else if (r == NULL || r->type != REDIS_REPLY_STATUS)
+        st = redis_fail(c, r, err, "rebuild lock");
+    freeReplyObject(r);
+    return st;
+}
+
+es_status
+es_rm_lock_renew(redisContext *c, const char *name, const char *token, es_error *err)
+{
+    redisReply *r = run_on(c, &RENEW, name, token);
+    es_status st = ES_OK;
+
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER)
+        st = redis_fail(c, r, err, "rebuild lock");
+    else if (r->integer != 1)
+        st = es_error_set(err, ES_ECONFLICT, "rebuild_lock_lost", NULL,
+                          "this rebuild of %s lost its lock rm:%s:rebuilding; stopping", name,
+                          name);
+    freeReplyObject(r);
+    return st;
+}
+
+void
+es_rm_lock_release(redisContext *c, const char *name, const char *token)
+{
+    freeReplyObject(run_on(c, &RELEASE, name, token));
+}
+
+/* ---- notices ---------------------------------------------------------- */
+
+es_status
+es_rm_notice_subscribe(redisContext *c, const char *const *names, size_t n, es_error *err)
+{
+    const char **argv = calloc(n + 1, sizeof *argv);
+    char (*chans)[ES_RM_NAME_MAX + 16] = calloc(n + 1, sizeof *chans);
+    redisReply *r = NULL;
+    es_status st = ES_OK;
+    size_t i;
+
+    if (argv == NULL || chans == NULL) {
+        st = es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+        goto done;
+    }
+    argv[0] = "SUBSCRIBE";
+    for (i = 0; i < n; i++) {
+        snprintf(chans[i], sizeof chans[i], "rm:%s:applied", names[i]);
+        argv[i + 1] = chans[i];
+    }
+    /* Redis confirms each channel; the first confirmation is read here,
+     * the others arrive with the notices */
+    r = redisCommandArgv(c, (int)n + 1, argv, NULL);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+        st = redis_fail(c, r, err, "subscribe");
+done:
+    freeReplyObject(r);
+    free(chans);
+    free(argv);
+    return st;
+}
+
+bool
+es_rm_notice_parse(const redisReply *r, es_rm_notice *out)
+{
+    const redisReply *ch, *msg;
+    const char *name, *end, *seq, *pos;
+    char *num_end;
+
+    memset(out, 0, sizeof *out);
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "message") != 0)
+        return false;
+    ch = r->element[1];
+    msg = r->element[2];
+    if (ch->type != REDIS_REPLY_STRING || msg->type != REDIS_REPLY_STRING ||
+        strncmp(ch->str, "rm:", 3) != 0 || ch->len < 3 + 8 ||
+        strcmp(ch->str + ch->len - 8, ":applied") != 0)
+        return false;
+    name = ch->str + 3;
+    end = ch->str + ch->len - 8;
+    if (end - name <= 0 || end - name >= ES_RM_NAME_MAX)
+        return false;
+    memcpy(out->name, name, (size_t)(end - name));
+    /* "<version> <seq> <position>" */
+    if ((seq = strchr(msg->str, ' ')) == NULL || (size_t)(seq - msg->str) >= sizeof out->version ||
+        (pos = strchr(seq + 1, ' ')) == NULL || strlen(pos + 1) >= sizeof out->position)
+        return false;
+    memcpy(out->version, msg->str, (size_t)(seq - msg->str));
+    out->seq = strtoull(seq + 1, &num_end, 10);
+    if (num_end != pos)
+        out->seq = 0;           /* Lua wrote it as a float: unknown */
+    snprintf(out->position, sizeof out->position, "%s", pos + 1);
+    return true;
+}
+
 /* ---- reading ---------------------------------------------------------- */
 
 es_status
-rm_read(redisContext *c, const char *name, const char *version, const char *const *const *cmds,
-        size_t ncmds, redisReply **out, es_error *err)
+es_rm_read(redisContext *c, const char *name, const char *version, const char *const *const *cmds,
+           size_t ncmds, redisReply **out, es_error *err)
 {
-    rm_batch b;
+    es_rm_batch b;
     redisReply *r;
     size_t i, j;
     es_status st = ES_OK;
 
     *out = NULL;
-    rm_batch_init(&b, name, version);
+    es_rm_batch_init(&b, name, version);
     for (i = 0; i < ncmds; i++) {
         size_t argc = 0;
         while (cmds[i][argc])
@@ -773,7 +1076,7 @@ rm_read(redisContext *c, const char *name, const char *version, const char *cons
             push_bytes(&b, cmds[i][j], strlen(cmds[i][j]));
     }
     r = run_script(c, &READ, &b);
-    rm_batch_free(&b);
+    es_rm_batch_free(&b);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
         r->element[1]->type != REDIS_REPLY_INTEGER) {
         st = redis_fail(c, r, err, "read");
@@ -785,7 +1088,7 @@ rm_read(redisContext *c, const char *name, const char *version, const char *cons
 }
 
 const char *
-rm_hash_get(const redisReply *hash, const char *field)
+es_rm_hash_get(const redisReply *hash, const char *field)
 {
     size_t i;
 
@@ -797,23 +1100,6 @@ rm_hash_get(const redisReply *hash, const char *field)
                                                                      : NULL;
     return NULL;
 }
-
-bool
-rm_error_transient(const char *message)
-{
-    static const char *const prefixes[] = {"OOM", "MISCONF", "READONLY", "BUSY", "LOADING",
-                                           "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN"};
-    size_t i;
-
-    /* our own messages read "redis: <what>: <reply>" */
-    if (strncmp(message, "redis: ", 7) == 0 && strchr(message + 7, ':'))
-        message = strchr(message + 7, ':') + 2;
-    for (i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
-        if (strncmp(message, prefixes[i], strlen(prefixes[i])) == 0)
-            return true;
-    return false;
-}
-
 
 /* ---- comparing versions ----------------------------------------------- */
 
@@ -866,10 +1152,10 @@ dump_key(redisContext *c, const char *key, const char *type)
 }
 
 es_status
-rm_dump(redisContext *c, const char *name, const char *version, char ***lines, size_t *n,
-        es_error *err)
+es_rm_dump(redisContext *c, const char *name, const char *version, char ***lines, size_t *n,
+           es_error *err)
 {
-    char cursor[32] = "0", prefix[RM_NAME_MAX + 64];
+    char cursor[32] = "0", prefix[ES_RM_NAME_MAX + 64];
     size_t cap = 0, plen;
 
     *lines = NULL;
@@ -882,7 +1168,7 @@ rm_dump(redisContext *c, const char *name, const char *version, char ***lines, s
 
         if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
             freeReplyObject(r);
-            rm_dump_free(*lines, *n);
+            es_rm_dump_free(*lines, *n);
             *lines = NULL;
             *n = 0;
             return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
@@ -907,7 +1193,7 @@ rm_dump(redisContext *c, const char *name, const char *version, char ***lines, s
                 free(text);
                 freeReplyObject(t);
                 freeReplyObject(r);
-                rm_dump_free(*lines, *n);
+                es_rm_dump_free(*lines, *n);
                 *lines = NULL;
                 *n = 0;
                 return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
@@ -931,7 +1217,7 @@ rm_dump(redisContext *c, const char *name, const char *version, char ***lines, s
 }
 
 void
-rm_dump_free(char **lines, size_t n)
+es_rm_dump_free(char **lines, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         free(lines[i]);

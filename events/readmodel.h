@@ -1,15 +1,28 @@
 /*
- * Read models in Redis: the key layout, and the three Lua scripts through
- * which every process touches them.
+ * Read models in Redis: the key layout, and the functions (and the Lua
+ * scripts behind them) through which every process touches it.  This
+ * module is the only code that spells a key; the daemons, esctl and the
+ * query service name a projection and a version and call in here.
  *
  * Keys of projection <name>:
  *   rm:<name>:active            the version queries read (a decimal number)
  *   rm:<name>:building          the version a rebuild is writing, if any
+ *   rm:<name>:next              the last version number handed out
  *   rm:<name>:retired           set of versions whose keys are being deleted
- *   rm:<name>:stopped           hash: why the live projection stopped
+ *   rm:<name>:rebuilding        the rebuild lock: its holder's token, with a
+ *                               30 s lease the holder renews
+ *   rm:<name>:stopped           hash {seq, position, reason}: why the live
+ *                               projection stopped at event seq
  *   rm:<name>:<v>:checkpoint    hash {seq, position}: the last event applied
  *   rm:<name>:<v>:<key>         the read model's own keys
- *   channel rm:<name>:applied   "<v> <seq> <position>" after each batch
+ *   channel rm:<name>:applied   "<v> <seq> <position>" after each batch that
+ *                               applied something, and after a switch
+ *
+ * A version's life (projector/rebuild.c drives it, docs/ARCHITECTURE.md
+ * draws it): es_rm_version_new numbers it, es_rm_building_set records it
+ * as the one being built, batches fill it, es_rm_switch makes it active
+ * (and the old one retired), es_rm_drop_version deletes a retired one.
+ * Version 1 is born active at the live projector's first batch.
  *
  * A batch is a run of events, each with its feed sequence (the JetStream
  * sequence: the event's 1-based ordinal in feed order), its store position
@@ -18,6 +31,14 @@
  * script runs the whole batch atomically: an event at or below the
  * checkpoint is skipped, the next one (checkpoint + 1) is applied and
  * becomes the checkpoint, and one beyond it (a gap) stops the batch there.
+ *
+ * Errors say their kind as data, never only in words: ES_EUNAVAILABLE when
+ * Redis did not answer (err->transient is set); ES_EINTERNAL, code
+ * "redis_error", when it answered with an error or a reply of the wrong
+ * shape, with err->transient set when Redis' error code says the
+ * condition passes (LOADING, BUSY, OOM, READONLY...: try again later) and
+ * clear when it is a refusal (WRONGTYPE, a script error: the same request
+ * would fail again); ES_ENOMEM when memory ran out building a request.
  */
 #ifndef ES_READMODEL_H
 #define ES_READMODEL_H
@@ -30,109 +51,183 @@
 #include "buf.h"
 #include "status.h"
 
-#define RM_NAME_MAX 32
-#define RM_POSITION_MAX 48
+#define ES_RM_NAME_MAX 32
+#define ES_RM_VERSION_MAX 24
+#define ES_RM_POSITION_MAX 48
 
 /* Connects to ES_REDIS_HOST:ES_REDIS_PORT (defaults 127.0.0.1:56379) with a
  * timeout and selects database ES_REDIS_DB (default 0; the tests and the
  * benchmarks use their own); NULL with err set when Redis does not answer.
  * Channels are not per database: a message on rm:<name>:applied is only
  * ever a hint to read again, never a position to trust. */
-redisContext *rm_connect(es_error *err);
+redisContext *es_rm_connect(es_error *err);
 
 /* ---- building a batch ------------------------------------------------- */
 
-typedef struct rm_arg {
+typedef struct es_rm_arg {
     size_t off, len;            /* bytes in the arena, or ... */
     long long num;              /* ... this number, when is_num */
     bool is_num;
-} rm_arg;
+} es_rm_arg;
 
-typedef struct rm_batch {
+typedef struct es_rm_batch {
     es_buf arena;
-    rm_arg *args;
+    es_rm_arg *args;
     size_t n, cap;
     size_t events;              /* events in the batch */
     size_t ncmd_at, argc_at;    /* counters being filled (index of arg) */
     uint64_t last_seq;
     bool failed;                /* allocation failed */
     es_buf wire;                /* formatting space, kept between batches */
-} rm_batch;
+} es_rm_batch;
 
 /* Starts an empty batch for projection name; version NULL or "" applies
  * to the active version (created as "1" when there is none). */
-void rm_batch_init(rm_batch *b, const char *name, const char *version);
-void rm_batch_free(rm_batch *b);
+void es_rm_batch_init(es_rm_batch *b, const char *name, const char *version);
+void es_rm_batch_free(es_rm_batch *b);
 /* Empties b for another batch, keeping its memory. */
-void rm_batch_reset(rm_batch *b, const char *name, const char *version);
+void es_rm_batch_reset(es_rm_batch *b, const char *name, const char *version);
 /* Where a batch is, to go back there when an event cannot be added. */
-typedef struct rm_mark {
+typedef struct es_rm_mark {
     size_t n, arena_len, events, ncmd_at, argc_at;
     uint64_t last_seq;
-} rm_mark;
-rm_mark rm_batch_mark(const rm_batch *b);
-void rm_batch_rewind(rm_batch *b, rm_mark m);
+} es_rm_mark;
+es_rm_mark es_rm_batch_mark(const es_rm_batch *b);
+void es_rm_batch_rewind(es_rm_batch *b, es_rm_mark m);
 /* Starts the next event; its commands follow. */
-void rm_batch_event(rm_batch *b, uint64_t seq, const char *position);
-/* Starts a command: rm_cmd(b, "HSET", "order:%s", id), then its args. */
-void rm_cmd(rm_batch *b, const char *name, const char *keyfmt, ...)
+void es_rm_batch_event(es_rm_batch *b, uint64_t seq, const char *position);
+/* Starts a command: es_rm_cmd(b, "HSET", "order:%s", id), then its args. */
+void es_rm_cmd(es_rm_batch *b, const char *name, const char *keyfmt, ...)
     __attribute__((format(printf, 3, 4)));
-void rm_arg_str(rm_batch *b, const char *s);
-void rm_arg_int(rm_batch *b, long long v);
-void rm_arg_fmt(rm_batch *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void es_rm_arg_str(es_rm_batch *b, const char *s);
+void es_rm_arg_int(es_rm_batch *b, long long v);
+void es_rm_arg_fmt(es_rm_batch *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A JSON value as compact text (keys in insertion order). */
-void rm_arg_json(rm_batch *b, const json_t *v);
+void es_rm_arg_json(es_rm_batch *b, const json_t *v);
 
-typedef struct rm_applied {
-    char version[24];
+typedef struct es_rm_applied {
+    char version[ES_RM_VERSION_MAX];
     uint64_t seq;               /* checkpoint after the batch */
-    char position[RM_POSITION_MAX];
+    char position[ES_RM_POSITION_MAX];
     uint64_t applied;           /* events applied (not skipped) */
     bool gap;                   /* stopped at an event beyond checkpoint + 1 */
     uint64_t failed_seq;        /* non-zero: Redis refused a command of this
                                    event (some of its commands may be applied) */
     char failed_why[200];
     bool failed_partial;        /* some of that event's commands were applied */
-} rm_applied;
-
-/* True for a Redis error that passes (out of memory, loading, read-only
- * replica, busy script...): retry later instead of giving up. */
-bool rm_error_transient(const char *message);
+    bool failed_transient;      /* Redis' error passes (out of memory, loading,
+                                   read-only replica, busy...): when nothing of
+                                   the event was applied, try it again later */
+} es_rm_applied;
 
 /* Runs the batch and waits for the answer. */
-es_status rm_apply(redisContext *c, rm_batch *b, rm_applied *out, es_error *err);
+es_status es_rm_apply(redisContext *c, es_rm_batch *b, es_rm_applied *out, es_error *err);
 
 /* The single writer's path (a rebuild owns its version): the batch, whose
  * version must be explicit and whose events must follow its checkpoint
  * exactly, as MULTI / commands / new checkpoint / EXEC, pipelined.
- * *replies is what rm_write_recv must read. */
-es_status rm_write_send(redisContext *c, rm_batch *b, size_t *replies, es_error *err);
-es_status rm_write_recv(redisContext *c, size_t replies, es_error *err);
+ * *replies is what es_rm_write_recv must read. */
+es_status es_rm_write_send(redisContext *c, es_rm_batch *b, size_t *replies, es_error *err);
+es_status es_rm_write_recv(redisContext *c, size_t replies, es_error *err);
 
 /* ---- versions --------------------------------------------------------- */
 
-typedef struct rm_state {
-    char active[24];            /* "" when the projection has no version yet */
-    char building[24];
+typedef struct es_rm_state {
+    char active[ES_RM_VERSION_MAX];     /* "" when the projection has no version yet */
+    char building[ES_RM_VERSION_MAX];
     uint64_t seq;               /* checkpoint of the active version */
-    char position[RM_POSITION_MAX];
-} rm_state;
+    char position[ES_RM_POSITION_MAX];
+} es_rm_state;
 
-es_status rm_state_get(redisContext *c, const char *name, rm_state *out, es_error *err);
+es_status es_rm_state_get(redisContext *c, const char *name, es_rm_state *out, es_error *err);
 
 /* The checkpoint of one version (0 and "" when it has none). */
-es_status rm_checkpoint(redisContext *c, const char *name, const char *version, uint64_t *seq,
-                        char *position, es_error *err);
+es_status es_rm_checkpoint(redisContext *c, const char *name, const char *version, uint64_t *seq,
+                           char *position, es_error *err);
 
 /* Makes version the active one if its checkpoint has reached the active
  * version's; *switched says whether it did.  The old version is added to
  * rm:<name>:retired. */
-es_status rm_switch(redisContext *c, const char *name, const char *version, bool *switched,
-                    es_error *err);
+es_status es_rm_switch(redisContext *c, const char *name, const char *version, bool *switched,
+                       es_error *err);
 
 /* Deletes every key of a retired version and removes it from the set. */
-es_status rm_drop_version(redisContext *c, const char *name, const char *version,
-                          es_error *err);
+es_status es_rm_drop_version(redisContext *c, const char *name, const char *version,
+                             es_error *err);
+
+/* A new version number for projection name, above every one handed out
+ * before and above the active version (so at least 2: "1" is the live
+ * projector's), as decimal text in out.  Nothing else is recorded: a
+ * scratch version stays unknown to everyone but its maker. */
+es_status es_rm_version_new(redisContext *c, const char *name, char *out, size_t size,
+                            es_error *err);
+
+/* Records version as the one a rebuild is writing (es_rm_state_get's
+ * building; a later rebuild resumes it), or forgets it.  es_rm_switch
+ * forgets it too. */
+es_status es_rm_building_set(redisContext *c, const char *name, const char *version,
+                             es_error *err);
+es_status es_rm_building_clear(redisContext *c, const char *name, es_error *err);
+
+/* The retired versions of projection name, as *n new strings in a new
+ * array (NULL when there are none); free with es_rm_list_free. */
+es_status es_rm_retired_list(redisContext *c, const char *name, char ***versions, size_t *n,
+                             es_error *err);
+void es_rm_list_free(char **items, size_t n);
+
+/* ---- stop reports ----------------------------------------------------- */
+
+/* Records that the live projection name stopped at event seq (position,
+ * "" shown as "-") and why.  position NULL records only the reason, to
+ * put a report back that Redis lost. */
+es_status es_rm_stopped_set(redisContext *c, const char *name, uint64_t seq,
+                            const char *position, const char *reason, es_error *err);
+es_status es_rm_stopped_clear(redisContext *c, const char *name, es_error *err);
+/* *stopped says whether projection name has a stop report; its reason is
+ * copied to reason (size bytes, truncated; reason may be NULL). */
+es_status es_rm_stopped_get(redisContext *c, const char *name, bool *stopped, char *reason,
+                            size_t size, es_error *err);
+
+/* ---- the rebuild lock ------------------------------------------------- */
+
+/*
+ * One rebuild per projection: two writing one version would apply its
+ * events twice.  The lock is a lease held under the caller's token (unique
+ * per process and run).  take: ES_OK, or ES_ECONFLICT (code
+ * rebuild_running) when another holds it.  renew: ES_OK while token still
+ * holds it, ES_ECONFLICT (code rebuild_lock_lost) when it expired and
+ * maybe went to another rebuild, which must stop this one at once.
+ * release: drops it if token holds it; failures are ignored (the lease
+ * ends anyway).  Never call them with replies pending on c.
+ */
+es_status es_rm_lock_take(redisContext *c, const char *name, const char *token, es_error *err);
+es_status es_rm_lock_renew(redisContext *c, const char *name, const char *token, es_error *err);
+void es_rm_lock_release(redisContext *c, const char *name, const char *token);
+
+/* ---- notices ---------------------------------------------------------- */
+
+/*
+ * After each batch that applied something, and after a switch, the
+ * projection's channel carries its version and new checkpoint.  A notice
+ * is only ever a hint to read again, never a position to trust (channels
+ * are not per database, and one may be missed).
+ */
+typedef struct es_rm_notice {
+    char name[ES_RM_NAME_MAX];          /* the projection */
+    char version[ES_RM_VERSION_MAX];
+    uint64_t seq;                       /* 0 when not readable */
+    char position[ES_RM_POSITION_MAX];
+} es_rm_notice;
+
+/* Subscribes c to the notices of the n projections in names and waits for
+ * Redis' first confirmation; c is then in Pub/Sub mode: read its replies
+ * and hand each to es_rm_notice_parse. */
+es_status es_rm_notice_subscribe(redisContext *c, const char *const *names, size_t n,
+                                 es_error *err);
+/* True, with out filled, when r is a notice; false for anything else a
+ * subscribed connection reads (confirmations, PING answers, other
+ * channels). */
+bool es_rm_notice_parse(const redisReply *r, es_rm_notice *out);
 
 /* ---- reading ---------------------------------------------------------- */
 
@@ -143,20 +238,20 @@ es_status rm_drop_version(redisContext *c, const char *name, const char *version
  * The reply is an array: version, seq, position, then one reply per
  * command.  Free it with freeReplyObject.
  */
-es_status rm_read(redisContext *c, const char *name, const char *version,
-                  const char *const *const *cmds, size_t ncmds, redisReply **out,
-                  es_error *err);
+es_status es_rm_read(redisContext *c, const char *name, const char *version,
+                     const char *const *const *cmds, size_t ncmds, redisReply **out,
+                     es_error *err);
 
 /* A string field of a flat HGETALL reply, or NULL. */
-const char *rm_hash_get(const redisReply *hash, const char *field);
+const char *es_rm_hash_get(const redisReply *hash, const char *field);
 
 /* Every key of one version of projection name but its checkpoint, as
  * sorted lines "key<TAB>type<TAB>contents" (the key relative to the
  * version; the contents as compact JSON, a hash's fields sorted), so that
- * two versions compare line by line.  Free with rm_dump_free. */
-es_status rm_dump(redisContext *c, const char *name, const char *version, char ***lines,
-                  size_t *n, es_error *err);
-void rm_dump_free(char **lines, size_t n);
+ * two versions compare line by line.  Free with es_rm_dump_free. */
+es_status es_rm_dump(redisContext *c, const char *name, const char *version, char ***lines,
+                     size_t *n, es_error *err);
+void es_rm_dump_free(char **lines, size_t n);
 
 
 #endif

@@ -8,7 +8,7 @@
  * projection, sends the events past its checkpoint as one batch (one Lua
  * call: atomic with the checkpoint; at-or-below is skipped, a gap refused).
  * A projection that cannot apply an event stops there and says why (log,
- * /metrics, /healthz, the hash rm:<name>:stopped); the others go on.  It is
+ * /metrics, /healthz, its stop report in Redis); the others go on.  It is
  * retried when the process restarts, never skipped.
  */
 #include "projector.h"
@@ -30,7 +30,7 @@
 typedef struct proj_state {
     const pj_projection *p;
     uint64_t seq;                       /* checkpoint of the active version */
-    char position[RM_POSITION_MAX];
+    char position[ES_RM_POSITION_MAX];
     char version[24];
     bool stopped;
     char reason[400];
@@ -65,7 +65,7 @@ static const es_daemon projector_daemon = {
 static void
 stop_projection(live *l, proj_state *ps, const es_feed_event *e, const char *why)
 {
-    redisReply *r;
+    es_error err;           /* the log says it stopped; Redis' copy is best effort */
 
     pthread_mutex_lock(&l->mu);
     ps->stopped = true;
@@ -73,9 +73,7 @@ stop_projection(live *l, proj_state *ps, const es_feed_event *e, const char *why
              e->type ? e->type : "?", e->event_id ? e->event_id : "?", why);
     pthread_mutex_unlock(&l->mu);
     es_log(ES_LOG_ERROR, "projection %s stopped at %s", ps->p->name, ps->reason);
-    r = redisCommand(l->rc, "HSET rm:%s:stopped seq %" PRIu64 " position %s reason %s",
-                     ps->p->name, e->seq, e->position[0] ? e->position : "-", ps->reason);
-    freeReplyObject(r);
+    es_rm_stopped_set(l->rc, ps->p->name, e->seq, e->position, ps->reason, &err);
 }
 
 /* Reads every projection's checkpoint; clears old stop reports (a restart
@@ -86,10 +84,11 @@ load_states(live *l, es_error *err)
     size_t i;
 
     for (i = 0; i < l->n; i++) {
-        rm_state s;
+        es_rm_state s;
+        es_error e2;            /* stop reports are best effort, as the log has them */
         proj_state *ps = &l->st[i];
 
-        if (rm_state_get(l->rc, ps->p->name, &s, err) != ES_OK)
+        if (es_rm_state_get(l->rc, ps->p->name, &s, err) != ES_OK)
             return err->status;
         pthread_mutex_lock(&l->mu);
         ps->seq = s.seq;
@@ -99,10 +98,9 @@ load_states(live *l, es_error *err)
         /* a restart is the operator's way to retry: the old report goes
          * then, not on a mere reconnect */
         if (!l->started)
-            freeReplyObject(redisCommand(l->rc, "DEL rm:%s:stopped", ps->p->name));
+            es_rm_stopped_clear(l->rc, ps->p->name, &e2);
         else if (ps->stopped)
-            freeReplyObject(redisCommand(l->rc, "HSET rm:%s:stopped reason %s", ps->p->name,
-                                         ps->reason));
+            es_rm_stopped_set(l->rc, ps->p->name, 0, NULL, ps->reason, &e2);
     }
     l->started = true;
     return ES_OK;
@@ -113,15 +111,15 @@ load_states(live *l, es_error *err)
 static bool
 apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
 {
-    rm_batch b;
-    rm_applied a;
+    es_rm_batch b;
+    es_rm_applied a;
     es_error err;
     const es_feed_event *stop_at = NULL;
     const char *why = NULL;
     size_t i;
     bool ok = true;
 
-    rm_batch_init(&b, ps->p->name, NULL);
+    es_rm_batch_init(&b, ps->p->name, NULL);
     for (i = 0; i < msgs->n; i++) {
         const es_feed_event *e = &msgs->ev[i];
 
@@ -137,10 +135,10 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
         }
     }
     if (b.events > 0) {
-        if (rm_apply(l->rc, &b, &a, &err) != ES_OK) {
+        if (es_rm_apply(l->rc, &b, &a, &err) != ES_OK) {
             es_log(ES_LOG_WARNING, "projection %s: %s", ps->p->name, err.message);
-            rm_batch_free(&b);
-            if (strcmp(err.code, "redis_error") == 0 && !rm_error_transient(err.message)) {
+            es_rm_batch_free(&b);
+            if (err.status == ES_EINTERNAL && !err.transient) {
                 /* Redis answered, and refused the batch: trying the same
                  * again would not help, so the projection stops there. */
                 for (i = 0; i < msgs->n; i++)
@@ -158,12 +156,12 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
         snprintf(ps->position, sizeof ps->position, "%s", a.position);
         snprintf(ps->version, sizeof ps->version, "%s", a.version);
         pthread_mutex_unlock(&l->mu);
-        if (a.failed_seq != 0 && !a.failed_partial && rm_error_transient(a.failed_why)) {
+        if (a.failed_seq != 0 && !a.failed_partial && a.failed_transient) {
             /* nothing of that event was written and the error passes: the
              * events before it are in, the rest is tried again later */
-            es_log(ES_LOG_WARNING, "projection %s: event %" PRIu64 ": %s; retrying", ps->p->name,
-                   a.failed_seq, a.failed_why);
-            rm_batch_free(&b);
+            es_log(ES_LOG_WARNING, "projection %s: event %" PRIu64 ": %s; retrying", ps->p->name, a.failed_seq,
+                   a.failed_why);
+            es_rm_batch_free(&b);
             return false;
         }
         if (a.failed_seq != 0) {
@@ -179,7 +177,7 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
                     stop_projection(l, ps, &msgs->ev[i], refused);
                     break;
                 }
-            rm_batch_free(&b);
+            es_rm_batch_free(&b);
             return true;
         }
         if (a.gap) {
@@ -189,7 +187,7 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
             ok = false;
         }
     }
-    rm_batch_free(&b);
+    es_rm_batch_free(&b);
     if (ok && stop_at && stop_at->seq == ps->seq + 1) {
         /* everything before it is applied: stop exactly there */
         char why_copy[320];
@@ -212,7 +210,7 @@ run_live(live *l)
         bool ok = true, any = false;
 
         if (l->rc == NULL) {
-            if ((l->rc = rm_connect(&err)) == NULL || load_states(l, &err) != ES_OK) {
+            if ((l->rc = es_rm_connect(&err)) == NULL || load_states(l, &err) != ES_OK) {
                 es_log(ES_LOG_WARNING, "%s", err.message);
                 if (l->rc)
                     redisFree(l->rc);

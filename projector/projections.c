@@ -128,7 +128,7 @@ pj_email_key(const char *email, char *out, size_t size)
  * email:<email>    the user_id that registered it last (lower case)
  */
 static es_status
-users(rm_batch *b, const es_feed_event *e, es_error *err)
+users(es_rm_batch *b, const es_feed_event *e, es_error *err)
 {
     const char *id, *email, *name, *result;
     long long level;
@@ -139,31 +139,32 @@ users(rm_batch *b, const es_feed_event *e, es_error *err)
         TRY(str(e, "user_id", &id, err));
         TRY(str(e, "email", &email, err));
         TRY(str(e, "name", &name, err));
-        rm_cmd(b, "HSET", "user:%s", id);
-        rm_arg_str(b, "user_id"), rm_arg_str(b, id);
-        rm_arg_str(b, "email"), rm_arg_str(b, email);
-        rm_arg_str(b, "name"), rm_arg_str(b, name);
-        rm_arg_str(b, "status"), rm_arg_str(b, "pending_verification");
-        rm_arg_str(b, "profile"), rm_arg_str(b, "{}");
-        rm_arg_str(b, "created_at"), rm_arg_str(b, e->recorded_at);
-        rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
+        es_rm_cmd(b, "HSET", "user:%s", id);
+        es_rm_arg_str(b, "user_id"), es_rm_arg_str(b, id);
+        es_rm_arg_str(b, "email"), es_rm_arg_str(b, email);
+        es_rm_arg_str(b, "name"), es_rm_arg_str(b, name);
+        es_rm_arg_str(b, "status"), es_rm_arg_str(b, "pending_verification");
+        es_rm_arg_str(b, "profile"), es_rm_arg_str(b, "{}");
+        es_rm_arg_str(b, "created_at"), es_rm_arg_str(b, e->recorded_at);
+        es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
         pj_email_key(email, key, sizeof key);
-        rm_cmd(b, "SET", "email:%s", key);
-        rm_arg_str(b, id);
+        es_rm_cmd(b, "SET", "email:%s", key);
+        es_rm_arg_str(b, id);
     } else if (is(e, "user", "UserVerificationRecorded")) {
         TRY(str(e, "user_id", &id, err));
         TRY(str(e, "result", &result, err));
         TRY(num(e, "level", &level, err));
-        rm_cmd(b, "HSET", "user:%s", id);
-        rm_arg_str(b, "status"), rm_arg_str(b, level >= 100 ? "verified" : "verification_failed");
-        rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
+        es_rm_cmd(b, "HSET", "user:%s", id);
+        es_rm_arg_str(b, "status");
+        es_rm_arg_str(b, level >= 100 ? "verified" : "verification_failed");
+        es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
     } else if (is(e, "user", "UserRejected")) {
         TRY(str(e, "user_id", &id, err));
-        rm_cmd(b, "HSET", "user:%s", id);
-        rm_arg_str(b, "status"), rm_arg_str(b, "rejected");
+        es_rm_cmd(b, "HSET", "user:%s", id);
+        es_rm_arg_str(b, "status"), es_rm_arg_str(b, "rejected");
         if (opt(e, "reason"))
-            rm_arg_str(b, "reason"), rm_arg_str(b, opt(e, "reason"));
-        rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
+            es_rm_arg_str(b, "reason"), es_rm_arg_str(b, opt(e, "reason"));
+        es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
     } else if (is(e, "profile", "ProfileCreated") || is(e, "profile", "ProfileDeleted")) {
         json_t *settings = json_object_get(e->data, "settings");
         bool created = strcmp(e->type, "ProfileCreated") == 0;
@@ -171,13 +172,13 @@ users(rm_batch *b, const es_feed_event *e, es_error *err)
         TRY(str(e, "user_id", &id, err));
         if (created && !json_is_object(settings))
             return bad(err, "data.settings", "is missing or not an object");
-        rm_cmd(b, "HSET", "user:%s", id);
-        rm_arg_str(b, "profile");
+        es_rm_cmd(b, "HSET", "user:%s", id);
+        es_rm_arg_str(b, "profile");
         if (created)
-            rm_arg_json(b, settings);
+            es_rm_arg_json(b, settings);
         else
-            rm_arg_str(b, "{}");
-        rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
+            es_rm_arg_str(b, "{}");
+        es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
     }
     return ES_OK;
 }
@@ -200,7 +201,7 @@ comma_key(es_buf *h, const char *k)
 }
 
 static void
-history(rm_batch *b, const es_feed_event *e, const char *order_id, json_t *extra)
+history(es_rm_batch *b, const es_feed_event *e, const char *order_id, json_t *extra)
 {
     /* written by hand: building and dumping a JSON object per event was a
      * good part of a rebuild's time */
@@ -226,31 +227,32 @@ history(rm_batch *b, const es_feed_event *e, const char *order_id, json_t *extra
         free(text);
     }
     es_buf_puts(&h, "}");
-    rm_cmd(b, "RPUSH", "orderhist:%s", order_id);
+    es_rm_cmd(b, "RPUSH", "orderhist:%s", order_id);
     if (es_buf_failed(&h))
         b->failed = true;
     else
-        rm_arg_str(b, h.data);
+        es_rm_arg_str(b, h.data);
     es_buf_free(&h);
     json_decref(extra);
 }
 
 /* Sets one JSON field of the order and records the event in its history. */
 static void
-order_part(rm_batch *b, const es_feed_event *e, const char *order_id, const char *part, json_t *value)
+order_part(es_rm_batch *b, const es_feed_event *e, const char *order_id, const char *part,
+           json_t *value)
 {
-    rm_cmd(b, "HSET", "order:%s", order_id);
-    rm_arg_str(b, part);
+    es_rm_cmd(b, "HSET", "order:%s", order_id);
+    es_rm_arg_str(b, part);
     if (value)
-        rm_arg_json(b, value);
+        es_rm_arg_json(b, value);
     else
-        rm_arg_str(b, "null");
-    rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
+        es_rm_arg_str(b, "null");
+    es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
     history(b, e, order_id, json_deep_copy(value));
 }
 
 static es_status
-orders(rm_batch *b, const es_feed_event *e, es_error *err)
+orders(es_rm_batch *b, const es_feed_event *e, es_error *err)
 {
     const char *id, *customer, *s;
     long long total, amount;
@@ -263,23 +265,23 @@ orders(rm_batch *b, const es_feed_event *e, es_error *err)
         items = json_object_get(e->data, "items");
         if (!json_is_array(items))
             return bad(err, "data.items", "is missing or not an array");
-        rm_cmd(b, "HSET", "order:%s", id);
-        rm_arg_str(b, "order_id"), rm_arg_str(b, id);
-        rm_arg_str(b, "customer_id"), rm_arg_str(b, customer);
-        rm_arg_str(b, "items"), rm_arg_json(b, items);
-        rm_arg_str(b, "total"), rm_arg_int(b, total);
-        rm_arg_str(b, "status"), rm_arg_str(b, "pending");
-        rm_arg_str(b, "payment"), rm_arg_str(b, "{\"status\":\"pending\"}");
-        rm_arg_str(b, "inventory"), rm_arg_str(b, "{\"status\":\"pending\"}");
-        rm_arg_str(b, "shipment"), rm_arg_str(b, "{\"status\":\"pending\"}");
-        rm_arg_str(b, "seq"), rm_arg_int(b, (long long)e->seq);
-        rm_arg_str(b, "created_at"), rm_arg_str(b, e->recorded_at);
-        rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
+        es_rm_cmd(b, "HSET", "order:%s", id);
+        es_rm_arg_str(b, "order_id"), es_rm_arg_str(b, id);
+        es_rm_arg_str(b, "customer_id"), es_rm_arg_str(b, customer);
+        es_rm_arg_str(b, "items"), es_rm_arg_json(b, items);
+        es_rm_arg_str(b, "total"), es_rm_arg_int(b, total);
+        es_rm_arg_str(b, "status"), es_rm_arg_str(b, "pending");
+        es_rm_arg_str(b, "payment"), es_rm_arg_str(b, "{\"status\":\"pending\"}");
+        es_rm_arg_str(b, "inventory"), es_rm_arg_str(b, "{\"status\":\"pending\"}");
+        es_rm_arg_str(b, "shipment"), es_rm_arg_str(b, "{\"status\":\"pending\"}");
+        es_rm_arg_str(b, "seq"), es_rm_arg_int(b, (long long)e->seq);
+        es_rm_arg_str(b, "created_at"), es_rm_arg_str(b, e->recorded_at);
+        es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
         if (json_is_object(json_object_get(e->data, "ship_to")))
-            rm_arg_str(b, "ship_to"), rm_arg_json(b, json_object_get(e->data, "ship_to"));
-        rm_cmd(b, "ZADD", "custorders:%s", customer);
-        rm_arg_int(b, (long long)e->seq);
-        rm_arg_str(b, id);
+            es_rm_arg_str(b, "ship_to"), es_rm_arg_json(b, json_object_get(e->data, "ship_to"));
+        es_rm_cmd(b, "ZADD", "custorders:%s", customer);
+        es_rm_arg_int(b, (long long)e->seq);
+        es_rm_arg_str(b, id);
         history(b, e, id, json_pack("{s:I}", "total", (json_int_t)total));
     } else if (in(e, "order") && (strcmp(e->type, "OrderConfirmed") == 0 ||
                                   strcmp(e->type, "OrderCancelled") == 0 ||
@@ -287,11 +289,11 @@ orders(rm_batch *b, const es_feed_event *e, es_error *err)
         const char *status = e->type[5] == 'C' ? (e->type[6] == 'o' ? "confirmed" : "cancelled")
                                                : "failed";
         TRY(str(e, "order_id", &id, err));
-        rm_cmd(b, "HSET", "order:%s", id);
-        rm_arg_str(b, "status"), rm_arg_str(b, status);
+        es_rm_cmd(b, "HSET", "order:%s", id);
+        es_rm_arg_str(b, "status"), es_rm_arg_str(b, status);
         if ((s = opt(e, "reason")) != NULL)
-            rm_arg_str(b, "reason"), rm_arg_str(b, s);
-        rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
+            es_rm_arg_str(b, "reason"), es_rm_arg_str(b, s);
+        es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
         history(b, e, id, (s = opt(e, "reason")) ? json_pack("{s:s}", "reason", s) : NULL);
     } else if (in(e, "account") && (strcmp(e->type, "PaymentCharged") == 0 ||
                                     strcmp(e->type, "PaymentDeclined") == 0 ||
@@ -345,7 +347,7 @@ orders(rm_batch *b, const es_feed_event *e, es_error *err)
 
 /* account:<customer_id>  hash customer_id, balance, updated_at */
 static es_status
-accounts(rm_batch *b, const es_feed_event *e, es_error *err)
+accounts(es_rm_batch *b, const es_feed_event *e, es_error *err)
 {
     const char *customer;
     long long amount, sign;
@@ -362,12 +364,12 @@ accounts(rm_batch *b, const es_feed_event *e, es_error *err)
     TRY(num(e, "amount", &amount, err));
     if (amount < 0)
         return bad(err, "data.amount", "must not be negative");
-    rm_cmd(b, "HSET", "account:%s", customer);
-    rm_arg_str(b, "customer_id"), rm_arg_str(b, customer);
-    rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
-    rm_cmd(b, "HINCRBY", "account:%s", customer);
-    rm_arg_str(b, "balance");
-    rm_arg_int(b, sign * amount);
+    es_rm_cmd(b, "HSET", "account:%s", customer);
+    es_rm_arg_str(b, "customer_id"), es_rm_arg_str(b, customer);
+    es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
+    es_rm_cmd(b, "HINCRBY", "account:%s", customer);
+    es_rm_arg_str(b, "balance");
+    es_rm_arg_int(b, sign * amount);
     return ES_OK;
 }
 
@@ -375,7 +377,7 @@ accounts(rm_batch *b, const es_feed_event *e, es_error *err)
 
 /* stock:<sku>  hash sku, on_hand, reserved, updated_at */
 static es_status
-inventory(rm_batch *b, const es_feed_event *e, es_error *err)
+inventory(es_rm_batch *b, const es_feed_event *e, es_error *err)
 {
     const char *sku, *field;
     long long qty, sign = 1;
@@ -394,15 +396,15 @@ inventory(rm_batch *b, const es_feed_event *e, es_error *err)
     TRY(num(e, "quantity", &qty, err));
     if (qty < 0)
         return bad(err, "data.quantity", "must not be negative");
-    rm_cmd(b, "HSET", "stock:%s", sku);
-    rm_arg_str(b, "sku"), rm_arg_str(b, sku);
-    rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
-    rm_cmd(b, "HINCRBY", "stock:%s", sku);
-    rm_arg_str(b, field);
-    rm_arg_int(b, sign * qty);
-    rm_cmd(b, "HINCRBY", "stock:%s", sku);
-    rm_arg_str(b, strcmp(field, "on_hand") == 0 ? "reserved" : "on_hand");
-    rm_arg_int(b, 0);       /* both fields always exist */
+    es_rm_cmd(b, "HSET", "stock:%s", sku);
+    es_rm_arg_str(b, "sku"), es_rm_arg_str(b, sku);
+    es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
+    es_rm_cmd(b, "HINCRBY", "stock:%s", sku);
+    es_rm_arg_str(b, field);
+    es_rm_arg_int(b, sign * qty);
+    es_rm_cmd(b, "HINCRBY", "stock:%s", sku);
+    es_rm_arg_str(b, strcmp(field, "on_hand") == 0 ? "reserved" : "on_hand");
+    es_rm_arg_int(b, 0);       /* both fields always exist */
     return ES_OK;
 }
 
@@ -421,23 +423,23 @@ inventory(rm_batch *b, const es_feed_event *e, es_error *err)
  *                             that brought the saga into that state
  */
 static void
-saga_index(rm_batch *b, const char *op, const char *type, const char *state, long long seq,
-           const char *id)
+saga_index(es_rm_batch *b, const char *op, const char *type, const char *state,
+           long long seq, const char *id)
 {
     bool add = strcmp(op, "ZADD") == 0;
 
-    rm_cmd(b, op, "sagastate:%s", state);
+    es_rm_cmd(b, op, "sagastate:%s", state);
     if (add)
-        rm_arg_int(b, seq);
-    rm_arg_str(b, id);
-    rm_cmd(b, op, "sagatypestate:%s:%s", type, state);
+        es_rm_arg_int(b, seq);
+    es_rm_arg_str(b, id);
+    es_rm_cmd(b, op, "sagatypestate:%s:%s", type, state);
     if (add)
-        rm_arg_int(b, seq);
-    rm_arg_str(b, id);
+        es_rm_arg_int(b, seq);
+    es_rm_arg_str(b, id);
 }
 
 static es_status
-saga_step(rm_batch *b, const es_feed_event *e, const char *id, bool comp, es_error *err)
+saga_step(es_rm_batch *b, const es_feed_event *e, const char *id, bool comp, es_error *err)
 {
     const char *step, *kind = e->type + strlen(comp ? SG_EV_COMPENSATION_PREFIX
                                                     : SG_EV_STEP_PREFIX);
@@ -448,36 +450,36 @@ saga_step(rm_batch *b, const es_feed_event *e, const char *id, bool comp, es_err
         TRY(num(e, "attempt", &attempt, err));      /* a compensation's is optional */
     if (strcmp(kind, "Started") == 0) {
         if (attempt == 1) {
-            rm_cmd(b, "RPUSH", comp ? "sagacomps:%s" : "sagasteps:%s", id);
-            rm_arg_str(b, step);
+            es_rm_cmd(b, "RPUSH", comp ? "sagacomps:%s" : "sagasteps:%s", id);
+            es_rm_arg_str(b, step);
         }
-        rm_cmd(b, "HSET", comp ? "sagacomp:%s:%s" : "sagastep:%s:%s", id, step);
-        rm_arg_str(b, "name"), rm_arg_str(b, step);
-        rm_arg_str(b, "status"), rm_arg_str(b, "running");
-        rm_arg_str(b, "attempts"), rm_arg_int(b, attempt);
+        es_rm_cmd(b, "HSET", comp ? "sagacomp:%s:%s" : "sagastep:%s:%s", id, step);
+        es_rm_arg_str(b, "name"), es_rm_arg_str(b, step);
+        es_rm_arg_str(b, "status"), es_rm_arg_str(b, "running");
+        es_rm_arg_str(b, "attempts"), es_rm_arg_int(b, attempt);
         if (attempt == 1)
-            rm_arg_str(b, "started_at"), rm_arg_str(b, e->recorded_at);
+            es_rm_arg_str(b, "started_at"), es_rm_arg_str(b, e->recorded_at);
     } else if (strcmp(kind, "Succeeded") == 0 || strcmp(kind, "Failed") == 0) {
         bool ok = kind[0] == 'S';
         json_t *retry = json_object_get(e->data, "will_retry");
 
-        rm_cmd(b, "HSET", comp ? "sagacomp:%s:%s" : "sagastep:%s:%s", id, step);
-        rm_arg_str(b, "status");
-        rm_arg_str(b, ok ? "succeeded" : json_is_true(retry) ? "retrying" : "failed");
+        es_rm_cmd(b, "HSET", comp ? "sagacomp:%s:%s" : "sagastep:%s:%s", id, step);
+        es_rm_arg_str(b, "status");
+        es_rm_arg_str(b, ok ? "succeeded" : json_is_true(retry) ? "retrying" : "failed");
         if (ok || !json_is_true(retry))
-            rm_arg_str(b, "finished_at"), rm_arg_str(b, e->recorded_at);
+            es_rm_arg_str(b, "finished_at"), es_rm_arg_str(b, e->recorded_at);
         if (!ok)
-            rm_arg_str(b, "error"), rm_arg_str(b, opt(e, "error") ? opt(e, "error") : "");
+            es_rm_arg_str(b, "error"), es_rm_arg_str(b, opt(e, "error") ? opt(e, "error") : "");
     } else {
         return ES_OK;       /* a later kind of step event: nothing to show yet */
     }
-    rm_cmd(b, "HSET", "saga:%s", id);
-    rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
+    es_rm_cmd(b, "HSET", "saga:%s", id);
+    es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
     return ES_OK;
 }
 
 static es_status
-sagas(rm_batch *b, const es_feed_event *e, es_error *err)
+sagas(es_rm_batch *b, const es_feed_event *e, es_error *err)
 {
     const char *id, *type, *state, *from, *corr;
 
@@ -487,31 +489,31 @@ sagas(rm_batch *b, const es_feed_event *e, es_error *err)
         TRY(str(e, "saga_id", &id, err));
         TRY(ident(e, "type", &type, err));
         corr = opt(e, "correlation_id");
-        rm_cmd(b, "HSET", "saga:%s", id);
-        rm_arg_str(b, "saga_id"), rm_arg_str(b, id);
-        rm_arg_str(b, "type"), rm_arg_str(b, type);
-        rm_arg_str(b, "state"), rm_arg_str(b, "running");
-        rm_arg_str(b, "correlation_id"), rm_arg_str(b, corr ? corr : "");
-        rm_arg_str(b, "seq"), rm_arg_int(b, (long long)e->seq);
-        rm_arg_str(b, "started_at"), rm_arg_str(b, e->recorded_at);
-        rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
-        rm_cmd(b, "ZADD", "sagaall:%s", "");
-        rm_arg_int(b, (long long)e->seq);
-        rm_arg_str(b, id);
-        rm_cmd(b, "ZADD", "sagatype:%s", type);
-        rm_arg_int(b, (long long)e->seq);
-        rm_arg_str(b, id);
+        es_rm_cmd(b, "HSET", "saga:%s", id);
+        es_rm_arg_str(b, "saga_id"), es_rm_arg_str(b, id);
+        es_rm_arg_str(b, "type"), es_rm_arg_str(b, type);
+        es_rm_arg_str(b, "state"), es_rm_arg_str(b, "running");
+        es_rm_arg_str(b, "correlation_id"), es_rm_arg_str(b, corr ? corr : "");
+        es_rm_arg_str(b, "seq"), es_rm_arg_int(b, (long long)e->seq);
+        es_rm_arg_str(b, "started_at"), es_rm_arg_str(b, e->recorded_at);
+        es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
+        es_rm_cmd(b, "ZADD", "sagaall:%s", "");
+        es_rm_arg_int(b, (long long)e->seq);
+        es_rm_arg_str(b, id);
+        es_rm_cmd(b, "ZADD", "sagatype:%s", type);
+        es_rm_arg_int(b, (long long)e->seq);
+        es_rm_arg_str(b, id);
         saga_index(b, "ZADD", type, "running", (long long)e->seq, id);
     } else if (strcmp(e->type, SG_EV_STATE_CHANGED) == 0) {
         TRY(str(e, "saga_id", &id, err));
         TRY(ident(e, "type", &type, err));
         TRY(ident(e, "from", &from, err));
         TRY(ident(e, "to", &state, err));
-        rm_cmd(b, "HSET", "saga:%s", id);
-        rm_arg_str(b, "state"), rm_arg_str(b, state);
+        es_rm_cmd(b, "HSET", "saga:%s", id);
+        es_rm_arg_str(b, "state"), es_rm_arg_str(b, state);
         if (opt(e, "error"))
-            rm_arg_str(b, "error"), rm_arg_str(b, opt(e, "error"));
-        rm_arg_str(b, "updated_at"), rm_arg_str(b, e->recorded_at);
+            es_rm_arg_str(b, "error"), es_rm_arg_str(b, opt(e, "error"));
+        es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
         saga_index(b, "ZREM", type, from, 0, id);
         saga_index(b, "ZADD", type, state, (long long)e->seq, id);
     } else if (strncmp(e->type, SG_EV_STEP_PREFIX, strlen(SG_EV_STEP_PREFIX)) == 0) {
@@ -529,7 +531,7 @@ sagas(rm_batch *b, const es_feed_event *e, es_error *err)
 
 /* counters  hash of totals: events, users_*, orders_*, revenue, sagas_* */
 static es_status
-dashboard(rm_batch *b, const es_feed_event *e, es_error *err)
+dashboard(es_rm_batch *b, const es_feed_event *e, es_error *err)
 {
     static const struct {
         const char *category, *type, *counter;
@@ -550,35 +552,35 @@ dashboard(rm_batch *b, const es_feed_event *e, es_error *err)
     size_t i;
     long long amount;
 
-    rm_cmd(b, "HINCRBY", "counters:%s", "");
-    rm_arg_str(b, "events");
-    rm_arg_int(b, 1);
+    es_rm_cmd(b, "HINCRBY", "counters:%s", "");
+    es_rm_arg_str(b, "events");
+    es_rm_arg_int(b, 1);
     for (i = 0; i < sizeof rules / sizeof rules[0]; i++)
         if (is(e, rules[i].category, rules[i].type)) {
-            rm_cmd(b, "HINCRBY", "counters:%s", "");
-            rm_arg_str(b, rules[i].counter);
-            rm_arg_int(b, 1);
+            es_rm_cmd(b, "HINCRBY", "counters:%s", "");
+            es_rm_arg_str(b, rules[i].counter);
+            es_rm_arg_int(b, 1);
         }
     if (is(e, "account", "PaymentCharged") || is(e, "account", "PaymentRefunded")) {
         TRY(num(e, "amount", &amount, err));
-        rm_cmd(b, "HINCRBY", "counters:%s", "");
-        rm_arg_str(b, "revenue");
-        rm_arg_int(b, e->type[7] == 'C' ? amount : -amount);
+        es_rm_cmd(b, "HINCRBY", "counters:%s", "");
+        es_rm_arg_str(b, "revenue");
+        es_rm_arg_int(b, e->type[7] == 'C' ? amount : -amount);
     }
     if (is(e, "user", "UserVerificationRecorded")) {
         TRY(num(e, "level", &amount, err));
         if (amount >= 100) {
-            rm_cmd(b, "HINCRBY", "counters:%s", "");
-            rm_arg_str(b, "users_verified");
-            rm_arg_int(b, 1);
+            es_rm_cmd(b, "HINCRBY", "counters:%s", "");
+            es_rm_arg_str(b, "users_verified");
+            es_rm_arg_int(b, 1);
         }
     }
     if (is(e, "saga", SG_EV_STATE_CHANGED)) {
         const char *to;
         TRY(ident(e, "to", &to, err));
-        rm_cmd(b, "HINCRBY", "counters:%s", "");
-        rm_arg_fmt(b, "sagas_%s", to);
-        rm_arg_int(b, 1);
+        es_rm_cmd(b, "HINCRBY", "counters:%s", "");
+        es_rm_arg_fmt(b, "sagas_%s", to);
+        es_rm_arg_int(b, 1);
     }
     return ES_OK;
 }
@@ -608,16 +610,16 @@ pj_find(const char *name)
 }
 
 es_status
-pj_add(rm_batch *b, const pj_projection *p, const es_feed_event *e, es_error *err)
+pj_add(es_rm_batch *b, const pj_projection *p, const es_feed_event *e, es_error *err)
 {
-    rm_mark m = rm_batch_mark(b);
+    es_rm_mark m = es_rm_batch_mark(b);
     es_status st;
 
-    rm_batch_event(b, e->seq, e->position);
+    es_rm_batch_event(b, e->seq, e->position);
     st = p->apply(b, e, err);
     if (st == ES_OK && b->failed)
         st = es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory building a batch");
     if (st != ES_OK)
-        rm_batch_rewind(b, m);
+        es_rm_batch_rewind(b, m);
     return st;
 }

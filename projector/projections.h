@@ -25,7 +25,7 @@ typedef struct pj_projection {
     /* Adds e's commands to b (the event is already started).  Events of
      * other types or categories add nothing.  ES_EINVALID: an event this
      * projection should handle but cannot (err names the field). */
-    es_status (*apply)(rm_batch *b, const es_feed_event *e, es_error *err);
+    es_status (*apply)(es_rm_batch *b, const es_feed_event *e, es_error *err);
 } pj_projection;
 
 extern const pj_projection pj_projections[];
@@ -35,7 +35,7 @@ const pj_projection *pj_find(const char *name);
 
 /* Starts event e in b and adds p's commands; on failure b is left as it
  * was before the call. */
-es_status pj_add(rm_batch *b, const pj_projection *p, const es_feed_event *e, es_error *err);
+es_status pj_add(es_rm_batch *b, const pj_projection *p, const es_feed_event *e, es_error *err);
 
 /* ASCII lower case of an e-mail address, as used in the email: keys. */
 void pj_email_key(const char *email, char *out, size_t size);

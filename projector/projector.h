@@ -38,7 +38,7 @@ es_status pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_
 
 /* Replays the store's first upto events (0: all) into a new scratch
  * version of p, named in ver, with its checkpoint in *seq; the caller
- * deletes it (rm_drop_version).  Nobody reads a scratch version. */
+ * deletes it (es_rm_drop_version).  Nobody reads a scratch version. */
 es_status pj_scratch(es_store *store, redisContext *rc, const pj_projection *p, uint64_t upto,
                      char *ver, size_t size, uint64_t *seq, es_error *err);
 

@@ -2,7 +2,8 @@
  * esctl projection rebuild <name>: a new version of one projection, built
  * without stopping queries.
  *
- *   1. Pick version B (or resume the one rm:<name>:building names).
+ *   1. Pick version B (or resume the one being built, es_rm_state_get's
+ *      building).
  *   2. Replay PostgreSQL's feed from B's checkpoint up to the feed head
  *      read at the start, pipelining batches to Redis.  The k-th event of
  *      the feed gets sequence k: the relay makes the stream a dense copy of
@@ -10,7 +11,7 @@
  *      last replayed event before going on).
  *   3. Follow the stream from B's checkpoint + 1, exactly where the replay
  *      ended, until B has reached the active version's checkpoint; then
- *      switch the alias in one script (rm_switch).  From then on the live
+ *      switch the alias in one script (es_rm_switch).  From then on the live
  *      projector's batches land in B, and anything B already has is skipped.
  *   4. After a grace period for reads still pinned to the old version,
  *      delete its keys.
@@ -79,112 +80,55 @@ show(progress *pg, uint64_t done, bool last)
         fputc('\n', stderr);
 }
 
-/* One rebuild per projection: a lock with a lease, renewed as it goes
- * (two rebuilds writing one version would apply its events twice). */
-static bool
-lock_take(redisContext *rc, const char *name, const char *token)
-{
-    redisReply *r = redisCommand(rc, "SET rm:%s:rebuilding %s NX PX 30000", name, token);
-    bool ok = r && r->type == REDIS_REPLY_STATUS;
-
-    freeReplyObject(r);
-    return ok;
-}
-
-static char lock_token[64];     /* this process's, while it holds the lock */
-
-/* Renews the lease if this process still holds it; ES_ECONFLICT if not
- * (another rebuild may be writing: stop at once).  Never called with
- * replies pending on rc. */
-static es_status
-lock_renew(redisContext *rc, const char *name, es_error *err)
-{
-    redisReply *r = redisCommand(rc, "EVAL %s 1 rm:%s:rebuilding %s",
-                                 "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-                                 "return redis.call('PEXPIRE', KEYS[1], 30000) else return 0 end",
-                                 name, lock_token);
-    bool ok = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-
-    freeReplyObject(r);
-    if (ok)
-        return ES_OK;
-    return es_error_set(err, ES_ECONFLICT, "rebuild_lock_lost", NULL,
-                        "this rebuild of %s lost its lock rm:%s:rebuilding; stopping", name, name);
-}
-
-static void
-lock_release(redisContext *rc, const char *name, const char *token)
-{
-    redisReply *r = redisCommand(rc, "GET rm:%s:rebuilding", name);
-
-    if (r && r->type == REDIS_REPLY_STRING && strcmp(r->str, token) == 0)
-        freeReplyObject(redisCommand(rc, "DEL rm:%s:rebuilding", name));
-    freeReplyObject(r);
-}
+/* This process's token while it holds the rebuild lock (es_rm_lock_take),
+ * "" otherwise. */
+static char lock_token[64];
 
 /* Picks the version to build: the unfinished one, or a new number above
- * every version used so far. */
+ * every version used so far (recorded as building unless it is a scratch
+ * version for a dry run, which nobody else will look at). */
 static es_status
 pick_version(redisContext *rc, const char *name, bool dry_run, char *out, size_t size,
              bool *resumed, es_error *err)
 {
-    rm_state s;
-    redisReply *r;
-    long long v, active;
+    es_rm_state s;
 
-    if (rm_state_get(rc, name, &s, err) != ES_OK)
+    if (es_rm_state_get(rc, name, &s, err) != ES_OK)
         return err->status;
     *resumed = !dry_run && s.building[0] != '\0';
     if (*resumed) {
         snprintf(out, size, "%s", s.building);
         return ES_OK;
     }
-    r = redisCommand(rc, "INCR rm:%s:next", name);
-    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-        freeReplyObject(r);
-        return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
-                            "could not number the new version of %s", name);
-    }
-    v = r->integer;
-    freeReplyObject(r);
-    active = atoll(s.active);
-    if (v <= active)
-        v = active + 1;
-    if (v < 2)
-        v = 2;          /* "1" is what the live projector creates on its own */
-    snprintf(out, size, "%lld", v);
-    freeReplyObject(redisCommand(rc, "SET rm:%s:next %lld", name, v));
+    if (es_rm_version_new(rc, name, out, size, err) != ES_OK)
+        return err->status;
     if (dry_run)
-        return ES_OK;       /* a scratch version nobody else will look at */
-    r = redisCommand(rc, "SET rm:%s:building %s", name, out);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        freeReplyObject(r);
-        return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
-                            "could not record the rebuild of %s", name);
-    }
-    freeReplyObject(r);
-    return ES_OK;
+        return ES_OK;
+    return es_rm_building_set(rc, name, out, err);
 }
 
-/* A Redis error answer to a write is a refusal: the version may hold part
- * of an event, so it must not be resumed (code redis_refused). */
+/* A Redis error answer to a write that is not one that passes is a
+ * refusal: the version may hold part of an event, so it must not be
+ * resumed (*torn; the code says redis_refused). */
 static es_status
-refused(es_status st, es_error *err)
+refused(es_status st, es_error *err, bool *torn)
 {
-    if (st != ES_OK && strcmp(err->code, "redis_error") == 0 && !rm_error_transient(err->message)) {
+    if (st == ES_EINTERNAL && !err->transient) {
         char why[sizeof err->message];
         snprintf(why, sizeof why, "%s", err->message);
         es_error_set(err, st, "redis_refused", NULL, "%s", why);
+        *torn = true;
     }
     return st;
 }
 
 /* Replays the store into version ver up to head, or its upto-th event
  * when upto is not 0; *seq and *pos are the checkpoint on entry and on
- * return. */
+ * return.  *torn is set when Redis refused a write (see refused()). */
 static es_status
 replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ver,
-       es_position head, uint64_t upto, uint64_t *seq, char *pos, progress *pg, es_error *err)
+       es_position head, uint64_t upto, uint64_t *seq, char *pos, progress *pg, bool *torn,
+       es_error *err)
 {
     int batch = atoi(es_env_str("ES_REBUILD_BATCH", "1000"));
     int page_size = atoi(es_env_str("ES_REBUILD_PAGE", "5000"));
@@ -192,7 +136,7 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
     size_t pending[DEPTH];      /* replies owed per batch in flight, a ring */
     int inflight = 0, head_i = 0;
     double renewed = now_s();
-    rm_batch b;
+    es_rm_batch b;
     es_status st = ES_OK;
     bool done = false;
 
@@ -204,7 +148,7 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
         return es_error_set(err, ES_EINTERNAL, NULL, NULL,
                             "version %s of %s has a bad checkpoint position \"%s\"", ver, p->name,
                             pos);
-    rm_batch_init(&b, p->name, ver);
+    es_rm_batch_init(&b, p->name, ver);
     while (!done && !es_daemon_stopping()) {
         es_page *page = NULL;
         size_t i;
@@ -238,7 +182,7 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
             after = e->position;
             if ((int)b.events >= batch) {
                 if (inflight == DEPTH) {
-                    st = refused(rm_write_recv(rc, pending[head_i], err), err);
+                    st = refused(es_rm_write_recv(rc, pending[head_i], err), err, torn);
                     head_i = (head_i + 1) % DEPTH;      /* read, whatever it said */
                     inflight--;
                     if (st != ES_OK)
@@ -248,16 +192,17 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
                  * renewed, checking that this rebuild still holds it */
                 if (lock_token[0] && now_s() - renewed > 5) {
                     for (; inflight > 0 && st == ES_OK; inflight--, head_i = (head_i + 1) % DEPTH)
-                        st = refused(rm_write_recv(rc, pending[head_i], err), err);
-                    if (st != ES_OK || (st = lock_renew(rc, p->name, err)) != ES_OK)
+                        st = refused(es_rm_write_recv(rc, pending[head_i], err), err, torn);
+                    if (st != ES_OK ||
+                        (st = es_rm_lock_renew(rc, p->name, lock_token, err)) != ES_OK)
                         break;
                     renewed = now_s();
                 }
-                if ((st = rm_write_send(rc, &b, &pending[(head_i + inflight) % DEPTH], err)) !=
+                if ((st = es_rm_write_send(rc, &b, &pending[(head_i + inflight) % DEPTH], err)) !=
                     ES_OK)
                     break;
                 inflight++;
-                rm_batch_reset(&b, p->name, ver);
+                es_rm_batch_reset(&b, p->name, ver);
             }
         }
         es_page_destroy(page);
@@ -266,26 +211,27 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
         show(pg, *seq, false);
     }
     if (st == ES_OK && b.events > 0 && inflight == DEPTH) {
-        st = refused(rm_write_recv(rc, pending[head_i], err), err);
+        st = refused(es_rm_write_recv(rc, pending[head_i], err), err, torn);
         head_i = (head_i + 1) % DEPTH;
         inflight--;
     }
     if (st == ES_OK && b.events > 0) {
-        if ((st = rm_write_send(rc, &b, &pending[(head_i + inflight) % DEPTH], err)) == ES_OK)
+        if ((st = es_rm_write_send(rc, &b, &pending[(head_i + inflight) % DEPTH], err)) == ES_OK)
             inflight++;
     }
-    rm_batch_free(&b);
+    es_rm_batch_free(&b);
     /* Every answer is read, also after a failure, so the connection stays
      * usable; the first failure is the one reported. */
     for (; inflight > 0; inflight--, head_i = (head_i + 1) % DEPTH) {
         es_error e2;
-        if (refused(rm_write_recv(rc, pending[head_i], st == ES_OK ? err : &e2),
-                    st == ES_OK ? err : &e2) != ES_OK) {
-            if (st == ES_OK)
-                st = err->status;
-            if (rc->err)
-                break;
-        }
+        es_status got;
+
+        if (st == ES_OK)
+            got = st = refused(es_rm_write_recv(rc, pending[head_i], err), err, torn);
+        else
+            got = es_rm_write_recv(rc, pending[head_i], &e2);
+        if (got != ES_OK && rc->err)
+            break;
     }
     return st;
 }
@@ -307,7 +253,7 @@ check_handover(es_jetstream *n, redisContext *rc, const char *name, uint64_t seq
             return err->status;
         if (last >= seq)
             break;
-        if (lock_token[0] && lock_renew(rc, name, err) != ES_OK)
+        if (lock_token[0] && es_rm_lock_renew(rc, name, lock_token, err) != ES_OK)
             return err->status;
         if (now_s() > until)
             return es_error_set(err, ES_EUNAVAILABLE, "relay_behind", NULL,
@@ -326,10 +272,11 @@ check_handover(es_jetstream *n, redisContext *rc, const char *name, uint64_t seq
     return ES_OK;
 }
 
-/* Follows the stream into version ver until it can take over. */
+/* Follows the stream into version ver until it can take over; *torn as
+ * for replay(). */
 static es_status
 follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, const char *ver,
-                  uint64_t *seq, bool *switched, es_error *err)
+                  uint64_t *seq, bool *switched, bool *torn, es_error *err)
 {
     natsSubscription *sub = NULL;
     es_status st;
@@ -339,21 +286,21 @@ follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, con
         return st;
     while (!es_daemon_stopping()) {
         es_feed_batch msgs;
-        rm_batch b;
-        rm_applied a;
+        es_rm_batch b;
+        es_rm_applied a;
         size_t i;
 
-        if ((st = rm_switch(rc, p->name, ver, switched, err)) != ES_OK || *switched)
+        if ((st = es_rm_switch(rc, p->name, ver, switched, err)) != ES_OK || *switched)
             break;
-        if ((st = lock_renew(rc, p->name, err)) != ES_OK)
+        if ((st = es_rm_lock_renew(rc, p->name, lock_token, err)) != ES_OK)
             break;
         if ((st = es_jetstream_take(sub, 1000, 200, &msgs, err)) != ES_OK)
             break;
         if (msgs.n == 0) {
             /* Idle: the active version must be reachable at all. */
-            rm_state s;
+            es_rm_state s;
             uint64_t last;
-            if ((st = rm_state_get(rc, p->name, &s, err)) != ES_OK ||
+            if ((st = es_rm_state_get(rc, p->name, &s, err)) != ES_OK ||
                 (st = es_jetstream_last_seq(n, &last, err)) != ES_OK) {
                 es_feed_batch_free(&msgs);
                 break;
@@ -369,7 +316,7 @@ follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, con
                 break;
             }
         }
-        rm_batch_init(&b, p->name, ver);
+        es_rm_batch_init(&b, p->name, ver);
         for (i = 0; i < msgs.n && st == ES_OK; i++) {
             if (msgs.ev[i].seq <= *seq)
                 continue;
@@ -384,17 +331,20 @@ follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, con
                              msgs.ev[i].seq, msgs.ev[i].type, msgs.ev[i].event_id, why);
             }
         }
-        if (st == ES_OK && b.events > 0 && (st = rm_apply(rc, &b, &a, err)) == ES_OK) {
+        if (st == ES_OK && b.events > 0 && (st = es_rm_apply(rc, &b, &a, err)) == ES_OK) {
             *seq = a.seq;
-            if (a.failed_seq != 0)
-                st = es_error_set(err, ES_EINTERNAL, a.failed_partial ? "redis_refused" : "redis_error",
-                                  NULL, "redis refused event %" PRIu64 ": %s", a.failed_seq,
+            if (a.failed_seq != 0) {
+                st = es_error_set(err, ES_EINTERNAL,
+                                  a.failed_partial ? "redis_refused" : "redis_error", NULL,
+                                  "redis refused event %" PRIu64 ": %s", a.failed_seq,
                                   a.failed_why);
+                *torn = a.failed_partial;
+            }
             else if (a.gap)
                 st = es_error_set(err, ES_EINTERNAL, NULL, NULL,
                                   "the stream skipped past %" PRIu64, a.seq);
         }
-        rm_batch_free(&b);
+        es_rm_batch_free(&b);
         es_feed_batch_free(&msgs);
         if (st != ES_OK)
             break;
@@ -406,21 +356,18 @@ follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, con
 static es_status
 drop_retired(redisContext *rc, const char *name, es_error *err)
 {
-    redisReply *r = redisCommand(rc, "SMEMBERS rm:%s:retired", name);
-    es_status st = ES_OK;
-    size_t i;
+    char **versions;
+    size_t n, i;
+    es_status st;
 
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
-        freeReplyObject(r);
-        return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
-                            "could not list the retired versions of %s", name);
-    }
-    for (i = 0; i < r->elements && st == ES_OK; i++) {
-        st = rm_drop_version(rc, name, r->element[i]->str, err);
+    if ((st = es_rm_retired_list(rc, name, &versions, &n, err)) != ES_OK)
+        return st;
+    for (i = 0; i < n && st == ES_OK; i++) {
+        st = es_rm_drop_version(rc, name, versions[i], err);
         if (st == ES_OK)
-            es_log(ES_LOG_INFO, "deleted version %s of %s", r->element[i]->str, name);
+            es_log(ES_LOG_INFO, "deleted version %s of %s", versions[i], name);
     }
-    freeReplyObject(r);
+    es_rm_list_free(versions, n);
     return st;
 }
 
@@ -433,10 +380,10 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
     es_jetstream nats = {0};
     progress pg = {isatty(2) != 0, now_s(), now_s(), 0, 0};
     es_position head;
-    char pos[RM_POSITION_MAX] = "";
+    char pos[ES_RM_POSITION_MAX] = "";
     uint64_t seq = 0, replayed_from;
     double t0;
-    bool switched = false, locked = false;
+    bool switched = false, locked = false, torn = false;
     char token[64];
     es_status st = ES_OK;
 
@@ -446,19 +393,18 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
         return es_error_set(err, ES_ENOTFOUND, "unknown_projection", "name",
                             "there is no projection \"%s\"", name);
     snprintf(token, sizeof token, "%d-%ld", (int)getpid(), (long)time(NULL));
-    if (es_store_create(&store, es_pg_conninfo(), err) != ES_OK || (rc = rm_connect(err)) == NULL)
+    if (es_store_create(&store, es_pg_conninfo(), err) != ES_OK || (rc = es_rm_connect(err)) == NULL)
         goto fail;
-    if (!dry_run && (locked = lock_take(rc, name, token)))
+    if (!dry_run) {
+        if (es_rm_lock_take(rc, name, token, err) != ES_OK)
+            goto fail;
+        locked = true;
         snprintf(lock_token, sizeof lock_token, "%s", token);
-    if (!dry_run && !locked) {
-        es_error_set(err, ES_ECONFLICT, "rebuild_running", NULL,
-                     "another rebuild of %s is running (key rm:%s:rebuilding)", name, name);
-        goto fail;
     }
     if (es_jetstream_open(&nats, err) != ES_OK ||
         pick_version(rc, name, dry_run, rep->version, sizeof rep->version, &rep->resumed,
                      err) != ES_OK ||
-        rm_checkpoint(rc, name, rep->version, &seq, pos, err) != ES_OK ||
+        es_rm_checkpoint(rc, name, rep->version, &seq, pos, err) != ES_OK ||
         es_store_feed_head(store, &head, err) != ES_OK)
         goto fail;
     replayed_from = pg.from = seq;
@@ -467,7 +413,7 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
     es_log(ES_LOG_INFO, "%s version %s of %s from event %" PRIu64,
            rep->resumed ? "resuming" : "building", rep->version, name, seq);
     t0 = now_s();
-    if (replay(store, rc, p, rep->version, head, 0, &seq, pos, &pg, err) != ES_OK)
+    if (replay(store, rc, p, rep->version, head, 0, &seq, pos, &pg, &torn, err) != ES_OK)
         goto fail;
     rep->seconds = now_s() - t0;
     rep->replayed = seq - replayed_from;
@@ -478,13 +424,13 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
         goto interrupted;
     if (dry_run) {
         /* A measurement: how fast the store replays into Redis. */
-        if (rm_drop_version(rc, name, rep->version, err) != ES_OK)
+        if (es_rm_drop_version(rc, name, rep->version, err) != ES_OK)
             goto fail;
         goto done;
     }
     if (check_handover(&nats, rc, name, seq, pos, err) != ES_OK)
         goto fail;
-    if (follow_and_switch(&nats, rc, p, rep->version, &seq, &switched, err) != ES_OK)
+    if (follow_and_switch(&nats, rc, p, rep->version, &seq, &switched, &torn, err) != ES_OK)
         goto fail;
     if (!switched)
         goto interrupted;
@@ -505,22 +451,22 @@ fail:
     st = err->status;
     if (pg.tty)
         fputc('\n', stderr);
-    if (rc && rep->version[0] && !dry_run && !switched && strcmp(err->code, "redis_refused") == 0) {
+    if (rc && rep->version[0] && !dry_run && !switched && torn) {
         /* Redis refused a write: the version may hold part of an event and
          * a checkpoint past it, so nothing may resume from it.  The marker
          * goes first, so a half-finished deletion is never resumed. */
-        rm_state now;
+        es_rm_state now;
         es_error e2;
-        if (rm_state_get(rc, name, &now, &e2) == ES_OK && strcmp(now.active, rep->version) != 0) {
-            freeReplyObject(redisCommand(rc, "DEL rm:%s:building", name));
-            if (rm_drop_version(rc, name, rep->version, &e2) == ES_OK)
+        if (es_rm_state_get(rc, name, &now, &e2) == ES_OK && strcmp(now.active, rep->version) != 0) {
+            es_rm_building_clear(rc, name, &e2);
+            if (es_rm_drop_version(rc, name, rep->version, &e2) == ES_OK)
                 es_log(ES_LOG_INFO, "version %s of %s is deleted; the next rebuild starts afresh",
                        rep->version, name);
         }
     }
 done:
     if (locked)
-        lock_release(rc, name, token);
+        es_rm_lock_release(rc, name, token);
     lock_token[0] = '\0';
     es_jetstream_close(&nats);
     if (rc)
@@ -535,15 +481,15 @@ pj_scratch(es_store *store, redisContext *rc, const pj_projection *p, uint64_t u
 {
     progress pg = {false, now_s(), now_s() + 1e9, 0, 0};   /* silent */
     es_position head = {UINT64_MAX, INT64_MAX};
-    char pos[RM_POSITION_MAX] = "";
-    bool resumed;
+    char pos[ES_RM_POSITION_MAX] = "";
+    bool resumed, torn = false;
 
     *seq = 0;
     if (pick_version(rc, p->name, true, ver, size, &resumed, err) != ES_OK)
         return err->status;
-    if (replay(store, rc, p, ver, head, upto, seq, pos, &pg, err) != ES_OK) {
+    if (replay(store, rc, p, ver, head, upto, seq, pos, &pg, &torn, err) != ES_OK) {
         es_error e2;
-        rm_drop_version(rc, p->name, ver, &e2);
+        es_rm_drop_version(rc, p->name, ver, &e2);
         return err->status;
     }
     return ES_OK;
@@ -558,7 +504,7 @@ pj_status(uint64_t *stream_last, bool *have_last, es_error *err)
     size_t i;
 
     *stream_last = 0;
-    if ((rc = rm_connect(err)) == NULL) {
+    if ((rc = es_rm_connect(err)) == NULL) {
         json_decref(rows);
         return NULL;
     }
@@ -566,24 +512,25 @@ pj_status(uint64_t *stream_last, bool *have_last, es_error *err)
                  es_jetstream_last_seq(&nats, stream_last, err) == ES_OK;
     for (i = 0; i < pj_projection_count; i++) {
         const char *name = pj_projections[i].name;
-        rm_state s;
-        redisReply *r;
+        es_rm_state s;
+        es_error e2;
+        char reason[512];
+        bool stopped;
 
-        if (rm_state_get(rc, name, &s, err) != ES_OK) {
+        if (es_rm_state_get(rc, name, &s, err) != ES_OK) {
             json_decref(rows);
             rows = NULL;
             break;
         }
-        r = redisCommand(rc, "HGET rm:%s:stopped reason", name);
+        if (es_rm_stopped_get(rc, name, &stopped, reason, sizeof reason, &e2) != ES_OK)
+            stopped = false;    /* a report that cannot be read shows as running */
         json_array_append_new(rows, json_pack(
             "{s:s, s:s?, s:s?, s:I, s:o, s:s, s:s?}", "projection", name,
             "active", s.active[0] ? s.active : NULL, "building", s.building[0] ? s.building : NULL,
             "checkpoint", (json_int_t)s.seq,
             "lag", *have_last ? json_integer((json_int_t)(*stream_last > s.seq ? *stream_last - s.seq : 0))
                               : json_null(),
-            "state", r && r->type == REDIS_REPLY_STRING ? "stopped" : "running",
-            "reason", r && r->type == REDIS_REPLY_STRING ? r->str : NULL));
-        freeReplyObject(r);
+            "state", stopped ? "stopped" : "running", "reason", stopped ? reason : NULL));
     }
     es_jetstream_close(&nats);
     redisFree(rc);

@@ -172,22 +172,17 @@ redis_figures_on(redisContext *c, void *ctx, es_error *err)
     size_t i;
 
     for (i = 0; i < pj_projection_count; i++) {
-        redisReply *r, *rd;
-        es_status st = rm_read(c, pj_projections[i].name, NULL, NULL, 0, &rd, err);
+        redisReply *rd;
+        es_status st = es_rm_read(c, pj_projections[i].name, NULL, NULL, 0, &rd, err);
 
         if (st != ES_OK)
             return st;
         f[i].seq = (uint64_t)rd->element[1]->integer;
         freeReplyObject(rd);
-        r = redisCommand(c, "EXISTS rm:%s:stopped", pj_projections[i].name);
-        if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-            freeReplyObject(r);
-            return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
-                                "redis: exists: no answer");
-        }
-        f[i].stopped = r->integer > 0;
+        st = es_rm_stopped_get(c, pj_projections[i].name, &f[i].stopped, NULL, 0, err);
+        if (st != ES_OK)
+            return st;
         f[i].known = true;
-        freeReplyObject(r);
     }
     return ES_OK;
 }

@@ -1,6 +1,6 @@
 /*
  * Reading views for es-query (see read.h): per-thread Redis connections,
- * command lists for rm_read, and the two-round read of views whose keys
+ * command lists for es_rm_read, and the two-round read of views whose keys
  * come from their own data.
  */
 #include "read.h"
@@ -47,7 +47,7 @@ conn(bool *fresh, es_error *err)
     *fresh = c == NULL;
     if (c != NULL)
         return c;
-    if ((c = rm_connect(err)) == NULL)
+    if ((c = es_rm_connect(err)) == NULL)
         return NULL;
     if (pthread_setspecific(conn_key, c) != 0) {
         redisFree(c);
@@ -117,7 +117,7 @@ read_arg(read_cmds *c, const char *arg)
 {
     size_t off = c->text.len;
 
-    /* NUL included: arguments are C strings in rm_read's argv */
+    /* NUL included: arguments are C strings in es_rm_read's argv */
     es_buf_append(&c->text, arg, strlen(arg) + 1);
     if (es_buf_failed(&c->text))
         c->failed = true;
@@ -145,7 +145,7 @@ read_cmd(read_cmds *c, const char *name, const char *keyfmt, ...)
     read_arg(c, key);
 }
 
-/* The argv arrays rm_read takes, pointing into c->text; NULL when c
+/* The argv arrays es_rm_read takes, pointing into c->text; NULL when c
  * failed.  Valid until c changes. */
 static const char *const *const *
 cmds_argv(read_cmds *c)
@@ -211,7 +211,7 @@ run(redisContext *c, const char *projection, const char *version, read_cmds *rc,
     *out = NULL;
     if (cmds == NULL)
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory building a read");
-    st = rm_read(c, projection, version, cmds, rc->ncmds, &r, err);
+    st = es_rm_read(c, projection, version, cmds, rc->ncmds, &r, err);
     if (st != ES_OK)
         return st;
     if (r->elements != 3 + rc->ncmds &&
@@ -398,13 +398,13 @@ position_on(redisContext *c, void *ctx, es_error *err)
 {
     position_call *p = ctx;
     redisReply *r;
-    es_status st = rm_read(c, p->projection, NULL, NULL, 0, &r, err);
+    es_status st = es_rm_read(c, p->projection, NULL, NULL, 0, &r, err);
 
     if (st != ES_OK)
         return st;
-    reply_str(p->position, RM_POSITION_MAX, r->element[2]);
+    reply_str(p->position, ES_RM_POSITION_MAX, r->element[2]);
     if (p->position[0] == '\0')
-        snprintf(p->position, RM_POSITION_MAX, "0-0");
+        snprintf(p->position, ES_RM_POSITION_MAX, "0-0");
     if (p->seq)
         *p->seq = (uint64_t)r->element[1]->integer;
     freeReplyObject(r);

@@ -1,7 +1,7 @@
 /*
  * Reads of es-query: each HTTP worker thread's own Redis connection, and
  * the read of one view (a document or a page) from the active version of
- * one read model, so that the answer comes from a single atomic rm_read.
+ * one read model, so that the answer comes from a single atomic es_rm_read.
  *
  * A view whose keys depend on data (a page of ids, a saga's step names)
  * needs two rounds: its "index" commands first, then the same index
@@ -42,7 +42,7 @@ es_status read_run(read_fn fn, void *ctx, es_error *err);
 
 /* ---- commands --------------------------------------------------------- */
 
-/* A list of read commands for rm_read, built like an rm_batch. */
+/* A list of read commands for es_rm_read, built like an es_rm_batch. */
 typedef struct read_cmds {
     es_buf text;                /* every argument, each NUL-terminated */
     size_t *offs;               /* offset of each argument; SIZE_MAX ends a command */
@@ -78,7 +78,7 @@ typedef struct read_result {
     const redisReply *const *det;               /* detail replies */
     size_t ndet;
     char version[24];
-    char position[RM_POSITION_MAX];             /* of the answer; "0-0" before any event */
+    char position[ES_RM_POSITION_MAX];             /* of the answer; "0-0" before any event */
     bool atomic;                                /* idx and det come from one read */
 } read_result;
 

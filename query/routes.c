@@ -400,7 +400,7 @@ serve(query_app *app, const es_http_req *req, const view *v, const view_args *a,
         waited = true;
         /* cheap checks of the checkpoint alone until it gets there */
         for (;;) {
-            char pos[RM_POSITION_MAX];
+            char pos[ES_RM_POSITION_MAX];
 
             if (!watch_wait(app->watch, proj, token, &mark, &deadline) || past(&deadline)) {
                 give_up = true;

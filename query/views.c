@@ -32,7 +32,7 @@ det_at(const read_result *r, size_t i)
 static bool
 hash_found(const redisReply *h, const char *id_field)
 {
-    return h != NULL && h->type == REDIS_REPLY_ARRAY && rm_hash_get(h, id_field) != NULL;
+    return h != NULL && h->type == REDIS_REPLY_ARRAY && es_rm_hash_get(h, id_field) != NULL;
 }
 
 /* A new JSON string; text that is not UTF-8 (which projections never
@@ -80,33 +80,33 @@ jtext(const char *s)
 static void
 put_str(json_t *d, const redisReply *h, const char *field)
 {
-    json_object_set_new(d, field, jstr(rm_hash_get(h, field)));
+    json_object_set_new(d, field, jstr(es_rm_hash_get(h, field)));
 }
 
 static void
 put_int(json_t *d, const redisReply *h, const char *field)
 {
-    json_object_set_new(d, field, jint(rm_hash_get(h, field)));
+    json_object_set_new(d, field, jint(es_rm_hash_get(h, field)));
 }
 
 static void
 put_json(json_t *d, const redisReply *h, const char *field)
 {
-    json_object_set_new(d, field, jtext(rm_hash_get(h, field)));
+    json_object_set_new(d, field, jtext(es_rm_hash_get(h, field)));
 }
 
 /* Members only some documents have (a rejected user's reason, ...). */
 static void
 put_opt_str(json_t *d, const redisReply *h, const char *field)
 {
-    if (rm_hash_get(h, field) != NULL)
+    if (es_rm_hash_get(h, field) != NULL)
         put_str(d, h, field);
 }
 
 static void
 put_opt_json(json_t *d, const redisReply *h, const char *field)
 {
-    if (rm_hash_get(h, field) != NULL)
+    if (es_rm_hash_get(h, field) != NULL)
         put_json(d, h, field);
 }
 
@@ -376,7 +376,7 @@ account_answer(const view_args *a, const read_result *r, es_http_res *res)
     d = json_object();
     put_str(d, h, "customer_id");
     json_object_set_new(d, "balance",
-                        jint(rm_hash_get(h, "balance") ? rm_hash_get(h, "balance") : "0"));
+                        jint(es_rm_hash_get(h, "balance") ? es_rm_hash_get(h, "balance") : "0"));
     put_str(d, h, "updated_at");
     es_http_res_json(res, 200, d);
 }
@@ -402,13 +402,13 @@ stock_answer(const view_args *a, const read_result *r, es_http_res *res)
         not_found(res, "sku_not_found", "sku", a->id);
         return;
     }
-    on_hand = (s = rm_hash_get(h, "on_hand")) ? strtoll(s, NULL, 10) : 0;
-    reserved = (s = rm_hash_get(h, "reserved")) ? strtoll(s, NULL, 10) : 0;
+    on_hand = (s = es_rm_hash_get(h, "on_hand")) ? strtoll(s, NULL, 10) : 0;
+    reserved = (s = es_rm_hash_get(h, "reserved")) ? strtoll(s, NULL, 10) : 0;
     es_http_res_json(res, 200,
-                     json_pack("{s:o, s:I, s:I, s:I, s:o}", "sku", jstr(rm_hash_get(h, "sku")),
+                     json_pack("{s:o, s:I, s:I, s:I, s:o}", "sku", jstr(es_rm_hash_get(h, "sku")),
                                "on_hand", (json_int_t)on_hand, "reserved", (json_int_t)reserved,
                                "available", (json_int_t)(on_hand - reserved), "updated_at",
-                               jstr(rm_hash_get(h, "updated_at"))));
+                               jstr(es_rm_hash_get(h, "updated_at"))));
 }
 
 const view view_stock = {{"inventory", stock_index, NULL}, stock_answer};

@@ -3,7 +3,7 @@
  * thread, one mutex; a condition variable per projection, so an
  * announcement wakes only the waiters of its read model.
  *
- *   connect --rm_connect()--> subscribe --SUBSCRIBE ok--> listen
+ *   connect --es_rm_connect()--> subscribe --SUBSCRIBE ok--> listen
  *      ^                                                    |
  *      |   backoff 0.1 s .. 2 s (sleep_or_stop())           | I/O error, no
  *      +----------------------------------------------------+ answer to PING
@@ -127,30 +127,16 @@ set_connected(watch *w, bool up)
 static void
 announce(watch *w, const redisReply *r)
 {
-    const redisReply *ch, *msg;
-    const char *pos;
-    char text[RM_POSITION_MAX];
+    es_rm_notice n;
     es_position p;
     size_t i;
 
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
-        r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "message") != 0)
+    if (!es_rm_notice_parse(r, &n))
         return;
-    ch = r->element[1];
-    msg = r->element[2];
-    if (ch->type != REDIS_REPLY_STRING || msg->type != REDIS_REPLY_STRING)
-        return;
-    for (i = 0; i < pj_projection_count; i++) {
-        char want[RM_NAME_MAX + 16];
-
-        snprintf(want, sizeof want, "rm:%s:applied", pj_projections[i].name);
-        if (strcmp(ch->str, want) == 0)
+    for (i = 0; i < pj_projection_count; i++)
+        if (strcmp(n.name, pj_projections[i].name) == 0)
             break;
-    }
-    if (i == pj_projection_count || (pos = strrchr(msg->str, ' ')) == NULL)
-        return;
-    snprintf(text, sizeof text, "%s", pos + 1);
-    if (!es_position_parse(text, &p))
+    if (i == pj_projection_count || !es_position_parse(n.position, &p))
         return;
     pthread_mutex_lock(&w->mu);
     if (!w->projs[i].known || es_position_cmp(p, w->projs[i].furthest) > 0)
@@ -172,27 +158,18 @@ flush(redisContext *c)
     return true;
 }
 
-/* Subscribes c to every projection's channel; true once Redis confirmed. */
+/* Subscribes c to every projection's notices; true once Redis confirmed
+ * (the other confirmations arrive in listen_on()). */
 static bool
 subscribe(redisContext *c)
 {
-    const char *argv[1 + 16];
-    char chans[16][RM_NAME_MAX + 16];
-    redisReply *r;
-    size_t i, n = 0;
-    bool ok;
+    const char *names[16];
+    es_error err;
+    size_t i;
 
-    argv[n++] = "SUBSCRIBE";
-    for (i = 0; i < pj_projection_count && i < 16; i++) {
-        snprintf(chans[i], sizeof chans[i], "rm:%s:applied", pj_projections[i].name);
-        argv[n++] = chans[i];
-    }
-    /* Redis subscribes to all channels in one go; the first confirmation
-     * is enough, the others arrive in listen(). */
-    r = redisCommandArgv(c, (int)n, argv, NULL);
-    ok = r != NULL && r->type == REDIS_REPLY_ARRAY;
-    freeReplyObject(r);
-    return ok;
+    for (i = 0; i < pj_projection_count && i < 16; i++)
+        names[i] = pj_projections[i].name;
+    return es_rm_notice_subscribe(c, names, i, &err) == ES_OK;
 }
 
 /* Reads announcements until the connection fails or the watch stops. */
@@ -243,7 +220,7 @@ run(void *arg)
 
     while (!stopping(w)) {
         es_error err;
-        redisContext *c = rm_connect(&err);
+        redisContext *c = es_rm_connect(&err);
 
         if (c != NULL && !subscribe(c)) {
             es_error_set(&err, ES_EUNAVAILABLE, NULL, NULL, "could not subscribe: %s",

@@ -1,14 +1,14 @@
 /*
  * Waiting for read models to catch up (read-your-writes), without
- * polling: one thread subscribes to every projection's rm:<name>:applied
- * channel on a Redis connection of its own and keeps, per projection, the
- * furthest position announced; request threads block on a condition
- * variable until an announcement reaches their token.
+ * polling: one thread subscribes to every projection's notices
+ * (es_rm_notice_subscribe) on a Redis connection of its own and keeps, per
+ * projection, the furthest position announced; request threads block on a
+ * condition variable until an announcement reaches their token.
  *
  * An announcement is a hint, never the answer: it may come from a version
  * being rebuilt, not the active one, and Pub/Sub loses messages while the
  * subscriber reconnects.  So a waiter woken by it re-checks the active
- * version's checkpoint with rm_read, and re-checks anyway after a fallback
+ * version's checkpoint with es_rm_read, and re-checks anyway after a fallback
  * interval (50 ms while the subscriber is down, 500 ms while it is up).
  */
 #ifndef QUERY_WATCH_H

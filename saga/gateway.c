@@ -449,7 +449,7 @@ deliver_redis(sg_gateway *g, const char *id, size_t idlen, const char *body, es_
     if (g->nidle > 0)
         c = g->idle[--g->nidle];
     pthread_mutex_unlock(&g->mu);
-    if (c == NULL && (c = rm_connect(&cerr)) == NULL) {
+    if (c == NULL && (c = es_rm_connect(&cerr)) == NULL) {
         st = failed(g, id, cerr.message, err);
         goto done;
     }

@@ -44,7 +44,7 @@ typedef enum {
  *                                       half-open probe, 0..86400000
  *                                       (default 5000)
  * A bad name or value is ES_EINVALID with err->field naming the variable
- * ("name" for the name).  The Redis connection (ES_REDIS_* as rm_connect)
+ * ("name" for the name).  The Redis connection (ES_REDIS_* as es_rm_connect)
  * and the file are opened lazily on first send and again after an error,
  * so creating a gateway never needs Redis.  *out is NULL on failure; on
  * success the caller owns *out and frees it with sg_gateway_destroy.

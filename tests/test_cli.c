@@ -153,7 +153,7 @@ START_TEST(projections_are_watched_and_verify_names_what_is_broken)
     char out[32768], stream[80];
     redisContext *rc;
     redisReply *r;
-    rm_state s;
+    es_rm_state s;
     es_error err;
     json_t *j, *checks;
     size_t i;
@@ -184,8 +184,8 @@ START_TEST(projections_are_watched_and_verify_names_what_is_broken)
     ck_assert_int_eq(ESCTL(out, "projection", "rebuild", "nope"), 4);
 
     /* a read model that drifted from the store is found, and named */
-    ck_assert_ptr_nonnull(rc = rm_connect(&err));
-    ck_assert_int_eq(rm_state_get(rc, "accounts", &s, &err), ES_OK);
+    ck_assert_ptr_nonnull(rc = es_rm_connect(&err));
+    ck_assert_int_eq(es_rm_state_get(rc, "accounts", &s, &err), ES_OK);
     r = redisCommand(rc, "HINCRBY rm:accounts:%s:account:c1 balance 1", s.active);
     ck_assert_int_eq(r->type, REDIS_REPLY_INTEGER);
     freeReplyObject(r);

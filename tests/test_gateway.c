@@ -407,7 +407,7 @@ START_TEST(the_redis_transport_appends_to_the_gateway_stream)
     es_error err;
 
     th_redis_flush();
-    ck_assert_ptr_nonnull(rc = rm_connect(&err));
+    ck_assert_ptr_nonnull(rc = es_rm_connect(&err));
     g = make("mail");               /* transport unset: redis */
     send_expect(g, "m-1", body, ES_OK, "");
     send_expect(g, "m-2", "[]", ES_OK, "");
@@ -462,7 +462,7 @@ START_TEST(the_redis_connection_is_made_on_first_send_and_remade)
     setenv("ES_REDIS_PORT", port, 1);
     send_expect(g, "m-1", "{}", ES_OK, "");
     send_expect(g, "m-2", "{}", ES_OK, "");
-    ck_assert_ptr_nonnull(rc = rm_connect(&err));
+    ck_assert_ptr_nonnull(rc = es_rm_connect(&err));
     ck_assert_int_eq(xlen(rc, "gateway:mail"), 2);
     redisFree(rc);
     sg_gateway_destroy(g);
@@ -542,7 +542,7 @@ START_TEST(concurrent_sends_arrive_whole)
     ck_assert_int_eq(n, 200);
     unlink(path);
     rmdir(dir);
-    ck_assert_ptr_nonnull(rc = rm_connect(&err));
+    ck_assert_ptr_nonnull(rc = es_rm_connect(&err));
     ck_assert_int_eq(xlen(rc, "gateway:mail"), 200);
     redisFree(rc);
 }

@@ -22,7 +22,7 @@ setup(void)
     es_error err;
 
     th_redis_flush();
-    rc = rm_connect(&err);
+    rc = es_rm_connect(&err);
     ck_assert_msg(rc != NULL, "%s", err.message);
 }
 
@@ -52,16 +52,16 @@ event(es_feed_event *e, uint64_t seq, const char *stream, const char *type, cons
 static uint64_t
 apply1(const char *p, uint64_t seq, const char *stream, const char *type, const char *data)
 {
-    rm_batch b;
-    rm_applied a;
+    es_rm_batch b;
+    es_rm_applied a;
     es_feed_event e;
     es_error err;
 
     event(&e, seq, stream, type, data);
-    rm_batch_init(&b, p, NULL);
+    es_rm_batch_init(&b, p, NULL);
     ck_assert_msg(pj_add(&b, pj_find(p), &e, &err) == ES_OK, "%s", err.message);
-    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
-    rm_batch_free(&b);
+    ck_assert_int_eq(es_rm_apply(rc, &b, &a, &err), ES_OK);
+    es_rm_batch_free(&b);
     es_feed_event_free(&e);
     return a.applied;
 }
@@ -185,8 +185,8 @@ END_TEST
 
 START_TEST(repeats_are_no_ops_and_gaps_are_refused)
 {
-    rm_batch b;
-    rm_applied a;
+    es_rm_batch b;
+    es_rm_applied a;
     es_feed_event e[4];
     es_error err;
     const pj_projection *acc = pj_find("accounts");
@@ -195,28 +195,28 @@ START_TEST(repeats_are_no_ops_and_gaps_are_refused)
         event(&e[i], (uint64_t)i + 1, "account-c9", "FundsDeposited",
               "{\"customer_id\":\"c9\",\"amount\":1}");
     /* 1 and 2 */
-    rm_batch_init(&b, "accounts", NULL);
+    es_rm_batch_init(&b, "accounts", NULL);
     pj_add(&b, acc, &e[0], &err);
     pj_add(&b, acc, &e[1], &err);
-    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
-    rm_batch_free(&b);
+    ck_assert_int_eq(es_rm_apply(rc, &b, &a, &err), ES_OK);
+    es_rm_batch_free(&b);
     ck_assert_uint_eq(a.applied, 2);
     ck_assert_uint_eq(a.seq, 2);
     /* 1, 2 again and 3: only 3 counts */
-    rm_batch_init(&b, "accounts", NULL);
+    es_rm_batch_init(&b, "accounts", NULL);
     for (int i = 0; i < 3; i++)
         pj_add(&b, acc, &e[i], &err);
-    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
-    rm_batch_free(&b);
+    ck_assert_int_eq(es_rm_apply(rc, &b, &a, &err), ES_OK);
+    es_rm_batch_free(&b);
     ck_assert_uint_eq(a.applied, 1);
     ck_assert_str_eq(hget("rm:accounts:1:account:c9", "balance"), "3");
     /* 5 without 4: refused, nothing written */
     es_feed_event_free(&e[3]);
     event(&e[3], 5, "account-c9", "FundsDeposited", "{\"customer_id\":\"c9\",\"amount\":1}");
-    rm_batch_init(&b, "accounts", NULL);
+    es_rm_batch_init(&b, "accounts", NULL);
     pj_add(&b, acc, &e[3], &err);
-    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
-    rm_batch_free(&b);
+    ck_assert_int_eq(es_rm_apply(rc, &b, &a, &err), ES_OK);
+    es_rm_batch_free(&b);
     ck_assert(a.gap);
     ck_assert_uint_eq(a.applied, 0);
     ck_assert_uint_eq(a.seq, 3);
@@ -229,7 +229,7 @@ END_TEST
 
 START_TEST(an_unappliable_event_leaves_the_batch_as_it_was)
 {
-    rm_batch b;
+    es_rm_batch b;
     es_feed_event ok, bad;
     es_error err;
     size_t n;
@@ -237,20 +237,20 @@ START_TEST(an_unappliable_event_leaves_the_batch_as_it_was)
     event(&ok, 1, "order-o2", "OrderPlaced",
           "{\"order_id\":\"o2\",\"customer_id\":\"c\",\"items\":[],\"total\":0}");
     event(&bad, 2, "order-o3", "OrderPlaced", "{\"orderId\":\"o3\",\"total\":0}");
-    rm_batch_init(&b, "orders", NULL);
+    es_rm_batch_init(&b, "orders", NULL);
     ck_assert_int_eq(pj_add(&b, pj_find("orders"), &ok, &err), ES_OK);
     n = b.n;
     ck_assert_int_eq(pj_add(&b, pj_find("orders"), &bad, &err), ES_EINVALID);
     ck_assert_str_eq(err.field, "data.order_id");
     ck_assert_uint_eq(b.n, n);
     ck_assert_uint_eq(b.events, 1);
-    rm_batch_free(&b);
+    es_rm_batch_free(&b);
     /* other categories and unknown types are not the projection's */
-    rm_batch_init(&b, "orders", NULL);
+    es_rm_batch_init(&b, "orders", NULL);
     es_feed_event_free(&bad);
     event(&bad, 2, "audit-x", "OrderPlaced", "{}");
     ck_assert_int_eq(pj_add(&b, pj_find("orders"), &bad, &err), ES_OK);
-    rm_batch_free(&b);
+    es_rm_batch_free(&b);
     es_feed_event_free(&ok);
     es_feed_event_free(&bad);
 }
@@ -258,50 +258,135 @@ END_TEST
 
 START_TEST(a_command_redis_refuses_ends_the_batch_before_its_event)
 {
-    rm_batch b;
-    rm_applied a;
+    es_rm_batch b;
+    es_rm_applied a;
     es_error err;
 
     /* event 1 is fine; event 2's command hits a key of the wrong type */
     freeReplyObject(redisCommand(rc, "SET rm:t_refuse:1:stock:x oops"));
-    rm_batch_init(&b, "t_refuse", "1");
-    rm_batch_event(&b, 1, "5-1");
-    rm_cmd(&b, "HINCRBY", "stock:%s", "y");
-    rm_arg_str(&b, "on_hand");
-    rm_arg_int(&b, 1);
-    rm_batch_event(&b, 2, "5-2");
-    rm_cmd(&b, "HINCRBY", "stock:%s", "x");
-    rm_arg_str(&b, "on_hand");
-    rm_arg_int(&b, 1);
-    rm_batch_event(&b, 3, "5-3");
-    rm_cmd(&b, "HINCRBY", "stock:%s", "y");
-    rm_arg_str(&b, "on_hand");
-    rm_arg_int(&b, 1);
-    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
+    es_rm_batch_init(&b, "t_refuse", "1");
+    es_rm_batch_event(&b, 1, "5-1");
+    es_rm_cmd(&b, "HINCRBY", "stock:%s", "y");
+    es_rm_arg_str(&b, "on_hand");
+    es_rm_arg_int(&b, 1);
+    es_rm_batch_event(&b, 2, "5-2");
+    es_rm_cmd(&b, "HINCRBY", "stock:%s", "x");
+    es_rm_arg_str(&b, "on_hand");
+    es_rm_arg_int(&b, 1);
+    es_rm_batch_event(&b, 3, "5-3");
+    es_rm_cmd(&b, "HINCRBY", "stock:%s", "y");
+    es_rm_arg_str(&b, "on_hand");
+    es_rm_arg_int(&b, 1);
+    ck_assert_int_eq(es_rm_apply(rc, &b, &a, &err), ES_OK);
     ck_assert_uint_eq(a.failed_seq, 2);
     ck_assert_ptr_nonnull(strstr(a.failed_why, "WRONGTYPE"));
+    ck_assert(!a.failed_transient);             /* a refusal: it would fail again */
     ck_assert_uint_eq(a.seq, 1);                /* the checkpoint stays before it */
     ck_assert_uint_eq(a.applied, 1);
     ck_assert_str_eq(hget("rm:t_refuse:1:stock:y", "on_hand"), "1");
     /* the same batch again (a retry) applies nothing twice */
-    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
+    ck_assert_int_eq(es_rm_apply(rc, &b, &a, &err), ES_OK);
     ck_assert_uint_eq(a.failed_seq, 2);
     ck_assert_str_eq(hget("rm:t_refuse:1:stock:y", "on_hand"), "1");
-    rm_batch_free(&b);
+    es_rm_batch_free(&b);
+}
+END_TEST
+
+/* One event of projection name, version ver: HINCRBY stock:<sku>. */
+static void
+stock_event(es_rm_batch *b, const char *name, const char *ver, const char *sku)
+{
+    es_rm_batch_reset(b, name, ver);
+    es_rm_batch_event(b, 1, "5-1");
+    es_rm_cmd(b, "HINCRBY", "stock:%s", sku);
+    es_rm_arg_str(b, "on_hand");
+    es_rm_arg_int(b, 1);
+}
+
+static void
+set_maxmemory(const char *bytes)
+{
+    redisReply *r = redisCommand(rc, "CONFIG SET maxmemory %s", bytes);
+
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(r->type, REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+}
+
+/* Redis' own error code, not the words around it, says whether a failure
+ * passes: out of memory is tried again later, a key of the wrong type is
+ * a refusal; no answer at all passes too. */
+START_TEST(redis_errors_say_whether_they_pass)
+{
+    es_rm_batch b;
+    es_rm_applied a, oom_a;
+    es_error err, oom_write, oom_script;
+    es_status oom_apply_st, oom_write_st, oom_script_st;
+    size_t replies;
+    redisReply *r;
+    const char *const get[] = {"HGET", "stock:x", "on_hand", NULL};
+    const char *const *cmds[] = {get};
+    redisContext *none;
+
+    /* refusals: on the live path, the rebuild's and the read path */
+    freeReplyObject(redisCommand(rc, "SET rm:t_kind:1:stock:x oops"));
+    es_rm_batch_init(&b, "t_kind", "1");
+    stock_event(&b, "t_kind", "1", "x");
+    ck_assert_int_eq(es_rm_apply(rc, &b, &a, &err), ES_OK);
+    ck_assert_uint_eq(a.failed_seq, 1);
+    ck_assert(!a.failed_transient);
+    ck_assert_int_eq(es_rm_read(rc, "t_kind", "1", cmds, 1, &r, &err), ES_EINTERNAL);
+    ck_assert(!err.transient);
+    ck_assert_ptr_nonnull(strstr(err.message, "WRONGTYPE"));
+    ck_assert_int_eq(es_rm_write_send(rc, &b, &replies, &err), ES_OK);
+    ck_assert_int_eq(es_rm_write_recv(rc, replies, &err), ES_EINTERNAL);
+    ck_assert(!err.transient);
+    ck_assert_ptr_nonnull(strstr(err.message, "WRONGTYPE"));
+
+    /* out of memory passes: in a batch's command, a write, and the
+     * script's own first write (version 1 of a new projection); the limit
+     * is lifted before anything is checked */
+    set_maxmemory("1");
+    stock_event(&b, "t_kind", "2", "y");
+    oom_apply_st = es_rm_apply(rc, &b, &oom_a, &err);
+    stock_event(&b, "t_kind", "3", "y");
+    oom_write_st = es_rm_write_send(rc, &b, &replies, &oom_write);
+    if (oom_write_st == ES_OK)
+        oom_write_st = es_rm_write_recv(rc, replies, &oom_write);
+    stock_event(&b, "t_kind_new", NULL, "y");
+    oom_script_st = es_rm_apply(rc, &b, &a, &oom_script);
+    set_maxmemory("0");
+    es_rm_batch_free(&b);
+    ck_assert_int_eq(oom_apply_st, ES_OK);
+    ck_assert_uint_eq(oom_a.failed_seq, 1);
+    ck_assert(!oom_a.failed_partial);
+    ck_assert_msg(oom_a.failed_transient, "%s", oom_a.failed_why);
+    ck_assert_int_eq(oom_write_st, ES_EINTERNAL);
+    ck_assert_msg(oom_write.transient, "%s", oom_write.message);
+    ck_assert_int_eq(oom_script_st, ES_EINTERNAL);
+    ck_assert_msg(oom_script.transient, "%s", oom_script.message);
+    ck_assert_ptr_nonnull(strstr(oom_script.message, "OOM"));
+
+    /* no answer */
+    setenv("ES_REDIS_PORT", "1", 1);
+    none = es_rm_connect(&err);
+    ck_assert_ptr_null(none);
+    ck_assert_int_eq(err.status, ES_EUNAVAILABLE);
+    ck_assert(err.transient);
 }
 END_TEST
 
 START_TEST(amounts_redis_could_not_add_are_refused)
 {
-    rm_batch b;
+    es_rm_batch b;
     es_feed_event e;
     es_error err;
 
     event(&e, 1, "stock-s", "StockRestocked", "{\"sku\":\"s\",\"quantity\":9223372036854775807}");
-    rm_batch_init(&b, "inventory", NULL);
+    es_rm_batch_init(&b, "inventory", NULL);
     ck_assert_int_eq(pj_add(&b, pj_find("inventory"), &e, &err), ES_EINVALID);
     ck_assert_str_eq(err.field, "data.quantity");
-    rm_batch_free(&b);
+    es_rm_batch_free(&b);
     es_feed_event_free(&e);
 }
 END_TEST
@@ -326,8 +411,8 @@ END_TEST
 
 START_TEST(switch_waits_for_the_new_version_then_old_keys_go)
 {
-    rm_batch b;
-    rm_applied a;
+    es_rm_batch b;
+    es_rm_applied a;
     es_feed_event e;
     es_error err;
     bool switched;
@@ -339,15 +424,15 @@ START_TEST(switch_waits_for_the_new_version_then_old_keys_go)
     apply1("inventory", 2, "stock-s2", "StockRestocked", "{\"sku\":\"s2\",\"quantity\":1}");
     /* version 2 has only event 1: too early */
     event(&e, 1, "stock-s2", "StockRestocked", "{\"sku\":\"s2\",\"quantity\":1}");
-    rm_batch_init(&b, "inventory", "2");
+    es_rm_batch_init(&b, "inventory", "2");
     pj_add(&b, pj_find("inventory"), &e, &err);
-    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
-    rm_batch_free(&b);
+    ck_assert_int_eq(es_rm_apply(rc, &b, &a, &err), ES_OK);
+    es_rm_batch_free(&b);
     es_feed_event_free(&e);
-    ck_assert_int_eq(rm_switch(rc, "inventory", "2", &switched, &err), ES_OK);
+    ck_assert_int_eq(es_rm_switch(rc, "inventory", "2", &switched, &err), ES_OK);
     ck_assert(!switched);
     /* reads still see version 1, pinned with its checkpoint */
-    ck_assert_int_eq(rm_read(rc, "inventory", NULL, cmds, 1, &r, &err), ES_OK);
+    ck_assert_int_eq(es_rm_read(rc, "inventory", NULL, cmds, 1, &r, &err), ES_OK);
     ck_assert_str_eq(r->element[0]->str, "1");
     ck_assert_int_eq(r->element[1]->integer, 2);
     ck_assert_str_eq(r->element[3]->str, "2");
@@ -355,24 +440,135 @@ START_TEST(switch_waits_for_the_new_version_then_old_keys_go)
     /* caught up: the switch happens, reads move, and the live batches
      * (version "") land in version 2 */
     event(&e, 2, "stock-s2", "StockRestocked", "{\"sku\":\"s2\",\"quantity\":1}");
-    rm_batch_init(&b, "inventory", "2");
+    es_rm_batch_init(&b, "inventory", "2");
     pj_add(&b, pj_find("inventory"), &e, &err);
-    ck_assert_int_eq(rm_apply(rc, &b, &a, &err), ES_OK);
-    rm_batch_free(&b);
+    ck_assert_int_eq(es_rm_apply(rc, &b, &a, &err), ES_OK);
+    es_rm_batch_free(&b);
     es_feed_event_free(&e);
-    ck_assert_int_eq(rm_switch(rc, "inventory", "2", &switched, &err), ES_OK);
+    ck_assert_int_eq(es_rm_switch(rc, "inventory", "2", &switched, &err), ES_OK);
     ck_assert(switched);
     apply1("inventory", 3, "stock-s2", "StockRestocked", "{\"sku\":\"s2\",\"quantity\":5}");
-    ck_assert_int_eq(rm_read(rc, "inventory", NULL, cmds, 1, &r, &err), ES_OK);
+    ck_assert_int_eq(es_rm_read(rc, "inventory", NULL, cmds, 1, &r, &err), ES_OK);
     ck_assert_str_eq(r->element[0]->str, "2");
     ck_assert_int_eq(r->element[1]->integer, 3);
     ck_assert_str_eq(r->element[3]->str, "7");
     freeReplyObject(r);
     ck_assert_int_eq(integer("SISMEMBER rm:inventory:retired %s", "1"), 1);
-    ck_assert_int_eq(rm_drop_version(rc, "inventory", "1", &err), ES_OK);
+    ck_assert_int_eq(es_rm_drop_version(rc, "inventory", "1", &err), ES_OK);
     ck_assert_int_eq(integer("EXISTS %s", "rm:inventory:1:stock:s2"), 0);
     ck_assert_int_eq(integer("EXISTS %s", "rm:inventory:1:checkpoint"), 0);
     ck_assert_int_eq(integer("SISMEMBER rm:inventory:retired %s", "1"), 0);
+}
+END_TEST
+
+/* The version lifecycle's bookkeeping: numbers, building, retired. */
+START_TEST(versions_are_numbered_recorded_and_listed)
+{
+    char v[ES_RM_VERSION_MAX], **retired;
+    size_t n;
+    es_rm_state s;
+    es_error err;
+    bool switched;
+
+    /* no version yet: 2 ("1" is the live projector's), then upwards */
+    ck_assert_int_eq(es_rm_version_new(rc, "t_life", v, sizeof v, &err), ES_OK);
+    ck_assert_str_eq(v, "2");
+    ck_assert_int_eq(es_rm_version_new(rc, "t_life", v, sizeof v, &err), ES_OK);
+    ck_assert_str_eq(v, "3");
+    /* always above the active version */
+    freeReplyObject(redisCommand(rc, "SET rm:t_life:active 7"));
+    ck_assert_int_eq(es_rm_version_new(rc, "t_life", v, sizeof v, &err), ES_OK);
+    ck_assert_str_eq(v, "8");
+    ck_assert_int_eq(es_rm_building_set(rc, "t_life", v, &err), ES_OK);
+    ck_assert_int_eq(es_rm_state_get(rc, "t_life", &s, &err), ES_OK);
+    ck_assert_str_eq(s.active, "7");
+    ck_assert_str_eq(s.building, "8");
+    ck_assert_int_eq(es_rm_building_clear(rc, "t_life", &err), ES_OK);
+    ck_assert_int_eq(es_rm_state_get(rc, "t_life", &s, &err), ES_OK);
+    ck_assert_str_eq(s.building, "");
+    /* a switch retires the old version */
+    ck_assert_int_eq(es_rm_retired_list(rc, "t_life", &retired, &n, &err), ES_OK);
+    ck_assert_uint_eq(n, 0);
+    es_rm_list_free(retired, n);
+    ck_assert_int_eq(es_rm_switch(rc, "t_life", "8", &switched, &err), ES_OK);
+    ck_assert(switched);
+    ck_assert_int_eq(es_rm_retired_list(rc, "t_life", &retired, &n, &err), ES_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(retired[0], "7");
+    es_rm_list_free(retired, n);
+}
+END_TEST
+
+START_TEST(stop_reports_and_the_rebuild_lock)
+{
+    char reason[16];
+    bool stopped;
+    es_error err;
+
+    ck_assert_int_eq(es_rm_stopped_get(rc, "t_stop", &stopped, reason, sizeof reason, &err),
+                     ES_OK);
+    ck_assert(!stopped);
+    ck_assert_str_eq(reason, "");
+    ck_assert_int_eq(es_rm_stopped_set(rc, "t_stop", 4, "", "a reason too long to fit", &err),
+                     ES_OK);
+    ck_assert_str_eq(hget("rm:t_stop:stopped", "seq"), "4");
+    ck_assert_str_eq(hget("rm:t_stop:stopped", "position"), "-");
+    ck_assert_int_eq(es_rm_stopped_get(rc, "t_stop", &stopped, reason, sizeof reason, &err),
+                     ES_OK);
+    ck_assert(stopped);
+    ck_assert_str_eq(reason, "a reason too lo");
+    /* put back after Redis lost it: the reason alone */
+    ck_assert_int_eq(es_rm_stopped_clear(rc, "t_stop", &err), ES_OK);
+    ck_assert_int_eq(es_rm_stopped_set(rc, "t_stop", 0, NULL, "again", &err), ES_OK);
+    ck_assert_str_eq(hget("rm:t_stop:stopped", "seq"), "(nil)");
+    ck_assert_int_eq(es_rm_stopped_get(rc, "t_stop", &stopped, NULL, 0, &err), ES_OK);
+    ck_assert(stopped);
+    ck_assert_int_eq(es_rm_stopped_clear(rc, "t_stop", &err), ES_OK);
+    ck_assert_int_eq(es_rm_stopped_get(rc, "t_stop", &stopped, NULL, 0, &err), ES_OK);
+    ck_assert(!stopped);
+
+    /* one holder at a time; only the holder renews and releases */
+    ck_assert_int_eq(es_rm_lock_take(rc, "t_stop", "a", &err), ES_OK);
+    ck_assert_int_eq(es_rm_lock_take(rc, "t_stop", "b", &err), ES_ECONFLICT);
+    ck_assert_str_eq(err.code, "rebuild_running");
+    ck_assert_int_eq(es_rm_lock_renew(rc, "t_stop", "a", &err), ES_OK);
+    ck_assert_int_eq(es_rm_lock_renew(rc, "t_stop", "b", &err), ES_ECONFLICT);
+    ck_assert_str_eq(err.code, "rebuild_lock_lost");
+    es_rm_lock_release(rc, "t_stop", "b");
+    ck_assert_int_eq(es_rm_lock_renew(rc, "t_stop", "a", &err), ES_OK);
+    es_rm_lock_release(rc, "t_stop", "a");
+    ck_assert_int_eq(es_rm_lock_renew(rc, "t_stop", "a", &err), ES_ECONFLICT);
+    ck_assert_int_eq(es_rm_lock_take(rc, "t_stop", "b", &err), ES_OK);
+    ck_assert_int_gt(integer("PTTL %s", "rm:t_stop:rebuilding"), 0);
+}
+END_TEST
+
+/* A batch that applies something announces the new checkpoint. */
+START_TEST(applied_batches_send_notices)
+{
+    const char *const names[] = {"t_other", "accounts"};
+    redisContext *sub;
+    es_rm_notice n;
+    es_error err;
+    void *r = NULL;
+    bool got = false;
+    int i;
+
+    ck_assert_ptr_nonnull(sub = es_rm_connect(&err));
+    ck_assert_int_eq(es_rm_notice_subscribe(sub, names, 2, &err), ES_OK);
+    apply1("accounts", 1, "account-c7", "FundsDeposited", "{\"customer_id\":\"c7\",\"amount\":1}");
+    /* the other confirmation, then the notice */
+    for (i = 0; i < 3 && !got; i++) {
+        ck_assert_int_eq(redisGetReply(sub, &r), REDIS_OK);
+        got = es_rm_notice_parse(r, &n);
+        freeReplyObject(r);
+    }
+    ck_assert(got);
+    ck_assert_str_eq(n.name, "accounts");
+    ck_assert_str_eq(n.version, "1");
+    ck_assert_uint_eq(n.seq, 1);
+    ck_assert_str_eq(n.position, "100-1");
+    redisFree(sub);
 }
 END_TEST
 
@@ -389,8 +585,12 @@ main(void)
     tcase_add_test(tc, an_unappliable_event_leaves_the_batch_as_it_was);
     tcase_add_test(tc, undecodable_messages_are_refused);
     tcase_add_test(tc, a_command_redis_refuses_ends_the_batch_before_its_event);
+    tcase_add_test(tc, redis_errors_say_whether_they_pass);
     tcase_add_test(tc, amounts_redis_could_not_add_are_refused);
     tcase_add_test(tc, switch_waits_for_the_new_version_then_old_keys_go);
+    tcase_add_test(tc, versions_are_numbered_recorded_and_listed);
+    tcase_add_test(tc, stop_reports_and_the_rebuild_lock);
+    tcase_add_test(tc, applied_batches_send_notices);
     suite_add_tcase(s, tc);
     return th_run(s);
 }

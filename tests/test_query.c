@@ -5,7 +5,7 @@
  * out), then Redis going away and coming back.
  *
  * The read models are seeded without es-projector: hand-written events go
- * through the projections of projector/projections.c into rm_apply, as the
+ * through the projections of projector/projections.c into es_rm_apply, as the
  * next feed sequences after each projection's checkpoint.  They go to a
  * Redis of the test's own (started on a free port and stopped at the end),
  * because fake sequences in the shared one would advance the checkpoints
@@ -115,11 +115,11 @@ ev(const char *stream, const char *type, json_t *data)
 /* The position the next event applied to proj will get: one transaction
  * after the checkpoint's. */
 static bool
-next_position(redisContext *c, const char *proj, rm_state *st, es_position *p)
+next_position(redisContext *c, const char *proj, es_rm_state *st, es_position *p)
 {
     es_error err;
 
-    if (rm_state_get(c, proj, st, &err) != ES_OK)
+    if (es_rm_state_get(c, proj, st, &err) != ES_OK)
         return false;
     p->txid = 0;
     p->gpos = 0;
@@ -141,7 +141,7 @@ static bool
 apply(const char *proj, json_t *events, char *last, char *why, size_t why_size)
 {
     es_error err;
-    redisContext *c = rm_connect(&err);
+    redisContext *c = es_rm_connect(&err);
     bool ok = false;
     size_t i, n = json_array_size(events);
 
@@ -151,16 +151,16 @@ apply(const char *proj, json_t *events, char *last, char *why, size_t why_size)
         return false;
     }
     for (int attempt = 0; attempt < 5 && !ok; attempt++) {
-        rm_state st;
+        es_rm_state st;
         es_position p;
-        rm_batch b;
-        rm_applied out;
+        es_rm_batch b;
+        es_rm_applied out;
 
         if (!next_position(c, proj, &st, &p)) {
             snprintf(why, why_size, "could not read the state of %s", proj);
             break;
         }
-        rm_batch_init(&b, proj, NULL);
+        es_rm_batch_init(&b, proj, NULL);
         for (i = 0; i < n; i++) {
             json_t *e = json_array_get(events, i);
             char pos[ES_POSITION_TEXT_MAX], id[64], *text;
@@ -178,7 +178,7 @@ apply(const char *proj, json_t *events, char *last, char *why, size_t why_size)
                 snprintf(why, why_size, "event %zu: %s", i, err.message);
                 free(text);
                 es_feed_event_free(&pe);
-                rm_batch_free(&b);
+                es_rm_batch_free(&b);
                 goto done;
             }
             if (last)
@@ -186,11 +186,11 @@ apply(const char *proj, json_t *events, char *last, char *why, size_t why_size)
             free(text);
             es_feed_event_free(&pe);
         }
-        if (rm_apply(c, &b, &out, &err) != ES_OK)
+        if (es_rm_apply(c, &b, &out, &err) != ES_OK)
             snprintf(why, why_size, "%s", err.message);
         else
             ok = out.applied == n;
-        rm_batch_free(&b);
+        es_rm_batch_free(&b);
     }
 done:
     redisFree(c);
@@ -733,10 +733,10 @@ static void
 wait_is_satisfied(const char *how)
 {
     char cust[64], path[512], hdr[160], token[ES_POSITION_TEXT_MAX], h[96];
-    rm_state st;
+    es_rm_state st;
     es_position next, got;
     es_error err;
-    redisContext *c = rm_connect(&err);
+    redisContext *c = es_rm_connect(&err);
     later l = {"accounts", NULL, 300, false, ""};
     struct timespec t0;
     pthread_t th;
@@ -778,10 +778,10 @@ END_TEST
 START_TEST(consistent_with_times_out)
 {
     char path[256], token[ES_POSITION_TEXT_MAX], h[96];
-    rm_state st;
+    es_rm_state st;
     es_position next;
     es_error err;
-    redisContext *c = rm_connect(&err);
+    redisContext *c = es_rm_connect(&err);
     struct timespec t0;
     th_response r;
     json_t *j;
@@ -979,7 +979,7 @@ main(void)
     atexit(redis_cleanup);          /* runs after the harness stopped es-query */
     snprintf(port, sizeof port, "%u", redis_port);
     setenv("ES_REDIS_HOST", "127.0.0.1", 1);
-    setenv("ES_REDIS_PORT", port, 1);   /* for rm_connect here and in the daemon */
+    setenv("ES_REDIS_PORT", port, 1);   /* for es_rm_connect here and in the daemon */
     th_daemon_start(&query, "es-query", "ES_QUERY_PORT", NULL);
 
     tcase_set_timeout(tc, 120);

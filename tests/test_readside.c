@@ -71,7 +71,7 @@ wait_caught_up(void)
     es_error err;
     uint64_t want = 0;
 
-    ck_assert_ptr_nonnull(rc = rm_connect(&err));
+    ck_assert_ptr_nonnull(rc = es_rm_connect(&err));
     for (int i = 0; i < 600; i++) {
         th_response r;
         size_t k, behind = 0;
@@ -84,8 +84,8 @@ wait_caught_up(void)
         if (seen > want)
             want = seen;
         for (k = 0; k < pj_projection_count; k++) {
-            rm_state s;
-            ck_assert_int_eq(rm_state_get(rc, pj_projections[k].name, &s, &err), ES_OK);
+            es_rm_state s;
+            ck_assert_int_eq(es_rm_state_get(rc, pj_projections[k].name, &s, &err), ES_OK);
             if (s.seq < want || want == 0)
                 behind++;
         }
@@ -98,19 +98,19 @@ wait_caught_up(void)
     redisFree(rc);
 }
 
-/* Every key of the active version of projection name (rm_dump). */
+/* Every key of the active version of projection name (es_rm_dump). */
 static char **
 dump(const char *name, size_t *n, char *version)
 {
     redisContext *rc;
     es_error err;
-    rm_state s;
+    es_rm_state s;
     char **lines;
 
-    ck_assert_ptr_nonnull(rc = rm_connect(&err));
-    ck_assert_int_eq(rm_state_get(rc, name, &s, &err), ES_OK);
+    ck_assert_ptr_nonnull(rc = es_rm_connect(&err));
+    ck_assert_int_eq(es_rm_state_get(rc, name, &s, &err), ES_OK);
     snprintf(version, 24, "%s", s.active);
-    ck_assert_int_eq(rm_dump(rc, name, s.active, &lines, n, &err), ES_OK);
+    ck_assert_int_eq(es_rm_dump(rc, name, s.active, &lines, n, &err), ES_OK);
     redisFree(rc);
     return lines;
 }
@@ -132,8 +132,8 @@ equals_a_fresh_rebuild(const char *name)
     ck_assert_msg(n1 == n2, "%s: %zu keys live, %zu rebuilt", name, n1, n2);
     for (size_t i = 0; i < n1; i++)
         ck_assert_msg(strcmp(a[i], b[i]) == 0, "%s: live %s\nrebuilt %s", name, a[i], b[i]);
-    rm_dump_free(a, n1);
-    rm_dump_free(b, n2);
+    es_rm_dump_free(a, n1);
+    es_rm_dump_free(b, n2);
 }
 
 static int
@@ -453,7 +453,7 @@ START_TEST(a_rebuild_under_load_keeps_queries_answering)
     json_decref(j);
     {
         char **lines = dump("orders", &n, before);
-        rm_dump_free(lines, n);
+        es_rm_dump_free(lines, n);
     }
 
     snprintf(l.customer, sizeof l.customer, "%s-busy", tag);
@@ -470,7 +470,7 @@ START_TEST(a_rebuild_under_load_keeps_queries_answering)
     ck_assert_int_eq(atomic_load(&l.errors), 0);
     {
         char **lines = dump("orders", &n, after);
-        rm_dump_free(lines, n);
+        es_rm_dump_free(lines, n);
     }
     ck_assert_str_ne(before, after);
     /* what the rebuild handed over to the live feed under load is exact */

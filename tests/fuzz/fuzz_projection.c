@@ -26,10 +26,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     for (size_t i = 0; i < pj_projection_count; i++) {
-        rm_batch b;
+        es_rm_batch b;
         size_t n;
 
-        rm_batch_init(&b, pj_projections[i].name, NULL);
+        es_rm_batch_init(&b, pj_projections[i].name, NULL);
         n = b.n;
         if (pj_add(&b, &pj_projections[i], &e, &err) == ES_OK) {
             /* event header: seq, position, command count */
@@ -38,7 +38,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         } else if (b.events != 0 || b.n != n) {
             abort();
         }
-        rm_batch_free(&b);
+        es_rm_batch_free(&b);
     }
     es_feed_event_free(&e);
     return 0;
