@@ -10,7 +10,22 @@ PKGS    := libpq hiredis libnats jansson check libmicrohttpd
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wwrite-strings -Werror=vla
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Ievents -Icommand -Iprojector -Isaga -Icli
+CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread $(WARN)
+
+# Include paths, per folder: a file finds its own folder's headers by
+# itself, the core's through -Ievents, and another folder's only when that
+# folder's modules are linked into the same program (projector/ takes the
+# saga's event names; es-query and esctl link the projections; esctl links
+# the rebuild and the saga module).  So a bare include cannot reach into
+# another process's folder by accident.
+INC_events    :=
+INC_command   := -Ievents
+INC_relay     := -Ievents
+INC_saga      := -Ievents
+INC_projector := -Ievents -Isaga
+INC_query     := -Ievents -Iprojector
+INC_cli       := -Ievents -Iprojector -Isaga
+INC_tests     := -Ievents -Iprojector -Isaga
 
 ifdef WERROR
 CFLAGS  += -Werror
@@ -74,7 +89,7 @@ $(BUILD)/%.o: %.c $(wildcard events/*.h) $(wildcard command/*.h) $(wildcard proj
     $(wildcard query/*.h) $(wildcard saga/*.h) $(wildcard cli/*.h) tests/harness.h
 	@mkdir -p $(dir $@)
 	@echo "  CC    $<"
-	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+	@$(CC) $(CFLAGS) $(INC_$(firstword $(subst /, ,$*))) $(PKG_CFLAGS) -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
