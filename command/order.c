@@ -2,11 +2,8 @@
  * Order context: stream order-<order_id>.  An order is placed with its
  * items and a total computed in integer minor units (overflow checked),
  * then confirmed (shipped), cancelled, or failed.  Only a pending order
- * can be cancelled: once confirmed it has shipped.
- *
- *   (none) --place--> pending --confirm--> confirmed
- *                        |--cancel--> cancelled
- *                        `--fail----> failed
+ * can be cancelled: once confirmed it has shipped (the states are drawn
+ * above decide_move(), which moves an order out of pending).
  *
  * Events: OrderPlaced {order_id, customer_id, items, total, ship_to},
  * OrderConfirmed, OrderCancelled {reason}, OrderFailed {reason}.
@@ -184,6 +181,14 @@ typedef struct move {
     const char *refusal;        /* error code when the order is not pending */
 } move;
 
+/*
+ * An order's states; place() makes it pending, this decides every move
+ * after that (repeating the move it made is answered as done):
+ *
+ *   (none) --place()--> pending --confirm--> confirmed
+ *                          |--cancel--> cancelled
+ *                          `--fail----> failed
+ */
 static void
 decide_move(cmd_env *env, void *ctx, const agg *g, cmd_event *evs, size_t *n, cmd_out *out)
 {

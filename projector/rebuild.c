@@ -1,20 +1,6 @@
 /*
  * esctl projection rebuild <name>: a new version of one projection, built
- * without stopping queries.
- *
- *   1. Pick version B (or resume the one being built, es_rm_state_get's
- *      building).
- *   2. Replay PostgreSQL's feed from B's checkpoint up to the feed head
- *      read at the start, pipelining batches to Redis.  The k-th event of
- *      the feed gets sequence k: the relay makes the stream a dense copy of
- *      feed order, so that is its JetStream sequence too (checked on the
- *      last replayed event before going on).
- *   3. Follow the stream from B's checkpoint + 1, exactly where the replay
- *      ended, until B has reached the active version's checkpoint; then
- *      switch the alias in one script (es_rm_switch).  From then on the live
- *      projector's batches land in B, and anything B already has is skipped.
- *   4. After a grace period for reads still pinned to the old version,
- *      delete its keys.
+ * without stopping queries; pj_rebuild() draws its steps.
  *
  * Interrupted (Ctrl-C), it stops cleanly; run again, it resumes from B's
  * checkpoint.  An event it cannot apply fails the rebuild and names it.
@@ -371,6 +357,25 @@ drop_retired(redisContext *rc, const char *name, es_error *err)
     return st;
 }
 
+/*
+ * A rebuild of projection B's new version, step by step:
+ *
+ *   pick_version() --> replay() --------------> check_handover() --> follow_and_switch()
+ *   B: resumed, or     the store's feed from      the stream's         the stream from B's
+ *   above all used     B's checkpoint to the      message at B's       checkpoint + 1 until B
+ *                      head read at the start,    checkpoint names     reaches the active one;
+ *                      pipelined (event k gets    the replayed event   es_rm_switch() in one
+ *                      sequence k = its stream                         script
+ *                      sequence)                                            |
+ *                                                      drop_retired() <-----+
+ *                                                      after the grace for reads
+ *                                                      pinned to the old version
+ *
+ * Ctrl-C after any step returns with rep->interrupted; the next run
+ * resumes from B's checkpoint.  A refused write (torn) deletes B instead,
+ * so that nothing resumes past half an event.  --dry-run stops after
+ * replay() and deletes B.
+ */
 es_status
 pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err)
 {

@@ -2,18 +2,8 @@
  * The query service's HTTP API (shared/API.md, query part): routing,
  * parameter checks, the consistency wait, and the headers every answer
  * carries (X-Projection-Position, ETag).  The documents themselves are
- * built in views.c; this file decides when to read them.
- *
- * A query with a token runs this loop (serve()):
- *
- *   read_view() --position >= token--> answer 200/404
- *      |  ^
- *      |  +--reached (read_position())--+
- *      v                                |
- *   watch_wait() --announcement/tick--> check
- *      |
- *      +--deadline--> read_view() once more --> 503 not_yet_consistent
- *                                               (unless it got there)
+ * built in views.c; this file decides when to read them.  A query with a
+ * token waits in serve(), whose comment draws the loop.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -356,8 +346,17 @@ etag(const es_http_req *req, es_http_res *res)
 
 /*
  * Answers one query: reads the view, and with a token waits until the
- * read model's checkpoint reaches it (see the diagram at the top).  The
- * answer and its X-Projection-Position always come from one read_view.
+ * read model's checkpoint reaches it.  The answer and its
+ * X-Projection-Position always come from one read_view.
+ *
+ *   read_view() --position >= token--> answer 200/404
+ *      |  ^
+ *      |  +--reached (read_position())--+
+ *      v                                |
+ *   watch_wait() --announcement/tick--> check
+ *      |
+ *      +--deadline--> read_view() once more --> 503 not_yet_consistent
+ *                                               (unless it got there)
  */
 static void
 serve(query_app *app, const es_http_req *req, const view *v, const view_args *a,

@@ -1,14 +1,10 @@
 /*
  * The applied-position watch of es-query (see watch.h).  One subscriber
  * thread, one mutex; a condition variable per projection, so an
- * announcement wakes only the waiters of its read model.
+ * announcement wakes only the waiters of its read model.  The
+ * subscriber's states are drawn above run(), which drives them.
  *
- *   connect --es_rm_connect()--> subscribe --SUBSCRIBE ok--> listen
- *      ^                                                    |
- *      |   backoff 0.1 s .. 2 s (sleep_or_stop())           | I/O error, no
- *      +----------------------------------------------------+ answer to PING
- *
- * listen() reads announcements "<version> <seq> <position>" and raises
+ * listen_on() reads announcements "<version> <seq> <position>" and raises
  * the projection's furthest position; every change of subscription
  * (up or down) bumps the epoch, so that waiters re-check at once.
  */
@@ -211,6 +207,14 @@ listen_on(watch *w, redisContext *c)
     }
 }
 
+/*
+ * The subscriber thread:
+ *
+ *   connect --es_rm_connect()--> subscribe() --SUBSCRIBE ok--> listen_on()
+ *      ^                                                        |
+ *      |   backoff 0.1 s .. 2 s (sleep_or_stop())               | I/O error, no
+ *      +--------------------------------------------------------+ answer to PING
+ */
 static void *
 run(void *arg)
 {

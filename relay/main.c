@@ -1,13 +1,7 @@
 /*
  * es-relay: copies the event store's gap-free feed into one file-backed
  * JetStream stream, exactly once and in feed order, so that the stream's
- * sequence numbers are a dense copy of store order.
- *
- *   standby --take_lock()--> resume() --publish()--> following
- *      ^                        ^                       |
- *      |  lock lost             |  wrong last sequence  | page empty:
- *      +------------------------+-----------------------+ wait for a wake
- *                                                         (es.wake) or poll
+ * sequence numbers are a dense copy of store order (its states: run()).
  *
  * - One active instance: a PostgreSQL session advisory lock, held on a
  *   connection of its own; a standby retries every second.
@@ -295,6 +289,32 @@ follow(relay *r)
     es_buf_free(&body);
 }
 
+/*
+ * The relay's states, until the process stops:
+ *
+ *   standby --take_lock()--> resume() --publish()--> following
+ *      ^                        ^                       |
+ *      |  lock lost             |  wrong last sequence  | page empty:
+ *      +------------------------+-----------------------+ wait for a wake
+ *        (still_locked())         (follow() returns)      (es.wake) or poll
+ *
+ * A standby retries the lock every second; follow() publishes while the
+ * lock holds and returns to start over on any doubt.
+ */
+static void
+run(relay *r)
+{
+    while (!es_daemon_stopping()) {
+        if (!take_lock(r)) {
+            wait_wake(r, 1000);         /* standby */
+            continue;
+        }
+        es_log(ES_LOG_INFO, "active");
+        follow(r);
+        es_lock_release(r->lock);
+    }
+}
+
 static bool
 ready(void *ctx, json_t **body)
 {
@@ -401,15 +421,7 @@ main(void)
     }
     es_log(ES_LOG_INFO, "stream %s (%s.>) from %s, health on http://%s:%u", r->stream, r->prefix,
            r->nats_url, bind, port);
-    while (!es_daemon_stopping()) {
-        if (!take_lock(r)) {
-            wait_wake(r, 1000);         /* standby */
-            continue;
-        }
-        es_log(ES_LOG_INFO, "active");
-        follow(r);
-        es_lock_release(r->lock);
-    }
+    run(r);
     rc = 0;
 done:
     es_daemon_stop();
