@@ -506,7 +506,7 @@ static const ledger money = {
     {"deposits", "charges", "refunds"}, "expected_balances", "balances",
     false, money_twice, "orders charged or refunded more than once",
     "refunds of nothing charged", "accounts below zero",
-    "accounts", "account:", "account", balance};
+    "accounts", PJ_KEY_ACCOUNT_PREFIX, "account", balance};
 
 static const ledger stock = {
     "stock", "stock", "quantity", "sku", "order_id",
@@ -514,7 +514,7 @@ static const ledger stock = {
     {"restocked", "reserved", "released"}, "expected_available", "available",
     true, stock_twice, "reservations made or released more than once",
     NULL, "skus oversold",
-    "inventory", "stock:", "sku", available};
+    "inventory", PJ_KEY_STOCK_PREFIX, "sku", available};
 
 static void
 check_ledger(ctx *x, const ledger *l, bool compare)

@@ -139,7 +139,7 @@ users(es_rm_batch *b, const es_feed_event *e, es_error *err)
         TRY(str(e, "user_id", &id, err));
         TRY(str(e, "email", &email, err));
         TRY(str(e, "name", &name, err));
-        es_rm_cmd(b, "HSET", "user:%s", id);
+        es_rm_cmd(b, "HSET", PJ_KEY_USER, id);
         es_rm_arg_str(b, "user_id"), es_rm_arg_str(b, id);
         es_rm_arg_str(b, "email"), es_rm_arg_str(b, email);
         es_rm_arg_str(b, "name"), es_rm_arg_str(b, name);
@@ -148,19 +148,19 @@ users(es_rm_batch *b, const es_feed_event *e, es_error *err)
         es_rm_arg_str(b, "created_at"), es_rm_arg_str(b, e->recorded_at);
         es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
         pj_email_key(email, key, sizeof key);
-        es_rm_cmd(b, "SET", "email:%s", key);
+        es_rm_cmd(b, "SET", PJ_KEY_EMAIL, key);
         es_rm_arg_str(b, id);
     } else if (is(e, "user", "UserVerificationRecorded")) {
         TRY(str(e, "user_id", &id, err));
         TRY(str(e, "result", &result, err));
         TRY(num(e, "level", &level, err));
-        es_rm_cmd(b, "HSET", "user:%s", id);
+        es_rm_cmd(b, "HSET", PJ_KEY_USER, id);
         es_rm_arg_str(b, "status");
         es_rm_arg_str(b, level >= 100 ? "verified" : "verification_failed");
         es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
     } else if (is(e, "user", "UserRejected")) {
         TRY(str(e, "user_id", &id, err));
-        es_rm_cmd(b, "HSET", "user:%s", id);
+        es_rm_cmd(b, "HSET", PJ_KEY_USER, id);
         es_rm_arg_str(b, "status"), es_rm_arg_str(b, "rejected");
         if (opt(e, "reason"))
             es_rm_arg_str(b, "reason"), es_rm_arg_str(b, opt(e, "reason"));
@@ -172,7 +172,7 @@ users(es_rm_batch *b, const es_feed_event *e, es_error *err)
         TRY(str(e, "user_id", &id, err));
         if (created && !json_is_object(settings))
             return bad(err, "data.settings", "is missing or not an object");
-        es_rm_cmd(b, "HSET", "user:%s", id);
+        es_rm_cmd(b, "HSET", PJ_KEY_USER, id);
         es_rm_arg_str(b, "profile");
         if (created)
             es_rm_arg_json(b, settings);
@@ -227,7 +227,7 @@ history(es_rm_batch *b, const es_feed_event *e, const char *order_id, json_t *ex
         free(text);
     }
     es_buf_puts(&h, "}");
-    es_rm_cmd(b, "RPUSH", "orderhist:%s", order_id);
+    es_rm_cmd(b, "RPUSH", PJ_KEY_ORDER_HISTORY, order_id);
     if (es_buf_failed(&h))
         b->failed = true;
     else
@@ -241,7 +241,7 @@ static void
 order_part(es_rm_batch *b, const es_feed_event *e, const char *order_id, const char *part,
            json_t *value)
 {
-    es_rm_cmd(b, "HSET", "order:%s", order_id);
+    es_rm_cmd(b, "HSET", PJ_KEY_ORDER, order_id);
     es_rm_arg_str(b, part);
     if (value)
         es_rm_arg_json(b, value);
@@ -265,7 +265,7 @@ orders(es_rm_batch *b, const es_feed_event *e, es_error *err)
         items = json_object_get(e->data, "items");
         if (!json_is_array(items))
             return bad(err, "data.items", "is missing or not an array");
-        es_rm_cmd(b, "HSET", "order:%s", id);
+        es_rm_cmd(b, "HSET", PJ_KEY_ORDER, id);
         es_rm_arg_str(b, "order_id"), es_rm_arg_str(b, id);
         es_rm_arg_str(b, "customer_id"), es_rm_arg_str(b, customer);
         es_rm_arg_str(b, "items"), es_rm_arg_json(b, items);
@@ -279,7 +279,7 @@ orders(es_rm_batch *b, const es_feed_event *e, es_error *err)
         es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
         if (json_is_object(json_object_get(e->data, "ship_to")))
             es_rm_arg_str(b, "ship_to"), es_rm_arg_json(b, json_object_get(e->data, "ship_to"));
-        es_rm_cmd(b, "ZADD", "custorders:%s", customer);
+        es_rm_cmd(b, "ZADD", PJ_KEY_CUSTOMER_ORDERS, customer);
         es_rm_arg_int(b, (long long)e->seq);
         es_rm_arg_str(b, id);
         history(b, e, id, json_pack("{s:I}", "total", (json_int_t)total));
@@ -289,7 +289,7 @@ orders(es_rm_batch *b, const es_feed_event *e, es_error *err)
         const char *status = e->type[5] == 'C' ? (e->type[6] == 'o' ? "confirmed" : "cancelled")
                                                : "failed";
         TRY(str(e, "order_id", &id, err));
-        es_rm_cmd(b, "HSET", "order:%s", id);
+        es_rm_cmd(b, "HSET", PJ_KEY_ORDER, id);
         es_rm_arg_str(b, "status"), es_rm_arg_str(b, status);
         if ((s = opt(e, "reason")) != NULL)
             es_rm_arg_str(b, "reason"), es_rm_arg_str(b, s);
@@ -364,10 +364,10 @@ accounts(es_rm_batch *b, const es_feed_event *e, es_error *err)
     TRY(num(e, "amount", &amount, err));
     if (amount < 0)
         return bad(err, "data.amount", "must not be negative");
-    es_rm_cmd(b, "HSET", "account:%s", customer);
+    es_rm_cmd(b, "HSET", PJ_KEY_ACCOUNT, customer);
     es_rm_arg_str(b, "customer_id"), es_rm_arg_str(b, customer);
     es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
-    es_rm_cmd(b, "HINCRBY", "account:%s", customer);
+    es_rm_cmd(b, "HINCRBY", PJ_KEY_ACCOUNT, customer);
     es_rm_arg_str(b, "balance");
     es_rm_arg_int(b, sign * amount);
     return ES_OK;
@@ -396,13 +396,13 @@ inventory(es_rm_batch *b, const es_feed_event *e, es_error *err)
     TRY(num(e, "quantity", &qty, err));
     if (qty < 0)
         return bad(err, "data.quantity", "must not be negative");
-    es_rm_cmd(b, "HSET", "stock:%s", sku);
+    es_rm_cmd(b, "HSET", PJ_KEY_STOCK, sku);
     es_rm_arg_str(b, "sku"), es_rm_arg_str(b, sku);
     es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
-    es_rm_cmd(b, "HINCRBY", "stock:%s", sku);
+    es_rm_cmd(b, "HINCRBY", PJ_KEY_STOCK, sku);
     es_rm_arg_str(b, field);
     es_rm_arg_int(b, sign * qty);
-    es_rm_cmd(b, "HINCRBY", "stock:%s", sku);
+    es_rm_cmd(b, "HINCRBY", PJ_KEY_STOCK, sku);
     es_rm_arg_str(b, strcmp(field, "on_hand") == 0 ? "reserved" : "on_hand");
     es_rm_arg_int(b, 0);       /* both fields always exist */
     return ES_OK;
@@ -428,11 +428,11 @@ saga_index(es_rm_batch *b, const char *op, const char *type, const char *state,
 {
     bool add = strcmp(op, "ZADD") == 0;
 
-    es_rm_cmd(b, op, "sagastate:%s", state);
+    es_rm_cmd(b, op, PJ_KEY_SAGAS_BY_STATE, state);
     if (add)
         es_rm_arg_int(b, seq);
     es_rm_arg_str(b, id);
-    es_rm_cmd(b, op, "sagatypestate:%s:%s", type, state);
+    es_rm_cmd(b, op, PJ_KEY_SAGAS_BY_TYPE_STATE, type, state);
     if (add)
         es_rm_arg_int(b, seq);
     es_rm_arg_str(b, id);
@@ -450,10 +450,10 @@ saga_step(es_rm_batch *b, const es_feed_event *e, const char *id, bool comp, es_
         TRY(num(e, "attempt", &attempt, err));      /* a compensation's is optional */
     if (strcmp(kind, "Started") == 0) {
         if (attempt == 1) {
-            es_rm_cmd(b, "RPUSH", comp ? "sagacomps:%s" : "sagasteps:%s", id);
+            es_rm_cmd(b, "RPUSH", comp ? PJ_KEY_SAGA_COMPS : PJ_KEY_SAGA_STEPS, id);
             es_rm_arg_str(b, step);
         }
-        es_rm_cmd(b, "HSET", comp ? "sagacomp:%s:%s" : "sagastep:%s:%s", id, step);
+        es_rm_cmd(b, "HSET", comp ? PJ_KEY_SAGA_COMP : PJ_KEY_SAGA_STEP, id, step);
         es_rm_arg_str(b, "name"), es_rm_arg_str(b, step);
         es_rm_arg_str(b, "status"), es_rm_arg_str(b, "running");
         es_rm_arg_str(b, "attempts"), es_rm_arg_int(b, attempt);
@@ -463,7 +463,7 @@ saga_step(es_rm_batch *b, const es_feed_event *e, const char *id, bool comp, es_
         bool ok = kind[0] == 'S';
         json_t *retry = json_object_get(e->data, "will_retry");
 
-        es_rm_cmd(b, "HSET", comp ? "sagacomp:%s:%s" : "sagastep:%s:%s", id, step);
+        es_rm_cmd(b, "HSET", comp ? PJ_KEY_SAGA_COMP : PJ_KEY_SAGA_STEP, id, step);
         es_rm_arg_str(b, "status");
         es_rm_arg_str(b, ok ? "succeeded" : json_is_true(retry) ? "retrying" : "failed");
         if (ok || !json_is_true(retry))
@@ -473,7 +473,7 @@ saga_step(es_rm_batch *b, const es_feed_event *e, const char *id, bool comp, es_
     } else {
         return ES_OK;       /* a later kind of step event: nothing to show yet */
     }
-    es_rm_cmd(b, "HSET", "saga:%s", id);
+    es_rm_cmd(b, "HSET", PJ_KEY_SAGA, id);
     es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
     return ES_OK;
 }
@@ -489,7 +489,7 @@ sagas(es_rm_batch *b, const es_feed_event *e, es_error *err)
         TRY(str(e, "saga_id", &id, err));
         TRY(ident(e, "type", &type, err));
         corr = opt(e, "correlation_id");
-        es_rm_cmd(b, "HSET", "saga:%s", id);
+        es_rm_cmd(b, "HSET", PJ_KEY_SAGA, id);
         es_rm_arg_str(b, "saga_id"), es_rm_arg_str(b, id);
         es_rm_arg_str(b, "type"), es_rm_arg_str(b, type);
         es_rm_arg_str(b, "state"), es_rm_arg_str(b, "running");
@@ -497,10 +497,10 @@ sagas(es_rm_batch *b, const es_feed_event *e, es_error *err)
         es_rm_arg_str(b, "seq"), es_rm_arg_int(b, (long long)e->seq);
         es_rm_arg_str(b, "started_at"), es_rm_arg_str(b, e->recorded_at);
         es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
-        es_rm_cmd(b, "ZADD", "sagaall:%s", "");
+        es_rm_cmd(b, "ZADD", PJ_KEY_SAGAS_ALL);
         es_rm_arg_int(b, (long long)e->seq);
         es_rm_arg_str(b, id);
-        es_rm_cmd(b, "ZADD", "sagatype:%s", type);
+        es_rm_cmd(b, "ZADD", PJ_KEY_SAGAS_BY_TYPE, type);
         es_rm_arg_int(b, (long long)e->seq);
         es_rm_arg_str(b, id);
         saga_index(b, "ZADD", type, "running", (long long)e->seq, id);
@@ -509,7 +509,7 @@ sagas(es_rm_batch *b, const es_feed_event *e, es_error *err)
         TRY(ident(e, "type", &type, err));
         TRY(ident(e, "from", &from, err));
         TRY(ident(e, "to", &state, err));
-        es_rm_cmd(b, "HSET", "saga:%s", id);
+        es_rm_cmd(b, "HSET", PJ_KEY_SAGA, id);
         es_rm_arg_str(b, "state"), es_rm_arg_str(b, state);
         if (opt(e, "error"))
             es_rm_arg_str(b, "error"), es_rm_arg_str(b, opt(e, "error"));
@@ -552,25 +552,25 @@ dashboard(es_rm_batch *b, const es_feed_event *e, es_error *err)
     size_t i;
     long long amount;
 
-    es_rm_cmd(b, "HINCRBY", "counters:%s", "");
+    es_rm_cmd(b, "HINCRBY", PJ_KEY_COUNTERS);
     es_rm_arg_str(b, "events");
     es_rm_arg_int(b, 1);
     for (i = 0; i < sizeof rules / sizeof rules[0]; i++)
         if (is(e, rules[i].category, rules[i].type)) {
-            es_rm_cmd(b, "HINCRBY", "counters:%s", "");
+            es_rm_cmd(b, "HINCRBY", PJ_KEY_COUNTERS);
             es_rm_arg_str(b, rules[i].counter);
             es_rm_arg_int(b, 1);
         }
     if (is(e, "account", "PaymentCharged") || is(e, "account", "PaymentRefunded")) {
         TRY(num(e, "amount", &amount, err));
-        es_rm_cmd(b, "HINCRBY", "counters:%s", "");
+        es_rm_cmd(b, "HINCRBY", PJ_KEY_COUNTERS);
         es_rm_arg_str(b, "revenue");
         es_rm_arg_int(b, e->type[7] == 'C' ? amount : -amount);
     }
     if (is(e, "user", "UserVerificationRecorded")) {
         TRY(num(e, "level", &amount, err));
         if (amount >= 100) {
-            es_rm_cmd(b, "HINCRBY", "counters:%s", "");
+            es_rm_cmd(b, "HINCRBY", PJ_KEY_COUNTERS);
             es_rm_arg_str(b, "users_verified");
             es_rm_arg_int(b, 1);
         }
@@ -578,7 +578,7 @@ dashboard(es_rm_batch *b, const es_feed_event *e, es_error *err)
     if (is(e, "saga", SG_EV_STATE_CHANGED)) {
         const char *to;
         TRY(ident(e, "to", &to, err));
-        es_rm_cmd(b, "HINCRBY", "counters:%s", "");
+        es_rm_cmd(b, "HINCRBY", PJ_KEY_COUNTERS);
         es_rm_arg_fmt(b, "sagas_%s", to);
         es_rm_arg_int(b, 1);
     }

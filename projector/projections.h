@@ -19,6 +19,32 @@
 #include "readmodel.h"
 #include "status.h"
 
+/*
+ * The read models' own keys inside a version's prefix (the versions'
+ * layout is events/readmodel.h's), as printf formats.  The handlers here
+ * write them; es-query's views and esctl verify read them: this is the one
+ * place they are spelled.
+ */
+#define PJ_KEY_USER                "user:%s"       /* hash: the user document, profile as JSON */
+#define PJ_KEY_EMAIL               "email:%s"      /* the lower-case e-mail address -> user id */
+#define PJ_KEY_ORDER               "order:%s"      /* hash: the order document (JSON where structured) */
+#define PJ_KEY_ORDER_HISTORY       "orderhist:%s"  /* list of the order's history entries */
+#define PJ_KEY_CUSTOMER_ORDERS     "custorders:%s" /* zset of a customer's order ids by feed sequence */
+#define PJ_KEY_ACCOUNT_PREFIX      "account:"
+#define PJ_KEY_ACCOUNT             PJ_KEY_ACCOUNT_PREFIX "%s" /* hash: customer_id, balance, updated_at */
+#define PJ_KEY_STOCK_PREFIX        "stock:"
+#define PJ_KEY_STOCK               PJ_KEY_STOCK_PREFIX "%s" /* hash: sku, on_hand, reserved, updated_at */
+#define PJ_KEY_SAGA                "saga:%s"       /* hash: the saga document */
+#define PJ_KEY_SAGA_STEPS          "sagasteps:%s"  /* list of step names */
+#define PJ_KEY_SAGA_COMPS          "sagacomps:%s"  /* list of compensated step names */
+#define PJ_KEY_SAGA_STEP           "sagastep:%s:%s" /* hash: one step (saga id, step) */
+#define PJ_KEY_SAGA_COMP           "sagacomp:%s:%s" /* hash: one compensation (saga id, step) */
+#define PJ_KEY_SAGAS_ALL           "sagaall:"      /* zset of every saga id */
+#define PJ_KEY_SAGAS_BY_TYPE       "sagatype:%s"   /* zset of saga ids by type */
+#define PJ_KEY_SAGAS_BY_STATE      "sagastate:%s"  /* zset of saga ids by state */
+#define PJ_KEY_SAGAS_BY_TYPE_STATE "sagatypestate:%s:%s" /* zset of saga ids by type and state */
+#define PJ_KEY_COUNTERS            "counters:"     /* hash of the dashboard's totals */
+
 typedef struct pj_projection {
     const char *name;
     const char *what;           /* one line for humans */

@@ -189,13 +189,13 @@ sagas_args(const es_http_req *req, es_http_res *res, view_args *a)
         return invalid(res, "type",
                        "%s must be 1 to 200 letters, digits, '_', '.' or '-', not \"%.200s\"", type);
     if (state && type)
-        snprintf(a->zset, sizeof a->zset, "sagatypestate:%s:%s", type, state);
+        snprintf(a->zset, sizeof a->zset, PJ_KEY_SAGAS_BY_TYPE_STATE, type, state);
     else if (state)
-        snprintf(a->zset, sizeof a->zset, "sagastate:%s", state);
+        snprintf(a->zset, sizeof a->zset, PJ_KEY_SAGAS_BY_STATE, state);
     else if (type)
-        snprintf(a->zset, sizeof a->zset, "sagatype:%s", type);
+        snprintf(a->zset, sizeof a->zset, PJ_KEY_SAGAS_BY_TYPE, type);
     else
-        snprintf(a->zset, sizeof a->zset, "sagaall:");
+        snprintf(a->zset, sizeof a->zset, PJ_KEY_SAGAS_ALL);
     return page_args(req, res, a);
 }
 
@@ -241,7 +241,7 @@ view_for(const route *r, const es_http_req *req, es_http_res *res, view_args *a,
     case R_CUSTOMER_ORDERS:
         if (!page_args(req, res, a))
             return false;
-        snprintf(a->zset, sizeof a->zset, "custorders:%s", a->id);
+        snprintf(a->zset, sizeof a->zset, PJ_KEY_CUSTOMER_ORDERS, a->id);
         *v = &view_customer_orders;
         return true;
     case R_SAGAS:

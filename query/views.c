@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "event.h"
+#include "projections.h"
 
 /* ---- reply helpers ---------------------------------------------------- */
 
@@ -229,7 +230,7 @@ user_index(const void *args, read_cmds *out)
 {
     const view_args *a = args;
 
-    read_cmd(out, "HGETALL", "user:%s", a->id);
+    read_cmd(out, "HGETALL", PJ_KEY_USER, a->id);
 }
 
 static void
@@ -250,7 +251,7 @@ email_index(const void *args, read_cmds *out)
 {
     const view_args *a = args;
 
-    read_cmd(out, "GET", "email:%s", a->email_key);
+    read_cmd(out, "GET", PJ_KEY_EMAIL, a->email_key);
 }
 
 static void
@@ -258,7 +259,7 @@ email_detail(const void *args, const redisReply *const *idx, size_t nidx, read_c
 {
     (void)args;
     if (nidx == 1 && idx[0]->type == REDIS_REPLY_STRING)
-        read_cmd(out, "HGETALL", "user:%s", idx[0]->str);
+        read_cmd(out, "HGETALL", PJ_KEY_USER, idx[0]->str);
 }
 
 static void
@@ -305,8 +306,8 @@ order_index(const void *args, read_cmds *out)
 {
     const view_args *a = args;
 
-    read_cmd(out, "HGETALL", "order:%s", a->id);
-    read_cmd(out, "LRANGE", "orderhist:%s", a->id);
+    read_cmd(out, "HGETALL", PJ_KEY_ORDER, a->id);
+    read_cmd(out, "LRANGE", PJ_KEY_ORDER_HISTORY, a->id);
     read_arg(out, "0");
     read_arg(out, "-1");
 }
@@ -334,7 +335,7 @@ static void
 customer_orders_detail(const void *args, const redisReply *const *idx, size_t nidx,
                        read_cmds *out)
 {
-    page_detail(args, idx, nidx, "order:%s", out);
+    page_detail(args, idx, nidx, PJ_KEY_ORDER, out);
 }
 
 static json_t *
@@ -359,7 +360,7 @@ account_index(const void *args, read_cmds *out)
 {
     const view_args *a = args;
 
-    read_cmd(out, "HGETALL", "account:%s", a->id);
+    read_cmd(out, "HGETALL", PJ_KEY_ACCOUNT, a->id);
 }
 
 static void
@@ -388,7 +389,7 @@ stock_index(const void *args, read_cmds *out)
 {
     const view_args *a = args;
 
-    read_cmd(out, "HGETALL", "stock:%s", a->id);
+    read_cmd(out, "HGETALL", PJ_KEY_STOCK, a->id);
 }
 
 static void
@@ -417,7 +418,7 @@ static void
 dashboard_index(const void *args, read_cmds *out)
 {
     (void)args;
-    read_cmd(out, "HGETALL", "counters:");
+    read_cmd(out, "HGETALL", PJ_KEY_COUNTERS);
 }
 
 static void
@@ -486,11 +487,11 @@ saga_index(const void *args, read_cmds *out)
 {
     const view_args *a = args;
 
-    read_cmd(out, "HGETALL", "saga:%s", a->id);
-    read_cmd(out, "LRANGE", "sagasteps:%s", a->id);
+    read_cmd(out, "HGETALL", PJ_KEY_SAGA, a->id);
+    read_cmd(out, "LRANGE", PJ_KEY_SAGA_STEPS, a->id);
     read_arg(out, "0");
     read_arg(out, "-1");
-    read_cmd(out, "LRANGE", "sagacomps:%s", a->id);
+    read_cmd(out, "LRANGE", PJ_KEY_SAGA_COMPS, a->id);
     read_arg(out, "0");
     read_arg(out, "-1");
 }
@@ -504,9 +505,9 @@ saga_detail(const void *args, const redisReply *const *idx, size_t nidx, read_cm
     if (nidx != 3)
         return;
     for (i = 0; i < list_len(idx[1]); i++)
-        read_cmd(out, "HGETALL", "sagastep:%s:%s", a->id, list_at(idx[1], i));
+        read_cmd(out, "HGETALL", PJ_KEY_SAGA_STEP, a->id, list_at(idx[1], i));
     for (i = 0; i < list_len(idx[2]); i++)
-        read_cmd(out, "HGETALL", "sagacomp:%s:%s", a->id, list_at(idx[2], i));
+        read_cmd(out, "HGETALL", PJ_KEY_SAGA_COMP, a->id, list_at(idx[2], i));
 }
 
 static void
@@ -543,7 +544,7 @@ sagas_index(const void *args, read_cmds *out)
 static void
 sagas_detail(const void *args, const redisReply *const *idx, size_t nidx, read_cmds *out)
 {
-    page_detail(args, idx, nidx, "saga:%s", out);
+    page_detail(args, idx, nidx, PJ_KEY_SAGA, out);
 }
 
 static void
