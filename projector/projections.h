@@ -27,17 +27,19 @@
  */
 #define PJ_KEY_USER                "user:%s"       /* hash: the user document, profile as JSON */
 #define PJ_KEY_EMAIL               "email:%s"      /* the lower-case e-mail address -> user id */
-#define PJ_KEY_ORDER               "order:%s"      /* hash: the order document (JSON where structured) */
+#define PJ_KEY_ORDER               "order:%s"      /* hash: the order document */
 #define PJ_KEY_ORDER_HISTORY       "orderhist:%s"  /* list of the order's history entries */
-#define PJ_KEY_CUSTOMER_ORDERS     "custorders:%s" /* zset of a customer's order ids by feed sequence */
+#define PJ_KEY_CUSTOMER_ORDERS     "custorders:%s" /* zset: order ids by feed sequence */
+/* hash: customer_id, balance, updated_at */
 #define PJ_KEY_ACCOUNT_PREFIX      "account:"
-#define PJ_KEY_ACCOUNT             PJ_KEY_ACCOUNT_PREFIX "%s" /* hash: customer_id, balance, updated_at */
+#define PJ_KEY_ACCOUNT             PJ_KEY_ACCOUNT_PREFIX "%s"
+/* hash: sku, on_hand, reserved, updated_at */
 #define PJ_KEY_STOCK_PREFIX        "stock:"
-#define PJ_KEY_STOCK               PJ_KEY_STOCK_PREFIX "%s" /* hash: sku, on_hand, reserved, updated_at */
+#define PJ_KEY_STOCK               PJ_KEY_STOCK_PREFIX "%s"
 #define PJ_KEY_SAGA                "saga:%s"       /* hash: the saga document */
 #define PJ_KEY_SAGA_STEPS          "sagasteps:%s"  /* list of step names */
 #define PJ_KEY_SAGA_COMPS          "sagacomps:%s"  /* list of compensated step names */
-#define PJ_KEY_SAGA_STEP           "sagastep:%s:%s" /* hash: one step (saga id, step) */
+#define PJ_KEY_SAGA_STEP           "sagastep:%s:%s" /* hash: one step (saga, step) */
 #define PJ_KEY_SAGA_COMP           "sagacomp:%s:%s" /* hash: one compensation (saga id, step) */
 #define PJ_KEY_SAGAS_ALL           "sagaall:"      /* zset of every saga id */
 #define PJ_KEY_SAGAS_BY_TYPE       "sagatype:%s"   /* zset of saga ids by type */

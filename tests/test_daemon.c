@@ -47,6 +47,10 @@ START_TEST(sigterm_stops_the_process_once)
     ck_assert(now_s() - t0 < 1.0);
     es_daemon_quit();                           /* a second stop changes nothing */
     ck_assert_int_eq(es_daemon_wait(), SIGTERM);
+    /* the callback runs on the signal thread just after the stop is
+     * visible, so it may still be running here */
+    for (int i = 0; i < 1000 && atomic_load(&stops_seen) == 0; i++)
+        usleep(1000);
     ck_assert_int_eq(atomic_load(&stops_seen), 1);
     es_daemon_stop();
 }
