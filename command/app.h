@@ -59,5 +59,8 @@ void bus_free(bus *b);
  * subject); cheap and thread-safe. */
 void bus_wake(void *bus);
 bool bus_connected(const bus *b);
+/* Requests dropped unhandled because their reply subject was not an
+ * inbox (see bus.c); 0 without a bus. */
+unsigned long long bus_refused_replies(bus *b);
 
 #endif

@@ -35,6 +35,7 @@ struct bus {
     int nsubs;
     atomic_int inflight;        /* commands being handled */
     atomic_bool stopping;       /* handle nothing more (NATS down at stop) */
+    atomic_ullong refused_replies;  /* requests dropped for their reply subject */
 };
 
 static void
@@ -57,6 +58,14 @@ reply(natsConnection *nc, natsMsg *msg, json_t *body)
         free(text);
     }
     json_decref(body);
+}
+
+/* Whether a request's reply subject is an inbox ("_INBOX.", where NATS
+ * clients' requests get their answers) or absent (no answer wanted). */
+static bool
+reply_subject_ok(const char *to)
+{
+    return to == NULL || to[0] == '\0' || strncmp(to, "_INBOX.", 7) == 0;
 }
 
 static json_t *
@@ -87,6 +96,14 @@ on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
     }
     cmd_out_init(&out);
     es_error_clear(&err);
+    if (!reply_subject_ok(natsMsg_GetReply(msg))) {
+        /* A reply is a publish under this service's identity: one to the
+         * events subjects or to JetStream's API ($JS.API...) would let a
+         * requester write there through us.  Nothing is done, and there is
+         * no one to tell. */
+        atomic_fetch_add(&b->refused_replies, 1);
+        goto done;
+    }
     {
         size_t n = strlen(b->a->subject_prefix);
         name = strncmp(subject, b->a->subject_prefix, n) == 0 && subject[n] == '.' ? subject + n + 1
@@ -235,6 +252,12 @@ bus_wake(void *ctx)
     /* No reply, no flush: a lost wake costs the relay one poll interval. */
     if (es_nats_up(b->wake_nc))
         natsConnection_Publish(b->wake_nc, b->wake_subject, "", 0);
+}
+
+unsigned long long
+bus_refused_replies(bus *b)
+{
+    return b == NULL ? 0 : atomic_load(&b->refused_replies);
 }
 
 bool

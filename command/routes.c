@@ -537,10 +537,15 @@ metrics(void *ctx, es_buf *out)
                   "# TYPE es_command_commands_total counter\n"
                   "es_command_commands_total{outcome=\"ok\"} %llu\n"
                   "es_command_commands_total{outcome=\"rejected\"} %llu\n"
-                  "es_command_commands_total{outcome=\"failed\"} %llu\n",
+                  "es_command_commands_total{outcome=\"failed\"} %llu\n"
+                  "# HELP es_command_nats_requests_refused_total NATS requests dropped unhandled "
+                  "because their reply subject was not an inbox\n"
+                  "# TYPE es_command_nats_requests_refused_total counter\n"
+                  "es_command_nats_requests_refused_total %llu\n",
                   (unsigned long long)atomic_load(&a->commands_ok),
                   (unsigned long long)atomic_load(&a->commands_rejected),
-                  (unsigned long long)atomic_load(&a->commands_failed));
+                  (unsigned long long)atomic_load(&a->commands_failed),
+                  bus_refused_replies(a->bus));
 }
 
 void

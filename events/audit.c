@@ -86,6 +86,41 @@ es_audit_count_after(es_store *s, es_position after, int64_t *count, es_error *e
                      2, values, "count the events after a position", count, err);
 }
 
+es_status
+es_audit_feed_locate(es_store *s, es_position pos, int64_t *ordinal, char *event_id,
+                     es_error *err)
+{
+    char txid[24], gpos[24];
+    const char *values[2] = {txid, gpos};
+    PGconn *c = es__store_conn(s, err);
+    PGresult *r;
+    es_status st;
+
+    *ordinal = 0;
+    event_id[0] = '\0';
+    if (c == NULL)
+        return err->status;
+    snprintf(txid, sizeof txid, "%" PRIu64, pos.txid);
+    snprintf(gpos, sizeof gpos, "%" PRId64, pos.gpos);
+    r = PQexecParams(c, "SELECT (SELECT count(*) FROM es_events WHERE "
+                        "(transaction_id, global_position) <= ($1::xid8, $2::bigint)), "
+                        "(SELECT event_id::text FROM es_events WHERE transaction_id = $1::xid8 "
+                        "AND global_position = $2::bigint)",
+                     2, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        st = es__store_failure(s, r, "locate a position in the feed", err);
+    } else if (PQgetisnull(r, 0, 1)) {
+        st = es_error_set(err, ES_ENOTFOUND, "position_not_found", NULL,
+                          "no event of the store is at position %" PRIu64 "-%" PRId64, pos.txid,
+                          pos.gpos);
+    } else {
+        snprintf(event_id, ES_UUID_LEN + 1, "%s", PQgetvalue(r, 0, 1));
+        st = parse_int(PQgetvalue(r, 0, 0), "the ordinal of an event", ordinal, err);
+    }
+    PQclear(r);
+    return st;
+}
+
 /* The types as a JSON array (malloc'd), or NULL with err set. */
 static char *
 types_json(const es_audit_query *q, es_error *err)

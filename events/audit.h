@@ -21,6 +21,7 @@
 #include "event.h"
 #include "status.h"
 #include "store.h"
+#include "uuid.h"
 
 /* Most event types one tally counts apart. */
 #define ES_AUDIT_TYPES_MAX 8
@@ -32,6 +33,17 @@ es_status es_audit_count(es_store *s, int64_t *count, es_error *err);
  * feed order ((transaction_id, global_position) above it); {0, 0}
  * counts them all. */
 es_status es_audit_count_after(es_store *s, es_position after, int64_t *count,
+                               es_error *err);
+
+/*
+ * Where the event at position pos stands in the feed: *ordinal is its
+ * 1-based place in feed order (the events at or before it; the relay
+ * makes that the event's JetStream sequence) and event_id (ES_UUID_LEN +
+ * 1 bytes) its id.  ES_ENOTFOUND when no event is at pos.  Counts the
+ * whole log up to pos: meant for rare checks (a relay resuming), not for
+ * every event.
+ */
+es_status es_audit_feed_locate(es_store *s, es_position pos, int64_t *ordinal, char *event_id,
                                es_error *err);
 
 /* What to tally: the events of one category whose type is one of types. */

@@ -20,6 +20,7 @@
 #include <inttypes.h>
 #include <nats/nats.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@
 #include <time.h>
 
 #include "codec.h"
+#include "audit.h"
 #include "daemon.h"
 #include "env.h"
 #include "feed.h"
@@ -37,6 +39,16 @@
 
 #define RELAY_LOCK_KEY 7316405522       /* advisory lock of the active relay */
 #define DEDUP_WINDOW_NS (600LL * 1000 * 1000 * 1000)
+
+/* Why the relay does not publish although it holds the lock. */
+typedef enum relay_problem {
+    RELAY_OK,
+    RELAY_NOT_A_COPY,           /* the stream's last message is not the feed's event of
+                                   its sequence: a foreign publish; never followed */
+    RELAY_STUCK                 /* an event failed STUCK_AFTER times in a row */
+} relay_problem;
+
+#define STUCK_AFTER 5
 
 typedef struct relay {
     char conninfo[512], nats_url[256], stream[64], prefix[64], wake_subject[64];
@@ -52,6 +64,14 @@ typedef struct relay {
     atomic_bool active;
     atomic_bool pg_ok;          /* PostgreSQL answered the last request */
     atomic_ullong published, last_seq;
+    /* What stops the relay, for /readyz, /metrics and the log (under
+     * problem_mu): nothing is skipped while it stands. */
+    pthread_mutex_t problem_mu;
+    relay_problem problem;
+    char problem_why[400];
+    es_position failing;        /* the event publish() failed on last */
+    int failures;               /* in a row, on that event */
+    atomic_ullong publish_failures, repairs;
 } relay;
 
 static relay R;
@@ -110,6 +130,39 @@ still_locked(relay *r)
     return ok;
 }
 
+/* Records what stops the relay, logging it when it is news. */
+static void
+problem_set(relay *r, relay_problem kind, const char *fmt, ...)
+{
+    char why[sizeof r->problem_why];
+    bool news;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&r->problem_mu);
+    news = r->problem != kind || strcmp(r->problem_why, why) != 0;
+    r->problem = kind;
+    snprintf(r->problem_why, sizeof r->problem_why, "%s", why);
+    pthread_mutex_unlock(&r->problem_mu);
+    if (news)
+        es_log(ES_LOG_ERROR, "%s", why);
+}
+
+static void
+problem_clear(relay *r, relay_problem kind)
+{
+    pthread_mutex_lock(&r->problem_mu);
+    if (r->problem == kind) {
+        r->problem = RELAY_OK;
+        r->problem_why[0] = '\0';
+        es_log(ES_LOG_INFO, "%s", kind == RELAY_STUCK ? "publishing again"
+                                                      : "the stream is a copy of the feed again");
+    }
+    pthread_mutex_unlock(&r->problem_mu);
+}
+
 static bool
 ensure_stream(relay *r)
 {
@@ -141,33 +194,107 @@ ensure_stream(relay *r)
     return true;
 }
 
-/* Where to continue: the stream's last sequence and its event's position. */
+/*
+ * A purged stream (or one with messages deleted) keeps its last sequence,
+ * so the missing events could never again get the sequences that name
+ * them: the stream is deleted and made anew, and follow() republishes the
+ * feed from its first event with the same ids, so sequence n names the
+ * feed's n-th event again.  The stream has no limits, so a first
+ * sequence above 1 or fewer messages than the last sequence means that.
+ */
+static bool
+damaged(const jsStreamInfo *si)
+{
+    return si->State.LastSeq > 0 &&
+           (si->State.FirstSeq != 1 || si->State.Msgs != si->State.LastSeq);
+}
+
+static bool
+repair(relay *r, uint64_t last)
+{
+    jsErrCode jerr = 0;
+    natsStatus s = js_DeleteStream(r->js, r->stream, NULL, &jerr);
+
+    if (s != NATS_OK && jerr != JSStreamNotFoundErr) {
+        es_log(ES_LOG_WARNING, "could not delete the purged stream %s: %s (%d)", r->stream,
+               natsStatus_GetText(s), (int)jerr);
+        return false;
+    }
+    atomic_fetch_add(&r->repairs, 1);
+    es_log(ES_LOG_WARNING, "stream %s lost messages (purged or deleted; last sequence %" PRIu64
+           "): made it anew, republishing the feed from its start", r->stream, last);
+    return ensure_stream(r);
+}
+
+/*
+ * Where to continue: the stream's last sequence and its event's position,
+ * once the last message is checked to be the feed's event of that
+ * sequence (same id, same place in feed order).  A message that is not
+ * (published by someone else into the stream's subjects) stops the relay
+ * as RELAY_NOT_A_COPY: resuming after its position could skip events, and
+ * publishing after it would shift every sequence.  False to try again
+ * later.
+ */
 static bool
 resume(relay *r, uint64_t *seq, es_position *after)
 {
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
     natsMsg *m = NULL;
-    const char *pos = NULL;
+    const char *pos = NULL, *id = NULL;
+    char stored_id[ES_UUID_LEN + 1];
+    int64_t ordinal;
+    es_error err;
+    es_status st;
+    bool ok = false, broken;
 
     after->txid = 0;
     after->gpos = 0;
     if (js_GetStreamInfo(&si, r->js, r->stream, NULL, &jerr) != NATS_OK)
         return false;
     *seq = si->State.LastSeq;
+    broken = damaged(si);
     jsStreamInfo_Destroy(si);
-    if (*seq == 0)
+    if (broken && !repair(r, *seq))
+        return false;
+    if (broken || *seq == 0) {
+        *seq = 0;
+        problem_clear(r, RELAY_NOT_A_COPY);
         return true;
+    }
     if (js_GetMsg(&m, r->js, r->stream, *seq, NULL, &jerr) != NATS_OK)
         return false;
-    if (natsMsgHeader_Get(m, ES_POSITION_HEADER, &pos) != NATS_OK || !es_position_parse(pos, after)) {
-        es_log(ES_LOG_ERROR, "the last message of %s (seq %" PRIu64 ") has no %s header", r->stream,
-               *seq, ES_POSITION_HEADER);
-        natsMsg_Destroy(m);
-        return false;
+    if (natsMsgHeader_Get(m, ES_POSITION_HEADER, &pos) != NATS_OK ||
+        !es_position_parse(pos, after) || natsMsgHeader_Get(m, "Nats-Msg-Id", &id) != NATS_OK) {
+        problem_set(r, RELAY_NOT_A_COPY, "message %" PRIu64 " of %s (subject %s) lacks the %s or "
+                    "Nats-Msg-Id header: the relay did not publish it; not following it",
+                    *seq, r->stream, natsMsg_GetSubject(m), ES_POSITION_HEADER);
+        goto done;
     }
+    st = es_audit_feed_locate(r->store, *after, &ordinal, stored_id, &err);
+    if (st == ES_ENOTFOUND) {
+        problem_set(r, RELAY_NOT_A_COPY, "message %" PRIu64 " of %s names position %s, where the "
+                    "store has no event: the relay did not publish it; not following it",
+                    *seq, r->stream, pos);
+        goto done;
+    }
+    if (st != ES_OK) {
+        atomic_store(&r->pg_ok, false);
+        es_log(ES_LOG_WARNING, "%s", err.message);
+        goto done;
+    }
+    if (strcmp(stored_id, id) != 0 || (uint64_t)ordinal != *seq) {
+        problem_set(r, RELAY_NOT_A_COPY, "message %" PRIu64 " of %s is event %.40s at position %s, "
+                    "but the feed's event %" PRIu64 " is %s (event %" PRId64 " of the feed is at "
+                    "that position): not following it", *seq, r->stream, id, pos, *seq,
+                    stored_id, ordinal);
+        goto done;
+    }
+    problem_clear(r, RELAY_NOT_A_COPY);
+    ok = true;
+done:
     natsMsg_Destroy(m);
-    return true;
+    return ok;
 }
 
 /* Subject token: letters, digits, '-' and '_' kept, the rest '_'. */
@@ -186,6 +313,30 @@ token(char *out, size_t size, const char *in)
 }
 
 typedef enum { PUB_OK, PUB_RESYNC, PUB_FAIL } pub_result;
+
+/* Counts a failed publish of e; the same event failing STUCK_AFTER times
+ * in a row stops the relay as RELAY_STUCK, with its position, until it
+ * goes through (it is retried, never skipped). */
+static void
+failed(relay *r, const es_event *e, const char *pos, const char *why, int jerr)
+{
+    bool same;
+
+    atomic_fetch_add(&r->publish_failures, 1);
+    pthread_mutex_lock(&r->problem_mu);
+    same = r->failing.txid == e->position.txid && r->failing.gpos == e->position.gpos;
+    r->failing = e->position;
+    r->failures = same ? r->failures + 1 : 1;
+    same = r->failures >= STUCK_AFTER;
+    pthread_mutex_unlock(&r->problem_mu);
+    if (same)
+        problem_set(r, RELAY_STUCK, "event %s at position %s (stream %s) could not be published "
+                    "after %d tries: %s (%d); retrying it, nothing after it is published",
+                    e->event_id, pos, e->stream_id, STUCK_AFTER, why, jerr);
+    else
+        es_log(ES_LOG_WARNING, "could not publish event %s at position %s: %s (%d)", e->event_id,
+               pos, why, jerr);
+}
 
 static pub_result
 publish(relay *r, const es_event *e, uint64_t *seq, es_buf *body)
@@ -225,13 +376,32 @@ publish(relay *r, const es_event *e, uint64_t *seq, es_buf *body)
     } else if (jerr == JSStreamWrongLastSequenceErr) {
         out = PUB_RESYNC;
     } else {
-        es_log(ES_LOG_WARNING, "could not publish event %s: %s (%d)", e->event_id,
-               natsStatus_GetText(s), (int)jerr);
+        failed(r, e, pos, natsStatus_GetText(s), (int)jerr);
     }
 done:
     jsPubAck_Destroy(ack);
     natsMsg_Destroy(m);
     return out;
+}
+
+/* False (after repairing it) when the stream lost messages; true when it
+ * is whole or NATS cannot tell now (a publish then fails and says so). */
+static bool
+stream_whole(relay *r)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    uint64_t last;
+    bool broken;
+
+    if (js_GetStreamInfo(&si, r->js, r->stream, NULL, &jerr) != NATS_OK)
+        return true;
+    broken = damaged(si);
+    last = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    if (broken)
+        repair(r, last);
+    return !broken;
 }
 
 /* Follows the feed while this relay holds the lock. */
@@ -265,6 +435,8 @@ follow(relay *r)
             if (pr != PUB_OK)
                 break;
             after = p->events[i].position;
+            if (i == 0)
+                problem_clear(r, RELAY_STUCK);
             atomic_fetch_add(&r->published, 1);
             atomic_store(&r->last_seq, seq);
         }
@@ -273,13 +445,16 @@ follow(relay *r)
             wait_wake(r, 200);
             break;
         }
+        /* once a second: the lock still ours, the stream still whole */
+        if (time(NULL) != checked) {
+            checked = time(NULL);
+            if (!still_locked(r) || !stream_whole(r)) {
+                es_page_destroy(p);
+                break;
+            }
+        }
         if (p->count == 0) {
             es_page_destroy(p);
-            if (time(NULL) != checked) {
-                checked = time(NULL);
-                if (!still_locked(r))
-                    break;
-            }
             wait_wake(r, r->poll_ms);
             continue;
         }
@@ -325,6 +500,16 @@ ready(void *ctx, json_t **body)
     *body = json_pack("{s:s, s:s, s:s, s:b}", "status", ok ? "ready" : "unavailable", "postgres",
                       pg ? "ok" : "unavailable", "nats", nats ? "ok" : "unavailable", "active",
                       atomic_load(&r->active));
+    pthread_mutex_lock(&r->problem_mu);
+    if (r->problem != RELAY_OK) {
+        ok = false;
+        json_object_set_new(*body, "status", json_string("unavailable"));
+        json_object_set_new(*body, "problem", json_string(r->problem == RELAY_STUCK
+                                                              ? "publish_stuck"
+                                                              : "stream_not_a_copy"));
+        json_object_set_new(*body, "reason", json_string(r->problem_why));
+    }
+    pthread_mutex_unlock(&r->problem_mu);
     return ok;
 }
 
@@ -332,6 +517,7 @@ static void
 metrics(void *ctx, es_buf *out)
 {
     relay *r = ctx;
+    relay_problem problem;
 
     es_buf_printf(out,
                   "# HELP es_relay_published_total events this process published to the stream\n"
@@ -347,6 +533,28 @@ metrics(void *ctx, es_buf *out)
                   "es_relay_active %d\n",
                   (unsigned long long)atomic_load(&r->published),
                   (unsigned long long)atomic_load(&r->last_seq), atomic_load(&r->active) ? 1 : 0);
+    pthread_mutex_lock(&r->problem_mu);
+    problem = r->problem;
+    pthread_mutex_unlock(&r->problem_mu);
+    es_buf_printf(out,
+                  "# HELP es_relay_stream_mismatch whether the stream's last message is not the "
+                  "feed's event of its sequence (1), which stops the relay, or is (0)\n"
+                  "# TYPE es_relay_stream_mismatch gauge\n"
+                  "es_relay_stream_mismatch %d\n"
+                  "# HELP es_relay_publish_stuck whether one event has failed to publish %d "
+                  "times in a row (1), which holds back every later one, or not (0)\n"
+                  "# TYPE es_relay_publish_stuck gauge\n"
+                  "es_relay_publish_stuck %d\n"
+                  "# HELP es_relay_publish_failures_total publishes that failed (each is retried)\n"
+                  "# TYPE es_relay_publish_failures_total counter\n"
+                  "es_relay_publish_failures_total %llu\n"
+                  "# HELP es_relay_stream_repairs_total times a purged stream was made anew and "
+                  "republished from the store\n"
+                  "# TYPE es_relay_stream_repairs_total counter\n"
+                  "es_relay_stream_repairs_total %llu\n",
+                  problem == RELAY_NOT_A_COPY, STUCK_AFTER, problem == RELAY_STUCK,
+                  (unsigned long long)atomic_load(&r->publish_failures),
+                  (unsigned long long)atomic_load(&r->repairs));
 }
 
 /* Wakes wait_wake when the process starts stopping. */
@@ -388,6 +596,7 @@ main(void)
         return 2;
     }
     pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->problem_mu, NULL);
     pthread_cond_init(&r->woken, NULL);
     es_daemon_on_stop(on_stop, r);
     if (es_daemon_start(&relay_daemon, &err) != ES_OK) {

@@ -76,6 +76,147 @@ START_TEST(stream_is_the_feed_after_a_crash)
 }
 END_TEST
 
+
+/* The relays' /readyz: 503 and its body when one that answers is not
+ * ready, else 200 when one is, else 0 (the killed one never answers). */
+static int
+readyz_of_relays(char *body, size_t size)
+{
+    int best = 0;
+
+    snprintf(body, size, "no relay answers");
+    for (int i = 0; i < 2; i++) {
+        th_response r;
+        int st = th_http(relays[i].port, "GET", "/readyz", NULL, NULL, &r);
+        if (st == 503 || (st == 200 && best == 0)) {
+            snprintf(body, size, "%s", r.body ? r.body : "");
+            best = st;
+        }
+        th_response_free(&r);
+    }
+    return best;
+}
+
+static uint64_t
+stream_last(jsCtx *js)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    uint64_t last = 0;
+
+    if (js_GetStreamInfo(&si, js, stream_name, NULL, &jerr) == NATS_OK) {
+        last = si->State.LastSeq;
+        jsStreamInfo_Destroy(si);
+    }
+    return last;
+}
+
+/*
+ * A message someone else publishes into the events subjects, claiming a
+ * position far ahead, must not make the relay resume after it (skipping
+ * events) nor publish after it (shifting every sequence): it stops,
+ * says why on /readyz, and once the stream is a copy again (here: the
+ * stream deleted) republishes the feed from the start.
+ */
+START_TEST(a_foreign_message_stops_the_relay_and_is_never_followed)
+{
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    natsMsg *m = NULL;
+    jsPubAck *ack = NULL;
+    jsPubOptions po;
+    jsErrCode jerr = 0;
+    es_store *s;
+    es_error err;
+    char subject[128], body[2048];
+    uint64_t foreign;
+    int st = 0;
+
+    ck_assert_int_eq(es_store_open(&s, th_conninfo(), &err), ES_OK);
+    append_some(s, "f", 30);
+    th_assert_stream_is_feed(th_conninfo(), stream_name);
+    ck_assert_int_eq(natsConnection_ConnectTo(&nc, getenv("ES_NATS_URL")), NATS_OK);
+    ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    snprintf(subject, sizeof subject, "%s.events.account.FundsDeposited", prefix);
+    ck_assert_int_eq(natsMsg_Create(&m, subject, NULL, "{}", 2), NATS_OK);
+    ck_assert_int_eq(natsMsgHeader_Set(m, "Es-Position", "999999999-1"), NATS_OK);
+    jsPubOptions_Init(&po);
+    po.MsgId = "6f1c2a34-0000-4000-8000-000000000001";
+    ck_assert_int_eq(js_PublishMsg(&ack, js, m, &po, &jerr), NATS_OK);
+    foreign = ack->Sequence;
+    jsPubAck_Destroy(ack);
+    natsMsg_Destroy(m);
+
+    /* more events: the relay meets the foreign message and stops */
+    append_some(s, "g", 20);
+    for (int i = 0; i < 100 && st != 503; i++) {
+        usleep(100 * 1000);
+        st = readyz_of_relays(body, sizeof body);
+    }
+    ck_assert_int_eq(st, 503);
+    ck_assert_ptr_nonnull(strstr(body, "stream_not_a_copy"));
+    sleep(1);
+    ck_assert_uint_eq(stream_last(js), foreign);    /* nothing published after it */
+
+    /* a stream that is a copy again: the relay republishes the feed */
+    th_stream_delete(stream_name);
+    th_assert_stream_is_feed(th_conninfo(), stream_name);
+    for (int i = 0; i < 50 && st != 200; i++) {
+        usleep(100 * 1000);
+        st = readyz_of_relays(body, sizeof body);
+    }
+    ck_assert_int_eq(st, 200);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    es_store_close(s);
+}
+END_TEST
+
+/* Whether a relay reports a repair of the stream on /metrics. */
+static bool
+repaired(void)
+{
+    bool yes = false;
+
+    for (int i = 0; i < 2 && !yes; i++) {
+        th_response r;
+        if (th_http(relays[i].port, "GET", "/metrics", NULL, NULL, &r) == 200)
+            yes = strstr(r.body, "\nes_relay_stream_repairs_total 0\n") == NULL &&
+                  strstr(r.body, "\nes_relay_stream_repairs_total ") != NULL;
+        th_response_free(&r);
+    }
+    return yes;
+}
+
+/* A purged stream keeps its last sequence: the relay makes it anew and
+ * republishes, so message n is the feed's n-th event again. */
+START_TEST(a_purged_stream_is_republished_from_the_store)
+{
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsErrCode jerr = 0;
+    es_store *s;
+    es_error err;
+
+    ck_assert_int_eq(es_store_open(&s, th_conninfo(), &err), ES_OK);
+    append_some(s, "p", 20);
+    th_assert_stream_is_feed(th_conninfo(), stream_name);
+    ck_assert_int_eq(natsConnection_ConnectTo(&nc, getenv("ES_NATS_URL")), NATS_OK);
+    ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    ck_assert_int_eq(js_PurgeStream(js, stream_name, NULL, &jerr), NATS_OK);
+    append_some(s, "q", 10);        /* wakes the relay, which meets the purge */
+    /* the purged stream still says last sequence N: wait until the relay
+     * has made it anew and republished (message 1 is there again) */
+    for (int i = 0; i < 100 && !repaired(); i++)
+        usleep(100 * 1000);
+    ck_assert(repaired());
+    th_assert_stream_is_feed(th_conninfo(), stream_name);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    es_store_close(s);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -97,6 +238,8 @@ main(void)
     th_daemon_start(&relays[1], "es-relay", "ES_RELAY_PORT", env);
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, stream_is_the_feed_after_a_crash);
+    tcase_add_test(tc, a_foreign_message_stops_the_relay_and_is_never_followed);
+    tcase_add_test(tc, a_purged_stream_is_republished_from_the_store);
     suite_add_tcase(su, tc);
     rc = th_run_nofork(su);     /* the test kills a daemon it owns */
     rc |= th_daemon_stop(&relays[0]);
