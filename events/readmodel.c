@@ -703,8 +703,14 @@ es_rm_write_recv(redisContext *c, size_t replies, es_error *err)
                 st = redis_fail(c, r, err, "write (exec)");
             else
                 for (j = 0; j < r->elements && st == ES_OK; j++)
-                    if (r->element[j]->type == REDIS_REPLY_ERROR)
+                    if (r->element[j]->type == REDIS_REPLY_ERROR) {
+                        /* the transaction ran: the commands around this one
+                         * (the checkpoint included) are applied, so whatever
+                         * Redis' reason, the version holds part of an event */
                         st = redis_fail(c, r->element[j], err, "write (exec)");
+                        if (err != NULL)
+                            err->transient = false;
+                    }
         }
         freeReplyObject(r);
     }

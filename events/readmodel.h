@@ -126,7 +126,10 @@ es_status es_rm_apply(redisContext *c, es_rm_batch *b, es_rm_applied *out, es_er
 /* The single writer's path (a rebuild owns its version): the batch, whose
  * version must be explicit and whose events must follow its checkpoint
  * exactly, as MULTI / commands / new checkpoint / EXEC, pipelined.
- * *replies is what es_rm_write_recv must read. */
+ * *replies is what es_rm_write_recv must read.  es_rm_write_recv's error
+ * is transient only when Redis refused the batch before running any of it
+ * (a command refused while queued aborts the transaction); an error inside
+ * the transaction's answer never is: the rest of it was applied. */
 es_status es_rm_write_send(redisContext *c, es_rm_batch *b, size_t *replies, es_error *err);
 es_status es_rm_write_recv(redisContext *c, size_t replies, es_error *err);
 
