@@ -44,22 +44,22 @@ run_list(cli *c, int argc, char **argv)
     long long limit;
     sg_saga_filter f = {NULL, false, SG_RUNNING, 0};
     listing l = {NULL};
-    PGconn *pg;
+    es_store *store = NULL;
     es_error err;
-    es_status st = ES_OK;
+    es_status st;
 
     if (!cli_parse(c, argc, argv, opts, pos, 0, 0, &npos) ||
         !cli_number(c, "--limit", limit_s, 1, 10000, &limit))
         return CLI_USAGE;
     f.type = type;
     f.limit = (long)limit;
-    if ((pg = cli_pg(c)) == NULL)
-        return CLI_UNAVAILABLE;
+    if ((st = es_store_open(&store, es_pg_conninfo(), &err)) != ES_OK)
+        return cli_fail(c, &err);
     l.rows = json_array();
     /* a state that is none of a saga's has no sagas */
     if (state[0] == '\0' || (f.by_state = sg_state_parse(state, &f.state)))
-        st = sg_saga_list(pg, &f, list_row, &l, &err);
-    PQfinish(pg);
+        st = sg_saga_list(store, &f, list_row, &l, &err);
+    es_store_close(store);
     if (st != ES_OK) {
         json_decref(l.rows);
         return cli_fail(c, &err);
@@ -74,6 +74,7 @@ run_show(cli *c, int argc, char **argv)
     char *pos[1];
     int npos;
     PGconn *pg;
+    es_store *store = NULL;
     sg_saga_info s = {0};
     json_t *head, *timeline = NULL;
     es_error err;
@@ -82,12 +83,15 @@ run_show(cli *c, int argc, char **argv)
         return CLI_USAGE;
     if ((pg = cli_pg(c)) == NULL)
         return CLI_UNAVAILABLE;
-    if (sg_saga_read(pg, pos[0], &s, &err) != ES_OK ||
-        sg_saga_timeline(pg, pos[0], &timeline, &err) != ES_OK) {
+    if (es_store_create(&store, es_pg_conninfo(), &err) != ES_OK ||
+        sg_saga_read(pg, store, pos[0], &s, &err) != ES_OK ||
+        sg_saga_timeline(store, pos[0], &timeline, &err) != ES_OK) {
+        es_store_close(store);
         PQfinish(pg);
         sg_saga_info_clear(&s);
         return cli_fail(c, &err);
     }
+    es_store_close(store);
     PQfinish(pg);
     head = json_pack("{s:s, s:s, s:s, s:s, s:I, s:O?, s:o}", "saga_id", s.saga_id, "type",
                      s.type, "state", sg_state_text(s.state), "correlation_id", s.correlation_id,

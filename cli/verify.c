@@ -658,7 +658,7 @@ check_sagas(ctx *x)
     es_error err;
     int i;
 
-    if (sg_saga_list(x->pg, &all, count_saga, &n, &err) != ES_OK) {
+    if (sg_saga_list(x->store, &all, count_saga, &n, &err) != ES_OK) {
         violation(x, k, "query failed: %s", err.message);
         json_decref(n.compensated_orders);
         return;

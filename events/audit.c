@@ -1,9 +1,10 @@
 /*
- * es_audit (see audit.h): counts and tallies over es_events for esctl.
- * The server does the counting and summing; each statement's text is
- * fixed and every name the caller gives travels as a parameter (the
- * types as one JSON array), so a hostile category or field name is only
- * a value that matches nothing.
+ * es_audit (see audit.h): counts, tallies and selections over es_events
+ * for esctl.  The server does the counting and summing; what is selected
+ * the caller folds.  Each statement's text is fixed and every name the
+ * caller gives travels as a parameter (the types and streams as JSON
+ * arrays), so a hostile category, type, stream, field name or value is
+ * only a value that matches nothing.
  */
 #include "audit.h"
 
@@ -26,6 +27,20 @@ static const char tally_sql[] =
     "AND type IN (SELECT jsonb_array_elements_text($2::jsonb)) "
     "GROUP BY 1, 2, 3) t "
     "ORDER BY s COLLATE \"C\", k COLLATE \"C\"";
+
+/* The events of a select, in one of two orders.  $3 NULL matches every
+ * event; $5 NULL every stream; $6 NULL is no limit.  "C" makes the
+ * stream order the bytes' (strcmp's). */
+#define SELECT_SQL                                                                         \
+    "SELECT " ES__EVENT_COLUMNS " FROM es_events WHERE category = $1 "                     \
+    "AND type IN (SELECT jsonb_array_elements_text($2::jsonb)) "                           \
+    "AND ($3::text IS NULL OR data->>$3::text = $4::text) "                                \
+    "AND ($5::jsonb IS NULL OR stream_id IN (SELECT jsonb_array_elements_text($5::jsonb))) "
+static const char *const select_sql[] = {
+    [ES_AUDIT_BY_STREAM] = SELECT_SQL "ORDER BY stream_id COLLATE \"C\", version LIMIT $6::bigint",
+    [ES_AUDIT_NEWEST_FIRST] =
+        SELECT_SQL "ORDER BY recorded_at DESC, global_position DESC LIMIT $6::bigint",
+};
 
 /* A count or sum the server sent as text, into *v. */
 static es_status
@@ -121,38 +136,41 @@ es_audit_feed_locate(es_store *s, es_position pos, int64_t *ordinal, char *event
     return st;
 }
 
-/* The types as a JSON array (malloc'd), or NULL with err set. */
+/* names (n of them: a select's types, or its streams when stream) as a
+ * JSON array (malloc'd), or NULL with err set.  Types may not repeat. */
 static char *
-types_json(const es_audit_query *q, es_error *err)
+names_json(const char *const *names, size_t n, bool stream, es_error *err)
 {
+    const char *what = stream ? "stream" : "type";
     json_t *a = json_array();
     char *text = NULL;
     size_t i, j;
 
     if (a == NULL) {
-        es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate a tally");
+        es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate a list of %ss", what);
         return NULL;
     }
-    for (i = 0; i < q->ntypes; i++) {
-        if (q->types[i] == NULL) {
-            es_error_set(err, ES_EINVALID, "audit_type_missing", "types",
-                         "type %zu of a tally is missing", i);
+    for (i = 0; i < n; i++) {
+        if (names[i] == NULL) {
+            es_error_set(err, ES_EINVALID, stream ? "audit_stream_missing" : "audit_type_missing",
+                         stream ? "streams" : "types", "%s %zu of a read is missing", what, i);
             goto done;
         }
-        for (j = 0; j < i; j++)
-            if (strcmp(q->types[i], q->types[j]) == 0) {
+        for (j = 0; !stream && j < i; j++)
+            if (strcmp(names[i], names[j]) == 0) {
                 es_error_set(err, ES_EINVALID, "audit_type_repeated", "types",
-                             "type \"%s\" is named twice in a tally", q->types[i]);
+                             "type \"%s\" is named twice in a read", names[i]);
                 goto done;
             }
-        if (json_array_append_new(a, json_string(q->types[i])) != 0) {
-            es_error_set(err, ES_EINVALID, "audit_type_invalid", "types",
-                         "type %zu of a tally is not valid UTF-8", i);
+        if (json_array_append_new(a, json_string(names[i])) != 0) {
+            es_error_set(err, ES_EINVALID, stream ? "audit_stream_invalid" : "audit_type_invalid",
+                         stream ? "streams" : "types", "%s %zu of a read is not valid UTF-8",
+                         what, i);
             goto done;
         }
     }
     if ((text = json_dumps(a, JSON_COMPACT)) == NULL)
-        es_error_set(err, ES_ENOMEM, NULL, NULL, "could not encode the types of a tally");
+        es_error_set(err, ES_ENOMEM, NULL, NULL, "could not encode a list of %ss", what);
 done:
     json_decref(a);
     return text;
@@ -226,7 +244,7 @@ es_audit_tally_read(es_store *s, const es_audit_query *q, es_audit_tally **out, 
         return es_error_set(err, ES_EINVALID, "audit_types_count", "types",
                             "a tally counts 1 to %d types, not %zu", ES_AUDIT_TYPES_MAX,
                             q->types ? q->ntypes : 0);
-    if ((types = types_json(q, err)) == NULL)
+    if ((types = names_json(q->types, q->ntypes, false, err)) == NULL)
         return err->status;
     if ((c = es__store_conn(s, err)) == NULL) {
         st = err->status;
@@ -267,4 +285,60 @@ es_audit_tally_destroy(es_audit_tally *t)
     PQclear(t->priv_);
     free(t->groups);
     free(t);
+}
+
+es_status
+es_audit_events_read(es_store *s, const es_audit_select *q, es_page **out, es_error *err)
+{
+    PGconn *c;
+    PGresult *r;
+    char *types = NULL, *streams = NULL, limit[24];
+    const char *values[6];
+    es_status st;
+
+    *out = NULL;
+    if (q->category == NULL)
+        return es_error_set(err, ES_EINVALID, "audit_category_missing", "category",
+                            "a read of events needs a category");
+    if (q->types == NULL || q->ntypes == 0 || q->ntypes > ES_AUDIT_TYPES_MAX)
+        return es_error_set(err, ES_EINVALID, "audit_types_count", "types",
+                            "a read of events names 1 to %d types, not %zu",
+                            ES_AUDIT_TYPES_MAX, q->types ? q->ntypes : 0);
+    if ((q->match_field == NULL) != (q->match_value == NULL))
+        return es_error_set(err, ES_EINVALID, "audit_match_incomplete", "match_field",
+                            "a read of events matches a data field only with both its name "
+                            "and its value");
+    if (q->nstreams > 0 && q->streams == NULL)
+        return es_error_set(err, ES_EINVALID, "audit_stream_missing", "streams",
+                            "a read of events names %zu streams but gives none", q->nstreams);
+    if ((unsigned)q->order > ES_AUDIT_NEWEST_FIRST)
+        return es_error_set(err, ES_EINVALID, "audit_order_invalid", "order",
+                            "%d is not an order of events", (int)q->order);
+    if ((types = names_json(q->types, q->ntypes, false, err)) == NULL ||
+        (q->nstreams > 0 && (streams = names_json(q->streams, q->nstreams, true, err)) == NULL)) {
+        st = err->status;
+        goto done;
+    }
+    if ((c = es__store_conn(s, err)) == NULL) {
+        st = err->status;
+        goto done;
+    }
+    snprintf(limit, sizeof limit, "%zu", q->limit);
+    values[0] = q->category;
+    values[1] = types;
+    values[2] = q->match_field;
+    values[3] = q->match_value;
+    values[4] = streams;                /* NULL: every stream */
+    values[5] = q->limit > 0 ? limit : NULL;
+    r = PQexecParams(c, select_sql[q->order], 6, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        st = es__store_failure(s, r, "read events", err);
+        PQclear(r);
+        goto done;
+    }
+    st = es__store_page(s, r, out, err);        /* the page owns r */
+done:
+    free(streams);
+    free(types);
+    return st;
 }

@@ -1,10 +1,12 @@
 /*
- * Read-only aggregate reads of the event store, for operators: how many
- * events are stored (in all, or after a feed position), and a tally of
- * one category's events by type, grouped by a field of their data and
- * optionally by stream.  esctl folds its invariant checks (money and
- * stock conserved, nothing done twice) and the relay's lag from these,
- * so no program outside events/ writes SQL against the store's tables.
+ * Read-only reads of the event store, for operators: how many events
+ * are stored (in all, or after a feed position), a tally of one
+ * category's events by type, grouped by a field of their data and
+ * optionally by stream, and a selection of one category's events by
+ * type (and a data field, and streams) in stream or newest-first order.
+ * esctl folds its invariant checks (money and stock conserved, nothing
+ * done twice), the relay's lag and its saga listings from these, so no
+ * program outside events/ writes SQL against the store's tables.
  *
  * The library knows no domain: the caller names the category, the types
  * and the data fields, and each name is sent as a bound parameter, never
@@ -89,5 +91,38 @@ es_status es_audit_tally_read(es_store *s, const es_audit_query *q, es_audit_tal
                               es_error *err);
 
 void es_audit_tally_destroy(es_audit_tally *t);
+
+/* How es_audit_events_read orders what it reads. */
+typedef enum es_audit_order {
+    ES_AUDIT_BY_STREAM,         /* by stream (bytewise), then version: a stream's
+                                   events next to each other, oldest first */
+    ES_AUDIT_NEWEST_FIRST       /* by recorded_at, newest first (global position,
+                                   highest first, among events of one instant) */
+} es_audit_order;
+
+/* What to read: the events of one category whose type is one of types. */
+typedef struct es_audit_select {
+    const char *category;       /* streams "<category>-..." */
+    const char *const *types;   /* 1 .. ES_AUDIT_TYPES_MAX types */
+    size_t ntypes;
+    const char *match_field;    /* only events whose data->>match_field is  */
+    const char *match_value;    /* match_value; both NULL: every event */
+    const char *const *streams; /* only events of these streams; */
+    size_t nstreams;            /* 0: of every stream of the category */
+    es_audit_order order;
+    size_t limit;               /* at most this many; 0: all */
+} es_audit_select;
+
+/*
+ * Reads the events q selects into *out, a new page (es_page_destroy),
+ * upcast as es_store_read_stream's are; the page's next and
+ * stream_version carry nothing here.  On failure *out is NULL and err
+ * says why: ES_EINVALID for a select without category or types, with
+ * more than ES_AUDIT_TYPES_MAX, a type or stream that is NULL or not
+ * UTF-8, a type named twice, or only one of match_field and match_value;
+ * a store error otherwise.  q is only read during the call.
+ */
+es_status es_audit_events_read(es_store *s, const es_audit_select *q, es_page **out,
+                               es_error *err);
 
 #endif

@@ -53,9 +53,7 @@ typedef struct page_storage {
 /* recorded_at comes in the session's ISO style in UTC (see ensure_ready)
  * and is put in RFC 3339 form by the client: to_char on the server cost a
  * quarter of a whole-log read. */
-#define EVENT_COLUMNS                                                       \
-    "stream_id, version, event_id, type, schema_version, data, "            \
-    "metadata, recorded_at, transaction_id, global_position"
+#define EVENT_COLUMNS ES__EVENT_COLUMNS
 
 #define HORIZON "pg_snapshot_xmin(pg_current_snapshot())"
 
@@ -1697,6 +1695,15 @@ make_page(es_store *s, PGresult *r, bool with_version, es_position after, es_pag
 fail:
     es_page_destroy(p);         /* clears r too */
     return st;
+}
+
+es_status
+es__store_page(es_store *s, PGresult *r, es_page **out, es_error *err)
+{
+    es_position none = {0, 0};
+
+    *out = NULL;
+    return make_page(s, r, false, none, out, err);
 }
 
 /* Runs a prepared read and turns its rows into a page. */

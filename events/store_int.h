@@ -1,7 +1,8 @@
 /*
  * Internal to the core library: the store's insides, for the modules that
- * keep their own tables next to the events (snapshot.c, idem.c).  Not
- * installed with the public headers; daemons never include it.
+ * keep their own tables next to the events (snapshot.c, idem.c) or read
+ * the events in ways of their own (audit.c).  Not installed with the
+ * public headers; daemons never include it.
  */
 #ifndef ES_STORE_INT_H
 #define ES_STORE_INT_H
@@ -15,6 +16,21 @@ PGconn *es__store_conn(es_store *s, es_error *err);
 
 /* Maps a failed result to a status recorded in err (what: "read a snapshot"). */
 es_status es__store_failure(es_store *s, const PGresult *r, const char *what, es_error *err);
+
+/* The columns of an event, in the order es__store_page reads them.  A
+ * statement that selects them runs on es__store_conn's connection, whose
+ * session prints recorded_at as es__store_page expects (ISO, UTC). */
+#define ES__EVENT_COLUMNS                                                   \
+    "stream_id, version, event_id, type, schema_version, data, "            \
+    "metadata, recorded_at, transaction_id, global_position"
+
+/*
+ * Turns r, a successful result of ES__EVENT_COLUMNS rows, into a page of
+ * events, upcast as the store's reads are, that takes ownership of r
+ * (also on failure).  The page's next is its last event's position
+ * ({0, 0} when empty) and its stream_version -1.  *out NULL on failure.
+ */
+es_status es__store_page(es_store *s, PGresult *r, es_page **out, es_error *err);
 
 /*
  * Appends sent and read in separate steps, for the committer: it sends a

@@ -4,11 +4,14 @@
  * what an operator may do to a saga.  es-saga (engine.c, intake.c) and
  * esctl (cli/sagas.c, cli/verify.c) link this file, so the SQL of
  * es_saga_work, es_saga_inbox, es_saga_dead_letters and
- * es_saga_checkpoint is written here only.
+ * es_saga_checkpoint is written here only.  A saga's stream is read and
+ * appended to through the event store's client (store.h, audit.h): no
+ * SQL here touches the event store's own tables.
  *
  * The engine and the intake get ES_EUNAVAILABLE for any database failure
  * (they wait it out); the operator's reads and operations get
- * postgres_unavailable or postgres_error as esctl reports them.
+ * postgres_unavailable or postgres_error as esctl reports them for the
+ * manager's tables, and the store's errors for its streams.
  */
 #include "saga.h"
 
@@ -17,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit.h"
 #include "uuid.h"
 
 #define CHECKPOINT "intake"     /* the intake's row of es_saga_checkpoint */
@@ -64,35 +68,6 @@ sg_state_fold(sg_state *state, const char *type, const json_t *data)
     else if (strcmp(type, SG_EV_STATE_CHANGED) == 0)
         return sg_state_parse(json_string_value(json_object_get(data, "to")), state);
     return true;
-}
-
-/*
- * SQL: what sg_state_fold needs of the stream of the saga whose
- * SagaStarted row is s, as JSON text [[type, to], ...] in stream order.
- * The fold itself stays in C (fold_text).
- */
-#define STATE_EVENTS_SQL                                                                   \
-    "(SELECT json_agg(json_build_array(e.type, e.data->'to') ORDER BY e.version)::text "    \
-    "FROM es_events e WHERE e.stream_id = s.stream_id "                                    \
-    "AND e.type IN ('" SG_EV_STARTED "', '" SG_EV_STATE_CHANGED "'))"
-
-/* The state folded from STATE_EVENTS_SQL's text. */
-static sg_state
-fold_text(const char *text)
-{
-    json_t *evs = json_loads(text ? text : "[]", 0, NULL), *ev;
-    sg_state st = SG_RUNNING;
-    size_t i;
-
-    json_array_foreach(evs, i, ev) {
-        json_t *d = json_object();
-        json_object_set(d, "to", json_array_get(ev, 1));
-        (void)sg_state_fold(&st, json_string_value(json_array_get(ev, 0)) ?
-                                     json_string_value(json_array_get(ev, 0)) : "", d);
-        json_decref(d);
-    }
-    json_decref(evs);
-    return st;
 }
 
 /* ---- running SQL -------------------------------------------------------------- */
@@ -440,35 +415,132 @@ sg_dead_letter_list(PGconn *pg, bool all, json_t **rows, es_error *err)
 
 /* ---- reading sagas ------------------------------------------------------------- */
 
+/*
+ * A saga's events come from the event store's reads (store.h, audit.h);
+ * only the manager's own tables are read here with SQL.  What the
+ * listing and the timeline show of an event's data is what data->>key
+ * shows: data_text.
+ */
+
+/* Events of a stream read at a time. */
+#define STREAM_PAGE 500
+
+/* What data->>key gives: a string's value, any other value as jsonb
+ * prints it (jansson without JSON_COMPACT puts ", " and ": " between
+ * items as jsonb does), NULL when absent or null.  *owned (free it) holds
+ * a printed value. */
+static const char *
+data_text(const json_t *data, const char *key, char **owned)
+{
+    const json_t *v = json_object_get(data, key);
+
+    *owned = NULL;
+    if (v == NULL || json_is_null(v))
+        return NULL;
+    if (json_is_string(v))
+        return json_string_value(v);
+    return *owned = json_dumps(v, JSON_ENCODE_ANY);
+}
+
+/* An event's recorded_at (RFC 3339, microseconds) to milliseconds, as
+ * the listing and the timeline show it: "2026-11-22T00:05:01.500Z". */
+static void
+ms_time(const char *rfc3339, char out[ES_TIME_TEXT_MAX])
+{
+    size_t n = strlen(rfc3339);
+
+    if (n == 27 && rfc3339[19] == '.' && rfc3339[26] == 'Z')
+        snprintf(out, ES_TIME_TEXT_MAX, "%.23sZ", rfc3339);
+    else
+        snprintf(out, ES_TIME_TEXT_MAX, "%s", rfc3339);
+}
+
+/* Calls each for every event of saga_id's stream (data parsed, borrowed),
+ * oldest first, and sets *version to the stream's.  ES_ENOTFOUND
+ * (saga_not_found) when it has none, also when no stream can be named
+ * after saga_id. */
+static es_status
+stream_each(es_store *store, const char *saga_id, int64_t *version,
+            void (*each)(const es_event *ev, const json_t *data, void *arg), void *arg,
+            es_error *err)
+{
+    char stream[sizeof SG_STREAM_PREFIX + ES_STREAM_ID_MAX];
+    int64_t from = 0;
+    es_page *page = NULL;
+    es_status st;
+    size_t i;
+
+    if (strlen(saga_id) > ES_STREAM_ID_MAX)
+        goto none;
+    sg_saga_stream(stream, sizeof stream, saga_id);
+    if (es_stream_id_check(stream, "saga_id", err) != ES_OK)
+        goto none;
+    do {
+        es_page_destroy(page);
+        st = es_store_read_stream(store, stream, from, STREAM_PAGE, ES_FORWARD, &page, err);
+        if (st == ES_ENOTFOUND)
+            goto none;
+        if (st != ES_OK)
+            return st;
+        *version = page->stream_version;
+        for (i = 0; i < page->count; i++) {
+            json_t *data = json_loads(page->events[i].data, 0, NULL);
+            each(&page->events[i], data, arg);
+            json_decref(data);
+        }
+        if (page->count > 0)
+            from = page->events[page->count - 1].version + 1;
+    } while (page->count == STREAM_PAGE);
+    es_page_destroy(page);
+    return ES_OK;
+none:
+    return es_error_set(err, ES_ENOTFOUND, "saga_not_found", "saga_id", "there is no saga %s",
+                        saga_id);
+}
+
+/* stream_each's visit for sg_saga_read: the head from the first event,
+ * the state folded from all. */
+static void
+read_event(const es_event *ev, const json_t *data, void *arg)
+{
+    sg_saga_info *out = arg;
+
+    if (ev->version == 0) {
+        char *o1, *o2, *o3;
+        const char *id = data_text(data, "saga_id", &o1), *type = data_text(data, "type", &o2),
+                   *corr = data_text(data, "correlation_id", &o3);
+
+        snprintf(out->saga_id, sizeof out->saga_id, "%s", id ? id : "");
+        snprintf(out->type, sizeof out->type, "%s", type ? type : "");
+        snprintf(out->correlation_id, sizeof out->correlation_id, "%s", corr ? corr : "");
+        free(o1);
+        free(o2);
+        free(o3);
+    }
+    (void)sg_state_fold(&out->state, ev->type, data);
+}
+
 es_status
-sg_saga_read(PGconn *pg, const char *saga_id, sg_saga_info *out, es_error *err)
+sg_saga_read(PGconn *pg, es_store *store, const char *saga_id, sg_saga_info *out,
+             es_error *err)
 {
     const char *p[1] = {saga_id};
     PGresult *r;
+    es_status st;
 
     memset(out, 0, sizeof *out);
-    r = run(pg, "SELECT s.data->>'saga_id', s.data->>'type', s.data->>'correlation_id', "
-                "(SELECT max(version) FROM es_events e WHERE e.stream_id = s.stream_id), "
-                "(SELECT to_jsonb(w) - 'input' FROM es_saga_work w WHERE w.saga_id = $1)::text, "
+    out->state = SG_RUNNING;
+    if ((st = stream_each(store, saga_id, &out->version, read_event, out, err)) != ES_OK)
+        return st;
+    r = run(pg, "SELECT (SELECT to_jsonb(w) - 'input' FROM es_saga_work w "
+                "WHERE w.saga_id = $1)::text, "
                 "(SELECT min(d.id) FROM es_saga_dead_letters d WHERE d.saga_id = $1 "
-                "AND d.replayed_at IS NULL), " STATE_EVENTS_SQL " "
-                "FROM es_events s WHERE s.stream_id = '" SG_STREAM_PREFIX "' || $1 "
-                "AND s.version = 0", 1, p);
+                "AND d.replayed_at IS NULL)", 1, p);
     if (r == NULL)
         return pg_failed(pg, err);
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return es_error_set(err, ES_ENOTFOUND, "saga_not_found", "saga_id",
-                            "there is no saga %s", saga_id);
-    }
-    snprintf(out->saga_id, sizeof out->saga_id, "%s", PQgetvalue(r, 0, 0));
-    snprintf(out->type, sizeof out->type, "%s", PQgetvalue(r, 0, 1));
-    snprintf(out->correlation_id, sizeof out->correlation_id, "%s", PQgetvalue(r, 0, 2));
-    out->version = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
-    if (!PQgetisnull(r, 0, 4))
-        out->work = json_loads(PQgetvalue(r, 0, 4), 0, NULL);
-    out->dead_letter = strtoll(PQgetvalue(r, 0, 5), NULL, 10);
-    out->state = fold_text(PQgetisnull(r, 0, 6) ? NULL : PQgetvalue(r, 0, 6));
+    if (!PQgetisnull(r, 0, 0))
+        out->work = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
+    out->dead_letter = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
     PQclear(r);
     return ES_OK;
 }
@@ -480,58 +552,177 @@ sg_saga_info_clear(sg_saga_info *info)
     info->work = NULL;
 }
 
-es_status
-sg_saga_timeline(PGconn *pg, const char *saga_id, json_t **rows, es_error *err)
+/* (data->>'attempt')::int: an integer, or text that is one; else null. */
+static json_t *
+attempt_of(const json_t *data)
 {
-    const char *p[1] = {saga_id};
+    const json_t *v = json_object_get(data, "attempt");
+    const char *t = json_string_value(v);
+    char *end;
+    long n;
 
-    return json_rows(pg,
-        "SELECT json_agg(json_build_object('version', version, 'recorded_at', "
-        "to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
-        "'type', type, 'step', coalesce(data->>'step', data->>'to'), "
-        "'attempt', (data->>'attempt')::int, 'error', data->>'error', 'data', data) "
-        "ORDER BY version) FROM es_events WHERE stream_id = '" SG_STREAM_PREFIX "' || $1",
-        1, p, rows, err);
+    if (json_is_integer(v))
+        return json_integer(json_integer_value(v));
+    if (t == NULL)
+        return json_null();
+    n = strtol(t, &end, 10);
+    while (*end == ' ')
+        end++;
+    return end != t && *end == '\0' ? json_integer(n) : json_null();
+}
+
+/* stream_each's visit for sg_saga_timeline: one row per event. */
+static void
+timeline_event(const es_event *ev, const json_t *data, void *arg)
+{
+    char at[ES_TIME_TEXT_MAX], *o1, *o2, *o3;
+    const char *step = data_text(data, "step", &o1), *error = data_text(data, "error", &o3);
+
+    if (step == NULL)
+        step = data_text(data, "to", &o2);
+    else
+        o2 = NULL;
+    ms_time(ev->recorded_at, at);
+    json_array_append_new(arg, json_pack("{s:I, s:s, s:s, s:s?, s:o, s:s?, s:O?}", "version",
+                                         (json_int_t)ev->version, "recorded_at", at, "type",
+                                         ev->type, "step", step, "attempt", attempt_of(data),
+                                         "error", error, "data", data));
+    free(o1);
+    free(o2);
+    free(o3);
 }
 
 es_status
-sg_saga_list(PGconn *pg, const sg_saga_filter *f,
+sg_saga_timeline(es_store *store, const char *saga_id, json_t **rows, es_error *err)
+{
+    int64_t version;
+    es_status st;
+
+    if ((*rows = json_array()) == NULL)
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+    st = stream_each(store, saga_id, &version, timeline_event, *rows, err);
+    if (st == ES_ENOTFOUND)
+        return ES_OK;           /* no stream: no events */
+    if (st != ES_OK) {
+        json_decref(*rows);
+        *rows = NULL;
+    }
+    return st;
+}
+
+/* A saga's stream and the state folded from it. */
+typedef struct folded {
+    const char *stream;         /* borrowed from the page of state events */
+    sg_state state;
+} folded;
+
+static int
+folded_cmp(const void *a, const void *b)
+{
+    return strcmp(((const folded *)a)->stream, ((const folded *)b)->stream);
+}
+
+/* The state of each stream of page (a saga stream's events next to each
+ * other, oldest first) into *out (free it), sorted by stream. */
+static es_status
+fold_streams(const es_page *page, folded **out, size_t *n, es_error *err)
+{
+    folded *f = NULL;
+    size_t i;
+
+    *n = 0;
+    if (page->count > 0 && (f = calloc(page->count, sizeof *f)) == NULL)
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not fold %zu events",
+                            page->count);
+    for (i = 0; i < page->count; i++) {
+        const es_event *ev = &page->events[i];
+        json_t *data;
+
+        if (*n == 0 || strcmp(f[*n - 1].stream, ev->stream_id) != 0)
+            f[(*n)++] = (folded){ev->stream_id, SG_RUNNING};
+        data = json_loads(ev->data, 0, NULL);
+        (void)sg_state_fold(&f[*n - 1].state, ev->type, data);
+        json_decref(data);
+    }
+    if (*n > 1)
+        qsort(f, *n, sizeof *f, folded_cmp);
+    *out = f;
+    return ES_OK;
+}
+
+es_status
+sg_saga_list(es_store *store, const sg_saga_filter *f,
              bool (*visit)(const sg_saga_summary *s, void *arg), void *arg, es_error *err)
 {
-    char limit[24];
+    static const char *const started_types[] = {SG_EV_STARTED};
+    static const char *const state_types[] = {SG_EV_STARTED, SG_EV_STATE_CHANGED};
+    bool by_type = f->type && f->type[0];
     /* a state filter is applied after the fold, so only without one can
-     * the database stop at the limit */
-    const char *p[2] = {f->type ? f->type : "", limit};
-    PGresult *r;
+     * the store stop at the limit */
+    bool limited = !f->by_state && f->limit > 0;
+    es_audit_select started = {SG_CATEGORY, started_types, 1, by_type ? "type" : NULL,
+                               by_type ? f->type : NULL, NULL, 0, ES_AUDIT_NEWEST_FIRST,
+                               limited ? (size_t)f->limit : 0};
+    es_audit_select changes = {SG_CATEGORY, state_types, 2, NULL, NULL, NULL, 0,
+                               ES_AUDIT_BY_STREAM, 0};
+    es_page *heads = NULL, *states = NULL;
+    const char **streams = NULL;
+    folded *fs = NULL;
+    size_t nfs = 0, i;
     long seen = 0;
-    int i;
+    es_status st;
 
-    snprintf(limit, sizeof limit, "%ld", f->limit);
-    if (f->by_state || f->limit <= 0)
-        p[1] = NULL;
-    r = run(pg, "SELECT s.data->>'saga_id', s.data->>'type', s.data->>'correlation_id', "
-                "to_char(s.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') "
-                "AS started_at, " STATE_EVENTS_SQL " FROM es_events s "
-                "WHERE s.category = '" SG_CATEGORY "' AND s.type = '" SG_EV_STARTED "' "
-                "AND ($1 = '' OR s.data->>'type' = $1) ORDER BY started_at DESC LIMIT $2::bigint",
-            2, p);
-    if (r == NULL)
-        return pg_failed(pg, err);
-    for (i = 0; i < PQntuples(r) && (f->limit <= 0 || seen < f->limit); i++) {
-        sg_saga_summary s = {PQgetisnull(r, i, 0) ? NULL : PQgetvalue(r, i, 0),
-                             PQgetisnull(r, i, 1) ? NULL : PQgetvalue(r, i, 1),
-                             PQgetisnull(r, i, 2) ? NULL : PQgetvalue(r, i, 2),
-                             PQgetvalue(r, i, 3),
-                             fold_text(PQgetisnull(r, i, 4) ? NULL : PQgetvalue(r, i, 4))};
+    if ((st = es_audit_events_read(store, &started, &heads, err)) != ES_OK ||
+        heads->count == 0)
+        goto done;
+    if (limited) {
+        /* the states of the sagas listed, not of every saga */
+        if ((streams = calloc(heads->count, sizeof *streams)) == NULL) {
+            st = es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+            goto done;
+        }
+        for (i = 0; i < heads->count; i++)
+            streams[i] = heads->events[i].stream_id;
+        changes.streams = streams;
+        changes.nstreams = heads->count;
+    }
+    if ((st = es_audit_events_read(store, &changes, &states, err)) != ES_OK ||
+        (st = fold_streams(states, &fs, &nfs, err)) != ES_OK)
+        goto done;
+    for (i = 0; i < heads->count && (f->limit <= 0 || seen < f->limit); i++) {
+        const es_event *ev = &heads->events[i];
+        json_t *data = json_loads(ev->data, 0, NULL);
+        folded key = {ev->stream_id, SG_RUNNING}, *hit;
+        char at[ES_TIME_TEXT_MAX], *o1, *o2, *o3;
+        sg_saga_summary s;
+        bool more;
 
-        if (f->by_state && s.state != f->state)
+        hit = nfs > 0 ? bsearch(&key, fs, nfs, sizeof *fs, folded_cmp) : NULL;
+        s.state = hit ? hit->state : SG_RUNNING;
+        if (f->by_state && s.state != f->state) {
+            json_decref(data);
             continue;
+        }
+        ms_time(ev->recorded_at, at);
+        s.saga_id = data_text(data, "saga_id", &o1);
+        s.type = data_text(data, "type", &o2);
+        s.correlation_id = data_text(data, "correlation_id", &o3);
+        s.started_at = at;
         seen++;
-        if (!visit(&s, arg))
+        more = visit(&s, arg);
+        free(o1);
+        free(o2);
+        free(o3);
+        json_decref(data);
+        if (!more)
             break;
     }
-    PQclear(r);
-    return ES_OK;
+done:
+    free(fs);
+    free(streams);
+    es_page_destroy(states);
+    es_page_destroy(heads);
+    return st;
 }
 
 /* ---- what an operator does ------------------------------------------------------- */
@@ -602,7 +793,7 @@ sg_dead_letter_replay(PGconn *pg, es_store *store, const char *id, sg_saga_op *o
         goto done;
     }
     snprintf(out->saga_id, sizeof out->saga_id, "%s", PQgetvalue(r, 0, 0));
-    st = sg_saga_read(pg, out->saga_id, &head, err);
+    st = sg_saga_read(pg, store, out->saga_id, &head, err);
     if (st != ES_OK && st != ES_ENOTFOUND)
         goto done;
     if (st == ES_OK) {
@@ -672,7 +863,7 @@ operate(PGconn *pg, es_store *store, const char *saga_id, bool compensate, const
 
     memset(out, 0, sizeof *out);
     snprintf(out->saga_id, sizeof out->saga_id, "%s", saga_id);
-    if ((st = sg_saga_read(pg, saga_id, &head, err)) != ES_OK)
+    if ((st = sg_saga_read(pg, store, saga_id, &head, err)) != ES_OK)
         goto done;
     out->state = head.state;
     if (head.state == SG_FAILED && head.dead_letter > 0) {

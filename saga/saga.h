@@ -169,14 +169,18 @@ typedef struct sg_saga_info {
 } sg_saga_info;
 
 /* Reads saga_id into *out (free with sg_saga_info_clear, also after a
- * failure).  ES_ENOTFOUND (saga_not_found) when it has no stream. */
-es_status sg_saga_read(PGconn *pg, const char *saga_id, sg_saga_info *out, es_error *err);
+ * failure): its stream through store, its work row and dead letter
+ * through pg.  ES_ENOTFOUND (saga_not_found) when it has no stream. */
+es_status sg_saga_read(PGconn *pg, es_store *store, const char *saga_id, sg_saga_info *out,
+                       es_error *err);
 void sg_saga_info_clear(sg_saga_info *info);
 
-/* The events of the saga's stream, oldest first: *rows (new reference) is
- * an array of {version, recorded_at, type, step, attempt, error, data}
- * (step is the step's name, or the new state of a SagaStateChanged). */
-es_status sg_saga_timeline(PGconn *pg, const char *saga_id, json_t **rows, es_error *err);
+/* The events of the saga's stream read through store, oldest first:
+ * *rows (new reference; NULL on failure) is an array of {version,
+ * recorded_at, type, step, attempt, error, data} (step is the step's
+ * name, or the new state of a SagaStateChanged); empty when there is no
+ * such saga. */
+es_status sg_saga_timeline(es_store *store, const char *saga_id, json_t **rows, es_error *err);
 
 /* A saga in a listing; the strings live until the visit returns. */
 typedef struct sg_saga_summary {
@@ -192,8 +196,9 @@ typedef struct sg_saga_filter {
     long limit;                 /* at most this many; 0: all */
 } sg_saga_filter;
 
-/* Calls visit for each saga of f, newest first, until it returns false. */
-es_status sg_saga_list(PGconn *pg, const sg_saga_filter *f,
+/* Calls visit for each saga of f, newest first, until it returns false;
+ * the sagas' streams are read through store (es_audit_events_read). */
+es_status sg_saga_list(es_store *store, const sg_saga_filter *f,
                        bool (*visit)(const sg_saga_summary *s, void *arg), void *arg,
                        es_error *err);
 

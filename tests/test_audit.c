@@ -2,6 +2,7 @@
  * Tests of events/audit.c on the real PostgreSQL, in a database of their
  * own so that counts are exact: counting events (all, and after a
  * position), tallies by type grouped by a data field and by stream, their
+ * order, selections of events by type, data field and stream in either
  * order, refused queries, and hostile names that must stay values.
  */
 #include <libpq-fe.h>
@@ -332,6 +333,290 @@ START_TEST(hostile_names_are_only_values)
 }
 END_TEST
 
+/* ---- es_audit_events_read ---------------------------------------------------- */
+
+static es_page *
+select_events(es_store *s, const es_audit_select *q)
+{
+    es_page *p = NULL;
+    es_error err;
+
+    ck_assert_msg(es_audit_events_read(s, q, &p, &err) == ES_OK, "select: %s", err.message);
+    ck_assert_ptr_nonnull(p);
+    return p;
+}
+
+/* Event i of p is of stream "<cat>-<id>", at version, of type. */
+static void
+event_is(const es_page *p, size_t i, const char *cat, const char *id, int64_t version,
+         const char *type)
+{
+    char stream[128];
+
+    snprintf(stream, sizeof stream, "%s-%s", cat, id);
+    ck_assert_uint_lt(i, p->count);
+    ck_assert_str_eq(p->events[i].stream_id, stream);
+    ck_assert_int_eq(p->events[i].version, version);
+    ck_assert_str_eq(p->events[i].type, type);
+}
+
+START_TEST(selects_by_type_field_and_stream_in_stream_order)
+{
+    es_store *s = open_store();
+    char cat[64], other[64], sb[128], sc[128];
+    const char *types[2] = {"Started", "Changed"};
+    const char *streams[2] = {sc, NULL};
+    es_audit_select q = {NULL, types, 2, NULL, NULL, NULL, 0, ES_AUDIT_BY_STREAM, 0};
+    es_page *p, *one;
+    es_error err;
+
+    category(cat, sizeof cat, "sel");
+    category(other, sizeof other, "seo");
+    append(s, cat, "b", "Started", "{\"type\": \"x\", \"n\": 1}");
+    append(s, cat, "a", "Started", "{\"type\": \"y\"}");
+    append(s, cat, "b", "Noise", "{\"type\": \"x\"}");
+    append(s, cat, "b", "Changed", "{\"type\": \"x\", \"to\": \"done\"}");
+    append(s, cat, "c", "Started", "{\"type\": \"x\"}");
+    append(s, cat, "a", "Changed", "{\"type\": \"y\", \"to\": \"done\"}");
+    append(s, other, "a", "Started", "{\"type\": \"x\"}");
+    snprintf(sb, sizeof sb, "%s-b", cat);
+    snprintf(sc, sizeof sc, "%s-c", cat);
+
+    /* the category's events of those types, a stream's together, oldest first */
+    q.category = cat;
+    p = select_events(s, &q);
+    ck_assert_uint_eq(p->count, 5);
+    event_is(p, 0, cat, "a", 0, "Started");
+    event_is(p, 1, cat, "a", 1, "Changed");
+    event_is(p, 2, cat, "b", 0, "Started");
+    event_is(p, 3, cat, "b", 2, "Changed");
+    event_is(p, 4, cat, "c", 0, "Started");
+    ck_assert_int_eq(p->stream_version, -1);
+    /* each event as the stream read gives it */
+    ck_assert_int_eq(es_store_read_stream(s, sb, 0, 1, ES_FORWARD, &one, &err), ES_OK);
+    ck_assert_str_eq(p->events[2].event_id, one->events[0].event_id);
+    ck_assert_str_eq(p->events[2].data, one->events[0].data);
+    ck_assert_str_eq(p->events[2].recorded_at, one->events[0].recorded_at);
+    ck_assert_int_eq(p->events[2].position.gpos, one->events[0].position.gpos);
+    es_page_destroy(one);
+    es_page_destroy(p);
+
+    /* a data field's value */
+    q.match_field = "type";
+    q.match_value = "x";
+    p = select_events(s, &q);
+    ck_assert_uint_eq(p->count, 3);
+    event_is(p, 0, cat, "b", 0, "Started");
+    event_is(p, 1, cat, "b", 2, "Changed");
+    event_is(p, 2, cat, "c", 0, "Started");
+    es_page_destroy(p);
+    q.match_value = "X";
+    p = select_events(s, &q);
+    ck_assert_uint_eq(p->count, 0);
+    es_page_destroy(p);
+
+    /* some streams only, and a limit */
+    q.match_field = q.match_value = NULL;
+    streams[1] = sb;
+    q.streams = streams;
+    q.nstreams = 2;
+    q.limit = 2;
+    p = select_events(s, &q);
+    ck_assert_uint_eq(p->count, 2);
+    event_is(p, 0, cat, "b", 0, "Started");
+    event_is(p, 1, cat, "b", 2, "Changed");
+    es_page_destroy(p);
+    q.limit = 0;
+    p = select_events(s, &q);
+    ck_assert_uint_eq(p->count, 3);
+    event_is(p, 2, cat, "c", 0, "Started");
+    es_page_destroy(p);
+    /* a stream of another category is not the category's */
+    snprintf(sb, sizeof sb, "%s-a", other);
+    q.nstreams = 1;
+    q.streams = (const char *const[]){sb};
+    p = select_events(s, &q);
+    ck_assert_uint_eq(p->count, 0);
+    es_page_destroy(p);
+    es_store_close(s);
+}
+END_TEST
+
+START_TEST(selects_newest_first_up_to_a_limit)
+{
+    es_store *s = open_store();
+    char cat[64];
+    const char *types[1] = {"Started"};
+    es_audit_select q = {cat, types, 1, NULL, NULL, NULL, 0, ES_AUDIT_NEWEST_FIRST, 0};
+    es_page *p;
+
+    category(cat, sizeof cat, "new");
+    append(s, cat, "1", "Started", "{}");
+    append(s, cat, "2", "Started", "{}");
+    append(s, cat, "1", "Other", "{}");
+    append(s, cat, "3", "Started", "{}");
+    p = select_events(s, &q);
+    ck_assert_uint_eq(p->count, 3);
+    event_is(p, 0, cat, "3", 0, "Started");
+    event_is(p, 1, cat, "2", 0, "Started");
+    event_is(p, 2, cat, "1", 0, "Started");
+    ck_assert_int_ge(strcmp(p->events[0].recorded_at, p->events[1].recorded_at), 0);
+    es_page_destroy(p);
+    q.limit = 2;
+    p = select_events(s, &q);
+    ck_assert_uint_eq(p->count, 2);
+    event_is(p, 1, cat, "2", 0, "Started");
+    es_page_destroy(p);
+    es_store_close(s);
+}
+END_TEST
+
+START_TEST(refuses_malformed_selects)
+{
+    es_store *s = open_store();
+    char cat[64];
+    const char *types[ES_AUDIT_TYPES_MAX + 1] = {"A", "B", "C", "D", "E", "F", "G", "H", "I"};
+    const char *twice[2] = {"A", "A"};
+    const char *missing[2] = {"A", NULL};
+    const char *bad_utf8[1] = {"\xff"};
+    es_audit_select q = {cat, types, 1, NULL, NULL, NULL, 0, ES_AUDIT_BY_STREAM, 0};
+    es_page dummy, *p = &dummy;                 /* a failed read sets it to NULL */
+    es_error err;
+
+#define REFUSED(code_)                                                                       \
+    do {                                                                                     \
+        p = &dummy;                                                                          \
+        ck_assert_int_eq(es_audit_events_read(s, &q, &p, &err), ES_EINVALID);                \
+        ck_assert_ptr_null(p);                                                               \
+        ck_assert_str_eq(err.code, code_);                                                   \
+    } while (0)
+
+    category(cat, sizeof cat, "bads");
+    append(s, cat, "1", "A", "{}");
+    q.category = NULL;
+    REFUSED("audit_category_missing");
+    q.category = cat;
+    q.ntypes = 0;
+    REFUSED("audit_types_count");
+    q.ntypes = ES_AUDIT_TYPES_MAX + 1;
+    REFUSED("audit_types_count");
+    q.types = NULL;
+    q.ntypes = 1;
+    REFUSED("audit_types_count");
+    q.types = twice;
+    q.ntypes = 2;
+    REFUSED("audit_type_repeated");
+    q.types = missing;
+    REFUSED("audit_type_missing");
+    q.types = bad_utf8;
+    q.ntypes = 1;
+    REFUSED("audit_type_invalid");
+    q.types = types;
+    q.match_field = "n";
+    REFUSED("audit_match_incomplete");
+    q.match_field = NULL;
+    q.match_value = "1";
+    REFUSED("audit_match_incomplete");
+    q.match_value = NULL;
+    q.nstreams = 1;
+    REFUSED("audit_stream_missing");
+    q.streams = missing + 1;
+    REFUSED("audit_stream_missing");
+    q.streams = bad_utf8;
+    REFUSED("audit_stream_invalid");
+    q.streams = NULL;
+    q.nstreams = 0;
+    q.order = (es_audit_order)7;
+    REFUSED("audit_order_invalid");
+#undef REFUSED
+    /* and the store goes on answering */
+    q.order = ES_AUDIT_NEWEST_FIRST;
+    p = select_events(s, &q);
+    ck_assert_uint_eq(p->count, 1);
+    es_page_destroy(p);
+    es_store_close(s);
+}
+END_TEST
+
+START_TEST(hostile_selects_are_only_values)
+{
+    es_store *s = open_store();
+    char cat[64], stream[128];
+    const char *hostile[] = {
+        "'; DROP TABLE es_events; --",
+        "x' OR '1'='1",
+        "\") OR true --",
+        "$1",
+        "a\\b",
+        "[\"Started\"]",
+        "it's",
+        "%s%n",
+    };
+    const char *types[2] = {"it's \"quoted\"", NULL};
+    const char *streams[1] = {stream};
+    es_audit_select q = {NULL, types, 1, "who's", "o'brien", NULL, 0, ES_AUDIT_BY_STREAM, 0};
+    es_page *p;
+    int64_t before;
+    size_t i;
+
+    /* names with quotes in them, stored for real, are found as they are */
+    category(cat, sizeof cat, "o'hara");
+    append(s, cat, "it's", "it's \"quoted\"", "{\"who's\": \"o'brien\"}");
+    append(s, cat, "it's", "it's \"quoted\"", "{\"who's\": \"o'neil\"}");
+    append(s, cat, "2", "it's \"quoted\"", "{\"who's\": \"o'brien\"}");
+    snprintf(stream, sizeof stream, "%s-it's", cat);
+    before = count(s);
+    q.category = cat;
+    p = select_events(s, &q);
+    ck_assert_uint_eq(p->count, 2);
+    q.streams = streams;
+    q.nstreams = 1;
+    es_page_destroy(p);
+    p = select_events(s, &q);
+    ck_assert_uint_eq(p->count, 1);
+    ck_assert_str_eq(p->events[0].stream_id, stream);
+    ck_assert_str_eq(p->events[0].data, "{\"who's\": \"o'brien\"}");
+    es_page_destroy(p);
+
+    /* hostile text in every place matches nothing and harms nothing */
+    for (i = 0; i < sizeof hostile / sizeof *hostile; i++) {
+        const char *h[1] = {hostile[i]};
+        es_audit_select all = {hostile[i], h, 1, hostile[i], hostile[i], h, 1,
+                               i % 2 ? ES_AUDIT_BY_STREAM : ES_AUDIT_NEWEST_FIRST, i};
+
+        p = select_events(s, &all);
+        ck_assert_msg(p->count == 0, "%s: %zu events", hostile[i], p->count);
+        es_page_destroy(p);
+        /* against the real category, each place on its own is only a value too */
+        q.category = cat;
+        q.types = h;
+        q.streams = NULL;
+        q.nstreams = 0;
+        p = select_events(s, &q);
+        ck_assert_msg(p->count == 0, "type %s: %zu events", hostile[i], p->count);
+        es_page_destroy(p);
+        q.types = types;
+        q.match_field = hostile[i];
+        p = select_events(s, &q);
+        ck_assert_msg(p->count == 0, "field %s: %zu events", hostile[i], p->count);
+        es_page_destroy(p);
+        q.match_field = "who's";
+        q.match_value = hostile[i];
+        p = select_events(s, &q);
+        ck_assert_msg(p->count == 0, "value %s: %zu events", hostile[i], p->count);
+        es_page_destroy(p);
+        q.match_value = "o'brien";
+        q.streams = h;
+        q.nstreams = 1;
+        p = select_events(s, &q);
+        ck_assert_msg(p->count == 0, "stream %s: %zu events", hostile[i], p->count);
+        es_page_destroy(p);
+    }
+    ck_assert_int_eq(count(s), before);
+    es_store_close(s);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -346,6 +631,10 @@ main(void)
     tcase_add_test(tc, groups_come_in_byte_order);
     tcase_add_test(tc, refuses_malformed_queries);
     tcase_add_test(tc, hostile_names_are_only_values);
+    tcase_add_test(tc, selects_by_type_field_and_stream_in_stream_order);
+    tcase_add_test(tc, selects_newest_first_up_to_a_limit);
+    tcase_add_test(tc, refuses_malformed_selects);
+    tcase_add_test(tc, hostile_selects_are_only_values);
     suite_add_tcase(s, tc);
     rc = th_run(s);
     th_db_drop(dbname);
