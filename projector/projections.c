@@ -483,7 +483,7 @@ sagas(es_rm_batch *b, const es_feed_event *e, es_error *err)
 {
     const char *id, *type, *state, *from, *corr;
 
-    if (!in(e, "saga"))
+    if (!in(e, SG_CATEGORY))
         return ES_OK;
     if (strcmp(e->type, SG_EV_STARTED) == 0) {
         TRY(str(e, "saga_id", &id, err));
@@ -547,7 +547,7 @@ dashboard(es_rm_batch *b, const es_feed_event *e, es_error *err)
         {"account", "PaymentDeclined", "payments_declined"},
         {"account", "PaymentRefunded", "payments_refunded"},
         {"shipment", "ShipmentCreated", "shipments_created"},
-        {"saga", SG_EV_STARTED, "sagas_started"},
+        {SG_CATEGORY, SG_EV_STARTED, "sagas_started"},
     };
     size_t i;
     long long amount;
@@ -575,7 +575,7 @@ dashboard(es_rm_batch *b, const es_feed_event *e, es_error *err)
             es_rm_arg_int(b, 1);
         }
     }
-    if (is(e, "saga", SG_EV_STATE_CHANGED)) {
+    if (is(e, SG_CATEGORY, SG_EV_STATE_CHANGED)) {
         const char *to;
         TRY(ident(e, "to", &to, err));
         es_rm_cmd(b, "HINCRBY", PJ_KEY_COUNTERS);
