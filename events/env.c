@@ -3,8 +3,9 @@
  */
 #include "env.h"
 
+#include "log.h"
+
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 
 const char *
@@ -27,8 +28,11 @@ es_env_long(const char *prog, const char *name, long def, long min, long max)
     errno = 0;
     n = strtol(v, &end, 10);
     if (errno != 0 || *end != '\0' || n < min || n > max) {
-        fprintf(stderr, "%s: %s=\"%s\" is not a number from %ld to %ld\n", prog, name, v, min,
-                max);
+        /* configuration is read at start, before there is any work to
+         * fail: the one place the library ends the process */
+        if (prog != NULL)
+            es_log_configure(prog);
+        es_log(ES_LOG_ERROR, "%s=\"%s\" is not a number from %ld to %ld", name, v, min, max);
         exit(2);
     }
     return n;

@@ -10,8 +10,10 @@
 const char *es_env_str(const char *name, const char *def);
 
 /* Variable name as a decimal number from min to max, or def when unset or
- * empty.  Anything else prints "<prog>: NAME="value" is not a number from
- * min to max" and exits with status 2. */
+ * empty.  Anything else is logged through es_log as prog's error ("<prog>:
+ * error: NAME="value" is not a number from min to max") and exits with
+ * status 2: configuration is read at start, so this is the one place the
+ * library ends the process. */
 long es_env_long(const char *prog, const char *name, long def, long min, long max);
 
 /* The event store's PostgreSQL: ES_PG_CONNINFO, or the private server of
