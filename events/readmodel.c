@@ -773,6 +773,33 @@ es_rm_switch(redisContext *c, const char *name, const char *version, bool *switc
     return st;
 }
 
+/*
+ * Whether name and version can be put into a key pattern as they are: a
+ * version is a decimal number (the layout only ever makes those) and a
+ * name a plain identifier, so neither can carry a glob character or a
+ * ':' that would make a SCAN pattern match another version's keys.
+ */
+static es_status
+pattern_safe(const char *name, const char *version, es_error *err)
+{
+    size_t i;
+
+    for (i = 0; version[i] != '\0'; i++)
+        if (version[i] < '0' || version[i] > '9')
+            break;
+    if (i == 0 || version[i] != '\0' || i > 18)
+        return es_error_set(err, ES_EINVALID, "version_invalid", "version",
+                            "read-model version \"%.40s\" is not a decimal number", version);
+    for (i = 0; name[i] != '\0'; i++)
+        if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') ||
+              name[i] == '_' || name[i] == '-'))
+            break;
+    if (i == 0 || name[i] != '\0' || i >= ES_RM_NAME_MAX)
+        return es_error_set(err, ES_EINVALID, "projection_invalid", "name",
+                            "projection name \"%.40s\" is not a plain identifier", name);
+    return ES_OK;
+}
+
 es_status
 es_rm_drop_version(redisContext *c, const char *name, const char *version, es_error *err)
 {
@@ -780,6 +807,8 @@ es_rm_drop_version(redisContext *c, const char *name, const char *version, es_er
     redisReply *r;
     size_t i;
 
+    if (pattern_safe(name, version, err) != ES_OK)
+        return err->status;
     snprintf(pattern, sizeof pattern, "rm:%s:%s:*", name, version);
     do {
         r = redisCommand(c, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
@@ -1166,6 +1195,8 @@ es_rm_dump(redisContext *c, const char *name, const char *version, char ***lines
 
     *lines = NULL;
     *n = 0;
+    if (pattern_safe(name, version, err) != ES_OK)
+        return err->status;
     snprintf(prefix, sizeof prefix, "rm:%s:%s:", name, version);
     plen = strlen(prefix);
     do {

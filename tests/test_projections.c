@@ -458,6 +458,12 @@ START_TEST(switch_waits_for_the_new_version_then_old_keys_go)
     ck_assert_int_eq(integer("EXISTS %s", "rm:inventory:1:stock:s2"), 0);
     ck_assert_int_eq(integer("EXISTS %s", "rm:inventory:1:checkpoint"), 0);
     ck_assert_int_eq(integer("SISMEMBER rm:inventory:retired %s", "1"), 0);
+    /* a version or name that would widen the key pattern is refused, and
+     * the active version's keys stay */
+    ck_assert_int_eq(es_rm_drop_version(rc, "inventory", "*", &err), ES_EINVALID);
+    ck_assert_int_eq(es_rm_drop_version(rc, "inventory", "2:*", &err), ES_EINVALID);
+    ck_assert_int_eq(es_rm_drop_version(rc, "inv*", "2", &err), ES_EINVALID);
+    ck_assert_int_eq(integer("EXISTS %s", "rm:inventory:2:stock:s2"), 1);
 }
 END_TEST
 
