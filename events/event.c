@@ -175,9 +175,10 @@ es_stream_id_check(const char *stream, const char *field, es_error *err)
     return ES_OK;
 }
 
-/* Checks that text is one JSON object; what names the member ("data"). */
+/* Checks that text is one JSON object; what names the member ("data").
+ * *stored is the size of the text the store will hold for it. */
 static es_status
-check_object(const char *text, size_t index, const char *what, es_error *err)
+check_object(const char *text, size_t index, const char *what, size_t *stored, es_error *err)
 {
     char field[64];
     size_t offset;
@@ -185,7 +186,7 @@ check_object(const char *text, size_t index, const char *what, es_error *err)
     es_json_kind kind;
 
     snprintf(field, sizeof field, "events[%zu].%s", index, what);
-    kind = es_json_check(text, strlen(text), &offset, &reason);
+    kind = es_json_check_stored(text, strlen(text), stored, &offset, &reason);
     if (kind == ES_JSON_INVALID)
         return es_error_set(err, ES_EINVALID, "invalid_json", field,
                             "%s of event %zu is not valid JSON at byte %zu: %s",
@@ -201,7 +202,7 @@ es_new_event_check(const es_new_event *ev, size_t index, size_t max_size,
                    es_error *err)
 {
     char field[64];
-    size_t tlen, size;
+    size_t tlen, size, data_size = 0, meta_size = 0;
     es_status st;
 
     snprintf(field, sizeof field, "events[%zu].type", index);
@@ -233,17 +234,20 @@ es_new_event_check(const es_new_event *ev, size_t index, size_t max_size,
         return es_error_set(err, ES_EINVALID, "data_missing", field,
                             "data of event %zu is missing", index);
     }
-    size = tlen + strlen(ev->data) + (ev->metadata ? strlen(ev->metadata) : 0);
+    /* The limit is on what the store holds (and the relay publishes):
+     * jsonb's text, which can be far longer than what was sent (1e300 is
+     * 301 bytes) or shorter (white space, escapes). */
+    if ((st = check_object(ev->data, index, "data", &data_size, err)) != ES_OK)
+        return st;
+    if (ev->metadata != NULL &&
+        (st = check_object(ev->metadata, index, "metadata", &meta_size, err)) != ES_OK)
+        return st;
+    size = tlen + data_size + meta_size;
     if (size > max_size) {
         snprintf(field, sizeof field, "events[%zu]", index);
         return es_error_set(err, ES_ETOOLARGE, "event_too_large", field,
-                            "event %zu is %zu bytes, the limit is %zu", index,
-                            size, max_size);
+                            "event %zu would be stored as %zu bytes (type, data and metadata "
+                            "as jsonb gives them back), the limit is %zu", index, size, max_size);
     }
-    if ((st = check_object(ev->data, index, "data", err)) != ES_OK)
-        return st;
-    if (ev->metadata != NULL &&
-        (st = check_object(ev->metadata, index, "metadata", err)) != ES_OK)
-        return st;
     return ES_OK;
 }

@@ -82,7 +82,9 @@ es_status es_stream_id_check(const char *stream, const char *field, es_error *er
 
 /*
  * Checks one event to append (type, id, schema version, that data and
- * metadata are JSON objects, and that the event fits max_size bytes).
+ * metadata are JSON objects, and that the event fits max_size bytes as
+ * the store holds it: type plus jsonb's text of data and metadata, see
+ * es_json_check_stored; so the relay can always publish what is stored).
  * index names the event in the error's field ("events[3].data").
  * Returns ES_OK, ES_EINVALID or ES_ETOOLARGE.
  */

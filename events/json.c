@@ -15,6 +15,7 @@ typedef struct cur {
     const unsigned char *p, *end, *start;
     const char *reason;
     const unsigned char *at;
+    size_t out;                 /* bytes of jsonb's text of what is read so far */
 } cur;
 
 static bool
@@ -67,10 +68,26 @@ utf8(cur *c)
     return true;
 }
 
+/* Bytes jsonb's text takes for the character cp (what it escapes:
+ * '"', '\\' and the control characters). */
+static size_t
+char_out(uint32_t cp)
+{
+    if (cp == '"' || cp == '\\' || cp == '\b' || cp == '\f' || cp == '\n' || cp == '\r' ||
+        cp == '\t')
+        return 2;
+    if (cp < 0x20)
+        return 6;               /* \u00XX */
+    return cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+}
+
 static bool
 string(cur *c)
 {
+    const unsigned char *s;
+
     c->p++;     /* opening quote */
+    c->out += 2;
     while (c->p < c->end) {
         unsigned b = *c->p;
 
@@ -81,18 +98,26 @@ string(cur *c)
         if (b < 0x20)
             return fail(c, c->p, "control character in string");
         if (b >= 0x80) {
+            s = c->p;
             if (!utf8(c))
                 return false;
+            c->out += (size_t)(c->p - s);
             continue;
         }
         if (b != '\\') {
+            c->out += char_out(b);
             c->p++;
             continue;
         }
         if (c->end - c->p < 2)
             break;
         switch (c->p[1]) {
-        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+        case '"': case '\\': case 'b': case 'f': case 'n': case 'r': case 't':
+            c->out += 2;
+            c->p += 2;
+            continue;
+        case '/':
+            c->out += 1;
             c->p += 2;
             continue;
         case 'u': {
@@ -109,8 +134,10 @@ string(cur *c)
                 if (c->end - c->p < 12 || c->p[6] != '\\' || c->p[7] != 'u' ||
                     (lo = hex4(c->p + 8)) < 0 || lo < 0xdc00 || lo > 0xdfff)
                     return fail(c, c->p, "unpaired high surrogate");
+                c->out += 4;
                 c->p += 12;
             } else {
+                c->out += char_out((uint32_t)u);
                 c->p += 6;
             }
             continue;
@@ -191,6 +218,10 @@ number(cur *c)
     weight = (ints > 0 ? ints - 1 : -(lead_zeros + 1)) + exp;
     if (nonzero && weight >= ES_JSON_WEIGHT_LIMIT)
         return fail(c, s, "number out of range");
+    /* numeric's text: no exponent, the input's scale less the exponent
+     * (1.5e1 is "15", 1e-2 "0.01", 100e-1 "10.0"), no negative zero */
+    c->out += (size_t)(nonzero && *s == '-') + (size_t)(nonzero && weight >= 0 ? weight + 1 : 1) +
+              (size_t)(fracs - exp > 0 ? 1 + fracs - exp : 0);
     return true;
 }
 
@@ -203,6 +234,7 @@ literal(cur *c, const char *word, size_t n)
         if (c->p[i] != (unsigned char)word[i])
             return fail(c, c->p, "invalid literal");
     c->p += n;
+    c->out += n;
     return true;
 }
 
@@ -220,15 +252,18 @@ container(cur *c, int depth, bool object, es_json_visit fn, void *ctx)
     size_t index = 0;
 
     c->p++;
+    c->out += 2;
     skip_ws(c);
     if (c->p < c->end && *c->p == close) {
         c->p++;
         return true;
     }
-    for (;;) {
+    for (size_t n = 0;; n++) {
         es_json_slice key = {NULL, 0}, val;
         const unsigned char *v;
 
+        /* jsonb's text: ", " between members, ": " after a key */
+        c->out += (n > 0 ? 2 : 0) + (object ? 2 : 0);
         skip_ws(c);
         if (object) {
             const unsigned char *k = c->p;
@@ -293,6 +328,13 @@ value(cur *c, int depth)
 es_json_kind
 es_json_check(const char *text, size_t len, size_t *offset, const char **reason)
 {
+    return es_json_check_stored(text, len, NULL, offset, reason);
+}
+
+es_json_kind
+es_json_check_stored(const char *text, size_t len, size_t *stored, size_t *offset,
+                     const char **reason)
+{
     cur c;
     es_json_kind kind = ES_JSON_INVALID;
     const unsigned char *first;
@@ -301,6 +343,7 @@ es_json_check(const char *text, size_t len, size_t *offset, const char **reason)
     c.end = c.p + len;
     c.reason = NULL;
     c.at = NULL;
+    c.out = 0;
     skip_ws(&c);
     first = c.p;
     if (value(&c, 1)) {
@@ -323,6 +366,8 @@ es_json_check(const char *text, size_t len, size_t *offset, const char **reason)
         if (reason)
             *reason = c.reason;
     }
+    if (stored)
+        *stored = kind == ES_JSON_INVALID ? 0 : c.out;
     return kind;
 }
 

@@ -35,6 +35,17 @@ typedef enum es_json_kind {
 es_json_kind es_json_check(const char *text, size_t len, size_t *offset,
                            const char **reason);
 
+/*
+ * es_json_check, and on success *stored is the length of the text
+ * PostgreSQL's jsonb gives back for it (its output form: ": " and ", "
+ * between members, escapes decoded and re-made, numbers without exponent:
+ * 1e300 is 301 bytes), at most that when an object repeats a key.  What
+ * the store holds and the relay publishes is that text, so size limits
+ * apply to it, not to the bytes sent.
+ */
+es_json_kind es_json_check_stored(const char *text, size_t len, size_t *stored, size_t *offset,
+                                  const char **reason);
+
 /* A piece of a JSON text: not NUL-terminated. */
 typedef struct es_json_slice {
     const char *text;

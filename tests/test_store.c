@@ -329,6 +329,31 @@ START_TEST(validation_writes_nothing)
     r = append(s, stream, ES_EXPECT_ANY, bad, 2);
     ck_assert_int_eq(r.status, ES_ETOOLARGE);
     ck_assert_int_eq(es_store_read_stream(s, stream, 0, 10, ES_FORWARD, &p, &err), ES_ENOTFOUND);
+
+    /* The limit is on what the store holds: {"a": "x...x"} with 190 x is
+     * 1 + 199 = 200 bytes with its type, at the limit; one more is over,
+     * and so is a 14-byte number whose stored text is 201 digits. */
+    {
+        char at[300];
+        es_new_event one;
+
+        snprintf(at, sizeof at, "{ \"a\" :\"%0190d\" }", 0);
+        one = ev(NULL, "T", at);
+        r = append(s, stream, ES_EXPECT_NO_STREAM, &one, 1);
+        ck_assert_int_eq(r.status, ES_OK);
+        snprintf(at, sizeof at, "{\"a\":\"%0191d\"}", 0);
+        one = ev(NULL, "T", at);
+        r = append(s, stream, ES_EXPECT_ANY, &one, 1);
+        ck_assert_int_eq(r.status, ES_ETOOLARGE);
+        ck_assert_str_eq(r.err.code, "event_too_large");
+        one = ev(NULL, "T", "{\"a\":1e200}");
+        r = append(s, stream, ES_EXPECT_ANY, &one, 1);
+        ck_assert_int_eq(r.status, ES_ETOOLARGE);
+        ck_assert_int_eq(es_store_read_stream(s, stream, 0, 10, ES_FORWARD, &p, &err), ES_OK);
+        ck_assert_uint_eq(p->count, 1);
+        ck_assert_uint_eq(strlen(p->events[0].data) + 1, 200);
+        es_page_destroy(p);
+    }
     es_store_close(s);
 }
 END_TEST
@@ -712,9 +737,14 @@ START_TEST(checker_agrees_with_jsonb)
         "\"\xf4\x90\x80\x80\"", "\"\xc2\x85\"", "{\"a\":1,\"a\":2}", "[1,]", "\"\\/\"",
         " {} ", "{}\n", "\"\t\"", "\"\x7f\"", "1E+2", "-", "[-1.5e-3]", "true", "nul",
         "0e1073741822", "0e1073741823", "0e99999999999999999999",
+        "\"\\u00e9\\n\\/\\\"\\\\x\\u0001\\u001f\\u0022\\u005c\"", "\"\xc3\xa9\xe2\x82\xac\x7f\"",
+        "[1.5e1,1e-2,100e-1,-0,-0.0,0.000e2,1E+2,12.340,-7,0.001e3,5e0]",
+        "{\"k\":{\"x\":[true,false,null,\"\",[],{}]},\"b\" : [ 1 , 2 ]}", "1e300",
+        "-1.25e-5",
     };
     PGconn *c = PQconnectdb(th_conninfo());
     char big[20000];
+    size_t stored;
 
     ck_assert_int_eq(PQstatus(c), CONNECTION_OK);
     for (size_t i = 0; i < sizeof texts / sizeof texts[0] + 2; i++) {
@@ -730,11 +760,18 @@ START_TEST(checker_agrees_with_jsonb)
             big[16385] = '1';
             big[16386] = '\0';
         }
-        ours = es_json_check(t, strlen(t), NULL, NULL) != ES_JSON_INVALID;
-        r = PQexecParams(c, "SELECT $1::jsonb", 1, NULL, &t, NULL, NULL, 0);
+        ours = es_json_check_stored(t, strlen(t), &stored, NULL, NULL) != ES_JSON_INVALID;
+        r = PQexecParams(c, "SELECT octet_length($1::jsonb::text)", 1, NULL, &t, NULL, NULL, 0);
         theirs = PQresultStatus(r) == PGRES_TUPLES_OK;
-        PQclear(r);
         ck_assert_msg(ours == theirs, "text %zu (%.40s): checker %d, jsonb %d", i, t, ours, theirs);
+        /* the size the store will hold: exact, or more when a key repeats */
+        if (ours && strstr(t, "\"a\":1,\"a\"") == NULL)
+            ck_assert_msg(stored == (size_t)atol(PQgetvalue(r, 0, 0)),
+                          "text %zu (%.40s): %zu bytes stored, jsonb says %s", i, t, stored,
+                          PQgetvalue(r, 0, 0));
+        else if (ours)
+            ck_assert_uint_ge(stored, (size_t)atol(PQgetvalue(r, 0, 0)));
+        PQclear(r);
     }
     PQfinish(c);
 }
