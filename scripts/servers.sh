@@ -584,21 +584,35 @@ nats_user() {
 #                 flow-control answers on $JS.FC)
 #   es_query      reads the stream's state and one message (the lag)
 #   es_saga       also sends commands (requests on cmd.>)
+# The same rights are given for a second set of names, the one
+# tests/test_privilege.c runs the daemons with (stream ES_TEST, subjects
+# es_test.*), so that it never touches the stream of `make up`.
 nats_conf() {
-    local js='$JS.API' s=$STREAM
-    local read_stream="$js.STREAM.INFO.$s $js.STREAM.MSG.GET.$s $js.DIRECT.GET.$s $js.DIRECT.GET.$s.>"
-    local consume="$js.CONSUMER.CREATE.$s $js.CONSUMER.CREATE.$s.> $js.CONSUMER.INFO.$s.> $js.CONSUMER.DELETE.$s.> \$JS.FC.$s.>"
+    local js='$JS.API' ns s ev wake cmd read_stream consume u
+    local -A pub=() sub=()
+    for ns in "$STREAM $EVENTS_PREFIX $WAKE_SUBJECT $CMD_PREFIX" \
+              "ES_TEST es_test.events es_test.wake es_test.cmd"; do
+        read -r s ev wake cmd <<<"$ns"
+        read_stream="$js.STREAM.INFO.$s $js.STREAM.MSG.GET.$s $js.DIRECT.GET.$s $js.DIRECT.GET.$s.>"
+        consume="$js.CONSUMER.CREATE.$s $js.CONSUMER.CREATE.$s.> $js.CONSUMER.INFO.$s.> $js.CONSUMER.DELETE.$s.> \$JS.FC.$s.>"
+        pub[es_relay]+=" $ev.> $read_stream $js.STREAM.CREATE.$s $js.STREAM.UPDATE.$s"
+        sub[es_relay]+=" $wake"
+        pub[es_command]+=" $wake"
+        sub[es_command]+=" $cmd.>"
+        pub[es_projector]+=" $read_stream $consume"
+        pub[es_query]+=" $read_stream"
+        pub[es_saga]+=" $read_stream $consume $cmd.>"
+        pub[esctl]+=" $read_stream $consume"
+    done
+    pub[es_command]+=" _INBOX.>"
+    for u in es_relay es_projector es_query es_saga esctl; do sub[$u]+=" _INBOX.>"; done
     echo "# Written by scripts/servers.sh at every start; edits here are lost."
     echo "authorization {"
     echo "  users = ["
     printf '    {user: "%s", password: "%s"}\n' "$ADMIN_USER" "$(cred "$ADMIN_USER")"
-    nats_user es_relay "$EVENTS_PREFIX.> $read_stream $js.STREAM.CREATE.$s $js.STREAM.UPDATE.$s" \
-        "_INBOX.> $WAKE_SUBJECT"
-    nats_user es_command "_INBOX.> $WAKE_SUBJECT" "$CMD_PREFIX.>"
-    nats_user es_projector "$read_stream $consume" "_INBOX.>"
-    nats_user es_query "$read_stream" "_INBOX.>"
-    nats_user es_saga "$read_stream $consume $CMD_PREFIX.>" "_INBOX.>"
-    nats_user esctl "$read_stream $consume" "_INBOX.>"
+    for u in es_relay es_command es_projector es_query es_saga esctl; do
+        nats_user "$u" "${pub[$u]}" "${sub[$u]}"
+    done
     echo "  ]"
     echo "}"
 }
