@@ -64,8 +64,9 @@ for who in command relay projector query saga esctl; do
     ident[$who]="$(scripts/servers.sh env "$who")
 export ES_PG_CONNINFO=\"\${ES_PG_CONNINFO/dbname=es/dbname=es_chaos}\""
 done
-# run_as NAME CMD...: runs CMD with NAME's credentials (in a subshell).
-run_as() { (eval "${ident[$1]}" && shift && exec "$@"); }
+# run_as NAME CMD...: becomes CMD with NAME's credentials.  Call it in a
+# subshell: ( run_as ... ), or with & (then $! is CMD's own PID).
+run_as() { eval "${ident[$1]}"; shift; exec "$@"; }
 export ES_REDIS_DB=0
 export ES_RELAY_STREAM=CHAOS ES_RELAY_SUBJECT_PREFIX=chaos.events
 export ES_RELAY_WAKE_SUBJECT=chaos.wake ES_COMMAND_SUBJECT_PREFIX=chaos.cmd
@@ -601,8 +602,8 @@ done <"$logs/acked-check.txt"
 
 say "esctl verify --settled --wait 120"
 verify_rc=0
-run_as esctl "$build/esctl" verify --settled --wait 120 --json >"$logs/verify.json" 2>"$logs/verify.err" || verify_rc=$?
-run_as esctl "$build/esctl" verify --settled >"$logs/verify.txt" 2>&1 || true
+(run_as esctl "$build/esctl" verify --settled --wait 120 --json) >"$logs/verify.json" 2>"$logs/verify.err" || verify_rc=$?
+(run_as esctl "$build/esctl" verify --settled) >"$logs/verify.txt" 2>&1 || true
 sed 's/^/    /' "$logs/verify.txt"
 verify_lines=$("$build/chaos_load" checks <"$logs/verify.json" 2>>"$logs/verify.err" || true)
 supervise       # a daemon that died during the checks counts too

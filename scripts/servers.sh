@@ -444,7 +444,11 @@ redis_pw_hash() { printf '%s' "$(cred "$1")" | sha256sum | cut -d' ' -f1; }
 #   es_saga              XADD to the gateways' streams gateway:*
 redis_acl() {
     local u
-    echo "user default off resetpass -@all"
+    # The default user is off with no password, so no connection can be
+    # it.  Its rights stay whole: Redis 7.0 replays the append-only file
+    # as the default user, and with -@all it refuses every MULTI/EXEC it
+    # reads back ("ACLs rules changed ..."), losing those writes.
+    echo "user default off resetpass ~* &* +@all"
     echo "user $ADMIN_USER on #$(redis_pw_hash "$ADMIN_USER") ~* &* +@all"
     for u in es_projector esctl; do
         echo "user $u on #$(redis_pw_hash "$u") ~rm:* &rm:* +@all -@admin -@dangerous $([[ $u != esctl ]] || echo +sort)"
