@@ -492,6 +492,7 @@ nats_log_refusal(long offset)
 
 START_TEST(daemons_run_with_their_own_credentials_and_never_show_them)
 {
+    char dbname[64], conninfo[256];
     long nats_log_at;
     static char envs[NPROGS][8][512];
     const char *env[NPROGS][9];
@@ -502,12 +503,15 @@ START_TEST(daemons_run_with_their_own_credentials_and_never_show_them)
     json_t *j;
     int st = 0;
 
+    /* a database of its own: the relay publishes its whole feed into the
+     * fresh stream, which must hold only this test's events */
+    th_db_create(dbname, sizeof dbname, conninfo, sizeof conninfo);
     th_stream_delete(T_STREAM);
     for (size_t i = 0; i < NPROGS; i++) {
         int k = 0;
 
         nats_url_as(progs[i].user, nurl, sizeof nurl);
-        snprintf(envs[i][k++], 512, "ES_PG_CONNINFO=%s user=%s password=%s", th_conninfo(),
+        snprintf(envs[i][k++], 512, "ES_PG_CONNINFO=%s user=%s password=%s", conninfo,
                  progs[i].user, password_of(progs[i].user));
         snprintf(envs[i][k++], 512, "ES_NATS_URL=%s", nurl);
         snprintf(envs[i][k++], 512, "ES_REDIS_USER=%s", progs[i].redis ? progs[i].user : "");
@@ -569,6 +573,7 @@ START_TEST(daemons_run_with_their_own_credentials_and_never_show_them)
         ck_assert_msg(refusal == NULL, "NATS refused a daemon: %s", refusal);
     }
     th_stream_delete(T_STREAM);
+    th_db_drop(dbname);
 }
 END_TEST
 
