@@ -496,7 +496,7 @@ START_TEST(daemons_run_with_their_own_credentials_and_never_show_them)
     long nats_log_at;
     static char envs[NPROGS][8][512];
     const char *env[NPROGS][9];
-    th_daemon d[NPROGS];
+    static th_daemon d[NPROGS];     /* the harness stops them at exit */
     char tag[32], body[200], path[300], pos[64] = "", logs[NPROGS][600], nurl[256];
     const char *build = getenv("ES_TEST_BUILD") ? getenv("ES_TEST_BUILD") : "build/plain";
     th_response r;
