@@ -63,7 +63,9 @@ usage(FILE *f)
           "\nexit codes: 0 done, 1 failed (or verify found a violation), 2 bad arguments or\n"
           "input, 3 a server did not answer, 4 not found, 5 conflict, 130 interrupted.\n"
           "configuration: ES_PG_CONNINFO, ES_REDIS_HOST, ES_REDIS_PORT, ES_REDIS_DB,\n"
-          "ES_NATS_URL, ES_RELAY_STREAM (see README.md); the manual: man docs/esctl.1\n",
+          "ES_REDIS_USER, ES_REDIS_PASSWORD, ES_NATS_URL, ES_RELAY_STREAM (see README.md);\n"
+          "without ES_PG_CONNINFO, the credentials file .run/credentials (ES_CREDENTIALS);\n"
+          "the manual: man docs/esctl.1\n",
           f);
 }
 
@@ -149,6 +151,10 @@ main(int argc, char **argv)
         return CLI_OK;
     }
     c.cmd = k;
+    /* Run from the checkout after `make up`, with no ES_PG_CONNINFO set:
+     * esctl's own credentials from the servers' credentials file, and the
+     * administrator's for migrate (which creates tables). */
+    es_env_credentials(k->run == run_migrate ? "es_admin" : "esctl");
     /* Ctrl-C and SIGTERM stop follow, rebuild and verify, which poll
      * es_daemon_stopping(); messages say "esctl: ..." */
     if (es_daemon_start(&(es_daemon){.name = "esctl"}, &err) != ES_OK) {

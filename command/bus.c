@@ -20,6 +20,7 @@
 #include "app.h"
 #include "codec.h"
 #include "contexts.h"
+#include "env.h"
 #include "feed.h"
 
 #define COMMAND_ID_MAX 200
@@ -187,8 +188,11 @@ bus_start(bus **out, app *a, const char *url, int subs_per_context, es_error *er
                                               on_msg, b);
     }
     if (s != NATS_OK) {
+        char shown[256];
+
         es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
-                     "could not subscribe to commands at %s: %s", url, natsStatus_GetText(s));
+                     "could not subscribe to commands at %s: %s",
+                     es_url_redact(url, shown, sizeof shown), natsStatus_GetText(s));
         bus_stop(b);
         bus_free(b);
         return ES_EUNAVAILABLE;

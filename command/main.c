@@ -22,7 +22,8 @@ main(void)
     es_http_config http = {0};
     es_error err;
     int rc = 1;
-    const char *nats_url = es_env_str("ES_NATS_URL", "nats://127.0.0.1:54222");
+    const char *nats_url = es_nats_url();
+    char shown[256];
 
     snprintf(a.conninfo, sizeof a.conninfo, "%s", es_pg_conninfo());
     snprintf(a.contexts, sizeof a.contexts, "%s", es_env_str("ES_COMMAND_CONTEXTS", ""));
@@ -69,7 +70,7 @@ main(void)
         goto done;
     }
     es_log(ES_LOG_INFO, "listening on http://%s:%u, commands on %s.* at %s", http.bind, http.port,
-           a.subject_prefix, a.bus ? nats_url : "no NATS");
+           a.subject_prefix, a.bus ? es_url_redact(nats_url, shown, sizeof shown) : "no NATS");
     es_daemon_wait();
     rc = 0;
 done:

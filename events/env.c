@@ -7,6 +7,8 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
 
 const char *
 es_env_str(const char *name, const char *def)
@@ -42,4 +44,78 @@ const char *
 es_pg_conninfo(void)
 {
     return es_env_str("ES_PG_CONNINFO", ES_PG_CONNINFO_DEFAULT);
+}
+
+const char *
+es_nats_url(void)
+{
+    return es_env_str("ES_NATS_URL", ES_NATS_URL_DEFAULT);
+}
+
+char *
+es_url_redact(const char *url, char *out, size_t size)
+{
+    const char *scheme = strstr(url, "://");
+    const char *auth = scheme ? scheme + 3 : url;
+    const char *at = strchr(auth, '@'), *slash = strchr(auth, '/'), *colon;
+
+    if (at == NULL || (slash != NULL && slash < at) ||
+        (colon = memchr(auth, ':', (size_t)(at - auth))) == NULL) {
+        snprintf(out, size, "%s", url);
+        return out;
+    }
+    snprintf(out, size, "%.*s***%s", (int)(colon + 1 - url), url, at);
+    return out;
+}
+
+/* The password of user in the credentials file f (into pw), or false. */
+static bool
+credential(FILE *f, const char *user, char *pw, size_t size)
+{
+    char line[256];
+    size_t n = strlen(user);
+    bool found = false;
+
+    rewind(f);
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, user, n) == 0 && line[n] == '=') {
+            snprintf(pw, size, "%s", line + n + 1);
+            pw[strcspn(pw, "\r\n")] = '\0';
+            found = pw[0] != '\0';
+        }
+    }
+    return found;
+}
+
+bool
+es_env_credentials(const char *user)
+{
+    const char *path = getenv("ES_CREDENTIALS"), *run = getenv("ES_RUN_DIR");
+    char file[512], pw[128], value[512];
+    bool admin = strcmp(user, "es_admin") == 0;
+    FILE *f;
+
+    if (getenv("ES_PG_CONNINFO") != NULL)
+        return false;
+    if (path == NULL || path[0] == '\0') {
+        snprintf(file, sizeof file, "%s/credentials", run && run[0] ? run : ".run");
+        path = file;
+    }
+    if ((f = fopen(path, "r")) == NULL)
+        return false;
+    if (!credential(f, user, pw, sizeof pw)) {
+        fclose(f);
+        return false;
+    }
+    fclose(f);
+    snprintf(value, sizeof value, "host=127.0.0.1 port=%s user=%s password=%s dbname=es",
+             es_env_str("ES_PG_PORT", "55432"), admin ? "postgres" : user, pw);
+    setenv("ES_PG_CONNINFO", value, 1);
+    snprintf(value, sizeof value, "nats://%s:%s@127.0.0.1:%s", user, pw,
+             es_env_str("ES_NATS_PORT", "54222"));
+    setenv("ES_NATS_URL", value, 0);
+    setenv("ES_REDIS_USER", user, 0);
+    setenv("ES_REDIS_PASSWORD", pw, 0);
+    memset(pw, 0, sizeof pw);
+    return true;
 }

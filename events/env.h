@@ -6,6 +6,9 @@
 #ifndef ES_ENV_H
 #define ES_ENV_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 /* The value of variable name, or def when it is unset or empty. */
 const char *es_env_str(const char *name, const char *def);
 
@@ -20,5 +23,30 @@ long es_env_long(const char *prog, const char *name, long def, long min, long ma
  * scripts/servers.sh. */
 #define ES_PG_CONNINFO_DEFAULT "host=127.0.0.1 port=55432 user=postgres dbname=es"
 const char *es_pg_conninfo(void);
+
+/* The NATS server: ES_NATS_URL, or the private server of scripts/servers.sh.
+ * It may carry the program's credentials (nats://user:password@host:port). */
+#define ES_NATS_URL_DEFAULT "nats://127.0.0.1:54222"
+const char *es_nats_url(void);
+
+/*
+ * Copies url into out (size bytes, NUL-terminated, cut if longer) with the
+ * password of its user-information part replaced by "***": the form of a
+ * URL that may be logged or shown ("nats://es_relay:***@127.0.0.1:4222";
+ * a URL without a password is copied as it is).  Returns out.
+ */
+char *es_url_redact(const char *url, char *out, size_t size);
+
+/*
+ * For programs an operator runs by hand (esctl): when ES_PG_CONNINFO is
+ * unset, reads the credentials file scripts/servers.sh writes
+ * (ES_CREDENTIALS, else $ES_RUN_DIR/credentials, else .run/credentials)
+ * and sets ES_PG_CONNINFO, ES_NATS_URL, ES_REDIS_USER and
+ * ES_REDIS_PASSWORD (each only if unset) for identity user ("esctl"; or
+ * "es_admin", the superuser postgres), on the servers' default ports or
+ * ES_PG_PORT / ES_NATS_PORT.  Does nothing when ES_PG_CONNINFO is set or
+ * there is no readable file.  Returns true when it set the identity.
+ */
+bool es_env_credentials(const char *user);
 
 #endif

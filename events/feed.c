@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "codec.h"
+#include "env.h"
 
 static const char *
 env_or(const char *name, const char *def)
@@ -143,7 +144,7 @@ es_jetstream_open(es_jetstream *n, es_error *err)
     snprintf(n->stream, sizeof n->stream, "%s", env_or("ES_RELAY_STREAM", "EVENTS"));
     snprintf(n->subjects, sizeof n->subjects, "%s.>", env_or("ES_RELAY_SUBJECT_PREFIX", "es.events"));
     if (natsOptions_Create(&opts) != NATS_OK ||
-        natsOptions_SetURL(opts, env_or("ES_NATS_URL", "nats://127.0.0.1:54222")) != NATS_OK ||
+        natsOptions_SetURL(opts, es_nats_url()) != NATS_OK ||
         natsOptions_SetMaxReconnect(opts, -1) != NATS_OK ||
         natsOptions_SetRetryOnFailedConnect(opts, true, es_nats_connected, NULL) != NATS_OK) {
         natsOptions_Destroy(opts);

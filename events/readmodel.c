@@ -209,6 +209,36 @@ redis_fail(redisContext *c, const redisReply *r, es_error *err, const char *what
     return st;
 }
 
+/* AUTH as ES_REDIS_USER with ES_REDIS_PASSWORD, when a password is set
+ * (without a user: the default user's password).  The error names the
+ * user and what Redis said, never the password. */
+static es_status
+authenticate(redisContext *c, es_error *err)
+{
+    const char *user = getenv("ES_REDIS_USER"), *pw = getenv("ES_REDIS_PASSWORD");
+    redisReply *r;
+    es_status st = ES_OK;
+
+    if (pw == NULL || pw[0] == '\0')
+        return ES_OK;
+    if (user && user[0]) {
+        const char *argv[] = {"AUTH", user, pw};
+        r = redisCommandArgv(c, 3, argv, NULL);
+    } else {
+        const char *argv[] = {"AUTH", pw};
+        r = redisCommandArgv(c, 2, argv, NULL);
+    }
+    if (r == NULL || r->type != REDIS_REPLY_STATUS)
+        st = es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                          "could not authenticate to redis as \"%s\": %s",
+                          user && user[0] ? user : "default",
+                          r && r->type == REDIS_REPLY_ERROR ? r->str
+                          : c->err                          ? c->errstr
+                                                            : "no answer");
+    freeReplyObject(r);
+    return st;
+}
+
 redisContext *
 es_rm_connect(es_error *err)
 {
@@ -231,6 +261,10 @@ es_rm_connect(es_error *err)
     /* Timeouts on later commands too, so a stopped Redis is an error. */
     tv.tv_sec = 10;
     redisSetTimeout(c, tv);
+    if (authenticate(c, err) != ES_OK) {
+        redisFree(c);
+        return NULL;
+    }
     if (db && db[0] && strcmp(db, "0") != 0) {
         redisReply *r = redisCommand(c, "SELECT %s", db);
         bool ok = r && r->type == REDIS_REPLY_STATUS;

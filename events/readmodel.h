@@ -56,8 +56,10 @@
 #define ES_RM_POSITION_MAX 48
 
 /* Connects to ES_REDIS_HOST:ES_REDIS_PORT (defaults 127.0.0.1:56379) with a
- * timeout and selects database ES_REDIS_DB (default 0; the tests and the
- * benchmarks use their own); NULL with err set when Redis does not answer.
+ * timeout, authenticates as ES_REDIS_USER with ES_REDIS_PASSWORD when a
+ * password is set, and selects database ES_REDIS_DB (default 0; the tests
+ * and the benchmarks use their own); NULL with err set when Redis does not
+ * answer or refuses the credentials.
  * Channels are not per database: a message on rm:<name>:applied is only
  * ever a hint to read again, never a position to trust. */
 redisContext *es_rm_connect(es_error *err);

@@ -24,7 +24,7 @@ main(void)
     es_error err;
     int rc = 1;
     bool key = false, nats_used;
-    const char *nats_url = es_env_str("ES_NATS_URL", "nats://127.0.0.1:54222");
+    const char *nats_url = es_nats_url();
     const char *stream = es_env_str("ES_RELAY_STREAM", "EVENTS");
 
     http.bind = es_env_str("ES_QUERY_BIND", "127.0.0.1");

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "env.h"
 #include "log.h"
 #include "projections.h"
 #include "query.h"
@@ -25,6 +26,7 @@
 struct metrics {
     pthread_mutex_t mu;
     char url[256], stream[64];
+    char shown[256];            /* url without its password, for the log */
     bool tried;                 /* the one connection attempt was made */
     natsOptions *opts;
     natsConnection *nc;
@@ -51,6 +53,7 @@ metrics_create(metrics **out, const char *nats_url, const char *stream, es_error
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
     pthread_mutex_init(&m->mu, NULL);
     snprintf(m->url, sizeof m->url, "%s", nats_url);
+    es_url_redact(m->url, m->shown, sizeof m->shown);
     snprintf(m->stream, sizeof m->stream, "%s", stream);
     *out = m;
     return ES_OK;
@@ -99,13 +102,13 @@ connect_once(metrics *m)
         natsOptions_SetMaxReconnect(m->opts, -1) != NATS_OK ||
         natsOptions_SetRetryOnFailedConnect(m->opts, true, on_connected, NULL) != NATS_OK) {
         es_log(ES_LOG_WARNING,
-               "could not set up the NATS options for %s: projection lag is not reported", m->url);
+               "could not set up the NATS options for %s: projection lag is not reported", m->shown);
         return;
     }
     s = natsConnection_Connect(&m->nc, m->opts);
     if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
         es_log(ES_LOG_WARNING, "could not connect to NATS at %s: %s: projection lag is not reported",
-               m->url, natsStatus_GetText(s));
+               m->shown, natsStatus_GetText(s));
         natsConnection_Destroy(m->nc);
         m->nc = NULL;
         return;
@@ -114,7 +117,7 @@ connect_once(metrics *m)
     jo.Wait = NATS_TIMEOUT_MS;
     if (natsConnection_JetStream(&m->js, m->nc, &jo) != NATS_OK) {
         es_log(ES_LOG_WARNING, "could not set up JetStream on %s: projection lag is not reported",
-               m->url);
+               m->shown);
         m->js = NULL;
     }
 }

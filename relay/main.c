@@ -52,6 +52,7 @@ typedef enum relay_problem {
 
 typedef struct relay {
     char conninfo[512], nats_url[256], stream[64], prefix[64], wake_subject[64];
+    char nats_shown[256];       /* nats_url without its password, for the log */
     int batch, poll_ms;
     natsConnection *nc;
     jsCtx *js;
@@ -585,7 +586,8 @@ main(void)
     int rc = 1;
 
     snprintf(r->conninfo, sizeof r->conninfo, "%s", es_pg_conninfo());
-    snprintf(r->nats_url, sizeof r->nats_url, "%s", es_env_str("ES_NATS_URL", "nats://127.0.0.1:54222"));
+    snprintf(r->nats_url, sizeof r->nats_url, "%s", es_nats_url());
+    es_url_redact(r->nats_url, r->nats_shown, sizeof r->nats_shown);
     snprintf(r->stream, sizeof r->stream, "%s", es_env_str("ES_RELAY_STREAM", "EVENTS"));
     snprintf(r->prefix, sizeof r->prefix, "%s", es_env_str("ES_RELAY_SUBJECT_PREFIX", "es.events"));
     snprintf(r->wake_subject, sizeof r->wake_subject, "%s", es_env_str("ES_RELAY_WAKE_SUBJECT", "es.wake"));
@@ -618,18 +620,18 @@ main(void)
     {
         natsStatus s = natsConnection_Connect(&r->nc, opts);
         if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
-            es_log(ES_LOG_ERROR, "could not connect to %s: %s", r->nats_url,
+            es_log(ES_LOG_ERROR, "could not connect to %s: %s", r->nats_shown,
                    natsStatus_GetText(s));
             goto done;
         }
     }
     if (natsConnection_JetStream(&r->js, r->nc, NULL) != NATS_OK ||
         natsConnection_Subscribe(&r->wake_sub, r->nc, r->wake_subject, on_wake, r) != NATS_OK) {
-        es_log(ES_LOG_ERROR, "could not set up JetStream on %s", r->nats_url);
+        es_log(ES_LOG_ERROR, "could not set up JetStream on %s", r->nats_shown);
         goto done;
     }
     es_log(ES_LOG_INFO, "stream %s (%s.>) from %s, health on http://%s:%u", r->stream, r->prefix,
-           r->nats_url, bind, port);
+           r->nats_shown, bind, port);
     run(r);
     rc = 0;
 done:

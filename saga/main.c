@@ -249,7 +249,7 @@ daemon_main(void)
         C.ngateways++;
     }
     if (natsOptions_Create(&opts) != NATS_OK ||
-        natsOptions_SetURL(opts, es_env_str("ES_NATS_URL", "nats://127.0.0.1:54222")) != NATS_OK ||
+        natsOptions_SetURL(opts, es_nats_url()) != NATS_OK ||
         natsOptions_SetMaxReconnect(opts, -1) != NATS_OK ||
         natsOptions_SetRetryOnFailedConnect(opts, true, es_nats_connected, NULL) != NATS_OK) {
         es_log(ES_LOG_ERROR, "could not set up the NATS options");

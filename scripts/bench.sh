@@ -203,11 +203,25 @@ want http_orders && http_figure http_orders orders
 
 # Redis database of the benchmarks (0 is `make up`'s, 1 the tests').
 export ES_REDIS_DB=${BENCH_REDIS_DB:-2}
-rcli() { redis-cli -h "$ES_REDIS_HOST" -p "$ES_REDIS_PORT" -n "$ES_REDIS_DB" "$@"; }
+# As the administrator of scripts/servers.sh env (the password in the
+# environment, not on the command line).
+rcli() {
+    REDISCLI_AUTH=$ES_REDIS_PASSWORD redis-cli --user "$ES_REDIS_USER" -h "$ES_REDIS_HOST" \
+        -p "$ES_REDIS_PORT" -n "$ES_REDIS_DB" "$@"
+}
 
-# redis-benchmark's rate (requests/s) for one command, pipelined.
+# redis-benchmark takes a password only as an argument: it runs as a user
+# of its own with a password made for this run, limited to its keys, and
+# removed at the end.
+bench_redis_pw=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+bench_redis_user() {
+    printf '>%s' "$bench_redis_pw" |
+        rcli -x ACL SETUSER es_bench reset on '~order:*' '~orderhist:*' '~custorders:*' \
+            +@all -@admin -@dangerous +select >/dev/null
+}
 redis_rate() {
     redis-benchmark -h "$ES_REDIS_HOST" -p "$ES_REDIS_PORT" --dbnum "$ES_REDIS_DB" -n 300000 \
+        --user es_bench -a "$bench_redis_pw" --no-auth-warning \
         -P 100 -r 1000000 --csv "$@" 2>/dev/null | tail -n 1 | awk -F'","' '{ print $(NF - 6) }'
 }
 
@@ -232,6 +246,7 @@ if want rebuild; then
            '{"type":"OrderPlaced","at":"2026-11-22T00:00:00.000000Z","position":"1234567-123456","total":3998}')
     zadd=(ZADD 'custorders:__rand_int__' __rand_int__ o-__rand_int__)
     best_pg=0 best_redis=0 best=0
+    bench_redis_user
     for _ in $(seq 1 "$rounds"); do
         rcli FLUSHDB >/dev/null
         r=$(field rows_per_s "$("$build/bench_store" raw-read)")
@@ -249,6 +264,7 @@ if want rebuild; then
         best=$(max "$best" "$v")
     done
     rcli FLUSHDB >/dev/null
+    rcli ACL DELUSER es_bench >/dev/null
     limit=$(awk -v a="$best_pg" -v b="$best_redis" 'BEGIN { print (a < b ? a : b) }')
     echo "# rebuild: orders projection from $events events: $best events/s; raw limits:" \
          "ordered SELECT $best_pg rows/s, Redis pipelined writes of the same shape" \
@@ -278,9 +294,16 @@ stop_system() {
 }
 # Deletes a JetStream stream with one request in the NATS protocol.
 nats_delete_stream() {
-    local host=${ES_NATS_URL#nats://}
+    local host=${ES_NATS_URL#nats://} auth="" user pass
+    if [[ $host == *@* ]]; then   # nats://user:password@host:port
+        auth=${host%%@*}
+        host=${host#*@}
+        user=${auth%%:*}
+        pass=${auth#*:}
+        auth=",\"user\":\"$user\",\"pass\":\"$pass\""
+    fi
     exec 7<>"/dev/tcp/${host%:*}/${host##*:}" || return 0
-    printf 'CONNECT {"verbose":false}\r\nPUB $JS.API.STREAM.DELETE.%s 0\r\n\r\nPING\r\n' "$1" >&7
+    printf 'CONNECT {"verbose":false%s}\r\nPUB $JS.API.STREAM.DELETE.%s 0\r\n\r\nPING\r\n' "$auth" "$1" >&7
     timeout 2 head -c 1 <&7 >/dev/null 2>&1 || true
     exec 7>&-
 }

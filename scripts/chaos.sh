@@ -57,6 +57,16 @@ export ES_NATS_HTTP_PORT=${CHAOS_NATS_HTTP_PORT:-58322}
 port_base=${CHAOS_PORT_BASE:-18680}
 eval "$(scripts/servers.sh env)"
 export ES_PG_CONNINFO="host=$ES_PG_HOST port=$ES_PG_PORT user=$ES_PG_USER dbname=es_chaos"
+# Each daemon and esctl run with their own credentials, as under `make up`;
+# the campaign's own checks (psql, the load) use the administrator's.
+declare -A ident=()
+for who in command relay projector query saga esctl; do
+    ident[$who]="$(scripts/servers.sh env "$who")
+export ES_PG_CONNINFO=\"\${ES_PG_CONNINFO/dbname=es/dbname=es_chaos}\""
+done
+# run_as NAME CMD...: becomes CMD with NAME's credentials.  Call it in a
+# subshell: ( run_as ... ), or with & (then $! is CMD's own PID).
+run_as() { eval "${ident[$1]}"; shift; exec "$@"; }
 export ES_REDIS_DB=0
 export ES_RELAY_STREAM=CHAOS ES_RELAY_SUBJECT_PREFIX=chaos.events
 export ES_RELAY_WAKE_SUBJECT=chaos.wake ES_COMMAND_SUBJECT_PREFIX=chaos.cmd
@@ -152,7 +162,7 @@ start_daemon() {
     local name=$1 deadline wait_ms=15000 s
     for s in "${servers[@]}"; do [[ -z ${down[$s]:-} ]] || wait_ms=2000; done
     echo "---- start $(date -u +%FT%T) ----" >>"$logs/$name.log"
-    "$build/${bin[$name]}" >>"$logs/$name.log" 2>&1 </dev/null 8>&- &
+    run_as "$name" "$build/${bin[$name]}" >>"$logs/$name.log" 2>&1 </dev/null 8>&- &
     pid[$name]=$!
     remember "$name" "${pid[$name]}"
     deadline=$(($(now_ms) + wait_ms))
@@ -592,8 +602,8 @@ done <"$logs/acked-check.txt"
 
 say "esctl verify --settled --wait 120"
 verify_rc=0
-"$build/esctl" verify --settled --wait 120 --json >"$logs/verify.json" 2>"$logs/verify.err" || verify_rc=$?
-"$build/esctl" verify --settled >"$logs/verify.txt" 2>&1 || true
+(run_as esctl "$build/esctl" verify --settled --wait 120 --json) >"$logs/verify.json" 2>"$logs/verify.err" || verify_rc=$?
+(run_as esctl "$build/esctl" verify --settled) >"$logs/verify.txt" 2>&1 || true
 sed 's/^/    /' "$logs/verify.txt"
 verify_lines=$("$build/chaos_load" checks <"$logs/verify.json" 2>>"$logs/verify.err" || true)
 supervise       # a daemon that died during the checks counts too

@@ -3,6 +3,8 @@
 # servers of scripts/servers.sh: start waits until each answers /healthz
 # (a daemon that dies shows the end of its log), stop ends them by PID,
 # status says which run.  PID and log files live in $ES_RUN_DIR/daemons.
+# Each daemon runs with its own credentials (scripts/servers.sh env NAME),
+# never with the administrator's.
 #
 #   scripts/daemons.sh start|stop|status [BUILD_DIR]
 set -euo pipefail
@@ -35,7 +37,11 @@ start_one() {
         return 0
     fi
     export "$var=$port"
-    nohup "$build/$bin" >>"$dir/$name.log" 2>&1 </dev/null &
+    # its own identity, in a subshell so the next daemon does not inherit it
+    (
+        eval "$(scripts/servers.sh env "$name")"
+        exec nohup "$build/$bin" >>"$dir/$name.log" 2>&1 </dev/null
+    ) &
     echo $! >"$dir/$name.pid"
     for _ in $(seq 1 100); do
         if answers "$port"; then

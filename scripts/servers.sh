@@ -3,13 +3,28 @@
 # nats-server (JetStream) for development and tests, on 127.0.0.1 only, with
 # all data, logs and pid files under $ES_RUN_DIR (default: <repo>/.run).
 #
-# Usage: scripts/servers.sh start|stop|status|env|restart [pg|redis|nats]
+# Usage: scripts/servers.sh start|stop|status|restart [pg|redis|nats]
+#        scripts/servers.sh env [COMPONENT]
 #   start    start the servers not already running, wait until they answer
 #   stop     stop them (fine if they were not running)
 #   status   one line per server; exit 0 if all running, 3 otherwise
-#   env      print `export` lines for the daemons and tests: eval "$(... env)"
+#   env      print `export` lines: eval "$(... env)".  Without COMPONENT,
+#            the administrator's identity (scripts, tests, migrations);
+#            with one of command, relay, projector, query, saga, esctl,
+#            that program's own credentials
 #   restart  stop then start
 # An optional server name limits the action to that one server.
+#
+# Credentials: every server requires a password.  The first start (or env)
+# writes one random password per component into $ES_RUN_DIR/credentials
+# (mode 0600, never printed except by `env`); each start applies them:
+# PostgreSQL roles (scram-sha-256 over TCP; the script itself uses a
+# 0700 Unix socket with peer authentication), NATS users with subject
+# permissions (nats/nats.conf, 0600), Redis ACL users (SHA-256 of the
+# password only).  To rotate: delete the file (or a line of it), restart
+# the servers and the daemons (docs/OPERATIONS.md).  The NATS subject
+# permissions follow ES_RELAY_STREAM, ES_RELAY_SUBJECT_PREFIX,
+# ES_RELAY_WAKE_SUBJECT and ES_COMMAND_SUBJECT_PREFIX as set at start.
 #
 # Settings (environment): ES_RUN_DIR, ES_PG_PORT (55432), ES_REDIS_PORT
 # (56379), ES_NATS_PORT (54222), ES_NATS_HTTP_PORT (58222, monitoring),
@@ -50,8 +65,20 @@ NATS_DIR=$ES_RUN_DIR/nats
 NATS_PID=$NATS_DIR/nats.pid
 NATS_LOG=$NATS_DIR/nats.log
 NATS_OUT=$NATS_DIR/nats.out
+NATS_CONF=$NATS_DIR/nats.conf
 
 ALL_SERVERS=(pg redis nats)
+
+CRED_FILE=$ES_RUN_DIR/credentials
+ADMIN_USER=es_admin   # NATS and Redis name of the administrator
+# The identities: the administrator and one per program.
+CRED_USERS=(es_admin es_command es_relay es_projector es_query es_saga esctl)
+
+# Names the NATS permissions are written for (the programs' defaults).
+STREAM=${ES_RELAY_STREAM:-EVENTS}
+EVENTS_PREFIX=${ES_RELAY_SUBJECT_PREFIX:-es.events}
+WAKE_SUBJECT=${ES_RELAY_WAKE_SUBJECT:-es.wake}
+CMD_PREFIX=${ES_COMMAND_SUBJECT_PREFIX:-cmd}
 
 log() { echo "servers: $*"; }
 err() { echo "servers: $*" >&2; }
@@ -132,6 +159,41 @@ kill_wait() {
     err "$name (pid $pid) is still alive after SIGKILL"
     return 1
 }
+
+# --------------------------------------------------------------- credentials
+
+# A new random password: 32 hex digits (128 bits), safe in a URL, a
+# conninfo string and every configuration file here without quoting.
+new_password() { od -An -tx1 -N16 /dev/urandom | tr -d ' \n'; }
+
+# Makes sure $CRED_FILE holds a password for every identity.  A missing
+# file is written whole and linked into place (two racing callers agree
+# on the first); a missing line is added.
+cred_ensure() {
+    local tmp u missing=()
+    mkdir -p -- "$ES_RUN_DIR"
+    if [[ ! -f $CRED_FILE ]]; then
+        tmp=$(umask 077 && mktemp -- "$CRED_FILE.XXXXXX")
+        {
+            echo "# Written by scripts/servers.sh: the password of each identity of the"
+            echo "# private servers.  Keep it 0600; see docs/OPERATIONS.md to rotate."
+            for u in "${CRED_USERS[@]}"; do echo "$u=$(new_password)"; done
+        } >"$tmp"
+        ln -- "$tmp" "$CRED_FILE" 2>/dev/null || true
+        rm -f -- "$tmp"
+    fi
+    chmod 600 -- "$CRED_FILE"
+    for u in "${CRED_USERS[@]}"; do
+        grep -q "^$u=[0-9a-f]\{32\}\$" -- "$CRED_FILE" || missing+=("$u")
+    done
+    for u in "${missing[@]}"; do
+        sed -i "/^$u=/d" -- "$CRED_FILE"
+        echo "$u=$(new_password)" >>"$CRED_FILE"
+    done
+}
+
+# The password of identity $1.
+cred() { sed -n "s/^$1=//p" -- "$CRED_FILE" | tail -n 1; }
 
 # ---------------------------------------------------------------- PostgreSQL
 
@@ -234,7 +296,8 @@ pg_start() {
     else
         if [[ ! -f $data/PG_VERSION ]]; then
             log "pg: initdb in $data"
-            if ! as_pg "$PG_BIN/initdb" -D "$data" -U "$PG_USER" --auth=trust \
+            # pg_hba.conf is rewritten below before the first start.
+            if ! as_pg "$PG_BIN/initdb" -D "$data" -U "$PG_USER" --auth-local=peer --auth-host=reject \
                 -E UTF8 --locale="$(pg_locale)" >"$dir/log/initdb.log" 2>&1; then
                 err "pg: initdb failed"
                 show_logs "$dir/log/initdb.log"
@@ -248,10 +311,24 @@ pg_start() {
 # Written by scripts/servers.sh at every start; edits here are lost.
 listen_addresses = '$HOST'
 port = $ES_PG_PORT
-unix_socket_directories = ''
+unix_socket_directories = '$dir/sock'
+unix_socket_permissions = 0700
+password_encryption = 'scram-sha-256'
 max_connections = 300
 shared_buffers = 512MB
 logging_collector = off
+EOF
+        # TCP with a password only; the socket, reachable by the server's
+        # own account alone, lets this script in as the superuser (peer).
+        as_pg mkdir -p -m 700 -- "$dir/sock" || return 1
+        as_pg tee "$data/pg_hba.conf" >/dev/null <<EOF || return 1
+# Written by scripts/servers.sh at every start; edits here are lost.
+local all $PG_USER peer map=es_local
+host  all all $HOST/32 scram-sha-256
+EOF
+        as_pg tee "$data/pg_ident.conf" >/dev/null <<EOF || return 1
+# Written by scripts/servers.sh at every start; edits here are lost.
+es_local $(pg_os_account) $PG_USER
 EOF
         # A postmaster.pid left by a crash names a dead process: drop it.
         if [[ -f $data/postmaster.pid ]]; then
@@ -279,7 +356,12 @@ EOF
         show_logs "$logf"
         return 1
     fi
-    local psql=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$HOST" -p "$ES_PG_PORT" -U "$PG_USER" -d postgres -tA)
+    if [[ ! -S $dir/sock/.s.PGSQL.$ES_PG_PORT ]] && ! as_pg test -S "$dir/sock/.s.PGSQL.$ES_PG_PORT"; then
+        err "pg: no socket in $dir/sock: a server started by an older servers.sh; run: $0 restart pg"
+        return 1
+    fi
+    local psql=(as_pg "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir/sock" -p "$ES_PG_PORT" -U "$PG_USER" -d postgres -tA)
+    pg_roles "${psql[@]}" || { show_logs "$logf"; return 1; }
     if [[ $("${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'") != 1 ]]; then
         log "pg: creating database $PG_DB"
         "${psql[@]}" -c "CREATE DATABASE $PG_DB" || { show_logs "$logf"; return 1; }
@@ -289,6 +371,29 @@ EOF
         return 1
     fi
     log "pg: ready (pid $(pg_pid), $HOST:$ES_PG_PORT, database $PG_DB)"
+}
+
+# The OS account psql runs as here (see as_pg): peer authentication maps
+# it to the superuser.
+pg_os_account() { if is_root; then echo "$PG_OS_USER"; else id -un; fi; }
+
+# pg_roles PSQL...: one login role per program, no rights of its own (the
+# grants are in migrations/006_roles.sql), and every password as in the
+# credentials file.  The SQL goes through standard input so no password
+# is on a command line, and a failing statement is not logged with its text.
+pg_roles() {
+    local u
+    {
+        echo "SET log_min_error_statement = panic;"
+        echo "SET log_statement = none;"
+        echo "SET password_encryption = 'scram-sha-256';"
+        echo "ALTER ROLE $PG_USER PASSWORD '$(cred "$ADMIN_USER")';"
+        for u in "${CRED_USERS[@]}"; do
+            [[ $u != "$ADMIN_USER" ]] || continue
+            echo "SELECT 'CREATE ROLE $u' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$u') \\gexec"
+            echo "ALTER ROLE $u LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD '$(cred "$u")';"
+        done
+    } | "$@" >/dev/null
 }
 
 pg_stop() {
@@ -323,7 +428,34 @@ pg_status() {
 
 redis_pid() { read_pid "$REDIS_PID"; }
 redis_running() { pid_alive "$(redis_pid)" redis-server; }
-redis_ping() { [[ $(redis-cli -h "$HOST" -p "$ES_REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
+redis_ping() {
+    [[ $(REDISCLI_AUTH=$(cred "$ADMIN_USER") redis-cli -h "$HOST" -p "$ES_REDIS_PORT" \
+        --user "$ADMIN_USER" ping 2>/dev/null) == PONG ]]
+}
+
+redis_pw_hash() { printf '%s' "$(cred "$1")" | sha256sum | cut -d' ' -f1; }
+
+# ACL lines of redis.conf: the default user off, one user per program that
+# uses Redis, each password as its SHA-256 (the file holds no secret).
+#   es_projector, esctl  the read-model keys rm:* and their notices; no
+#                        admin or dangerous commands (esctl dumps with SORT)
+#   es_query             reads rm:* (also inside scripts), subscribes to
+#                        the notices, nothing else
+#   es_saga              XADD to the gateways' streams gateway:*
+redis_acl() {
+    local u
+    # The default user is off with no password, so no connection can be
+    # it.  Its rights stay whole: Redis 7.0 replays the append-only file
+    # as the default user, and with -@all it refuses every MULTI/EXEC it
+    # reads back ("ACLs rules changed ..."), losing those writes.
+    echo "user default off resetpass ~* &* +@all"
+    echo "user $ADMIN_USER on #$(redis_pw_hash "$ADMIN_USER") ~* &* +@all"
+    for u in es_projector esctl; do
+        echo "user $u on #$(redis_pw_hash "$u") ~rm:* &rm:* +@all -@admin -@dangerous $([[ $u != esctl ]] || echo +sort)"
+    done
+    echo "user es_query on #$(redis_pw_hash es_query) %R~rm:* &rm:* -@all +@read -@dangerous +select +ping +eval +evalsha +subscribe +unsubscribe"
+    echo "user es_saga on #$(redis_pw_hash es_saga) ~gateway:* resetchannels -@all +xadd +select +ping"
+}
 
 # Redis config values in double quotes, as redis.conf allows.
 redis_quote() {
@@ -354,6 +486,8 @@ dir $(redis_quote "$REDIS_DIR")
 appendonly yes
 appendfsync everysec
 EOF
+        redis_acl >>"$REDIS_CONF"
+        chmod 600 "$REDIS_CONF"
         log "redis: starting on $HOST:$ES_REDIS_PORT"
         log_off=$(file_size "$REDIS_LOG")
         if ! redis-server "$REDIS_CONF" >"$REDIS_OUT" 2>&1 9>&-; then
@@ -429,6 +563,64 @@ nats_healthy() {
     fi
 }
 
+# nats_list SUBJECT...: a NATS configuration list of quoted subjects.
+nats_list() {
+    local out="" x
+    for x in "$@"; do out+="${out:+, }\"$x\""; done
+    echo "[$out]"
+}
+
+# nats_user USER PUBLISH SUBSCRIBE: one user entry; PUBLISH and SUBSCRIBE
+# are the allowed subjects, space-separated (nothing else is allowed).
+nats_user() {
+    # shellcheck disable=SC2086 # the lists are split on purpose
+    printf '    {user: "%s", password: "%s", permissions: {publish: {allow: %s}, subscribe: {allow: %s}}}\n' \
+        "$1" "$(cred "$1")" "$(nats_list $2)" "$(nats_list $3)"
+}
+
+# The NATS configuration: authentication, and per program the subjects it
+# may publish and subscribe to.  JetStream's API is requested on
+# $JS.API.<verb>.<stream>...; its answers come to the requester's _INBOX.
+#   es_relay      publishes the events and manages the stream; hears wakes
+#   es_command    serves the commands, answers to _INBOX, wakes the relay
+#   readers       (es_projector, es_saga, esctl) read the stream and make
+#                 ordered consumers of their own (create, look up, delete;
+#                 flow-control answers on $JS.FC)
+#   es_query      reads the stream's state and one message (the lag)
+#   es_saga       also sends commands (requests on cmd.>)
+# The same rights are given for a second set of names, the one
+# tests/test_privilege.c runs the daemons with (stream ES_TEST, subjects
+# es_test.*), so that it never touches the stream of `make up`.
+nats_conf() {
+    local js='$JS.API' ns s ev wake cmd read_stream consume u
+    local -A pub=() sub=()
+    for ns in "$STREAM $EVENTS_PREFIX $WAKE_SUBJECT $CMD_PREFIX" \
+              "ES_TEST es_test.events es_test.wake es_test.cmd"; do
+        read -r s ev wake cmd <<<"$ns"
+        read_stream="$js.STREAM.INFO.$s $js.STREAM.MSG.GET.$s $js.DIRECT.GET.$s $js.DIRECT.GET.$s.>"
+        consume="$js.CONSUMER.CREATE.$s $js.CONSUMER.CREATE.$s.> $js.CONSUMER.INFO.$s.> $js.CONSUMER.DELETE.$s.> \$JS.FC.$s.>"
+        pub[es_relay]+=" $ev.> $read_stream $js.STREAM.CREATE.$s $js.STREAM.UPDATE.$s"
+        sub[es_relay]+=" $wake"
+        pub[es_command]+=" $wake"
+        sub[es_command]+=" $cmd.>"
+        pub[es_projector]+=" $read_stream $consume"
+        pub[es_query]+=" $read_stream"
+        pub[es_saga]+=" $read_stream $consume $cmd.>"
+        pub[esctl]+=" $read_stream $consume"
+    done
+    pub[es_command]+=" _INBOX.>"
+    for u in es_relay es_projector es_query es_saga esctl; do sub[$u]+=" _INBOX.>"; done
+    echo "# Written by scripts/servers.sh at every start; edits here are lost."
+    echo "authorization {"
+    echo "  users = ["
+    printf '    {user: "%s", password: "%s"}\n' "$ADMIN_USER" "$(cred "$ADMIN_USER")"
+    for u in es_relay es_command es_projector es_query es_saga esctl; do
+        nats_user "$u" "${pub[$u]}" "${sub[$u]}"
+    done
+    echo "  ]"
+    echo "}"
+}
+
 nats_start() {
     local i pid setsid="" log_off=0 ok=""
     command -v setsid >/dev/null && setsid=setsid
@@ -438,10 +630,11 @@ nats_start() {
         log "nats: already running (pid $(nats_pid))"
     else
         rm -f -- "$NATS_PID"
+        (umask 077 && nats_conf >"$NATS_CONF")
         log_off=$(file_size "$NATS_LOG")
         log "nats: starting on $HOST:$ES_NATS_PORT (monitoring $ES_NATS_HTTP_PORT)"
         # setsid: own session, so signals to the caller's group do not reach it.
-        $setsid nohup nats-server -a "$HOST" -p "$ES_NATS_PORT" -m "$ES_NATS_HTTP_PORT" \
+        $setsid nohup nats-server -c "$NATS_CONF" -a "$HOST" -p "$ES_NATS_PORT" -m "$ES_NATS_HTTP_PORT" \
             -js -sd "$NATS_DIR/js" -P "$NATS_PID" -l "$NATS_LOG" \
             </dev/null >"$NATS_OUT" 2>&1 9>&- &
         echo "$!" >"$NATS_PID"   # nats-server rewrites it with its own pid
@@ -500,24 +693,49 @@ shell_quote() {
     fi
 }
 
+# print_env [COMPONENT]: the administrator's settings (the superuser's
+# password in PGPASSWORD, which libpq, psql and pgbench read), or those of
+# one program (its password in its conninfo, no PGPASSWORD).
 print_env() {
-    local name value
-    local -a vars=(
-        "ES_PG_CONNINFO=host=$HOST port=$ES_PG_PORT user=$PG_USER dbname=$PG_DB"
+    local who=${1:-admin} user name value pw
+    local -a vars unset=()
+    case $who in
+        admin) user=$ADMIN_USER ;;
+        command | relay | projector | query | saga) user=es_$who ;;
+        esctl) user=esctl ;;
+        *) die "env: no component '$who' (admin, command, relay, projector, query, saga, esctl)" ;;
+    esac
+    cred_ensure
+    pw=$(cred "$user")
+    vars=(
         "ES_PG_HOST=$HOST"
         "ES_PG_PORT=$ES_PG_PORT"
-        "ES_PG_USER=$PG_USER"
         "ES_PG_DB=$PG_DB"
         "ES_REDIS_HOST=$HOST"
         "ES_REDIS_PORT=$ES_REDIS_PORT"
-        "ES_NATS_URL=nats://$HOST:$ES_NATS_PORT"
+        "ES_NATS_URL=nats://$user:$pw@$HOST:$ES_NATS_PORT"
         "ES_NATS_HTTP_PORT=$ES_NATS_HTTP_PORT"
         "ES_RUN_DIR=$ES_RUN_DIR"
+        "ES_CREDENTIALS=$CRED_FILE"
     )
+    if [[ $who == admin ]]; then
+        vars+=("ES_PG_CONNINFO=host=$HOST port=$ES_PG_PORT user=$PG_USER dbname=$PG_DB"
+               "ES_PG_USER=$PG_USER" "PGPASSWORD=$pw")
+    else
+        vars+=("ES_PG_CONNINFO=host=$HOST port=$ES_PG_PORT user=$user password=$pw dbname=$PG_DB"
+               "ES_PG_USER=$user")
+        unset+=(PGPASSWORD)
+    fi
+    case $who in
+        admin | projector | query | saga | esctl)
+            vars+=("ES_REDIS_USER=$user" "ES_REDIS_PASSWORD=$pw") ;;
+        *) unset+=(ES_REDIS_USER ES_REDIS_PASSWORD) ;;
+    esac
     for value in "${vars[@]}"; do
         name=${value%%=*}
         echo "export $name=$(shell_quote "${value#*=}")"
     done
+    for name in "${unset[@]}"; do echo "unset $name"; done
 }
 
 # Serialise start/stop/restart on the same run folder.
@@ -548,6 +766,10 @@ run_each() {
 cmd=${1:-}
 [[ $# -le 2 ]] || usage
 servers=("${ALL_SERVERS[@]}")
+if [[ $cmd == env ]]; then
+    print_env "${2:-admin}"
+    exit 0
+fi
 if [[ $# -eq 2 ]]; then
     case $2 in
         pg | redis | nats) servers=("$2") ;;
@@ -558,6 +780,7 @@ fi
 case $cmd in
     start)
         take_lock
+        cred_ensure
         run_each start "${servers[@]}" || die "some servers failed to start"
         ;;
     stop)
@@ -566,14 +789,12 @@ case $cmd in
         ;;
     restart)
         take_lock
+        cred_ensure
         run_each stop "${servers[@]}"
         run_each start "${servers[@]}" || die "some servers failed to start"
         ;;
     status)
         run_each status "${servers[@]}" || exit 3
-        ;;
-    env)
-        print_env
         ;;
     *)
         usage

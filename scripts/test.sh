@@ -2,10 +2,18 @@
 # Runs every test program of one build (build/plain or build/san) against
 # the project's private servers: starts them if needed, gives the tests a
 # freshly created and migrated database, and prints one closing line
-# "tests: N passed, N failed" summed over all programs.
+# "tests: N passed, N failed" summed over all programs.  Test names after
+# the build folder (test_privilege ...) run only those programs.
+#
+# The tests run as the administrator of scripts/servers.sh env (its
+# PostgreSQL superuser password in PGPASSWORD, its NATS and Redis users);
+# ES_CREDENTIALS names the file of every identity's password, which
+# test_privilege uses to connect as each program.
 set -euo pipefail
 
 build=${1:-build/plain}
+shift || true
+only=("$@")
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
@@ -36,6 +44,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for t in "$build"/tests/test_*; do
     [ -x "$t" ] || continue
+    if [ ${#only[@]} -gt 0 ] && [[ " ${only[*]} " != *" $(basename "$t") "* ]]; then continue; fi
     echo "== $(basename "$t")"
     set +e
     "$t" 2>&1 | tee "$log"

@@ -382,6 +382,13 @@ th_redis_flush(void)
     c = redisConnect(host ? host : "127.0.0.1", port ? atoi(port) : 56379);
     if (c == NULL || c->err)
         abort();
+    if (getenv("ES_REDIS_PASSWORD") != NULL) {
+        r = redisCommand(c, "AUTH %s %s", getenv("ES_REDIS_USER") ? getenv("ES_REDIS_USER") : "default",
+                         getenv("ES_REDIS_PASSWORD"));
+        if (r == NULL || r->type != REDIS_REPLY_STATUS)
+            abort();
+        freeReplyObject(r);
+    }
     r = redisCommand(c, "SELECT %s", db);
     freeReplyObject(r);
     r = redisCommand(c, "FLUSHDB");

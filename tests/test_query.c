@@ -51,6 +51,33 @@ redis_answers(void)
     return ok;
 }
 
+/* The identity the tests run as (ES_REDIS_USER, ES_REDIS_PASSWORD of
+ * scripts/servers.sh env) must exist on this Redis too; set over the
+ * connection, so the password is on no command line. */
+static void
+redis_add_user(void)
+{
+    const char *user = getenv("ES_REDIS_USER"), *pw = getenv("ES_REDIS_PASSWORD");
+    redisContext *c;
+    redisReply *r;
+    char pass[160];
+
+    if (user == NULL || user[0] == '\0' || pw == NULL || pw[0] == '\0')
+        return;
+    snprintf(pass, sizeof pass, ">%s", pw);
+    c = redisConnect("127.0.0.1", (int)redis_port);
+    if (c == NULL || c->err)
+        abort();
+    r = redisCommandArgv(c, 7, (const char *[]){"ACL", "SETUSER", user, "on", pass, "~*", "+@all"},
+                         NULL);
+    if (r == NULL || r->type != REDIS_REPLY_STATUS)
+        abort();
+    freeReplyObject(r);
+    r = redisCommand(c, "ACL SETUSER %s &*", user);
+    freeReplyObject(r);
+    redisFree(c);
+}
+
 static void
 redis_start(void)
 {
@@ -74,8 +101,10 @@ redis_start(void)
         _exit(127);
     }
     for (int i = 0; i < 100; i++) {
-        if (redis_answers())
+        if (redis_answers()) {
+            redis_add_user();
             return;
+        }
         usleep(50 * 1000);
     }
     fprintf(stderr, "redis-server did not answer on port %u (see %s)\n", redis_port, log);
