@@ -599,7 +599,8 @@ nats_conf() {
         read -r s ev wake cmd <<<"$ns"
         read_stream="$js.STREAM.INFO.$s $js.STREAM.MSG.GET.$s $js.DIRECT.GET.$s $js.DIRECT.GET.$s.>"
         consume="$js.CONSUMER.CREATE.$s $js.CONSUMER.CREATE.$s.> $js.CONSUMER.INFO.$s.> $js.CONSUMER.DELETE.$s.> \$JS.FC.$s.>"
-        pub[es_relay]+=" $ev.> $read_stream $js.STREAM.CREATE.$s $js.STREAM.UPDATE.$s"
+        # (DELETE: a stream that lost messages is made anew and republished)
+        pub[es_relay]+=" $ev.> $read_stream $js.STREAM.CREATE.$s $js.STREAM.UPDATE.$s $js.STREAM.DELETE.$s"
         sub[es_relay]+=" $wake"
         pub[es_command]+=" $wake"
         sub[es_command]+=" $cmd.>"
@@ -611,6 +612,11 @@ nats_conf() {
     pub[es_command]+=" _INBOX.>"
     for u in es_relay es_projector es_query es_saga esctl; do sub[$u]+=" _INBOX.>"; done
     echo "# Written by scripts/servers.sh at every start; edits here are lost."
+    # The largest event the store takes is 1 MiB as stored (type, data and
+    # metadata); its message adds the envelope (ids, stream, times) and the
+    # headers, so the payload limit is set well above it, deliberately
+    # rather than by NATS's default (exactly 1 MiB).
+    echo "max_payload: 2MB"
     echo "authorization {"
     echo "  users = ["
     printf '    {user: "%s", password: "%s"}\n' "$ADMIN_USER" "$(cred "$ADMIN_USER")"

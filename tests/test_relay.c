@@ -217,6 +217,30 @@ START_TEST(a_purged_stream_is_republished_from_the_store)
 }
 END_TEST
 
+/* The largest event the store takes (1 MiB as stored) is published: the
+ * NATS payload limit the project sets leaves room for its envelope. */
+START_TEST(an_event_at_the_size_limit_is_published)
+{
+    static char data[ES_EVENT_SIZE_MAX_DEFAULT + 64];
+    size_t fill = ES_EVENT_SIZE_MAX_DEFAULT - strlen("Big") - strlen("{\"a\": \"\"}");
+    es_new_event e = {NULL, "Big", 1, data, NULL};
+    es_append_req req = {"relaybig-1", ES_EXPECT_ANY, &e, 1};
+    es_append_result res;
+    es_store *s;
+    es_error err;
+
+    ck_assert_int_eq(es_store_open(&s, th_conninfo(), &err), ES_OK);
+    memcpy(data, "{\"a\":\"", 6);
+    memset(data + 6, 'x', fill + 1);
+    memcpy(data + 6 + fill + 1, "\"}", 3);
+    ck_assert_int_eq(es_store_append(s, &req, &res), ES_ETOOLARGE);     /* one byte over */
+    memcpy(data + 6 + fill, "\"}", 3);
+    ck_assert_int_eq(es_store_append(s, &req, &res), ES_OK);            /* at the limit */
+    th_assert_stream_is_feed(th_conninfo(), stream_name);
+    es_store_close(s);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -240,6 +264,7 @@ main(void)
     tcase_add_test(tc, stream_is_the_feed_after_a_crash);
     tcase_add_test(tc, a_foreign_message_stops_the_relay_and_is_never_followed);
     tcase_add_test(tc, a_purged_stream_is_republished_from_the_store);
+    tcase_add_test(tc, an_event_at_the_size_limit_is_published);
     suite_add_tcase(su, tc);
     rc = th_run_nofork(su);     /* the test kills a daemon it owns */
     rc |= th_daemon_stop(&relays[0]);
