@@ -22,6 +22,7 @@ main(void)
     es_http_config http = {0};
     es_error err;
     int rc = 1;
+    const char *scheme;
     const char *nats_url = es_env_str("ES_NATS_URL", "nats://127.0.0.1:54222");
 
     snprintf(a.conninfo, sizeof a.conninfo, "%s", es_pg_conninfo());
@@ -43,6 +44,7 @@ main(void)
     http.workers = (unsigned)es_env_long("es-command", "ES_HTTP_WORKERS", 32, 0, 1024);
     http.quick = routes_quick;
     http.body_max = (size_t)es_env_long("es-command", "ES_BODY_MAX", 1024 * 1024, 1024, 64L * 1024 * 1024);
+    scheme = es_daemon_http_tls(&http);
 
     routes_daemon(&a);
     if (es_daemon_start(&a.daemon, &err) != ES_OK) {
@@ -68,7 +70,7 @@ main(void)
         es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
-    es_log(ES_LOG_INFO, "listening on http://%s:%u, commands on %s.* at %s", http.bind, http.port,
+    es_log(ES_LOG_INFO, "listening on %s://%s:%u, commands on %s.* at %s", scheme, http.bind, http.port,
            a.subject_prefix, a.bus ? nats_url : "no NATS");
     es_daemon_wait();
     rc = 0;

@@ -399,8 +399,8 @@ main(void)
         es_log(ES_LOG_ERROR, "could not set up JetStream on %s", r->nats_url);
         goto done;
     }
-    es_log(ES_LOG_INFO, "stream %s (%s.>) from %s, health on http://%s:%u", r->stream, r->prefix,
-           r->nats_url, bind, port);
+    es_log(ES_LOG_INFO, "stream %s (%s.>) from %s, health on %s://%s:%u", r->stream, r->prefix,
+           r->nats_url, es_daemon_http_scheme(), bind, port);
     while (!es_daemon_stopping()) {
         if (!take_lock(r)) {
             wait_wake(r, 1000);         /* standby */

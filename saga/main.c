@@ -271,8 +271,8 @@ daemon_main(void)
     for (i = 0; i < nworkers; i++)
         pthread_create(&workers[i], NULL, worker_main, NULL);
     threads = true;
-    es_log(ES_LOG_INFO, "%d workers, commands on %s.*, stream %s, health on http://%s:%u", nworkers,
-           C.subject_prefix, js.stream, bind, port);
+    es_log(ES_LOG_INFO, "%d workers, commands on %s.*, stream %s, health on %s://%s:%u", nworkers,
+           C.subject_prefix, js.stream, es_daemon_http_scheme(), bind, port);
     while (!atomic_load(&stop))
         nap(1000, gen_now());
     rc = 0;
