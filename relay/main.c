@@ -380,10 +380,8 @@ main(void)
         es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
-    if (natsOptions_Create(&opts) != NATS_OK || natsOptions_SetURL(opts, r->nats_url) != NATS_OK ||
-        natsOptions_SetMaxReconnect(opts, -1) != NATS_OK ||
-        natsOptions_SetRetryOnFailedConnect(opts, true, es_nats_connected, NULL) != NATS_OK) {
-        es_log(ES_LOG_ERROR, "could not set up the NATS options");
+    if (es_nats_options_create(&opts, r->nats_url, "es-relay", &err) != ES_OK) {
+        es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
     {

@@ -248,11 +248,9 @@ daemon_main(void)
         }
         C.ngateways++;
     }
-    if (natsOptions_Create(&opts) != NATS_OK ||
-        natsOptions_SetURL(opts, es_env_str("ES_NATS_URL", "nats://127.0.0.1:54222")) != NATS_OK ||
-        natsOptions_SetMaxReconnect(opts, -1) != NATS_OK ||
-        natsOptions_SetRetryOnFailedConnect(opts, true, es_nats_connected, NULL) != NATS_OK) {
-        es_log(ES_LOG_ERROR, "could not set up the NATS options");
+    if (es_nats_options_create(&opts, es_env_str("ES_NATS_URL", "nats://127.0.0.1:54222"),
+                               "es-saga", &err) != ES_OK) {
+        es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
     {
