@@ -95,7 +95,7 @@ pick_port() {        # pick_port VAR: the next port nothing listens on, into VAR
     next_port=$((next_port + 1))
 }
 for v in pg_port nats_port nats_mon_port command_port query_port relay_port projector_port \
-    saga_port spare_port; do
+    saga_port spare_port spare_port2; do
     pick_port "$v"
 done
 
@@ -276,16 +276,16 @@ check "every daemon connection to NATS uses TLS" nats_all_tls
 # ---- a certificate that does not fit its key --------------------------------
 bad_pair() {
     local out
-    out=$(ES_TLS_KEY=$tmp/client.key ES_COMMAND_PORT=$spare_port timeout 20 \
-        "$build/es-command" 2>&1) && return 1
+    out=$(ES_TLS_KEY=$tmp/client.key ES_COMMAND_PORT=$spare_port timeout 60 \
+        "$build/es-command" 2>&1) && { echo "tls.sh: es-command ran: $out"; return 1; }
     grep -q 'could not use the TLS certificate' <<<"$out" ||
         { echo "tls.sh: es-command said: $out"; return 1; }
 }
 check "es-command refuses a key that is not its certificate's" bad_pair
 no_nats_ca() {
     local out
-    out=$(ES_NATS_CA=$tmp/missing.crt ES_RELAY_PORT=$spare_port timeout 20 \
-        "$build/es-relay" 2>&1) && return 1
+    out=$(ES_NATS_CA=$tmp/missing.crt ES_RELAY_PORT=$spare_port2 timeout 60 \
+        "$build/es-relay" 2>&1) && { echo "tls.sh: es-relay ran: $out"; return 1; }
     grep -q 'could not load the NATS CA' <<<"$out" ||
         { echo "tls.sh: es-relay said: $out"; return 1; }
 }
