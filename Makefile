@@ -6,7 +6,9 @@
 
 SHELL   := /bin/bash
 CC      ?= cc
-PKGS    := libpq hiredis libnats jansson check libmicrohttpd
+# gnutls: es_http checks a certificate and key before libmicrohttpd (built
+# with GnuTLS) serves them
+PKGS    := libpq hiredis libnats jansson check libmicrohttpd gnutls
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wwrite-strings -Werror=vla
 CFLAGS  ?= -O2 -g

@@ -154,15 +154,11 @@ bus_start(bus **out, app *a, const char *url, int subs_per_context, es_error *er
     snprintf(b->wake_subject, sizeof b->wake_subject, "%s",
              getenv("ES_RELAY_WAKE_SUBJECT") && getenv("ES_RELAY_WAKE_SUBJECT")[0]
                  ? getenv("ES_RELAY_WAKE_SUBJECT") : "es.wake");
-    s = natsOptions_Create(&opts);
-    if (s == NATS_OK)
-        s = natsOptions_SetURL(opts, url);
-    if (s == NATS_OK)
-        s = natsOptions_SetMaxReconnect(opts, -1);       /* forever */
-    if (s == NATS_OK)
-        s = natsOptions_SetRetryOnFailedConnect(opts, true, es_nats_connected, NULL);
-    if (s == NATS_OK)
-        s = natsConnection_Connect(&b->nc, opts);
+    if (es_nats_options_create(&opts, url, "es-command", err) != ES_OK) {
+        free(b);
+        return err->status;
+    }
+    s = natsConnection_Connect(&b->nc, opts);
     if (s == NATS_NOT_YET_CONNECTED)
         s = NATS_OK;        /* connects in the background */
     if (s == NATS_OK) {

@@ -22,6 +22,7 @@ main(void)
     es_http_config http = {0};
     es_error err;
     int rc = 1;
+    const char *scheme;
     const char *nats_url = es_nats_url();
     char shown[256];
 
@@ -44,6 +45,7 @@ main(void)
     http.workers = (unsigned)es_env_long("es-command", "ES_HTTP_WORKERS", 32, 0, 1024);
     http.quick = routes_quick;
     http.body_max = (size_t)es_env_long("es-command", "ES_BODY_MAX", 1024 * 1024, 1024, 64L * 1024 * 1024);
+    scheme = es_daemon_http_tls(&http);
 
     routes_daemon(&a);
     if (es_daemon_start(&a.daemon, &err) != ES_OK) {
@@ -69,8 +71,9 @@ main(void)
         es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
-    es_log(ES_LOG_INFO, "listening on http://%s:%u, commands on %s.* at %s", http.bind, http.port,
-           a.subject_prefix, a.bus ? es_url_redact(nats_url, shown, sizeof shown) : "no NATS");
+    es_log(ES_LOG_INFO, "listening on %s://%s:%u, commands on %s.* at %s", scheme, http.bind,
+           http.port, a.subject_prefix,
+           a.bus ? es_url_redact(nats_url, shown, sizeof shown) : "no NATS");
     es_daemon_wait();
     rc = 0;
 done:

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "env.h"
 #include "log.h"
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -217,6 +218,20 @@ serve(void *ctx, const es_http_req *req, es_http_res *res)
         es_http_res_error(res, 404, "route_not_found", NULL, NULL, "no route %s", req->path);
 }
 
+const char *
+es_daemon_http_scheme(void)
+{
+    return es_env_str("ES_TLS_CERT", NULL) != NULL ? "https" : "http";
+}
+
+const char *
+es_daemon_http_tls(es_http_config *cfg)
+{
+    cfg->tls_cert = es_env_str("ES_TLS_CERT", NULL);
+    cfg->tls_key = es_env_str("ES_TLS_KEY", NULL);
+    return es_daemon_http_scheme();
+}
+
 es_status
 es_daemon_server_start(es_daemon_server **out, const es_daemon *d, const char *bind,
                        unsigned port, es_error *err)
@@ -228,6 +243,7 @@ es_daemon_server_start(es_daemon_server **out, const es_daemon *d, const char *b
     if ((s = calloc(1, sizeof *s)) == NULL)
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate the health server");
     s->d = d;
+    es_daemon_http_tls(&cfg);
     if (es_http_start(&s->http, &cfg, serve, s, err) != ES_OK) {
         free(s);
         return err->status;

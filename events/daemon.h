@@ -96,8 +96,21 @@ bool es_daemon_http(const es_daemon *d, es_http_server *srv, const es_http_req *
                     es_http_res *res);
 
 /*
+ * HTTPS for every daemon's listener: sets cfg's certificate and key from
+ * ES_TLS_CERT and ES_TLS_KEY (PEM file paths; unset or empty: plain
+ * HTTP) and returns the scheme the listener will speak, "https" or
+ * "http", for log lines.  es_http_start reads and checks the files.
+ */
+const char *es_daemon_http_tls(es_http_config *cfg);
+
+/* The scheme es_daemon_http_tls chooses: "https" when ES_TLS_CERT is
+ * set, "http" otherwise. */
+const char *es_daemon_http_scheme(void);
+
+/*
  * Serves the three endpoints of d, and 404 for anything else, on
- * bind:port with two threads, for the daemons without an HTTP API.  d
+ * bind:port with two threads, for the daemons without an HTTP API;
+ * over HTTPS when ES_TLS_CERT and ES_TLS_KEY say so (es_daemon_http_tls).  d
  * (borrowed) must outlive the server.  *out is NULL on failure (err says
  * why); es_daemon_server_stop (NULL is fine) stops and frees it.
  */

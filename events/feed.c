@@ -6,6 +6,7 @@
  */
 #include "feed.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,6 +127,60 @@ es_nats_up(natsConnection *nc)
     return nc != NULL && natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED;
 }
 
+/* The TLS part of es_nats_options_create. */
+static es_status
+nats_tls(natsOptions *opts, es_error *err)
+{
+    const char *ca = getenv("ES_NATS_CA"), *cert = getenv("ES_NATS_CERT"),
+               *key = getenv("ES_NATS_KEY");
+    bool has_cert = cert != NULL && cert[0] != '\0', has_key = key != NULL && key[0] != '\0';
+
+    if (ca == NULL || ca[0] == '\0') {
+        if (has_cert || has_key)
+            return es_error_set(err, ES_EINVALID, "tls_invalid", NULL,
+                                "ES_NATS_CERT and ES_NATS_KEY need ES_NATS_CA");
+        return ES_OK;
+    }
+    if (has_cert != has_key)
+        return es_error_set(err, ES_EINVALID, "tls_invalid", NULL,
+                            "a NATS client certificate needs both ES_NATS_CERT and ES_NATS_KEY");
+    if (natsOptions_SetSecure(opts, true) != NATS_OK)
+        return es_error_set(err, ES_EINVALID, "tls_invalid", NULL,
+                            "could not ask for TLS to NATS: %s", nats_GetLastError(NULL));
+    if (natsOptions_LoadCATrustedCertificates(opts, ca) != NATS_OK)
+        return es_error_set(err, ES_EINVALID, "tls_invalid", NULL,
+                            "could not load the NATS CA \"%s\": %s", ca, nats_GetLastError(NULL));
+    if (has_cert && natsOptions_LoadCertificatesChain(opts, cert, key) != NATS_OK)
+        return es_error_set(err, ES_EINVALID, "tls_invalid", NULL,
+                            "could not load the NATS client certificate \"%s\" and key \"%s\": %s",
+                            cert, key, nats_GetLastError(NULL));
+    return ES_OK;
+}
+
+es_status
+es_nats_options_create(natsOptions **out, const char *url, const char *name, es_error *err)
+{
+    natsOptions *opts = NULL;
+    es_status st = ES_OK;
+
+    *out = NULL;
+    if (natsOptions_Create(&opts) != NATS_OK || natsOptions_SetURL(opts, url) != NATS_OK ||
+        natsOptions_SetName(opts, name ? name : program_invocation_short_name) != NATS_OK ||
+        natsOptions_SetMaxReconnect(opts, -1) != NATS_OK ||
+        natsOptions_SetRetryOnFailedConnect(opts, true, es_nats_connected, NULL) != NATS_OK) {
+        st = es_error_set(err, ES_ENOMEM, NULL, NULL, "could not set up the NATS options for %s",
+                          url);
+        goto done;
+    }
+    if ((st = nats_tls(opts, err)) != ES_OK)
+        goto done;
+    *out = opts;
+    opts = NULL;
+done:
+    natsOptions_Destroy(opts);
+    return st;
+}
+
 /* The error of a request not made because NATS is not connected. */
 static es_status
 nats_down(const es_jetstream *n, es_error *err)
@@ -143,13 +198,8 @@ es_jetstream_open(es_jetstream *n, es_error *err)
     memset(n, 0, sizeof *n);
     snprintf(n->stream, sizeof n->stream, "%s", env_or("ES_RELAY_STREAM", "EVENTS"));
     snprintf(n->subjects, sizeof n->subjects, "%s.>", env_or("ES_RELAY_SUBJECT_PREFIX", "es.events"));
-    if (natsOptions_Create(&opts) != NATS_OK ||
-        natsOptions_SetURL(opts, es_nats_url()) != NATS_OK ||
-        natsOptions_SetMaxReconnect(opts, -1) != NATS_OK ||
-        natsOptions_SetRetryOnFailedConnect(opts, true, es_nats_connected, NULL) != NATS_OK) {
-        natsOptions_Destroy(opts);
-        return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not set up the NATS options");
-    }
+    if (es_nats_options_create(&opts, es_nats_url(), NULL, err) != ES_OK)
+        return err->status;
     s = natsConnection_Connect(&n->nc, opts);
     natsOptions_Destroy(opts);
     if ((s != NATS_OK && s != NATS_NOT_YET_CONNECTED) ||

@@ -46,6 +46,19 @@ const json_t *es_feed_event_json(const es_feed_event *e);
  * answering /healthz and esctl from saying the server is down. */
 void es_nats_connected(natsConnection *nc, void *closure);
 
+/*
+ * The options of every NATS connection the programs make: url, their
+ * name (NULL: the program's), reconnecting forever, the first connect in
+ * the background (es_nats_connected).  With ES_NATS_CA (a PEM file) set,
+ * TLS only: the server's certificate must chain to that CA and name the
+ * host of url; with ES_NATS_CERT and ES_NATS_KEY as well, the client
+ * shows that certificate.  *out is the caller's (natsOptions_Destroy),
+ * NULL on failure: ES_EINVALID "tls_invalid" when a TLS file cannot be
+ * used, with nats's reason, ES_ENOMEM otherwise.
+ */
+es_status es_nats_options_create(natsOptions **out, const char *url, const char *name,
+                                 es_error *err);
+
 /* Whether nc is connected now.  A JetStream request made while it is not
  * waits for its whole timeout (seconds), which kept daemons from stopping
  * promptly while NATS was down: ask first. */

@@ -15,6 +15,8 @@
 #include "event.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -28,6 +30,9 @@
 /* Latency buckets of the request histogram, in seconds. */
 static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5};
 #define NBUCKETS (sizeof buckets / sizeof buckets[0])
+
+/* A certificate chain or key file larger than this is not one. */
+#define TLS_FILE_MAX (1024 * 1024)
 
 /* libmicrohttpd's memory per connection (see es_http_start): headers of
  * up to about 15 KiB in all fit; larger ones get its 431. */
@@ -53,6 +58,14 @@ struct es_http_server {
     bool stopping;
     unsigned nworkers;
     pthread_t *workers;
+
+    /* HTTPS: the PEM texts, which libmicrohttpd reads from here */
+    char *tls_cert, *tls_key;
+    /* libmicrohttpd's first complaint while es_http_start runs, for its
+     * error; what it says later (a client's failed handshake) is dropped */
+    atomic_bool starting;
+    atomic_bool start_claimed;
+    char start_error[256];
 };
 
 /* A deferred request; its connection stays until the answer is queued. */
@@ -393,12 +406,145 @@ on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     }
 }
 
+/* libmicrohttpd's error log: keeps the first message of the start. */
+static void
+on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    es_http_server *srv = cls;
+    size_t n;
+
+    if (!atomic_load(&srv->starting) || atomic_exchange(&srv->start_claimed, true))
+        return;
+    vsnprintf(srv->start_error, sizeof srv->start_error, fmt, ap);
+    n = strlen(srv->start_error);
+    while (n > 0 && (srv->start_error[n - 1] == '\n' || srv->start_error[n - 1] == '.'))
+        srv->start_error[--n] = '\0';
+}
+
+/* Reads the PEM file at path (what names it in messages) into *out
+ * (malloc'd, NUL-terminated). */
+static es_status
+read_pem(const char *path, const char *what, char **out, es_error *err)
+{
+    FILE *f = NULL;
+    char *text = NULL;
+    size_t len = 0, got;
+    es_status st = ES_OK;
+
+    *out = NULL;
+    if ((f = fopen(path, "r")) == NULL) {
+        st = es_error_set(err, ES_EINVALID, "tls_invalid", NULL,
+                          "could not open the TLS %s \"%s\": %s", what, path, strerror(errno));
+        goto done;
+    }
+    if ((text = malloc(TLS_FILE_MAX + 1)) == NULL) {
+        st = es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate for the TLS %s", what);
+        goto done;
+    }
+    while (len <= TLS_FILE_MAX && (got = fread(text + len, 1, TLS_FILE_MAX + 1 - len, f)) > 0)
+        len += got;
+    if (ferror(f)) {
+        st = es_error_set(err, ES_EINVALID, "tls_invalid", NULL,
+                          "could not read the TLS %s \"%s\"", what, path);
+        goto done;
+    }
+    if (len > TLS_FILE_MAX) {
+        st = es_error_set(err, ES_EINVALID, "tls_invalid", NULL,
+                          "TLS %s \"%s\" is larger than %d bytes", what, path, TLS_FILE_MAX);
+        goto done;
+    }
+    text[len] = '\0';
+    if (strstr(text, "-----BEGIN ") == NULL) {
+        st = es_error_set(err, ES_EINVALID, "tls_invalid", NULL,
+                          "TLS %s \"%s\" is not in PEM format", what, path);
+        goto done;
+    }
+    *out = text;
+    text = NULL;
+done:
+    if (text != NULL) {
+        explicit_bzero(text, TLS_FILE_MAX + 1);
+        free(text);
+    }
+    if (f != NULL)
+        fclose(f);
+    return st;
+}
+
+/* Frees a PEM text, wiping it first (it may be a private key). */
+static void
+pem_free(char *text)
+{
+    if (text != NULL) {
+        explicit_bzero(text, strlen(text));
+        free(text);
+    }
+}
+
+/*
+ * Whether GnuTLS (libmicrohttpd's TLS) takes srv's certificate and key as
+ * a pair: asked here, where the answer has a kind, since libmicrohttpd
+ * would only say so in its log.
+ */
+static es_status
+tls_check(const es_http_server *srv, const es_http_config *cfg, es_error *err)
+{
+    gnutls_certificate_credentials_t cred = NULL;
+    gnutls_datum_t cert, key;
+    int rc;
+    es_status st = ES_OK;
+
+    cert = (gnutls_datum_t){(unsigned char *)srv->tls_cert, (unsigned)strlen(srv->tls_cert)};
+    key = (gnutls_datum_t){(unsigned char *)srv->tls_key, (unsigned)strlen(srv->tls_key)};
+    if (gnutls_certificate_allocate_credentials(&cred) != GNUTLS_E_SUCCESS)
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate TLS credentials");
+    rc = gnutls_certificate_set_x509_key_mem(cred, &cert, &key, GNUTLS_X509_FMT_PEM);
+    if (rc < 0)
+        st = es_error_set(err, ES_EINVALID, "tls_invalid", NULL,
+                          "could not use the TLS certificate \"%s\" with the key \"%s\": %s",
+                          cfg->tls_cert, cfg->tls_key, gnutls_strerror(rc));
+    gnutls_certificate_free_credentials(cred);
+    return st;
+}
+
+/* Reads cfg's certificate and key into srv; ES_OK with neither set. */
+static es_status
+tls_load(es_http_server *srv, const es_http_config *cfg, es_error *err)
+{
+    bool cert = cfg->tls_cert != NULL && cfg->tls_cert[0] != '\0';
+    bool key = cfg->tls_key != NULL && cfg->tls_key[0] != '\0';
+    es_status st;
+
+    if (!cert && !key)
+        return ES_OK;
+    if (!cert || !key)
+        return es_error_set(err, ES_EINVALID, "tls_invalid", NULL,
+                            "HTTPS needs both a certificate and a key; only the %s is set",
+                            cert ? "certificate" : "key");
+    if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+        return es_error_set(err, ES_EINVALID, "tls_invalid", NULL,
+                            "this libmicrohttpd was built without TLS support");
+    if ((st = read_pem(cfg->tls_cert, "certificate", &srv->tls_cert, err)) != ES_OK ||
+        (st = read_pem(cfg->tls_key, "key", &srv->tls_key, err)) != ES_OK)
+        return st;
+    return tls_check(srv, cfg, err);
+}
+
+bool
+es_http_is_tls(const es_http_server *srv)
+{
+    return srv->tls_cert != NULL;
+}
+
 es_status
 es_http_start(es_http_server **out, const es_http_config *cfg, es_http_handler handler,
               void *app, es_error *err)
 {
     es_http_server *srv;
     struct sockaddr_in addr;
+    struct MHD_OptionItem tls[3] = {{MHD_OPTION_END, 0, NULL}};
+    unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    es_status st;
 
     *out = NULL;
     es_error_clear(err);
@@ -417,6 +563,16 @@ es_http_start(es_http_server **out, const es_http_config *cfg, es_http_handler h
     pthread_mutex_init(&srv->mu, NULL);
     pthread_cond_init(&srv->job, NULL);
     pthread_cond_init(&srv->drained, NULL);
+    if ((st = tls_load(srv, cfg, err)) != ES_OK) {
+        es_http_stop(srv);
+        return st;
+    }
+    if (srv->tls_cert != NULL) {
+        flags |= MHD_USE_TLS;
+        tls[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, srv->tls_cert};
+        tls[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, srv->tls_key};
+        tls[2] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    }
     if (cfg->workers > 0 && (srv->workers = calloc(cfg->workers, sizeof *srv->workers)) == NULL) {
         es_http_stop(srv);
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate the HTTP server");
@@ -430,8 +586,10 @@ es_http_start(es_http_server **out, const es_http_config *cfg, es_http_handler h
     /* Set before the pool threads start (which orders the write before
      * them): a handler may read it through the application, for /metrics. */
     *out = srv;
-    srv->mhd = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME,
-                                (uint16_t)cfg->port, NULL, NULL, on_request, srv,
+    atomic_store(&srv->starting, true);
+    srv->mhd = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, srv,
+                                MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
+                                MHD_OPTION_ARRAY, tls,
                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
                                 MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads,
                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
@@ -444,12 +602,16 @@ es_http_start(es_http_server **out, const es_http_config *cfg, es_http_handler h
                                  * es-command about 2.5 us per request */
                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
                                 MHD_OPTION_END);
+    atomic_store(&srv->starting, false);
     if (srv->mhd == NULL) {
+        /* libmicrohttpd says why (a port in use) only in its log, whose
+         * first line is the cause. */
         *out = NULL;
+        st = es_error_set(err, ES_EUNAVAILABLE, "listen_failed", NULL,
+                          "could not listen on %s:%u: %s", cfg->bind ? cfg->bind : "127.0.0.1",
+                          cfg->port, srv->start_error[0] ? srv->start_error : "in use?");
         es_http_stop(srv);
-        return es_error_set(err, ES_EUNAVAILABLE, "listen_failed", NULL,
-                            "could not listen on %s:%u (in use?)",
-                            cfg->bind ? cfg->bind : "127.0.0.1", cfg->port);
+        return st;
     }
     return ES_OK;
 }
@@ -484,6 +646,8 @@ es_http_stop(es_http_server *srv)
     pthread_cond_destroy(&srv->job);
     pthread_cond_destroy(&srv->drained);
     pthread_mutex_destroy(&srv->mu);
+    pem_free(srv->tls_cert);
+    pem_free(srv->tls_key);
     free(srv);
 }
 

@@ -2,7 +2,8 @@
  * The HTTP layer every daemon shares: libmicrohttpd with epoll
  * event-loop threads, bodies collected up to a hard cap (413 past it),
  * JSON responses, the error body of shared/API.md, and request counters
- * for /metrics.  Handlers run on the event-loop threads, or on a worker
+ * for /metrics.  Given a certificate and key, a server speaks HTTPS only
+ * (libmicrohttpd's GnuTLS), with everything else unchanged.  Handlers run on the event-loop threads, or on a worker
  * pool when the server has one, and may block; a daemon keeps per-thread
  * connections (PostgreSQL, Redis) in thread-local storage, since neither
  * client is thread-safe.  A quick handler may defer its answer to any
@@ -84,6 +85,12 @@ typedef struct es_http_config {
      * runs it, while the connection waits off the event loop. */
     unsigned workers;
     es_http_quick_handler quick;    /* optional */
+    /* HTTPS only: paths of the PEM certificate (the server's first, then
+     * any intermediates) and of its unencrypted private key, read once by
+     * es_http_start.  Both NULL or "" for plain HTTP; one without the
+     * other is refused. */
+    const char *tls_cert;
+    const char *tls_key;
 } es_http_config;
 
 /*
@@ -96,9 +103,15 @@ typedef struct es_http_pending es_http_pending;
 es_http_pending *es_http_defer(const es_http_req *req);
 void es_http_answer(es_http_pending *p, es_http_res *res);
 
-/* Starts serving; *out NULL on failure (err says why). */
+/*
+ * Starts serving; *out NULL on failure (err says why: ES_EINVALID with
+ * code "tls_invalid" for a certificate or key that cannot be read or
+ * used, ES_EUNAVAILABLE "listen_failed" when the port cannot be had).
+ */
 es_status es_http_start(es_http_server **out, const es_http_config *cfg,
                         es_http_handler handler, void *app, es_error *err);
+/* Whether srv serves HTTPS (for the log line naming its URL). */
+bool es_http_is_tls(const es_http_server *srv);
 void es_http_stop(es_http_server *srv);
 
 /* Appends the server's request metrics in Prometheus text format, with

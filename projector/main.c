@@ -388,8 +388,8 @@ main_live(void)
         es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
-    es_log(ES_LOG_INFO, "%zu projections from stream %s, health on http://%s:%u", l->n,
-           l->nats.stream, bind, port);
+    es_log(ES_LOG_INFO, "%zu projections from stream %s, health on %s://%s:%u", l->n,
+           l->nats.stream, es_daemon_http_scheme(), bind, port);
     run_live(l);
     rc = 0;
 done:

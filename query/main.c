@@ -23,6 +23,7 @@ main(void)
     es_http_config http = {0};
     es_error err;
     int rc = 1;
+    const char *scheme;
     bool key = false, nats_used;
     const char *nats_url = es_nats_url();
     const char *stream = es_env_str("ES_RELAY_STREAM", "EVENTS");
@@ -31,6 +32,7 @@ main(void)
     http.port = (unsigned)es_env_long("es-query", "ES_QUERY_PORT", 8081, 1, 65535);
     http.threads = (unsigned)es_env_long("es-query", "ES_HTTP_THREADS", 16, 1, 1024);
     http.body_max = 64 * 1024;      /* queries have no body; anything else gets 405 */
+    scheme = es_daemon_http_tls(&http);
     app.wait_max_ms = es_env_long("es-query", "ES_QUERY_WAIT_MAX_MS", 10000, 0, 600000);
     app.wait_default_ms = app.wait_max_ms < 2000 ? app.wait_max_ms : 2000;
 
@@ -51,8 +53,8 @@ main(void)
         goto done;
     }
     atomic_store(&app.http, srv);
-    es_log(ES_LOG_INFO, "listening on http://%s:%u (%u threads), read models in redis at %s:%s",
-           http.bind, http.port, http.threads, es_env_str("ES_REDIS_HOST", "127.0.0.1"),
+    es_log(ES_LOG_INFO, "listening on %s://%s:%u (%u threads), read models in redis at %s:%s",
+           scheme, http.bind, http.port, http.threads, es_env_str("ES_REDIS_HOST", "127.0.0.1"),
            es_env_str("ES_REDIS_PORT", "56379"));
     es_daemon_wait();
     rc = 0;

@@ -66,7 +66,7 @@ metrics_destroy(metrics *m)
 
     if (m == NULL)
         return false;
-    made = m->opts != NULL;
+    made = m->tried;        /* the NATS library was opened */
     jsCtx_Destroy(m->js);
     if (m->nc) {
         natsConnection_Close(m->nc);
@@ -78,31 +78,21 @@ metrics_destroy(metrics *m)
     return made;
 }
 
-/* With retry-on-failed-connect and this callback the first connect does
- * not block: the library keeps trying in the background. */
-static void
-on_connected(natsConnection *nc, void *closure)
-{
-    (void)nc;
-    (void)closure;
-}
-
 /* Makes the connection on the first call; m->mu held. */
 static void
 connect_once(metrics *m)
 {
     jsOptions jo;
     natsStatus s;
+    es_error err;
 
     if (m->tried)
         return;
     m->tried = true;
-    if (natsOptions_Create(&m->opts) != NATS_OK || natsOptions_SetURL(m->opts, m->url) != NATS_OK ||
-        natsOptions_SetTimeout(m->opts, NATS_TIMEOUT_MS) != NATS_OK ||
-        natsOptions_SetMaxReconnect(m->opts, -1) != NATS_OK ||
-        natsOptions_SetRetryOnFailedConnect(m->opts, true, on_connected, NULL) != NATS_OK) {
-        es_log(ES_LOG_WARNING,
-               "could not set up the NATS options for %s: projection lag is not reported", m->shown);
+    if (es_nats_options_create(&m->opts, m->url, "es-query", &err) != ES_OK ||
+        natsOptions_SetTimeout(m->opts, NATS_TIMEOUT_MS) != NATS_OK) {
+        es_log(ES_LOG_WARNING, "%s (%s): projection lag is not reported",
+               m->opts == NULL ? err.message : "could not set the NATS timeout", m->shown);
         return;
     }
     s = natsConnection_Connect(&m->nc, m->opts);

@@ -611,10 +611,8 @@ main(void)
         es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
-    if (natsOptions_Create(&opts) != NATS_OK || natsOptions_SetURL(opts, r->nats_url) != NATS_OK ||
-        natsOptions_SetMaxReconnect(opts, -1) != NATS_OK ||
-        natsOptions_SetRetryOnFailedConnect(opts, true, es_nats_connected, NULL) != NATS_OK) {
-        es_log(ES_LOG_ERROR, "could not set up the NATS options");
+    if (es_nats_options_create(&opts, r->nats_url, "es-relay", &err) != ES_OK) {
+        es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
     {
@@ -630,8 +628,8 @@ main(void)
         es_log(ES_LOG_ERROR, "could not set up JetStream on %s", r->nats_shown);
         goto done;
     }
-    es_log(ES_LOG_INFO, "stream %s (%s.>) from %s, health on http://%s:%u", r->stream, r->prefix,
-           r->nats_shown, bind, port);
+    es_log(ES_LOG_INFO, "stream %s (%s.>) from %s, health on %s://%s:%u", r->stream, r->prefix,
+           r->nats_shown, es_daemon_http_scheme(), bind, port);
     run(r);
     rc = 0;
 done:

@@ -248,11 +248,8 @@ daemon_main(void)
         }
         C.ngateways++;
     }
-    if (natsOptions_Create(&opts) != NATS_OK ||
-        natsOptions_SetURL(opts, es_nats_url()) != NATS_OK ||
-        natsOptions_SetMaxReconnect(opts, -1) != NATS_OK ||
-        natsOptions_SetRetryOnFailedConnect(opts, true, es_nats_connected, NULL) != NATS_OK) {
-        es_log(ES_LOG_ERROR, "could not set up the NATS options");
+    if (es_nats_options_create(&opts, es_nats_url(), "es-saga", &err) != ES_OK) {
+        es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
     {
@@ -271,8 +268,8 @@ daemon_main(void)
     for (i = 0; i < nworkers; i++)
         pthread_create(&workers[i], NULL, worker_main, NULL);
     threads = true;
-    es_log(ES_LOG_INFO, "%d workers, commands on %s.*, stream %s, health on http://%s:%u", nworkers,
-           C.subject_prefix, js.stream, bind, port);
+    es_log(ES_LOG_INFO, "%d workers, commands on %s.*, stream %s, health on %s://%s:%u", nworkers,
+           C.subject_prefix, js.stream, es_daemon_http_scheme(), bind, port);
     while (!atomic_load(&stop))
         nap(1000, gen_now());
     rc = 0;

@@ -28,7 +28,15 @@ daemons=(
 
 alive() { [ -f "$dir/$1.pid" ] && kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; }
 
-answers() { curl -sf "http://127.0.0.1:$1/healthz" >/dev/null 2>&1; }
+# With ES_TLS_CERT set every daemon speaks HTTPS only; ES_TLS_CA (the CA
+# that signed it) lets curl check it, as any client would.
+scheme=http
+curl_tls=()
+if [ -n "${ES_TLS_CERT:-}" ]; then
+    scheme=https
+    [ -z "${ES_TLS_CA:-}" ] || curl_tls=(--cacert "$ES_TLS_CA")
+fi
+answers() { curl -sf "${curl_tls[@]}" "$scheme://127.0.0.1:$1/healthz" >/dev/null 2>&1; }
 
 start_one() {
     local name=$1 bin=$2 var=$3 port=${!3:-$4}
@@ -45,7 +53,7 @@ start_one() {
     echo $! >"$dir/$name.pid"
     for _ in $(seq 1 100); do
         if answers "$port"; then
-            echo "daemons: $name: ready (pid $(cat "$dir/$name.pid"), http://127.0.0.1:$port)"
+            echo "daemons: $name: ready (pid $(cat "$dir/$name.pid"), $scheme://127.0.0.1:$port)"
             return 0
         fi
         if ! alive "$name"; then

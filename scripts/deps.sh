@@ -13,12 +13,13 @@ set -euo pipefail
 PACKAGES=(
     build-essential pkg-config
     libpq-dev libhiredis-dev libnats-dev libjansson-dev
-    check libsubunit-dev libmicrohttpd-dev
+    check libsubunit-dev libmicrohttpd-dev libgnutls28-dev
     postgresql-15 postgresql-client-15 postgresql-contrib
     redis-server redis-tools
     nats-server
     clang libclang-rt-14-dev
     curl wrk
+    openssl jq      # tests/tls.sh: its private CA, and reading the answers
     prometheus      # for promtool only (tests/test_metrics.c); its service is not used
 )
 

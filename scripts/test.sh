@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test program of one build (build/plain or build/san) against
-# the project's private servers: starts them if needed, gives the tests a
+# Runs every test program of one build (build/plain or build/san), and
+# tests/tls.sh with that build's daemons, against the project's private
+# servers: starts them if needed, gives the tests a
 # freshly created and migrated database, and prints one closing line
 # "tests: N passed, N failed" summed over all programs.  Test names after
 # the build folder (test_privilege ...) run only those programs.
@@ -42,7 +43,8 @@ export LSAN_OPTIONS=exitcode=23
 passed=0 failed=0 programs_failed=0 failures=""
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-for t in "$build"/tests/test_*; do
+# tests/tls.sh runs the daemons over TLS against servers of its own.
+for t in "$build"/tests/test_* tests/tls.sh; do
     [ -x "$t" ] || continue
     if [ ${#only[@]} -gt 0 ] && [[ " ${only[*]} " != *" $(basename "$t") "* ]]; then continue; fi
     echo "== $(basename "$t")"

@@ -3,7 +3,9 @@
  * pool, and answered later (a quick handler's deferral, answered from
  * another thread before or after the connection is suspended); stopping
  * waits for the deferred answers, and a client gone before its answer
- * holds nothing up.
+ * holds nothing up.  Over HTTPS (a certificate openssl makes, requests
+ * curl makes) the same paths answer, plain HTTP gets nothing, and a
+ * certificate or key that cannot be used stops the start with a reason.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -13,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -285,6 +288,170 @@ START_TEST(client_gone_before_the_answer)
 }
 END_TEST
 
+/* ---- HTTPS -------------------------------------------------------------- */
+
+/* A temporary folder for certificates; rm -rf'd by tls_dir_remove. */
+static void
+tls_dir_make(char *dir, size_t size)
+{
+    snprintf(dir, size, "/tmp/es-test-http-tls-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+static void
+tls_dir_remove(const char *dir)
+{
+    char cmd[512];
+
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+/* A self-signed certificate <dir>/<name>.crt for 127.0.0.1 and localhost,
+ * with its key <dir>/<name>.key. */
+static void
+tls_make_cert(const char *dir, const char *name)
+{
+    char cmd[1024];
+
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+             "-days 2 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost "
+             "-keyout '%s/%s.key' -out '%s/%s.crt' >/dev/null 2>&1", dir, name, dir, name);
+    ck_assert_msg(system(cmd) == 0, "openssl could not make a certificate (is it installed?)");
+}
+
+/* es_http_start with the certificate and key at these paths: its status,
+ * with the message in err. */
+static es_status
+tls_try(const char *cert, const char *key, es_error *err)
+{
+    es_http_config cfg = {.bind = "127.0.0.1", .threads = 1, .body_max = 1024,
+                          .tls_cert = cert, .tls_key = key};
+    es_http_server *srv = NULL;
+    es_status st;
+
+    cfg.port = th_free_port();
+    st = es_http_start(&srv, &cfg, handler, NULL, err);
+    if (st == ES_OK) {
+        ck_assert_ptr_nonnull(srv);
+        ck_assert(es_http_is_tls(srv));
+    } else {
+        ck_assert_ptr_null(srv);
+    }
+    es_http_stop(srv);
+    return st;
+}
+
+/* A setup that cannot serve HTTPS refuses to start and says why. */
+START_TEST(tls_refused_setups)
+{
+    char dir[64], a_crt[128], a_key[128], b_key[128], junk[128];
+    es_error err;
+    FILE *f;
+
+    tls_dir_make(dir, sizeof dir);
+    tls_make_cert(dir, "a");
+    tls_make_cert(dir, "b");
+    snprintf(a_crt, sizeof a_crt, "%s/a.crt", dir);
+    snprintf(a_key, sizeof a_key, "%s/a.key", dir);
+    snprintf(b_key, sizeof b_key, "%s/b.key", dir);
+    snprintf(junk, sizeof junk, "%s/junk.pem", dir);
+    ck_assert_ptr_nonnull(f = fopen(junk, "w"));
+    fputs("not a certificate\n", f);
+    fclose(f);
+
+    ck_assert_int_eq(tls_try(a_crt, a_key, &err), ES_OK);
+
+    ck_assert_int_eq(tls_try(a_crt, NULL, &err), ES_EINVALID);
+    ck_assert_str_eq(err.code, "tls_invalid");
+    ck_assert_msg(strstr(err.message, "only the certificate") != NULL, "%s", err.message);
+    ck_assert_int_eq(tls_try("", a_key, &err), ES_EINVALID);
+    ck_assert_msg(strstr(err.message, "only the key") != NULL, "%s", err.message);
+
+    ck_assert_int_eq(tls_try("/nonexistent/x.crt", a_key, &err), ES_EINVALID);
+    ck_assert_msg(strstr(err.message, "\"/nonexistent/x.crt\"") != NULL, "%s", err.message);
+    ck_assert_msg(strstr(err.message, "No such file") != NULL, "%s", err.message);
+
+    ck_assert_int_eq(tls_try(junk, a_key, &err), ES_EINVALID);
+    ck_assert_msg(strstr(err.message, "not in PEM format") != NULL, "%s", err.message);
+
+    /* a certificate with some other certificate's key */
+    ck_assert_int_eq(tls_try(a_crt, b_key, &err), ES_EINVALID);
+    ck_assert_str_eq(err.code, "tls_invalid");
+    ck_assert_msg(strstr(err.message, b_key) != NULL, "%s", err.message);
+    /* a key where the certificate belongs */
+    ck_assert_int_eq(tls_try(a_key, a_key, &err), ES_EINVALID);
+    tls_dir_remove(dir);
+}
+END_TEST
+
+/* curl's status and body for an HTTPS POST to port (0: no answer). */
+static int
+curl_https(const char *ca, unsigned port, const char *path, const char *body, char *out,
+           size_t size)
+{
+    char cmd[1024], line[512] = "", *sp;
+    int status = 0;
+    FILE *p;
+
+    snprintf(cmd, sizeof cmd,
+             "curl -s -m 10 --cacert '%s' -H 'Content-Type: application/json' -d '%s' "
+             "-w ' %%{http_code}' https://127.0.0.1:%u%s", ca, body, port, path);
+    ck_assert_ptr_nonnull(p = popen(cmd, "r"));
+    if (fgets(line, sizeof line, p) == NULL)
+        line[0] = '\0';
+    pclose(p);
+    /* the body, a space, the status */
+    if ((sp = strrchr(line, ' ')) != NULL) {
+        status = atoi(sp + 1);
+        *sp = '\0';
+    }
+    snprintf(out, size, "%s", line);
+    return status;
+}
+
+/* Over HTTPS: a handler on the pool, quick answers on the loop and
+ * deferred ones (suspended and resumed connections) all answer;
+ * plain HTTP to the same port gets no HTTP answer. */
+START_TEST(https_serves_every_path)
+{
+    char dir[64], crt[128], key[128], out[256];
+    es_http_config cfg = {.bind = "127.0.0.1", .threads = 2, .body_max = 1024, .workers = 2,
+                          .quick = quick, .tls_cert = crt, .tls_key = key};
+    es_http_server *srv = NULL;
+    es_error err;
+    call plain;
+
+    tls_dir_make(dir, sizeof dir);
+    tls_make_cert(dir, "s");
+    snprintf(crt, sizeof crt, "%s/s.crt", dir);
+    snprintf(key, sizeof key, "%s/s.key", dir);
+    for (int attempt = 0; srv == NULL && attempt < 5; attempt++) {
+        cfg.port = th_free_port();
+        es_http_start(&srv, &cfg, handler, NULL, &err);
+    }
+    ck_assert_msg(srv != NULL, "could not start: %s", err.message);
+
+    ck_assert_int_eq(curl_https(crt, cfg.port, "/x", "b", out, sizeof out), 200);
+    ck_assert_str_eq(out, "{\"path\":\"/x\",\"body\":\"b\"}");
+    ck_assert_int_eq(curl_https(crt, cfg.port, "/quick/now", "", out, sizeof out), 200);
+    ck_assert_str_eq(out, "{\"where\":\"loop\"}");
+    ck_assert_int_eq(curl_https(crt, cfg.port, "/quick/first", "hi", out, sizeof out), 201);
+    ck_assert_str_eq(out, "{\"echo\":\"hi\"}");
+    ck_assert_int_eq(curl_https(crt, cfg.port, "/quick/later/50", "", out, sizeof out), 202);
+    ck_assert_str_eq(out, "{\"waited\":50}");
+
+    plain = (call){cfg.port, "/x", "b", 0, ""};
+    do_call(&plain);
+    ck_assert_int_eq(plain.status, 0);
+    /* and it still serves HTTPS afterwards */
+    ck_assert_int_eq(curl_https(crt, cfg.port, "/quick/now", "", out, sizeof out), 200);
+    es_http_stop(srv);
+    tls_dir_remove(dir);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -297,6 +464,8 @@ main(void)
     tcase_add_test(tc, worker_pool_and_quick_answers);
     tcase_add_test(tc, stop_waits_for_deferred_answers);
     tcase_add_test(tc, client_gone_before_the_answer);
+    tcase_add_test(tc, tls_refused_setups);
+    tcase_add_test(tc, https_serves_every_path);
     suite_add_tcase(s, tc);
     return th_run(s);
 }
