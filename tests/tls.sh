@@ -175,8 +175,11 @@ export ES_COMMAND_PORT=$command_port ES_QUERY_PORT=$query_port ES_RELAY_PORT=$re
 export ES_PROJECTOR_PORT=$projector_port ES_SAGA_PORT=$saga_port
 export ES_GATEWAY_NOTIFICATION_TRANSPORT=null ES_GATEWAY_EMAIL_TRANSPORT=null
 "$build/esctl" migrate >"$tmp/migrate.log" 2>&1 || die "esctl migrate over TLS failed"
-redis-cli -h "${ES_REDIS_HOST:-127.0.0.1}" -p "${ES_REDIS_PORT:-56379}" -n "$redis_db" \
-    flushdb >/dev/null || die "could not empty Redis database $redis_db"
+# (as the identity the environment names; redis-cli exits 0 on an error
+# answer, so the answer itself is checked)
+[[ $(REDISCLI_AUTH=${ES_REDIS_PASSWORD:-} redis-cli -h "${ES_REDIS_HOST:-127.0.0.1}" \
+     -p "${ES_REDIS_PORT:-56379}" ${ES_REDIS_USER:+--user "$ES_REDIS_USER"} -n "$redis_db" \
+     flushdb 2>&1) == OK ]] || die "could not empty Redis database $redis_db"
 
 https() { curl -s -m 10 --cacert "$tmp/ca.crt" "$@"; }
 
