@@ -6,7 +6,7 @@
 
 SHELL   := /bin/bash
 CC      ?= cc
-PKGS    := libpq hiredis libnats jansson check libmicrohttpd
+PKGS    := libpq hiredis libnats jansson check libmicrohttpd libcrypto
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wwrite-strings -Werror=vla
 CFLAGS  ?= -O2 -g
