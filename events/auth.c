@@ -517,6 +517,10 @@ es_auth_check(es_auth *a, const char *authorization, const char *scope,
     }
     es_token_digest(tok, len, digest);
     pthread_rwlock_rdlock(&a->lock);
+    if (a->snap == NULL) {
+        pthread_rwlock_unlock(&a->lock);
+        return ES_AUTH_UNAVAILABLE;
+    }
     e = snapshot_find(a->snap, digest);
     if (e == NULL || (e->expires_at != 0 && e->expires_at <= (int64_t)time(NULL))) {
         pthread_rwlock_unlock(&a->lock);
@@ -570,6 +574,10 @@ es_auth_http(es_auth *a, es_http_req *req, const char *scope, es_http_res *res)
         es_http_res_header(res, "Retry-After", "1");
         es_http_res_error(res, 429, "rate_limited", NULL, NULL,
                           "token \"%s\" is over its rate", principal);
+        return false;
+    case ES_AUTH_UNAVAILABLE:
+        es_http_res_error(res, 503, "auth_unavailable", NULL, NULL,
+                          "the token table could not be read yet (PostgreSQL unavailable)");
         return false;
     }
     return false;

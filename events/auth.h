@@ -59,7 +59,7 @@ typedef struct es_auth es_auth;
  * Starts access control for a process: reads ES_AUTH ("off" disables
  * every check; anything else or unset: on), loads the token table from
  * the database at conninfo once (a failure is not fatal: the thread
- * retries, and until then every token is unknown), and starts the
+ * retries, and until then checks answer ES_AUTH_UNAVAILABLE), and starts the
  * refresh thread; with nats_url (may be NULL) it also listens on
  * ES_AUTH_REVOKE_SUBJECT.  *out NULL on failure (ES_ENOMEM,
  * ES_EINTERNAL).  es_auth_stop (NULL is fine) stops and frees it.
@@ -78,7 +78,9 @@ typedef enum es_auth_result {
     ES_AUTH_OK,                 /* the token is valid and holds the scope */
     ES_AUTH_UNAUTHENTICATED,    /* missing, malformed, unknown, expired, revoked */
     ES_AUTH_FORBIDDEN,          /* valid, without the scope */
-    ES_AUTH_RATE_LIMITED        /* valid, past its rate in this process */
+    ES_AUTH_RATE_LIMITED,       /* valid, past its rate in this process */
+    ES_AUTH_UNAVAILABLE         /* the token table was never loaded (PostgreSQL
+                                   down since the start): nothing can be checked */
 } es_auth_result;
 
 /*
@@ -93,8 +95,9 @@ es_auth_result es_auth_check(es_auth *a, const char *authorization, const char *
  * The HTTP face of es_auth_check, for the routers' guards: scope NULL
  * means a public route (true at once).  Otherwise true with
  * req->principal set, or false with res set to 401 unauthenticated
- * (WWW-Authenticate: Bearer), 403 forbidden or 429 rate_limited
- * (Retry-After: 1).
+ * (WWW-Authenticate: Bearer), 403 forbidden, 429 rate_limited
+ * (Retry-After: 1) or, before the token table could ever be read, 503
+ * auth_unavailable (Retry-After: 1).
  */
 bool es_auth_http(es_auth *a, es_http_req *req, const char *scope, es_http_res *res);
 
