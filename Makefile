@@ -163,6 +163,7 @@ up: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/servers.sh start
 	@eval "$$(scripts/servers.sh env)" && $(CLI) migrate
+	@scripts/admin_token.sh $(BUILD)
 	@scripts/daemons.sh start $(BUILD)
 	@scripts/demo.sh
 
