@@ -108,7 +108,7 @@ token68(char c)
 bool
 es_auth_parse_header(const char *value, const char **token, size_t *len)
 {
-    const char *p, *start;
+    const char *p, *start, *end;
 
     *token = NULL;
     *len = 0;
@@ -121,11 +121,14 @@ es_auth_parse_header(const char *value, const char **token, size_t *len)
             return false;   /* '=' only as padding at the end */
     if (p == start || p - start > 512)
         return false;
-    *token = start;
-    *len = (size_t)(p - start);
+    end = p;
     for (; *p == ' ' || *p == '\t'; p++)
         ;
-    return *p == '\0';
+    if (*p != '\0')
+        return false;
+    *token = start;
+    *len = (size_t)(end - start);
+    return true;
 }
 
 /* ---- the snapshot --------------------------------------------------------- */

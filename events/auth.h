@@ -49,7 +49,8 @@ bool es_scope_grants(const char *have, const char *need);
 /*
  * Parses an Authorization header value "Bearer <token>" (scheme in any
  * case, one or more spaces, token68 characters, nothing after but
- * spaces).  On success *token points into value and *len is its length.
+ * spaces).  On success *token points into value and *len is its length;
+ * otherwise they are NULL and 0.
  */
 bool es_auth_parse_header(const char *value, const char **token, size_t *len);
 
