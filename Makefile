@@ -7,8 +7,8 @@
 SHELL   := /bin/bash
 CC      ?= cc
 # gnutls: es_http checks a certificate and key before libmicrohttpd (built
-# with GnuTLS) serves them
-PKGS    := libpq hiredis libnats jansson check libmicrohttpd gnutls
+# with GnuTLS) serves them; libcrypto: SHA-256 of the access tokens
+PKGS    := libpq hiredis libnats jansson check libmicrohttpd gnutls libcrypto
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wwrite-strings -Werror=vla
 CFLAGS  ?= -O2 -g
@@ -180,6 +180,7 @@ up: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/servers.sh start
 	@eval "$$(scripts/servers.sh env)" && $(CLI) migrate
+	@scripts/admin_token.sh $(BUILD)
 	@scripts/daemons.sh start $(BUILD)
 	@scripts/demo.sh
 

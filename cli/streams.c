@@ -61,14 +61,15 @@ run_read(cli *c, int argc, char **argv)
     bool backward = false;
     cli_opt opts[] = {{"--from", &from_s, NULL}, {"--limit", &limit_s, NULL},
                       {"--backward", NULL, &backward}, {NULL, NULL, NULL}};
-    const char *cols[] = {"version", "position", "type", "recorded_at", "data", NULL};
+    const char *cols[] = {"version", "position", "type", "recorded_at", "principal", "data", NULL};
     char *pos[1];
     int npos;
     long long from, limit;
     es_store *st;
     es_page *p = NULL;
     es_error err;
-    json_t *events;
+    json_t *events, *rows, *ev;
+    size_t i;
 
     if (!cli_parse(c, argc, argv, opts, pos, 1, 1, &npos) ||
         !cli_number(c, "--limit", limit_s, 1, PAGE_MAX, &limit))
@@ -84,9 +85,17 @@ run_read(cli *c, int argc, char **argv)
         return cli_fail(c, &err);
     }
     events = page_json(p, false);
+    /* the table names who wrote each event (metadata.principal, set by
+     * the server); the JSON stays as the HTTP API shows events */
+    rows = json_deep_copy(events);
+    json_array_foreach(rows, i, ev) {
+        json_t *who = json_object_get(json_object_get(ev, "metadata"), "principal");
+        json_object_set_new(ev, "principal", json_is_string(who) ? json_copy(who) : json_null());
+    }
     cli_print(c, json_pack("{s:s, s:I, s:o}", "stream", pos[0], "version",
                            (json_int_t)p->stream_version, "events", events),
-              events, cols);
+              rows ? rows : events, cols);
+    json_decref(rows);
     es_page_destroy(p);
     es_store_close(st);
     return CLI_OK;
@@ -287,7 +296,8 @@ const cli_cmd cli_stream_cmds[] = {
      "read the events of one stream",
      "Reads up to N (default 100, at most 10000) events of <stream> from version V\n"
      "(default: the first, or the last with --backward).  Prints one row per event:\n"
-     "version, position, type, recorded_at, data; --json prints\n"
+     "version, position, type, recorded_at, principal (who wrote it: the token's\n"
+     "name, from metadata.principal), data; --json prints\n"
      "{\"stream\", \"version\", \"events\": [...]} with each event as the HTTP API shows it.\n"
      "Exit code 4 when the stream does not exist.\n",
      run_read},

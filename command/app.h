@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "auth.h"
 #include "cmd.h"
 #include "daemon.h"
 #include "http.h"
@@ -22,6 +23,7 @@ typedef struct app {
     cmd_config cfg;
     es_committer *committer;
     es_http_server *http;
+    es_auth *auth;              /* the token checks (routes_guard) */
     es_daemon daemon;           /* name, readiness and metrics (routes.c) */
     bus *bus;
     pthread_mutex_t envs_mu;    /* the per-thread environments, for shutdown */
@@ -48,6 +50,9 @@ void app_count(app *a, const cmd_out *out);
 void routes_daemon(app *a);
 void routes_handle(void *app, const es_http_req *req, es_http_res *res);
 bool routes_quick(void *app, const es_http_req *req, es_http_res *res);
+/* The access check of every HTTP request, before any handler: the scope
+ * each route needs is named in routes.c's route_scope. */
+bool routes_guard(void *app, es_http_req *req, es_http_res *res);
 
 /* NATS request/reply on cmd.<context>.<action> (bus.c). */
 es_status bus_start(bus **out, app *a, const char *url, int subs_per_context, es_error *err);

@@ -22,6 +22,7 @@
 #include "contexts.h"
 #include "env.h"
 #include "feed.h"
+#include "token.h"
 
 #define COMMAND_ID_MAX 200
 #define SUBS_MAX 256
@@ -80,7 +81,7 @@ static void
 on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
     bus *b = closure;
-    const char *subject = natsMsg_GetSubject(msg), *name, *command_id;
+    const char *subject = natsMsg_GetSubject(msg), *name, *command_id, *principal = NULL;
     const cmd_def *def;
     json_t *args = NULL;
     cmd_env *env;
@@ -120,7 +121,15 @@ on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
         goto fail;
     if ((env = app_env(b->a, &err)) == NULL)
         goto fail;
+    /* Who sent it: the Es-Principal header (es-saga sets its own name).
+     * Only es-saga's NATS user may publish to cmd.> (docs/OPERATIONS.md),
+     * so the header is as trustworthy as that permission. */
+    if (natsMsgHeader_Get(msg, "Es-Principal", &principal) != NATS_OK ||
+        !es_token_name_valid(principal))
+        principal = "nats";
+    env->principal = principal;
     def->fn(env, command_id, false, args, &out);
+    env->principal = NULL;
     app_count(b->a, &out);
     if (out.status != ES_OK) {
         err = out.err;

@@ -32,6 +32,9 @@ typedef struct cmd_env {
     es_store *store;
     es_committer *committer;
     const cmd_config *cfg;
+    /* who sends the command being handled (metadata.principal of every
+     * event it writes): set by the front door around each call */
+    const char *principal;
 } cmd_env;
 
 /* A command's outcome: status ES_OK with body (owned) and http status

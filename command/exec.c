@@ -183,7 +183,7 @@ cmd_new_id(const char *command_id, unsigned salt, char *out)
 
 /* Metadata of every event a command writes. */
 static char *
-metadata(const char *command_id, const json_t *args)
+metadata(const char *command_id, const json_t *args, const char *principal)
 {
     json_t *m = json_object();
     const json_t *corr = args ? json_object_get(args, "correlation_id") : NULL;
@@ -195,6 +195,8 @@ metadata(const char *command_id, const json_t *args)
                         json_is_string(corr) ? json_copy((json_t *)corr) : json_string(command_id));
     if (json_is_string(cause))
         json_object_set_new(m, "causation_id", json_copy((json_t *)cause));
+    if (principal != NULL && principal[0] != '\0')
+        json_object_set_new(m, "principal", json_string(principal));
     text = json_dumps(m, JSON_COMPACT);
     json_decref(m);
     return text;
@@ -231,7 +233,7 @@ cmd_append_all(cmd_env *env, const char *command_id, const json_t *args, const c
     char ids[CMD_EVENTS_MAX][ES_UUID_LEN + 1];
     char *texts[CMD_EVENTS_MAX] = {0};
     es_append_req reqs[16];
-    char *meta = metadata(command_id, args);
+    char *meta = metadata(command_id, args, env->principal);
     size_t used = 0, i;
     es_status st;
 

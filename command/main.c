@@ -44,6 +44,7 @@ main(void)
     http.threads = (unsigned)es_env_long("es-command", "ES_HTTP_THREADS", 2, 1, 1024);
     http.workers = (unsigned)es_env_long("es-command", "ES_HTTP_WORKERS", 32, 0, 1024);
     http.quick = routes_quick;
+    http.guard = routes_guard;
     http.body_max = (size_t)es_env_long("es-command", "ES_BODY_MAX", 1024 * 1024, 1024, 64L * 1024 * 1024);
     scheme = es_daemon_http_tls(&http);
 
@@ -58,6 +59,13 @@ main(void)
         es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
+    if (es_auth_start(&a.auth, a.conninfo, strcmp(nats_url, "off") != 0 ? nats_url : NULL,
+                      &err) != ES_OK) {
+        es_log(ES_LOG_ERROR, "%s", err.message);
+        goto done;
+    }
+    if (!es_auth_enabled(a.auth))
+        es_log(ES_LOG_WARNING, "access control is off (ES_AUTH=off): every request is let through");
     /* The bus first: HTTP threads read a.bus (readiness), so it is set
      * before any of them starts. */
     if (strcmp(nats_url, "off") != 0 &&
@@ -82,6 +90,7 @@ done:
     es_committer_destroy(a.committer);     /* drains; may still wake the relay */
     bus_free(a.bus);
     app_envs_close(&a);
+    es_auth_stop(a.auth);
     es_daemon_stop();
     nats_Close();
     return rc;

@@ -161,15 +161,65 @@ typedef struct append_job {
     es_append_req areq;
     es_append_result r;
     es_http_pending *pending;       /* answered when done (quick path) */
+    char *meta_plain;               /* {"principal": ...}, shared by events without metadata */
+    char **metas;                   /* per event, those that brought their own */
     char stream[ES_STREAM_ID_MAX + 8];
 } append_job;
 
 static void
 append_job_free(append_job *j)
 {
+    if (j->metas != NULL)
+        for (size_t i = 0; i < j->body.count; i++)
+            free(j->metas[i]);
+    free(j->metas);
+    free(j->meta_plain);
     es_append_body_free(&j->body);
     free(j->ids);
     free(j);
+}
+
+/*
+ * Sets metadata.principal of every event of j to principal, over any
+ * value the client sent.  Events without metadata share one text made
+ * once per request (the hot path: no JSON parse); the others are parsed,
+ * stamped and encoded again.  false on OOM.
+ */
+static bool
+stamp_principal(append_job *j, const char *principal)
+{
+    es_buf b = ES_BUF_INIT;
+
+    es_buf_puts(&b, "{\"principal\":");
+    es_buf_json_string(&b, principal);
+    es_buf_puts(&b, "}");
+    if (es_buf_failed(&b) || (j->meta_plain = strdup(b.data)) == NULL) {
+        es_buf_free(&b);
+        return false;
+    }
+    es_buf_free(&b);
+    for (size_t i = 0; i < j->body.count; i++) {
+        es_new_event *ev = &j->body.events[i];
+        json_t *m;
+
+        if (ev->metadata == NULL) {
+            ev->metadata = j->meta_plain;
+            continue;
+        }
+        if (j->metas == NULL && (j->metas = calloc(j->body.count, sizeof *j->metas)) == NULL)
+            return false;
+        /* checked as an object by the decoder */
+        m = json_loads(ev->metadata, JSON_DECODE_ANY, NULL);
+        if (!json_is_object(m) ||
+            json_object_set_new(m, "principal", json_string(principal)) != 0 ||
+            (j->metas[i] = json_dumps(m, JSON_COMPACT)) == NULL) {
+            json_decref(m);
+            return false;
+        }
+        json_decref(m);
+        ev->metadata = j->metas[i];
+    }
+    return true;
 }
 
 /*
@@ -206,6 +256,11 @@ append_prepare(const char *stream, const es_http_req *req, const char *command_i
                 j->body.events[i].event_id = j->ids[i];
             }
         }
+    }
+    if (req->principal[0] != '\0' && !stamp_principal(j, req->principal)) {
+        append_job_free(j);
+        es_http_res_error(res, 500, "out_of_memory", NULL, NULL, "out of memory");
+        return NULL;
     }
     j->areq = (es_append_req){j->stream, j->body.expected, j->body.events, j->body.count};
     return j;
@@ -347,7 +402,7 @@ read_feed(app *a, const es_http_req *req, es_http_res *res)
 /* Runs command name with args (stolen) from the body plus path members. */
 static void
 run_command(app *a, const char *name, json_t *args, const char *command_id, bool fresh,
-            es_http_res *res)
+            const char *principal, es_http_res *res)
 {
     const cmd_def *def = cmd_find(name);
     cmd_env *env;
@@ -361,7 +416,9 @@ run_command(app *a, const char *name, json_t *args, const char *command_id, bool
     } else if ((env = app_env(a, &err)) == NULL) {
         es_http_res_from_error(res, &err);
     } else {
+        env->principal = principal;
         def->fn(env, command_id, fresh, args, &out);
+        env->principal = NULL;
         app_count(a, &out);
         outcome_to_res(&out, res);
     }
@@ -436,7 +493,7 @@ post(app *a, const es_http_req *req, const char *command_id, bool fresh, es_http
     }
     if (r.member != NULL)
         json_object_set_new(args, r.member, json_string(r.value));
-    run_command(a, r.name, args, command_id, fresh, res);
+    run_command(a, r.name, args, command_id, fresh, req->principal, res);
 }
 
 static bool
@@ -546,6 +603,7 @@ metrics(void *ctx, es_buf *out)
                   (unsigned long long)atomic_load(&a->commands_rejected),
                   (unsigned long long)atomic_load(&a->commands_failed),
                   bus_refused_replies(a->bus));
+    es_auth_metrics(a->auth, "es_command", out);
 }
 
 void
@@ -574,6 +632,64 @@ allowed(const char *path)
     if (match_post(path, &r))
         return "POST";
     return NULL;
+}
+
+/*
+ * The scope each route needs: the service's one table of access rules,
+ * next to the router, consulted by routes_guard before any handler (the
+ * quick path's included).  NULL: a public route.  A path or method the
+ * router does not serve needs admin, so that without a token every
+ * route answers alike (401) and only an admin learns of a 404 or 405.
+ *
+ *   GET  /healthz, /readyz                    public
+ *   GET  /metrics                             metrics
+ *   GET  /v1/feed, /v1/streams/{stream}       read:streams
+ *   POST /v1/streams/{stream}/events          append:<category of stream>
+ *   POST /v1/users                            command:user
+ *   POST /v1/customers/{id}/deposits          command:payment
+ *   POST /v1/inventory/{sku}/restock          command:inventory
+ *   POST /v1/orders, /v1/orders/{id}/cancel   command:order
+ *   anything else                             admin
+ */
+static const char *
+route_scope(const es_http_req *req, char *buf, size_t size)
+{
+    char stream[ES_STREAM_ID_MAX + 8];
+    const char *methods = allowed(req->path);
+    post_route r;
+
+    if (methods == NULL)
+        return "admin";
+    if (strcmp(req->method, "GET") == 0) {
+        if (strcmp(req->path, "/healthz") == 0 || strcmp(req->path, "/readyz") == 0)
+            return NULL;
+        if (strcmp(req->path, "/metrics") == 0)
+            return "metrics";
+        if (strcmp(req->path, "/v1/feed") == 0 || strncmp(req->path, "/v1/streams/", 12) == 0)
+            return "read:streams";
+        return "admin";
+    }
+    if (strcmp(req->method, "POST") != 0)
+        return "admin";
+    if (append_path(req->path, stream, sizeof stream)) {
+        snprintf(buf, size, "append:%.*s", (int)strcspn(stream, "-"), stream);
+        return buf;
+    }
+    if (match_post(req->path, &r)) {
+        /* the command's context: "payment.deposit" -> command:payment */
+        snprintf(buf, size, "command:%.*s", (int)strcspn(r.name, "."), r.name);
+        return buf;
+    }
+    return "admin";
+}
+
+bool
+routes_guard(void *ctx, es_http_req *req, es_http_res *res)
+{
+    app *a = ctx;
+    char scope[ES_STREAM_ID_MAX + 16];
+
+    return es_auth_http(a->auth, req, route_scope(req, scope, sizeof scope), res);
 }
 
 /*

@@ -196,6 +196,8 @@ es_daemon_http(const es_daemon *d, es_http_server *srv, const es_http_req *req, 
             es_http_metrics(srv, d->metrics_prefix, &res->body);
         if (d->metrics)
             d->metrics(d->ctx, &res->body);
+        if (d->auth != NULL && srv != NULL)
+            es_auth_metrics(d->auth, d->metrics_prefix, &res->body);
         res->status = 200;
         res->content_type = "text/plain; version=0.0.4";
     } else {
@@ -232,11 +234,27 @@ es_daemon_http_tls(es_http_config *cfg)
     return es_daemon_http_scheme();
 }
 
+/* /healthz and /readyz are public, /metrics needs the metrics scope,
+ * anything else admin (and then 404). */
+static bool
+guard(void *ctx, es_http_req *req, es_http_res *res)
+{
+    es_daemon_server *s = ctx;
+    const char *scope = "admin";
+
+    if (strcmp(req->path, "/healthz") == 0 || strcmp(req->path, "/readyz") == 0)
+        scope = NULL;
+    else if (strcmp(req->path, "/metrics") == 0)
+        scope = "metrics";
+    return s->d->auth == NULL || es_auth_http(s->d->auth, req, scope, res);
+}
+
 es_status
 es_daemon_server_start(es_daemon_server **out, const es_daemon *d, const char *bind,
                        unsigned port, es_error *err)
 {
-    es_http_config cfg = {.bind = bind, .port = port, .threads = 2, .body_max = 4096};
+    es_http_config cfg = {.bind = bind, .port = port, .threads = 2, .body_max = 4096,
+                          .guard = guard};
     es_daemon_server *s;
 
     *out = NULL;

@@ -23,6 +23,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "auth.h"
 #include "buf.h"
 #include "http.h"
 #include "status.h"
@@ -49,6 +50,10 @@ typedef struct es_daemon {
     bool health_detail;
     /* /readyz's 503 carries Retry-After: 1 (the APIs, whose clients retry) */
     bool ready_retry_after;
+    /* es_daemon_server_start: /metrics needs a token with the metrics
+     * scope, checked here (borrowed; NULL only for tests without tokens).
+     * The API daemons check in their own routers instead. */
+    es_auth *auth;
 } es_daemon;
 
 /*

@@ -44,6 +44,7 @@ struct es_http_server {
     struct MHD_Daemon *mhd;
     es_http_handler handler;
     es_http_quick_handler quick;
+    es_http_guard guard;
     void *app;
     size_t body_max;
     atomic_ullong by_class[6];          /* 1xx..5xx by status / 100 */
@@ -355,9 +356,11 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 
     if (st->deferred)           /* resumed: the answer is in */
         return send_deferred(srv, c, st);
-    st->req = (es_http_req){method, url, st->body.data ? st->body.data : "", st->body.len, c};
+    st->req = (es_http_req){method, url, st->body.data ? st->body.data : "", st->body.len, c, ""};
     if (es_buf_failed(&st->body)) {
         es_http_res_error(&res, 500, "out_of_memory", NULL, NULL, "could not hold the request body");
+    } else if (srv->guard != NULL && !srv->guard(srv->app, &st->req, &res)) {
+        /* refused before any handler: res says why */
     } else {
         res.status = 200;
         if (srv->quick != NULL && srv->quick(srv->app, &st->req, &res)) {
@@ -558,6 +561,7 @@ es_http_start(es_http_server **out, const es_http_config *cfg, es_http_handler h
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate the HTTP server");
     srv->handler = handler;
     srv->quick = cfg->quick;
+    srv->guard = cfg->guard;
     srv->app = app;
     srv->body_max = cfg->body_max;
     pthread_mutex_init(&srv->mu, NULL);

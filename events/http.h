@@ -27,6 +27,9 @@ typedef struct es_http_req {
     const char *body;           /* NUL-terminated; "" when none */
     size_t body_len;
     void *conn_;                /* the MHD connection; use the accessors */
+    /* who sent it: the name of the token the server's guard accepted
+     * ("" for a public route, or with access control off) */
+    char principal[72];
 } es_http_req;
 
 #define ES_HTTP_HEADERS_MAX 6
@@ -75,6 +78,14 @@ typedef void (*es_http_handler)(void *app, const es_http_req *req, es_http_res *
  */
 typedef bool (*es_http_quick_handler)(void *app, const es_http_req *req, es_http_res *res);
 
+/*
+ * Runs on the event-loop thread before anything else (the quick handler
+ * included): answers true to let the request through, possibly having
+ * set req->principal, or false having filled res (401, 403, ...).  It
+ * must not block.  The one place a service checks access (auth.h).
+ */
+typedef bool (*es_http_guard)(void *app, es_http_req *req, es_http_res *res);
+
 typedef struct es_http_config {
     const char *bind;           /* address, e.g. "127.0.0.1" */
     unsigned port;
@@ -91,6 +102,7 @@ typedef struct es_http_config {
      * other is refused. */
     const char *tls_cert;
     const char *tls_key;
+    es_http_guard guard;            /* optional */
 } es_http_config;
 
 /*

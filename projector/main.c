@@ -55,7 +55,7 @@ static live L;
 static bool ready(void *ctx, json_t **body);
 static void metrics(void *ctx, es_buf *out);
 
-static const es_daemon projector_daemon = {
+static es_daemon projector_daemon = {
     .name = "es-projector", .metrics_prefix = "es_projector", .ready = ready,
     .metrics = metrics, .ctx = &L, .health_detail = true,
 };
@@ -365,6 +365,7 @@ main_live(void)
     const char *bind = es_env_str("ES_PROJECTOR_BIND", "127.0.0.1");
     unsigned port = (unsigned)atoi(es_env_str("ES_PROJECTOR_PORT", "8083"));
     es_daemon_server *health = NULL;
+    es_auth *auth = NULL;
     const char *only = es_env_str("ES_PROJECTIONS", "all");
     es_error err;
     size_t i;
@@ -383,6 +384,13 @@ main_live(void)
         es_log(ES_LOG_ERROR, "ES_PROJECTIONS names no projection (%s)", only);
         return 2;
     }
+    /* /metrics needs a token with the metrics scope (es_daemon_server) */
+    if (es_auth_start(&auth, es_pg_conninfo(), es_env_str("ES_NATS_URL", "nats://127.0.0.1:54222"),
+                      &err) != ES_OK) {
+        es_log(ES_LOG_ERROR, "%s", err.message);
+        goto done;
+    }
+    projector_daemon.auth = auth;
     if (es_jetstream_open(&l->nats, &err) != ES_OK ||
         es_daemon_server_start(&health, &projector_daemon, bind, port, &err) != ES_OK) {
         es_log(ES_LOG_ERROR, "%s", err.message);
@@ -394,6 +402,7 @@ main_live(void)
     rc = 0;
 done:
     es_daemon_server_stop(health);
+    es_auth_stop(auth);
     if (l->sub)
         es_jetstream_unsubscribe(&l->nats, l->sub);
     es_jetstream_close(&l->nats);

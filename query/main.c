@@ -31,6 +31,7 @@ main(void)
     http.bind = es_env_str("ES_QUERY_BIND", "127.0.0.1");
     http.port = (unsigned)es_env_long("es-query", "ES_QUERY_PORT", 8081, 1, 65535);
     http.threads = (unsigned)es_env_long("es-query", "ES_HTTP_THREADS", 16, 1, 1024);
+    http.guard = routes_guard;
     http.body_max = 64 * 1024;      /* queries have no body; anything else gets 405 */
     scheme = es_daemon_http_tls(&http);
     app.wait_max_ms = es_env_long("es-query", "ES_QUERY_WAIT_MAX_MS", 10000, 0, 600000);
@@ -46,6 +47,14 @@ main(void)
         goto done;
     }
     key = true;
+    /* the token table is in the event store's database (ES_PG_CONNINFO) */
+    if (es_auth_start(&app.auth, es_pg_conninfo(), strcmp(nats_url, "off") != 0 ? nats_url : NULL,
+                      &err) != ES_OK) {
+        es_log(ES_LOG_ERROR, "%s", err.message);
+        goto done;
+    }
+    if (!es_auth_enabled(app.auth))
+        es_log(ES_LOG_WARNING, "access control is off (ES_AUTH=off): every request is let through");
     if (metrics_create(&app.metrics, nats_url, stream, &err) != ES_OK ||
         watch_start(&app.watch, &err) != ES_OK ||
         es_http_start(&srv, &http, routes_handle, &app, &err) != ES_OK) {
@@ -65,6 +74,8 @@ done:
     es_http_stop(srv);
     watch_stop(app.watch);
     nats_used = metrics_destroy(app.metrics);
+    nats_used |= es_auth_enabled(app.auth) && strcmp(nats_url, "off") != 0;
+    es_auth_stop(app.auth);
     if (nats_used)
         nats_CloseAndWait(2000);
     if (key)

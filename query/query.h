@@ -9,6 +9,7 @@
 
 #include <stdatomic.h>
 
+#include "auth.h"
 #include "daemon.h"
 #include "http.h"
 #include "metrics.h"
@@ -19,6 +20,7 @@ typedef struct query_app {
      * started: hence atomic, for /metrics on those threads. */
     _Atomic(es_http_server *) http;
     es_daemon daemon;               /* name, readiness, metrics (routes.c) */
+    es_auth *auth;                  /* the token checks (routes_guard) */
     watch *watch;
     metrics *metrics;
     long wait_default_ms, wait_max_ms;
@@ -30,5 +32,7 @@ typedef struct query_app {
  * app->daemon, which /healthz, /readyz and /metrics answer from. */
 void routes_daemon(query_app *app);
 void routes_handle(void *app, const es_http_req *req, es_http_res *res);
+/* The access check of every request, before any handler (routes.c). */
+bool routes_guard(void *app, es_http_req *req, es_http_res *res);
 
 #endif

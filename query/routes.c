@@ -472,6 +472,7 @@ write_metrics(void *ctx, es_buf *out)
     query_app *app = ctx;
 
     metrics_write(app->metrics, app, out);
+    es_auth_metrics(app->auth, "es_query", out);
 }
 
 void
@@ -479,6 +480,39 @@ routes_daemon(query_app *app)
 {
     app->daemon = (es_daemon){.name = "es-query", .metrics_prefix = "es_query", .ready = ready,
                               .metrics = write_metrics, .ctx = app, .ready_retry_after = true};
+}
+
+/*
+ * The scope each route needs, the service's one table of access rules,
+ * next to match(): GET /healthz and /readyz are public, GET /metrics
+ * needs metrics, every other GET the router knows read:query.  Anything
+ * else (an unknown path, another method) needs admin, so that without a
+ * token every route answers alike (401).
+ */
+static const char *
+route_scope(const es_http_req *req)
+{
+    route r;
+
+    if (!match(req->path, &r) || strcmp(req->method, "GET") != 0)
+        return "admin";
+    switch (r.kind) {
+    case R_HEALTH:
+    case R_READY:
+        return NULL;
+    case R_METRICS:
+        return "metrics";
+    default:
+        return "read:query";
+    }
+}
+
+bool
+routes_guard(void *ctx, es_http_req *req, es_http_res *res)
+{
+    query_app *app = ctx;
+
+    return es_auth_http(app->auth, req, route_scope(req), res);
 }
 
 void

@@ -569,7 +569,7 @@ on_stop(void *arg)
     pthread_mutex_unlock(&r->mu);
 }
 
-static const es_daemon relay_daemon = {
+static es_daemon relay_daemon = {
     .name = "es-relay", .metrics_prefix = "es_relay", .ready = ready, .metrics = metrics,
     .ctx = &R,
 };
@@ -582,6 +582,7 @@ main(void)
     const char *bind = es_env_str("ES_RELAY_BIND", "127.0.0.1");
     unsigned port = (unsigned)atoi(es_env_str("ES_RELAY_PORT", "8082"));
     es_daemon_server *health = NULL;
+    es_auth *auth = NULL;
     es_error err;
     int rc = 1;
 
@@ -605,6 +606,13 @@ main(void)
         es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
+    /* /metrics needs a token with the metrics scope (es_daemon_server) */
+    if (es_auth_start(&auth, r->conninfo, es_env_str("ES_NATS_URL", "nats://127.0.0.1:54222"),
+                      &err) != ES_OK) {
+        es_log(ES_LOG_ERROR, "%s", err.message);
+        goto done;
+    }
+    relay_daemon.auth = auth;
     if (es_store_create(&r->store, r->conninfo, &err) != ES_OK ||
         es_lock_create(&r->lock, r->conninfo, RELAY_LOCK_KEY, &err) != ES_OK ||
         es_daemon_server_start(&health, &relay_daemon, bind, port, &err) != ES_OK) {
@@ -645,6 +653,7 @@ done:
     }
     natsOptions_Destroy(opts);
     es_daemon_server_stop(health);
+    es_auth_stop(auth);
     es_store_close(r->store);
     es_lock_destroy(r->lock);
     nats_Close();

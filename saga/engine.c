@@ -316,7 +316,7 @@ call(const sg_config *cfg, const char *command, const json_t *args, const char *
     char subject[160];
     json_t *body = json_deep_copy(args), *reply = NULL;
     char *text;
-    natsMsg *msg = NULL;
+    natsMsg *msg = NULL, *req = NULL;
     natsStatus s;
     outcome out = OUT_TRANSIENT;
 
@@ -326,8 +326,12 @@ call(const sg_config *cfg, const char *command, const json_t *args, const char *
     text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     snprintf(subject, sizeof subject, "%s.%s", cfg->subject_prefix, command);
-    s = text ? natsConnection_Request(&msg, cfg->nc, subject, text, (int)strlen(text), timeout_ms)
-             : NATS_NO_MEMORY;
+    s = text ? natsMsg_Create(&req, subject, NULL, text, (int)strlen(text)) : NATS_NO_MEMORY;
+    if (s == NATS_OK && cfg->principal[0] != '\0')
+        s = natsMsgHeader_Set(req, "Es-Principal", cfg->principal);
+    if (s == NATS_OK)
+        s = natsConnection_RequestMsg(&msg, cfg->nc, req, timeout_ms);
+    natsMsg_Destroy(req);
     free(text);
     if (s != NATS_OK) {
         snprintf(code, code_size, "%s", s == NATS_TIMEOUT ? "timeout" : "unavailable");

@@ -22,6 +22,9 @@
 typedef struct sg_config {
     char conninfo[512];
     char subject_prefix[64];    /* commands: <prefix>.<context>.<action> */
+    /* sent with each command in the Es-Principal header (command/bus.c):
+     * metadata.principal of the events the command writes */
+    char principal[72];
     natsConnection *nc;         /* shared (thread-safe) */
     sg_gateway *gateways[4];
     size_t ngateways;

@@ -218,7 +218,7 @@ on_stop(void *arg)
     poke();
 }
 
-static const es_daemon saga_daemon = {
+static es_daemon saga_daemon = {
     .name = "es-saga", .metrics_prefix = "es_saga", .ready = ready, .metrics = metrics,
 };
 
@@ -228,6 +228,7 @@ daemon_main(void)
     const char *bind = es_env_str("ES_SAGA_BIND", "127.0.0.1");
     unsigned port = (unsigned)es_env_long("es-saga", "ES_SAGA_PORT", 8084, 1, 65535);
     es_daemon_server *health = NULL;
+    es_auth *auth = NULL;
     int nworkers = (int)es_env_long("es-saga", "ES_SAGA_WORKERS", 4, 1, WORKERS_MAX);
     pthread_t workers[WORKERS_MAX], intake;
     const char *names[] = {"notification", "email"};
@@ -259,6 +260,13 @@ daemon_main(void)
             goto done;
         }
     }
+    /* /metrics needs a token with the metrics scope (es_daemon_server) */
+    if (es_auth_start(&auth, C.conninfo, es_env_str("ES_NATS_URL", "nats://127.0.0.1:54222"),
+                      &err) != ES_OK) {
+        es_log(ES_LOG_ERROR, "%s", err.message);
+        goto done;
+    }
+    saga_daemon.auth = auth;
     if (es_jetstream_open(&js, &err) != ES_OK ||
         es_daemon_server_start(&health, &saga_daemon, bind, port, &err) != ES_OK) {
         es_log(ES_LOG_ERROR, "%s", err.message);
@@ -282,6 +290,7 @@ done:
             pthread_join(workers[i], NULL);
     }
     es_daemon_server_stop(health);
+    es_auth_stop(auth);
     es_jetstream_close(&js);
     if (C.nc) {
         natsConnection_Close(C.nc);

@@ -31,6 +31,10 @@ fresh_db() {
     "$pgbin/psql" "$base dbname=postgres" -v ON_ERROR_STOP=1 -qAt \
         -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null 2>&1
     "$build/esctl" migrate >/dev/null
+    # Access control is on in every figure but *_noauth: the load
+    # generators send this admin token (ES_TOKEN).
+    ES_TOKEN=$("$build/esctl" token create "bench-$(date +%s%N)" --scope admin 2>/dev/null)
+    export ES_TOKEN
     # Start each timed run with no checkpoint pending from the last one.
     psql_db -c "CHECKPOINT" >/dev/null
     # The raw limit's table: the same row, a bigserial key and a unique
@@ -158,7 +162,8 @@ fi
 # The command service on a port of its own, against the bench database.
 http_port=${BENCH_HTTP_PORT:-18480}
 start_command() {
-    ES_COMMAND_PORT=$http_port ES_NATS_URL=off "$build/es-command" >"$work/command.log" 2>&1 &
+    ES_COMMAND_PORT=$http_port ES_NATS_URL=off ES_AUTH=${bench_auth:-on} \
+        "$build/es-command" >"$work/command.log" 2>&1 &
     cmd_pid=$!
     for _ in $(seq 1 100); do
         curl -sf "http://127.0.0.1:$http_port/healthz" >/dev/null 2>&1 && return 0
@@ -179,7 +184,11 @@ stop_command() {
 # One round of the command service under bench_http MODE.
 http_round() {
     start_command
-    "$build/bench_http" "$1" "$http_port" 32 "$secs"
+    if [ "${bench_auth:-on}" = off ]; then
+        ES_TOKEN= "$build/bench_http" "$1" "$http_port" 32 "$secs"
+    else
+        "$build/bench_http" "$1" "$http_port" 32 "$secs"
+    fi
     stop_command
 }
 
@@ -197,6 +206,17 @@ http_figure() {
 }
 
 want http_append_1 && http_figure http_append_1 append
+# the same with access control off (ES_AUTH=off, no token sent): what the
+# token check and metadata.principal cost
+if want http_append_1 || want http_append_1_noauth; then
+    bench_auth=off
+    best_of 1 32 per_s http_round append
+    bench_auth=on
+    echo "# http_append_1_noauth: append over HTTP with ES_AUTH=off, 32 connections:" \
+         "$best_value/s, p50 $(field p50_ms "$best_out") ms, p99 $(field p99_ms "$best_out") ms;" \
+         "pgbench one-row INSERT transactions at 32 clients: $best_raw/s"
+    report http_append_1_noauth "$best_value" requests/s "$best_raw"
+fi
 want http_orders && http_figure http_orders orders
 
 # ---- read side --------------------------------------------------------------
@@ -366,6 +386,7 @@ if want saga_orders || want saga_orders_p99_ms; then
     { for c in $(seq 0 999); do echo "customers/c-$c/deposits amount"; done
       for k in $(seq 0 499); do echo "inventory/sku-$k/restock quantity"; done; } |
         xargs -P 8 -L 1 sh -c 'curl -sf -o /dev/null -X POST -H "Content-Type: application/json" \
+            -H "Authorization: Bearer $ES_TOKEN" \
             "http://127.0.0.1:'"$http_port"'/v1/$0" -d "{\"$1\":1000000000}"'
     out=$("$build/bench_http" place "$http_port" "$rate" "$secs")
     # every saga ends (completed or compensated) before the figures are read

@@ -376,6 +376,10 @@ done
     -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS es_chaos WITH (FORCE)" \
     -c "CREATE DATABASE es_chaos" >/dev/null
 "$build/esctl" migrate >>"$logs/migrate.log" 2>&1 || { say "esctl migrate failed"; cat "$logs/migrate.log"; exit 1; }
+# Access control stays on: the load sends an admin token made for this run.
+ES_TOKEN=$("$build/esctl" token create "chaos-$(date +%s%N)" --scope admin 2>>"$logs/migrate.log") ||
+    { say "esctl token create failed"; cat "$logs/migrate.log"; exit 1; }
+export ES_TOKEN
 for d in "${daemons[@]}"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/${port[$d]}") 2>/dev/null; then
         say "port ${port[$d]} (for $d) is taken by another process; set CHAOS_PORT_BASE"

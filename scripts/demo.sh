@@ -10,11 +10,16 @@ qport=${ES_QUERY_PORT:-8081}
 base="http://127.0.0.1:$port"
 qbase="http://127.0.0.1:$qport"
 run=$(date +%s)
+# Every request but /healthz and /readyz needs a token: make up's admin
+# token (scripts/admin_token.sh), or ES_TOKEN.
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+token=${ES_TOKEN:-$(cat "${ES_RUN_DIR:-$root/.run}/admin.token")}
+auth="Authorization: Bearer $token"
 
 # post PATH BODY: prints the answer; sets `answer`.
 post() {
     local path=$1 body=$2
-    answer=$(curl -s -X POST "$base$path" -H 'Content-Type: application/json' -d "$body")
+    answer=$(curl -s -X POST "$base$path" -H 'Content-Type: application/json' -H "$auth" -d "$body")
     printf '  POST %-40s -> %s\n' "$path" "$answer"
 }
 # get PATH: a query that waits for the position of the last command.
@@ -22,7 +27,7 @@ get() {
     local pos
     pos=$(sed -n 's/.*"position":"\([0-9-]*\)".*/\1/p' <<<"$answer")
     printf '  GET  %s?consistent_with=%s\n       -> ' "$1" "$pos"
-    curl -s "$qbase$1?consistent_with=$pos"
+    curl -s -H "$auth" "$qbase$1?consistent_with=$pos"
     echo
 }
 field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" <<<"$answer"; }
@@ -30,7 +35,7 @@ field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" <<<"$answer"; }
 saga() {
     local body state
     for _ in $(seq 1 50); do
-        body=$(curl -s "$qbase/v1/sagas/$1")
+        body=$(curl -s -H "$auth" "$qbase/v1/sagas/$1")
         state=$(sed -n 's/^{"saga_id":"[^"]*","type":"[^"]*","state":"\([a-z]*\)".*/\1/p' <<<"$body")
         case $state in completed|compensated|failed) break ;; esac
         sleep 0.2
@@ -65,14 +70,16 @@ saga "order-$far"
 saga "registration-$ann"
 saga "registration-$mallory"
 printf '  GET  /v1/orders/%s\n       -> ' "$order"
-curl -s "$qbase/v1/orders/$order"
+curl -s -H "$auth" "$qbase/v1/orders/$order"
 echo
 get "/v1/customers/c-$run/orders"
 cat <<TXT
 
 up: everything answers.
-  command API   $base  (shared/API.md; try: curl -s '$base/v1/feed?limit=5')
-  query API     $qbase  (try: curl -s $qbase/v1/dashboard)
+  token         the admin token is in ${ES_RUN_DIR:-.run}/admin.token (esctl token --help)
+  command API   $base  (shared/API.md; try:
+                curl -s -H "Authorization: Bearer \$(cat .run/admin.token)" '$base/v1/feed?limit=5')
+  query API     $qbase  (try the same with $qbase/v1/dashboard)
   health        /healthz /readyz /metrics on each: command $port, query $qport,
                 relay ${ES_RELAY_PORT:-8082}, projector ${ES_PROJECTOR_PORT:-8083}, saga ${ES_SAGA_PORT:-8084}
   operator CLI  build/plain/esctl --help (man -l docs/esctl.1), for instance:

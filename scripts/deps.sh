@@ -13,7 +13,7 @@ set -euo pipefail
 PACKAGES=(
     build-essential pkg-config
     libpq-dev libhiredis-dev libnats-dev libjansson-dev
-    check libsubunit-dev libmicrohttpd-dev libgnutls28-dev
+    check libsubunit-dev libmicrohttpd-dev libgnutls28-dev libssl-dev
     postgresql-15 postgresql-client-15 postgresql-contrib
     redis-server redis-tools
     nats-server

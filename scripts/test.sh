@@ -27,6 +27,9 @@ db=es_test
 "$pgbin/psql" "$base dbname=postgres" -v ON_ERROR_STOP=1 -qAt \
     -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
 export ES_TEST_CONNINFO="$base dbname=$db"
+# Daemons a test starts without naming a database use the test database
+# too (their token table is there: tests/harness.c provisions it).
+export ES_PG_CONNINFO=$ES_TEST_CONNINFO
 export ES_TEST_ADMIN_CONNINFO="$base dbname=postgres"
 export ES_TEST_MIGRATIONS="$root/migrations"
 export ES_TEST_BUILD="$build"

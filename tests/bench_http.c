@@ -26,6 +26,10 @@
  * service for it with the answer's position as consistent_with; the time
  * from the acknowledgement to the query's answer is the visibility
  * latency.  Prints "per_s=... requests=... errors=... p50_ms=... p99_ms=...".
+ *
+ * With ES_TOKEN set, every request carries "Authorization: Bearer
+ * $ES_TOKEN" (access control on); without it, none (for a service run
+ * with ES_AUTH=off: the http_append_1_noauth figure).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -46,6 +50,9 @@
 #include "latency.h"
 
 #define STREAMS 10000
+
+/* "Authorization: Bearer <ES_TOKEN>\r\n", or "" */
+static char auth_line[128];
 
 static unsigned port, query_port;
 static bool place_only;
@@ -139,9 +146,9 @@ next_request(conn *c, char *req, size_t cap)
                         "{\"customer_id\":\"c-%llu\",\"items\":[{\"sku\":\"sku-%llu\","
                         "\"quantity\":2,\"unit_price\":1999}]}",
                         (unsigned long long)(n % 1000), (unsigned long long)(n % 500));
-        return snprintf(req, cap, "POST /v1/orders HTTP/1.1\r\nHost: b\r\n"
+        return snprintf(req, cap, "POST /v1/orders HTTP/1.1\r\nHost: b\r\n%s"
                                   "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
-                        blen, body);
+                        auth_line, blen, body);
     }
     char expected[24];
     if (c->version[c->s] < 0)
@@ -156,9 +163,9 @@ next_request(conn *c, char *req, size_t cap)
                     "\"country\":\"DE\"}}}]}",
                     expected, (unsigned long long)n, (unsigned long long)(n % 1000),
                     (unsigned long long)(n % 500));
-    return snprintf(req, cap, "POST /v1/streams/order-%d/events HTTP/1.1\r\nHost: b\r\n"
+    return snprintf(req, cap, "POST /v1/streams/order-%d/events HTTP/1.1\r\nHost: b\r\n%s"
                               "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
-                    c->s, blen, body);
+                    c->s, auth_line, blen, body);
 }
 
 /* Takes c's answer: counts it and, for appends, learns the stream's
@@ -311,9 +318,9 @@ run_visibility(void *arg)
                         "{\"customer_id\":\"c-%llu\",\"items\":[{\"sku\":\"sku-%llu\","
                         "\"quantity\":1,\"unit_price\":100}]}",
                         (unsigned long long)(n % 1000), (unsigned long long)(n % 500));
-        len = snprintf(req, sizeof req, "POST /v1/orders HTTP/1.1\r\nHost: b\r\n"
+        len = snprintf(req, sizeof req, "POST /v1/orders HTTP/1.1\r\nHost: b\r\n%s"
                                         "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
-                       blen, body);
+                       auth_line, blen, body);
         status = exchange(cfd, req, (size_t)len, buf, sizeof buf, &resp);
         acked = lat_now();
         if (status != 201 || (p = strstr(resp, "\"order_id\":\"")) == NULL ||
@@ -332,8 +339,9 @@ run_visibility(void *arg)
             continue;
         }
         len = snprintf(req, sizeof req,
-                       "GET /v1/orders/%s?consistent_with=%s&wait_ms=5000 HTTP/1.1\r\nHost: b\r\n\r\n",
-                       id, pos);
+                       "GET /v1/orders/%s?consistent_with=%s&wait_ms=5000 HTTP/1.1\r\nHost: b\r\n"
+                       "%s\r\n",
+                       id, pos, auth_line);
         status = exchange(qfd, req, (size_t)len, buf, sizeof buf, &resp);
         if (status != 200) {
             w->errors++;
@@ -425,6 +433,10 @@ main(int argc, char **argv)
     static worker ws[256];
     void *args[256];
     worker *wp[256];
+    const char *tok = getenv("ES_TOKEN");
+
+    if (tok != NULL && tok[0] != '\0')
+        snprintf(auth_line, sizeof auth_line, "Authorization: Bearer %.90s\r\n", tok);
 
     if (argc == 5 && strcmp(argv[1], "place") == 0) {
         /* orders at RATE, nothing read back: the saga benchmark's load */

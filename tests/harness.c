@@ -8,6 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/random.h>
+#include <string.h>
+#include <strings.h>
+
+#include "store.h"
+#include "token.h"
 
 const char *
 th_conninfo(void)
@@ -38,6 +43,68 @@ th_unique(char *out, size_t size, const char *prefix)
         abort();
     snprintf(out, size, "%s-%02x%02x%02x%02x%02x%02x%02x%02x", prefix, r[0], r[1], r[2],
              r[3], r[4], r[5], r[6], r[7]);
+}
+
+/* ---- the admin token ------------------------------------------------------ */
+
+static char token_name[48], token_secret[ES_TOKEN_SECRET_SIZE];
+static char provisioned[8][512];
+static size_t nprovisioned;
+static bool http_token_set;
+static char http_token[ES_TOKEN_SECRET_SIZE];
+
+static void
+token_make(void)
+{
+    unsigned char r[32];
+
+    if (token_secret[0] != '\0')
+        return;
+    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r)
+        abort();
+    memcpy(token_secret, "es_", 3);
+    for (size_t i = 0; i < sizeof r; i++)
+        snprintf(token_secret + 3 + 2 * i, 3, "%02x", r[i]);
+    th_unique(token_name, sizeof token_name, "test-admin");
+}
+
+void
+th_token_provision(const char *conninfo)
+{
+    const char *scopes[] = {"admin"};
+    char secret[ES_TOKEN_SECRET_SIZE];
+    int64_t expires;
+    es_store *st = NULL;
+    es_error err;
+
+    token_make();
+    for (size_t i = 0; i < nprovisioned; i++)
+        if (strcmp(provisioned[i], conninfo) == 0)
+            return;
+    if (es_store_open(&st, conninfo, &err) != ES_OK)
+        return;
+    if (es_token_create(st, &(es_token_spec){token_name, scopes, 1, 0, 0, "test-harness",
+                                             token_secret},
+                        secret, &expires, &err) == ES_OK ||
+        err.status == ES_ECONFLICT) {
+        if (nprovisioned < sizeof provisioned / sizeof provisioned[0])
+            snprintf(provisioned[nprovisioned++], sizeof provisioned[0], "%s", conninfo);
+    }
+    es_store_close(st);
+}
+
+const char *
+th_token(void)
+{
+    th_token_provision(th_conninfo());
+    return token_secret;
+}
+
+void
+th_http_token(const char *secret)
+{
+    http_token_set = true;
+    snprintf(http_token, sizeof http_token, "%s", secret ? secret : "");
 }
 
 static int
@@ -127,6 +194,14 @@ th_daemon_start(th_daemon *d, const char *path, const char *port_var, const char
     pid_t pid, parent;
 
     snprintf(exe, sizeof exe, "%s/%s", build ? build : "build/plain", path);
+    {
+        /* the token first: the daemon loads the table as it starts */
+        const char *db = getenv("ES_PG_CONNINFO");
+        for (size_t i = 0; env && env[i]; i++)
+            if (strncmp(env[i], "ES_PG_CONNINFO=", 15) == 0)
+                db = env[i] + 15;
+        th_token_provision(db && db[0] ? db : th_conninfo());
+    }
     d->port = th_free_port();
     snprintf(portenv, sizeof portenv, "%s=%u", port_var, d->port);
     parent = getpid();
@@ -223,7 +298,7 @@ th_http(unsigned port, const char *method, const char *path, const char *headers
 {
     struct sockaddr_in a = {0};
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    char head[8192];
+    char head[8192], auth[128] = "";
     size_t cap = 65536, len = 0;
     char *buf = malloc(cap), *split;
     ssize_t n;
@@ -235,10 +310,19 @@ th_http(unsigned port, const char *method, const char *path, const char *headers
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (fd < 0 || buf == NULL || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
         goto fail;
+    {
+        const char *tok = http_token_set ? http_token : th_token();
+        bool own = false;
+
+        for (const char *h = headers; h && *h; h += strcspn(h, "\n") + (h[strcspn(h, "\n")] != 0))
+            own |= strncasecmp(h, "Authorization:", 14) == 0;
+        if (!own && tok[0] != '\0')
+            snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", tok);
+    }
     hl = snprintf(head, sizeof head,
-                  "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s"
+                  "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s%s"
                   "Content-Length: %zu\r\n\r\n",
-                  method, path, headers ? headers : "", body ? strlen(body) : 0);
+                  method, path, auth, headers ? headers : "", body ? strlen(body) : 0);
     if (send(fd, head, (size_t)hl, MSG_NOSIGNAL) != hl)
         goto fail;
     if (body && strlen(body) > 0) {
@@ -356,6 +440,7 @@ th_db_create(char *name, size_t name_size, char *conninfo, size_t conninfo_size)
         fprintf(stderr, "could not migrate %s: %s\n", name, err.message);
         abort();
     }
+    th_token_provision(conninfo);
 }
 
 void

@@ -45,6 +45,23 @@ int th_daemon_stop(th_daemon *d);
 /* Ends it with SIGKILL, as a crash would. */
 void th_daemon_kill(th_daemon *d);
 
+/*
+ * Access control.  Each test program has one admin token (a random secret
+ * made on first use, named "test-admin-<hex>"), which the harness
+ * provisions through es_token_create in every database a daemon it
+ * starts uses (before the daemon loads its token table) and in every
+ * database th_db_create makes.  th_http sends it unless told otherwise.
+ */
+/* The admin token's secret (provisioned in the test database). */
+const char *th_token(void);
+/* Provisions the admin token in the database at conninfo (quietly does
+ * nothing when that database does not answer). */
+void th_token_provision(const char *conninfo);
+/* What th_http sends as "Authorization: Bearer <secret>" when the
+ * request's own headers carry none: secret, or nothing at all with
+ * NULL.  th_http_token(th_token()) restores the default. */
+void th_http_token(const char *secret);
+
 /* A response of th_http. */
 typedef struct th_response {
     int status;
@@ -55,6 +72,8 @@ typedef struct th_response {
 /*
  * One HTTP/1.1 request to 127.0.0.1:port (Connection: close).  headers is
  * extra header lines, each ending in \r\n, or NULL; body may be NULL.
+ * Without an Authorization line in headers, the admin token goes along
+ * (see th_http_token).
  * Returns the status, 0 on a transport error.
  */
 int th_http(unsigned port, const char *method, const char *path, const char *headers,

@@ -256,7 +256,7 @@ START_TEST(every_command_has_help_and_a_place_in_the_man_page)
     }
     fclose(f);
     free(man);
-    ck_assert_int_eq(commands, 15);
+    ck_assert_int_eq(commands, 18);     /* with token create, list, revoke */
     ck_assert_int_eq(ESCTL(out, "nonsense"), 2);
     ck_assert_int_eq(ESCTL(out, "saga", "nonsense"), 2);
     ck_assert_int_eq(ESCTL(out, "saga", "list", "--bogus"), 2);

@@ -92,7 +92,7 @@ own_metrics(void *ctx, es_buf *out)
 static void
 get(const es_daemon *d, const char *path, es_http_res *res, bool *answered)
 {
-    es_http_req req = {"GET", path, "", 0, NULL};
+    es_http_req req = {"GET", path, "", 0, NULL, ""};
 
     memset(res, 0, sizeof *res);
     *answered = es_daemon_http(d, NULL, &req, res);
