@@ -611,6 +611,9 @@ nats_conf() {
     done
     pub[es_command]+=" _INBOX.>"
     for u in es_relay es_projector es_query es_saga esctl; do sub[$u]+=" _INBOX.>"; done
+    # token revocations: esctl announces them, every daemon drops the token
+    pub[esctl]+=" es.auth.revoked"
+    for u in es_relay es_command es_projector es_query es_saga; do sub[$u]+=" es.auth.revoked"; done
     echo "# Written by scripts/servers.sh at every start; edits here are lost."
     # The largest event the store takes is 1 MiB as stored (type, data and
     # metadata); its message adds the envelope (ids, stream, times) and the
