@@ -17,6 +17,7 @@
 
 #include "auth.h"
 #include "env.h"
+#include "feed.h"
 #include "store.h"
 #include "token.h"
 
@@ -167,9 +168,12 @@ announce_revocation(const char *name)
 {
     natsConnection *nc = NULL;
     natsOptions *opts = NULL;
+    es_error err;
 
-    if (natsOptions_Create(&opts) == NATS_OK &&
-        natsOptions_SetURL(opts, es_env_str("ES_NATS_URL", "nats://127.0.0.1:54222")) == NATS_OK &&
+    /* the programs' options (TLS when configured), connecting now or never */
+    if (es_nats_options_create(&opts, es_nats_url(), "esctl", &err) == ES_OK &&
+        natsOptions_SetRetryOnFailedConnect(opts, false, NULL, NULL) == NATS_OK &&
+        natsOptions_SetMaxReconnect(opts, 0) == NATS_OK &&
         natsOptions_SetTimeout(opts, 1000) == NATS_OK && natsConnection_Connect(&nc, opts) == NATS_OK) {
         natsConnection_PublishString(nc, ES_AUTH_REVOKE_SUBJECT, name);
         natsConnection_FlushTimeout(nc, 1000);

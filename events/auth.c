@@ -370,14 +370,11 @@ static void
 listen_revocations(es_auth *a, const char *nats_url)
 {
     natsOptions *opts = NULL;
-    natsStatus s = natsOptions_Create(&opts);
+    es_error err;
+    /* the options every connection of the programs has (TLS included) */
+    natsStatus s = es_nats_options_create(&opts, nats_url, NULL, &err) == ES_OK ? NATS_OK
+                                                                              : NATS_ERR;
 
-    if (s == NATS_OK)
-        s = natsOptions_SetURL(opts, nats_url);
-    if (s == NATS_OK)
-        s = natsOptions_SetMaxReconnect(opts, -1);
-    if (s == NATS_OK)
-        s = natsOptions_SetRetryOnFailedConnect(opts, true, es_nats_connected, NULL);
     if (s == NATS_OK) {
         s = natsConnection_Connect(&a->nc, opts);
         if (s == NATS_NOT_YET_CONNECTED)

@@ -9,6 +9,8 @@
  */
 #include "daemon.h"
 
+#include <openssl/crypto.h>
+
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -81,6 +83,13 @@ es_daemon_start(const es_daemon *d, es_error *err)
 {
     es_error_clear(err);
     es_log_configure(d->name);
+    /* Three users of OpenSSL share the process (libpq, nats.c, the token
+     * hashes), and with TLS on, OpenSSL's own clean-up at exit crashed
+     * (OPENSSL_sk_pop_free on a NULL stack, after nats_Close() had torn
+     * down nats.c's TLS state) at every stop.  The process is ending
+     * anyway, so OpenSSL is told not to clean up at exit, which it must
+     * hear before anything else initialises it. */
+    OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
     pthread_once(&cond_once, init_cond);
     signal(SIGPIPE, SIG_IGN);
     sigemptyset(&stop_signals);

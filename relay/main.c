@@ -607,7 +607,7 @@ main(void)
         goto done;
     }
     /* /metrics needs a token with the metrics scope (es_daemon_server) */
-    if (es_auth_start(&auth, r->conninfo, es_env_str("ES_NATS_URL", "nats://127.0.0.1:54222"),
+    if (es_auth_start(&auth, r->conninfo, r->nats_url,
                       &err) != ES_OK) {
         es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;

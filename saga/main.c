@@ -261,7 +261,7 @@ daemon_main(void)
         }
     }
     /* /metrics needs a token with the metrics scope (es_daemon_server) */
-    if (es_auth_start(&auth, C.conninfo, es_env_str("ES_NATS_URL", "nats://127.0.0.1:54222"),
+    if (es_auth_start(&auth, C.conninfo, es_nats_url(),
                       &err) != ES_OK) {
         es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;

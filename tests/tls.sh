@@ -181,7 +181,12 @@ export ES_GATEWAY_NOTIFICATION_TRANSPORT=null ES_GATEWAY_EMAIL_TRANSPORT=null
      -p "${ES_REDIS_PORT:-56379}" ${ES_REDIS_USER:+--user "$ES_REDIS_USER"} -n "$redis_db" \
      flushdb 2>&1) == OK ]] || die "could not empty Redis database $redis_db"
 
-https() { curl -s -m 10 --cacert "$tmp/ca.crt" "$@"; }
+# a token for the requests (access control is on, as everywhere)
+token=$("$build/esctl" --json token create "tls-$$" --scope admin --ttl 3600 2>"$tmp/token.log" |
+        jq -r '.token // empty')
+[[ -n $token ]] || die "esctl token create failed: $(cat "$tmp/token.log")"
+
+https() { curl -s -m 10 --cacert "$tmp/ca.crt" -H "Authorization: Bearer $token" "$@"; }
 
 start() {            # start NAME PORT: runs es-NAME, waits for /healthz over HTTPS
     "$build/es-$1" >"$tmp/$1.log" 2>&1 </dev/null &
