@@ -106,20 +106,25 @@ has_prefix(const char *s, const char *prefix, const char **rest)
     return true;
 }
 
-/* Whether path is /v1/streams/{stream}/events with a stream that fits
- * in size bytes; the stream is copied into name. */
-static bool
+/* Whether path is /v1/streams/{stream}/events: APPEND_PATH with the
+ * stream copied into name when it fits in size bytes, APPEND_TOO_LONG
+ * when it does not (a 400 naming the stream, not an unknown route). */
+enum { NOT_APPEND, APPEND_PATH, APPEND_TOO_LONG };
+
+static int
 append_path(const char *path, char *name, size_t size)
 {
     const char *stream;
     size_t n;
 
     if (!has_prefix(path, "/v1/streams/", &stream) || (n = strlen(stream)) <= 7 ||
-        strcmp(stream + n - 7, "/events") != 0 || n - 7 >= size)
-        return false;
+        strcmp(stream + n - 7, "/events") != 0)
+        return NOT_APPEND;
+    if (n - 7 >= size)
+        return APPEND_TOO_LONG;
     memcpy(name, stream, n - 7);
     name[n - 7] = '\0';
-    return true;
+    return APPEND_PATH;
 }
 
 /* Parses an integer query argument into [min, max]; false (res set) if bad. */
@@ -431,6 +436,7 @@ typedef struct post_route {
     const char *name;
     const char *member;         /* set from the path, or NULL */
     char value[ES_STREAM_ID_MAX + 1];
+    size_t value_len;           /* > ES_STREAM_ID_MAX: too long, value is "" */
 } post_route;
 
 static bool
@@ -449,20 +455,24 @@ match_post(const char *path, post_route *r)
         return true;
     }
     if (has_prefix(path, "/v1/customers/", &rest) && (n = strcspn(rest, "/")) > 0 &&
-        strcmp(rest + n, "/deposits") == 0 && n < sizeof r->value) {
+        strcmp(rest + n, "/deposits") == 0) {
         r->name = "payment.deposit";
         r->member = "customer_id";
     } else if (has_prefix(path, "/v1/inventory/", &rest) && (n = strcspn(rest, "/")) > 0 &&
-               strcmp(rest + n, "/restock") == 0 && n < sizeof r->value) {
+               strcmp(rest + n, "/restock") == 0) {
         r->name = "inventory.restock";
         r->member = "sku";
     } else if (has_prefix(path, "/v1/orders/", &rest) && (n = strcspn(rest, "/")) > 0 &&
-               strcmp(rest + n, "/cancel") == 0 && n < sizeof r->value) {
+               strcmp(rest + n, "/cancel") == 0) {
         r->name = "order.cancel";
         r->member = "order_id";
     } else {
         return false;
     }
+    /* an over-long id still names this route: post() refuses it (400) */
+    r->value_len = n;
+    if (n >= sizeof r->value)
+        n = 0;
     memcpy(r->value, rest, n);
     r->value[n] = '\0';
     return true;
@@ -477,12 +487,23 @@ post(app *a, const es_http_req *req, const char *command_id, bool fresh, es_http
     json_t *args;
     es_error err;
 
-    if (append_path(req->path, stream, sizeof stream)) {
+    switch (append_path(req->path, stream, sizeof stream)) {
+    case APPEND_PATH:
         append_events(a, stream, req, command_id, fresh, res);
+        return;
+    case APPEND_TOO_LONG:
+        es_http_res_error(res, 400, "stream_id_too_long", "stream", NULL,
+                          "the stream id is longer than %d bytes", ES_STREAM_ID_MAX);
         return;
     }
     if (!match_post(req->path, &r)) {
         es_http_res_error(res, 404, "route_not_found", NULL, NULL, "no route for POST %s", req->path);
+        return;
+    }
+    if (r.member != NULL && r.value_len > ES_STREAM_ID_MAX) {
+        es_http_res_error(res, 400, "id_too_long", r.member, NULL,
+                          "%s is %zu bytes long, at most %d are allowed", r.member, r.value_len,
+                          ES_STREAM_ID_MAX);
         return;
     }
     if (req->body_len == 0 && r.member != NULL) {
@@ -671,9 +692,15 @@ route_scope(const es_http_req *req, char *buf, size_t size)
     }
     if (strcmp(req->method, "POST") != 0)
         return "admin";
-    if (append_path(req->path, stream, sizeof stream)) {
+    switch (append_path(req->path, stream, sizeof stream)) {
+    case APPEND_PATH:
         snprintf(buf, size, "append:%.*s", (int)strcspn(stream, "-"), stream);
         return buf;
+    case APPEND_TOO_LONG: {     /* refused as such once the token passes */
+        size_t cat = strcspn(req->path + 12, "-/");
+        snprintf(buf, size, "append:%.*s", (int)(cat < 64 ? cat : 64), req->path + 12);
+        return buf;
+    }
     }
     if (match_post(req->path, &r)) {
         /* the command's context: "payment.deposit" -> command:payment */
@@ -705,7 +732,8 @@ routes_quick(void *ctx, const es_http_req *req, es_http_res *res)
     char name[ES_STREAM_ID_MAX + 8];
     append_job *j;
 
-    if (strcmp(req->method, "POST") != 0 || !append_path(req->path, name, sizeof name) ||
+    if (strcmp(req->method, "POST") != 0 ||
+        append_path(req->path, name, sizeof name) != APPEND_PATH ||
         req->body_len == 0 || !is_json(es_http_header(req, "Content-Type")) ||
         es_http_header(req, "Idempotency-Key") != NULL)
         return false;

@@ -223,6 +223,22 @@ START_TEST(bad_requests)
     j = post("/v1/users", "[1]", 400);
     ck_assert_str_eq(str(j, "error.code"), "not_an_object");
     json_decref(j);
+    /* an id over 200 bytes in the path is a bad id, not an unknown route */
+    {
+        char path[400], id[260];
+
+        memset(id, 'k', sizeof id - 1);
+        id[sizeof id - 1] = '\0';
+        snprintf(path, sizeof path, "/v1/streams/x-%s/events", id);
+        j = post(path, "{\"expected_version\":\"any\",\"events\":[{\"type\":\"A\",\"data\":{}}]}", 400);
+        ck_assert_str_eq(str(j, "error.code"), "stream_id_too_long");
+        json_decref(j);
+        snprintf(path, sizeof path, "/v1/customers/%s/deposits", id);
+        j = post(path, "{\"amount\":5}", 400);
+        ck_assert_str_eq(str(j, "error.code"), "id_too_long");
+        ck_assert_str_eq(str(j, "error.field"), "customer_id");
+        json_decref(j);
+    }
 
     /* 415 wrong content type */
     th_http(cmd.port, "POST", "/v1/users", "Content-Type: text/plain\r\n", "{}", &r);
