@@ -18,13 +18,14 @@
 --   role          events       streams   other
 --   es_command    read, insert  write    snapshots write, idempotency
 --                                         read + insert, tokens read
---   es_relay      read          read     (advisory lock only)
---   es_projector  read          read     (rebuild reads the feed)
+--   es_relay      read          read     (advisory lock only); tokens read
+--   es_projector  read          read     (rebuild reads the feed); tokens read
 --   es_query      -             -        tokens read
---   es_saga       read, insert  write    saga tables read + write
+--   es_saga       read, insert  write    saga tables read + write; tokens read
 --   esctl         read, insert  write    everything read; saga tables
 --                                         write; tokens write
--- (es_tokens comes with the bearer tokens' migration; granted if present.)
+-- (es_tokens comes with the bearer tokens' migration; granted if present.
+-- Every daemon reads it: each checks the token on its own /metrics.)
 
 DO $$
 DECLARE
@@ -38,8 +39,10 @@ DECLARE
         ARRAY['es_command',   'SELECT',                         'es_tokens'],
         ARRAY['es_relay',     'SELECT',                         'es_events'],
         ARRAY['es_relay',     'SELECT',                         'es_streams'],
+        ARRAY['es_relay',     'SELECT',                         'es_tokens'],
         ARRAY['es_projector', 'SELECT',                         'es_events'],
         ARRAY['es_projector', 'SELECT',                         'es_streams'],
+        ARRAY['es_projector', 'SELECT',                         'es_tokens'],
         ARRAY['es_query',     'SELECT',                         'es_tokens'],
         ARRAY['es_saga',      'SELECT, INSERT',                 'es_events'],
         ARRAY['es_saga',      'SELECT, INSERT, UPDATE',         'es_streams'],
@@ -47,6 +50,7 @@ DECLARE
         ARRAY['es_saga',      'SELECT, INSERT, UPDATE, DELETE', 'es_saga_inbox'],
         ARRAY['es_saga',      'SELECT, INSERT, UPDATE, DELETE', 'es_saga_checkpoint'],
         ARRAY['es_saga',      'SELECT, INSERT, UPDATE',         'es_saga_dead_letters'],
+        ARRAY['es_saga',      'SELECT',                         'es_tokens'],
         ARRAY['esctl',        'SELECT, INSERT',                 'es_events'],
         ARRAY['esctl',        'SELECT, INSERT, UPDATE',         'es_streams'],
         ARRAY['esctl',        'SELECT',                         'es_snapshots'],
