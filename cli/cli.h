@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "status.h"
+#include "store.h"
 
 /* Exit codes scripts can rely on (docs/esctl.1). */
 enum {
@@ -80,5 +81,8 @@ extern const cli_cmd cli_stream_cmds[], cli_projection_cmds[], cli_saga_cmds[],
 /* A connection to the event store's PostgreSQL, or NULL after saying why
  * (exit CLI_UNAVAILABLE). */
 PGconn *cli_pg(cli *c);
+/* The event store (es_store_open on ES_PG_CONNINFO), or NULL after saying
+ * why; the caller closes it (es_store_close). */
+es_store *cli_store(cli *c);
 
 #endif

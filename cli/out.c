@@ -252,3 +252,15 @@ cli_pg(cli *c)
     return pg;
 }
 
+es_store *
+cli_store(cli *c)
+{
+    es_store *st = NULL;
+    es_error err;
+
+    if (es_store_open(&st, es_pg_conninfo(), &err) != ES_OK) {
+        cli_fail(c, &err);
+        return NULL;
+    }
+    return st;
+}

@@ -18,19 +18,6 @@
 
 #define PAGE_MAX 10000
 
-static es_store *
-open_store(cli *c)
-{
-    es_store *st = NULL;
-    es_error err;
-
-    if (es_store_open(&st, es_pg_conninfo(), &err) != ES_OK) {
-        cli_fail(c, &err);
-        return NULL;
-    }
-    return st;
-}
-
 /* An event as the HTTP API shows it. */
 static json_t *
 event_json(const es_event *e, bool with_stream)
@@ -77,7 +64,7 @@ run_read(cli *c, int argc, char **argv)
     from = backward ? -1 : 0;
     if (from_s && !cli_number(c, "--from", from_s, 0, INT64_MAX, &from))
         return CLI_USAGE;
-    if ((st = open_store(c)) == NULL)
+    if ((st = cli_store(c)) == NULL)
         return CLI_UNAVAILABLE;
     if (es_store_read_stream(st, pos[0], from, (size_t)limit, backward ? ES_BACKWARD : ES_FORWARD,
                              &p, &err) != ES_OK) {
@@ -156,7 +143,7 @@ run_append(cli *c, int argc, char **argv)
     data = strcmp(pos[2], "-") == 0 ? read_stdin() : strdup(pos[2]);
     if (data == NULL)
         return cli_usage(c, "could not read the data from standard input");
-    if ((st = open_store(c)) == NULL) {
+    if ((st = cli_store(c)) == NULL) {
         free(data);
         return CLI_UNAVAILABLE;
     }
@@ -211,7 +198,7 @@ run_feed_read(cli *c, int argc, char **argv)
         !cli_number(c, "--limit", limit_s, 1, PAGE_MAX, &limit) ||
         (after_s && !parse_position(c, after_s, &after)))
         return CLI_USAGE;
-    if ((st = open_store(c)) == NULL)
+    if ((st = cli_store(c)) == NULL)
         return CLI_UNAVAILABLE;
     if (es_store_read_feed(st, after, (size_t)limit, &p, &err) != ES_OK) {
         es_store_close(st);
@@ -251,7 +238,7 @@ run_follow(cli *c, int argc, char **argv)
         return CLI_USAGE;
     if (after_s && from_start)
         return cli_usage(c, "--after and --from-start cannot go together");
-    if ((st = open_store(c)) == NULL)
+    if ((st = cli_store(c)) == NULL)
         return CLI_UNAVAILABLE;
     if (!after_s && !from_start && es_store_feed_head(st, &after, &err) != ES_OK) {
         es_store_close(st);

@@ -32,19 +32,6 @@ operator_name(char *out, size_t size)
         snprintf(out, size, "esctl");
 }
 
-static es_store *
-open_store(cli *c)
-{
-    es_store *st = NULL;
-    es_error err;
-
-    if (es_store_open(&st, es_pg_conninfo(), &err) != ES_OK) {
-        cli_fail(c, &err);
-        return NULL;
-    }
-    return st;
-}
-
 static json_t *
 time_or_null(int64_t t)
 {
@@ -107,7 +94,7 @@ run_create(cli *c, int argc, char **argv)
     if ((ttl_s && !cli_number(c, "--ttl", ttl_s, 1, 100LL * 365 * 86400, &ttl)) ||
         (rate_s && !cli_number(c, "--rate", rate_s, 1, 1000000, &rate)))
         return CLI_USAGE;
-    if ((st = open_store(c)) == NULL)
+    if ((st = cli_store(c)) == NULL)
         return CLI_UNAVAILABLE;
     operator_name(who, sizeof who);
     s = es_token_create(st, &(es_token_spec){pos[0], scopes, nscopes, ttl, (int)rate, who, NULL},
@@ -149,7 +136,7 @@ run_list(cli *c, int argc, char **argv)
 
     if (!cli_parse(c, argc, argv, opts, pos, 0, 0, &npos))
         return CLI_USAGE;
-    if ((st = open_store(c)) == NULL)
+    if ((st = cli_store(c)) == NULL)
         return CLI_UNAVAILABLE;
     if (es_token_list(st, &list, &err) != ES_OK) {
         es_store_close(st);
@@ -196,7 +183,7 @@ run_revoke(cli *c, int argc, char **argv)
 
     if (!cli_parse(c, argc, argv, opts, pos, 1, 1, &npos))
         return CLI_USAGE;
-    if ((st = open_store(c)) == NULL)
+    if ((st = cli_store(c)) == NULL)
         return CLI_UNAVAILABLE;
     operator_name(who, sizeof who);
     s = es_token_revoke(st, pos[0], who, &err);
