@@ -109,10 +109,10 @@ es_env_credentials(const char *user)
     }
     fclose(f);
     snprintf(value, sizeof value, "host=127.0.0.1 port=%s user=%s password=%s dbname=es",
-             es_env_str("ES_PG_PORT", "55432"), admin ? "postgres" : user, pw);
+             es_env_str("ES_PG_PORT", "15432"), admin ? "postgres" : user, pw);
     setenv("ES_PG_CONNINFO", value, 1);
     snprintf(value, sizeof value, "nats://%s:%s@127.0.0.1:%s", user, pw,
-             es_env_str("ES_NATS_PORT", "54222"));
+             es_env_str("ES_NATS_PORT", "14222"));
     setenv("ES_NATS_URL", value, 0);
     setenv("ES_REDIS_USER", user, 0);
     setenv("ES_REDIS_PASSWORD", pw, 0);

@@ -21,12 +21,12 @@ long es_env_long(const char *prog, const char *name, long def, long min, long ma
 
 /* The event store's PostgreSQL: ES_PG_CONNINFO, or the private server of
  * scripts/servers.sh. */
-#define ES_PG_CONNINFO_DEFAULT "host=127.0.0.1 port=55432 user=postgres dbname=es"
+#define ES_PG_CONNINFO_DEFAULT "host=127.0.0.1 port=15432 user=postgres dbname=es"
 const char *es_pg_conninfo(void);
 
 /* The NATS server: ES_NATS_URL, or the private server of scripts/servers.sh.
  * It may carry the program's credentials (nats://user:password@host:port). */
-#define ES_NATS_URL_DEFAULT "nats://127.0.0.1:54222"
+#define ES_NATS_URL_DEFAULT "nats://127.0.0.1:14222"
 const char *es_nats_url(void);
 
 /*

@@ -249,10 +249,10 @@ es_rm_connect(es_error *err)
 
     if (host == NULL || host[0] == '\0')
         host = "127.0.0.1";
-    c = redisConnectWithTimeout(host, port && port[0] ? atoi(port) : 56379, tv);
+    c = redisConnectWithTimeout(host, port && port[0] ? atoi(port) : 16379, tv);
     if (c == NULL || c->err) {
         es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
-                     "could not connect to redis at %s:%s: %s", host, port ? port : "56379",
+                     "could not connect to redis at %s:%s: %s", host, port ? port : "16379",
                      c ? c->errstr : "out of memory");
         if (c)
             redisFree(c);

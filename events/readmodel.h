@@ -55,7 +55,7 @@
 #define ES_RM_VERSION_MAX 24
 #define ES_RM_POSITION_MAX 48
 
-/* Connects to ES_REDIS_HOST:ES_REDIS_PORT (defaults 127.0.0.1:56379) with a
+/* Connects to ES_REDIS_HOST:ES_REDIS_PORT (defaults 127.0.0.1:16379) with a
  * timeout, authenticates as ES_REDIS_USER with ES_REDIS_PASSWORD when a
  * password is set, and selects database ES_REDIS_DB (default 0; the tests
  * and the benchmarks use their own); NULL with err set when Redis does not

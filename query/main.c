@@ -64,7 +64,7 @@ main(void)
     atomic_store(&app.http, srv);
     es_log(ES_LOG_INFO, "listening on %s://%s:%u (%u threads), read models in redis at %s:%s",
            scheme, http.bind, http.port, http.threads, es_env_str("ES_REDIS_HOST", "127.0.0.1"),
-           es_env_str("ES_REDIS_PORT", "56379"));
+           es_env_str("ES_REDIS_PORT", "16379"));
     es_daemon_wait();
     rc = 0;
 done:

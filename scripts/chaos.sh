@@ -20,7 +20,7 @@
 # connections; CHAOS_SEED fixes the schedule and the
 # load; CHAOS_SETTLE_SECONDS (120) bounds the wait for quiescence;
 # CHAOS_PG_PORT, CHAOS_REDIS_PORT, CHAOS_NATS_PORT, CHAOS_NATS_HTTP_PORT
-# (55532, 56479, 54322, 58322) and CHAOS_PORT_BASE (18680, five daemon
+# (15532, 16479, 14322, 18322) and CHAOS_PORT_BASE (18680, five daemon
 # ports from there) keep it away from `make up` and the tests.
 set -euo pipefail
 
@@ -50,10 +50,10 @@ done
 # ---- the private system ----------------------------------------------------
 
 export ES_RUN_DIR=$root/.run/chaos
-export ES_PG_PORT=${CHAOS_PG_PORT:-55532}
-export ES_REDIS_PORT=${CHAOS_REDIS_PORT:-56479}
-export ES_NATS_PORT=${CHAOS_NATS_PORT:-54322}
-export ES_NATS_HTTP_PORT=${CHAOS_NATS_HTTP_PORT:-58322}
+export ES_PG_PORT=${CHAOS_PG_PORT:-15532}
+export ES_REDIS_PORT=${CHAOS_REDIS_PORT:-16479}
+export ES_NATS_PORT=${CHAOS_NATS_PORT:-14322}
+export ES_NATS_HTTP_PORT=${CHAOS_NATS_HTTP_PORT:-18322}
 port_base=${CHAOS_PORT_BASE:-18680}
 eval "$(scripts/servers.sh env)"
 export ES_PG_CONNINFO="host=$ES_PG_HOST port=$ES_PG_PORT user=$ES_PG_USER dbname=es_chaos"

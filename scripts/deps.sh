@@ -19,6 +19,7 @@ PACKAGES=(
     nats-server
     clang libclang-rt-14-dev
     curl wrk
+    iproute2        # ss: which process holds a port a server cannot take
     openssl jq      # tests/tls.sh: its private CA, and reading the answers
     prometheus      # for promtool only (tests/test_metrics.c); its service is not used
 )

@@ -26,8 +26,8 @@
 # permissions follow ES_RELAY_STREAM, ES_RELAY_SUBJECT_PREFIX,
 # ES_RELAY_WAKE_SUBJECT and ES_COMMAND_SUBJECT_PREFIX as set at start.
 #
-# Settings (environment): ES_RUN_DIR, ES_PG_PORT (55432), ES_REDIS_PORT
-# (56379), ES_NATS_PORT (54222), ES_NATS_HTTP_PORT (58222, monitoring),
+# Settings (environment): ES_RUN_DIR, ES_PG_PORT (15432), ES_REDIS_PORT
+# (16379), ES_NATS_PORT (14222), ES_NATS_HTTP_PORT (18222, monitoring),
 # ES_WAIT_SECS (30, how long to wait for each server to answer).
 #
 # PostgreSQL refuses to run as root, so as root it runs as the `postgres`
@@ -43,10 +43,10 @@ REPO_DIR=$(dirname -- "$SCRIPT_DIR")
 ES_RUN_DIR=${ES_RUN_DIR:-$REPO_DIR/.run}
 [[ $ES_RUN_DIR == /* ]] || ES_RUN_DIR=$PWD/$ES_RUN_DIR
 ES_RUN_DIR=${ES_RUN_DIR%/}
-ES_PG_PORT=${ES_PG_PORT:-55432}
-ES_REDIS_PORT=${ES_REDIS_PORT:-56379}
-ES_NATS_PORT=${ES_NATS_PORT:-54222}
-ES_NATS_HTTP_PORT=${ES_NATS_HTTP_PORT:-58222}
+ES_PG_PORT=${ES_PG_PORT:-15432}
+ES_REDIS_PORT=${ES_REDIS_PORT:-16379}
+ES_NATS_PORT=${ES_NATS_PORT:-14222}
+ES_NATS_HTTP_PORT=${ES_NATS_HTTP_PORT:-18222}
 WAIT_SECS=${ES_WAIT_SECS:-30}
 
 HOST=127.0.0.1
@@ -114,6 +114,18 @@ show_logs() {
             tail -n 20 -- "$f" >&2 || true
         fi
     done
+}
+
+# port_holders PORT...: says which process listens on each port, if any:
+# a server that cannot start because its port is taken names who has it.
+port_holders() {
+    local port who
+    command -v ss >/dev/null || return 0
+    for port in "$@"; do
+        who=$(ss -Htlnp "sport = :$port" 2>/dev/null | grep -o 'users:(([^)]*))' | head -n 1)
+        [[ -n $who ]] && err "port $port is taken: $who"
+    done
+    return 0
 }
 
 # pid_alive PID NAME: the process exists, is not a zombie (an init that is
@@ -353,6 +365,7 @@ EOF
     done
     if ! pg_ready; then
         err "pg: not accepting connections on $HOST:$ES_PG_PORT after $WAIT_SECS s"
+        port_holders "$ES_PG_PORT"
         show_logs "$logf"
         return 1
     fi
@@ -428,10 +441,11 @@ pg_status() {
 
 redis_pid() { read_pid "$REDIS_PID"; }
 redis_running() { pid_alive "$(redis_pid)" redis-server; }
-redis_ping() {
-    [[ $(REDISCLI_AUTH=$(cred "$ADMIN_USER") redis-cli -h "$HOST" -p "$ES_REDIS_PORT" \
-        --user "$ADMIN_USER" ping 2>/dev/null) == PONG ]]
+redis_answer() {
+    REDISCLI_AUTH=$(cred "$ADMIN_USER") redis-cli -h "$HOST" -p "$ES_REDIS_PORT" \
+        --user "$ADMIN_USER" ping 2>/dev/null
 }
+redis_ping() { [[ $(redis_answer) == PONG ]]; }
 
 redis_pw_hash() { printf '%s' "$(cred "$1")" | sha256sum | cut -d' ' -f1; }
 
@@ -498,8 +512,19 @@ EOF
     fi
     # Redis writes its pid file only once it listens, so "our pid file names a
     # live redis and the port says PONG" means it is ours that answers.
+    local answer said_loading=""
     for ((i = 0; i < WAIT_SECS * 5; i++)); do
-        if redis_running && redis_ping; then ok=1; break; fi
+        if redis_running; then
+            answer=$(redis_answer)
+            if [[ $answer == PONG ]]; then ok=1; break; fi
+            # Still reading a large append-only file: it answers LOADING
+            # for as long as that takes, which is no failure to start.
+            if [[ $answer == LOADING* ]]; then
+                [[ -n $said_loading ]] || log "redis: loading its data, waiting"
+                said_loading=1
+                i=0
+            fi
+        fi
         pid=$(redis_pid)
         if [[ -z $pid ]]; then   # not listening yet, or failed: its log says
             pid=$(log_since "$REDIS_LOG" "$log_off" |
@@ -512,6 +537,7 @@ EOF
     done
     if [[ -z $ok ]]; then
         err "redis: no PONG on $HOST:$ES_REDIS_PORT"
+        port_holders "$ES_REDIS_PORT"
         show_logs "$REDIS_OUT" "$REDIS_LOG"
         return 1
     fi
@@ -661,6 +687,7 @@ nats_start() {
     done
     if [[ -z $ok ]]; then
         err "nats: not healthy on $HOST:$ES_NATS_PORT / $ES_NATS_HTTP_PORT"
+        port_holders "$ES_NATS_PORT" "$ES_NATS_HTTP_PORT"
         show_logs "$NATS_OUT" "$NATS_LOG"
         if pid_alive "$pid" nats-server; then kill_wait "$pid" nats-server || true; fi
         rm -f -- "$NATS_PID"

@@ -464,7 +464,7 @@ th_redis_flush(void)
         fprintf(stderr, "ES_REDIS_DB must name the tests' own database (not 0)\n");
         exit(2);
     }
-    c = redisConnect(host ? host : "127.0.0.1", port ? atoi(port) : 56379);
+    c = redisConnect(host ? host : "127.0.0.1", port ? atoi(port) : 16379);
     if (c == NULL || c->err)
         abort();
     if (getenv("ES_REDIS_PASSWORD") != NULL) {

@@ -452,7 +452,7 @@ START_TEST(the_redis_connection_is_made_on_first_send_and_remade)
     es_error err;
 
     th_redis_flush();
-    snprintf(port, sizeof port, "%s", p ? p : "56379");
+    snprintf(port, sizeof port, "%s", p ? p : "16379");
     setenv("ES_REDIS_PORT", "1", 1);    /* nothing listens there */
     g = make("mail");
     ck_assert_int_eq(sg_gateway_send(g, "m-1", "{}", &err), ES_EUNAVAILABLE);

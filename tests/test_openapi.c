@@ -129,7 +129,7 @@ main(void)
     th_unique(tag, sizeof tag, "oa");
     snprintf(envs[0], sizeof envs[0], "ES_PG_CONNINFO=%s", conninfo);
     snprintf(envs[1], sizeof envs[1], "ES_NATS_URL=%s",
-             getenv("ES_NATS_URL") ? getenv("ES_NATS_URL") : "nats://127.0.0.1:54222");
+             getenv("ES_NATS_URL") ? getenv("ES_NATS_URL") : "nats://127.0.0.1:14222");
     snprintf(envs[2], sizeof envs[2], "ES_COMMAND_SUBJECT_PREFIX=%s.cmd", tag);
     snprintf(envs[3], sizeof envs[3], "ES_RELAY_WAKE_SUBJECT=%s.wake", tag);
     for (int i = 0; i < 4; i++)

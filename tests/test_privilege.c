@@ -327,7 +327,7 @@ redis_as(const char *user)
 {
     const char *port = getenv("ES_REDIS_PORT");
     redisContext *c = redisConnect(getenv("ES_REDIS_HOST") ? getenv("ES_REDIS_HOST") : "127.0.0.1",
-                                   port ? atoi(port) : 56379);
+                                   port ? atoi(port) : 16379);
     redisReply *r;
 
     ck_assert_ptr_nonnull(c);

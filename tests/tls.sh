@@ -18,7 +18,7 @@
 #
 # Prints a Check-style summary line, which scripts/test.sh counts.  Run
 # it from scripts/test.sh (which exports ES_REDIS_HOST/PORT and
-# ES_TEST_BUILD); ports come from ES_TLS_TEST_PORT_BASE (33440) upwards,
+# ES_TEST_BUILD); ports come from ES_TLS_TEST_PORT_BASE (13440) upwards,
 # skipping ports in use.
 set -euo pipefail
 
@@ -86,7 +86,7 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- ports ------------------------------------------------------------
-next_port=${ES_TLS_TEST_PORT_BASE:-33440}
+next_port=${ES_TLS_TEST_PORT_BASE:-13440}
 pick_port() {        # pick_port VAR: the next port nothing listens on, into VAR
     while (exec 3<>"/dev/tcp/127.0.0.1/$next_port") 2>/dev/null; do
         next_port=$((next_port + 1))
@@ -178,7 +178,7 @@ export ES_GATEWAY_NOTIFICATION_TRANSPORT=null ES_GATEWAY_EMAIL_TRANSPORT=null
 # (as the identity the environment names; redis-cli exits 0 on an error
 # answer, so the answer itself is checked)
 [[ $(REDISCLI_AUTH=${ES_REDIS_PASSWORD:-} redis-cli -h "${ES_REDIS_HOST:-127.0.0.1}" \
-     -p "${ES_REDIS_PORT:-56379}" ${ES_REDIS_USER:+--user "$ES_REDIS_USER"} -n "$redis_db" \
+     -p "${ES_REDIS_PORT:-16379}" ${ES_REDIS_USER:+--user "$ES_REDIS_USER"} -n "$redis_db" \
      flushdb 2>&1) == OK ]] || die "could not empty Redis database $redis_db"
 
 # a token for the requests (access control is on, as everywhere)
