@@ -23,6 +23,7 @@ enum { WRITERS = 8, TXNS = 40, STREAMS = 12, MAXEV = WRITERS * TXNS * 3 };
 
 static char prefix[40];
 static atomic_int writers_done;
+static atomic_int readers_ready;    /* readers that know where they start */
 
 typedef struct acked {
     char ids[MAXEV][ES_UUID_LEN + 1];
@@ -133,6 +134,23 @@ ours(const char *stream)
     return strncmp(stream, prefix, strlen(prefix)) == 0;
 }
 
+static int missing(const seen *s, char (*acked_sorted)[ES_UUID_LEN + 1], int nacked, int *dups);
+static int cmp_id(const void *a, const void *b);
+
+/* Whether every acknowledged id is in s (the writers are done). */
+static bool
+all_acked_seen(const seen *s)
+{
+    int n = atomic_load(&ack.n), dups, miss;
+    char (*sorted)[ES_UUID_LEN + 1] = malloc((size_t)(n ? n : 1) * sizeof *sorted);
+
+    memcpy(sorted, ack.ids, (size_t)n * sizeof *sorted);
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_id);
+    miss = missing(s, sorted, n, &dups);
+    free(sorted);
+    return miss == 0;
+}
+
 /* The store's reader, continuing from each page's next position. */
 static void *
 tail_reader(void *arg)
@@ -141,10 +159,11 @@ tail_reader(void *arg)
     es_store *s = NULL;
     es_position pos = {0, 0}, last = {0, 0};
     es_error err;
-    int idle_after_done = 0, idle_for = 0;
+    int idle_after_done = 0;
 
     ck_assert_int_eq(es_store_open(&s, th_conninfo(), &err), ES_OK);
     ck_assert_int_eq(es_store_feed_head(s, &pos, &err), ES_OK);
+    atomic_fetch_add(&readers_ready, 1);
     for (;;) {
         es_page *p;
         size_t count;
@@ -162,11 +181,12 @@ tail_reader(void *arg)
         es_page_destroy(p);
         /* Done once the writers are and every acknowledged event came
          * (or 30 s after): a transaction of another test on the same
-         * server can hold the horizon back well past a few idle polls. */
+         * server can hold the horizon back well past a few idle polls,
+         * and counting is not enough, since an append whose answer was
+         * lost may be stored without being acknowledged. */
         if (count == 0) {
             if (atomic_load(&writers_done) == WRITERS &&
-                ((out->n >= atomic_load(&ack.n) && ++idle_after_done > 20) ||
-                 ++idle_for > 30000))
+                ((++idle_after_done % 50 == 21 && all_acked_seen(out)) || idle_after_done > 30000))
                 break;
             usleep(1000);
         }
@@ -186,6 +206,7 @@ naive_reader(void *arg)
     int idle_after_done = 0;
 
     last = atoll(PQgetvalue(r, 0, 0));
+    atomic_fetch_add(&readers_ready, 1);
     PQclear(r);
     for (;;) {
         char sql[200];
@@ -251,10 +272,17 @@ START_TEST(tail_reader_sees_every_commit_once_in_stable_order)
 
     th_unique(prefix, sizeof prefix, "feed");
     atomic_store(&writers_done, 0);
+    atomic_store(&readers_ready, 0);
     atomic_store(&ack.n, 0);
     ck_assert_int_eq(pthread_create(&tail, NULL, tail_reader, &tail_seen), 0);
     ck_assert_int_eq(pthread_create(&naive, NULL, naive_reader, &naive_seen), 0);
-    usleep(50 * 1000);
+    /* The writers start once both readers know where they start: events
+     * before that point are not theirs to see (a fixed 50 ms was too
+     * short under ASan on a busy machine, and the first commits went
+     * "missing"). */
+    for (int i = 0; i < 30000 && atomic_load(&readers_ready) < 2; i++)
+        usleep(1000);
+    ck_assert_int_eq(atomic_load(&readers_ready), 2);
     for (int w = 0; w < WRITERS; w++)
         ck_assert_int_eq(pthread_create(&writers[w], NULL, w < 6 ? raw_writer : lib_writer,
                                         (void *)(intptr_t)w), 0);
