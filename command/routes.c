@@ -187,44 +187,56 @@ append_job_free(append_job *j)
 /*
  * Sets metadata.principal of every event of j to principal, over any
  * value the client sent.  Events without metadata share one text made
- * once per request (the hot path: no JSON parse); the others are parsed,
- * stamped and encoded again.  false on OOM.
+ * once per request.  Those with metadata (an object, as the decoder
+ * checked) get the member appended last, as text: jsonb keeps the last
+ * of duplicate keys, however the client spelled its own ("princ\u0069pal"
+ * included), and nothing of the client's text is parsed or re-encoded, so
+ * numbers no parser here could hold (1e400) stay as sent.  false on OOM.
  */
 static bool
 stamp_principal(append_job *j, const char *principal)
 {
-    es_buf b = ES_BUF_INIT;
+    es_buf member = ES_BUF_INIT;
+    bool ok = false;
 
-    es_buf_puts(&b, "{\"principal\":");
-    es_buf_json_string(&b, principal);
-    es_buf_puts(&b, "}");
-    if (es_buf_failed(&b) || (j->meta_plain = strdup(b.data)) == NULL) {
-        es_buf_free(&b);
-        return false;
+    es_buf_puts(&member, "\"principal\":");
+    es_buf_json_string(&member, principal);
+    es_buf_puts(&member, "}");
+    if (es_buf_failed(&member) || asprintf(&j->meta_plain, "{%s", member.data) < 0) {
+        j->meta_plain = NULL;
+        goto done;
     }
-    es_buf_free(&b);
     for (size_t i = 0; i < j->body.count; i++) {
         es_new_event *ev = &j->body.events[i];
-        json_t *m;
+        size_t end, open;
 
         if (ev->metadata == NULL) {
             ev->metadata = j->meta_plain;
             continue;
         }
         if (j->metas == NULL && (j->metas = calloc(j->body.count, sizeof *j->metas)) == NULL)
-            return false;
-        /* checked as an object by the decoder */
-        m = json_loads(ev->metadata, JSON_DECODE_ANY, NULL);
-        if (!json_is_object(m) ||
-            json_object_set_new(m, "principal", json_string(principal)) != 0 ||
-            (j->metas[i] = json_dumps(m, JSON_COMPACT)) == NULL) {
-            json_decref(m);
-            return false;
+            goto done;
+        /* the text up to its closing brace; empty when only white space
+         * stands between the braces */
+        end = strlen(ev->metadata);
+        while (end > 0 && ev->metadata[end - 1] != '}')
+            end--;
+        if (end == 0)
+            goto done;          /* not an object: the decoder refuses those */
+        end--;
+        open = strspn(ev->metadata, " \t\r\n") + 1;
+        if (asprintf(&j->metas[i], "%.*s%s%s", (int)end, ev->metadata,
+                     strspn(ev->metadata + open, " \t\r\n") == end - open ? "" : ",",
+                     member.data) < 0) {
+            j->metas[i] = NULL;
+            goto done;
         }
-        json_decref(m);
         ev->metadata = j->metas[i];
     }
-    return true;
+    ok = true;
+done:
+    es_buf_free(&member);
+    return ok;
 }
 
 /*

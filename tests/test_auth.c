@@ -276,6 +276,7 @@ START_TEST(principal_is_the_tokens_name)
     char stream[64], path[128], body[256];
     th_response r;
     es_store *st;
+    const char *big;
     es_page *p;
     es_error err;
     json_t *m, *j;
@@ -285,18 +286,29 @@ START_TEST(principal_is_the_tokens_name)
     ck_assert_int_eq(call(cmd.port, "POST", path,
                           "{\"expected_version\":\"no_stream\",\"events\":["
                           "{\"type\":\"A\",\"data\":{},\"metadata\":{\"principal\":\"mallory\","
-                          "\"x\":1}},{\"type\":\"B\",\"data\":{}}]}",
+                          "\"x\":1,\"princ\\u0069pal\":\"eve\",\"big\":1e400}},"
+                          "{\"type\":\"B\",\"data\":{},\"metadata\":{ }}]}",
                           token[T_APPEND], &r), 201);
     th_response_free(&r);
     ck_assert_int_eq(es_store_open(&st, conninfo, &err), ES_OK);
     ck_assert_int_eq(es_store_read_stream(st, stream, 0, 10, ES_FORWARD, &p, &err), ES_OK);
     ck_assert_int_eq(p->count, 2);
     for (size_t i = 0; i < 2; i++) {
-        m = json_loads(p->events[i].metadata, 0, NULL);
-        ck_assert_str_eq(json_string_value(json_object_get(m, "principal")), token_name[T_APPEND]);
-        if (i == 0)
-            ck_assert_int_eq(json_integer_value(json_object_get(m, "x")), 1);
-        json_decref(m);
+        char want[128];
+
+        /* read as text: event 0's 1e400 (401 digits as stored) is beyond
+         * what jansson holds, which is why the server must not parse it */
+        snprintf(want, sizeof want, "\"principal\": \"%s\"", token_name[T_APPEND]);
+        ck_assert_ptr_nonnull(strstr(p->events[i].metadata, want));
+        ck_assert_ptr_null(strstr(p->events[i].metadata, "mallory"));
+        ck_assert_ptr_null(strstr(p->events[i].metadata, "eve"));
+        if (i == 0) {
+            /* a forged key however spelled is overwritten; the rest kept */
+            ck_assert_ptr_nonnull(strstr(p->events[i].metadata, "\"x\": 1"));
+            big = strstr(p->events[i].metadata, "\"big\": 1");
+            ck_assert_ptr_nonnull(big);
+            ck_assert_uint_eq(strspn(big + 8, "0"), 400);
+        }
     }
     es_page_destroy(p);
 
