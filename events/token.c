@@ -180,14 +180,18 @@ es_token_create(es_store *s, const es_token_spec *spec, char secret[ES_TOKEN_SEC
     snprintf(expires, sizeof expires, "%lld", (long long)*expires_at);
     snprintf(rate, sizeof rate, "%d", spec->rate);
 
-    /* the scopes as a text[] literal: each quoted, scopes hold no quote */
-    es_buf_puts(&arr, "{");
+    /* the scopes as a JSON array, bound as a value: the array itself is
+     * made by the server, so no scope text can become two scopes */
     scopes = json_array();
-    for (size_t i = 0; i < spec->nscopes; i++) {
-        es_buf_printf(&arr, "%s\"%s\"", i ? "," : "", spec->scopes[i]);
+    for (size_t i = 0; i < spec->nscopes; i++)
         json_array_append_new(scopes, json_string(spec->scopes[i]));
+    {
+        char *text = json_dumps(scopes, JSON_COMPACT);
+        es_buf_puts(&arr, text ? text : "");
+        if (text == NULL)
+            arr.failed = true;
+        free(text);
     }
-    es_buf_puts(&arr, "}");
     data = json_pack("{s:s, s:O, s:o, s:i}", "name", spec->name, "scopes", scopes, "expires_at",
                      *expires_at ? json_integer(*expires_at) : json_null(), "rate", spec->rate);
     if (es_buf_failed(&arr) || data == NULL) {
@@ -212,7 +216,7 @@ es_token_create(es_store *s, const es_token_spec *spec, char secret[ES_TOKEN_SEC
     values[4] = expires;
     r = PQexecParams(c,
                      "INSERT INTO es_tokens (name, secret_hash, scopes, rate, expires_at) "
-                     "VALUES ($1, $2::bytea, $3::text[], $4::int, "
+                     "VALUES ($1, $2::bytea, ARRAY(SELECT jsonb_array_elements_text($3::jsonb)), $4::int, "
                      "CASE WHEN $5::bigint = 0 THEN NULL ELSE to_timestamp($5::bigint) END) "
                      "ON CONFLICT DO NOTHING",
                      5, NULL, values, NULL, NULL, 0);

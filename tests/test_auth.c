@@ -69,6 +69,14 @@ START_TEST(scopes_and_categories)
     ck_assert(!es_scope_valid("append:"));
     ck_assert(!es_scope_valid("read:everything"));
     ck_assert(!es_scope_valid("Admin"));
+    /* a scope is one name: none that a text[] literal or a cut could turn
+     * into two, or into a wildcard */
+    ck_assert(!es_scope_valid("append:x\",\"admin"));
+    ck_assert(!es_scope_valid("append:x,admin"));
+    ck_assert(!es_scope_valid("append:x}"));
+    ck_assert(!es_scope_valid("append:x *"));
+    ck_assert(!es_scope_valid("append:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                              "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
 
     ck_assert(es_scope_grants("admin", "command:order"));
     ck_assert(es_scope_grants("command:*", "command:order"));
@@ -86,6 +94,7 @@ START_TEST(scopes_and_categories)
     ck_assert(es_stream_protected("account-c1"));
     ck_assert(es_stream_protected("saga-order-x"));
     ck_assert(es_stream_protected("token-admin"));
+    ck_assert(es_stream_protected("frauddomain-x-1"));    /* the fraud check's windows */
     ck_assert(es_stream_protected("order"));
     ck_assert(!es_stream_protected("orders-1"));
     ck_assert(!es_stream_protected("authtest-1"));
