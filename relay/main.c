@@ -206,6 +206,14 @@ ensure_stream(relay *r)
 static bool
 damaged(const jsStreamInfo *si)
 {
+    const jsStreamConfig *cfg = si->Config;
+
+    /* A stream someone gave limits drops messages by design: repairing
+     * it would delete and republish it over and over, so it is left as
+     * it is (the feed's copy is then only its tail, which the operator
+     * chose). */
+    if (cfg != NULL && (cfg->MaxMsgs > 0 || cfg->MaxBytes > 0 || cfg->MaxAge > 0))
+        return false;
     return si->State.LastSeq > 0 &&
            (si->State.FirstSeq != 1 || si->State.Msgs != si->State.LastSeq);
 }
