@@ -75,7 +75,7 @@ SAGA_LIB_OBJ := $(filter-out $(BUILD)/saga/main.o,$(SAGA_SRC:%.c=$(BUILD)/%.o))
 SAGA_BIN  := $(if $(wildcard saga/main.c),$(BUILD)/es-saga)
 
 CLI       := $(BUILD)/esctl
-BENCH_BIN := $(BUILD)/bench_store $(BUILD)/bench_http
+BENCH_BIN := $(BUILD)/bench_store $(BUILD)/bench_http $(BUILD)/bench_redis
 
 FUZZ_DIR  := build/fuzz
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
@@ -133,6 +133,10 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(PROJ_OBJ) $(SAGA_LIB_OBJ) 
 $(BUILD)/bench_http: $(BUILD)/tests/bench_http.o
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS)
+
+$(BUILD)/bench_redis: $(BUILD)/tests/bench_redis.o
+	@echo "  LD    $@"
+	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
 $(BUILD)/bench_store: $(BUILD)/tests/bench_store.o $(LIB)
 	@echo "  LD    $@"

@@ -90,10 +90,11 @@ SELECT $stream, 'order', $version, gen_random_uuid(), 'OrderPlaced', ($data)::js
 SQL
     done
     psql_db <<'SQL'
-INSERT INTO es_streams SELECT stream_id, max(version) FROM es_events GROUP BY stream_id;
+INSERT INTO es_streams SELECT stream_id, max(version) FROM es_events
+ WHERE category = 'order' GROUP BY stream_id;
 INSERT INTO bench_raw (stream_id, version, event_id, type, data, metadata, recorded_at)
 SELECT stream_id, version, event_id, type, data, metadata, recorded_at
-  FROM es_events ORDER BY transaction_id, global_position;
+  FROM es_events WHERE category = 'order' ORDER BY transaction_id, global_position;
 VACUUM ANALYZE es_events;
 VACUUM ANALYZE bench_raw;
 SQL
@@ -236,12 +237,12 @@ rcli() {
 bench_redis_pw=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 bench_redis_user() {
     printf '>%s' "$bench_redis_pw" |
-        rcli -x ACL SETUSER es_bench reset on '~order:*' '~orderhist:*' '~custorders:*' \
+        rcli -x ACL SETUSER es_bench reset on '~order:*' '~orderhist:*' '~custorders:*' '~rm:orders:*' \
             +@all -@admin -@dangerous +select >/dev/null
 }
 redis_rate() {
     redis-benchmark -h "$ES_REDIS_HOST" -p "$ES_REDIS_PORT" --dbnum "$ES_REDIS_DB" -n 300000 \
-        --user es_bench -a "$bench_redis_pw" --no-auth-warning \
+        --user es_bench -a "$bench_redis_pw" \
         -P 100 -r 1000000 --csv "$@" 2>/dev/null | tail -n 1 | awk -F'","' '{ print $(NF - 6) }'
 }
 
@@ -350,6 +351,72 @@ start_system() {
         exit 1
     done
 }
+
+# query_read: the query API's own job, GET /v1/orders/{id} (and a page of
+# GET /v1/customers/{id}/orders) at 32 connections over a read model of
+# BENCH_QUERY_ORDERS orders (default 100,000) that the relay and the live
+# projector built, beside Redis answering the commands the service sends
+# for each request in the same round trips, at 32 connections (bench_redis:
+# HGETALL + LRANGE for an order; ZREVRANGEBYSCORE, then an HGETALL per
+# order of the page, for a customer).
+if want query_read || want query_read_customer; then
+    keys=${BENCH_QUERY_ORDERS:-100000}
+    fresh_db
+    load_log "$keys" "'order-o' || lpad(n::text, 12, '0')" "0" \
+        "'{\"order_id\":\"o' || lpad(n::text, 12, '0') || '\",\"customer_id\":\"c-'
+        || lpad((n % 1000)::text, 12, '0') || '\",\"items\":[{\"sku\":\"sku-'
+        || (n % 500) || '\",\"quantity\":2,\"unit_price\":1999}],\"total\":3998,'
+        || '\"ship_to\":{\"city\":\"Berlin\",\"zip\":\"10115\",\"country\":\"DE\"}}'"
+    rcli FLUSHDB >/dev/null
+    nats_delete_stream "$bench_stream"
+    trap 'stop_system; rm -rf "$work"' EXIT
+    # the read model as users get it: the relay and the live projector
+    # copy the loaded store; the last order in place means all are
+    start_system
+    # the orders projection's keys, version 1 on a fresh store (events/readmodel.c)
+    rm=rm:orders:1:
+    last=${rm}order:o$(printf %012d $((keys - 1)))
+    for _ in $(seq 1 1200); do
+        [ "$(rcli EXISTS "$last")" = 1 ] && break
+        sleep 0.25
+    done
+    if [ "$(rcli EXISTS "$last")" != 1 ]; then
+        echo "bench: the orders read model did not reach $keys orders in 300 s" >&2
+        exit 1
+    fi
+    query_port=$((http_port + 1))
+    for what in order customer; do
+        name=query_read
+        [ "$what" = customer ] && name=query_read_customer
+        want "$name" || continue
+        best=0 best_out="" best_raw=0
+        for _ in $(seq 1 "$rounds"); do
+            n=$keys
+            [ "$what" = customer ] && n=1000
+            out=$("$build/bench_http" "read-$what" "$query_port" 32 "$secs" "$n")
+            if [ "$(max "$best" "$(field per_s "$out")")" != "$best" ]; then
+                best=$(field per_s "$out")
+                best_out=$out
+            fi
+            raw_out=$("$build/bench_redis" "read-$what" 32 "$secs" "$n" "$rm") || {
+                echo "bench: bench_redis read-$what failed: $raw_out" >&2
+                exit 1
+            }
+            r=$(field per_s "$raw_out")
+            best_raw=$(max "$best_raw" "$r")
+        done
+        echo "# $name: GET $([ "$what" = order ] && echo /v1/orders/{id} || echo /v1/customers/{id}/orders)" \
+             "at 32 connections over $keys orders: $best/s, p50 $(field p50_ms "$best_out") ms," \
+             "p99 $(field p99_ms "$best_out") ms, errors $(field errors "$best_out"); Redis answering" \
+             "the same commands in the same round trips (bench_redis), 32 connections: $best_raw/s" \
+             "(best of $rounds rounds each)"
+        report "$name" "$best" requests/s "$best_raw"
+        report "${name}_p99_ms" "$(field p99_ms "$best_out")" ms na
+    done
+    stop_system
+    nats_delete_stream "$bench_stream"
+    rcli FLUSHDB >/dev/null
+fi
 
 if want visibility_p50_ms || want visibility_p99_ms; then
     fresh_db

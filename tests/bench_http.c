@@ -16,6 +16,12 @@
  * 10000" would make two connections race for a stream).
  * orders: POST /v1/orders for customer c-<n % 1000>, one line of sku-<n % 500>.
  *
+ *   bench_http read-order|read-customer QUERY_PORT CONNS SECONDS KEYS
+ * the query API's own job (figure query_read): GET /v1/orders/o<n> or
+ * GET /v1/customers/c-<n>/orders for n drawn at random below KEYS, n
+ * written as twelve digits (the key space redis-benchmark's __rand_int__
+ * makes, so its raw limit reads the same keys).
+ *
  *   bench_http place CMD_PORT RATE SECONDS
  * places the same orders at RATE and reads nothing back (the load of the
  * saga benchmark).
@@ -59,6 +65,9 @@ static bool place_only;
 static int conns;
 static double seconds, rate;
 static bool orders;
+/* the read modes: 1 orders, 2 a customer's orders; their key space */
+static int reads;
+static unsigned long long read_keys;
 static atomic_bool stop;
 
 typedef struct worker {
@@ -130,7 +139,7 @@ typedef struct conn {
     int64_t *version;
     size_t got;
     double t0;
-    char buf[16384];
+    char buf[65536];
 } conn;
 
 /* Builds c's next request into req; returns its length. */
@@ -141,6 +150,19 @@ next_request(conn *c, char *req, size_t cap)
     char body[1024];
     int blen;
 
+    if (reads != 0) {
+        /* xorshift of the connection's own state: no shared generator */
+        uint64_t x = c->k * 0x9E3779B97F4A7C15ull + (uint64_t)c->id * 0xBF58476D1CE4E5B9ull;
+        x ^= x >> 31;
+        x *= 0x94D049BB133111EBull;
+        x ^= x >> 29;
+        x %= read_keys;
+        if (reads == 1)
+            return snprintf(req, cap, "GET /v1/orders/o%012llu HTTP/1.1\r\nHost: b\r\n%s\r\n",
+                            (unsigned long long)x, auth_line);
+        return snprintf(req, cap, "GET /v1/customers/c-%012llu/orders HTTP/1.1\r\nHost: b\r\n%s\r\n",
+                        (unsigned long long)x, auth_line);
+    }
     if (orders) {
         blen = snprintf(body, sizeof body,
                         "{\"customer_id\":\"c-%llu\",\"items\":[{\"sku\":\"sku-%llu\","
@@ -176,10 +198,10 @@ next_request(conn *c, char *req, size_t cap)
 static void
 take_answer(conn *c, worker *w, int status, const char *resp)
 {
-    if (status == 201) {
+    if (status == 201 || (reads != 0 && status == 200)) {
         w->ok++;
         lat_add(&w->lat, c->t0);
-        if (!orders) {
+        if (!orders && reads == 0) {
             const char *lv = strstr(resp, "\"last_version\":");
             c->version[c->s] = lv ? strtoll(lv + 15, NULL, 10) : c->version[c->s] + 1;
             c->s += conns;
@@ -189,7 +211,7 @@ take_answer(conn *c, worker *w, int status, const char *resp)
         return;
     }
     w->errors++;
-    if (!orders && status == 409) {     /* left by an earlier run: learn it */
+    if (!orders && reads == 0 && status == 409) {     /* left by an earlier run: learn it */
         const char *av = strstr(resp, "\"actual_version\":");
         if (av)
             c->version[c->s] = strtoll(av + 17, NULL, 10);
@@ -409,7 +431,7 @@ closed_loop(void)
     for (int i = 0; i < conns; i++) {
         cs[i].id = cs[i].s = i;
         cs[i].fd = -1;
-        if (!orders) {
+        if (!orders && reads == 0) {
             if ((cs[i].version = malloc(STREAMS * sizeof *cs[i].version)) == NULL)
                 return 1;
             for (int j = 0; j < STREAMS; j++)
@@ -459,8 +481,17 @@ main(int argc, char **argv)
         conns = 32;     /* enough that a slow answer does not delay the next */
         if (rate <= 0)
             return 2;
+    } else if (argc == 6 && strncmp(argv[1], "read-", 5) == 0) {
+        reads = strcmp(argv[1], "read-order") == 0 ? 1 : strcmp(argv[1], "read-customer") == 0 ? 2 : 0;
+        port = (unsigned)atoi(argv[2]);
+        conns = atoi(argv[3]);
+        seconds = atof(argv[4]);
+        read_keys = strtoull(argv[5], NULL, 10);
+        if (reads == 0 || read_keys == 0)
+            return 2;
     } else if (argc != 5 || (strcmp(argv[1], "append") != 0 && strcmp(argv[1], "orders") != 0)) {
         fprintf(stderr, "usage: bench_http append|orders PORT CONNS SECONDS\n"
+                        "       bench_http read-order|read-customer QUERY_PORT CONNS SECONDS KEYS\n"
                         "       bench_http visibility CMD_PORT QUERY_PORT RATE SECONDS\n");
         return 2;
     } else {
