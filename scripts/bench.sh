@@ -246,6 +246,27 @@ redis_rate() {
         -P 100 -r 1000000 --csv "$@" 2>/dev/null | tail -n 1 | awk -F'","' '{ print $(NF - 6) }'
 }
 
+# The writes the orders projection makes per OrderPlaced (one 12-field
+# HSET, one RPUSH, one ZADD) and, with "dashboard", the dashboard's two
+# HINCRBYs: redis-benchmark's pipelined rate of each, combined per event.
+hset=(HSET 'order:__rand_int__' order_id o-123456 customer_id c-123
+      items '[{"sku":"sku-12","quantity":2,"unit_price":1999}]' total 3998 status pending
+      payment '{"status":"pending"}' inventory '{"status":"pending"}'
+      shipment '{"status":"pending"}' seq 123456 created_at 2026-11-22T00:00:00.000000Z
+      updated_at 2026-11-22T00:00:00.000000Z
+      ship_to '{"city":"Berlin","zip":"10115","country":"DE"}')
+rpush=(RPUSH 'orderhist:__rand_int__'
+       '{"type":"OrderPlaced","at":"2026-11-22T00:00:00.000000Z","position":"1234567-123456","total":3998}')
+zadd=(ZADD 'custorders:__rand_int__' __rand_int__ o-__rand_int__)
+hincr=(HINCRBY 'order:counters' events 1)
+orders_redis_rate() {
+    local a b c d=0
+    a=$(redis_rate "${hset[@]}"); b=$(redis_rate "${rpush[@]}"); c=$(redis_rate "${zadd[@]}")
+    [ "${1:-}" = dashboard ] && d=$(redis_rate "${hincr[@]}")
+    awk -v a="$a" -v b="$b" -v c="$c" -v d="$d" \
+        'BEGIN { printf "%.0f", 1 / (1/a + 1/b + 1/c + (d > 0 ? 2/d : 0)) }'
+}
+
 if want rebuild; then
     events=${BENCH_REBUILD_EVENTS:-1000000}
     fresh_db
@@ -255,25 +276,15 @@ if want rebuild; then
         || (n % 500) || '\",\"quantity\":2,\"unit_price\":1999}],\"total\":3998,'
         || '\"ship_to\":{\"city\":\"Berlin\",\"zip\":\"10115\",\"country\":\"DE\"}}'"
     # The raw limits: the ordered read of the same rows, and Redis taking
-    # pipelined the writes the orders projection makes per OrderPlaced
-    # (one 12-field HSET, one RPUSH, one ZADD), combined per event.
-    hset=(HSET 'order:__rand_int__' order_id o-123456 customer_id c-123
-          items '[{"sku":"sku-12","quantity":2,"unit_price":1999}]' total 3998 status pending
-          payment '{"status":"pending"}' inventory '{"status":"pending"}'
-          shipment '{"status":"pending"}' seq 123456 created_at 2026-11-22T00:00:00.000000Z
-          updated_at 2026-11-22T00:00:00.000000Z
-          ship_to '{"city":"Berlin","zip":"10115","country":"DE"}')
-    rpush=(RPUSH 'orderhist:__rand_int__'
-           '{"type":"OrderPlaced","at":"2026-11-22T00:00:00.000000Z","position":"1234567-123456","total":3998}')
-    zadd=(ZADD 'custorders:__rand_int__' __rand_int__ o-__rand_int__)
+    # pipelined the writes the orders projection makes per OrderPlaced,
+    # combined per event (orders_redis_rate).
     best_pg=0 best_redis=0 best=0
     bench_redis_user
     for _ in $(seq 1 "$rounds"); do
         rcli FLUSHDB >/dev/null
         r=$(field rows_per_s "$("$build/bench_store" raw-read)")
         best_pg=$(max "$best_pg" "$r")
-        a=$(redis_rate "${hset[@]}"); b=$(redis_rate "${rpush[@]}"); c=$(redis_rate "${zadd[@]}")
-        r=$(awk -v a="$a" -v b="$b" -v c="$c" 'BEGIN { printf "%.0f", 1 / (1/a + 1/b + 1/c) }')
+        r=$(orders_redis_rate)
         best_redis=$(max "$best_redis" "$r")
         rcli FLUSHDB >/dev/null
         v=$("$build/esctl" --json projection rebuild orders --dry-run 2>/dev/null |
@@ -328,28 +339,43 @@ nats_delete_stream() {
     timeout 2 head -c 1 <&7 >/dev/null 2>&1 || true
     exec 7>&-
 }
+export ES_RELAY_STREAM=$bench_stream ES_RELAY_SUBJECT_PREFIX=bench.events
+export ES_RELAY_WAKE_SUBJECT=bench.wake ES_COMMAND_SUBJECT_PREFIX=bench.cmd
+export ES_COMMAND_PORT=$http_port ES_QUERY_PORT=$((http_port + 1))
+export ES_RELAY_PORT=$((http_port + 2)) ES_PROJECTOR_PORT=$((http_port + 3))
+export ES_SAGA_PORT=$((http_port + 4))
+# start_daemon BIN PORT_VAR: runs BIN of the system, waits for its /healthz.
+start_daemon() {
+    local bin=$1 port=${!2}
+    "$build/$bin" >"$work/$bin.log" 2>&1 &
+    sys_pids+=($!)
+    sys_names+=("$bin")
+    for _ in $(seq 1 100); do
+        curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "bench: $bin did not start:" >&2
+    cat "$work/$bin.log" >&2
+    exit 1
+}
 start_system() {
-    local name port_var port bin
-    export ES_RELAY_STREAM=$bench_stream ES_RELAY_SUBJECT_PREFIX=bench.events
-    export ES_RELAY_WAKE_SUBJECT=bench.wake ES_COMMAND_SUBJECT_PREFIX=bench.cmd
-    export ES_COMMAND_PORT=$http_port ES_QUERY_PORT=$((http_port + 1))
-    export ES_RELAY_PORT=$((http_port + 2)) ES_PROJECTOR_PORT=$((http_port + 3))
-    export ES_SAGA_PORT=$((http_port + 4))
+    local d
     for d in "es-command ES_COMMAND_PORT" "es-relay ES_RELAY_PORT" \
              "es-projector ES_PROJECTOR_PORT" "es-query ES_QUERY_PORT" ${1:+"es-saga ES_SAGA_PORT"}; do
-        read -r bin port_var <<<"$d"
-        port=${!port_var}
-        "$build/$bin" >"$work/$bin.log" 2>&1 &
-        sys_pids+=($!)
-        sys_names+=("$bin")
-        for _ in $(seq 1 100); do
-            curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && continue 2
-            sleep 0.1
-        done
-        echo "bench: $bin did not start:" >&2
-        cat "$work/$bin.log" >&2
-        exit 1
+        # shellcheck disable=SC2086
+        start_daemon $d
     done
+}
+# The number of messages in the bench JetStream stream.
+stream_msgs() {
+    curl -sf -m 2 "http://127.0.0.1:$ES_NATS_HTTP_PORT/jsz?streams=true" 2>/dev/null |
+        tr -d ' \n' | grep -o '"name":"'"$bench_stream"'"[^}]*}[^}]*"messages":[0-9]*' |
+        grep -o '"messages":[0-9]*$' | cut -d: -f2 || true
+}
+# The lowest checkpoint (feed sequence) of the projector's projections.
+projector_low() {
+    curl -sf -m 2 "http://127.0.0.1:$ES_PROJECTOR_PORT/readyz" 2>/dev/null |
+        grep -o '"checkpoint":[0-9]*' | cut -d: -f2 | sort -n | head -n 1
 }
 
 # query_read: the query API's own job, GET /v1/orders/{id} (and a page of
@@ -416,6 +442,65 @@ if want query_read || want query_read_customer; then
     stop_system
     nats_delete_stream "$bench_stream"
     rcli FLUSHDB >/dev/null
+fi
+
+# projector_apply: the live projector (not the rebuild path) catching up
+# BENCH_PROJECTOR_EVENTS (default 1,000,000) OrderPlaced events from
+# JetStream into every projection, from start to the last checkpoint;
+# limit: Redis taking, pipelined, the writes those projections make per
+# event (the orders projection's HSET, RPUSH and ZADD, the dashboard's two
+# HINCRBYs), combined per event.
+if want projector_apply; then
+    events=${BENCH_PROJECTOR_EVENTS:-1000000}
+    fresh_db
+    load_log "$events" "'order-o' || n" "0" \
+        "'{\"order_id\":\"o' || n || '\",\"customer_id\":\"c-' || (n % 1000) || '\",\"items\":[{\"sku\":\"sku-'
+        || (n % 500) || '\",\"quantity\":2,\"unit_price\":1999}],\"total\":3998,'
+        || '\"ship_to\":{\"city\":\"Berlin\",\"zip\":\"10115\",\"country\":\"DE\"}}'"
+    total=$(psql_db -c "SELECT count(*) FROM es_events")
+    nats_delete_stream "$bench_stream"
+    trap 'stop_system; rm -rf "$work"' EXIT
+    # the stream first, by the relay alone
+    start_daemon es-relay ES_RELAY_PORT
+    for _ in $(seq 1 3600); do
+        [ "$(stream_msgs)" = "$total" ] && break
+        sleep 0.5
+    done
+    stop_system
+    if [ "$(stream_msgs)" != "$total" ]; then
+        echo "bench: the relay did not copy $total events into $bench_stream" >&2
+        exit 1
+    fi
+    best=0 best_redis=0
+    bench_redis_user
+    for _ in $(seq 1 "$rounds"); do
+        rcli FLUSHDB >/dev/null
+        best_redis=$(max "$best_redis" "$(orders_redis_rate dashboard)")
+        rcli FLUSHDB >/dev/null
+        t0=$(date +%s.%N)
+        start_daemon es-projector ES_PROJECTOR_PORT
+        for _ in $(seq 1 36000); do
+            low=$(projector_low)
+            [ -n "$low" ] && [ "$low" -ge "$total" ] && break
+            sleep 0.1
+        done
+        t1=$(date +%s.%N)
+        rss=$(report_rss | sed -n 's/.*value=\([0-9.]*\).*/\1/p')
+        stop_system
+        if [ -z "$low" ] || [ "$low" -lt "$total" ]; then
+            echo "bench: the projector did not reach $total (at ${low:-nothing})" >&2
+            exit 1
+        fi
+        best=$(max "$best" "$(awk -v n="$events" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')")
+    done
+    rcli ACL DELUSER es_bench >/dev/null
+    rcli FLUSHDB >/dev/null
+    nats_delete_stream "$bench_stream"
+    echo "# projector_apply: es-projector from start to every projection's checkpoint at the" \
+         "end of $events OrderPlaced events in JetStream: $best events/s; raw limit: Redis" \
+         "taking the same writes per event, pipelined: $best_redis events/s (best of $rounds" \
+         "rounds each); es-projector's peak resident memory ${rss:-?} MB"
+    report projector_apply "$best" events/s "$best_redis"
 fi
 
 if want visibility_p50_ms || want visibility_p99_ms; then
