@@ -82,7 +82,7 @@ FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN  := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_DIR)/%)
 FUZZ_SECONDS ?= 10
 
-.PHONY: all deps up down servers test test-plain test-san test-fuzz fuzz bench clean distclean
+.PHONY: all deps up down servers test test-plain test-san test-fuzz fuzz bench bench-growth clean distclean
 
 all: $(LIB) $(CLI) $(CMD_BIN) $(RELAY_BIN) $(PROJ_BIN) $(QUERY_BIN) $(SAGA_BIN) $(TEST_BIN) \
     $(BENCH_BIN)
@@ -213,6 +213,12 @@ test-san:
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/bench.sh $(BUILD)
+
+# How append, feed read and rebuild costs move when the store holds 10 M
+# events (BENCH_GROWTH_EVENTS) instead of few: ratios big/small.
+bench-growth: deps
+	@$(MAKE) --no-print-directory all
+	@BENCH=growth scripts/bench.sh $(BUILD)
 
 # The fault campaign: CHAOS_SECONDS of kill -9 and restarts of every daemon
 # and server under a steady load, on a private system (.run/chaos), then

@@ -503,6 +503,101 @@ if want projector_apply; then
     report projector_apply "$best" events/s "$best_redis"
 fi
 
+# `make bench-growth` (BENCH=growth; never part of a plain `make bench`):
+# how the costs move as the store grows.  The same figures on a store of
+# BENCH_GROWTH_EVENTS (default 10,000,000) events of the standard workload
+# and on a small one, as ratios big/small: store_append_1 and
+# http_append_1 (small: an empty store), store_feed_read of
+# BENCH_FEED_EVENTS (default 1,000,000) events from the start and from the
+# tail, and rebuild (the orders projection, dry run: small is a store of
+# BENCH_FEED_EVENTS events); then the database's and es_events' sizes per
+# million events.  Appends come last at each size: their data is not
+# shaped for the orders projection, which the rebuilds replay.
+growth_load() {     # growth_load FROM TO: events n of [FROM, TO)
+    local i
+    for ((i = $1; i < $2; i += 100000)); do
+        psql_db <<SQL
+INSERT INTO es_events (stream_id, category, version, event_id, type, data)
+SELECT 'order-' || (n % 10000), 'order', n / 10000, gen_random_uuid(), 'OrderPlaced',
+       ('{"order_id":"o-' || (n % 10000) || '","customer_id":"c-' || (n % 1000)
+        || '","items":[{"sku":"sku-' || (n % 500) || '","quantity":2,"unit_price":1999}],'
+        || '"total":3998,"ship_to":{"city":"Berlin","zip":"10115","country":"DE"}}')::jsonb
+  FROM generate_series($i, $((i + 99999 < $2 - 1 ? i + 99999 : $2 - 1))) n;
+SQL
+    done
+    psql_db <<'SQL'
+INSERT INTO es_streams SELECT stream_id, max(version) FROM es_events
+ WHERE category = 'order' GROUP BY stream_id
+ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version;
+VACUUM ANALYZE es_events;
+SQL
+}
+growth_rebuild() {  # the best of BENCH_ROUNDS dry-run rebuilds, events/s
+    local best=0 v
+    for _ in $(seq 1 "$rounds"); do
+        rcli FLUSHDB >/dev/null
+        v=$("$build/esctl" --json projection rebuild orders --dry-run 2>/dev/null |
+            sed -n 's/.*"rate":\([0-9]*\).*/\1/p')
+        [ -n "$v" ] || { echo "bench: esctl projection rebuild orders --dry-run failed" >&2; exit 1; }
+        best=$(max "$best" "$v")
+    done
+    rcli FLUSHDB >/dev/null
+    echo "$best"
+}
+growth_feed() {     # growth_feed AFTER: the best rate of reading BENCH_FEED_EVENTS after AFTER
+    local best=0 v
+    for _ in $(seq 1 "$rounds"); do
+        v=$(field events_per_s "$("$build/bench_store" feed "$1" "$small")")
+        best=$(max "$best" "$v")
+    done
+    echo "$best"
+}
+growth_append() {   # "<store_append_1> <http_append_1>", best of BENCH_ROUNDS each
+    local a=0 h=0 v
+    for _ in $(seq 1 "$rounds"); do
+        v=$(field events_per_s "$("$build/bench_store" append 8 1 "$secs")")
+        a=$(max "$a" "$v")
+        v=$(field per_s "$(http_round append)")
+        h=$(max "$h" "$v")
+    done
+    echo "$a $h"
+}
+if [[ ",$only," == *",growth,"* ]]; then
+    big=${BENCH_GROWTH_EVENTS:-10000000}
+    small=${BENCH_FEED_EVENTS:-1000000}
+    bench_redis_user
+    fresh_db
+    growth_load 0 "$small"
+    rebuild_small=$(growth_rebuild)
+    feed_small=$(growth_feed 0-0)
+    t0=$(date +%s)
+    growth_load "$small" "$big"
+    echo "# growth: loaded $((big - small)) more events in $(($(date +%s) - t0)) s"
+    rebuild_big=$(growth_rebuild)
+    feed_start=$(growth_feed 0-0)
+    tail_after=$(psql_db -F - -c "SELECT transaction_id, global_position FROM es_events
+                                   ORDER BY transaction_id DESC, global_position DESC
+                                   OFFSET $small LIMIT 1")
+    feed_tail=$(growth_feed "$tail_after")
+    read -r db_bytes table_bytes index_bytes n <<<"$(psql_db -F ' ' -c "
+        SELECT pg_database_size(current_database()), pg_table_size('es_events'),
+               pg_indexes_size('es_events'), count(*) FROM es_events")"
+    read -r append_big http_big <<<"$(growth_append)"
+    fresh_db
+    read -r append_small http_small <<<"$(growth_append)"
+    rcli ACL DELUSER es_bench >/dev/null
+    mb_per_m() { awk -v b="$1" -v n="$n" 'BEGIN { printf "%.0f", b / 1048576 / (n / 1e6) }'; }
+    echo "# growth: $n events: database $(mb_per_m "$db_bytes") MB, es_events $(mb_per_m "$table_bytes") MB" \
+         "and its indexes $(mb_per_m "$index_bytes") MB per million events"
+    echo "# growth: each figure on $big events (value) beside the same on the small store (limit);" \
+         "appends: empty store; feed read and rebuild: $small events"
+    report growth_store_append_1 "$append_big" events/s "$append_small"
+    report growth_http_append_1 "$http_big" requests/s "$http_small"
+    report growth_store_feed_read_start "$feed_start" events/s "$feed_small"
+    report growth_store_feed_read_tail "$feed_tail" events/s "$feed_small"
+    report growth_rebuild "$rebuild_big" events/s "$rebuild_small"
+fi
+
 if want visibility_p50_ms || want visibility_p99_ms; then
     fresh_db
     rcli FLUSHDB >/dev/null

@@ -9,9 +9,10 @@
  *       WRITERS threads append through one es_committer (group commit)
  *       with BENCH_CONNS connections (default 3);
  *       prints "events_per_s=<x> appends=<n> p50_ms=<x> p99_ms=<x>"
- *   bench_store feed
- *       reads the whole log in feed order through es_store_read_feed;
- *       prints "events_per_s=<x> events=<n>"
+ *   bench_store feed [AFTER [EVENTS]]
+ *       reads the log in feed order through es_store_read_feed, after
+ *       position AFTER ("0-0", the start, by default), EVENTS of it at
+ *       most (all by default); prints "events_per_s=<x> events=<n>"
  *   bench_store raw-read
  *       one plain ordered SELECT of the same rows (the raw limit);
  *       prints "rows_per_s=<x> rows=<n>"
@@ -21,6 +22,7 @@
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,6 +92,35 @@ typedef struct writer_arg {
     writer_stats st;
 } writer_arg;
 
+/* The version of each stream order-<i> before the run (a store that
+ * already holds the workload, as in `make bench-growth`), so the writers
+ * start appending at once rather than learning 10,000 versions by
+ * conflicts inside the timed run. */
+static int64_t start_version[STREAMS];
+
+static bool
+learn_versions(void)
+{
+    PGconn *c = PQconnectdb(conninfo);
+    PGresult *r;
+
+    for (int i = 0; i < STREAMS; i++)
+        start_version[i] = ES_EXPECT_NO_STREAM;
+    r = PQexec(c, "SELECT substr(stream_id, 7)::int, version FROM es_streams "
+                  "WHERE stream_id ~ '^order-[0-9]{1,4}$'");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "bench_store: %s", PQerrorMessage(c));
+        PQclear(r);
+        PQfinish(c);
+        return false;
+    }
+    for (int i = 0; i < PQntuples(r); i++)
+        start_version[atoi(PQgetvalue(r, i, 0))] = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+    PQclear(r);
+    PQfinish(c);
+    return true;
+}
+
 static void *
 writer_main(void *arg)
 {
@@ -103,7 +134,7 @@ writer_main(void *arg)
     if (version == NULL || evs == NULL || data == NULL)
         abort();
     for (int i = 0; i < STREAMS; i++)
-        version[i] = ES_EXPECT_NO_STREAM;
+        version[i] = start_version[i];
     for (uint64_t k = 0; !atomic_load(&stop); k++) {
         uint64_t a = (uint64_t)wa->id + (uint64_t)writers * k;     /* append number */
         int s = (int)(a % STREAMS);
@@ -151,6 +182,8 @@ bench_append(void)
     uint64_t events = 0, appends = 0, failures = 0;
     latencies *lists[64];
 
+    if (!learn_versions())
+        return 1;
     if (es_committer_create(&committer, conninfo, getenv("BENCH_CONNS") ? atoi(getenv("BENCH_CONNS")) : 3, 64, &err) != ES_OK) {
         fprintf(stderr, "bench_store: %s\n", err.message);
         return 1;
@@ -184,25 +217,30 @@ bench_append(void)
 }
 
 static int
-bench_feed(void)
+bench_feed(const char *after, const char *most)
 {
     es_store *s = NULL;
     es_error err;
     es_position pos = {0, 0};
-    uint64_t events = 0;
+    uint64_t events = 0, cap = most ? strtoull(most, NULL, 10) : UINT64_MAX;
     size_t page = getenv("BENCH_FEED_PAGE") ? (size_t)atol(getenv("BENCH_FEED_PAGE")) : 10000;
     double t0;
 
+    if (after != NULL && !es_position_parse(after, &pos)) {
+        fprintf(stderr, "bench_store: not a position: %s\n", after);
+        return 2;
+    }
     if (es_store_open(&s, conninfo, &err) != ES_OK) {
         fprintf(stderr, "bench_store: %s\n", err.message);
         return 1;
     }
     t0 = lat_now();
-    for (;;) {
+    while (events < cap) {
         es_page *p;
         size_t n;
 
-        if (es_store_read_feed(s, pos, page, &p, &err) != ES_OK) {
+        if (es_store_read_feed(s, pos, cap - events < page ? (size_t)(cap - events) : page, &p,
+                               &err) != ES_OK) {
             fprintf(stderr, "bench_store: %s\n", err.message);
             es_store_close(s);
             return 1;
@@ -254,7 +292,7 @@ main(int argc, char **argv)
 {
     conninfo = getenv("ES_PG_CONNINFO");
     if (conninfo == NULL || argc < 2) {
-        fprintf(stderr, "usage: ES_PG_CONNINFO=... bench_store append WRITERS PER SECONDS | feed | raw-read\n");
+        fprintf(stderr, "usage: ES_PG_CONNINFO=... bench_store append WRITERS PER SECONDS | feed [AFTER [EVENTS]] | raw-read\n");
         return 2;
     }
     if (strcmp(argv[1], "append") == 0 && argc == 5) {
@@ -265,8 +303,8 @@ main(int argc, char **argv)
             return 2;
         return bench_append();
     }
-    if (strcmp(argv[1], "feed") == 0)
-        return bench_feed();
+    if (strcmp(argv[1], "feed") == 0 && argc <= 4)
+        return bench_feed(argc > 2 ? argv[2] : NULL, argc > 3 ? argv[3] : NULL);
     if (strcmp(argv[1], "raw-read") == 0)
         return bench_raw_read();
     return 2;
