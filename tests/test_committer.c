@@ -3,7 +3,7 @@
  * one committer get their own, correct results, and concurrent appends
  * share commits; appends submitted without waiting are answered through
  * their callback, once each; a batch whose connection is cancelled,
- * killed or cut is answered as the store has it.
+ * killed or cut is answered as the store has it; the queue is bounded.
  */
 #include <arpa/inet.h>
 #include <libpq-fe.h>
@@ -840,6 +840,59 @@ START_TEST(lost_commit_is_resolved)
 }
 END_TEST
 
+/* Past its bound the queue refuses an append at once, waiting or
+ * submitted, and takes appends again once it has room. */
+START_TEST(full_queue_refuses_at_once)
+{
+    enum { CAP = 4 };
+    static submitted s = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    static sub_ctx ctx[CAP + 2];
+    static char streams[CAP + 2][80];
+    es_new_event e = {NULL, "T", 1, "{}", NULL};
+    char app[40], conninfo[512], sql[512];
+    PGconn *l = admin(), *q = admin();
+    es_append_req extra;
+    es_append_result r;
+    es_committer *c;
+    es_error err;
+
+    th_unique(app, sizeof app, "gcfull");
+    for (int i = 0; i < CAP + 2; i++) {
+        snprintf(streams[i], sizeof streams[i], "%s-%d", app, i);
+        s.req[i] = (es_append_req){streams[i], ES_EXPECT_NO_STREAM, &e, 1};
+        ctx[i] = (sub_ctx){&s, i};
+    }
+    snprintf(sql, sizeof sql, "INSERT INTO es_streams VALUES ('%s', 0); INSERT INTO es_events "
+             "(stream_id, category, version, event_id, type, data) VALUES ('%s', 'gcfull', 0, "
+             "gen_random_uuid(), 'T', '{}')", streams[0], streams[0]);
+    sql_ok(q, sql);
+    s.req[0] = (es_append_req){streams[0], 0, &e, 1};
+    snprintf(conninfo, sizeof conninfo, "%s application_name=%s", th_conninfo(), app);
+    ck_assert_int_eq(es_committer_create(&c, conninfo, 1, 64, &err), ES_OK);
+    es_committer_set_queue_max(c, CAP);
+    hold_stream(l, streams[0]);
+    /* 0 is in flight, waiting for l; 1..CAP fill the queue */
+    ck_assert_int_eq(es_committer_submit(c, &s.req[0], &s.res[0], on_done, &ctx[0]), ES_OK);
+    wait_lock_waiter(q, app);
+    for (int i = 1; i <= CAP; i++)
+        ck_assert_int_eq(es_committer_submit(c, &s.req[i], &s.res[i], on_done, &ctx[i]), ES_OK);
+    ck_assert_int_eq(es_committer_submit(c, &s.req[CAP + 1], &s.res[CAP + 1], on_done,
+                                         &ctx[CAP + 1]), ES_EUNAVAILABLE);
+    ck_assert_str_eq(s.res[CAP + 1].err.code, "commit_queue_full");
+    extra = s.req[CAP + 1];
+    ck_assert_int_eq(es_committer_append(c, &extra, &r), ES_EUNAVAILABLE);
+    ck_assert_str_eq(r.err.code, "commit_queue_full");
+    sql_ok(l, "COMMIT");
+    wait_done(&s, CAP + 1);
+    for (int i = 0; i <= CAP; i++)
+        ck_assert_msg(s.res[i].status == ES_OK, "append %d: %s", i, s.res[i].err.message);
+    ck_assert_msg(es_committer_append(c, &extra, &r) == ES_OK, "%s", r.err.message);
+    es_committer_destroy(c);
+    PQfinish(l);
+    PQfinish(q);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -856,6 +909,7 @@ main(void)
     tcase_add_test(tc, cancelled_batch_answers_what_committed);
     tcase_add_test(tc, terminated_batch_answers_what_committed);
     tcase_add_test(tc, lost_commit_is_resolved);
+    tcase_add_test(tc, full_queue_refuses_at_once);
     suite_add_tcase(s, tc);
     return th_run(s);
 }
