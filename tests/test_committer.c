@@ -893,6 +893,105 @@ START_TEST(full_queue_refuses_at_once)
 }
 END_TEST
 
+/* An HTTP append that meets the full queue: es-command answers 503 with
+ * Retry-After and commit_queue_full at once, while the append in flight
+ * and the one queued are answered 201 when the store lets them through. */
+typedef struct http_post {
+    unsigned port;
+    char path[160];
+    const char *body;
+    th_response res;
+    int status;
+    pthread_mutex_t *mu;
+    pthread_cond_t *cond;
+    int *finished;
+} http_post;
+
+static void *
+run_post(void *arg)
+{
+    http_post *p = arg;
+
+    int status = th_http(p->port, "POST", p->path, "Content-Type: application/json\r\n",
+                         p->body, &p->res);
+
+    pthread_mutex_lock(p->mu);
+    p->status = status;
+    (*p->finished)++;
+    pthread_cond_signal(p->cond);
+    pthread_mutex_unlock(p->mu);
+    return NULL;
+}
+
+START_TEST(http_full_queue_is_503_with_retry_after)
+{
+    enum { POSTS = 4 };
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+    static http_post posts[POSTS];
+    static char pgenv[600];
+    const char *env[] = {pgenv, "ES_NATS_URL=off", "ES_AUTH=off", "ES_COMMIT_QUEUE_MAX=1",
+                         "ES_HTTP_WORKERS=8", NULL};
+    char app[40], sql[512], retry[32], first[64];
+    PGconn *l = admin(), *q = admin();
+    pthread_t th[POSTS];
+    int finished = 0, refused = 0;
+    static th_daemon d;     /* the harness keeps it, to stop at exit */
+
+    th_unique(app, sizeof app, "gchttp");
+    snprintf(sql, sizeof sql, "INSERT INTO es_streams VALUES ('%s-0', 0); INSERT INTO es_events "
+             "(stream_id, category, version, event_id, type, data) VALUES ('%s-0', 'gchttp', 0, "
+             "gen_random_uuid(), 'T', '{}')", app, app);
+    sql_ok(q, sql);
+    snprintf(pgenv, sizeof pgenv, "ES_PG_CONNINFO=%s application_name=%s", th_conninfo(), app);
+    th_daemon_start(&d, "es-command", "ES_COMMAND_PORT", env);
+    snprintf(first, sizeof first, "%s-0", app);
+    hold_stream(l, first);
+    for (int i = 0; i < POSTS; i++) {
+        posts[i] = (http_post){.port = d.port, .mu = &mu, .cond = &cond, .finished = &finished,
+                               .body = i == 0 ? "{\"expected_version\":0,\"events\":[{\"type\":\"T\",\"data\":{}}]}"
+                                              : "{\"expected_version\":\"no_stream\",\"events\":[{\"type\":\"T\",\"data\":{}}]}"};
+        snprintf(posts[i].path, sizeof posts[i].path, "/v1/streams/%s-%d/events", app, i);
+    }
+    /* 0 is in flight, waiting for the row; of the three after it, one
+     * fits in the queue and two are refused at once */
+    ck_assert_int_eq(pthread_create(&th[0], NULL, run_post, &posts[0]), 0);
+    wait_lock_waiter(q, app);
+    for (int i = 1; i < POSTS; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, run_post, &posts[i]), 0);
+    pthread_mutex_lock(&mu);
+    while (finished < 2)
+        pthread_cond_wait(&cond, &mu);
+    pthread_mutex_unlock(&mu);
+    for (int i = 1; i < POSTS; i++) {
+        pthread_mutex_lock(&mu);
+        bool done = posts[i].status != 0;
+        pthread_mutex_unlock(&mu);
+        if (!done)
+            continue;
+        ck_assert_int_eq(posts[i].status, 503);
+        ck_assert_ptr_nonnull(strstr(posts[i].res.body, "commit_queue_full"));
+        ck_assert_ptr_nonnull(th_header(&posts[i].res, "Retry-After", retry, sizeof retry));
+        refused++;
+    }
+    ck_assert_int_eq(refused, 2);
+    sql_ok(l, "COMMIT");
+    for (int i = 0; i < POSTS; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0, written = 0; i < POSTS; i++) {
+        written += posts[i].status == 201;
+        ck_assert_msg(posts[i].status == 201 || posts[i].status == 503, "post %d: %d %s", i,
+                      posts[i].status, posts[i].res.body);
+        if (i == POSTS - 1)
+            ck_assert_int_eq(written, 2);
+        th_response_free(&posts[i].res);
+    }
+    ck_assert_int_eq(th_daemon_stop(&d), 0);
+    PQfinish(l);
+    PQfinish(q);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -910,6 +1009,7 @@ main(void)
     tcase_add_test(tc, terminated_batch_answers_what_committed);
     tcase_add_test(tc, lost_commit_is_resolved);
     tcase_add_test(tc, full_queue_refuses_at_once);
+    tcase_add_test(tc, http_full_queue_is_503_with_retry_after);
     suite_add_tcase(s, tc);
     return th_run(s);
 }
