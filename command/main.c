@@ -73,6 +73,9 @@ main(void)
         es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
+    es_committer_set_queue_max(a.committer,
+                               (size_t)es_env_long("es-command", "ES_COMMIT_QUEUE_MAX",
+                                                   ES_COMMIT_QUEUE_DEFAULT, 1, 1000000));
     if (a.bus != NULL)
         es_committer_on_commit(a.committer, bus_wake, a.bus);
     if (es_http_start(&a.http, &http, routes_handle, &a, &err) != ES_OK) {

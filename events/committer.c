@@ -63,6 +63,8 @@ struct es_committer {
     pthread_cond_t spill;       /* SPILL_EVENTS queued, or stopping */
     item *head, *tail;
     size_t queued;              /* events of the queued appends */
+    size_t nqueued;             /* the queued appends */
+    size_t queue_max;           /* refused past it; 0: no bound */
     bool stopping;
     size_t max_batch;
     int nworkers;
@@ -87,6 +89,7 @@ take(es_committer *c, lane *l)
         l->taken[l->n] = c->head;
         l->reqs[l->n] = *c->head->req;
         c->queued -= c->head->req->count;
+        c->nqueued--;
         c->head = c->head->next;
     }
     if (c->head == NULL)
@@ -280,6 +283,7 @@ es_committer_create(es_committer **out, const char *conninfo, int nconns,
     pthread_cond_init(&c->work, NULL);
     pthread_cond_init(&c->spill, NULL);
     c->max_batch = max_batch;
+    c->queue_max = ES_COMMIT_QUEUE_DEFAULT;
     c->nworkers = nconns;
     for (i = 0; i < nconns; i++) {
         c->workers[i].c = c;
@@ -323,6 +327,14 @@ es_committer_on_commit(es_committer *c, void (*fn)(void *ctx), void *ctx)
 }
 
 void
+es_committer_set_queue_max(es_committer *c, size_t max)
+{
+    pthread_mutex_lock(&c->mu);
+    c->queue_max = max;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void
 es_committer_destroy(es_committer *c)
 {
     int i;
@@ -354,44 +366,52 @@ es_committer_destroy(es_committer *c)
     free(c);
 }
 
-/* Queues it; false (it untouched) once the committer is stopping.
- * Called with c->mu held. */
-static bool
+/* Queues it; otherwise (stopping, or the queue is full) answers it in
+ * res and returns that status, it untouched.  Called with c->mu held. */
+static es_status
 enqueue(es_committer *c, item *it)
 {
-    if (c->stopping)
-        return false;
+    es_append_result *res = it->res;
+
+    if (c->stopping) {
+        es_error_clear(&res->err);
+        return res->status = es_error_set(&res->err, ES_EUNAVAILABLE, "store_unavailable", NULL,
+                                          "the committer is shutting down");
+    }
+    /* Refused at once rather than queued without bound: a caller that
+     * waits behind thousands of appends would time out anyway, and the
+     * queue's memory would grow with every client that retries. */
+    if (c->queue_max > 0 && c->nqueued >= c->queue_max) {
+        es_error_clear(&res->err);
+        return res->status = es_error_set(&res->err, ES_EUNAVAILABLE, "commit_queue_full", NULL,
+                                          "the commit queue holds its limit of %zu appends; "
+                                          "retry later", c->queue_max);
+    }
     if (c->tail)
         c->tail->next = it;
     else
         c->head = it;
     c->tail = it;
     c->queued += it->req->count;
+    c->nqueued++;
     pthread_cond_signal(&c->work);
     if (c->queued >= SPILL_EVENTS)
         pthread_cond_signal(&c->spill);
-    return true;
-}
-
-static es_status
-stopping_error(es_append_result *res)
-{
-    es_error_clear(&res->err);
-    return res->status = es_error_set(&res->err, ES_EUNAVAILABLE, "store_unavailable", NULL,
-                                      "the committer is shutting down");
+    return ES_OK;
 }
 
 es_status
 es_committer_append(es_committer *c, const es_append_req *req, es_append_result *res)
 {
     item it = {.req = req, .res = res};
+    es_status st;
 
     pthread_cond_init(&it.cond, NULL);
     pthread_mutex_lock(&c->mu);
-    if (!enqueue(c, &it)) {
+    if ((st = enqueue(c, &it)) != ES_OK) {
         pthread_mutex_unlock(&c->mu);
         pthread_cond_destroy(&it.cond);
-        return stopping_error(res);
+        return st;
     }
     while (!it.done)
         pthread_cond_wait(&it.cond, &c->mu);
@@ -411,12 +431,14 @@ es_committer_submit(es_committer *c, const es_append_req *req, es_append_result 
         return res->status = es_error_set(&res->err, ES_ENOMEM, NULL, NULL,
                                           "could not queue the append");
     }
+    es_status st;
+
     *it = (item){.req = req, .res = res, .cb = done, .cb_ctx = ctx};
     pthread_mutex_lock(&c->mu);
-    if (!enqueue(c, it)) {
+    if ((st = enqueue(c, it)) != ES_OK) {
         pthread_mutex_unlock(&c->mu);
         free(it);
-        return stopping_error(res);
+        return st;
     }
     pthread_mutex_unlock(&c->mu);
     return ES_OK;

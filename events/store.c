@@ -21,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include "buf.h"
 #include "store_int.h"
@@ -29,6 +31,14 @@
 /* Appends sent in one pipeline at most: keeps the replies well inside the
  * socket buffers, so a blocking pipeline cannot deadlock. */
 #define BATCH_MAX 256
+
+/* A server session: its process and when it started (a process id alone
+ * may be reused by a later session).  A lost batch's session is ended
+ * before its outcome is looked up (see resolve_unknown). */
+typedef struct session {
+    int pid;                    /* 0: not known */
+    char start[48];             /* backend_start as the session prints it */
+} session;
 
 struct es_store {
     PGconn *conn;
@@ -41,6 +51,8 @@ struct es_store {
     int inflight;               /* pipelines sent and not yet read */
     unsigned gen;               /* counts connections: a pipeline sent on an
                                    earlier one has no results to read */
+    session sess;               /* the server session of conn */
+    session lost;               /* the last one given up with appends in doubt */
 };
 
 typedef struct page_storage {
@@ -164,7 +176,7 @@ static const struct {
      "RETURNING r.ord, v.version), "
      "ins AS (INSERT INTO es_streams AS v (stream_id, version) "
      "SELECT r.s, r.n - 1 FROM req r WHERE r.x = -1 AND " NOT_STORED("r.fresh", "r.id")
-     "ORDER BY r.s ON CONFLICT (stream_id) DO NOTHING RETURNING v.stream_id, v.version), "
+     "ORDER BY r.s COLLATE \"C\" ON CONFLICT (stream_id) DO NOTHING RETURNING v.stream_id, v.version), "
      "ok AS (SELECT ord, version FROM upd UNION ALL "
      "SELECT r.ord, i.version FROM ins i JOIN req r ON r.s = i.stream_id AND r.x = -1), "
      /* the per-event arrays side by side, each taken apart once ("$11 ->
@@ -250,6 +262,20 @@ pg_failure(es_store *s, const PGresult *r, const char *what, es_error *err)
     return es_error_set(err, ES_EINTERNAL, NULL, NULL, "could not %s: %s", what, text);
 }
 
+/* Records which server session the new connection is (see session). */
+static void
+session_learn(es_store *s)
+{
+    PGresult *r = PQexec(s->conn, "SELECT backend_start FROM pg_stat_activity "
+                                  "WHERE pid = pg_backend_pid()");
+
+    s->sess.pid = PQbackendPID(s->conn);
+    s->sess.start[0] = '\0';
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        snprintf(s->sess.start, sizeof s->sess.start, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+}
+
 static es_status
 ensure_ready(es_store *s, es_error *err)
 {
@@ -300,6 +326,7 @@ ensure_ready(es_store *s, es_error *err)
         }
         PQclear(r);
     }
+    session_learn(s);
     s->ready = true;
     return ES_OK;
 }
@@ -434,7 +461,9 @@ typedef struct slot {
     bool retry;                 /* the fast statement wrote nothing */
     bool batched;               /* sent in es_fast_batch */
     bool fresh;                 /* every event id made here: not a retry */
-    char id[ES_UUID_LEN + 1];   /* with one event: its id */
+    bool unknown;               /* sent, then the connection went: written or not */
+    unsigned short run;         /* batched, first of its run: the run's length */
+    char id[ES_UUID_LEN + 1];   /* its first event's id (as last sent) */
     char expected[ES_INT_TEXT_MAX];
     char schema[ES_INT_TEXT_MAX];
 } slot;
@@ -464,6 +493,9 @@ slot_init(slot *sl, const es_append_req *req, es_append_result *res, size_t inde
     sl->index = index;
     sl->json = NO_JSON;
     sl->retry = false;
+    sl->unknown = false;
+    sl->batched = false;
+    sl->run = 0;
     sl->full = req->expected == ES_EXPECT_ANY || req->expected == ES_EXPECT_EXISTS;
     es_int_text(sl->expected, req->expected);
     es_int_text(sl->schema, ev->schema_version > 0 ? ev->schema_version : 1);
@@ -616,6 +648,10 @@ slot_statement(slot *sl, const char **values, int *nparams)
         values[n++] = sl->expected;
     if (sl->full || req->count > 1) {
         values[n++] = sl->jbuf->data + sl->json;
+        /* what a lost append's outcome is looked up by (slot_json's text
+         * begins with the first event's id) */
+        if (req->count > 1)
+            copy_id(sl->id, sl->jbuf->data + sl->json + strlen("[{\"event_id\":\""));
         if (!sl->full)
             values[n++] = sl->fresh ? "t" : "f";
         *nparams = n;
@@ -664,6 +700,11 @@ append_one(es_store *s, slot *sl)
             break;
         }
         sl->res->status = pg_failure(s, r, "append", &sl->res->err);
+        if (!s->ready) {
+            /* sent, and the connection went: it may have committed */
+            sl->unknown = true;
+            s->lost = s->sess;
+        }
         state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
         /* unique_violation: an identical append committed while this one
          * waited for the stream row ("any"/"exists" wait there after the
@@ -679,8 +720,12 @@ append_one(es_store *s, slot *sl)
     return sl->res->status;
 }
 
-/* Stream order, then the caller's order: batches lock stream rows in one
- * global order, so two concurrent batches cannot deadlock on them. */
+/*
+ * Stream order (bytes, as strcmp and the C collation compare), then the
+ * caller's order.  Every transaction of appends touches its streams' rows
+ * in this one global order, statement after statement (see mark_batch),
+ * so two of them, on any connections, cannot deadlock on those rows.
+ */
 static int
 cmp_slots(const void *a, const void *b)
 {
@@ -696,31 +741,83 @@ cmp_slots(const void *a, const void *b)
  * a sensible size (a larger append has a statement of its own). */
 #define BATCH_EVENTS_MAX 100
 
+/* Runs one pipeline may hold: each has its own parameter buffers. */
+#define RUNS_MAX 8
+
+/* What kind of batch statement may carry an append: the exact versions
+ * and the new streams never share one (es_fast_batch would lock every
+ * exact stream before any new one, out of stream order). */
+enum { RUN_NONE, RUN_EXACT, RUN_NEW };
+
+static int
+run_kind(const slot *sl, const slot *prev)
+{
+    const es_append_req *req = sl->req;
+
+    if (sl->full || !(req->count == 1 || (sl->fresh && req->count <= BATCH_EVENTS_MAX)))
+        return RUN_NONE;
+    /* a later append to the same stream runs after the one before and
+     * sees its version */
+    if (prev != NULL && strcmp(prev->req->stream, req->stream) == 0)
+        return RUN_NONE;
+    return req->expected >= 0 ? RUN_EXACT : RUN_NEW;
+}
+
 /*
- * Marks the slots es_fast_batch takes: exact or "no stream", the first of
- * its stream (slots are sorted by stream, so a later append to the same
- * stream runs after the batch and sees its version), and one event or
- * events whose ids the store makes (it makes them in build_batch).
- * Returns how many.
+ * Groups the slots (sorted by stream) into the statements that carry
+ * them, sent in slot order: a run of two or more consecutive appends of
+ * one kind goes in one batch statement (es_fast_exact or es_fast_batch:
+ * one executor run for the whole run), the others each in their own.
+ * A run is consecutive in stream order, so the locks the pipeline takes
+ * follow the stream order across its statements (a batch statement
+ * locks its rows in the order of its arrays: its plan is a nested loop
+ * driven by them).  Marks the runs' slots batched, their first with the
+ * run's length; returns how many slots are batched.
  */
 static size_t
 mark_batch(slot *slots, size_t n)
 {
-    size_t count = 0;
+    size_t count = 0, runs = 0, i = 0;
 
-    for (size_t i = 0; i < n; i++) {
-        const es_append_req *req = slots[i].req;
+    for (i = 0; i < n; i++) {
+        slots[i].batched = false;
+        slots[i].run = 0;
+    }
+    for (i = 0; i < n && runs < RUNS_MAX;) {
+        int kind = run_kind(&slots[i], i > 0 ? &slots[i - 1] : NULL);
+        size_t j = i + 1;
 
-        slots[i].batched = !slots[i].full &&
-                           (req->count == 1 || (slots[i].fresh && req->count <= BATCH_EVENTS_MAX)) &&
-                           (i == 0 || strcmp(slots[i - 1].req->stream, req->stream) != 0);
-        /* two appends naming one event id would make the statement raise */
-        for (size_t j = 0; j < i && slots[i].batched && !slots[i].fresh; j++)
-            if (slots[j].batched && strcmp(slots[j].id, slots[i].id) == 0)
-                slots[i].batched = false;
-        count += slots[i].batched;
+        if (kind == RUN_NONE) {
+            i++;
+            continue;
+        }
+        while (j < n && run_kind(&slots[j], &slots[j - 1]) == kind) {
+            /* two appends naming one event id would make the statement raise */
+            bool clash = false;
+
+            for (size_t k = i; k < j && !slots[j].fresh; k++)
+                clash |= !slots[k].fresh && strcmp(slots[k].id, slots[j].id) == 0;
+            if (clash)
+                break;
+            j++;
+        }
+        if (j - i >= 2) {
+            for (size_t k = i; k < j; k++)
+                slots[k].batched = true;
+            slots[i].run = (unsigned short)(j - i);
+            count += j - i;
+            runs++;
+        }
+        i = j;
     }
     return count;
+}
+
+/* How many slots the statement that starts with slots[i] carries. */
+static size_t
+unit_len(const slot *slots, size_t i)
+{
+    return slots[i].batched ? slots[i].run : 1;
 }
 
 /* Appends s as an element of a text[] literal. */
@@ -840,7 +937,7 @@ bin_uuid(es_buf *b, const char *id)
  * and the events' data and metadata as jsonb text.
  */
 static bool
-build_exact(es_buf *b, const slot *slots, size_t n, const char **values, int *lengths,
+build_exact(es_buf *b, slot *slots, size_t n, const char **values, int *lengths,
             int *formats)
 {
     size_t appends = 0, events = 0, i, k;
@@ -885,6 +982,8 @@ build_exact(es_buf *b, const slot *slots, size_t n, const char **values, int *le
                 copy_id(id, slots[i].id);
             else if (!es_uuid_v7(id))
                 return false;
+            else if (k == 0)
+                copy_id(slots[i].id, id);
             bin_int4(&b[3], ord);
             bin_int4(&b[4], (int32_t)k);
             bin_uuid(&b[5], id);
@@ -919,7 +1018,7 @@ build_exact(es_buf *b, const slot *slots, size_t n, const char **values, int *le
 /* Builds es_fast_batch's parameters from the batched slots: arrays
  * 0-4 per append, 5-11 per event (see the statement). */
 static bool
-build_batch(es_buf *b, const slot *slots, size_t n, const char **values)
+build_batch(es_buf *b, slot *slots, size_t n, const char **values)
 {
     size_t i, k;
     int p, ord = 0;
@@ -948,6 +1047,8 @@ build_batch(es_buf *b, const slot *slots, size_t n, const char **values)
                 copy_id(id, slots[i].id);
             else if (!es_uuid_v7(id))
                 return false;
+            else if (k == 0)
+                copy_id(slots[i].id, id);
             if (k == 0)
                 list_item(&b[2], first, id);
             list_int(&b[5], efirst, ord);
@@ -1045,19 +1146,23 @@ read_batch_rows(const PGresult *r, slot *slots, size_t n)
     }
 }
 
+/* The parameters of a pipeline's batch statements, a set per run. */
+typedef es_buf run_arrays[PARAMS_MAX];
+
 /* The appends of one pipeline and the buffers their parameters are built
  * in: they stay valid until the pipeline's second pass is done. */
 struct es__append_batch {
     slot slots[BATCH_MAX];
     size_t n;                   /* slots sent */
-    size_t nbatch;              /* of them, in es_fast_batch */
+    size_t nbatch;              /* of them, in batch statements */
     unsigned gen;               /* connection it was sent on */
+    session sess;               /* and its server session */
     bool sent;
     bool early;                 /* results asked for before the commit */
     es_status st;               /* of the pipeline, once read */
     es_error err;               /* why it failed, when it did */
     es_buf params;              /* the slots' jsonb events */
-    es_buf arrays[PARAMS_MAX];  /* the batch statement's parameters */
+    run_arrays arrays[RUNS_MAX];        /* the batch statements' parameters */
 };
 
 es__append_batch *
@@ -1072,68 +1177,87 @@ es__append_batch_free(es__append_batch *b)
     if (b == NULL)
         return;
     es_buf_free(&b->params);
-    for (size_t i = 0; i < sizeof b->arrays / sizeof b->arrays[0]; i++)
-        es_buf_free(&b->arrays[i]);
+    for (size_t r = 0; r < RUNS_MAX; r++)
+        for (size_t i = 0; i < PARAMS_MAX; i++)
+            es_buf_free(&b->arrays[r][i]);
     free(b);
 }
 
-/* Marks every slot unavailable with err, on a connection that went. */
+/*
+ * Marks every slot unavailable with err, on a connection that went.  on:
+ * the session the slots were sent on, when the connection went after
+ * they were (then the server may have run them, and committed them: the
+ * slots are unknown until resolve_unknown asks); NULL when they were not
+ * written.
+ */
 static void
-slots_lost(es_store *s, slot *slots, size_t n, es_error *err)
+slots_lost(es_store *s, slot *slots, size_t n, es_error *err, const session *on)
 {
     (void)pg_failure(s, NULL, "append a batch", err);
     s->ready = false;
     s->inflight = 0;
+    if (on != NULL)
+        s->lost = *on;
     for (size_t i = 0; i < n; i++) {
         slots[i].res->status = ES_EUNAVAILABLE;
         slots[i].res->err = *err;
+        slots[i].unknown = on != NULL;
     }
 }
 
 /*
  * Sends the n slots as one pipeline ending in a sync: the server runs them
  * as one implicit transaction, committed at the sync (one WAL flush), or
- * rolled back as a whole after the first error.  Other pipelines may be in
- * flight on the connection before it: the server runs them in order.
- * Returns ES_OK, or ES_EUNAVAILABLE with the slots answered.
+ * rolled back as a whole after the first error.  The statements go in
+ * slot order (stream order), a run of batched slots as one statement
+ * (see mark_batch).  Other pipelines may be in flight on the connection
+ * before it: the server runs them in order.  Returns ES_OK, or
+ * ES_EUNAVAILABLE with the slots answered.
  */
 static es_status
-send_slots(es_store *s, slot *slots, size_t n, es_buf *arrays, size_t nbatch, bool early)
+send_slots(es_store *s, slot *slots, size_t n, run_arrays *arrays, bool early)
 {
-    const char *values[PARAMS_MAX];
-    int lengths[PARAMS_MAX], formats[PARAMS_MAX];
-    bool exact = nbatch > 1 && batch_exact(slots, n);
+    const char *values[RUNS_MAX][PARAMS_MAX];
+    int lengths[RUNS_MAX][PARAMS_MAX], formats[RUNS_MAX][PARAMS_MAX];
+    bool exact[RUNS_MAX];
     es_error err;
-    size_t i;
+    size_t i, r;
 
     /* Built before anything is sent: failing here leaves the connection,
      * and any pipeline in flight on it, as it was. */
-    if (nbatch > 1 && !(exact ? build_exact(arrays, slots, n, values, lengths, formats)
-                              : build_batch(arrays, slots, n, values))) {
-        for (i = 0; i < n; i++)
-            slots[i].res->status = es_error_set(&slots[i].res->err, ES_ENOMEM, NULL, NULL,
-                                                "could not build a batch of appends");
-        return ES_ENOMEM;
+    for (i = r = 0; i < n; i += unit_len(slots, i)) {
+        size_t len = unit_len(slots, i);
+
+        if (!slots[i].batched)
+            continue;
+        exact[r] = batch_exact(&slots[i], len);
+        if (!(exact[r] ? build_exact(arrays[r], &slots[i], len, values[r], lengths[r], formats[r])
+                       : build_batch(arrays[r], &slots[i], len, values[r]))) {
+            for (i = 0; i < n; i++)
+                slots[i].res->status = es_error_set(&slots[i].res->err, ES_ENOMEM, NULL, NULL,
+                                                    "could not build a batch of appends");
+            return ES_ENOMEM;
+        }
+        r++;
     }
     if (PQpipelineStatus(s->conn) == PQ_PIPELINE_OFF && PQenterPipelineMode(s->conn) != 1)
         goto lost;
-    if (exact) {
-        if (PQsendQueryPrepared(s->conn, "es_fast_exact", EXACT_PARAMS, values, lengths,
-                                formats, 0) != 1)
-            goto lost;
-    } else if (nbatch > 1 && PQsendQueryPrepared(s->conn, "es_fast_batch", BATCH_PARAMS, values,
-                                                 NULL, NULL, 0) != 1) {
-        goto lost;
-    }
-    for (i = 0; i < n; i++) {
+    for (i = r = 0; i < n; i += unit_len(slots, i)) {
         const char *params[SLOT_PARAMS];
-        int nparams;
+        int nparams, ok;
         const char *stmt;
 
-        if (nbatch > 1 && slots[i].batched)
-            continue;
-        stmt = slot_statement(&slots[i], params, &nparams);
-        if (PQsendQueryPrepared(s->conn, stmt, nparams, params, NULL, NULL, 0) != 1)
+        if (slots[i].batched) {
+            ok = exact[r] ? PQsendQueryPrepared(s->conn, "es_fast_exact", EXACT_PARAMS, values[r],
+                                                lengths[r], formats[r], 0)
+                          : PQsendQueryPrepared(s->conn, "es_fast_batch", BATCH_PARAMS, values[r],
+                                                NULL, NULL, 0);
+            r++;
+        } else {
+            stmt = slot_statement(&slots[i], params, &nparams);
+            ok = PQsendQueryPrepared(s->conn, stmt, nparams, params, NULL, NULL, 0);
+        }
+        if (ok != 1)
             goto lost;
     }
     /* early: the server sends the results once the statements ran, before
@@ -1145,60 +1269,76 @@ send_slots(es_store *s, slot *slots, size_t n, es_buf *arrays, size_t nbatch, bo
 
 lost:
     /* Nothing was synced: the server rolls back whatever part arrived. */
-    slots_lost(s, slots, n, &err);
+    slots_lost(s, slots, n, &err, NULL);
     return ES_EUNAVAILABLE;
 }
 
+/* Whether a failed statement's error rolled its transaction back on a
+ * connection that stays usable, for a reason that would only come again
+ * if its appends were retried now, one after the other: a cancel or a
+ * statement or lock timeout (a deadlock or serialization failure is
+ * retried: it depended on the moment). */
+static bool
+busy_not_retried(const PGresult *r)
+{
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+
+    return state != NULL && (strcmp(state, "57014") == 0 || strcmp(state, "55P03") == 0);
+}
+
 /*
- * Reads the results of the oldest pipeline in flight, whose n slots and
- * batch count send_slots set.  Returns ES_OK with every full slot answered
- * and every fast slot answered or marked retry; ES_EINTERNAL when the
- * transaction failed and was rolled back; ES_EUNAVAILABLE when the
- * connection went (then it may or may not have committed: a retry with
- * the same ids tells).
+ * Reads the results of the oldest pipeline in flight, whose n slots
+ * send_slots sent.  Returns ES_OK with every full slot answered and every
+ * fast slot answered or marked retry; ES_EINTERNAL when the transaction
+ * failed and was rolled back, for its appends to be retried one by one;
+ * ES_EUNAVAILABLE when every slot is answered so: the transaction was
+ * rolled back (cancelled, timed out) on a connection that stays usable,
+ * or the connection went, before it ended (the slots are then unknown:
+ * they may have committed) or after.
  */
 static es_status
-recv_slots(es_store *s, slot *slots, size_t n, size_t nbatch, es_error *err,
-           void (*ran)(void *), void *ctx)
+recv_slots(es_store *s, slot *slots, size_t n, es_error *err, void (*ran)(void *), void *ctx)
 {
     PGresult *r;
     es_status st = ES_OK;
-    size_t i, k, nres;
+    bool busy = false;
+    size_t i, len;
 
-    /* The batch (if any), then the other statements: each a result then
-     * NULL; then the sync.  k walks the slots the results belong to. */
-    nres = nbatch > 1 ? 1 + n - nbatch : n;
-    for (i = 0, k = 0; i < nres; i++) {
-        bool batch_result = nbatch > 1 && i == 0;
-
+    /* Each statement: a result then NULL; then the sync. */
+    for (i = 0; i < n; i += len) {
+        len = unit_len(slots, i);
         if ((r = PQgetResult(s->conn)) == NULL)
             goto lost;
-        if (!batch_result) {
-            while (nbatch > 1 && slots[k].batched)
-                k++;
-        }
-        if (batch_result && PQresultStatus(r) == PGRES_TUPLES_OK) {
-            read_batch_rows(r, slots, n);
-        } else if (!batch_result && PQresultStatus(r) == PGRES_TUPLES_OK &&
+        if (slots[i].batched && PQresultStatus(r) == PGRES_TUPLES_OK) {
+            read_batch_rows(r, &slots[i], len);
+        } else if (!slots[i].batched && PQresultStatus(r) == PGRES_TUPLES_OK &&
                    PQntuples(r) == 1) {
-            read_slot_row(r, &slots[k], slots[k].full);
+            read_slot_row(r, &slots[i], slots[i].full);
         } else if (PQresultStatus(r) == PGRES_PIPELINE_ABORTED) {
             if (st == ES_OK)            /* skipped after an earlier error */
                 st = ES_EINTERNAL;
         } else {
-            es_status fail = pg_failure(s, r, "append a batch", err);
-            if (st == ES_OK || fail == ES_EUNAVAILABLE)
-                st = fail == ES_EUNAVAILABLE ? fail : ES_EINTERNAL;
+            es_error e;
+            es_status fail = pg_failure(s, r, "append a batch", &e);
+
+            if (!s->ready) {            /* the connection's error */
+                if (st != ES_EUNAVAILABLE)
+                    *err = e;
+                st = ES_EUNAVAILABLE;
+            } else if (st == ES_OK) {   /* the first: it rolls the transaction back */
+                *err = e;
+                st = ES_EINTERNAL;
+                busy = fail == ES_EUNAVAILABLE && busy_not_retried(r);
+            }
         }
         PQclear(r);
-        if (!batch_result)
-            k++;
         if ((r = PQgetResult(s->conn)) != NULL) {       /* must end the query */
             PQclear(r);
             goto lost;
         }
     }
-    if (ran != NULL)
+    /* what goes out behind needs a connection that stays */
+    if (ran != NULL && s->ready)
         ran(ctx);
     r = PQgetResult(s->conn);
     if (r == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
@@ -1212,25 +1352,31 @@ recv_slots(es_store *s, slot *slots, size_t n, size_t nbatch, es_error *err,
         s->inflight = 0;
     }
     if (st == ES_EUNAVAILABLE) {
-        slots_lost(s, slots, n, err);
+        /* the sync came: rolled back, then the connection was given up */
+        slots_lost(s, slots, n, err, NULL);
     } else if (st != ES_OK) {
         /* The transaction failed: the sync rolled it back, nothing of it
          * was written, whatever rows came back before the error. */
         for (i = 0; i < n; i++) {
             result_reset(slots[i].res);
             slots[i].retry = false;
+            if (busy) {
+                slots[i].res->status = ES_EUNAVAILABLE;
+                slots[i].res->err = *err;
+            }
         }
+        if (busy)
+            st = ES_EUNAVAILABLE;
     }
     return st;
 
 lost:
-    slots_lost(s, slots, n, err);
+    slots_lost(s, slots, n, err, &s->sess);
     return ES_EUNAVAILABLE;
 }
 
 /*
- * Marks the slots es_fast_batch takes (none unless two or more), then
- * builds the jsonb events of the other slots that need them; drops
+ * Groups the slots into runs (mark_batch), then builds the jsonb events of the other slots that need them; drops
  * (answered) the ones that could not be built.  Sets *n to how many are
  * left and returns how many are batched.
  */
@@ -1239,11 +1385,6 @@ slots_prepare(slot *slots, size_t *n)
 {
     size_t nbatch = mark_batch(slots, *n), i;
 
-    if (nbatch < 2) {
-        for (i = 0; i < *n; i++)
-            slots[i].batched = false;
-        nbatch = 0;
-    }
     for (i = 0; i < *n; i++)
         if (!slots[i].batched && (slots[i].full || slots[i].req->count > 1) &&
             slot_json(&slots[i], &slots[i].res->err) != ES_OK) {
@@ -1255,7 +1396,7 @@ slots_prepare(slot *slots, size_t *n)
     return nbatch;
 }
 
-static es_status run_slots(es_store *s, slot *slots, size_t n, es_buf *arrays);
+static es_status run_slots(es_store *s, slot *slots, size_t n, run_arrays *arrays);
 
 /*
  * The second pass of a pipeline whose results were read with status st:
@@ -1264,7 +1405,7 @@ static es_status run_slots(es_store *s, slot *slots, size_t n, es_buf *arrays);
  * conflict from a retry.  Returns ES_OK or ES_EUNAVAILABLE.
  */
 static es_status
-second_pass(es_store *s, slot *slots, size_t n, es_buf *arrays, es_status st)
+second_pass(es_store *s, slot *slots, size_t n, run_arrays *arrays, es_status st)
 {
     size_t i, m;
     es_error err;
@@ -1303,20 +1444,19 @@ second_pass(es_store *s, slot *slots, size_t n, es_buf *arrays, es_status st)
  * answer keep their "did not run" result.
  */
 static es_status
-run_slots(es_store *s, slot *slots, size_t n, es_buf *arrays)
+run_slots(es_store *s, slot *slots, size_t n, run_arrays *arrays)
 {
     es_error err;
-    size_t nbatch;
     es_status st;
 
-    nbatch = slots_prepare(slots, &n);
+    slots_prepare(slots, &n);
     if (n == 0)
         return ES_OK;
     if (n == 1 && slots[0].full)
         return append_one(s, &slots[0]) == ES_EUNAVAILABLE ? ES_EUNAVAILABLE : ES_OK;
-    if ((st = send_slots(s, slots, n, arrays, nbatch, false)) != ES_OK)
+    if ((st = send_slots(s, slots, n, arrays, false)) != ES_OK)
         return st == ES_EUNAVAILABLE ? st : ES_OK;
-    st = recv_slots(s, slots, n, nbatch, &err, NULL, NULL);
+    st = recv_slots(s, slots, n, &err, NULL, NULL);
     return second_pass(s, slots, n, arrays, st);
 }
 
@@ -1350,9 +1490,174 @@ batch_fill(es_store *s, es__append_batch *b, const es_append_req *reqs, size_t f
     return done;
 }
 
+/* Attempts to learn a lost batch's outcome, and the pause before each
+ * attempt after the first (doubled each time). */
+#define RESOLVE_ATTEMPTS 4
+#define RESOLVE_PAUSE_MS 100
+/* How long the session that was lost may take to end once told to. */
+#define FENCE_WAIT_MS "5000"
+
+/*
+ * Ends the server session s->lost if it still runs (a connection the
+ * client gave up on may still be running its last batch, and commit it
+ * later), and waits until it has ended: then whatever it had sent is
+ * committed or rolled back for good.  The session is matched by its
+ * process and start time, so a later session that reuses the process id
+ * is left alone.  ES_OK once it is gone.
+ */
+static es_status
+fence(es_store *s, es_error *err)
+{
+    char pid[ES_INT_TEXT_MAX];
+    const char *values[2] = {pid, s->lost.start};
+    static const char *const sql[2] = {
+        "SELECT pg_terminate_backend(pid, " FENCE_WAIT_MS ") FROM pg_stat_activity "
+        "WHERE pid = $1::int AND pid <> pg_backend_pid() AND ($2 = '' OR backend_start::text = $2)",
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE pid = $1::int AND pid <> pg_backend_pid() AND ($2 = '' OR backend_start::text = $2)",
+    };
+    es_status st = ES_OK;
+
+    if (s->lost.pid == 0)
+        return ES_OK;
+    es_int_text(pid, s->lost.pid);
+    for (int i = 0; i < 2 && st == ES_OK; i++) {
+        PGresult *r = PQexecParams(s->conn, sql[i], 2, NULL, values, NULL, NULL, 0);
+
+        if (PQresultStatus(r) != PGRES_TUPLES_OK)
+            st = pg_failure(s, r, "end the lost session", err);
+        else if (i == 1 && strcmp(PQgetvalue(r, 0, 0), "0") != 0)
+            st = es_error_set(err, ES_EUNAVAILABLE, "store_unavailable", NULL,
+                              "the lost session %d has not ended", s->lost.pid);
+        PQclear(r);
+    }
+    if (st == ES_OK)
+        s->lost.pid = 0;        /* gone: nothing of it can commit any more */
+    return st;
+}
+
+/*
+ * Answers the unknown slots from the store: an append whose first event
+ * id is stored was committed (all its events were, in one transaction),
+ * and is answered as written, with its versions and position; one whose
+ * id is not was not, and stays unavailable, now known not written.
+ */
+static es_status
+lookup(es_store *s, slot *slots, size_t n, es_error *err)
+{
+    static const char sql[] =
+        "SELECT f.event_id::text, f.stream_id, f.version - f.append_index, f.append_size, "
+        "l.global_position, l.transaction_id FROM es_events f "
+        "JOIN es_events l ON l.stream_id = f.stream_id "
+        "AND l.version = f.version - f.append_index + f.append_size - 1 "
+        "WHERE f.event_id = ANY ($1::uuid[])";
+    es_buf ids = ES_BUF_INIT;
+    const char *values[1];
+    PGresult *r;
+    size_t i;
+
+    es_buf_puts(&ids, "{");
+    for (i = 0; i < n; i++) {
+        if (slots[i].unknown) {
+            es_buf_puts(&ids, ids.len > 1 ? "," : "");
+            es_buf_puts(&ids, slots[i].id);
+        }
+    }
+    es_buf_puts(&ids, "}");
+    if (es_buf_failed(&ids)) {
+        es_buf_free(&ids);
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not look up a lost batch");
+    }
+    values[0] = ids.data;
+    r = PQexecParams(s->conn, sql, 1, NULL, values, NULL, NULL, 0);
+    es_buf_free(&ids);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        es_status st = pg_failure(s, r, "look up a lost batch", err);
+
+        PQclear(r);
+        return st;
+    }
+    for (i = 0; i < n; i++) {
+        slot *sl = &slots[i];
+        es_append_result *res = sl->res;
+        int row;
+
+        if (!sl->unknown)
+            continue;
+        sl->unknown = false;
+        for (row = 0; row < PQntuples(r); row++)
+            if (strcasecmp(PQgetvalue(r, row, 0), sl->id) == 0)
+                break;
+        es_error_clear(&res->err);
+        if (row == PQntuples(r)) {
+            res->status = es_error_set(&res->err, ES_EUNAVAILABLE, "store_unavailable", NULL,
+                                       "could not append to stream \"%.60s\": the store "
+                                       "connection was lost and the append was not written",
+                                       sl->req->stream);
+        } else if (strcmp(PQgetvalue(r, row, 1), sl->req->stream) != 0 ||
+                   get_i64(r, row, 3) != (int64_t)sl->req->count) {
+            res->status = es_error_set(&res->err, ES_EIDCLASH, "event_id_clash", "events",
+                                       "could not append to stream \"%s\": some of its event "
+                                       "ids were written by a different append", sl->req->stream);
+        } else {
+            res->status = ES_OK;
+            res->duplicate = false;
+            res->first_version = get_i64(r, row, 2);
+            res->last_version = res->first_version + (int64_t)sl->req->count - 1;
+            res->position.gpos = get_i64(r, row, 4);
+            res->position.txid = get_u64(r, row, 5);
+        }
+    }
+    PQclear(r);
+    return ES_OK;
+}
+
+/*
+ * The appends sent on a connection that went before their results came
+ * (the unknown slots) may or may not be committed.  Learns which, on a
+ * new connection, once the lost session has ended: each is then answered
+ * as written or as not written, never "unavailable" while it is stored
+ * (a client would retry it with new ids and append it twice).  When the
+ * store cannot be asked, they are answered append_outcome_unknown.
+ */
+static void
+resolve_unknown(es_store *s, slot *slots, size_t n)
+{
+    es_error err;
+    size_t i, m = 0;
+
+    for (i = 0; i < n; i++)
+        m += slots[i].unknown;
+    if (m == 0)
+        return;
+    for (int attempt = 0; attempt < RESOLVE_ATTEMPTS; attempt++) {
+        if (attempt > 0) {
+            long ms = (long)RESOLVE_PAUSE_MS << (attempt - 1);
+            struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
+
+            nanosleep(&pause, NULL);
+        }
+        if (ensure_ready(s, &err) == ES_OK && fence(s, &err) == ES_OK &&
+            lookup(s, slots, n, &err) == ES_OK)
+            return;
+    }
+    for (i = 0; i < n; i++) {
+        if (!slots[i].unknown)
+            continue;
+        slots[i].unknown = false;
+        es_error_clear(&slots[i].res->err);
+        slots[i].res->status = es_error_set(
+            &slots[i].res->err, ES_EUNAVAILABLE, "append_outcome_unknown", NULL,
+            "could not append to stream \"%.60s\": the store connection was lost while the "
+            "append was committed, and whether it was is not known: retry it with the same "
+            "event ids (or Idempotency-Key), which answers the first result if it was",
+            slots[i].req->stream);
+    }
+}
+
 /* Names the stream in the message of every append the store could not
  * answer: it did not run (or, if the connection went during the commit,
- * may have: a retry with the same ids tells). */
+ * may have: resolve_unknown tells). */
 static void
 unavailable_messages(es_store *s, const es_append_req *reqs, size_t n, es_append_result *res)
 {
@@ -1386,7 +1691,7 @@ es__append_send(es_store *s, es__append_batch *b, const es_append_req *reqs, siz
         unavailable_messages(s, reqs, n, res);
         return ES_EUNAVAILABLE;
     }
-    if (!s->ready || send_slots(s, b->slots, b->n, b->arrays, b->nbatch, early) != ES_OK) {
+    if (!s->ready || send_slots(s, b->slots, b->n, b->arrays, early) != ES_OK) {
         b->st = ES_EUNAVAILABLE;    /* answered: no second pass */
         unavailable_messages(s, reqs, n, res);
         return ES_EUNAVAILABLE;
@@ -1394,6 +1699,7 @@ es__append_send(es_store *s, es__append_batch *b, const es_append_req *reqs, siz
     b->sent = true;
     b->early = early;
     b->gen = s->gen;
+    b->sess = s->sess;
     return ES_OK;
 }
 
@@ -1404,12 +1710,13 @@ es__append_recv(es_store *s, es__append_batch *b, void (*ran)(void *), void *ctx
         return false;
     b->sent = false;
     if (b->gen != s->gen || !s->ready) {
-        /* the connection went after it was sent */
-        slots_lost(s, b->slots, b->n, &b->err);
+        /* the connection went after it was sent: the server may have
+         * run and committed it */
+        slots_lost(s, b->slots, b->n, &b->err, &b->sess);
         b->st = ES_EUNAVAILABLE;
         return false;
     }
-    b->st = recv_slots(s, b->slots, b->n, b->nbatch, &b->err, b->early ? ran : NULL, ctx);
+    b->st = recv_slots(s, b->slots, b->n, &b->err, b->early ? ran : NULL, ctx);
     if (b->st != ES_OK)
         return b->st == ES_EINTERNAL;
     for (size_t i = 0; i < b->n; i++)
@@ -1423,8 +1730,10 @@ es__append_finish(es_store *s, es__append_batch *b, const es_append_req *reqs, s
                   es_append_result *res)
 {
     if (b->st == ES_EUNAVAILABLE ||
-        second_pass(s, b->slots, b->n, b->arrays, b->st) == ES_EUNAVAILABLE)
+        second_pass(s, b->slots, b->n, b->arrays, b->st) == ES_EUNAVAILABLE) {
         unavailable_messages(s, reqs, n, res);
+        resolve_unknown(s, b->slots, b->n);
+    }
     b->n = 0;
 }
 
@@ -1461,6 +1770,7 @@ es_store_append_many(es_store *s, const es_append_req *reqs, size_t n,
 
 unavailable:
     unavailable_messages(s, reqs, n, res);
+    resolve_unknown(s, b->slots, b->n);
     return ES_EUNAVAILABLE;
 }
 
@@ -1564,11 +1874,21 @@ es_store_append_atomic(es_store *s, const es_append_req *reqs, size_t n,
         }
     }
     if ((st = exec_simple(s, "es_commit", &err)) != ES_OK) {
+        bool lost = !s->ready;  /* during the COMMIT: it may have committed */
+
         if (PQstatus(s->conn) == CONNECTION_OK && PQtransactionStatus(s->conn) != PQTRANS_IDLE)
             PQclear(PQexec(s->conn, "ROLLBACK"));
         for (i = 0; i < n; i++) {
             res[i].status = st;
             res[i].err = err;
+            slots[i].unknown = lost;
+        }
+        if (lost) {
+            s->lost = s->sess;
+            resolve_unknown(s, slots, n);
+            for (i = 0, st = ES_OK; i < n && st == ES_OK; i++)
+                if ((st = res[i].status) != ES_OK)
+                    *failed = i;
         }
         return st;
     }

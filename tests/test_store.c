@@ -1010,6 +1010,177 @@ START_TEST(times_formatted_from_binary)
 }
 END_TEST
 
+/* ---- lock order --------------------------------------------------------- */
+
+static void
+sql_ok(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+
+    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK,
+                  "%s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+}
+
+/* Waits until n sessions named app wait for a lock. */
+static void
+wait_lock_waiters(PGconn *c, const char *app, int n)
+{
+    char sql[256];
+
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                              "'%s' AND wait_event_type = 'Lock'", app);
+    for (int tries = 0; tries < 6000; tries++) {
+        PGresult *r = PQexec(c, sql);
+        int got = PQresultStatus(r) == PGRES_TUPLES_OK ? atoi(PQgetvalue(r, 0, 0)) : -1;
+
+        PQclear(r);
+        if (got >= n)
+            return;
+        usleep(10 * 1000);
+    }
+    ck_abort_msg("%d sessions of %s never waited for a lock", n, app);
+}
+
+/* A batch of appends on a store of its own, in a thread. */
+typedef struct many_job {
+    es_store *s;
+    es_append_req reqs[3];
+    es_append_result res[3];
+    size_t n;
+} many_job;
+
+static void *
+run_many(void *arg)
+{
+    many_job *j = arg;
+
+    es_store_append_many(j->s, j->reqs, j->n, j->res);
+    return NULL;
+}
+
+static es_store *
+open_named(const char *app)
+{
+    char conninfo[512];
+    es_store *s = NULL;
+    es_error err;
+
+    snprintf(conninfo, sizeof conninfo, "%s application_name=%s", th_conninfo(), app);
+    ck_assert_msg(es_store_open(&s, conninfo, &err) == ES_OK, "open: %s", err.message);
+    return s;
+}
+
+/*
+ * Two batches touch streams a and b in opposite orders: one writes a (an
+ * exact version, in the batch statement) and then b ("any", a statement
+ * of its own), the other b and then a.  Each first waits for a row held
+ * by another session (c, d), so both are in the middle when it lets go.
+ * Locks taken in one global order make one wait for the other instead of
+ * a deadlock: every append is answered written or a version conflict,
+ * never "busy" or "unavailable".
+ */
+START_TEST(opposite_orders_do_not_deadlock)
+{
+    static many_job j1, j2;
+    char app[40], names[4][64], sql[256];
+    es_new_event e = ev(NULL, "T", "{}");
+    es_store *s = open_store();
+    PGconn *l = PQconnectdb(th_conninfo()), *q = PQconnectdb(th_conninfo());
+    pthread_t t1, t2;
+
+    th_unique(app, sizeof app, "order");
+    for (int i = 0; i < 4; i++) {
+        snprintf(names[i], sizeof names[i], "%s-%c", app, 'a' + i);
+        ck_assert_int_eq(append(s, names[i], ES_EXPECT_NO_STREAM, &e, 1).status, ES_OK);
+    }
+    sql_ok(l, "BEGIN");
+    for (int i = 2; i < 4; i++) {
+        snprintf(sql, sizeof sql, "SELECT 1 FROM es_streams WHERE stream_id = '%s' FOR UPDATE",
+                 names[i]);
+        sql_ok(l, sql);
+    }
+    j1 = (many_job){open_named(app), {{names[0], 0, &e, 1}, {names[2], 0, &e, 1},
+                                      {names[1], ES_EXPECT_ANY, &e, 1}}, {{0}}, 3};
+    j2 = (many_job){open_named(app), {{names[1], 0, &e, 1}, {names[3], 0, &e, 1},
+                                      {names[0], ES_EXPECT_ANY, &e, 1}}, {{0}}, 3};
+    ck_assert_int_eq(pthread_create(&t1, NULL, run_many, &j1), 0);
+    ck_assert_int_eq(pthread_create(&t2, NULL, run_many, &j2), 0);
+    wait_lock_waiters(q, app, 2);
+    sql_ok(l, "COMMIT");
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_msg(j1.res[i].status == ES_OK || j1.res[i].status == ES_ECONFLICT,
+                      "first batch, append %d: %s", i, j1.res[i].err.message);
+        ck_assert_msg(j2.res[i].status == ES_OK || j2.res[i].status == ES_ECONFLICT,
+                      "second batch, append %d: %s", i, j2.res[i].err.message);
+    }
+    /* Neither was a deadlock's victim, retried append by append: what
+     * each wrote, it wrote in one transaction. */
+    for (int b = 0; b < 2; b++) {
+        const many_job *j = b == 0 ? &j1 : &j2;
+        uint64_t txid = 0;
+
+        for (int i = 0; i < 3; i++) {
+            if (j->res[i].status != ES_OK)
+                continue;
+            ck_assert_msg(txid == 0 || j->res[i].position.txid == txid,
+                          "batch %d was rolled back and retried: a deadlock", b + 1);
+            txid = j->res[i].position.txid;
+        }
+    }
+    es_store_close(j1.s);
+    es_store_close(j2.s);
+    es_store_close(s);
+    PQfinish(l);
+    PQfinish(q);
+}
+END_TEST
+
+/*
+ * A deadlock with a session outside the store (it holds b, the batch holds
+ * a and waits for b, then it asks for a) rolls the batch back; its appends
+ * are retried one by one and written, and no client sees the deadlock.
+ */
+START_TEST(deadlock_victim_is_retried)
+{
+    static many_job j;
+    char app[40], names[2][64], sql[256];
+    es_new_event e = ev(NULL, "T", "{}");
+    es_store *s = open_store();
+    PGconn *l = PQconnectdb(th_conninfo()), *q = PQconnectdb(th_conninfo());
+    pthread_t t;
+
+    th_unique(app, sizeof app, "victim");
+    for (int i = 0; i < 2; i++) {
+        snprintf(names[i], sizeof names[i], "%s-%c", app, 'a' + i);
+        ck_assert_int_eq(append(s, names[i], ES_EXPECT_NO_STREAM, &e, 1).status, ES_OK);
+    }
+    sql_ok(l, "BEGIN");
+    snprintf(sql, sizeof sql, "SELECT 1 FROM es_streams WHERE stream_id = '%s' FOR UPDATE",
+             names[1]);
+    sql_ok(l, sql);
+    j = (many_job){open_named(app), {{names[0], 0, &e, 1}, {names[1], 0, &e, 1}}, {{0}}, 2};
+    ck_assert_int_eq(pthread_create(&t, NULL, run_many, &j), 0);
+    wait_lock_waiters(q, app, 1);
+    /* the batch waited first: its deadlock check runs first and ends it */
+    snprintf(sql, sizeof sql, "SELECT 1 FROM es_streams WHERE stream_id = '%s' FOR UPDATE",
+             names[0]);
+    sql_ok(l, sql);
+    sql_ok(l, "ROLLBACK");
+    pthread_join(t, NULL);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_msg(j.res[i].status == ES_OK, "append %d: %s", i, j.res[i].err.message);
+        ck_assert_int_eq(j.res[i].last_version, 1);
+    }
+    es_store_close(j.s);
+    es_store_close(s);
+    PQfinish(l);
+    PQfinish(q);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -1035,6 +1206,8 @@ main(void)
     tcase_add_test(tc, atomic_partial_duplicate_is_refused);
     tcase_add_test(tc, matching_retry_in_a_batch_is_duplicate);
     tcase_add_test(tc, times_formatted_from_binary);
+    tcase_add_test(tc, opposite_orders_do_not_deadlock);
+    tcase_add_test(tc, deadlock_victim_is_retried);
     suite_add_tcase(s, tc);
     return th_run(s);
 }
