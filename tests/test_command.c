@@ -754,6 +754,25 @@ START_TEST(foreign_events_do_not_crash)
 }
 END_TEST
 
+/* An order's total is added up by the read models (<= 10^15, OrderPlaced's
+ * schema): one past it used to be placed and then stop the orders
+ * projection; now the command refuses it. */
+START_TEST(an_order_total_past_what_read_models_add_is_refused)
+{
+    json_t *j = post("/v1/orders",
+                     "{\"customer_id\":\"c-total\",\"items\":[{\"sku\":\"s1\",\"quantity\":1000,"
+                     "\"unit_price\":1000000000000},{\"sku\":\"s2\",\"quantity\":1,"
+                     "\"unit_price\":1}]}", 400);
+
+    ck_assert_str_eq(str(j, "error.code"), "total_overflow");
+    json_decref(j);
+    j = post("/v1/orders",
+             "{\"customer_id\":\"c-total\",\"items\":[{\"sku\":\"s1\",\"quantity\":1000,"
+             "\"unit_price\":1000000000000}]}", 201);
+    json_decref(j);
+}
+END_TEST
+
 /* POST to port; returns the parsed body (caller decrefs). */
 static json_t *
 post_to(unsigned port, const char *path, const char *body, int expect)
@@ -886,6 +905,7 @@ main(void)
     tcase_add_test(tc, repeated_command_keeps_the_aggregate_sound);
     tcase_add_test(tc, foreign_events_do_not_crash);
     tcase_add_test(tc, raw_appends_meet_the_schemas);
+    tcase_add_test(tc, an_order_total_past_what_read_models_add_is_refused);
     suite_add_tcase(s, tc);
     rc = th_run(s);
     rc |= th_daemon_stop(&cmd);
