@@ -62,7 +62,7 @@ RELAY_BIN := $(BUILD)/es-relay
 
 # The projections are shared by es-projector, es-query (key layout only),
 # the tests and a fuzz target.
-PROJ_SRC  := projector/projections.c
+PROJ_SRC  := projector/projections.c projector/park.c
 PROJ_OBJ  := $(PROJ_SRC:%.c=$(BUILD)/%.o)
 PROJ_BIN  := $(BUILD)/es-projector
 QUERY_SRC := $(wildcard query/*.c)

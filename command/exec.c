@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cmd.h"
+#include "schema.h"
 #include "snapshot.h"
 
 void
@@ -202,18 +203,36 @@ metadata(const char *command_id, const json_t *args, const char *principal)
     return text;
 }
 
-/* Encodes a's events (ids, data texts) into evs/ids/texts; false on OOM. */
-static bool
+/*
+ * Encodes a's events (ids, data texts) into evs/ids/texts after checking
+ * each against its schema (events/schema.h): an event a context emits
+ * that its schema refuses is a bug of that context, never stored, and
+ * answered as one (ES_EINTERNAL, code event_schema_violation, 500).
+ * ES_ENOMEM when out of memory; err says which.
+ */
+static es_status
 encode(const char *command_id, const cmd_append *a, const char *meta, es_new_event *evs,
-       char (*ids)[ES_UUID_LEN + 1], char **texts)
+       char (*ids)[ES_UUID_LEN + 1], char **texts, es_error *err)
 {
     for (size_t i = 0; i < a->count; i++) {
+        const es_schema *s = es_schema_find(a->stream, a->events[i].type);
+        es_error serr;
+
+        es_error_clear(&serr);
+        if (s == NULL)
+            return es_error_set(err, ES_EINTERNAL, "event_schema_violation", NULL,
+                                "bug: a command emitted %s to \"%s\", a type without a schema",
+                                a->events[i].type, a->stream);
+        if (es_schema_check(s, a->events[i].data, "data", &serr) != ES_OK)
+            return es_error_set(err, ES_EINTERNAL, "event_schema_violation", NULL,
+                                "bug: a command emitted %s to \"%s\" against its schema: %s",
+                                a->events[i].type, a->stream, serr.message);
         es_uuid_derive(command_id, a->id_base + (unsigned)i, ids[i]);
         if ((texts[i] = json_dumps(a->events[i].data, JSON_COMPACT)) == NULL)
-            return false;
-        evs[i] = (es_new_event){ids[i], a->events[i].type, 1, texts[i], meta};
+            return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not encode events");
+        evs[i] = (es_new_event){ids[i], a->events[i].type, s->version, texts[i], meta};
     }
-    return true;
+    return ES_OK;
 }
 
 #define CMD_EVENTS_MAX 64
@@ -244,9 +263,15 @@ cmd_append_all(cmd_env *env, const char *command_id, const json_t *args, const c
         goto done;
     }
     for (i = 0; i < n; i++) {
-        if (used + as[i].count > CMD_EVENTS_MAX ||
-            !encode(command_id, &as[i], meta, evs + used, ids + used, texts + used)) {
-            st = es_error_set(&res[i].err, ES_ENOMEM, NULL, NULL, "could not encode events");
+        if (used + as[i].count > CMD_EVENTS_MAX) {
+            st = es_error_set(&res[i].err, ES_EINTERNAL, NULL, NULL,
+                              "bug: a command emitted more than %d events", CMD_EVENTS_MAX);
+            res[i].status = st;
+            *failed = i;
+            goto done;
+        }
+        if ((st = encode(command_id, &as[i], meta, evs + used, ids + used, texts + used,
+                         &res[i].err)) != ES_OK) {
             res[i].status = st;
             *failed = i;
             goto done;

@@ -15,6 +15,7 @@
 #define ITEMS_MAX 100
 #define QUANTITY_MAX 1000000
 #define PRICE_MAX 1000000000000LL
+#define TOTAL_MAX 1000000000000000LL     /* 10^15 */
 
 static json_t *
 initial(void)
@@ -86,9 +87,11 @@ order_decode_items(const json_t *in, json_t **items, json_int_t *total, cmd_out 
             cmd_fail_with(out, &err);
             goto fail;
         }
-        /* qty * price <= 10^18 fits; the sum is checked. */
-        if (*total > INT64_MAX - qty * price) {
-            cmd_fail(out, ES_EINVALID, "total_overflow", "items", "the order total overflows");
+        /* qty * price <= 10^18 fits; the sum is checked, against what the
+         * read models add up (OrderPlaced's schema: total <= 10^15) */
+        if (*total > TOTAL_MAX - qty * price) {
+            cmd_fail(out, ES_EINVALID, "total_overflow", "items",
+                     "the order total is over %lld", TOTAL_MAX);
             goto fail;
         }
         *total += qty * price;

@@ -15,6 +15,7 @@
 #include "codec.h"
 #include "contexts.h"
 #include "idem.h"
+#include "schema.h"
 
 #define PAGE_DEFAULT 100
 #define PAGE_MAX 1000
@@ -260,6 +261,20 @@ append_prepare(const char *stream, const es_http_req *req, const char *command_i
         es_http_res_from_error(res, &err);
         free(j);
         return NULL;
+    }
+    /* a category that declares schemas takes only events that pass them
+     * (events/schema.h): 422 naming the field, nothing written */
+    for (size_t i = 0; i < j->body.count; i++) {
+        const es_new_event *ev = &j->body.events[i];
+        char prefix[32];
+
+        snprintf(prefix, sizeof prefix, "events[%zu]", i);
+        if (es_schema_check_text(stream, ev->type, ev->schema_version, ev->data, NULL, prefix,
+                                 &err) != ES_OK) {
+            es_http_res_from_error(res, &err);
+            append_job_free(j);
+            return NULL;
+        }
     }
     if (!fresh) {
         if ((j->ids = calloc(j->body.count, sizeof *j->ids)) == NULL) {
@@ -656,7 +671,8 @@ allowed(const char *path)
     post_route r;
 
     if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
-        strcmp(path, "/metrics") == 0 || strcmp(path, "/v1/feed") == 0)
+        strcmp(path, "/metrics") == 0 || strcmp(path, "/v1/feed") == 0 ||
+        strcmp(path, "/v1/schemas") == 0)
         return "GET";
     if (has_prefix(path, "/v1/streams/", &rest) && rest[0] != '\0') {
         size_t n = strlen(rest);
@@ -677,6 +693,8 @@ allowed(const char *path)
  *   GET  /healthz, /readyz                    public
  *   GET  /metrics                             metrics
  *   GET  /v1/feed, /v1/streams/{stream}       read:streams
+ *   GET  /v1/schemas                          read:streams (the shapes of what
+ *                                             that scope reads; no data)
  *   POST /v1/streams/{stream}/events          append:<category of stream>
  *   POST /v1/users                            command:user
  *   POST /v1/customers/{id}/deposits          command:payment
@@ -698,7 +716,8 @@ route_scope(const es_http_req *req, char *buf, size_t size)
             return NULL;
         if (strcmp(req->path, "/metrics") == 0)
             return "metrics";
-        if (strcmp(req->path, "/v1/feed") == 0 || strncmp(req->path, "/v1/streams/", 12) == 0)
+        if (strcmp(req->path, "/v1/feed") == 0 || strncmp(req->path, "/v1/streams/", 12) == 0 ||
+            strcmp(req->path, "/v1/schemas") == 0)
             return "read:streams";
         return "admin";
     }
@@ -782,6 +801,8 @@ routes_handle(void *ctx, const es_http_req *req, es_http_res *res)
         /* /healthz, /readyz, /metrics */
     } else if (strcmp(req->path, "/v1/feed") == 0) {
         read_feed(a, req, res);
+    } else if (strcmp(req->path, "/v1/schemas") == 0) {
+        es_http_res_json(res, 200, es_schema_list_json());
     } else if (has_prefix(req->path, "/v1/streams/", &rest)) {
         read_stream(a, rest, req, res);
     }

@@ -34,6 +34,8 @@ const char *const es_protected_categories[] = {
     "saga",
     /* written by esctl token (events/token.c) */
     "token",
+    /* written by esctl projection park (cli/projections.c) */
+    "projection",
     NULL};
 
 static const char *const contexts[] = {"user",      "profile",  "fraud",        "order", "payment",

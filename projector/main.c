@@ -9,7 +9,12 @@
  * call: atomic with the checkpoint; at-or-below is skipped, a gap refused).
  * A projection that cannot apply an event stops there and says why (log,
  * /metrics, /healthz, its stop report in Redis); the others go on.  It is
- * retried when the process restarts, never skipped.
+ * retried when the process restarts, and skipped only when an operator
+ * parks that event for that projection (esctl projection park, park.h):
+ * the decisions are read from the store at start and each second, a
+ * stopped projection whose stopping event is parked resumes at once, and
+ * a parked event advances the checkpoint without a write (as a rebuild
+ * does, so the two agree).
  */
 #include "projector.h"
 
@@ -26,6 +31,7 @@
 #include "daemon.h"
 #include "http.h"
 #include "log.h"
+#include "park.h"
 
 typedef struct proj_state {
     const pj_projection *p;
@@ -34,7 +40,10 @@ typedef struct proj_state {
     char version[24];
     bool stopped;
     char reason[400];
+    uint64_t stopped_seq;               /* the event it stopped at */
+    char stopped_position[ES_RM_POSITION_MAX];
     uint64_t applied;                   /* events applied by this process */
+    pj_parks parks;                     /* the operator's park decisions */
 } proj_state;
 
 typedef struct live {
@@ -47,6 +56,8 @@ typedef struct live {
     uint64_t stream_last;
     bool started;                       /* states loaded once already */
     atomic_bool redis_ok;               /* connected, and the last ping answered */
+    es_store *store;                    /* where the park decisions are read */
+    time_t parks_checked;
     pthread_mutex_t mu;                 /* st[] and stream_last, for /metrics */
 } live;
 
@@ -67,13 +78,74 @@ stop_projection(live *l, proj_state *ps, const es_feed_event *e, const char *why
 {
     es_error err;           /* the log says it stopped; Redis' copy is best effort */
 
+    char where[ES_POSITION_TEXT_MAX] = "";
+    es_position at;
+
+    /* a message that could not be decoded has no position of its own:
+     * the stream's copy of it says where it is (its header) */
+    if (e->position[0] != '\0')
+        snprintf(where, sizeof where, "%s", e->position);
+    else if (es_jetstream_position_at(&l->nats, e->seq, &at, &err) == ES_OK)
+        es_position_format(at, where);
     pthread_mutex_lock(&l->mu);
     ps->stopped = true;
+    ps->stopped_seq = e->seq;
+    snprintf(ps->stopped_position, sizeof ps->stopped_position, "%s", where);
     snprintf(ps->reason, sizeof ps->reason, "event %" PRIu64 " (%s %s): %s", e->seq,
              e->type ? e->type : "?", e->event_id ? e->event_id : "?", why);
     pthread_mutex_unlock(&l->mu);
     es_log(ES_LOG_ERROR, "projection %s stopped at %s", ps->p->name, ps->reason);
-    es_rm_stopped_set(l->rc, ps->p->name, e->seq, e->position, ps->reason, &err);
+    es_rm_stopped_set(l->rc, ps->p->name, e->seq, where, ps->reason, &err);
+}
+
+/*
+ * Reads new park decisions (at most once a second).  A stopped projection
+ * whose stopping event is now parked runs again: its report goes, and
+ * *resubscribe tells the caller to read the stream again from the lowest
+ * checkpoint.  A store that does not answer only delays this.
+ */
+static void
+refresh_parks(live *l, bool *resubscribe)
+{
+    es_error err;
+    size_t i, added;
+
+    if (time(NULL) == l->parks_checked)
+        return;
+    l->parks_checked = time(NULL);
+    if (l->store == NULL && es_store_create(&l->store, es_pg_conninfo(), &err) != ES_OK) {
+        es_log(ES_LOG_WARNING, "park decisions cannot be read: %s", err.message);
+        l->store = NULL;
+        return;
+    }
+    for (i = 0; i < l->n; i++) {
+        proj_state *ps = &l->st[i];
+        const pj_park *k;
+
+        if (pj_parks_load(l->store, ps->p->name, &ps->parks, &added, &err) != ES_OK) {
+            es_log(ES_LOG_WARNING, "park decisions of %s cannot be read: %s", ps->p->name,
+                   err.message);
+            return;
+        }
+        if (added > 0)
+            es_log(ES_LOG_INFO, "projection %s: %zu park decision%s read", ps->p->name, added,
+                   added == 1 ? "" : "s");
+        if (ps->stopped && ps->stopped_seq != 0 &&
+            (k = pj_parks_find(&ps->parks, ps->stopped_seq)) != NULL) {
+            es_error e2;
+            es_log(ES_LOG_INFO, "projection %s resumes: event %" PRIu64 " was parked by %s: %s",
+                   ps->p->name, k->seq, k->by, k->reason);
+            pthread_mutex_lock(&l->mu);
+            ps->stopped = false;
+            ps->reason[0] = '\0';
+            ps->stopped_seq = 0;
+            ps->stopped_position[0] = '\0';
+            pthread_mutex_unlock(&l->mu);
+            if (l->rc != NULL)
+                es_rm_stopped_clear(l->rc, ps->p->name, &e2);
+            *resubscribe = true;
+        }
+    }
 }
 
 /* Reads every projection's checkpoint; clears old stop reports (a restart
@@ -116,6 +188,7 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
     es_error err;
     const es_feed_event *stop_at = NULL;
     const char *why = NULL;
+    const pj_park *k;
     size_t i;
     bool ok = true;
 
@@ -125,6 +198,12 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
 
         if (e->seq <= ps->seq)
             continue;
+        if ((k = pj_parks_find(&ps->parks, e->seq)) != NULL) {
+            /* parked: the checkpoint passes it, nothing is written */
+            es_rm_batch_event(&b, e->seq, e->position[0] ? e->position
+                                          : k->position[0] ? k->position : ps->position);
+            continue;
+        }
         if (msgs->bad[i]) {
             stop_at = e, why = msgs->bad[i];
             break;
@@ -207,7 +286,13 @@ run_live(live *l)
     while (!es_daemon_stopping()) {
         es_feed_batch msgs;
         size_t i;
-        bool ok = true, any = false;
+        bool ok = true, any = false, resubscribe = false;
+
+        refresh_parks(l, &resubscribe);
+        if (resubscribe && l->sub) {
+            es_jetstream_unsubscribe(&l->nats, l->sub);
+            l->sub = NULL;
+        }
 
         if (l->rc == NULL) {
             if ((l->rc = es_rm_connect(&err)) == NULL || load_states(l, &err) != ES_OK) {
@@ -305,8 +390,12 @@ ready(void *ctx, json_t **body)
         json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:s}", "name", ps->p->name, "state",
                               ps->stopped ? "stopped" : "running", "version", ps->version,
                               "checkpoint", (json_int_t)ps->seq, "position", ps->position);
-        if (ps->stopped)
+        if (ps->stopped) {
             json_object_set_new(o, "reason", json_string(ps->reason));
+            json_object_set_new(o, "stopped_at", json_integer((json_int_t)ps->stopped_seq));
+            json_object_set_new(o, "stopped_position", json_string(ps->stopped_position));
+        }
+        json_object_set_new(o, "parked", json_integer((json_int_t)ps->parks.n));
         stopped |= ps->stopped;
         json_array_append_new(list, o);
     }
@@ -325,6 +414,21 @@ static void
 family(es_buf *out, const char *name, const char *type, const char *help)
 {
     es_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A label's value: \\, \" and \n escaped, control characters dropped,
+ * cut at 200 bytes. */
+static void
+label_value(es_buf *out, const char *s)
+{
+    for (size_t n = 0; *s && n < 200; s++, n++) {
+        if (*s == '\\' || *s == '"')
+            es_buf_printf(out, "\\%c", *s);
+        else if (*s == '\n')
+            es_buf_puts(out, "\\n");
+        else if ((unsigned char)*s >= 0x20)
+            es_buf_printf(out, "%c", *s);
+    }
 }
 
 static void
@@ -355,6 +459,21 @@ metrics(void *ctx, es_buf *out)
     for (i = 0; i < l->n; i++)
         es_buf_printf(out, "es_projector_stopped{projection=\"%s\"} %d\n", l->st[i].p->name,
                       l->st[i].stopped ? 1 : 0);
+    family(out, "es_projector_stopped_at", "gauge",
+           "the event a stopped projection stopped at (its feed sequence), with its position "
+           "and the reason as labels");
+    for (i = 0; i < l->n; i++)
+        if (l->st[i].stopped) {
+            es_buf_printf(out, "es_projector_stopped_at{projection=\"%s\",position=\"%s\","
+                               "reason=\"", l->st[i].p->name, l->st[i].stopped_position);
+            label_value(out, l->st[i].reason);
+            es_buf_printf(out, "\"} %" PRIu64 "\n", l->st[i].stopped_seq);
+        }
+    family(out, "es_projector_parked_events", "gauge",
+           "events an operator parked for the projection (esctl projection park)");
+    for (i = 0; i < l->n; i++)
+        es_buf_printf(out, "es_projector_parked_events{projection=\"%s\"} %zu\n",
+                      l->st[i].p->name, l->st[i].parks.n);
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -408,6 +527,9 @@ done:
     es_jetstream_close(&l->nats);
     if (l->rc)
         redisFree(l->rc);
+    es_store_close(l->store);
+    for (i = 0; i < l->n; i++)
+        pj_parks_free(&l->st[i].parks);
     pthread_mutex_destroy(&l->mu);
     return rc;
 }

@@ -12,7 +12,11 @@
 #include "codec.h"
 #include "saga.h"
 
+/* The bounds of the schemas (events/schema.c) this file relies on; the
+ * projections must apply every event its schema lets in
+ * (tests/test_schema.c checks it at the bounds). */
 #define ID_MAX 200
+#define EMAIL_MAX 254
 #define NUM_MAX 1000000000000000LL     /* 10^15 */
 
 /* ---- helpers for handlers --------------------------------------------- */
@@ -42,9 +46,9 @@ in(const es_feed_event *e, const char *category)
            strncmp(e->stream, category, n) == 0;
 }
 
-/* A required non-empty string of at most ID_MAX bytes. */
+/* A required non-empty string of at most max bytes. */
 static es_status
-str(const es_feed_event *e, const char *field, const char **out, es_error *err)
+str_max(const es_feed_event *e, const char *field, size_t max, const char **out, es_error *err)
 {
     json_t *v = json_object_get(e->data, field);
     char path[64];
@@ -52,11 +56,19 @@ str(const es_feed_event *e, const char *field, const char **out, es_error *err)
     snprintf(path, sizeof path, "data.%s", field);
     if (!json_is_string(v))
         return bad(err, path, "is missing or not a string");
-    if (json_string_length(v) == 0 || json_string_length(v) > ID_MAX ||
+    if (json_string_length(v) == 0 || json_string_length(v) > max ||
         strlen(json_string_value(v)) != json_string_length(v))
-        return bad(err, path, "must have 1 to 200 bytes and no NUL");
+        return es_error_set(err, ES_EINVALID, "event_invalid", path,
+                            "%s must have 1 to %zu bytes and no NUL", path, max);
     *out = json_string_value(v);
     return ES_OK;
+}
+
+/* An id: what the schemas allow (events/schema.c), 1 to ID_MAX bytes. */
+static es_status
+str(const es_feed_event *e, const char *field, const char **out, es_error *err)
+{
+    return str_max(e, field, ID_MAX, out, err);
 }
 
 /* As str, limited to letters, digits, '_', '.' and '-' (no ':'). */
@@ -134,10 +146,10 @@ users(es_rm_batch *b, const es_feed_event *e, es_error *err)
     long long level;
 
     if (is(e, "user", "UserRegistered")) {
-        char key[ID_MAX + 1];
+        char key[EMAIL_MAX + 1];
 
         TRY(str(e, "user_id", &id, err));
-        TRY(str(e, "email", &email, err));
+        TRY(str_max(e, "email", EMAIL_MAX, &email, err));
         TRY(str(e, "name", &name, err));
         es_rm_cmd(b, "HSET", PJ_KEY_USER, id);
         es_rm_arg_str(b, "user_id"), es_rm_arg_str(b, id);
@@ -446,7 +458,9 @@ saga_step(es_rm_batch *b, const es_feed_event *e, const char *id, bool comp, es_
     long long attempt = 1;
 
     TRY(ident(e, "step", &step, err));
-    if (!comp || json_object_get(e->data, "attempt"))
+    json_t *given = json_object_get(e->data, "attempt");
+
+    if (!comp || (given != NULL && !json_is_null(given)))
         TRY(num(e, "attempt", &attempt, err));      /* a compensation's is optional */
     if (strcmp(kind, "Started") == 0) {
         if (attempt == 1) {

@@ -3,7 +3,9 @@
  * without stopping queries; pj_rebuild() draws its steps.
  *
  * Interrupted (Ctrl-C), it stops cleanly; run again, it resumes from B's
- * checkpoint.  An event it cannot apply fails the rebuild and names it.
+ * checkpoint.  An event it cannot apply fails the rebuild and names it,
+ * unless an operator parked it for this projection (park.h): then, as in
+ * the live projector, the checkpoint passes it without a write.
  * With --dry-run it only replays into a scratch version, reports the rate
  * and deletes the scratch keys (what `make bench` measures); esctl verify
  * compares such a scratch version with the live one (pj_scratch).
@@ -17,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "park.h"
 #include "store.h"
 
 #define DEPTH 4                 /* batches in flight to Redis */
@@ -112,9 +115,9 @@ refused(es_status st, es_error *err, bool *torn)
  * when upto is not 0; *seq and *pos are the checkpoint on entry and on
  * return.  *torn is set when Redis refused a write (see refused()). */
 static es_status
-replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ver,
-       es_position head, uint64_t upto, uint64_t *seq, char *pos, progress *pg, bool *torn,
-       es_error *err)
+replay(es_store *store, redisContext *rc, const pj_projection *p, const pj_parks *parks,
+       const char *ver, es_position head, uint64_t upto, uint64_t *seq, char *pos,
+       progress *pg, bool *torn, es_error *err)
 {
     int batch = atoi(es_env_str("ES_REBUILD_BATCH", "1000"));
     int page_size = atoi(es_env_str("ES_REBUILD_PAGE", "5000"));
@@ -151,9 +154,16 @@ replay(es_store *store, redisContext *rc, const pj_projection *p, const char *ve
                 done = true;
                 break;
             }
-            if ((st = es_feed_event_from_store(e, *seq + 1, &pe, err)) == ES_OK)
-                st = pj_add(&b, p, &pe, err);
-            es_feed_event_free(&pe);
+            if (pj_parks_find(parks, *seq + 1) != NULL) {
+                char where[ES_POSITION_TEXT_MAX];
+                es_position_format(e->position, where);
+                es_rm_batch_event(&b, *seq + 1, where);     /* parked: passed, not applied */
+                st = ES_OK;
+            } else {
+                if ((st = es_feed_event_from_store(e, *seq + 1, &pe, err)) == ES_OK)
+                    st = pj_add(&b, p, &pe, err);
+                es_feed_event_free(&pe);
+            }
             if (st != ES_OK) {
                 char where[ES_POSITION_TEXT_MAX], why[sizeof err->message];
                 es_position_format(e->position, where);
@@ -261,8 +271,9 @@ check_handover(es_jetstream *n, redisContext *rc, const char *name, uint64_t seq
 /* Follows the stream into version ver until it can take over; *torn as
  * for replay(). */
 static es_status
-follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, const char *ver,
-                  uint64_t *seq, bool *switched, bool *torn, es_error *err)
+follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p,
+                  const pj_parks *parks, const char *ver, uint64_t *seq, bool *switched,
+                  bool *torn, es_error *err)
 {
     natsSubscription *sub = NULL;
     es_status st;
@@ -274,6 +285,7 @@ follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, con
         es_feed_batch msgs;
         es_rm_batch b;
         es_rm_applied a;
+        const pj_park *k;
         size_t i;
 
         if ((st = es_rm_switch(rc, p->name, ver, switched, err)) != ES_OK || *switched)
@@ -306,7 +318,10 @@ follow_and_switch(es_jetstream *n, redisContext *rc, const pj_projection *p, con
         for (i = 0; i < msgs.n && st == ES_OK; i++) {
             if (msgs.ev[i].seq <= *seq)
                 continue;
-            if (msgs.bad[i])
+            if ((k = pj_parks_find(parks, msgs.ev[i].seq)) != NULL)
+                es_rm_batch_event(&b, msgs.ev[i].seq,
+                                  msgs.ev[i].position[0] ? msgs.ev[i].position : k->position);
+            else if (msgs.bad[i])
                 st = es_error_set(err, ES_EINVALID, "event_invalid", NULL,
                                   "cannot decode message %" PRIu64 ": %s", msgs.ev[i].seq,
                                   msgs.bad[i]);
@@ -390,6 +405,8 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
     double t0;
     bool switched = false, locked = false, torn = false;
     char token[64];
+    pj_parks parks = PJ_PARKS_INIT;
+    size_t nparks;
     es_status st = ES_OK;
 
     memset(rep, 0, sizeof *rep);
@@ -398,7 +415,8 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
         return es_error_set(err, ES_ENOTFOUND, "unknown_projection", "name",
                             "there is no projection \"%s\"", name);
     snprintf(token, sizeof token, "%d-%ld", (int)getpid(), (long)time(NULL));
-    if (es_store_create(&store, es_pg_conninfo(), err) != ES_OK || (rc = es_rm_connect(err)) == NULL)
+    if (es_store_create(&store, es_pg_conninfo(), err) != ES_OK || (rc = es_rm_connect(err)) == NULL ||
+        pj_parks_load(store, name, &parks, &nparks, err) != ES_OK)
         goto fail;
     if (!dry_run) {
         if (es_rm_lock_take(rc, name, token, err) != ES_OK)
@@ -418,7 +436,7 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
     es_log(ES_LOG_INFO, "%s version %s of %s from event %" PRIu64,
            rep->resumed ? "resuming" : "building", rep->version, name, seq);
     t0 = now_s();
-    if (replay(store, rc, p, rep->version, head, 0, &seq, pos, &pg, &torn, err) != ES_OK)
+    if (replay(store, rc, p, &parks, rep->version, head, 0, &seq, pos, &pg, &torn, err) != ES_OK)
         goto fail;
     rep->seconds = now_s() - t0;
     rep->replayed = seq - replayed_from;
@@ -435,7 +453,8 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
     }
     if (check_handover(&nats, rc, name, seq, pos, err) != ES_OK)
         goto fail;
-    if (follow_and_switch(&nats, rc, p, rep->version, &seq, &switched, &torn, err) != ES_OK)
+    if (follow_and_switch(&nats, rc, p, &parks, rep->version, &seq, &switched, &torn, err) !=
+        ES_OK)
         goto fail;
     if (!switched)
         goto interrupted;
@@ -477,6 +496,7 @@ done:
     if (rc)
         redisFree(rc);
     es_store_close(store);
+    pj_parks_free(&parks);
     return st;
 }
 
@@ -488,16 +508,50 @@ pj_scratch(es_store *store, redisContext *rc, const pj_projection *p, uint64_t u
     es_position head = {UINT64_MAX, INT64_MAX};
     char pos[ES_RM_POSITION_MAX] = "";
     bool resumed, torn = false;
+    pj_parks parks = PJ_PARKS_INIT;
+    size_t nparks;
 
     *seq = 0;
-    if (pick_version(rc, p->name, true, ver, size, &resumed, err) != ES_OK)
+    if (pj_parks_load(store, p->name, &parks, &nparks, err) != ES_OK)
         return err->status;
-    if (replay(store, rc, p, ver, head, upto, seq, pos, &pg, &torn, err) != ES_OK) {
-        es_error e2;
-        es_rm_drop_version(rc, p->name, ver, &e2);
+    if (pick_version(rc, p->name, true, ver, size, &resumed, err) != ES_OK) {
+        pj_parks_free(&parks);
         return err->status;
     }
+    if (replay(store, rc, p, &parks, ver, head, upto, seq, pos, &pg, &torn, err) != ES_OK) {
+        es_error e2;
+        es_rm_drop_version(rc, p->name, ver, &e2);
+        pj_parks_free(&parks);
+        return err->status;
+    }
+    pj_parks_free(&parks);
     return ES_OK;
+}
+
+/* The park decisions of projection name as [{seq, position, reason, by,
+ * at}], or null when the store does not answer. */
+static json_t *
+parked_json(es_store *store, const char *name)
+{
+    pj_parks parks = PJ_PARKS_INIT;
+    size_t n;
+    es_error err;
+    json_t *list;
+
+    if (store == NULL || pj_parks_load(store, name, &parks, &n, &err) != ES_OK) {
+        pj_parks_free(&parks);
+        return json_null();
+    }
+    list = json_array();
+    for (size_t i = 0; i < parks.n; i++) {
+        const pj_park *k = &parks.v[i];
+        json_array_append_new(list, json_pack("{s:I, s:s?, s:s, s:s, s:s}", "seq",
+                                              (json_int_t)k->seq, "position",
+                                              k->position[0] ? k->position : NULL, "reason",
+                                              k->reason, "by", k->by, "at", k->at));
+    }
+    pj_parks_free(&parks);
+    return list;
 }
 
 json_t *
@@ -505,6 +559,7 @@ pj_status(uint64_t *stream_last, bool *have_last, es_error *err)
 {
     redisContext *rc;
     es_jetstream nats = {0};
+    es_store *store = NULL;
     json_t *rows = json_array();
     size_t i;
 
@@ -515,6 +570,11 @@ pj_status(uint64_t *stream_last, bool *have_last, es_error *err)
     }
     *have_last = es_jetstream_open(&nats, err) == ES_OK &&
                  es_jetstream_last_seq(&nats, stream_last, err) == ES_OK;
+    {
+        es_error e2;
+        if (es_store_create(&store, es_pg_conninfo(), &e2) != ES_OK)
+            store = NULL;       /* the park decisions then show as null */
+    }
     for (i = 0; i < pj_projection_count; i++) {
         const char *name = pj_projections[i].name;
         es_rm_state s;
@@ -536,8 +596,10 @@ pj_status(uint64_t *stream_last, bool *have_last, es_error *err)
             "lag", *have_last ? json_integer((json_int_t)(*stream_last > s.seq ? *stream_last - s.seq : 0))
                               : json_null(),
             "state", stopped ? "stopped" : "running", "reason", stopped ? reason : NULL));
+        json_object_set_new(json_array_get(rows, i), "parked", parked_json(store, name));
     }
     es_jetstream_close(&nats);
+    es_store_close(store);
     redisFree(rc);
     return rows;
 }

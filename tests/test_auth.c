@@ -173,6 +173,7 @@ static const route routes[] = {
     {0, "GET", "/metrics", NULL, T_METRICS, T_QUERY},
     {0, "GET", "/v1/feed", NULL, T_STREAMS, T_QUERY},
     {0, "GET", "/v1/streams/authtest-none", NULL, T_STREAMS, T_APPEND},
+    {0, "GET", "/v1/schemas", NULL, T_STREAMS, T_QUERY},
     {0, "POST", "/v1/streams/authtest-routes/events",
      "{\"expected_version\":\"any\",\"events\":[{\"type\":\"T\",\"data\":{}}]}", T_APPEND,
      T_STREAMS},

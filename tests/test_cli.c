@@ -217,6 +217,190 @@ START_TEST(projections_are_watched_and_verify_names_what_is_broken)
 }
 END_TEST
 
+/* The projector's /readyz entry of projection name (a new reference). */
+static json_t *
+projector_entry(const char *name)
+{
+    th_response r;
+    json_t *j, *p, *found = NULL;
+    size_t i;
+
+    th_http(proj.port, "GET", "/readyz", NULL, NULL, &r);
+    j = json_loads(r.body, 0, NULL);
+    th_response_free(&r);
+    ck_assert_ptr_nonnull(j);
+    json_array_foreach(json_object_get(j, "projections"), i, p)
+        if (strcmp(json_string_value(json_object_get(p, "name")), name) == 0)
+            found = json_incref(p);
+    json_decref(j);
+    ck_assert_ptr_nonnull(found);
+    return found;
+}
+
+/* Waits up to 30 s until projection name's state is state. */
+static json_t *
+wait_state(const char *name, const char *state)
+{
+    for (int i = 0; i < 300; i++) {
+        json_t *p = projector_entry(name);
+        if (strcmp(json_string_value(json_object_get(p, "state")), state) == 0)
+            return p;
+        json_decref(p);
+        usleep(100 * 1000);
+    }
+    ck_abort_msg("projection %s is not %s after 30 s", name, state);
+    return NULL;
+}
+
+/* Waits up to 30 s until projection name's checkpoint reaches seq. */
+static void
+wait_checkpoint(const char *name, long long seq)
+{
+    for (int i = 0; i < 300; i++) {
+        json_t *p = projector_entry(name);
+        long long at = json_integer_value(json_object_get(p, "checkpoint"));
+        json_decref(p);
+        if (at >= seq)
+            return;
+        usleep(100 * 1000);
+    }
+    ck_abort_msg("projection %s has not reached %lld after 30 s", name, seq);
+}
+
+/* Every key of the active version of projection name. */
+static char **
+dump_active(const char *name, size_t *n)
+{
+    redisContext *rc;
+    es_rm_state s;
+    es_error err;
+    char **lines;
+
+    ck_assert_ptr_nonnull(rc = es_rm_connect(&err));
+    ck_assert_int_eq(es_rm_state_get(rc, name, &s, &err), ES_OK);
+    ck_assert_int_eq(es_rm_dump(rc, name, s.active, &lines, n, &err), ES_OK);
+    redisFree(rc);
+    return lines;
+}
+
+/*
+ * An event in a category without a schema whose stored data no reader can
+ * decode (1e400 is stored as 401 digits) stops every projection; parked
+ * for one, that one goes on, the others stay stopped until parked too; a
+ * rebuild makes the same decision and gives the same read model.
+ */
+START_TEST(a_poison_event_is_parked_and_the_projection_goes_on)
+{
+    static const char *const names[] = {"users", "orders", "accounts", "sagas", "dashboard"};
+    char out[32768], stream[80], seq_text[32], ahead[32], metric[200];
+    long long seq;
+    json_t *p, *j, *row, *parked;
+    char **before, **after;
+    size_t nb, na, i;
+    th_response r;
+
+    setenv("ES_OPERATOR", "tester", 1);
+    snprintf(stream, sizeof stream, "stock-%s", tag);
+    ck_assert_int_eq(ESCTL(out, "stream", "append", stream, "StockRestocked",
+                           "{\"sku\":\"p1\",\"quantity\":3}"), 0);
+    snprintf(stream, sizeof stream, "misc-%s", tag);
+    ck_assert_int_eq(ESCTL(out, "stream", "append", stream, "Measured", "{\"n\":1e400}"), 0);
+    p = wait_state("inventory", "stopped");
+    seq = json_integer_value(json_object_get(p, "stopped_at"));
+    ck_assert_int_gt(seq, 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(p, "checkpoint")), seq - 1);
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(p, "reason")), "Measured") ?:
+                          strstr(json_string_value(json_object_get(p, "reason")), "event"));
+    ck_assert_str_ne(json_string_value(json_object_get(p, "stopped_position")), "");
+    json_decref(p);
+    /* /metrics says where and why */
+    th_http(proj.port, "GET", "/metrics", NULL, NULL, &r);
+    snprintf(metric, sizeof metric, "es_projector_stopped_at{projection=\"inventory\",position=\"");
+    ck_assert_msg(strstr(r.body, metric) != NULL, "%s", r.body);
+    snprintf(metric, sizeof metric, "es_projector_stopped{projection=\"inventory\"} 1");
+    ck_assert_ptr_nonnull(strstr(r.body, metric));
+    th_response_free(&r);
+
+    /* bad input is refused, and says why */
+    snprintf(seq_text, sizeof seq_text, "%lld", seq);
+    ck_assert_int_eq(ESCTL(out, "projection", "park", "nope", seq_text, "--reason", "x"), 4);
+    ck_assert_ptr_nonnull(strstr(out, "no projection \"nope\""));
+    ck_assert_int_eq(ESCTL(out, "projection", "park", "inventory", "12x", "--reason", "x"), 2);
+    ck_assert_ptr_nonnull(strstr(out, "POSITION must be a whole number"));
+    ck_assert_int_eq(ESCTL(out, "projection", "park", "inventory", "0", "--reason", "x"), 2);
+    ck_assert_int_eq(ESCTL(out, "projection", "park", "inventory", seq_text), 2);
+    ck_assert_ptr_nonnull(strstr(out, "--reason is required"));
+    ck_assert_int_eq(ESCTL(out, "projection", "park", "inventory", seq_text, "--reason", ""), 2);
+
+    /* another event than the stopped one: recorded, nothing resumes */
+    snprintf(ahead, sizeof ahead, "%lld", seq + 1000);
+    ck_assert_int_eq(ESCTL(out, "projection", "park", "inventory", ahead, "--reason",
+                           "not yet written"), 0);
+    sleep(2);
+    p = projector_entry("inventory");
+    ck_assert_str_eq(json_string_value(json_object_get(p, "state")), "stopped");
+    json_decref(p);
+
+    /* the stopped one: the projection goes on */
+    ck_assert_int_eq(ESCTL(out, "projection", "park", "inventory", seq_text, "--reason",
+                           "a number no reader holds"), 0);
+    ck_assert_ptr_nonnull(strstr(out, "parked event"));
+    json_decref(wait_state("inventory", "running"));
+    snprintf(stream, sizeof stream, "stock-%s", tag);
+    ck_assert_int_eq(ESCTL(out, "stream", "append", stream, "StockRestocked",
+                           "{\"sku\":\"p1\",\"quantity\":4}"), 0);
+    wait_checkpoint("inventory", seq + 1);
+    /* the others stay stopped until parked too */
+    p = projector_entry("accounts");
+    ck_assert_str_eq(json_string_value(json_object_get(p, "state")), "stopped");
+    json_decref(p);
+    for (i = 0; i < sizeof names / sizeof names[0]; i++)
+        ck_assert_int_eq(ESCTL(out, "projection", "park", names[i], seq_text, "--reason",
+                               "a number no reader holds"), 0);
+    for (i = 0; i < sizeof names / sizeof names[0]; i++) {
+        json_decref(wait_state(names[i], "running"));
+        wait_checkpoint(names[i], seq + 1);
+    }
+
+    /* status lists the decisions: which event, where, who, when, why */
+    ck_assert_int_eq(ESCTL(out, "--json", "projection", "status"), 0);
+    j = doc(out);
+    row = NULL;
+    json_array_foreach(json_object_get(j, "projections"), i, p)
+        if (strcmp(json_string_value(json_object_get(p, "projection")), "inventory") == 0)
+            row = p;
+    ck_assert_ptr_nonnull(row);
+    ck_assert_str_eq(json_string_value(json_object_get(row, "state")), "running");
+    parked = json_object_get(row, "parked");
+    ck_assert_uint_eq(json_array_size(parked), 2);
+    p = json_array_get(parked, 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(p, "seq")), seq);
+    ck_assert_str_eq(json_string_value(json_object_get(p, "reason")), "a number no reader holds");
+    ck_assert_str_eq(json_string_value(json_object_get(p, "by")), "tester");
+    ck_assert_ptr_nonnull(json_string_value(json_object_get(p, "position")));
+    ck_assert_ptr_nonnull(json_string_value(json_object_get(p, "at")));
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(parked, 0), "seq")),
+                     seq + 1000);
+    json_decref(j);
+    ck_assert_int_eq(ESCTL(out, "projection", "status"), 0);
+    ck_assert_ptr_nonnull(strstr(out, "parked: inventory event"));
+    /* the decisions are events of a protected category */
+    ck_assert_int_eq(ESCTL(out, "--json", "stream", "read", "projection-inventory"), 0);
+    ck_assert_ptr_nonnull(strstr(out, "ProjectionEventParked"));
+
+    /* a rebuild decides the same, and builds the same read model */
+    before = dump_active("inventory", &nb);
+    ck_assert_int_eq(ESCTL(out, "projection", "rebuild", "inventory"), 0);
+    after = dump_active("inventory", &na);
+    ck_assert_uint_eq(nb, na);
+    for (i = 0; i < nb; i++)
+        ck_assert_str_eq(before[i], after[i]);
+    es_rm_dump_free(before, nb);
+    es_rm_dump_free(after, na);
+    verify_passes();
+}
+END_TEST
+
 START_TEST(every_command_has_help_and_a_place_in_the_man_page)
 {
     char out[16384], line[256], *man = NULL;
@@ -256,7 +440,7 @@ START_TEST(every_command_has_help_and_a_place_in_the_man_page)
     }
     fclose(f);
     free(man);
-    ck_assert_int_eq(commands, 18);     /* with token create, list, revoke */
+    ck_assert_int_eq(commands, 19);     /* with token create, list, revoke; projection park */
     ck_assert_int_eq(ESCTL(out, "nonsense"), 2);
     ck_assert_int_eq(ESCTL(out, "saga", "nonsense"), 2);
     ck_assert_int_eq(ESCTL(out, "saga", "list", "--bogus"), 2);
@@ -295,6 +479,7 @@ main(void)
     tcase_add_test(tc, the_feed_is_read_and_followed);
     tcase_add_test(tc, projections_are_watched_and_verify_names_what_is_broken);
     tcase_add_test(tc, every_command_has_help_and_a_place_in_the_man_page);
+    tcase_add_test(tc, a_poison_event_is_parked_and_the_projection_goes_on);
     suite_add_tcase(s, tc);
     rc = th_run(s);
     rc |= th_daemon_stop(&proj);

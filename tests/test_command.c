@@ -16,7 +16,7 @@
 #include "store.h"
 #include "uuid.h"
 
-static th_daemon cmd, dead;
+static th_daemon cmd, dead, open_cmd;
 static char prefix[48], pgenv[600], prefixenv[96], natsenv[300];
 static const char *JSON = "Content-Type: application/json\r\n";
 
@@ -754,6 +754,116 @@ START_TEST(foreign_events_do_not_crash)
 }
 END_TEST
 
+/* An order's total is added up by the read models (<= 10^15, OrderPlaced's
+ * schema): one past it used to be placed and then stop the orders
+ * projection; now the command refuses it. */
+START_TEST(an_order_total_past_what_read_models_add_is_refused)
+{
+    json_t *j = post("/v1/orders",
+                     "{\"customer_id\":\"c-total\",\"items\":[{\"sku\":\"s1\",\"quantity\":1000,"
+                     "\"unit_price\":1000000000000},{\"sku\":\"s2\",\"quantity\":1,"
+                     "\"unit_price\":1}]}", 400);
+
+    ck_assert_str_eq(str(j, "error.code"), "total_overflow");
+    json_decref(j);
+    j = post("/v1/orders",
+             "{\"customer_id\":\"c-total\",\"items\":[{\"sku\":\"s1\",\"quantity\":1000,"
+             "\"unit_price\":1000000000000}]}", 201);
+    json_decref(j);
+}
+END_TEST
+
+/* POST to port; returns the parsed body (caller decrefs). */
+static json_t *
+post_to(unsigned port, const char *path, const char *body, int expect)
+{
+    th_response r;
+    json_t *j;
+
+    th_http(port, "POST", path, JSON, body, &r);
+    ck_assert_msg(r.status == expect, "POST %s: %d, expected %d: %s", path, r.status, expect,
+                  r.body ? r.body : "");
+    j = json_loads(r.body, 0, NULL);
+    ck_assert_ptr_nonnull(j);
+    th_response_free(&r);
+    return j;
+}
+
+/*
+ * The issue's case: {"type":"UserRegistered","data":{}} appended to
+ * user-x (access control off, so the raw API reaches a command category)
+ * was stored, and stopped the users projection for good.  Now every
+ * category that declares schemas takes only events that pass them.
+ */
+START_TEST(raw_appends_meet_the_schemas)
+{
+    char user[64], path[160], body[512];
+    th_response r;
+    json_t *j;
+
+    th_unique(user, sizeof user, "user");
+    snprintf(path, sizeof path, "/v1/streams/%s/events", user);
+    j = post_to(open_cmd.port, path,
+                "{\"expected_version\":\"any\",\"events\":[{\"type\":\"UserRegistered\","
+                "\"data\":{}}]}", 422);
+    ck_assert_str_eq(str(j, "error.code"), "schema_violation");
+    ck_assert_str_eq(str(j, "error.field"), "events[0].data.user_id");
+    ck_assert_ptr_nonnull(strstr(str(j, "error.message"), "user_id is required"));
+    json_decref(j);
+    /* nothing of the append is written, also when a later event fails */
+    j = post_to(open_cmd.port, path,
+                "{\"expected_version\":\"any\",\"events\":[{\"type\":\"UserRegistered\","
+                "\"data\":{\"user_id\":\"u\",\"email\":\"a@b.cd\",\"name\":\"A\"}},"
+                "{\"type\":\"UserRejected\",\"data\":{\"user_id\":\"u\",\"reason\":5}}]}", 422);
+    ck_assert_str_eq(str(j, "error.field"), "events[1].data.reason");
+    json_decref(j);
+    snprintf(body, sizeof body, "/v1/streams/%s", user);
+    th_http(open_cmd.port, "GET", body, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 404);
+    th_response_free(&r);
+    /* a type the category does not list; a number no reader holds */
+    j = post_to(open_cmd.port, path,
+                "{\"expected_version\":\"any\",\"events\":[{\"type\":\"UserDeleted\","
+                "\"data\":{\"user_id\":\"u\"}}]}", 422);
+    ck_assert_str_eq(str(j, "error.code"), "event_type_unknown");
+    ck_assert_str_eq(str(j, "error.field"), "events[0].type");
+    json_decref(j);
+    j = post_to(open_cmd.port, path,
+                "{\"expected_version\":\"any\",\"events\":[{\"type\":\"UserRegistered\","
+                "\"data\":{\"user_id\":\"u\",\"email\":\"a@b.cd\",\"name\":\"A\",\"n\":1e400}}]}",
+                422);
+    ck_assert_str_eq(str(j, "error.field"), "events[0].data");
+    json_decref(j);
+    /* the Idempotency-Key path as the quick one */
+    th_http(open_cmd.port, "POST", path,
+            "Content-Type: application/json\r\nIdempotency-Key: schema-1\r\n",
+            "{\"expected_version\":\"any\",\"events\":[{\"type\":\"UserRegistered\",\"data\":{}}]}",
+            &r);
+    ck_assert_int_eq(r.status, 422);
+    th_response_free(&r);
+    /* what passes is stored */
+    j = post_to(open_cmd.port, path,
+                "{\"expected_version\":\"no_stream\",\"events\":[{\"type\":\"UserRegistered\","
+                "\"data\":{\"user_id\":\"u\",\"email\":\"a@b.cd\",\"name\":\"A\",\"extra\":1.5}}]}",
+                201);
+    json_decref(j);
+    /* a category without schemas keeps taking anything */
+    th_unique(user, sizeof user, "schemaless");
+    snprintf(path, sizeof path, "/v1/streams/%s/events", user);
+    j = post_to(open_cmd.port, path,
+                "{\"expected_version\":\"any\",\"events\":[{\"type\":\"UserRegistered\","
+                "\"data\":{\"n\":1e400}}]}", 201);
+    json_decref(j);
+    /* the list, on the service with access control */
+    j = get("/v1/schemas", 200);
+    ck_assert_uint_gt(json_array_size(json_object_get(j, "schemas")), 30);
+    ck_assert_str_eq(json_string_value(json_object_get(
+                         json_array_get(json_object_get(j, "schemas"), 0), "type")),
+                     "UserRegistered");
+    json_decref(j);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -775,6 +885,10 @@ main(void)
     snprintf(natsenv, sizeof natsenv, "ES_NATS_URL=%s", getenv("ES_NATS_URL") ? getenv("ES_NATS_URL") : "");
     th_daemon_start(&cmd, "es-command", "ES_COMMAND_PORT", env);
     th_daemon_start(&dead, "es-command", "ES_COMMAND_PORT", dead_env);
+    {
+        const char *open_env[] = {pgenv, "ES_NATS_URL=off", "ES_AUTH=off", NULL};
+        th_daemon_start(&open_cmd, "es-command", "ES_COMMAND_PORT", open_env);
+    }
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, append_read_and_conflicts);
     tcase_add_test(tc, append_retry_is_200_with_original);
@@ -790,10 +904,13 @@ main(void)
     tcase_add_test(tc, nats_registration_steps);
     tcase_add_test(tc, repeated_command_keeps_the_aggregate_sound);
     tcase_add_test(tc, foreign_events_do_not_crash);
+    tcase_add_test(tc, raw_appends_meet_the_schemas);
+    tcase_add_test(tc, an_order_total_past_what_read_models_add_is_refused);
     suite_add_tcase(s, tc);
     rc = th_run(s);
     rc |= th_daemon_stop(&cmd);
     rc |= th_daemon_stop(&dead);
+    rc |= th_daemon_stop(&open_cmd);
     nats_Close();
     return rc;
 }
