@@ -257,8 +257,8 @@ files_for(unsigned long n)
     }
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)n + 256)
         es_log(ES_LOG_WARNING,
-               "open files are limited to %llu, fewer than ES_HTTP_CONNECTIONS_MAX=%lu "
-               "connections need; past it new connections wait in the listen queue",
+               "open files are limited to %llu, fewer than %lu HTTP connections (twice "
+               "ES_HTTP_CONNECTIONS_MAX) need; past it new connections are refused",
                (unsigned long long)rl.rlim_cur, n);
 }
 
@@ -277,7 +277,7 @@ es_daemon_http_tls(es_http_config *cfg)
     cfg->idle_timeout_s = (unsigned)es_env_long(p, "ES_HTTP_IDLE_TIMEOUT_S", 30, 1, 86400);
     cfg->queue_max = (unsigned)es_env_long(p, "ES_HTTP_QUEUE_MAX", 0, 0, 1000000);
     cfg->stop_grace_ms = (unsigned)es_env_long(p, "ES_HTTP_STOP_GRACE_MS", 10000, 1, 600000);
-    files_for(cfg->connections_max);
+    files_for(2UL * cfg->connections_max);     /* es_http_start's backstop */
     return es_daemon_http_scheme();
 }
 

@@ -156,6 +156,7 @@ struct conn_state {
     es_http_req req;            /* kept for a deferred answer */
     es_http_pending pending;
     conn_state *next_job;
+    bool running;               /* a pool thread runs its handler; srv->mu */
     conn_track *track;
 };
 
@@ -464,11 +465,12 @@ work(void *arg)
         st->next_job = NULL;
         srv->njobs--;
         srv->running++;
+        st->running = true;     /* es_http_stop leaves it to this thread */
         pthread_mutex_unlock(&srv->mu);
         srv->handler(srv->app, &st->req, &res);
         es_http_answer(&st->pending, &res);
         pthread_mutex_lock(&srv->mu);
-        if (--srv->running == 0 && srv->active == 0)
+        if (--srv->running == 0)
             pthread_cond_broadcast(&srv->drained);
         pthread_mutex_unlock(&srv->mu);
     }
@@ -954,11 +956,14 @@ es_http_start(es_http_server **out, const es_http_config *cfg, es_http_handler h
                                 MHD_OPTION_CONNECTION_TIMEOUT,
                                 (unsigned int)(cfg->idle_timeout_s ? cfg->idle_timeout_s
                                                                    : IDLE_TIMEOUT_S_DEFAULT),
-                                /* a backstop past the cap that on_connection()
-                                 * keeps: MHD splits it between its threads,
-                                 * which do not get equal shares of the clients */
+                                /* a backstop well past the cap that
+                                 * on_connection() keeps: MHD splits it between
+                                 * its threads, which do not get equal shares of
+                                 * the clients, counts the connections cut but
+                                 * not yet closed, and closes a new one at once
+                                 * past it */
                                 MHD_OPTION_CONNECTION_LIMIT,
-                                (unsigned int)(srv->conns_max + srv->conns_max / 4 + 4 * threads),
+                                (unsigned int)(2 * srv->conns_max + 8 * threads),
                                 MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024,
                                 /* per connection, for the request line, headers
                                  * and the read buffer (bodies are copied out as
@@ -1022,9 +1027,10 @@ server_free(es_http_server *srv)
  * for requests in progress to be answered by their owners (the committer
  * and the pool still run); then every deferred request still open, and
  * every job still queued, is answered 503 shutting_down and its
- * connection resumed, so that MHD_stop_daemon finds none suspended; the
- * pool ends; srv is freed, unless an owner still holds a forced request
- * (its es_http_answer frees srv then).
+ * connection resumed, so that MHD_stop_daemon finds none suspended (the
+ * jobs the pool is running are waited for instead); the pool ends; srv
+ * is freed, unless an owner still holds a forced request (its
+ * es_http_answer frees srv then).
  */
 void
 es_http_stop(es_http_server *srv)
@@ -1049,8 +1055,19 @@ es_http_stop(es_http_server *srv)
     }
     srv->jobs_tail = NULL;
     srv->njobs = 0;
-    while (srv->open != NULL)
-        force_answer(srv, srv->open);
+    /* A handler running on the pool reads its request (the path, the
+     * headers) from the connection's memory, which MHD reclaims once an
+     * answer is sent: it answers itself, and is waited for, as the join
+     * of the pool below would anyway. */
+    for (es_http_pending *p = srv->open, *next; p != NULL; p = next) {
+        conn_state *st = (conn_state *)(void *)((char *)p - offsetof(conn_state, pending));
+
+        next = p->next_open;
+        if (!st->running)
+            force_answer(srv, p);
+    }
+    while (srv->running > 0)
+        pthread_cond_wait(&srv->drained, &srv->mu);
     if (srv->mhd != NULL)
         wait_drained(srv, STOP_FLUSH_MS);
     pthread_mutex_unlock(&srv->mu);

@@ -1098,7 +1098,7 @@ START_TEST(sigterm_answers_parked_waits)
 {
     const char *env[] = {"ES_QUERY_WAITS_MAX=32", "ES_QUERY_WAIT_MAX_MS=60000", NULL};
     char token[ES_POSITION_TEXT_MAX], path[256], body[4096];
-    th_daemon q2;
+    static th_daemon q2;        /* the harness keeps a pointer to stop it at exit */
     int fds[8];
     struct timespec t0;
     long ms;
