@@ -129,7 +129,8 @@ typedef struct es_http_config {
      * server_busy with Retry-After: 1 */
     unsigned queue_max;
     /* es_http_stop waits this long for deferred answers, then answers
-     * what is left 503 shutting_down [10000] */
+     * what is left 503 shutting_down (a job running on the pool is
+     * waited for instead: it reads its request) [10000] */
     unsigned stop_grace_ms;
 } es_http_config;
 
