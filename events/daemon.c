@@ -13,7 +13,9 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdatomic.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -29,6 +31,7 @@ static int stop_signal;                     /* mu */
 static void (*on_stop_fn)(void *);
 static void *on_stop_arg;
 
+static const char *daemon_name;    /* for configuration errors; see es_daemon_http_tls */
 static sigset_t stop_signals;
 static pthread_t signal_thread;
 static bool signal_thread_running;
@@ -83,6 +86,7 @@ es_daemon_start(const es_daemon *d, es_error *err)
 {
     es_error_clear(err);
     es_log_configure(d->name);
+    daemon_name = d->name;
     /* Three users of OpenSSL share the process (libpq, nats.c, the token
      * hashes), and with TLS on, OpenSSL's own clean-up at exit crashed
      * (OPENSSL_sk_pop_free on a NULL stack, after nats_Close() had torn
@@ -235,11 +239,45 @@ es_daemon_http_scheme(void)
     return es_env_str("ES_TLS_CERT", NULL) != NULL ? "https" : "http";
 }
 
+/* Room for n connections besides the daemon's own descriptors: raises
+ * the soft limit on open files towards the hard one when it is lower. */
+static void
+files_for(unsigned long n)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)n + 256;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+        return;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want)
+        want = rl.rlim_max;
+    if (want > rl.rlim_cur) {
+        rl.rlim_cur = want;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)n + 256)
+        es_log(ES_LOG_WARNING,
+               "open files are limited to %llu, fewer than %lu HTTP connections (twice "
+               "ES_HTTP_CONNECTIONS_MAX) need; past it new connections are refused",
+               (unsigned long long)rl.rlim_cur, n);
+}
+
 const char *
 es_daemon_http_tls(es_http_config *cfg)
 {
+    /* the command name when es_daemon_start has not run yet */
+    const char *p = daemon_name ? daemon_name : program_invocation_short_name;
+
     cfg->tls_cert = es_env_str("ES_TLS_CERT", NULL);
     cfg->tls_key = es_env_str("ES_TLS_KEY", NULL);
+    cfg->connections_max = (unsigned)es_env_long(p, "ES_HTTP_CONNECTIONS_MAX", 1000, 1, 1000000);
+    cfg->header_timeout_ms =
+        (unsigned)es_env_long(p, "ES_HTTP_HEADER_TIMEOUT_MS", 10000, 100, 3600000);
+    cfg->body_timeout_ms = (unsigned)es_env_long(p, "ES_HTTP_BODY_TIMEOUT_MS", 30000, 100, 3600000);
+    cfg->idle_timeout_s = (unsigned)es_env_long(p, "ES_HTTP_IDLE_TIMEOUT_S", 30, 1, 86400);
+    cfg->queue_max = (unsigned)es_env_long(p, "ES_HTTP_QUEUE_MAX", 0, 0, 1000000);
+    cfg->stop_grace_ms = (unsigned)es_env_long(p, "ES_HTTP_STOP_GRACE_MS", 10000, 1, 600000);
+    files_for(2UL * cfg->connections_max);     /* es_http_start's backstop */
     return es_daemon_http_scheme();
 }
 

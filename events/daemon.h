@@ -101,10 +101,15 @@ bool es_daemon_http(const es_daemon *d, es_http_server *srv, const es_http_req *
                     es_http_res *res);
 
 /*
- * HTTPS for every daemon's listener: sets cfg's certificate and key from
- * ES_TLS_CERT and ES_TLS_KEY (PEM file paths; unset or empty: plain
- * HTTP) and returns the scheme the listener will speak, "https" or
- * "http", for log lines.  es_http_start reads and checks the files.
+ * The listener settings every daemon shares, from the environment.
+ * HTTPS: cfg's certificate and key from ES_TLS_CERT and ES_TLS_KEY (PEM
+ * file paths; unset or empty: plain HTTP); es_http_start reads and
+ * checks the files.  Bounds (docs/OPERATIONS.md): ES_HTTP_CONNECTIONS_MAX
+ * (1000; the soft limit on open files is raised to fit it),
+ * ES_HTTP_HEADER_TIMEOUT_MS (10000), ES_HTTP_BODY_TIMEOUT_MS (30000),
+ * ES_HTTP_IDLE_TIMEOUT_S (30), ES_HTTP_QUEUE_MAX (64 per worker),
+ * ES_HTTP_STOP_GRACE_MS (10000).  Returns the scheme the listener will
+ * speak, "https" or "http", for log lines.
  */
 const char *es_daemon_http_tls(es_http_config *cfg);
 

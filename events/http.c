@@ -4,10 +4,28 @@
  * complete, builds an es_http_res, and this file turns it into an MHD
  * response.  Counters are plain atomics so /metrics costs no lock.
  *
- * A request answered later (deferred by a quick handler, or run on the
- * worker pool) has its connection suspended until the answer is in; the
+ * A request answered later (deferred by a handler, or run on the worker
+ * pool) has its connection suspended until the answer is in; the
  * server's mutex orders the suspension before the resumption, since
- * MHD takes a resume that comes first as cancelling the suspend.
+ * MHD takes a resume that comes first as cancelling the suspend.  Each
+ * deferred request is on the server's open list until answered, so that
+ * es_http_stop can answer what is left (MHD must never be stopped with a
+ * connection suspended: it aborts).  A request answered that way whose
+ * owner still holds it outlives its connection as an orphan, freed by the
+ * owner's es_http_answer.
+ *
+ * Connections are tracked from MHD's connection notices (conn_track):
+ * each is in one phase, drawn here with who moves it,
+ *
+ *   on_connection()          on_request(), first call     last call
+ *   HEADERS ----------------------------> BODY ----------------> BUSY
+ *      ^                                                          |
+ *      +------------------- on_completed() (answer sent) ---------+
+ *
+ * and the sweeper thread closes (shutdown(2), which MHD sees as the
+ * client leaving) a connection that stays in HEADERS or BODY past its
+ * deadline, and on_connection() the oldest one in HEADERS when a new one
+ * would pass the cap.
  */
 #include "http.h"
 
@@ -16,6 +34,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <gnutls/gnutls.h>
 #include <microhttpd.h>
 #include <pthread.h>
@@ -38,7 +58,32 @@ static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
  * up to about 15 KiB in all fit; larger ones get its 431. */
 #define CONNECTION_MEMORY (16 * 1024)
 
+#define CONNECTIONS_MAX_DEFAULT 1000
+#define HEADER_TIMEOUT_MS_DEFAULT 10000
+#define BODY_TIMEOUT_MS_DEFAULT 30000
+#define IDLE_TIMEOUT_S_DEFAULT 30
+#define QUEUE_PER_WORKER_DEFAULT 64
+#define STOP_GRACE_MS_DEFAULT 10000
+/* after the grace, how long the forced answers get to go out */
+#define STOP_FLUSH_MS 2000
+
 typedef struct conn_state conn_state;
+
+typedef enum { PHASE_HEADERS, PHASE_BODY, PHASE_BUSY } conn_phase;
+
+/* Why a connection was closed by this layer (the metric's reason). */
+enum { CUT_HEADERS, CUT_BODY, CUT_EVICTED, CUT_REFUSED, NCUTS };
+static const char *const cut_names[NCUTS] = {"header_timeout", "body_timeout", "evicted",
+                                             "over_cap"};
+
+/* One open connection (MHD's socket context). */
+typedef struct conn_track {
+    int fd;
+    atomic_int phase;           /* conn_phase */
+    atomic_llong since_ms;      /* CLOCK_MONOTONIC ms when the phase began */
+    bool cut;                   /* shutdown(2) done; conns_mu */
+    struct conn_track *prev, *next;
+} conn_track;
 
 struct es_http_server {
     struct MHD_Daemon *mhd;
@@ -51,14 +96,34 @@ struct es_http_server {
     atomic_ullong latency[NBUCKETS + 1];
     atomic_ullong latency_sum_us;
 
-    pthread_mutex_t mu;         /* active, the suspensions and the pool's queue */
+    pthread_mutex_t mu;         /* active, the suspensions, the open list and the pool's queue */
     pthread_cond_t job;         /* a job queued, or stopping */
-    pthread_cond_t drained;     /* no request in progress */
+    pthread_cond_t drained;     /* no request in progress, none running in the pool */
     size_t active;              /* requests begun and not yet completed */
+    size_t running;             /* jobs the pool is running */
     conn_state *jobs_head, *jobs_tail;
+    size_t njobs, queue_max;
+    es_http_pending *open;      /* deferred and not answered yet */
+    bool forcing;               /* es_http_stop answers what is deferred */
+    size_t orphans;             /* forced answers whose owner has not answered */
+    bool freeing;               /* es_http_stop is done; the last orphan frees */
     bool stopping;
     unsigned nworkers;
     pthread_t *workers;
+
+    /* the connections (see the phases above) */
+    pthread_mutex_t conns_mu;
+    pthread_cond_t sweep_cond;
+    conn_track *conns_head, *conns_tail;    /* oldest first */
+    size_t nconns, conns_max;
+    long header_ms, body_ms;
+    bool sweep_stop;
+    bool sweeper_started;
+    pthread_t sweeper;
+    atomic_ullong cuts[NCUTS];
+    atomic_ullong busy;         /* 503 server_busy answers */
+    unsigned stop_grace_ms;
+    MHD_socket quiesced;        /* the listen socket, after MHD_quiesce_daemon */
 
     /* HTTPS: the PEM texts, which libmicrohttpd reads from here */
     char *tls_cert, *tls_key;
@@ -75,7 +140,11 @@ struct es_http_pending {
     struct MHD_Connection *conn;
     bool suspended;             /* MHD_suspend_connection was called */
     bool answered;              /* res holds the answer */
+    bool forced;                /* ... given by es_http_stop, not the owner */
+    bool owner_done;            /* the owner answered, or never will */
+    bool orphan;                /* the connection is gone; the owner frees */
     es_http_res res;
+    es_http_pending *prev_open, *next_open;     /* srv->open while deferred */
 };
 
 struct conn_state {
@@ -87,6 +156,8 @@ struct conn_state {
     es_http_req req;            /* kept for a deferred answer */
     es_http_pending pending;
     conn_state *next_job;
+    bool running;               /* a pool thread runs its handler; srv->mu */
+    conn_track *track;
 };
 
 const char *
@@ -234,27 +305,115 @@ too_large(es_http_server *srv, struct MHD_Connection *c, conn_state *st)
     return ok;
 }
 
+static long long
+now_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static void
+set_phase(conn_track *t, conn_phase phase)
+{
+    if (t == NULL)
+        return;
+    atomic_store(&t->since_ms, now_ms());
+    atomic_store(&t->phase, (int)phase);
+}
+
+/* Fills res with the 503 of a server that is stopping. */
+static void
+res_shutting_down(es_http_res *res)
+{
+    *res = (es_http_res){0};
+    es_http_res_error(res, 503, "shutting_down", NULL, NULL,
+                      "the server is shutting down; retry on another instance or later");
+}
+
+static void
+open_unlink(es_http_server *srv, es_http_pending *p)
+{
+    if (p->prev_open)
+        p->prev_open->next_open = p->next_open;
+    else if (srv->open == p)
+        srv->open = p->next_open;
+    if (p->next_open)
+        p->next_open->prev_open = p->prev_open;
+    p->prev_open = p->next_open = NULL;
+}
+
+/* Answers p 503 shutting_down in place of its owner; srv->mu held. */
+static void
+force_answer(es_http_server *srv, es_http_pending *p)
+{
+    open_unlink(srv, p);
+    res_shutting_down(&p->res);
+    p->answered = true;
+    p->forced = true;
+    if (p->suspended)
+        MHD_resume_connection(p->conn);
+}
+
 es_http_pending *
 es_http_defer(const es_http_req *req)
 {
     conn_state *st = (conn_state *)(void *)((char *)req - offsetof(conn_state, req));
+    es_http_pending *p = &st->pending;
+    es_http_server *srv = p->srv;
 
+    if (st->deferred)
+        return p;
     st->deferred = true;
-    return &st->pending;
+    pthread_mutex_lock(&srv->mu);
+    p->next_open = srv->open;
+    if (srv->open)
+        srv->open->prev_open = p;
+    srv->open = p;
+    if (srv->forcing)           /* the stop already answered the others */
+        force_answer(srv, p);
+    pthread_mutex_unlock(&srv->mu);
+    return p;
 }
+
+static void server_free(es_http_server *srv);
 
 void
 es_http_answer(es_http_pending *p, es_http_res *res)
 {
     es_http_server *srv = p->srv;
+    conn_state *orphan = NULL;
+    bool free_srv = false;
 
     pthread_mutex_lock(&srv->mu);
-    p->res = *res;              /* the body moves with it */
-    *res = (es_http_res){0};
-    p->answered = true;
-    if (p->suspended)
-        MHD_resume_connection(p->conn);
+    if (p->forced) {
+        /* es_http_stop answered it already: this answer is dropped */
+        es_buf_free(&res->body);
+        *res = (es_http_res){0};
+        p->owner_done = true;
+        if (p->orphan) {
+            orphan = (conn_state *)(void *)((char *)p - offsetof(conn_state, pending));
+            srv->orphans--;
+            free_srv = srv->freeing && srv->orphans == 0;
+        }
+    } else {
+        open_unlink(srv, p);
+        p->res = *res;              /* the body moves with it */
+        *res = (es_http_res){0};
+        p->answered = true;
+        p->owner_done = true;
+        if (p->suspended)
+            MHD_resume_connection(p->conn);
+    }
     pthread_mutex_unlock(&srv->mu);
+    if (orphan != NULL) {
+        es_buf_free(&orphan->body);
+        es_buf_free(&orphan->pending.res.body);
+        free(orphan);
+    }
+    if (free_srv)
+        server_free(srv);
 }
 
 /* Sends the answer of a deferred request, once it is in. */
@@ -304,10 +463,47 @@ work(void *arg)
         if ((srv->jobs_head = st->next_job) == NULL)
             srv->jobs_tail = NULL;
         st->next_job = NULL;
+        srv->njobs--;
+        srv->running++;
+        st->running = true;     /* es_http_stop leaves it to this thread */
         pthread_mutex_unlock(&srv->mu);
         srv->handler(srv->app, &st->req, &res);
         es_http_answer(&st->pending, &res);
+        pthread_mutex_lock(&srv->mu);
+        if (--srv->running == 0)
+            pthread_cond_broadcast(&srv->drained);
+        pthread_mutex_unlock(&srv->mu);
     }
+}
+
+/* Queues st for the pool; false (st not queued) when the queue is full. */
+static bool
+enqueue(es_http_server *srv, conn_state *st)
+{
+    bool ok;
+
+    pthread_mutex_lock(&srv->mu);
+    ok = srv->njobs < srv->queue_max && !srv->forcing;
+    if (ok) {
+        if (srv->jobs_tail)
+            srv->jobs_tail->next_job = st;
+        else
+            srv->jobs_head = st;
+        srv->jobs_tail = st;
+        srv->njobs++;
+        pthread_cond_signal(&srv->job);
+    }
+    pthread_mutex_unlock(&srv->mu);
+    return ok;
+}
+
+static conn_track *
+track_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    return ci != NULL ? ci->socket_context : NULL;
 }
 
 static enum MHD_Result
@@ -330,6 +526,8 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
         pthread_mutex_unlock(&srv->mu);
         st->pending.srv = srv;
         st->pending.conn = c;
+        st->track = track_of(c);
+        set_phase(st->track, PHASE_BODY);
         clock_gettime(CLOCK_MONOTONIC, &st->start);
         *con_cls = st;
         if (len != NULL && strtoull(len, NULL, 10) > srv->body_max) {
@@ -351,6 +549,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
         *upload_size = 0;
         return MHD_YES;
     }
+    set_phase(st->track, PHASE_BUSY);
     if (st->too_large)
         return st->answered ? MHD_YES : too_large(srv, c, st);
 
@@ -367,19 +566,34 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
             if (st->deferred)
                 return suspend_unless_answered(srv, c, st);
         } else if (srv->nworkers > 0) {
-            es_http_defer(&st->req);
-            pthread_mutex_lock(&srv->mu);
-            if (srv->jobs_tail)
-                srv->jobs_tail->next_job = st;
-            else
-                srv->jobs_head = st;
-            srv->jobs_tail = st;
-            pthread_cond_signal(&srv->job);
-            pthread_mutex_unlock(&srv->mu);
             es_buf_free(&res.body);
+            es_http_defer(&st->req);
+            if (!enqueue(srv, st)) {
+                es_http_res busy = {0};
+
+                es_http_res_error(&busy, 503, "server_busy", NULL,
+                                  json_pack("{s:I}", "queue_max", (json_int_t)srv->queue_max),
+                                  "%zu requests are queued for the worker threads already; "
+                                  "retry later", srv->queue_max);
+                pthread_mutex_lock(&srv->mu);
+                st->pending.owner_done = true;      /* no worker will have it */
+                if (!st->pending.answered) {        /* else the stop's answer */
+                    atomic_fetch_add(&srv->busy, 1);
+                    open_unlink(srv, &st->pending);
+                    st->pending.res = busy;
+                    busy = (es_http_res){0};
+                    st->pending.answered = true;
+                }
+                pthread_mutex_unlock(&srv->mu);
+                es_buf_free(&busy.body);
+            }
             return suspend_unless_answered(srv, c, st);
         } else {
             srv->handler(srv->app, &st->req, &res);
+            if (st->deferred) {
+                es_buf_free(&res.body);
+                return suspend_unless_answered(srv, c, st);
+            }
         }
     }
     ok = send_res(srv, c, &res, &st->start);
@@ -393,20 +607,140 @@ on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 {
     es_http_server *srv = cls;
     conn_state *st = *con_cls;
+    bool keep;
 
-    (void)c;
     (void)toe;
-    if (st != NULL) {
-        /* answered on the wire, or the client is gone */
-        pthread_mutex_lock(&srv->mu);
-        if (--srv->active == 0)
-            pthread_cond_broadcast(&srv->drained);
-        pthread_mutex_unlock(&srv->mu);
+    if (st == NULL)
+        return;
+    /* answered on the wire, or the client is gone */
+    (void)c;
+    set_phase(st->track, PHASE_HEADERS);
+    pthread_mutex_lock(&srv->mu);
+    if (--srv->active == 0 && srv->running == 0)
+        pthread_cond_broadcast(&srv->drained);
+    if (st->deferred && !st->pending.answered) {
+        /* not expected (a suspended connection is not closed), but the
+         * owner must then find its answer dropped, not freed memory */
+        open_unlink(srv, &st->pending);
+        st->pending.answered = st->pending.forced = true;
+    }
+    keep = st->deferred && !st->pending.owner_done;
+    if (keep) {
+        st->pending.orphan = true;
+        srv->orphans++;
+    }
+    pthread_mutex_unlock(&srv->mu);
+    *con_cls = NULL;
+    if (!keep) {
         es_buf_free(&st->body);
         es_buf_free(&st->pending.res.body);
         free(st);
-        *con_cls = NULL;
     }
+}
+
+/* ---- the connections ------------------------------------------------------ */
+
+/* Closes t's connection: MHD sees the client leave.  conns_mu held. */
+static void
+cut(es_http_server *srv, conn_track *t, int why)
+{
+    if (t->cut)
+        return;
+    t->cut = true;
+    shutdown(t->fd, SHUT_RDWR);
+    atomic_fetch_add(&srv->cuts[why], 1);
+}
+
+/*
+ * MHD's connection notice.  The close notice comes before MHD closes the
+ * socket, and both take conns_mu, so the sweeper never shuts down a
+ * descriptor that another connection reuses.
+ */
+static void
+on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+              enum MHD_ConnectionNotificationCode toe)
+{
+    es_http_server *srv = cls;
+    conn_track *t;
+
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+        if ((t = calloc(1, sizeof *t)) == NULL || ci == NULL) {
+            free(t);
+            *socket_context = NULL;
+            return;
+        }
+        t->fd = ci->connect_fd;
+        set_phase(t, PHASE_HEADERS);
+        pthread_mutex_lock(&srv->conns_mu);
+        t->prev = srv->conns_tail;
+        if (srv->conns_tail)
+            srv->conns_tail->next = t;
+        else
+            srv->conns_head = t;
+        srv->conns_tail = t;
+        if (++srv->nconns > srv->conns_max) {
+            conn_track *old;
+
+            for (old = srv->conns_head; old != t; old = old->next)
+                if (!old->cut && atomic_load(&old->phase) == PHASE_HEADERS)
+                    break;
+            cut(srv, old, old == t ? CUT_REFUSED : CUT_EVICTED);
+        }
+        pthread_mutex_unlock(&srv->conns_mu);
+        *socket_context = t;
+        return;
+    }
+    if ((t = *socket_context) == NULL)
+        return;
+    pthread_mutex_lock(&srv->conns_mu);
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        srv->conns_head = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    else
+        srv->conns_tail = t->prev;
+    srv->nconns--;
+    pthread_mutex_unlock(&srv->conns_mu);
+    *socket_context = NULL;
+    free(t);
+}
+
+/* The sweeper thread: closes connections past their header or body
+ * deadline, a few times per deadline. */
+static void *
+sweep(void *arg)
+{
+    es_http_server *srv = arg;
+    long tick = (srv->header_ms < srv->body_ms ? srv->header_ms : srv->body_ms) / 4;
+    struct timespec until;
+
+    tick = tick < 50 ? 50 : tick > 1000 ? 1000 : tick;
+    pthread_mutex_lock(&srv->conns_mu);
+    while (!srv->sweep_stop) {
+        long long now = now_ms();
+
+        for (conn_track *t = srv->conns_head; t != NULL; t = t->next) {
+            int phase = atomic_load(&t->phase);
+            long long age = now - atomic_load(&t->since_ms);
+
+            if (phase == PHASE_HEADERS && age > srv->header_ms)
+                cut(srv, t, CUT_HEADERS);
+            else if (phase == PHASE_BODY && age > srv->body_ms)
+                cut(srv, t, CUT_BODY);
+        }
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += tick * 1000000L;
+        until.tv_sec += until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&srv->sweep_cond, &srv->conns_mu, &until);
+    }
+    pthread_mutex_unlock(&srv->conns_mu);
+    return NULL;
 }
 
 /* libmicrohttpd's error log: keeps the first message of the start. */
@@ -546,7 +880,10 @@ es_http_start(es_http_server **out, const es_http_config *cfg, es_http_handler h
     es_http_server *srv;
     struct sockaddr_in addr;
     struct MHD_OptionItem tls[3] = {{MHD_OPTION_END, 0, NULL}};
-    unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+                         MHD_USE_ERROR_LOG | MHD_USE_ITC;
+    unsigned threads = cfg->threads > 0 ? cfg->threads : 1;
+    pthread_condattr_t attr;
     es_status st;
 
     *out = NULL;
@@ -564,9 +901,27 @@ es_http_start(es_http_server **out, const es_http_config *cfg, es_http_handler h
     srv->guard = cfg->guard;
     srv->app = app;
     srv->body_max = cfg->body_max;
+    srv->quiesced = MHD_INVALID_SOCKET;
+    srv->conns_max = cfg->connections_max ? cfg->connections_max : CONNECTIONS_MAX_DEFAULT;
+    srv->header_ms = cfg->header_timeout_ms ? cfg->header_timeout_ms : HEADER_TIMEOUT_MS_DEFAULT;
+    srv->body_ms = cfg->body_timeout_ms ? cfg->body_timeout_ms : BODY_TIMEOUT_MS_DEFAULT;
+    srv->queue_max = cfg->queue_max ? cfg->queue_max
+                                    : (size_t)QUEUE_PER_WORKER_DEFAULT * (cfg->workers ? cfg->workers : 1);
+    srv->stop_grace_ms = cfg->stop_grace_ms ? cfg->stop_grace_ms : STOP_GRACE_MS_DEFAULT;
     pthread_mutex_init(&srv->mu, NULL);
+    pthread_mutex_init(&srv->conns_mu, NULL);
+    /* deadlines are monotonic: a clock step must not end or stretch a wait */
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&srv->job, NULL);
-    pthread_cond_init(&srv->drained, NULL);
+    pthread_cond_init(&srv->drained, &attr);
+    pthread_cond_init(&srv->sweep_cond, &attr);
+    pthread_condattr_destroy(&attr);
+    if (pthread_create(&srv->sweeper, NULL, sweep, srv) != 0) {
+        es_http_stop(srv);
+        return es_error_set(err, ES_EINTERNAL, NULL, NULL, "could not start the HTTP sweeper");
+    }
+    srv->sweeper_started = true;
     if ((st = tls_load(srv, cfg, err)) != ES_OK) {
         es_http_stop(srv);
         return st;
@@ -595,9 +950,20 @@ es_http_start(es_http_server **out, const es_http_config *cfg, es_http_handler h
                                 MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
                                 MHD_OPTION_ARRAY, tls,
                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-                                MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads,
+                                MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)threads,
                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120,
+                                MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+                                MHD_OPTION_CONNECTION_TIMEOUT,
+                                (unsigned int)(cfg->idle_timeout_s ? cfg->idle_timeout_s
+                                                                   : IDLE_TIMEOUT_S_DEFAULT),
+                                /* a backstop well past the cap that
+                                 * on_connection() keeps: MHD splits it between
+                                 * its threads, which do not get equal shares of
+                                 * the clients, counts the connections cut but
+                                 * not yet closed, and closes a new one at once
+                                 * past it */
+                                MHD_OPTION_CONNECTION_LIMIT,
+                                (unsigned int)(2 * srv->conns_max + 8 * threads),
                                 MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024,
                                 /* per connection, for the request line, headers
                                  * and the read buffer (bodies are copied out as
@@ -620,39 +986,114 @@ es_http_start(es_http_server **out, const es_http_config *cfg, es_http_handler h
     return ES_OK;
 }
 
-void
-es_http_stop(es_http_server *srv)
+/* Waits until no request is in progress, or until ms passed; srv->mu held. */
+static void
+wait_drained(es_http_server *srv, long ms)
 {
     struct timespec deadline;
 
-    if (srv == NULL)
-        return;
-    /* MHD must not be stopped with a connection suspended, and stopping
-     * drops answers not yet written: wait, for a while, until every
-     * request begun is answered on the wire (the committer and the pool
-     * are still running). */
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += 10;
-    pthread_mutex_lock(&srv->mu);
-    while (srv->mhd != NULL && srv->active > 0 &&
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += ms / 1000;
+    deadline.tv_nsec += (ms % 1000) * 1000000L;
+    deadline.tv_sec += deadline.tv_nsec / 1000000000L;
+    deadline.tv_nsec %= 1000000000L;
+    while ((srv->active > 0 || srv->running > 0) &&
            pthread_cond_timedwait(&srv->drained, &srv->mu, &deadline) == 0)
         ;
+}
+
+static void
+server_free(es_http_server *srv)
+{
+    conn_track *t, *next;
+
+    for (t = srv->conns_head; t != NULL; t = next) {     /* none, normally */
+        next = t->next;
+        free(t);
+    }
+    free(srv->workers);
+    pthread_cond_destroy(&srv->job);
+    pthread_cond_destroy(&srv->drained);
+    pthread_cond_destroy(&srv->sweep_cond);
+    pthread_mutex_destroy(&srv->mu);
+    pthread_mutex_destroy(&srv->conns_mu);
+    pem_free(srv->tls_cert);
+    pem_free(srv->tls_key);
+    free(srv);
+}
+
+/*
+ * The stop, in order: no new connections (MHD_quiesce_daemon); the grace
+ * for requests in progress to be answered by their owners (the committer
+ * and the pool still run); then every deferred request still open, and
+ * every job still queued, is answered 503 shutting_down and its
+ * connection resumed, so that MHD_stop_daemon finds none suspended (the
+ * jobs the pool is running are waited for instead); the pool ends; srv
+ * is freed, unless an owner still holds a forced request (its
+ * es_http_answer frees srv then).
+ */
+void
+es_http_stop(es_http_server *srv)
+{
+    bool free_now;
+
+    if (srv == NULL)
+        return;
+    if (srv->mhd != NULL)
+        srv->quiesced = MHD_quiesce_daemon(srv->mhd);
+    pthread_mutex_lock(&srv->mu);
+    if (srv->mhd != NULL)
+        wait_drained(srv, (long)srv->stop_grace_ms);
+    srv->forcing = true;
+    while (srv->jobs_head != NULL) {
+        conn_state *st = srv->jobs_head;
+
+        srv->jobs_head = st->next_job;
+        st->next_job = NULL;
+        st->pending.owner_done = true;      /* no worker will run it */
+        force_answer(srv, &st->pending);
+    }
+    srv->jobs_tail = NULL;
+    srv->njobs = 0;
+    /* A handler running on the pool reads its request (the path, the
+     * headers) from the connection's memory, which MHD reclaims once an
+     * answer is sent: it answers itself, and is waited for, as the join
+     * of the pool below would anyway. */
+    for (es_http_pending *p = srv->open, *next; p != NULL; p = next) {
+        conn_state *st = (conn_state *)(void *)((char *)p - offsetof(conn_state, pending));
+
+        next = p->next_open;
+        if (!st->running)
+            force_answer(srv, p);
+    }
+    while (srv->running > 0)
+        pthread_cond_wait(&srv->drained, &srv->mu);
+    if (srv->mhd != NULL)
+        wait_drained(srv, STOP_FLUSH_MS);
     pthread_mutex_unlock(&srv->mu);
     if (srv->mhd != NULL)
         MHD_stop_daemon(srv->mhd);
+    if (srv->quiesced != MHD_INVALID_SOCKET)
+        close(srv->quiesced);
     pthread_mutex_lock(&srv->mu);
     srv->stopping = true;
     pthread_cond_broadcast(&srv->job);
     pthread_mutex_unlock(&srv->mu);
     for (unsigned i = 0; i < srv->nworkers; i++)
         pthread_join(srv->workers[i], NULL);
-    free(srv->workers);
-    pthread_cond_destroy(&srv->job);
-    pthread_cond_destroy(&srv->drained);
-    pthread_mutex_destroy(&srv->mu);
-    pem_free(srv->tls_cert);
-    pem_free(srv->tls_key);
-    free(srv);
+    if (srv->sweeper_started) {
+        pthread_mutex_lock(&srv->conns_mu);
+        srv->sweep_stop = true;
+        pthread_cond_broadcast(&srv->sweep_cond);
+        pthread_mutex_unlock(&srv->conns_mu);
+        pthread_join(srv->sweeper, NULL);
+    }
+    pthread_mutex_lock(&srv->mu);
+    srv->freeing = true;
+    free_now = srv->orphans == 0;
+    pthread_mutex_unlock(&srv->mu);
+    if (free_now)
+        server_free(srv);
 }
 
 void
@@ -678,4 +1119,19 @@ es_http_metrics(es_http_server *srv, const char *prefix, es_buf *out)
     es_buf_printf(out, "%s_http_request_duration_seconds_sum %.6f\n", prefix,
                   (double)atomic_load(&srv->latency_sum_us) / 1e6);
     es_buf_printf(out, "%s_http_request_duration_seconds_count %llu\n", prefix, cum);
+    pthread_mutex_lock(&srv->conns_mu);
+    i = srv->nconns;
+    pthread_mutex_unlock(&srv->conns_mu);
+    es_buf_printf(out, "# HELP %s_http_connections open HTTP connections\n"
+                       "# TYPE %s_http_connections gauge\n%s_http_connections %zu\n",
+                  prefix, prefix, prefix, i);
+    es_buf_printf(out, "# HELP %s_http_connections_closed_total connections this server closed "
+                       "before an answer, by reason\n"
+                       "# TYPE %s_http_connections_closed_total counter\n", prefix, prefix);
+    for (i = 0; i < NCUTS; i++)
+        es_buf_printf(out, "%s_http_connections_closed_total{reason=\"%s\"} %llu\n", prefix,
+                      cut_names[i], (unsigned long long)atomic_load(&srv->cuts[i]));
+    es_buf_printf(out, "# HELP %s_http_busy_total requests refused 503 server_busy (worker "
+                       "queue full)\n# TYPE %s_http_busy_total counter\n%s_http_busy_total %llu\n",
+                  prefix, prefix, prefix, (unsigned long long)atomic_load(&srv->busy));
 }

@@ -6,8 +6,16 @@
  * (libmicrohttpd's GnuTLS), with everything else unchanged.  Handlers run on the event-loop threads, or on a worker
  * pool when the server has one, and may block; a daemon keeps per-thread
  * connections (PostgreSQL, Redis) in thread-local storage, since neither
- * client is thread-safe.  A quick handler may defer its answer to any
- * thread (es_http_defer / es_http_answer).
+ * client is thread-safe.  A quick handler, or a handler on the event-loop
+ * threads, may defer its answer to any thread (es_http_defer /
+ * es_http_answer); its connection is suspended meanwhile and holds no
+ * thread.
+ *
+ * Every server is bounded: open connections (past the cap the oldest one
+ * that has not sent a whole request is closed to make room), the time a
+ * request's line and headers, then its body, may take (slow clients are
+ * cut, not waited for), the pool's queue (503 server_busy past it), and a
+ * stop that answers 503 shutting_down to whatever is still deferred.
  */
 #ifndef ES_HTTP_H
 #define ES_HTTP_H
@@ -103,13 +111,38 @@ typedef struct es_http_config {
     const char *tls_cert;
     const char *tls_key;
     es_http_guard guard;            /* optional */
+
+    /* Bounds; 0 takes the default in brackets (ES_HTTP_* in daemon.h). */
+    /* open connections at most [1000]; a new one past it closes the
+     * oldest connection that has not sent a whole request (none: the new
+     * one), so a flood of slow clients cannot lock others out */
+    unsigned connections_max;
+    /* a request's line and headers must be in within this of the
+     * connection's start or its previous answer [10000] ... */
+    unsigned header_timeout_ms;
+    /* ... and its body within this of its headers [30000]; else the
+     * connection is closed */
+    unsigned body_timeout_ms;
+    /* no byte in or out for this long closes a connection [30] */
+    unsigned idle_timeout_s;
+    /* requests queued for the pool at most [64 per worker]; past it 503
+     * server_busy with Retry-After: 1 */
+    unsigned queue_max;
+    /* es_http_stop waits this long for deferred answers, then answers
+     * what is left 503 shutting_down (a job running on the pool is
+     * waited for instead: it reads its request) [10000] */
+    unsigned stop_grace_ms;
 } es_http_config;
 
 /*
- * Answering later.  Called from a quick handler, es_http_defer keeps the
- * request (req and what it points to stay valid) until es_http_answer
- * (from any thread, exactly once) sends res, whose body it takes; the
- * handler then leaves its own res alone.
+ * Answering later.  Called from a quick handler, or from the handler of a
+ * server without a pool, es_http_defer keeps the request (req and what it
+ * points to stay valid) until es_http_answer (from any thread, exactly
+ * once) sends res, whose body it takes; the handler then leaves its own
+ * res alone.  Once es_http_stop has answered a deferred request itself
+ * (503 shutting_down), es_http_answer only frees res, and req must no
+ * longer be read; es_http_answer may still come after es_http_stop
+ * returned (the server is freed by the last of them).
  */
 typedef struct es_http_pending es_http_pending;
 es_http_pending *es_http_defer(const es_http_req *req);

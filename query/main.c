@@ -23,6 +23,7 @@ main(void)
     es_http_config http = {0};
     es_error err;
     int rc = 1;
+    size_t waits_max;
     const char *scheme;
     bool key = false, nats_used;
     const char *nats_url = es_nats_url();
@@ -36,6 +37,7 @@ main(void)
     scheme = es_daemon_http_tls(&http);
     app.wait_max_ms = es_env_long("es-query", "ES_QUERY_WAIT_MAX_MS", 10000, 0, 600000);
     app.wait_default_ms = app.wait_max_ms < 2000 ? app.wait_max_ms : 2000;
+    waits_max = (size_t)es_env_long("es-query", "ES_QUERY_WAITS_MAX", 512, 1, 1000000);
 
     routes_daemon(&app);
     if (es_daemon_start(&app.daemon, &err) != ES_OK) {
@@ -56,7 +58,7 @@ main(void)
     if (!es_auth_enabled(app.auth))
         es_log(ES_LOG_WARNING, "access control is off (ES_AUTH=off): every request is let through");
     if (metrics_create(&app.metrics, nats_url, stream, &err) != ES_OK ||
-        watch_start(&app.watch, &err) != ES_OK ||
+        watch_start(&app.watch, waits_max, &err) != ES_OK ||
         es_http_start(&srv, &http, routes_handle, &app, &err) != ES_OK) {
         es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
@@ -68,8 +70,9 @@ main(void)
     es_daemon_wait();
     rc = 0;
 done:
-    /* Waiters give up first, so that stopping the server does not wait out
-     * their deadlines; its threads then end and free their connections. */
+    /* Parked waits are answered 503 shutting_down first (watch_cancel),
+     * so that stopping the server does not wait out their deadlines; its
+     * threads then end and free their connections. */
     watch_cancel(app.watch);
     es_http_stop(srv);
     watch_stop(app.watch);

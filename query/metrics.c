@@ -214,6 +214,14 @@ metrics_write(metrics *m, struct query_app *a, es_buf *out)
                   "es_query_consistency_timeouts_total %llu\n",
                   (unsigned long long)atomic_load(&a->waits),
                   (unsigned long long)atomic_load(&a->wait_timeouts));
+    es_buf_printf(out,
+                  "# HELP es_query_consistency_waits_refused_total waits refused 503 "
+                  "too_many_waits (ES_QUERY_WAITS_MAX)\n"
+                  "# TYPE es_query_consistency_waits_refused_total counter\n"
+                  "es_query_consistency_waits_refused_total %llu\n",
+                  (unsigned long long)atomic_load(&a->waits_refused));
+    gauge(out, "es_query_consistency_waits_open", "waits parked now, their connections suspended");
+    es_buf_printf(out, "es_query_consistency_waits_open %zu\n", watch_parked_count(a->watch));
     gauge(out, "es_query_announcements_up",
           "whether subscribed to the projections' applied channels (1) or not (0)");
     es_buf_printf(out, "es_query_announcements_up %d\n", watch_connected(a->watch) ? 1 : 0);

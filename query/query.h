@@ -26,6 +26,7 @@ typedef struct query_app {
     long wait_default_ms, wait_max_ms;
     atomic_ullong waits;            /* requests that had to wait for a token */
     atomic_ullong wait_timeouts;    /* ... and answered not_yet_consistent */
+    atomic_ullong waits_refused;    /* ... or 503 too_many_waits (ES_QUERY_WAITS_MAX) */
 } query_app;
 
 /* The HTTP handler (routes.c); app is a query_app.  routes_daemon fills

@@ -3,10 +3,13 @@
  * parameter checks, the consistency wait, and the headers every answer
  * carries (X-Projection-Position, ETag).  The documents themselves are
  * built in views.c; this file decides when to read them.  A query with a
- * token waits in serve(), whose comment draws the loop.
+ * token that the read model has not reached is parked (watch_park) with
+ * its connection suspended, and answered by finish_parked() on the
+ * watch's waker thread; serve()'s comment draws the path.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +21,10 @@
 #include "views.h"
 
 #define POSITION_HEADER "X-Projection-Position"
+
+/* If-None-Match kept for a parked read (a longer one is cut, which can
+ * only turn a 304 into a 200) */
+#define INM_MAX 256
 
 typedef enum {
     R_HEALTH, R_READY, R_METRICS, R_DASHBOARD, R_USER, R_USER_BY_EMAIL, R_ORDER,
@@ -315,9 +322,8 @@ past(const struct timespec *deadline)
 /* ETag: a strong tag of the body (64-bit FNV-1a), and 304 when the client
  * has it already (If-None-Match compares weakly, RFC 9110 13.1.2). */
 static void
-etag(const es_http_req *req, es_http_res *res)
+etag(const char *inm, es_http_res *res)
 {
-    const char *inm = es_http_header(req, "If-None-Match");
     uint64_t h = 14695981039346656037ULL;
     char tag[24];
     size_t i;
@@ -344,19 +350,135 @@ etag(const es_http_req *req, es_http_res *res)
     }
 }
 
+/* A parked read: what its answer needs once the request's own thread is
+ * gone (the view's arguments with their own copy of the id). */
+typedef struct parked_read {
+    watch_parked w;
+    query_app *app;
+    const view *v;
+    view_args a;
+    char id[VIEW_ID_MAX + 1];
+    char inm[INM_MAX];
+    bool has_inm;
+    long wait_ms;
+    es_http_pending *pending;
+} parked_read;
+
+/* The answer to a read r with (want) or without a token: the view's
+ * document (with ETag, or 304), or 503 not_yet_consistent. */
+static void
+answer_read(query_app *app, const view *v, const view_args *a, const read_result *r, bool want,
+            es_position token, long wait_ms, const char *inm, es_http_res *res)
+{
+    if (want && !reached(r->position, token)) {
+        char requested[ES_POSITION_TEXT_MAX];
+
+        es_position_format(token, requested);
+        atomic_fetch_add(&app->wait_timeouts, 1);
+        es_http_res_error(res, 503, "not_yet_consistent", NULL,
+                          json_pack("{s:s, s:s}", "position", r->position, "requested", requested),
+                          "read model \"%s\" is at %s, not yet at %s after %ld ms",
+                          v->read.projection, r->position, requested, wait_ms);
+    } else {
+        v->answer(a, r, res);
+        if (res->status == 200)
+            etag(inm, res);
+    }
+    es_http_res_header(res, POSITION_HEADER, r->position);
+}
+
+/* watch_finish_fn of a parked read: the last word is an atomic read, as
+ * for a read that did not wait. */
+static bool
+finish_parked(watch_parked *wp, bool stopping)
+{
+    parked_read *p = (parked_read *)(void *)((char *)wp - offsetof(parked_read, w));
+    es_http_res res = {0};
+    read_result r = {0};
+    es_error err;
+
+    if (stopping) {
+        es_http_res_error(&res, 503, "shutting_down", NULL, NULL,
+                          "es-query is shutting down; the wait for %s ended early",
+                          p->v->read.projection);
+    } else if (read_view(&p->v->read, &p->a, &r, &err) != ES_OK) {
+        es_http_res_from_error(&res, &err);
+    } else if (!reached(r.position, p->w.token) && !past(&p->w.deadline)) {
+        read_result_free(&r);
+        return false;           /* a newer version took over; wait on */
+    } else {
+        answer_read(p->app, p->v, &p->a, &r, true, p->w.token, p->wait_ms,
+                    p->has_inm ? p->inm : NULL, &res);
+    }
+    read_result_free(&r);
+    es_http_answer(p->pending, &res);
+    free(p);
+    return true;
+}
+
 /*
- * Answers one query: reads the view, and with a token waits until the
- * read model's checkpoint reaches it.  The answer and its
+ * Parks the wait of a read that fell short of token: req's connection is
+ * suspended until finish_parked() answers it, and this thread is free.
+ * Past the cap (or while stopping) the answer is 503 at once.
+ */
+static void
+park(query_app *app, const es_http_req *req, const view *v, const view_args *a, size_t proj,
+     es_position token, const struct timespec *deadline, const watch_mark *mark, long wait_ms,
+     const char *position)
+{
+    const char *inm = es_http_header(req, "If-None-Match");
+    parked_read *p = calloc(1, sizeof *p);
+    es_http_pending *pending = es_http_defer(req);
+    es_http_res res = {0};
+    watch_park_result pr;
+
+    if (p == NULL) {
+        es_http_res_error(&res, 500, "out_of_memory", NULL, NULL, "could not park the wait");
+        es_http_answer(pending, &res);
+        return;
+    }
+    *p = (parked_read){.w = {.proj = proj, .token = token, .deadline = *deadline, .mark = *mark,
+                             .finish = finish_parked},
+                       .app = app, .v = v, .a = *a, .wait_ms = wait_ms, .pending = pending};
+    if (a->id != NULL) {
+        snprintf(p->id, sizeof p->id, "%s", a->id);
+        p->a.id = p->id;
+    }
+    if (inm != NULL) {
+        snprintf(p->inm, sizeof p->inm, "%s", inm);
+        p->has_inm = true;
+    }
+    if ((pr = watch_park(app->watch, &p->w)) == WATCH_PARKED)
+        return;
+    free(p);
+    if (pr == WATCH_FULL) {
+        atomic_fetch_add(&app->waits_refused, 1);
+        es_http_res_error(&res, 503, "too_many_waits", NULL,
+                          json_pack("{s:I}", "waits_max", (json_int_t)watch_waits_max(app->watch)),
+                          "%zu reads are waiting for consistency already "
+                          "(ES_QUERY_WAITS_MAX); retry later", watch_waits_max(app->watch));
+    } else {
+        es_http_res_error(&res, 503, "shutting_down", NULL, NULL, "es-query is shutting down");
+    }
+    es_http_res_header(&res, POSITION_HEADER, position);
+    es_http_answer(pending, &res);
+}
+
+/*
+ * Answers one query: reads the view, and with a token that the read
+ * model's checkpoint has not reached parks the wait.  The answer and its
  * X-Projection-Position always come from one read_view.
  *
- *   read_view() --position >= token--> answer 200/404
- *      |  ^
- *      |  +--reached (read_position())--+
- *      v                                |
- *   watch_wait() --announcement/tick--> check
+ *   read_view() --position >= token, or no token--> answer 200/404
  *      |
- *      +--deadline--> read_view() once more --> 503 not_yet_consistent
- *                                               (unless it got there)
+ *      +--short of it--> park() --cap reached--> 503 too_many_waits
+ *                          |
+ *                          v   (the waker thread, watch.c)
+ *                   read_position() on an announcement, a tick, the deadline
+ *                          |
+ *                          +--reached or deadline--> finish_parked():
+ *                                read_view() --> answer 200/404, or
+ *                                                503 not_yet_consistent
  */
 static void
 serve(query_app *app, const es_http_req *req, const view *v, const view_args *a,
@@ -367,7 +489,7 @@ serve(query_app *app, const es_http_req *req, const view *v, const view_args *a,
     struct timespec deadline = {0, 0};
     read_result r = {0};
     watch_mark mark = {0, 0, {0, 0}};
-    bool want, waited = false;
+    bool want;
     long wait_ms;
     es_error err;
 
@@ -381,63 +503,17 @@ serve(query_app *app, const es_http_req *req, const view *v, const view_args *a,
             deadline.tv_sec++;
             deadline.tv_nsec -= 1000000000L;
         }
+        mark = watch_mark_take(app->watch, proj);
     }
-    for (;;) {
-        bool give_up = false;
-
-        if (want)
-            mark = watch_mark_take(app->watch, proj);
-        if (read_view(&v->read, a, &r, &err) != ES_OK) {
-            es_http_res_from_error(res, &err);
-            goto done;
-        }
-        if (!want || reached(r.position, token) || past(&deadline))
-            break;
-        read_result_free(&r);
-        if (!waited)
-            atomic_fetch_add(&app->waits, 1);
-        waited = true;
-        /* cheap checks of the checkpoint alone until it gets there */
-        for (;;) {
-            char pos[ES_RM_POSITION_MAX];
-
-            if (!watch_wait(app->watch, proj, token, &mark, &deadline) || past(&deadline)) {
-                give_up = true;
-                break;
-            }
-            mark = watch_mark_take(app->watch, proj);
-            if (read_position(v->read.projection, pos, NULL, &err) != ES_OK) {
-                es_http_res_from_error(res, &err);
-                goto done;
-            }
-            if (reached(pos, token))
-                break;
-        }
-        if (give_up) {
-            /* the last word is an atomic read, whatever the wait saw */
-            if (read_view(&v->read, a, &r, &err) != ES_OK) {
-                es_http_res_from_error(res, &err);
-                goto done;
-            }
-            break;
-        }
-    }
-    if (want && !reached(r.position, token)) {
-        char requested[ES_POSITION_TEXT_MAX];
-
-        es_position_format(token, requested);
-        atomic_fetch_add(&app->wait_timeouts, 1);
-        es_http_res_error(res, 503, "not_yet_consistent", NULL,
-                          json_pack("{s:s, s:s}", "position", r.position, "requested", requested),
-                          "read model \"%s\" is at %s, not yet at %s after %ld ms",
-                          v->read.projection, r.position, requested, wait_ms);
+    if (read_view(&v->read, a, &r, &err) != ES_OK) {
+        es_http_res_from_error(res, &err);
+    } else if (want && !reached(r.position, token) && !past(&deadline)) {
+        atomic_fetch_add(&app->waits, 1);
+        park(app, req, v, a, proj, token, &deadline, &mark, wait_ms, r.position);
     } else {
-        v->answer(a, &r, res);
-        if (res->status == 200)
-            etag(req, res);
+        answer_read(app, v, a, &r, want, token, wait_ms, es_http_header(req, "If-None-Match"),
+                    res);
     }
-    es_http_res_header(res, POSITION_HEADER, r.position);
-done:
     read_result_free(&r);
 }
 

@@ -7,6 +7,7 @@
  * listen_on() reads announcements "<version> <seq> <position>" and raises
  * the projection's furthest position; every change of subscription
  * (up or down) bumps the epoch, so that waiters re-check at once.
+ * The waker thread (wake()) serves the parked waits under the same mutex.
  */
 #include "watch.h"
 
@@ -21,6 +22,7 @@
 #include "log.h"
 #include "projections.h"
 #include "query.h"
+#include "read.h"
 #include "readmodel.h"
 
 #define FALLBACK_DOWN_MS 50     /* re-check interval while not subscribed */
@@ -40,8 +42,13 @@ typedef struct proj_state {
 struct watch {
     pthread_t thread;
     bool thread_started;
+    pthread_t waker;
+    bool waker_started;
     pthread_mutex_t mu;
     pthread_cond_t stop_cond;
+    pthread_cond_t park_cond;   /* an announcement, a park, a change, the stop */
+    watch_parked *parked;       /* waiting, not being checked */
+    size_t nparked, waits_max;  /* parked or being checked; the cap */
     bool stop;
     uint64_t epoch;             /* subscription changes so far */
     atomic_bool connected;
@@ -115,6 +122,7 @@ set_connected(watch *w, bool up)
     w->epoch++;
     for (i = 0; i < pj_projection_count; i++)
         pthread_cond_broadcast(&w->projs[i].changed);
+    pthread_cond_broadcast(&w->park_cond);
     pthread_mutex_unlock(&w->mu);
 }
 
@@ -140,6 +148,7 @@ announce(watch *w, const redisReply *r)
     w->projs[i].known = true;
     w->projs[i].gen++;
     pthread_cond_broadcast(&w->projs[i].changed);
+    pthread_cond_broadcast(&w->park_cond);
     pthread_mutex_unlock(&w->mu);
 }
 
@@ -259,8 +268,10 @@ run(void *arg)
     return NULL;
 }
 
+static void *wake(void *arg);
+
 es_status
-watch_start(watch **out, es_error *err)
+watch_start(watch **out, size_t waits_max, es_error *err)
 {
     pthread_condattr_t attr;
     watch *w;
@@ -277,6 +288,8 @@ watch_start(watch **out, es_error *err)
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&w->stop_cond, &attr);
+    pthread_cond_init(&w->park_cond, &attr);
+    w->waits_max = waits_max;
     for (i = 0; i < pj_projection_count; i++)
         pthread_cond_init(&w->projs[i].changed, &attr);
     pthread_condattr_destroy(&attr);
@@ -285,6 +298,11 @@ watch_start(watch **out, es_error *err)
         return es_error_set(err, ES_EINTERNAL, NULL, NULL, "could not start the watch thread");
     }
     w->thread_started = true;
+    if (pthread_create(&w->waker, NULL, wake, w) != 0) {
+        watch_stop(w);
+        return es_error_set(err, ES_EINTERNAL, NULL, NULL, "could not start the waker thread");
+    }
+    w->waker_started = true;
     *out = w;
     return ES_OK;
 }
@@ -299,6 +317,7 @@ watch_cancel(watch *w)
     pthread_mutex_lock(&w->mu);
     w->stop = true;
     pthread_cond_broadcast(&w->stop_cond);
+    pthread_cond_broadcast(&w->park_cond);
     for (i = 0; i < pj_projection_count; i++)
         pthread_cond_broadcast(&w->projs[i].changed);
     pthread_mutex_unlock(&w->mu);
@@ -314,9 +333,12 @@ watch_stop(watch *w)
     watch_cancel(w);
     if (w->thread_started)
         pthread_join(w->thread, NULL);
+    if (w->waker_started)
+        pthread_join(w->waker, NULL);       /* it finished every parked wait */
     for (i = 0; i < pj_projection_count; i++)
         pthread_cond_destroy(&w->projs[i].changed);
     pthread_cond_destroy(&w->stop_cond);
+    pthread_cond_destroy(&w->park_cond);
     pthread_mutex_destroy(&w->mu);
     free(w->projs);
     free(w);
@@ -372,4 +394,188 @@ bool
 watch_connected(watch *w)
 {
     return atomic_load(&w->connected);
+}
+
+/* ---- parked waits ---------------------------------------------------------- */
+
+static void
+add_ms(struct timespec *t, long ms)
+{
+    t->tv_sec += ms / 1000;
+    t->tv_nsec += (ms % 1000) * 1000000L;
+    if (t->tv_nsec >= 1000000000L) {
+        t->tv_sec++;
+        t->tv_nsec -= 1000000000L;
+    }
+}
+
+/* When p is checked next: after the fallback interval since its mark. */
+static void
+schedule(watch *w, watch_parked *p)
+{
+    p->next_check = p->mark.at;
+    add_ms(&p->next_check, atomic_load(&w->connected) ? FALLBACK_UP_MS : FALLBACK_DOWN_MS);
+}
+
+watch_park_result
+watch_park(watch *w, watch_parked *p)
+{
+    watch_park_result r = WATCH_PARKED;
+
+    schedule(w, p);
+    pthread_mutex_lock(&w->mu);
+    if (w->stop) {
+        r = WATCH_STOPPING;
+    } else if (w->nparked >= w->waits_max) {
+        r = WATCH_FULL;
+    } else {
+        w->nparked++;
+        p->next = w->parked;
+        w->parked = p;
+        pthread_cond_broadcast(&w->park_cond);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return r;
+}
+
+size_t
+watch_parked_count(watch *w)
+{
+    size_t n;
+
+    pthread_mutex_lock(&w->mu);
+    n = w->nparked;
+    pthread_mutex_unlock(&w->mu);
+    return n;
+}
+
+size_t
+watch_waits_max(watch *w)
+{
+    return w->waits_max;
+}
+
+/* Whether p must be checked now; w->mu held. */
+static bool
+due(const watch *w, const watch_parked *p, const struct timespec *now)
+{
+    const proj_state *s = &w->projs[p->proj];
+
+    return w->epoch != p->mark.epoch || ts_cmp(now, &p->next_check) >= 0 ||
+           ts_cmp(now, &p->deadline) >= 0 ||
+           (s->gen != p->mark.gen && s->known && es_position_cmp(s->furthest, p->token) >= 0);
+}
+
+/*
+ * Checks the waits of ready (taken off the parked list) with one
+ * read_position per projection, and finishes those that reached their
+ * token, passed their deadline, or cannot be checked; the others go back
+ * with a new mark.  Runs without w->mu.
+ */
+static void
+check(watch *w, watch_parked *ready, bool stop)
+{
+    bool *seen = calloc(pj_projection_count, sizeof *seen);
+    bool *ok = calloc(pj_projection_count, sizeof *ok);
+    watch_mark *marks = calloc(pj_projection_count, sizeof *marks);
+    es_position *pos = calloc(pj_projection_count, sizeof *pos);
+    watch_parked *p, *next, *back = NULL;
+    size_t finished = 0;
+
+    for (p = ready; p != NULL && !stop && seen && ok && marks && pos; p = p->next) {
+        size_t i = p->proj;
+        char text[ES_RM_POSITION_MAX];
+        es_error err;
+
+        if (seen[i])
+            continue;
+        seen[i] = true;
+        marks[i] = watch_mark_take(w, i);
+        ok[i] = read_position(pj_projections[i].name, text, NULL, &err) == ES_OK &&
+                es_position_parse(text, &pos[i]);
+    }
+    for (p = ready; p != NULL; p = next) {
+        struct timespec now;
+        size_t i = p->proj;
+        bool reached;
+
+        next = p->next;
+        p->next = NULL;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        /* out of memory above: every wait is answered by its own read */
+        reached = !(seen && ok && marks && pos) || !ok[i] || es_position_cmp(pos[i], p->token) >= 0;
+        if (stop || reached || ts_cmp(&now, &p->deadline) >= 0) {
+            if (p->finish(p, stop)) {
+                finished++;
+                continue;
+            }
+        }
+        if (seen && marks && seen[i])
+            p->mark = marks[i];
+        else
+            p->mark = watch_mark_take(w, i);
+        schedule(w, p);
+        p->next = back;
+        back = p;
+    }
+    pthread_mutex_lock(&w->mu);
+    w->nparked -= finished;
+    for (p = back; p != NULL; p = next) {
+        next = p->next;
+        p->next = w->parked;
+        w->parked = p;
+    }
+    pthread_mutex_unlock(&w->mu);
+    free(seen);
+    free(ok);
+    free(marks);
+    free(pos);
+}
+
+/*
+ * The waker thread: takes the parked waits that are due (due()) off the
+ * list and checks them (check()); sleeps until the next fallback tick or
+ * deadline, or an announcement, a park, a change of subscription or the
+ * stop.  Once stopping, it finishes every parked wait as stopping and
+ * ends when none is left.
+ */
+static void *
+wake(void *arg)
+{
+    watch *w = arg;
+
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        watch_parked *ready = NULL, **pp, *p;
+        struct timespec now, soonest;
+        bool stop = w->stop;
+
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        soonest = now;
+        soonest.tv_sec += 60;
+        for (pp = &w->parked; (p = *pp) != NULL;) {
+            if (stop || due(w, p, &now)) {
+                *pp = p->next;
+                p->next = ready;
+                ready = p;
+                continue;
+            }
+            if (ts_cmp(&p->next_check, &soonest) < 0)
+                soonest = p->next_check;
+            if (ts_cmp(&p->deadline, &soonest) < 0)
+                soonest = p->deadline;
+            pp = &p->next;
+        }
+        if (ready != NULL) {
+            pthread_mutex_unlock(&w->mu);
+            check(w, ready, stop);
+            pthread_mutex_lock(&w->mu);
+            continue;
+        }
+        if (stop && w->nparked == 0)
+            break;
+        pthread_cond_timedwait(&w->park_cond, &w->mu, &soonest);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
 }

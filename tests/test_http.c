@@ -8,6 +8,8 @@
  * certificate or key that cannot be used stops the start with a reason.
  */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <sys/time.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -64,7 +66,13 @@ answer_later(void *arg)
     return NULL;
 }
 
+/* Requests deferred by /quick/never, which the test answers itself. */
+#define NEVER_MAX 16
+static es_http_pending *never[NEVER_MAX];
+static atomic_int nnever;
+
 /*
+ * /quick/never: deferred and left to the test;
  * /quick/now: answered on the loop; /quick/first: deferred and answered
  * before the quick handler returns; /quick/later/<ms>: deferred, answered
  * by a thread after ms.  Anything else goes to the handler.
@@ -76,6 +84,13 @@ quick(void *app, const es_http_req *req, es_http_res *res)
     if (strcmp(req->path, "/quick/now") == 0) {
         res->status = 200;
         es_buf_puts(&res->body, "{\"where\":\"loop\"}");
+        return true;
+    }
+    if (strcmp(req->path, "/quick/never") == 0) {
+        int i = atomic_fetch_add(&nnever, 1);
+
+        ck_assert_int_lt(i, NEVER_MAX);
+        never[i] = es_http_defer(req);
         return true;
     }
     if (strcmp(req->path, "/quick/first") == 0) {
@@ -112,19 +127,26 @@ handler(void *app, const es_http_req *req, es_http_res *res)
 }
 
 static es_http_server *
-start(unsigned *port, unsigned workers, bool with_quick)
+start_with(es_http_config *cfg, unsigned *port)
 {
-    es_http_config cfg = {.bind = "127.0.0.1", .threads = 2, .body_max = 1024,
-                          .workers = workers, .quick = with_quick ? quick : NULL};
     es_http_server *srv = NULL;
     es_error err;
 
     for (int attempt = 0; srv == NULL && attempt < 5; attempt++) {
-        cfg.port = *port = th_free_port();
-        es_http_start(&srv, &cfg, handler, NULL, &err);
+        cfg->port = *port = th_free_port();
+        es_http_start(&srv, cfg, handler, NULL, &err);
     }
     ck_assert_msg(srv != NULL, "could not start: %s", err.message);
     return srv;
+}
+
+static es_http_server *
+start(unsigned *port, unsigned workers, bool with_quick)
+{
+    es_http_config cfg = {.bind = "127.0.0.1", .threads = 2, .body_max = 1024,
+                          .workers = workers, .quick = with_quick ? quick : NULL};
+
+    return start_with(&cfg, port);
 }
 
 typedef struct call {
@@ -285,6 +307,189 @@ START_TEST(client_gone_before_the_answer)
     t0 = now();
     es_http_stop(srv);
     ck_assert_msg(now() - t0 < 5, "stopping waited for an answer nobody reads");
+}
+END_TEST
+
+/*
+ * SIGTERM with requests still deferred (issue 16: es-command aborted in
+ * libmicrohttpd, "MHD_stop_daemon() called while we have suspended
+ * connections"): after the grace every one is answered 503
+ * shutting_down (deferred ones nobody answers, a job still queued for
+ * the pool; one running on it answers itself), the stop returns, and the owners'
+ * answers that come after it are dropped without harm.
+ */
+START_TEST(stop_answers_what_is_still_deferred)
+{
+    es_http_config cfg = {.bind = "127.0.0.1", .threads = 2, .body_max = 1024, .workers = 1,
+                          .quick = quick, .stop_grace_ms = 300};
+    unsigned port;
+    es_http_server *srv = start_with(&cfg, &port);
+    call c[5];
+    pthread_t th[5];
+    double t0;
+
+    atomic_store(&nnever, 0);
+    c[0] = (call){port, "/slow/1500", "", 0, ""};      /* running on the one worker */
+    ck_assert_int_eq(pthread_create(&th[0], NULL, do_call, &c[0]), 0);
+    usleep(200 * 1000);
+    c[1] = (call){port, "/slow/10", "", 0, ""};        /* queued behind it */
+    ck_assert_int_eq(pthread_create(&th[1], NULL, do_call, &c[1]), 0);
+    for (int i = 2; i < 5; i++) {
+        c[i] = (call){port, "/quick/never", "", 0, ""};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, do_call, &c[i]), 0);
+    }
+    for (int i = 0; i < 500 && atomic_load(&nnever) < 3; i++)
+        usleep(10 * 1000);
+    ck_assert_int_eq(atomic_load(&nnever), 3);
+    usleep(100 * 1000);
+    t0 = now();
+    es_http_stop(srv);          /* aborted here before */
+    ck_assert_msg(now() - t0 < 5, "the stop took %.1f s", now() - t0);
+    pthread_join(th[0], NULL);  /* the pool's running job answers itself */
+    ck_assert_msg(c[0].status == 200, "%s: %d %s", c[0].path, c[0].status, c[0].out);
+    for (int i = 1; i < 5; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_msg(c[i].status == 503, "%s: %d %s", c[i].path, c[i].status, c[i].out);
+        ck_assert_msg(strstr(c[i].out, "\"shutting_down\"") != NULL, "%s: %s", c[i].path, c[i].out);
+    }
+    /* the owners answer late: dropped; the last one frees the server */
+    for (int i = 0; i < 3; i++) {
+        es_http_res res = {.status = 200};
+
+        es_buf_puts(&res.body, "{\"late\":true}");
+        es_http_answer(never[i], &res);
+        ck_assert_ptr_null(res.body.data);
+    }
+}
+END_TEST
+
+/* A socket that sent text and then nothing more. */
+static int
+stalled_client(unsigned port, const char *text)
+{
+    struct sockaddr_in a = {0};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    ck_assert_int_ge(fd, 0);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(send(fd, text, strlen(text), MSG_NOSIGNAL), (ssize_t)strlen(text));
+    return fd;
+}
+
+/* Whether the server closed fd within secs (an answer before the close
+ * is allowed; *answered says whether one came). */
+static bool
+closed_within(int fd, double secs, bool *answered)
+{
+    double end = now() + secs;
+    char buf[512];
+
+    *answered = false;
+    while (now() < end) {
+        struct timeval tv = {0, 100000};
+        ssize_t n;
+
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        n = read(fd, buf, sizeof buf);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            return true;
+        if (n > 0)
+            *answered = true;
+    }
+    return false;
+}
+
+#define STALLED 40
+
+/*
+ * Slow clients (issue 16: 1,100 connections that never finish their
+ * headers stopped es-command answering /healthz until libmicrohttpd's
+ * 120 s timeout let them go).  With a cap of 16 and a header deadline of
+ * 1 s: 40 stalled connections cannot keep a request out (the oldest
+ * stalled one makes room), each is closed within the deadline, a body
+ * that stops coming is cut after its own deadline, and the server serves
+ * at once after.
+ */
+START_TEST(slow_clients_are_cut)
+{
+    es_http_config cfg = {.bind = "127.0.0.1", .threads = 2, .body_max = 1024,
+                          .connections_max = 16, .header_timeout_ms = 1000,
+                          .body_timeout_ms = 1000};
+    unsigned port;
+    es_http_server *srv = start_with(&cfg, &port);
+    int fds[STALLED], body_fd;
+    call c = {0};
+    es_buf m = {0};
+    bool answered;
+    double t0;
+
+    for (int i = 0; i < STALLED; i++)
+        fds[i] = stalled_client(port, "GET /slow HTTP/1.1\r\nHost: t\r\nX-Wait: ");
+    usleep(100 * 1000);
+    t0 = now();
+    c = (call){port, "/x", "b", 0, ""};
+    do_call(&c);
+    ck_assert_int_eq(c.status, 200);
+    ck_assert_msg(now() - t0 < 3, "a request took %.1f s past %d stalled connections",
+                  now() - t0, STALLED);
+
+    body_fd = stalled_client(port, "POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n"
+                                   "only ten b");
+    for (int i = 0; i < STALLED; i++) {
+        ck_assert_msg(closed_within(fds[i], 4, &answered), "stalled connection %d still open", i);
+        ck_assert(!answered);
+        close(fds[i]);
+    }
+    ck_assert_msg(closed_within(body_fd, 4, &answered), "stalled body still open");
+    close(body_fd);
+
+    t0 = now();
+    c = (call){port, "/y", "b", 0, ""};
+    do_call(&c);
+    ck_assert_int_eq(c.status, 200);
+    ck_assert_msg(now() - t0 < 1, "a request took %.1f s after the stalled ones left", now() - t0);
+    es_http_metrics(srv, "t", &m);
+    ck_assert_msg(strstr(m.data, "t_http_connections_closed_total{reason=\"header_timeout\"} 0") == NULL,
+                  "%s", m.data);
+    ck_assert_msg(strstr(m.data, "t_http_connections_closed_total{reason=\"evicted\"} 0") == NULL,
+                  "%s", m.data);
+    ck_assert_msg(strstr(m.data, "t_http_connections_closed_total{reason=\"body_timeout\"} 1") != NULL,
+                  "%s", m.data);
+    es_buf_free(&m);
+    es_http_stop(srv);
+}
+END_TEST
+
+/* The pool's queue is bounded: past it, 503 server_busy at once. */
+START_TEST(pool_queue_is_bounded)
+{
+    es_http_config cfg = {.bind = "127.0.0.1", .threads = 2, .body_max = 1024, .workers = 1,
+                          .queue_max = 2};
+    unsigned port;
+    es_http_server *srv = start_with(&cfg, &port);
+    call c[8];
+    pthread_t th[8];
+    int ok = 0, busy = 0;
+
+    for (int i = 0; i < 8; i++) {
+        c[i] = (call){port, "/slow/300", "", 0, ""};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, do_call, &c[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        if (c[i].status == 200)
+            ok++;
+        else if (c[i].status == 503 && strstr(c[i].out, "\"server_busy\"") != NULL)
+            busy++;
+    }
+    /* one running and two queued at most at any time */
+    ck_assert_int_eq(ok + busy, 8);
+    ck_assert_int_ge(busy, 1);
+    ck_assert_int_ge(ok, 3);
+    es_http_stop(srv);
 }
 END_TEST
 
@@ -464,6 +669,9 @@ main(void)
     tcase_add_test(tc, worker_pool_and_quick_answers);
     tcase_add_test(tc, stop_waits_for_deferred_answers);
     tcase_add_test(tc, client_gone_before_the_answer);
+    tcase_add_test(tc, stop_answers_what_is_still_deferred);
+    tcase_add_test(tc, slow_clients_are_cut);
+    tcase_add_test(tc, pool_queue_is_bounded);
     tcase_add_test(tc, tls_refused_setups);
     tcase_add_test(tc, https_serves_every_path);
     suite_add_tcase(s, tc);

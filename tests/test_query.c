@@ -25,6 +25,8 @@
 #include <unistd.h>
 #include <fcntl.h>
 #include <arpa/inet.h>
+#include <errno.h>
+#include <sys/time.h>
 
 #include "harness.h"
 #include "projections.h"
@@ -947,6 +949,180 @@ START_TEST(health_and_metrics)
 }
 END_TEST
 
+/* ---- waits that hold no thread ------------------------------------------ */
+
+/* Sends GET path on a connection of its own and returns the socket, for
+ * raw_status to read the answer later. */
+static int
+raw_get(unsigned port, const char *path)
+{
+    struct sockaddr_in a = {0};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    char req[1024];
+    int n;
+
+    ck_assert_int_ge(fd, 0);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    n = snprintf(req, sizeof req,
+                 "GET %s HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
+                 "Connection: close\r\n\r\n", path, th_token());
+    ck_assert_int_eq(write(fd, req, (size_t)n), n);
+    return fd;
+}
+
+/* Reads fd's whole answer (up to timeout_ms) and closes it: its status,
+ * 0 for a connection closed without an answer, -1 for none in time.
+ * body (size bytes) gets what came. */
+static int
+raw_status(int fd, long timeout_ms, char *body, size_t size)
+{
+    struct timespec t0;
+    size_t len = 0;
+    int status = -1;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    body[0] = '\0';
+    for (;;) {
+        struct timeval tv = {0, 100000};
+        ssize_t got;
+
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        got = read(fd, body + len, size - 1 - len);
+        if (got > 0) {
+            len += (size_t)got;
+            body[len] = '\0';
+            if (len < size - 1)
+                continue;
+        }
+        if (got == 0 || got > 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) {
+            status = len == 0 ? 0 : sscanf(body, "HTTP/1.%*d %d", &status) == 1 ? status : 0;
+            break;
+        }
+        if (ms_since(&t0) > timeout_ms)
+            break;
+    }
+    close(fd);
+    return status;
+}
+
+/* A token no read model gets to while the test runs. */
+static void
+far_token(const char *proj, char *token)
+{
+    es_rm_state st;
+    es_position next;
+    es_error err;
+    redisContext *c = es_rm_connect(&err);
+
+    ck_assert_ptr_nonnull(c);
+    ck_assert(next_position(c, proj, &st, &next));
+    redisFree(c);
+    next.txid += 1000000;
+    es_position_format(next, token);
+}
+
+#define WAITS 32                /* ES_QUERY_WAITS_MAX of the test's es-query */
+
+/*
+ * The issue's case: 16 waiting reads froze /healthz for 9.5 s, as each
+ * held one of the 16 HTTP threads.  With the cap's worth of waits open
+ * (twice the threads), /healthz and a plain read answer long before the
+ * waits' deadline; one more wait is refused 503 too_many_waits with
+ * Retry-After; the waits answer 503 not_yet_consistent at their deadline.
+ */
+START_TEST(waits_hold_no_thread)
+{
+    char token[ES_POSITION_TEXT_MAX], path[256], body[4096], h[96];
+    int fds[WAITS], extra;
+    struct timespec t0, t1;
+    th_response r;
+    json_t *j;
+    long ms;
+
+    far_token("dashboard", token);
+    snprintf(path, sizeof path, "/v1/dashboard?consistent_with=%s&wait_ms=4000", token);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < WAITS; i++) {
+        /* one at a time, so that each goes to an idle thread (libmicrohttpd
+         * lets a thread take several waiting connections at once) */
+        fds[i] = raw_get(query.port, path);
+        usleep(20 * 1000);
+    }
+    usleep(500 * 1000);        /* every wait has been read */
+
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    json_decref(get("/healthz", 200));
+    ms = ms_since(&t1);
+    ck_assert_msg(ms < 2000, "/healthz took %ld ms with %d waits open", ms, WAITS);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    json_decref(get("/v1/dashboard", 200));
+    ms = ms_since(&t1);
+    ck_assert_msg(ms < 2000, "a plain read took %ld ms with %d waits open", ms, WAITS);
+
+    /* one past the cap */
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    j = get_r(path, NULL, 503, &r);
+    ms = ms_since(&t1);
+    ck_assert_msg(ms < 2000, "the wait past the cap took %ld ms", ms);
+    ck_assert_str_eq(str(j, "error.code"), "too_many_waits");
+    ck_assert_int_eq(num(j, "error.waits_max"), WAITS);
+    ck_assert_str_eq(th_header(&r, "Retry-After", h, sizeof h), "1");
+    ck_assert_ptr_nonnull(th_header(&r, "X-Projection-Position", h, sizeof h));
+    json_decref(j);
+
+    /* the waits end at their deadline, each with its own answer */
+    for (int i = 0; i < WAITS; i++) {
+        int status = raw_status(fds[i], 8000, body, sizeof body);
+
+        ck_assert_msg(status == 503, "wait %d: %d %s", i, status, body);
+        ck_assert_msg(strstr(body, "\"not_yet_consistent\"") != NULL, "wait %d: %s", i, body);
+    }
+    ms = ms_since(&t0);
+    ck_assert_msg(ms >= 3900 && ms < 8000, "the waits ended after %ld ms", ms);
+
+    /* and the cap is free again */
+    extra = raw_get(query.port, "/v1/dashboard?consistent_with=0-0&wait_ms=100");
+    ck_assert_int_eq(raw_status(extra, 5000, body, sizeof body), 200);
+}
+END_TEST
+
+/*
+ * SIGTERM with waits parked: each is answered (503 shutting_down) or its
+ * connection closed, and es-query exits 0 well before their deadline
+ * (libmicrohttpd aborts when stopped with a connection suspended).
+ */
+START_TEST(sigterm_answers_parked_waits)
+{
+    const char *env[] = {"ES_QUERY_WAITS_MAX=32", "ES_QUERY_WAIT_MAX_MS=60000", NULL};
+    char token[ES_POSITION_TEXT_MAX], path[256], body[4096];
+    static th_daemon q2;        /* the harness keeps a pointer to stop it at exit */
+    int fds[8];
+    struct timespec t0;
+    long ms;
+
+    th_daemon_start(&q2, "es-query", "ES_QUERY_PORT", env);
+    far_token("orders", token);
+    snprintf(path, sizeof path, "/v1/orders/o-1?consistent_with=%s&wait_ms=30000", token);
+    for (int i = 0; i < 8; i++)
+        fds[i] = raw_get(q2.port, path);
+    usleep(500 * 1000);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ck_assert_int_eq(th_daemon_stop(&q2), 0);
+    ms = ms_since(&t0);
+    ck_assert_msg(ms < 10000, "es-query took %ld ms to stop", ms);
+    for (int i = 0; i < 8; i++) {
+        int status = raw_status(fds[i], 5000, body, sizeof body);
+
+        ck_assert_msg(status == 503 || status == 0, "wait %d: %d %s", i, status, body);
+        if (status == 503)
+            ck_assert_msg(strstr(body, "\"shutting_down\"") != NULL, "wait %d: %s", i, body);
+    }
+}
+END_TEST
+
 static bool
 announcements_up(void)
 {
@@ -1009,7 +1185,11 @@ main(void)
     snprintf(port, sizeof port, "%u", redis_port);
     setenv("ES_REDIS_HOST", "127.0.0.1", 1);
     setenv("ES_REDIS_PORT", port, 1);   /* for es_rm_connect here and in the daemon */
-    th_daemon_start(&query, "es-query", "ES_QUERY_PORT", NULL);
+    {
+        const char *env[] = {"ES_QUERY_WAITS_MAX=32", NULL};    /* WAITS */
+
+        th_daemon_start(&query, "es-query", "ES_QUERY_PORT", env);
+    }
 
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, empty_read_models);
@@ -1025,6 +1205,8 @@ main(void)
     tcase_add_test(tc, consistent_with_times_out);
     tcase_add_test(tc, pages_stay_whole_under_writes);
     tcase_add_test(tc, health_and_metrics);
+    tcase_add_test(tc, waits_hold_no_thread);
+    tcase_add_test(tc, sigterm_answers_parked_waits);
     tcase_add_test(tc, redis_goes_away_and_comes_back);     /* last: it replaces Redis */
     suite_add_tcase(su, tc);
     rc = th_run_nofork(su);     /* one process: the tests share the daemon and the Redis */
