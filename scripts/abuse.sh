@@ -16,21 +16,24 @@
 #   - every legitimate command answered, and no attempt of one refused,
 #     timed out or cut (a 503 with Retry-After is an answer); its p99 is
 #     printed;
-#   - the checks of the hostile load: no internal error (5xx but 503) on
-#     hostile input, every over-limit request refused, no poison taken into
-#     a protected category, /healthz of every daemon answered within
-#     ABUSE_HEALTH_MS throughout, waiting reads and maximal pages answered,
-#     every foreign publish into the events subjects refused by NATS;
+#   - the checks of the hostile load: no internal error (a 5xx but 501,
+#     503, 505) on hostile input, every over-limit request refused (413
+#     from es-command) and events just under the limit taken, no poison
+#     taken into a protected category, /healthz of every daemon answered
+#     within ABUSE_HEALTH_MS throughout, slow clients cut by every daemon,
+#     waiting reads and maximal pages answered, every foreign publish into
+#     the events subjects or the stream's API refused by NATS;
 #   - each daemon's peak RSS (VmHWM), printed, at most ABUSE_RSS_MB.
 # Any violation exits 1, naming it.  Evidence stays in .run/abuse/logs
-# (the hostile requests that got a 5xx in .run/abuse/logs/abuse/).
+# (the hostile requests that got an internal error in .run/abuse/logs/abuse/).
 #
 #   scripts/abuse.sh [BUILD_DIR]
 #
 # ABUSE_SECONDS (300) the hostile period; ABUSE_RATE (80) legitimate
 # commands/s over ABUSE_CONNS (6) connections; ABUSE_SEED; ABUSE_SETTLE_SECONDS
 # (120); ABUSE_RSS_MB (256); ABUSE_HEALTH_MS (2000); the sizes of the
-# attacks: ABUSE_SLOW_CONNS (1100), ABUSE_WAITS (64), ABUSE_PAGES (8),
+# attacks: ABUSE_SLOW_CONNS (1100, to es-command), ABUSE_SLOW_CONNS_OTHER
+# (200, to each other daemon), ABUSE_WAITS (64), ABUSE_PAGES (8),
 # ABUSE_BIG_EVENTS (100 events just under the stored limit), ABUSE_FUZZ_RATE
 # (100 requests/s).  Ports: those of `make chaos` (CHAOS_PG_PORT ...
 # CHAOS_PORT_BASE); the two campaigns run one at a time.
@@ -84,13 +87,25 @@ sample_rss() {
 attacker_token=$("$build/esctl" token create "abuse-attacker-$(date +%s%N)" --scope 'append:*' \
     --scope append:user --scope 'command:*' --scope read:streams --scope read:query --scope metrics \
     2>>"$logs/migrate.log") || { say "esctl token create (the attacker's) failed"; exit 1; }
+# The daemons reload their token tables every 500 ms: the attack starts once
+# both APIs know the token (else its first requests would only get 401).
+known=0
+for ((i = 0; i < 100; i++)); do
+    c=$(curl -s -m 2 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $attacker_token" \
+        "http://127.0.0.1:$ES_COMMAND_PORT/v1/feed?limit=1" || true)
+    q=$(curl -s -m 2 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $attacker_token" \
+        "http://127.0.0.1:$ES_QUERY_PORT/v1/dashboard" || true)
+    [[ $c == 200 && $q == 200 ]] && { known=1; break; }
+    sleep 0.1
+done
+((known)) || { say "the attacker's token is not accepted (command $c, query $q)"; exit 1; }
 # The NATS users of two daemons that are not the relay.
 nats_urls=""
 for who in saga projector; do
     nats_urls+="$(eval "${ident[$who]}"; echo "$ES_NATS_URL") "
 done
 mkdir -p "$logs/abuse"
-say "hostile clients: $secs s (slowloris ${ABUSE_SLOW_CONNS:-1100}, waits ${ABUSE_WAITS:-64}, pages ${ABUSE_PAGES:-8}, fuzz ${ABUSE_FUZZ_RATE:-100}/s, big events ${ABUSE_BIG_EVENTS:-100}, NATS as es_saga and es_projector)"
+say "hostile clients: $secs s (slowloris ${ABUSE_SLOW_CONNS:-1100} + 4 x ${ABUSE_SLOW_CONNS_OTHER:-200}, waits ${ABUSE_WAITS:-64}, pages ${ABUSE_PAGES:-8}, fuzz ${ABUSE_FUZZ_RATE:-100}/s, big events ${ABUSE_BIG_EVENTS:-100}, NATS as es_saga and es_projector)"
 ABUSE_TOKEN=$attacker_token ABUSE_NATS_URLS=$nats_urls ABUSE_SEED=$seed \
     "$build/abuse_load" run "$secs" "$root/tests/fuzz/corpus" "$logs/abuse" \
     >"$logs/abuse.out" 2>"$logs/abuse.err" 8>&- &

@@ -1,3 +1,6 @@
+# shellcheck shell=bash disable=SC2154
+# (SC2154: campaign, build, root, seed, secs, rate, conns, settle and drain
+# are set by the script that sources this file.)
 # campaign.sh - what the two campaigns share, sourced by scripts/chaos.sh
 # (`make chaos`: kill -9 of every daemon and server) and scripts/abuse.sh
 # (`make abuse`: hostile clients).  Both run a private system (its own

@@ -23,6 +23,11 @@
  *              lies in the events subjects or the JetStream API
  *   probe      meanwhile, GET /healthz of every daemon every 250 ms
  *
+ * slowloris and waits, which hold a service's connections or threads,
+ * start halfway through: the other attacks are first answered by a
+ * service that is not starved, and so are judged on what it does with
+ * them.
+ *
  *   abuse_load run SECONDS CORPUS_DIR OUT_DIR
  *   abuse_load fuzz PORT SECONDS RATE CORPUS_DIR
  *
@@ -31,7 +36,8 @@
  * ES_SAGA_PORT; ES_RELAY_STREAM, ES_RELAY_SUBJECT_PREFIX,
  * ES_COMMAND_SUBJECT_PREFIX; ABUSE_TOKEN (the attacker's token);
  * ABUSE_NATS_URLS (space-separated nats://user:password@host:port, the
- * credentials the attacker holds); sizes: ABUSE_SLOW_CONNS (1100),
+ * credentials the attacker holds); sizes: ABUSE_SLOW_CONNS (1100, to
+ * es-command), ABUSE_SLOW_CONNS_OTHER (200, to each other daemon),
  * ABUSE_WAITS (64), ABUSE_PAGES (8), ABUSE_BIG_EVENTS (100),
  * ABUSE_FUZZ_RATE (100 requests/s), ABUSE_HEALTH_MS (2000: a slower or
  * failed /healthz is a violation), ABUSE_EVENT_MAX (1048576, the stored
@@ -41,9 +47,9 @@
  * up, whatever the checks say (the campaign judges).
  *
  * `fuzz` is the corpus-driven HTTP sender alone, reusable against any
- * server: RATE requests/s to 127.0.0.1:PORT for SECONDS; exits 1 if any
- * answer was a 5xx other than 503, or if the server stopped accepting
- * connections.
+ * server: RATE requests/s to 127.0.0.1:PORT for SECONDS (ES_TOKEN, if
+ * set, as the bearer token); exits 1 on an internal error (a 5xx but 501,
+ * 503, 505), or if the server stopped accepting connections.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -88,6 +94,8 @@ static char auth_line[160];     /* "Authorization: Bearer <token>\r\n" */
 static const char *out_dir = ".";
 static const char *stream_name = "EVENTS", *events_prefix = "es.events", *cmd_prefix = "cmd";
 static double stop_at;          /* now_s() when every attack stops */
+static double second_half;      /* when the attacks that starve a service start */
+static double started_at;       /* now_s() at the start */
 static long health_ms = 2000, event_max = 1048576;
 static volatile sig_atomic_t stop_now;
 
@@ -108,6 +116,18 @@ sleep_s(double s)
 {
     if (s > 0)
         usleep((useconds_t)(s * 1e6));
+}
+
+/* Waits for the second half of the time (false if the time is up).  The
+ * attacks that hold a service's connections or threads (slowloris, waits)
+ * start then, so that the others are answered for a while first and are
+ * judged on what the service does with them, not only on its starving. */
+static bool
+wait_second_half(void)
+{
+    while (!time_up() && now_s() < second_half)
+        sleep_s(0.1);
+    return !time_up();
 }
 
 static void
@@ -326,13 +346,21 @@ error_code(const outcome *o, char *code, size_t cap)
     }
 }
 
-/* A 5xx other than 503 is an internal error on hostile input: a violation. */
+/* An internal error: a 5xx but 503 (come back later), 501 (method not
+ * implemented) and 505 (HTTP version not supported), which are answers. */
+static bool
+internal_error(int status)
+{
+    return status >= 500 && status != 501 && status != 503 && status != 505;
+}
+
+/* An internal error on hostile input is a violation. */
 static void
 no_internal_error(attack *a, unsigned port, const outcome *o, const char *req, size_t len)
 {
     char code[64];
 
-    if (o->status >= 500 && o->status != 503) {
+    if (internal_error(o->status)) {
         error_code(o, code, sizeof code);
         violation(a, req, len, "port %u answered %d %s to: %.100s", port, o->status, code, req);
     }
@@ -704,29 +732,40 @@ must_refuse(const char *what, unsigned port, char *req, size_t len, int timeout_
                   want_413 ? "413" : "a 4xx");
 }
 
+/* Events just under the stored limit (the principal in the metadata adds
+ * a little): they must be taken, and they make the maximal pages big. */
+static void *
+big_thread(void *arg)
+{
+    long big_left = *(long *)arg;
+    size_t len;
+    char *req = big_append("abuse-big", (size_t)event_max - 4096, &len);
+
+    while (!time_up() && big_left > 0) {
+        outcome o;
+        int st;
+
+        http_once(port_command, req, len, 15000, &o);
+        st = count(&a_oversize, &o);
+        if (st >= 200 && st < 300)
+            big_left--;
+        else if (st != 0 && st != 503 && st != 429)
+            violation(&a_oversize, NULL, 0, "an event just under the stored limit was answered %d, not taken",
+                      st);
+    }
+    free(req);
+    return NULL;
+}
+
 static void *
 oversize_thread(void *arg)
 {
-    long big_left = *(long *)arg, round = 0;
+    long round = 0;
     size_t len;
     char *req;
 
+    (void)arg;
     while (!time_up()) {
-        outcome o;
-
-        /* just under the limit: taken (metadata adds the principal and a bit) */
-        if (big_left > 0) {
-            int st;
-
-            req = big_append("abuse-big", (size_t)event_max - 4096, &len);
-            http_once(port_command, req, len, 15000, &o);
-            st = count(&a_oversize, &o);
-            if (st >= 200 && st < 300)
-                big_left--;
-            else if (st != 503 && st != 429)
-                violation(&a_oversize, NULL, 0, "an event just under the stored limit was answered %d, not taken", st);
-            free(req);
-        }
         /* over the stored limit, under the body limit */
         req = spaced_append((size_t)event_max * 6 / 10, &len);
         must_refuse("an event stored over the limit (jsonb spacing)", port_command, req, len, 15000, true);
@@ -916,6 +955,8 @@ slow_thread(void *arg)
 
     if (cs == NULL || pfd == NULL)
         abort();
+    if (!wait_second_half())
+        goto done;
     for (int i = 0, p = 0, left = sa->counts[0]; i < sa->n; i++, left--) {
         while (left == 0)
             left = sa->counts[++p];
@@ -991,6 +1032,7 @@ slow_thread(void *arg)
     for (int i = 0; i < sa->n; i++)
         if (cs[i].fd >= 0)
             close(cs[i].fd);
+done:
     free(cs);
     free(pfd);
     return NULL;
@@ -1008,6 +1050,8 @@ waits_thread(void *arg)
                                   auth_line);
 
     (void)arg;
+    if (!wait_second_half())
+        return NULL;
     while (!time_up()) {
         outcome o;
 
@@ -1050,15 +1094,17 @@ static double probe_max_ms[PROBED];
 static unsigned long probe_slow[PROBED], probe_failed[PROBED], probe_count[PROBED];
 static latencies probe_lat[PROBED];
 
+/* One thread per daemon, so that one that does not answer does not delay
+ * the probes of the others. */
 static void *
 probe_thread(void *arg)
 {
     unsigned ports[PROBED] = {port_command, port_query, port_relay, port_projector, port_saga};
     const char *req = "GET /healthz HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n";
+    int i = (int)(long)arg;
 
-    (void)arg;
     while (!time_up()) {
-        for (int i = 0; i < PROBED; i++) {
+        {
             outcome o;
             double t0 = now_s();
 
@@ -1070,14 +1116,15 @@ probe_thread(void *arg)
                 probe_max_ms[i] = o.ms;
             if (o.status != 200) {
                 probe_failed[i]++;
-                violation(&a_probe, NULL, 0, "%s /healthz: %s after %.0f ms", probed_name[i],
+                violation(&a_probe, NULL, 0, "%s /healthz: %s after %.0f ms, %.0f s into the attacks",
+                          probed_name[i],
                           o.status ? "not 200" : o.kind == NO_ANSWER_TIMEOUT ? "no answer"
                                                   : o.kind == NO_ANSWER_REFUSED ? "refused" : "closed",
-                          o.ms);
+                          o.ms, t0 - started_at);
             } else if (o.ms > (double)health_ms) {
                 probe_slow[i]++;
-                violation(&a_probe, NULL, 0, "%s /healthz took %.0f ms (limit %ld)", probed_name[i], o.ms,
-                          health_ms);
+                violation(&a_probe, NULL, 0, "%s /healthz took %.0f ms (limit %ld), %.0f s into the attacks",
+                          probed_name[i], o.ms, health_ms, t0 - started_at);
             }
         }
         sleep_s(0.25);
@@ -1300,7 +1347,7 @@ count_5xx(attack *a)
     unsigned long long n = 0;
 
     for (int s = 500; s < 600; s++)
-        if (s != 503)
+        if (internal_error(s))
             n += atomic_load(&a->status[s]);
     return n;
 }
@@ -1317,13 +1364,17 @@ check(const char *name, bool ok, const char *fmt, ...)
     printf("\n");
 }
 
+/* Fails on a violation, and when nothing of the attack was answered (then
+ * it could not be judged). */
 static void
 check_attack(const char *name, attack *a)
 {
-    unsigned long long v = atomic_load(&a->violations);
+    unsigned long long v = atomic_load(&a->violations), sent = atomic_load(&a->sent), answered = sent;
 
-    check(name, v == 0, "%llu requests, %llu violations%s%s", (unsigned long long)atomic_load(&a->sent), v,
-          v ? ": " : "", a->first_violation);
+    for (int k = 0; k < NO_ANSWER_COUNT; k++)
+        answered -= atomic_load(&a->no_answer[k]);
+    check(name, v == 0 && answered > 0, "%llu requests, %llu answered, %llu violations%s%s", sent, answered, v,
+          v ? ": " : answered ? "" : " (nothing answered: not judged)", a->first_violation);
 }
 
 static unsigned
@@ -1380,8 +1431,11 @@ run_abuse(double seconds, const char *corpus_dir)
                                    : a == &a_pages ? &a_probe : NULL)
         pthread_mutex_init(&a->mu, NULL);
 
-    stop_at = now_s() + seconds;
-    pthread_create(&th[nth++], NULL, probe_thread, NULL);
+    started_at = now_s();
+    stop_at = started_at + seconds;
+    second_half = now_s() + seconds / 2;
+    for (int i = 0; i < PROBED; i++)
+        pthread_create(&th[nth++], NULL, probe_thread, (void *)(long)i);
     fuzz_ports[0] = fuzz_ports[1] = fuzz_ports[2] = port_command;
     fuzz_ports[3] = port_query;
     fuzz_ports[4] = rnd(&base_seed) % 2 ? port_saga : port_relay;
@@ -1389,7 +1443,8 @@ run_abuse(double seconds, const char *corpus_dir)
         fa[i] = (fuzz_args){.ports = fuzz_ports, .nports = 5, .rate = (double)fuzz_rate / 2};
         pthread_create(&th[nth++], NULL, fuzz_thread, &fa[i]);
     }
-    pthread_create(&th[nth++], NULL, oversize_thread, &big);
+    pthread_create(&th[nth++], NULL, oversize_thread, NULL);
+    pthread_create(&th[nth++], NULL, big_thread, &big);
     pthread_create(&th[nth++], NULL, poison_thread, NULL);
     if (slow_n + slow_other > 0) {
         sa = (slow_args){.n = (int)(slow_n + 4 * slow_other),
@@ -1459,7 +1514,7 @@ run_abuse(double seconds, const char *corpus_dir)
     fz5 = count_5xx(&a_fuzz) + count_5xx(&a_oversize) + count_5xx(&a_poison) + count_5xx(&a_waits) +
           count_5xx(&a_pages);
     check("hostile HTTP: no internal error", fz5 == 0,
-          "%llu answers 5xx other than 503 (examples in %s)%s%s", fz5, out_dir,
+          "%llu internal errors (5xx but 501, 503, 505; requests kept in %s)%s%s", fz5, out_dir,
           a_fuzz.first_violation[0] ? ": " : "", a_fuzz.first_violation);
     check_attack("oversize refused", &a_oversize);
     check_attack("poison refused", &a_poison);
@@ -1518,7 +1573,7 @@ run_fuzz_only(char **argv)
     print_attack(&a_fuzz);
     refused = atomic_load(&a_fuzz.no_answer[NO_ANSWER_REFUSED]);
     fz5 = count_5xx(&a_fuzz);
-    check("no internal error", fz5 == 0, "%llu answers 5xx other than 503%s%s", fz5,
+    check("no internal error", fz5 == 0, "%llu internal errors (5xx but 501, 503, 505)%s%s", fz5,
           a_fuzz.first_violation[0] ? ": " : "", a_fuzz.first_violation);
     check("server kept accepting", refused == 0, "%llu connections refused", refused);
     return fz5 == 0 && refused == 0 ? 0 : 1;
