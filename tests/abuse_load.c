@@ -75,6 +75,7 @@
 #include <fcntl.h>
 
 #include "latency.h"
+#include "load.h"
 
 #define CORPUS_MAX 256
 #define BLOB_MAX 65536
@@ -114,8 +115,7 @@ time_up(void)
 static void
 sleep_s(double s)
 {
-    if (s > 0)
-        usleep((useconds_t)(s * 1e6));
+    load_sleep(s);
 }
 
 /* Waits for the second half of the time (false if the time is up).  The
@@ -163,14 +163,11 @@ env_str(const char *name, const char *def)
     return v != NULL && *v != '\0' ? v : def;
 }
 
-/* xorshift64*, one state per thread */
+/* one state per thread */
 static uint64_t
 rnd(uint64_t *s)
 {
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 2685821657736338717ULL;
+    return load_rnd(s);
 }
 
 static uint64_t base_seed;
@@ -237,27 +234,6 @@ typedef struct outcome {
     char head[KEEP_MAX];        /* the answer's first bytes, NUL-terminated */
 } outcome;
 
-static int
-connect_to(unsigned port, int timeout_ms, bool nonblocking)
-{
-    struct sockaddr_in a = {0};
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    int fd = socket(AF_INET, SOCK_STREAM | (nonblocking ? SOCK_NONBLOCK : 0), 0), one = 1;
-
-    if (fd < 0)
-        return -1;
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 && !(nonblocking && errno == EINPROGRESS)) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
 
 /*
  * Sends req on a new connection and reads until the server closes it (the
@@ -272,7 +248,7 @@ http_once(unsigned port, const char *req, size_t len, int timeout_ms, outcome *o
     int fd;
 
     memset(o, 0, sizeof *o);
-    if ((fd = connect_to(port, timeout_ms, false)) < 0) {
+    if ((fd = load_connect(port, timeout_ms, false)) < 0) {
         o->kind = errno == EAGAIN || errno == EINPROGRESS || errno == ETIMEDOUT ? NO_ANSWER_TIMEOUT
                                                                                  : NO_ANSWER_REFUSED;
         goto done;
@@ -907,7 +883,7 @@ slow_script(enum slow_kind k, size_t *len)
 static void
 slow_open(slow_conn *c, double now)
 {
-    c->fd = connect_to(c->port, 1000, true);
+    c->fd = load_connect(c->port, 1000, true);
     c->pos = 0;
     c->next = now + 0.2;
     if (c->fd < 0) {
@@ -1195,7 +1171,7 @@ nats_connect(const char *url, char *user, size_t ucap)
     if (sscanf(url, "nats://%127[^:]:%127[^@]@%127[^:]:%u", u, pw, host, &port) != 4)
         return -1;
     snprintf(user, ucap, "%s", u);
-    if ((fd = connect_to(port, 3000, false)) < 0)
+    if ((fd = load_connect(port, 3000, false)) < 0)
         return -1;
     if (!nats_until(fd, "INFO", &err, NULL, 0))
         goto fail;

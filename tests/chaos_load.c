@@ -52,6 +52,7 @@
 #include <unistd.h>
 
 #include "latency.h"
+#include "load.h"
 
 #define WORKERS_MAX 64
 #define RICH_CUSTOMERS 32       /* c-<k>: they get deposits */
@@ -130,11 +131,7 @@ on_signal(int sig)
 static uint64_t
 rnd(worker *w)
 {
-    /* xorshift64* */
-    w->rng ^= w->rng >> 12;
-    w->rng ^= w->rng << 25;
-    w->rng ^= w->rng >> 27;
-    return w->rng * 2685821657736338717ULL;
+    return load_rnd(&w->rng);
 }
 
 /* Uniform in [lo, hi]. */
@@ -147,8 +144,7 @@ rnd_in(worker *w, long long lo, long long hi)
 static void
 sleep_s(double s)
 {
-    if (s > 0)
-        usleep((useconds_t)(s * 1e6));
+    load_sleep(s);
 }
 
 /* True once the commands in flight must be given up. */
@@ -163,24 +159,7 @@ giving_up(void)
 static int
 connect_port(unsigned p)
 {
-    struct sockaddr_in a = {0};
-    struct timeval tv = {REPLY_TIMEOUT_S, 0};
-    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-
-    if (fd < 0)
-        return -1;
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)p);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    /* SO_SNDTIMEO also bounds connect(), SO_RCVTIMEO each read. */
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
+    return load_connect(p, REPLY_TIMEOUT_S * 1000, false);
 }
 
 typedef struct answer {
