@@ -411,6 +411,7 @@ campaign_recover() {
         ((ready)) || { up_ok=0; say "$d is not ready 60 s after the $1"; }
     done
     ((up_ok)) && say "every server and daemon is running and ready"
+    return 0
 }
 
 # campaign_stop_load: the load stops offering, answers in flight get up to
