@@ -685,7 +685,8 @@ spaced_append(size_t elements, size_t *len)
  * An over-limit request must be refused with a clear error: 413 where the
  * request is otherwise valid (want_413: an append to es-command), any 4xx
  * elsewhere (a service without that route may say 404 or 405 first).  A
- * 2xx, a 5xx, or no answer at all is a violation.
+ * 2xx or a 5xx is a violation, and so is no answer at all in the first
+ * half (in the second, slowloris may keep the request from being read).
  */
 static void
 must_refuse(const char *what, unsigned port, char *req, size_t len, int timeout_ms, bool want_413)
@@ -699,7 +700,7 @@ must_refuse(const char *what, unsigned port, char *req, size_t len, int timeout_
     error_code(&o, code, sizeof code);
     if (st >= 200 && st < 300)
         violation(&a_oversize, NULL, 0, "%s was accepted (%d) by port %u", what, st, port);
-    else if (st == 0)
+    else if (st == 0 && now_s() - o.ms / 1000 < second_half)
         violation(&a_oversize, NULL, 0, "%s got no answer from port %u (%s after %.0f ms)", what, port,
                   o.kind == NO_ANSWER_TIMEOUT ? "timeout" : o.kind == NO_ANSWER_REFUSED ? "refused" : "closed",
                   o.ms);
@@ -1040,6 +1041,8 @@ waits_thread(void *arg)
     return NULL;
 }
 
+static atomic_ullong pages_lost_first_half;    /* sent in the first half, never answered */
+
 static void *
 pages_thread(void *arg)
 {
@@ -1053,8 +1056,12 @@ pages_thread(void *arg)
                                       paths[i++ % 3], auth_line);
         outcome o;
 
+        double t0 = now_s();
+
         http_once(port_command, req, len, 30000, &o);
         count(&a_pages, &o);
+        if (o.status == 0 && t0 < second_half)
+            atomic_fetch_add(&pages_lost_first_half, 1);
         no_internal_error(&a_pages, port_command, &o, req, len);
         if (o.status == 0)
             sleep_s(0.2);
@@ -1503,10 +1510,13 @@ run_abuse(double seconds, const char *corpus_dir)
         check("waiting reads answered", w == w_answered, "%llu waiting reads, %llu answered", w, w_answered);
     }
     pages_max = atomic_load(&a_pages.max_bytes);
-    check("maximal pages answered", atomic_load(&a_pages.sent) > 0 &&
-          atomic_load(&a_pages.no_answer[NO_ANSWER_TIMEOUT]) + atomic_load(&a_pages.no_answer[NO_ANSWER_CLOSED]) == 0,
-          "%llu pages, largest %llu bytes, %llu without an answer", (unsigned long long)atomic_load(&a_pages.sent),
-          pages_max, (unsigned long long)(atomic_load(&a_pages.no_answer[1]) + atomic_load(&a_pages.no_answer[2])));
+    /* (in the second half, slowloris may keep a page from being asked) */
+    check("maximal pages answered", atomic_load(&a_pages.sent) > 0 && atomic_load(&pages_lost_first_half) == 0,
+          "%llu pages, largest %llu bytes; without an answer: %llu in the first half, %llu in all",
+          (unsigned long long)atomic_load(&a_pages.sent), pages_max,
+          (unsigned long long)atomic_load(&pages_lost_first_half),
+          (unsigned long long)(atomic_load(&a_pages.no_answer[0]) + atomic_load(&a_pages.no_answer[1]) +
+                               atomic_load(&a_pages.no_answer[2])));
     if (nnats > 0) {
         unsigned long sent = 0, connected = 0;
 
