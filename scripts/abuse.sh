@@ -20,7 +20,8 @@
 #     503, 505) on hostile input, every over-limit request refused (413
 #     from es-command) and events just under the limit taken, no poison
 #     taken into a protected category, /healthz of every daemon answered
-#     within ABUSE_HEALTH_MS throughout, slow clients cut by every daemon,
+#     within ABUSE_HEALTH_MS throughout, slow clients cut by every daemon
+#     within ABUSE_SLOW_CUT_SECONDS (10),
 #     waiting reads and maximal pages answered, every foreign publish into
 #     the events subjects or the stream's API refused by NATS;
 #   - each daemon's peak RSS (VmHWM), printed, at most ABUSE_RSS_MB.
