@@ -147,6 +147,11 @@ $(BUILD)/chaos_load: $(BUILD)/tests/chaos_load.o
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
+# The hostile load of `make abuse` (and its corpus-driven HTTP sender).
+$(BUILD)/abuse_load: $(BUILD)/tests/abuse_load.o
+	@echo "  LD    $@"
+	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) -pthread
+
 # Fuzz targets: clang's libFuzzer with ASan and UBSan, over the core's
 # sources (no server is needed by a decoder).
 # (the command service's decoders come along, without its main)
@@ -192,13 +197,14 @@ down:
 	@scripts/daemons.sh stop 2>/dev/null || true
 	@scripts/servers.sh stop
 
-# Every test, plain and under ASan+UBSan (which also fails on leaks), and
-# a short run of each fuzz target.
+# Every test, plain and under ASan+UBSan (which also fails on leaks), a
+# short run of each fuzz target and short runs of both campaigns.
 test: deps
 	@$(MAKE) --no-print-directory test-plain
 	@$(MAKE) --no-print-directory test-san
 	@$(MAKE) --no-print-directory fuzz
 	@$(MAKE) --no-print-directory chaos CHAOS_SECONDS=45
+	@$(MAKE) --no-print-directory abuse ABUSE_SECONDS=30
 	@cat build/plain/test-summary build/san/test-summary | \
 	    awk '{ p += $$1; f += $$2 } END { print "tests: " p " passed, " f " failed" }' 
 
@@ -228,6 +234,17 @@ CHAOS_SECONDS ?= 300
 chaos: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/chaos_load
 	@CHAOS_SECONDS=$(CHAOS_SECONDS) scripts/chaos.sh $(BUILD)
+
+# The hostile-client campaign: the same private system and load, and for
+# ABUSE_SECONDS hostile clients (malformed HTTP, oversize bodies, poison,
+# slowloris, waiting reads, maximal pages, foreign NATS messages); then the
+# same invariants plus every legitimate command answered and each daemon's
+# peak RSS (scripts/abuse.sh).
+ABUSE_SECONDS ?= 300
+.PHONY: abuse
+abuse: deps
+	@$(MAKE) --no-print-directory all $(BUILD)/chaos_load $(BUILD)/abuse_load
+	@ABUSE_SECONDS=$(ABUSE_SECONDS) scripts/abuse.sh $(BUILD)
 
 clean:
 	rm -rf build

@@ -51,6 +51,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "latency.h"
+#include "load.h"
+
 #define WORKERS_MAX 64
 #define RICH_CUSTOMERS 32       /* c-<k>: they get deposits */
 #define POOR_CUSTOMERS 8        /* p-<k>: never funded, their payments fail */
@@ -104,6 +107,8 @@ typedef struct worker {
     uint64_t sent, attempts, retried, unacked, unexpected;
     uint64_t acked[K_COUNT], business[K_COUNT];
     uint64_t failures[F_COUNT];
+    latencies answered;         /* first send to the final answer, per command */
+    double slowest_ms;
     char *buf;                  /* REPLY_MAX bytes for the answers */
 } worker;
 
@@ -126,11 +131,7 @@ on_signal(int sig)
 static uint64_t
 rnd(worker *w)
 {
-    /* xorshift64* */
-    w->rng ^= w->rng >> 12;
-    w->rng ^= w->rng << 25;
-    w->rng ^= w->rng >> 27;
-    return w->rng * 2685821657736338717ULL;
+    return load_rnd(&w->rng);
 }
 
 /* Uniform in [lo, hi]. */
@@ -143,8 +144,7 @@ rnd_in(worker *w, long long lo, long long hi)
 static void
 sleep_s(double s)
 {
-    if (s > 0)
-        usleep((useconds_t)(s * 1e6));
+    load_sleep(s);
 }
 
 /* True once the commands in flight must be given up. */
@@ -159,24 +159,7 @@ giving_up(void)
 static int
 connect_port(unsigned p)
 {
-    struct sockaddr_in a = {0};
-    struct timeval tv = {REPLY_TIMEOUT_S, 0};
-    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-
-    if (fd < 0)
-        return -1;
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)p);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    /* SO_SNDTIMEO also bounds connect(), SO_RCVTIMEO each read. */
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
+    return load_connect(p, REPLY_TIMEOUT_S * 1000, false);
 }
 
 typedef struct answer {
@@ -417,6 +400,7 @@ issue(worker *w, const command *c)
     double backoff = 0.05;
     enum failure last = F_REFUSED;
     int len, attempts = 0;
+    double t0;
 
     len = snprintf(req, sizeof req,
                    "POST %s HTTP/1.1\r\nHost: chaos\r\n%sIdempotency-Key: %s\r\n"
@@ -427,6 +411,7 @@ issue(worker *w, const command *c)
         abort();
     }
     w->sent++;
+    t0 = now_s();
     for (;;) {
         answer a;
         enum failure why;
@@ -438,8 +423,14 @@ issue(worker *w, const command *c)
         if (attempts == 2)
             w->retried++;
         if (exchange(w, req, (size_t)len, buf, REPLY_MAX, &a, &why)) {
-            if (settle(w, c, &a, attempts))
+            if (settle(w, c, &a, attempts)) {
+                double ms = (now_s() - t0) * 1000;
+
+                lat_add(&w->answered, t0);
+                if (ms > w->slowest_ms)
+                    w->slowest_ms = ms;
                 return;
+            }
             last = a.status == 503 ? F_HTTP503 : F_HTTP5XX;
         } else {
             w->failures[why]++;
@@ -487,7 +478,8 @@ run_load(char **argv)
     uint64_t seed, sent = 0, attempts = 0, retried = 0, unacked = 0, unexpected = 0, acked = 0;
     uint64_t by_kind[K_COUNT] = {0}, business[K_COUNT] = {0}, failures[F_COUNT] = {0};
     const char *seed_text = getenv("CHAOS_LOAD_SEED");
-    double t0, elapsed, stop_at;
+    double t0, elapsed, stop_at, p50, p99, slowest = 0;
+    latencies *lists[WORKERS_MAX];
 
     port = (unsigned)atoi(argv[2]);
     rate = atof(argv[3]);
@@ -561,7 +553,11 @@ run_load(char **argv)
         }
         for (int f = 0; f < F_COUNT; f++)
             failures[f] += ws[i].failures[f];
+        lists[i] = &ws[i].answered;
+        if (ws[i].slowest_ms > slowest)
+            slowest = ws[i].slowest_ms;
     }
+    lat_percentiles(lists, (size_t)conns, &p50, &p99);
     printf("load: seed %llu, %llu commands in %.1f s (%.1f/s offered over %d connections), "
            "%llu attempts\n",
            (unsigned long long)seed, (unsigned long long)sent, elapsed,
@@ -575,6 +571,8 @@ run_load(char **argv)
            (unsigned long long)by_kind[K_CANCEL], (unsigned long long)business[K_CANCEL],
            (unsigned long long)retried, (unsigned long long)unacked,
            (unsigned long long)unexpected);
+    printf("load: answered in (first send to final answer, retries included) p50 %.1f ms, "
+           "p99 %.1f ms, max %.1f ms\n", p50, p99, slowest);
     printf("load: failed attempts:");
     for (int f = 0; f < F_COUNT; f++)
         printf(" %s %llu", failure_name[f], (unsigned long long)failures[f]);
@@ -584,7 +582,7 @@ run_load(char **argv)
            (unsigned long long)unacked, (unsigned long long)unexpected);
     for (int f = 0; f < F_COUNT; f++)
         printf(" %s=%llu", failure_name[f], (unsigned long long)failures[f]);
-    printf("\n");
+    printf(" p50_ms=%.1f p99_ms=%.1f max_ms=%.1f\n", p50, p99, slowest);
     for (int i = 0; i < conns; i++)
         free(ws[i].buf);
     free(ws);
