@@ -234,7 +234,10 @@ es_append_body_decode(const char *text, size_t len, es_append_body *b, es_error 
     memcpy(b->copy_, text, len);
     b->copy_[len] = '\0';
     if (!es_json_members(b->copy_, len, visit_top, &w)) {
-        st = w.st;
+        /* a walk that stops without saying why must not pass for an empty body */
+        st = w.st != ES_OK ? w.st
+                           : es_error_set(err, ES_EINTERNAL, "body_walk_failed", NULL,
+                                          "the request body could not be walked");
         goto fail;
     }
 

@@ -186,7 +186,7 @@ check_object(const char *text, size_t index, const char *what, size_t *stored, e
     es_json_kind kind;
 
     snprintf(field, sizeof field, "events[%zu].%s", index, what);
-    kind = es_json_check_stored(text, strlen(text), stored, &offset, &reason);
+    kind = es_json_check_event(text, strlen(text), stored, &offset, &reason);
     if (kind == ES_JSON_INVALID)
         return es_error_set(err, ES_EINVALID, "invalid_json", field,
                             "%s of event %zu is not valid JSON at byte %zu: %s",

@@ -10,12 +10,14 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef struct cur {
     const unsigned char *p, *end, *start;
     const char *reason;
     const unsigned char *at;
     size_t out;                 /* bytes of jsonb's text of what is read so far */
+    bool readable;              /* numbers also within what jansson decodes */
 } cur;
 
 static bool
@@ -166,6 +168,58 @@ digits(cur *c)
  * point once the exponent is applied, and a decimal weight (the power of
  * ten of the first significant digit) below ES_JSON_WEIGHT_LIMIT.
  */
+/*
+ * The first n significant digits of the number text [s, end) (its integer
+ * digits, then its fraction's, leading zeros skipped; up to an exponent),
+ * '0'-padded, NUL-terminated in out; true when a nonzero digit follows.
+ */
+static bool
+significant(const unsigned char *s, const unsigned char *end, char *out, size_t n)
+{
+    size_t k = 0;
+    bool more = false, started = false;
+
+    for (; s < end && *s != 'e' && *s != 'E'; s++) {
+        if (*s < '0' || *s > '9' || (!started && *s == '0'))
+            continue;
+        started = true;
+        if (k < n)
+            out[k++] = (char)*s;
+        else if (*s != '0')
+            more = true;
+    }
+    while (k < n)
+        out[k++] = '0';
+    out[n] = '\0';
+    return more;
+}
+
+/*
+ * Whether the readers (jansson, in every daemon) decode the number the
+ * store gives back for the text [s, end): weight is the power of ten of
+ * its first significant digit, real whether jsonb's text of it has a
+ * fraction.  jsonb writes numbers without an exponent, so 1e30 comes back
+ * as a 31-digit integer, which must fit 64 bits; a number with a fraction
+ * is read as a double, which must not overflow.
+ */
+static bool
+readable(const unsigned char *s, const unsigned char *end, long weight, bool real)
+{
+    char d[24];
+
+    if (!real) {
+        if (weight != 18)
+            return weight < 18;
+        significant(s, end, d, 19);
+        return strcmp(d, *s == '-' ? "9223372036854775808" : "9223372036854775807") <= 0;
+    }
+    if (weight != 308)
+        return weight < 308;
+    if (significant(s, end, d, 17))
+        return strcmp(d, "17976931348623157") < 0;
+    return strcmp(d, "17976931348623157") <= 0;
+}
+
 static bool
 number(cur *c)
 {
@@ -218,6 +272,9 @@ number(cur *c)
     weight = (ints > 0 ? ints - 1 : -(lead_zeros + 1)) + exp;
     if (nonzero && weight >= ES_JSON_WEIGHT_LIMIT)
         return fail(c, s, "number out of range");
+    if (c->readable && nonzero && !readable(s, c->p, weight, fracs - exp > 0))
+        return fail(c, s, "number out of range: stored, it would be beyond a 64-bit integer "
+                          "(or a double, with a fraction), which no reader decodes");
     /* numeric's text: no exponent, the input's scale less the exponent
      * (1.5e1 is "15", 1e-2 "0.01", 100e-1 "10.0"), no negative zero */
     c->out += (size_t)(nonzero && *s == '-') + (size_t)(nonzero && weight >= 0 ? weight + 1 : 1) +
@@ -331,14 +388,15 @@ es_json_check(const char *text, size_t len, size_t *offset, const char **reason)
     return es_json_check_stored(text, len, NULL, offset, reason);
 }
 
-es_json_kind
-es_json_check_stored(const char *text, size_t len, size_t *stored, size_t *offset,
-                     const char **reason)
+static es_json_kind
+check(const char *text, size_t len, bool readable_numbers, size_t *stored, size_t *offset,
+      const char **reason)
 {
-    cur c;
+    cur c = {0};
     es_json_kind kind = ES_JSON_INVALID;
     const unsigned char *first;
 
+    c.readable = readable_numbers;
     c.start = c.p = (const unsigned char *)text;
     c.end = c.p + len;
     c.reason = NULL;
@@ -371,18 +429,30 @@ es_json_check_stored(const char *text, size_t len, size_t *stored, size_t *offse
     return kind;
 }
 
+es_json_kind
+es_json_check_stored(const char *text, size_t len, size_t *stored, size_t *offset,
+                     const char **reason)
+{
+    return check(text, len, false, stored, offset, reason);
+}
+
+es_json_kind
+es_json_check_event(const char *text, size_t len, size_t *stored, size_t *offset,
+                    const char **reason)
+{
+    return check(text, len, true, stored, offset, reason);
+}
+
 /* ---- walking a checked text ------------------------------------------- */
 
 /* Walks the members (object) or elements (array) of a checked container. */
 static bool
 walk(const char *text, size_t len, bool object, es_json_visit fn, void *ctx)
 {
-    cur c;
+    cur c = {0};
 
     c.start = c.p = (const unsigned char *)text;
     c.end = c.p + len;
-    c.reason = NULL;
-    c.at = NULL;
     skip_ws(&c);
     if (c.p >= c.end || *c.p != (object ? '{' : '['))
         return false;

@@ -46,6 +46,17 @@ es_json_kind es_json_check(const char *text, size_t len, size_t *offset,
 es_json_kind es_json_check_stored(const char *text, size_t len, size_t *stored, size_t *offset,
                                   const char **reason);
 
+/*
+ * es_json_check_stored, and every number as the store gives it back is one
+ * the readers decode: an integer within 64 bits, or with a fraction a
+ * double that does not overflow (jsonb drops exponents: 1e30 comes back as
+ * a 31-digit integer).  The check of an event's data and metadata: a
+ * number PostgreSQL stores but jansson refuses would stop every
+ * projection that reads the event.
+ */
+es_json_kind es_json_check_event(const char *text, size_t len, size_t *stored, size_t *offset,
+                                 const char **reason);
+
 /* A piece of a JSON text: not NUL-terminated. */
 typedef struct es_json_slice {
     const char *text;

@@ -8,6 +8,7 @@
  */
 #include <hiredis/hiredis.h>
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <nats/nats.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -285,7 +286,8 @@ dump_active(const char *name, size_t *n)
 
 /*
  * An event in a category without a schema whose stored data no reader can
- * decode (1e400 is stored as 401 digits) stops every projection; parked
+ * decode (1e400 is stored as 401 digits; written before the append path
+ * refused such numbers) stops every projection; parked
  * for one, that one goes on, the others stay stopped until parked too; a
  * rebuild makes the same decision and gives the same read model.
  */
@@ -304,7 +306,26 @@ START_TEST(a_poison_event_is_parked_and_the_projection_goes_on)
     ck_assert_int_eq(ESCTL(out, "stream", "append", stream, "StockRestocked",
                            "{\"sku\":\"p1\",\"quantity\":3}"), 0);
     snprintf(stream, sizeof stream, "misc-%s", tag);
-    ck_assert_int_eq(ESCTL(out, "stream", "append", stream, "Measured", "{\"n\":1e400}"), 0);
+    /* the append path refuses such numbers now (es_json_check_event): the
+     * poison is written as an older version would have, straight to the
+     * table, as events already in a store upgraded to this one can be */
+    ck_assert_int_ne(ESCTL(out, "stream", "append", stream, "Measured", "{\"n\":1e400}"), 0);
+    {
+        PGconn *pg = PQconnectdb(conninfo);
+        const char *v[1] = {stream};
+        PGresult *res;
+
+        ck_assert_int_eq(PQstatus(pg), CONNECTION_OK);
+        res = PQexecParams(pg,
+                           "WITH e AS (INSERT INTO es_events (stream_id, category, version, "
+                           "event_id, type, data) VALUES ($1, 'misc', 0, gen_random_uuid(), "
+                           "'Measured', '{\"n\":1e400}') RETURNING stream_id) "
+                           "INSERT INTO es_streams SELECT stream_id, 0 FROM e",
+                           1, NULL, v, NULL, NULL, 0);
+        ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "%s", PQerrorMessage(pg));
+        PQclear(res);
+        PQfinish(pg);
+    }
     p = wait_state("inventory", "stopped");
     seq = json_integer_value(json_object_get(p, "stopped_at"));
     ck_assert_int_gt(seq, 0);

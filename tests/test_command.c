@@ -158,17 +158,23 @@ START_TEST(append_keeps_numbers_exact)
     th_unique(stream, sizeof stream, "exact");
     snprintf(path, sizeof path, "/v1/streams/%s/events", stream);
     json_decref(post(path, "{\"expected_version\":\"no_stream\",\"events\":[{\"type\":\"N\\u00e9\","
-                           "\"data\":{\"x\":1.000000000000000000001,\"big\":123456789012345678901234567890}}]}",
+                           "\"data\":{\"x\":1.000000000000000000001,\"big\":9223372036854775807,"
+                           "\"long\":123456789012345678901234567890.5}}]}",
                      201));
     snprintf(path, sizeof path, "/v1/streams/%s", stream);
     th_http(cmd.port, "GET", path, NULL, NULL, &r);
     ck_assert_int_eq(r.status, 200);
     ck_assert_ptr_nonnull(strstr(r.body, "1.000000000000000000001"));
-    ck_assert_ptr_nonnull(strstr(r.body, "123456789012345678901234567890"));
+    ck_assert_ptr_nonnull(strstr(r.body, "9223372036854775807"));
+    ck_assert_ptr_nonnull(strstr(r.body, "123456789012345678901234567890.5"));
     ck_assert_ptr_nonnull(strstr(r.body, "\"type\":\"N\xc3\xa9\""));     /* escapes decoded */
     th_response_free(&r);
-    /* a member twice is refused */
+    /* an integer beyond 64 bits is refused: no reader could decode it */
     snprintf(path, sizeof path, "/v1/streams/%s/events", stream);
+    json_decref(post(path, "{\"expected_version\":\"any\",\"events\":[{\"type\":\"N\","
+                           "\"data\":{\"big\":123456789012345678901234567890}}]}",
+                     400));
+    /* a member twice is refused */
     json_decref(post(path, "{\"expected_version\":0,\"expected_version\":0,\"events\":[{\"type\":\"A\",\"data\":{}}]}", 400));
 }
 END_TEST
@@ -847,12 +853,19 @@ START_TEST(raw_appends_meet_the_schemas)
                 "\"data\":{\"user_id\":\"u\",\"email\":\"a@b.cd\",\"name\":\"A\",\"extra\":1.5}}]}",
                 201);
     json_decref(j);
-    /* a category without schemas keeps taking anything */
+    /* a category without schemas takes any shape, but no number that
+     * would come back from the store beyond what the readers decode */
     th_unique(user, sizeof user, "schemaless");
     snprintf(path, sizeof path, "/v1/streams/%s/events", user);
     j = post_to(open_cmd.port, path,
                 "{\"expected_version\":\"any\",\"events\":[{\"type\":\"UserRegistered\","
-                "\"data\":{\"n\":1e400}}]}", 201);
+                "\"data\":{\"n\":1e-400,\"m\":[{}]}}]}", 201);
+    json_decref(j);
+    j = post_to(open_cmd.port, path,
+                "{\"expected_version\":\"any\",\"events\":[{\"type\":\"UserRegistered\","
+                "\"data\":{\"n\":1e400}}]}", 400);
+    ck_assert_str_eq(str(j, "error.code"), "invalid_json");
+    ck_assert_str_eq(str(j, "error.field"), "events[0].data");
     json_decref(j);
     /* the list, on the service with access control */
     j = get("/v1/schemas", 200);
