@@ -25,6 +25,7 @@
 
 #include "event.h"
 #include "feed.h"
+#include "pg.h"
 
 const char *const es_protected_categories[] = {
     /* written by the command contexts (command/) */
@@ -240,7 +241,7 @@ load(es_auth *a, es_error *err)
 
     if (a->pg == NULL || PQstatus(a->pg) != CONNECTION_OK) {
         PQfinish(a->pg);
-        a->pg = PQconnectdb(a->conninfo);
+        a->pg = es_pg_connect(a->conninfo, false);
         if (PQstatus(a->pg) != CONNECTION_OK) {
             es_error_set(err, ES_EUNAVAILABLE, NULL, NULL, "could not connect to PostgreSQL: %s",
                          PQerrorMessage(a->pg));

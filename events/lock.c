@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "pg.h"
 
 struct es_lock {
     PGconn *conn;               /* NULL until the first es_lock_try */
@@ -56,7 +57,7 @@ es_lock_try(es_lock *l, bool *held, es_error *err)
     *held = false;
     if (l->conn == NULL || PQstatus(l->conn) != CONNECTION_OK) {
         PQfinish(l->conn);
-        l->conn = PQconnectdb(l->conninfo);
+        l->conn = es_pg_connect(l->conninfo, false);
         if (l->conn == NULL || PQstatus(l->conn) != CONNECTION_OK)
             return unavailable(l, "connect for", err);
     }

@@ -23,6 +23,7 @@
 
 #include "event.h"
 #include "log.h"
+#include "pg.h"
 #include "saga.h"
 #include "uuid.h"
 
@@ -789,7 +790,7 @@ connect_pg(sg_worker *w, es_error *err)
         return ES_OK;
     if (w->pg)
         PQfinish(w->pg);
-    w->pg = PQconnectdb(w->cfg->conninfo);
+    w->pg = es_pg_connect(w->cfg->conninfo, false);
     if (PQstatus(w->pg) != CONNECTION_OK)
         return pg_fail(w, err, "could not connect to PostgreSQL");
     PQclear(PQexec(w->pg, "SET TimeZone = 'UTC'"));
