@@ -378,6 +378,15 @@ read_stream(app *a, const char *stream, const es_http_req *req, es_http_res *res
     es_buf_json_string(&res->body, stream);
     es_buf_printf(&res->body, ",\"version\":%" PRId64 ",", p->stream_version);
     encode_page(&res->body, p, false);
+    /* where the next page starts, while the stream goes on past this
+     * one (the row limit, or the read budget, ended it) */
+    if (p->count > 0) {
+        int64_t last = p->events[p->count - 1].version;
+        if (d == ES_FORWARD && last < p->stream_version)
+            es_buf_printf(&res->body, ",\"next_from\":%" PRId64, last + 1);
+        else if (d == ES_BACKWARD && last > 0)
+            es_buf_printf(&res->body, ",\"next_from\":%" PRId64, last - 1);
+    }
     es_buf_puts(&res->body, "}");
     res->status = 200;
     es_page_destroy(p);
@@ -600,15 +609,17 @@ replay:
 
 /* ---- health and metrics -------------------------------------------------- */
 
-/* /readyz: PostgreSQL answers, and NATS when the bus is on. */
+/* /readyz: PostgreSQL answers (within READY_PROBE_MS, or the connection
+ * is given up: a hung server is "unavailable" at once rather than a
+ * probe that never returns), and NATS when the bus is on. */
+#define READY_PROBE_MS 2000
 static bool
 ready(void *ctx, json_t **body)
 {
     app *a = ctx;
-    es_position head;
     es_error err;
     cmd_env *env = app_env(a, &err);
-    bool pg = env != NULL && es_store_feed_head(env->store, &head, &err) == ES_OK;
+    bool pg = env != NULL && es_store_ping(env->store, READY_PROBE_MS, &err) == ES_OK;
     bool nats = a->bus == NULL || bus_connected(a->bus);
 
     *body = json_pack("{s:s, s:s, s:s}", "status", pg && nats ? "ready" : "unavailable",
