@@ -250,12 +250,12 @@ load(es_auth *a, es_error *err)
             return NULL;
         }
     }
-    r = PQexec(a->pg, "SELECT name, encode(secret_hash, 'hex'), array_to_json(scopes)::text, "
-                      "rate, coalesce(extract(epoch FROM expires_at)::bigint, 0) "
-                      "FROM es_tokens WHERE revoked_at IS NULL");
+    r = es_pg_exec(a->pg, "SELECT name, encode(secret_hash, 'hex'), array_to_json(scopes)::text, "
+                          "rate, coalesce(extract(epoch FROM expires_at)::bigint, 0) "
+                          "FROM es_tokens WHERE revoked_at IS NULL", 0, NULL, -1, NULL);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         es_error_set(err, ES_EUNAVAILABLE, NULL, NULL, "could not read the tokens: %s",
-                     PQresultErrorMessage(r));
+                     r ? PQresultErrorMessage(r) : PQerrorMessage(a->pg));
         goto fail;
     }
     if ((s = calloc(1, sizeof *s)) == NULL ||
