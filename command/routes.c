@@ -358,6 +358,7 @@ read_stream(app *a, const char *stream, const es_http_req *req, es_http_res *res
     cmd_env *env;
     es_page *p;
     es_error err;
+    es_status st;
 
     if (dir != NULL && strcmp(dir, "forward") != 0 && strcmp(dir, "backward") != 0) {
         es_http_res_error(res, 400, "query_invalid", "direction", NULL,
@@ -369,8 +370,15 @@ read_stream(app *a, const char *stream, const es_http_req *req, es_http_res *res
     if (!query_int(req, res, "from", 0, INT64_MAX, &from) ||
         !query_int(req, res, "limit", 1, PAGE_MAX, &limit))
         return;
-    if ((env = app_env(a, &err)) == NULL ||
-        es_store_read_stream(env->store, stream, from, (size_t)limit, d, &p, &err) != ES_OK) {
+    if ((env = app_env(a, &err)) == NULL) {
+        es_http_res_from_error(res, &err);
+        return;
+    }
+    /* a client's page is bounded in bytes too (this thread's store) */
+    es_store_set_read_budget(env->store, es_store_read_budget_configured());
+    st = es_store_read_stream(env->store, stream, from, (size_t)limit, d, &p, &err);
+    es_store_set_read_budget(env->store, 0);
+    if (st != ES_OK) {
         es_http_res_from_error(res, &err);
         return;
     }
@@ -402,6 +410,7 @@ read_feed(app *a, const es_http_req *req, es_http_res *res)
     cmd_env *env;
     es_page *p;
     es_error err;
+    es_status st;
 
     if (after_text != NULL && !es_position_parse(after_text, &after)) {
         es_http_res_error(res, 400, "query_invalid", "after", NULL,
@@ -410,8 +419,14 @@ read_feed(app *a, const es_http_req *req, es_http_res *res)
     }
     if (!query_int(req, res, "limit", 1, PAGE_MAX, &limit))
         return;
-    if ((env = app_env(a, &err)) == NULL ||
-        es_store_read_feed(env->store, after, (size_t)limit, &p, &err) != ES_OK) {
+    if ((env = app_env(a, &err)) == NULL) {
+        es_http_res_from_error(res, &err);
+        return;
+    }
+    es_store_set_read_budget(env->store, es_store_read_budget_configured());
+    st = es_store_read_feed(env->store, after, (size_t)limit, &p, &err);
+    es_store_set_read_budget(env->store, 0);
+    if (st != ES_OK) {
         es_http_res_from_error(res, &err);
         return;
     }

@@ -112,10 +112,10 @@ es_pg_wait(PGconn *c, int timeout_ms, bool *timed_out)
         *timed_out = false;
     if (timeout_ms < 0)
         timeout_ms = es_pg_timeouts_get()->answer_ms;
-    deadline = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
+    deadline = -1;              /* read the clock only once a wait is needed */
     for (;;) {
         struct pollfd p = {.fd = PQsocket(c), .events = POLLIN};
-        long long left = deadline ? deadline - now_ms() : -1;
+        long long left = -1;
         int n;
 
         if (PQstatus(c) != CONNECTION_OK || p.fd < 0)
@@ -126,9 +126,13 @@ es_pg_wait(PGconn *c, int timeout_ms, bool *timed_out)
             return true;
         if (flushed == 1)
             p.events |= POLLOUT;
-        if (deadline && left <= 0)
-            break;
-        n = poll(&p, 1, deadline ? (int)left : -1);
+        if (timeout_ms > 0) {
+            if (deadline < 0)
+                deadline = now_ms() + timeout_ms;
+            if ((left = deadline - now_ms()) <= 0)
+                break;
+        }
+        n = poll(&p, 1, (int)left);
         if (n < 0 && errno != EINTR)
             return false;
         if (n > 0 && (p.revents & (POLLIN | POLLERR | POLLHUP)) && PQconsumeInput(c) != 1)

@@ -391,8 +391,7 @@ es_store_create(es_store **out, const char *conninfo, es_error *err)
     }
     s->max_event_size = ES_EVENT_SIZE_MAX_DEFAULT;
     s->answer_ms = -1;
-    s->read_budget = (size_t)es_env_long(NULL, "ES_READ_MAX_BYTES", ES_READ_BUDGET_DEFAULT, 0,
-                                         1L << 30);
+    s->read_budget = 0;
     *out = s;
     return ES_OK;
 }
@@ -434,6 +433,12 @@ void
 es_store_set_read_budget(es_store *s, size_t bytes)
 {
     s->read_budget = bytes;
+}
+
+size_t
+es_store_read_budget_configured(void)
+{
+    return (size_t)es_env_long(NULL, "ES_READ_MAX_BYTES", ES_READ_BUDGET_DEFAULT, 0, 1L << 30);
 }
 
 void

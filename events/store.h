@@ -80,14 +80,20 @@ void es_store_close(es_store *s);
 void es_store_set_max_event_size(es_store *s, size_t bytes);
 
 /*
- * The read budget: a page of events stops once the text of its rows
- * reaches bytes (it holds one event at least), so a read's memory is
- * bounded whatever the events' size.  0: no budget (the row limit
- * only).  Default: ES_READ_MAX_BYTES from the environment, else
- * ES_READ_BUDGET_DEFAULT.
+ * The read budget: a page of events stops near bytes of row text (at most
+ * the budget and one event, one event at least), so a read's memory is
+ * bounded whatever the events' size.  0 (the default): the row limit
+ * only.  A budget costs the read libpq's single-row mode, several times
+ * the client CPU of a plain read of small events, so the readers whose
+ * page sizes clients choose set it (the HTTP reads, esctl) and the
+ * throughput readers (relay, rebuilds) do not yet.
  */
 #define ES_READ_BUDGET_DEFAULT (4 * 1024 * 1024)
 void es_store_set_read_budget(es_store *s, size_t bytes);
+
+/* ES_READ_MAX_BYTES from the environment, else ES_READ_BUDGET_DEFAULT (a
+ * malformed value ends the program, as es_env_long). */
+size_t es_store_read_budget_configured(void);
 
 /* How long a call waits for the server's answer before it gives the
  * connection up (ES_EUNAVAILABLE, code store_unavailable): ms, 0 for
