@@ -223,7 +223,7 @@ START_TEST(test_command_with_stopped_server)
     const char *env[] = {env_pg, "ES_PG_CONNECT_TIMEOUT_S=2", "ES_PG_ANSWER_TIMEOUT_MS=1500",
                          NULL};
     const char *body = "{\"expected_version\":\"any\",\"events\":[{\"type\":\"Tick\",\"data\":{}}]}";
-    th_daemon cmd;
+    static th_daemon cmd;   /* the harness keeps it for its exit handler */
     th_response r;
     int status = 0;
 
@@ -430,7 +430,7 @@ START_TEST(test_feed_memory_bounded)
 {
     char stream[64], path[128], *body = malloc(BIG_BYTES + 256);
     const char *env[] = {NULL};
-    th_daemon cmd;
+    static th_daemon cmd;   /* the harness keeps it for its exit handler */
     th_response r;
     pthread_t t[READERS];
     long got[READERS], kb;
