@@ -15,6 +15,7 @@
 
 #include "env.h"
 #include "migrate.h"
+#include "pg.h"
 #include "projector.h"
 
 static int
@@ -107,6 +108,9 @@ main(int argc, char **argv)
 
     if (args == NULL)
         return CLI_FAILED;
+    /* an operator's work may run long: no statement or answer limit
+     * toward PostgreSQL unless ES_PG_STATEMENT_TIMEOUT_MS etc. say so */
+    es_pg_timeouts_for_tools();
     /* --json and --help may come anywhere (before "--") */
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--") == 0) {

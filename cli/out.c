@@ -11,6 +11,7 @@
 
 #include "codec.h"
 #include "env.h"
+#include "pg.h"
 
 static void
 say_name(FILE *f, const cli *c)
@@ -236,7 +237,7 @@ cli_say(cli *c, json_t *doc, const char *fmt, ...)
 PGconn *
 cli_pg(cli *c)
 {
-    PGconn *pg = PQconnectdb(es_pg_conninfo());
+    PGconn *pg = es_pg_connect(es_pg_conninfo(), false);
 
     if (PQstatus(pg) != CONNECTION_OK) {
         es_error err;

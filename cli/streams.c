@@ -66,6 +66,7 @@ run_read(cli *c, int argc, char **argv)
         return CLI_USAGE;
     if ((st = cli_store(c)) == NULL)
         return CLI_UNAVAILABLE;
+    es_store_set_read_budget(st, es_store_read_budget_configured());
     if (es_store_read_stream(st, pos[0], from, (size_t)limit, backward ? ES_BACKWARD : ES_FORWARD,
                              &p, &err) != ES_OK) {
         es_store_close(st);
@@ -200,6 +201,7 @@ run_feed_read(cli *c, int argc, char **argv)
         return CLI_USAGE;
     if ((st = cli_store(c)) == NULL)
         return CLI_UNAVAILABLE;
+    es_store_set_read_budget(st, es_store_read_budget_configured());
     if (es_store_read_feed(st, after, (size_t)limit, &p, &err) != ES_OK) {
         es_store_close(st);
         return cli_fail(c, &err);
@@ -240,6 +242,7 @@ run_follow(cli *c, int argc, char **argv)
         return cli_usage(c, "--after and --from-start cannot go together");
     if ((st = cli_store(c)) == NULL)
         return CLI_UNAVAILABLE;
+    es_store_set_read_budget(st, es_store_read_budget_configured());
     if (!after_s && !from_start && es_store_feed_head(st, &after, &err) != ES_OK) {
         es_store_close(st);
         return cli_fail(c, &err);

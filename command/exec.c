@@ -132,7 +132,7 @@ agg_load_until(cmd_env *env, const agg_type *t, const char *stream, int64_t unti
             a->position = p->events[i].position;
         }
         from = a->version + 1;
-        if (p->count < 500 || a->version >= until) {
+        if ((p->count < 500 && !p->truncated) || a->version >= until) {
             es_page_destroy(p);
             return ES_OK;
         }

@@ -373,6 +373,7 @@ read_stream(app *a, const char *stream, const es_http_req *req, es_http_res *res
     cmd_env *env;
     es_page *p;
     es_error err;
+    es_status st;
 
     if (dir != NULL && strcmp(dir, "forward") != 0 && strcmp(dir, "backward") != 0) {
         es_http_res_error(res, 400, "query_invalid", "direction", NULL,
@@ -384,8 +385,15 @@ read_stream(app *a, const char *stream, const es_http_req *req, es_http_res *res
     if (!query_int(req, res, "from", 0, INT64_MAX, &from) ||
         !query_int(req, res, "limit", 1, PAGE_MAX, &limit))
         return;
-    if ((env = app_env(a, &err)) == NULL ||
-        es_store_read_stream(env->store, stream, from, (size_t)limit, d, &p, &err) != ES_OK) {
+    if ((env = app_env(a, &err)) == NULL) {
+        es_http_res_from_error(res, &err);
+        return;
+    }
+    /* a client's page is bounded in bytes too (this thread's store) */
+    es_store_set_read_budget(env->store, es_store_read_budget_configured());
+    st = es_store_read_stream(env->store, stream, from, (size_t)limit, d, &p, &err);
+    es_store_set_read_budget(env->store, 0);
+    if (st != ES_OK) {
         es_http_res_from_error(res, &err);
         return;
     }
@@ -393,6 +401,15 @@ read_stream(app *a, const char *stream, const es_http_req *req, es_http_res *res
     es_buf_json_string(&res->body, stream);
     es_buf_printf(&res->body, ",\"version\":%" PRId64 ",", p->stream_version);
     encode_page(&res->body, p, false);
+    /* where the next page starts, while the stream goes on past this
+     * one (the row limit, or the read budget, ended it) */
+    if (p->count > 0) {
+        int64_t last = p->events[p->count - 1].version;
+        if (d == ES_FORWARD && last < p->stream_version)
+            es_buf_printf(&res->body, ",\"next_from\":%" PRId64, last + 1);
+        else if (d == ES_BACKWARD && last > 0)
+            es_buf_printf(&res->body, ",\"next_from\":%" PRId64, last - 1);
+    }
     es_buf_puts(&res->body, "}");
     res->status = 200;
     es_page_destroy(p);
@@ -408,6 +425,7 @@ read_feed(app *a, const es_http_req *req, es_http_res *res)
     cmd_env *env;
     es_page *p;
     es_error err;
+    es_status st;
 
     if (after_text != NULL && !es_position_parse(after_text, &after)) {
         es_http_res_error(res, 400, "query_invalid", "after", NULL,
@@ -416,8 +434,14 @@ read_feed(app *a, const es_http_req *req, es_http_res *res)
     }
     if (!query_int(req, res, "limit", 1, PAGE_MAX, &limit))
         return;
-    if ((env = app_env(a, &err)) == NULL ||
-        es_store_read_feed(env->store, after, (size_t)limit, &p, &err) != ES_OK) {
+    if ((env = app_env(a, &err)) == NULL) {
+        es_http_res_from_error(res, &err);
+        return;
+    }
+    es_store_set_read_budget(env->store, es_store_read_budget_configured());
+    st = es_store_read_feed(env->store, after, (size_t)limit, &p, &err);
+    es_store_set_read_budget(env->store, 0);
+    if (st != ES_OK) {
         es_http_res_from_error(res, &err);
         return;
     }
@@ -615,15 +639,17 @@ replay:
 
 /* ---- health and metrics -------------------------------------------------- */
 
-/* /readyz: PostgreSQL answers, and NATS when the bus is on. */
+/* /readyz: PostgreSQL answers (within READY_PROBE_MS, or the connection
+ * is given up: a hung server is "unavailable" at once rather than a
+ * probe that never returns), and NATS when the bus is on. */
+#define READY_PROBE_MS 2000
 static bool
 ready(void *ctx, json_t **body)
 {
     app *a = ctx;
-    es_position head;
     es_error err;
     cmd_env *env = app_env(a, &err);
-    bool pg = env != NULL && es_store_feed_head(env->store, &head, &err) == ES_OK;
+    bool pg = env != NULL && es_store_ping(env->store, READY_PROBE_MS, &err) == ES_OK;
     bool nats = a->bus == NULL || bus_connected(a->bus);
 
     *body = json_pack("{s:s, s:s, s:s}", "status", pg && nats ? "ready" : "unavailable",

@@ -25,6 +25,7 @@
 
 #include "event.h"
 #include "feed.h"
+#include "pg.h"
 
 const char *const es_protected_categories[] = {
     /* written by the command contexts (command/) */
@@ -242,7 +243,7 @@ load(es_auth *a, es_error *err)
 
     if (a->pg == NULL || PQstatus(a->pg) != CONNECTION_OK) {
         PQfinish(a->pg);
-        a->pg = PQconnectdb(a->conninfo);
+        a->pg = es_pg_connect(a->conninfo, false);
         if (PQstatus(a->pg) != CONNECTION_OK) {
             es_error_set(err, ES_EUNAVAILABLE, NULL, NULL, "could not connect to PostgreSQL: %s",
                          PQerrorMessage(a->pg));
@@ -251,12 +252,12 @@ load(es_auth *a, es_error *err)
             return NULL;
         }
     }
-    r = PQexec(a->pg, "SELECT name, encode(secret_hash, 'hex'), array_to_json(scopes)::text, "
-                      "rate, coalesce(extract(epoch FROM expires_at)::bigint, 0) "
-                      "FROM es_tokens WHERE revoked_at IS NULL");
+    r = es_pg_exec(a->pg, "SELECT name, encode(secret_hash, 'hex'), array_to_json(scopes)::text, "
+                          "rate, coalesce(extract(epoch FROM expires_at)::bigint, 0) "
+                          "FROM es_tokens WHERE revoked_at IS NULL", 0, NULL, -1, NULL);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         es_error_set(err, ES_EUNAVAILABLE, NULL, NULL, "could not read the tokens: %s",
-                     PQresultErrorMessage(r));
+                     r ? PQresultErrorMessage(r) : PQerrorMessage(a->pg));
         goto fail;
     }
     if ((s = calloc(1, sizeof *s)) == NULL ||

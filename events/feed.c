@@ -167,7 +167,15 @@ es_nats_options_create(natsOptions **out, const char *url, const char *name, es_
     if (natsOptions_Create(&opts) != NATS_OK || natsOptions_SetURL(opts, url) != NATS_OK ||
         natsOptions_SetName(opts, name ? name : program_invocation_short_name) != NATS_OK ||
         natsOptions_SetMaxReconnect(opts, -1) != NATS_OK ||
-        natsOptions_SetRetryOnFailedConnect(opts, true, es_nats_connected, NULL) != NATS_OK) {
+        natsOptions_SetRetryOnFailedConnect(opts, true, es_nats_connected, NULL) != NATS_OK ||
+        /* a server that stops answering is noticed in about
+         * interval * (max pings out + 1), not the library's 2+ minutes */
+        natsOptions_SetTimeout(opts, es_env_long(NULL, "ES_NATS_CONNECT_TIMEOUT_MS", 2000, 1,
+                                                 3600000)) != NATS_OK ||
+        natsOptions_SetPingInterval(opts, es_env_long(NULL, "ES_NATS_PING_INTERVAL_MS", 5000, 100,
+                                                      3600000)) != NATS_OK ||
+        natsOptions_SetMaxPingsOut(opts, (int)es_env_long(NULL, "ES_NATS_MAX_PINGS_OUT", 2,
+                                                          1, 100)) != NATS_OK) {
         st = es_error_set(err, ES_ENOMEM, NULL, NULL, "could not set up the NATS options for %s",
                           url);
         goto done;

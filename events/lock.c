@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "pg.h"
 
 struct es_lock {
     PGconn *conn;               /* NULL until the first es_lock_try */
@@ -56,12 +57,11 @@ es_lock_try(es_lock *l, bool *held, es_error *err)
     *held = false;
     if (l->conn == NULL || PQstatus(l->conn) != CONNECTION_OK) {
         PQfinish(l->conn);
-        l->conn = PQconnectdb(l->conninfo);
+        l->conn = es_pg_connect(l->conninfo, false);
         if (l->conn == NULL || PQstatus(l->conn) != CONNECTION_OK)
             return unavailable(l, "connect for", err);
     }
-    r = PQexecParams(l->conn, "SELECT pg_try_advisory_lock($1::bigint)", 1, NULL, values, NULL,
-                     NULL, 0);
+    r = es_pg_exec(l->conn, "SELECT pg_try_advisory_lock($1::bigint)", 1, values, -1, NULL);
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
         *held = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
     else
@@ -78,7 +78,7 @@ es_lock_check(es_lock *l, es_error *err)
 
     if (l->conn == NULL || PQstatus(l->conn) != CONNECTION_OK)
         return unavailable(l, "keep", err);
-    r = PQexec(l->conn, "SELECT 1");
+    r = es_pg_exec(l->conn, "SELECT 1", 0, NULL, -1, NULL);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         st = unavailable(l, "keep", err);
     PQclear(r);
@@ -92,8 +92,7 @@ es_lock_release(es_lock *l)
 
     if (l->conn == NULL || PQstatus(l->conn) != CONNECTION_OK)
         return;
-    PQclear(PQexecParams(l->conn, "SELECT pg_advisory_unlock($1::bigint)", 1, NULL, values,
-                         NULL, NULL, 0));
+    PQclear(es_pg_exec(l->conn, "SELECT pg_advisory_unlock($1::bigint)", 1, values, -1, NULL));
 }
 
 void

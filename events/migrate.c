@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pg.h"
+
 /* Arbitrary, fixed key of the advisory lock that serialises migrators. */
 #define MIGRATE_LOCK_KEY 7316405521
 
@@ -177,7 +179,7 @@ es_migrate(const char *conninfo, const char *dir, FILE *log, int *applied,
     if (n > 1)
         qsort(names, n, sizeof *names, cmp_names);
 
-    c = PQconnectdb(conninfo);
+    c = es_pg_connect(conninfo, true);
     if (c == NULL || PQstatus(c) != CONNECTION_OK) {
         st = es_error_set(err, ES_EUNAVAILABLE, "store_unavailable", NULL,
                           "could not connect to the database: %s",

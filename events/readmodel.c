@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "env.h"
 #include "uuid.h"
 
 /*
@@ -244,7 +245,9 @@ es_rm_connect(es_error *err)
 {
     const char *host = getenv("ES_REDIS_HOST"), *port = getenv("ES_REDIS_PORT");
     const char *db = getenv("ES_REDIS_DB");
-    struct timeval tv = {2, 0};
+    long connect_ms = es_env_long(NULL, "ES_REDIS_CONNECT_TIMEOUT_MS", 2000, 1, 3600000);
+    long command_ms = es_env_long(NULL, "ES_REDIS_TIMEOUT_MS", 10000, 1, 3600000);
+    struct timeval tv = {connect_ms / 1000, (connect_ms % 1000) * 1000};
     redisContext *c;
 
     if (host == NULL || host[0] == '\0')
@@ -258,9 +261,17 @@ es_rm_connect(es_error *err)
             redisFree(c);
         return NULL;
     }
-    /* Timeouts on later commands too, so a stopped Redis is an error. */
-    tv.tv_sec = 10;
-    redisSetTimeout(c, tv);
+    /* Timeouts on later commands too, so a stopped Redis is an error
+     * (the command's answer, ES_REDIS_TIMEOUT_MS), and keepalives, so a
+     * vanished host is one even while the connection is idle. */
+    tv.tv_sec = command_ms / 1000;
+    tv.tv_usec = (command_ms % 1000) * 1000;
+    if (redisSetTimeout(c, tv) != REDIS_OK || redisEnableKeepAlive(c) != REDIS_OK) {
+        es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                     "could not set the timeouts of the redis connection: %s", c->errstr);
+        redisFree(c);
+        return NULL;
+    }
     if (authenticate(c, err) != ES_OK) {
         redisFree(c);
         return NULL;

@@ -25,6 +25,8 @@
 #include <time.h>
 
 #include "buf.h"
+#include "env.h"
+#include "pg.h"
 #include "store_int.h"
 #include "uuid.h"
 
@@ -53,10 +55,16 @@ struct es_store {
                                    earlier one has no results to read */
     session sess;               /* the server session of conn */
     session lost;               /* the last one given up with appends in doubt */
+    int answer_ms;              /* the client's answer limit (pg.h); < 0: configured */
+    bool timed_out;             /* the connection was given up for no answer */
+    size_t read_budget;         /* bytes of event text a read page stops at; 0: none */
+    bool row_mode_left;         /* libpq keeps single-row mode set after a read
+                                   until a query is sent outside a pipeline */
 };
 
 typedef struct page_storage {
-    PGresult *res;
+    PGresult **res;             /* the rows: one result, or one per row */
+    size_t nres;
     char (*times)[ES_TIME_TEXT_MAX];    /* recorded_at of each event, RFC 3339 */
     char **owned;               /* upcast data, freed with the page */
     size_t nowned;
@@ -222,6 +230,58 @@ static const struct {
      "ORDER BY transaction_id DESC, global_position DESC LIMIT 1"},
 };
 
+/* The answer limit of s in milliseconds (0: none). */
+static int
+answer_ms(const es_store *s)
+{
+    return s->answer_ms >= 0 ? s->answer_ms : es_pg_timeouts_get()->answer_ms;
+}
+
+/* The next result of what was sent, waiting at most the answer limit. */
+static PGresult *
+get_result(es_store *s)
+{
+    bool late = false;
+    PGresult *r = es_pg_result(s->conn, answer_ms(s), &late);
+
+    s->timed_out |= late;
+    return r;
+}
+
+/* The last result of what was just sent (NULL if it could not be sent). */
+static PGresult *
+last_result(es_store *s, int sent)
+{
+    bool late = false;
+    PGresult *r;
+
+    if (sent != 1)
+        return NULL;
+    s->row_mode_left = false;   /* sent outside a pipeline: reset by libpq */
+    r = es_pg_last_result(s->conn, answer_ms(s), &late);
+    s->timed_out |= late;
+    return r;
+}
+
+/* PQexecPrepared and PQexec with the answer limit. */
+static PGresult *
+exec_prepared(es_store *s, const char *stmt, int nparams, const char *const *values)
+{
+    return last_result(s, PQsendQueryPrepared(s->conn, stmt, nparams, values, NULL, NULL, 0));
+}
+
+static PGresult *
+exec_sql(es_store *s, const char *sql)
+{
+    return last_result(s, PQsendQuery(s->conn, sql));
+}
+
+static PGresult *
+exec_params(es_store *s, const char *sql, int nparams, const char *const *values)
+{
+    return last_result(s, PQsendQueryParams(s->conn, sql, nparams, NULL, values, NULL, NULL, 0));
+}
+
 /* es_append's status column, see migrations/001_event_store.sql. */
 enum { APPEND_WRITTEN = 0, APPEND_DUPLICATE = 1, APPEND_CONFLICT = 2, APPEND_CLASH = 3 };
 
@@ -241,6 +301,12 @@ pg_failure(es_store *s, const PGresult *r, const char *what, es_error *err)
     while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == ' '))
         text[--n] = '\0';
 
+    if (s->timed_out) {
+        s->ready = false;
+        return es_error_set(err, ES_EUNAVAILABLE, "store_unavailable", NULL,
+                            "could not %s: the event store did not answer within %d ms "
+                            "(ES_PG_ANSWER_TIMEOUT_MS)", what, answer_ms(s));
+    }
     if (PQstatus(s->conn) != CONNECTION_OK || state == NULL ||
         strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
         strncmp(state, "53", 2) == 0) {
@@ -266,8 +332,8 @@ pg_failure(es_store *s, const PGresult *r, const char *what, es_error *err)
 static void
 session_learn(es_store *s)
 {
-    PGresult *r = PQexec(s->conn, "SELECT backend_start FROM pg_stat_activity "
-                                  "WHERE pid = pg_backend_pid()");
+    PGresult *r = exec_sql(s, "SELECT backend_start FROM pg_stat_activity "
+                              "WHERE pid = pg_backend_pid()");
 
     s->sess.pid = PQbackendPID(s->conn);
     s->sess.start[0] = '\0';
@@ -285,11 +351,13 @@ ensure_ready(es_store *s, es_error *err)
     if (s->ready && PQstatus(s->conn) == CONNECTION_OK)
         return ES_OK;
     s->ready = false;
+    s->timed_out = false;
+    s->row_mode_left = false;
     s->inflight = 0;
     s->gen++;
     if (s->conn != NULL)
         PQfinish(s->conn);
-    s->conn = PQconnectdb(s->conninfo);
+    s->conn = es_pg_connect(s->conninfo, false);
     if (s->conn == NULL)
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate a connection");
     if (PQstatus(s->conn) != CONNECTION_OK) {
@@ -307,8 +375,8 @@ ensure_ready(es_store *s, es_error *err)
      * plans do not depend on the values, so they are made once: left to
      * choose, the server plans es_fast_batch anew at every run.
      */
-    r = PQexec(s->conn, "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET enable_seqscan = off; "
-                        "SET plan_cache_mode = force_generic_plan");
+    r = exec_sql(s, "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET enable_seqscan = off; "
+                    "SET plan_cache_mode = force_generic_plan");
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         es_status st = pg_failure(s, r, "set up the store's session", err);
         PQclear(r);
@@ -318,7 +386,7 @@ ensure_ready(es_store *s, es_error *err)
     for (i = 0; i < sizeof statements / sizeof statements[0]; i++) {
         es_status st;
 
-        r = PQprepare(s->conn, statements[i].name, statements[i].sql, 0, NULL);
+        r = last_result(s, PQsendPrepare(s->conn, statements[i].name, statements[i].sql, 0, NULL));
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
             st = pg_failure(s, r, "prepare the store's statements", err);
             PQclear(r);
@@ -355,6 +423,8 @@ es_store_create(es_store **out, const char *conninfo, es_error *err)
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate a store");
     }
     s->max_event_size = ES_EVENT_SIZE_MAX_DEFAULT;
+    s->answer_ms = -1;
+    s->read_budget = 0;
     *out = s;
     return ES_OK;
 }
@@ -390,6 +460,24 @@ void
 es_store_set_max_event_size(es_store *s, size_t bytes)
 {
     s->max_event_size = bytes;
+}
+
+void
+es_store_set_read_budget(es_store *s, size_t bytes)
+{
+    s->read_budget = bytes;
+}
+
+size_t
+es_store_read_budget_configured(void)
+{
+    return (size_t)es_env_long(NULL, "ES_READ_MAX_BYTES", ES_READ_BUDGET_DEFAULT, 0, 1L << 30);
+}
+
+void
+es_store_set_answer_timeout(es_store *s, int ms)
+{
+    s->answer_ms = ms;
 }
 
 void
@@ -693,7 +781,7 @@ append_one(es_store *s, slot *sl)
     for (int attempt = 0; attempt < 2; attempt++) {
         const char *state;
 
-        r = PQexecPrepared(s->conn, stmt, nparams, values, NULL, NULL, 0);
+        r = exec_prepared(s, stmt, nparams, values);
         if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
             read_full_row(r, sl);
             PQclear(r);
@@ -1240,6 +1328,15 @@ send_slots(es_store *s, slot *slots, size_t n, run_arrays *arrays, bool early)
         }
         r++;
     }
+    if (PQpipelineStatus(s->conn) == PQ_PIPELINE_OFF && s->row_mode_left) {
+        /* a pipeline would run in the single-row mode a read left set
+         * (libpq resets it only for a query sent outside one) */
+        PGresult *r = exec_sql(s, "");
+        bool ok = PQresultStatus(r) == PGRES_EMPTY_QUERY;
+        PQclear(r);
+        if (!ok)
+            goto lost;
+    }
     if (PQpipelineStatus(s->conn) == PQ_PIPELINE_OFF && PQenterPipelineMode(s->conn) != 1)
         goto lost;
     for (i = r = 0; i < n; i += unit_len(slots, i)) {
@@ -1307,7 +1404,7 @@ recv_slots(es_store *s, slot *slots, size_t n, es_error *err, void (*ran)(void *
     /* Each statement: a result then NULL; then the sync. */
     for (i = 0; i < n; i += len) {
         len = unit_len(slots, i);
-        if ((r = PQgetResult(s->conn)) == NULL)
+        if ((r = get_result(s)) == NULL)
             goto lost;
         if (slots[i].batched && PQresultStatus(r) == PGRES_TUPLES_OK) {
             read_batch_rows(r, &slots[i], len);
@@ -1332,7 +1429,7 @@ recv_slots(es_store *s, slot *slots, size_t n, es_error *err, void (*ran)(void *
             }
         }
         PQclear(r);
-        if ((r = PQgetResult(s->conn)) != NULL) {       /* must end the query */
+        if ((r = get_result(s)) != NULL) {              /* must end the query */
             PQclear(r);
             goto lost;
         }
@@ -1340,7 +1437,7 @@ recv_slots(es_store *s, slot *slots, size_t n, es_error *err, void (*ran)(void *
     /* what goes out behind needs a connection that stays */
     if (ran != NULL && s->ready)
         ran(ctx);
-    r = PQgetResult(s->conn);
+    r = get_result(s);
     if (r == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
         PQclear(r);
         goto lost;
@@ -1522,7 +1619,7 @@ fence(es_store *s, es_error *err)
         return ES_OK;
     es_int_text(pid, s->lost.pid);
     for (int i = 0; i < 2 && st == ES_OK; i++) {
-        PGresult *r = PQexecParams(s->conn, sql[i], 2, NULL, values, NULL, NULL, 0);
+        PGresult *r = exec_params(s, sql[i], 2, values);
 
         if (PQresultStatus(r) != PGRES_TUPLES_OK)
             st = pg_failure(s, r, "end the lost session", err);
@@ -1569,7 +1666,7 @@ lookup(es_store *s, slot *slots, size_t n, es_error *err)
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not look up a lost batch");
     }
     values[0] = ids.data;
-    r = PQexecParams(s->conn, sql, 1, NULL, values, NULL, NULL, 0);
+    r = exec_params(s, sql, 1, values);
     es_buf_free(&ids);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         es_status st = pg_failure(s, r, "look up a lost batch", err);
@@ -1782,13 +1879,13 @@ es_store_append(es_store *s, const es_append_req *req, es_append_result *res)
 }
 
 static es_status run_read(es_store *s, const char *stmt, int nparams,
-                          const char *const *values, es_position after, es_page **out,
-                          es_error *err);
+                          const char *const *values, size_t limit, es_position after,
+                          es_page **out, es_error *err);
 
 static es_status
 exec_simple(es_store *s, const char *stmt, es_error *err)
 {
-    PGresult *r = PQexecPrepared(s->conn, stmt, 0, NULL, NULL, NULL, 0);
+    PGresult *r = exec_prepared(s, stmt, 0, NULL);
     es_status st = ES_OK;
 
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
@@ -1842,7 +1939,7 @@ es_store_append_atomic(es_store *s, const es_append_req *reqs, size_t n,
         PGresult *r;
 
         stmt = slot_statement(&slots[i], values, &nparams);
-        r = PQexecPrepared(s->conn, stmt, nparams, values, NULL, NULL, 0);
+        r = exec_prepared(s, stmt, nparams, values);
         if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
             read_full_row(r, &slots[i]);
         else
@@ -1861,7 +1958,7 @@ es_store_append_atomic(es_store *s, const es_append_req *reqs, size_t n,
             st = slots[i].res->status;
             *failed = slots[i].index;
             if (PQstatus(s->conn) == CONNECTION_OK && PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
-                PGresult *rb = PQexec(s->conn, "ROLLBACK");
+                PGresult *rb = exec_sql(s, "ROLLBACK");
                 if (PQresultStatus(rb) != PGRES_COMMAND_OK)
                     s->ready = false;
                 PQclear(rb);
@@ -1877,7 +1974,7 @@ es_store_append_atomic(es_store *s, const es_append_req *reqs, size_t n,
         bool lost = !s->ready;  /* during the COMMIT: it may have committed */
 
         if (PQstatus(s->conn) == CONNECTION_OK && PQtransactionStatus(s->conn) != PQTRANS_IDLE)
-            PQclear(PQexec(s->conn, "ROLLBACK"));
+            PQclear(exec_sql(s, "ROLLBACK"));
         for (i = 0; i < n; i++) {
             res[i].status = st;
             res[i].err = err;
@@ -1906,7 +2003,7 @@ es_store_read_event(es_store *s, const char *event_id, es_page **out, es_error *
     if (event_id == NULL || !es_uuid_valid(event_id))
         return es_error_set(err, ES_EINVALID, "event_id_invalid", "event_id",
                             "event id is not a UUID");
-    st = run_read(s, "es_event_by_id", 1, &event_id, none, out, err);
+    st = run_read(s, "es_event_by_id", 1, &event_id, 1, none, out, err);
     if (st == ES_OK && (*out)->count == 0) {
         es_page_destroy(*out);
         *out = NULL;
@@ -1948,72 +2045,83 @@ format_time(const char *in, char *out)
 
 /*
  * Turns rows (EVENT_COLUMNS, after the stream's version when with_version)
- * into a page that takes ownership of r.
+ * in the nres results rs into a page that takes ownership of rs and of
+ * every result in it (also on failure).
  */
 static es_status
-make_page(es_store *s, PGresult *r, bool with_version, es_position after, es_page **out,
-          es_error *err)
+make_page(es_store *s, PGresult **rs, size_t nres, bool with_version, es_position after,
+          es_page **out, es_error *err)
 {
     es_page *p = NULL;
     page_storage *ps = NULL;
-    int rows = PQntuples(r), i, n = 0;
+    size_t rows = 0, n = 0, k;
     es_status st = ES_OK;
 
+    for (k = 0; k < nres; k++)
+        rows += (size_t)PQntuples(rs[k]);
     if ((p = calloc(1, sizeof *p)) == NULL || (ps = calloc(1, sizeof *ps)) == NULL) {
-        PQclear(r);
+        for (k = 0; k < nres; k++)
+            PQclear(rs[k]);
+        free(rs);
         free(p);
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate a page");
     }
-    ps->res = r;                /* from here on the page owns r */
+    ps->res = rs;               /* from here on the page owns them */
+    ps->nres = nres;
     p->priv_ = ps;
-    if (rows > 0 && ((p->events = calloc((size_t)rows, sizeof *p->events)) == NULL ||
-                     (ps->times = malloc((size_t)rows * sizeof *ps->times)) == NULL)) {
-        st = es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate a page of %d events", rows);
+    if (rows > 0 && ((p->events = calloc(rows, sizeof *p->events)) == NULL ||
+                     (ps->times = malloc(rows * sizeof *ps->times)) == NULL)) {
+        st = es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate a page of %zu events",
+                          rows);
         goto fail;
     }
     p->next = after;
     /* Stream reads lead with the stream's version; the others do not. */
-    p->stream_version = rows > 0 && with_version ? get_i64(r, 0, 0) : -1;
-    for (i = 0; i < rows; i++) {
-        es_event *e = &p->events[n];
-        int c = with_version ? 1 : 0;
+    p->stream_version = rows > 0 && with_version ? get_i64(rs[0], 0, 0) : -1;
+    for (k = 0; k < nres; k++) {
+        PGresult *r = rs[k];
 
-        if (PQgetisnull(r, i, c))       /* a stream with no event in range */
-            continue;
-        e->stream_id = PQgetvalue(r, i, c);
-        e->version = strtoll(PQgetvalue(r, i, c + 1), NULL, 10);
-        e->event_id = PQgetvalue(r, i, c + 2);
-        e->type = PQgetvalue(r, i, c + 3);
-        e->schema_version = (int)strtol(PQgetvalue(r, i, c + 4), NULL, 10);
-        e->data = PQgetvalue(r, i, c + 5);
-        e->metadata = PQgetvalue(r, i, c + 6);
-        e->recorded_at = format_time(PQgetvalue(r, i, c + 7), ps->times[n]);
-        e->position.txid = strtoull(PQgetvalue(r, i, c + 8), NULL, 10);
-        e->position.gpos = strtoll(PQgetvalue(r, i, c + 9), NULL, 10);
-        if (es_upcasters_needed(s->upcasters, e->type, e->schema_version)) {
-            char *data, **owned;
+        for (int i = 0; i < PQntuples(r); i++) {
+            es_event *e = &p->events[n];
+            int c = with_version ? 1 : 0;
 
-            owned = realloc(ps->owned, (ps->nowned + 1) * sizeof *owned);
-            if (owned == NULL) {
-                st = es_error_set(err, ES_ENOMEM, NULL, NULL, "could not upcast an event");
-                goto fail;
+            if (PQgetisnull(r, i, c))   /* a stream with no event in range */
+                continue;
+            e->stream_id = PQgetvalue(r, i, c);
+            e->version = strtoll(PQgetvalue(r, i, c + 1), NULL, 10);
+            e->event_id = PQgetvalue(r, i, c + 2);
+            e->type = PQgetvalue(r, i, c + 3);
+            e->schema_version = (int)strtol(PQgetvalue(r, i, c + 4), NULL, 10);
+            e->data = PQgetvalue(r, i, c + 5);
+            e->metadata = PQgetvalue(r, i, c + 6);
+            e->recorded_at = format_time(PQgetvalue(r, i, c + 7), ps->times[n]);
+            e->position.txid = strtoull(PQgetvalue(r, i, c + 8), NULL, 10);
+            e->position.gpos = strtoll(PQgetvalue(r, i, c + 9), NULL, 10);
+            if (es_upcasters_needed(s->upcasters, e->type, e->schema_version)) {
+                char *data, **owned;
+
+                owned = realloc(ps->owned, (ps->nowned + 1) * sizeof *owned);
+                if (owned == NULL) {
+                    st = es_error_set(err, ES_ENOMEM, NULL, NULL, "could not upcast an event");
+                    goto fail;
+                }
+                ps->owned = owned;
+                if ((st = es_upcasters_apply(s->upcasters, e->type, &e->schema_version,
+                                             e->data, &data, err)) != ES_OK)
+                    goto fail;
+                ps->owned[ps->nowned++] = data;
+                e->data = data;
             }
-            ps->owned = owned;
-            if ((st = es_upcasters_apply(s->upcasters, e->type, &e->schema_version,
-                                         e->data, &data, err)) != ES_OK)
-                goto fail;
-            ps->owned[ps->nowned++] = data;
-            e->data = data;
+            p->next = e->position;
+            n++;
         }
-        p->next = e->position;
-        n++;
     }
-    p->count = (size_t)n;
+    p->count = n;
     *out = p;
     return ES_OK;
 
 fail:
-    es_page_destroy(p);         /* clears r too */
+    es_page_destroy(p);         /* clears the results too */
     return st;
 }
 
@@ -2021,29 +2129,115 @@ es_status
 es__store_page(es_store *s, PGresult *r, es_page **out, es_error *err)
 {
     es_position none = {0, 0};
+    PGresult **rs = malloc(sizeof *rs);
 
     *out = NULL;
-    return make_page(s, r, false, none, out, err);
+    if (rs == NULL) {
+        PQclear(r);
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate a page");
+    }
+    rs[0] = r;
+    return make_page(s, rs, 1, false, none, out, err);
 }
 
-/* Runs a prepared read and turns its rows into a page. */
+/* The bytes a row of r takes in a page: its values and a little more. */
+static size_t
+row_bytes(const PGresult *r)
+{
+    size_t n = 64;
+
+    for (int c = 0; c < PQnfields(r); c++)
+        n += (size_t)PQgetlength(r, 0, c) + 1;
+    return n;
+}
+
+/*
+ * Runs a prepared read and turns its rows into a page.  With a read
+ * budget B the rows come one at a time (libpq's single-row mode) and the
+ * page stops, once it holds B/2 bytes, at the first row after which the
+ * rest of the row limit (estimated from the mean row) would take it past
+ * B: so a page holds at most B and one row, one row at least (a reader
+ * always moves on), and a page that would end a little after B/2 is not
+ * cut short only to read its last rows again.  The truncated flag says
+ * it stopped.  Rows the page does not take are read and dropped one at a
+ * time; when they would be many bytes, the query is cancelled instead.
+ */
 static es_status
-run_read(es_store *s, const char *stmt, int nparams, const char *const *values,
+run_read(es_store *s, const char *stmt, int nparams, const char *const *values, size_t limit,
          es_position after, es_page **out, es_error *err)
 {
-    PGresult *r;
+    PGresult **rs = NULL, *r, *failed = NULL;
+    size_t n = 0, cap = 0, bytes = 0, left;
+    bool single, stopped = false;
     es_status st;
 
     *out = NULL;
     if ((st = ensure_ready(s, err)) != ES_OK)
         return st;
-    r = PQexecPrepared(s->conn, stmt, nparams, values, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        st = pg_failure(s, r, "read events", err);
-        PQclear(r);
+    if (PQsendQueryPrepared(s->conn, stmt, nparams, values, NULL, NULL, 0) != 1)
+        return pg_failure(s, NULL, "read events", err);
+    single = s->read_budget > 0 && PQsetSingleRowMode(s->conn) == 1;
+    s->row_mode_left = single;
+    while ((r = get_result(s)) != NULL) {
+        ExecStatusType rst = PQresultStatus(r);
+
+        if (rst != PGRES_SINGLE_TUPLE && rst != PGRES_TUPLES_OK) {
+            /* our cancel, once the page was full, is no failure */
+            const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            if (stopped && state != NULL && strcmp(state, "57014") == 0)
+                PQclear(r);
+            else if (failed == NULL)
+                failed = r;
+            else
+                PQclear(r);
+            continue;
+        }
+        if (stopped || failed != NULL || (rst == PGRES_TUPLES_OK && single)) {
+            PQclear(r);         /* past the budget, or the end of the rows */
+            continue;
+        }
+        if (n == cap) {
+            size_t grown_cap = cap ? cap * 2 : 16;
+            PGresult **grown = realloc(rs, grown_cap * sizeof *grown);
+            if (grown == NULL) {
+                PQclear(r);
+                failed = NULL;
+                st = es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate a page");
+                stopped = true;
+                continue;
+            }
+            rs = grown;
+            cap = grown_cap;
+        }
+        rs[n++] = r;
+        if (!single)
+            continue;
+        bytes += row_bytes(r);
+        left = n < limit ? (limit - n) * (bytes / n) : 0;
+        if (left > 0 && bytes >= s->read_budget / 2 && bytes + left > s->read_budget) {
+            PGcancel *cancel;
+            char why[256];
+
+            stopped = true;
+            if (left > s->read_budget / 4 && (cancel = PQgetCancel(s->conn)) != NULL) {
+                (void)PQcancel(cancel, why, sizeof why);
+                PQfreeCancel(cancel);
+            }
+        }
+    }
+    if (failed != NULL || st != ES_OK || s->timed_out || PQstatus(s->conn) != CONNECTION_OK) {
+        if (st == ES_OK)
+            st = pg_failure(s, failed, "read events", err);
+        PQclear(failed);
+        while (n > 0)
+            PQclear(rs[--n]);
+        free(rs);
         return st;
     }
-    return make_page(s, r, strncmp(stmt, "es_stream_", 10) == 0, after, out, err);
+    if ((st = make_page(s, rs, n, strncmp(stmt, "es_stream_", 10) == 0, after, out, err)) ==
+        ES_OK)
+        (*out)->truncated = stopped;
+    return st;
 }
 
 es_status
@@ -2063,7 +2257,7 @@ es_store_read_stream(es_store *s, const char *stream, int64_t from, size_t limit
         from = 0;
     snprintf(vfrom, sizeof vfrom, "%" PRId64, from);
     snprintf(vlimit, sizeof vlimit, "%zu", limit);
-    st = run_read(s, dir == ES_FORWARD ? "es_stream_fwd" : "es_stream_bwd", 3, values,
+    st = run_read(s, dir == ES_FORWARD ? "es_stream_fwd" : "es_stream_bwd", 3, values, limit,
                   none, out, err);
     if (st == ES_OK && (*out)->stream_version < 0) {
         es_page_destroy(*out);
@@ -2084,7 +2278,7 @@ read_feed(es_store *s, const char *category, es_position after, size_t limit,
     snprintf(vtx, sizeof vtx, "%" PRIu64, after.txid);
     snprintf(vpos, sizeof vpos, "%" PRId64, after.gpos);
     snprintf(vlimit, sizeof vlimit, "%zu", limit);
-    return run_read(s, category ? "es_category" : "es_feed", category ? 4 : 3, values,
+    return run_read(s, category ? "es_category" : "es_feed", category ? 4 : 3, values, limit,
                     after, out, err);
 }
 
@@ -2121,7 +2315,7 @@ es_store_feed_head(es_store *s, es_position *head, es_error *err)
     head->gpos = 0;
     if ((st = ensure_ready(s, err)) != ES_OK)
         return st;
-    r = PQexecPrepared(s->conn, "es_head", 0, NULL, NULL, NULL, 0);
+    r = exec_prepared(s, "es_head", 0, NULL);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         st = pg_failure(s, r, "read the feed head", err);
         PQclear(r);
@@ -2133,6 +2327,19 @@ es_store_feed_head(es_store *s, es_position *head, es_error *err)
     }
     PQclear(r);
     return ES_OK;
+}
+
+es_status
+es_store_ping(es_store *s, int timeout_ms, es_error *err)
+{
+    int saved = s->answer_ms;
+    es_position head;
+    es_status st;
+
+    s->answer_ms = timeout_ms;
+    st = es_store_feed_head(s, &head, err);
+    s->answer_ms = saved;
+    return st;
 }
 
 void
@@ -2148,7 +2355,9 @@ es_page_destroy(es_page *p)
             free(ps->owned[i]);
         free(ps->owned);
         free(ps->times);
-        PQclear(ps->res);
+        for (size_t i = 0; i < ps->nres; i++)
+            PQclear(ps->res[i]);
+        free(ps->res);
         free(ps);
     }
     free(p->events);

@@ -47,12 +47,17 @@ typedef struct es_append_result {
 /*
  * A page of events read.  events[i] strings belong to the page; next is
  * where a feed or category read continues (after the last event, or
- * the request's position when the page is empty).
+ * the request's position when the page is empty).  A page stops at its
+ * row limit or at the store's read budget (es_store_set_read_budget),
+ * whichever comes first: truncated says it stopped at the budget, so
+ * fewer events than the limit do not mean the end (continue after the
+ * last event as usual).
  */
 typedef struct es_page {
     size_t count;
     es_event *events;
     es_position next;
+    bool truncated;             /* stopped at the read budget: more may follow */
     int64_t stream_version;     /* stream reads: the stream's last version */
     void *priv_;                /* owned storage; do not touch */
 } es_page;
@@ -73,6 +78,34 @@ void es_store_close(es_store *s);
 
 /* Sets the event size cap (default ES_EVENT_SIZE_MAX_DEFAULT). */
 void es_store_set_max_event_size(es_store *s, size_t bytes);
+
+/*
+ * The read budget: a page of events stops near bytes of row text (at most
+ * the budget and one event, one event at least), so a read's memory is
+ * bounded whatever the events' size.  0 (the default): the row limit
+ * only.  A budget costs the read libpq's single-row mode, several times
+ * the client CPU of a plain read of small events, so the readers whose
+ * page sizes clients choose set it (the HTTP reads, esctl) and the
+ * throughput readers (relay, rebuilds) do not yet.
+ */
+#define ES_READ_BUDGET_DEFAULT (4 * 1024 * 1024)
+void es_store_set_read_budget(es_store *s, size_t bytes);
+
+/* ES_READ_MAX_BYTES from the environment, else ES_READ_BUDGET_DEFAULT (a
+ * malformed value ends the program, as es_env_long). */
+size_t es_store_read_budget_configured(void);
+
+/* How long a call waits for the server's answer before it gives the
+ * connection up (ES_EUNAVAILABLE, code store_unavailable): ms, 0 for
+ * ever, < 0 the configured ES_PG_ANSWER_TIMEOUT_MS (the default). */
+void es_store_set_answer_timeout(es_store *s, int ms);
+
+/*
+ * A readiness probe: connects if needed and runs one cheap statement,
+ * waiting at most timeout_ms for its answer (the connection's set-up is
+ * bounded by ES_PG_CONNECT_TIMEOUT_S).  ES_OK or ES_EUNAVAILABLE.
+ */
+es_status es_store_ping(es_store *s, int timeout_ms, es_error *err);
 
 /* Borrows u (may be NULL) for every later read; the caller keeps it alive. */
 void es_store_set_upcasters(es_store *s, const es_upcasters *u);

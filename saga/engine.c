@@ -23,6 +23,7 @@
 
 #include "event.h"
 #include "log.h"
+#include "pg.h"
 #include "saga.h"
 #include "uuid.h"
 
@@ -189,6 +190,7 @@ load(sg_worker *w, const char *saga_id, const sg_flow *flow, saga *s, es_error *
         es_page *p = NULL;
         es_status st = es_store_read_stream(w->store, s->stream, from, 500, ES_FORWARD, &p, err);
         size_t k;
+        bool more;
 
         if (st == ES_ENOTFOUND)
             break;
@@ -201,9 +203,10 @@ load(sg_worker *w, const char *saga_id, const sg_flow *flow, saga *s, es_error *
             s->version = p->events[k].version;
         }
         from = s->version + 1;
-        k = p->count;
+        /* a page cut by the read budget is not the stream's end */
+        more = p->count == 500 || p->truncated;
         es_page_destroy(p);
-        if (k < 500)
+        if (!more)
             break;
     }
     json_decref(s->inbox);
@@ -789,7 +792,7 @@ connect_pg(sg_worker *w, es_error *err)
         return ES_OK;
     if (w->pg)
         PQfinish(w->pg);
-    w->pg = PQconnectdb(w->cfg->conninfo);
+    w->pg = es_pg_connect(w->cfg->conninfo, false);
     if (PQstatus(w->pg) != CONNECTION_OK)
         return pg_fail(w, err, "could not connect to PostgreSQL");
     PQclear(PQexec(w->pg, "SET TimeZone = 'UTC'"));

@@ -23,6 +23,7 @@
 #include "http.h"
 #include "intake.h"
 #include "log.h"
+#include "pg.h"
 #include "store.h"
 
 #define WORKERS_MAX 32
@@ -123,7 +124,7 @@ intake_main(void *arg)
         if (pg == NULL || PQstatus(pg) != CONNECTION_OK) {
             if (pg)
                 PQfinish(pg);
-            pg = PQconnectdb(C.conninfo);
+            pg = es_pg_connect(C.conninfo, false);
             if (PQstatus(pg) != CONNECTION_OK ||
                 sg_intake_checkpoint(pg, &seq, &err) != ES_OK) {
                 atomic_store(&intake_ok, false);

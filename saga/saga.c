@@ -490,7 +490,7 @@ stream_each(es_store *store, const char *saga_id, int64_t *version,
         }
         if (page->count > 0)
             from = page->events[page->count - 1].version + 1;
-    } while (page->count == STREAM_PAGE);
+    } while (page->count == STREAM_PAGE || (page->truncated && page->count > 0));
     es_page_destroy(page);
     return ES_OK;
 none:

@@ -1,0 +1,196 @@
+/*
+ * PostgreSQL connections with the project's timeouts (see pg.h).
+ *
+ * The server-side limits travel in the startup packet (options "-c
+ * statement_timeout=..."), so they cost no round trip; the client's
+ * answer limit is a poll on the socket with a deadline, and giving up
+ * shuts the socket down, which makes libpq see a lost connection: every
+ * caller's existing "connection lost" path (503 store_unavailable) then
+ * applies as it is.
+ */
+#include "pg.h"
+
+#include "env.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static bool for_tools;
+static es_pg_timeouts config;
+
+void
+es_pg_timeouts_for_tools(void)
+{
+    for_tools = true;
+}
+
+static void
+load(void)
+{
+    config.connect_s = (int)es_env_long(NULL, "ES_PG_CONNECT_TIMEOUT_S",
+                                        ES_PG_CONNECT_TIMEOUT_S_DEFAULT, 2, 3600);
+    config.statement_ms = (int)es_env_long(NULL, "ES_PG_STATEMENT_TIMEOUT_MS",
+                                           for_tools ? 0 : ES_PG_STATEMENT_TIMEOUT_MS_DEFAULT,
+                                           0, 86400000);
+    config.idle_tx_ms = (int)es_env_long(NULL, "ES_PG_IDLE_TX_TIMEOUT_MS",
+                                         ES_PG_IDLE_TX_TIMEOUT_MS_DEFAULT, 0, 86400000);
+    config.answer_ms = (int)es_env_long(NULL, "ES_PG_ANSWER_TIMEOUT_MS",
+                                        for_tools ? 0 : ES_PG_ANSWER_TIMEOUT_MS_DEFAULT, 0,
+                                        86400000);
+    config.keepalive_s = (int)es_env_long(NULL, "ES_PG_KEEPALIVE_S", ES_PG_KEEPALIVE_S_DEFAULT,
+                                          1, 3600);
+    config.user_timeout_ms = (int)es_env_long(NULL, "ES_PG_TCP_USER_TIMEOUT_MS",
+                                              ES_PG_TCP_USER_TIMEOUT_MS_DEFAULT, 0, 86400000);
+}
+
+const es_pg_timeouts *
+es_pg_timeouts_get(void)
+{
+    pthread_once(&once, load);
+    return &config;
+}
+
+/* The options conninfo sets itself ("" if none), into out. */
+static void
+own_options(const char *conninfo, char *out, size_t size)
+{
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL), *o;
+
+    out[0] = '\0';
+    for (o = opts; o != NULL && o->keyword != NULL; o++)
+        if (strcmp(o->keyword, "options") == 0 && o->val != NULL)
+            snprintf(out, size, "%s", o->val);
+    PQconninfoFree(opts);
+}
+
+PGconn *
+es_pg_connect(const char *conninfo, bool long_work)
+{
+    const es_pg_timeouts *t = es_pg_timeouts_get();
+    char connect[16], idle[16], interval[16], user[16], options[1024], theirs[768];
+    int statement = long_work ? 0 : t->statement_ms;
+    /* Before dbname: conninfo may override them.  options after it: ours
+     * and then conninfo's own, so a -c it gives wins over ours. */
+    const char *keys[] = {"connect_timeout", "keepalives", "keepalives_idle",
+                          "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+                          "dbname", "options", NULL};
+    const char *values[] = {connect, "1", idle, interval, "3", user, conninfo, options, NULL};
+
+    snprintf(connect, sizeof connect, "%d", t->connect_s);
+    snprintf(idle, sizeof idle, "%d", t->keepalive_s);
+    snprintf(interval, sizeof interval, "%d", t->keepalive_s / 3 > 0 ? t->keepalive_s / 3 : 1);
+    snprintf(user, sizeof user, "%d", t->user_timeout_ms);
+    own_options(conninfo, theirs, sizeof theirs);
+    snprintf(options, sizeof options, "-c statement_timeout=%d -c idle_in_transaction_session_timeout=%d%s%s",
+             statement, long_work ? 0 : t->idle_tx_ms, theirs[0] ? " " : "", theirs);
+    return PQconnectdbParams(keys, values, 1);
+}
+
+static long long
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool
+es_pg_wait(PGconn *c, int timeout_ms, bool *timed_out)
+{
+    long long deadline;
+    int flushed;
+
+    if (timed_out)
+        *timed_out = false;
+    if (timeout_ms < 0)
+        timeout_ms = es_pg_timeouts_get()->answer_ms;
+    deadline = -1;              /* read the clock only once a wait is needed */
+    for (;;) {
+        struct pollfd p = {.fd = PQsocket(c), .events = POLLIN};
+        long long left = -1;
+        int n;
+
+        if (PQstatus(c) != CONNECTION_OK || p.fd < 0)
+            return false;
+        if ((flushed = PQflush(c)) < 0)
+            return false;
+        if (flushed == 0 && !PQisBusy(c))
+            return true;
+        if (flushed == 1)
+            p.events |= POLLOUT;
+        if (timeout_ms > 0) {
+            if (deadline < 0)
+                deadline = now_ms() + timeout_ms;
+            if ((left = deadline - now_ms()) <= 0)
+                break;
+        }
+        n = poll(&p, 1, (int)left);
+        if (n < 0 && errno != EINTR)
+            return false;
+        if (n > 0 && (p.revents & (POLLIN | POLLERR | POLLHUP)) && PQconsumeInput(c) != 1)
+            return false;
+    }
+    /* No answer in time: the server may be stopped with its kernel still
+     * acknowledging.  Shut the socket, so libpq reports a lost
+     * connection at once on every later call. */
+    shutdown(PQsocket(c), SHUT_RDWR);
+    (void)PQconsumeInput(c);
+    if (timed_out)
+        *timed_out = true;
+    return false;
+}
+
+PGresult *
+es_pg_result(PGconn *c, int timeout_ms, bool *timed_out)
+{
+    (void)es_pg_wait(c, timeout_ms, timed_out);
+    /* after a failed wait this does not block: the socket is shut */
+    return PQgetResult(c);
+}
+
+PGresult *
+es_pg_last_result(PGconn *c, int timeout_ms, bool *timed_out)
+{
+    PGresult *last = NULL, *r;
+    bool late = false;
+
+    if (timed_out)
+        *timed_out = false;
+    while ((r = es_pg_result(c, timeout_ms, &late)) != NULL) {
+        ExecStatusType st = PQresultStatus(r);
+
+        if (last != NULL && PQresultStatus(last) == PGRES_FATAL_ERROR) {
+            PQclear(r);         /* an error is what the caller must see */
+        } else {
+            PQclear(last);
+            last = r;
+        }
+        if (timed_out && late)
+            *timed_out = true;
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH ||
+            PQstatus(c) == CONNECTION_BAD)
+            break;
+    }
+    if (timed_out && late)
+        *timed_out = true;
+    return last;
+}
+
+PGresult *
+es_pg_exec(PGconn *c, const char *sql, int nparams, const char *const *values, int timeout_ms,
+           bool *timed_out)
+{
+    if (timed_out)
+        *timed_out = false;
+    if (PQsendQueryParams(c, sql, nparams, NULL, values, NULL, NULL, 0) != 1)
+        return NULL;
+    return es_pg_last_result(c, timeout_ms, timed_out);
+}
