@@ -1331,9 +1331,9 @@ send_slots(es_store *s, slot *slots, size_t n, run_arrays *arrays, bool early)
     if (PQpipelineStatus(s->conn) == PQ_PIPELINE_OFF && s->row_mode_left) {
         /* a pipeline would run in the single-row mode a read left set
          * (libpq resets it only for a query sent outside one) */
-        PGresult *r = exec_sql(s, "");
-        bool ok = PQresultStatus(r) == PGRES_EMPTY_QUERY;
-        PQclear(r);
+        PGresult *empty = exec_sql(s, "");
+        bool ok = PQresultStatus(empty) == PGRES_EMPTY_QUERY;
+        PQclear(empty);
         if (!ok)
             goto lost;
     }
