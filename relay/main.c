@@ -60,6 +60,7 @@ typedef struct relay {
     char nats_shown[256];       /* nats_url without its password, for the log */
     int batch, poll_ms;
     int window_size;            /* publishes in flight at most */
+    long window_bytes;          /* and their bodies' bytes at most */
     int publish_wait_ms;        /* for each acknowledgement */
     natsConnection *nc;
     jsCtx *js;                  /* its acknowledgements go to window */
@@ -659,13 +660,15 @@ main(void)
     snprintf(r->wake_subject, sizeof r->wake_subject, "%s", es_env_str("ES_RELAY_WAKE_SUBJECT", "es.wake"));
     r->batch = atoi(es_env_str("ES_RELAY_BATCH", "500"));
     r->poll_ms = atoi(es_env_str("ES_RELAY_POLL_MS", "100"));
-    r->window_size = atoi(es_env_str("ES_RELAY_WINDOW", "256"));
+    r->window_size = atoi(es_env_str("ES_RELAY_WINDOW", "1024"));
+    r->window_bytes = atol(es_env_str("ES_RELAY_WINDOW_BYTES", "8388608"));
     r->publish_wait_ms = 5000;
-    if (r->batch < 1 || r->poll_ms < 1 || r->window_size < 1) {
-        es_log(ES_LOG_ERROR, "ES_RELAY_BATCH, ES_RELAY_POLL_MS and ES_RELAY_WINDOW must be positive");
+    if (r->batch < 1 || r->poll_ms < 1 || r->window_size < 1 || r->window_bytes < 1) {
+        es_log(ES_LOG_ERROR, "ES_RELAY_BATCH, ES_RELAY_POLL_MS, ES_RELAY_WINDOW and "
+               "ES_RELAY_WINDOW_BYTES must be positive");
         return 2;
     }
-    if (!rl_window_create(&r->window, (size_t)r->window_size)) {
+    if (!rl_window_create(&r->window, (size_t)r->window_size, (size_t)r->window_bytes)) {
         es_log(ES_LOG_ERROR, "out of memory for a window of %d publishes", r->window_size);
         return 1;
     }

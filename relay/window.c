@@ -29,6 +29,7 @@ typedef struct slot {
     const natsMsg *msg;         /* identity of the message in flight (nats.c owns it) */
     uint64_t seq;               /* the sequence it must get */
     int64_t sent_ms;
+    size_t bytes;               /* its body */
     slot_state state;
     rl_failure failure;         /* position, ids always; the rest once FAILED */
 } slot;
@@ -37,14 +38,17 @@ struct rl_window {
     pthread_mutex_t mu;
     pthread_cond_t settled;     /* the tail moved, or the window failed */
     slot *slots;
-    size_t size;
+    size_t size;                /* publishes in flight at most */
+    size_t max_bytes;           /* their bodies' bytes at most (but always one) */
+    size_t bytes;               /* in flight now */
     uint64_t head, tail;        /* slots sent, slots settled as acked (index n % size) */
     uint64_t next_seq;          /* the sequence the next publish must get */
     char prev_id[ES_UUID_LEN + 1];      /* the event sent last, "" after a reset */
     uint64_t acked_seq;         /* the stream's last sequence as acknowledged */
     es_position acked_pos;
     uint64_t acked_new;         /* acknowledged since rl_window_acked */
-    size_t wake_at;             /* the publisher waits for in-flight <= this */
+    bool waiting;               /* the relay's thread waits on settled for: */
+    size_t wake_at, wake_bytes; /* in flight <= wake_at and bytes <= wake_bytes */
     bool failed;                /* slots[tail] failed: nothing more is sent */
     bool published;             /* a publish went out (nats.c made its pending list) */
 };
@@ -59,7 +63,7 @@ now_ms(void)
 }
 
 bool
-rl_window_create(rl_window **out, size_t size)
+rl_window_create(rl_window **out, size_t size, size_t max_bytes)
 {
     rl_window *w;
     pthread_condattr_t ca;
@@ -72,6 +76,7 @@ rl_window_create(rl_window **out, size_t size)
         return false;
     }
     w->size = size;
+    w->max_bytes = max_bytes;
     pthread_mutex_init(&w->mu, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -103,7 +108,7 @@ rl_window_reset(rl_window *w, uint64_t seq, es_position after)
     w->acked_pos = after;
     w->acked_new = 0;
     w->failed = false;
-    w->wake_at = 0;
+    w->bytes = 0;
     pthread_mutex_unlock(&w->mu);
 }
 
@@ -112,8 +117,6 @@ rl_window_reset(rl_window *w, uint64_t seq, es_position after)
 static void
 advance(rl_window *w)
 {
-    size_t before = (size_t)(w->head - w->tail);
-
     while (w->tail < w->head) {
         slot *s = &w->slots[w->tail % w->size];
         if (s->state != SLOT_ACKED)
@@ -121,12 +124,25 @@ advance(rl_window *w)
         w->acked_seq = s->seq;
         w->acked_pos = s->failure.position;
         w->acked_new++;
+        w->bytes -= s->bytes;
         w->tail++;
     }
     if (w->tail < w->head && w->slots[w->tail % w->size].state == SLOT_FAILED)
         w->failed = true;
-    if (w->failed || (before > w->wake_at && (size_t)(w->head - w->tail) <= w->wake_at))
+    if (w->waiting && (w->failed || ((size_t)(w->head - w->tail) <= w->wake_at &&
+                                     w->bytes <= w->wake_bytes))) {
+        w->waiting = false;
         pthread_cond_broadcast(&w->settled);
+    }
+}
+
+/* Whether a message of len bytes may be sent now.  Under mu. */
+static bool
+room(const rl_window *w, size_t len)
+{
+    size_t n = (size_t)(w->head - w->tail);
+
+    return n == 0 || (n < w->size && w->bytes + len <= w->max_bytes);
 }
 
 static void
@@ -206,15 +222,19 @@ rl_window_publish(rl_window *w, jsCtx *js, natsMsg **m, const es_event *e, int w
     slot *s;
     uint64_t n;
 
+    size_t len = (size_t)natsMsg_GetDataLength(*m);
+
     pthread_mutex_lock(&w->mu);
-    while (!w->failed && w->head - w->tail >= w->size) {
+    while (!w->failed && !room(w, len)) {
         struct timespec until;
         /* full: wait until a quarter has drained, not for each ack */
         w->wake_at = w->size - (w->size / 4 > 0 ? w->size / 4 : 1);
+        w->wake_bytes = len < w->max_bytes ? w->max_bytes - len : 0;
+        w->waiting = true;
         if (!timed_out(w, wait_ms, &until))
             pthread_cond_timedwait(&w->settled, &w->mu, &until);
     }
-    w->wake_at = 0;
+    w->waiting = false;
     if (w->failed) {
         pthread_mutex_unlock(&w->mu);
         return false;
@@ -224,6 +244,8 @@ rl_window_publish(rl_window *w, jsCtx *js, natsMsg **m, const es_event *e, int w
     s->msg = *m;                /* before the publish: its ack may come first */
     s->seq = w->next_seq++;
     s->sent_ms = now_ms();
+    s->bytes = len;
+    w->bytes += len;
     s->state = SLOT_SENT;
     s->failure.position = e->position;
     snprintf(s->failure.event_id, sizeof s->failure.event_id, "%s", e->event_id);
@@ -272,9 +294,12 @@ rl_window_drain(rl_window *w, int wait_ms)
         if (w->tail == w->head || w->slots[w->tail % w->size].state == SLOT_FAILED)
             break;
         w->wake_at = 0;
+        w->wake_bytes = 0;
+        w->waiting = true;
         if (!timed_out(w, wait_ms, &until))
             pthread_cond_timedwait(&w->settled, &w->mu, &until);
     }
+    w->waiting = false;
     ok = w->tail == w->head;
     if (!ok)
         w->failed = true;
@@ -332,6 +357,7 @@ rl_window_abandon(rl_window *w, jsCtx *js)
     for (uint64_t n = w->tail; n < w->head; n++)
         w->slots[n % w->size].msg = NULL;
     w->head = w->tail;
+    w->bytes = 0;
     w->next_seq = w->acked_seq + 1;
     w->prev_id[0] = '\0';
     w->failed = false;

@@ -35,9 +35,10 @@ typedef struct rl_failure {
     char why[256];
 } rl_failure;
 
-/* A window of at most size publishes in flight; *out NULL on failure
- * (out of memory). */
-bool rl_window_create(rl_window **out, size_t size);
+/* A window of at most size publishes in flight, and at most max_bytes of
+ * their bodies (one message always goes, whatever its size); *out NULL
+ * on failure (out of memory). */
+bool rl_window_create(rl_window **out, size_t size, size_t max_bytes);
 /* Frees it; nothing may be in flight (rl_window_abandon first). */
 void rl_window_destroy(rl_window *w);
 
