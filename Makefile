@@ -77,7 +77,7 @@ SAGA_LIB_OBJ := $(filter-out $(BUILD)/saga/main.o,$(SAGA_SRC:%.c=$(BUILD)/%.o))
 SAGA_BIN  := $(if $(wildcard saga/main.c),$(BUILD)/es-saga)
 
 CLI       := $(BUILD)/esctl
-BENCH_BIN := $(BUILD)/bench_store $(BUILD)/bench_http $(BUILD)/bench_redis
+BENCH_BIN := $(BUILD)/bench_store $(BUILD)/bench_http $(BUILD)/bench_redis $(BUILD)/bench_relay
 
 FUZZ_DIR  := build/fuzz
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
@@ -142,6 +142,10 @@ $(BUILD)/bench_redis: $(BUILD)/tests/bench_redis.o
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
 $(BUILD)/bench_store: $(BUILD)/tests/bench_store.o $(LIB)
+	@echo "  LD    $@"
+	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
+
+$(BUILD)/bench_relay: $(BUILD)/tests/bench_relay.o $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
