@@ -58,6 +58,8 @@ CMD_SRC   := $(wildcard command/*.c)
 CMD_OBJ   := $(CMD_SRC:%.c=$(BUILD)/%.o)
 CMD_BIN   := $(BUILD)/es-command
 
+RELAY_SRC := $(wildcard relay/*.c)
+RELAY_OBJ := $(RELAY_SRC:%.c=$(BUILD)/%.o)
 RELAY_BIN := $(BUILD)/es-relay
 
 # The projections are shared by es-projector, es-query (key layout only),
@@ -75,7 +77,7 @@ SAGA_LIB_OBJ := $(filter-out $(BUILD)/saga/main.o,$(SAGA_SRC:%.c=$(BUILD)/%.o))
 SAGA_BIN  := $(if $(wildcard saga/main.c),$(BUILD)/es-saga)
 
 CLI       := $(BUILD)/esctl
-BENCH_BIN := $(BUILD)/bench_store $(BUILD)/bench_http $(BUILD)/bench_redis
+BENCH_BIN := $(BUILD)/bench_store $(BUILD)/bench_http $(BUILD)/bench_redis $(BUILD)/bench_relay
 
 FUZZ_DIR  := build/fuzz
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
@@ -88,7 +90,8 @@ all: $(LIB) $(CLI) $(CMD_BIN) $(RELAY_BIN) $(PROJ_BIN) $(QUERY_BIN) $(SAGA_BIN) 
     $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c $(wildcard events/*.h) $(wildcard command/*.h) $(wildcard projector/*.h) \
-    $(wildcard query/*.h) $(wildcard saga/*.h) $(wildcard cli/*.h) tests/harness.h
+    $(wildcard query/*.h) $(wildcard saga/*.h) $(wildcard cli/*.h) $(wildcard relay/*.h) \
+    tests/harness.h
 	@mkdir -p $(dir $@)
 	@echo "  CC    $<"
 	@$(CC) $(CFLAGS) $(INC_$(firstword $(subst /, ,$*))) $(PKG_CFLAGS) -c $< -o $@
@@ -102,7 +105,7 @@ $(CMD_BIN): $(CMD_OBJ) $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
-$(RELAY_BIN): $(BUILD)/relay/main.o $(LIB)
+$(RELAY_BIN): $(RELAY_OBJ) $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
@@ -139,6 +142,10 @@ $(BUILD)/bench_redis: $(BUILD)/tests/bench_redis.o
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
 $(BUILD)/bench_store: $(BUILD)/tests/bench_store.o $(LIB)
+	@echo "  LD    $@"
+	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
+
+$(BUILD)/bench_relay: $(BUILD)/tests/bench_relay.o $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 

@@ -6,9 +6,13 @@
  * - One active instance: a PostgreSQL session advisory lock, held on a
  *   connection of its own; a standby retries every second.
  * - Exactly once: every message carries Nats-Msg-Id = event id (dedup
- *   window 10 min) and is published with ExpectLastSeq = the sequence the
- *   relay last saw, so even two relays that both think they are active
- *   cannot reorder or duplicate the stream.
+ *   window 10 min) and is published with ExpectLastSeq = the sequence of
+ *   the message before it, so even two relays that both think they are
+ *   active cannot reorder or duplicate the stream.
+ * - Pipelined: up to ES_RELAY_WINDOW publishes are in flight at once
+ *   (window.c).  Each names the sequence it must follow, so the stream
+ *   only ever takes a prefix of what was sent; on any failure the relay
+ *   drops the rest and resumes as after a restart.
  * - Resume: the stream's last message carries the store position of its
  *   event (header Es-Position); the relay continues the feed after it.
  *   After a NATS crash that lost the stream's tail, the relay republishes
@@ -36,6 +40,7 @@
 #include "lock.h"
 #include "log.h"
 #include "store.h"
+#include "window.h"
 
 #define RELAY_LOCK_KEY 7316405522       /* advisory lock of the active relay */
 #define DEDUP_WINDOW_NS (600LL * 1000 * 1000 * 1000)
@@ -54,8 +59,12 @@ typedef struct relay {
     char conninfo[512], nats_url[256], stream[64], prefix[64], wake_subject[64];
     char nats_shown[256];       /* nats_url without its password, for the log */
     int batch, poll_ms;
+    int window_size;            /* publishes in flight at most */
+    long window_bytes;          /* and their bodies' bytes at most */
+    int publish_wait_ms;        /* for each acknowledgement */
     natsConnection *nc;
-    jsCtx *js;
+    jsCtx *js;                  /* its acknowledgements go to window */
+    rl_window *window;
     natsSubscription *wake_sub;
     es_lock *lock;
     es_store *store;
@@ -70,7 +79,7 @@ typedef struct relay {
     pthread_mutex_t problem_mu;
     relay_problem problem;
     char problem_why[400];
-    es_position failing;        /* the event publish() failed on last */
+    es_position failing;        /* the event a publish failed on last */
     int failures;               /* in a row, on that event */
     atomic_ullong publish_failures, repairs;
 } relay;
@@ -117,6 +126,8 @@ take_lock(relay *r)
     bool held;
 
     atomic_store(&r->pg_ok, es_lock_try(r->lock, &held, &err) == ES_OK);
+    if (!atomic_load(&r->pg_ok))
+        es_log(ES_LOG_DEBUG, "take_lock: %s", err.message);
     return held;
 }
 
@@ -126,6 +137,8 @@ still_locked(relay *r)
 {
     es_error err;
     bool ok = es_lock_check(r->lock, &err) == ES_OK;
+    if (!ok)
+        es_log(ES_LOG_DEBUG, "still_locked: %s", err.message);
 
     atomic_store(&r->pg_ok, ok);
     return ok;
@@ -267,6 +280,7 @@ resume(relay *r, uint64_t *seq, es_position *after)
     if (broken && !repair(r, *seq))
         return false;
     if (broken || *seq == 0) {
+        es_log(ES_LOG_DEBUG, "resuming at the start of %s", r->stream);
         *seq = 0;
         problem_clear(r, RELAY_NOT_A_COPY);
         return true;
@@ -300,6 +314,8 @@ resume(relay *r, uint64_t *seq, es_position *after)
         goto done;
     }
     problem_clear(r, RELAY_NOT_A_COPY);
+    es_log(ES_LOG_DEBUG, "resuming after message %" PRIu64 " of %s, event %s at position %s",
+           *seq, r->stream, id, pos);
     ok = true;
 done:
     natsMsg_Destroy(m);
@@ -321,46 +337,43 @@ token(char *out, size_t size, const char *in)
         snprintf(out, size, "_");
 }
 
-typedef enum { PUB_OK, PUB_RESYNC, PUB_FAIL } pub_result;
-
-/* Counts a failed publish of e; the same event failing STUCK_AFTER times
- * in a row stops the relay as RELAY_STUCK, with its position, until it
- * goes through (it is retried, never skipped). */
+/* Counts a failed publish of the event at position (text pos); the same
+ * event failing STUCK_AFTER times in a row stops the relay as
+ * RELAY_STUCK, with its position, until it goes through (it is retried,
+ * never skipped). */
 static void
-failed(relay *r, const es_event *e, const char *pos, const char *why, int jerr)
+failed(relay *r, const rl_failure *f)
 {
+    char pos[ES_POSITION_TEXT_MAX];
     bool same;
 
+    es_position_format(f->position, pos);
     atomic_fetch_add(&r->publish_failures, 1);
     pthread_mutex_lock(&r->problem_mu);
-    same = r->failing.txid == e->position.txid && r->failing.gpos == e->position.gpos;
-    r->failing = e->position;
+    same = r->failing.txid == f->position.txid && r->failing.gpos == f->position.gpos;
+    r->failing = f->position;
     r->failures = same ? r->failures + 1 : 1;
     same = r->failures >= STUCK_AFTER;
     pthread_mutex_unlock(&r->problem_mu);
     if (same)
         problem_set(r, RELAY_STUCK, "event %s at position %s (stream %s) could not be published "
                     "after %d tries: %s (%d); retrying it, nothing after it is published",
-                    e->event_id, pos, e->stream_id, STUCK_AFTER, why, jerr);
+                    f->event_id, pos, f->stream_id, STUCK_AFTER, f->why, (int)f->jerr);
     else
-        es_log(ES_LOG_WARNING, "could not publish event %s at position %s: %s (%d)", e->event_id,
-               pos, why, jerr);
+        es_log(ES_LOG_WARNING, "could not publish event %s at position %s: %s (%d)", f->event_id,
+               pos, f->why, (int)f->jerr);
 }
 
-static pub_result
-publish(relay *r, const es_event *e, uint64_t *seq, es_buf *body)
+/* The message of event e: subject <prefix>.<category>.<type>, body the
+ * event as the API shows it, header Es-Position (rl_window_publish adds
+ * Nats-Msg-Id and the expected last sequence).  NULL when out of memory. */
+static natsMsg *
+message(relay *r, const es_event *e, es_buf *body)
 {
     char subject[300], cat[80], type[120], pos[ES_POSITION_TEXT_MAX];
     const char *dash = strchr(e->stream_id, '-');
     natsMsg *m = NULL;
-    jsPubOptions opts;
-    jsPubAck *ack = NULL;
-    jsErrCode jerr = 0;
-    natsStatus s;
-    pub_result out = PUB_FAIL;
 
-    if (!es_nats_up(r->nc))            /* a publish would wait for its timeout */
-        return PUB_FAIL;
     snprintf(cat, sizeof cat, "%.*s", dash ? (int)(dash - e->stream_id) : 79, e->stream_id);
     token(cat, sizeof cat, cat);
     token(type, sizeof type, e->type);
@@ -369,28 +382,13 @@ publish(relay *r, const es_event *e, uint64_t *seq, es_buf *body)
     es_buf_reset(body);
     es_event_encode(body, e, true);
     if (es_buf_failed(body) ||
-        natsMsg_Create(&m, subject, NULL, body->data, (int)body->len) != NATS_OK ||
-        natsMsgHeader_Set(m, ES_POSITION_HEADER, pos) != NATS_OK)
-        goto done;
-    jsPubOptions_Init(&opts);
-    opts.MsgId = e->event_id;
-    opts.ExpectLastSeq = *seq;
-    s = js_PublishMsg(&ack, r->js, m, &opts, &jerr);
-    if (s == NATS_OK) {
-        if (!ack->Duplicate)
-            *seq = ack->Sequence;
-        else            /* published before, acknowledged now: stay in step */
-            *seq = ack->Sequence > *seq ? ack->Sequence : *seq;
-        out = PUB_OK;
-    } else if (jerr == JSStreamWrongLastSequenceErr) {
-        out = PUB_RESYNC;
-    } else {
-        failed(r, e, pos, natsStatus_GetText(s), (int)jerr);
+        natsMsg_Create(&m, subject, NULL, body->data, (int)body->len) != NATS_OK)
+        return NULL;
+    if (natsMsgHeader_Set(m, ES_POSITION_HEADER, pos) != NATS_OK) {
+        natsMsg_Destroy(m);
+        return NULL;
     }
-done:
-    jsPubAck_Destroy(ack);
-    natsMsg_Destroy(m);
-    return out;
+    return m;
 }
 
 /* False (after repairing it) when the stream lost messages; true when it
@@ -413,12 +411,57 @@ stream_whole(relay *r)
     return !broken;
 }
 
-/* Follows the feed while this relay holds the lock. */
+/* Counts what the window saw acknowledged: es_relay_published_total,
+ * es_relay_last_sequence; an event that goes through ends RELAY_STUCK. */
+static void
+progress(relay *r)
+{
+    es_position pos;
+    uint64_t seq, n = rl_window_acked(r->window, &seq, &pos);
+
+    if (n > 0) {
+        atomic_fetch_add(&r->published, n);
+        problem_clear(r, RELAY_STUCK);
+    }
+    atomic_store(&r->last_seq, seq);
+}
+
+/* After the window failed: its first failure is counted against its
+ * event (or only noted, when it means the stream's last sequence moved),
+ * and everything still in flight is dropped. */
+static void
+window_failed(relay *r)
+{
+    rl_failure f;
+    char pos[ES_POSITION_TEXT_MAX];
+
+    rl_window_drain(r->window, r->publish_wait_ms);     /* settles up to the first failure */
+    rl_window_failure(r->window, &f);
+    progress(r);
+    rl_window_abandon(r->window, r->js);
+    if (f.resync) {
+        es_position_format(f.position, pos);
+        es_log(ES_LOG_INFO, "event %s at position %s: %s; resuming from the stream's last message",
+               f.event_id, pos, f.why);
+    } else {
+        failed(r, &f);
+    }
+}
+
+/*
+ * Follows the feed while this relay holds the lock: reads a page after
+ * the last event sent, sends its events into the window (which waits
+ * while r->window_size are unacknowledged), and waits for every
+ * acknowledgement only when the page was not full (caught up) or
+ * something went wrong.  Any failure ends the call with nothing in
+ * flight; run() calls it again, and resume() finds where the stream
+ * really stands from its last message.
+ */
 static void
 follow(relay *r)
 {
     es_buf body = ES_BUF_INIT;
-    es_position after;
+    es_position after;          /* the last event sent */
     uint64_t seq;
     es_error err;
     time_t checked = time(NULL);
@@ -427,11 +470,13 @@ follow(relay *r)
         wait_wake(r, 1000);
         return;
     }
+    rl_window_reset(r->window, seq, after);
     atomic_store(&r->active, true);
     atomic_store(&r->last_seq, seq);
     while (!es_daemon_stopping()) {
         es_page *p = NULL;
-        size_t i;
+        size_t i, count;
+        bool nats_up = es_nats_up(r->nc);      /* else a publish waits for its timeout */
 
         if (es_store_read_feed(r->store, after, (size_t)r->batch, &p, &err) != ES_OK) {
             atomic_store(&r->pg_ok, false);
@@ -439,36 +484,46 @@ follow(relay *r)
             wait_wake(r, 1000);
             break;
         }
-        for (i = 0; i < p->count && !es_daemon_stopping(); i++) {
-            pub_result pr = publish(r, &p->events[i], &seq, &body);
-            if (pr != PUB_OK)
+        for (i = 0; nats_up && i < p->count && !es_daemon_stopping(); i++) {
+            natsMsg *m = message(r, &p->events[i], &body);
+            bool sent = m != NULL &&
+                        rl_window_publish(r->window, r->js, &m, &p->events[i], r->publish_wait_ms);
+
+            natsMsg_Destroy(m);         /* NULL once nats.c took it */
+            if (!sent)
                 break;
             after = p->events[i].position;
-            if (i == 0)
-                problem_clear(r, RELAY_STUCK);
-            atomic_fetch_add(&r->published, 1);
-            atomic_store(&r->last_seq, seq);
         }
-        if (i < p->count) {             /* resync or failure: start over */
-            es_page_destroy(p);
+        count = p->count;
+        es_page_destroy(p);
+        if (i < count && !es_daemon_stopping()) {
+            /* the window failed, NATS is down, or out of memory: start
+             * over (a publish that failed counts against its event) */
+            if (nats_up && !rl_window_drain(r->window, r->publish_wait_ms))
+                window_failed(r);
             wait_wake(r, 200);
             break;
         }
+        if (count < (size_t)r->batch && !rl_window_drain(r->window, r->publish_wait_ms)) {
+            window_failed(r);           /* caught up, but not everything went through */
+            wait_wake(r, 200);
+            break;
+        }
+        progress(r);
         /* once a second: the lock still ours, the stream still whole */
         if (time(NULL) != checked) {
             checked = time(NULL);
-            if (!still_locked(r) || !stream_whole(r)) {
-                es_page_destroy(p);
+            if (!still_locked(r) || !stream_whole(r))
                 break;
-            }
         }
-        if (p->count == 0) {
-            es_page_destroy(p);
+        if (count == 0)
             wait_wake(r, r->poll_ms);
-            continue;
-        }
-        es_page_destroy(p);
     }
+    /* stopping, or starting over: what is still in flight may or may not
+     * be stored; resume() will tell */
+    rl_window_drain(r->window, es_daemon_stopping() ? 1000 : 0);
+    progress(r);
+    rl_window_abandon(r->window, r->js);
     atomic_store(&r->active, false);
     es_buf_free(&body);
 }
@@ -476,14 +531,16 @@ follow(relay *r)
 /*
  * The relay's states, until the process stops:
  *
- *   standby --take_lock()--> resume() --publish()--> following
- *      ^                        ^                       |
- *      |  lock lost             |  wrong last sequence  | page empty:
- *      +------------------------+-----------------------+ wait for a wake
- *        (still_locked())         (follow() returns)      (es.wake) or poll
+ *   standby --take_lock()--> resume() --rl_window_publish()--> following
+ *      ^                        ^                                  |
+ *      |  lock lost             |  a publish in the window failed  | page empty:
+ *      +------------------------+----------------------------------+ wait for a wake
+ *        (still_locked())         (window_failed(), follow()         (es.wake) or poll
+ *                                  returns)
  *
  * A standby retries the lock every second; follow() publishes while the
- * lock holds and returns to start over on any doubt.
+ * lock holds and returns to start over on any doubt, with nothing left
+ * in flight.
  */
 static void
 run(relay *r)
@@ -587,6 +644,7 @@ main(void)
 {
     relay *r = &R;
     natsOptions *opts = NULL;
+    jsOptions jopts;
     const char *bind = es_env_str("ES_RELAY_BIND", "127.0.0.1");
     unsigned port = (unsigned)atoi(es_env_str("ES_RELAY_PORT", "8082"));
     es_daemon_server *health = NULL;
@@ -602,9 +660,17 @@ main(void)
     snprintf(r->wake_subject, sizeof r->wake_subject, "%s", es_env_str("ES_RELAY_WAKE_SUBJECT", "es.wake"));
     r->batch = atoi(es_env_str("ES_RELAY_BATCH", "500"));
     r->poll_ms = atoi(es_env_str("ES_RELAY_POLL_MS", "100"));
-    if (r->batch < 1 || r->poll_ms < 1) {
-        es_log(ES_LOG_ERROR, "ES_RELAY_BATCH and ES_RELAY_POLL_MS must be positive");
+    r->window_size = atoi(es_env_str("ES_RELAY_WINDOW", "1024"));
+    r->window_bytes = atol(es_env_str("ES_RELAY_WINDOW_BYTES", "8388608"));
+    r->publish_wait_ms = 5000;
+    if (r->batch < 1 || r->poll_ms < 1 || r->window_size < 1 || r->window_bytes < 1) {
+        es_log(ES_LOG_ERROR, "ES_RELAY_BATCH, ES_RELAY_POLL_MS, ES_RELAY_WINDOW and "
+               "ES_RELAY_WINDOW_BYTES must be positive");
         return 2;
+    }
+    if (!rl_window_create(&r->window, (size_t)r->window_size, (size_t)r->window_bytes)) {
+        es_log(ES_LOG_ERROR, "out of memory for a window of %d publishes", r->window_size);
+        return 1;
     }
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->problem_mu, NULL);
@@ -639,7 +705,10 @@ main(void)
             goto done;
         }
     }
-    if (natsConnection_JetStream(&r->js, r->nc, NULL) != NATS_OK ||
+    jsOptions_Init(&jopts);
+    jopts.PublishAsync.AckHandler = rl_window_on_ack;
+    jopts.PublishAsync.AckHandlerClosure = r->window;
+    if (natsConnection_JetStream(&r->js, r->nc, &jopts) != NATS_OK ||
         natsConnection_Subscribe(&r->wake_sub, r->nc, r->wake_subject, on_wake, r) != NATS_OK) {
         es_log(ES_LOG_ERROR, "could not set up JetStream on %s", r->nats_shown);
         goto done;
@@ -665,5 +734,6 @@ done:
     es_store_close(r->store);
     es_lock_destroy(r->lock);
     nats_Close();
+    rl_window_destroy(r->window);       /* no acknowledgement can come any more */
     return rc;
 }

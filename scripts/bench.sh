@@ -304,6 +304,93 @@ if want rebuild; then
     report rebuild "$best" events/s "$limit"
 fi
 
+# ---- relay -------------------------------------------------------------------
+
+# relay: es-relay copying a store of BENCH_RELAY_EVENTS events (1,000,000;
+# the standard workload) into an empty JetStream stream, beside its raw
+# limit nats_js_async: a plain client publishing the same messages
+# (subjects, bodies, headers) asynchronously, at most BENCH_RELAY_RAW_WINDOW
+# unacknowledged, every acknowledgement awaited.  Both are timed by the
+# stream's clock (first to last message stored); the best of BENCH_ROUNDS
+# rounds each.  Also printed: CPU per event of each process (es-relay or
+# the raw client, nats-server, PostgreSQL), for relay/README.md's "where
+# the time goes".  BENCH_RELAY_WINDOW sets ES_RELAY_WINDOW (default: the
+# relay's own).
+# CPU seconds (user + system) process $1 used so far; with "children",
+# also those of its children that ended (PostgreSQL's backends).
+relay_cpu_s() {
+    awk -v hz="$(getconf CLK_TCK)" -v kids="${2:-}" '{
+        t = $14 + $15; if (kids != "") t += $16 + $17; printf "%.2f", t / hz }' \
+        "/proc/$1/stat" 2>/dev/null || echo 0
+}
+# CPU seconds of the whole PostgreSQL server: the postmaster, the backends
+# it has (live), and those that ended.
+relay_pg_cpu_s() {
+    local pm kids=0 c
+    pm=$(head -n 1 "$ES_RUN_DIR/pg/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
+    for c in $(pgrep -P "$pm"); do kids=$(awk -v a="$kids" -v b="$(relay_cpu_s "$c")" 'BEGIN { print a + b }'); done
+    awk -v a="$kids" -v b="$(relay_cpu_s "$pm" children)" 'BEGIN { printf "%.2f", a + b }'
+}
+relay_us() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.1f", (b - a) * 1e6 / n }'; }
+
+if want relay || want nats_js_async; then
+    events=${BENCH_RELAY_EVENTS:-1000000}
+    raw_window=${BENCH_RELAY_RAW_WINDOW:-1024}
+    relay_stream=BENCH_RELAY raw_stream=BENCH_RELAY_RAW
+    fresh_db
+    load_log "$events" "'order-' || (n % 10000)" "n / 10000" \
+        "'{\"type\":\"OrderPlaced\",\"orderId\":\"o-' || n || '\",\"customerId\":\"c-' || (n % 1000)
+        || '\",\"items\":[{\"sku\":\"sku-' || (n % 500) || '\",\"qty\":2,\"price\":1999}],\"total\":3998,'
+        || '\"currency\":\"EUR\",\"shipTo\":{\"city\":\"Berlin\",\"zip\":\"10115\",\"country\":\"DE\"}}'"
+    nats_pid=$(cat "$ES_RUN_DIR/nats/nats.pid")
+    relay_pid=
+    trap 'if [ -n "$relay_pid" ]; then kill "$relay_pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+    best_raw=0 best=0 raw_cpu="" relay_cpu=""
+    for _ in $(seq 1 "$rounds"); do
+        n0=$(relay_cpu_s "$nats_pid")
+        out=$("$build/bench_relay" raw "$raw_stream" bench.raw "$events" "$raw_window")
+        n1=$(relay_cpu_s "$nats_pid")
+        r=$(field messages_per_s "$out")
+        if [ -z "$r" ]; then
+            echo "bench: bench_relay raw failed: $out" >&2
+            exit 1
+        fi
+        if [ "$(max "$best_raw" "$r")" != "$best_raw" ]; then
+            best_raw=$r
+            raw_cpu="client $(relay_us 0 "$(field cpu_s "$out")" "$events") us, nats-server $(relay_us "$n0" "$n1" "$events") us"
+        fi
+        "$build/bench_relay" delete "$relay_stream"
+        n0=$(relay_cpu_s "$nats_pid") p0=$(relay_pg_cpu_s)
+        ES_RELAY_STREAM=$relay_stream ES_RELAY_SUBJECT_PREFIX=bench.relay \
+            ES_RELAY_WAKE_SUBJECT=bench.relay.wake ES_RELAY_PORT=$((http_port + 5)) \
+            ${BENCH_RELAY_WINDOW:+ES_RELAY_WINDOW=$BENCH_RELAY_WINDOW} \
+            "$build/es-relay" >"$work/es-relay.log" 2>&1 &
+        relay_pid=$!
+        out=$("$build/bench_relay" wait "$relay_stream" "$events") || {
+            echo "bench: es-relay did not copy the store:" >&2
+            cat "$work/es-relay.log" >&2
+            exit 1
+        }
+        c=$(relay_cpu_s "$relay_pid") n1=$(relay_cpu_s "$nats_pid") p1=$(relay_pg_cpu_s)
+        kill "$relay_pid" 2>/dev/null || true
+        wait "$relay_pid" 2>/dev/null || true
+        relay_pid=
+        "$build/bench_relay" delete "$relay_stream"
+        v=$(field events_per_s "$out")
+        if [ "$(max "$best" "$v")" != "$best" ]; then
+            best=$v
+            relay_cpu="es-relay $(relay_us 0 "$c" "$events") us, nats-server $(relay_us "$n0" "$n1" "$events") us, postgres $(relay_us "$p0" "$p1" "$events") us"
+        fi
+    done
+    trap 'if [ -n "$cmd_pid" ]; then kill "$cmd_pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+    echo "# relay: es-relay copying $events events into an empty stream: $best events/s" \
+         "(window ${BENCH_RELAY_WINDOW:-default}); nats_js_async, the same messages from a plain" \
+         "client, window $raw_window: $best_raw messages/s (best of $rounds rounds each)"
+    echo "# relay CPU per event: $relay_cpu; nats_js_async CPU per message: $raw_cpu"
+    report relay "$best" events/s "$best_raw"
+    report nats_js_async "$best_raw" messages/s na
+fi
+
 # The whole system on ports of its own, against the bench database and a
 # JetStream stream of its own.
 bench_stream=BENCH

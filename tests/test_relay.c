@@ -16,6 +16,7 @@
 #include "store.h"
 
 static th_daemon relays[2];
+static th_daemon own;           /* a relay a test starts on a database of its own */
 static char stream_name[64], prefix[64], envs[5][700];
 
 static bool
@@ -241,6 +242,240 @@ START_TEST(an_event_at_the_size_limit_is_published)
 }
 END_TEST
 
+/* ---- the pipeline: a relay of its own on a database of its own ---------- */
+
+/* Starts a relay copying the feed of the database at conninfo into
+ * stream (subjects <prefix>.events.>). */
+static void
+start_relay(th_daemon *d, const char *conninfo, const char *stream, const char *pfx)
+{
+    static char e[4][700];
+    const char *env[] = {e[0], e[1], e[2], e[3], "ES_RELAY_POLL_MS=20", NULL};
+
+    snprintf(e[0], sizeof e[0], "ES_PG_CONNINFO=%s", conninfo);
+    snprintf(e[1], sizeof e[1], "ES_NATS_URL=%s", getenv("ES_NATS_URL"));
+    snprintf(e[2], sizeof e[2], "ES_RELAY_STREAM=%s", stream);
+    snprintf(e[3], sizeof e[3], "ES_RELAY_SUBJECT_PREFIX=%s.events", pfx);
+    th_daemon_start(d, "es-relay", "ES_RELAY_PORT", env);
+}
+
+/* A stream name and subject prefix no other run uses. */
+static void
+unique_stream(char *stream, size_t ssize, char *pfx, size_t psize)
+{
+    th_unique(stream, ssize, "P");
+    for (char *c = stream; *c; c++)
+        if (*c == '-')
+            *c = '_';
+    th_unique(pfx, psize, "p");
+}
+
+/* Appends n small events to the database at conninfo, 100 per append
+ * (a backlog in a few hundred round trips). */
+static void
+append_backlog(const char *conninfo, const char *tag, int n)
+{
+    static char data[100][48];
+    es_new_event ev[100];
+    es_store *s;
+    es_error err;
+
+    ck_assert_int_eq(es_store_open(&s, conninfo, &err), ES_OK);
+    for (int i = 0; i < n; i += 100) {
+        size_t k = n - i < 100 ? (size_t)(n - i) : 100;
+        char stream[80];
+        es_append_req req = {stream, ES_EXPECT_ANY, ev, k};
+        es_append_result res;
+
+        snprintf(stream, sizeof stream, "relay%s-%d", tag, (i / 100) % 50);
+        for (size_t j = 0; j < k; j++) {
+            snprintf(data[j], sizeof data[j], "{\"i\":%d}", i + (int)j);
+            ev[j] = (es_new_event){NULL, "Relayed", 1, data[j], NULL};
+        }
+        ck_assert_int_eq(es_store_append(s, &req, &res), ES_OK);
+    }
+    es_store_close(s);
+}
+
+static uint64_t
+last_of(jsCtx *js, const char *stream)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    uint64_t last = 0;
+
+    if (js_GetStreamInfo(&si, js, stream, NULL, &jerr) == NATS_OK) {
+        last = si->State.LastSeq;
+        jsStreamInfo_Destroy(si);
+    }
+    return last;
+}
+
+/*
+ * The relay keeps a window of publishes in flight.  Killed with SIGKILL
+ * in the middle of a large backlog, again and again, each time with
+ * publishes sent and not yet acknowledged: every restart resumes from
+ * the stream's last message, and in the end message n is still the
+ * feed's n-th event, none missing, none twice.
+ */
+START_TEST(killed_mid_pipeline_the_stream_stays_the_feed)
+{
+    enum { EVENTS = 20000, KILLS = 5 };
+    char db[64], conninfo[700], stream[64], pfx[64];
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    th_daemon *d = &own;
+    int before_the_end = 0;
+
+    th_db_create(db, sizeof db, conninfo, sizeof conninfo);
+    unique_stream(stream, sizeof stream, pfx, sizeof pfx);
+    append_backlog(conninfo, "k", EVENTS);
+    ck_assert_int_eq(natsConnection_ConnectTo(&nc, getenv("ES_NATS_URL")), NATS_OK);
+    ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    for (int k = 1; k <= KILLS; k++) {
+        uint64_t at = (uint64_t)EVENTS * (uint64_t)k / (KILLS + 1);
+
+        start_relay(d, conninfo, stream, pfx);
+        /* kill it once the stream passes the k-th mark, mid-flight */
+        for (int i = 0; i < 120000 && last_of(js, stream) < at; i++)
+            usleep(500);
+        th_daemon_kill(d);
+        if (last_of(js, stream) < EVENTS)
+            before_the_end++;
+    }
+    start_relay(d, conninfo, stream, pfx);
+    th_assert_stream_is_feed(conninfo, stream);
+    ck_assert_int_eq(th_daemon_stop(d), 0);
+    /* not a condition (it depends on the machine's speed), a note on
+     * what the test exercised */
+    fprintf(stderr, "killed_mid_pipeline: %d of %d kills came before the stream had every "
+            "event\n", before_the_end, KILLS);
+    th_stream_delete(stream);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    th_db_drop(db);
+}
+END_TEST
+
+/* The relay's /readyz status, its body in body. */
+static int
+readyz(const th_daemon *d, char *body, size_t size)
+{
+    th_response r;
+    int st = th_http(d->port, "GET", "/readyz", NULL, NULL, &r);
+
+    snprintf(body, size, "%s", r.body ? r.body : "");
+    th_response_free(&r);
+    return st;
+}
+
+/*
+ * An event the stream refuses in the middle of a window (here: bigger
+ * than the stream's largest message) makes every later publish of the
+ * window fail too, each expecting the sequence before it: the stream
+ * ends exactly before that event, never after a gap.  The relay tries it
+ * again from the stream's last message, reports publish_stuck after five
+ * tries, and once the stream takes it, publishes the rest, so that the
+ * stream is the feed.
+ */
+START_TEST(an_event_refused_mid_window_stops_the_relay_exactly_there)
+{
+    enum { BEFORE = 300, AFTER = 300 };
+    static char big[4096];
+    char db[64], conninfo[700], stream[64], pfx[64], subjects[80], body[2048];
+    const char *subj[1] = {subjects};
+    es_new_event e = {NULL, "Big", 1, big, NULL};
+    es_append_req req = {"relaybig-1", ES_EXPECT_ANY, &e, 1};
+    es_append_result res;
+    es_position at = {0, 0};
+    char big_id[ES_UUID_LEN + 1] = "", want[ES_POSITION_TEXT_MAX];
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsStreamConfig cfg;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsMsg *m = NULL;
+    const char *hp = NULL;
+    es_store *s;
+    es_error err;
+    es_page *p;
+    th_daemon *d = &own;
+    size_t b;
+    int st = 0;
+
+    th_db_create(db, sizeof db, conninfo, sizeof conninfo);
+    unique_stream(stream, sizeof stream, pfx, sizeof pfx);
+    ck_assert_int_eq(natsConnection_ConnectTo(&nc, getenv("ES_NATS_URL")), NATS_OK);
+    ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    /* the stream as the relay makes it, but with messages of 2 KB at most */
+    snprintf(subjects, sizeof subjects, "%s.events.>", pfx);
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = stream;
+    cfg.Subjects = subj;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = js_FileStorage;
+    cfg.Duplicates = 600LL * 1000 * 1000 * 1000;
+    cfg.MaxMsgSize = 2048;
+    ck_assert_int_eq(js_AddStream(&si, js, &cfg, NULL, &jerr), NATS_OK);
+    jsStreamInfo_Destroy(si);
+    si = NULL;
+
+    /* 300 events, one of 3 KB, 300 more: one page, one window */
+    append_backlog(conninfo, "m", BEFORE);
+    memcpy(big, "{\"a\":\"", 6);
+    memset(big + 6, 'x', 3000);
+    memcpy(big + 3006, "\"}", 3);
+    ck_assert_int_eq(es_store_open(&s, conninfo, &err), ES_OK);
+    ck_assert_int_eq(es_store_append(s, &req, &res), ES_OK);
+    append_backlog(conninfo, "n", AFTER);
+    /* where it is in the feed (the database may hold events of its own
+     * before the backlog) */
+    ck_assert_int_eq(es_store_read_feed(s, at, 2 * (BEFORE + AFTER), &p, &err), ES_OK);
+    for (b = 0; b < p->count && strcmp(p->events[b].stream_id, "relaybig-1") != 0; b++)
+        ;
+    ck_assert_uint_ge(b, BEFORE);
+    ck_assert_uint_lt(b, p->count);
+    snprintf(big_id, sizeof big_id, "%s", p->events[b].event_id);
+    es_position_format(p->events[b - 1].position, want);
+    es_page_destroy(p);
+
+    start_relay(d, conninfo, stream, pfx);
+    /* (a relay not yet past its first lock is not ready either) */
+    for (int i = 0; i < 300 && (st != 503 || !strstr(body, "publish_stuck")); i++) {
+        usleep(100 * 1000);
+        st = readyz(d, body, sizeof body);
+    }
+    ck_assert_int_eq(st, 503);
+    ck_assert_msg(strstr(body, "publish_stuck") != NULL && strstr(body, big_id) != NULL,
+                  "not stuck on event %s: %s", big_id, body);
+    /* the stream ends with the event before it: nothing after a gap */
+    ck_assert_uint_eq(last_of(js, stream), b);
+    ck_assert_int_eq(js_GetMsg(&m, js, stream, b, NULL, &jerr), NATS_OK);
+    ck_assert_int_eq(natsMsgHeader_Get(m, "Es-Position", &hp), NATS_OK);
+    ck_assert_str_eq(hp, want);
+    natsMsg_Destroy(m);
+    usleep(500 * 1000);
+    ck_assert_uint_eq(last_of(js, stream), b);
+
+    /* the stream takes it now: the relay goes on, the stream is the feed */
+    cfg.MaxMsgSize = -1;
+    ck_assert_int_eq(js_UpdateStream(&si, js, &cfg, NULL, &jerr), NATS_OK);
+    jsStreamInfo_Destroy(si);
+    th_assert_stream_is_feed(conninfo, stream);
+    for (int i = 0; i < 50 && st != 200; i++) {
+        usleep(100 * 1000);
+        st = readyz(d, body, sizeof body);
+    }
+    ck_assert_int_eq(st, 200);
+    ck_assert_int_eq(th_daemon_stop(d), 0);
+    th_stream_delete(stream);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    es_store_close(s);
+    th_db_drop(db);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -265,6 +500,8 @@ main(void)
     tcase_add_test(tc, a_foreign_message_stops_the_relay_and_is_never_followed);
     tcase_add_test(tc, a_purged_stream_is_republished_from_the_store);
     tcase_add_test(tc, an_event_at_the_size_limit_is_published);
+    tcase_add_test(tc, killed_mid_pipeline_the_stream_stays_the_feed);
+    tcase_add_test(tc, an_event_refused_mid_window_stops_the_relay_exactly_there);
     suite_add_tcase(su, tc);
     rc = th_run_nofork(su);     /* the test kills a daemon it owns */
     rc |= th_daemon_stop(&relays[0]);
