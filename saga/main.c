@@ -79,7 +79,7 @@ poke(void)
 static void *
 worker_main(void *arg)
 {
-    sg_worker w = {&C, &C, NULL, NULL};
+    sg_worker w = {.cfg = &C, .counters = &C};
     es_error err;
 
     (void)arg;
@@ -201,6 +201,18 @@ metrics(void *ctx, es_buf *out)
             "failed steps and compensations scheduled to be tried again", &C.retries);
     counter(out, "es_saga_dead_letters_total", "sagas moved to the dead letters",
             &C.dead_letters);
+    counter(out, "es_saga_claims_lost_total",
+            "runs cut short because another worker had claimed the saga", &C.claims_lost);
+    es_buf_printf(out, "# HELP es_saga_phase_calls_total calls of each phase of the workers' "
+                       "runs\n# TYPE es_saga_phase_calls_total counter\n");
+    for (int i = 0; i < SG_PHASES; i++)
+        es_buf_printf(out, "es_saga_phase_calls_total{phase=\"%s\"} %llu\n", sg_phase_name(i),
+                      (unsigned long long)atomic_load(&C.phase_calls[i]));
+    es_buf_printf(out, "# HELP es_saga_phase_seconds_total time the workers spent in each "
+                       "phase\n# TYPE es_saga_phase_seconds_total counter\n");
+    for (int i = 0; i < SG_PHASES; i++)
+        es_buf_printf(out, "es_saga_phase_seconds_total{phase=\"%s\"} %.6f\n", sg_phase_name(i),
+                      (double)atomic_load(&C.phase_ns[i]) / 1e9);
     es_buf_printf(out, "# HELP es_saga_intake_sequence stream sequence of the last event the "
                        "intake recorded\n# TYPE es_saga_intake_sequence gauge\n"
                        "es_saga_intake_sequence %llu\n",
@@ -241,6 +253,7 @@ daemon_main(void)
     C.retry_max_ms = (int)es_env_long("es-saga", "ES_SAGA_RETRY_MAX_MS", 10000, 1, 3600000);
     C.max_failures = (int)es_env_long("es-saga", "ES_SAGA_MAX_FAILURES", 5, 1, 1000);
     C.compensation_refusals = (int)es_env_long("es-saga", "ES_SAGA_COMPENSATION_REFUSALS", 20, 1, 100000);
+    C.lease_ms = (int)es_env_long("es-saga", "ES_SAGA_CLAIM_MS", 15000, 100, 3600000);
     snprintf(C.subject_prefix, sizeof C.subject_prefix, "%s", es_env_str("ES_COMMAND_SUBJECT_PREFIX", "cmd"));
     for (i = 0; i < 2; i++) {
         if (sg_gateway_create(&C.gateways[C.ngateways], names[i], &err) != ES_OK) {
