@@ -1091,8 +1091,10 @@ sg_work_once(sg_worker *w, bool *did, es_error *err)
         return err->status;
     }
     timed(w, SG_PH_CLAIM, t0);
-    if (!found)
+    if (!found) {
+        atomic_fetch_add(&w->counters->claims_empty, 1);
         return ES_OK;
+    }
     *did = true;
     /* counted from before the claim was made: it holds at least that long */
     w->held_until = t0 / 1000000 + w->cfg->lease_ms;

@@ -36,6 +36,7 @@ typedef struct sg_config {
     /* counters for /metrics */
     atomic_ullong started, completed, compensated, failed, steps, retries, dead_letters;
     atomic_ullong claims_lost;  /* runs cut short: another worker holds the saga now */
+    atomic_ullong claims_empty; /* claims that found nothing due */
     /* where a worker's time goes, per phase: calls and nanoseconds */
     atomic_ullong phase_calls[8], phase_ns[8];
 } sg_config;

@@ -25,13 +25,16 @@
 #include "log.h"
 #include "store.h"
 
-#define WORKERS_MAX 32
+#define WORKERS_MAX 128
+#define NAP_MIN_MS 20
 
 static sg_config C;
 static atomic_bool stop;            /* C.stop: engine.c reads it */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static unsigned wake_gen;
+static int tickets;                 /* workers to wake for new work, under mu */
+static int nworkers;
 static es_jetstream js;
 static atomic_ullong intake_seq;
 static atomic_bool intake_ok;
@@ -67,6 +70,37 @@ gen_now(void)
     return g;
 }
 
+/* Wakes up to n napping workers (new work), not all of them: the others
+ * would only claim nothing.  A worker busy meanwhile takes a ticket at its
+ * next nap and looks again at once. */
+static void
+wake_workers(int n)
+{
+    pthread_mutex_lock(&mu);
+    tickets = tickets + n < nworkers ? tickets + n : nworkers;
+    pthread_cond_broadcast(&wake);
+    pthread_mutex_unlock(&mu);
+}
+
+/* A worker's nap: up to ms, until a ticket (new work) or stopping. */
+static void
+worker_nap(int ms)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += (long)ms * 1000000L;
+    until.tv_sec += until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    pthread_mutex_lock(&mu);
+    while (tickets == 0 && !atomic_load(&stop))
+        if (pthread_cond_timedwait(&wake, &mu, &until) == ETIMEDOUT)
+            break;
+    if (tickets > 0)
+        tickets--;
+    pthread_mutex_unlock(&mu);
+}
+
 static void
 poke(void)
 {
@@ -88,17 +122,18 @@ worker_main(void *arg)
         return NULL;
     }
     while (!atomic_load(&stop)) {
-        unsigned seen;
         bool did;
 
-        pthread_mutex_lock(&mu);
-        seen = wake_gen;
-        pthread_mutex_unlock(&mu);
         if (sg_work_once(&w, &did, &err) != ES_OK) {
             es_log(ES_LOG_WARNING, "%s", err.message);
-            nap(1000, seen);
+            worker_nap(1000);
         } else if (!did) {
-            nap(sg_next_due_ms(&w, 200), seen);
+            /* Nothing due that no one holds: sleep until the next due time
+             * or new work, and at least NAP_MIN_MS, since what is due now
+             * is being claimed by others (a loop would only claim
+             * nothing). */
+            int ms = sg_next_due_ms(&w, 200);
+            worker_nap(ms < NAP_MIN_MS ? NAP_MIN_MS : ms);
         }
     }
     if (w.pg)
@@ -160,7 +195,7 @@ intake_main(void *arg)
         es_feed_batch_free(&b);
         atomic_store(&intake_seq, seq);
         if (woken > 0)
-            poke();
+            wake_workers(woken);
     }
     if (sub)
         es_jetstream_unsubscribe(&js, sub);
@@ -201,6 +236,8 @@ metrics(void *ctx, es_buf *out)
             "failed steps and compensations scheduled to be tried again", &C.retries);
     counter(out, "es_saga_dead_letters_total", "sagas moved to the dead letters",
             &C.dead_letters);
+    counter(out, "es_saga_claims_empty_total", "claims of the workers that found nothing due",
+            &C.claims_empty);
     counter(out, "es_saga_claims_lost_total",
             "runs cut short because another worker had claimed the saga", &C.claims_lost);
     es_buf_printf(out, "# HELP es_saga_phase_calls_total calls of each phase of the workers' "
@@ -241,13 +278,14 @@ daemon_main(void)
     unsigned port = (unsigned)es_env_long("es-saga", "ES_SAGA_PORT", 8084, 1, 65535);
     es_daemon_server *health = NULL;
     es_auth *auth = NULL;
-    int nworkers = (int)es_env_long("es-saga", "ES_SAGA_WORKERS", 4, 1, WORKERS_MAX);
+    int i, rc = 1;
     pthread_t workers[WORKERS_MAX], intake;
     const char *names[] = {"notification", "email"};
     es_error err;
     natsOptions *opts = NULL;
-    int i, rc = 1;
     bool threads = false;
+
+    nworkers = (int)es_env_long("es-saga", "ES_SAGA_WORKERS", 32, 1, WORKERS_MAX);
 
     C.retry_base_ms = (int)es_env_long("es-saga", "ES_SAGA_RETRY_BASE_MS", 200, 1, 600000);
     C.retry_max_ms = (int)es_env_long("es-saga", "ES_SAGA_RETRY_MAX_MS", 10000, 1, 3600000);

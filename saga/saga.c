@@ -323,8 +323,10 @@ sg_work_next_due_ms(PGconn *pg, int max_ms)
 
     if (pg == NULL || PQstatus(pg) != CONNECTION_OK)
         return max_ms;
-    r = run(pg, "SELECT (extract(epoch FROM min(due_at) - now()) * 1000)::bigint "
-                "FROM es_saga_work", 0, NULL);
+    /* a claimed row is not due before its claim runs out: counting it would
+     * make every idle worker poll in a loop while the sagas run */
+    r = run(pg, "SELECT (extract(epoch FROM min(greatest(due_at, claimed_until)) - now()) "
+                "* 1000)::bigint FROM es_saga_work", 0, NULL);
     if (r && !PQgetisnull(r, 0, 0)) {
         long long v = atoll(PQgetvalue(r, 0, 0));
         ms = v < 0 ? 0 : v < max_ms ? (int)v : max_ms;
