@@ -665,7 +665,7 @@ START_TEST(two_managers_with_a_short_claim_send_each_notification_once)
     char *users[USERS];
     const char *claim = "ES_SAGA_CLAIM_MS=300";
     const char *latency = "ES_GATEWAY_NOTIFICATION_LATENCY_MS=1500";
-    th_daemon other;
+    static th_daemon other;     /* the harness stops it at exit if a check fails */
 
     snprintf(path, sizeof path, "%s/saga-gateway-%s.jsonl", getenv("ES_TEST_BUILD"), tag);
     unlink(path);
