@@ -182,6 +182,7 @@ typedef struct move {
     const char *to;             /* "confirmed", "cancelled", "failed" */
     const char *event;
     const char *refusal;        /* error code when the order is not pending */
+    const char *confirmed_refusal;  /* when it is confirmed, if not refusal */
 } move;
 
 /*
@@ -208,7 +209,11 @@ decide_move(cmd_env *env, void *ctx, const agg *g, cmd_event *evs, size_t *n, cm
     if (strcmp(status, m->to) == 0)
         return;                     /* done already */
     if (strcmp(status, "pending") != 0) {
-        cmd_fail(out, ES_ERULE, m->refusal, "order_id", "order %s is %s", m->order_id, status);
+        /* a failure of a confirmed order is not "not pending": whoever
+         * undoes an order must not count a confirmed one as undone */
+        const char *code = m->confirmed_refusal && strcmp(status, "confirmed") == 0
+                               ? m->confirmed_refusal : m->refusal;
+        cmd_fail(out, ES_ERULE, code, "order_id", "order %s is %s", m->order_id, status);
         return;
     }
     evs[0] = (cmd_event){m->event, json_pack("{s:s}", "order_id", m->order_id)};
@@ -235,7 +240,7 @@ run_move(cmd_env *env, const char *command_id, json_t *in, move *m, cmd_out *out
 void
 order_confirm(cmd_env *env, const char *command_id, bool fresh, json_t *in, cmd_out *out)
 {
-    move m = {NULL, NULL, "confirmed", "OrderConfirmed", "order_not_pending"};
+    move m = {NULL, NULL, "confirmed", "OrderConfirmed", "order_not_pending", NULL};
 
     (void)fresh;
     run_move(env, command_id, in, &m, out);
@@ -244,7 +249,7 @@ order_confirm(cmd_env *env, const char *command_id, bool fresh, json_t *in, cmd_
 void
 order_cancel(cmd_env *env, const char *command_id, bool fresh, json_t *in, cmd_out *out)
 {
-    move m = {NULL, NULL, "cancelled", "OrderCancelled", "order_not_cancellable"};
+    move m = {NULL, NULL, "cancelled", "OrderCancelled", "order_not_cancellable", NULL};
 
     (void)fresh;
     run_move(env, command_id, in, &m, out);
@@ -253,7 +258,7 @@ order_cancel(cmd_env *env, const char *command_id, bool fresh, json_t *in, cmd_o
 void
 order_fail(cmd_env *env, const char *command_id, bool fresh, json_t *in, cmd_out *out)
 {
-    move m = {NULL, NULL, "failed", "OrderFailed", "order_not_pending"};
+    move m = {NULL, NULL, "failed", "OrderFailed", "order_not_pending", "order_confirmed"};
 
     (void)fresh;
     run_move(env, command_id, in, &m, out);

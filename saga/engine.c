@@ -28,7 +28,11 @@
 #include "uuid.h"
 
 #define ACTIONS_MAX 64              /* per claim, then the row is released */
-#define SG_LEASE_MS 15000           /* a claim's hold on a saga, if its worker dies */
+/* What a claim must still hold beyond a call's own bound: the time to
+ * record the call's outcome (at least CLAIM_MARGIN_MIN_MS, else a third
+ * of the lease). */
+#define CLAIM_MARGIN_MIN_MS 1000
+#define UNDO_TIMEOUT_MS 5000        /* a compensation's answer */
 
 enum { S_NONE, S_RUNNING, S_OK, S_RETRY, S_FAILED };
 
@@ -61,6 +65,35 @@ typedef struct saga {
 } saga;
 
 enum { ACT_AGAIN, ACT_WAIT, ACT_DONE, ACT_DEAD };
+
+static const char *const phase_names[SG_PHASES] = {
+    [SG_PH_CLAIM] = "claim", [SG_PH_STREAM] = "stream_read", [SG_PH_INBOX] = "inbox_read",
+    [SG_PH_APPEND] = "append", [SG_PH_COMMAND] = "command", [SG_PH_GATEWAY] = "gateway",
+    [SG_PH_RENEW] = "renew", [SG_PH_RELEASE] = "release",
+};
+
+const char *
+sg_phase_name(int phase)
+{
+    return phase >= 0 && phase < SG_PHASES ? phase_names[phase] : "unknown";
+}
+
+static int64_t
+mono_ns(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* Counts a call of phase that began at t0 (mono_ns). */
+static void
+timed(sg_worker *w, int phase, int64_t t0)
+{
+    atomic_fetch_add(&w->counters->phase_calls[phase], 1);
+    atomic_fetch_add(&w->counters->phase_ns[phase], (unsigned long long)(mono_ns() - t0));
+}
 
 int64_t
 sg_now_ms(void)
@@ -173,10 +206,13 @@ saga_free(saga *s)
     memset(s, 0, sizeof *s);
 }
 
+/* Reads the saga's stream and, if anything was ever delivered to it
+ * (inbox), its inbox. */
 static es_status
-load(sg_worker *w, const char *saga_id, const sg_flow *flow, saga *s, es_error *err)
+load(sg_worker *w, const char *saga_id, const sg_flow *flow, bool inbox, saga *s, es_error *err)
 {
-    int64_t from = 0;
+    int64_t from = 0, t0 = mono_ns();
+    es_status st;
 
     memset(s, 0, sizeof *s);
     snprintf(s->id, sizeof s->id, "%s", saga_id);
@@ -188,9 +224,10 @@ load(sg_worker *w, const char *saga_id, const sg_flow *flow, saga *s, es_error *
     s->pending = json_array();
     for (;;) {
         es_page *p = NULL;
-        es_status st = es_store_read_stream(w->store, s->stream, from, 500, ES_FORWARD, &p, err);
         size_t k;
         bool more;
+
+        st = es_store_read_stream(w->store, s->stream, from, 500, ES_FORWARD, &p, err);
 
         if (st == ES_ENOTFOUND)
             break;
@@ -209,9 +246,15 @@ load(sg_worker *w, const char *saga_id, const sg_flow *flow, saga *s, es_error *
         if (!more)
             break;
     }
+    timed(w, SG_PH_STREAM, t0);
+    if (!inbox)
+        return ES_OK;           /* nothing was ever delivered: the inbox is empty */
     json_decref(s->inbox);
     s->inbox = NULL;
-    return sg_inbox_read(w->pg, saga_id, &s->inbox, err);
+    t0 = mono_ns();
+    st = sg_inbox_read(w->pg, saga_id, &s->inbox, err);
+    timed(w, SG_PH_INBOX, t0);
+    return st;
 }
 
 /* The first inbox event of type, or NULL. */
@@ -249,9 +292,47 @@ emit(sg_worker *w, saga *s, const char *type, json_t *data, es_error *err)
     return ES_OK;
 }
 
-/* Writes the decided events with the stream's exact expected version.
- * ES_ECONFLICT: someone else moved the saga; reload (nothing was acted
- * on yet). */
+/*
+ * Makes sure the worker's claim on the saga holds for bound_ms more and
+ * the time to record what happens in them: if the claim may end sooner
+ * (counted from before it was last made or renewed, on this process's
+ * monotonic clock), it is renewed, fenced by its token.  Nothing is
+ * recorded or sent without it, so once another worker has claimed the
+ * saga (the claim ran out) this one neither records nor sends again:
+ * ES_ECONFLICT (claim_lost) with w->lost set.
+ */
+static es_status
+hold(sg_worker *w, int64_t bound_ms, es_error *err)
+{
+    int64_t margin = w->cfg->lease_ms / 3 > CLAIM_MARGIN_MIN_MS ? w->cfg->lease_ms / 3
+                                                                : CLAIM_MARGIN_MIN_MS;
+    int64_t need = bound_ms + margin, t0 = mono_ns();
+    es_status st;
+    bool held;
+
+    if (w->lost)
+        return es_error_set(err, ES_ECONFLICT, "claim_lost", NULL,
+                            "the claim on %s is another worker's now", w->saga_id);
+    if (w->saga_id == NULL || t0 / 1000000 + need <= w->held_until)
+        return ES_OK;
+    st = sg_work_renew(w->pg, w->saga_id, w->claim, sizeof w->claim, need + w->cfg->lease_ms,
+                       &held, err);
+    timed(w, SG_PH_RENEW, t0);
+    if (st != ES_OK)
+        return st;
+    if (!held) {
+        w->lost = true;
+        atomic_fetch_add(&w->counters->claims_lost, 1);
+        return es_error_set(err, ES_ECONFLICT, "claim_lost", NULL,
+                            "the claim on %s ran out and another worker took it", w->saga_id);
+    }
+    w->held_until = t0 / 1000000 + need + w->cfg->lease_ms;
+    return ES_OK;
+}
+
+/* Writes the decided events with the stream's exact expected version,
+ * while the claim holds.  ES_ECONFLICT: someone else moved the saga;
+ * reload (nothing was acted on yet); or the claim was lost (w->lost). */
 static es_status
 flush(sg_worker *w, saga *s, es_error *err)
 {
@@ -262,7 +343,10 @@ flush(sg_worker *w, saga *s, es_error *err)
     es_append_result res;
     const char *corr = json_string_value(json_object_get(s->ctx, s->flow->id_field));
     es_status st = ES_OK;
+    int64_t t0;
 
+    if (hold(w, 0, err) != ES_OK)
+        return err->status;
     if (n == 0)
         return ES_OK;
     /* ids here are plain; a quote or backslash would need escaping */
@@ -286,7 +370,9 @@ flush(sg_worker *w, saga *s, es_error *err)
                                 meta};
     }
     req.events = evs;
+    t0 = mono_ns();
     es_store_append(w->store, &req, &res);
+    timed(w, SG_PH_APPEND, t0);
     if (res.status != ES_OK) {
         *err = res.err;
         st = res.status;
@@ -302,6 +388,16 @@ done:
     return st;
 }
 
+/* flush(), then makes sure the claim holds for a call of bound_ms: run
+ * before anything leaves the process. */
+static es_status
+flush_for(sg_worker *w, saga *s, int64_t bound_ms, es_error *err)
+{
+    if (flush(w, s, err) != ES_OK)
+        return err->status;
+    return hold(w, bound_ms, err);
+}
+
 /* ---- commands --------------------------------------------------------- */
 
 typedef enum { OUT_OK, OUT_REFUSED, OUT_TRANSIENT } outcome;
@@ -313,9 +409,11 @@ typedef enum { OUT_OK, OUT_REFUSED, OUT_TRANSIENT } outcome;
  * code/why describe a failure.
  */
 static outcome
-call(const sg_config *cfg, const char *command, const json_t *args, const char *command_id,
+call(sg_worker *w, const char *command, const json_t *args, const char *command_id,
      int timeout_ms, json_t **result, char *code, size_t code_size, char *why, size_t why_size)
 {
+    const sg_config *cfg = w->cfg;
+    int64_t t0 = mono_ns();
     char subject[160];
     json_t *body = json_deep_copy(args), *reply = NULL;
     char *text;
@@ -334,6 +432,7 @@ call(const sg_config *cfg, const char *command, const json_t *args, const char *
         s = natsMsgHeader_Set(req, "Es-Principal", cfg->principal);
     if (s == NATS_OK)
         s = natsConnection_RequestMsg(&msg, cfg->nc, req, timeout_ms);
+    timed(w, SG_PH_COMMAND, t0);
     natsMsg_Destroy(req);
     free(text);
     if (s != NATS_OK) {
@@ -462,12 +561,18 @@ run_attempt(sg_worker *w, saga *s, int i, es_error *err)
         es_error gerr;
         bool sent;
 
-        if (flush(w, s, err) != ES_OK) {
+        /* the gateway's call, then the command that records it */
+        if (flush_for(w, s, (g ? sg_gateway_latency_ms(g) : 0) + 2 * (int64_t)step->timeout_ms,
+                      err) != ES_OK) {
             json_decref(args);
             return err->status;
         }
         body = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS);
-        sent = g && body && sg_gateway_send(g, command_id, body, &gerr) == ES_OK;
+        {
+            int64_t t0 = mono_ns();
+            sent = g && body && sg_gateway_send(g, command_id, body, &gerr) == ES_OK;
+            timed(w, SG_PH_GATEWAY, t0);
+        }
 
         free(body);
         if (!sent) {
@@ -483,7 +588,7 @@ run_attempt(sg_worker *w, saga *s, int i, es_error *err)
         } else {
             json_object_set_new(args, "status", json_string("sent"));
         }
-        o = call(w->cfg, step->call.command, args, command_id, step->timeout_ms, &result, code,
+        o = call(w, step->call.command, args, command_id, step->timeout_ms, &result, code,
                  sizeof code, why, sizeof why);
         if (o == OUT_OK && !sent) {
             json_decref(args);
@@ -493,7 +598,7 @@ run_attempt(sg_worker *w, saga *s, int i, es_error *err)
             return fail_step(w, s, i, why, false, false, err);
         }
     } else {
-        if (flush(w, s, err) != ES_OK) {
+        if (flush_for(w, s, step->timeout_ms, err) != ES_OK) {
             json_decref(args);
             return err->status;
         }
@@ -502,7 +607,7 @@ run_attempt(sg_worker *w, saga *s, int i, es_error *err)
             snprintf(why, sizeof why, "%s: injected timeout (ES_SAGA_INJECT_TIMEOUT)",
                      step->call.command);
         } else {
-            o = call(w->cfg, step->call.command, args, command_id, step->timeout_ms, &result,
+            o = call(w, step->call.command, args, command_id, step->timeout_ms, &result,
                      code, sizeof code, why, sizeof why);
         }
     }
@@ -610,11 +715,11 @@ run_compensation(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
                         json_pack("{s:s, s:i, s:s, s:b, s:b}", "step", step->name, "attempt",
                                   st->attempts, "error", "nothing was sent", "will_retry", 0,
                                   "refused", 1), err) == ES_OK ? ACT_AGAIN : -1;
-        if (flush(w, s, err) != ES_OK) {
+        if (flush_for(w, s, step->timeout_ms, err) != ES_OK) {
             json_decref(sargs);
             return -1;
         }
-        o = call(w->cfg, step->call.command, sargs, command_id, step->timeout_ms, &result, code,
+        o = call(w, step->call.command, sargs, command_id, step->timeout_ms, &result, code,
                  sizeof code, why, sizeof why);
         json_decref(sargs);
         if (o == OUT_OK) {
@@ -647,7 +752,7 @@ run_compensation(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
         return ACT_DEAD;
     }
     snprintf(command_id, sizeof command_id, "%s/%s/undo", s->id, name);
-    if (flush(w, s, err) != ES_OK) {
+    if (flush_for(w, s, UNDO_TIMEOUT_MS, err) != ES_OK) {
         json_decref(args);
         return -1;
     }
@@ -659,8 +764,8 @@ run_compensation(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
             snprintf(code, sizeof code, "injected_failure");
             snprintf(why, sizeof why, "%s: injected failure (ES_SAGA_INJECT_FAILURE)", c->command);
         } else {
-            o = call(w->cfg, c->command, args, command_id, 5000, &result, code, sizeof code, why,
-                     sizeof why);
+            o = call(w, c->command, args, command_id, UNDO_TIMEOUT_MS, &result, code,
+                     sizeof code, why, sizeof why);
         }
     }
     json_decref(args);
@@ -677,6 +782,42 @@ run_compensation(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
     json_object_set_new(d, "retry_at_ms", json_integer(now + sg_backoff_ms(w->cfg, st->cattempts)));
     atomic_fetch_add(&w->counters->retries, 1);
     return emit(w, s, SG_EV_COMPENSATION_FAILED, d, err) == ES_OK ? ACT_AGAIN : -1;
+}
+
+/* The flow's pivot step (flow.h), or -1. */
+static int
+pivot_index(const saga *s)
+{
+    int i = s->flow->pivot ? step_index(s, s->flow->pivot) : -1;
+
+    return i >= 0 && (size_t)i < s->flow->nsteps ? i : -1;
+}
+
+/* Nothing has been undone yet, nor tried. */
+static bool
+nothing_undone(const saga *s)
+{
+    for (size_t i = 0; i <= s->flow->nsteps; i++)
+        if (s->steps[i].cst != S_NONE)
+            return false;
+    return true;
+}
+
+/* The pivot step p is in doubt while the saga would compensate: it is
+ * sent again with its own id, which answers its first outcome (or
+ * performs it now: it was decided, and a late copy of the first send is
+ * then a duplicate).  Took effect: the saga goes on (act()); refused: it
+ * did nothing, and the compensation goes on; no answer: tried again. */
+static int
+resolve_pivot(sg_worker *w, saga *s, int p, int64_t *due, es_error *err)
+{
+    step_st *st = &s->steps[p];
+
+    if (st->st == S_RETRY && sg_now_ms() < st->retry_at) {
+        *due = st->retry_at;
+        return ACT_WAIT;
+    }
+    return run_attempt(w, s, p, err) == ES_OK ? ACT_AGAIN : -1;
 }
 
 /*
@@ -714,6 +855,10 @@ run_compensation(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
  *       | COMPENSATED |
  *       +-------------+
  *
+ * One more arrow, COMPENSATING -> RUNNING (act()): the flow's pivot step
+ * (the order's confirmation) turns out to have taken effect before
+ * anything was undone; it cannot be undone, so the saga completes.
+ *
  * COMPLETED and COMPENSATED are final: act() answers ACT_DONE and the
  * saga's work row goes (sg_work_finish).
  */
@@ -721,6 +866,7 @@ static int
 act(sg_worker *w, saga *s, const json_t *input, int64_t *due, es_error *err)
 {
     const sg_flow *f = s->flow;
+    int p = pivot_index(s);
     size_t i;
 
     if (!s->started) {
@@ -736,7 +882,9 @@ act(sg_worker *w, saga *s, const json_t *input, int64_t *due, es_error *err)
     }
     if (s->state == SG_RUNNING) {
         const json_t *cancel = inbox_find(s, f->cancel_type);
-        if (cancel) {
+        /* past the pivot there is nothing to cancel (the order's
+         * cancellation is refused once it is confirmed) */
+        if (cancel && !(p >= 0 && s->steps[p].st == S_OK)) {
             char why[300];
             snprintf(why, sizeof why, "%s: %s", f->cancel_type,
                      json_string_value(json_object_get(cancel, "reason")) ?
@@ -758,6 +906,19 @@ act(sg_worker *w, saga *s, const json_t *input, int64_t *due, es_error *err)
         return to_state(w, s, SG_COMPLETED, NULL, err) == ES_OK ? ACT_AGAIN : -1;
     }
     if (s->state == SG_COMPENSATING) {
+        /* What cannot be undone is never compensated: a pivot whose outcome
+         * is unknown is resolved before anything is undone, and one that
+         * took effect sends the saga on to complete. */
+        if (p >= 0 && nothing_undone(s)) {
+            if (in_doubt(&s->steps[p]))
+                return resolve_pivot(w, s, p, due, err);
+            if (s->steps[p].st == S_OK) {
+                char why[300];
+                snprintf(why, sizeof why, "step %s took effect: it cannot be undone",
+                         f->steps[p].name);
+                return to_state(w, s, SG_RUNNING, why, err) == ES_OK ? ACT_AGAIN : -1;
+            }
+        }
         for (i = f->nsteps; i-- > 0;)
             if ((s->steps[i].st == S_OK || in_doubt(&s->steps[i])) &&
                 f->steps[i].compensation.command && s->steps[i].cst != S_OK)
@@ -800,72 +961,61 @@ connect_pg(sg_worker *w, es_error *err)
 }
 
 /* Moves a saga that cannot go on to the dead letters, and says so in its
- * stream (state failed). */
+ * stream (state failed); nothing if the claim is another worker's now. */
 static void
-dead_letter(sg_worker *w, saga *s, const char *saga_id, const char *flow, const char *input,
-            const char *reason, int attempts)
+dead_letter(sg_worker *w, saga *s, const sg_work *work, const char *reason, int attempts)
 {
     es_error err;
+    bool held;
 
-    if (sg_dead_letter_saga(w->pg, saga_id, flow, input, reason, attempts, &err) != ES_OK)
+    /* the claim holds long enough to say so in the stream, too */
+    if (hold(w, 0, &err) != ES_OK)
+        return;
+    if (sg_dead_letter_saga(w->pg, work->saga_id, work->claim, work->flow,
+                            work->input ? work->input : "{}", reason, attempts, &held,
+                            &err) != ES_OK || !held)
         return;             /* the work row stays; the next run tries again */
     if (s && s->flow && s->started && s->state != SG_FAILED &&
         to_state(w, s, SG_FAILED, reason, &err) == ES_OK)
         (void)flush(w, s, &err);
     atomic_fetch_add(&w->counters->dead_letters, 1);
     atomic_fetch_add(&w->counters->failed, 1);
-    es_log(ES_LOG_WARNING, "saga %s moved to the dead letters: %s", saga_id, reason);
+    es_log(ES_LOG_WARNING, "saga %s moved to the dead letters: %s", work->saga_id, reason);
 }
 
-es_status
-sg_work_once(sg_worker *w, bool *did, es_error *err)
+/* Runs one claimed saga as far as it can go now, then says when its work
+ * row is due again (or removes it), unless the claim was lost meanwhile. */
+static es_status
+run_claimed(sg_worker *w, sg_work *work, es_error *err)
 {
-    sg_work work;
-    const sg_flow *flow;
-    json_t *input = NULL;
+    const sg_flow *flow = sg_flow_find(work->flow);
+    json_t *input = work->input ? json_loads(work->input, 0, NULL) : NULL;
     saga s = {0};
-    int64_t due = 0;
+    int64_t due = 0, t0;
     int n, a = ACT_AGAIN;
-    bool found;
     es_status st = ES_OK;
     es_error ignored;
+    bool held;
 
-    *did = false;
-    if ((st = connect_pg(w, err)) != ES_OK)
-        return st;
-    /* The claim is a lease: its own short transaction moves the row's due
-     * time ahead.  No transaction stays open while the saga runs (an open
-     * one would hold back the feed's horizon for every reader); another
-     * worker takes the saga over only if this one dies, and the stream's
-     * expected versions keep two runners from both writing. */
-    if (sg_work_claim(w->pg, SG_LEASE_MS, &work, &found, err) != ES_OK) {
-        if (PQstatus(w->pg) != CONNECTION_OK) {
-            PQfinish(w->pg);
-            w->pg = NULL;
-        }
-        return err->status;
-    }
-    if (!found)
-        return ES_OK;
-    *did = true;
-    flow = sg_flow_find(work.flow);
-    input = work.input ? json_loads(work.input, 0, NULL) : NULL;
+    w->saga_id = work->saga_id;
+    snprintf(w->claim, sizeof w->claim, "%s", work->claim);
+    w->lost = false;
     if (flow == NULL || !json_is_object(input)) {
-        dead_letter(w, NULL, work.saga_id, work.flow, work.input ? work.input : "{}",
-                    flow ? "the work's input is not an object" : "no such flow",
-                    work.failures + 1);
-        goto commit;
+        dead_letter(w, NULL, work, flow ? "the work's input is not an object" : "no such flow",
+                    work->failures + 1);
+        goto done;
     }
     for (n = 0; n < ACTIONS_MAX && !atomic_load(w->cfg->stop); n++) {
         if (n == 0 || st == ES_ECONFLICT) {
             saga_free(&s);
-            if ((st = load(w, work.saga_id, flow, &s, err)) != ES_OK)
+            /* the inbox is read if anything was ever delivered, or on a reload */
+            if ((st = load(w, work->saga_id, flow, n > 0 || work->wakes > 0, &s, err)) != ES_OK)
                 break;
         }
         a = act(w, &s, input, &due, err);
         if (a == -1) {
             st = err->status;
-            if (st == ES_ECONFLICT)
+            if (st == ES_ECONFLICT && !w->lost)
                 continue;
             break;
         }
@@ -873,39 +1023,85 @@ sg_work_once(sg_worker *w, bool *did, es_error *err)
             break;
     }
     /* what was decided last is written before the row says when to come back */
-    if ((st == ES_OK || st == ES_ECONFLICT) && s.flow && flush(w, &s, err) != ES_OK)
+    if ((st == ES_OK || st == ES_ECONFLICT) && !w->lost && s.flow && flush(w, &s, err) != ES_OK)
         st = err->status;
-    if (st == ES_ECONFLICT) {
+    t0 = mono_ns();
+    if (w->lost) {
+        /* another worker holds the saga: its row is that worker's to move */
+        es_log(ES_LOG_INFO, "saga %s: %s", work->saga_id, err->message);
+        st = ES_OK;
+    } else if (st == ES_ECONFLICT) {
         /* moved by someone else meanwhile: look again soon */
-        (void)sg_work_release_now(w->pg, work.saga_id, &ignored);
+        (void)sg_work_release_now(w->pg, work->saga_id, w->claim, &held, &ignored);
         st = ES_OK;
     } else if (st != ES_OK) {
         /* Infrastructure trouble (a server down) is waited out; anything
          * else counts towards a dead letter. */
         bool counts = st != ES_EUNAVAILABLE;
 
-        if (counts && work.failures + 1 >= w->cfg->max_failures) {
-            dead_letter(w, &s, work.saga_id, work.flow, work.input, err->message,
-                        work.failures + 1);
+        if (counts && work->failures + 1 >= w->cfg->max_failures) {
+            dead_letter(w, &s, work, err->message, work->failures + 1);
             st = ES_OK;
-            goto commit;
+            goto done;
         }
-        (void)sg_work_defer(w->pg, work.saga_id, sg_backoff_ms(w->cfg, work.failures + 1),
-                            err->message, counts ? work.failures + 1 : work.failures, &ignored);
+        (void)sg_work_defer(w->pg, work->saga_id, w->claim,
+                            sg_backoff_ms(w->cfg, work->failures + 1), err->message,
+                            counts ? work->failures + 1 : work->failures, &held, &ignored);
         st = ES_OK;     /* handled: the row waits */
     } else if (a == ACT_DEAD) {
-        dead_letter(w, &s, work.saga_id, work.flow, work.input, s.error, work.failures + 1);
+        dead_letter(w, &s, work, s.error, work->failures + 1);
     } else if (a == ACT_DONE) {
-        (void)sg_work_finish(w->pg, work.saga_id, &ignored);
+        (void)sg_work_finish(w->pg, work->saga_id, w->claim, &held, &ignored);
     } else {
         /* waiting, or out of actions for this claim: come back when due,
          * or now if an event reached the inbox meanwhile */
-        (void)sg_work_release(w->pg, work.saga_id, a == ACT_WAIT ? due : sg_now_ms(), work.wakes,
-                              &ignored);
+        (void)sg_work_release(w->pg, work->saga_id, w->claim, a == ACT_WAIT ? due : sg_now_ms(),
+                              work->wakes, &held, &ignored);
     }
-commit:
+    timed(w, SG_PH_RELEASE, t0);
+done:
+    w->saga_id = NULL;
+    w->lost = false;
     saga_free(&s);
     json_decref(input);
+    return st;
+}
+
+es_status
+sg_work_once(sg_worker *w, bool *did, es_error *err)
+{
+    sg_work work;
+    int64_t t0;
+    bool found;
+    es_status st;
+
+    *did = false;
+    if ((st = connect_pg(w, err)) != ES_OK)
+        return st;
+    /* The claim is a lease: its own short statement moves the row's claim
+     * ahead.  No transaction stays open while the saga runs (an open one
+     * would hold back the feed's horizon for every reader); the claim is
+     * renewed before anything is recorded or sent once it may run out
+     * (hold()), and what the worker does with the row is fenced by the
+     * claim's token.  Another worker takes the saga over only when the
+     * claim runs out (this one died or stalled), and this one then stops. */
+    t0 = mono_ns();
+    if (sg_work_claim(w->pg, w->cfg->lease_ms, &work, &found, err) != ES_OK) {
+        if (PQstatus(w->pg) != CONNECTION_OK) {
+            PQfinish(w->pg);
+            w->pg = NULL;
+        }
+        return err->status;
+    }
+    timed(w, SG_PH_CLAIM, t0);
+    if (!found) {
+        atomic_fetch_add(&w->counters->claims_empty, 1);
+        return ES_OK;
+    }
+    *did = true;
+    /* counted from before the claim was made: it holds at least that long */
+    w->held_until = t0 / 1000000 + w->cfg->lease_ms;
+    st = run_claimed(w, &work, err);
     free(work.input);
     return st;
 }

@@ -31,17 +31,41 @@ typedef struct sg_config {
     int retry_base_ms, retry_max_ms;
     int max_failures;           /* engine failures on one saga before a dead letter */
     int compensation_refusals;  /* refusals of one compensation before a dead letter */
+    int lease_ms;               /* a claim's hold on a saga (ES_SAGA_CLAIM_MS) */
     atomic_bool *stop;
     /* counters for /metrics */
     atomic_ullong started, completed, compensated, failed, steps, retries, dead_letters;
+    atomic_ullong claims_lost;  /* runs cut short: another worker holds the saga now */
+    atomic_ullong claims_empty; /* claims that found nothing due */
+    /* where a worker's time goes, per phase: calls and nanoseconds */
+    atomic_ullong phase_calls[8], phase_ns[8];
 } sg_config;
 
-/* A worker: one PostgreSQL connection for claims and one store. */
+/* The phases of a run timed in sg_config (sg_phase_name: their names). */
+enum {
+    SG_PH_CLAIM,        /* claiming due work */
+    SG_PH_STREAM,       /* reading the saga's stream */
+    SG_PH_INBOX,        /* reading its inbox */
+    SG_PH_APPEND,       /* appending what was decided */
+    SG_PH_COMMAND,      /* a command's request and reply over NATS */
+    SG_PH_GATEWAY,      /* an external gateway's call */
+    SG_PH_RENEW,        /* renewing a claim */
+    SG_PH_RELEASE,      /* releasing, finishing or deferring the work row */
+    SG_PHASES
+};
+const char *sg_phase_name(int phase);
+
+/* A worker: one PostgreSQL connection for claims and one store; the
+ * claim of the saga it runs now. */
 typedef struct sg_worker {
     const sg_config *cfg;
     sg_config *counters;
     PGconn *pg;
     es_store *store;
+    const char *saga_id;        /* the saga it runs now, or NULL */
+    char claim[48];             /* its claim's token (sg_work.claim) */
+    int64_t held_until;         /* the claim holds until then at least (monotonic ms) */
+    bool lost;                  /* another worker holds the saga now */
 } sg_worker;
 
 /* Claims one due saga and runs it as far as it can go now.  *did is false

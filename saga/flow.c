@@ -61,20 +61,24 @@ prepare_verification(json_t *ctx)
 
 static const sg_flow order_flow = {
     "order", "order", "OrderPlaced", "order_id", "order",
+    /* order_not_pending: cancelled or failed already; a confirmed order is
+     * refused (order_confirmed), never counted as undone */
     {"order.fail", "order_id reason='fulfilment failed'", "order_not_pending"},
     "OrderCancelled", order_steps, sizeof order_steps / sizeof order_steps[0], 0, NULL,
+    "confirmation",
 };
 
 static const sg_flow registration_flow = {
     "registration", "user", "UserRegistered", "user_id", "user",
     {"user.reject", "user_id reason='registration failed'", NULL},
     NULL, registration_steps, sizeof registration_steps / sizeof registration_steps[0], 0, NULL,
+    NULL,
 };
 
 static const sg_flow verification_flow = {
     "verification", "user", "UserRegistered", "user_id", "user",
     {NULL, NULL, NULL}, NULL, verification_steps,
-    sizeof verification_steps / sizeof verification_steps[0], 200, prepare_verification,
+    sizeof verification_steps / sizeof verification_steps[0], 200, prepare_verification, NULL,
 };
 
 const sg_flow *const sg_flows[] = {&order_flow, &registration_flow, &verification_flow};

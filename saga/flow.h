@@ -56,6 +56,12 @@ typedef struct sg_flow {
     /* Optional: fills computed context members when the saga starts (they
      * are recorded in SagaStarted, so a rerun sees the same values). */
     void (*prepare)(json_t *ctx);
+    /* Optional: the step that cannot be undone (the order's confirmation).
+     * Once it took effect the saga is not compensated: when it would be
+     * while the step's outcome is unknown, the step is sent again with its
+     * own id first (its first outcome); if it took effect, the saga goes
+     * on to complete. */
+    const char *pivot;
 } sg_flow;
 
 #define SG_STEPS_MAX 16

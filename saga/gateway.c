@@ -326,6 +326,17 @@ sg_gateway_set_failure_rate(sg_gateway *g, double rate)
     pthread_mutex_unlock(&g->mu);
 }
 
+unsigned
+sg_gateway_latency_ms(sg_gateway *g)
+{
+    unsigned ms;
+
+    pthread_mutex_lock(&g->mu);
+    ms = g->latency_ms;
+    pthread_mutex_unlock(&g->mu);
+    return ms;
+}
+
 void
 sg_gateway_set_latency_ms(sg_gateway *g, unsigned ms)
 {

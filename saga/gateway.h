@@ -85,6 +85,10 @@ const char *sg_breaker_name(sg_breaker_state s);
 /* The name g was created with; borrowed, lives as long as g. */
 const char *sg_gateway_name(const sg_gateway *g);
 
+/* The latency added to each call now (ES_GATEWAY_<NAME>_LATENCY_MS): the
+ * saga engine's claim must cover it. */
+unsigned sg_gateway_latency_ms(sg_gateway *g);
+
 /* Changes the injected failure rate (clamped to 0..1) or the latency of a
  * live gateway: for tests and demos that switch a receiver off and on. */
 void sg_gateway_set_failure_rate(sg_gateway *g, double rate);

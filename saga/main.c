@@ -26,13 +26,16 @@
 #include "pg.h"
 #include "store.h"
 
-#define WORKERS_MAX 32
+#define WORKERS_MAX 128
+#define NAP_MIN_MS 20
 
 static sg_config C;
 static atomic_bool stop;            /* C.stop: engine.c reads it */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static unsigned wake_gen;
+static int tickets;                 /* workers to wake for new work, under mu */
+static int nworkers;
 static es_jetstream js;
 static atomic_ullong intake_seq;
 static atomic_bool intake_ok;
@@ -68,6 +71,37 @@ gen_now(void)
     return g;
 }
 
+/* Wakes up to n napping workers (new work), not all of them: the others
+ * would only claim nothing.  A worker busy meanwhile takes a ticket at its
+ * next nap and looks again at once. */
+static void
+wake_workers(int n)
+{
+    pthread_mutex_lock(&mu);
+    tickets = tickets + n < nworkers ? tickets + n : nworkers;
+    pthread_cond_broadcast(&wake);
+    pthread_mutex_unlock(&mu);
+}
+
+/* A worker's nap: up to ms, until a ticket (new work) or stopping. */
+static void
+worker_nap(int ms)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += (long)ms * 1000000L;
+    until.tv_sec += until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    pthread_mutex_lock(&mu);
+    while (tickets == 0 && !atomic_load(&stop))
+        if (pthread_cond_timedwait(&wake, &mu, &until) == ETIMEDOUT)
+            break;
+    if (tickets > 0)
+        tickets--;
+    pthread_mutex_unlock(&mu);
+}
+
 static void
 poke(void)
 {
@@ -80,7 +114,7 @@ poke(void)
 static void *
 worker_main(void *arg)
 {
-    sg_worker w = {&C, &C, NULL, NULL};
+    sg_worker w = {.cfg = &C, .counters = &C};
     es_error err;
 
     (void)arg;
@@ -89,17 +123,18 @@ worker_main(void *arg)
         return NULL;
     }
     while (!atomic_load(&stop)) {
-        unsigned seen;
         bool did;
 
-        pthread_mutex_lock(&mu);
-        seen = wake_gen;
-        pthread_mutex_unlock(&mu);
         if (sg_work_once(&w, &did, &err) != ES_OK) {
             es_log(ES_LOG_WARNING, "%s", err.message);
-            nap(1000, seen);
+            worker_nap(1000);
         } else if (!did) {
-            nap(sg_next_due_ms(&w, 200), seen);
+            /* Nothing due that no one holds: sleep until the next due time
+             * or new work, and at least NAP_MIN_MS, since what is due now
+             * is being claimed by others (a loop would only claim
+             * nothing). */
+            int ms = sg_next_due_ms(&w, 200);
+            worker_nap(ms < NAP_MIN_MS ? NAP_MIN_MS : ms);
         }
     }
     if (w.pg)
@@ -161,7 +196,7 @@ intake_main(void *arg)
         es_feed_batch_free(&b);
         atomic_store(&intake_seq, seq);
         if (woken > 0)
-            poke();
+            wake_workers(woken);
     }
     if (sub)
         es_jetstream_unsubscribe(&js, sub);
@@ -202,6 +237,20 @@ metrics(void *ctx, es_buf *out)
             "failed steps and compensations scheduled to be tried again", &C.retries);
     counter(out, "es_saga_dead_letters_total", "sagas moved to the dead letters",
             &C.dead_letters);
+    counter(out, "es_saga_claims_empty_total", "claims of the workers that found nothing due",
+            &C.claims_empty);
+    counter(out, "es_saga_claims_lost_total",
+            "runs cut short because another worker had claimed the saga", &C.claims_lost);
+    es_buf_printf(out, "# HELP es_saga_phase_calls_total calls of each phase of the workers' "
+                       "runs\n# TYPE es_saga_phase_calls_total counter\n");
+    for (int i = 0; i < SG_PHASES; i++)
+        es_buf_printf(out, "es_saga_phase_calls_total{phase=\"%s\"} %llu\n", sg_phase_name(i),
+                      (unsigned long long)atomic_load(&C.phase_calls[i]));
+    es_buf_printf(out, "# HELP es_saga_phase_seconds_total time the workers spent in each "
+                       "phase\n# TYPE es_saga_phase_seconds_total counter\n");
+    for (int i = 0; i < SG_PHASES; i++)
+        es_buf_printf(out, "es_saga_phase_seconds_total{phase=\"%s\"} %.6f\n", sg_phase_name(i),
+                      (double)atomic_load(&C.phase_ns[i]) / 1e9);
     es_buf_printf(out, "# HELP es_saga_intake_sequence stream sequence of the last event the "
                        "intake recorded\n# TYPE es_saga_intake_sequence gauge\n"
                        "es_saga_intake_sequence %llu\n",
@@ -230,18 +279,20 @@ daemon_main(void)
     unsigned port = (unsigned)es_env_long("es-saga", "ES_SAGA_PORT", 8084, 1, 65535);
     es_daemon_server *health = NULL;
     es_auth *auth = NULL;
-    int nworkers = (int)es_env_long("es-saga", "ES_SAGA_WORKERS", 4, 1, WORKERS_MAX);
+    int i, rc = 1;
     pthread_t workers[WORKERS_MAX], intake;
     const char *names[] = {"notification", "email"};
     es_error err;
     natsOptions *opts = NULL;
-    int i, rc = 1;
     bool threads = false;
+
+    nworkers = (int)es_env_long("es-saga", "ES_SAGA_WORKERS", 32, 1, WORKERS_MAX);
 
     C.retry_base_ms = (int)es_env_long("es-saga", "ES_SAGA_RETRY_BASE_MS", 200, 1, 600000);
     C.retry_max_ms = (int)es_env_long("es-saga", "ES_SAGA_RETRY_MAX_MS", 10000, 1, 3600000);
     C.max_failures = (int)es_env_long("es-saga", "ES_SAGA_MAX_FAILURES", 5, 1, 1000);
     C.compensation_refusals = (int)es_env_long("es-saga", "ES_SAGA_COMPENSATION_REFUSALS", 20, 1, 100000);
+    C.lease_ms = (int)es_env_long("es-saga", "ES_SAGA_CLAIM_MS", 15000, 100, 3600000);
     snprintf(C.subject_prefix, sizeof C.subject_prefix, "%s", es_env_str("ES_COMMAND_SUBJECT_PREFIX", "cmd"));
     for (i = 0; i < 2; i++) {
         if (sg_gateway_create(&C.gateways[C.ngateways], names[i], &err) != ES_OK) {

@@ -160,86 +160,144 @@ json_rows(PGconn *pg, const char *sql, int n, const char *const *p, json_t **out
 
 /* ---- work ----------------------------------------------------------------------- */
 
-es_status
-sg_work_claim(PGconn *pg, int lease_ms, sg_work *out, bool *found, es_error *err)
-{
-    char lease[16];
-    const char *p[1] = {lease};
-    PGresult *r;
+/* A claim's token is its claimed_until as the database wrote it: a later
+ * claim of the same row writes a later one (it is made only once the
+ * earlier has run out, and a lease is positive), so a worker whose claim
+ * was taken over no longer matches, and what it does to the row (renew,
+ * release, defer, finish) is a no-op. */
+#define FENCE "saga_id = $1 AND claimed_until = $2::timestamptz"
 
+/* Runs an UPDATE or DELETE fenced by a claim; *held false when it matched
+ * no row (the claim is another worker's now, or the row is gone). */
+static es_status
+fenced(PGconn *pg, const char *sql, int n, const char *const *p, bool *held, es_error *err,
+       const char *what)
+{
+    PGresult *r = run(pg, sql, n, p);
+
+    if (r == NULL)
+        return unavailable(pg, err, what);
+    *held = atoi(PQcmdTuples(r)) > 0;
+    PQclear(r);
+    return ES_OK;
+}
+
+static void
+take_row(PGresult *r, int i, sg_work *out)
+{
     memset(out, 0, sizeof *out);
-    *found = false;
+    snprintf(out->saga_id, sizeof out->saga_id, "%s", PQgetvalue(r, i, 0));
+    snprintf(out->flow, sizeof out->flow, "%s", PQgetvalue(r, i, 1));
+    out->input = strdup(PQgetvalue(r, i, 2));
+    out->failures = atoi(PQgetvalue(r, i, 3));
+    out->wakes = atoi(PQgetvalue(r, i, 4));
+    snprintf(out->claim, sizeof out->claim, "%s", PQgetvalue(r, i, 5));
+}
+
+es_status
+sg_work_claim_many(PGconn *pg, int lease_ms, int max, sg_work *out, int *n, es_error *err)
+{
+    char lease[16], limit[16];
+    const char *p[2] = {lease, limit};
+    PGresult *r;
+    int i;
+
+    *n = 0;
     snprintf(lease, sizeof lease, "%d", lease_ms);
-    /* a statement of its own: no transaction stays open while it runs */
+    snprintf(limit, sizeof limit, "%d", max < 1 ? 1 : max);
+    /* a statement of its own: no transaction stays open while they run */
     r = run(pg, "UPDATE es_saga_work SET claimed_until = now() + $1::int * interval '1 ms' "
-                "WHERE saga_id = (SELECT saga_id FROM es_saga_work WHERE due_at <= now() "
-                "AND claimed_until <= now() ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
-                "RETURNING saga_id, flow, input::text, failures, wakes", 1, p);
+                "WHERE saga_id IN (SELECT saga_id FROM es_saga_work WHERE due_at <= now() "
+                "AND claimed_until <= now() ORDER BY due_at LIMIT $2::int FOR UPDATE SKIP LOCKED) "
+                "RETURNING saga_id, flow, input::text, failures, wakes, claimed_until::text",
+            2, p);
     if (r == NULL)
         return unavailable(pg, err, "could not claim work");
-    if (PQntuples(r) == 1) {
-        snprintf(out->saga_id, sizeof out->saga_id, "%s", PQgetvalue(r, 0, 0));
-        snprintf(out->flow, sizeof out->flow, "%s", PQgetvalue(r, 0, 1));
-        out->input = strdup(PQgetvalue(r, 0, 2));
-        out->failures = atoi(PQgetvalue(r, 0, 3));
-        out->wakes = atoi(PQgetvalue(r, 0, 4));
-        *found = true;
-    }
+    for (i = 0; i < PQntuples(r) && i < max; i++)
+        take_row(r, i, &out[i]);
+    *n = i;
     PQclear(r);
     return ES_OK;
 }
 
 es_status
-sg_work_release(PGconn *pg, const char *saga_id, int64_t due_ms, int wakes, es_error *err)
+sg_work_claim(PGconn *pg, int lease_ms, sg_work *out, bool *found, es_error *err)
+{
+    int n = 0;
+    es_status st;
+
+    memset(out, 0, sizeof *out);
+    st = sg_work_claim_many(pg, lease_ms, 1, out, &n, err);
+    *found = n == 1;
+    return st;
+}
+
+es_status
+sg_work_renew(PGconn *pg, const char *saga_id, char *claim, size_t size, int64_t lease_ms,
+              bool *held, es_error *err)
+{
+    char lease[32];
+    const char *p[3] = {saga_id, claim, lease};
+    PGresult *r;
+
+    snprintf(lease, sizeof lease, "%" PRId64, lease_ms);
+    r = run(pg, "UPDATE es_saga_work SET claimed_until = now() + $3::bigint * interval '1 ms' "
+                "WHERE " FENCE " RETURNING claimed_until::text", 3, p);
+    if (r == NULL)
+        return unavailable(pg, err, "could not renew a claim");
+    *held = PQntuples(r) == 1;
+    if (*held)
+        snprintf(claim, size, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return ES_OK;
+}
+
+es_status
+sg_work_release(PGconn *pg, const char *saga_id, const char *claim, int64_t due_ms, int wakes,
+                bool *held, es_error *err)
 {
     char due[32], n[16];
-    const char *p[3] = {saga_id, due, n};
+    const char *p[4] = {saga_id, claim, due, n};
 
     snprintf(due, sizeof due, "%" PRId64, due_ms);
     snprintf(n, sizeof n, "%d", wakes);
-    if (!run_ok(pg, "UPDATE es_saga_work SET due_at = CASE WHEN wakes = $3::int "
-                    "THEN to_timestamp($2::bigint / 1000.0) ELSE now() END, "
-                    "claimed_until = '-infinity', failures = 0, last_error = NULL "
-                    "WHERE saga_id = $1", 3, p))
-        return unavailable(pg, err, "could not release work");
-    return ES_OK;
+    return fenced(pg, "UPDATE es_saga_work SET due_at = CASE WHEN wakes = $4::int "
+                      "THEN to_timestamp($3::bigint / 1000.0) ELSE now() END, "
+                      "claimed_until = '-infinity', failures = 0, last_error = NULL "
+                      "WHERE " FENCE, 4, p, held, err, "could not release work");
 }
 
 es_status
-sg_work_release_now(PGconn *pg, const char *saga_id, es_error *err)
+sg_work_release_now(PGconn *pg, const char *saga_id, const char *claim, bool *held,
+                    es_error *err)
 {
-    const char *p[1] = {saga_id};
+    const char *p[2] = {saga_id, claim};
 
-    if (!run_ok(pg, "UPDATE es_saga_work SET due_at = now(), claimed_until = '-infinity' "
-                    "WHERE saga_id = $1", 1, p))
-        return unavailable(pg, err, "could not release work");
-    return ES_OK;
+    return fenced(pg, "UPDATE es_saga_work SET due_at = now(), claimed_until = '-infinity' "
+                      "WHERE " FENCE, 2, p, held, err, "could not release work");
 }
 
 es_status
-sg_work_defer(PGconn *pg, const char *saga_id, int64_t delay_ms, const char *error,
-              int failures, es_error *err)
+sg_work_defer(PGconn *pg, const char *saga_id, const char *claim, int64_t delay_ms,
+              const char *error, int failures, bool *held, es_error *err)
 {
     char delay[32], n[16];
-    const char *p[4] = {saga_id, delay, error, n};
+    const char *p[5] = {saga_id, claim, delay, error, n};
 
     snprintf(delay, sizeof delay, "%" PRId64, delay_ms);
     snprintf(n, sizeof n, "%d", failures);
-    if (!run_ok(pg, "UPDATE es_saga_work SET due_at = now() + $2::bigint * interval '1 ms', "
-                    "claimed_until = '-infinity', last_error = $3, failures = $4::int "
-                    "WHERE saga_id = $1", 4, p))
-        return unavailable(pg, err, "could not defer work");
-    return ES_OK;
+    return fenced(pg, "UPDATE es_saga_work SET due_at = now() + $3::bigint * interval '1 ms', "
+                      "claimed_until = '-infinity', last_error = $4, failures = $5::int "
+                      "WHERE " FENCE, 5, p, held, err, "could not defer work");
 }
 
 es_status
-sg_work_finish(PGconn *pg, const char *saga_id, es_error *err)
+sg_work_finish(PGconn *pg, const char *saga_id, const char *claim, bool *held, es_error *err)
 {
-    const char *p[1] = {saga_id};
+    const char *p[2] = {saga_id, claim};
 
-    if (!run_ok(pg, "DELETE FROM es_saga_work WHERE saga_id = $1", 1, p))
-        return unavailable(pg, err, "could not remove work");
-    return ES_OK;
+    return fenced(pg, "DELETE FROM es_saga_work WHERE " FENCE, 2, p, held, err,
+                  "could not remove work");
 }
 
 es_status
@@ -265,8 +323,10 @@ sg_work_next_due_ms(PGconn *pg, int max_ms)
 
     if (pg == NULL || PQstatus(pg) != CONNECTION_OK)
         return max_ms;
-    r = run(pg, "SELECT (extract(epoch FROM min(due_at) - now()) * 1000)::bigint "
-                "FROM es_saga_work", 0, NULL);
+    /* a claimed row is not due before its claim runs out: counting it would
+     * make every idle worker poll in a loop while the sagas run */
+    r = run(pg, "SELECT (extract(epoch FROM min(greatest(due_at, claimed_until)) - now()) "
+                "* 1000)::bigint FROM es_saga_work", 0, NULL);
     if (r && !PQgetisnull(r, 0, 0)) {
         long long v = atoll(PQgetvalue(r, 0, 0));
         ms = v < 0 ? 0 : v < max_ms ? (int)v : max_ms;
@@ -356,24 +416,39 @@ sg_checkpoint_write(PGconn *pg, uint64_t seq, const char *position, es_error *er
 /* ---- dead letters ------------------------------------------------------------- */
 
 es_status
-sg_dead_letter_saga(PGconn *pg, const char *saga_id, const char *flow, const char *input,
-                    const char *reason, int attempts, es_error *err)
+sg_dead_letter_saga(PGconn *pg, const char *saga_id, const char *claim, const char *flow,
+                    const char *input, const char *reason, int attempts, bool *held,
+                    es_error *err)
 {
     char n[16];
-    const char *p[5] = {saga_id, flow, input, reason, n};
+    const char *p[6] = {saga_id, claim, flow, input, reason, n};
+    PGresult *r = NULL;
 
     snprintf(n, sizeof n, "%d", attempts);
-    /* one step: a dead letter and no more work, or neither */
+    *held = false;
+    /* one step: no more work and a dead letter, or neither; only while the
+     * claim is still this worker's */
     if (!run_ok(pg, "BEGIN", 0, NULL) ||
-        !run_ok(pg, "INSERT INTO es_saga_dead_letters (saga_id, flow, payload, reason, attempts) "
-                    "VALUES ($1, $2, $3::jsonb, $4, $5::int)", 5, p) ||
-        !run_ok(pg, "DELETE FROM es_saga_work WHERE saga_id = $1", 1, p) ||
-        !run_ok(pg, "COMMIT", 0, NULL)) {
+        (r = run(pg, "DELETE FROM es_saga_work WHERE " FENCE, 2, p)) == NULL)
+        goto fail;
+    *held = atoi(PQcmdTuples(r)) > 0;
+    PQclear(r);
+    if (!*held)
+        return run_ok(pg, "ROLLBACK", 0, NULL) ? ES_OK
+                                               : unavailable(pg, err, "could not roll back");
+    if (!run_ok(pg, "INSERT INTO es_saga_dead_letters (saga_id, flow, payload, reason, attempts) "
+                    "VALUES ($1, $2, $3::jsonb, $4, $5::int)", 5,
+                (const char *const[]){saga_id, flow, input, reason, n}) ||
+        !run_ok(pg, "COMMIT", 0, NULL))
+        goto fail;
+    return ES_OK;
+fail:
+    {
         es_status st = unavailable(pg, err, "could not record a dead letter");
+        *held = false;
         run_ok(pg, "ROLLBACK", 0, NULL);
         return st;
     }
-    return ES_OK;
 }
 
 es_status

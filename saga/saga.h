@@ -89,25 +89,42 @@ typedef struct sg_work {
     char *input;                /* the trigger's data as JSON text; owned, free() it */
     int failures;               /* engine failures in a row */
     int wakes;                  /* inbox deliveries so far */
+    /* the claim's token (its claimed_until as the database wrote it): a
+     * later claim of the row writes a later one, so everything below that
+     * takes it does nothing once another worker has claimed the saga */
+    char claim[48];
 } sg_work;
 
-/* Claims the saga due first that no one holds, for lease_ms, in a
- * statement of its own.  *found false: nothing is due.
- * ES_EUNAVAILABLE when the claim could not be made. */
+/* Claims up to max sagas due first that no one holds, for lease_ms, in
+ * one statement of its own: out[0..*n).  ES_EUNAVAILABLE when the claim
+ * could not be made. */
+es_status sg_work_claim_many(PGconn *pg, int lease_ms, int max, sg_work *out, int *n,
+                             es_error *err);
+/* The same for one saga; *found false: nothing is due. */
 es_status sg_work_claim(PGconn *pg, int lease_ms, sg_work *out, bool *found, es_error *err);
-/* A claimed saga waits until due_ms (epoch milliseconds), or is due now
- * if an event reached its inbox since it was claimed with wakes; its
- * failure count starts afresh. */
-es_status sg_work_release(PGconn *pg, const char *saga_id, int64_t due_ms, int wakes,
-                          es_error *err);
-/* A claimed saga is due again now (someone else moved its stream). */
-es_status sg_work_release_now(PGconn *pg, const char *saga_id, es_error *err);
-/* A claimed saga whose run failed waits delay_ms, with error and its
- * failure count recorded. */
-es_status sg_work_defer(PGconn *pg, const char *saga_id, int64_t delay_ms, const char *error,
-                        int failures, es_error *err);
-/* A saga that has ended needs no more work. */
-es_status sg_work_finish(PGconn *pg, const char *saga_id, es_error *err);
+/* Extends a claim to lease_ms from now if it is still this worker's
+ * (claim, size: its token, replaced by the new one); *held false when
+ * another worker has claimed the saga since, or its row is gone. */
+es_status sg_work_renew(PGconn *pg, const char *saga_id, char *claim, size_t size,
+                        int64_t lease_ms, bool *held, es_error *err);
+/*
+ * What a worker does with its claim at the end of a run; each does
+ * nothing (*held false) when the claim is no longer its own:
+ * release: the saga waits until due_ms (epoch milliseconds), or is due
+ * now if an event reached its inbox since it was claimed with wakes; its
+ * failure count starts afresh.  release_now: due again now (someone else
+ * moved its stream).  defer: a run that failed waits delay_ms, with error
+ * and its failure count recorded.  finish: a saga that has ended needs
+ * no more work.
+ */
+es_status sg_work_release(PGconn *pg, const char *saga_id, const char *claim, int64_t due_ms,
+                          int wakes, bool *held, es_error *err);
+es_status sg_work_release_now(PGconn *pg, const char *saga_id, const char *claim, bool *held,
+                              es_error *err);
+es_status sg_work_defer(PGconn *pg, const char *saga_id, const char *claim, int64_t delay_ms,
+                        const char *error, int failures, bool *held, es_error *err);
+es_status sg_work_finish(PGconn *pg, const char *saga_id, const char *claim, bool *held,
+                         es_error *err);
 /* A saga starts (the intake, in its transaction): a work row due after
  * delay_ms with the trigger's data input (JSON text); nothing if it has
  * one. */
@@ -139,11 +156,12 @@ es_status sg_checkpoint_write(PGconn *pg, uint64_t seq, const char *position, es
 /* ---- dead letters ------------------------------------------------------------ */
 
 /* A saga that cannot go on: a dead letter and no more work, in one
- * transaction of its own (neither happens on a failure).  input is the
- * work's JSON text. */
-es_status sg_dead_letter_saga(PGconn *pg, const char *saga_id, const char *flow,
-                              const char *input, const char *reason, int attempts,
-                              es_error *err);
+ * transaction of its own (neither happens on a failure), if claim (its
+ * work row's token) is still the caller's (*held).  input is the work's
+ * JSON text. */
+es_status sg_dead_letter_saga(PGconn *pg, const char *saga_id, const char *claim,
+                              const char *flow, const char *input, const char *reason,
+                              int attempts, bool *held, es_error *err);
 /* An event that cannot start or reach a saga (the intake, in its
  * transaction); once per event and flow.  flow and event_id may be NULL;
  * payload is JSON text. */

@@ -30,8 +30,10 @@ static char dbname[64], conninfo[512], tag[40], stream_name[64];
 static char base_env[8][700];
 static es_store *store;
 
+/* Starts es-saga as d with up to three more variables (they override
+ * base_env's). */
 static void
-start_saga(const char *extra1, const char *extra2)
+start_saga_as(th_daemon *d, const char *extra1, const char *extra2, const char *extra3)
 {
     const char *env[12];
     int n = 0;
@@ -42,8 +44,16 @@ start_saga(const char *extra1, const char *extra2)
         env[n++] = extra1;
     if (extra2)
         env[n++] = extra2;
+    if (extra3)
+        env[n++] = extra3;
     env[n] = NULL;
-    th_daemon_start(&saga, "es-saga", "ES_SAGA_PORT", env);
+    th_daemon_start(d, "es-saga", "ES_SAGA_PORT", env);
+}
+
+static void
+start_saga(const char *extra1, const char *extra2)
+{
+    start_saga_as(&saga, extra1, extra2, NULL);
 }
 
 static json_t *
@@ -628,6 +638,129 @@ START_TEST(an_operator_retries_one_waiting_saga_and_compensates_another)
 }
 END_TEST
 
+/* Lines of file that hold needle. */
+static int
+lines_with(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    int n = 0;
+
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+/* Two managers share the work with a claim far shorter than the
+ * notification gateway's call.  The claim is renewed (fenced by its
+ * token) while a saga runs, so the other manager never takes a saga over
+ * in the middle of a call, and each welcome notification leaves once. */
+START_TEST(two_managers_with_a_short_claim_send_each_notification_once)
+{
+    enum { USERS = 4 };
+    char path[600], transport[700], email[200], saga_id[120], needle[200];
+    char *users[USERS];
+    const char *claim = "ES_SAGA_CLAIM_MS=300";
+    const char *latency = "ES_GATEWAY_NOTIFICATION_LATENCY_MS=1500";
+    static th_daemon other;     /* the harness stops it at exit if a check fails */
+
+    snprintf(path, sizeof path, "%s/saga-gateway-%s.jsonl", getenv("ES_TEST_BUILD"), tag);
+    unlink(path);
+    snprintf(transport, sizeof transport, "ES_GATEWAY_NOTIFICATION_TRANSPORT=file:%s", path);
+    th_daemon_stop(&saga);
+    start_saga_as(&saga, claim, latency, transport);
+    start_saga_as(&other, claim, latency, transport);
+    for (int i = 0; i < USERS; i++) {
+        snprintf(email, sizeof email, "twice%d.%s@example.org", i, tag);
+        users[i] = register_user(email);
+    }
+    for (int i = 0; i < USERS; i++) {
+        snprintf(saga_id, sizeof saga_id, "registration-%s", users[i]);
+        ck_assert_str_eq(settle(saga_id, 60), "completed");
+        snprintf(needle, sizeof needle, "\"id\":\"%s/welcome_notification\"", saga_id);
+        ck_assert_msg(lines_with(path, needle) == 1, "%s sent %d times", needle,
+                      lines_with(path, needle));
+        free(users[i]);
+    }
+    ck_assert_int_eq(th_daemon_stop(&other), 0);
+    th_daemon_stop(&saga);
+    start_saga(NULL, NULL);
+}
+END_TEST
+
+/* Sends command (context.action) over NATS as es-saga would; the reply's
+ * "ok". */
+static bool
+send_command(const char *command, const char *body)
+{
+    natsConnection *nc = NULL;
+    natsMsg *reply = NULL;
+    char subject[200];
+    bool ok = false;
+
+    snprintf(subject, sizeof subject, "%s.cmd.%s", tag, command);
+    ck_assert_int_eq(natsConnection_ConnectTo(&nc, getenv("ES_NATS_URL")), NATS_OK);
+    if (natsConnection_RequestString(&reply, nc, subject, body, 5000) == NATS_OK) {
+        json_t *j = json_loadb(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply), 0,
+                               NULL);
+        ok = json_is_true(json_object_get(j, "ok"));
+        json_decref(j);
+    }
+    natsMsg_Destroy(reply);
+    natsConnection_Destroy(nc);
+    return ok;
+}
+
+/* The confirmation took effect but its answer was lost (the saga waits to
+ * send it again, minutes away); an operator then asks to compensate.  The
+ * confirmation's outcome is resolved first: the order is confirmed, so
+ * nothing is undone and the saga completes; a confirmed order is never
+ * compensated. */
+START_TEST(a_confirmation_whose_answer_was_lost_is_resolved_before_compensating)
+{
+    char customer[80], sku[80], saga_id[120], text[8192], lines[200][80], state[16], body[300];
+    char *order;
+    bool waiting = false;
+
+    th_daemon_stop(&saga);
+    start_saga("ES_SAGA_INJECT_TIMEOUT=order.confirmation", "ES_SAGA_RETRY_BASE_MS=600000");
+    snprintf(customer, sizeof customer, "%s-lost", tag);
+    snprintf(sku, sizeof sku, "%s-losts", tag);
+    fund(customer, sku, 1000, 10);
+    order = place_order(customer, sku, 1, "DE");
+    snprintf(saga_id, sizeof saga_id, "order-%s", order);
+    for (int i = 0; i < 200 && !waiting; i++) {
+        int n = timeline(saga_id, lines, 200, state);
+        for (int j = 0; j < n; j++)
+            waiting |= strcmp(lines[j], "SagaStepFailed:confirmation") == 0;
+        usleep(100 * 1000);
+    }
+    ck_assert(waiting);
+    /* the lost answer: the confirmation did happen, under the step's id */
+    snprintf(body, sizeof body, "{\"order_id\":\"%s\",\"command_id\":\"%s/confirmation\"}",
+             order, saga_id);
+    ck_assert(send_command("order.confirm", body));
+    ck_assert_int_eq(count_events("order", "OrderConfirmed", order), 1);
+    th_daemon_stop(&saga);
+    start_saga("ES_SAGA_RETRY_BASE_MS=600000", NULL);
+    ck_assert_int_eq(esctl(text, sizeof text, (const char *[]){"saga", "compensate", saga_id,
+                                                              "--reason", "customer called",
+                                                              NULL}), 0);
+    ck_assert_str_eq(settle(saga_id, 30), "completed");
+    ck_assert_int_eq(count_events("account", "PaymentRefunded", order), 0);
+    ck_assert_int_eq(count_events("reservation", "ReservationReleased", order), 0);
+    ck_assert_int_eq(count_events("shipment", "ShipmentCancelled", order), 0);
+    ck_assert_int_eq(count_events("order", "OrderFailed", order), 0);
+    ck_assert_int_eq(count_events("order", "OrderConfirmed", order), 1);
+    free(order);
+    th_daemon_stop(&saga);
+    start_saga(NULL, NULL);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -673,6 +806,8 @@ main(void)
     tcase_add_test(tc, a_cancellation_undoes_a_step_whose_outcome_was_unknown);
     tcase_add_test(tc, a_dead_lettered_saga_is_replayed_by_an_operator);
     tcase_add_test(tc, an_operator_retries_one_waiting_saga_and_compensates_another);
+    tcase_add_test(tc, two_managers_with_a_short_claim_send_each_notification_once);
+    tcase_add_test(tc, a_confirmation_whose_answer_was_lost_is_resolved_before_compensating);
     suite_add_tcase(s, tc);
     rc = th_run_nofork(s);      /* the tests restart and kill daemons they own */
     rc |= th_daemon_stop(&saga);
