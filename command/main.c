@@ -69,7 +69,7 @@ main(void)
     /* The bus first: HTTP threads read a.bus (readiness), so it is set
      * before any of them starts. */
     if (strcmp(nats_url, "off") != 0 &&
-        bus_start(&a.bus, &a, nats_url, (int)es_env_long("es-command", "ES_NATS_SUBSCRIBERS", 4, 1, 32), &err) != ES_OK) {
+        bus_start(&a.bus, &a, nats_url, (int)es_env_long("es-command", "ES_NATS_SUBSCRIBERS", 16, 1, 32), &err) != ES_OK) {
         es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }

@@ -286,7 +286,7 @@ daemon_main(void)
     natsOptions *opts = NULL;
     bool threads = false;
 
-    nworkers = (int)es_env_long("es-saga", "ES_SAGA_WORKERS", 32, 1, WORKERS_MAX);
+    nworkers = (int)es_env_long("es-saga", "ES_SAGA_WORKERS", 16, 1, WORKERS_MAX);
 
     C.retry_base_ms = (int)es_env_long("es-saga", "ES_SAGA_RETRY_BASE_MS", 200, 1, 600000);
     C.retry_max_ms = (int)es_env_long("es-saga", "ES_SAGA_RETRY_MAX_MS", 10000, 1, 3600000);

@@ -719,9 +719,6 @@ saga_run() {
     nats_delete_stream "$bench_stream"
     trap 'stop_system; rm -rf "$work"' EXIT
     export ES_GATEWAY_NOTIFICATION_TRANSPORT=null ES_GATEWAY_EMAIL_TRANSPORT=null
-    # es-command serves each context's commands on this many subscriptions:
-    # with es-saga's 32 workers, 4 (its default) make the commands queue
-    export ES_NATS_SUBSCRIBERS=${BENCH_SAGA_SUBSCRIBERS:-16}
     start_system with-saga
     # customers c-0..999 with money, sku-0..499 in stock
     { for c in $(seq 0 999); do echo "customers/c-$c/deposits amount"; done
