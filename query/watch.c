@@ -358,39 +358,6 @@ watch_mark_take(watch *w, size_t proj)
 }
 
 bool
-watch_wait(watch *w, size_t proj, es_position token, const watch_mark *mark,
-           const struct timespec *deadline)
-{
-    proj_state *p = &w->projs[proj];
-    struct timespec tick = mark->at, now;
-    long ms = atomic_load(&w->connected) ? FALLBACK_UP_MS : FALLBACK_DOWN_MS;
-    bool alive;
-
-    tick.tv_sec += ms / 1000;
-    tick.tv_nsec += (ms % 1000) * 1000000L;
-    if (tick.tv_nsec >= 1000000000L) {
-        tick.tv_sec++;
-        tick.tv_nsec -= 1000000000L;
-    }
-    if (ts_cmp(deadline, &tick) < 0)
-        tick = *deadline;
-    pthread_mutex_lock(&w->mu);
-    for (;;) {
-        if (w->stop || w->epoch != mark->epoch)
-            break;
-        if (p->gen != mark->gen && p->known && es_position_cmp(p->furthest, token) >= 0)
-            break;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (ts_cmp(&now, &tick) >= 0)
-            break;
-        pthread_cond_timedwait(&p->changed, &w->mu, &tick);
-    }
-    alive = !w->stop;
-    pthread_mutex_unlock(&w->mu);
-    return alive;
-}
-
-bool
 watch_connected(watch *w)
 {
     return atomic_load(&w->connected);

@@ -36,7 +36,7 @@ typedef struct watch watch;
  * on its own) and the waker; at most waits_max waits are parked at once.
  * *out NULL on failure. */
 es_status watch_start(watch **out, size_t waits_max, es_error *err);
-/* Wakes every waiter; watch_wait returns false from then on, every parked
+/* Wakes every waiter; from then on every parked
  * wait is finished as stopping, and watch_park refuses.  Safe while
  * requests still run (w stays valid). */
 void watch_cancel(watch *w);
@@ -52,15 +52,6 @@ typedef struct watch_mark {
 
 /* proj is an index into pj_projections. */
 watch_mark watch_mark_take(watch *w, size_t proj);
-
-/*
- * Blocks until projection proj may have reached token: an announcement at
- * or past it came after mark, the subscription was made again, the
- * fallback interval since mark passed, or deadline (CLOCK_MONOTONIC)
- * came.  False when the service is stopping.
- */
-bool watch_wait(watch *w, size_t proj, es_position token, const watch_mark *mark,
-                const struct timespec *deadline);
 
 /* True while the subscription is up. */
 bool watch_connected(watch *w);

@@ -204,7 +204,9 @@ START_TEST(test_append_to_stopped_server)
 
     atomic_store(&frozen, true);
     ck_assert_int_eq(es_store_append(s, &req, &res), ES_EUNAVAILABLE);
-    ck_assert_str_eq(res.err.code, "store_unavailable");
+    /* sent before the answer was given up, so the store cannot say
+     * whether it ran: that is said, never "not written" */
+    ck_assert_str_eq(res.err.code, "append_outcome_unknown");
     ck_assert(res.err.transient);
 
     atomic_store(&frozen, false);
@@ -215,8 +217,9 @@ START_TEST(test_append_to_stopped_server)
 }
 END_TEST
 
-/* es-command in front of a stopped PostgreSQL: appends answer 503
- * store_unavailable and /readyz 503, and both recover with the server. */
+/* es-command in front of a stopped PostgreSQL: appends answer 503 (an
+ * append sent before the answer was given up: append_outcome_unknown) and
+ * /readyz 503, and both recover with the server. */
 START_TEST(test_command_with_stopped_server)
 {
     char conninfo[512], env_pg[600], path[128], stream[64];
@@ -239,7 +242,7 @@ START_TEST(test_command_with_stopped_server)
     atomic_store(&frozen, true);
     ck_assert_int_eq(th_http(cmd.port, "POST", path, "Content-Type: application/json\r\n", body,
                              &r), 503);
-    ck_assert_msg(strstr(r.body, "\"store_unavailable\"") != NULL, "%s", r.body);
+    ck_assert_msg(strstr(r.body, "\"append_outcome_unknown\"") != NULL, "%s", r.body);
     th_response_free(&r);
     ck_assert_int_eq(th_http(cmd.port, "GET", "/readyz", NULL, NULL, &r), 503);
     th_response_free(&r);
