@@ -49,8 +49,8 @@ es_idem_get(es_store *s, const char *key, es_idem_record *rec, es_error *err)
     rec->body = NULL;
     if (c == NULL)
         return err->status;
-    r = PQexecParams(c, "SELECT request_hash, status, body FROM es_idempotency WHERE key = $1",
-                     1, NULL, &key, NULL, NULL, 0);
+    r = es__store_exec(s, "SELECT request_hash, status, body FROM es_idempotency "
+                          "WHERE key = $1", 1, &key);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         st = es__store_failure(s, r, "read an idempotency record", err);
     } else if (PQntuples(r) == 0) {
@@ -79,9 +79,8 @@ es_idem_put(es_store *s, const char *key, const char *request_hash, int status,
     if (c == NULL)
         return err->status;
     snprintf(stext, sizeof stext, "%d", status);
-    r = PQexecParams(c, "INSERT INTO es_idempotency (key, request_hash, status, body) "
-                        "VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
-                     4, NULL, values, NULL, NULL, 0);
+    r = es__store_exec(s, "INSERT INTO es_idempotency (key, request_hash, status, body) "
+                          "VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING", 4, values);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         st = es__store_failure(s, r, "store an idempotency record", err);
         PQclear(r);

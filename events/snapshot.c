@@ -23,8 +23,8 @@ es_snapshot_load(es_store *s, const char *stream, int state_version, json_t **st
     *state = NULL;
     if (c == NULL)
         return err->status;
-    r = PQexecParams(c, "SELECT version, state_version, state::text FROM es_snapshots "
-                        "WHERE stream_id = $1", 1, NULL, values, NULL, NULL, 0);
+    r = es__store_exec(s, "SELECT version, state_version, state::text FROM es_snapshots "
+                          "WHERE stream_id = $1", 1, values);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         st = es__store_failure(s, r, "read a snapshot", err);
         goto done;
@@ -67,14 +67,13 @@ es_snapshot_save(es_store *s, const char *stream, int state_version, const json_
     values[2] = svtext;
     values[3] = text;
     /* Never a version the stream has not reached. */
-    r = PQexecParams(c, "INSERT INTO es_snapshots AS s (stream_id, version, state_version, state) "
-                        "SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM es_streams v "
-                        "WHERE v.stream_id = $1 AND v.version >= $2::bigint) "
-                        "ON CONFLICT (stream_id) DO UPDATE "
-                        "SET version = EXCLUDED.version, state_version = EXCLUDED.state_version, "
-                        "state = EXCLUDED.state, taken_at = now() "
-                        "WHERE s.version < EXCLUDED.version OR s.state_version <> EXCLUDED.state_version",
-                     4, NULL, values, NULL, NULL, 0);
+    r = es__store_exec(s, "INSERT INTO es_snapshots AS s (stream_id, version, state_version, state) "
+                          "SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM es_streams v "
+                          "WHERE v.stream_id = $1 AND v.version >= $2::bigint) "
+                          "ON CONFLICT (stream_id) DO UPDATE "
+                          "SET version = EXCLUDED.version, state_version = EXCLUDED.state_version, "
+                          "state = EXCLUDED.state, taken_at = now() "
+                          "WHERE s.version < EXCLUDED.version OR s.state_version <> EXCLUDED.state_version", 4, values);
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         st = es__store_failure(s, r, "save a snapshot", err);
     PQclear(r);

@@ -411,6 +411,12 @@ es__store_failure(es_store *s, const PGresult *r, const char *what, es_error *er
     return pg_failure(s, r, what, err);
 }
 
+PGresult *
+es__store_exec(es_store *s, const char *sql, int nparams, const char *const *values)
+{
+    return exec_params(s, sql, nparams, values);
+}
+
 es_status
 es_store_create(es_store **out, const char *conninfo, es_error *err)
 {

@@ -14,6 +14,11 @@
 /* Connects if needed and answers the live connection, or NULL with err set. */
 PGconn *es__store_conn(es_store *s, es_error *err);
 
+/* PQexecParams on es__store_conn's connection (text parameters and
+ * results), waiting at most the answer limit: a stopped server makes it
+ * fail (NULL or an error result) and es__store_failure say unavailable. */
+PGresult *es__store_exec(es_store *s, const char *sql, int nparams, const char *const *values);
+
 /* Maps a failed result to a status recorded in err (what: "read a snapshot"). */
 es_status es__store_failure(es_store *s, const PGresult *r, const char *what, es_error *err);
 

@@ -239,7 +239,17 @@ START_TEST(test_command_with_stopped_server)
                              &r), 201);
     th_response_free(&r);
 
+    /* the connections are live when the server stops: a domain command
+     * with a key reads its idempotency record first, then its stream and
+     * snapshot; each of those waits is bounded too */
+    ck_assert_int_eq(th_http(cmd.port, "POST", "/v1/customers/c-frozen/deposits",
+                             "Content-Type: application/json\r\n", "{\"amount\":5}", &r), 201);
+    th_response_free(&r);
     atomic_store(&frozen, true);
+    ck_assert_int_eq(th_http(cmd.port, "POST", "/v1/customers/c-frozen/deposits",
+                             "Content-Type: application/json\r\nIdempotency-Key: frozen-1\r\n",
+                             "{\"amount\":5}", &r), 503);
+    th_response_free(&r);
     ck_assert_int_eq(th_http(cmd.port, "POST", path, "Content-Type: application/json\r\n", body,
                              &r), 503);
     ck_assert_msg(strstr(r.body, "\"append_outcome_unknown\"") != NULL, "%s", r.body);
