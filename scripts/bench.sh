@@ -100,6 +100,15 @@ VACUUM ANALYZE bench_raw;
 SQL
 }
 
+# load_orders N: N OrderPlaced events, one order per stream, shaped as the
+# command service writes them (what the orders projection reads).
+load_orders() {
+    load_log "$1" "'order-o' || n" "0" \
+        "'{\"order_id\":\"o' || n || '\",\"customer_id\":\"c-' || (n % 1000) || '\",\"items\":[{\"sku\":\"sku-'
+        || (n % 500) || '\",\"quantity\":2,\"unit_price\":1999}],\"total\":3998,'
+        || '\"ship_to\":{\"city\":\"Berlin\",\"zip\":\"10115\",\"country\":\"DE\"}}'"
+}
+
 max() { awk -v a="$1" -v b="$2" 'BEGIN { print (b > a ? b : a) }'; }
 
 # best_of ROWS CLIENTS FIELD CMD...: BENCH_ROUNDS rounds of (pgbench with
@@ -271,10 +280,7 @@ if want rebuild; then
     events=${BENCH_REBUILD_EVENTS:-1000000}
     fresh_db
     # One order per stream, shaped as the command service writes them.
-    load_log "$events" "'order-o' || n" "0" \
-        "'{\"order_id\":\"o' || n || '\",\"customer_id\":\"c-' || (n % 1000) || '\",\"items\":[{\"sku\":\"sku-'
-        || (n % 500) || '\",\"quantity\":2,\"unit_price\":1999}],\"total\":3998,'
-        || '\"ship_to\":{\"city\":\"Berlin\",\"zip\":\"10115\",\"country\":\"DE\"}}'"
+    load_orders "$events"
     # The raw limits: the ordered read of the same rows, and Redis taking
     # pipelined the writes the orders projection makes per OrderPlaced,
     # combined per event (orders_redis_rate).
@@ -540,10 +546,7 @@ fi
 if want projector_apply; then
     events=${BENCH_PROJECTOR_EVENTS:-1000000}
     fresh_db
-    load_log "$events" "'order-o' || n" "0" \
-        "'{\"order_id\":\"o' || n || '\",\"customer_id\":\"c-' || (n % 1000) || '\",\"items\":[{\"sku\":\"sku-'
-        || (n % 500) || '\",\"quantity\":2,\"unit_price\":1999}],\"total\":3998,'
-        || '\"ship_to\":{\"city\":\"Berlin\",\"zip\":\"10115\",\"country\":\"DE\"}}'"
+    load_orders "$events"
     total=$(psql_db -c "SELECT count(*) FROM es_events")
     nats_delete_stream "$bench_stream"
     trap 'stop_system; rm -rf "$work"' EXIT
