@@ -682,11 +682,17 @@ on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
             srv->conns_head = t;
         srv->conns_tail = t;
         if (++srv->nconns > srv->conns_max) {
-            conn_track *old;
+            conn_track *old = NULL;
 
-            for (old = srv->conns_head; old != t; old = old->next)
-                if (!old->cut && atomic_load(&old->phase) == PHASE_HEADERS)
-                    break;
+            /* the one waiting longest for a request: a keep-alive client
+             * answered a moment ago is not an attacker's stalled connection,
+             * however long ago it connected */
+            for (conn_track *o = srv->conns_head; o != t; o = o->next)
+                if (!o->cut && atomic_load(&o->phase) == PHASE_HEADERS &&
+                    (old == NULL || atomic_load(&o->since_ms) < atomic_load(&old->since_ms)))
+                    old = o;
+            if (old == NULL)
+                old = t;
             cut(srv, old, old == t ? CUT_REFUSED : CUT_EVICTED);
         }
         pthread_mutex_unlock(&srv->conns_mu);

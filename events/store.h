@@ -88,7 +88,7 @@ void es_store_set_max_event_size(es_store *s, size_t bytes);
  * page sizes clients choose set it (the HTTP reads, esctl) and the
  * throughput readers (relay, rebuilds) do not yet.
  */
-#define ES_READ_BUDGET_DEFAULT (4 * 1024 * 1024)
+#define ES_READ_BUDGET_DEFAULT (1024 * 1024)
 void es_store_set_read_budget(es_store *s, size_t bytes);
 
 /* ES_READ_MAX_BYTES from the environment, else ES_READ_BUDGET_DEFAULT (a

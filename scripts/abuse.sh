@@ -21,7 +21,7 @@
 #     from es-command) and events just under the limit taken, no poison
 #     taken into a protected category, /healthz of every daemon answered
 #     within ABUSE_HEALTH_MS throughout, slow clients cut by every daemon
-#     within ABUSE_SLOW_CUT_SECONDS (10),
+#     within ABUSE_SLOW_CUT_SECONDS (12: the 10 s header deadline and the sweeper's 1 s round),
 #     waiting reads and maximal pages answered, every foreign publish into
 #     the events subjects or the stream's API refused by NATS;
 #   - each daemon's peak RSS (VmHWM), printed, at most ABUSE_RSS_MB.

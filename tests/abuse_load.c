@@ -40,7 +40,7 @@
  * es-command), ABUSE_SLOW_CONNS_OTHER (200, to each other daemon),
  * ABUSE_WAITS (64), ABUSE_PAGES (8), ABUSE_BIG_EVENTS (100),
  * ABUSE_FUZZ_RATE (100 requests/s), ABUSE_HEALTH_MS (2000: a slower or
- * failed /healthz is a violation), ABUSE_SLOW_CUT_SECONDS (10: a slow
+ * failed /healthz is a violation), ABUSE_SLOW_CUT_SECONDS (12: a slow
  * connection the server leaves open longer is a violation), ABUSE_EVENT_MAX (1048576, the stored
  * event limit), ABUSE_SEED.  It prints one line per attack and one CHECK
  * line per check (tab-separated: CHECK, name, PASS or FAIL, figures) and
@@ -859,7 +859,7 @@ typedef struct slow_conn {
 
 static atomic_ullong slow_opened, slow_cut, slow_answered, slow_failed_connect, slow_bytes;
 static atomic_ullong slow_cut_by[5], slow_opened_to[5], slow_overstayed[5];
-static double slow_cut_s = 10;  /* a slow connection must be cut within this */
+static double slow_cut_s = 12;  /* a slow connection must be cut within this */
 static atomic_int slow_open_now, slow_open_max;
 
 static const char *
@@ -1408,7 +1408,7 @@ run_abuse(double seconds, const char *corpus_dir)
     events_prefix = env_str("ES_RELAY_SUBJECT_PREFIX", events_prefix);
     cmd_prefix = env_str("ES_COMMAND_SUBJECT_PREFIX", cmd_prefix);
     health_ms = env_long("ABUSE_HEALTH_MS", 2000, 1, 600000);
-    slow_cut_s = (double)env_long("ABUSE_SLOW_CUT_SECONDS", 10, 1, 3600);
+    slow_cut_s = (double)env_long("ABUSE_SLOW_CUT_SECONDS", 12, 1, 3600);
     event_max = env_long("ABUSE_EVENT_MAX", 1048576, 4096, 64L << 20);
     if (tok == NULL || *tok == '\0') {
         fprintf(stderr, "abuse_load: ABUSE_TOKEN is not set\n");
