@@ -416,7 +416,14 @@ START_TEST(a_cancellation_undoes_a_step_whose_outcome_was_unknown)
     start_saga(NULL, NULL);
     ck_assert_str_eq(settle(saga_id, 30), "compensated");
     compensations(saga_id, got, sizeof got);
-    ck_assert_str_eq(got, "inventory,payment,order");
+    /* the new es-saga may retry inventory and create the shipment before
+     * the cancellation reaches its inbox (through the relay): then the
+     * shipment is undone too; never is a step done and left */
+    if (strcmp(got, "shipment,inventory,payment,order") == 0)
+        ck_assert_int_eq(count_events("shipment", "ShipmentCancelled", order),
+                         count_events("shipment", "ShipmentCreated", order));
+    else
+        ck_assert_str_eq(got, "inventory,payment,order");
     ck_assert_int_eq(count_events("account", "PaymentRefunded", order), 1);
     ck_assert_int_eq(count_events("reservation", "ReservationMade", order),
                      count_events("reservation", "ReservationReleased", order));
@@ -465,7 +472,14 @@ START_TEST(a_dead_lettered_saga_is_replayed_by_an_operator)
     ck_assert_int_eq(th_program(replay, env, log), 5);      /* once: a conflict after */
     ck_assert_str_eq(settle(saga_id, 30), "compensated");
     compensations(saga_id, got, sizeof got);
-    ck_assert_str_eq(got, "inventory,payment,order");
+    /* the new es-saga may retry inventory and create the shipment before
+     * the cancellation reaches its inbox (through the relay): then the
+     * shipment is undone too; never is a step done and left */
+    if (strcmp(got, "shipment,inventory,payment,order") == 0)
+        ck_assert_int_eq(count_events("shipment", "ShipmentCancelled", order),
+                         count_events("shipment", "ShipmentCreated", order));
+    else
+        ck_assert_str_eq(got, "inventory,payment,order");
     ck_assert_int_eq(count_events("account", "PaymentRefunded", order), 1);
     free(order);
 }
