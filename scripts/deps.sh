@@ -22,9 +22,17 @@ PACKAGES=(
     iproute2        # ss: which process holds a port a server cannot take
     openssl jq      # tests/tls.sh: its private CA, and reading the answers
     prometheus      # for promtool only (tests/test_metrics.c); its service is not used
+    # the highly available topology (make cluster-up); their services are not used
+    patroni python3-psycopg2 etcd-server etcd-client haproxy redis-sentinel
+    chromium        # the console's browser tests, driven by puppeteer-core from npm
 )
 
 missing=()
+# Node.js and npm run the browser tests' driver only. A machine may already
+# carry a Node.js build whose package bundles npm and conflicts with Debian's
+# npm package, so each is asked for only when its command is absent.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 for pkg in "${PACKAGES[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
     if [[ $status != "install ok installed" ]]; then
