@@ -709,55 +709,75 @@ if want visibility_p50_ms || want visibility_p99_ms; then
     echo "$rss"
 fi
 
-# One run of the order sagas: orders placed at RATE/s for $secs s on a
-# fresh system, every saga left to end; sets saga_n (confirmed), saga_tput
-# (confirmed per second, first placed to last confirmed), saga_p50,
-# saga_p99 (placed -> confirmed, ms), saga_per (events written per saga),
-# saga_placed, saga_errors, saga_phases (where the workers' time went,
-# from es-saga's /metrics) and rss.
-saga_run() {
-    local rate=$1 out left metrics span events
+# A fresh system with the saga manager: customers c-0..999 with money and
+# sku-0..499 in stock, so that every order the load generators place can
+# be confirmed.
+saga_system_up() {
     fresh_db
     rcli FLUSHDB >/dev/null
     nats_delete_stream "$bench_stream"
     trap 'stop_system; rm -rf "$work"' EXIT
     export ES_GATEWAY_NOTIFICATION_TRANSPORT=null ES_GATEWAY_EMAIL_TRANSPORT=null
     start_system with-saga
-    # customers c-0..999 with money, sku-0..499 in stock
     { for c in $(seq 0 999); do echo "customers/c-$c/deposits amount"; done
       for k in $(seq 0 499); do echo "inventory/sku-$k/restock quantity"; done; } |
         xargs -P 8 -L 1 sh -c 'curl -sf -o /dev/null -X POST -H "Content-Type: application/json" \
             -H "Authorization: Bearer $ES_TOKEN" \
             "http://127.0.0.1:'"$http_port"'/v1/$0" -d "{\"$1\":1000000000}"'
+}
+# The order sagas' work rows (sagas not yet ended).
+saga_backlog() { psql_db -c "SELECT count(*) FROM es_saga_work WHERE flow = 'order'"; }
+# Waits up to SECONDS (default 120) for every order saga to end; true when
+# none is left.
+saga_drain() {
+    local left i
+    for i in $(seq 1 $((${1:-120} * 5))); do
+        left=$(saga_backlog)
+        [ "$left" = 0 ] && return 0
+        sleep 0.2
+    done
+    return 1
+}
+# From the store: saga_n (orders confirmed), saga_tput (confirmed per
+# second, first placed to last confirmed), saga_p50, saga_p99 (placed ->
+# confirmed, ms, over the confirmed orders), saga_per (events written per
+# saga).
+saga_figures() {
+    local span events
+    read -r saga_n span saga_p50 saga_p99 events <<<"$(psql_db -F ' ' -c "
+        WITH p AS (SELECT data->>'order_id' AS id, recorded_at AS t FROM es_events
+                   WHERE type = 'OrderPlaced'),
+             c AS (SELECT data->>'order_id' AS id, recorded_at AS t FROM es_events
+                   WHERE type = 'OrderConfirmed')
+        SELECT count(*), coalesce(extract(epoch FROM max(c.t) - min(p.t)), 0),
+               coalesce(round((percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM c.t - p.t)) * 1000)::numeric, 2), 0),
+               coalesce(round((percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM c.t - p.t)) * 1000)::numeric, 2), 0),
+               (SELECT count(*) FROM es_events WHERE category IN ('order', 'saga', 'reservation', 'shipment')
+                  OR type IN ('PaymentCharged', 'StockReserved'))
+          FROM p JOIN c USING (id)")"
+    saga_tput=$(awk -v n="$saga_n" -v s="$span" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }')
+    saga_per=$(awk -v e="$events" -v n="$saga_n" 'BEGIN { printf "%.1f", (n > 0 ? e / n : 0) }')
+}
+
+# One run of the order sagas: orders placed at RATE/s for $secs s on a
+# fresh system, every saga left to end; sets saga_placed, saga_errors, the
+# figures of saga_figures, saga_phases (where the workers' time went, from
+# es-saga's /metrics) and rss.
+saga_run() {
+    local rate=$1 out metrics
+    saga_system_up
     out=$("$build/bench_http" place "$http_port" "$rate" "$secs")
     saga_placed=$(field per_s "$out")
     saga_errors=$(field errors "$out")
-    # every saga ends (completed or compensated) before the figures are read
-    for _ in $(seq 1 600); do
-        left=$(psql_db -c "SELECT count(*) FROM es_saga_work WHERE flow = 'order'")
-        [ "$left" = 0 ] && break
-        sleep 0.2
-    done
+    saga_drain 120 || true      # every saga ends (completed or compensated) first
     metrics=$(curl -sf -H "Authorization: Bearer $ES_TOKEN" \
                    "http://127.0.0.1:$ES_SAGA_PORT/metrics" || true)
     rss=$(report_rss | grep rss_es_saga_mb || true)
     stop_system
     unset ES_NATS_SUBSCRIBERS
     nats_delete_stream "$bench_stream"
+    saga_figures
     rcli FLUSHDB >/dev/null
-    read -r saga_n span saga_p50 saga_p99 events <<<"$(psql_db -F ' ' -c "
-        WITH p AS (SELECT data->>'order_id' AS id, recorded_at AS t FROM es_events
-                   WHERE type = 'OrderPlaced'),
-             c AS (SELECT data->>'order_id' AS id, recorded_at AS t FROM es_events
-                   WHERE type = 'OrderConfirmed')
-        SELECT count(*), extract(epoch FROM max(c.t) - min(p.t)),
-               round((percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM c.t - p.t)) * 1000)::numeric, 2),
-               round((percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM c.t - p.t)) * 1000)::numeric, 2),
-               (SELECT count(*) FROM es_events WHERE category IN ('order', 'saga', 'reservation', 'shipment')
-                  OR type IN ('PaymentCharged', 'StockReserved'))
-          FROM p JOIN c USING (id)")"
-    saga_tput=$(awk -v n="$saga_n" -v s="$span" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }')
-    saga_per=$(awk -v e="$events" -v n="$saga_n" 'BEGIN { printf "%.1f", (n > 0 ? e / n : 0) }')
     # per phase: calls per saga, ms per call, seconds in all
     saga_phases=$(awk -v n="$saga_n" '
         /^es_saga_phase_calls_total/ { split($1, a, "\""); calls[a[2]] = $2 }
@@ -796,4 +816,65 @@ if want saga_orders || want saga_orders_p99_ms; then
         report saga_orders_p99_ms "$saga_p99" ms na
         [ -z "$rss" ] || echo "$rss"
     fi
+fi
+
+# pipeline_orders: the highest offered order rate the whole pipeline keeps
+# up with, the figure a deployment is sized by.  Rates of
+# BENCH_PIPELINE_RATES are offered in turn, each for BENCH_PIPELINE_SECONDS
+# (default 60) on a fresh system with the saga manager, by the visibility
+# load (each order placed, then read back from es-query with its
+# position).  A rate passes when: es-command took at least 95 % of it with
+# no error; acknowledged -> visible p99 < 100 ms; the saga backlog stayed
+# bounded (its work rows at the end, averaged over a second, at most 10 %
+# + 5 above those after 10 s: a strict "no more" fails on the noise of a
+# steady backlog); every saga ended within 60 s of the load's end; and
+# placed -> confirmed p99 < 1 s.  The first rate that fails ends the climb
+# and names the stage that limits it.
+if want pipeline_orders; then
+    psecs=${BENCH_PIPELINE_SECONDS:-60}
+    rates=${BENCH_PIPELINE_RATES:-50 100 200 300 400 600 800 1000 1500 2000}
+    best=0
+    limiter="none within the rates offered ($rates)"
+    backlog_avg() {
+        local i sum=0
+        for i in 1 2 3 4 5; do sum=$((sum + $(saga_backlog))); sleep 0.2; done
+        echo $((sum / 5))
+    }
+    for rate in $rates; do
+        saga_system_up
+        (sleep 10; backlog_avg >"$work/backlog10") &
+        sampler=$!
+        out=$("$build/bench_http" visibility "$http_port" "$((http_port + 1))" "$rate" "$psecs")
+        backlog_end=$(backlog_avg)
+        wait "$sampler" || true
+        backlog_10=$(cat "$work/backlog10" 2>/dev/null || echo 0)
+        drained=yes
+        saga_drain 60 || drained=no
+        stop_system
+        unset ES_NATS_SUBSCRIBERS
+        nats_delete_stream "$bench_stream"
+        saga_figures
+        rcli FLUSHDB >/dev/null
+        placed=$(field per_s "$out")
+        errors=$(field errors "$out")
+        vis_p99=$(field p99_ms "$out")
+        echo "# pipeline_orders: $rate/s offered for ${psecs}s: $placed/s placed and read back," \
+             "errors $errors, visibility p99 $vis_p99 ms; saga work rows $backlog_10 after 10 s," \
+             "$backlog_end at the end, all ended: $drained; placed -> confirmed p99 $saga_p99 ms" \
+             "($saga_n confirmed)"
+        fail=$(awk -v r="$rate" -v p="$placed" -v e="$errors" -v v="$vis_p99" -v b10="$backlog_10" \
+                   -v be="$backlog_end" -v d="$drained" -v s="$saga_p99" 'BEGIN {
+            if (e > 0 || p < 0.95 * r) printf "es-command (%s/s placed of %s/s offered, %s errors)", p, r, e
+            else if (v >= 100) printf "the read side: relay, projector, query (visibility p99 %s ms)", v
+            else if (be > b10 * 1.1 + 5) printf "the saga manager (its backlog grew from %s to %s work rows)", b10, be
+            else if (d != "yes") printf "the saga manager (sagas still running 60 s after the load)"
+            else if (s >= 1000) printf "the saga manager (placed -> confirmed p99 %s ms)", s }')
+        if [ -n "$fail" ]; then
+            limiter="$fail at $rate/s"
+            break
+        fi
+        best=$rate
+    done
+    echo "# pipeline_orders: limited by $limiter"
+    report pipeline_orders "$best" orders/s na
 fi
