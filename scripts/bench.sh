@@ -337,6 +337,23 @@ relay_pg_cpu_s() {
     for c in $(pgrep -P "$pm"); do kids=$(awk -v a="$kids" -v b="$(relay_cpu_s "$c")" 'BEGIN { print a + b }'); done
     awk -v a="$kids" -v b="$(relay_cpu_s "$pm" children)" 'BEGIN { printf "%.2f", a + b }'
 }
+# CPU seconds of every process of the running system, one "name seconds"
+# line each: the daemons start_system started, nats-server, redis-server
+# and the whole PostgreSQL server.
+cpu_snapshot() {
+    local i
+    for i in "${!sys_pids[@]}"; do echo "${sys_names[$i]} $(relay_cpu_s "${sys_pids[$i]}")"; done
+    echo "nats-server $(relay_cpu_s "$(cat "$ES_RUN_DIR/nats/nats.pid" 2>/dev/null)")"
+    echo "redis-server $(relay_cpu_s "$(cat "$ES_RUN_DIR/redis/redis.pid" 2>/dev/null)")"
+    echo "postgres $(relay_pg_cpu_s)"
+}
+# cpu_per BEFORE AFTER N: each process's CPU microseconds per unit of work
+# between two snapshots (files), and their sum.
+cpu_per() {
+    awk -v n="$3" 'NR == FNR { a[$1] = $2; next }
+        { d = ($2 - a[$1]) * 1e6 / n; t += d; printf "%s %.0f us, ", $1, d }
+        END { printf "all %.0f us", t }' "$1" "$2"
+}
 relay_us() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.1f", (b - a) * 1e6 / n }'; }
 
 if want relay || want nats_js_async; then
@@ -695,7 +712,10 @@ if want visibility_p50_ms || want visibility_p99_ms; then
     trap 'stop_system; rm -rf "$work"' EXIT
     start_system
     "$build/bench_http" visibility "$http_port" "$((http_port + 1))" 1000 2 >/dev/null  # warm-up
+    cpu_snapshot >"$work/cpu0"
     out=$("$build/bench_http" visibility "$http_port" "$((http_port + 1))" 1000 "$secs")
+    sleep 1                     # the read side's last batches
+    cpu_snapshot >"$work/cpu1"
     rss=$(report_rss)
     stop_system
     nats_delete_stream "$bench_stream"
@@ -703,6 +723,8 @@ if want visibility_p50_ms || want visibility_p99_ms; then
     echo "# visibility: orders placed at 1,000/s, each then read from the query service with" \
          "its position: $(field per_s "$out") commands/s, errors $(field errors "$out")," \
          "acknowledged -> visible p50 $(field p50_ms "$out") ms, p99 $(field p99_ms "$out") ms"
+    echo "# visibility: CPU per order placed and read back (all stages, no saga):" \
+         "$(cpu_per "$work/cpu0" "$work/cpu1" "$(field requests "$out")")"
     report visibility_p50_ms "$(field p50_ms "$out")" ms na
     report visibility_p99_ms "$(field p99_ms "$out")" ms na
     echo "# peak resident memory of each daemon under that load:"
@@ -766,10 +788,12 @@ saga_figures() {
 saga_run() {
     local rate=$1 out metrics
     saga_system_up
+    cpu_snapshot >"$work/cpu0"
     out=$("$build/bench_http" place "$http_port" "$rate" "$secs")
     saga_placed=$(field per_s "$out")
     saga_errors=$(field errors "$out")
     saga_drain 120 || true      # every saga ends (completed or compensated) first
+    cpu_snapshot >"$work/cpu1"
     metrics=$(curl -sf -H "Authorization: Bearer $ES_TOKEN" \
                    "http://127.0.0.1:$ES_SAGA_PORT/metrics" || true)
     rss=$(report_rss | grep rss_es_saga_mb || true)
@@ -777,6 +801,7 @@ saga_run() {
     unset ES_NATS_SUBSCRIBERS
     nats_delete_stream "$bench_stream"
     saga_figures
+    saga_cpu=$(cpu_per "$work/cpu0" "$work/cpu1" "$saga_n")
     rcli FLUSHDB >/dev/null
     # per phase: calls per saga, ms per call, seconds in all
     saga_phases=$(awk -v n="$saga_n" '
@@ -803,6 +828,7 @@ if want saga_orders || want saga_orders_p99_ms; then
              "confirmed p50 $saga_p50 ms, p99 $saga_p99 ms; $saga_per events written per saga;" \
              "raw limit: pgbench one-row INSERT transactions at 8 clients $raw/s / $saga_per"
         echo "# saga_orders: where the workers' time went: $saga_phases"
+        echo "# saga_orders: CPU per order saga, placed to ended (the commands included): $saga_cpu"
         report saga_orders "$saga_tput" sagas/s "$limit"
         [ -z "$rss" ] || echo "$rss"
     fi
