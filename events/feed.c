@@ -252,18 +252,25 @@ es_jetstream_subscribe(es_jetstream *n, uint64_t from, natsSubscription **out, e
                             "could not subscribe to stream %s from %" PRIu64 ": %s (%d)",
                             n->stream, from, natsStatus_GetText(s), (int)jerr);
     }
-    /* What the library may queue for us before it drops messages: the
-     * server pushes a catching-up consumer the stream as fast as it can,
-     * so without a bound a reader that falls behind holds the whole
-     * backlog in memory (a projector catching up 300,000 events reached
-     * 170 MB).  A dropped message is not lost: the ordered consumer sees
-     * the gap in its delivery sequence and starts again after the last
-     * message it handed over.  A batch of the projector (ES_PROJECTOR_BATCH,
-     * 500) fits many times. */
-    natsSubscription_SetPendingLimits(
-        *out, (int)es_env_long("es", "ES_NATS_PENDING_MSGS", 8192, 16, 10000000),
-        (int)es_env_long("es", "ES_NATS_PENDING_BYTES", 16L * 1024 * 1024, 65536, 1L << 30));
+    /* Readers that read a whole stream and cannot start again where
+     * they were (esctl verify, a rebuild's tail) let the library queue
+     * plenty; the daemons bound it with es_jetstream_bound. */
+    natsSubscription_SetPendingLimits(*out, 200000, 256 * 1024 * 1024);
     return ES_OK;
+}
+
+void
+es_jetstream_bound(natsSubscription *sub)
+{
+    /* The server pushes a catching-up consumer the stream as fast as it
+     * can, so without a bound a reader that falls behind holds the whole
+     * backlog in memory (a projector catching up 300,000 events reached
+     * 170 MB).  Bounded, the library drops what exceeds it and the next
+     * es_jetstream_take fails (a slow consumer): the caller starts again
+     * after what it applied, so nothing is skipped. */
+    natsSubscription_SetPendingLimits(
+        sub, (int)es_env_long("es", "ES_NATS_PENDING_MSGS", 8192, 16, 10000000),
+        (int)es_env_long("es", "ES_NATS_PENDING_BYTES", 16L * 1024 * 1024, 65536, 1L << 30));
 }
 
 void

@@ -77,6 +77,11 @@ void es_jetstream_close(es_jetstream *n);
 /* An ordered consumer of the stream from sequence from. */
 es_status es_jetstream_subscribe(es_jetstream *n, uint64_t from, natsSubscription **out,
                                  es_error *err);
+/* Bounds what the NATS library holds for sub (ES_NATS_PENDING_MSGS, 8192;
+ * ES_NATS_PENDING_BYTES, 16 MiB), for readers that start again from their
+ * own checkpoint when es_jetstream_take fails: a reader that falls behind
+ * then drops and refetches rather than growing without bound. */
+void es_jetstream_bound(natsSubscription *sub);
 /* Ends a subscription of es_jetstream_subscribe safely (see feed.c). */
 void es_jetstream_unsubscribe(es_jetstream *n, natsSubscription *sub);
 es_status es_jetstream_last_seq(es_jetstream *n, uint64_t *last, es_error *err);

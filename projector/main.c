@@ -324,6 +324,7 @@ run_live(live *l)
                 es_daemon_sleep_ms(1000);
                 continue;
             }
+            es_jetstream_bound(l->sub);
         }
         if (time(NULL) != checked) {
             uint64_t last;
