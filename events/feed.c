@@ -370,7 +370,14 @@ es_jetstream_take(natsSubscription *sub, int max, int wait_ms, es_feed_batch *ou
         es_feed_batch_free(out);
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
     }
-    s = natsSubscription_NextMsg(&m, sub, wait_ms);
+    /* NATS_SLOW_CONSUMER: the library dropped messages since the last
+     * call.  What it still holds is whole up to the first gap, and is
+     * taken; the batch ends at the gap.  A gap before the first message
+     * is the caller's to see (it knows what it expects next). */
+    if ((s = natsSubscription_NextMsg(&m, sub, wait_ms)) == NATS_SLOW_CONSUMER) {
+        out->dropped = true;
+        s = natsSubscription_NextMsg(&m, sub, 0);
+    }
     while (s == NATS_OK) {
         jsMsgMetaData *meta = NULL;
         es_feed_event *e = &out->ev[out->n];
@@ -381,6 +388,16 @@ es_jetstream_take(natsSubscription *sub, int max, int wait_ms, es_feed_batch *ou
             es_feed_batch_free(out);
             return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
                                 "a message of the events stream has no JetStream metadata");
+        }
+        /* The stream is dense (only the relay writes it, every sequence
+         * once), so a jump is a message the library dropped; the flag
+         * above is not enough, as the library clears it once it queues
+         * a message again. */
+        if (out->n > 0 && meta->Sequence.Stream != out->ev[out->n - 1].seq + 1) {
+            jsMsgMetaData_Destroy(meta);
+            natsMsg_Destroy(m);
+            out->dropped = true;
+            break;
         }
         if (es_feed_event_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m),
                             meta->Sequence.Stream, e, &derr) != ES_OK) {
@@ -406,10 +423,19 @@ es_jetstream_take(natsSubscription *sub, int max, int wait_ms, es_feed_batch *ou
                              pending <= 0))
             break;
         pending--;
-        s = natsSubscription_NextMsg(&m, sub, 1000);
+        if ((s = natsSubscription_NextMsg(&m, sub, 1000)) == NATS_SLOW_CONSUMER) {
+            out->dropped = true;
+            s = natsSubscription_NextMsg(&m, sub, 0);
+        }
     }
-    if (s == NATS_OK || s == NATS_TIMEOUT || out->n > 0)
+    if (out->n > 0 || ((s == NATS_OK || s == NATS_TIMEOUT) && !out->dropped))
         return ES_OK;
+    if (out->dropped) {
+        es_feed_batch_free(out);
+        return es_error_set(err, ES_EUNAVAILABLE, "nats_slow_consumer", NULL,
+                            "the NATS library dropped messages of the events stream before any "
+                            "could be taken (its queue was full)");
+    }
     es_feed_batch_free(out);
     return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
                         "reading the events stream failed: %s", natsStatus_GetText(s));

@@ -256,12 +256,28 @@ START_TEST(a_query_with_the_commands_position_sees_it)
 }
 END_TEST
 
+/* Once the projections have caught up: every acknowledged deposit of l
+ * is counted exactly once, and every read model equals, key by key, a
+ * fresh rebuild. */
+static void
+caught_up_and_exact(const load *l)
+{
+    char path[200];
+    json_t *q;
+
+    wait_caught_up();
+    snprintf(path, sizeof path, "/v1/customers/%s/account", l->customer);
+    q = call(query.port, "GET", path, NULL, 200, NULL);
+    ck_assert_int_eq(json_integer_value(json_object_get(q, "balance")), atomic_load(&l->deposited));
+    json_decref(q);
+    for (size_t k = 0; k < pj_projection_count; k++)
+        equals_a_fresh_rebuild(pj_projections[k].name);
+}
+
 START_TEST(killed_relay_and_projector_lose_and_double_nothing)
 {
     load l = {0};
     pthread_t th;
-    char path[200];
-    json_t *q;
     unsigned seed = (unsigned)time(NULL);
 
     snprintf(l.customer, sizeof l.customer, "%s-rich", tag);
@@ -283,17 +299,7 @@ START_TEST(killed_relay_and_projector_lose_and_double_nothing)
     pthread_join(th, NULL);
     ck_assert_int_eq(atomic_load(&l.errors), 0);
     ck_assert_int_gt(atomic_load(&l.commands), 50);
-    wait_caught_up();
-
-    /* acknowledged deposits: each counted exactly once */
-    snprintf(path, sizeof path, "/v1/customers/%s/account", l.customer);
-    q = call(query.port, "GET", path, NULL, 200, NULL);
-    ck_assert_int_eq(json_integer_value(json_object_get(q, "balance")), atomic_load(&l.deposited));
-    json_decref(q);
-
-    /* every read model equals a fresh rebuild, key by key */
-    for (size_t k = 0; k < pj_projection_count; k++)
-        equals_a_fresh_rebuild(pj_projections[k].name);
+    caught_up_and_exact(&l);
 }
 END_TEST
 
@@ -307,8 +313,6 @@ START_TEST(a_projector_with_a_small_buffer_catches_up_a_backlog_exactly)
     load l = {0};
     pthread_t th;
     const char *small[12];
-    char path[200];
-    json_t *q;
     int i;
 
     th_daemon_kill(&proj);
@@ -326,13 +330,7 @@ START_TEST(a_projector_with_a_small_buffer_catches_up_a_backlog_exactly)
     small[i++] = "ES_PROJECTOR_BATCH=50";
     small[i] = NULL;
     th_daemon_start(&proj, "es-projector", "ES_PROJECTOR_PORT", small);
-    wait_caught_up();
-    snprintf(path, sizeof path, "/v1/customers/%s/account", l.customer);
-    q = call(query.port, "GET", path, NULL, 200, NULL);
-    ck_assert_int_eq(json_integer_value(json_object_get(q, "balance")), atomic_load(&l.deposited));
-    json_decref(q);
-    for (size_t k = 0; k < pj_projection_count; k++)
-        equals_a_fresh_rebuild(pj_projections[k].name);
+    caught_up_and_exact(&l);
     th_daemon_kill(&proj);
     start_projector();
 }
