@@ -8,6 +8,7 @@
  *
  * A subscription's turn in hub_round():
  *
+ *   (no start given: pos = the feed head now, sent as an id-only message)
  *   pos before the feed head?  no ----------------> (heartbeat if due)
  *     | yes
  *   buffered >= ES_SSE_BUFFER_MAX?  yes --> "event: cut" slow_consumer, end
@@ -49,6 +50,7 @@ typedef struct sub {
     es_position last_id;        /* the client's Last-Event-ID now */
     bool has_id;
     bool live;                  /* its last read reached the feed's end */
+    bool at_tail;               /* starts at the feed head the hub reads next */
     long long last_write_ms;
     struct sub *next;
 } sub;
@@ -192,6 +194,16 @@ hub_round(subs *h)
     }
     for (link = &h->subs; (s = *link) != NULL;) {
         bool dead = !es_http_stream_alive(s->hs);
+
+        if (!dead && store_ok && s->at_tail) {
+            /* the tail as of now, sent as an id at once: a client that
+             * reconnects with it misses nothing committed meanwhile */
+            s->at_tail = false;
+            s->pos = s->last_id = head;
+            s->has_id = s->live = true;
+            es_sse_position(&h->out, head);
+            dead = !flush(h, s, now);
+        }
 
         if (!dead && store_ok && es_position_cmp(s->pos, head) < 0) {
             size_t buffered = es_http_stream_buffered(s->hs);
@@ -383,6 +395,7 @@ subs_serve(subs *h, const es_http_req *req, es_http_res *res)
         return;
     }
     s->pos = s->f.after;
+    s->at_tail = s->f.from_tail;
     pthread_mutex_lock(&h->mu);
     stopping = h->stopping;
     full = h->count >= h->max;

@@ -71,6 +71,8 @@ es_sse_filter_parse(es_sse_filter *f, const char *after, const char *last_event_
         if (!es_position_parse(after, &f->after))
             return invalid(err, "after", "%s must be a position returned by this service",
                            "after");
+    } else {
+        f->from_tail = true;
     }
     if (category != NULL &&
         (st = split(category, "category", f->category_text, f->categories, &f->ncategories,

@@ -22,6 +22,8 @@
 
 typedef struct es_sse_filter {
     es_position after;          /* send events after this; {0,0}: from the start */
+    bool from_tail;             /* neither given: after the feed's end as it is
+                                   when the stream starts (shared/API.md) */
     /* comma-separated lists, split in place into names; none: no filter */
     char category_text[ES_SSE_FILTER_TEXT_MAX + 1];
     char type_text[ES_SSE_FILTER_TEXT_MAX + 1];
@@ -33,7 +35,7 @@ typedef struct es_sse_filter {
 /*
  * Decodes a subscription: after (the ?after= argument) and last_event_id
  * (the Last-Event-ID header), either may be NULL, the header winning when
- * both are given; category and type, NULL for no filter, each a comma-
+ * both are given (neither: from_tail); category and type, NULL for no filter, each a comma-
  * separated list of names (a category is the part of a stream's id
  * before its first '-').  ES_EINVALID with code "query_invalid" and the
  * field at fault ("after", "Last-Event-ID", "category", "type") for
