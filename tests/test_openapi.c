@@ -9,6 +9,7 @@
  * once, so that the probe does not wait on a stream.
  */
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

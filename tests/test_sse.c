@@ -266,6 +266,25 @@ next_msg(client *c, msg *m, int ms)
 
 /* ---- the feed, as GET /v1/feed gives it --------------------------------- */
 
+/* th_http until it answers want: a 503 (Retry-After: a server busy or
+ * still connecting, as on a loaded machine under the sanitizers) is
+ * retried for up to 30 s, as a client should. */
+static void
+http_ok(unsigned port, const char *method, const char *path, const char *headers,
+        const char *body, int want, th_response *r)
+{
+    int st = 0;
+
+    for (int i = 0; i < 300; i++) {
+        if ((st = th_http(port, method, path, headers, body, r)) != 503)
+            break;
+        th_response_free(r);
+        usleep(100 * 1000);
+    }
+    ck_assert_msg(st == want, "%s %s: %d (want %d): %s", method, path, st, want,
+                  r->body ? r->body : "");
+}
+
 typedef struct feed {
     char (*pos)[ES_POSITION_TEXT_MAX];
     char (*type)[64];
@@ -296,7 +315,7 @@ feed_read(unsigned port, feed *f)
         size_t i;
 
         snprintf(path, sizeof path, "/v1/feed?limit=1000%s%s", after[0] ? "&after=" : "", after);
-        ck_assert_int_eq(th_http(port, "GET", path, NULL, NULL, &r), 200);
+        http_ok(port, "GET", path, NULL, NULL, 200, &r);
         ck_assert_ptr_nonnull(root = json_loads(r.body, 0, NULL));
         events = json_object_get(root, "events");
         for (i = 0; i < json_array_size(events); i++) {
@@ -342,8 +361,7 @@ append(unsigned port, const char *stream, const char *type, int n, size_t pad, c
                       type, i, padding);
     es_buf_puts(&b, "]}");
     snprintf(path, sizeof path, "/v1/streams/%s/events", stream);
-    ck_assert_int_eq(th_http(port, "POST", path, "Content-Type: application/json\r\n", b.data, &r),
-                     201);
+    http_ok(port, "POST", path, "Content-Type: application/json\r\n", b.data, 201, &r);
     if (pos_out != NULL) {
         ck_assert_ptr_nonnull(root = json_loads(r.body, 0, NULL));
         snprintf(pos_out, ES_POSITION_TEXT_MAX, "%s",
@@ -727,7 +745,7 @@ START_TEST(a_slow_client_is_cut_and_resumes_without_a_gap)
     /* live events pile up until its buffer (ES_SSE_BUFFER_MAX=64 KiB here,
      * past the kernel's socket buffers) is full: the server cuts it */
     while (metric(cmd_slow.port, "es_command_sse_cuts_total{reason=\"slow_consumer\"} ") < 1) {
-        ck_assert_msg(batches < 4000, "not cut after %d batches", batches);
+        ck_assert_msg(batches < 1000, "not cut after %d batches", batches);
         append(cmd_slow.port, st, "Slow", 20, 1000, last);
         batches++;
     }
