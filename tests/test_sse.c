@@ -677,6 +677,53 @@ START_TEST(bad_input_is_refused_with_the_field)
 }
 END_TEST
 
+/* A token named <prefix>-<hex> with one scope, made by esctl; its
+ * secret (malloc'd). */
+static char *
+token_with(const char *prefix, const char *scope)
+{
+    char name[64], out[4096], conn[600];
+    const char *create[] = {"esctl", "--json", "token", "create", name, "--scope", scope, NULL};
+    const char *cenv[] = {conn, NULL};
+    json_t *j;
+    char *secret;
+
+    th_unique(name, sizeof name, prefix);
+    snprintf(conn, sizeof conn, "ES_PG_CONNINFO=%s", conninfo);
+    ck_assert_int_eq(th_program_output(create, cenv, out, sizeof out), 0);
+    ck_assert_ptr_nonnull(j = json_loads(out, 0, NULL));
+    secret = strdup(json_string_value(json_object_get(j, "token")));
+    json_decref(j);
+    return secret;
+}
+
+START_TEST(the_scope_is_read_streams)
+{
+    char *reader = token_with("ssereader", "read:streams"), *other = token_with("sseother",
+                                                                                "read:query");
+    client c;
+    int st = 0;
+
+    /* a new token is known to the daemon within a second or so */
+    for (long long until = now_ms() + 5000; now_ms() < until; usleep(50 * 1000)) {
+        st = sub_open(&c, cmd.port, "", NULL, 0, reader);
+        sub_close(&c);
+        if (st != 401)
+            break;
+    }
+    ck_assert_int_eq(st, 200);
+    for (long long until = now_ms() + 5000; now_ms() < until; usleep(50 * 1000)) {
+        st = sub_open(&c, cmd.port, "", NULL, 0, other);
+        sub_close(&c);
+        if (st != 401)
+            break;
+    }
+    ck_assert_int_eq(st, 403);
+    free(reader);
+    free(other);
+}
+END_TEST
+
 START_TEST(subscriptions_are_capped)
 {
     client a, b, c;
@@ -882,6 +929,7 @@ main(void)
     tcase_add_test(tc, the_feed_in_order_with_filters);
     tcase_add_test(tc, new_events_are_pushed_promptly_and_heartbeats_flow);
     tcase_add_test(tc, bad_input_is_refused_with_the_field);
+    tcase_add_test(tc, the_scope_is_read_streams);
     tcase_add_test(tc, subscriptions_are_capped);
     tcase_add_test(tc, a_slow_client_is_cut_and_resumes_without_a_gap);
     tcase_add_test(tc, resumed_across_restarts_of_every_daemon_each_event_once);
