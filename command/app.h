@@ -15,6 +15,7 @@
 #include "http.h"
 
 typedef struct bus bus;
+typedef struct subs subs;
 
 typedef struct app {
     char conninfo[512];
@@ -26,6 +27,7 @@ typedef struct app {
     es_auth *auth;              /* the token checks (routes_guard) */
     es_daemon daemon;           /* name, readiness and metrics (routes.c) */
     bus *bus;
+    subs *subs;                 /* GET /v1/subscriptions/feed (subscriptions.c) */
     pthread_mutex_t envs_mu;    /* the per-thread environments, for shutdown */
     cmd_env **envs;
     size_t nenvs, capenvs;
@@ -53,6 +55,10 @@ bool routes_quick(void *app, const es_http_req *req, es_http_res *res);
 /* The access check of every HTTP request, before any handler: the scope
  * each route needs is named in routes.c's route_scope. */
 bool routes_guard(void *app, es_http_req *req, es_http_res *res);
+
+/* What a commit wakes: the relay (over the bus) and the subscriptions
+ * hub; the committer's on_commit callback, with the app. */
+void app_committed(void *app);
 
 /* NATS request/reply on cmd.<context>.<action> (bus.c). */
 es_status bus_start(bus **out, app *a, const char *url, int subs_per_context, es_error *err);

@@ -14,6 +14,18 @@
 #include "app.h"
 #include "env.h"
 #include "log.h"
+#include "subscriptions.h"
+
+void
+app_committed(void *arg)
+{
+    app *a = arg;
+
+    if (a->bus != NULL)
+        bus_wake(a->bus);
+    if (a->subs != NULL)
+        subs_wake(a->subs);
+}
 
 int
 main(void)
@@ -21,6 +33,7 @@ main(void)
     static app a;
     es_http_config http = {0};
     es_error err;
+    es_status st;
     int rc = 1;
     const char *scheme;
     const char *nats_url = es_nats_url();
@@ -53,6 +66,10 @@ main(void)
         es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
+    if ((st = subs_start(&a.subs, a.conninfo, &err)) != ES_OK) {
+        es_log(ES_LOG_ERROR, "%s", err.message);
+        goto done;
+    }
     if (es_committer_create(&a.committer, a.conninfo,
                             (int)es_env_long("es-command", "ES_COMMIT_CONNECTIONS", 1, 1, 64),
                             256, &err) != ES_OK) {
@@ -76,8 +93,7 @@ main(void)
     es_committer_set_queue_max(a.committer,
                                (size_t)es_env_long("es-command", "ES_COMMIT_QUEUE_MAX",
                                                    ES_COMMIT_QUEUE_DEFAULT, 1, 1000000));
-    if (a.bus != NULL)
-        es_committer_on_commit(a.committer, bus_wake, a.bus);
+    es_committer_on_commit(a.committer, app_committed, &a);
     if (es_http_start(&a.http, &http, routes_handle, &a, &err) != ES_OK) {
         es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
@@ -88,10 +104,14 @@ main(void)
     es_daemon_wait();
     rc = 0;
 done:
+    /* the subscriptions first: each stream gets its last message (cut,
+     * shutting_down) before the HTTP server ends what is left */
+    subs_stop(a.subs);
     es_http_stop(a.http);
     bus_stop(a.bus);
     es_committer_destroy(a.committer);     /* drains; may still wake the relay */
     bus_free(a.bus);
+    subs_free(a.subs);
     app_envs_close(&a);
     es_auth_stop(a.auth);
     es_daemon_stop();

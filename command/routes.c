@@ -16,6 +16,7 @@
 #include "contexts.h"
 #include "idem.h"
 #include "schema.h"
+#include "subscriptions.h"
 
 #define PAGE_DEFAULT 100
 #define PAGE_MAX 1000
@@ -678,6 +679,8 @@ metrics(void *ctx, es_buf *out)
                   (unsigned long long)atomic_load(&a->commands_failed),
                   bus_refused_replies(a->bus));
     es_auth_metrics(a->auth, "es_command", out);
+    if (a->subs != NULL)
+        subs_metrics(a->subs, "es_command", out);
 }
 
 void
@@ -698,7 +701,7 @@ allowed(const char *path)
 
     if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
         strcmp(path, "/metrics") == 0 || strcmp(path, "/v1/feed") == 0 ||
-        strcmp(path, "/v1/schemas") == 0)
+        strcmp(path, "/v1/schemas") == 0 || strcmp(path, "/v1/subscriptions/feed") == 0)
         return "GET";
     if (has_prefix(path, "/v1/streams/", &rest) && rest[0] != '\0') {
         size_t n = strlen(rest);
@@ -719,6 +722,7 @@ allowed(const char *path)
  *   GET  /healthz, /readyz                    public
  *   GET  /metrics                             metrics
  *   GET  /v1/feed, /v1/streams/{stream}       read:streams
+ *   GET  /v1/subscriptions/feed               read:streams (the feed, streamed)
  *   GET  /v1/schemas                          read:streams (the shapes of what
  *                                             that scope reads; no data)
  *   POST /v1/streams/{stream}/events          append:<category of stream>
@@ -743,7 +747,8 @@ route_scope(const es_http_req *req, char *buf, size_t size)
         if (strcmp(req->path, "/metrics") == 0)
             return "metrics";
         if (strcmp(req->path, "/v1/feed") == 0 || strncmp(req->path, "/v1/streams/", 12) == 0 ||
-            strcmp(req->path, "/v1/schemas") == 0)
+            strcmp(req->path, "/v1/schemas") == 0 ||
+            strcmp(req->path, "/v1/subscriptions/feed") == 0)
             return "read:streams";
         return "admin";
     }
@@ -827,6 +832,12 @@ routes_handle(void *ctx, const es_http_req *req, es_http_res *res)
         /* /healthz, /readyz, /metrics */
     } else if (strcmp(req->path, "/v1/feed") == 0) {
         read_feed(a, req, res);
+    } else if (strcmp(req->path, "/v1/subscriptions/feed") == 0) {
+        if (a->subs != NULL)
+            subs_serve(a->subs, req, res);
+        else
+            es_http_res_error(res, 503, "shutting_down", NULL, NULL,
+                              "subscriptions are not served now");
     } else if (strcmp(req->path, "/v1/schemas") == 0) {
         es_http_res_json(res, 200, es_schema_list_json());
     } else if (has_prefix(req->path, "/v1/streams/", &rest)) {

@@ -104,6 +104,8 @@ struct es_http_server {
     conn_state *jobs_head, *jobs_tail;
     size_t njobs, queue_max;
     es_http_pending *open;      /* deferred and not answered yet */
+    es_http_stream *streams;    /* streaming answers their connection holds */
+    bool streams_ending;        /* es_http_stop ends them, new ones too */
     bool forcing;               /* es_http_stop answers what is deferred */
     size_t orphans;             /* forced answers whose owner has not answered */
     bool freeing;               /* es_http_stop is done; the last orphan frees */
@@ -158,6 +160,37 @@ struct conn_state {
     conn_state *next_job;
     bool running;               /* a pool thread runs its handler; srv->mu */
     conn_track *track;
+    es_http_stream *stream;     /* es_http_stream_open was called */
+    bool stream_queued;         /* ... and its answer is MHD's (which releases it) */
+};
+
+/*
+ * A streaming answer, held by two: its owner (until es_http_stream_end)
+ * and the connection (until MHD frees the response, or the answer was
+ * not a stream after all).  The owner's writes and the event loop's
+ * reads meet under mu; the reader suspends the connection when the
+ * buffer is empty, and the next write (or the end) resumes it, both
+ * under mu, so a resume never comes before its suspend.
+ *
+ *   open --write--> buffered --reader takes all--> empty (suspended)
+ *     ^                                               |
+ *     +----------------- write: resume ---------------+
+ *   end / es_http_stop: the reader sends what is left, then ends the body
+ *   client gone: closed; the owner's next write is refused
+ */
+struct es_http_stream {
+    pthread_mutex_t mu;
+    es_http_server *srv;
+    struct MHD_Connection *conn;
+    es_buf buf;
+    size_t off;                 /* buf's bytes before off are sent */
+    bool suspended;             /* the reader suspended the connection */
+    bool ended;                 /* no more writes: end after the buffer */
+    bool closed;                /* the connection is done with it */
+    int refs;
+    void (*on_drain)(void *ctx);
+    void *ctx;
+    es_http_stream *prev, *next;    /* srv->streams; srv->mu */
 };
 
 const char *
@@ -292,6 +325,232 @@ send_res(es_http_server *srv, struct MHD_Connection *c, es_http_res *res,
     return ok;
 }
 
+/* Sends res, or, for a request that opened a stream and answers 200,
+ * the stream's head with a body read from the stream. */
+static enum MHD_Result send_answer(es_http_server *srv, struct MHD_Connection *c, conn_state *st,
+                                   es_http_res *res);
+
+/* ---- streaming answers ------------------------------------------------------ */
+
+/* A stream buffer larger than this is freed, not kept, once sent. */
+#define STREAM_KEEP_MAX (64 * 1024)
+
+/* Drops one hold on s; the last frees it.  s->mu not held. */
+static void
+stream_unref(es_http_stream *s)
+{
+    bool last;
+
+    pthread_mutex_lock(&s->mu);
+    last = --s->refs == 0;
+    pthread_mutex_unlock(&s->mu);
+    if (!last)
+        return;
+    es_buf_free(&s->buf);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+/* The connection is done with s (answered, gone, or not a stream after
+ * all): it leaves the server's list and takes no more writes. */
+static void
+stream_conn_done(es_http_stream *s)
+{
+    es_http_server *srv = s->srv;
+
+    pthread_mutex_lock(&srv->mu);
+    if (s->prev)
+        s->prev->next = s->next;
+    else if (srv->streams == s)
+        srv->streams = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+    pthread_mutex_lock(&s->mu);
+    s->closed = s->ended = true;
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&srv->mu);
+    stream_unref(s);
+}
+
+/* MHD's free callback of a streaming response. */
+static void
+stream_free(void *cls)
+{
+    stream_conn_done(cls);
+}
+
+/* MHD's content reader: what is buffered, else the end once ended, else
+ * nothing and the connection suspended until the next write. */
+static ssize_t
+stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    es_http_stream *s = cls;
+    size_t n;
+
+    (void)pos;
+    pthread_mutex_lock(&s->mu);
+    n = s->buf.len - s->off;
+    if (n > 0) {
+        if (n > max)
+            n = max;
+        memcpy(out, s->buf.data + s->off, n);
+        s->off += n;
+        if (s->off == s->buf.len) {
+            if (s->buf.cap > STREAM_KEEP_MAX)
+                es_buf_free(&s->buf);
+            else
+                es_buf_reset(&s->buf);
+            s->off = 0;
+            if (s->on_drain != NULL)
+                s->on_drain(s->ctx);
+        } else if (s->off >= STREAM_KEEP_MAX && s->off > s->buf.len / 2) {
+            memmove(s->buf.data, s->buf.data + s->off, s->buf.len - s->off + 1);
+            s->buf.len -= s->off;
+            s->off = 0;
+        }
+    } else if (s->ended) {
+        pthread_mutex_unlock(&s->mu);
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    } else {
+        s->suspended = true;
+        MHD_suspend_connection(s->conn);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return (ssize_t)n;
+}
+
+/* Resumes s's connection if its reader suspended it; s->mu held. */
+static void
+stream_wake(es_http_stream *s)
+{
+    if (s->suspended) {
+        s->suspended = false;
+        MHD_resume_connection(s->conn);
+    }
+}
+
+es_status
+es_http_stream_open(const es_http_req *req, void (*on_drain)(void *ctx), void *ctx,
+                    es_http_stream **out, es_error *err)
+{
+    conn_state *st = (conn_state *)(void *)((char *)req - offsetof(conn_state, req));
+    es_http_server *srv = st->pending.srv;
+    es_http_stream *s;
+
+    *out = NULL;
+    if (st->stream != NULL)
+        return es_error_set(err, ES_EINTERNAL, NULL, NULL, "the request streams already");
+    if ((s = calloc(1, sizeof *s)) == NULL)
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not allocate a stream");
+    pthread_mutex_init(&s->mu, NULL);
+    s->srv = srv;
+    s->conn = st->pending.conn;
+    s->refs = 2;                /* the owner's and the connection's */
+    s->on_drain = on_drain;
+    s->ctx = ctx;
+    pthread_mutex_lock(&srv->mu);
+    s->next = srv->streams;
+    if (srv->streams)
+        srv->streams->prev = s;
+    srv->streams = s;
+    if (srv->streams_ending)    /* stopping: the stream ends at once */
+        s->ended = true;
+    pthread_mutex_unlock(&srv->mu);
+    st->stream = s;
+    *out = s;
+    return ES_OK;
+}
+
+es_status
+es_http_stream_write(es_http_stream *s, const char *data, size_t len, size_t *buffered)
+{
+    es_status st = ES_OK;
+
+    pthread_mutex_lock(&s->mu);
+    if (s->ended || s->closed) {
+        st = ES_EUNAVAILABLE;
+    } else {
+        es_buf_append(&s->buf, data, len);
+        if (es_buf_failed(&s->buf)) {
+            st = ES_ENOMEM;
+            s->ended = true;    /* a hole in the stream is worse than its end */
+        }
+    }
+    if (st != ES_EUNAVAILABLE)
+        stream_wake(s);
+    if (buffered != NULL)
+        *buffered = s->buf.failed ? 0 : s->buf.len - s->off;
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
+size_t
+es_http_stream_buffered(es_http_stream *s)
+{
+    size_t n;
+
+    pthread_mutex_lock(&s->mu);
+    n = s->buf.failed ? 0 : s->buf.len - s->off;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+bool
+es_http_stream_alive(es_http_stream *s)
+{
+    bool alive;
+
+    pthread_mutex_lock(&s->mu);
+    alive = !s->ended && !s->closed;
+    pthread_mutex_unlock(&s->mu);
+    return alive;
+}
+
+void
+es_http_stream_end(es_http_stream *s)
+{
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->ended = true;
+    s->on_drain = NULL;
+    if (!s->closed)
+        stream_wake(s);
+    pthread_mutex_unlock(&s->mu);
+    stream_unref(s);
+}
+
+static enum MHD_Result
+send_answer(es_http_server *srv, struct MHD_Connection *c, conn_state *st, es_http_res *res)
+{
+    es_http_stream *s = st->stream;
+    struct MHD_Response *r;
+    enum MHD_Result ok;
+
+    if (s == NULL || st->stream_queued)
+        return send_res(srv, c, res, &st->start);
+    if (res->status != 200) {
+        st->stream = NULL;
+        stream_conn_done(s);
+        return send_res(srv, c, res, &st->start);
+    }
+    st->stream_queued = true;   /* the response holds the connection's part */
+    r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 8192, stream_read, s, stream_free);
+    if (r == NULL) {
+        stream_conn_done(s);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type",
+                            res->content_type ? res->content_type : "application/json");
+    for (int i = 0; i < res->nheaders; i++)
+        MHD_add_response_header(r, res->headers[i][0], res->headers[i][1]);
+    ok = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    count(srv, 200, &st->start);
+    return ok;
+}
+
 static enum MHD_Result
 too_large(es_http_server *srv, struct MHD_Connection *c, conn_state *st)
 {
@@ -422,7 +681,7 @@ send_deferred(es_http_server *srv, struct MHD_Connection *c, conn_state *st)
 {
     enum MHD_Result ok;
 
-    ok = send_res(srv, c, &st->pending.res, &st->start);
+    ok = send_answer(srv, c, st, &st->pending.res);
     es_buf_free(&st->pending.res.body);
     return ok;
 }
@@ -596,7 +855,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
             }
         }
     }
-    ok = send_res(srv, c, &res, &st->start);
+    ok = send_answer(srv, c, st, &res);
     es_buf_free(&res.body);
     return ok;
 }
@@ -630,6 +889,8 @@ on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         srv->orphans++;
     }
     pthread_mutex_unlock(&srv->mu);
+    if (st->stream != NULL && !st->stream_queued)
+        stream_conn_done(st->stream);       /* never sent: no response holds it */
     *con_cls = NULL;
     if (!keep) {
         es_buf_free(&st->body);
@@ -1048,6 +1309,15 @@ es_http_stop(es_http_server *srv)
     if (srv->mhd != NULL)
         srv->quiesced = MHD_quiesce_daemon(srv->mhd);
     pthread_mutex_lock(&srv->mu);
+    /* Streams have no end of their own: each ends after what it has
+     * buffered, so that the grace is not spent waiting for them. */
+    srv->streams_ending = true;
+    for (es_http_stream *s = srv->streams; s != NULL; s = s->next) {
+        pthread_mutex_lock(&s->mu);
+        s->ended = true;
+        stream_wake(s);
+        pthread_mutex_unlock(&s->mu);
+    }
     if (srv->mhd != NULL)
         wait_drained(srv, (long)srv->stop_grace_ms);
     srv->forcing = true;

@@ -149,6 +149,44 @@ es_http_pending *es_http_defer(const es_http_req *req);
 void es_http_answer(es_http_pending *p, es_http_res *res);
 
 /*
+ * Streaming answers (Server-Sent Events).  A handler that calls
+ * es_http_stream_open and then sets res->status to 200 (its content type
+ * and headers go out as the answer's head; its body is ignored) answers
+ * with a body of unknown length that the owner of the returned stream
+ * writes from any thread while the connection stays open.  Any other
+ * status sends res as usual and the stream is closed at once.  A
+ * streaming connection holds no thread: it is suspended while its buffer
+ * is empty and resumed by the next write.  It is not subject to the
+ * header and body deadlines (the request is in), and es_http_stop ends it
+ * after what is buffered.  on_drain(ctx), when not NULL, is called from
+ * the event loop each time the connection has taken every buffered byte
+ * (it must be quick and must not call back into the stream).
+ *
+ * The stream is the owner's until es_http_stream_end, which is called
+ * exactly once (also when the answer was not 200, or the client left).
+ * *out NULL (ES_ENOMEM) on failure.
+ */
+typedef struct es_http_stream es_http_stream;
+es_status es_http_stream_open(const es_http_req *req, void (*on_drain)(void *ctx), void *ctx,
+                              es_http_stream **out, es_error *err);
+/*
+ * Appends len bytes to what the connection sends; *buffered (may be
+ * NULL) is then the number of bytes written and not yet taken by the
+ * connection.  ES_EUNAVAILABLE once the client is gone or the server
+ * stops (nothing is appended then); ES_ENOMEM if the bytes could not be
+ * held.
+ */
+es_status es_http_stream_write(es_http_stream *s, const char *data, size_t len,
+                               size_t *buffered);
+/* Bytes written and not yet taken by the connection. */
+size_t es_http_stream_buffered(es_http_stream *s);
+/* Whether the stream still takes writes (the client is there, the server
+ * is not stopping). */
+bool es_http_stream_alive(es_http_stream *s);
+/* Ends the answer after what is buffered and gives the stream back. */
+void es_http_stream_end(es_http_stream *s);
+
+/*
  * Starts serving; *out NULL on failure (err says why: ES_EINVALID with
  * code "tls_invalid" for a certificate or key that cannot be read or
  * used, ES_EUNAVAILABLE "listen_failed" when the port cannot be had).

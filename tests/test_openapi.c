@@ -3,9 +3,13 @@
  * 3.x with paths, and every path + method it lists exists on the service
  * its x-service names (es-command, es-query, or both): the answer is
  * neither 404 route_not_found nor 405, and not a transport error or a 5xx
- * other than 503.  Path parameters are "x"; a POST sends "{}".
+ * other than 503.  Path parameters are "x"; a POST sends "{}".  An
+ * operation marked "x-stream" (an answer that does not end, such as
+ * Server-Sent Events) is asked with ?after=x, which it refuses (400) at
+ * once, so that the probe does not wait on a stream.
  */
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +43,8 @@ fill_params(const char *path, char *out, size_t size)
 
 /* One request; asserts the route exists with that method. */
 static void
-check_route(const char *service, unsigned port, const char *method, const char *path)
+check_route(const char *service, unsigned port, const char *method, const char *path,
+            bool stream)
 {
     char url[512];
     th_response r;
@@ -49,6 +54,8 @@ check_route(const char *service, unsigned port, const char *method, const char *
     const char *code = NULL;
 
     fill_params(path, url, sizeof url);
+    if (stream)
+        snprintf(url + strlen(url), sizeof url - strlen(url), "?after=x");
     st = th_http(port, method, url, post ? "Content-Type: application/json\r\n" : NULL,
                  post ? "{}" : NULL, &r);
     j = r.body ? json_loads(r.body, 0, NULL) : NULL;
@@ -89,6 +96,7 @@ START_TEST(every_documented_route_exists)
             json_t *op = json_object_get(item, methods[m]);
             const char *service;
             char method[16];
+            bool stream;
 
             if (!json_is_object(op))
                 continue;
@@ -96,17 +104,18 @@ START_TEST(every_documented_route_exists)
             service = json_string_value(json_object_get(op, "x-service"));
             if (!service)
                 service = path_service;
+            stream = json_is_true(json_object_get(op, "x-stream"));
             ck_assert_msg(service != NULL, "%s %s: no x-service", methods[m], path);
             for (size_t k = 0; methods[m][k]; k++)
                 method[k] = (char)(methods[m][k] - 'a' + 'A');
             method[strlen(methods[m])] = '\0';
             if (strcmp(service, "command") == 0) {
-                check_route(service, cmd.port, method, path);
+                check_route(service, cmd.port, method, path, stream);
             } else if (strcmp(service, "query") == 0) {
-                check_route(service, query.port, method, path);
+                check_route(service, query.port, method, path, stream);
             } else if (strcmp(service, "both") == 0) {
-                check_route("command", cmd.port, method, path);
-                check_route("query", query.port, method, path);
+                check_route("command", cmd.port, method, path, stream);
+                check_route("query", query.port, method, path, stream);
             } else {
                 ck_abort_msg("%s %s: unknown x-service \"%s\"", method, path, service);
             }
