@@ -18,6 +18,13 @@
  *   channel rm:<name>:applied   "<v> <seq> <position>" after each batch that
  *                               applied something, and after a switch
  *
+ * and, outside every projection (so no projection may be named "trace"):
+ *   rm:trace:<trace_id>         hash "<seq>:<projection>" -> Unix ms when the
+ *                               live projector applied event seq of that
+ *                               trace to that projection; expires
+ *                               ES_TRACE_TTL seconds after its last write
+ *                               (es_rm_trace_put, es_rm_trace_get)
+ *
  * A version's life (projector/rebuild.c drives it, docs/ARCHITECTURE.md
  * draws it): es_rm_version_new numbers it, es_rm_building_set records it
  * as the one being built, batches fill it, es_rm_switch makes it active
@@ -257,6 +264,30 @@ const char *es_rm_hash_get(const redisReply *hash, const char *field);
 es_status es_rm_dump(redisContext *c, const char *name, const char *version, char ***lines,
                      size_t *n, es_error *err);
 void es_rm_dump_free(char **lines, size_t n);
+
+/* ---- traces: when each projection applied a traced event -------------- */
+
+/* One projection's application of one event of a trace. */
+typedef struct es_rm_trace_stage {
+    char trace_id[33];          /* 32 lower-case hex digits */
+    uint64_t seq;               /* the event's feed sequence */
+    char projection[ES_RM_NAME_MAX];
+    int64_t at_ms;              /* Unix milliseconds */
+} es_rm_trace_stage;
+
+/*
+ * Records stages s[0..n) (the live projector, once per batch): one HSET
+ * per run of stages of the same event, and one EXPIRE of ttl_s seconds
+ * per run of the same trace, pipelined in one round trip.  Best effort
+ * for the caller: the read models never depend on it.
+ */
+es_status es_rm_trace_put(redisContext *c, const es_rm_trace_stage *s, size_t n, int ttl_s,
+                          es_error *err);
+
+/* The stages recorded for trace_id (none: *n 0, ES_OK), in no particular
+ * order; *out malloc'd (free()), NULL when none. */
+es_status es_rm_trace_get(redisContext *c, const char *trace_id, es_rm_trace_stage **out,
+                          size_t *n, es_error *err);
 
 
 #endif
