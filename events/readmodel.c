@@ -403,6 +403,13 @@ es_rm_batch_event(es_rm_batch *b, uint64_t seq, const char *position)
     b->last_seq = seq;
 }
 
+size_t
+es_rm_batch_event_cmds(const es_rm_batch *b)
+{
+    return b->failed || b->ncmd_at == SIZE_MAX || b->ncmd_at >= b->n
+               ? 0 : (size_t)b->args[b->ncmd_at].num;
+}
+
 static void
 count_arg(es_rm_batch *b)
 {
@@ -1327,7 +1334,7 @@ es_rm_trace_put(redisContext *c, const es_rm_trace_stage *s, size_t n, int ttl_s
         for (k = i; k < n && m < 16 && s[k].seq == s[i].seq &&
                     strcmp(s[k].trace_id, s[i].trace_id) == 0; k++, m++) {
             snprintf(fields[m], sizeof fields[m], "%" PRIu64 ":%s", s[k].seq, s[k].projection);
-            snprintf(values[m], sizeof values[m], "%" PRId64, s[k].at_ms);
+            snprintf(values[m], sizeof values[m], "%" PRId64, s[k].at_us);
             argv[argc] = fields[m], lens[argc++] = strlen(fields[m]);
             argv[argc] = values[m], lens[argc++] = strlen(values[m]);
         }
@@ -1359,13 +1366,16 @@ es_status
 es_rm_trace_get(redisContext *c, const char *trace_id, es_rm_trace_stage **out, size_t *n,
                 es_error *err)
 {
-    redisReply *r = redisCommand(c, "HGETALL rm:trace:%.32s", trace_id);
+    char id[33];
+    redisReply *r;
     es_rm_trace_stage *s = NULL;
     es_status st = ES_OK;
     size_t i, m = 0;
 
     *out = NULL;
     *n = 0;
+    snprintf(id, sizeof id, "%s", trace_id);    /* hiredis takes no precision */
+    r = redisCommand(c, "HGETALL rm:trace:%s", id);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
         st = redis_fail(c, r, err, "trace");
         goto done;
@@ -1382,10 +1392,10 @@ es_rm_trace_get(redisContext *c, const char *trace_id, es_rm_trace_stage **out, 
         if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
             (colon = strchr(f->str, ':')) == NULL || sscanf(f->str, "%llu:", &seq) != 1)
             continue;       /* not a field this module wrote */
-        snprintf(s[m].trace_id, sizeof s[m].trace_id, "%.32s", trace_id);
+        snprintf(s[m].trace_id, sizeof s[m].trace_id, "%s", id);
         s[m].seq = seq;
         snprintf(s[m].projection, sizeof s[m].projection, "%s", colon + 1);
-        s[m].at_ms = strtoll(v->str, NULL, 10);
+        s[m].at_us = strtoll(v->str, NULL, 10);
         m++;
     }
     if (m == 0) {

@@ -19,9 +19,10 @@
  *                               applied something, and after a switch
  *
  * and, outside every projection (so no projection may be named "trace"):
- *   rm:trace:<trace_id>         hash "<seq>:<projection>" -> Unix ms when the
- *                               live projector applied event seq of that
- *                               trace to that projection; expires
+ *   rm:trace:<trace_id>         hash "<seq>:<projection>" -> Unix microseconds
+ *                               when the live projector applied event seq
+ *                               of that trace to that projection ("<seq>:"
+ *                               for an event no projection wrote); expires
  *                               ES_TRACE_TTL seconds after its last write
  *                               (es_rm_trace_put, es_rm_trace_get)
  *
@@ -105,6 +106,8 @@ es_rm_mark es_rm_batch_mark(const es_rm_batch *b);
 void es_rm_batch_rewind(es_rm_batch *b, es_rm_mark m);
 /* Starts the next event; its commands follow. */
 void es_rm_batch_event(es_rm_batch *b, uint64_t seq, const char *position);
+/* How many commands the event added last has so far (0: it writes nothing). */
+size_t es_rm_batch_event_cmds(const es_rm_batch *b);
 /* Starts a command: es_rm_cmd(b, "HSET", "order:%s", id), then its args. */
 void es_rm_cmd(es_rm_batch *b, const char *name, const char *keyfmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -271,8 +274,8 @@ void es_rm_dump_free(char **lines, size_t n);
 typedef struct es_rm_trace_stage {
     char trace_id[33];          /* 32 lower-case hex digits */
     uint64_t seq;               /* the event's feed sequence */
-    char projection[ES_RM_NAME_MAX];
-    int64_t at_ms;              /* Unix milliseconds */
+    char projection[ES_RM_NAME_MAX];    /* "": the event, which no projection wrote */
+    int64_t at_us;              /* Unix microseconds */
 } es_rm_trace_stage;
 
 /*

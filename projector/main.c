@@ -55,6 +55,8 @@ typedef struct live {
     size_t n;
     int batch;
     int trace_ttl;                      /* ES_TRACE_TTL: seconds; 0: no stage record */
+    unsigned char *wrote;               /* [message * 16 + projection]: it wrote
+                                           something for that message (trace_ttl > 0) */
     uint64_t stream_last;
     bool started;                       /* states loaded once already */
     atomic_bool redis_ok;               /* connected, and the last ping answered */
@@ -225,6 +227,8 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
             stop_at = e, why = err.message;
             break;
         }
+        if (l->wrote != NULL)
+            l->wrote[i * 16 + (size_t)(ps - l->st)] = es_rm_batch_event_cmds(&b) > 0;
     }
     if (b.events > 0) {
         if (es_rm_apply(l->rc, &b, &a, &err) != ES_OK) {
@@ -290,24 +294,25 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
 }
 
 static int64_t
-now_ms(void)
+now_us(void)
 {
     struct timespec t;
 
     clock_gettime(CLOCK_REALTIME, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
 }
 
 /*
  * Records, for `esctl trace`, when each projection applied each traced
- * event of msgs: those past before[p] up to its new checkpoint, at at[p]
+ * event of msgs that it wrote something for: those past before[p] up to
+ * its new checkpoint, at at[p]
  * (rm:trace:<id>, events/readmodel.h).  One pipelined round trip per
  * batch; a failure is logged and costs nothing else.
  */
 static void
 record_traces(live *l, const es_feed_batch *msgs, const uint64_t *before, const int64_t *at)
 {
-    es_rm_trace_stage *s = malloc(msgs->n * l->n * sizeof *s);
+    es_rm_trace_stage *s = malloc(msgs->n * (l->n + 1) * sizeof *s);
     size_t n = 0, i, p;
     es_error err;
 
@@ -316,15 +321,24 @@ record_traces(live *l, const es_feed_batch *msgs, const uint64_t *before, const 
     for (i = 0; i < msgs->n; i++) {
         const es_feed_event *e = &msgs->ev[i];
         const char *tid = msgs->bad[i] ? NULL : trace_of(e);
+        size_t first = n;
 
         for (p = 0; tid != NULL && p < l->n; p++)
-            if (e->seq > before[p] && e->seq <= l->st[p].seq) {
+            if (e->seq > before[p] && e->seq <= l->st[p].seq && l->wrote[i * 16 + p]) {
                 memcpy(s[n].trace_id, tid, sizeof s[n].trace_id);
                 s[n].seq = e->seq;
                 snprintf(s[n].projection, sizeof s[n].projection, "%s", l->st[p].p->name);
-                s[n].at_ms = at[p];
+                s[n].at_us = at[p];
                 n++;
             }
+        if (tid != NULL && n == first) {
+            /* no projection wrote it: still an event of the trace */
+            memcpy(s[n].trace_id, tid, sizeof s[n].trace_id);
+            s[n].seq = e->seq;
+            s[n].projection[0] = '\0';
+            s[n].at_us = 0;
+            n++;
+        }
     }
     if (n > 0 && es_rm_trace_put(l->rc, s, n, l->trace_ttl, &err) != ES_OK)
         es_log(ES_LOG_WARNING, "could not record trace stages: %s", err.message);
@@ -413,10 +427,12 @@ run_live(live *l)
         }
         for (i = 0; i < l->n; i++)
             before[i] = l->st[i].seq, at[i] = 0;
+        if (l->wrote != NULL)
+            memset(l->wrote, 0, msgs.n * 16);
         for (i = 0; i < l->n && ok; i++)
             if (!l->st[i].stopped) {
                 ok = apply_one(l, &l->st[i], &msgs);
-                at[i] = now_ms();
+                at[i] = now_us();
                 any = true;
             }
         if (ok && l->trace_ttl > 0 && msgs.n > 0)
@@ -563,6 +579,10 @@ main_live(void)
         es_log(ES_LOG_ERROR, "ES_TRACE_TTL must be 0..2592000 seconds");
         return 2;
     }
+    if (l->trace_ttl > 0 && (l->wrote = calloc((size_t)l->batch, 16)) == NULL) {
+        es_log(ES_LOG_ERROR, "out of memory for batches of %d", l->batch);
+        return 2;
+    }
     for (i = 0; i < pj_projection_count && l->n < sizeof l->st / sizeof l->st[0]; i++)
         if (strcmp(only, "all") == 0 || es_list_contains(only, pj_projections[i].name))
             l->st[l->n++].p = &pj_projections[i];
@@ -597,6 +617,7 @@ done:
     es_store_close(l->store);
     for (i = 0; i < l->n; i++)
         pj_parks_free(&l->st[i].parks);
+    free(l->wrote);
     pthread_mutex_destroy(&l->mu);
     return rc;
 }
