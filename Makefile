@@ -122,9 +122,10 @@ $(BUILD)/es-saga: $(BUILD)/saga/main.o $(SAGA_LIB_OBJ) $(LIB)
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS) -lm
 
 # esctl runs the projector's rebuilds (rebuild.c) and reads and acts on
-# sagas through the saga module (saga/saga.c), the owner of their tables.
+# sagas through the saga module (saga/saga.c), the owner of their tables;
+# `esctl trace` finds a trigger's saga through the flow table (flow.c).
 CLI_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard cli/*.c)) \
-             $(BUILD)/projector/rebuild.o $(BUILD)/saga/saga.o
+             $(BUILD)/projector/rebuild.o $(BUILD)/saga/saga.o $(BUILD)/saga/flow.o
 $(CLI): $(CLI_OBJ) $(PROJ_OBJ) $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)

@@ -22,6 +22,7 @@
 #include "contexts.h"
 #include "env.h"
 #include "feed.h"
+#include "log.h"
 #include "token.h"
 
 #define COMMAND_ID_MAX 200
@@ -82,7 +83,9 @@ on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
     bus *b = closure;
     const char *subject = natsMsg_GetSubject(msg), *name, *command_id, *principal = NULL;
+    const char *traceparent = NULL;
     const cmd_def *def;
+    es_trace trace;
     json_t *args = NULL;
     cmd_env *env;
     cmd_out out;
@@ -128,9 +131,19 @@ on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
         !es_token_name_valid(principal))
         principal = "nats";
     env->principal = principal;
+    /* Its trace: the traceparent header (es-saga sends its saga's),
+     * continued as over HTTP; a malformed or missing one starts a trace. */
+    if (natsMsgHeader_Get(msg, ES_TRACEPARENT_HEADER, &traceparent) != NATS_OK)
+        traceparent = NULL;
+    es_trace_begin(&trace, traceparent);
+    env->trace = &trace;
     def->fn(env, command_id, false, args, &out);
     env->principal = NULL;
+    env->trace = NULL;
     app_count(b->a, &out);
+    if (es_log_enabled(ES_LOG_DEBUG))
+        es_log_trace(ES_LOG_DEBUG, trace.trace_id, "command %s (%s) over NATS: %s", name,
+                     command_id, out.status == ES_OK ? "done" : out.err.message);
     if (out.status != ES_OK) {
         err = out.err;
         goto fail;

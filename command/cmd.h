@@ -16,6 +16,7 @@
 
 #include "committer.h"
 #include "store.h"
+#include "trace.h"
 
 /* Settings of the domain rules (documented in command/README.md). */
 typedef struct cmd_config {
@@ -35,6 +36,10 @@ typedef struct cmd_env {
     /* who sends the command being handled (metadata.principal of every
      * event it writes): set by the front door around each call */
     const char *principal;
+    /* the command's trace (trace_id, span_id, ... of every event it
+     * writes, events/trace.h), or NULL: set by the front door like
+     * principal */
+    const es_trace *trace;
 } cmd_env;
 
 /* A command's outcome: status ES_OK with body (owned) and http status

@@ -182,9 +182,11 @@ cmd_new_id(const char *command_id, unsigned salt, char *out)
     es_uuid_derive(command_id, 100000u + salt, out);
 }
 
-/* Metadata of every event a command writes. */
+/* Metadata of every event a command writes: its ids, the principal and
+ * the command's trace (trace_id, span_id, parent_span_id, accepted_at). */
 static char *
-metadata(const char *command_id, const json_t *args, const char *principal)
+metadata(const char *command_id, const json_t *args, const char *principal,
+         const es_trace *trace)
 {
     json_t *m = json_object();
     const json_t *corr = args ? json_object_get(args, "correlation_id") : NULL;
@@ -200,6 +202,18 @@ metadata(const char *command_id, const json_t *args, const char *principal)
         json_object_set_new(m, "principal", json_string(principal));
     text = json_dumps(m, JSON_COMPACT);
     json_decref(m);
+    if (text != NULL && trace != NULL && trace->trace_id[0] != '\0') {
+        es_buf b = ES_BUF_INIT;
+        size_t n = strlen(text);
+
+        /* the members are plain ASCII: written after the object's text */
+        es_buf_append(&b, text, n - 1);
+        es_trace_metadata(&b, trace, n == 2);
+        es_buf_puts(&b, "}");
+        free(text);
+        text = es_buf_failed(&b) ? NULL : strdup(b.data);
+        es_buf_free(&b);
+    }
     return text;
 }
 
@@ -252,7 +266,7 @@ cmd_append_all(cmd_env *env, const char *command_id, const json_t *args, const c
     char ids[CMD_EVENTS_MAX][ES_UUID_LEN + 1];
     char *texts[CMD_EVENTS_MAX] = {0};
     es_append_req reqs[16];
-    char *meta = metadata(command_id, args, env->principal);
+    char *meta = metadata(command_id, args, env->principal, env->trace);
     size_t used = 0, i;
     es_status st;
 

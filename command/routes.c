@@ -15,6 +15,7 @@
 #include "codec.h"
 #include "contexts.h"
 #include "idem.h"
+#include "log.h"
 #include "schema.h"
 #include "subscriptions.h"
 
@@ -168,9 +169,11 @@ typedef struct append_job {
     es_append_req areq;
     es_append_result r;
     es_http_pending *pending;       /* answered when done (quick path) */
-    char *meta_plain;               /* {"principal": ...}, shared by events without metadata */
+    char *meta_plain;               /* {"principal": ..., "trace_id": ...}, shared by events
+                                       without metadata */
     char **metas;                   /* per event, those that brought their own */
     char stream[ES_STREAM_ID_MAX + 8];
+    char traceparent[ES_TRACEPARENT_LEN + 1];   /* answered in the header */
 } append_job;
 
 static void
@@ -187,8 +190,9 @@ append_job_free(append_job *j)
 }
 
 /*
- * Sets metadata.principal of every event of j to principal, over any
- * value the client sent.  Events without metadata share one text made
+ * Sets metadata.principal of every event of j to principal (unless ""),
+ * and the trace's members (trace_id, span_id, parent_span_id,
+ * accepted_at; events/trace.h), over any value the client sent.  Events without metadata share one text made
  * once per request.  Those with metadata (an object, as the decoder
  * checked) get the member appended last, as text: jsonb keeps the last
  * of duplicate keys, however the client spelled its own ("princ\u0069pal"
@@ -196,13 +200,18 @@ append_job_free(append_job *j)
  * numbers no parser here could hold (1e400) stay as sent.  false on OOM.
  */
 static bool
-stamp_principal(append_job *j, const char *principal)
+stamp(append_job *j, const char *principal, const es_trace *trace)
 {
     es_buf member = ES_BUF_INIT;
     bool ok = false;
 
-    es_buf_puts(&member, "\"principal\":");
-    es_buf_json_string(&member, principal);
+    if (principal[0] == '\0' && trace->trace_id[0] == '\0')
+        return true;
+    if (principal[0] != '\0') {
+        es_buf_puts(&member, "\"principal\":");
+        es_buf_json_string(&member, principal);
+    }
+    es_trace_metadata(&member, trace, principal[0] == '\0');
     es_buf_puts(&member, "}");
     if (es_buf_failed(&member) || asprintf(&j->meta_plain, "{%s", member.data) < 0) {
         j->meta_plain = NULL;
@@ -248,7 +257,7 @@ done:
  */
 static append_job *
 append_prepare(const char *stream, const es_http_req *req, const char *command_id, bool fresh,
-               es_http_res *res)
+               const es_trace *trace, es_http_res *res)
 {
     append_job *j = calloc(1, sizeof *j);
     es_error err;
@@ -290,7 +299,8 @@ append_prepare(const char *stream, const es_http_req *req, const char *command_i
             }
         }
     }
-    if (req->principal[0] != '\0' && !stamp_principal(j, req->principal)) {
+    es_traceparent_format(trace, j->traceparent);
+    if (!stamp(j, req->principal, trace)) {
         append_job_free(j);
         es_http_res_error(res, 500, "out_of_memory", NULL, NULL, "out of memory");
         return NULL;
@@ -330,9 +340,9 @@ append_answer(const append_job *j, es_http_res *res)
 /* Appends and waits (a pool thread, with an Idempotency-Key to store). */
 static void
 append_events(app *a, const char *stream, const es_http_req *req, const char *command_id,
-              bool fresh, es_http_res *res)
+              bool fresh, const es_trace *trace, es_http_res *res)
 {
-    append_job *j = append_prepare(stream, req, command_id, fresh, res);
+    append_job *j = append_prepare(stream, req, command_id, fresh, trace, res);
 
     if (j == NULL)
         return;
@@ -349,6 +359,8 @@ append_done(void *ctx)
     es_http_res res = {.status = 200};
 
     append_answer(j, &res);
+    if (j->traceparent[0] != '\0')
+        es_http_res_header(&res, ES_TRACEPARENT_HEADER, j->traceparent);
     es_http_answer(j->pending, &res);
     append_job_free(j);
 }
@@ -459,7 +471,7 @@ read_feed(app *a, const es_http_req *req, es_http_res *res)
 /* Runs command name with args (stolen) from the body plus path members. */
 static void
 run_command(app *a, const char *name, json_t *args, const char *command_id, bool fresh,
-            const char *principal, es_http_res *res)
+            const char *principal, const es_trace *trace, es_http_res *res)
 {
     const cmd_def *def = cmd_find(name);
     cmd_env *env;
@@ -474,9 +486,16 @@ run_command(app *a, const char *name, json_t *args, const char *command_id, bool
         es_http_res_from_error(res, &err);
     } else {
         env->principal = principal;
+        env->trace = trace;
         def->fn(env, command_id, fresh, args, &out);
         env->principal = NULL;
+        env->trace = NULL;
         app_count(a, &out);
+        if (es_log_enabled(out.status == ES_OK || out.http_status < 500 ? ES_LOG_DEBUG
+                                                                        : ES_LOG_WARNING))
+            es_log_trace(out.status == ES_OK ? ES_LOG_DEBUG : ES_LOG_WARNING, trace->trace_id,
+                         "command %s (%s): %s", name, command_id,
+                         out.status == ES_OK ? "done" : out.err.message);
         outcome_to_res(&out, res);
     }
     cmd_out_free(&out);
@@ -532,7 +551,8 @@ match_post(const char *path, post_route *r)
 
 /* The POST itself, once idempotency is settled. */
 static void
-post(app *a, const es_http_req *req, const char *command_id, bool fresh, es_http_res *res)
+post(app *a, const es_http_req *req, const char *command_id, bool fresh, const es_trace *trace,
+     es_http_res *res)
 {
     char stream[ES_STREAM_ID_MAX + 8];
     post_route r;
@@ -541,7 +561,7 @@ post(app *a, const es_http_req *req, const char *command_id, bool fresh, es_http
 
     switch (append_path(req->path, stream, sizeof stream)) {
     case APPEND_PATH:
-        append_events(a, stream, req, command_id, fresh, res);
+        append_events(a, stream, req, command_id, fresh, trace, res);
         return;
     case APPEND_TOO_LONG:
         es_http_res_error(res, 400, "stream_id_too_long", "stream", NULL,
@@ -566,7 +586,7 @@ post(app *a, const es_http_req *req, const char *command_id, bool fresh, es_http
     }
     if (r.member != NULL)
         json_object_set_new(args, r.member, json_string(r.value));
-    run_command(a, r.name, args, command_id, fresh, req->principal, res);
+    run_command(a, r.name, args, command_id, fresh, req->principal, trace, res);
 }
 
 static bool
@@ -578,6 +598,23 @@ is_json(const char *ct)
            (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
 }
 
+/*
+ * The trace of a command or append: the caller's traceparent continued,
+ * or a new trace when it sent none or a malformed one (ignored, as the
+ * W3C recommendation says: never an error).  The answer's traceparent
+ * header names this service's span, every status included.
+ */
+static void
+trace_begin(const es_http_req *req, es_trace *t, es_http_res *res)
+{
+    char tp[ES_TRACEPARENT_LEN + 1];
+
+    es_trace_begin(t, es_http_header(req, ES_TRACEPARENT_HEADER));
+    es_traceparent_format(t, tp);
+    if (tp[0] != '\0')
+        es_http_res_header(res, ES_TRACEPARENT_HEADER, tp);
+}
+
 /* POST with Idempotency-Key handling around it. */
 static void
 handle_post(app *a, const es_http_req *req, es_http_res *res)
@@ -587,6 +624,9 @@ handle_post(app *a, const es_http_req *req, es_http_res *res)
     es_idem_record rec = {{0}, 0, NULL};
     cmd_env *env;
     es_error err;
+    es_trace trace;
+
+    trace_begin(req, &trace, res);
 
     if (req->body_len > 0 && !is_json(es_http_header(req, "Content-Type"))) {
         es_http_res_error(res, 415, "unsupported_media_type", NULL, NULL,
@@ -598,7 +638,7 @@ handle_post(app *a, const es_http_req *req, es_http_res *res)
             es_http_res_error(res, 500, "internal", NULL, NULL, "no random source");
             return;
         }
-        post(a, req, command_id, true, res);
+        post(a, req, command_id, true, &trace, res);
         return;
     }
     if (key[0] == '\0' || strlen(key) > ES_IDEM_KEY_MAX || !es_text_printable(key, strlen(key))) {
@@ -618,7 +658,7 @@ handle_post(app *a, const es_http_req *req, es_http_res *res)
         return;
     }
     snprintf(command_id, sizeof command_id, "idem:%s", key);
-    post(a, req, command_id, false, res);
+    post(a, req, command_id, false, &trace, res);
     if (res->status >= 500 || es_buf_failed(&res->body))
         return;             /* not an answer to keep: a retry may do better */
     if (es_idem_put(env->store, key, hash, res->status, res->body.data ? res->body.data : "",
@@ -793,13 +833,15 @@ routes_quick(void *ctx, const es_http_req *req, es_http_res *res)
     app *a = ctx;
     char name[ES_STREAM_ID_MAX + 8];
     append_job *j;
+    es_trace trace;
 
     if (strcmp(req->method, "POST") != 0 ||
         append_path(req->path, name, sizeof name) != APPEND_PATH ||
         req->body_len == 0 || !is_json(es_http_header(req, "Content-Type")) ||
         es_http_header(req, "Idempotency-Key") != NULL)
         return false;
-    if ((j = append_prepare(name, req, NULL, true, res)) == NULL)
+    trace_begin(req, &trace, res);
+    if ((j = append_prepare(name, req, NULL, true, &trace, res)) == NULL)
         return true;
     j->pending = es_http_defer(req);
     if (es_committer_submit(a->committer, &j->areq, &j->r, append_done, j) != ES_OK)

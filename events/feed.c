@@ -337,6 +337,32 @@ es_jetstream_position_at(es_jetstream *n, uint64_t seq, es_position *pos, es_err
     return st;
 }
 
+es_status
+es_jetstream_message_at(es_jetstream *n, uint64_t seq, es_feed_event *out, int64_t *stored_us,
+                        es_error *err)
+{
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s;
+    es_status st;
+
+    memset(out, 0, sizeof *out);
+    *stored_us = 0;
+    if (!es_nats_up(n->nc))
+        return nats_down(n, err);
+    s = js_GetMsg(&m, n->js, n->stream, seq, NULL, &jerr);
+    if (s != NATS_OK)
+        return es_error_set(err, s == NATS_NOT_FOUND ? ES_ENOTFOUND : ES_EUNAVAILABLE,
+                            s == NATS_NOT_FOUND ? "no_such_message" : "nats_unavailable", NULL,
+                            "could not read message %" PRIu64 " of %s: %s", seq, n->stream,
+                            natsStatus_GetText(s));
+    *stored_us = natsMsg_GetTime(m) / 1000;
+    st = es_feed_event_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), seq, out,
+                              err);
+    natsMsg_Destroy(m);
+    return st;
+}
+
 void
 es_feed_batch_free(es_feed_batch *m)
 {

@@ -91,6 +91,13 @@ es_status es_jetstream_last_seq(es_jetstream *n, uint64_t *last, es_error *err);
 es_status es_jetstream_position_at(es_jetstream *n, uint64_t seq, es_position *pos,
                                    es_error *err);
 
+/* Message seq of the stream decoded (es_feed_event_decode; free out with
+ * es_feed_event_free, also after a failure) and when JetStream stored it
+ * (*stored_us, Unix microseconds: when the relay published it).
+ * ES_ENOTFOUND when there is no such message. */
+es_status es_jetstream_message_at(es_jetstream *n, uint64_t seq, es_feed_event *out,
+                                  int64_t *stored_us, es_error *err);
+
 /* Decoded messages; bad[i] (malloc'd) says why ev[i] could not be. */
 typedef struct es_feed_batch {
     es_feed_event *ev;

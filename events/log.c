@@ -77,23 +77,22 @@ es_log_enabled(es_log_level level)
     return level >= threshold;
 }
 
-void
-es_log(es_log_level level, const char *fmt, ...)
+static void
+vlog(es_log_level level, const char *trace_id, const char *fmt, va_list ap)
 {
     static const char *const markers[] = {"debug: ", "", "warning: ", "error: "};
     char line[LINE_MAX_BYTES];
     size_t len, room = sizeof line - 1;     /* one byte kept for the newline */
-    va_list ap;
+    size_t tail = trace_id != NULL && trace_id[0] != '\0' ? strlen(" trace_id=") + 32 : 0;
     int n;
 
     if (!es_log_enabled(level))
         return;
+    room -= tail;                           /* the trace field is never cut */
     n = snprintf(line, room, "%s: %s", prog(),
                  level <= ES_LOG_ERROR ? markers[level] : "");
     len = n < 0 ? 0 : (size_t)n < room ? (size_t)n : room - 1;
-    va_start(ap, fmt);
     n = vsnprintf(line + len, room - len, fmt, ap);
-    va_end(ap);
     if (n > 0 && (size_t)n >= room - len) {
         len = room - 1;                     /* cut: say so */
         memcpy(line + len - 3, "...", 3);
@@ -102,6 +101,30 @@ es_log(es_log_level level, const char *fmt, ...)
     }
     if (len > 0 && line[len - 1] == '\n')
         len--;
+    if (tail > 0) {
+        n = snprintf(line + len, tail + 1, " trace_id=%.32s", trace_id);
+        len += n > 0 ? (size_t)n : 0;
+    }
     line[len++] = '\n';
     write_all(line, len);
+}
+
+void
+es_log(es_log_level level, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vlog(level, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void
+es_log_trace(es_log_level level, const char *trace_id, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vlog(level, trace_id, fmt, ap);
+    va_end(ap);
 }

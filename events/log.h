@@ -39,4 +39,13 @@ bool es_log_enabled(es_log_level level);
  */
 void es_log(es_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/*
+ * The same for a line about one command or event: trace_id (the W3C
+ * trace id of its metadata, events/trace.h; NULL or "" for none) ends the
+ * line as the field " trace_id=<32 hex>", which a cut message never
+ * loses, so `grep trace_id=<id>` over every daemon's log follows it.
+ */
+void es_log_trace(es_log_level level, const char *trace_id, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #endif

@@ -403,6 +403,13 @@ es_rm_batch_event(es_rm_batch *b, uint64_t seq, const char *position)
     b->last_seq = seq;
 }
 
+size_t
+es_rm_batch_event_cmds(const es_rm_batch *b)
+{
+    return b->failed || b->ncmd_at == SIZE_MAX || b->ncmd_at >= b->n
+               ? 0 : (size_t)b->args[b->ncmd_at].num;
+}
+
 static void
 count_arg(es_rm_batch *b)
 {
@@ -1304,4 +1311,100 @@ es_rm_dump_free(char **lines, size_t n)
     for (size_t i = 0; i < n; i++)
         free(lines[i]);
     free(lines);
+}
+
+/* ---- traces -------------------------------------------------------------- */
+
+es_status
+es_rm_trace_put(redisContext *c, const es_rm_trace_stage *s, size_t n, int ttl_s, es_error *err)
+{
+    /* per HSET: HSET key, then field and value per projection (16 at most) */
+    const char *argv[2 + 2 * 16];
+    size_t lens[2 + 2 * 16];
+    char key[48], fields[16][ES_RM_NAME_MAX + 24], values[16][24];
+    size_t i = 0, replies = 0, k;
+    es_status st = ES_OK;
+
+    while (i < n) {
+        int argc = 2, m = 0;
+
+        snprintf(key, sizeof key, "rm:trace:%.32s", s[i].trace_id);
+        argv[0] = "HSET", lens[0] = 4;
+        argv[1] = key, lens[1] = strlen(key);
+        for (k = i; k < n && m < 16 && s[k].seq == s[i].seq &&
+                    strcmp(s[k].trace_id, s[i].trace_id) == 0; k++, m++) {
+            snprintf(fields[m], sizeof fields[m], "%" PRIu64 ":%s", s[k].seq, s[k].projection);
+            snprintf(values[m], sizeof values[m], "%" PRId64, s[k].at_us);
+            argv[argc] = fields[m], lens[argc++] = strlen(fields[m]);
+            argv[argc] = values[m], lens[argc++] = strlen(values[m]);
+        }
+        if (redisAppendCommandArgv(c, argc, argv, lens) != REDIS_OK)
+            return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                                "redis: trace: %s", c->errstr);
+        replies++;
+        if (k >= n || strcmp(s[k].trace_id, s[i].trace_id) != 0) {
+            if (redisAppendCommand(c, "EXPIRE %s %d", key, ttl_s > 0 ? ttl_s : 1) != REDIS_OK)
+                return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                                    "redis: trace: %s", c->errstr);
+            replies++;
+        }
+        i = k;
+    }
+    for (; replies > 0; replies--) {
+        redisReply *r = NULL;
+
+        if (redisGetReply(c, (void **)&r) != REDIS_OK)
+            return redis_fail(c, NULL, err, "trace");
+        if (st == ES_OK && r->type != REDIS_REPLY_INTEGER)
+            st = redis_fail(c, r, err, "trace");
+        freeReplyObject(r);
+    }
+    return st;
+}
+
+es_status
+es_rm_trace_get(redisContext *c, const char *trace_id, es_rm_trace_stage **out, size_t *n,
+                es_error *err)
+{
+    char id[33];
+    redisReply *r;
+    es_rm_trace_stage *s = NULL;
+    es_status st = ES_OK;
+    size_t i, m = 0;
+
+    *out = NULL;
+    *n = 0;
+    snprintf(id, sizeof id, "%s", trace_id);    /* hiredis takes no precision */
+    r = redisCommand(c, "HGETALL rm:trace:%s", id);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        st = redis_fail(c, r, err, "trace");
+        goto done;
+    }
+    if (r->elements >= 2 && (s = calloc(r->elements / 2, sizeof *s)) == NULL) {
+        st = es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+        goto done;
+    }
+    for (i = 0; i + 1 < r->elements; i += 2) {
+        const redisReply *f = r->element[i], *v = r->element[i + 1];
+        char *colon;
+        unsigned long long seq;
+
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
+            (colon = strchr(f->str, ':')) == NULL || sscanf(f->str, "%llu:", &seq) != 1)
+            continue;       /* not a field this module wrote */
+        snprintf(s[m].trace_id, sizeof s[m].trace_id, "%s", id);
+        s[m].seq = seq;
+        snprintf(s[m].projection, sizeof s[m].projection, "%s", colon + 1);
+        s[m].at_us = strtoll(v->str, NULL, 10);
+        m++;
+    }
+    if (m == 0) {
+        free(s);
+        s = NULL;
+    }
+    *out = s;
+    *n = m;
+done:
+    freeReplyObject(r);
+    return st;
 }

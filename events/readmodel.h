@@ -18,6 +18,14 @@
  *   channel rm:<name>:applied   "<v> <seq> <position>" after each batch that
  *                               applied something, and after a switch
  *
+ * and, outside every projection (so no projection may be named "trace"):
+ *   rm:trace:<trace_id>         hash "<seq>:<projection>" -> Unix microseconds
+ *                               when the live projector applied event seq
+ *                               of that trace to that projection ("<seq>:"
+ *                               for an event no projection wrote); expires
+ *                               ES_TRACE_TTL seconds after its last write
+ *                               (es_rm_trace_put, es_rm_trace_get)
+ *
  * A version's life (projector/rebuild.c drives it, docs/ARCHITECTURE.md
  * draws it): es_rm_version_new numbers it, es_rm_building_set records it
  * as the one being built, batches fill it, es_rm_switch makes it active
@@ -98,6 +106,8 @@ es_rm_mark es_rm_batch_mark(const es_rm_batch *b);
 void es_rm_batch_rewind(es_rm_batch *b, es_rm_mark m);
 /* Starts the next event; its commands follow. */
 void es_rm_batch_event(es_rm_batch *b, uint64_t seq, const char *position);
+/* How many commands the event added last has so far (0: it writes nothing). */
+size_t es_rm_batch_event_cmds(const es_rm_batch *b);
 /* Starts a command: es_rm_cmd(b, "HSET", "order:%s", id), then its args. */
 void es_rm_cmd(es_rm_batch *b, const char *name, const char *keyfmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -257,6 +267,30 @@ const char *es_rm_hash_get(const redisReply *hash, const char *field);
 es_status es_rm_dump(redisContext *c, const char *name, const char *version, char ***lines,
                      size_t *n, es_error *err);
 void es_rm_dump_free(char **lines, size_t n);
+
+/* ---- traces: when each projection applied a traced event -------------- */
+
+/* One projection's application of one event of a trace. */
+typedef struct es_rm_trace_stage {
+    char trace_id[33];          /* 32 lower-case hex digits */
+    uint64_t seq;               /* the event's feed sequence */
+    char projection[ES_RM_NAME_MAX];    /* "": the event, which no projection wrote */
+    int64_t at_us;              /* Unix microseconds */
+} es_rm_trace_stage;
+
+/*
+ * Records stages s[0..n) (the live projector, once per batch): one HSET
+ * per run of stages of the same event, and one EXPIRE of ttl_s seconds
+ * per run of the same trace, pipelined in one round trip.  Best effort
+ * for the caller: the read models never depend on it.
+ */
+es_status es_rm_trace_put(redisContext *c, const es_rm_trace_stage *s, size_t n, int ttl_s,
+                          es_error *err);
+
+/* The stages recorded for trace_id (none: *n 0, ES_OK), in no particular
+ * order; *out malloc'd (free()), NULL when none. */
+es_status es_rm_trace_get(redisContext *c, const char *trace_id, es_rm_trace_stage **out,
+                          size_t *n, es_error *err);
 
 
 #endif

@@ -208,6 +208,21 @@ random_bytes(unsigned char *out, size_t n)
 }
 
 bool
+es_random_bytes(void *out, size_t n)
+{
+    unsigned char *o = out;
+
+    while (n > 0) {
+        size_t k = n < 64 ? n : 64;
+
+        if (!random_bytes(o, k))
+            return false;
+        o += k, n -= k;
+    }
+    return true;
+}
+
+bool
 es_uuid_v7(char *out)
 {
     unsigned char b[16];

@@ -34,6 +34,10 @@ bool es_uuid_random(char *out);
  */
 bool es_uuid_v7(char *out);
 
+/* Fills out with n random bytes from the same per-thread pool (trace and
+ * span ids, events/trace.h).  false if the kernel's source failed. */
+bool es_random_bytes(void *out, size_t n);
+
 /* True when s is a UUID in 8-4-4-4-12 hex form (either case). */
 bool es_uuid_valid(const char *s);
 

@@ -32,6 +32,7 @@
 #include "http.h"
 #include "log.h"
 #include "park.h"
+#include "trace.h"
 
 typedef struct proj_state {
     const pj_projection *p;
@@ -54,6 +55,9 @@ typedef struct live {
     proj_state st[16];
     size_t n;
     int batch;
+    int trace_ttl;                      /* ES_TRACE_TTL: seconds; 0: no stage record */
+    unsigned char *wrote;               /* [message * 16 + projection]: it wrote
+                                           something for that message (trace_ttl > 0) */
     uint64_t stream_last;
     bool started;                       /* states loaded once already */
     atomic_bool redis_ok;               /* connected, and the last ping answered */
@@ -65,6 +69,16 @@ typedef struct live {
 static live L;
 
 static bool ready(void *ctx, json_t **body);
+
+/* The trace id of e's metadata (events/trace.h), or NULL. */
+static const char *
+trace_of(const es_feed_event *e)
+{
+    const json_t *meta = json_object_get(es_feed_event_json(e), "metadata");
+    const char *tid = json_string_value(json_object_get(meta, "trace_id"));
+
+    return tid != NULL && es_trace_id_valid(tid) ? tid : NULL;
+}
 static void metrics(void *ctx, es_buf *out);
 
 static es_daemon projector_daemon = {
@@ -95,7 +109,8 @@ stop_projection(live *l, proj_state *ps, const es_feed_event *e, const char *why
     snprintf(ps->reason, sizeof ps->reason, "event %" PRIu64 " (%s %s): %s", e->seq,
              e->type ? e->type : "?", e->event_id ? e->event_id : "?", why);
     pthread_mutex_unlock(&l->mu);
-    es_log(ES_LOG_ERROR, "projection %s stopped at %s", ps->p->name, ps->reason);
+    es_log_trace(ES_LOG_ERROR, trace_of(e), "projection %s stopped at %s", ps->p->name,
+                 ps->reason);
     es_rm_stopped_set(l->rc, ps->p->name, e->seq, where, ps->reason, &err);
 }
 
@@ -213,6 +228,8 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
             stop_at = e, why = err.message;
             break;
         }
+        if (l->wrote != NULL)
+            l->wrote[i * 16 + (size_t)(ps - l->st)] = es_rm_batch_event_cmds(&b) > 0;
     }
     if (b.events > 0) {
         if (es_rm_apply(l->rc, &b, &a, &err) != ES_OK) {
@@ -277,6 +294,58 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
     return ok;
 }
 
+static int64_t
+now_us(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
+/*
+ * Records, for `esctl trace`, when each projection applied each traced
+ * event of msgs that it wrote something for: those past before[p] up to
+ * its new checkpoint, at at[p]
+ * (rm:trace:<id>, events/readmodel.h).  One pipelined round trip per
+ * batch; a failure is logged and costs nothing else.
+ */
+static void
+record_traces(live *l, const es_feed_batch *msgs, const uint64_t *before, const int64_t *at)
+{
+    es_rm_trace_stage *s = malloc(msgs->n * (l->n + 1) * sizeof *s);
+    size_t n = 0, i, p;
+    es_error err;
+
+    if (s == NULL)
+        return;
+    for (i = 0; i < msgs->n; i++) {
+        const es_feed_event *e = &msgs->ev[i];
+        const char *tid = msgs->bad[i] ? NULL : trace_of(e);
+        size_t first = n;
+
+        for (p = 0; tid != NULL && p < l->n; p++)
+            if (e->seq > before[p] && e->seq <= l->st[p].seq && l->wrote[i * 16 + p]) {
+                memcpy(s[n].trace_id, tid, sizeof s[n].trace_id);
+                s[n].seq = e->seq;
+                snprintf(s[n].projection, sizeof s[n].projection, "%s", l->st[p].p->name);
+                s[n].at_us = at[p];
+                n++;
+            }
+        if (tid != NULL && n == first) {
+            /* no projection wrote it: still an event of the trace */
+            memcpy(s[n].trace_id, tid, sizeof s[n].trace_id);
+            s[n].seq = e->seq;
+            s[n].projection[0] = '\0';
+            s[n].at_us = 0;
+            n++;
+        }
+    }
+    if (n > 0 && es_rm_trace_put(l->rc, s, n, l->trace_ttl, &err) != ES_OK)
+        es_log(ES_LOG_WARNING, "could not record trace stages: %s", err.message);
+    free(s);
+}
+
 static void
 run_live(live *l)
 {
@@ -288,6 +357,8 @@ run_live(live *l)
         es_feed_batch msgs;
         size_t i;
         bool ok = true, any = false, resubscribe = false;
+        uint64_t before[sizeof l->st / sizeof l->st[0]];
+        int64_t at[sizeof l->st / sizeof l->st[0]];
 
         refresh_parks(l, &resubscribe);
         if (resubscribe && l->sub) {
@@ -362,11 +433,18 @@ run_live(live *l)
             es_feed_batch_free(&msgs);
             msgs.dropped = true;
         }
+        for (i = 0; i < l->n; i++)
+            before[i] = l->st[i].seq, at[i] = 0;
+        if (l->wrote != NULL)
+            memset(l->wrote, 0, msgs.n * 16);
         for (i = 0; i < l->n && ok && msgs.n > 0; i++)
             if (!l->st[i].stopped) {
                 ok = apply_one(l, &l->st[i], &msgs);
+                at[i] = now_us();
                 any = true;
             }
+        if (ok && l->trace_ttl > 0 && msgs.n > 0)
+            record_traces(l, &msgs, before, at);
         if (msgs.n > 0)
             l->next = msgs.ev[msgs.n - 1].seq + 1;
         if (msgs.dropped && ok) {
@@ -514,6 +592,15 @@ main_live(void)
         es_log(ES_LOG_ERROR, "ES_PROJECTOR_BATCH must be 1..100000");
         return 2;
     }
+    l->trace_ttl = atoi(es_env_str("ES_TRACE_TTL", "86400"));
+    if (l->trace_ttl < 0 || l->trace_ttl > 30 * 86400) {
+        es_log(ES_LOG_ERROR, "ES_TRACE_TTL must be 0..2592000 seconds");
+        return 2;
+    }
+    if (l->trace_ttl > 0 && (l->wrote = calloc((size_t)l->batch, 16)) == NULL) {
+        es_log(ES_LOG_ERROR, "out of memory for batches of %d", l->batch);
+        return 2;
+    }
     for (i = 0; i < pj_projection_count && l->n < sizeof l->st / sizeof l->st[0]; i++)
         if (strcmp(only, "all") == 0 || es_list_contains(only, pj_projections[i].name))
             l->st[l->n++].p = &pj_projections[i];
@@ -548,6 +635,7 @@ done:
     es_store_close(l->store);
     for (i = 0; i < l->n; i++)
         pj_parks_free(&l->st[i].parks);
+    free(l->wrote);
     pthread_mutex_destroy(&l->mu);
     return rc;
 }

@@ -40,6 +40,7 @@
 #include "lock.h"
 #include "log.h"
 #include "store.h"
+#include "trace.h"
 #include "window.h"
 
 #define RELAY_LOCK_KEY 7316405522       /* advisory lock of the active relay */
@@ -373,6 +374,7 @@ message(relay *r, const es_event *e, es_buf *body)
     char subject[300], cat[80], type[120], pos[ES_POSITION_TEXT_MAX];
     const char *dash = strchr(e->stream_id, '-');
     natsMsg *m = NULL;
+    es_trace t;
 
     snprintf(cat, sizeof cat, "%.*s", dash ? (int)(dash - e->stream_id) : 79, e->stream_id);
     token(cat, sizeof cat, cat);
@@ -387,6 +389,17 @@ message(relay *r, const es_event *e, es_buf *body)
     if (natsMsgHeader_Set(m, ES_POSITION_HEADER, pos) != NATS_OK) {
         natsMsg_Destroy(m);
         return NULL;
+    }
+    /* the trace of the command that wrote it (its metadata's trace_id and
+     * span_id, events/trace.h) as a W3C traceparent, for consumers */
+    if (e->metadata != NULL && es_trace_from_metadata(e->metadata, strlen(e->metadata), &t)) {
+        char tp[ES_TRACEPARENT_LEN + 1];
+
+        es_traceparent_format(&t, tp);
+        if (natsMsgHeader_Set(m, ES_TRACEPARENT_HEADER, tp) != NATS_OK) {
+            natsMsg_Destroy(m);
+            return NULL;
+        }
     }
     return m;
 }

@@ -430,6 +430,9 @@ call(sg_worker *w, const char *command, const json_t *args, const char *command_
     s = text ? natsMsg_Create(&req, subject, NULL, text, (int)strlen(text)) : NATS_NO_MEMORY;
     if (s == NATS_OK && cfg->principal[0] != '\0')
         s = natsMsgHeader_Set(req, "Es-Principal", cfg->principal);
+    /* the saga's trace: es-command continues it (command/bus.c) */
+    if (s == NATS_OK && w->traceparent[0] != '\0')
+        s = natsMsgHeader_Set(req, "traceparent", w->traceparent);
     if (s == NATS_OK)
         s = natsConnection_RequestMsg(&msg, cfg->nc, req, timeout_ms);
     timed(w, SG_PH_COMMAND, t0);
@@ -998,6 +1001,9 @@ run_claimed(sg_worker *w, sg_work *work, es_error *err)
     bool held;
 
     w->saga_id = work->saga_id;
+    snprintf(w->traceparent, sizeof w->traceparent, "%s",
+             json_string_value(json_object_get(input, "traceparent")) ?
+                 json_string_value(json_object_get(input, "traceparent")) : "");
     snprintf(w->claim, sizeof w->claim, "%s", work->claim);
     w->lost = false;
     if (flow == NULL || !json_is_object(input)) {

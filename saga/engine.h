@@ -63,6 +63,8 @@ typedef struct sg_worker {
     PGconn *pg;
     es_store *store;
     const char *saga_id;        /* the saga it runs now, or NULL */
+    char traceparent[56];       /* that saga's trace (its input's "traceparent",
+                                   events/trace.h), sent with its commands; "" none */
     char claim[48];             /* its claim's token (sg_work.claim) */
     int64_t held_until;         /* the claim holds until then at least (monotonic ms) */
     bool lost;                  /* another worker holds the saga now */

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "saga.h"
+#include "trace.h"
 
 static bool
 in_category(const es_feed_event *e, const char *category)
@@ -65,6 +66,35 @@ flow_id(const sg_flow *f, const es_feed_event *e)
 }
 
 
+/*
+ * A saga's input: the trigger's data, plus the trigger's trace as a
+ * "traceparent" member when its metadata has one (events/trace.h), so the
+ * saga's commands continue the trace of the command that started it.
+ * malloc'd JSON text, or NULL when out of memory.
+ */
+static char *
+trigger_input(const es_feed_event *e)
+{
+    const json_t *meta = json_object_get(es_feed_event_json(e), "metadata");
+    const char *tid = json_string_value(json_object_get(meta, "trace_id"));
+    const char *sid = json_string_value(json_object_get(meta, "span_id"));
+    char tp[ES_TRACEPARENT_LEN + 1];
+    es_trace t;
+    json_t *in;
+    char *text;
+
+    if (tid == NULL || sid == NULL ||
+        snprintf(tp, sizeof tp, "00-%s-%s-01", tid, sid) != ES_TRACEPARENT_LEN ||
+        !es_traceparent_parse(tp, ES_TRACEPARENT_LEN, &t))
+        return json_dumps(e->data, JSON_COMPACT);
+    if ((in = json_copy(e->data)) == NULL)
+        return NULL;
+    json_object_set_new(in, ES_TRACEPARENT_HEADER, json_string(tp));
+    text = json_dumps(in, JSON_COMPACT);
+    json_decref(in);
+    return text;
+}
+
 /* Routes one event. */
 static es_status
 route(PGconn *c, const es_feed_event *e, int *woken, es_error *err)
@@ -98,7 +128,7 @@ route(PGconn *c, const es_feed_event *e, int *woken, es_error *err)
             continue;
         }
         snprintf(saga_id, sizeof saga_id, "%s-%s", f->type, id);
-        data = json_dumps(e->data, JSON_COMPACT);
+        data = trigger ? trigger_input(e) : json_dumps(e->data, JSON_COMPACT);
         if (trigger)
             st = sg_work_start(c, saga_id, f->type, data ? data : "{}",
                                sg_setting_ms("START_DELAY", f, NULL, f->start_delay_ms, 0), err);

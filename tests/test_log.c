@@ -105,6 +105,28 @@ START_TEST(a_long_message_is_cut_and_says_so)
 }
 END_TEST
 
+START_TEST(a_line_about_a_trace_ends_with_its_id_even_when_cut)
+{
+    static char big[8000];
+    const char *text, *tail;
+
+    unsetenv("ES_LOG_LEVEL");
+    memset(big, 'x', sizeof big - 1);
+    capture();
+    es_log_configure("es-test");
+    es_log_trace(ES_LOG_WARNING, "4bf92f3577b34da6a3ce929d0e0e4736", "projection %s stopped",
+                 "orders");
+    es_log_trace(ES_LOG_INFO, NULL, "no trace");
+    es_log_trace(ES_LOG_INFO, "4bf92f3577b34da6a3ce929d0e0e4736", "%s", big);
+    text = said();
+    ck_assert_ptr_nonnull(strstr(text, "es-test: warning: projection orders stopped "
+                                       "trace_id=4bf92f3577b34da6a3ce929d0e0e4736\n"
+                                       "es-test: no trace\n"));
+    tail = text + strlen(text) - strlen("... trace_id=4bf92f3577b34da6a3ce929d0e0e4736\n");
+    ck_assert_str_eq(tail, "... trace_id=4bf92f3577b34da6a3ce929d0e0e4736\n");
+}
+END_TEST
+
 int
 main(void)
 {
@@ -115,6 +137,7 @@ main(void)
     tcase_add_test(tc, the_threshold_comes_from_ES_LOG_LEVEL);
     tcase_add_test(tc, an_unknown_level_is_reported_and_info_used);
     tcase_add_test(tc, a_long_message_is_cut_and_says_so);
+    tcase_add_test(tc, a_line_about_a_trace_ends_with_its_id_even_when_cut);
     suite_add_tcase(s, tc);
     return th_run(s);
 }
