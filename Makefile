@@ -25,7 +25,7 @@ INC_command   := -Ievents
 INC_relay     := -Ievents
 INC_saga      := -Ievents
 INC_projector := -Ievents -Isaga
-INC_query     := -Ievents -Iprojector
+INC_query     := -Ievents -Iprojector -Isaga
 INC_cli       := -Ievents -Iprojector -Isaga
 INC_tests     := -Ievents -Iprojector -Isaga
 
@@ -68,7 +68,10 @@ PROJ_SRC  := projector/projections.c projector/park.c
 PROJ_OBJ  := $(PROJ_SRC:%.c=$(BUILD)/%.o)
 PROJ_BIN  := $(BUILD)/es-projector
 QUERY_SRC := $(wildcard query/*.c)
-QUERY_OBJ := $(QUERY_SRC:%.c=$(BUILD)/%.o)
+# the console's static files, built into es-query (scripts/embed_console.sh)
+CONSOLE_FILES := $(wildcard query/console/*.html query/console/*.js query/console/*.css \
+    query/console/*.svg)
+QUERY_OBJ := $(QUERY_SRC:%.c=$(BUILD)/%.o) $(BUILD)/query/console_assets.o
 QUERY_BIN := $(BUILD)/es-query
 
 # The saga manager; its modules (all but main.c) are linked by the tests.
@@ -113,7 +116,18 @@ $(PROJ_BIN): $(BUILD)/projector/main.o $(PROJ_OBJ) $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
-$(QUERY_BIN): $(QUERY_OBJ) $(PROJ_OBJ) $(LIB)
+# es-query serves the operator console, which acts on sagas through the
+# saga module (saga/saga.c), as esctl does.
+$(BUILD)/query/console_assets.c: $(CONSOLE_FILES) scripts/embed_console.sh
+	@mkdir -p $(dir $@)
+	@echo "  GEN   $@"
+	@scripts/embed_console.sh $(CONSOLE_FILES) >$@.tmp && mv $@.tmp $@
+
+$(BUILD)/query/console_assets.o: $(BUILD)/query/console_assets.c query/console.h
+	@echo "  CC    $<"
+	@$(CC) $(CFLAGS) -Iquery -Ievents $(PKG_CFLAGS) -c $< -o $@
+
+$(QUERY_BIN): $(QUERY_OBJ) $(PROJ_OBJ) $(BUILD)/saga/saga.o $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
