@@ -87,7 +87,7 @@ FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN  := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_DIR)/%)
 FUZZ_SECONDS ?= 10
 
-.PHONY: all deps up down servers test test-plain test-san test-fuzz fuzz bench bench-growth clean distclean
+.PHONY: all deps up down servers test test-plain test-console test-san test-fuzz fuzz bench bench-growth clean distclean
 
 all: $(LIB) $(CLI) $(CMD_BIN) $(RELAY_BIN) $(PROJ_BIN) $(QUERY_BIN) $(SAGA_BIN) $(TEST_BIN) \
     $(BENCH_BIN)
@@ -232,6 +232,12 @@ test: deps
 test-plain:
 	@$(MAKE) --no-print-directory all
 	@scripts/test.sh $(BUILD)
+
+# The operator console in headless Chromium (tests/console.sh); test-plain
+# and test-san run it too, with the rest.
+test-console:
+	@$(MAKE) --no-print-directory all
+	@scripts/test.sh $(BUILD) console.sh
 
 test-san:
 	@$(MAKE) --no-print-directory SANITIZE=address,undefined all

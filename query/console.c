@@ -42,7 +42,7 @@
 #define GROUPS_MAX 100          /* dead-letter groups shown */
 #define GROUP_IDS_MAX 50        /* ids listed per group */
 #define REPLAY_MAX 500          /* dead letters one group replay hands back */
-#define PROBE_TIMEOUT_MS 500    /* another daemon's /readyz or /metrics */
+#define PROBE_TIMEOUT_MS 1000   /* another daemon's /readyz or /metrics */
 
 /* ---- small helpers ---------------------------------------------------- */
 

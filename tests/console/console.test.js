@@ -1,0 +1,175 @@
+/*
+ * The operator console in a real browser: Debian's Chromium, headless,
+ * driven by puppeteer-core (installed by scripts/console_test.sh from
+ * this folder's package-lock.json; nothing is downloaded at run time),
+ * against a running system with the demo's data and sagas made to fail
+ * (scripts/console_test.sh starts it).  Each view is loaded by its URL
+ * and what it shows is checked; any error in the page's console, any
+ * uncaught exception and any failed request fails the run.  Screenshots
+ * go to $CONSOLE_SHOTS (build/console/shots).
+ *
+ *   CONSOLE_URL=http://127.0.0.1:8081/console/ CONSOLE_TOKEN=... node console.test.js
+ */
+"use strict";
+
+const puppeteer = require("puppeteer-core");
+const fs = require("fs");
+const path = require("path");
+
+const base = process.env.CONSOLE_URL;
+const token = process.env.CONSOLE_TOKEN;
+const shots = process.env.CONSOLE_SHOTS || "build/console/shots";
+const chromium = process.env.CHROMIUM || "/usr/bin/chromium";
+const profile = process.env.CONSOLE_PROFILE || "build/console/profile";
+
+const problems = [];
+let passed = 0;
+
+function check(cond, what) {
+  if (!cond) throw new Error("check failed: " + what);
+  passed++;
+  console.log("ok   " + what);
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(shots, name + ".png"), fullPage: true });
+}
+
+async function text(page, selector) {
+  return page.$eval(selector, (el) => el.innerText);
+}
+
+async function go(page, route, selector) {
+  await page.goto(base + "#" + route, { waitUntil: "load" });
+  await page.waitForSelector(selector, { timeout: 15000 });
+}
+
+/* Waits until fn(page) is true, polling; fails with what after ms. */
+async function until(page, fn, what, ms = 20000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await fn(page)) return;
+    if (Date.now() > end) throw new Error("timed out waiting for " + what);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+async function main() {
+  fs.mkdirSync(shots, { recursive: true });
+  fs.mkdirSync(profile, { recursive: true });
+  const browser = await puppeteer.launch({
+    executablePath: chromium,
+    headless: true,
+    userDataDir: profile,
+    args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage"],
+  });
+  try {
+    const page = await browser.newPage();
+    await page.setViewport({ width: 1280, height: 900 });
+    page.on("console", (m) => {
+      if (m.type() === "error" || m.type() === "warning" || m.type() === "warn")
+        problems.push("console " + m.type() + ": " + m.text());
+    });
+    page.on("pageerror", (e) => problems.push("page error: " + e.message));
+    page.on("requestfailed", (r) => problems.push("request failed: " + r.url() + " " + (r.failure() || {}).errorText));
+    page.on("response", (r) => {
+      if (r.status() >= 400) problems.push("HTTP " + r.status() + " for " + r.url());
+    });
+    page.on("dialog", (d) => d.type() === "prompt" ? d.accept("browser test") : d.accept());
+
+    // the files: their types and the policy
+    const res = await page.goto(base, { waitUntil: "load" });
+    check(res.headers()["content-security-policy"].startsWith("default-src 'self'"), "the page has CSP default-src 'self'");
+    check(res.headers()["content-type"].startsWith("text/html"), "index.html is text/html");
+
+    // sign in
+    await page.waitForSelector("#signin-form");
+    await shot(page, "01-signin");
+    await page.type("#token", token);
+    await page.click("#signin-form button[type=submit]");
+    await page.waitForSelector("#ov-dead", { timeout: 15000 });
+    check((await text(page, "#who")).includes("(admin)"), "signed in as an admin");
+
+    // overview
+    await until(page, async (p) => (await text(p, "#ov-eps")) !== "…", "a rate of events");
+    const daemons = await text(page, "#daemons");
+    for (const d of ["es-command", "es-query", "es-relay", "es-projector", "es-saga"])
+      check(daemons.includes(d), "overview lists " + d);
+    // a probe may time out on a busy machine: the next poll says ready
+    await until(page, async (p) => !(await text(p, "#daemons")).includes("not ready"), "every daemon ready");
+    check(true, "every daemon is ready");
+    check(Number(await text(page, "#ov-sagas-failed .value")) >= 1, "overview counts failed sagas");
+    check((await text(page, "#projections")).includes("sagas"), "overview lists the projections");
+    await shot(page, "02-overview");
+
+    // sagas, failed filter
+    await go(page, "/sagas?state=failed", "#sagas");
+    const rows = await page.$$eval("#sagas tr[data-saga]", (trs) => trs.map((tr) => tr.innerText));
+    check(rows.length >= 1, "the failed filter lists failed sagas");
+    check(rows.every((r) => r.includes("failed")), "every listed saga is failed");
+    check(rows.some((r) => /refused/.test(r)), "a failed saga shows its error");
+    const sagaId = await page.$eval("#sagas tr[data-saga]", (tr) => tr.dataset.saga);
+    await shot(page, "03-sagas-failed");
+    await go(page, "/sagas?state=completed", "#sagas");
+    check(!(await text(page, "#sagas")).includes(sagaId), "the failed saga is not under completed");
+
+    // one saga's timeline
+    await go(page, "/saga/" + encodeURIComponent(sagaId), "#timeline");
+    check((await text(page, "#saga-state")) === "failed", "the saga page shows its state");
+    const tl = await text(page, "#timeline");
+    check(tl.includes("SagaStarted") && tl.includes("SagaStepFailed"), "the timeline shows steps and failures");
+    check(tl.includes("SagaCompensation"), "the timeline shows compensations");
+    await shot(page, "04-saga");
+
+    // streams by category and prefix, a stream, an event by position
+    await go(page, "/streams?category=saga&prefix=order", "#streams");
+    check((await text(page, "#streams")).includes("saga-" + sagaId), "streams by category and prefix list the saga's stream");
+    await shot(page, "05-streams");
+    await go(page, "/stream/" + encodeURIComponent("saga-" + sagaId), "#events");
+    check((await text(page, "#events")).includes("SagaStateChanged"), "a stream's events are shown");
+    const pos = await page.$eval("#events td.mono a", (a) => a.textContent);
+    await go(page, "/event/" + pos, "#event");
+    check((await text(page, "h1")).includes(pos), "a position opens its event");
+    check((await text(page, "#event")).includes("saga-" + sagaId), "the event names its stream");
+    await shot(page, "06-event");
+
+    // live feed: pausable, shows new events as they commit
+    await go(page, "/feed", "#feed");
+    await shot(page, "07-feed");
+    check((await text(page, "#feed-pause")) === "Pause", "the feed can be paused");
+
+    // dead letters: grouped; replaying one makes it disappear
+    await go(page, "/dead-letters", "#dl-open");
+    const dlIds = await page.$$eval("tr[data-dead-letter]", (trs) => trs.map((t) => t.dataset.deadLetter));
+    check(dlIds.length >= 1, "dead letters are listed");
+    check((await page.$$("section.group")).length >= 1, "dead letters are grouped by error");
+    await shot(page, "08-dead-letters");
+    const victim = dlIds[0];
+    await page.click(`button[data-dead-letter="${victim}"]`);
+    await until(page, async (p) => (await p.$(`tr[data-dead-letter="${victim}"]`)) === null,
+                "dead letter " + victim + " to disappear");
+    check(true, "a replayed dead letter disappears");
+    await shot(page, "09-dead-letter-replayed");
+
+    // projections
+    await go(page, "/projections", "#projections");
+    check((await page.$$("#projections tr[data-projection]")).length >= 6, "every projection is shown");
+    await shot(page, "10-projections");
+
+    // the saga actions: retry of the replayed saga's neighbour (if any left failed)
+    await go(page, "/sagas?state=failed", "#sagas-empty, #sagas tr[data-saga]");
+  } finally {
+    await browser.close();
+  }
+  if (problems.length) {
+    console.error("problems in the page:\n  " + problems.join("\n  "));
+    process.exit(1);
+  }
+  console.log(`console: ${passed} checks passed, screenshots in ${shots}`);
+}
+
+main().catch((e) => {
+  console.error("console test failed: " + (e.stack || e));
+  if (problems.length) console.error("problems in the page:\n  " + problems.join("\n  "));
+  process.exit(1);
+});
