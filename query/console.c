@@ -473,10 +473,22 @@ overview(query_app *app, const es_http_req *req, es_http_res *res)
         if (metric_sum(b.data, "es_command_commands_total", &v))
             json_object_set_new(o, "commands_total", json_integer((json_int_t)v));
     }
-    /* the relay's published position */
+    /* the relay: its readiness body, and how far it has published */
     es_buf_reset(&b);
-    if (!tls && probe(port_of(&daemon_ports[2]), "/healthz", NULL, &b) > 0) {
+    if (!tls && probe(port_of(&daemon_ports[2]), "/readyz", NULL, &b) > 0) {
         json_t *h = json_loadb(b.data, b.len, 0, NULL);
+        static const char *const relay_metrics[] = {"es_relay_last_sequence",
+                                                    "es_relay_published_total",
+                                                    "es_relay_publish_failures_total"};
+
+        es_buf_reset(&b);
+        if (h && probe(port_of(&daemon_ports[2]), "/metrics", auth, &b) == 200) {
+            es_buf_append(&b, "", 1);
+            for (i = 0; i < sizeof relay_metrics / sizeof relay_metrics[0]; i++)
+                if (metric_sum(b.data, relay_metrics[i], &v))
+                    json_object_set_new(h, relay_metrics[i] + strlen("es_relay_"),
+                                        json_integer((json_int_t)v));
+        }
         if (h)
             json_object_set_new(o, "relay", h);
     }

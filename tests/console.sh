@@ -42,6 +42,8 @@ cleanup() {
     local rc=$?
     for name in "${!pids[@]}"; do kill "${pids[$name]}" 2>/dev/null || true; done
     for name in "${!pids[@]}"; do wait "${pids[$name]}" 2>/dev/null || true; done
+    # the relay's stream of this run
+    [[ -z ${ES_RELAY_STREAM:-} ]] || node tests/console/drop_stream.js "$ES_RELAY_STREAM" || true
     if ((failures > 0)); then
         for f in "$tmp"/*.log; do
             [[ -s $f ]] || continue
@@ -83,6 +85,9 @@ export ES_GATEWAY_NOTIFICATION_TRANSPORT=null ES_GATEWAY_EMAIL_TRANSPORT=null
 token=$("$build/esctl" --json token create "console-$$" --scope admin --ttl 3600 \
         2>"$tmp/token.log" | jq -r '.token // empty')
 [[ -n $token ]] || die "esctl token create failed: $(cat "$tmp/token.log")"
+read_token=$("$build/esctl" --json token create "console-read-$$" --scope read:query \
+             --scope read:streams --ttl 3600 2>"$tmp/token.log" | jq -r '.token // empty')
+[[ -n $read_token ]] || die "esctl token create (read only) failed: $(cat "$tmp/token.log")"
 
 start() {            # start NAME PORT [VAR=VALUE ...]: runs es-NAME, waits for /healthz
     local name=$1 port=$2
@@ -110,6 +115,7 @@ grep -q '"state":"failed"' "$tmp/demo.log" || die "no order saga of the demo fai
 # ---- the browser ----------------------------------------------------------------
 set +e
 CONSOLE_URL=http://127.0.0.1:$ES_QUERY_PORT/console/ CONSOLE_TOKEN=$token CHROMIUM=$chromium \
+CONSOLE_READ_TOKEN=$read_token CONSOLE_COMMAND_URL=http://127.0.0.1:$ES_COMMAND_PORT \
 CONSOLE_SHOTS=$out/shots CONSOLE_PROFILE=$tmp/profile NODE_PATH=$root/$out/node_modules \
     timeout 300 node tests/console/console.test.js 2>&1 | tee "$tmp/browser.log"
 rc=${PIPESTATUS[0]}

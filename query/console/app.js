@@ -149,6 +149,7 @@ function viewSignin() {
 /* ---- overview ---------------------------------------------------------------------- */
 
 let lastSample = null;
+let lastRates = { eps: "…", cps: "…" };
 
 function card(label, value, id) {
   return h("div", { class: "card", id }, h("div", { class: "label" }, label),
@@ -162,15 +163,19 @@ function viewOverview() {
     const o = await guarded(() => api("/v1/console/overview"));
     if (!o || mine !== generation) return;
     const events = o.counters && o.counters.events;
-    let eps = "…", cps = "…";
-    if (lastSample && o.time > lastSample.time) {
-      const dt = o.time - lastSample.time;
+    const now = performance.now() / 1000;
+    let eps = lastRates.eps, cps = lastRates.cps;
+    if (lastSample && now - lastSample.time >= 0.5) {
+      const dt = now - lastSample.time;
       if (events !== undefined && lastSample.events !== undefined)
         eps = ((events - lastSample.events) / dt).toFixed(1);
       if (o.commands_total !== undefined && lastSample.commands !== undefined)
         cps = ((o.commands_total - lastSample.commands) / dt).toFixed(1);
     }
-    lastSample = { time: o.time, events, commands: o.commands_total };
+    if (!lastSample || now - lastSample.time >= 0.5) {
+      lastSample = { time: now, events, commands: o.commands_total };
+      lastRates = { eps, cps };
+    }
     const states = o.sagas_by_state || {};
     const relay = o.relay || {};
     show(
@@ -191,7 +196,8 @@ function viewOverview() {
             h("td", { class: d.ready ? "ok" : "bad" }, d.ready ? "ready" : "not ready (" + d.status + ")"),
             h("td", { class: "muted" }, d.note || "")))),
       h("h2", {}, "Relay"),
-      pretty(relay),
+      h("table", { id: "relay" }, Object.entries(relay).map(([k, v]) =>
+        h("tr", {}, h("th", {}, k.replace(/_/g, " ")), h("td", {}, String(v))))),
       h("h2", {}, "Projections"),
       projectionTable(o.projections || [], false));
   }, 2000);

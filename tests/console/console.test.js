@@ -18,6 +18,8 @@ const path = require("path");
 
 const base = process.env.CONSOLE_URL;
 const token = process.env.CONSOLE_TOKEN;
+const readToken = process.env.CONSOLE_READ_TOKEN;
+const commandUrl = process.env.CONSOLE_COMMAND_URL;
 const shots = process.env.CONSOLE_SHOTS || "build/console/shots";
 const chromium = process.env.CHROMIUM || "/usr/bin/chromium";
 const profile = process.env.CONSOLE_PROFILE || "build/console/profile";
@@ -133,10 +135,21 @@ async function main() {
     check((await text(page, "#event")).includes("saga-" + sagaId), "the event names its stream");
     await shot(page, "06-event");
 
-    // live feed: pausable, shows new events as they commit
-    await go(page, "/feed", "#feed");
+    // live feed: shows events as they commit, filtered, pausable
+    await go(page, "/feed?category=account", "#feed");
+    await new Promise((r) => setTimeout(r, 1500));      // its first poll takes the feed's end
+    const customer = "console-" + Date.now();
+    const dep = await fetch(commandUrl + "/v1/customers/" + customer + "/deposits", {
+      method: "POST", headers: { Authorization: "Bearer " + token, "Content-Type": "application/json" },
+      body: JSON.stringify({ amount: 500 }) });
+    check(dep.status === 201, "a deposit is accepted by es-command");
+    await until(page, async (p) => (await text(p, "#feed")).includes("account-" + customer),
+                "the deposit in the live feed");
+    check(true, "the live feed shows an event as it commits");
+    check(!(await text(page, "#feed")).includes("user-"), "the feed's category filter holds");
+    await page.click("#feed-pause");
+    check((await text(page, "#feed-pause")) === "Resume", "the feed can be paused");
     await shot(page, "07-feed");
-    check((await text(page, "#feed-pause")) === "Pause", "the feed can be paused");
 
     // dead letters: grouped; replaying one makes it disappear
     await go(page, "/dead-letters", "#dl-open");
@@ -156,8 +169,29 @@ async function main() {
     check((await page.$$("#projections tr[data-projection]")).length >= 6, "every projection is shown");
     await shot(page, "10-projections");
 
-    // the saga actions: retry of the replayed saga's neighbour (if any left failed)
+    // a saga action: retry a failed saga (confirmed), recorded in its stream
     await go(page, "/sagas?state=failed", "#sagas-empty, #sagas tr[data-saga]");
+    const other = await page.$$eval("#sagas tr[data-saga]", (trs) => trs.map((t) => t.dataset.saga));
+    check(other.length >= 1, "a failed saga is left to retry");
+    await go(page, "/saga/" + encodeURIComponent(other[0]), "#saga-retry");
+    await page.click("#saga-retry");
+    await until(page, async (p) => (await text(p, "#flash")).includes("retry done"), "the retry's answer");
+    check(true, "retry asks for confirmation and is done");
+    await until(page, async (p) => (await text(p, "#timeline")).includes("by an operator"),
+                "the retry in the saga's timeline");
+    check(true, "the retry is recorded in the saga's stream");
+    await shot(page, "11-saga-retried");
+
+    // a read-only token shows, and cannot act
+    await page.click("#signout");
+    await page.waitForSelector("#signin-form");
+    await page.type("#token", readToken);
+    await page.click("#signin-form button[type=submit]");
+    await page.waitForSelector("#ov-dead", { timeout: 15000 });
+    check((await text(page, "#who")).includes("(read only)"), "signed in read-only");
+    await go(page, "/saga/" + encodeURIComponent(sagaId), "#saga-retry");
+    check(await page.$eval("#saga-retry", (b) => b.disabled), "a read-only token cannot retry");
+    check(await page.$eval("#saga-compensate", (b) => b.disabled), "a read-only token cannot compensate");
   } finally {
     await browser.close();
   }
