@@ -176,12 +176,12 @@ $(BUILD)/abuse_load: $(BUILD)/tests/abuse_load.o
 # Fuzz targets: clang's libFuzzer with ASan and UBSan, over the core's
 # sources (no server is needed by a decoder).
 # (the command service's decoders come along, without its main)
-FUZZ_LINK := $(LIB_SRC) $(filter-out command/main.c,$(CMD_SRC)) $(PROJ_SRC)
+FUZZ_LINK := $(LIB_SRC) $(filter-out command/main.c,$(CMD_SRC)) $(PROJ_SRC) query/console_args.c
 $(FUZZ_DIR)/%: tests/fuzz/%.c $(FUZZ_LINK) $(wildcard events/*.h) $(wildcard command/*.h) \
-    $(wildcard projector/*.h) saga/saga.h
+    $(wildcard projector/*.h) saga/saga.h query/console_args.h
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ  $@"
-	@clang -std=c11 -D_GNU_SOURCE -g -O1 -Ievents -Icommand -Iprojector -Isaga $(PKG_CFLAGS) \
+	@clang -std=c11 -D_GNU_SOURCE -g -O1 -Ievents -Icommand -Iprojector -Isaga -Iquery $(PKG_CFLAGS) \
 	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	    $< $(FUZZ_LINK) -o $@ $(PKG_LIBS)
 

@@ -14,6 +14,7 @@
  * keeps the handlers free of per-thread state.
  */
 #include "console.h"
+#include "console_args.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -72,23 +73,12 @@ count_arg(const es_http_req *req, es_http_res *res, const char *name, long long 
 {
     const char *s = es_http_query(req, name);
     char msg[160];
-    long long n = 0;
-    size_t i;
 
     *out = def;
-    if (s == NULL)
+    if (s == NULL || console_count_parse(s, lo, hi, out))
         return true;
-    for (i = 0; s[i] && i < 19; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            break;
-        n = n * 10 + (s[i] - '0');
-    }
-    if (i == 0 || s[i] != '\0' || n < lo || n > hi) {
-        snprintf(msg, sizeof msg, "%s must be an integer from %lld to %lld", name, lo, hi);
-        return invalid(res, name, msg);
-    }
-    *out = n;
-    return true;
+    snprintf(msg, sizeof msg, "%s must be an integer from %lld to %lld", name, lo, hi);
+    return invalid(res, name, msg);
 }
 
 /* A text argument of at most max bytes (NULL when absent). */
@@ -847,44 +837,6 @@ saga_act(const es_http_req *req, es_http_res *res, const char *saga_id, bool com
 
 /* ---- dead letters ---------------------------------------------------------------- */
 
-/*
- * The fingerprint of a dead letter: its flow, its event type and its
- * reason with every run of digits made one '#', so that the same failure
- * of many sagas (ids, amounts, attempts differ) is one group.  16 hex
- * digits of FNV-1a 64 into out (17 bytes).
- */
-void console_fingerprint(const char *flow, const char *event_type, const char *reason,
-                         char out[17]);
-
-void
-console_fingerprint(const char *flow, const char *event_type, const char *reason, char out[17])
-{
-    uint64_t h = 14695981039346656037ULL;
-    const char *parts[3] = {flow ? flow : "", event_type ? event_type : "", reason ? reason : ""};
-    int k;
-
-    for (k = 0; k < 3; k++) {
-        const unsigned char *s = (const unsigned char *)parts[k];
-        bool digits = false;
-
-        for (; *s; s++) {
-            unsigned char c = *s;
-
-            if (k == 2 && c >= '0' && c <= '9') {
-                if (digits)
-                    continue;
-                digits = true;
-                c = '#';
-            } else {
-                digits = false;
-            }
-            h = (h ^ c) * 1099511628211ULL;
-        }
-        h = (h ^ 0xff) * 1099511628211ULL;     /* a separator no text has */
-    }
-    snprintf(out, 17, "%016" PRIx64, h);
-}
-
 static const char *
 field_str(const json_t *o, const char *k)
 {
@@ -977,10 +929,7 @@ dead_letters_replay(const es_http_req *req, es_http_res *res, const char *id)
             goto out;
         }
     } else {
-        for (i = 0; id[i]; i++)
-            if (id[i] < '0' || id[i] > '9' || i > 18)
-                break;
-        if (i == 0 || id[i] != '\0') {
+        if (!console_dead_letter_id_ok(id)) {
             invalid(res, "id", "a dead letter's id is a positive integer");
             goto out;
         }
@@ -1039,20 +988,6 @@ console_route(const char *path)
 {
     return strcmp(path, "/console") == 0 || starts(path, "/console/", NULL) ||
            starts(path, "/v1/console/", NULL);
-}
-
-/* A path ".../{id}/<verb>": id (copied into buf) and true. */
-static bool
-id_verb(const char *rest, const char *verb, char *buf, size_t size)
-{
-    size_t n = strlen(rest), v = strlen(verb);
-
-    if (n <= v + 1 || rest[n - v - 1] != '/' || strcmp(rest + n - v, verb) != 0 ||
-        n - v - 1 >= size)
-        return false;
-    memcpy(buf, rest, n - v - 1);
-    buf[n - v - 1] = '\0';
-    return true;
 }
 
 const char *
@@ -1122,14 +1057,15 @@ console_handle(query_app *app, const es_http_req *req, es_http_res *res)
     } else if (strcmp(rest, "dead-letters/replay") == 0) {
         if (method(req, res, "POST"))
             dead_letters_replay(req, res, NULL);
-    } else if (starts(rest, "dead-letters/", &rest) && id_verb(rest, "replay", id, sizeof id)) {
+    } else if (starts(rest, "dead-letters/", &rest) &&
+               console_id_verb(rest, "replay", id, sizeof id)) {
         if (method(req, res, "POST"))
             dead_letters_replay(req, res, id);
     } else if (starts(rest, "sagas/", &rest)) {
-        if (id_verb(rest, "retry", id, sizeof id)) {
+        if (console_id_verb(rest, "retry", id, sizeof id)) {
             if (method(req, res, "POST"))
                 saga_act(req, res, id, false);
-        } else if (id_verb(rest, "compensate", id, sizeof id)) {
+        } else if (console_id_verb(rest, "compensate", id, sizeof id)) {
             if (method(req, res, "POST"))
                 saga_act(req, res, id, true);
         } else if (method(req, res, "GET")) {

@@ -126,4 +126,22 @@ if ((rc != 0)); then
     checks=$((checks + 1)) failures=$((failures + 1))
     echo "console.sh:browser:F: tests/console/console.test.js failed (exit $rc)"
 fi
+
+# every daemon stops cleanly (under the sanitizers: nothing leaked)
+for name in query saga projector relay command; do
+    kill -TERM "${pids[$name]}" 2>/dev/null || true
+    set +e
+    wait "${pids[$name]}"
+    drc=$?
+    set -e
+    unset "pids[$name]"
+    checks=$((checks + 1))
+    if ((drc != 0)); then
+        failures=$((failures + 1))
+        echo "console.sh:stop:F: es-$name exited $drc on SIGTERM"
+        tail -n 20 "$tmp/$name.log"
+    else
+        echo "console.sh: ok: es-$name stops cleanly"
+    fi
+done
 exit $((failures > 0))

@@ -93,7 +93,9 @@ async function main() {
     check((await text(page, "#who")).includes("(admin)"), "signed in as an admin");
 
     // overview
-    await until(page, async (p) => (await text(p, "#ov-eps")) !== "…", "a rate of events");
+    await until(page, async (p) => (await text(p, "#ov-eps .value")) !== "…", "a rate of events");
+    check(/^[0-9.]+$/.test(await text(page, "#ov-eps .value")), "the overview shows events/s");
+    check(/^[0-9.]+$/.test(await text(page, "#ov-cps .value")), "the overview shows commands/s");
     const daemons = await text(page, "#daemons");
     for (const d of ["es-command", "es-query", "es-relay", "es-projector", "es-saga"])
       check(daemons.includes(d), "overview lists " + d);
