@@ -36,6 +36,7 @@
 #include "projections.h"
 #include "query.h"
 #include "read.h"
+#include "readmodel.h"
 #include "saga.h"
 #include "store.h"
 
@@ -414,6 +415,27 @@ counters(void)
     return o;
 }
 
+/* A projection's versions as the read model records them: the active
+ * one and, while esctl rebuilds it, the one being written and how far it
+ * got (es_rm_state_get, es_rm_checkpoint; reads only). */
+typedef struct versions {
+    const char *name;
+    es_rm_state st;
+    uint64_t building_seq;
+    char building_pos[ES_RM_POSITION_MAX];
+} versions;
+
+static es_status
+versions_on(redisContext *c, void *ctx, es_error *err)
+{
+    versions *v = ctx;
+    es_status st = es_rm_state_get(c, v->name, &v->st, err);
+
+    if (st == ES_OK && v->st.building[0])
+        st = es_rm_checkpoint(c, v->name, v->st.building, &v->building_seq, v->building_pos, err);
+    return st;
+}
+
 static const struct daemon_port {
     const char *name, *var;
     unsigned def;
@@ -506,6 +528,28 @@ overview(query_app *app, const es_http_req *req, es_http_res *res)
                 strcmp(json_string_value(json_object_get(e, "name")), name) == 0) {
                 json_object_update_missing(p, e);
                 json_object_set(p, "projector_checkpoint", json_object_get(e, "checkpoint"));
+            }
+        }
+        {
+            versions vs = {.name = name};
+            es_error verr;
+
+            if (read_run(versions_on, &vs, &verr) == ES_OK) {
+                json_object_set_new(p, "active_version", json_string(vs.st.active));
+                if (vs.st.building[0]) {
+                    /* the stream's end: the active checkpoint plus its lag */
+                    json_t *le = json_object_get(p, "lag_events");
+                    double end = (double)vs.st.seq + (json_is_integer(le)
+                                                          ? (double)json_integer_value(le) : 0);
+                    json_object_set_new(
+                        p, "rebuild",
+                        json_pack("{s:s, s:I, s:s, s:f}", "version", vs.st.building,
+                                  "checkpoint", (json_int_t)vs.building_seq, "position",
+                                  vs.building_pos[0] ? vs.building_pos : "0-0", "progress",
+                                  end > 0 ? (vs.building_seq >= end ? 1.0
+                                                                    : (double)vs.building_seq / end)
+                                          : 0.0));
+                }
             }
         }
         json_array_append_new(projs, p);

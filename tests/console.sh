@@ -116,6 +116,7 @@ grep -q '"state":"failed"' "$tmp/demo.log" || die "no order saga of the demo fai
 set +e
 CONSOLE_URL=http://127.0.0.1:$ES_QUERY_PORT/console/ CONSOLE_TOKEN=$token CHROMIUM=$chromium \
 CONSOLE_READ_TOKEN=$read_token CONSOLE_COMMAND_URL=http://127.0.0.1:$ES_COMMAND_PORT \
+CONSOLE_ESCTL=$build/esctl ES_REBUILD_GRACE_MS=100 \
 CONSOLE_SHOTS=$out/shots CONSOLE_PROFILE=$tmp/profile NODE_PATH=$root/$out/node_modules \
     timeout 300 node tests/console/console.test.js 2>&1 | tee "$tmp/browser.log"
 rc=${PIPESTATUS[0]}

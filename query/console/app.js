@@ -207,17 +207,29 @@ function projectionTable(list, detail) {
   return h("table", { id: "projections" },
     h("tr", {}, h("th", {}, "projection"), h("th", {}, "state"), h("th", {}, "version"),
       h("th", {}, "checkpoint"), h("th", {}, "position"), h("th", {}, "lag (events)"),
-      h("th", {}, "lag (s)"), h("th", {}, "parked"), detail ? h("th", {}, "stop reason") : null),
+      h("th", {}, "lag (s)"), h("th", {}, "parked"), detail ? h("th", {}, "rebuild") : null,
+      detail ? h("th", {}, "stop reason") : null),
     list.map((p) => h("tr", { "data-projection": p.name },
       h("td", {}, p.name),
       h("td", { class: p.state === "stopped" ? "bad" : "ok" }, p.state || "?"),
-      h("td", {}, p.version ?? ""),
+      h("td", { class: "version" }, p.active_version || p.version || ""),
       h("td", { class: "num" }, p.projector_checkpoint ?? p.checkpoint ?? ""),
       h("td", { class: "mono" }, p.position ? link("/event/" + p.position, p.position) : ""),
       h("td", { class: "num" }, p.lag_events ?? "?"),
       h("td", { class: "num" }, p.lag_seconds !== undefined ? Number(p.lag_seconds).toFixed(2) : "?"),
       h("td", { class: "num" + (p.parked ? " warn" : "") }, p.parked ?? ""),
+      detail ? h("td", {}, p.rebuild ? rebuildCell(p.rebuild) : h("span", { class: "muted" }, "none")) : null,
       detail ? h("td", { class: "bad" }, p.reason || "") : null)));
+}
+
+/* A rebuild esctl is running: its version and how far it has got. */
+function rebuildCell(r) {
+  const pct = Math.floor((r.progress || 0) * 100);
+  const fill = h("span", {});
+  fill.style.width = pct + "%";        // CSSOM, not a style attribute: the policy allows it
+  return h("div", { class: "rebuild", "data-progress": pct },
+    h("div", { class: "bar" }, fill),
+    "version " + r.version + ": " + pct + " % (checkpoint " + r.checkpoint + ")");
 }
 
 /* ---- projections ------------------------------------------------------------------------ */
@@ -231,7 +243,7 @@ function viewProjections() {
     show(h("h1", {}, "Projections"),
       h("p", { class: "muted" }, "Versions, checkpoints (feed sequence), lag behind the JetStream stream " +
         "and parked events, as the projector and es-query report them, every 2 s. A rebuild runs " +
-        "from esctl (esctl projection rebuild NAME); its new version and checkpoint show here as it goes."),
+        "from esctl (esctl projection rebuild NAME); the version it writes and its progress show here as it goes."),
       projectionTable(o.projections || [], true));
   }, 2000);
 }

@@ -15,11 +15,13 @@
 const puppeteer = require("puppeteer-core");
 const fs = require("fs");
 const path = require("path");
+const { spawnSync } = require("child_process");
 
 const base = process.env.CONSOLE_URL;
 const token = process.env.CONSOLE_TOKEN;
 const readToken = process.env.CONSOLE_READ_TOKEN;
 const commandUrl = process.env.CONSOLE_COMMAND_URL;
+const esctl = process.env.CONSOLE_ESCTL || "build/plain/esctl";
 const shots = process.env.CONSOLE_SHOTS || "build/console/shots";
 const chromium = process.env.CHROMIUM || "/usr/bin/chromium";
 const profile = process.env.CONSOLE_PROFILE || "build/console/profile";
@@ -166,9 +168,15 @@ async function main() {
     check(true, "a replayed dead letter disappears");
     await shot(page, "09-dead-letter-replayed");
 
-    // projections
+    // projections, and a rebuild (esctl's) showing up as a new active version
     await go(page, "/projections", "#projections");
     check((await page.$$("#projections tr[data-projection]")).length >= 6, "every projection is shown");
+    const versionOf = (p) => p.$eval('tr[data-projection="dashboard"] td.version', (td) => td.textContent);
+    const before = Number(await versionOf(page));
+    const rb = spawnSync(esctl, ["projection", "rebuild", "dashboard"], { encoding: "utf8", timeout: 120000 });
+    check(rb.status === 0, "esctl projection rebuild dashboard: " + (rb.stderr || "").trim().split("\n").pop());
+    await until(page, async (p) => Number(await versionOf(p)) > before, "the rebuilt version to be active");
+    check(true, "the projections view shows the rebuilt version");
     await shot(page, "10-projections");
 
     // a saga action: retry a failed saga (confirmed), recorded in its stream
