@@ -102,7 +102,11 @@ async function main() {
     for (const d of ["es-command", "es-query", "es-relay", "es-projector", "es-saga"])
       check(daemons.includes(d), "overview lists " + d);
     // a probe may time out on a busy machine: the next poll says ready
-    await until(page, async (p) => !(await text(p, "#daemons")).includes("not ready"), "every daemon ready");
+    try {
+      await until(page, async (p) => !(await text(p, "#daemons")).includes("not ready"), "every daemon ready", 60000);
+    } catch (e) {
+      throw new Error(e.message + ":\n" + (await text(page, "#daemons")));
+    }
     check(true, "every daemon is ready");
     check(Number(await text(page, "#ov-sagas-failed .value")) >= 1, "overview counts failed sagas");
     check((await text(page, "#projections")).includes("sagas"), "overview lists the projections");
