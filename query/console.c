@@ -788,6 +788,41 @@ feed(const es_http_req *req, es_http_res *res)
 
 /* ---- sagas ------------------------------------------------------------------------ */
 
+/* The circuit breakers of es-saga's gateways (its /metrics, asked with
+ * the caller's token): [{"gateway", "breaker"}], empty when it does not
+ * answer. */
+static json_t *
+breakers(const char *authorization)
+{
+    static const char prefix[] = "es_saga_gateway_breaker_state{gateway=\"";
+    static const char *const names[] = {"closed", "open", "half-open"};
+    json_t *a = json_array();
+    es_buf b = {0};
+    const char *line;
+
+    if ((getenv("ES_TLS_CERT") && getenv("ES_TLS_CERT")[0]) ||
+        probe(port_of(&daemon_ports[4]), "/metrics", authorization, &b) != 200) {
+        es_buf_free(&b);
+        return a;
+    }
+    es_buf_append(&b, "", 1);
+    for (line = b.data; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        const char *end;
+        int v;
+
+        if (strncmp(line, prefix, sizeof prefix - 1) != 0)
+            continue;
+        line += sizeof prefix - 1;
+        if ((end = strstr(line, "\"} ")) == NULL || end - line > 100)
+            continue;
+        v = atoi(end + 3);
+        json_array_append_new(a, json_pack("{s:s%, s:s}", "gateway", line, (size_t)(end - line),
+                                           "breaker", v >= 0 && v <= 2 ? names[v] : "unknown"));
+    }
+    es_buf_free(&b);
+    return a;
+}
+
 static void
 saga_show(const es_http_req *req, es_http_res *res, const char *saga_id)
 {
@@ -796,7 +831,6 @@ saga_show(const es_http_req *req, es_http_res *res, const char *saga_id)
     db d;
     es_error err;
 
-    (void)req;
     if (saga_id[0] == '\0' || strlen(saga_id) > 200) {
         invalid(res, "saga_id", "saga_id must have 1 to 200 bytes");
         return;
@@ -807,14 +841,17 @@ saga_show(const es_http_req *req, es_http_res *res, const char *saga_id)
         sg_saga_timeline(d.store, saga_id, &timeline, &err) != ES_OK) {
         es_http_res_from_error(res, &err);
     } else {
-        es_http_res_json(res, 200,
-                         json_pack("{s:s, s:s, s:s, s:s, s:I, s:O?, s:o, s:o}", "saga_id",
-                                   s.saga_id, "type", s.type, "state", sg_state_text(s.state),
-                                   "correlation_id", s.correlation_id, "version",
-                                   (json_int_t)s.version, "work", s.work, "dead_letter",
-                                   s.dead_letter > 0 ? json_integer(s.dead_letter) : json_null(),
-                                   "timeline", timeline));
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I, s:O?, s:o, s:o}", "saga_id",
+                              s.saga_id, "type", s.type, "state", sg_state_text(s.state),
+                              "correlation_id", s.correlation_id, "version",
+                              (json_int_t)s.version, "work", s.work, "dead_letter",
+                              s.dead_letter > 0 ? json_integer(s.dead_letter) : json_null(),
+                              "timeline", timeline);
+
         timeline = NULL;
+        /* the gateways' breakers, which a saga's next step may wait on */
+        json_object_set_new(o, "gateways", breakers(es_http_header(req, "Authorization")));
+        es_http_res_json(res, 200, o);
     }
     json_decref(timeline);
     sg_saga_info_clear(&s);

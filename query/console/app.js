@@ -456,7 +456,11 @@ function viewSaga(id) {
           ["due " + when(w.due_at), " (" + ago(w.due_at).replace(" ago", "") + ")",
            ", " + w.failures + " failed runs", w.last_error ? ", last error: " + w.last_error : ""] :
           h("span", { class: "muted" }, "none"))),
-        h("tr", {}, h("th", {}, "dead letter"), h("td", {}, s.dead_letter ? link("/dead-letters", "#" + s.dead_letter) : "none"))),
+        h("tr", {}, h("th", {}, "dead letter"), h("td", {}, s.dead_letter ? link("/dead-letters", "#" + s.dead_letter) : "none")),
+        h("tr", {}, h("th", {}, "gateway breakers"), h("td", { id: "saga-breakers" },
+          (s.gateways || []).length ? s.gateways.map((g) =>
+            h("span", { class: g.breaker === "closed" ? "ok" : "bad" }, g.gateway + " " + g.breaker + "  "))
+            : h("span", { class: "muted" }, "unknown (es-saga did not answer)")))),
       h("p", {}, retry, " ", comp, me.admin ? "" : h("span", { class: "muted" }, " (actions need an admin token)")),
       h("h2", {}, "Timeline"),
       h("table", { id: "timeline" },

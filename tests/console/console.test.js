@@ -129,6 +129,7 @@ async function main() {
     const tl = await text(page, "#timeline");
     check(tl.includes("SagaStarted") && tl.includes("SagaStepFailed"), "the timeline shows steps and failures");
     check(tl.includes("SagaCompensation"), "the timeline shows compensations");
+    check(/(closed|open)/.test(await text(page, "#saga-breakers")), "the saga page shows the gateways' breakers");
     await shot(page, "04-saga");
 
     // streams by category and prefix, a stream, an event by position
