@@ -25,7 +25,7 @@ INC_command   := -Ievents
 INC_relay     := -Ievents
 INC_saga      := -Ievents
 INC_projector := -Ievents -Isaga
-INC_query     := -Ievents -Iprojector
+INC_query     := -Ievents -Iprojector -Isaga
 INC_cli       := -Ievents -Iprojector -Isaga
 INC_tests     := -Ievents -Iprojector -Isaga
 
@@ -68,7 +68,10 @@ PROJ_SRC  := projector/projections.c projector/park.c
 PROJ_OBJ  := $(PROJ_SRC:%.c=$(BUILD)/%.o)
 PROJ_BIN  := $(BUILD)/es-projector
 QUERY_SRC := $(wildcard query/*.c)
-QUERY_OBJ := $(QUERY_SRC:%.c=$(BUILD)/%.o)
+# the console's static files, built into es-query (scripts/embed_console.sh)
+CONSOLE_FILES := $(wildcard query/console/*.html query/console/*.js query/console/*.css \
+    query/console/*.svg)
+QUERY_OBJ := $(QUERY_SRC:%.c=$(BUILD)/%.o) $(BUILD)/query/console_assets.o
 QUERY_BIN := $(BUILD)/es-query
 
 # The saga manager; its modules (all but main.c) are linked by the tests.
@@ -84,7 +87,7 @@ FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN  := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_DIR)/%)
 FUZZ_SECONDS ?= 10
 
-.PHONY: all deps up down servers test test-plain test-san test-fuzz fuzz bench bench-growth clean distclean
+.PHONY: all deps up down servers test test-plain test-console test-san test-fuzz fuzz bench bench-growth clean distclean
 
 all: $(LIB) $(CLI) $(CMD_BIN) $(RELAY_BIN) $(PROJ_BIN) $(QUERY_BIN) $(SAGA_BIN) $(TEST_BIN) \
     $(BENCH_BIN)
@@ -113,7 +116,18 @@ $(PROJ_BIN): $(BUILD)/projector/main.o $(PROJ_OBJ) $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
-$(QUERY_BIN): $(QUERY_OBJ) $(PROJ_OBJ) $(LIB)
+# es-query serves the operator console, which acts on sagas through the
+# saga module (saga/saga.c), as esctl does.
+$(BUILD)/query/console_assets.c: $(CONSOLE_FILES) scripts/embed_console.sh
+	@mkdir -p $(dir $@)
+	@echo "  GEN   $@"
+	@scripts/embed_console.sh $(CONSOLE_FILES) >$@.tmp && mv $@.tmp $@
+
+$(BUILD)/query/console_assets.o: $(BUILD)/query/console_assets.c query/console.h
+	@echo "  CC    $<"
+	@$(CC) $(CFLAGS) -Iquery -Ievents $(PKG_CFLAGS) -c $< -o $@
+
+$(QUERY_BIN): $(QUERY_OBJ) $(PROJ_OBJ) $(BUILD)/saga/saga.o $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
@@ -163,12 +177,12 @@ $(BUILD)/abuse_load: $(BUILD)/tests/abuse_load.o
 # Fuzz targets: clang's libFuzzer with ASan and UBSan, over the core's
 # sources (no server is needed by a decoder).
 # (the command service's decoders come along, without its main)
-FUZZ_LINK := $(LIB_SRC) $(filter-out command/main.c,$(CMD_SRC)) $(PROJ_SRC)
+FUZZ_LINK := $(LIB_SRC) $(filter-out command/main.c,$(CMD_SRC)) $(PROJ_SRC) query/console_args.c
 $(FUZZ_DIR)/%: tests/fuzz/%.c $(FUZZ_LINK) $(wildcard events/*.h) $(wildcard command/*.h) \
-    $(wildcard projector/*.h) saga/saga.h
+    $(wildcard projector/*.h) saga/saga.h query/console_args.h
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ  $@"
-	@clang -std=c11 -D_GNU_SOURCE -g -O1 -Ievents -Icommand -Iprojector -Isaga $(PKG_CFLAGS) \
+	@clang -std=c11 -D_GNU_SOURCE -g -O1 -Ievents -Icommand -Iprojector -Isaga -Iquery $(PKG_CFLAGS) \
 	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	    $< $(FUZZ_LINK) -o $@ $(PKG_LIBS)
 
@@ -219,6 +233,12 @@ test: deps
 test-plain:
 	@$(MAKE) --no-print-directory all
 	@scripts/test.sh $(BUILD)
+
+# The operator console in headless Chromium (tests/console.sh); test-plain
+# and test-san run it too, with the rest.
+test-console:
+	@$(MAKE) --no-print-directory all
+	@scripts/test.sh $(BUILD) console.sh
 
 test-san:
 	@$(MAKE) --no-print-directory SANITIZE=address,undefined all

@@ -342,3 +342,108 @@ done:
     free(types);
     return st;
 }
+
+/* ---- browsing ------------------------------------------------------------- */
+
+/* The streams of a prefix, from a key: the range [prefix, prefix ||
+ * U+10FFFF) is one walk of es_streams' primary key under a code-point
+ * collation; starts_with keeps the answer right under any other. */
+static const char streams_sql[] =
+    "SELECT stream_id, version FROM es_streams "
+    "WHERE stream_id >= $1::text AND stream_id < $1::text || chr(1114111) "
+    "AND starts_with(stream_id, $1::text) AND stream_id > $2::text "
+    "ORDER BY stream_id LIMIT $3::bigint";
+
+static bool
+browse_text_ok(const char *s)
+{
+    json_t *j;
+
+    if (strlen(s) > 200)
+        return false;
+    j = json_string(s);         /* NULL when s is not UTF-8 */
+    json_decref(j);
+    return j != NULL;
+}
+
+es_status
+es_audit_streams_list(es_store *s, const char *prefix, const char *after, size_t limit,
+                      bool (*visit)(const es_audit_stream *st, void *arg), void *arg,
+                      es_error *err)
+{
+    char lim[24];
+    const char *values[3];
+    PGconn *c;
+    PGresult *r;
+    es_status st = ES_OK;
+    int i, n;
+
+    if (prefix == NULL)
+        prefix = "";
+    if (after == NULL)
+        after = "";
+    if (!browse_text_ok(prefix))
+        return es_error_set(err, ES_EINVALID, "prefix_invalid", "prefix",
+                            "prefix must be UTF-8 text of at most 200 bytes");
+    if (!browse_text_ok(after))
+        return es_error_set(err, ES_EINVALID, "after_invalid", "after",
+                            "after must be UTF-8 text of at most 200 bytes");
+    if (limit < 1 || limit > ES_AUDIT_STREAMS_MAX)
+        return es_error_set(err, ES_EINVALID, "limit_invalid", "limit",
+                            "a page of streams has 1 to %d streams, not %zu",
+                            ES_AUDIT_STREAMS_MAX, limit);
+    if ((c = es__store_conn(s, err)) == NULL)
+        return err->status;
+    snprintf(lim, sizeof lim, "%zu", limit);
+    values[0] = prefix;
+    values[1] = after;
+    values[2] = lim;
+    r = PQexecParams(c, streams_sql, 3, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        st = es__store_failure(s, r, "list streams", err);
+        PQclear(r);
+        return st;
+    }
+    n = PQntuples(r);
+    for (i = 0; i < n && st == ES_OK; i++) {
+        es_audit_stream row = {PQgetvalue(r, i, 0), 0};
+
+        if ((st = parse_int(PQgetvalue(r, i, 1), "a stream's version", &row.version, err)) ==
+                ES_OK &&
+            !visit(&row, arg))
+            break;
+    }
+    PQclear(r);
+    return st;
+}
+
+es_status
+es_audit_event_at(es_store *s, es_position pos, es_page **out, es_error *err)
+{
+    char txid[24], gpos[24];
+    const char *values[2] = {txid, gpos};
+    PGconn *c;
+    PGresult *r;
+    es_status st;
+
+    *out = NULL;
+    if ((c = es__store_conn(s, err)) == NULL)
+        return err->status;
+    snprintf(txid, sizeof txid, "%" PRIu64, pos.txid);
+    snprintf(gpos, sizeof gpos, "%" PRId64, pos.gpos);
+    r = PQexecParams(c, "SELECT " ES__EVENT_COLUMNS " FROM es_events "
+                        "WHERE transaction_id = $1::xid8 AND global_position = $2::bigint",
+                     2, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        st = es__store_failure(s, r, "read the event at a position", err);
+        PQclear(r);
+        return st;
+    }
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return es_error_set(err, ES_ENOTFOUND, "position_not_found", "position",
+                            "no event of the store is at position %" PRIu64 "-%" PRId64,
+                            pos.txid, pos.gpos);
+    }
+    return es__store_page(s, r, out, err);      /* the page owns r */
+}

@@ -125,4 +125,38 @@ typedef struct es_audit_select {
 es_status es_audit_events_read(es_store *s, const es_audit_select *q, es_page **out,
                                es_error *err);
 
+
+/* ---- browsing (the operator console) ------------------------------------ */
+
+/* Most streams one es_audit_streams_list call reads. */
+#define ES_AUDIT_STREAMS_MAX 1000
+
+/* A stream of a listing; stream lives until the visit returns. */
+typedef struct es_audit_stream {
+    const char *stream;
+    int64_t version;            /* of its last event */
+} es_audit_stream;
+
+/*
+ * Calls visit for each stream whose id begins with prefix ("" for all;
+ * "order-" for the category order) and sorts after after (NULL or "":
+ * from the first), in id order, at most limit (1 ..
+ * ES_AUDIT_STREAMS_MAX) of them, until visit returns false.  One walk of
+ * the stream table's primary key from the larger of prefix and after:
+ * its cost is the page, whatever the number of streams, as long as the
+ * database sorts text by code point (the C or C.UTF-8 collation
+ * scripts/servers.sh creates it with; under another collation a page may
+ * leave out some streams of the prefix, never show another's).
+ * ES_EINVALID (field prefix or after) for text that is not UTF-8 or
+ * longer than 200 bytes, or a limit out of range.
+ */
+es_status es_audit_streams_list(es_store *s, const char *prefix, const char *after, size_t limit,
+                                bool (*visit)(const es_audit_stream *st, void *arg), void *arg,
+                                es_error *err);
+
+/* Reads the event at position pos (a page of one, upcast as every read
+ * is) into *out; ES_ENOTFOUND (position_not_found) when none is there.
+ * An index probe of the feed order's key. */
+es_status es_audit_event_at(es_store *s, es_position pos, es_page **out, es_error *err);
+
 #endif

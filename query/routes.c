@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "console.h"
 #include "projections.h"
 #include "query.h"
 #include "views.h"
@@ -561,7 +562,8 @@ routes_daemon(query_app *app)
 /*
  * The scope each route needs, the service's one table of access rules,
  * next to match(): GET /healthz and /readyz are public, GET /metrics
- * needs metrics, every other GET the router knows read:query.  Anything
+ * needs metrics, every other GET the router knows read:query; the
+ * console's paths have theirs in console_scope (console.c).  Anything
  * else (an unknown path, another method) needs admin, so that without a
  * token every route answers alike (401).
  */
@@ -570,6 +572,8 @@ route_scope(const es_http_req *req)
 {
     route r;
 
+    if (console_route(req->path))
+        return console_scope(req);
     if (!match(req->path, &r) || strcmp(req->method, "GET") != 0)
         return "admin";
     switch (r.kind) {
@@ -600,6 +604,10 @@ routes_handle(void *ctx, const es_http_req *req, es_http_res *res)
     view_args a;
     route r;
 
+    if (console_route(req->path)) {
+        console_handle(app, req, res);
+        return;
+    }
     if (!match(req->path, &r)) {
         es_http_res_error(res, 404, "route_not_found", NULL, NULL, "no route for %s %s",
                           req->method, req->path);

@@ -47,6 +47,12 @@ start_one() {
     export "$var=$port"
     # its own identity, in a subshell so the next daemon does not inherit it
     (
+        # the console es-query serves acts as esctl does, with esctl's
+        # database role (query/README.md, "The operator console")
+        if [ "$name" = query ] && [ -z "${ES_CONSOLE_PG_CONNINFO:-}" ]; then
+            ES_CONSOLE_PG_CONNINFO=$(eval "$(scripts/servers.sh env esctl)" && echo "$ES_PG_CONNINFO")
+            export ES_CONSOLE_PG_CONNINFO
+        fi
         eval "$(scripts/servers.sh env "$name")"
         exec nohup "$build/$bin" >>"$dir/$name.log" 2>&1 </dev/null
     ) &

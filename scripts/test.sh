@@ -46,8 +46,9 @@ export LSAN_OPTIONS=exitcode=23
 passed=0 failed=0 programs_failed=0 failures=""
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-# tests/tls.sh runs the daemons over TLS against servers of its own.
-for t in "$build"/tests/test_* tests/tls.sh; do
+# tests/tls.sh runs the daemons over TLS against servers of its own;
+# tests/console.sh runs the operator console in headless Chromium.
+for t in "$build"/tests/test_* tests/tls.sh tests/console.sh; do
     [ -x "$t" ] || continue
     if [ ${#only[@]} -gt 0 ] && [[ " ${only[*]} " != *" $(basename "$t") "* ]]; then continue; fi
     echo "== $(basename "$t")"

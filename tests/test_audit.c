@@ -617,6 +617,129 @@ START_TEST(hostile_selects_are_only_values)
 }
 END_TEST
 
+/* ---- browsing ------------------------------------------------------------ */
+
+typedef struct listed {
+    char names[16][128];
+    int64_t versions[16];
+    int n;
+} listed;
+
+static bool
+collect(const es_audit_stream *st, void *arg)
+{
+    listed *l = arg;
+
+    ck_assert_int_lt(l->n, 16);
+    snprintf(l->names[l->n], sizeof l->names[0], "%s", st->stream);
+    l->versions[l->n++] = st->version;
+    return true;
+}
+
+static listed
+list(es_store *s, const char *prefix, const char *after, size_t limit)
+{
+    listed l = {.n = 0};
+    es_error err;
+
+    ck_assert_msg(es_audit_streams_list(s, prefix, after, limit, collect, &l, &err) == ES_OK,
+                  "list %s: %s", prefix, err.message);
+    return l;
+}
+
+START_TEST(lists_the_streams_of_a_prefix_in_pages)
+{
+    es_store *s = open_store();
+    char cat[64], prefix[80], next[80];
+    listed l;
+
+    category(cat, sizeof cat, "brw");
+    append(s, cat, "b2", "Seen", "{}");
+    append(s, cat, "a1", "Seen", "{}");
+    append(s, cat, "b1", "Seen", "{}");
+    append(s, cat, "b1", "Seen", "{}");
+    append(s, cat, "b%", "Seen", "{}");     /* LIKE's wildcards are plain bytes here */
+    snprintf(next, sizeof next, "%sx", cat); /* a category sorting right after */
+    append(s, next, "b1", "Seen", "{}");
+
+    snprintf(prefix, sizeof prefix, "%s-b", cat);
+    l = list(s, prefix, NULL, 2);
+    ck_assert_int_eq(l.n, 2);
+    snprintf(next, sizeof next, "%s-b%%", cat);
+    ck_assert_str_eq(l.names[0], next);
+    snprintf(next, sizeof next, "%s-b1", cat);
+    ck_assert_str_eq(l.names[1], next);
+    ck_assert_int_eq(l.versions[1], 1);
+    /* the next page starts after the last one shown and ends with the prefix */
+    l = list(s, prefix, l.names[1], 2);
+    ck_assert_int_eq(l.n, 1);
+    snprintf(next, sizeof next, "%s-b2", cat);
+    ck_assert_str_eq(l.names[0], next);
+    l = list(s, prefix, l.names[0], 2);
+    ck_assert_int_eq(l.n, 0);
+    /* the category's whole prefix, and a prefix that matches nothing */
+    snprintf(prefix, sizeof prefix, "%s-", cat);
+    ck_assert_int_eq(list(s, prefix, NULL, 10).n, 4);
+    snprintf(prefix, sizeof prefix, "%s-c", cat);
+    ck_assert_int_eq(list(s, prefix, NULL, 10).n, 0);
+    es_store_close(s);
+}
+END_TEST
+
+START_TEST(refuses_malformed_listings)
+{
+    es_store *s = open_store();
+    char long_prefix[300];
+    listed l = {.n = 0};
+    es_error err;
+
+    memset(long_prefix, 'a', sizeof long_prefix - 1);
+    long_prefix[sizeof long_prefix - 1] = '\0';
+    ck_assert_int_eq(es_audit_streams_list(s, long_prefix, NULL, 5, collect, &l, &err),
+                     ES_EINVALID);
+    ck_assert_str_eq(err.field, "prefix");
+    ck_assert_int_eq(es_audit_streams_list(s, "\xff\xfe", NULL, 5, collect, &l, &err),
+                     ES_EINVALID);
+    ck_assert_int_eq(es_audit_streams_list(s, "a", "\xc3", 5, collect, &l, &err), ES_EINVALID);
+    ck_assert_str_eq(err.field, "after");
+    ck_assert_int_eq(es_audit_streams_list(s, "a", NULL, 0, collect, &l, &err), ES_EINVALID);
+    ck_assert_int_eq(es_audit_streams_list(s, "a", NULL, ES_AUDIT_STREAMS_MAX + 1, collect, &l,
+                                           &err), ES_EINVALID);
+    ck_assert_str_eq(err.field, "limit");
+    ck_assert_int_eq(l.n, 0);
+    es_store_close(s);
+}
+END_TEST
+
+START_TEST(reads_the_event_at_a_position)
+{
+    es_store *s = open_store();
+    char cat[64], stream[80];
+    es_append_result a;
+    es_position nowhere;
+    es_page *p = NULL;
+    es_error err;
+
+    category(cat, sizeof cat, "at");
+    append(s, cat, "1", "First", "{\"n\": 1}");
+    a = append(s, cat, "1", "Second", "{\"n\": 2}");
+    ck_assert_msg(es_audit_event_at(s, a.position, &p, &err) == ES_OK, "%s", err.message);
+    ck_assert_uint_eq(p->count, 1);
+    snprintf(stream, sizeof stream, "%s-1", cat);
+    ck_assert_str_eq(p->events[0].stream_id, stream);
+    ck_assert_str_eq(p->events[0].type, "Second");
+    ck_assert_int_eq(p->events[0].version, 1);
+    ck_assert_int_eq(es_position_cmp(p->events[0].position, a.position), 0);
+    es_page_destroy(p);
+    nowhere = a.position;
+    nowhere.gpos += 1000000;
+    ck_assert_int_eq(es_audit_event_at(s, nowhere, &p, &err), ES_ENOTFOUND);
+    ck_assert_ptr_null(p);
+    ck_assert_str_eq(err.code, "position_not_found");
+    es_store_close(s);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -635,6 +758,9 @@ main(void)
     tcase_add_test(tc, selects_newest_first_up_to_a_limit);
     tcase_add_test(tc, refuses_malformed_selects);
     tcase_add_test(tc, hostile_selects_are_only_values);
+    tcase_add_test(tc, lists_the_streams_of_a_prefix_in_pages);
+    tcase_add_test(tc, refuses_malformed_listings);
+    tcase_add_test(tc, reads_the_event_at_a_position);
     suite_add_tcase(s, tc);
     rc = th_run(s);
     th_db_drop(dbname);

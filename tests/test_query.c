@@ -1166,6 +1166,110 @@ START_TEST(redis_goes_away_and_comes_back)
 }
 END_TEST
 
+/* ---- the operator console ------------------------------------------------- */
+
+/* The console's files are public, typed and under a same-origin policy;
+ * its endpoints need a token, check their parameters and answer pages. */
+START_TEST(console_files_and_endpoints)
+{
+    th_response r;
+    char h[128];
+    json_t *j;
+
+    th_http_token(NULL);
+    th_http(query.port, "GET", "/console/", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(th_header(&r, "Content-Type", h, sizeof h), "text/html; charset=utf-8");
+    ck_assert_ptr_nonnull(th_header(&r, "Content-Security-Policy", h, sizeof h));
+    ck_assert_msg(strncmp(h, "default-src 'self'", 18) == 0, "CSP %s", h);
+    ck_assert_ptr_nonnull(strstr(r.body, "/console/app.js"));
+    th_response_free(&r);
+    th_http(query.port, "GET", "/console/app.js", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(th_header(&r, "Content-Type", h, sizeof h), "text/javascript; charset=utf-8");
+    th_response_free(&r);
+    th_http(query.port, "GET", "/console/style.css", NULL, NULL, &r);
+    ck_assert_str_eq(th_header(&r, "Content-Type", h, sizeof h), "text/css; charset=utf-8");
+    th_response_free(&r);
+    th_http(query.port, "GET", "/console", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 308);
+    ck_assert_str_eq(th_header(&r, "Location", h, sizeof h), "/console/");
+    th_response_free(&r);
+    th_http(query.port, "GET", "/console/../etc/passwd", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 404);
+    th_response_free(&r);
+    /* the data is not public */
+    th_http(query.port, "GET", "/v1/console/overview", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 401);
+    th_response_free(&r);
+    th_http(query.port, "POST", "/v1/console/dead-letters/1/replay", NULL, "{}", &r);
+    ck_assert_int_eq(r.status, 401);
+    th_response_free(&r);
+    th_http_token(th_token());
+
+    j = get("/v1/console/overview", 200);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "projections")), pj_projection_count);
+    ck_assert(json_is_object(json_object_get(j, "sagas_by_state")));
+    ck_assert(json_is_integer(json_object_get(j, "dead_letters_open")));
+    ck_assert(json_is_object(json_object_get(j, "daemons")));
+    json_decref(j);
+    j = get("/v1/console/whoami", 200);
+    ck_assert(json_is_true(json_object_get(j, "admin")));
+    json_decref(j);
+
+    j = get("/v1/console/streams?limit=0", 400);
+    ck_assert_str_eq(str(j, "error.field"), "limit");
+    json_decref(j);
+    j = get("/v1/console/streams?category=a-b", 400);
+    ck_assert_str_eq(str(j, "error.field"), "category");
+    json_decref(j);
+    j = get("/v1/console/streams?limit=5&prefix=%25", 200);
+    ck_assert(json_is_array(json_object_get(j, "streams")));
+    json_decref(j);
+    j = get("/v1/console/events/nonsense", 400);
+    json_decref(j);
+    j = get("/v1/console/events/1-999999999", 404);
+    ck_assert_str_eq(str(j, "error.code"), "position_not_found");
+    json_decref(j);
+    j = get("/v1/console/feed?after=tail", 200);
+    ck_assert(json_is_string(json_object_get(j, "next")));
+    json_decref(j);
+    j = get("/v1/console/feed?after=x", 400);
+    json_decref(j);
+    j = get("/v1/console/dead-letters", 200);
+    ck_assert(json_is_integer(json_object_get(j, "open")));
+    json_decref(j);
+    j = get("/v1/console/sagas/nope", 404);
+    ck_assert_str_eq(str(j, "error.code"), "saga_not_found");
+    json_decref(j);
+    j = get("/v1/console/sagas/nope/retry", 405);
+    json_decref(j);
+    j = get("/v1/console/nothing", 404);
+    json_decref(j);
+
+    th_http(query.port, "POST", "/v1/console/sagas/nope/retry", NULL, "{}", &r);
+    ck_assert_int_eq(r.status, 404);
+    th_response_free(&r);
+    th_http(query.port, "POST", "/v1/console/sagas/nope/compensate", NULL, "[1]", &r);
+    ck_assert_int_eq(r.status, 400);
+    th_response_free(&r);
+    th_http(query.port, "POST", "/v1/console/dead-letters/12x/replay", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 400);
+    th_response_free(&r);
+    th_http(query.port, "POST", "/v1/console/dead-letters/999999/replay", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 404);
+    th_response_free(&r);
+    th_http(query.port, "POST", "/v1/console/dead-letters/replay", NULL, "{\"fingerprint\":1}", &r);
+    ck_assert_int_eq(r.status, 400);
+    th_response_free(&r);
+    th_http(query.port, "POST", "/v1/console/dead-letters/replay", NULL,
+            "{\"fingerprint\":\"0123456789abcdef\"}", &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"replayed\":[]"));
+    th_response_free(&r);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -1186,7 +1290,11 @@ main(void)
     setenv("ES_REDIS_HOST", "127.0.0.1", 1);
     setenv("ES_REDIS_PORT", port, 1);   /* for es_rm_connect here and in the daemon */
     {
-        const char *env[] = {"ES_QUERY_WAITS_MAX=32", NULL};    /* WAITS */
+        static char console_pg[600];
+        const char *env[] = {"ES_QUERY_WAITS_MAX=32", console_pg, NULL};    /* WAITS */
+
+        /* the console reads the store and the saga tables of the tests' database */
+        snprintf(console_pg, sizeof console_pg, "ES_CONSOLE_PG_CONNINFO=%s", th_conninfo());
 
         th_daemon_start(&query, "es-query", "ES_QUERY_PORT", env);
     }
@@ -1205,6 +1313,7 @@ main(void)
     tcase_add_test(tc, consistent_with_times_out);
     tcase_add_test(tc, pages_stay_whole_under_writes);
     tcase_add_test(tc, health_and_metrics);
+    tcase_add_test(tc, console_files_and_endpoints);
     tcase_add_test(tc, waits_hold_no_thread);
     tcase_add_test(tc, sigterm_answers_parked_waits);
     tcase_add_test(tc, redis_goes_away_and_comes_back);     /* last: it replaces Redis */

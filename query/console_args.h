@@ -1,0 +1,33 @@
+/*
+ * The console's parsers of untrusted text (console.c): query counts,
+ * "<id>/<verb>" path tails, dead-letter ids, and the fingerprint that
+ * groups dead letters.  Pure functions, so tests/fuzz/fuzz_console.c
+ * runs them without a server.
+ */
+#ifndef QUERY_CONSOLE_ARGS_H
+#define QUERY_CONSOLE_ARGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* A decimal count of 1 to 18 digits in [lo, hi] into *out (untouched on
+ * failure); false for anything else (signs, spaces, empty). */
+bool console_count_parse(const char *s, long long lo, long long hi, long long *out);
+
+/* rest is "<id>/<verb>" with a non-empty id shorter than size: the id
+ * into buf and true; otherwise false (buf untouched). */
+bool console_id_verb(const char *rest, const char *verb, char *buf, size_t size);
+
+/* A dead letter's id: 1 to 18 decimal digits. */
+bool console_dead_letter_id_ok(const char *id);
+
+/*
+ * The fingerprint of a dead letter: its flow, its event type and its
+ * reason with every run of digits made one '#', so that the same failure
+ * of many sagas (ids, amounts, attempts differ) is one group.  16 hex
+ * digits of FNV-1a 64 into out (17 bytes).  NULL parts count as "".
+ */
+void console_fingerprint(const char *flow, const char *event_type, const char *reason,
+                         char out[17]);
+
+#endif
