@@ -17,12 +17,12 @@
  *                 ▼                ▼               ack
  *               ack              ROLLBACK; nak with a delay
  *                                  (the server redelivers it, up to
- *                                   CONSUMER_MAX_DELIVER times in all)
+ *                                   the consumer's MaxDeliver in all)
  *
  * The ack comes after the commit, so a crash between the two redelivers an
  * event whose effect is already there, and the inbox row turns that
  * redelivery into a no-op: each event takes effect exactly once.  An event
- * delivered CONSUMER_MAX_DELIVER times without success is given up by the
+ * delivered MaxDeliver times without success is given up by the
  * server, which says so on $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.
  * <stream>.<durable>; every member of the group listens there and records
  * it in dead_letters (record_dead_letter), and the rest of the stream flows
@@ -33,15 +33,17 @@
  * so an outage never uses up deliveries.
  *
  * Several processes with the same durable name share one consumer on the
- * server: each message goes to one of them (a consumer group).
+ * server: each message goes to one of them (a consumer group).  The
+ * operator makes that consumer (`esctl consumer add <name>`: a pull
+ * consumer with explicit acks, its delivery limit, ack wait and filter);
+ * the service only binds to it, since its NATS user may not make
+ * consumers.
  *
  * Settings (environment): ES_NATS_URL (nats://user:password@host:port;
  * `scripts/servers.sh env consumer` prints it), ES_NATS_INBOX_PREFIX (the
  * inbox prefix the user may subscribe to), CONSUMER_PG_CONNINFO (the
  * service's own database; required), CONSUMER_STREAM (EVENTS),
- * CONSUMER_SUBJECT (es.events.>), CONSUMER_DURABLE (example),
- * CONSUMER_MAX_DELIVER (5), CONSUMER_ACK_WAIT_MS (10000),
- * CONSUMER_NAK_DELAY_MS (200, times the delivery count), CONSUMER_BATCH
+ * CONSUMER_DURABLE (example), CONSUMER_NAK_DELAY_MS (200, times the delivery count), CONSUMER_BATCH
  * (64).  Faults to inject, for the tests and for trying it out:
  * CONSUMER_FAIL_TYPES (event types the handler refuses, comma separated),
  * CONSUMER_CRASH_AFTER_COMMIT (N: the process kills itself between the
@@ -61,18 +63,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#define NS_PER_MS 1000000LL
 
 typedef struct settings {
     const char *nats_url;
     const char *inbox_prefix;
     const char *conninfo;
     const char *stream;
-    const char *subject;
     const char *durable;
     const char *fail_types;
-    long max_deliver;
-    long ack_wait_ms;
     long nak_delay_ms;
     long batch;
     long crash_after;
@@ -86,6 +84,7 @@ typedef struct consumer {
     natsSubscription *adv;      /* its max-deliveries advisories */
     PGconn *pg;
     char adv_subject[256];
+    int64_t max_deliver;        /* the consumer's, as the operator made it */
     bool sweep;                 /* the consumer takes every subject of the stream */
     long processed, duplicates, refused, dead;
 } consumer;
@@ -347,7 +346,7 @@ handle(consumer *c, natsMsg *m)
     } else if (o == REFUSED) {
         c->refused++;
         say("could not apply message %" PRIu64 " (%s), delivery %" PRIu64 " of %ld",
-            seq, natsMsg_GetSubject(m), delivered, c->cfg.max_deliver);
+            seq, natsMsg_GetSubject(m), delivered, (long)c->max_deliver);
         (void)natsMsg_NakWithDelay(m, c->cfg.nak_delay_ms * (int64_t)delivered, NULL);   /* ms */
     }
     /* STORE_DOWN while stopping: neither; the server redelivers it after
@@ -493,33 +492,49 @@ sweep_given_up(consumer *c)
 
 /* ---- NATS ------------------------------------------------------------------ */
 
-/* (Re)creates the pull subscription: the durable consumer is made with
- * our settings if it does not exist, else bound to.  True on success. */
+/* (Re)makes the pull subscription, bound to the durable consumer the
+ * operator made; learns its delivery limit and whether it takes the whole
+ * stream (the sweep's condition).  True on success. */
 static bool
 subscribe(consumer *c)
 {
+    jsConsumerInfo *ci = NULL;
+    jsStreamInfo *si = NULL;
     jsSubOptions so;
     jsErrCode jerr = 0;
-    natsStatus s;
+    const char *filter, *subject;
+    bool ok = false;
 
     natsSubscription_Destroy(c->sub);
     c->sub = NULL;
+    if (js_GetConsumerInfo(&ci, c->js, c->cfg.stream, c->cfg.durable, NULL, &jerr) != NATS_OK ||
+        js_GetStreamInfo(&si, c->js, c->cfg.stream, NULL, &jerr) != NATS_OK) {
+        say("no consumer %s of stream %s to pull from (%s, JetStream error %d); an operator "
+            "makes it: esctl consumer add %s", c->cfg.durable, c->cfg.stream,
+            nats_GetLastError(NULL), (int)jerr, c->cfg.durable);
+        goto done;
+    }
+    filter = ci->Config->FilterSubject;
+    subject = filter && filter[0] ? filter : si->Config->Subjects[0];
+    c->max_deliver = ci->Config->MaxDeliver;
+    c->sweep = si->Config->SubjectsLen == 1 && strcmp(subject, si->Config->Subjects[0]) == 0;
     jsSubOptions_Init(&so);
     so.Stream = c->cfg.stream;
-    so.Config.Durable = c->cfg.durable;
-    so.Config.AckPolicy = js_AckExplicit;
-    so.Config.DeliverPolicy = js_DeliverAll;
-    so.Config.MaxDeliver = c->cfg.max_deliver;
-    so.Config.AckWait = c->cfg.ack_wait_ms * NS_PER_MS;
-    so.Config.MaxAckPending = 1000;
-    s = js_PullSubscribe(&c->sub, c->js, c->cfg.subject, c->cfg.durable, NULL, &so, &jerr);
-    if (s != NATS_OK) {
+    so.Consumer = c->cfg.durable;       /* bind only: never make one */
+    if (js_PullSubscribe(&c->sub, c->js, subject, c->cfg.durable, NULL, &so, &jerr) != NATS_OK) {
         say("could not pull from consumer %s of stream %s: %s (JetStream error %d)",
             c->cfg.durable, c->cfg.stream, nats_GetLastError(NULL), (int)jerr);
         c->sub = NULL;
-        return false;
+        goto done;
     }
-    return true;
+    say("pulling from consumer %s of stream %s (%s), at most %ld deliveries per event%s",
+        c->cfg.durable, c->cfg.stream, subject, (long)c->max_deliver,
+        c->sweep ? "" : "; no sweep: it takes part of the stream");
+    ok = true;
+done:
+    jsConsumerInfo_Destroy(ci);
+    jsStreamInfo_Destroy(si);
+    return ok;
 }
 
 static bool
@@ -554,22 +569,6 @@ nats_connect(consumer *c)
     return true;
 }
 
-/* Whether the consumer's subject is all the stream has (see
- * sweep_given_up); false while the stream cannot be read. */
-static bool
-takes_whole_stream(consumer *c)
-{
-    jsStreamInfo *si = NULL;
-    jsErrCode jerr = 0;
-    bool whole;
-
-    if (js_GetStreamInfo(&si, c->js, c->cfg.stream, NULL, &jerr) != NATS_OK)
-        return false;
-    whole = si->Config->SubjectsLen == 1 && strcmp(si->Config->Subjects[0], c->cfg.subject) == 0;
-    jsStreamInfo_Destroy(si);
-    return whole;
-}
-
 /* ---- main ------------------------------------------------------------------ */
 
 static void
@@ -579,11 +578,8 @@ settings_read(settings *s)
     s->inbox_prefix = env_or("ES_NATS_INBOX_PREFIX", NULL);
     s->conninfo = env_or("CONSUMER_PG_CONNINFO", NULL);
     s->stream = env_or("CONSUMER_STREAM", "EVENTS");
-    s->subject = env_or("CONSUMER_SUBJECT", "es.events.>");
     s->durable = env_or("CONSUMER_DURABLE", "example");
     s->fail_types = env_or("CONSUMER_FAIL_TYPES", NULL);
-    s->max_deliver = env_long("CONSUMER_MAX_DELIVER", 5, 1, 1000);
-    s->ack_wait_ms = env_long("CONSUMER_ACK_WAIT_MS", 10000, 100, 3600000);
     s->nak_delay_ms = env_long("CONSUMER_NAK_DELAY_MS", 200, 0, 600000);
     s->batch = env_long("CONSUMER_BATCH", 64, 1, 1000);
     s->crash_after = env_long("CONSUMER_CRASH_AFTER_COMMIT", 0, 0, 1000000000);
@@ -615,9 +611,6 @@ main(void)
         goto done;
     while (!stopping && !subscribe(&c))
         sleep_ms(2000);
-    c.sweep = takes_whole_stream(&c);
-    say("pulling from consumer %s of stream %s (%s), at most %ld deliveries per event",
-        c.cfg.durable, c.cfg.stream, c.cfg.subject, c.cfg.max_deliver);
 
     while (!stopping) {
         natsMsgList list = {0};
@@ -640,11 +633,11 @@ main(void)
                 handle(&c, list.Msgs[i]);
         } else if (s != NATS_TIMEOUT) {
             /* NATS away (it reconnects by itself), or the consumer gone
-             * with its stream (the relay makes a damaged stream anew):
-             * after a few failures in a row, subscribe again, which makes
-             * the durable anew if it is missing */
+             * with its stream (the relay makes a damaged stream anew, and
+             * the operator the consumer): after a few failures in a row,
+             * bind again */
             if (++failures % 10 == 0) {
-                say("could not fetch (%s, JetStream error %d): subscribing again",
+                say("could not fetch (%s, JetStream error %d): binding again",
                     natsStatus_GetText(s), (int)jerr);
                 natsSubscription_Destroy(c.sub);
                 c.sub = NULL;

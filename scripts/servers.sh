@@ -31,8 +31,9 @@
 # Settings (environment): ES_RUN_DIR, ES_PG_PORT (15432), ES_REDIS_PORT
 # (16379), ES_NATS_PORT (14222), ES_NATS_HTTP_PORT (18222, monitoring),
 # ES_WAIT_SECS (30, how long to wait for each server to answer),
-# ES_CONSUMER_DURABLES ("example": the durable consumer names the outside
-# consumers' NATS user may create and pull from, space-separated).
+# ES_CONSUMER_DURABLES ("example": the durable consumers the outside
+# consumers' NATS user may pull from, space-separated; `esctl consumer add`
+# makes them).
 #
 # PostgreSQL refuses to run as root, so as root it runs as the `postgres`
 # account. If that account cannot reach the run folder (e.g. the repo is under
@@ -79,7 +80,8 @@ ADMIN_USER=es_admin   # NATS and Redis name of the administrator
 CRED_USERS=(es_admin es_command es_relay es_projector es_query es_saga esctl)
 # Outside consumers of the events stream: a NATS user only (their own
 # store is theirs: no role here), pulling from the durable consumers
-# named in ES_CONSUMER_DURABLES, replies on an inbox prefix of its own.
+# named in ES_CONSUMER_DURABLES (made by the operator), replies on an
+# inbox prefix of its own.
 CONSUMER_USER=es_consumer
 CONSUMER_INBOX=_INBOX_es_consumer
 CONSUMER_DURABLES=${ES_CONSUMER_DURABLES:-example}
@@ -630,13 +632,18 @@ nats_user() {
 #   es_query      reads the stream's state and one message (the lag)
 #   es_saga       also sends commands (requests on cmd.>)
 #   es_consumer   outside services: per durable name of
-#                 ES_CONSUMER_DURABLES, create it, look it up, pull
-#                 from it (MSG.NEXT), ack its messages, hear its
-#                 max-deliveries advisories; read the stream's state and
-#                 one message (a dead letter's event); answers on its own
-#                 inbox prefix only, so it cannot hear the daemons' replies
-#                 on _INBOX.>.  Nothing else: no publish into the events,
-#                 no commands, no stream or other consumer management
+#                 ES_CONSUMER_DURABLES, look it up, pull from it
+#                 (MSG.NEXT), ack its messages, hear its max-deliveries
+#                 advisories; read the stream's state and one message (a
+#                 dead letter's event); answers on its own inbox prefix
+#                 only, so it cannot hear the daemons' replies on _INBOX.>.
+#                 It cannot make consumers: one allowed to could make a
+#                 push consumer that has the server deliver the stream onto
+#                 any subject, cmd.> included; the operator makes its
+#                 durables (`esctl consumer add`, always pull: esctl may
+#                 make the durables of that list).  Nothing
+#                 else: no publish into the events, no commands, no stream
+#                 or consumer management
 # The same rights are given for a second set of names, the one
 # tests/test_privilege.c runs the daemons with (stream ES_TEST, subjects
 # es_test.*), so that it never touches the stream of `make up`.
@@ -659,7 +666,8 @@ nats_conf() {
         pub[esctl]+=" $read_stream $consume"
         pub[es_consumer]+=" $js.STREAM.INFO.$s $js.STREAM.MSG.GET.$s"
         for d in $CONSUMER_DURABLES; do
-            pub[es_consumer]+=" $js.CONSUMER.CREATE.$s.$d $js.CONSUMER.CREATE.$s.$d.> $js.CONSUMER.DURABLE.CREATE.$s.$d"
+            # `esctl consumer add` makes them (nats.c asks DURABLE.CREATE)
+            pub[esctl]+=" $js.CONSUMER.DURABLE.CREATE.$s.$d"
             pub[es_consumer]+=" $js.CONSUMER.INFO.$s.$d $js.CONSUMER.MSG.NEXT.$s.$d \$JS.ACK.$s.$d.>"
             sub[es_consumer]+=" \$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.$s.$d"
         done
