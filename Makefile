@@ -80,6 +80,11 @@ SAGA_LIB_OBJ := $(filter-out $(BUILD)/saga/main.o,$(SAGA_SRC:%.c=$(BUILD)/%.o))
 SAGA_BIN  := $(if $(wildcard saga/main.c),$(BUILD)/es-saga)
 
 CLI       := $(BUILD)/esctl
+
+# Examples for the users of the system (examples/README.md): programs of
+# their own that link no part of it, only the client libraries.
+EXAMPLE_PKGS := libnats libpq jansson
+EXAMPLE_BIN  := $(BUILD)/examples/consumer
 BENCH_BIN := $(BUILD)/bench_store $(BUILD)/bench_http $(BUILD)/bench_redis $(BUILD)/bench_relay
 
 FUZZ_DIR  := build/fuzz
@@ -90,7 +95,7 @@ FUZZ_SECONDS ?= 10
 .PHONY: all deps up down servers test test-plain test-console test-san test-fuzz fuzz bench bench-growth clean distclean
 
 all: $(LIB) $(CLI) $(CMD_BIN) $(RELAY_BIN) $(PROJ_BIN) $(QUERY_BIN) $(SAGA_BIN) $(TEST_BIN) \
-    $(BENCH_BIN)
+    $(BENCH_BIN) $(EXAMPLE_BIN)
 
 $(BUILD)/%.o: %.c $(wildcard events/*.h) $(wildcard command/*.h) $(wildcard projector/*.h) \
     $(wildcard query/*.h) $(wildcard saga/*.h) $(wildcard cli/*.h) $(wildcard relay/*.h) \
@@ -143,6 +148,10 @@ CLI_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard cli/*.c)) \
 $(CLI): $(CLI_OBJ) $(PROJ_OBJ) $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
+
+$(BUILD)/examples/%: $(BUILD)/examples/%.o
+	@echo "  LD    $@"
+	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(shell pkg-config --libs $(EXAMPLE_PKGS) 2>/dev/null)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(PROJ_OBJ) $(SAGA_LIB_OBJ) $(LIB)
 	@echo "  LD    $@"

@@ -76,7 +76,7 @@ int cli_say(cli *c, json_t *doc, const char *fmt, ...) __attribute__((format(pri
 
 /* The subcommands, by module. */
 extern const cli_cmd cli_stream_cmds[], cli_projection_cmds[], cli_saga_cmds[],
-    cli_verify_cmds[], cli_token_cmds[], cli_trace_cmds[];
+    cli_verify_cmds[], cli_token_cmds[], cli_trace_cmds[], cli_consumer_cmds[];
 
 /* A connection to the event store's PostgreSQL, or NULL after saying why
  * (exit CLI_UNAVAILABLE). */

@@ -46,7 +46,7 @@ static const cli_cmd migrate_cmds[] = {
 
 static const cli_cmd *const tables[] = {cli_stream_cmds, cli_projection_cmds, cli_saga_cmds,
                                         migrate_cmds, cli_verify_cmds, cli_token_cmds,
-                                        cli_trace_cmds};
+                                        cli_trace_cmds, cli_consumer_cmds};
 
 static void
 usage(FILE *f)

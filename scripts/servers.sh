@@ -11,7 +11,9 @@
 #   env      print `export` lines: eval "$(... env)".  Without COMPONENT,
 #            the administrator's identity (scripts, tests, migrations);
 #            with one of command, relay, projector, query, saga, esctl,
-#            that program's own credentials
+#            that program's own credentials; with consumer, the NATS
+#            identity of outside consumers (docs/OPERATIONS.md,
+#            "Consuming the events from another service")
 #   restart  stop then start
 # An optional server name limits the action to that one server.
 #
@@ -28,7 +30,10 @@
 #
 # Settings (environment): ES_RUN_DIR, ES_PG_PORT (15432), ES_REDIS_PORT
 # (16379), ES_NATS_PORT (14222), ES_NATS_HTTP_PORT (18222, monitoring),
-# ES_WAIT_SECS (30, how long to wait for each server to answer).
+# ES_WAIT_SECS (30, how long to wait for each server to answer),
+# ES_CONSUMER_DURABLES ("example": the durable consumers the outside
+# consumers' NATS user may pull from, space-separated; `esctl consumer add`
+# makes them).
 #
 # PostgreSQL refuses to run as root, so as root it runs as the `postgres`
 # account. If that account cannot reach the run folder (e.g. the repo is under
@@ -73,6 +78,13 @@ CRED_FILE=$ES_RUN_DIR/credentials
 ADMIN_USER=es_admin   # NATS and Redis name of the administrator
 # The identities: the administrator and one per program.
 CRED_USERS=(es_admin es_command es_relay es_projector es_query es_saga esctl)
+# Outside consumers of the events stream: a NATS user only (their own
+# store is theirs: no role here), pulling from the durable consumers
+# named in ES_CONSUMER_DURABLES (made by the operator), replies on an
+# inbox prefix of its own.
+CONSUMER_USER=es_consumer
+CONSUMER_INBOX=_INBOX_es_consumer
+CONSUMER_DURABLES=${ES_CONSUMER_DURABLES:-example}
 
 # Names the NATS permissions are written for (the programs' defaults).
 STREAM=${ES_RELAY_STREAM:-EVENTS}
@@ -91,6 +103,11 @@ usage() {
 
 for port_var in ES_PG_PORT ES_REDIS_PORT ES_NATS_PORT ES_NATS_HTTP_PORT WAIT_SECS; do
     [[ ${!port_var} =~ ^[0-9]+$ ]] || die "$port_var must be a number, got '${!port_var}'"
+done
+# A durable name is one subject token: no dot, no wildcard, no space.
+for durable in $CONSUMER_DURABLES; do
+    [[ $durable =~ ^[A-Za-z0-9_-]+$ ]] ||
+        die "ES_CONSUMER_DURABLES: '$durable' is not a durable name (letters, digits, _ and - only)"
 done
 
 is_root() { [[ $(id -u) -eq 0 ]]; }
@@ -189,13 +206,13 @@ cred_ensure() {
         {
             echo "# Written by scripts/servers.sh: the password of each identity of the"
             echo "# private servers.  Keep it 0600; see docs/OPERATIONS.md to rotate."
-            for u in "${CRED_USERS[@]}"; do echo "$u=$(new_password)"; done
+            for u in "${CRED_USERS[@]}" "$CONSUMER_USER"; do echo "$u=$(new_password)"; done
         } >"$tmp"
         ln -- "$tmp" "$CRED_FILE" 2>/dev/null || true
         rm -f -- "$tmp"
     fi
     chmod 600 -- "$CRED_FILE"
-    for u in "${CRED_USERS[@]}"; do
+    for u in "${CRED_USERS[@]}" "$CONSUMER_USER"; do
         grep -q "^$u=[0-9a-f]\{32\}\$" -- "$CRED_FILE" || missing+=("$u")
     done
     for u in "${missing[@]}"; do
@@ -614,11 +631,24 @@ nats_user() {
 #                 flow-control answers on $JS.FC)
 #   es_query      reads the stream's state and one message (the lag)
 #   es_saga       also sends commands (requests on cmd.>)
+#   es_consumer   outside services: per durable name of
+#                 ES_CONSUMER_DURABLES, look it up, pull from it
+#                 (MSG.NEXT), ack its messages, hear its max-deliveries
+#                 advisories; read the stream's state and one message (a
+#                 dead letter's event); answers on its own inbox prefix
+#                 only, so it cannot hear the daemons' replies on _INBOX.>.
+#                 It cannot make consumers: one allowed to could make a
+#                 push consumer that has the server deliver the stream onto
+#                 any subject, cmd.> included; the operator makes its
+#                 durables (`esctl consumer add`, always pull: esctl may
+#                 make the durables of that list).  Nothing
+#                 else: no publish into the events, no commands, no stream
+#                 or consumer management
 # The same rights are given for a second set of names, the one
 # tests/test_privilege.c runs the daemons with (stream ES_TEST, subjects
 # es_test.*), so that it never touches the stream of `make up`.
 nats_conf() {
-    local js='$JS.API' ns s ev wake cmd read_stream consume u
+    local js='$JS.API' ns s ev wake cmd read_stream consume u d
     local -A pub=() sub=()
     for ns in "$STREAM $EVENTS_PREFIX $WAKE_SUBJECT $CMD_PREFIX" \
               "ES_TEST es_test.events es_test.wake es_test.cmd"; do
@@ -634,7 +664,15 @@ nats_conf() {
         pub[es_query]+=" $read_stream"
         pub[es_saga]+=" $read_stream $consume $cmd.>"
         pub[esctl]+=" $read_stream $consume"
+        pub[es_consumer]+=" $js.STREAM.INFO.$s $js.STREAM.MSG.GET.$s"
+        for d in $CONSUMER_DURABLES; do
+            # `esctl consumer add` makes them (nats.c asks DURABLE.CREATE)
+            pub[esctl]+=" $js.CONSUMER.DURABLE.CREATE.$s.$d"
+            pub[es_consumer]+=" $js.CONSUMER.INFO.$s.$d $js.CONSUMER.MSG.NEXT.$s.$d \$JS.ACK.$s.$d.>"
+            sub[es_consumer]+=" \$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.$s.$d"
+        done
     done
+    sub[es_consumer]+=" $CONSUMER_INBOX.>"
     pub[es_command]+=" _INBOX.>"
     for u in es_relay es_projector es_query es_saga esctl; do sub[$u]+=" _INBOX.>"; done
     # token revocations: esctl announces them, every daemon drops the token
@@ -649,7 +687,7 @@ nats_conf() {
     echo "authorization {"
     echo "  users = ["
     printf '    {user: "%s", password: "%s"}\n' "$ADMIN_USER" "$(cred "$ADMIN_USER")"
-    for u in es_relay es_command es_projector es_query es_saga esctl; do
+    for u in es_relay es_command es_projector es_query es_saga esctl "$CONSUMER_USER"; do
         nats_user "$u" "${pub[$u]}" "${sub[$u]}"
     done
     echo "  ]"
@@ -739,10 +777,20 @@ print_env() {
         admin) user=$ADMIN_USER ;;
         command | relay | projector | query | saga) user=es_$who ;;
         esctl) user=esctl ;;
-        *) die "env: no component '$who' (admin, command, relay, projector, query, saga, esctl)" ;;
+        consumer) user=$CONSUMER_USER ;;
+        *) die "env: no component '$who' (admin, command, relay, projector, query, saga, esctl, consumer)" ;;
     esac
     cred_ensure
     pw=$(cred "$user")
+    if [[ $who == consumer ]]; then
+        # A NATS identity only: the service's own store is its own.
+        for value in "ES_NATS_URL=nats://$user:$pw@$HOST:$ES_NATS_PORT" \
+                     "ES_NATS_INBOX_PREFIX=$CONSUMER_INBOX"; do
+            echo "export ${value%%=*}=$(shell_quote "${value#*=}")"
+        done
+        for name in PGPASSWORD ES_PG_CONNINFO ES_REDIS_USER ES_REDIS_PASSWORD; do echo "unset $name"; done
+        return
+    fi
     vars=(
         "ES_PG_HOST=$HOST"
         "ES_PG_PORT=$ES_PG_PORT"

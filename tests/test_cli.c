@@ -461,8 +461,8 @@ START_TEST(every_command_has_help_and_a_place_in_the_man_page)
     }
     fclose(f);
     free(man);
-    ck_assert_int_eq(commands, 20);     /* with token create, list, revoke; projection park;
-                                           trace */
+    ck_assert_int_eq(commands, 21);     /* with token create, list, revoke; projection park;
+                                           trace; consumer add */
     ck_assert_int_eq(ESCTL(out, "nonsense"), 2);
     ck_assert_int_eq(ESCTL(out, "saga", "nonsense"), 2);
     ck_assert_int_eq(ESCTL(out, "saga", "list", "--bogus"), 2);
