@@ -13,6 +13,10 @@
  *                               30 s lease the holder renews
  *   rm:<name>:stopped           hash {seq, position, reason}: why the live
  *                               projection stopped at event seq
+ *   rm:<name>:lease             "<epoch> <instance>": the es-projector that
+ *                               owns the live projection, with a TTL it
+ *                               renews; the fencing token of its batches
+ *   rm:<name>:lease_epoch       the last epoch handed out (INCR)
  *   rm:<name>:<v>:checkpoint    hash {seq, position}: the last event applied
  *   rm:<name>:<v>:<key>         the read model's own keys
  *   channel rm:<name>:applied   "<v> <seq> <position>" after each batch that
@@ -124,6 +128,41 @@ typedef struct es_rm_applied {
 
 /* Runs the batch and waits for the answer. */
 es_status es_rm_apply(redisContext *c, es_rm_batch *b, es_rm_applied *out, es_error *err);
+
+/* The same, fenced by the projection's lease (lease NULL or "": not
+ * fenced, as es_rm_apply): the script first checks that rm:<name>:lease
+ * is exactly lease and else writes nothing and fails with ES_ECONFLICT,
+ * code "lease_lost" (a deposed holder: it must stop writing). */
+es_status es_rm_apply_fenced(redisContext *c, es_rm_batch *b, const char *lease,
+                             es_rm_applied *out, es_error *err);
+
+/* ---- the projector's leases ------------------------------------------- */
+
+/*
+ * Several es-projector instances share the projections: each live
+ * projection is owned by one instance at a time through a lease,
+ * rm:<name>:lease, whose value "<epoch> <instance>" is the fencing token
+ * every batch of the owner carries (es_rm_apply_fenced).  The epoch comes
+ * from INCR rm:<name>:lease_epoch, so a token is never handed out twice.
+ *
+ * es_rm_lease_hold: token is the caller's current token ("" when it holds
+ * none; ES_RM_LEASE_MAX bytes).  RENEWED: token held it, its TTL is ms
+ * again.  TAKEN: nobody held it; token is now the new one (the caller
+ * must reread the checkpoint: another owner may have moved it).  OTHER:
+ * someone else holds it (token emptied).  holder gets the lease's value
+ * (size bytes; may be NULL).  es_rm_lease_release drops it if token
+ * holds it; failures are ignored (the TTL ends it anyway).
+ */
+#define ES_RM_LEASE_MAX 160
+typedef enum es_rm_lease_outcome {
+    ES_RM_LEASE_OTHER,
+    ES_RM_LEASE_RENEWED,
+    ES_RM_LEASE_TAKEN
+} es_rm_lease_outcome;
+es_status es_rm_lease_hold(redisContext *c, const char *name, const char *instance, long ms,
+                           char *token, es_rm_lease_outcome *outcome, char *holder, size_t size,
+                           es_error *err);
+void es_rm_lease_release(redisContext *c, const char *name, const char *token);
 
 /* The single writer's path (a rebuild owns its version): the batch, whose
  * version must be explicit and whose events must follow its checkpoint
