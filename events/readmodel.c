@@ -142,20 +142,46 @@ static const char RELEASE_LUA[] =
     "if redis.call('GET', k) ~= ARGV[2] then return 0 end\n"
     "return redis.call('DEL', k)\n";
 
-/* ARGV: name, token ("" for none), instance, lease ms.  The projector's
- * lease on projection name (rm:<name>:lease = "<epoch> <instance>", with
- * a TTL): renewed when token holds it ({1, token}), taken under the next
- * epoch of rm:<name>:lease_epoch when nobody does ({2, new token}),
- * else left alone ({0, holder}). */
+/*
+ * ARGV: name, token ("" for none), instance, lease ms, waited ("1" when
+ * the caller saw the lease free in its previous call).  The projector's
+ * lease on projection name: rm:<name>:lease = "<epoch> <instance>", with
+ * a TTL.  Every call also records instance as a live candidate for the
+ * projection (zset rm:<name>:candidates, scored by when it expires, on
+ * Redis' clock); the preferred owner is the live candidate with the
+ * highest SHA-1 of "<name>\n<instance>" (rendezvous hashing), which
+ * spreads the projections over the instances and moves few when one
+ * comes or goes.  Returns {outcome, value}:
+ *   1 renewed: token holds it and is the preferred owner (or no
+ *     preferred one is alive), its TTL is ms again; value = token
+ *   3 handed over: token held it, but another live candidate is
+ *     preferred: the lease is dropped for it; value = that candidate
+ *   2 taken: it was free and the caller is preferred, or waited; value
+ *     = the new token, under the next epoch of rm:<name>:lease_epoch
+ *   4 free, left for the preferred candidate; value = that candidate
+ *   0 someone else holds it; value = the holder
+ */
 static const char LEASE_LUA[] =
-    "local k = 'rm:' .. ARGV[1] .. ':lease'\n"
+    "local base = 'rm:' .. ARGV[1] .. ':'\n"
+    "local k, ck = base .. 'lease', base .. 'candidates'\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "redis.call('ZREMRANGEBYSCORE', ck, '-inf', now)\n"
+    "redis.call('ZADD', ck, now + tonumber(ARGV[4]), ARGV[3])\n"
+    "local best, bh = ARGV[3], nil\n"
+    "for _, c in ipairs(redis.call('ZRANGE', ck, 0, -1)) do\n"
+    "  local h = redis.sha1hex(ARGV[1] .. '\\n' .. c)\n"
+    "  if not bh or h > bh then best, bh = c, h end\n"
+    "end\n"
     "local cur = redis.call('GET', k)\n"
     "if cur and cur == ARGV[2] then\n"
+    "  if best ~= ARGV[3] then redis.call('DEL', k); return {3, best} end\n"
     "  redis.call('PEXPIRE', k, ARGV[4])\n"
     "  return {1, cur}\n"
     "end\n"
     "if cur then return {0, cur} end\n"
-    "local e = redis.call('INCR', 'rm:' .. ARGV[1] .. ':lease_epoch')\n"
+    "if best ~= ARGV[3] and ARGV[5] ~= '1' then return {4, best} end\n"
+    "local e = redis.call('INCR', base .. 'lease_epoch')\n"
     "local v = e .. ' ' .. ARGV[3]\n"
     "redis.call('SET', k, v, 'PX', ARGV[4])\n"
     "return {2, v}\n";
@@ -726,8 +752,9 @@ es_rm_apply_fenced(redisContext *c, es_rm_batch *b, const char *lease, es_rm_app
 /* ---- the projector's leases ------------------------------------------- */
 
 es_status
-es_rm_lease_hold(redisContext *c, const char *name, const char *instance, long ms, char *token,
-                 es_rm_lease_outcome *outcome, char *holder, size_t size, es_error *err)
+es_rm_lease_hold(redisContext *c, const char *name, const char *instance, long ms, bool waited,
+                 char *token, es_rm_lease_outcome *outcome, char *holder, size_t size,
+                 es_error *err)
 {
     es_rm_batch b;
     redisReply *r;
@@ -739,16 +766,21 @@ es_rm_lease_hold(redisContext *c, const char *name, const char *instance, long m
     es_rm_batch_init(&b, name, token);
     push_bytes(&b, instance, strlen(instance));
     push_num(&b, ms);
+    push_bytes(&b, waited ? "1" : "0", 1);
     r = run_script(c, &LEASE, &b);
     es_rm_batch_free(&b);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_STRING) {
         st = redis_fail(c, r, err, "lease");
     } else {
-        *outcome = r->element[0]->integer == 1   ? ES_RM_LEASE_RENEWED
-                   : r->element[0]->integer == 2 ? ES_RM_LEASE_TAKEN
-                                                 : ES_RM_LEASE_OTHER;
-        if (*outcome != ES_RM_LEASE_OTHER)
+        switch (r->element[0]->integer) {
+        case 1: *outcome = ES_RM_LEASE_RENEWED; break;
+        case 2: *outcome = ES_RM_LEASE_TAKEN; break;
+        case 3: *outcome = ES_RM_LEASE_HANDED_OVER; break;
+        case 4: *outcome = ES_RM_LEASE_FREE; break;
+        default: *outcome = ES_RM_LEASE_OTHER; break;
+        }
+        if (*outcome == ES_RM_LEASE_RENEWED || *outcome == ES_RM_LEASE_TAKEN)
             copy_str(token, ES_RM_LEASE_MAX, r->element[1]);
         else
             token[0] = '\0';

@@ -60,7 +60,9 @@ typedef struct proj_state {
     bool owned;                         /* this instance holds the lease */
     char lease[ES_RM_LEASE_MAX];        /* its token while owned */
     char holder[ES_RM_LEASE_MAX];       /* the lease's holder as last seen ("" none) */
+    bool free_seen;                     /* the lease was free, left for another */
     uint64_t taken, lost, fenced;       /* leases taken, lost; batches refused */
+    uint64_t handed;                    /* leases handed over to a preferred one */
 } proj_state;
 
 typedef struct live {
@@ -245,18 +247,28 @@ hold_leases(live *l, bool *resubscribe)
         bool was = ps->owned;
 
         snprintf(token, sizeof token, "%s", ps->lease);
-        if (es_rm_lease_hold(l->rc, ps->p->name, l->instance, l->lease_ms, token, &oc, holder,
-                             sizeof holder, &err) != ES_OK ||
+        if (es_rm_lease_hold(l->rc, ps->p->name, l->instance, l->lease_ms, ps->free_seen, token,
+                             &oc, holder, sizeof holder, &err) != ES_OK ||
             es_rm_state_get(l->rc, ps->p->name, &s, &err) != ES_OK) {
             es_log(ES_LOG_WARNING, "projection %s: %s", ps->p->name, err.message);
             return false;
         }
-        if (oc == ES_RM_LEASE_OTHER) {
+        ps->free_seen = oc == ES_RM_LEASE_FREE;
+        if (oc == ES_RM_LEASE_HANDED_OVER) {
+            es_log(ES_LOG_INFO, "projection %s: lease handed over to %s (preferred owner)",
+                   ps->p->name, holder);
+            pthread_mutex_lock(&l->mu);
+            ps->handed++;
+            ps->owned = false;  /* not deposed: lease_lost would count it */
+            pthread_mutex_unlock(&l->mu);
+            lease_lost(l, ps, "", false);
+        } else if (oc == ES_RM_LEASE_OTHER || oc == ES_RM_LEASE_FREE) {
             if (was)
                 es_log(ES_LOG_WARNING,
-                       "projection %s: lease lost (now held by %s); this instance no longer "
-                       "writes it", ps->p->name, holder);
-            lease_lost(l, ps, holder, false);
+                       "projection %s: lease lost (now %s%s); this instance no longer writes it",
+                       ps->p->name, oc == ES_RM_LEASE_FREE ? "free, preferred: " : "held by ",
+                       holder);
+            lease_lost(l, ps, oc == ES_RM_LEASE_FREE ? "" : holder, false);
         }
         pthread_mutex_lock(&l->mu);
         if (oc == ES_RM_LEASE_TAKEN) {
@@ -528,6 +540,7 @@ ready(void *ctx, json_t **body)
         json_object_set_new(o, "lease_holder", json_string(ps->holder));
         json_object_set_new(o, "leases_taken", json_integer((json_int_t)ps->taken));
         json_object_set_new(o, "leases_lost", json_integer((json_int_t)ps->lost));
+        json_object_set_new(o, "leases_handed_over", json_integer((json_int_t)ps->handed));
         json_object_set_new(o, "fenced_batches", json_integer((json_int_t)ps->fenced));
         stopped |= ps->stopped;
         json_array_append_new(list, o);
@@ -619,6 +632,12 @@ metrics(void *ctx, es_buf *out)
     for (i = 0; i < l->n; i++)
         es_buf_printf(out, "es_projector_leases_lost_total{projection=\"%s\"} %" PRIu64 "\n",
                       l->st[i].p->name, l->st[i].lost);
+    family(out, "es_projector_leases_handed_over_total", "counter",
+           "times this instance dropped the projection's lease for a preferred instance "
+           "(rebalancing)");
+    for (i = 0; i < l->n; i++)
+        es_buf_printf(out, "es_projector_leases_handed_over_total{projection=\"%s\"} %" PRIu64
+                      "\n", l->st[i].p->name, l->st[i].handed);
     family(out, "es_projector_fenced_batches_total", "counter",
            "batches Redis refused because this instance's lease token no longer held the "
            "projection (nothing of them was written)");
