@@ -1124,6 +1124,22 @@ es_rm_list_free(char **items, size_t n)
     free(items);
 }
 
+es_status
+es_rm_lease_get(redisContext *c, const char *name, char *holder, size_t size, es_error *err)
+{
+    redisReply *r = redisCommand(c, "GET rm:%s:lease", name);
+    es_status st = ES_OK;
+
+    if (size > 0)
+        holder[0] = '\0';
+    if (r == NULL || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL))
+        st = redis_fail(c, r, err, "lease");
+    else if (r->type == REDIS_REPLY_STRING && size > 0)
+        copy_str(holder, size, r);
+    freeReplyObject(r);
+    return st;
+}
+
 /* ---- stop reports ----------------------------------------------------- */
 
 es_status

@@ -180,6 +180,10 @@ es_status es_rm_lease_hold(redisContext *c, const char *name, const char *instan
                            bool waited, char *token, es_rm_lease_outcome *outcome, char *holder,
                            size_t size, es_error *err);
 void es_rm_lease_release(redisContext *c, const char *name, const char *token);
+/* The lease of projection name as it stands ("" when nobody holds it),
+ * copied to holder (size bytes). */
+es_status es_rm_lease_get(redisContext *c, const char *name, char *holder, size_t size,
+                          es_error *err);
 
 /* The single writer's path (a rebuild owns its version): the batch, whose
  * version must be explicit and whose events must follow its checkpoint

@@ -452,6 +452,22 @@ START_TEST(a_killed_projectors_projections_move_to_the_survivor)
     wait_shared(20);
     fprintf(stderr, "fencing: after a restart the projectors share them %d + %d\n",
             owned(&projs[0]), owned(&projs[1]));
+    {
+        /* esctl names each projection's owner */
+        const char *argv[] = {"esctl", "--json", "projection", "status", NULL};
+        static char out[65536];
+        json_t *j, *o;
+        size_t i;
+
+        ck_assert_int_eq(th_program_output(argv, env, out, sizeof out), 0);
+        ck_assert_ptr_nonnull(j = json_loads(strchr(out, '{'), JSON_DISABLE_EOF_CHECK, NULL));
+        json_array_foreach(json_object_get(j, "projections"), i, o) {
+            const char *owner = json_string_value(json_object_get(o, "owner"));
+            ck_assert_msg(owner != NULL && strchr(owner, ' ') != NULL, "%s has no owner",
+                          json_string_value(json_object_get(o, "projection")));
+        }
+        json_decref(j);
+    }
     for (int i = 0; i < 10; i++) {
         deposit(customer, 1);
         sum += 1;
