@@ -21,7 +21,7 @@ static int
 run_status(cli *c, int argc, char **argv)
 {
     const char *cols[] = {"projection", "active", "building", "checkpoint", "lag", "state",
-                          "reason", NULL};
+                          "owner", "reason", NULL};
     char *pos[1];
     int npos;
     uint64_t last;

@@ -3,6 +3,12 @@
  * lock's own.  The key travels as a parameter; the connection is opened
  * by es_lock_try only, since a lock taken on a new connection is a new
  * hold and es_lock_check must notice that the old one was lost.
+ *
+ * With a lease (es_lock_set_lease), the lock's session carries
+ * idle_session_timeout: PostgreSQL ends a session idle that long, and the
+ * lock with it, so a holder that stalls (paused, swapped out) loses it to
+ * a standby instead of holding it for ever with a connection that still
+ * answers at the TCP level.
  */
 #include "lock.h"
 
@@ -17,6 +23,7 @@ struct es_lock {
     PGconn *conn;               /* NULL until the first es_lock_try */
     char *conninfo;
     char key[24];               /* the key as text, a bigint parameter */
+    char lease[24];             /* idle_session_timeout in ms, "" for none */
 };
 
 es_status
@@ -47,6 +54,15 @@ unavailable(es_lock *l, const char *what, es_error *err)
                         "could not %s advisory lock %s: %s", what, l->key, text);
 }
 
+void
+es_lock_set_lease(es_lock *l, long ms)
+{
+    if (ms > 0)
+        snprintf(l->lease, sizeof l->lease, "%ld", ms);
+    else
+        l->lease[0] = '\0';
+}
+
 es_status
 es_lock_try(es_lock *l, bool *held, es_error *err)
 {
@@ -60,6 +76,19 @@ es_lock_try(es_lock *l, bool *held, es_error *err)
         l->conn = es_pg_connect(l->conninfo, false);
         if (l->conn == NULL || PQstatus(l->conn) != CONNECTION_OK)
             return unavailable(l, "connect for", err);
+        if (l->lease[0] != '\0') {
+            const char *lv[1] = {l->lease};
+
+            r = es_pg_exec(l->conn, "SELECT set_config('idle_session_timeout', $1, false)", 1,
+                           lv, -1, NULL);
+            st = PQresultStatus(r) == PGRES_TUPLES_OK ? ES_OK : unavailable(l, "set the lease of", err);
+            PQclear(r);
+            if (st != ES_OK) {
+                PQfinish(l->conn);
+                l->conn = NULL;
+                return st;
+            }
+        }
     }
     r = es_pg_exec(l->conn, "SELECT pg_try_advisory_lock($1::bigint)", 1, values, -1, NULL);
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)

@@ -25,6 +25,16 @@ typedef struct es_lock es_lock;
 es_status es_lock_create(es_lock **out, const char *conninfo, int64_t key, es_error *err);
 
 /*
+ * Makes the lock a lease of ms milliseconds (0: none, the default): the
+ * lock's session is ended by PostgreSQL (idle_session_timeout) once it
+ * has been idle that long, which releases the lock.  The holder keeps it
+ * by calling es_lock_check more often than that; a holder that stalls
+ * past it finds es_lock_check failing when it resumes.  Takes effect on
+ * the next connection es_lock_try opens.
+ */
+void es_lock_set_lease(es_lock *l, long ms);
+
+/*
  * Tries to take the lock without waiting, connecting first if the
  * connection is not up.  ES_OK with *held true when this session holds it
  * now (each success is one more hold, released by one es_lock_release),

@@ -22,8 +22,12 @@
 #include "uuid.h"
 
 /*
- * ARGV: name, version ("" = active), then per event: seq, position, the
- * number of commands, then per command: argc, command, key, args...
+ * ARGV: name, version ("" = active), lease ("" = unfenced), then per
+ * event: seq, position, the number of commands, then per command: argc,
+ * command, key, args...  With a lease, the batch runs only while
+ * rm:<name>:lease holds exactly that value (the fencing check is in the
+ * same script as the writes, so no write of a deposed holder lands);
+ * else it fails with "FENCED <holder>" and writes nothing.
  * Returns {version, checkpoint seq, checkpoint position, applied, gap,
  * failed seq, error, partial}.  Redis does not undo a script's writes
  * when a command fails, so a failing command ends the batch there: the
@@ -32,6 +36,12 @@
  */
 static const char APPLY_LUA[] =
     "local base = 'rm:' .. ARGV[1] .. ':'\n"
+    "if ARGV[3] ~= '' then\n"
+    "  local holder = redis.call('GET', base .. 'lease')\n"
+    "  if holder ~= ARGV[3] then\n"
+    "    return redis.error_reply('FENCED ' .. (holder or 'none'))\n"
+    "  end\n"
+    "end\n"
     "local ver = ARGV[2]\n"
     "if ver == '' then\n"
     "  ver = redis.call('GET', base .. 'active')\n"
@@ -41,7 +51,7 @@ static const char APPLY_LUA[] =
     "local cpk = p .. 'checkpoint'\n"
     "local cp = tonumber(redis.call('HGET', cpk, 'seq') or '0')\n"
     "local pos = nil\n"
-    "local i, n, applied, gap = 3, #ARGV, 0, 0\n"
+    "local i, n, applied, gap = 4, #ARGV, 0, 0\n"
     "local failed, why, partial = 0, '', 0\n"
     "while i <= n do\n"
     "  local seq = tonumber(ARGV[i])\n"
@@ -132,20 +142,71 @@ static const char RELEASE_LUA[] =
     "if redis.call('GET', k) ~= ARGV[2] then return 0 end\n"
     "return redis.call('DEL', k)\n";
 
+/*
+ * ARGV: name, token ("" for none), instance, lease ms, waited ("1" when
+ * the caller saw the lease free in its previous call).  The projector's
+ * lease on projection name: rm:<name>:lease = "<epoch> <instance>", with
+ * a TTL.  Every call also records instance as a live candidate for the
+ * projection (zset rm:<name>:candidates, scored by when it expires, on
+ * Redis' clock); the preferred owner is the live candidate with the
+ * highest SHA-1 of "<name>\n<instance>" (rendezvous hashing), which
+ * spreads the projections over the instances and moves few when one
+ * comes or goes.  Returns {outcome, value}:
+ *   1 renewed: token holds it and is the preferred owner (or no
+ *     preferred one is alive), its TTL is ms again; value = token
+ *   3 handed over: token held it, but another live candidate is
+ *     preferred: the lease is dropped for it; value = that candidate
+ *   2 taken: it was free and the caller is preferred, or waited; value
+ *     = the new token, under the next epoch of rm:<name>:lease_epoch
+ *   4 free, left for the preferred candidate; value = that candidate
+ *   0 someone else holds it; value = the holder
+ */
+static const char LEASE_LUA[] =
+    "local base = 'rm:' .. ARGV[1] .. ':'\n"
+    "local k, ck = base .. 'lease', base .. 'candidates'\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "redis.call('ZREMRANGEBYSCORE', ck, '-inf', now)\n"
+    "redis.call('ZADD', ck, now + tonumber(ARGV[4]), ARGV[3])\n"
+    "local best, bh = ARGV[3], nil\n"
+    "for _, c in ipairs(redis.call('ZRANGE', ck, 0, -1)) do\n"
+    "  local h = redis.sha1hex(ARGV[1] .. '\\n' .. c)\n"
+    "  if not bh or h > bh then best, bh = c, h end\n"
+    "end\n"
+    "local cur = redis.call('GET', k)\n"
+    "if cur and cur == ARGV[2] then\n"
+    "  if best ~= ARGV[3] then redis.call('DEL', k); return {3, best} end\n"
+    "  redis.call('PEXPIRE', k, ARGV[4])\n"
+    "  return {1, cur}\n"
+    "end\n"
+    "if cur then return {0, cur} end\n"
+    "if best ~= ARGV[3] and ARGV[5] ~= '1' then return {4, best} end\n"
+    "local e = redis.call('INCR', base .. 'lease_epoch')\n"
+    "local v = e .. ' ' .. ARGV[3]\n"
+    "redis.call('SET', k, v, 'PX', ARGV[4])\n"
+    "return {2, v}\n";
+
+/* ARGV: name, token.  Drops the lease if token holds it. */
+static const char UNLEASE_LUA[] =
+    "local k = 'rm:' .. ARGV[1] .. ':lease'\n"
+    "if redis.call('GET', k) ~= ARGV[2] then return 0 end\n"
+    "return redis.call('DEL', k)\n";
+
 typedef struct script {
     const char *text;
     char sha[41];
 } script;
 
 static script APPLY = {APPLY_LUA, ""}, SWITCH = {SWITCH_LUA, ""}, READ = {READ_LUA, ""},
-              NEXT = {NEXT_LUA, ""}, RENEW = {RENEW_LUA, ""}, RELEASE = {RELEASE_LUA, ""};
+              NEXT = {NEXT_LUA, ""}, RENEW = {RENEW_LUA, ""}, RELEASE = {RELEASE_LUA, ""},
+              LEASE = {LEASE_LUA, ""}, UNLEASE = {UNLEASE_LUA, ""};
 
 static pthread_once_t shas_once = PTHREAD_ONCE_INIT;
 
 static void
 compute_shas(void)
 {
-    script *all[] = {&APPLY, &SWITCH, &READ, &NEXT, &RENEW, &RELEASE};
+    script *all[] = {&APPLY, &SWITCH, &READ, &NEXT, &RENEW, &RELEASE, &LEASE, &UNLEASE};
     size_t k;
     int i;
 
@@ -558,13 +619,14 @@ resp_arg(es_buf *o, const es_rm_batch *b, size_t i)
     }
 }
 
-/* EVALSHA (or EVAL) of s with args[0..n) as ARGV. */
+/* EVALSHA (or EVAL) of s with args[0..n) as ARGV, and extra (when not
+ * NULL) inserted as ARGV[3]. */
 static void
-format_script(es_buf *o, script *s, bool by_sha, const es_rm_batch *b)
+format_script(es_buf *o, script *s, bool by_sha, const es_rm_batch *b, const char *extra)
 {
     size_t i;
 
-    resp_array(o, b->n + 3);
+    resp_array(o, b->n + 3 + (extra != NULL));
     if (by_sha) {
         resp_bulk(o, "EVALSHA", 7);
         resp_bulk(o, sha_of(s), 40);
@@ -573,8 +635,13 @@ format_script(es_buf *o, script *s, bool by_sha, const es_rm_batch *b)
         resp_bulk(o, s->text, strlen(s->text));
     }
     resp_bulk(o, "0", 1);
-    for (i = 0; i < b->n; i++)
+    for (i = 0; i < b->n; i++) {
+        if (i == 2 && extra != NULL)
+            resp_bulk(o, extra, strlen(extra));
         resp_arg(o, b, i);
+    }
+    if (b->n <= 2 && extra != NULL)
+        resp_bulk(o, extra, strlen(extra));
 }
 
 static redisReply *
@@ -589,23 +656,29 @@ send_formatted(redisContext *c, const es_buf *o)
 }
 
 static redisReply *
-run_script(redisContext *c, script *s, const es_rm_batch *b)
+run_script_extra(redisContext *c, script *s, const es_rm_batch *b, const char *extra)
 {
     es_buf o = ES_BUF_INIT;
     redisReply *r;
 
     if (b->failed)
         return NULL;
-    format_script(&o, s, true, b);
+    format_script(&o, s, true, b, extra);
     r = send_formatted(c, &o);
     if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
         freeReplyObject(r);
         es_buf_reset(&o);
-        format_script(&o, s, false, b);
+        format_script(&o, s, false, b, extra);
         r = send_formatted(c, &o);
     }
     es_buf_free(&o);
     return r;
+}
+
+static redisReply *
+run_script(redisContext *c, script *s, const es_rm_batch *b)
+{
+    return run_script_extra(c, s, b, NULL);
 }
 
 /* Runs s with ARGV name, arg (NULL: ""). */
@@ -660,9 +733,76 @@ parse_applied(redisContext *c, redisReply *r, es_rm_applied *out, es_error *err)
 es_status
 es_rm_apply(redisContext *c, es_rm_batch *b, es_rm_applied *out, es_error *err)
 {
+    return es_rm_apply_fenced(c, b, NULL, out, err);
+}
+
+es_status
+es_rm_apply_fenced(redisContext *c, es_rm_batch *b, const char *lease, es_rm_applied *out,
+                   es_error *err)
+{
+    redisReply *r;
+
     if (b->failed)
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory building a batch");
-    return parse_applied(c, run_script(c, &APPLY, b), out, err);
+    r = run_script_extra(c, &APPLY, b, lease ? lease : "");
+    if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "FENCED ", 7) == 0) {
+        es_error_set(err, ES_ECONFLICT, "lease_lost", NULL,
+                     "projection %.*s: the batch was refused: its lease is held by %s, not by "
+                     "%s", (int)b->args[0].len, b->arena.data + b->args[0].off, r->str + 7,
+                     lease);
+        freeReplyObject(r);
+        return ES_ECONFLICT;
+    }
+    return parse_applied(c, r, out, err);
+}
+
+/* ---- the projector's leases ------------------------------------------- */
+
+es_status
+es_rm_lease_hold(redisContext *c, const char *name, const char *instance, long ms, bool waited,
+                 char *token, es_rm_lease_outcome *outcome, char *holder, size_t size,
+                 es_error *err)
+{
+    es_rm_batch b;
+    redisReply *r;
+    es_status st = ES_OK;
+
+    *outcome = ES_RM_LEASE_OTHER;
+    if (holder && size > 0)
+        holder[0] = '\0';
+    es_rm_batch_init(&b, name, token);
+    push_bytes(&b, instance, strlen(instance));
+    push_num(&b, ms);
+    push_bytes(&b, waited ? "1" : "0", 1);
+    r = run_script(c, &LEASE, &b);
+    es_rm_batch_free(&b);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_STRING) {
+        st = redis_fail(c, r, err, "lease");
+    } else {
+        switch (r->element[0]->integer) {
+        case 1: *outcome = ES_RM_LEASE_RENEWED; break;
+        case 2: *outcome = ES_RM_LEASE_TAKEN; break;
+        case 3: *outcome = ES_RM_LEASE_HANDED_OVER; break;
+        case 4: *outcome = ES_RM_LEASE_FREE; break;
+        default: *outcome = ES_RM_LEASE_OTHER; break;
+        }
+        if (*outcome == ES_RM_LEASE_RENEWED || *outcome == ES_RM_LEASE_TAKEN)
+            copy_str(token, ES_RM_LEASE_MAX, r->element[1]);
+        else
+            token[0] = '\0';
+        if (holder && size > 0)
+            copy_str(holder, size, r->element[1]);
+    }
+    freeReplyObject(r);
+    return st;
+}
+
+void
+es_rm_lease_release(redisContext *c, const char *name, const char *token)
+{
+    if (token != NULL && token[0] != '\0')
+        freeReplyObject(run_on(c, &UNLEASE, name, token));
 }
 
 
@@ -989,6 +1129,22 @@ es_rm_list_free(char **items, size_t n)
     for (size_t i = 0; i < n; i++)
         free(items[i]);
     free(items);
+}
+
+es_status
+es_rm_lease_get(redisContext *c, const char *name, char *holder, size_t size, es_error *err)
+{
+    redisReply *r = redisCommand(c, "GET rm:%s:lease", name);
+    es_status st = ES_OK;
+
+    if (size > 0)
+        holder[0] = '\0';
+    if (r == NULL || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL))
+        st = redis_fail(c, r, err, "lease");
+    else if (r->type == REDIS_REPLY_STRING && size > 0)
+        copy_str(holder, size, r);
+    freeReplyObject(r);
+    return st;
 }
 
 /* ---- stop reports ----------------------------------------------------- */

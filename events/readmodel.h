@@ -13,6 +13,12 @@
  *                               30 s lease the holder renews
  *   rm:<name>:stopped           hash {seq, position, reason}: why the live
  *                               projection stopped at event seq
+ *   rm:<name>:lease             "<epoch> <instance>": the es-projector that
+ *                               owns the live projection, with a TTL it
+ *                               renews; the fencing token of its batches
+ *   rm:<name>:lease_epoch       the last epoch handed out (INCR)
+ *   rm:<name>:candidates        zset of the instances that run the
+ *                               projection, scored by when they expire
  *   rm:<name>:<v>:checkpoint    hash {seq, position}: the last event applied
  *   rm:<name>:<v>:<key>         the read model's own keys
  *   channel rm:<name>:applied   "<v> <seq> <position>" after each batch that
@@ -134,6 +140,60 @@ typedef struct es_rm_applied {
 
 /* Runs the batch and waits for the answer. */
 es_status es_rm_apply(redisContext *c, es_rm_batch *b, es_rm_applied *out, es_error *err);
+
+/* The same, fenced by the projection's lease (lease NULL or "": not
+ * fenced, as es_rm_apply): the script first checks that rm:<name>:lease
+ * is exactly lease and else writes nothing and fails with ES_ECONFLICT,
+ * code "lease_lost" (a deposed holder: it must stop writing). */
+es_status es_rm_apply_fenced(redisContext *c, es_rm_batch *b, const char *lease,
+                             es_rm_applied *out, es_error *err);
+
+/* ---- the projector's leases ------------------------------------------- */
+
+/*
+ * Several es-projector instances share the projections: each live
+ * projection is owned by one instance at a time through a lease,
+ * rm:<name>:lease, whose value "<epoch> <instance>" is the fencing token
+ * every batch of the owner carries (es_rm_apply_fenced).  The epoch comes
+ * from INCR rm:<name>:lease_epoch, so a token is never handed out twice.
+ * Each call also records the caller as a live candidate for the
+ * projection (rm:<name>:candidates, for ms); of the live candidates, the
+ * one with the highest SHA-1 of "<name>\n<instance>" is preferred
+ * (rendezvous hashing: the projections spread over the instances, and
+ * few move when one comes or goes).
+ *
+ * es_rm_lease_hold: token is the caller's current token ("" when it holds
+ * none; ES_RM_LEASE_MAX bytes); waited says the caller found the lease
+ * FREE in its previous call.
+ *   RENEWED: token holds it, its TTL is ms again.
+ *   TAKEN: it was free and the caller is preferred (or waited: the
+ *     preferred one did not take it); token is the new one (the caller
+ *     must reread the checkpoint: another owner may have moved it).
+ *   HANDED_OVER: token held it but another live candidate is preferred:
+ *     the lease is dropped for that one (holder names it); token emptied.
+ *   FREE: nobody holds it and another candidate is preferred (holder
+ *     names it); call again with waited to take it if that one does not.
+ *   OTHER: someone else holds it (holder; token emptied).
+ * holder gets the value (size bytes; may be NULL).  es_rm_lease_release
+ * drops the lease if token holds it; failures are ignored (the TTL ends
+ * it anyway).
+ */
+#define ES_RM_LEASE_MAX 160
+typedef enum es_rm_lease_outcome {
+    ES_RM_LEASE_OTHER,
+    ES_RM_LEASE_RENEWED,
+    ES_RM_LEASE_TAKEN,
+    ES_RM_LEASE_HANDED_OVER,
+    ES_RM_LEASE_FREE
+} es_rm_lease_outcome;
+es_status es_rm_lease_hold(redisContext *c, const char *name, const char *instance, long ms,
+                           bool waited, char *token, es_rm_lease_outcome *outcome, char *holder,
+                           size_t size, es_error *err);
+void es_rm_lease_release(redisContext *c, const char *name, const char *token);
+/* The lease of projection name as it stands ("" when nobody holds it),
+ * copied to holder (size bytes). */
+es_status es_rm_lease_get(redisContext *c, const char *name, char *holder, size_t size,
+                          es_error *err);
 
 /* The single writer's path (a rebuild owns its version): the batch, whose
  * version must be explicit and whose events must follow its checkpoint

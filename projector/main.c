@@ -15,6 +15,17 @@
  * stopped projection whose stopping event is parked resumes at once, and
  * a parked event advances the checkpoint without a write (as a rebuild
  * does, so the two agree).
+ *
+ * Several instances share the projections through leases (readmodel.h,
+ * "the projector's leases"): an instance applies only the projections
+ * whose lease it holds, renews them every third of ES_PROJECTOR_LEASE_MS
+ * and takes any lease nobody holds, so the projections of an instance
+ * that died move to a survivor once its leases run out.  Every batch
+ * carries the lease's token and Redis refuses it, in the same script as
+ * the writes, unless that token still holds the lease: an instance that
+ * stalled past its lease (paused, swapped out, cut off) writes nothing
+ * when it wakes, and learns from the refusal that it no longer owns the
+ * projection.
  */
 #include "projector.h"
 
@@ -27,6 +38,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "uuid.h"
 
 #include "daemon.h"
 #include "http.h"
@@ -45,6 +58,12 @@ typedef struct proj_state {
     char stopped_position[ES_RM_POSITION_MAX];
     uint64_t applied;                   /* events applied by this process */
     pj_parks parks;                     /* the operator's park decisions */
+    bool owned;                         /* this instance holds the lease */
+    char lease[ES_RM_LEASE_MAX];        /* its token while owned */
+    char holder[ES_RM_LEASE_MAX];       /* the lease's holder as last seen ("" none) */
+    bool free_seen;                     /* the lease was free, left for another */
+    uint64_t taken, lost, fenced;       /* leases taken, lost; batches refused */
+    uint64_t handed;                    /* leases handed over to a preferred one */
 } proj_state;
 
 typedef struct live {
@@ -59,10 +78,12 @@ typedef struct live {
     unsigned char *wrote;               /* [message * 16 + projection]: it wrote
                                            something for that message (trace_ttl > 0) */
     uint64_t stream_last;
-    bool started;                       /* states loaded once already */
     atomic_bool redis_ok;               /* connected, and the last ping answered */
     es_store *store;                    /* where the park decisions are read */
     time_t parks_checked;
+    char instance[128];                 /* this instance's name in its leases */
+    long lease_ms;                      /* ES_PROJECTOR_LEASE_MS */
+    int64_t lease_due;                  /* when the leases are next renewed (ms) */
     pthread_mutex_t mu;                 /* st[] and stream_last, for /metrics */
 } live;
 
@@ -164,8 +185,8 @@ refresh_parks(live *l, bool *resubscribe)
     }
 }
 
-/* Reads every projection's checkpoint; clears old stop reports (a restart
- * is the operator's way to retry). */
+/* Reads every projection's checkpoint; puts back the stop reports of the
+ * projections this instance owns. */
 static es_status
 load_states(live *l, es_error *err)
 {
@@ -184,14 +205,112 @@ load_states(live *l, es_error *err)
         snprintf(ps->version, sizeof ps->version, "%s", s.active);
         pthread_mutex_unlock(&l->mu);
         /* a restart is the operator's way to retry: the old report goes
-         * then, not on a mere reconnect */
-        if (!l->started)
-            es_rm_stopped_clear(l->rc, ps->p->name, &e2);
-        else if (ps->stopped)
+         * when an instance takes the lease (hold_leases), not on a mere
+         * reconnect */
+        if (ps->owned && ps->stopped)
             es_rm_stopped_set(l->rc, ps->p->name, 0, NULL, ps->reason, &e2);
     }
-    l->started = true;
     return ES_OK;
+}
+
+static int64_t
+now_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* This instance no longer owns ps (its lease went to holder, or ran out). */
+static void
+lease_lost(live *l, proj_state *ps, const char *holder, bool fenced)
+{
+    pthread_mutex_lock(&l->mu);
+    if (ps->owned)
+        ps->lost++;
+    if (fenced)
+        ps->fenced++;
+    ps->owned = false;
+    ps->lease[0] = '\0';
+    snprintf(ps->holder, sizeof ps->holder, "%s", holder);
+    /* its owner reports whether it is stopped */
+    ps->stopped = false;
+    ps->reason[0] = '\0';
+    ps->stopped_seq = 0;
+    ps->stopped_position[0] = '\0';
+    pthread_mutex_unlock(&l->mu);
+}
+
+/*
+ * Renews the leases this instance holds and takes those nobody holds.  A
+ * lease taken means another owner may have moved the checkpoint: it is
+ * read again, the old stop report goes (a new owner retries the event,
+ * as a restart does) and *resubscribe tells the caller to read the stream
+ * again from the lowest checkpoint.  False when Redis failed.
+ */
+static bool
+hold_leases(live *l, bool *resubscribe)
+{
+    es_error err;
+    size_t i;
+
+    for (i = 0; i < l->n; i++) {
+        proj_state *ps = &l->st[i];
+        char token[ES_RM_LEASE_MAX], holder[ES_RM_LEASE_MAX];
+        es_rm_lease_outcome oc;
+        es_rm_state s;
+        bool was = ps->owned;
+
+        snprintf(token, sizeof token, "%s", ps->lease);
+        if (es_rm_lease_hold(l->rc, ps->p->name, l->instance, l->lease_ms, ps->free_seen, token,
+                             &oc, holder, sizeof holder, &err) != ES_OK ||
+            es_rm_state_get(l->rc, ps->p->name, &s, &err) != ES_OK) {
+            es_log(ES_LOG_WARNING, "projection %s: %s", ps->p->name, err.message);
+            return false;
+        }
+        ps->free_seen = oc == ES_RM_LEASE_FREE;
+        if (oc == ES_RM_LEASE_HANDED_OVER) {
+            es_log(ES_LOG_INFO, "projection %s: lease handed over to %s (preferred owner)",
+                   ps->p->name, holder);
+            pthread_mutex_lock(&l->mu);
+            ps->handed++;
+            ps->owned = false;  /* not deposed: lease_lost would count it */
+            pthread_mutex_unlock(&l->mu);
+            lease_lost(l, ps, "", false);
+        } else if (oc == ES_RM_LEASE_OTHER || oc == ES_RM_LEASE_FREE) {
+            if (was)
+                es_log(ES_LOG_WARNING,
+                       "projection %s: lease lost (now %s%s); this instance no longer writes it",
+                       ps->p->name, oc == ES_RM_LEASE_FREE ? "free, preferred: " : "held by ",
+                       holder);
+            lease_lost(l, ps, oc == ES_RM_LEASE_FREE ? "" : holder, false);
+        }
+        pthread_mutex_lock(&l->mu);
+        if (oc == ES_RM_LEASE_TAKEN) {
+            ps->owned = true;
+            ps->taken++;
+            snprintf(ps->lease, sizeof ps->lease, "%s", token);
+            ps->stopped = false;
+            ps->reason[0] = '\0';
+            ps->stopped_seq = 0;
+            ps->stopped_position[0] = '\0';
+        }
+        snprintf(ps->holder, sizeof ps->holder, "%s", holder);
+        ps->seq = s.seq;
+        snprintf(ps->position, sizeof ps->position, "%s", s.position);
+        snprintf(ps->version, sizeof ps->version, "%s", s.active);
+        pthread_mutex_unlock(&l->mu);
+        if (oc == ES_RM_LEASE_TAKEN) {
+            es_error e2;        /* the report is best effort, as the log has it */
+
+            es_log(ES_LOG_INFO, "projection %s: lease taken (token %s), from checkpoint %" PRIu64,
+                   ps->p->name, token, s.seq);
+            es_rm_stopped_clear(l->rc, ps->p->name, &e2);
+            *resubscribe = true;
+        }
+    }
+    return true;
 }
 
 /* Applies msgs to one projection; false when Redis failed or refused a
@@ -232,9 +351,15 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
             l->wrote[i * 16 + (size_t)(ps - l->st)] = es_rm_batch_event_cmds(&b) > 0;
     }
     if (b.events > 0) {
-        if (es_rm_apply(l->rc, &b, &a, &err) != ES_OK) {
-            es_log(ES_LOG_WARNING, "projection %s: %s", ps->p->name, err.message);
+        if (es_rm_apply_fenced(l->rc, &b, ps->lease, &a, &err) != ES_OK) {
             es_rm_batch_free(&b);
+            if (err.status == ES_ECONFLICT && strcmp(err.code, "lease_lost") == 0) {
+                /* fenced: another instance owns it now; nothing was written */
+                es_log(ES_LOG_WARNING, "%s; this instance no longer writes it", err.message);
+                lease_lost(l, ps, "", true);
+                return true;
+            }
+            es_log(ES_LOG_WARNING, "projection %s: %s", ps->p->name, err.message);
             if (err.status == ES_EINTERNAL && !err.transient) {
                 /* Redis answered, and refused the batch: trying the same
                  * again would not help, so the projection stops there. */
@@ -361,10 +486,6 @@ run_live(live *l)
         int64_t at[sizeof l->st / sizeof l->st[0]];
 
         refresh_parks(l, &resubscribe);
-        if (resubscribe && l->sub) {
-            es_jetstream_unsubscribe(&l->nats, l->sub);
-            l->sub = NULL;
-        }
 
         if (l->rc == NULL) {
             if ((l->rc = es_rm_connect(&err)) == NULL || load_states(l, &err) != ES_OK) {
@@ -377,18 +498,37 @@ run_live(live *l)
                 continue;
             }
             atomic_store(&l->redis_ok, true);
+            l->lease_due = 0;
             if (l->sub) {
                 es_jetstream_unsubscribe(&l->nats, l->sub);
                 l->sub = NULL;
             }
         }
+        if (now_ms() >= l->lease_due) {
+            if (!hold_leases(l, &resubscribe)) {
+                redisFree(l->rc);
+                l->rc = NULL;
+                atomic_store(&l->redis_ok, false);
+                es_daemon_sleep_ms(500);
+                continue;
+            }
+            l->lease_due = now_ms() + l->lease_ms / 3;
+        }
+        for (i = 0, any = false; i < l->n; i++)
+            any |= l->st[i].owned && !l->st[i].stopped;
+        if ((resubscribe || !any) && l->sub) {
+            es_jetstream_unsubscribe(&l->nats, l->sub);
+            l->sub = NULL;
+        }
         if (l->sub == NULL) {
             from = UINT64_MAX;
             for (i = 0; i < l->n; i++)
-                if (!l->st[i].stopped && l->st[i].seq + 1 < from)
+                if (l->st[i].owned && !l->st[i].stopped && l->st[i].seq + 1 < from)
                     from = l->st[i].seq + 1;
-            if (from == UINT64_MAX) {       /* every projection stopped */
-                es_daemon_sleep_ms(1000);
+            if (from == UINT64_MAX) {
+                /* nothing to apply: every projection is another
+                 * instance's, or stopped; the leases are still renewed */
+                es_daemon_sleep_ms(200);
                 continue;
             }
             if (es_jetstream_subscribe(&l->nats, from, &l->sub, &err) != ES_OK) {
@@ -438,7 +578,7 @@ run_live(live *l)
         if (l->wrote != NULL)
             memset(l->wrote, 0, msgs.n * 16);
         for (i = 0; i < l->n && ok && msgs.n > 0; i++)
-            if (!l->st[i].stopped) {
+            if (l->st[i].owned && !l->st[i].stopped) {
                 ok = apply_one(l, &l->st[i], &msgs);
                 at[i] = now_us();
                 any = true;
@@ -492,6 +632,12 @@ ready(void *ctx, json_t **body)
             json_object_set_new(o, "stopped_position", json_string(ps->stopped_position));
         }
         json_object_set_new(o, "parked", json_integer((json_int_t)ps->parks.n));
+        json_object_set_new(o, "lease", json_string(ps->owned ? "owned" : "standby"));
+        json_object_set_new(o, "lease_holder", json_string(ps->holder));
+        json_object_set_new(o, "leases_taken", json_integer((json_int_t)ps->taken));
+        json_object_set_new(o, "leases_lost", json_integer((json_int_t)ps->lost));
+        json_object_set_new(o, "leases_handed_over", json_integer((json_int_t)ps->handed));
+        json_object_set_new(o, "fenced_batches", json_integer((json_int_t)ps->fenced));
         stopped |= ps->stopped;
         json_array_append_new(list, o);
     }
@@ -499,10 +645,11 @@ ready(void *ctx, json_t **body)
     nats = es_nats_up(l->nats.nc);
     redis = atomic_load(&l->redis_ok);
     ok = !stopped && nats && redis;
-    *body = json_pack("{s:s, s:s, s:s, s:o}", "status",
+    *body = json_pack("{s:s, s:s, s:s, s:s, s:o}", "status",
                       ok ? "ok" : stopped ? "degraded" : "unavailable",
                       "nats", nats ? "ok" : "unavailable",
-                      "redis", redis ? "ok" : "unavailable", "projections", list);
+                      "redis", redis ? "ok" : "unavailable", "instance", l->instance,
+                      "projections", list);
     return ok;
 }
 
@@ -565,6 +712,34 @@ metrics(void *ctx, es_buf *out)
             label_value(out, l->st[i].reason);
             es_buf_printf(out, "\"} %" PRIu64 "\n", l->st[i].stopped_seq);
         }
+    family(out, "es_projector_lease_owned", "gauge",
+           "whether this instance holds the projection's lease and writes it (1) or stands "
+           "by (0)");
+    for (i = 0; i < l->n; i++)
+        es_buf_printf(out, "es_projector_lease_owned{projection=\"%s\"} %d\n",
+                      l->st[i].p->name, l->st[i].owned ? 1 : 0);
+    family(out, "es_projector_leases_taken_total", "counter",
+           "times this instance took the projection's lease");
+    for (i = 0; i < l->n; i++)
+        es_buf_printf(out, "es_projector_leases_taken_total{projection=\"%s\"} %" PRIu64 "\n",
+                      l->st[i].p->name, l->st[i].taken);
+    family(out, "es_projector_leases_lost_total", "counter",
+           "times this instance found the projection's lease gone to another (deposed)");
+    for (i = 0; i < l->n; i++)
+        es_buf_printf(out, "es_projector_leases_lost_total{projection=\"%s\"} %" PRIu64 "\n",
+                      l->st[i].p->name, l->st[i].lost);
+    family(out, "es_projector_leases_handed_over_total", "counter",
+           "times this instance dropped the projection's lease for a preferred instance "
+           "(rebalancing)");
+    for (i = 0; i < l->n; i++)
+        es_buf_printf(out, "es_projector_leases_handed_over_total{projection=\"%s\"} %" PRIu64
+                      "\n", l->st[i].p->name, l->st[i].handed);
+    family(out, "es_projector_fenced_batches_total", "counter",
+           "batches Redis refused because this instance's lease token no longer held the "
+           "projection (nothing of them was written)");
+    for (i = 0; i < l->n; i++)
+        es_buf_printf(out, "es_projector_fenced_batches_total{projection=\"%s\"} %" PRIu64 "\n",
+                      l->st[i].p->name, l->st[i].fenced);
     family(out, "es_projector_parked_events", "gauge",
            "events an operator parked for the projection (esctl projection park)");
     for (i = 0; i < l->n; i++)
@@ -608,6 +783,26 @@ main_live(void)
         es_log(ES_LOG_ERROR, "ES_PROJECTIONS names no projection (%s)", only);
         return 2;
     }
+    l->lease_ms = es_env_long("es-projector", "ES_PROJECTOR_LEASE_MS", 3000, 300, 600000);
+    {
+        char host[64] = "", rnd[40] = "";
+        const char *inst = es_env_str("ES_PROJECTOR_INSTANCE", "");
+
+        if (inst[0] != '\0' && (strlen(inst) >= 100 || strchr(inst, ' ') != NULL)) {
+            es_log(ES_LOG_ERROR, "ES_PROJECTOR_INSTANCE must have at most 99 bytes and no space");
+            return 2;
+        }
+        gethostname(host, sizeof host - 1);
+        if (!es_uuid_random(rnd))
+            snprintf(rnd, sizeof rnd, "%lld", (long long)now_ms());
+        /* the random part makes every run's tokens its own, even under a
+         * name an operator reuses */
+        snprintf(l->instance, sizeof l->instance, "%s/%.8s",
+                 inst[0] ? inst : host[0] ? host : "projector", rnd);
+        if (inst[0] == '\0')
+            snprintf(l->instance, sizeof l->instance, "%.40s:%d/%.8s", host[0] ? host : "projector",
+                     (int)getpid(), rnd);
+    }
     /* /metrics needs a token with the metrics scope (es_daemon_server) */
     if (es_auth_start(&auth, es_pg_conninfo(), es_nats_url(),
                       &err) != ES_OK) {
@@ -620,10 +815,15 @@ main_live(void)
         es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
-    es_log(ES_LOG_INFO, "%zu projections from stream %s, health on %s://%s:%u", l->n,
-           l->nats.stream, es_daemon_http_scheme(), bind, port);
+    es_log(ES_LOG_INFO, "%zu projections from stream %s, health on %s://%s:%u; instance %s, "
+           "leases of %ld ms", l->n, l->nats.stream, es_daemon_http_scheme(), bind, port,
+           l->instance, l->lease_ms);
     run_live(l);
     rc = 0;
+    /* a clean stop hands the projections over at once */
+    for (i = 0; l->rc != NULL && i < l->n; i++)
+        if (l->st[i].owned)
+            es_rm_lease_release(l->rc, l->st[i].p->name, l->st[i].lease);
 done:
     es_daemon_server_stop(health);
     es_auth_stop(auth);

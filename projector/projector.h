@@ -44,7 +44,8 @@ es_status pj_scratch(es_store *store, redisContext *rc, const pj_projection *p, 
 
 /* One object per projection: projection, active, building, checkpoint,
  * lag (events of the stream not applied; null when NATS does not answer),
- * state (running or stopped) and reason.  *stream_last is the stream's
+ * state (running or stopped), reason, parked and owner (its lease,
+ * "<epoch> <instance>", null when none).  *stream_last is the stream's
  * last sequence when *have_last.  NULL with err set when Redis fails. */
 json_t *pj_status(uint64_t *stream_last, bool *have_last, es_error *err);
 

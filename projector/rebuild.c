@@ -586,7 +586,7 @@ pj_status(uint64_t *stream_last, bool *have_last, es_error *err)
         const char *name = pj_projections[i].name;
         es_rm_state s;
         es_error e2;
-        char reason[512];
+        char reason[512], owner[ES_RM_LEASE_MAX];
         bool stopped;
 
         if (es_rm_state_get(rc, name, &s, err) != ES_OK) {
@@ -596,6 +596,8 @@ pj_status(uint64_t *stream_last, bool *have_last, es_error *err)
         }
         if (es_rm_stopped_get(rc, name, &stopped, reason, sizeof reason, &e2) != ES_OK)
             stopped = false;    /* a report that cannot be read shows as running */
+        if (es_rm_lease_get(rc, name, owner, sizeof owner, &e2) != ES_OK)
+            owner[0] = '\0';   /* shown as none */
         json_array_append_new(rows, json_pack(
             "{s:s, s:s?, s:s?, s:I, s:o, s:s, s:s?}", "projection", name,
             "active", s.active[0] ? s.active : NULL, "building", s.building[0] ? s.building : NULL,
@@ -604,6 +606,9 @@ pj_status(uint64_t *stream_last, bool *have_last, es_error *err)
                               : json_null(),
             "state", stopped ? "stopped" : "running", "reason", stopped ? reason : NULL));
         json_object_set_new(json_array_get(rows, i), "parked", parked_json(store, name));
+        /* the es-projector instance applying it: "<epoch> <instance>" */
+        json_object_set_new(json_array_get(rows, i), "owner",
+                            owner[0] ? json_string(owner) : json_null());
     }
     es_jetstream_close(&nats);
     es_store_close(store);

@@ -4,7 +4,12 @@
  * sequence numbers are a dense copy of store order (its states: run()).
  *
  * - One active instance: a PostgreSQL session advisory lock, held on a
- *   connection of its own; a standby retries every second.
+ *   connection of its own; a standby retries every second.  The lock's
+ *   session ends after ES_RELAY_LOCK_LEASE_MS idle (es_lock_set_lease),
+ *   so a relay that stalls holding it (SIGSTOP, swapped out) loses it to
+ *   the standby; when it wakes, its in-flight publishes are refused by
+ *   ExpectLastSeq (below) and its next lock check sends it back to
+ *   standby.
  * - Exactly once: every message carries Nats-Msg-Id = event id (dedup
  *   window 10 min) and is published with ExpectLastSeq = the sequence of
  *   the message before it, so even two relays that both think they are
@@ -663,6 +668,7 @@ main(void)
     es_daemon_server *health = NULL;
     es_auth *auth = NULL;
     es_error err;
+    long lock_lease_ms;
     int rc = 1;
 
     snprintf(r->conninfo, sizeof r->conninfo, "%s", es_pg_conninfo());
@@ -676,6 +682,11 @@ main(void)
     r->window_size = atoi(es_env_str("ES_RELAY_WINDOW", "1024"));
     r->window_bytes = atol(es_env_str("ES_RELAY_WINDOW_BYTES", "8388608"));
     r->publish_wait_ms = 5000;
+    lock_lease_ms = es_env_long("es-relay", "ES_RELAY_LOCK_LEASE_MS", 6000, 0, 3600000);
+    if (lock_lease_ms > 0 && lock_lease_ms < 2000) {
+        es_log(ES_LOG_ERROR, "ES_RELAY_LOCK_LEASE_MS must be 0 (no lease) or at least 2000");
+        return 2;
+    }
     if (r->batch < 1 || r->poll_ms < 1 || r->window_size < 1 || r->window_bytes < 1) {
         es_log(ES_LOG_ERROR, "ES_RELAY_BATCH, ES_RELAY_POLL_MS, ES_RELAY_WINDOW and "
                "ES_RELAY_WINDOW_BYTES must be positive");
@@ -706,6 +717,9 @@ main(void)
         es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
     }
+    /* the holder touches the lock's session at least once a second while
+     * it follows; a publish may wait publish_wait_ms for NATS */
+    es_lock_set_lease(r->lock, lock_lease_ms);
     if (es_nats_options_create(&opts, r->nats_url, "es-relay", &err) != ES_OK) {
         es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
