@@ -187,6 +187,14 @@ print_env() {
     echo "export ES_REDIS_SENTINEL_PASSWORD=$(cl_pw sentinel)"
     echo "export ES_PG_REPLICA_PORT=$HA_PG_RO"
     echo "export ES_COMMAND_PORT=$HA_COMMAND ES_QUERY_PORT=$HA_QUERY"
+    # A daemon gives up a PostgreSQL session that stopped answering after
+    # ES_PG_ANSWER_TIMEOUT_MS (35 s by default): a statement sent to the
+    # primary as it died would hold its connection that long, longer than
+    # the failover itself, so the cluster's daemons wait 12 s.
+    case $who in
+        admin | esctl) ;;
+        *) echo "export ES_PG_STATEMENT_TIMEOUT_MS=10000 ES_PG_ANSWER_TIMEOUT_MS=12000 ES_PG_TCP_USER_TIMEOUT_MS=10000" ;;
+    esac
 }
 
 # ---- etcd ---------------------------------------------------------------------
