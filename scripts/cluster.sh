@@ -190,10 +190,12 @@ print_env() {
     # A daemon gives up a PostgreSQL session that stopped answering after
     # ES_PG_ANSWER_TIMEOUT_MS (35 s by default): a statement sent to the
     # primary as it died would hold its connection that long, longer than
-    # the failover itself, so the cluster's daemons wait 12 s.
+    # the failover itself, so the cluster's daemons wait 12 s; and an
+    # append lost with it is looked up (es-command) over new connections,
+    # each given 2 s to connect while HAProxy has no primary yet.
     case $who in
         admin | esctl) ;;
-        *) echo "export ES_PG_STATEMENT_TIMEOUT_MS=10000 ES_PG_ANSWER_TIMEOUT_MS=12000 ES_PG_TCP_USER_TIMEOUT_MS=10000" ;;
+        *) echo "export ES_PG_STATEMENT_TIMEOUT_MS=10000 ES_PG_ANSWER_TIMEOUT_MS=12000 ES_PG_TCP_USER_TIMEOUT_MS=10000 ES_PG_CONNECT_TIMEOUT_S=2" ;;
     esac
 }
 
@@ -295,15 +297,18 @@ patroni_up() {
     mkdir -p -- "$dir/sock"
     chmod 700 "$dir"
     (umask 077 && patroni_conf "$n" >"$dir/patroni.yml")
-    chown -R postgres:postgres "$dir"
-    if ! running "$name"; then
-        log "$name: starting Patroni (PostgreSQL on $HOST:${PG_PORT[$n]}, REST ${REST_PORT[$n]})"
+    local as=()
+    if [[ $(id -u) -eq 0 ]]; then
+        # PostgreSQL refuses root: Patroni and its server run as postgres
+        chown -R postgres:postgres "$dir"
         touch "$CL/log/$name.log"
         chown postgres "$CL/log/$name.log"
-        # PostgreSQL refuses root: Patroni and its server run as postgres
-        HOME=/var/lib/postgresql spawn "$name" patroni "$CL/log/$name.log" \
-            setpriv --reuid=postgres --regid=postgres --init-groups \
-            /usr/bin/patroni "$dir/patroni.yml"
+        as=(setpriv --reuid=postgres --regid=postgres --init-groups)
+    fi
+    if ! running "$name"; then
+        log "$name: starting Patroni (PostgreSQL on $HOST:${PG_PORT[$n]}, REST ${REST_PORT[$n]})"
+        HOME=$( (($(id -u) == 0)) && echo /var/lib/postgresql || echo "$HOME") \
+            spawn "$name" patroni "$CL/log/$name.log" "${as[@]}" /usr/bin/patroni "$dir/patroni.yml"
     fi
 }
 
