@@ -314,11 +314,13 @@ patroni_up() {
 
 pg_up() {
     local other
+    # Both at once: on the first start one bootstraps (initdb) and leads,
+    # the other clones it with pg_basebackup; on a later start the node
+    # that led last (or is the most advanced) leads again, and the other
+    # waits for it, so neither can be waited for alone.
     patroni_up 0
-    # The first node to start bootstraps (initdb) and leads; the other
-    # clones it with pg_basebackup.
-    wait_for "a PostgreSQL primary (Patroni /primary)" pg1 any_primary
     patroni_up 1
+    wait_for "a PostgreSQL primary (Patroni /primary)" pg1 any_primary
     other=1
     rest_is "${REST_PORT[1]}" /primary && other=0
     wait_for "pg$((other + 1)) as the synchronous standby (Patroni /sync)" "pg$((other + 1))" \

@@ -119,7 +119,8 @@ fi
 
 # ---- 2. the dead node comes back as the standby ----------------------------
 if [[ -z $keep ]]; then
-    scripts/cluster.sh up "$build" >/dev/null 2>&1 || fail "cluster.sh up after the failover"
+    scripts/cluster.sh up "$build" >"$CL/log/test-up-after-pg.log" 2>&1 ||
+        { tail -n 15 "$CL/log/test-up-after-pg.log" >&2; fail "cluster.sh up after the failover"; }
     [[ $(curl -s -o /dev/null -w '%{http_code}' -m 2 "http://127.0.0.1:${rest[$old]}/replica") == 200 ]] &&
         say "$node rejoined as the standby" || fail "$node did not rejoin as the standby"
 fi
@@ -152,7 +153,8 @@ else
     fail "read model has on_hand='$got' after the Redis failover, $acked appends were acknowledged, $unsure unanswered"
 fi
 if [[ -z $keep ]]; then
-    scripts/cluster.sh up "$build" >/dev/null 2>&1 || fail "cluster.sh up after the Redis failover"
+    scripts/cluster.sh up "$build" >"$CL/log/test-up-after-redis.log" 2>&1 ||
+        { tail -n 15 "$CL/log/test-up-after-redis.log" >&2; fail "cluster.sh up after the Redis failover"; }
 fi
 
 # ---- teardown ------------------------------------------------------------------
