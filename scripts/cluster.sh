@@ -323,9 +323,16 @@ pg_up() {
     wait_for "a PostgreSQL primary (Patroni /primary)" pg1 any_primary
     other=1
     rest_is "${REST_PORT[1]}" /primary && other=0
-    wait_for "pg$((other + 1)) as the synchronous standby (Patroni /sync)" "pg$((other + 1))" \
-        rest_is "${REST_PORT[$other]}" /sync
-    log "pg: ready: primary pg$((2 - other)), synchronous standby pg$((other + 1))"
+    # A node that rejoins after a failover (pg_rewind, then catching up)
+    # may take longer: the cluster serves meanwhile, on one node.
+    if wait_for "pg$((other + 1)) as the synchronous standby (Patroni /sync)" "" \
+        rest_is "${REST_PORT[$other]}" /sync; then
+        log "pg: ready: primary pg$((2 - other)), synchronous standby pg$((other + 1))"
+    else
+        running "pg$((other + 1))" || die "pg$((other + 1)): Patroni died; see $CL/log/pg$((other + 1)).log"
+        err "warning: pg$((other + 1)) is not the synchronous standby yet (still catching up?);" \
+            "until it is, an acknowledged append is on the primary only"
+    fi
 }
 
 # ---- HAProxy ------------------------------------------------------------------
