@@ -283,8 +283,29 @@ abuse: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/chaos_load $(BUILD)/abuse_load
 	@ABUSE_SECONDS=$(ABUSE_SECONDS) scripts/abuse.sh $(BUILD)
 
+# The highly available topology on one machine (scripts/cluster.sh;
+# docs/OPERATIONS.md "Running highly available"): etcd, two PostgreSQL
+# nodes under Patroni behind HAProxy, three NATS servers, Redis with a
+# replica and three Sentinels, two of each daemon; ports from
+# CLUSTER_PORT_BASE (15400) to CLUSTER_PORT_BASE+59, data in .run/cluster.
+CLUSTER_PORT_BASE ?= 15400
+export CLUSTER_PORT_BASE
+.PHONY: cluster-up cluster-down cluster-test
+cluster-up: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/cluster.sh up $(BUILD)
+
+cluster-down:
+	@scripts/cluster.sh down
+
+# Up, the demo, kill -9 of the PostgreSQL primary (appends resume through
+# HAProxy, none acknowledged is lost), of the Redis primary (Sentinel), down.
+cluster-test: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/cluster_test.sh $(BUILD)
+
 clean:
 	rm -rf build
 
-distclean: clean down
+distclean: clean down cluster-down
 	rm -rf .run

@@ -52,19 +52,46 @@ es_nats_url(void)
     return es_env_str("ES_NATS_URL", ES_NATS_URL_DEFAULT);
 }
 
+/* Appends one URL of len bytes to out (at *used), its password as ***. */
+static void
+redact_one(const char *url, size_t len, char *out, size_t size, size_t *used)
+{
+    const char *scheme = memmem(url, len, "://", 3);
+    const char *auth = scheme ? scheme + 3 : url, *end = url + len;
+    const char *at = memchr(auth, '@', (size_t)(end - auth));
+    const char *slash = memchr(auth, '/', (size_t)(end - auth)), *colon = NULL;
+    int n;
+
+    if (at != NULL && (slash == NULL || slash > at))
+        colon = memchr(auth, ':', (size_t)(at - auth));
+    if (colon == NULL)
+        n = snprintf(out + *used, size - *used, "%.*s", (int)len, url);
+    else
+        n = snprintf(out + *used, size - *used, "%.*s***%.*s", (int)(colon + 1 - url), url,
+                     (int)(end - at), at);
+    if (n > 0)
+        *used += (size_t)n < size - *used ? (size_t)n : size - *used - 1;
+}
+
 char *
 es_url_redact(const char *url, char *out, size_t size)
 {
-    const char *scheme = strstr(url, "://");
-    const char *auth = scheme ? scheme + 3 : url;
-    const char *at = strchr(auth, '@'), *slash = strchr(auth, '/'), *colon;
+    size_t used = 0;
 
-    if (at == NULL || (slash != NULL && slash < at) ||
-        (colon = memchr(auth, ':', (size_t)(at - auth))) == NULL) {
-        snprintf(out, size, "%s", url);
+    if (size == 0)
         return out;
+    out[0] = '\0';
+    /* a server list (a NATS cluster): each URL is redacted */
+    for (;;) {
+        size_t len = strcspn(url, ",");
+
+        redact_one(url, len, out, size, &used);
+        if (url[len] == '\0' || used + 1 >= size)
+            break;
+        out[used++] = ',';
+        out[used] = '\0';
+        url += len + 1;
     }
-    snprintf(out, size, "%.*s***%s", (int)(colon + 1 - url), url, at);
     return out;
 }
 

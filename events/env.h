@@ -33,7 +33,8 @@ const char *es_nats_url(void);
  * Copies url into out (size bytes, NUL-terminated, cut if longer) with the
  * password of its user-information part replaced by "***": the form of a
  * URL that may be logged or shown ("nats://es_relay:***@127.0.0.1:4222";
- * a URL without a password is copied as it is).  Returns out.
+ * a URL without a password is copied as it is; in a comma-separated list
+ * of URLs, a NATS cluster's, each one's password).  Returns out.
  */
 char *es_url_redact(const char *url, char *out, size_t size);
 

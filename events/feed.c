@@ -157,6 +157,40 @@ nats_tls(natsOptions *opts, es_error *err)
     return ES_OK;
 }
 
+/*
+ * Sets the server(s) of opts from url: one URL, or a comma-separated list
+ * of them (a cluster; spaces around the commas are ignored), given to
+ * natsOptions_SetServers so the client connects to any and fails over to
+ * the others.  natsOptions_SetURL alone reads a list as one odd URL.
+ */
+static natsStatus
+nats_servers(natsOptions *opts, const char *url)
+{
+    char *copy, *tok, *save = NULL;
+    const char *list[64];
+    int n = 0;
+    natsStatus s;
+
+    if (strchr(url, ',') == NULL)
+        return natsOptions_SetURL(opts, url);
+    if ((copy = strdup(url)) == NULL)
+        return NATS_NO_MEMORY;
+    for (tok = strtok_r(copy, ",", &save); tok && n < 64; tok = strtok_r(NULL, ",", &save)) {
+        char *end;
+
+        while (*tok == ' ')
+            tok++;
+        end = tok + strlen(tok);
+        while (end > tok && end[-1] == ' ')
+            *--end = '\0';
+        if (*tok)
+            list[n++] = tok;
+    }
+    s = n > 0 ? natsOptions_SetServers(opts, list, n) : NATS_INVALID_ARG;
+    free(copy);
+    return s;
+}
+
 es_status
 es_nats_options_create(natsOptions **out, const char *url, const char *name, es_error *err)
 {
@@ -164,7 +198,7 @@ es_nats_options_create(natsOptions **out, const char *url, const char *name, es_
     es_status st = ES_OK;
 
     *out = NULL;
-    if (natsOptions_Create(&opts) != NATS_OK || natsOptions_SetURL(opts, url) != NATS_OK ||
+    if (natsOptions_Create(&opts) != NATS_OK || nats_servers(opts, url) != NATS_OK ||
         natsOptions_SetName(opts, name ? name : program_invocation_short_name) != NATS_OK ||
         natsOptions_SetMaxReconnect(opts, -1) != NATS_OK ||
         natsOptions_SetRetryOnFailedConnect(opts, true, es_nats_connected, NULL) != NATS_OK ||

@@ -47,7 +47,8 @@ const json_t *es_feed_event_json(const es_feed_event *e);
 void es_nats_connected(natsConnection *nc, void *closure);
 
 /*
- * The options of every NATS connection the programs make: url, their
+ * The options of every NATS connection the programs make: url (one, or
+ * a comma-separated list of a cluster's servers), their
  * name (NULL: the program's), reconnecting forever, the first connect in
  * the background (es_nats_connected).  With ES_NATS_CA (a PEM file) set,
  * TLS only: the server's certificate must chain to that CA and name the

@@ -301,22 +301,133 @@ authenticate(redisContext *c, es_error *err)
     return st;
 }
 
+/*
+ * Sentinel mode (ES_REDIS_SENTINELS="host:port,host:port,..."): asks each
+ * Sentinel in turn, with SENTINEL get-master-addr-by-name, where the
+ * primary named ES_REDIS_MASTER_NAME (default "es") is, authenticating
+ * with ES_REDIS_SENTINEL_PASSWORD when it is set.  The first answer wins;
+ * *port is 0 and err set when none answered.  Since each connection is
+ * made anew after an I/O error (every caller drops a failed context), a
+ * client follows a failover at its next reconnection.
+ */
+static es_status
+sentinel_primary(char *host, size_t host_len, int *port, long connect_ms, es_error *err)
+{
+    const char *list = getenv("ES_REDIS_SENTINELS"), *name = getenv("ES_REDIS_MASTER_NAME");
+    const char *pw = getenv("ES_REDIS_SENTINEL_PASSWORD");
+    struct timeval tv = {connect_ms / 1000, (connect_ms % 1000) * 1000};
+    char last[400] = "no sentinel listed";
+    const char *p = list;
+
+    *port = 0;
+    if (name == NULL || name[0] == '\0')
+        name = "es";
+    while (p && *p) {
+        char one[128], *colon;
+        size_t len = strcspn(p, ",");
+        redisContext *c = NULL;
+        redisReply *r = NULL;
+
+        snprintf(one, sizeof one, "%.*s", (int)(len < sizeof one ? len : sizeof one - 1), p);
+        p = p[len] ? p + len + 1 : NULL;
+        if ((colon = strrchr(one, ':')) == NULL || atoi(colon + 1) <= 0) {
+            snprintf(last, sizeof last, "\"%.127s\" is not host:port", one);
+            continue;
+        }
+        *colon = '\0';
+        c = redisConnectWithTimeout(one, atoi(colon + 1), tv);
+        if (c == NULL || c->err) {
+            snprintf(last, sizeof last, "%.127s:%.8s: %.200s", one, colon + 1,
+                     c ? c->errstr : "out of memory");
+            goto next;
+        }
+        redisSetTimeout(c, tv);
+        if (pw && pw[0]) {
+            const char *argv[] = {"AUTH", pw};
+
+            r = redisCommandArgv(c, 2, argv, NULL);
+            if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+                snprintf(last, sizeof last, "%.127s:%.8s: could not authenticate: %.200s", one,
+                         colon + 1, r ? r->str : c->errstr);
+                goto next;
+            }
+            freeReplyObject(r);
+        }
+        {
+            const char *argv[] = {"SENTINEL", "get-master-addr-by-name", name};
+
+            r = redisCommandArgv(c, 3, argv, NULL);
+        }
+        if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+            r->element[0]->type == REDIS_REPLY_STRING &&
+            r->element[1]->type == REDIS_REPLY_STRING && atoi(r->element[1]->str) > 0) {
+            snprintf(host, host_len, "%s", r->element[0]->str);
+            *port = atoi(r->element[1]->str);
+        } else {
+            snprintf(last, sizeof last, "%.127s:%.8s: %.200s", one, colon + 1,
+                     r == NULL                       ? c->errstr
+                     : r->type == REDIS_REPLY_ERROR  ? r->str
+                                                     : "does not know the primary");
+        }
+next:
+        freeReplyObject(r);
+        if (c)
+            redisFree(c);
+        if (*port > 0)
+            return ES_OK;
+    }
+    return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                        "no sentinel of %s named the primary \"%s\" (last: %s)",
+                        list ? list : "", name, last);
+}
+
+/* Sentinel mode: the server we reached is the primary (ROLE), not a
+ * replica a Sentinel had not yet heard was demoted. */
+static es_status
+check_primary(redisContext *c, const char *host, int port, es_error *err)
+{
+    redisReply *r = redisCommand(c, "ROLE");
+    es_status st = ES_OK;
+
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "master") != 0)
+        st = es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                          "redis at %s:%d is not the primary: %s", host, port,
+                          r == NULL                      ? c->errstr
+                          : r->type == REDIS_REPLY_ERROR ? r->str
+                          : r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                                  r->element[0]->type == REDIS_REPLY_STRING
+                              ? r->element[0]->str
+                              : "unexpected ROLE reply");
+    freeReplyObject(r);
+    return st;
+}
+
 redisContext *
 es_rm_connect(es_error *err)
 {
-    const char *host = getenv("ES_REDIS_HOST"), *port = getenv("ES_REDIS_PORT");
-    const char *db = getenv("ES_REDIS_DB");
+    const char *host = getenv("ES_REDIS_HOST"), *port_s = getenv("ES_REDIS_PORT");
+    const char *db = getenv("ES_REDIS_DB"), *sentinels = getenv("ES_REDIS_SENTINELS");
     long connect_ms = es_env_long(NULL, "ES_REDIS_CONNECT_TIMEOUT_MS", 2000, 1, 3600000);
     long command_ms = es_env_long(NULL, "ES_REDIS_TIMEOUT_MS", 10000, 1, 3600000);
     struct timeval tv = {connect_ms / 1000, (connect_ms % 1000) * 1000};
+    bool via_sentinel = sentinels != NULL && sentinels[0] != '\0';
+    char primary[256];
+    int port;
     redisContext *c;
 
     if (host == NULL || host[0] == '\0')
         host = "127.0.0.1";
-    c = redisConnectWithTimeout(host, port && port[0] ? atoi(port) : 16379, tv);
+    port = port_s && port_s[0] ? atoi(port_s) : 16379;
+    if (via_sentinel) {
+        if (sentinel_primary(primary, sizeof primary, &port, connect_ms, err) != ES_OK)
+            return NULL;
+        host = primary;
+    }
+    c = redisConnectWithTimeout(host, port, tv);
     if (c == NULL || c->err) {
         es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
-                     "could not connect to redis at %s:%s: %s", host, port ? port : "16379",
+                     "could not connect to redis at %s:%d: %s", host, port,
                      c ? c->errstr : "out of memory");
         if (c)
             redisFree(c);
@@ -333,7 +444,8 @@ es_rm_connect(es_error *err)
         redisFree(c);
         return NULL;
     }
-    if (authenticate(c, err) != ES_OK) {
+    if (authenticate(c, err) != ES_OK ||
+        (via_sentinel && check_primary(c, host, port, err) != ES_OK)) {
         redisFree(c);
         return NULL;
     }

@@ -74,6 +74,11 @@
  * password is set, and selects database ES_REDIS_DB (default 0; the tests
  * and the benchmarks use their own); NULL with err set when Redis does not
  * answer or refuses the credentials.
+ * With ES_REDIS_SENTINELS set (host:port,... of Redis Sentinels) the
+ * address comes from the first Sentinel that names the primary
+ * ES_REDIS_MASTER_NAME (default "es"; ES_REDIS_SENTINEL_PASSWORD if the
+ * Sentinels ask for one), and the server must say ROLE master, so a new
+ * connection made after a failover reaches the promoted replica.
  * Channels are not per database: a message on rm:<name>:applied is only
  * ever a hint to read again, never a position to trust. */
 redisContext *es_rm_connect(es_error *err);

@@ -204,6 +204,8 @@ ensure_stream(relay *r)
     cfg.SubjectsLen = 1;
     cfg.Storage = js_FileStorage;
     cfg.Duplicates = DEDUP_WINDOW_NS;
+    /* a NATS cluster keeps ES_NATS_REPLICAS copies (3 in make cluster-up) */
+    cfg.Replicas = es_env_long(NULL, "ES_NATS_REPLICAS", 1, 1, 5);
     s = js_AddStream(&si, r->js, &cfg, NULL, &jerr);
     if (s != NATS_OK) {
         es_log(ES_LOG_WARNING, "could not create stream %s: %s (%d)", r->stream,

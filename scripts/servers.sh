@@ -15,6 +15,8 @@
 #            identity of outside consumers (docs/OPERATIONS.md,
 #            "Consuming the events from another service")
 #   restart  stop then start
+#   conf nats-auth|redis-acl|pg-roles  print that part of the servers'
+#            configuration (users, rights, passwords) for scripts/cluster.sh
 # An optional server name limits the action to that one server.
 #
 # Credentials: every server requires a password.  The first start (or env)
@@ -852,6 +854,18 @@ cmd=${1:-}
 servers=("${ALL_SERVERS[@]}")
 if [[ $cmd == env ]]; then
     print_env "${2:-admin}"
+    exit 0
+fi
+# conf nats-auth|redis-acl|pg-roles: the same users, rights and passwords
+# these servers get, for scripts/cluster.sh to give its own servers.
+if [[ $cmd == conf ]]; then
+    cred_ensure
+    case ${2:-} in
+        nats-auth) nats_conf ;;
+        redis-acl) redis_acl ;;
+        pg-roles) pg_roles sh -c 'cat >&3' 3>&1 ;;  # (pg_roles hides its command's output)
+        *) usage ;;
+    esac
     exit 0
 fi
 if [[ $# -eq 2 ]]; then

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# cluster_test.sh - `make cluster-test`: brings the highly available
+# topology up (scripts/cluster.sh, whose demo must pass), then
+#   1. appends through HAProxy, kills -9 the PostgreSQL primary (its
+#      Patroni and its postmaster: the node dies), and checks that appends
+#      resume through HAProxy on the promoted standby and that every
+#      acknowledged append survived (synchronous replication);
+#   2. brings the dead node back (it rejoins as the standby);
+#   3. kills -9 the Redis primary and checks that Sentinel promotes the
+#      replica and the projections go on (a read with consistent_with
+#      after a new command answers);
+# then tears everything down and checks nothing is left.  Prints how long
+# each failover took (not a pass/fail criterion but for the 30 s bound
+# of PostgreSQL).
+#
+#   scripts/cluster_test.sh [BUILD_DIR]     (CLUSTER_TEST_KEEP=1: no up/down)
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+build=${1:-build/plain}
+CL=${CLUSTER_DIR:-$root/.run/cluster}
+keep=${CLUSTER_TEST_KEEP:-}
+failures=0
+
+say() { echo "cluster-test: $*"; }
+fail() { echo "cluster-test: FAIL: $*" >&2; failures=$((failures + 1)); }
+now_ms() { date +%s%3N; }
+
+if [[ -z $keep ]]; then
+    trap 'scripts/cluster.sh down || true' EXIT
+    out=$(scripts/cluster.sh up "$build" 2>&1) || { echo "$out" | tail -n 40; fail "cluster.sh up"; exit 1; }
+    echo "$out" | grep -E '^cluster|^token' || true
+    # the demo's sagas ended as make up's do
+    for want in '"type":"order","state":"completed"' '"type":"order","state":"compensated"' \
+                '"type":"registration","state":"completed"' '"type":"registration","state":"compensated"'; do
+        grep -qF "$want" <<<"$out" || fail "the demo has no saga with $want"
+    done
+    say "demo passed"
+fi
+
+eval "$(scripts/cluster.sh env)"
+token=$(cat "$CL/admin.token")
+cmd="http://127.0.0.1:$ES_COMMAND_PORT"
+qry="http://127.0.0.1:$ES_QUERY_PORT"
+base=${CLUSTER_PORT_BASE:-15400}
+rest=($((base + 12)) $((base + 13)))
+sku="sku-failover-$(date +%s)"
+declare -A seen=()
+acked=0
+unsure=0   # appends that failed: not acknowledged, yet may have been made
+last_pos=""
+
+# restock: one append through HAProxy; true when acknowledged.
+restock() {
+    local a
+    a=$(curl -s -m 5 -X POST "$cmd/v1/inventory/$sku/restock" -H 'Content-Type: application/json' \
+        -H "Authorization: Bearer $token" -d '{"quantity":1}' 2>/dev/null) || a="(no answer in 5 s)"
+    if [[ $a != *'"position":"'* ]]; then
+        unsure=$((unsure + 1))
+        # each kind of failure once, with when it was first seen
+        a=$(sed 's/"message":"[^"]*"//' <<<"${a:-(closed)}")
+        [[ -n ${t0:-} && -z ${seen[$a]:-} ]] && { seen[$a]=1; say "  +$(($(now_ms) - t0)) ms: $a"; }
+        return 1
+    fi
+    last_pos=$(sed -n 's/.*"position":"\([0-9-]*\)".*/\1/p' <<<"$a")
+    acked=$((acked + 1))
+}
+# on_hand: the read model's count, once it has the last acknowledged append.
+on_hand() {
+    curl -s -m 20 -H "Authorization: Bearer $token" "$qry/v1/inventory/$sku?consistent_with=$last_pos" |
+        sed -n 's/.*"on_hand":\([0-9]*\).*/\1/p'
+}
+# until_ok SECONDS CMD...: retries CMD (in this shell: its counts stay);
+# sets took to the milliseconds it took.
+took=0
+until_ok() {
+    local secs=$1 t0
+    shift
+    t0=$(now_ms)
+    while ! "$@" 2>/dev/null; do
+        (($(now_ms) - t0 < secs * 1000)) || return 1
+        sleep 0.1
+    done
+    took=$(($(now_ms) - t0))
+}
+primary_rest() { [[ $(curl -s -o /dev/null -w '%{http_code}' -m 1 "http://127.0.0.1:$1/primary") == 200 ]]; }
+
+# ---- 1. PostgreSQL primary killed ------------------------------------------
+for _ in 1 2 3 4 5; do restock || fail "append before the fault"; done
+old=""
+for n in 0 1; do primary_rest "${rest[$n]}" && old=$n; done
+[[ -n $old ]] || { fail "no PostgreSQL primary"; exit 1; }
+new=$((1 - old))
+node=pg$((old + 1))
+patroni_pid=$(awk '{ print $1 }' "$CL/pids/$node.pid")
+pm_pid=$(head -n 1 "$CL/$node/data/postmaster.pid")
+say "killing -9 the PostgreSQL primary $node (Patroni $patroni_pid, postmaster $pm_pid)"
+t0=$(now_ms)
+kill -9 "$patroni_pid" "$pm_pid"
+if until_ok 90 restock; then
+    total=$(($(now_ms) - t0))
+    say "appends resumed through HAProxy ${total} ms after the kill (PostgreSQL failover)"
+    ((total <= 30000)) || say "note: longer than the 30 s goal"
+else
+    fail "appends did not resume within 90 s of killing $node"
+fi
+primary_rest "${rest[$new]}" || fail "pg$((new + 1)) is not the primary after the failover"
+# (each es-command instance reconnects on its own: a few may still fail)
+for _ in 1 2 3 4 5; do until_ok 60 restock || fail "append after the failover"; done
+# every acknowledged append is there (synchronous replication); at most
+# the failed attempts more (an append made but not answered)
+got=$(on_hand)
+if [[ $got =~ ^[0-9]+$ ]] && ((got >= acked && got <= acked + unsure)); then
+    say "all $acked acknowledged appends survived the failover (on_hand $got, $unsure unanswered attempts)"
+else
+    fail "read model has on_hand='$got', $acked appends were acknowledged, $unsure unanswered"
+fi
+
+# ---- 2. the dead node comes back as the standby ----------------------------
+if [[ -z $keep ]]; then
+    scripts/cluster.sh up "$build" >"$CL/log/test-up-after-pg.log" 2>&1 ||
+        { tail -n 15 "$CL/log/test-up-after-pg.log" >&2; fail "cluster.sh up after the failover"; }
+    [[ $(curl -s -o /dev/null -w '%{http_code}' -m 2 "http://127.0.0.1:${rest[$old]}/replica") == 200 ]] &&
+        say "$node rejoined as the standby" || fail "$node did not rejoin as the standby"
+fi
+
+# ---- 3. Redis primary killed -----------------------------------------------
+spw=$ES_REDIS_SENTINEL_PASSWORD
+sport=${ES_REDIS_SENTINELS%%,*}
+sport=${sport##*:}
+master() { REDISCLI_AUTH=$spw redis-cli --no-auth-warning -p "$sport" sentinel get-master-addr-by-name es | tail -n 1; }
+rport=$(master)
+rname=""
+for n in 1 2; do [[ $rport == $((base + 39 + n)) ]] && rname=redis$n; done
+[[ -n $rname ]] || { fail "sentinel names no primary of ours ($rport)"; rname=redis1; }
+say "killing -9 the Redis primary $rname (port $rport)"
+t0=$(now_ms)
+kill -9 "$(awk '{ print $1 }' "$CL/pids/$rname.pid")"
+promoted() { [[ $(master) != "$rport" ]]; }
+if until_ok 60 promoted; then
+    say "Sentinel promoted the replica (port $(master)) $took ms after the kill"
+else
+    fail "Sentinel did not promote the replica within 60 s"
+fi
+restock || until_ok 30 restock || fail "append after the Redis failover"
+got=""
+read_ok() { got=$(on_hand); [[ $got =~ ^[0-9]+$ ]] && ((got >= acked && got <= acked + unsure)); }
+if until_ok 60 read_ok; then
+    total=$(($(now_ms) - t0))
+    say "the projections resumed on the new Redis primary: a consistent read answered ${total} ms after the kill"
+else
+    fail "read model has on_hand='$got' after the Redis failover, $acked appends were acknowledged, $unsure unanswered"
+fi
+if [[ -z $keep ]]; then
+    scripts/cluster.sh up "$build" >"$CL/log/test-up-after-redis.log" 2>&1 ||
+        { tail -n 15 "$CL/log/test-up-after-redis.log" >&2; fail "cluster.sh up after the Redis failover"; }
+fi
+
+# ---- teardown ------------------------------------------------------------------
+if [[ -z $keep ]]; then
+    trap - EXIT
+    scripts/cluster.sh down || fail "cluster.sh down left processes"
+    left=$(ps -eo pid=,args= | grep -F -- "$CL/" | grep -v grep || true)
+    [[ -z $left ]] || fail "still running after down: $left"
+fi
+if ((failures > 0)); then
+    say "$failures failure(s)"
+    exit 1
+fi
+say "passed"
