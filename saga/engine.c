@@ -1092,11 +1092,13 @@ sg_work_once(sg_worker *w, bool *did, es_error *err)
 {
     sg_work work[CLAIM_BATCH_MAX];
     int64_t t0, claimed_ms;
-    int n = 0, want, room, i;
+    int n = 0, want, room, waiters, i;
     es_status st;
 
     *did = false;
     if (!sg_pool_pop(w->pool, &work[0], &claimed_ms)) {
+        bool counted;
+
         /* The claim is a lease: its own short statement moves the rows'
          * claims ahead.  No transaction stays open while the sagas run (an
          * open one would hold back the feed's horizon for every reader);
@@ -1104,9 +1106,22 @@ sg_work_once(sg_worker *w, bool *did, es_error *err)
          * may run out (hold()), and what a worker does with the row is
          * fenced by the claim's token.  Another worker takes a saga over
          * only when its claim runs out (its worker died or stalled), and
-         * that one then stops.  One statement claims a saga for each idle
-         * worker too; they wait in the pool's queue. */
-        want = 1 + atomic_load(&w->cfg->idle);
+         * that one then stops.  One worker of the process claims at a
+         * time, in one statement for itself, the workers waiting to claim
+         * and the idle ones; the others take theirs from the pool's
+         * queue, so they do not race for the same rows and find nothing. */
+        sg_pool_claim_enter(w->pool, &counted);
+        if (sg_pool_pop(w->pool, &work[0], &claimed_ms)) {
+            sg_pool_claim_leave(w->pool);
+            goto run;
+        }
+        if (counted) {
+            /* a claim made for this worker too found nothing more due */
+            sg_pool_claim_leave(w->pool);
+            return ES_OK;
+        }
+        waiters = sg_pool_claim_start(w->pool);
+        want = 1 + waiters + atomic_load(&w->cfg->idle);
         room = 1 + sg_pool_room(w->pool);
         if (want > room)
             want = room;
@@ -1124,10 +1139,14 @@ sg_work_once(sg_worker *w, bool *did, es_error *err)
         else
             st = sg_work_claim_many(w->pg, w->cfg->lease_ms, want, work, &n, err);
         give_back(w);
-        if (st != ES_OK)
+        sg_pool_claim_drained(w->pool, st == ES_OK && n < want);
+        if (st != ES_OK) {
+            sg_pool_claim_leave(w->pool);
             return st;
+        }
         timed(w, SG_PH_CLAIM, t0);
         if (n == 0) {
+            sg_pool_claim_leave(w->pool);
             atomic_fetch_add(&w->counters->claims_empty, 1);
             return ES_OK;
         }
@@ -1144,9 +1163,12 @@ sg_work_once(sg_worker *w, bool *did, es_error *err)
                 give_back(w);
                 free(work[i].input);
             }
-        if (n > 1 && w->cfg->wake)
-            w->cfg->wake(n - 1);
+        sg_pool_claim_leave(w->pool);
+        /* the workers that waited take theirs at once; wake the idle */
+        if (n - 1 > waiters && w->cfg->wake)
+            w->cfg->wake(n - 1 - waiters);
     }
+run:
     *did = true;
     w->held_until = claimed_ms + w->cfg->lease_ms;
     st = run_claimed(w, &work[0], err);

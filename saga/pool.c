@@ -25,6 +25,11 @@ struct sg_pool {
     sg_work queue[SG_POOL_QUEUE_MAX];
     int64_t claimed[SG_POOL_QUEUE_MAX];
     int head, count;
+    /* one claim at a time (sg_pool_claim_enter); waiting and gen under mu */
+    pthread_mutex_t claim_mu;
+    int waiting;                /* workers waiting to claim */
+    unsigned gen;               /* claims started */
+    bool drained;               /* the last claim found fewer sagas than it asked for */
 };
 
 es_status
@@ -49,6 +54,7 @@ sg_pool_create(sg_pool **out, const char *conninfo, int nconns, int commit_conns
     snprintf(p->conninfo, sizeof p->conninfo, "%s", conninfo);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->freed, NULL);
+    pthread_mutex_init(&p->claim_mu, NULL);
     p->nconns = nconns;
     for (i = 0; i < nconns; i++)
         if ((st = es_store_create(&p->conns[i].store, conninfo, err)) != ES_OK)
@@ -61,6 +67,7 @@ sg_pool_create(sg_pool **out, const char *conninfo, int nconns, int commit_conns
 fail_conns:
     for (i = 0; i < nconns; i++)
         es_store_close(p->conns[i].store);
+    pthread_mutex_destroy(&p->claim_mu);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->freed);
 fail:
@@ -98,6 +105,7 @@ sg_pool_destroy(sg_pool *p)
             PQfinish(p->conns[i].pg);
         es_store_close(p->conns[i].store);
     }
+    pthread_mutex_destroy(&p->claim_mu);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->freed);
     free(p->conns);
@@ -192,4 +200,46 @@ sg_pool_room(sg_pool *p)
     n = SG_POOL_QUEUE_MAX - p->count;
     pthread_mutex_unlock(&p->mu);
     return n;
+}
+
+void
+sg_pool_claim_enter(sg_pool *p, bool *counted)
+{
+    unsigned g;
+
+    pthread_mutex_lock(&p->mu);
+    p->waiting++;
+    g = p->gen;
+    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_lock(&p->claim_mu);
+    pthread_mutex_lock(&p->mu);
+    p->waiting--;
+    *counted = p->gen != g && p->drained;
+    pthread_mutex_unlock(&p->mu);
+}
+
+int
+sg_pool_claim_start(sg_pool *p)
+{
+    int n;
+
+    pthread_mutex_lock(&p->mu);
+    n = p->waiting;
+    p->gen++;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+void
+sg_pool_claim_drained(sg_pool *p, bool drained)
+{
+    pthread_mutex_lock(&p->mu);
+    p->drained = drained;
+    pthread_mutex_unlock(&p->mu);
+}
+
+void
+sg_pool_claim_leave(sg_pool *p)
+{
+    pthread_mutex_unlock(&p->claim_mu);
 }

@@ -62,4 +62,20 @@ bool sg_pool_pop(sg_pool *p, sg_work *work, int64_t *claimed_ms);
 /* Room left in the queue. */
 int sg_pool_room(sg_pool *p);
 
+/*
+ * Claims are made by one worker of the process at a time, for the
+ * workers waiting to claim too: sg_pool_claim_enter waits for the claim
+ * in progress; *counted is then true when a claim started since this
+ * worker began to wait and found fewer sagas than it asked for (it
+ * claimed one for this worker if one was due: take it from the queue,
+ * and claim nothing more if none is there).  The claimer calls
+ * sg_pool_claim_start right before its statement (the workers waiting:
+ * how many sagas more to claim), sg_pool_claim_drained with what it
+ * found, and sg_pool_claim_leave after queueing what it claimed.
+ */
+void sg_pool_claim_enter(sg_pool *p, bool *counted);
+int sg_pool_claim_start(sg_pool *p);
+void sg_pool_claim_drained(sg_pool *p, bool drained);
+void sg_pool_claim_leave(sg_pool *p);
+
 #endif
