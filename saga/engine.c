@@ -69,7 +69,7 @@ enum { ACT_AGAIN, ACT_WAIT, ACT_DONE, ACT_DEAD };
 static const char *const phase_names[SG_PHASES] = {
     [SG_PH_CLAIM] = "claim", [SG_PH_STREAM] = "stream_read", [SG_PH_INBOX] = "inbox_read",
     [SG_PH_APPEND] = "append", [SG_PH_COMMAND] = "command", [SG_PH_GATEWAY] = "gateway",
-    [SG_PH_RENEW] = "renew", [SG_PH_RELEASE] = "release",
+    [SG_PH_RENEW] = "renew", [SG_PH_RELEASE] = "release", [SG_PH_CONN_WAIT] = "conn_wait",
 };
 
 const char *
@@ -93,6 +93,29 @@ timed(sg_worker *w, int phase, int64_t t0)
 {
     atomic_fetch_add(&w->counters->phase_calls[phase], 1);
     atomic_fetch_add(&w->counters->phase_ns[phase], (unsigned long long)(mono_ns() - t0));
+}
+
+/* Takes a connection pair of the pool for one round trip (w->pg,
+ * w->store); give_back() right after it, before anything else is taken. */
+static void
+borrow(sg_worker *w)
+{
+    int64_t t0 = mono_ns();
+
+    w->conn = sg_pool_take(w->pool);
+    timed(w, SG_PH_CONN_WAIT, t0);
+    w->pg = w->conn->pg;
+    w->store = w->conn->store;
+}
+
+static void
+give_back(sg_worker *w)
+{
+    w->conn->pg = w->pg;        /* the next take connects it again if it broke */
+    sg_pool_give(w->pool, w->conn);
+    w->conn = NULL;
+    w->pg = NULL;
+    w->store = NULL;
 }
 
 int64_t
@@ -222,6 +245,7 @@ load(sg_worker *w, const char *saga_id, const sg_flow *flow, bool inbox, saga *s
     s->ctx = json_object();
     s->inbox = json_array();
     s->pending = json_array();
+    borrow(w);
     for (;;) {
         es_page *p = NULL;
         size_t k;
@@ -231,8 +255,10 @@ load(sg_worker *w, const char *saga_id, const sg_flow *flow, bool inbox, saga *s
 
         if (st == ES_ENOTFOUND)
             break;
-        if (st != ES_OK)
+        if (st != ES_OK) {
+            give_back(w);
             return st;
+        }
         for (k = 0; k < p->count; k++) {
             json_t *d = json_loads(p->events[k].data, 0, NULL);
             apply(s, p->events[k].type, d);
@@ -246,14 +272,17 @@ load(sg_worker *w, const char *saga_id, const sg_flow *flow, bool inbox, saga *s
         if (!more)
             break;
     }
+    give_back(w);
     timed(w, SG_PH_STREAM, t0);
     if (!inbox)
         return ES_OK;           /* nothing was ever delivered: the inbox is empty */
     json_decref(s->inbox);
     s->inbox = NULL;
+    borrow(w);
     t0 = mono_ns();
     st = sg_inbox_read(w->pg, saga_id, &s->inbox, err);
     timed(w, SG_PH_INBOX, t0);
+    give_back(w);
     return st;
 }
 
@@ -315,8 +344,10 @@ hold(sg_worker *w, int64_t bound_ms, es_error *err)
                             "the claim on %s is another worker's now", w->saga_id);
     if (w->saga_id == NULL || t0 / 1000000 + need <= w->held_until)
         return ES_OK;
+    borrow(w);
     st = sg_work_renew(w->pg, w->saga_id, w->claim, sizeof w->claim, need + w->cfg->lease_ms,
                        &held, err);
+    give_back(w);
     timed(w, SG_PH_RENEW, t0);
     if (st != ES_OK)
         return st;
@@ -370,8 +401,10 @@ flush(sg_worker *w, saga *s, es_error *err)
                                 meta};
     }
     req.events = evs;
+    /* group-committed with the other workers' appends: one transaction
+     * for all of them, each with its own expected version and result */
     t0 = mono_ns();
-    es_store_append(w->store, &req, &res);
+    es_committer_append(sg_pool_committer(w->pool), &req, &res);
     timed(w, SG_PH_APPEND, t0);
     if (res.status != ES_OK) {
         *err = res.err;
@@ -936,47 +969,23 @@ act(sg_worker *w, saga *s, const json_t *input, int64_t *due, es_error *err)
 
 /* ---- work rows -------------------------------------------------------- */
 
-static es_status
-pg_fail(sg_worker *w, es_error *err, const char *what)
-{
-    es_status st = es_error_set(err, ES_EUNAVAILABLE, "store_unavailable", NULL, "%s: %s", what,
-                                PQerrorMessage(w->pg));
-
-    if (PQstatus(w->pg) != CONNECTION_OK) {
-        PQfinish(w->pg);
-        w->pg = NULL;
-    }
-    return st;
-}
-
-static es_status
-connect_pg(sg_worker *w, es_error *err)
-{
-    if (w->pg && PQstatus(w->pg) == CONNECTION_OK)
-        return ES_OK;
-    if (w->pg)
-        PQfinish(w->pg);
-    w->pg = es_pg_connect(w->cfg->conninfo, false);
-    if (PQstatus(w->pg) != CONNECTION_OK)
-        return pg_fail(w, err, "could not connect to PostgreSQL");
-    PQclear(PQexec(w->pg, "SET TimeZone = 'UTC'"));
-    return ES_OK;
-}
-
 /* Moves a saga that cannot go on to the dead letters, and says so in its
  * stream (state failed); nothing if the claim is another worker's now. */
 static void
 dead_letter(sg_worker *w, saga *s, const sg_work *work, const char *reason, int attempts)
 {
     es_error err;
+    es_status st;
     bool held;
 
     /* the claim holds long enough to say so in the stream, too */
     if (hold(w, 0, &err) != ES_OK)
         return;
-    if (sg_dead_letter_saga(w->pg, work->saga_id, work->claim, work->flow,
-                            work->input ? work->input : "{}", reason, attempts, &held,
-                            &err) != ES_OK || !held)
+    borrow(w);
+    st = sg_dead_letter_saga(w->pg, work->saga_id, work->claim, work->flow,
+                             work->input ? work->input : "{}", reason, attempts, &held, &err);
+    give_back(w);
+    if (st != ES_OK || !held)
         return;             /* the work row stays; the next run tries again */
     if (s && s->flow && s->started && s->state != SG_FAILED &&
         to_state(w, s, SG_FAILED, reason, &err) == ES_OK)
@@ -1038,7 +1047,9 @@ run_claimed(sg_worker *w, sg_work *work, es_error *err)
         st = ES_OK;
     } else if (st == ES_ECONFLICT) {
         /* moved by someone else meanwhile: look again soon */
+        borrow(w);
         (void)sg_work_release_now(w->pg, work->saga_id, w->claim, &held, &ignored);
+        give_back(w);
         st = ES_OK;
     } else if (st != ES_OK) {
         /* Infrastructure trouble (a server down) is waited out; anything
@@ -1050,19 +1061,25 @@ run_claimed(sg_worker *w, sg_work *work, es_error *err)
             st = ES_OK;
             goto done;
         }
+        borrow(w);
         (void)sg_work_defer(w->pg, work->saga_id, w->claim,
                             sg_backoff_ms(w->cfg, work->failures + 1), err->message,
                             counts ? work->failures + 1 : work->failures, &held, &ignored);
+        give_back(w);
         st = ES_OK;     /* handled: the row waits */
     } else if (a == ACT_DEAD) {
         dead_letter(w, &s, work, s.error, work->failures + 1);
     } else if (a == ACT_DONE) {
+        borrow(w);
         (void)sg_work_finish(w->pg, work->saga_id, w->claim, &held, &ignored);
+        give_back(w);
     } else {
         /* waiting, or out of actions for this claim: come back when due,
          * or now if an event reached the inbox meanwhile */
+        borrow(w);
         (void)sg_work_release(w->pg, work->saga_id, w->claim, a == ACT_WAIT ? due : sg_now_ms(),
                               work->wakes, &held, &ignored);
+        give_back(w);
     }
     timed(w, SG_PH_RELEASE, t0);
 done:
@@ -1073,47 +1090,105 @@ done:
     return st;
 }
 
+/* Sagas claimed in one statement at most. */
+#define CLAIM_BATCH_MAX 16
+
 es_status
 sg_work_once(sg_worker *w, bool *did, es_error *err)
 {
-    sg_work work;
-    int64_t t0;
-    bool found;
+    sg_work work[CLAIM_BATCH_MAX];
+    int64_t t0, claimed_ms;
+    int n = 0, want, room, waiters, i;
     es_status st;
 
     *did = false;
-    if ((st = connect_pg(w, err)) != ES_OK)
-        return st;
-    /* The claim is a lease: its own short statement moves the row's claim
-     * ahead.  No transaction stays open while the saga runs (an open one
-     * would hold back the feed's horizon for every reader); the claim is
-     * renewed before anything is recorded or sent once it may run out
-     * (hold()), and what the worker does with the row is fenced by the
-     * claim's token.  Another worker takes the saga over only when the
-     * claim runs out (this one died or stalled), and this one then stops. */
-    t0 = mono_ns();
-    if (sg_work_claim(w->pg, w->cfg->lease_ms, &work, &found, err) != ES_OK) {
-        if (PQstatus(w->pg) != CONNECTION_OK) {
-            PQfinish(w->pg);
-            w->pg = NULL;
+    if (!sg_pool_pop(w->pool, &work[0], &claimed_ms)) {
+        bool counted;
+
+        /* The claim is a lease: its own short statement moves the rows'
+         * claims ahead.  No transaction stays open while the sagas run (an
+         * open one would hold back the feed's horizon for every reader);
+         * a claim is renewed before anything is recorded or sent once it
+         * may run out (hold()), and what a worker does with the row is
+         * fenced by the claim's token.  Another worker takes a saga over
+         * only when its claim runs out (its worker died or stalled), and
+         * that one then stops.  One worker of the process claims at a
+         * time, in one statement for itself, the workers waiting to claim
+         * and the idle ones; the others take theirs from the pool's
+         * queue, so they do not race for the same rows and find nothing. */
+        sg_pool_claim_enter(w->pool, &counted);
+        if (sg_pool_pop(w->pool, &work[0], &claimed_ms)) {
+            sg_pool_claim_leave(w->pool);
+            goto run;
         }
-        return err->status;
+        if (counted) {
+            /* a claim made for this worker too found nothing more due */
+            sg_pool_claim_leave(w->pool);
+            return ES_OK;
+        }
+        waiters = sg_pool_claim_start(w->pool);
+        want = 1 + waiters + atomic_load(&w->cfg->idle);
+        room = 1 + sg_pool_room(w->pool);
+        if (want > room)
+            want = room;
+        if (want > w->cfg->claim_max)
+            want = w->cfg->claim_max;
+        if (want > CLAIM_BATCH_MAX)
+            want = CLAIM_BATCH_MAX;
+        if (want < 1)
+            want = 1;
+        borrow(w);
+        t0 = mono_ns();
+        if (PQstatus(w->pg) != CONNECTION_OK)
+            st = es_error_set(err, ES_EUNAVAILABLE, "store_unavailable", NULL,
+                              "could not connect to PostgreSQL: %s", PQerrorMessage(w->pg));
+        else
+            st = sg_work_claim_many(w->pg, w->cfg->lease_ms, want, work, &n, err);
+        give_back(w);
+        sg_pool_claim_drained(w->pool, st == ES_OK && n < want);
+        if (st != ES_OK) {
+            sg_pool_claim_leave(w->pool);
+            return st;
+        }
+        timed(w, SG_PH_CLAIM, t0);
+        if (n == 0) {
+            sg_pool_claim_leave(w->pool);
+            atomic_fetch_add(&w->counters->claims_empty, 1);
+            return ES_OK;
+        }
+        /* counted from before the claim was made: it holds at least that long */
+        claimed_ms = t0 / 1000000;
+        for (i = 1; i < n; i++)
+            if (!sg_pool_push(w->pool, &work[i], claimed_ms)) {
+                es_error ignored;
+                bool held;
+
+                borrow(w);
+                (void)sg_work_release_now(w->pg, work[i].saga_id, work[i].claim, &held,
+                                          &ignored);
+                give_back(w);
+                free(work[i].input);
+            }
+        sg_pool_claim_leave(w->pool);
+        /* the workers that waited take theirs at once; wake the idle */
+        if (n - 1 > waiters && w->cfg->wake)
+            w->cfg->wake(n - 1 - waiters);
     }
-    timed(w, SG_PH_CLAIM, t0);
-    if (!found) {
-        atomic_fetch_add(&w->counters->claims_empty, 1);
-        return ES_OK;
-    }
+run:
     *did = true;
-    /* counted from before the claim was made: it holds at least that long */
-    w->held_until = t0 / 1000000 + w->cfg->lease_ms;
-    st = run_claimed(w, &work, err);
-    free(work.input);
+    w->held_until = claimed_ms + w->cfg->lease_ms;
+    st = run_claimed(w, &work[0], err);
+    free(work[0].input);
     return st;
 }
 
 int
 sg_next_due_ms(sg_worker *w, int max_ms)
 {
-    return sg_work_next_due_ms(w->pg, max_ms);
+    int ms;
+
+    borrow(w);
+    ms = sg_work_next_due_ms(w->pg, max_ms);
+    give_back(w);
+    return ms;
 }

@@ -16,8 +16,24 @@
 
 #include "flow.h"
 #include "gateway.h"
+#include "pool.h"
 #include "status.h"
 #include "store.h"
+
+/* The phases of a run timed in sg_config (sg_phase_name: their names). */
+enum {
+    SG_PH_CLAIM,        /* claiming due work */
+    SG_PH_STREAM,       /* reading the saga's stream */
+    SG_PH_INBOX,        /* reading its inbox */
+    SG_PH_APPEND,       /* appending what was decided */
+    SG_PH_COMMAND,      /* a command's request and reply over NATS */
+    SG_PH_GATEWAY,      /* an external gateway's call */
+    SG_PH_RENEW,        /* renewing a claim */
+    SG_PH_RELEASE,      /* releasing, finishing or deferring the work row */
+    SG_PH_CONN_WAIT,    /* waiting for a free connection of the pool */
+    SG_PHASES
+};
+const char *sg_phase_name(int phase);
 
 typedef struct sg_config {
     char conninfo[512];
@@ -38,28 +54,25 @@ typedef struct sg_config {
     atomic_ullong claims_lost;  /* runs cut short: another worker holds the saga now */
     atomic_ullong claims_empty; /* claims that found nothing due */
     /* where a worker's time goes, per phase: calls and nanoseconds */
-    atomic_ullong phase_calls[8], phase_ns[8];
+    atomic_ullong phase_calls[SG_PHASES], phase_ns[SG_PHASES];
+    /* workers napping for want of work: a claim takes up to this many
+     * sagas more for them (queued in the pool), and wakes them with
+     * wake(n) (may be NULL) */
+    atomic_int idle;
+    void (*wake)(int n);
+    int claim_max;              /* sagas claimed in one statement at most */
 } sg_config;
 
-/* The phases of a run timed in sg_config (sg_phase_name: their names). */
-enum {
-    SG_PH_CLAIM,        /* claiming due work */
-    SG_PH_STREAM,       /* reading the saga's stream */
-    SG_PH_INBOX,        /* reading its inbox */
-    SG_PH_APPEND,       /* appending what was decided */
-    SG_PH_COMMAND,      /* a command's request and reply over NATS */
-    SG_PH_GATEWAY,      /* an external gateway's call */
-    SG_PH_RENEW,        /* renewing a claim */
-    SG_PH_RELEASE,      /* releasing, finishing or deferring the work row */
-    SG_PHASES
-};
-const char *sg_phase_name(int phase);
 
-/* A worker: one PostgreSQL connection for claims and one store; the
- * claim of the saga it runs now. */
+/* A worker: the saga it runs now and its claim.  Its connections are the
+ * pool's, taken for one round trip at a time (pg and store are those of
+ * the pair it holds, conn, NULL in between); its appends go through the
+ * pool's committer. */
 typedef struct sg_worker {
     const sg_config *cfg;
     sg_config *counters;
+    sg_pool *pool;
+    sg_conn *conn;
     PGconn *pg;
     es_store *store;
     const char *saga_id;        /* the saga it runs now, or NULL */
@@ -70,8 +83,10 @@ typedef struct sg_worker {
     bool lost;                  /* another worker holds the saga now */
 } sg_worker;
 
-/* Claims one due saga and runs it as far as it can go now.  *did is false
- * when nothing was due.  Errors are of the infrastructure (the caller
+/* Takes a saga claimed for it by another worker's claim, or claims due
+ * sagas (one, and one more for each idle worker, in one statement, the
+ * others queued in the pool for them), and runs one as far as it can go
+ * now.  *did is false when nothing was due.  Errors are of the infrastructure (the caller
  * backs off); a saga's own failures are handled inside. */
 es_status sg_work_once(sg_worker *w, bool *did, es_error *err);
 

@@ -26,8 +26,13 @@
 #include "pg.h"
 #include "store.h"
 
-#define WORKERS_MAX 128
+#define WORKERS_MAX 256
 #define NAP_MIN_MS 20
+/* Idle workers that look for due work themselves; the others nap until
+ * new work (a ticket) or a second, since a claim takes a saga for each
+ * of them: 64 idle workers polling would take the pool's connections
+ * from the busy ones. */
+#define POLLERS 2
 
 static sg_config C;
 static atomic_bool stop;            /* C.stop: engine.c reads it */
@@ -39,6 +44,7 @@ static int nworkers;
 static es_jetstream js;
 static atomic_ullong intake_seq;
 static atomic_bool intake_ok;
+static sg_pool *pool;              /* the workers' connections and committer */
 
 
 
@@ -114,14 +120,10 @@ poke(void)
 static void *
 worker_main(void *arg)
 {
-    sg_worker w = {.cfg = &C, .counters = &C};
+    sg_worker w = {.cfg = &C, .counters = &C, .pool = pool};
     es_error err;
 
     (void)arg;
-    if (es_store_create(&w.store, C.conninfo, &err) != ES_OK) {
-        es_log(ES_LOG_WARNING, "%s", err.message);
-        return NULL;
-    }
     while (!atomic_load(&stop)) {
         bool did;
 
@@ -132,14 +134,17 @@ worker_main(void *arg)
             /* Nothing due that no one holds: sleep until the next due time
              * or new work, and at least NAP_MIN_MS, since what is due now
              * is being claimed by others (a loop would only claim
-             * nothing). */
-            int ms = sg_next_due_ms(&w, 200);
-            worker_nap(ms < NAP_MIN_MS ? NAP_MIN_MS : ms);
+             * nothing).  Idle, the next claim of a busy worker takes a
+             * saga for this one too. */
+            if (atomic_fetch_add(&C.idle, 1) < POLLERS) {
+                int ms = sg_next_due_ms(&w, 200);
+                worker_nap(ms < NAP_MIN_MS ? NAP_MIN_MS : ms);
+            } else {
+                worker_nap(1000);
+            }
+            atomic_fetch_sub(&C.idle, 1);
         }
     }
-    if (w.pg)
-        PQfinish(w.pg);
-    es_store_close(w.store);
     return NULL;
 }
 
@@ -289,7 +294,13 @@ daemon_main(void)
     natsOptions *opts = NULL;
     bool threads = false;
 
-    nworkers = (int)es_env_long("es-saga", "ES_SAGA_WORKERS", 16, 1, WORKERS_MAX);
+    int pg_conns, commit_conns;
+
+    nworkers = (int)es_env_long("es-saga", "ES_SAGA_WORKERS", 64, 1, WORKERS_MAX);
+    pg_conns = (int)es_env_long("es-saga", "ES_SAGA_PG_CONNS", 8, 1, 64);
+    commit_conns = (int)es_env_long("es-saga", "ES_SAGA_COMMIT_CONNS", 2, 1, 16);
+    C.claim_max = (int)es_env_long("es-saga", "ES_SAGA_CLAIM_BATCH", 16, 1, 16);
+    C.wake = wake_workers;
 
     C.retry_base_ms = (int)es_env_long("es-saga", "ES_SAGA_RETRY_BASE_MS", 200, 1, 600000);
     C.retry_max_ms = (int)es_env_long("es-saga", "ES_SAGA_RETRY_MAX_MS", 10000, 1, 3600000);
@@ -322,7 +333,8 @@ daemon_main(void)
         goto done;
     }
     saga_daemon.auth = auth;
-    if (es_jetstream_open(&js, &err) != ES_OK ||
+    if (sg_pool_create(&pool, C.conninfo, pg_conns, commit_conns, &err) != ES_OK ||
+        es_jetstream_open(&js, &err) != ES_OK ||
         es_daemon_server_start(&health, &saga_daemon, bind, port, &err) != ES_OK) {
         es_log(ES_LOG_ERROR, "%s", err.message);
         goto done;
@@ -331,7 +343,8 @@ daemon_main(void)
     for (i = 0; i < nworkers; i++)
         pthread_create(&workers[i], NULL, worker_main, NULL);
     threads = true;
-    es_log(ES_LOG_INFO, "%d workers, commands on %s.*, stream %s, health on %s://%s:%u", nworkers,
+    es_log(ES_LOG_INFO, "%d workers on %d + %d PostgreSQL connections, commands on %s.*, "
+           "stream %s, health on %s://%s:%u", nworkers, 2 * pg_conns, commit_conns,
            C.subject_prefix, js.stream, es_daemon_http_scheme(), bind, port);
     while (!atomic_load(&stop))
         nap(1000, gen_now());
@@ -344,6 +357,7 @@ done:
         for (i = 0; i < nworkers; i++)
             pthread_join(workers[i], NULL);
     }
+    sg_pool_destroy(pool);
     es_daemon_server_stop(health);
     es_auth_stop(auth);
     es_jetstream_close(&js);

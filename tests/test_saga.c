@@ -387,6 +387,90 @@ START_TEST(killed_again_and_again_every_saga_ends_and_nothing_happens_twice)
 }
 END_TEST
 
+/* A number from the test database (one value). */
+static long
+db_count(const char *sql)
+{
+    PGconn *c = PQconnectdb(conninfo);
+    PGresult *r = PQexec(c, sql);
+    long n;
+
+    ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+    n = atol(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    PQfinish(c);
+    return n;
+}
+
+/* Many sagas in flight on few connections (32 workers sharing one pair
+ * and one committer connection, claims of several sagas per statement),
+ * killed while they run: es-saga holds no more PostgreSQL connections
+ * than its pool's, every saga ends completed or compensated once started
+ * again, and no command took effect twice. */
+START_TEST(many_sagas_in_flight_on_few_connections_killed_midway)
+{
+    enum { ORDERS = 60 };
+    char *orders[ORDERS], customer[80], sku[80], saga_id[120];
+    const char *env[14];
+    const char *sql_conns = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()";
+    const char *sql_steps = "SELECT count(*) FROM es_events WHERE type = 'SagaStepStarted'";
+    long steps0, with, without;
+    int n = 0;
+
+    snprintf(customer, sizeof customer, "%s-m", tag);
+    snprintf(sku, sizeof sku, "%s-ms", tag);
+    fund(customer, sku, 1000000, 10000);
+    th_daemon_stop(&saga);
+    for (int i = 0; i < 8; i++)
+        env[n++] = base_env[i];
+    env[n++] = "ES_SAGA_WORKERS=32";
+    env[n++] = "ES_SAGA_PG_CONNS=1";
+    env[n++] = "ES_SAGA_COMMIT_CONNS=1";
+    env[n++] = "ES_SAGA_CLAIM_MS=2000";     /* taken over soon after the kill */
+    env[n] = NULL;
+    th_daemon_start(&saga, "es-saga", "ES_SAGA_PORT", env);
+    steps0 = db_count(sql_steps);
+    for (int i = 0; i < ORDERS; i++)
+        orders[i] = place_order(customer, sku, 1 + i % 3, i % 7 == 0 ? "XX" : "DE");
+    /* under way: some steps sent, with sagas still to run */
+    for (int i = 0; i < 600 && db_count(sql_steps) < steps0 + ORDERS; i++)
+        usleep(10 * 1000);
+    with = db_count(sql_conns);
+    th_daemon_kill(&saga);
+    without = with;
+    for (int i = 0; i < 50; i++) {
+        usleep(100 * 1000);
+        if ((without = db_count(sql_conns)) < with && i >= 10)
+            break;
+    }
+    /* its pool's pair, the committer's, the intake's and the token
+     * table's, not one or two per worker (64 before) */
+    ck_assert_int_le(with - without, 6);
+    start_saga(NULL, NULL);
+    for (int i = 0; i < ORDERS; i++) {
+        const char *st;
+
+        snprintf(saga_id, sizeof saga_id, "order-%s", orders[i]);
+        st = settle(saga_id, 90);
+        ck_assert_msg(strcmp(st, "completed") == 0 || strcmp(st, "compensated") == 0,
+                      "saga %s ended %s", saga_id, st);
+        ck_assert_int_le(count_events("account", "PaymentCharged", orders[i]), 1);
+        ck_assert_int_le(count_events("reservation", "ReservationMade", orders[i]), 1);
+        ck_assert_int_le(count_events("shipment", "ShipmentCreated", orders[i]), 1);
+        if (strcmp(st, "completed") == 0) {
+            ck_assert_int_eq(count_events("order", "OrderConfirmed", orders[i]), 1);
+            ck_assert_int_eq(count_events("account", "PaymentRefunded", orders[i]), 0);
+        } else {
+            ck_assert_int_eq(count_events("account", "PaymentRefunded", orders[i]),
+                             count_events("account", "PaymentCharged", orders[i]));
+            ck_assert_int_eq(count_events("reservation", "ReservationReleased", orders[i]),
+                             count_events("reservation", "ReservationMade", orders[i]));
+        }
+        free(orders[i]);
+    }
+}
+END_TEST
+
 START_TEST(a_cancellation_undoes_a_step_whose_outcome_was_unknown)
 {
     char customer[80], sku[80], saga_id[120], got[200], path[200], lines[200][80], state[16];
@@ -815,6 +899,7 @@ main(void)
     tcase_add_test(tc, registration_steps_failing_in_turn);
     tcase_add_test(tc, a_timeout_due_while_the_manager_is_down_fires_after_restart);
     tcase_add_test(tc, killed_again_and_again_every_saga_ends_and_nothing_happens_twice);
+    tcase_add_test(tc, many_sagas_in_flight_on_few_connections_killed_midway);
     tcase_add_test(tc, the_intake_ignores_repeats_and_order_and_dead_letters_the_unusable);
     tcase_add_test(tc, the_command_line_lists_and_shows_sagas_and_dead_letters);
     tcase_add_test(tc, a_cancellation_undoes_a_step_whose_outcome_was_unknown);
