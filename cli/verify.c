@@ -253,18 +253,7 @@ check_feed(ctx *x)
             }
             done++;
         }
-        if (b.dropped && i == b.n) {
-            /* the library's queue overflowed: read again after done */
-            es_jetstream_unsubscribe(&x->js, sub);
-            if (es_jetstream_subscribe(&x->js, done + 1, &sub, &err) != ES_OK) {
-                sub = NULL;
-                violation(x, k, "cannot read the stream after message %" PRIu64 ": %s", done,
-                          err.message);
-            }
-        }
         es_feed_batch_free(&b);
-        if (sub == NULL)
-            break;
     }
     es_page_destroy(page);
     if (sub)

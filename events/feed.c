@@ -286,25 +286,9 @@ es_jetstream_subscribe(es_jetstream *n, uint64_t from, natsSubscription **out, e
                             "could not subscribe to stream %s from %" PRIu64 ": %s (%d)",
                             n->stream, from, natsStatus_GetText(s), (int)jerr);
     }
-    /* Readers that read a whole stream and cannot start again where
-     * they were (esctl verify, a rebuild's tail) let the library queue
-     * plenty; the daemons bound it with es_jetstream_bound. */
+    /* The projector applies in batches: let the library queue plenty. */
     natsSubscription_SetPendingLimits(*out, 200000, 256 * 1024 * 1024);
     return ES_OK;
-}
-
-void
-es_jetstream_bound(natsSubscription *sub)
-{
-    /* The server pushes a catching-up consumer the stream as fast as it
-     * can, so without a bound a reader that falls behind holds the whole
-     * backlog in memory (a projector catching up 300,000 events reached
-     * 170 MB).  Bounded, the library drops what exceeds it and the next
-     * es_jetstream_take fails (a slow consumer): the caller starts again
-     * after what it applied, so nothing is skipped. */
-    natsSubscription_SetPendingLimits(
-        sub, (int)es_env_long("es", "ES_NATS_PENDING_MSGS", 8192, 16, 10000000),
-        (int)es_env_long("es", "ES_NATS_PENDING_BYTES", 16L * 1024 * 1024, 65536, 1L << 30));
 }
 
 void
@@ -430,14 +414,7 @@ es_jetstream_take(natsSubscription *sub, int max, int wait_ms, es_feed_batch *ou
         es_feed_batch_free(out);
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
     }
-    /* NATS_SLOW_CONSUMER: the library dropped messages since the last
-     * call.  What it still holds is whole up to the first gap, and is
-     * taken; the batch ends at the gap.  A gap before the first message
-     * is the caller's to see (it knows what it expects next). */
-    if ((s = natsSubscription_NextMsg(&m, sub, wait_ms)) == NATS_SLOW_CONSUMER) {
-        out->dropped = true;
-        s = natsSubscription_NextMsg(&m, sub, 0);
-    }
+    s = natsSubscription_NextMsg(&m, sub, wait_ms);
     while (s == NATS_OK) {
         jsMsgMetaData *meta = NULL;
         es_feed_event *e = &out->ev[out->n];
@@ -448,16 +425,6 @@ es_jetstream_take(natsSubscription *sub, int max, int wait_ms, es_feed_batch *ou
             es_feed_batch_free(out);
             return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
                                 "a message of the events stream has no JetStream metadata");
-        }
-        /* The stream is dense (only the relay writes it, every sequence
-         * once), so a jump is a message the library dropped; the flag
-         * above is not enough, as the library clears it once it queues
-         * a message again. */
-        if (out->n > 0 && meta->Sequence.Stream != out->ev[out->n - 1].seq + 1) {
-            jsMsgMetaData_Destroy(meta);
-            natsMsg_Destroy(m);
-            out->dropped = true;
-            break;
         }
         if (es_feed_event_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m),
                             meta->Sequence.Stream, e, &derr) != ES_OK) {
@@ -483,19 +450,10 @@ es_jetstream_take(natsSubscription *sub, int max, int wait_ms, es_feed_batch *ou
                              pending <= 0))
             break;
         pending--;
-        if ((s = natsSubscription_NextMsg(&m, sub, 1000)) == NATS_SLOW_CONSUMER) {
-            out->dropped = true;
-            s = natsSubscription_NextMsg(&m, sub, 0);
-        }
+        s = natsSubscription_NextMsg(&m, sub, 1000);
     }
-    if (out->n > 0 || ((s == NATS_OK || s == NATS_TIMEOUT) && !out->dropped))
+    if (s == NATS_OK || s == NATS_TIMEOUT || out->n > 0)
         return ES_OK;
-    if (out->dropped) {
-        es_feed_batch_free(out);
-        return es_error_set(err, ES_EUNAVAILABLE, "nats_slow_consumer", NULL,
-                            "the NATS library dropped messages of the events stream before any "
-                            "could be taken (its queue was full)");
-    }
     es_feed_batch_free(out);
     return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
                         "reading the events stream failed: %s", natsStatus_GetText(s));

@@ -78,11 +78,6 @@ void es_jetstream_close(es_jetstream *n);
 /* An ordered consumer of the stream from sequence from. */
 es_status es_jetstream_subscribe(es_jetstream *n, uint64_t from, natsSubscription **out,
                                  es_error *err);
-/* Bounds what the NATS library holds for sub (ES_NATS_PENDING_MSGS, 8192;
- * ES_NATS_PENDING_BYTES, 16 MiB), for readers that start again from their
- * own checkpoint when es_jetstream_take fails or drops: a reader that falls behind
- * then drops and refetches rather than growing without bound. */
-void es_jetstream_bound(natsSubscription *sub);
 /* Ends a subscription of es_jetstream_subscribe safely (see feed.c). */
 void es_jetstream_unsubscribe(es_jetstream *n, natsSubscription *sub);
 es_status es_jetstream_last_seq(es_jetstream *n, uint64_t *last, es_error *err);
@@ -104,18 +99,10 @@ typedef struct es_feed_batch {
     es_feed_event *ev;
     char **bad;
     size_t n;
-    /* The library dropped messages (its queue was full, see
-     * es_jetstream_bound): ev holds the messages up to the first missing
-     * one, in sequence, and the reader must subscribe again after what it
-     * applied.  Messages dropped between two takes can also show as a
-     * first message past the one the reader expects: it checks that. */
-    bool dropped;
 } es_feed_batch;
 
 /* Takes up to max messages: waits up to wait_ms for the first, then what
- * is already queued.  ES_EUNAVAILABLE when the subscription broke, or
- * when messages were dropped before any could be taken; with some taken,
- * ES_OK and out->dropped. */
+ * is already queued.  ES_EUNAVAILABLE when the subscription broke. */
 es_status es_jetstream_take(natsSubscription *sub, int max, int wait_ms, es_feed_batch *out,
                             es_error *err);
 void es_feed_batch_free(es_feed_batch *m);

@@ -70,7 +70,6 @@ typedef struct live {
     es_jetstream nats;
     redisContext *rc;
     natsSubscription *sub;
-    uint64_t next;                      /* the sequence sub delivers next */
     proj_state st[16];
     size_t n;
     int batch;
@@ -536,8 +535,6 @@ run_live(live *l)
                 es_daemon_sleep_ms(1000);
                 continue;
             }
-            es_jetstream_bound(l->sub);
-            l->next = from;
         }
         if (time(NULL) != checked) {
             uint64_t last;
@@ -568,16 +565,11 @@ run_live(live *l)
             es_daemon_sleep_ms(200);
             continue;
         }
-        if (msgs.n > 0 && msgs.ev[0].seq != l->next) {
-            /* the library dropped what came before (its queue was full) */
-            es_feed_batch_free(&msgs);
-            msgs.dropped = true;
-        }
         for (i = 0; i < l->n; i++)
             before[i] = l->st[i].seq, at[i] = 0;
         if (l->wrote != NULL)
             memset(l->wrote, 0, msgs.n * 16);
-        for (i = 0; i < l->n && ok && msgs.n > 0; i++)
+        for (i = 0; i < l->n && ok; i++)
             if (l->st[i].owned && !l->st[i].stopped) {
                 ok = apply_one(l, &l->st[i], &msgs);
                 at[i] = now_us();
@@ -585,16 +577,6 @@ run_live(live *l)
             }
         if (ok && l->trace_ttl > 0 && msgs.n > 0)
             record_traces(l, &msgs, before, at);
-        if (msgs.n > 0)
-            l->next = msgs.ev[msgs.n - 1].seq + 1;
-        if (msgs.dropped && ok) {
-            /* a reader that fell behind: again from the checkpoints, so
-             * what the library dropped is read, never skipped */
-            es_log(ES_LOG_INFO, "the NATS library dropped messages past %" PRIu64
-                   " (ES_NATS_PENDING_MSGS); reading again from the checkpoints", l->next - 1);
-            es_jetstream_unsubscribe(&l->nats, l->sub);
-            l->sub = NULL;
-        }
         es_feed_batch_free(&msgs);
         if (!ok) {
             /* Redis failed or a gap: start again from the checkpoints. */

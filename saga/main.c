@@ -197,9 +197,6 @@ intake_main(void *arg)
             PQfinish(pg);
             pg = NULL;
             nap(1000, gen_now());                   /* and not in a tight loop */
-        } else if (b.dropped && sub != NULL) {
-            es_jetstream_unsubscribe(&js, sub);     /* a gap: again after seq */
-            sub = NULL;
         }
         es_feed_batch_free(&b);
         atomic_store(&intake_seq, seq);

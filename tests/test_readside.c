@@ -256,28 +256,12 @@ START_TEST(a_query_with_the_commands_position_sees_it)
 }
 END_TEST
 
-/* Once the projections have caught up: every acknowledged deposit of l
- * is counted exactly once, and every read model equals, key by key, a
- * fresh rebuild. */
-static void
-caught_up_and_exact(const load *l)
-{
-    char path[200];
-    json_t *q;
-
-    wait_caught_up();
-    snprintf(path, sizeof path, "/v1/customers/%s/account", l->customer);
-    q = call(query.port, "GET", path, NULL, 200, NULL);
-    ck_assert_int_eq(json_integer_value(json_object_get(q, "balance")), atomic_load(&l->deposited));
-    json_decref(q);
-    for (size_t k = 0; k < pj_projection_count; k++)
-        equals_a_fresh_rebuild(pj_projections[k].name);
-}
-
 START_TEST(killed_relay_and_projector_lose_and_double_nothing)
 {
     load l = {0};
     pthread_t th;
+    char path[200];
+    json_t *q;
     unsigned seed = (unsigned)time(NULL);
 
     snprintf(l.customer, sizeof l.customer, "%s-rich", tag);
@@ -299,42 +283,20 @@ START_TEST(killed_relay_and_projector_lose_and_double_nothing)
     pthread_join(th, NULL);
     ck_assert_int_eq(atomic_load(&l.errors), 0);
     ck_assert_int_gt(atomic_load(&l.commands), 50);
-    caught_up_and_exact(&l);
+    wait_caught_up();
+
+    /* acknowledged deposits: each counted exactly once */
+    snprintf(path, sizeof path, "/v1/customers/%s/account", l.customer);
+    q = call(query.port, "GET", path, NULL, 200, NULL);
+    ck_assert_int_eq(json_integer_value(json_object_get(q, "balance")), atomic_load(&l.deposited));
+    json_decref(q);
+
+    /* every read model equals a fresh rebuild, key by key */
+    for (size_t k = 0; k < pj_projection_count; k++)
+        equals_a_fresh_rebuild(pj_projections[k].name);
 }
 END_TEST
 
-
-/* A projector that falls behind holds at most ES_NATS_PENDING_MSGS
- * messages in its client library: the rest are dropped there and fetched
- * again, never skipped.  With a buffer far smaller than the backlog, the
- * projector still reaches the end, and every read model is exact. */
-START_TEST(a_projector_with_a_small_buffer_catches_up_a_backlog_exactly)
-{
-    load l = {0};
-    pthread_t th;
-    const char *small[12];
-    int i;
-
-    th_daemon_kill(&proj);
-    snprintf(l.customer, sizeof l.customer, "%s-backlog", tag);
-    pthread_create(&th, NULL, writer, &l);
-    usleep(2000 * 1000);
-    atomic_store(&l.stop, true);
-    pthread_join(th, NULL);
-    ck_assert_int_eq(atomic_load(&l.errors), 0);
-    ck_assert_int_gt(atomic_load(&l.commands), 100);
-
-    for (i = 0; env[i] != NULL; i++)
-        small[i] = env[i];
-    small[i++] = "ES_NATS_PENDING_MSGS=16";
-    small[i++] = "ES_PROJECTOR_BATCH=50";
-    small[i] = NULL;
-    th_daemon_start(&proj, "es-projector", "ES_PROJECTOR_PORT", small);
-    caught_up_and_exact(&l);
-    th_daemon_kill(&proj);
-    start_projector();
-}
-END_TEST
 
 static char stream_name[64];
 
@@ -551,7 +513,6 @@ main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, a_query_with_the_commands_position_sees_it);
     tcase_add_test(tc, killed_relay_and_projector_lose_and_double_nothing);
-    tcase_add_test(tc, a_projector_with_a_small_buffer_catches_up_a_backlog_exactly);
     tcase_add_test(tc, a_rebuild_under_load_keeps_queries_answering);
     tcase_add_test(tc, the_read_side_survives_restarts_of_nats_and_postgresql);
     tcase_add_test(tc, the_relay_is_not_ready_while_postgresql_is_down);

@@ -590,7 +590,7 @@ START_TEST(the_intake_ignores_repeats_and_order_and_dead_letters_the_unusable)
     PGconn *c;
     es_feed_event ev[3];
     char *bad[3] = {NULL, NULL, NULL};
-    es_feed_batch b = {ev, bad, 3, false};
+    es_feed_batch b = {ev, bad, 3};
     uint64_t seq = 0;
     int woken;
     es_error err;
