@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tests/console.sh [BUILD]: the operator console in a real browser.  Runs
-# the five daemons on ports of their own against the tests' database
-# (ES_TEST_CONNINFO), a Redis database of their own and a JetStream
+# the five daemons on ports of their own against a fresh database of
+# their own (es_console_<pid>), a Redis database of their own and a JetStream
 # stream of their own, with order sagas made to fail
 # (ES_SAGA_INJECT_FAILURE: the shipment and the refund are refused, so
 # each order saga ends failed with a dead letter), puts the demo's data
@@ -44,6 +44,8 @@ cleanup() {
     for name in "${!pids[@]}"; do wait "${pids[$name]}" 2>/dev/null || true; done
     # the relay's stream of this run
     [[ -z ${ES_RELAY_STREAM:-} ]] || node tests/console/drop_stream.js "$ES_RELAY_STREAM" || true
+    [[ -z ${console_db:-} ]] ||
+        pg_admin -c "DROP DATABASE IF EXISTS $console_db WITH (FORCE)" >/dev/null 2>&1 || true
     if ((failures > 0)); then
         for f in "$tmp"/*.log; do
             [[ -s $f ]] || continue
@@ -72,7 +74,17 @@ fi
 
 # ---- the system ---------------------------------------------------------------
 tag=console$$
+# A database of its own, as every test program has: the shared test
+# database holds what earlier tests wrote (events no projection accepts
+# among them), which this run's relay would copy into its stream and its
+# projector would stop on.
+console_db=es_console_$$
+pg_admin() { /usr/lib/postgresql/15/bin/psql "$ES_TEST_ADMIN_CONNINFO" -v ON_ERROR_STOP=1 -qAt "$@"; }
+pg_admin -c "DROP DATABASE IF EXISTS $console_db WITH (FORCE)" -c "CREATE DATABASE $console_db" \
+    >/dev/null || die "could not create the database $console_db"
+ES_TEST_CONNINFO="${ES_TEST_CONNINFO% dbname=*} dbname=$console_db"
 export ES_PG_CONNINFO=$ES_TEST_CONNINFO ES_CONSOLE_PG_CONNINFO=$ES_TEST_CONNINFO
+"$build/esctl" migrate >/dev/null || die "esctl migrate of $console_db failed"
 export ES_REDIS_DB=$redis_db
 export ES_RELAY_STREAM=CONSOLE_$$ ES_RELAY_SUBJECT_PREFIX=$tag.events
 export ES_RELAY_WAKE_SUBJECT=$tag.wake ES_COMMAND_SUBJECT_PREFIX=$tag.cmd
