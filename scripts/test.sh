@@ -43,7 +43,7 @@ export ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1:exitcode=23:a
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export LSAN_OPTIONS=exitcode=23
 
-passed=0 failed=0 programs_failed=0 failures=""
+passed=0 failed=0 programs_failed=0 failures="" times=""
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # tests/tls.sh runs the daemons over TLS against servers of its own;
@@ -53,9 +53,13 @@ for t in "$build"/tests/test_* tests/tls.sh tests/console.sh; do
     if [ ${#only[@]} -gt 0 ] && [[ " ${only[*]} " != *" $(basename "$t") "* ]]; then continue; fi
     echo "== $(basename "$t")"
     set +e
+    started=$SECONDS
     "$t" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     set -e
+    # How long each program took: the list at the end shows where the
+    # suite's time goes (CI's budget is minutes, not hours).
+    times+="$((SECONDS - started)) $(basename "$t")"$'\n'
     line=$(grep -Eo 'Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+' "$log" | tail -n 1 || true)
     if [ -n "$line" ]; then
         read -r checks fails errors <<<"$(echo "$line" | tr -dc '0-9 ' | tr -s ' ')"
@@ -71,6 +75,8 @@ for t in "$build"/tests/test_* tests/tls.sh tests/console.sh; do
         failures+=$'\n'"  $(basename "$t"): ${what//$'\n'/$'\n'  }"
     fi
 done
+echo "slowest programs ($build), seconds:"
+printf '%s' "$times" | sort -rn | head -n 8 | sed 's/^/  /'
 [ -z "$failures" ] || echo "failed in $build:$failures"
 echo "tests ($build): $passed passed, $failed failed"
 echo "$passed $failed" >"$build/test-summary"
