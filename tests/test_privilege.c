@@ -490,6 +490,81 @@ nats_log_refusal(long offset)
     return found;
 }
 
+/* es-command's es_command_nats_requests_refused_total. */
+static unsigned long long
+refused_requests(int port)
+{
+    th_response r;
+    const char *at;
+    unsigned long long n = 0;
+
+    ck_assert_int_eq(th_http(port, "GET", "/metrics", NULL, NULL, &r), 200);
+    at = strstr(r.body, "\nes_command_nats_requests_refused_total ");
+    ck_assert_ptr_nonnull(at);
+    n = strtoull(at + strlen("\nes_command_nats_requests_refused_total "), NULL, 10);
+    th_response_free(&r);
+    return n;
+}
+
+/* A reader's identity may make consumers (ordered reads make their own),
+ * and a push consumer's deliver subject is the creator's to choose: NATS
+ * does not check it against anyone's permissions.  So es_projector can
+ * have the server deliver the whole stream onto the commands' subjects,
+ * under the server's name.  Those deliveries carry JetStream's ack
+ * subject ($JS.ACK...) as their reply, which es-command refuses before
+ * reading anything (command/bus.c): none may run as a command.
+ * (nats-server 2.9 only starts delivering once a subscription names the
+ * deliver subject exactly; es-command's are wildcards, so the test adds
+ * an exact one under es-command's identity, as a newer server or a
+ * second subscriber could.) */
+static void
+stream_onto_commands(int command_port)
+{
+    natsConnection *nc = nats_as("es_projector"), *listener = nats_as("es_command");
+    natsSubscription *heard = NULL;
+    natsMsg *m = NULL;
+    jsCtx *js = NULL;
+    jsConsumerConfig cc;
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    uint64_t last = stream_last(T_STREAM);
+    unsigned long long before = refused_requests(command_port), after = before;
+
+    ck_assert_uint_ge(last, 1);
+    ck_assert_int_eq(natsConnection_SubscribeSync(&heard, listener, "es_test.cmd.user.register"),
+                     NATS_OK);
+    ck_assert_int_eq(natsConnection_FlushTimeout(listener, 2000), NATS_OK);
+    ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    jsConsumerConfig_Init(&cc);
+    cc.DeliverSubject = "es_test.cmd.user.register";
+    cc.DeliverPolicy = js_DeliverAll;
+    cc.AckPolicy = js_AckNone;
+    ck_assert_msg(js_AddConsumer(&ci, js, T_STREAM, &cc, NULL, &jerr) == NATS_OK,
+                  "es_projector could not make a consumer (%d): the readers need to", (int)jerr);
+    /* the server delivers: the exact subscriber hears the first event */
+    ck_assert_int_eq(natsSubscription_NextMsg(&m, heard, 5000), NATS_OK);
+    ck_assert_ptr_nonnull(natsMsg_GetReply(m));
+    ck_assert_msg(strncmp(natsMsg_GetReply(m), "$JS.ACK.", 8) == 0, "a delivery's reply is %s",
+                  natsMsg_GetReply(m));
+    natsMsg_Destroy(m);
+    for (int k = 0; k < 250 && after < before + last; k++) {
+        usleep(20 * 1000);
+        after = refused_requests(command_port);
+    }
+    ck_assert_msg(after >= before + last,
+                  "es-command refused %llu of the %llu events delivered onto its commands",
+                  after - before, (unsigned long long)last);
+    /* and nothing ran: no command appended an event the relay published */
+    usleep(300 * 1000);
+    ck_assert_uint_eq(stream_last(T_STREAM), last);
+    ck_assert_int_eq(js_DeleteConsumer(js, T_STREAM, ci->Name, NULL, &jerr), NATS_OK);
+    jsConsumerInfo_Destroy(ci);
+    jsCtx_Destroy(js);
+    natsSubscription_Destroy(heard);
+    natsConnection_Destroy(listener);
+    natsConnection_Destroy(nc);
+}
+
 START_TEST(daemons_run_with_their_own_credentials_and_never_show_them)
 {
     char dbname[64], conninfo[256];
@@ -551,6 +626,8 @@ START_TEST(daemons_run_with_their_own_credentials_and_never_show_them)
     ck_assert_msg(st == 200, "GET %s from es-query: %d %s", path, st, r.body ? r.body : "");
     th_response_free(&r);
     ck_assert_uint_ge(stream_last(T_STREAM), 1);
+
+    stream_onto_commands(d[0].port);
 
     for (size_t i = 0; i < NPROGS; i++) {
         const char *who;
