@@ -132,7 +132,8 @@ $(BUILD)/query/console_assets.o: $(BUILD)/query/console_assets.c query/console.h
 	@echo "  CC    $<"
 	@$(CC) $(CFLAGS) -Iquery -Ievents $(PKG_CFLAGS) -c $< -o $@
 
-$(QUERY_BIN): $(QUERY_OBJ) $(PROJ_OBJ) $(BUILD)/saga/saga.o $(LIB)
+# ... and runs the console's projection rebuilds (projector/rebuild.c).
+$(QUERY_BIN): $(QUERY_OBJ) $(PROJ_OBJ) $(BUILD)/projector/rebuild.o $(BUILD)/saga/saga.o $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 

@@ -37,6 +37,7 @@
 #include "query.h"
 #include "read.h"
 #include "readmodel.h"
+#include "rebuilds.h"
 #include "saga.h"
 #include "store.h"
 
@@ -552,6 +553,13 @@ overview(query_app *app, const es_http_req *req, es_http_res *res)
                 }
             }
         }
+        {
+            /* a rebuild started from the console, running or the last one */
+            json_t *job = rebuilds_status(name);
+
+            if (job)
+                json_object_set_new(p, "console_rebuild", job);
+        }
         json_array_append_new(projs, p);
     }
     json_decref(pj);
@@ -1062,6 +1070,72 @@ out:
     json_decref(failed);
 }
 
+/* ---- projection rebuilds ---------------------------------------------------------- */
+
+/* GET /v1/console/projections/{name}/rebuild: the console's rebuild of
+ * name in this process (rebuilds.h; state "none" when there was none),
+ * with the read model's active version and, while any rebuild (esctl's
+ * too) writes one, the building version and its checkpoint. */
+static void
+rebuild_get(es_http_res *res, const char *name)
+{
+    versions vs = {.name = name};
+    es_error err;
+    json_t *o;
+
+    if (pj_find(name) == NULL) {
+        es_http_res_error(res, 404, "unknown_projection", "name", NULL,
+                          "there is no projection \"%.100s\"", name);
+        return;
+    }
+    o = rebuilds_status(name);
+    if (o == NULL)
+        o = json_pack("{s:s, s:s, s:f}", "projection", name, "state", "none", "progress", 0.0);
+    if (read_run(versions_on, &vs, &err) == ES_OK) {
+        json_object_set_new(o, "active_version", json_string(vs.st.active));
+        if (vs.st.building[0])
+            json_object_set_new(o, "building",
+                                json_pack("{s:s, s:I}", "version", vs.st.building, "checkpoint",
+                                          (json_int_t)vs.building_seq));
+    }
+    es_http_res_json(res, 200, o);
+}
+
+/* POST /v1/console/projections/{name}/rebuild (admin; no body or {}):
+ * starts the rebuild esctl projection rebuild runs, on a thread of
+ * es-query, reading the store as the console does (esctl's role).
+ * 202 with the status rebuild_get shows; 409 rebuild_running. */
+static void
+rebuild_post(const es_http_req *req, es_http_res *res, const char *name)
+{
+    const char *conninfo = getenv("ES_CONSOLE_PG_CONNINFO");
+    json_t *body = NULL;
+    es_error err;
+
+    if (req->body_len > 0 &&
+        es_json_parse_object(req->body, req->body_len, &body, &err) != ES_OK) {
+        es_http_res_from_error(res, &err);
+        return;
+    }
+    json_decref(body);
+    if (pj_find(name) == NULL) {
+        es_http_res_error(res, 404, "unknown_projection", "name", NULL,
+                          "there is no projection \"%.100s\"", name);
+        return;
+    }
+    if (conninfo == NULL || conninfo[0] == '\0') {
+        es_http_res_error(res, 503, "console_unavailable", NULL, NULL,
+                          "the console has no database connection: es-query runs without "
+                          "ES_CONSOLE_PG_CONNINFO");
+        return;
+    }
+    if (rebuilds_start(name, conninfo, req->principal, &err) != ES_OK) {
+        es_http_res_from_error(res, &err);
+        return;
+    }
+    es_http_res_json(res, 202, rebuilds_status(name));
+}
+
 /* ---- routing ------------------------------------------------------------------------ */
 
 bool
@@ -1142,6 +1216,17 @@ console_handle(query_app *app, const es_http_req *req, es_http_res *res)
                console_id_verb(rest, "replay", id, sizeof id)) {
         if (method(req, res, "POST"))
             dead_letters_replay(req, res, id);
+    } else if (starts(rest, "projections/", &rest) &&
+               console_id_verb(rest, "rebuild", id, sizeof id)) {
+        if (strcmp(req->method, "POST") == 0) {
+            rebuild_post(req, res, id);
+        } else if (strcmp(req->method, "GET") == 0) {
+            rebuild_get(res, id);
+        } else {
+            es_http_res_header(res, "Allow", "GET, POST");
+            es_http_res_error(res, 405, "method_not_allowed", NULL, NULL,
+                              "%s %s is not allowed; use GET or POST", req->method, req->path);
+        }
     } else if (starts(rest, "sagas/", &rest)) {
         if (console_id_verb(rest, "retry", id, sizeof id)) {
             if (method(req, res, "POST"))

@@ -1267,6 +1267,31 @@ START_TEST(console_files_and_endpoints)
     ck_assert_int_eq(r.status, 200);
     ck_assert_ptr_nonnull(strstr(r.body, "\"replayed\":[]"));
     th_response_free(&r);
+
+    /* projection rebuilds: read with read:query, started by admin only */
+    j = get("/v1/console/projections/users/rebuild", 200);
+    ck_assert_str_eq(str(j, "state"), "none");
+    ck_assert(json_is_string(json_object_get(j, "active_version")));
+    json_decref(j);
+    j = get("/v1/console/projections/nope/rebuild", 404);
+    ck_assert_str_eq(str(j, "error.code"), "unknown_projection");
+    ck_assert_str_eq(str(j, "error.field"), "name");
+    json_decref(j);
+    th_http(query.port, "POST", "/v1/console/projections/nope/rebuild", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 404);
+    th_response_free(&r);
+    th_http(query.port, "POST", "/v1/console/projections/users/rebuild", NULL, "[1]", &r);
+    ck_assert_int_eq(r.status, 400);
+    th_response_free(&r);
+    th_http(query.port, "DELETE", "/v1/console/projections/users/rebuild", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 405);
+    ck_assert_str_eq(th_header(&r, "Allow", h, sizeof h), "GET, POST");
+    th_response_free(&r);
+    th_http_token(NULL);
+    th_http(query.port, "POST", "/v1/console/projections/users/rebuild", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 401);
+    th_response_free(&r);
+    th_http_token(th_token());
 }
 END_TEST
 

@@ -208,7 +208,7 @@ function projectionTable(list, detail) {
     h("tr", {}, h("th", {}, "projection"), h("th", {}, "state"), h("th", {}, "version"),
       h("th", {}, "checkpoint"), h("th", {}, "position"), h("th", {}, "lag (events)"),
       h("th", {}, "lag (s)"), h("th", {}, "parked"), detail ? h("th", {}, "rebuild") : null,
-      detail ? h("th", {}, "stop reason") : null),
+      detail ? h("th", {}, "stop reason") : null, detail ? h("th", {}, "rebuild from the console") : null),
     list.map((p) => h("tr", { "data-projection": p.name },
       h("td", {}, p.name),
       h("td", { class: p.state === "stopped" ? "bad" : "ok" }, p.state || "?"),
@@ -219,7 +219,36 @@ function projectionTable(list, detail) {
       h("td", { class: "num" }, p.lag_seconds !== undefined ? Number(p.lag_seconds).toFixed(2) : "?"),
       h("td", { class: "num" + (p.parked ? " warn" : "") }, p.parked ?? ""),
       detail ? h("td", {}, p.rebuild ? rebuildCell(p.rebuild) : h("span", { class: "muted" }, "none")) : null,
-      detail ? h("td", { class: "bad" }, p.reason || "") : null)));
+      detail ? h("td", { class: "bad" }, p.reason || "") : null,
+      detail ? h("td", {}, consoleRebuild(p)) : null)));
+}
+
+/* The console's own rebuild of p (admin): a button that asks first, and
+ * the last such rebuild's state and progress (GET .../rebuild's fields,
+ * carried by the overview as console_rebuild). */
+function consoleRebuild(p) {
+  const r = p.console_rebuild;
+  const running = r && r.state === "running";
+  const b = h("button", { type: "button", class: "danger", "data-rebuild": p.name,
+                          disabled: !me.admin || running }, "Rebuild");
+  b.addEventListener("click", async () => {
+    if (await act("start of the rebuild of " + p.name,
+                  "/v1/console/projections/" + encodeURIComponent(p.name) + "/rebuild", {},
+                  "Rebuild projection " + p.name + " into a new version? Queries keep reading " +
+                  "the current one until the new one has caught up."))
+      route();
+  });
+  if (!r) return h("div", {}, b);
+  const pct = Math.floor((r.progress || 0) * 100);
+  const fill = h("span", {});
+  fill.style.width = pct + "%";
+  const what = r.state === "failed" ? "failed: " + ((r.error && r.error.message) || "?")
+    : r.state + (r.state === "running" ? " (" + r.phase + ")" : "") + ", " + pct + " %" +
+      (r.version ? ", version " + r.version : "") + ", " + r.done + "/" + (r.total || "?") + " events";
+  return h("div", {}, b,
+    h("div", { class: "rebuild console-rebuild", "data-state": r.state, "data-progress": pct },
+      h("div", { class: "bar" }, fill),
+      h("span", { class: r.state === "failed" ? "bad" : "" }, what), " by " + r.by));
 }
 
 /* A rebuild esctl is running: its version and how far it has got. */
@@ -242,10 +271,11 @@ function viewProjections() {
     if (!o || mine !== generation) return;
     show(h("h1", {}, "Projections"),
       h("p", { class: "muted" }, "Versions, checkpoints (feed sequence), lag behind the JetStream stream " +
-        "and parked events, as the projector and es-query report them, every 2 s. A rebuild runs " +
-        "from esctl (esctl projection rebuild NAME); the version it writes and its progress show here as it goes."),
+        "and parked events, as the projector and es-query report them, every second. A rebuild builds " +
+        "a new version beside the active one and switches to it once caught up: started here (admin) " +
+        "it runs inside es-query; started by esctl projection rebuild NAME, its version and progress show too."),
       projectionTable(o.projections || [], true));
-  }, 2000);
+  }, 1000);
 }
 
 /* ---- streams --------------------------------------------------------------------------- */

@@ -184,6 +184,23 @@ async function main() {
     check(true, "the projections view shows the rebuilt version");
     await shot(page, "10-projections");
 
+    // a rebuild started from the console (confirmed), its progress live up to 100 %
+    const rebuildOf = 'tr[data-projection="accounts"]';
+    const accountsBefore = Number(await page.$eval(rebuildOf + " td.version", (td) => td.textContent));
+    await page.click(`button[data-rebuild="accounts"]`);
+    await until(page, async (p) => (await text(p, "#flash")).includes("rebuild of accounts done"),
+                "the rebuild's start");
+    check(true, "a rebuild starts from the console after a confirmation");
+    await until(page, async (p) => (await p.$(rebuildOf + ' .console-rebuild[data-state="done"]')) !== null,
+                "the console's rebuild of accounts to finish", 60000);
+    check(await page.$eval(rebuildOf + " .console-rebuild", (d) => d.dataset.progress) === "100",
+          "the console's rebuild reaches 100 %");
+    check((await text(page, rebuildOf + " .console-rebuild")).includes("100 %"), "its progress says 100 %");
+    await until(page, async (p) => Number(await p.$eval(rebuildOf + " td.version", (td) => td.textContent)) > accountsBefore,
+                "the rebuilt accounts version to be active");
+    check(true, "the console's rebuilt version is active");
+    await shot(page, "10b-projection-rebuilt");
+
     // a saga action: retry a failed saga (confirmed), recorded in its stream
     await go(page, "/sagas?state=failed", "#sagas-empty, #sagas tr[data-saga]");
     const other = await page.$$eval("#sagas tr[data-saga]", (trs) => trs.map((t) => t.dataset.saga));
