@@ -39,6 +39,7 @@
 #include "readmodel.h"
 #include "rebuilds.h"
 #include "saga.h"
+#include "stages.h"
 #include "store.h"
 
 #define PAGE_MAX 500            /* events or streams of one page at most */
@@ -1070,6 +1071,31 @@ out:
     json_decref(failed);
 }
 
+/* ---- traces ------------------------------------------------------------------------ */
+
+/* GET /v1/console/traces/{trace-id | order-id | saga-id}: esctl trace
+ * --json's document (saga/stages.c). */
+static void
+trace_show(es_http_res *res, const char *key)
+{
+    json_t *doc = NULL;
+    db d;
+    es_error err;
+
+    if (key[0] == '\0' || strlen(key) > 200) {
+        invalid(res, "trace", "a trace is named by its trace id, an order or user id or a saga id "
+                              "of 1 to 200 bytes");
+        return;
+    }
+    if (!db_open(&d, false, res))
+        return;
+    if (sg_stages_collect(d.store, key, &doc, &err) != ES_OK)
+        es_http_res_from_error(res, &err);
+    else
+        es_http_res_json(res, 200, doc);
+    db_close(&d);
+}
+
 /* ---- projection rebuilds ---------------------------------------------------------- */
 
 /* GET /v1/console/projections/{name}/rebuild: the console's rebuild of
@@ -1155,7 +1181,7 @@ console_scope(const es_http_req *req)
     if (strcmp(req->method, "GET") != 0)
         return "admin";
     if (starts(rest, "streams", NULL) || starts(rest, "events", NULL) ||
-        strcmp(rest, "feed") == 0)
+        strcmp(rest, "feed") == 0 || starts(rest, "traces/", NULL))
         return "read:streams";
     return "read:query";
 }
@@ -1216,6 +1242,9 @@ console_handle(query_app *app, const es_http_req *req, es_http_res *res)
                console_id_verb(rest, "replay", id, sizeof id)) {
         if (method(req, res, "POST"))
             dead_letters_replay(req, res, id);
+    } else if (starts(rest, "traces/", &rest)) {
+        if (method(req, res, "GET"))
+            trace_show(res, rest);
     } else if (starts(rest, "projections/", &rest) &&
                console_id_verb(rest, "rebuild", id, sizeof id)) {
         if (strcmp(req->method, "POST") == 0) {

@@ -1168,6 +1168,19 @@ END_TEST
 
 /* ---- the operator console ------------------------------------------------- */
 
+/* The status of one request to es-query (with the current token). */
+static int
+status_of(const char *method, const char *path, const char *body)
+{
+    th_response r;
+    int st;
+
+    th_http(query.port, method, path, NULL, body, &r);
+    st = r.status;
+    th_response_free(&r);
+    return st;
+}
+
 /* The console's files are public, typed and under a same-origin policy;
  * its endpoints need a token, check their parameters and answer pages. */
 START_TEST(console_files_and_endpoints)
@@ -1195,16 +1208,10 @@ START_TEST(console_files_and_endpoints)
     ck_assert_int_eq(r.status, 308);
     ck_assert_str_eq(th_header(&r, "Location", h, sizeof h), "/console/");
     th_response_free(&r);
-    th_http(query.port, "GET", "/console/../etc/passwd", NULL, NULL, &r);
-    ck_assert_int_eq(r.status, 404);
-    th_response_free(&r);
+    ck_assert_int_eq(status_of("GET", "/console/../etc/passwd", NULL), 404);
     /* the data is not public */
-    th_http(query.port, "GET", "/v1/console/overview", NULL, NULL, &r);
-    ck_assert_int_eq(r.status, 401);
-    th_response_free(&r);
-    th_http(query.port, "POST", "/v1/console/dead-letters/1/replay", NULL, "{}", &r);
-    ck_assert_int_eq(r.status, 401);
-    th_response_free(&r);
+    ck_assert_int_eq(status_of("GET", "/v1/console/overview", NULL), 401);
+    ck_assert_int_eq(status_of("POST", "/v1/console/dead-letters/1/replay", "{}"), 401);
     th_http_token(th_token());
 
     j = get("/v1/console/overview", 200);
@@ -1247,21 +1254,11 @@ START_TEST(console_files_and_endpoints)
     j = get("/v1/console/nothing", 404);
     json_decref(j);
 
-    th_http(query.port, "POST", "/v1/console/sagas/nope/retry", NULL, "{}", &r);
-    ck_assert_int_eq(r.status, 404);
-    th_response_free(&r);
-    th_http(query.port, "POST", "/v1/console/sagas/nope/compensate", NULL, "[1]", &r);
-    ck_assert_int_eq(r.status, 400);
-    th_response_free(&r);
-    th_http(query.port, "POST", "/v1/console/dead-letters/12x/replay", NULL, NULL, &r);
-    ck_assert_int_eq(r.status, 400);
-    th_response_free(&r);
-    th_http(query.port, "POST", "/v1/console/dead-letters/999999/replay", NULL, NULL, &r);
-    ck_assert_int_eq(r.status, 404);
-    th_response_free(&r);
-    th_http(query.port, "POST", "/v1/console/dead-letters/replay", NULL, "{\"fingerprint\":1}", &r);
-    ck_assert_int_eq(r.status, 400);
-    th_response_free(&r);
+    ck_assert_int_eq(status_of("POST", "/v1/console/sagas/nope/retry", "{}"), 404);
+    ck_assert_int_eq(status_of("POST", "/v1/console/sagas/nope/compensate", "[1]"), 400);
+    ck_assert_int_eq(status_of("POST", "/v1/console/dead-letters/12x/replay", NULL), 400);
+    ck_assert_int_eq(status_of("POST", "/v1/console/dead-letters/999999/replay", NULL), 404);
+    ck_assert_int_eq(status_of("POST", "/v1/console/dead-letters/replay", "{\"fingerprint\":1}"), 400);
     th_http(query.port, "POST", "/v1/console/dead-letters/replay", NULL,
             "{\"fingerprint\":\"0123456789abcdef\"}", &r);
     ck_assert_int_eq(r.status, 200);
@@ -1277,21 +1274,24 @@ START_TEST(console_files_and_endpoints)
     ck_assert_str_eq(str(j, "error.code"), "unknown_projection");
     ck_assert_str_eq(str(j, "error.field"), "name");
     json_decref(j);
-    th_http(query.port, "POST", "/v1/console/projections/nope/rebuild", NULL, NULL, &r);
-    ck_assert_int_eq(r.status, 404);
-    th_response_free(&r);
-    th_http(query.port, "POST", "/v1/console/projections/users/rebuild", NULL, "[1]", &r);
-    ck_assert_int_eq(r.status, 400);
-    th_response_free(&r);
+    ck_assert_int_eq(status_of("POST", "/v1/console/projections/nope/rebuild", NULL), 404);
+    ck_assert_int_eq(status_of("POST", "/v1/console/projections/users/rebuild", "[1]"), 400);
     th_http(query.port, "DELETE", "/v1/console/projections/users/rebuild", NULL, NULL, &r);
     ck_assert_int_eq(r.status, 405);
     ck_assert_str_eq(th_header(&r, "Allow", h, sizeof h), "GET, POST");
     th_response_free(&r);
     th_http_token(NULL);
-    th_http(query.port, "POST", "/v1/console/projections/users/rebuild", NULL, NULL, &r);
-    ck_assert_int_eq(r.status, 401);
-    th_response_free(&r);
+    ck_assert_int_eq(status_of("POST", "/v1/console/projections/users/rebuild", NULL), 401);
     th_http_token(th_token());
+
+    /* traces: esctl trace's document; nothing known of an id is a 404 */
+    j = get("/v1/console/traces/nope", 404);
+    ck_assert_str_eq(str(j, "error.code"), "trace_not_found");
+    json_decref(j);
+    j = get("/v1/console/traces/0123456789abcdef0123456789abcdef", 404);
+    ck_assert_str_eq(str(j, "error.code"), "trace_not_found");
+    json_decref(j);
+    ck_assert_int_eq(status_of("POST", "/v1/console/traces/nope", NULL), 405);
 }
 END_TEST
 

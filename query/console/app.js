@@ -353,10 +353,37 @@ function viewEvent(key) {
         h("tr", {}, h("th", {}, "event id"), h("td", { class: "mono" }, e.event_id)),
         h("tr", {}, h("th", {}, "recorded"), h("td", {}, when(e.recorded_at))),
         h("tr", {}, h("th", {}, "correlation"), h("td", { class: "mono" }, l.correlation_id || "")),
+        h("tr", {}, h("th", {}, "trace"), h("td", { class: "mono", id: "event-trace" },
+          e.metadata && e.metadata.trace_id ? link("/trace/" + e.metadata.trace_id, e.metadata.trace_id) : "none")),
         h("tr", {}, h("th", {}, "caused by"), h("td", { class: "mono" },
           l.causation ? link("/event/" + l.causation.position, l.causation.type + " in " + l.causation.stream)
                       : (l.causation_id || "")))),
       h("h2", {}, "data"), pretty(e.data), h("h2", {}, "metadata"), pretty(e.metadata));
+  });
+}
+
+/* ---- one trace --------------------------------------------------------------------------- */
+
+/* Every stage of one command's trace (esctl trace): key is a trace id,
+ * an order or user id, or a saga id. */
+function viewTrace(key) {
+  show(h("h1", {}, "Trace ", h("code", {}, key)), h("p", { class: "muted" }, "Loading…"));
+  guarded(async () => {
+    const t = await api("/v1/console/traces/" + encodeURIComponent(key));
+    show(h("h1", {}, "Trace ", h("code", {}, t.trace_id)),
+      h("p", {}, t.saga_id ? ["saga ", link("/saga/" + encodeURIComponent(t.saga_id), t.saga_id), ". "] : "",
+        t.recorded ? "" : h("span", { class: "muted" }, "No record of the projector (expired, or not projected yet): " +
+          "published and projected stages unknown. "),
+        t.slowest ? "Slowest: " + t.slowest.stage + " (" + Number(t.slowest.took_ms).toFixed(3) + " ms), " + t.slowest.detail : ""),
+      h("table", { id: "trace" },
+        h("tr", {}, h("th", {}, "at"), h("th", {}, "took ms"), h("th", {}, "after"), h("th", {}, "stage"), h("th", {}, "what")),
+        t.stages.map((r) => h("tr", { "data-stage": r.stage, class: r.slowest ? "slowest" : "" },
+          h("td", { class: "muted" }, when(r.at)),
+          h("td", { class: "num" }, r.took_ms === null || r.took_ms === undefined ? "-" : Number(r.took_ms).toFixed(3)),
+          h("td", { class: "muted" }, r.after || ""),
+          h("td", {}, r.stage),
+          h("td", { class: "mono" }, r.position ? link("/event/" + r.position, r.detail) : r.detail,
+            r.slowest ? h("strong", {}, "  ← slowest") : "")))));
   });
 }
 
@@ -480,6 +507,7 @@ function viewSaga(id) {
         h("tr", {}, h("th", {}, "type"), h("td", {}, s.type)),
         h("tr", {}, h("th", {}, "state"), h("td", { class: "state-" + s.state, id: "saga-state" }, s.state)),
         h("tr", {}, h("th", {}, "correlation"), h("td", { class: "mono" }, s.correlation_id)),
+        h("tr", {}, h("th", {}, "trace"), h("td", {}, link("/trace/" + encodeURIComponent(id), "every stage of its command"))),
         h("tr", {}, h("th", {}, "stream"), h("td", { class: "mono" },
           link("/stream/" + encodeURIComponent("saga-" + id), "saga-" + id + " (version " + s.version + ")"))),
         h("tr", {}, h("th", {}, "pending work"), h("td", {}, w ?
@@ -551,6 +579,7 @@ const routes = [
   [/^\/streams$/, (m, p) => viewStreams(p)],
   [/^\/stream\/(.+)$/, (m, p) => viewStream(decodeURIComponent(m[1]), p)],
   [/^\/event\/(.+)$/, (m) => viewEvent(decodeURIComponent(m[1]))],
+  [/^\/trace\/(.+)$/, (m) => viewTrace(decodeURIComponent(m[1]))],
   [/^\/feed$/, (m, p) => viewFeed(p)],
   [/^\/sagas$/, (m, p) => viewSagas(p)],
   [/^\/saga\/(.+)$/, (m) => viewSaga(decodeURIComponent(m[1]))],

@@ -132,6 +132,17 @@ async function main() {
     check(/(closed|open)/.test(await text(page, "#saga-breakers")), "the saga page shows the gateways' breakers");
     await shot(page, "04-saga");
 
+    // the trace of that order, linked from its saga: every stage, as esctl trace shows
+    await page.click('a[href^="#/trace/"]');
+    await page.waitForSelector("#trace", { timeout: 30000 });
+    const stages = await page.$$eval("#trace tr[data-stage]", (trs) => trs.map((t) => t.dataset.stage));
+    for (const st of ["accepted", "committed", "published", "projected", "saga"])
+      check(stages.includes(st), "the order's trace lists its " + st + " stages");
+    check((await page.$$("#trace tr.slowest")).length === 1, "the trace marks its slowest stage");
+    const traceId = (await text(page, "h1")).replace(/^Trace\s+/, "").trim();
+    check(/^[0-9a-f]{32}$/.test(traceId), "the trace view names the trace id");
+    await shot(page, "04b-trace");
+
     // streams by category and prefix, a stream, an event by position
     await go(page, "/streams?category=saga&prefix=order", "#streams");
     check((await text(page, "#streams")).includes("saga-" + sagaId), "streams by category and prefix list the saga's stream");
@@ -142,6 +153,8 @@ async function main() {
     await go(page, "/event/" + pos, "#event");
     check((await text(page, "h1")).includes(pos), "a position opens its event");
     check((await text(page, "#event")).includes("saga-" + sagaId), "the event names its stream");
+    await go(page, "/trace/" + traceId, "#trace");
+    check((await page.$$("#trace tr[data-stage]")).length === stages.length, "a trace id opens the same trace");
     await shot(page, "06-event");
 
     // live feed: shows events as they commit, filtered, pausable
