@@ -228,6 +228,7 @@ up: deps
 	@scripts/admin_token.sh $(BUILD)
 	@scripts/daemons.sh start $(BUILD)
 	@scripts/demo.sh
+	@scripts/console_token.sh $(BUILD)
 
 down:
 	@scripts/daemons.sh stop 2>/dev/null || true
