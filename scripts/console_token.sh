@@ -24,9 +24,11 @@ if ! secret=$("$build/esctl" token create "$name" --scope admin --ttl "$ttl" 2>"
     exit 1
 fi
 rm -f "$ES_RUN_DIR/console_token.err"
+life="$((ttl / 3600)) h"
+((ttl >= 3600)) || life="$((ttl / 60)) min"
 cat <<TXT
 
 console: $url
   sign in with: $secret
-  (admin token "$name", expires in $((ttl / 3600)) h; end it sooner with: esctl token revoke $name)
+  (admin token "$name", expires in $life; end it sooner with: esctl token revoke $name)
 TXT
