@@ -38,6 +38,10 @@ bool console_route(const char *path);
  * streams, events, feed and traces), anything that acts needs admin. */
 const char *console_scope(const es_http_req *req);
 
+/* Closes the console's idle database connections; once the HTTP server
+ * has stopped. */
+void console_stop(void);
+
 /* Answers a request on a console path. */
 void console_handle(struct query_app *app, const es_http_req *req, es_http_res *res);
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "console.h"
 #include "env.h"
 #include "log.h"
 #include "query.h"
@@ -80,6 +81,7 @@ done:
     /* a console rebuild stops at its next batch: the process is stopping */
     es_daemon_quit();
     nats_used = rebuilds_stop();
+    console_stop();
     nats_used |= metrics_destroy(app.metrics);
     nats_used |= es_auth_enabled(app.auth) && strcmp(nats_url, "off") != 0;
     es_auth_stop(app.auth);

@@ -29,6 +29,7 @@
 #include <sys/time.h>
 
 #include "harness.h"
+#include <libpq-fe.h>
 #include "projections.h"
 #include "readmodel.h"
 
@@ -1168,6 +1169,22 @@ END_TEST
 
 /* ---- the operator console ------------------------------------------------- */
 
+/* POST body to path: the answer's JSON, which must have status expect. */
+static json_t *
+post_json(const char *path, const char *body, int expect)
+{
+    th_response r;
+    json_t *j;
+
+    th_http(query.port, "POST", path, NULL, body, &r);
+    ck_assert_msg(r.status == expect, "POST %s: %d, not %d: %s", path, r.status, expect,
+                  r.body ? r.body : "");
+    j = json_loads(r.body ? r.body : "", 0, NULL);
+    ck_assert_ptr_nonnull(j);
+    th_response_free(&r);
+    return j;
+}
+
 /* The status of one request to es-query (with the current token). */
 static int
 status_of(const char *method, const char *path, const char *body)
@@ -1265,6 +1282,30 @@ START_TEST(console_files_and_endpoints)
     ck_assert_ptr_nonnull(strstr(r.body, "\"replayed\":[]"));
     th_response_free(&r);
 
+    /* batch actions on sagas: the body is checked member by member */
+    j = post_json("/v1/console/sagas/batch", "{\"action\":\"delete\",\"saga_ids\":[\"a\"]}", 400);
+    ck_assert_str_eq(str(j, "error.field"), "action");
+    json_decref(j);
+    j = post_json("/v1/console/sagas/batch", "{\"action\":\"retry\",\"saga_ids\":[]}", 400);
+    ck_assert_str_eq(str(j, "error.field"), "saga_ids");
+    json_decref(j);
+    j = post_json("/v1/console/sagas/batch", "{\"action\":\"retry\",\"saga_ids\":[\"a\",\"a\"]}", 400);
+    ck_assert_str_eq(str(j, "error.field"), "saga_ids");
+    json_decref(j);
+    j = post_json("/v1/console/sagas/batch", "{\"action\":\"compensate\",\"saga_ids\":[\"a\"],"
+                  "\"reason\":7}", 400);
+    ck_assert_str_eq(str(j, "error.field"), "reason");
+    json_decref(j);
+    j = post_json("/v1/console/sagas/batch", "[1]", 400);
+    ck_assert_str_eq(str(j, "error.field"), "body");
+    json_decref(j);
+    j = post_json("/v1/console/sagas/batch", "{\"action\":\"retry\",\"saga_ids\":[\"nope-1\",\"nope-2\"]}",
+                  200);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "done")), 0);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "failed")), 2);
+    ck_assert_str_eq(str(j, "failed.0.error.code"), "saga_not_found");
+    json_decref(j);
+
     /* projection rebuilds: read with read:query, started by admin only */
     j = get("/v1/console/projections/users/rebuild", 200);
     ck_assert_str_eq(str(j, "state"), "none");
@@ -1292,6 +1333,59 @@ START_TEST(console_files_and_endpoints)
     ck_assert_str_eq(str(j, "error.code"), "trace_not_found");
     json_decref(j);
     ck_assert_int_eq(status_of("POST", "/v1/console/traces/nope", NULL), 405);
+
+    /* correlations: a page of the events sharing one id */
+    j = get("/v1/console/correlations/nobody-uses-this?limit=5", 200);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "events")), 0);
+    ck_assert(json_is_null(json_object_get(j, "next")));
+    json_decref(j);
+    j = get("/v1/console/correlations/x?limit=0", 400);
+    ck_assert_str_eq(str(j, "error.field"), "limit");
+    json_decref(j);
+    j = get("/v1/console/correlations/x?after=nowhere", 400);
+    ck_assert_str_eq(str(j, "error.field"), "after");
+    json_decref(j);
+    j = get("/v1/console/correlations/%FF", 400);
+    ck_assert_str_eq(str(j, "error.field"), "correlation_id");
+    json_decref(j);
+}
+END_TEST
+
+/* The connections of the tests' database whose last statement read the
+ * dead letters (the console's, es-query being the only reader here). */
+static long
+dead_letter_readers(void)
+{
+    PGconn *c = PQconnectdb(th_conninfo());
+    PGresult *r;
+    long n = -1;
+
+    ck_assert_int_eq(PQstatus(c), CONNECTION_OK);
+    r = PQexec(c, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                  "AND pid <> pg_backend_pid() AND query LIKE '%FROM es_saga_dead_letters%'");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK)
+        n = atol(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    PQfinish(c);
+    return n;
+}
+
+/* The console keeps a few connections for the next request instead of
+ * connecting per call: after many requests some are still open, idle,
+ * and there are never more than the pool's bound of them. */
+START_TEST(console_reuses_its_connections)
+{
+    json_t *j;
+    long n;
+
+    th_http_token(th_token());
+    for (int i = 0; i < 20; i++) {
+        j = get("/v1/console/dead-letters", 200);
+        json_decref(j);
+    }
+    n = dead_letter_readers();
+    ck_assert_int_ge(n, 1);
+    ck_assert_int_le(n, 4);
 }
 END_TEST
 
@@ -1339,6 +1433,7 @@ main(void)
     tcase_add_test(tc, pages_stay_whole_under_writes);
     tcase_add_test(tc, health_and_metrics);
     tcase_add_test(tc, console_files_and_endpoints);
+    tcase_add_test(tc, console_reuses_its_connections);
     tcase_add_test(tc, waits_hold_no_thread);
     tcase_add_test(tc, sigterm_answers_parked_waits);
     tcase_add_test(tc, redis_goes_away_and_comes_back);     /* last: it replaces Redis */

@@ -352,13 +352,41 @@ function viewEvent(key) {
         h("tr", {}, h("th", {}, "type"), h("td", {}, e.type)),
         h("tr", {}, h("th", {}, "event id"), h("td", { class: "mono" }, e.event_id)),
         h("tr", {}, h("th", {}, "recorded"), h("td", {}, when(e.recorded_at))),
-        h("tr", {}, h("th", {}, "correlation"), h("td", { class: "mono" }, l.correlation_id || "")),
+        h("tr", {}, h("th", {}, "correlation"), h("td", { class: "mono", id: "event-correlation" },
+          l.correlation_id ? link("/correlation/" + encodeURIComponent(l.correlation_id), l.correlation_id) : "")),
         h("tr", {}, h("th", {}, "trace"), h("td", { class: "mono", id: "event-trace" },
           e.metadata && e.metadata.trace_id ? link("/trace/" + e.metadata.trace_id, e.metadata.trace_id) : "none")),
         h("tr", {}, h("th", {}, "caused by"), h("td", { class: "mono" },
           l.causation ? link("/event/" + l.causation.position, l.causation.type + " in " + l.causation.stream)
                       : (l.causation_id || "")))),
       h("h2", {}, "data"), pretty(e.data), h("h2", {}, "metadata"), pretty(e.metadata));
+  });
+}
+
+/* ---- one correlation id ------------------------------------------------------------------ */
+
+/* The events that share a correlation id, in feed order, a page the
+ * server cuts at a time. */
+function viewCorrelation(id, params) {
+  const after = params.get("after") || "";
+  show(h("h1", {}, "Correlation ", h("code", {}, id)), h("p", { class: "muted" }, "Loading…"));
+  guarded(async () => {
+    const r = await api("/v1/console/correlations/" + encodeURIComponent(id) + q({ after, limit: 50 }));
+    show(h("h1", {}, "Correlation ", h("code", {}, id)),
+      h("p", { class: "muted" }, "The events whose metadata has this correlation_id, in feed order."),
+      h("table", { id: "correlated" },
+        h("tr", {}, h("th", {}, "position"), h("th", {}, "stream"), h("th", {}, "type"), h("th", {}, "recorded"),
+          h("th", {}, "caused by")),
+        r.events.map((e) => h("tr", { "data-position": e.position },
+          h("td", { class: "mono" }, link("/event/" + e.position, e.position)),
+          h("td", { class: "mono" }, link("/stream/" + encodeURIComponent(e.stream), e.stream + "@" + e.version)),
+          h("td", {}, e.type), h("td", { class: "muted" }, when(e.recorded_at)),
+          h("td", { class: "mono" }, e.metadata && e.metadata.causation_id ?
+            link("/event/" + encodeURIComponent(e.metadata.causation_id), e.metadata.causation_id) : "")))),
+      r.events.length === 0 ? h("p", { class: "muted" }, "No event on this page.") : null,
+      h("div", { class: "pager" },
+        after ? link("/correlation/" + encodeURIComponent(id), "« first page") : null,
+        r.next ? link("/correlation/" + encodeURIComponent(id) + q({ after: r.next }), "next page »") : null));
   });
 }
 
@@ -457,11 +485,45 @@ function viewSagas(params) {
     const r = await api("/v1/sagas" + q({ state, type, cursor, limit: 50 }));
     const cut = older ? Date.now() - Number(older) * 1000 : null;
     const list = r.sagas.filter((s) => !cut || new Date(s.started_at).getTime() <= cut);
+    const actable = (s) => me.admin && (s.state === "failed" || s.state === "running" || s.state === "compensating");
+    const picked = () => [...document.querySelectorAll("#sagas input.pick:checked")].map((c) => c.value);
+    const batch = (action) => async () => {
+      const ids = picked();
+      if (ids.length === 0) { flash("select sagas first", true); return; }
+      let reason = "";
+      if (action === "compensate") {
+        reason = window.prompt("Compensate " + ids.length + " sagas: why?", "");
+        if (reason === null) return;
+      }
+      const question = action === "retry" ? "Retry these " + ids.length + " sagas now?\n" + ids.join("\n")
+        : "Undo what these " + ids.length + " sagas did? This cannot be taken back.\n" + ids.join("\n");
+      if (!window.confirm(question)) return;
+      const res = await guarded(() => api("/v1/console/sagas/batch", { method: "POST",
+        body: { action, saga_ids: ids, reason } }));
+      if (!res) return;
+      route();
+      flash("batch " + action + ": " + res.done.length + " done, " + res.failed.length + " failed" +
+        (res.failed.length ? " (" + res.failed.map((f) => f.saga_id + ": " + f.error.message).join("; ") + ")" : ""),
+        res.failed.length > 0);
+    };
+    const all = h("input", { type: "checkbox", id: "pick-all", title: "select every saga of this page that can be acted on" });
+    all.addEventListener("change", () => {
+      for (const c of document.querySelectorAll("#sagas input.pick")) c.checked = all.checked;
+    });
+    const retryPicked = h("button", { type: "button", id: "batch-retry", disabled: !me.admin }, "Retry selected");
+    const compPicked = h("button", { type: "button", class: "danger", id: "batch-compensate", disabled: !me.admin },
+      "Compensate selected");
+    retryPicked.addEventListener("click", batch("retry"));
+    compPicked.addEventListener("click", batch("compensate"));
     show(h("h1", {}, "Sagas"), form,
+      me.admin ? h("p", { class: "batch" }, retryPicked, " ", compPicked,
+        h("span", { class: "muted" }, " the sagas ticked below, in one confirmed action")) : null,
       h("table", { id: "sagas" },
-        h("tr", {}, h("th", {}, "saga"), h("th", {}, "type"), h("th", {}, "state"), h("th", {}, "error"),
+        h("tr", {}, me.admin ? h("th", {}, all) : null, h("th", {}, "saga"), h("th", {}, "type"), h("th", {}, "state"), h("th", {}, "error"),
           h("th", {}, "started"), h("th", {}, "updated")),
         list.map((s) => h("tr", { "data-saga": s.saga_id },
+          me.admin ? h("td", {}, actable(s) ? h("input", { type: "checkbox", class: "pick", value: s.saga_id,
+                                                          "aria-label": "select " + s.saga_id }) : "") : null,
           h("td", { class: "mono" }, link("/saga/" + encodeURIComponent(s.saga_id), s.saga_id)),
           h("td", {}, s.type), h("td", { class: "state-" + s.state }, s.state),
           h("td", { class: "bad" }, s.error || ""),
@@ -580,6 +642,7 @@ const routes = [
   [/^\/stream\/(.+)$/, (m, p) => viewStream(decodeURIComponent(m[1]), p)],
   [/^\/event\/(.+)$/, (m) => viewEvent(decodeURIComponent(m[1]))],
   [/^\/trace\/(.+)$/, (m) => viewTrace(decodeURIComponent(m[1]))],
+  [/^\/correlation\/(.+)$/, (m, p) => viewCorrelation(decodeURIComponent(m[1]), p)],
   [/^\/feed$/, (m, p) => viewFeed(p)],
   [/^\/sagas$/, (m, p) => viewSagas(p)],
   [/^\/saga\/(.+)$/, (m) => viewSaga(decodeURIComponent(m[1]))],

@@ -153,6 +153,12 @@ async function main() {
     await go(page, "/event/" + pos, "#event");
     check((await text(page, "h1")).includes(pos), "a position opens its event");
     check((await text(page, "#event")).includes("saga-" + sagaId), "the event names its stream");
+    // its correlation id: every event that shares it, the event among them
+    await page.click("#event-correlation a");
+    await page.waitForSelector("#correlated", { timeout: 15000 });
+    check((await page.$$(`#correlated tr[data-position="${pos}"]`)).length === 1,
+          "the event's correlation lists the event");
+    await shot(page, "06b-correlation");
     await go(page, "/trace/" + traceId, "#trace");
     check((await page.$$("#trace tr[data-stage]")).length === stages.length, "a trace id opens the same trace");
     await shot(page, "06-event");
@@ -226,6 +232,45 @@ async function main() {
                 "the retry in the saga's timeline");
     check(true, "the retry is recorded in the saga's stream");
     await shot(page, "11-saga-retried");
+
+    // a batch action: tick failed sagas in the list, retry them in one confirmed action
+    await go(page, "/sagas?state=failed", "#sagas-empty, #sagas tr[data-saga]");
+    const ticks = await page.$$eval("#sagas input.pick", (cs) => cs.map((c) => c.value));
+    check(ticks.length >= 1, "failed sagas can be ticked for a batch action");
+    const chosen = ticks.slice(0, 2);
+    for (const id of chosen) await page.click(`#sagas input.pick[value="${id}"]`);
+    await page.click("#batch-retry");
+    await until(page, async (p) => (await text(p, "#flash")).includes("batch retry: " + chosen.length + " done, 0 failed"),
+                "the batch retry's answer");
+    check(true, "a batch retry of " + chosen.length + " failed sagas is confirmed and done");
+    await go(page, "/saga/" + encodeURIComponent(chosen[0]), "#timeline");
+    await until(page, async (p) => (await text(p, "#timeline")).includes("by an operator"),
+                "the batch retry in the saga's timeline");
+    check(true, "the batch retry is recorded in each saga's stream");
+    await shot(page, "12-sagas-batch");
+
+    // a whole dead-letter group replayed in one confirmed action: the group disappears
+    // (the sagas retried above fail again, as the injected failures say, and file new dead letters)
+    let groups = [];
+    await until(page, async (p) => {
+      await go(p, "/dead-letters", "#dl-open");
+      groups = await p.$$eval("section.group", (ss) => ss.map((g) => g.dataset.fingerprint));
+      return groups.length > 0;
+    }, "a dead-letter group to replay whole", 90000);
+    {
+      // (a saga that fails again may file a new dead letter of the same group: the replayed ids are what must go)
+      const fp = groups[0];
+      const ids = await page.$$eval(`section.group[data-fingerprint="${fp}"] tr[data-dead-letter]`,
+                                    (trs) => trs.map((t) => t.dataset.deadLetter));
+      await page.click(`section.group[data-fingerprint="${fp}"] button[data-fingerprint="${fp}"]`);
+      await until(page, async (p) => (await text(p, "#flash")).includes("done"), "the group replay's answer");
+      await until(page, async (p) => {
+        for (const id of ids) if ((await p.$(`tr[data-dead-letter="${id}"]`)) !== null) return false;
+        return true;
+      }, "the dead letters of group " + fp + " to disappear");
+      check(true, "a dead-letter group replayed whole: its " + ids.length + " dead letters disappear");
+      await shot(page, "13-dead-letter-group-replayed");
+    }
 
     // a read-only token shows, and cannot act
     await page.click("#signout");
