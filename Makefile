@@ -132,7 +132,10 @@ $(BUILD)/query/console_assets.o: $(BUILD)/query/console_assets.c query/console.h
 	@echo "  CC    $<"
 	@$(CC) $(CFLAGS) -Iquery -Ievents $(PKG_CFLAGS) -c $< -o $@
 
-$(QUERY_BIN): $(QUERY_OBJ) $(PROJ_OBJ) $(BUILD)/saga/saga.o $(LIB)
+# ... runs the console's projection rebuilds (projector/rebuild.c), and
+# shows a trace as esctl trace does (saga/stages.c, with the flow table).
+$(QUERY_BIN): $(QUERY_OBJ) $(PROJ_OBJ) $(BUILD)/projector/rebuild.o $(BUILD)/saga/saga.o \
+    $(BUILD)/saga/stages.o $(BUILD)/saga/flow.o $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
@@ -142,9 +145,11 @@ $(BUILD)/es-saga: $(BUILD)/saga/main.o $(SAGA_LIB_OBJ) $(LIB)
 
 # esctl runs the projector's rebuilds (rebuild.c) and reads and acts on
 # sagas through the saga module (saga/saga.c), the owner of their tables;
-# `esctl trace` finds a trigger's saga through the flow table (flow.c).
+# `esctl trace` collects a trace's stages with saga/stages.c, which finds
+# a trigger's saga through the flow table (flow.c).
 CLI_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard cli/*.c)) \
-             $(BUILD)/projector/rebuild.o $(BUILD)/saga/saga.o $(BUILD)/saga/flow.o
+             $(BUILD)/projector/rebuild.o $(BUILD)/saga/saga.o $(BUILD)/saga/flow.o \
+             $(BUILD)/saga/stages.o
 $(CLI): $(CLI_OBJ) $(PROJ_OBJ) $(LIB)
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
@@ -223,6 +228,7 @@ up: deps
 	@scripts/admin_token.sh $(BUILD)
 	@scripts/daemons.sh start $(BUILD)
 	@scripts/demo.sh
+	@scripts/console_token.sh $(BUILD)
 
 down:
 	@scripts/daemons.sh stop 2>/dev/null || true

@@ -447,3 +447,42 @@ es_audit_event_at(es_store *s, es_position pos, es_page **out, es_error *err)
     }
     return es__store_page(s, r, out, err);      /* the page owns r */
 }
+
+static const char correlated_sql[] =
+    "SELECT " ES__EVENT_COLUMNS " FROM es_events "
+    "WHERE metadata ->> 'correlation_id' = $1::text "
+    "AND (transaction_id, global_position) > ($2::xid8, $3::bigint) "
+    "ORDER BY metadata ->> 'correlation_id', transaction_id, global_position "
+    "LIMIT $4::bigint";
+
+es_status
+es_audit_correlated(es_store *s, const char *correlation_id, es_position after, size_t limit,
+                    es_page **out, es_error *err)
+{
+    char txid[24], gpos[24], lim[24];
+    const char *values[4] = {correlation_id, txid, gpos, lim};
+    PGconn *c;
+    PGresult *r;
+    es_status st;
+
+    *out = NULL;
+    if (correlation_id == NULL || correlation_id[0] == '\0' || !browse_text_ok(correlation_id))
+        return es_error_set(err, ES_EINVALID, "correlation_id_invalid", "correlation_id",
+                            "a correlation id is UTF-8 text of 1 to 200 bytes");
+    if (limit < 1 || limit > ES_AUDIT_STREAMS_MAX)
+        return es_error_set(err, ES_EINVALID, "limit_invalid", "limit",
+                            "a page of correlated events has 1 to %d events, not %zu",
+                            ES_AUDIT_STREAMS_MAX, limit);
+    if ((c = es__store_conn(s, err)) == NULL)
+        return err->status;
+    snprintf(txid, sizeof txid, "%" PRIu64, after.txid);
+    snprintf(gpos, sizeof gpos, "%" PRId64, after.gpos);
+    snprintf(lim, sizeof lim, "%zu", limit);
+    r = PQexecParams(c, correlated_sql, 4, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        st = es__store_failure(s, r, "read the events of a correlation id", err);
+        PQclear(r);
+        return st;
+    }
+    return es__store_page(s, r, out, err);      /* the page owns r */
+}

@@ -159,4 +159,16 @@ es_status es_audit_streams_list(es_store *s, const char *prefix, const char *aft
  * An index probe of the feed order's key. */
 es_status es_audit_event_at(es_store *s, es_position pos, es_page **out, es_error *err);
 
+/*
+ * Reads into *out (a new page, upcast) the events whose
+ * metadata.correlation_id is correlation_id, in feed order, after
+ * position after ({0, 0}: from the first), at most limit (1 ..
+ * ES_AUDIT_STREAMS_MAX).  One walk of the index es_events_correlation
+ * (migrations/007_correlation_index.sql) from after.  ES_EINVALID (field
+ * correlation_id or limit) for an id that is empty, not UTF-8 or longer
+ * than 200 bytes, or a limit out of range; *out NULL on failure.
+ */
+es_status es_audit_correlated(es_store *s, const char *correlation_id, es_position after,
+                              size_t limit, es_page **out, es_error *err);
+
 #endif

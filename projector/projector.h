@@ -36,6 +36,24 @@ typedef struct pj_rebuild_report {
  * ES_ECONFLICT when another rebuild of it runs. */
 es_status pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err);
 
+/* What a caller other than esctl gives a rebuild (es-query's console):
+ * the event store to read (NULL: es_pg_conninfo()), and a hook told each
+ * step instead of the lines on stderr: phase "replay" (done of total
+ * events of the stream; total 0 when NATS did not say), "handover",
+ * "follow" and "switched" (the new version is active).  The hook runs on
+ * the rebuild's thread and must not block. */
+typedef struct pj_rebuild_hooks {
+    const char *conninfo;
+    void (*progress)(void *ctx, const char *phase, const char *version, uint64_t done,
+                     uint64_t total);
+    void *ctx;
+} pj_rebuild_hooks;
+
+/* pj_rebuild with hooks (NULL: as pj_rebuild).  Rebuilds of different
+ * projections may run at once on different threads of one process. */
+es_status pj_rebuild_with(const char *name, bool dry_run, const pj_rebuild_hooks *hooks,
+                          pj_rebuild_report *rep, es_error *err);
+
 /* Replays the store's first upto events (0: all) into a new scratch
  * version of p, named in ver, with its checkpoint in *seq; the caller
  * deletes it (es_rm_drop_version).  Nobody reads a scratch version. */

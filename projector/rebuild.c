@@ -37,7 +37,18 @@ typedef struct progress {
     bool tty;
     double start, shown;
     uint64_t from, total;       /* total 0: unknown */
+    const pj_rebuild_hooks *hooks;  /* a caller of its own told instead of stderr */
+    const char *version;
 } progress;
+
+/* Tells the caller's hook, when there is one, where the rebuild is. */
+static void
+tell(const progress *pg, const char *phase, uint64_t done)
+{
+    if (pg->hooks && pg->hooks->progress)
+        pg->hooks->progress(pg->hooks->ctx, phase, pg->version ? pg->version : "", done,
+                            pg->total);
+}
 
 static void
 show(progress *pg, uint64_t done, bool last)
@@ -45,6 +56,10 @@ show(progress *pg, uint64_t done, bool last)
     double t = now_s(), el = t - pg->start, rate;
     uint64_t n = done - pg->from;
 
+    if (pg->hooks) {
+        tell(pg, "replay", done);
+        return;
+    }
     if (!last && t - pg->shown < (pg->tty ? 0.2 : 5.0))
         return;
     pg->shown = t;
@@ -69,9 +84,10 @@ show(progress *pg, uint64_t done, bool last)
         fputc('\n', stderr);
 }
 
-/* This process's token while it holds the rebuild lock (es_rm_lock_take),
- * "" otherwise. */
-static char lock_token[64];
+/* This thread's token while it holds the rebuild lock (es_rm_lock_take),
+ * "" otherwise: per thread, since es-query runs one rebuild per
+ * projection on threads of its own. */
+static _Thread_local char lock_token[64];
 
 /* Picks the version to build: the unfinished one, or a new number above
  * every version used so far (recorded as building unless it is a scratch
@@ -394,11 +410,18 @@ drop_retired(redisContext *rc, const char *name, es_error *err)
 es_status
 pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err)
 {
+    return pj_rebuild_with(name, dry_run, NULL, rep, err);
+}
+
+es_status
+pj_rebuild_with(const char *name, bool dry_run, const pj_rebuild_hooks *hooks,
+                pj_rebuild_report *rep, es_error *err)
+{
     const pj_projection *p = pj_find(name);
     es_store *store = NULL;
     redisContext *rc = NULL;
     es_jetstream nats = {0};
-    progress pg = {isatty(2) != 0, now_s(), now_s(), 0, 0};
+    progress pg = {hooks == NULL && isatty(2) != 0, now_s(), now_s(), 0, 0, hooks, rep->version};
     es_position head;
     char pos[ES_RM_POSITION_MAX] = "";
     uint64_t seq = 0, replayed_from;
@@ -415,7 +438,9 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
         return es_error_set(err, ES_ENOTFOUND, "unknown_projection", "name",
                             "there is no projection \"%s\"", name);
     snprintf(token, sizeof token, "%d-%ld", (int)getpid(), (long)time(NULL));
-    if (es_store_create(&store, es_pg_conninfo(), err) != ES_OK || (rc = es_rm_connect(err)) == NULL ||
+    if (es_store_create(&store, hooks && hooks->conninfo ? hooks->conninfo : es_pg_conninfo(),
+                        err) != ES_OK ||
+        (rc = es_rm_connect(err)) == NULL ||
         pj_parks_load(store, name, &parks, &nparks, err) != ES_OK)
         goto fail;
     if (!dry_run) {
@@ -451,8 +476,10 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
             goto fail;
         goto done;
     }
+    tell(&pg, "handover", seq);
     if (check_handover(&nats, rc, name, seq, pos, err) != ES_OK)
         goto fail;
+    tell(&pg, "follow", seq);
     if (follow_and_switch(&nats, rc, p, &parks, rep->version, &seq, &switched, &torn, err) !=
         ES_OK)
         goto fail;
@@ -460,6 +487,7 @@ pj_rebuild(const char *name, bool dry_run, pj_rebuild_report *rep, es_error *err
         goto interrupted;
     rep->seq = seq;
     es_log(ES_LOG_INFO, "version %s of %s is active at event %" PRIu64, rep->version, name, seq);
+    tell(&pg, "switched", seq);
     /* the grace is for readers of the retired version: Ctrl-C does not cut it */
     usleep((useconds_t)atoi(es_env_str("ES_REBUILD_GRACE_MS", "2000")) * 1000);
     if (drop_retired(rc, name, err) != ES_OK)
@@ -504,7 +532,7 @@ es_status
 pj_scratch(es_store *store, redisContext *rc, const pj_projection *p, uint64_t upto, char *ver,
            size_t size, uint64_t *seq, es_error *err)
 {
-    progress pg = {false, now_s(), now_s() + 1e9, 0, 0};   /* silent */
+    progress pg = {false, now_s(), now_s() + 1e9, 0, 0, NULL, NULL};   /* silent */
     es_position head = {UINT64_MAX, INT64_MAX};
     char pos[ES_RM_POSITION_MAX] = "";
     bool resumed, torn = false;

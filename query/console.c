@@ -8,10 +8,10 @@
  * (dead-letter groups, counts), so the page works the same with 100,000
  * sagas and 10 million events.
  *
- * Each request that needs the database opens its own connection to
- * ES_CONSOLE_PG_CONNINFO and closes it at the end: the console is an
- * operator's page, a few requests a second, and a connection per request
- * keeps the handlers free of per-thread state.
+ * Requests that need the database take their connections to
+ * ES_CONSOLE_PG_CONNINFO from a small pool of idle ones (db_open) and give
+ * them back at the end (db_close), so a busy page does not connect per
+ * call and the handlers keep no per-thread state.
  */
 #include "console.h"
 #include "console_args.h"
@@ -21,6 +21,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,9 @@
 #include "query.h"
 #include "read.h"
 #include "readmodel.h"
+#include "rebuilds.h"
 #include "saga.h"
+#include "stages.h"
 #include "store.h"
 
 #define PAGE_MAX 500            /* events or streams of one page at most */
@@ -123,13 +126,28 @@ page_json(const es_page *p)
 
 /* ---- the database ------------------------------------------------------ */
 
+/*
+ * The console's connections (ES_CONSOLE_PG_CONNINFO) are kept for the next
+ * request in a small pool: up to POOL_IDLE_MAX idle pairs of an es_store
+ * and, once a saga endpoint needed one, a PGconn.  db_open takes the
+ * newest idle pair or connects; db_close gives the pair back when it is
+ * healthy and idle (no transaction open) and the pool has room, and
+ * closes it otherwise, so at most POOL_IDLE_MAX connections outlive their
+ * request however busy the page.  console_stop closes the idle ones.
+ */
+#define POOL_IDLE_MAX 4
+
 typedef struct db {
     PGconn *pg;
     es_store *store;
 } db;
 
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static db pool[POOL_IDLE_MAX];
+static size_t pool_n;
+
 static void
-db_close(db *d)
+db_free(db *d)
 {
     es_store_close(d->store);
     if (d->pg)
@@ -138,8 +156,41 @@ db_close(db *d)
     d->pg = NULL;
 }
 
-/* Opens the console's connections (pg too when with_pg); false with res
- * set to 503 when the database is not configured or does not answer. */
+/* Gives d's connections back to the pool, or closes them. */
+static void
+db_close(db *d)
+{
+    bool keep = d->store != NULL &&
+                (d->pg == NULL ||
+                 (PQstatus(d->pg) == CONNECTION_OK &&
+                  PQtransactionStatus(d->pg) == PQTRANS_IDLE));
+
+    if (keep) {
+        pthread_mutex_lock(&pool_mu);
+        if (pool_n < POOL_IDLE_MAX)
+            pool[pool_n++] = *d;
+        else
+            keep = false;
+        pthread_mutex_unlock(&pool_mu);
+    }
+    if (!keep)
+        db_free(d);
+    d->store = NULL;
+    d->pg = NULL;
+}
+
+void
+console_stop(void)
+{
+    pthread_mutex_lock(&pool_mu);
+    while (pool_n > 0)
+        db_free(&pool[--pool_n]);
+    pthread_mutex_unlock(&pool_mu);
+}
+
+/* Takes the console's connections, from the pool or new (pg too when
+ * with_pg); false with res set to 503 when the database is not
+ * configured or does not answer. */
 static bool
 db_open(db *d, bool with_pg, es_http_res *res)
 {
@@ -154,19 +205,29 @@ db_open(db *d, bool with_pg, es_http_res *res)
                           "ES_CONSOLE_PG_CONNINFO");
         return false;
     }
-    if (es_store_create(&d->store, conninfo, &err) != ES_OK) {
-        es_http_res_from_error(res, &err);
-        return false;
+    pthread_mutex_lock(&pool_mu);
+    if (pool_n > 0)
+        *d = pool[--pool_n];
+    pthread_mutex_unlock(&pool_mu);
+    if (d->pg != NULL && PQstatus(d->pg) != CONNECTION_OK) {
+        PQfinish(d->pg);
+        d->pg = NULL;
     }
-    es_store_set_read_budget(d->store, es_store_read_budget_configured());
-    if (with_pg) {
+    if (d->store == NULL) {
+        if (es_store_create(&d->store, conninfo, &err) != ES_OK) {
+            es_http_res_from_error(res, &err);
+            return false;
+        }
+        es_store_set_read_budget(d->store, es_store_read_budget_configured());
+    }
+    if (with_pg && d->pg == NULL) {
         d->pg = es_pg_connect(conninfo, false);
         if (PQstatus(d->pg) != CONNECTION_OK) {
             char why[200];
 
             snprintf(why, sizeof why, "%s", PQerrorMessage(d->pg));
             why[strcspn(why, "\n")] = '\0';
-            db_close(d);
+            db_free(d);
             es_http_res_error(res, 503, "postgres_unavailable", NULL, NULL,
                               "PostgreSQL does not answer: %s", why);
             return false;
@@ -552,6 +613,13 @@ overview(query_app *app, const es_http_req *req, es_http_res *res)
                 }
             }
         }
+        {
+            /* a rebuild started from the console, running or the last one */
+            json_t *job = rebuilds_status(name);
+
+            if (job)
+                json_object_set_new(p, "console_rebuild", job);
+        }
         json_array_append_new(projs, p);
     }
     json_decref(pj);
@@ -916,6 +984,53 @@ saga_act(const es_http_req *req, es_http_res *res, const char *saga_id, bool com
     db_close(&d);
 }
 
+/* POST /v1/console/sagas/batch {"action", "saga_ids", "reason"?}: esctl
+ * saga retry|compensate of each named saga, in order, on one connection;
+ * one saga's failure does not stop the others. */
+static void
+sagas_batch(const es_http_req *req, es_http_res *res)
+{
+    json_t *root = NULL, *done = json_array(), *failed = json_array();
+    console_batch b;
+    const char *field = NULL;
+    char msg[200], why[400];
+    sg_saga_op op;
+    db d;
+    es_error err;
+    size_t i;
+
+    if (!console_batch_parse(req->body, req->body_len, &root, &b, &field, msg, sizeof msg)) {
+        es_http_res_error(res, 400, "invalid_field", field, NULL, "%s", msg);
+        goto out;
+    }
+    snprintf(why, sizeof why, "%.200s (console, %s)",
+             b.reason && b.reason[0] ? b.reason : "no reason given",
+             req->principal[0] ? req->principal : "access control off");
+    if (!db_open(&d, true, res))
+        goto out;
+    for (i = 0; i < b.nids; i++) {
+        es_status st = b.compensate ? sg_saga_compensate(d.pg, d.store, b.ids[i], why, &op, &err)
+                                    : sg_saga_retry(d.pg, d.store, b.ids[i], &op, &err);
+
+        if (st == ES_OK)
+            json_array_append_new(done, op_json(&op));
+        else
+            json_array_append_new(failed, json_pack("{s:s, s:o}", "saga_id", b.ids[i], "error",
+                                                    es_error_to_json(&err)));
+    }
+    db_close(&d);
+    es_log(ES_LOG_INFO, "console: %s %s %zu of %zu sagas in one batch",
+           req->principal[0] ? req->principal : "-", b.compensate ? "compensated" : "retried",
+           json_array_size(done), b.nids);
+    es_http_res_json(res, 200, json_pack("{s:s, s:O, s:O}", "action",
+                                         b.compensate ? "compensate" : "retry", "done", done,
+                                         "failed", failed));
+out:
+    json_decref(root);
+    json_decref(done);
+    json_decref(failed);
+}
+
 /* ---- dead letters ---------------------------------------------------------------- */
 
 static const char *
@@ -1062,6 +1177,136 @@ out:
     json_decref(failed);
 }
 
+/* ---- correlations --------------------------------------------------------------- */
+
+/* GET /v1/console/correlations/{id}?after=P&limit=N: the events that
+ * share a correlation id, in feed order, a page at a time
+ * (es_audit_correlated); next is the after of the next page, or null. */
+static void
+correlated(const es_http_req *req, es_http_res *res, const char *id)
+{
+    const char *after;
+    char next[ES_POSITION_TEXT_MAX];
+    es_position from = {0, 0};
+    long long limit;
+    es_page *p = NULL;
+    db d;
+    es_error err;
+
+    if (!text_arg(req, res, "after", 60, &after) ||
+        !count_arg(req, res, "limit", 1, PAGE_MAX, 50, &limit))
+        return;
+    if (after && after[0] && !es_position_parse(after, &from)) {
+        invalid(res, "after", "after must be a position (<txid>-<gpos>)");
+        return;
+    }
+    if (!db_open(&d, false, res))
+        return;
+    if (es_audit_correlated(d.store, id, from, (size_t)limit, &p, &err) != ES_OK) {
+        es_http_res_from_error(res, &err);
+    } else {
+        bool more = p->count == (size_t)limit;
+
+        if (more)
+            es_position_format(p->events[p->count - 1].position, next);
+        es_http_res_json(res, 200, json_pack("{s:s, s:o, s:s?}", "correlation_id", id, "events",
+                                             page_json(p), "next", more ? next : NULL));
+        es_page_destroy(p);
+    }
+    db_close(&d);
+}
+
+/* ---- traces ------------------------------------------------------------------------ */
+
+/* GET /v1/console/traces/{trace-id | order-id | saga-id}: esctl trace
+ * --json's document (saga/stages.c). */
+static void
+trace_show(es_http_res *res, const char *key)
+{
+    json_t *doc = NULL;
+    db d;
+    es_error err;
+
+    if (key[0] == '\0' || strlen(key) > 200) {
+        invalid(res, "trace", "a trace is named by its trace id, an order or user id or a saga id "
+                              "of 1 to 200 bytes");
+        return;
+    }
+    if (!db_open(&d, false, res))
+        return;
+    if (sg_stages_collect(d.store, key, &doc, &err) != ES_OK)
+        es_http_res_from_error(res, &err);
+    else
+        es_http_res_json(res, 200, doc);
+    db_close(&d);
+}
+
+/* ---- projection rebuilds ---------------------------------------------------------- */
+
+/* GET /v1/console/projections/{name}/rebuild: the console's rebuild of
+ * name in this process (rebuilds.h; state "none" when there was none),
+ * with the read model's active version and, while any rebuild (esctl's
+ * too) writes one, the building version and its checkpoint. */
+static void
+rebuild_get(es_http_res *res, const char *name)
+{
+    versions vs = {.name = name};
+    es_error err;
+    json_t *o;
+
+    if (pj_find(name) == NULL) {
+        es_http_res_error(res, 404, "unknown_projection", "name", NULL,
+                          "there is no projection \"%.100s\"", name);
+        return;
+    }
+    o = rebuilds_status(name);
+    if (o == NULL)
+        o = json_pack("{s:s, s:s, s:f}", "projection", name, "state", "none", "progress", 0.0);
+    if (read_run(versions_on, &vs, &err) == ES_OK) {
+        json_object_set_new(o, "active_version", json_string(vs.st.active));
+        if (vs.st.building[0])
+            json_object_set_new(o, "building",
+                                json_pack("{s:s, s:I}", "version", vs.st.building, "checkpoint",
+                                          (json_int_t)vs.building_seq));
+    }
+    es_http_res_json(res, 200, o);
+}
+
+/* POST /v1/console/projections/{name}/rebuild (admin; no body or {}):
+ * starts the rebuild esctl projection rebuild runs, on a thread of
+ * es-query, reading the store as the console does (esctl's role).
+ * 202 with the status rebuild_get shows; 409 rebuild_running. */
+static void
+rebuild_post(const es_http_req *req, es_http_res *res, const char *name)
+{
+    const char *conninfo = getenv("ES_CONSOLE_PG_CONNINFO");
+    json_t *body = NULL;
+    es_error err;
+
+    if (req->body_len > 0 &&
+        es_json_parse_object(req->body, req->body_len, &body, &err) != ES_OK) {
+        es_http_res_from_error(res, &err);
+        return;
+    }
+    json_decref(body);
+    if (pj_find(name) == NULL) {
+        es_http_res_error(res, 404, "unknown_projection", "name", NULL,
+                          "there is no projection \"%.100s\"", name);
+        return;
+    }
+    if (conninfo == NULL || conninfo[0] == '\0') {
+        es_http_res_error(res, 503, "console_unavailable", NULL, NULL,
+                          "the console has no database connection: es-query runs without "
+                          "ES_CONSOLE_PG_CONNINFO");
+        return;
+    }
+    if (rebuilds_start(name, conninfo, req->principal, &err) != ES_OK) {
+        es_http_res_from_error(res, &err);
+        return;
+    }
+    es_http_res_json(res, 202, rebuilds_status(name));
+}
+
 /* ---- routing ------------------------------------------------------------------------ */
 
 bool
@@ -1081,7 +1326,8 @@ console_scope(const es_http_req *req)
     if (strcmp(req->method, "GET") != 0)
         return "admin";
     if (starts(rest, "streams", NULL) || starts(rest, "events", NULL) ||
-        strcmp(rest, "feed") == 0)
+        strcmp(rest, "feed") == 0 || starts(rest, "traces/", NULL) ||
+        starts(rest, "correlations/", NULL))
         return "read:streams";
     return "read:query";
 }
@@ -1142,6 +1388,25 @@ console_handle(query_app *app, const es_http_req *req, es_http_res *res)
                console_id_verb(rest, "replay", id, sizeof id)) {
         if (method(req, res, "POST"))
             dead_letters_replay(req, res, id);
+    } else if (starts(rest, "correlations/", &rest)) {
+        if (method(req, res, "GET"))
+            correlated(req, res, rest);
+    } else if (starts(rest, "traces/", &rest)) {
+        if (method(req, res, "GET"))
+            trace_show(res, rest);
+    } else if (starts(rest, "projections/", &rest) &&
+               console_id_verb(rest, "rebuild", id, sizeof id)) {
+        if (strcmp(req->method, "POST") == 0) {
+            rebuild_post(req, res, id);
+        } else if (strcmp(req->method, "GET") == 0) {
+            rebuild_get(res, id);
+        } else {
+            es_http_res_header(res, "Allow", "GET, POST");
+            es_http_res_error(res, 405, "method_not_allowed", NULL, NULL,
+                              "%s %s is not allowed; use GET or POST", req->method, req->path);
+        }
+    } else if (strcmp(rest, "sagas/batch") == 0 && strcmp(req->method, "POST") == 0) {
+        sagas_batch(req, res);
     } else if (starts(rest, "sagas/", &rest)) {
         if (console_id_verb(rest, "retry", id, sizeof id)) {
             if (method(req, res, "POST"))

@@ -35,8 +35,12 @@ bool console_route(const char *path);
 
 /* The scope req needs (NULL: public), for routes_guard: the static files
  * are public, GETs need read:query (read:streams for the store's
- * streams, events and feed), anything that acts needs admin. */
+ * streams, events, feed and traces), anything that acts needs admin. */
 const char *console_scope(const es_http_req *req);
+
+/* Closes the console's idle database connections; once the HTTP server
+ * has stopped. */
+void console_stop(void);
 
 /* Answers a request on a console path. */
 void console_handle(struct query_app *app, const es_http_req *req, es_http_res *res);

@@ -10,10 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "console.h"
 #include "env.h"
 #include "log.h"
 #include "query.h"
 #include "read.h"
+#include "rebuilds.h"
 
 int
 main(void)
@@ -76,7 +78,11 @@ done:
     watch_cancel(app.watch);
     es_http_stop(srv);
     watch_stop(app.watch);
-    nats_used = metrics_destroy(app.metrics);
+    /* a console rebuild stops at its next batch: the process is stopping */
+    es_daemon_quit();
+    nats_used = rebuilds_stop();
+    console_stop();
+    nats_used |= metrics_destroy(app.metrics);
     nats_used |= es_auth_enabled(app.auth) && strcmp(nats_url, "off") != 0;
     es_auth_stop(app.auth);
     if (nats_used)

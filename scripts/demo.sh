@@ -80,7 +80,7 @@ up: everything answers.
   command API   $base  (shared/API.md; try:
                 curl -s -H "Authorization: Bearer \$(cat .run/admin.token)" '$base/v1/feed?limit=5')
   query API     $qbase  (try the same with $qbase/v1/dashboard)
-  console       $qbase/console/  sign in with the admin token: cat ${ES_RUN_DIR:-.run}/admin.token
+  console       $qbase/console/  (make up prints a token to sign in with below)
   health        /healthz /readyz /metrics on each: command $port, query $qport,
                 relay ${ES_RELAY_PORT:-8082}, projector ${ES_PROJECTOR_PORT:-8083}, saga ${ES_SAGA_PORT:-8084}
   operator CLI  build/plain/esctl --help (man -l docs/esctl.1), for instance:

@@ -740,6 +740,61 @@ START_TEST(reads_the_event_at_a_position)
 }
 END_TEST
 
+/* The events of one correlation id, in feed order, a page at a time;
+ * another correlation's events and bad arguments stay out. */
+START_TEST(reads_the_events_of_a_correlation_in_pages)
+{
+    es_store *s = open_store();
+    char cat[64], corr[64], other[80], meta[200], meta_other[200], stream[128];
+    es_new_event e = {NULL, "Happened", 1, "{}", meta};
+    es_new_event o = {NULL, "Other", 1, "{}", meta_other};
+    es_append_req req = {stream, ES_EXPECT_ANY, &e, 1};
+    es_append_req req_o = {stream, ES_EXPECT_ANY, &o, 1};
+    es_append_result res;
+    es_position from = {0, 0};
+    es_page *p = NULL;
+    es_error err;
+    int seen = 0;
+
+    category(cat, sizeof cat, "corr");
+    th_unique(corr, sizeof corr, "corr");
+    snprintf(other, sizeof other, "%s-other", corr);
+    snprintf(meta, sizeof meta, "{\"correlation_id\": \"%s\"}", corr);
+    snprintf(meta_other, sizeof meta_other, "{\"correlation_id\": \"%s\"}", other);
+    for (int i = 0; i < 5; i++) {
+        snprintf(stream, sizeof stream, "%s-%d", cat, i);
+        es_store_append(s, &req, &res);
+        ck_assert_msg(res.status == ES_OK, "%s", res.err.message);
+        es_store_append(s, &req_o, &res);
+        ck_assert_msg(res.status == ES_OK, "%s", res.err.message);
+    }
+    for (int page = 0; page < 3; page++) {
+        ck_assert_msg(es_audit_correlated(s, corr, from, 2, &p, &err) == ES_OK, "%s",
+                      err.message);
+        ck_assert_uint_eq(p->count, page < 2 ? 2 : 1);
+        for (size_t i = 0; i < p->count; i++, seen++) {
+            snprintf(stream, sizeof stream, "%s-%d", cat, seen);
+            ck_assert_str_eq(p->events[i].stream_id, stream);
+            ck_assert_str_eq(p->events[i].type, "Happened");
+            ck_assert_int_gt(es_position_cmp(p->events[i].position, from), 0);
+            from = p->events[i].position;
+        }
+        es_page_destroy(p);
+    }
+    ck_assert_int_eq(seen, 5);
+    ck_assert_int_eq(es_audit_correlated(s, corr, from, 2, &p, &err), ES_OK);
+    ck_assert_uint_eq(p->count, 0);
+    es_page_destroy(p);
+    ck_assert_int_eq(es_audit_correlated(s, "", from, 2, &p, &err), ES_EINVALID);
+    ck_assert_ptr_null(p);
+    ck_assert_str_eq(err.field, "correlation_id");
+    ck_assert_int_eq(es_audit_correlated(s, "\xff", from, 2, &p, &err), ES_EINVALID);
+    ck_assert_int_eq(es_audit_correlated(s, corr, from, 0, &p, &err), ES_EINVALID);
+    ck_assert_str_eq(err.field, "limit");
+    es_store_close(s);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -761,6 +816,7 @@ main(void)
     tcase_add_test(tc, lists_the_streams_of_a_prefix_in_pages);
     tcase_add_test(tc, refuses_malformed_listings);
     tcase_add_test(tc, reads_the_event_at_a_position);
+    tcase_add_test(tc, reads_the_events_of_a_correlation_in_pages);
     suite_add_tcase(s, tc);
     rc = th_run(s);
     th_db_drop(dbname);

@@ -29,6 +29,7 @@
 #include <sys/time.h>
 
 #include "harness.h"
+#include <libpq-fe.h>
 #include "projections.h"
 #include "readmodel.h"
 
@@ -1168,6 +1169,35 @@ END_TEST
 
 /* ---- the operator console ------------------------------------------------- */
 
+/* POST body to path: the answer's JSON, which must have status expect. */
+static json_t *
+post_json(const char *path, const char *body, int expect)
+{
+    th_response r;
+    json_t *j;
+
+    th_http(query.port, "POST", path, NULL, body, &r);
+    ck_assert_msg(r.status == expect, "POST %s: %d, not %d: %s", path, r.status, expect,
+                  r.body ? r.body : "");
+    j = json_loads(r.body ? r.body : "", 0, NULL);
+    ck_assert_ptr_nonnull(j);
+    th_response_free(&r);
+    return j;
+}
+
+/* The status of one request to es-query (with the current token). */
+static int
+status_of(const char *method, const char *path, const char *body)
+{
+    th_response r;
+    int st;
+
+    th_http(query.port, method, path, NULL, body, &r);
+    st = r.status;
+    th_response_free(&r);
+    return st;
+}
+
 /* The console's files are public, typed and under a same-origin policy;
  * its endpoints need a token, check their parameters and answer pages. */
 START_TEST(console_files_and_endpoints)
@@ -1195,16 +1225,10 @@ START_TEST(console_files_and_endpoints)
     ck_assert_int_eq(r.status, 308);
     ck_assert_str_eq(th_header(&r, "Location", h, sizeof h), "/console/");
     th_response_free(&r);
-    th_http(query.port, "GET", "/console/../etc/passwd", NULL, NULL, &r);
-    ck_assert_int_eq(r.status, 404);
-    th_response_free(&r);
+    ck_assert_int_eq(status_of("GET", "/console/../etc/passwd", NULL), 404);
     /* the data is not public */
-    th_http(query.port, "GET", "/v1/console/overview", NULL, NULL, &r);
-    ck_assert_int_eq(r.status, 401);
-    th_response_free(&r);
-    th_http(query.port, "POST", "/v1/console/dead-letters/1/replay", NULL, "{}", &r);
-    ck_assert_int_eq(r.status, 401);
-    th_response_free(&r);
+    ck_assert_int_eq(status_of("GET", "/v1/console/overview", NULL), 401);
+    ck_assert_int_eq(status_of("POST", "/v1/console/dead-letters/1/replay", "{}"), 401);
     th_http_token(th_token());
 
     j = get("/v1/console/overview", 200);
@@ -1247,26 +1271,121 @@ START_TEST(console_files_and_endpoints)
     j = get("/v1/console/nothing", 404);
     json_decref(j);
 
-    th_http(query.port, "POST", "/v1/console/sagas/nope/retry", NULL, "{}", &r);
-    ck_assert_int_eq(r.status, 404);
-    th_response_free(&r);
-    th_http(query.port, "POST", "/v1/console/sagas/nope/compensate", NULL, "[1]", &r);
-    ck_assert_int_eq(r.status, 400);
-    th_response_free(&r);
-    th_http(query.port, "POST", "/v1/console/dead-letters/12x/replay", NULL, NULL, &r);
-    ck_assert_int_eq(r.status, 400);
-    th_response_free(&r);
-    th_http(query.port, "POST", "/v1/console/dead-letters/999999/replay", NULL, NULL, &r);
-    ck_assert_int_eq(r.status, 404);
-    th_response_free(&r);
-    th_http(query.port, "POST", "/v1/console/dead-letters/replay", NULL, "{\"fingerprint\":1}", &r);
-    ck_assert_int_eq(r.status, 400);
-    th_response_free(&r);
+    ck_assert_int_eq(status_of("POST", "/v1/console/sagas/nope/retry", "{}"), 404);
+    ck_assert_int_eq(status_of("POST", "/v1/console/sagas/nope/compensate", "[1]"), 400);
+    ck_assert_int_eq(status_of("POST", "/v1/console/dead-letters/12x/replay", NULL), 400);
+    ck_assert_int_eq(status_of("POST", "/v1/console/dead-letters/999999/replay", NULL), 404);
+    ck_assert_int_eq(status_of("POST", "/v1/console/dead-letters/replay", "{\"fingerprint\":1}"), 400);
     th_http(query.port, "POST", "/v1/console/dead-letters/replay", NULL,
             "{\"fingerprint\":\"0123456789abcdef\"}", &r);
     ck_assert_int_eq(r.status, 200);
     ck_assert_ptr_nonnull(strstr(r.body, "\"replayed\":[]"));
     th_response_free(&r);
+
+    /* batch actions on sagas: the body is checked member by member */
+    j = post_json("/v1/console/sagas/batch", "{\"action\":\"delete\",\"saga_ids\":[\"a\"]}", 400);
+    ck_assert_str_eq(str(j, "error.field"), "action");
+    json_decref(j);
+    j = post_json("/v1/console/sagas/batch", "{\"action\":\"retry\",\"saga_ids\":[]}", 400);
+    ck_assert_str_eq(str(j, "error.field"), "saga_ids");
+    json_decref(j);
+    j = post_json("/v1/console/sagas/batch", "{\"action\":\"retry\",\"saga_ids\":[\"a\",\"a\"]}", 400);
+    ck_assert_str_eq(str(j, "error.field"), "saga_ids");
+    json_decref(j);
+    j = post_json("/v1/console/sagas/batch", "{\"action\":\"compensate\",\"saga_ids\":[\"a\"],"
+                  "\"reason\":7}", 400);
+    ck_assert_str_eq(str(j, "error.field"), "reason");
+    json_decref(j);
+    j = post_json("/v1/console/sagas/batch", "[1]", 400);
+    ck_assert_str_eq(str(j, "error.field"), "body");
+    json_decref(j);
+    j = post_json("/v1/console/sagas/batch", "{\"action\":\"retry\",\"saga_ids\":[\"nope-1\",\"nope-2\"]}",
+                  200);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "done")), 0);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "failed")), 2);
+    ck_assert_str_eq(str(j, "failed.0.error.code"), "saga_not_found");
+    json_decref(j);
+
+    /* projection rebuilds: read with read:query, started by admin only */
+    j = get("/v1/console/projections/users/rebuild", 200);
+    ck_assert_str_eq(str(j, "state"), "none");
+    ck_assert(json_is_string(json_object_get(j, "active_version")));
+    json_decref(j);
+    j = get("/v1/console/projections/nope/rebuild", 404);
+    ck_assert_str_eq(str(j, "error.code"), "unknown_projection");
+    ck_assert_str_eq(str(j, "error.field"), "name");
+    json_decref(j);
+    ck_assert_int_eq(status_of("POST", "/v1/console/projections/nope/rebuild", NULL), 404);
+    ck_assert_int_eq(status_of("POST", "/v1/console/projections/users/rebuild", "[1]"), 400);
+    th_http(query.port, "DELETE", "/v1/console/projections/users/rebuild", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 405);
+    ck_assert_str_eq(th_header(&r, "Allow", h, sizeof h), "GET, POST");
+    th_response_free(&r);
+    th_http_token(NULL);
+    ck_assert_int_eq(status_of("POST", "/v1/console/projections/users/rebuild", NULL), 401);
+    th_http_token(th_token());
+
+    /* traces: esctl trace's document; nothing known of an id is a 404 */
+    j = get("/v1/console/traces/nope", 404);
+    ck_assert_str_eq(str(j, "error.code"), "trace_not_found");
+    json_decref(j);
+    j = get("/v1/console/traces/0123456789abcdef0123456789abcdef", 404);
+    ck_assert_str_eq(str(j, "error.code"), "trace_not_found");
+    json_decref(j);
+    ck_assert_int_eq(status_of("POST", "/v1/console/traces/nope", NULL), 405);
+
+    /* correlations: a page of the events sharing one id */
+    j = get("/v1/console/correlations/nobody-uses-this?limit=5", 200);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "events")), 0);
+    ck_assert(json_is_null(json_object_get(j, "next")));
+    json_decref(j);
+    j = get("/v1/console/correlations/x?limit=0", 400);
+    ck_assert_str_eq(str(j, "error.field"), "limit");
+    json_decref(j);
+    j = get("/v1/console/correlations/x?after=nowhere", 400);
+    ck_assert_str_eq(str(j, "error.field"), "after");
+    json_decref(j);
+    j = get("/v1/console/correlations/%FF", 400);
+    ck_assert_str_eq(str(j, "error.field"), "correlation_id");
+    json_decref(j);
+}
+END_TEST
+
+/* The connections of the tests' database whose last statement read the
+ * dead letters (the console's, es-query being the only reader here). */
+static long
+dead_letter_readers(void)
+{
+    PGconn *c = PQconnectdb(th_conninfo());
+    PGresult *r;
+    long n = -1;
+
+    ck_assert_int_eq(PQstatus(c), CONNECTION_OK);
+    r = PQexec(c, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                  "AND pid <> pg_backend_pid() AND query LIKE '%FROM es_saga_dead_letters%'");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK)
+        n = atol(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    PQfinish(c);
+    return n;
+}
+
+/* The console keeps a few connections for the next request instead of
+ * connecting per call: after many requests some are still open, idle,
+ * and there are never more than the pool's bound of them. */
+START_TEST(console_reuses_its_connections)
+{
+    json_t *j;
+    long n;
+
+    th_http_token(th_token());
+    for (int i = 0; i < 20; i++) {
+        j = get("/v1/console/dead-letters", 200);
+        json_decref(j);
+    }
+    n = dead_letter_readers();
+    ck_assert_int_ge(n, 1);
+    ck_assert_int_le(n, 4);
 }
 END_TEST
 
@@ -1314,6 +1433,7 @@ main(void)
     tcase_add_test(tc, pages_stay_whole_under_writes);
     tcase_add_test(tc, health_and_metrics);
     tcase_add_test(tc, console_files_and_endpoints);
+    tcase_add_test(tc, console_reuses_its_connections);
     tcase_add_test(tc, waits_hold_no_thread);
     tcase_add_test(tc, sigterm_answers_parked_waits);
     tcase_add_test(tc, redis_goes_away_and_comes_back);     /* last: it replaces Redis */

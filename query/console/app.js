@@ -208,7 +208,7 @@ function projectionTable(list, detail) {
     h("tr", {}, h("th", {}, "projection"), h("th", {}, "state"), h("th", {}, "version"),
       h("th", {}, "checkpoint"), h("th", {}, "position"), h("th", {}, "lag (events)"),
       h("th", {}, "lag (s)"), h("th", {}, "parked"), detail ? h("th", {}, "rebuild") : null,
-      detail ? h("th", {}, "stop reason") : null),
+      detail ? h("th", {}, "stop reason") : null, detail ? h("th", {}, "rebuild from the console") : null),
     list.map((p) => h("tr", { "data-projection": p.name },
       h("td", {}, p.name),
       h("td", { class: p.state === "stopped" ? "bad" : "ok" }, p.state || "?"),
@@ -219,7 +219,36 @@ function projectionTable(list, detail) {
       h("td", { class: "num" }, p.lag_seconds !== undefined ? Number(p.lag_seconds).toFixed(2) : "?"),
       h("td", { class: "num" + (p.parked ? " warn" : "") }, p.parked ?? ""),
       detail ? h("td", {}, p.rebuild ? rebuildCell(p.rebuild) : h("span", { class: "muted" }, "none")) : null,
-      detail ? h("td", { class: "bad" }, p.reason || "") : null)));
+      detail ? h("td", { class: "bad" }, p.reason || "") : null,
+      detail ? h("td", {}, consoleRebuild(p)) : null)));
+}
+
+/* The console's own rebuild of p (admin): a button that asks first, and
+ * the last such rebuild's state and progress (GET .../rebuild's fields,
+ * carried by the overview as console_rebuild). */
+function consoleRebuild(p) {
+  const r = p.console_rebuild;
+  const running = r && r.state === "running";
+  const b = h("button", { type: "button", class: "danger", "data-rebuild": p.name,
+                          disabled: !me.admin || running }, "Rebuild");
+  b.addEventListener("click", async () => {
+    if (await act("start of the rebuild of " + p.name,
+                  "/v1/console/projections/" + encodeURIComponent(p.name) + "/rebuild", {},
+                  "Rebuild projection " + p.name + " into a new version? Queries keep reading " +
+                  "the current one until the new one has caught up."))
+      route();
+  });
+  if (!r) return h("div", {}, b);
+  const pct = Math.floor((r.progress || 0) * 100);
+  const fill = h("span", {});
+  fill.style.width = pct + "%";
+  const what = r.state === "failed" ? "failed: " + ((r.error && r.error.message) || "?")
+    : r.state + (r.state === "running" ? " (" + r.phase + ")" : "") + ", " + pct + " %" +
+      (r.version ? ", version " + r.version : "") + ", " + r.done + "/" + (r.total || "?") + " events";
+  return h("div", {}, b,
+    h("div", { class: "rebuild console-rebuild", "data-state": r.state, "data-progress": pct },
+      h("div", { class: "bar" }, fill),
+      h("span", { class: r.state === "failed" ? "bad" : "" }, what), " by " + r.by));
 }
 
 /* A rebuild esctl is running: its version and how far it has got. */
@@ -242,10 +271,11 @@ function viewProjections() {
     if (!o || mine !== generation) return;
     show(h("h1", {}, "Projections"),
       h("p", { class: "muted" }, "Versions, checkpoints (feed sequence), lag behind the JetStream stream " +
-        "and parked events, as the projector and es-query report them, every 2 s. A rebuild runs " +
-        "from esctl (esctl projection rebuild NAME); the version it writes and its progress show here as it goes."),
+        "and parked events, as the projector and es-query report them, every second. A rebuild builds " +
+        "a new version beside the active one and switches to it once caught up: started here (admin) " +
+        "it runs inside es-query; started by esctl projection rebuild NAME, its version and progress show too."),
       projectionTable(o.projections || [], true));
-  }, 2000);
+  }, 1000);
 }
 
 /* ---- streams --------------------------------------------------------------------------- */
@@ -322,11 +352,66 @@ function viewEvent(key) {
         h("tr", {}, h("th", {}, "type"), h("td", {}, e.type)),
         h("tr", {}, h("th", {}, "event id"), h("td", { class: "mono" }, e.event_id)),
         h("tr", {}, h("th", {}, "recorded"), h("td", {}, when(e.recorded_at))),
-        h("tr", {}, h("th", {}, "correlation"), h("td", { class: "mono" }, l.correlation_id || "")),
+        h("tr", {}, h("th", {}, "correlation"), h("td", { class: "mono", id: "event-correlation" },
+          l.correlation_id ? link("/correlation/" + encodeURIComponent(l.correlation_id), l.correlation_id) : "")),
+        h("tr", {}, h("th", {}, "trace"), h("td", { class: "mono", id: "event-trace" },
+          e.metadata && e.metadata.trace_id ? link("/trace/" + e.metadata.trace_id, e.metadata.trace_id) : "none")),
         h("tr", {}, h("th", {}, "caused by"), h("td", { class: "mono" },
           l.causation ? link("/event/" + l.causation.position, l.causation.type + " in " + l.causation.stream)
                       : (l.causation_id || "")))),
       h("h2", {}, "data"), pretty(e.data), h("h2", {}, "metadata"), pretty(e.metadata));
+  });
+}
+
+/* ---- one correlation id ------------------------------------------------------------------ */
+
+/* The events that share a correlation id, in feed order, a page the
+ * server cuts at a time. */
+function viewCorrelation(id, params) {
+  const after = params.get("after") || "";
+  show(h("h1", {}, "Correlation ", h("code", {}, id)), h("p", { class: "muted" }, "Loading…"));
+  guarded(async () => {
+    const r = await api("/v1/console/correlations/" + encodeURIComponent(id) + q({ after, limit: 50 }));
+    show(h("h1", {}, "Correlation ", h("code", {}, id)),
+      h("p", { class: "muted" }, "The events whose metadata has this correlation_id, in feed order."),
+      h("table", { id: "correlated" },
+        h("tr", {}, h("th", {}, "position"), h("th", {}, "stream"), h("th", {}, "type"), h("th", {}, "recorded"),
+          h("th", {}, "caused by")),
+        r.events.map((e) => h("tr", { "data-position": e.position },
+          h("td", { class: "mono" }, link("/event/" + e.position, e.position)),
+          h("td", { class: "mono" }, link("/stream/" + encodeURIComponent(e.stream), e.stream + "@" + e.version)),
+          h("td", {}, e.type), h("td", { class: "muted" }, when(e.recorded_at)),
+          h("td", { class: "mono" }, e.metadata && e.metadata.causation_id ?
+            link("/event/" + encodeURIComponent(e.metadata.causation_id), e.metadata.causation_id) : "")))),
+      r.events.length === 0 ? h("p", { class: "muted" }, "No event on this page.") : null,
+      h("div", { class: "pager" },
+        after ? link("/correlation/" + encodeURIComponent(id), "« first page") : null,
+        r.next ? link("/correlation/" + encodeURIComponent(id) + q({ after: r.next }), "next page »") : null));
+  });
+}
+
+/* ---- one trace --------------------------------------------------------------------------- */
+
+/* Every stage of one command's trace (esctl trace): key is a trace id,
+ * an order or user id, or a saga id. */
+function viewTrace(key) {
+  show(h("h1", {}, "Trace ", h("code", {}, key)), h("p", { class: "muted" }, "Loading…"));
+  guarded(async () => {
+    const t = await api("/v1/console/traces/" + encodeURIComponent(key));
+    show(h("h1", {}, "Trace ", h("code", {}, t.trace_id)),
+      h("p", {}, t.saga_id ? ["saga ", link("/saga/" + encodeURIComponent(t.saga_id), t.saga_id), ". "] : "",
+        t.recorded ? "" : h("span", { class: "muted" }, "No record of the projector (expired, or not projected yet): " +
+          "published and projected stages unknown. "),
+        t.slowest ? "Slowest: " + t.slowest.stage + " (" + Number(t.slowest.took_ms).toFixed(3) + " ms), " + t.slowest.detail : ""),
+      h("table", { id: "trace" },
+        h("tr", {}, h("th", {}, "at"), h("th", {}, "took ms"), h("th", {}, "after"), h("th", {}, "stage"), h("th", {}, "what")),
+        t.stages.map((r) => h("tr", { "data-stage": r.stage, class: r.slowest ? "slowest" : "" },
+          h("td", { class: "muted" }, when(r.at)),
+          h("td", { class: "num" }, r.took_ms === null || r.took_ms === undefined ? "-" : Number(r.took_ms).toFixed(3)),
+          h("td", { class: "muted" }, r.after || ""),
+          h("td", {}, r.stage),
+          h("td", { class: "mono" }, r.position ? link("/event/" + r.position, r.detail) : r.detail,
+            r.slowest ? h("strong", {}, "  ← slowest") : "")))));
   });
 }
 
@@ -400,11 +485,45 @@ function viewSagas(params) {
     const r = await api("/v1/sagas" + q({ state, type, cursor, limit: 50 }));
     const cut = older ? Date.now() - Number(older) * 1000 : null;
     const list = r.sagas.filter((s) => !cut || new Date(s.started_at).getTime() <= cut);
+    const actable = (s) => me.admin && (s.state === "failed" || s.state === "running" || s.state === "compensating");
+    const picked = () => [...document.querySelectorAll("#sagas input.pick:checked")].map((c) => c.value);
+    const batch = (action) => async () => {
+      const ids = picked();
+      if (ids.length === 0) { flash("select sagas first", true); return; }
+      let reason = "";
+      if (action === "compensate") {
+        reason = window.prompt("Compensate " + ids.length + " sagas: why?", "");
+        if (reason === null) return;
+      }
+      const question = action === "retry" ? "Retry these " + ids.length + " sagas now?\n" + ids.join("\n")
+        : "Undo what these " + ids.length + " sagas did? This cannot be taken back.\n" + ids.join("\n");
+      if (!window.confirm(question)) return;
+      const res = await guarded(() => api("/v1/console/sagas/batch", { method: "POST",
+        body: { action, saga_ids: ids, reason } }));
+      if (!res) return;
+      route();
+      flash("batch " + action + ": " + res.done.length + " done, " + res.failed.length + " failed" +
+        (res.failed.length ? " (" + res.failed.map((f) => f.saga_id + ": " + f.error.message).join("; ") + ")" : ""),
+        res.failed.length > 0);
+    };
+    const all = h("input", { type: "checkbox", id: "pick-all", title: "select every saga of this page that can be acted on" });
+    all.addEventListener("change", () => {
+      for (const c of document.querySelectorAll("#sagas input.pick")) c.checked = all.checked;
+    });
+    const retryPicked = h("button", { type: "button", id: "batch-retry", disabled: !me.admin }, "Retry selected");
+    const compPicked = h("button", { type: "button", class: "danger", id: "batch-compensate", disabled: !me.admin },
+      "Compensate selected");
+    retryPicked.addEventListener("click", batch("retry"));
+    compPicked.addEventListener("click", batch("compensate"));
     show(h("h1", {}, "Sagas"), form,
+      me.admin ? h("p", { class: "batch" }, retryPicked, " ", compPicked,
+        h("span", { class: "muted" }, " the sagas ticked below, in one confirmed action")) : null,
       h("table", { id: "sagas" },
-        h("tr", {}, h("th", {}, "saga"), h("th", {}, "type"), h("th", {}, "state"), h("th", {}, "error"),
+        h("tr", {}, me.admin ? h("th", {}, all) : null, h("th", {}, "saga"), h("th", {}, "type"), h("th", {}, "state"), h("th", {}, "error"),
           h("th", {}, "started"), h("th", {}, "updated")),
         list.map((s) => h("tr", { "data-saga": s.saga_id },
+          me.admin ? h("td", {}, actable(s) ? h("input", { type: "checkbox", class: "pick", value: s.saga_id,
+                                                          "aria-label": "select " + s.saga_id }) : "") : null,
           h("td", { class: "mono" }, link("/saga/" + encodeURIComponent(s.saga_id), s.saga_id)),
           h("td", {}, s.type), h("td", { class: "state-" + s.state }, s.state),
           h("td", { class: "bad" }, s.error || ""),
@@ -450,6 +569,7 @@ function viewSaga(id) {
         h("tr", {}, h("th", {}, "type"), h("td", {}, s.type)),
         h("tr", {}, h("th", {}, "state"), h("td", { class: "state-" + s.state, id: "saga-state" }, s.state)),
         h("tr", {}, h("th", {}, "correlation"), h("td", { class: "mono" }, s.correlation_id)),
+        h("tr", {}, h("th", {}, "trace"), h("td", {}, link("/trace/" + encodeURIComponent(id), "every stage of its command"))),
         h("tr", {}, h("th", {}, "stream"), h("td", { class: "mono" },
           link("/stream/" + encodeURIComponent("saga-" + id), "saga-" + id + " (version " + s.version + ")"))),
         h("tr", {}, h("th", {}, "pending work"), h("td", {}, w ?
@@ -521,6 +641,8 @@ const routes = [
   [/^\/streams$/, (m, p) => viewStreams(p)],
   [/^\/stream\/(.+)$/, (m, p) => viewStream(decodeURIComponent(m[1]), p)],
   [/^\/event\/(.+)$/, (m) => viewEvent(decodeURIComponent(m[1]))],
+  [/^\/trace\/(.+)$/, (m) => viewTrace(decodeURIComponent(m[1]))],
+  [/^\/correlation\/(.+)$/, (m, p) => viewCorrelation(decodeURIComponent(m[1]), p)],
   [/^\/feed$/, (m, p) => viewFeed(p)],
   [/^\/sagas$/, (m, p) => viewSagas(p)],
   [/^\/saga\/(.+)$/, (m) => viewSaga(decodeURIComponent(m[1]))],

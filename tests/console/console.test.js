@@ -132,6 +132,17 @@ async function main() {
     check(/(closed|open)/.test(await text(page, "#saga-breakers")), "the saga page shows the gateways' breakers");
     await shot(page, "04-saga");
 
+    // the trace of that order, linked from its saga: every stage, as esctl trace shows
+    await page.click('a[href^="#/trace/"]');
+    await page.waitForSelector("#trace", { timeout: 30000 });
+    const stages = await page.$$eval("#trace tr[data-stage]", (trs) => trs.map((t) => t.dataset.stage));
+    for (const st of ["accepted", "committed", "published", "projected", "saga"])
+      check(stages.includes(st), "the order's trace lists its " + st + " stages");
+    check((await page.$$("#trace tr.slowest")).length === 1, "the trace marks its slowest stage");
+    const traceId = (await text(page, "h1")).replace(/^Trace\s+/, "").trim();
+    check(/^[0-9a-f]{32}$/.test(traceId), "the trace view names the trace id");
+    await shot(page, "04b-trace");
+
     // streams by category and prefix, a stream, an event by position
     await go(page, "/streams?category=saga&prefix=order", "#streams");
     check((await text(page, "#streams")).includes("saga-" + sagaId), "streams by category and prefix list the saga's stream");
@@ -142,6 +153,14 @@ async function main() {
     await go(page, "/event/" + pos, "#event");
     check((await text(page, "h1")).includes(pos), "a position opens its event");
     check((await text(page, "#event")).includes("saga-" + sagaId), "the event names its stream");
+    // its correlation id: every event that shares it, the event among them
+    await page.click("#event-correlation a");
+    await page.waitForSelector("#correlated", { timeout: 15000 });
+    check((await page.$$(`#correlated tr[data-position="${pos}"]`)).length === 1,
+          "the event's correlation lists the event");
+    await shot(page, "06b-correlation");
+    await go(page, "/trace/" + traceId, "#trace");
+    check((await page.$$("#trace tr[data-stage]")).length === stages.length, "a trace id opens the same trace");
     await shot(page, "06-event");
 
     // live feed: shows events as they commit, filtered, pausable
@@ -184,6 +203,24 @@ async function main() {
     check(true, "the projections view shows the rebuilt version");
     await shot(page, "10-projections");
 
+    // a rebuild started from the console (confirmed), its progress live up to 100 %
+    const rebuildOf = 'tr[data-projection="accounts"]';
+    const accountsBefore = Number(await page.$eval(rebuildOf + " td.version", (td) => td.textContent));
+    // (the view redraws every second: a click from inside the page cannot hit a replaced button)
+    await page.evaluate(() => document.querySelector('button[data-rebuild="accounts"]').click());
+    await until(page, async (p) => (await text(p, "#flash")).includes("rebuild of accounts done"),
+                "the rebuild's start");
+    check(true, "a rebuild starts from the console after a confirmation");
+    await until(page, async (p) => (await p.$(rebuildOf + ' .console-rebuild[data-state="done"]')) !== null,
+                "the console's rebuild of accounts to finish", 60000);
+    check(await page.$eval(rebuildOf + " .console-rebuild", (d) => d.dataset.progress) === "100",
+          "the console's rebuild reaches 100 %");
+    check((await text(page, rebuildOf + " .console-rebuild")).includes("100 %"), "its progress says 100 %");
+    await until(page, async (p) => Number(await p.$eval(rebuildOf + " td.version", (td) => td.textContent)) > accountsBefore,
+                "the rebuilt accounts version to be active");
+    check(true, "the console's rebuilt version is active");
+    await shot(page, "10b-projection-rebuilt");
+
     // a saga action: retry a failed saga (confirmed), recorded in its stream
     await go(page, "/sagas?state=failed", "#sagas-empty, #sagas tr[data-saga]");
     const other = await page.$$eval("#sagas tr[data-saga]", (trs) => trs.map((t) => t.dataset.saga));
@@ -196,6 +233,57 @@ async function main() {
                 "the retry in the saga's timeline");
     check(true, "the retry is recorded in the saga's stream");
     await shot(page, "11-saga-retried");
+
+    // a batch action: tick failed sagas in the list, retry them in one confirmed action
+    await go(page, "/sagas?state=failed", "#sagas-empty, #sagas tr[data-saga]");
+    const ticks = await page.$$eval("#sagas input.pick", (cs) => cs.map((c) => c.value));
+    check(ticks.length >= 1, "failed sagas can be ticked for a batch action");
+    const chosen = ticks.slice(0, 2);
+    for (const id of chosen) await page.click(`#sagas input.pick[value="${id}"]`);
+    await page.click("#batch-retry");
+    await until(page, async (p) => (await text(p, "#flash")).includes("batch retry: " + chosen.length + " done, 0 failed"),
+                "the batch retry's answer");
+    check(true, "a batch retry of " + chosen.length + " failed sagas is confirmed and done");
+    await go(page, "/saga/" + encodeURIComponent(chosen[0]), "#timeline");
+    await until(page, async (p) => (await text(p, "#timeline")).includes("by an operator"),
+                "the batch retry in the saga's timeline");
+    check(true, "the batch retry is recorded in each saga's stream");
+    await shot(page, "12-sagas-batch");
+
+    // a whole dead-letter group replayed in one confirmed action: the group disappears
+    // two new orders of the customer who deposited above, on the demo's stock: the injected
+    // failures (shipment, then the refund) end each saga failed with a dead letter of one group
+    const origin = new URL(base).origin;
+    const stock = await (await fetch(origin + "/v1/console/streams?category=stock&limit=1",
+                                     { headers: { Authorization: "Bearer " + token } })).json();
+    check(stock.streams.length === 1, "the demo's stock is listed");
+    const sku = stock.streams[0].stream.slice("stock-".length);
+    for (let i = 0; i < 2; i++) {
+      const o = await fetch(commandUrl + "/v1/orders", {
+        method: "POST", headers: { Authorization: "Bearer " + token, "Content-Type": "application/json" },
+        body: JSON.stringify({ customer_id: customer, items: [{ sku, quantity: 1, unit_price: 100 }] }) });
+      check(o.status >= 200 && o.status < 300, "an order to fail is accepted (" + o.status + ")");
+    }
+    let groups = [];
+    await until(page, async (p) => {
+      await go(p, "/dead-letters", "#dl-open");
+      groups = await p.$$eval("section.group", (ss) => ss.map((g) => g.dataset.fingerprint));
+      return groups.length > 0;
+    }, "a dead-letter group to replay whole", 90000);
+    {
+      // (a saga that fails again may file a new dead letter of the same group: the replayed ids are what must go)
+      const fp = groups[0];
+      const ids = await page.$$eval(`section.group[data-fingerprint="${fp}"] tr[data-dead-letter]`,
+                                    (trs) => trs.map((t) => t.dataset.deadLetter));
+      await page.click(`section.group[data-fingerprint="${fp}"] button[data-fingerprint="${fp}"]`);
+      await until(page, async (p) => (await text(p, "#flash")).includes("done"), "the group replay's answer");
+      await until(page, async (p) => {
+        for (const id of ids) if ((await p.$(`tr[data-dead-letter="${id}"]`)) !== null) return false;
+        return true;
+      }, "the dead letters of group " + fp + " to disappear");
+      check(true, "a dead-letter group replayed whole: its " + ids.length + " dead letters disappear");
+      await shot(page, "13-dead-letter-group-replayed");
+    }
 
     // a read-only token shows, and cannot act
     await page.click("#signout");

@@ -6,12 +6,15 @@
  * hold for any input: a count accepted is in range and prints back as
  * the input (less leading zeros); an id and verb split rejoin into the
  * input; a fingerprint is 16 hex digits and does not change when a run of
- * digits in the reason changes.
+ * digits in the reason changes; a batch body accepted names 1 to 100
+ * distinct ids of 1 to 200 bytes.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "console_args.h"
 
@@ -45,6 +48,29 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         snprintf(back, sizeof back, "%s/retry", id);
         if (id[0] == '\0' || strcmp(back, s) != 0)
             abort();
+    }
+
+    {
+        /* the batch body: accepted, every id is 1 to 200 bytes and distinct */
+        console_batch b;
+        const char *field = NULL;
+        char msg[200];
+        json_t *root = NULL;
+
+        if (console_batch_parse((const char *)data, size, &root, &b, &field, msg, sizeof msg)) {
+            if (b.nids < 1 || b.nids > CONSOLE_BATCH_MAX)
+                abort();
+            for (i = 0; i < b.nids; i++) {
+                if (strlen(b.ids[i]) < 1 || strlen(b.ids[i]) > 200)
+                    abort();
+                for (size_t k = 0; k < i; k++)
+                    if (strcmp(b.ids[i], b.ids[k]) == 0)
+                        abort();
+            }
+        } else if (field == NULL) {
+            abort();
+        }
+        json_decref(root);
     }
 
     console_fingerprint("order", NULL, s, fp);
