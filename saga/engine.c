@@ -352,12 +352,13 @@ hold(sg_worker *w, es_error *err)
     give_back(w);
     if (st == ES_OK && held)
         w->held_until = t0 / 1000000 + lease;
+    else if (st == ES_OK)
+        w->lost = true;     /* under the lock: the heartbeat reads it */
     pthread_mutex_unlock(&w->mu);
     timed(w, SG_PH_RENEW, t0);
     if (st != ES_OK)
         return st;
     if (!held) {
-        w->lost = true;
         atomic_fetch_add(&w->counters->claims_lost, 1);
         return es_error_set(err, ES_ECONFLICT, "claim_lost", NULL,
                             "the claim on %s ran out and another worker took it", w->saga_id);
