@@ -139,6 +139,7 @@ const es_schema es_schemas[] = {
     {"saga", "SagaStarted", 1, "es-saga", saga_started},
     {"saga", "SagaStateChanged", 1, "es-saga", saga_state},
     {"saga", "SagaReplayed", 1, "esctl saga retry", saga_replayed},
+    {"saga", "SagaTakenOver", 1, "es-saga", saga_replayed},
     {"saga", "SagaStepStarted", 1, "es-saga", saga_step},
     {"saga", "SagaStepSucceeded", 1, "es-saga", saga_step},
     {"saga", "SagaStepFailed", 1, "es-saga", saga_step},

@@ -28,10 +28,6 @@
 #include "uuid.h"
 
 #define ACTIONS_MAX 64              /* per claim, then the row is released */
-/* What a claim must still hold beyond a call's own bound: the time to
- * record the call's outcome (at least CLAIM_MARGIN_MIN_MS, else a third
- * of the lease). */
-#define CLAIM_MARGIN_MIN_MS 1000
 #define UNDO_TIMEOUT_MS 5000        /* a compensation's answer */
 
 enum { S_NONE, S_RUNNING, S_OK, S_RETRY, S_FAILED };
@@ -322,43 +318,124 @@ emit(sg_worker *w, saga *s, const char *type, json_t *data, es_error *err)
 }
 
 /*
- * Makes sure the worker's claim on the saga holds for bound_ms more and
- * the time to record what happens in them: if the claim may end sooner
- * (counted from before it was last made or renewed, on this process's
- * monotonic clock), it is renewed, fenced by its token.  Nothing is
- * recorded or sent without it, so once another worker has claimed the
- * saga (the claim ran out) this one neither records nor sends again:
- * ES_ECONFLICT (claim_lost) with w->lost set.
+ * Makes sure the worker's claim on the saga still holds for a while (a
+ * quarter of the lease: the time to record or send one thing) before
+ * anything is recorded or sent.  The heartbeat (sg_heartbeat) renews the
+ * claim every third of the lease while the saga runs, its command or
+ * gateway call included, so this is a check on this process's monotonic
+ * clock; only when the heartbeat fell behind (or found the claim gone) is
+ * the claim renewed here, fenced by its token.  Once another worker has
+ * claimed the saga (the claim ran out: this process died or stalled for
+ * longer than the lease) this one neither records nor sends again:
+ * ES_ECONFLICT (claim_lost) with w->lost set.  Appends are fenced besides
+ * by the successor's SagaTakenOver (run_claimed()).
  */
 static es_status
-hold(sg_worker *w, int64_t bound_ms, es_error *err)
+hold(sg_worker *w, es_error *err)
 {
-    int64_t margin = w->cfg->lease_ms / 3 > CLAIM_MARGIN_MIN_MS ? w->cfg->lease_ms / 3
-                                                                : CLAIM_MARGIN_MIN_MS;
-    int64_t need = bound_ms + margin, t0 = mono_ns();
+    int64_t t0 = mono_ns(), lease = w->cfg->lease_ms;
     es_status st;
     bool held;
 
     if (w->lost)
         return es_error_set(err, ES_ECONFLICT, "claim_lost", NULL,
                             "the claim on %s is another worker's now", w->saga_id);
-    if (w->saga_id == NULL || t0 / 1000000 + need <= w->held_until)
+    if (w->saga_id == NULL)
         return ES_OK;
+    pthread_mutex_lock(&w->mu);
+    if (t0 / 1000000 + lease / 4 <= w->held_until) {
+        pthread_mutex_unlock(&w->mu);
+        return ES_OK;
+    }
     borrow(w);
-    st = sg_work_renew(w->pg, w->saga_id, w->claim, sizeof w->claim, need + w->cfg->lease_ms,
-                       &held, err);
+    st = sg_work_renew(w->pg, w->saga_id, w->claim, sizeof w->claim, lease, &held, err);
     give_back(w);
+    if (st == ES_OK && held)
+        w->held_until = t0 / 1000000 + lease;
+    else if (st == ES_OK)
+        w->lost = true;     /* under the lock: the heartbeat reads it */
+    pthread_mutex_unlock(&w->mu);
     timed(w, SG_PH_RENEW, t0);
     if (st != ES_OK)
         return st;
     if (!held) {
-        w->lost = true;
         atomic_fetch_add(&w->counters->claims_lost, 1);
         return es_error_set(err, ES_ECONFLICT, "claim_lost", NULL,
                             "the claim on %s ran out and another worker took it", w->saga_id);
     }
-    w->held_until = t0 / 1000000 + need + w->cfg->lease_ms;
     return ES_OK;
+}
+
+void
+sg_worker_init(sg_worker *w, sg_config *cfg, sg_pool *pool)
+{
+    memset(w, 0, sizeof *w);
+    w->cfg = cfg;
+    w->counters = cfg;
+    w->pool = pool;
+    pthread_mutex_init(&w->mu, NULL);
+}
+
+void
+sg_worker_destroy(sg_worker *w)
+{
+    pthread_mutex_destroy(&w->mu);
+}
+
+es_status
+sg_heartbeat(sg_worker *ws, size_t n, es_error *err)
+{
+    sg_worker **mine = calloc(n ? n : 1, sizeof *mine);
+    const char **ids = calloc(n ? n : 1, sizeof *ids);
+    char (*claims)[SG_CLAIM_MAX] = calloc(n ? n : 1, sizeof *claims);
+    bool *held = calloc(n ? n : 1, sizeof *held);
+    size_t i, k = 0;
+    es_status st = ES_OK;
+    sg_conn *c;
+    int64_t t0;
+
+    if (mine == NULL || ids == NULL || claims == NULL || held == NULL) {
+        st = es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+        goto done;
+    }
+    if (n == 0)
+        goto done;
+    /* the connection first: a worker holding its lock may be waiting for
+     * one, and is skipped rather than waited for */
+    c = sg_pool_take(ws[0].pool);
+    for (i = 0; i < n; i++) {
+        if (pthread_mutex_trylock(&ws[i].mu) != 0)
+            continue;
+        if (ws[i].saga_id == NULL || ws[i].lost) {
+            pthread_mutex_unlock(&ws[i].mu);
+            continue;
+        }
+        mine[k] = &ws[i];
+        ids[k] = ws[i].saga_id;
+        snprintf(claims[k], SG_CLAIM_MAX, "%s", ws[i].claim);
+        k++;
+    }
+    t0 = mono_ns();
+    if (k > 0) {
+        st = sg_work_renew_many(c->pg, k, ids, claims, ws[0].cfg->lease_ms, held, err);
+        atomic_fetch_add(&ws[0].counters->heartbeats, 1);
+    }
+    for (i = 0; i < k; i++) {
+        if (st == ES_OK && held[i]) {
+            snprintf(mine[i]->claim, sizeof mine[i]->claim, "%s", claims[i]);
+            mine[i]->held_until = t0 / 1000000 + ws[0].cfg->lease_ms;
+        } else if (st == ES_OK) {
+            mine[i]->held_until = 0;    /* gone: its next hold() finds out */
+        }
+        pthread_mutex_unlock(&mine[i]->mu);
+    }
+    sg_pool_give(ws[0].pool, c);
+done:
+    free(mine);
+    free(ids);
+    free(claims);
+    free(held);
+    return st;
 }
 
 /* Writes the decided events with the stream's exact expected version,
@@ -376,7 +453,7 @@ flush(sg_worker *w, saga *s, es_error *err)
     es_status st = ES_OK;
     int64_t t0;
 
-    if (hold(w, 0, err) != ES_OK)
+    if (hold(w, err) != ES_OK)
         return err->status;
     if (n == 0)
         return ES_OK;
@@ -421,14 +498,15 @@ done:
     return st;
 }
 
-/* flush(), then makes sure the claim holds for a call of bound_ms: run
- * before anything leaves the process. */
+/* flush(), then makes sure the claim still holds (the append may have
+ * taken a while): run before anything leaves the process.  The heartbeat
+ * keeps the claim while the call runs, however long it takes. */
 static es_status
-flush_for(sg_worker *w, saga *s, int64_t bound_ms, es_error *err)
+flush_for(sg_worker *w, saga *s, es_error *err)
 {
     if (flush(w, s, err) != ES_OK)
         return err->status;
-    return hold(w, bound_ms, err);
+    return hold(w, err);
 }
 
 /* ---- commands --------------------------------------------------------- */
@@ -598,8 +676,7 @@ run_attempt(sg_worker *w, saga *s, int i, es_error *err)
         bool sent;
 
         /* the gateway's call, then the command that records it */
-        if (flush_for(w, s, (g ? sg_gateway_latency_ms(g) : 0) + 2 * (int64_t)step->timeout_ms,
-                      err) != ES_OK) {
+        if (flush_for(w, s, err) != ES_OK) {
             json_decref(args);
             return err->status;
         }
@@ -611,6 +688,12 @@ run_attempt(sg_worker *w, saga *s, int i, es_error *err)
         }
 
         free(body);
+        /* a stall during the call may have cost the claim: the successor
+         * records the call, not this worker */
+        if (hold(w, err) != ES_OK) {
+            json_decref(args);
+            return err->status;
+        }
         if (!sent) {
             snprintf(why, sizeof why, "%s gateway: %s", step->gateway,
                      g ? gerr.message : "not configured");
@@ -634,7 +717,7 @@ run_attempt(sg_worker *w, saga *s, int i, es_error *err)
             return fail_step(w, s, i, why, false, false, err);
         }
     } else {
-        if (flush_for(w, s, step->timeout_ms, err) != ES_OK) {
+        if (flush_for(w, s, err) != ES_OK) {
             json_decref(args);
             return err->status;
         }
@@ -751,7 +834,7 @@ run_compensation(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
                         json_pack("{s:s, s:i, s:s, s:b, s:b}", "step", step->name, "attempt",
                                   st->attempts, "error", "nothing was sent", "will_retry", 0,
                                   "refused", 1), err) == ES_OK ? ACT_AGAIN : -1;
-        if (flush_for(w, s, step->timeout_ms, err) != ES_OK) {
+        if (flush_for(w, s, err) != ES_OK) {
             json_decref(sargs);
             return -1;
         }
@@ -788,7 +871,7 @@ run_compensation(sg_worker *w, saga *s, int i, int64_t *due, es_error *err)
         return ACT_DEAD;
     }
     snprintf(command_id, sizeof command_id, "%s/%s/undo", s->id, name);
-    if (flush_for(w, s, UNDO_TIMEOUT_MS, err) != ES_OK) {
+    if (flush_for(w, s, err) != ES_OK) {
         json_decref(args);
         return -1;
     }
@@ -979,12 +1062,14 @@ dead_letter(sg_worker *w, saga *s, const sg_work *work, const char *reason, int 
     bool held;
 
     /* the claim holds long enough to say so in the stream, too */
-    if (hold(w, 0, &err) != ES_OK)
+    if (hold(w, &err) != ES_OK)
         return;
+    pthread_mutex_lock(&w->mu);     /* the heartbeat may renew the token meanwhile */
     borrow(w);
-    st = sg_dead_letter_saga(w->pg, work->saga_id, work->claim, work->flow,
+    st = sg_dead_letter_saga(w->pg, work->saga_id, w->claim, work->flow,
                              work->input ? work->input : "{}", reason, attempts, &held, &err);
     give_back(w);
+    pthread_mutex_unlock(&w->mu);
     if (st != ES_OK || !held)
         return;             /* the work row stays; the next run tries again */
     if (s && s->flow && s->started && s->state != SG_FAILED &&
@@ -995,10 +1080,25 @@ dead_letter(sg_worker *w, saga *s, const sg_work *work, const char *reason, int 
     es_log(ES_LOG_WARNING, "saga %s moved to the dead letters: %s", work->saga_id, reason);
 }
 
-/* Runs one claimed saga as far as it can go now, then says when its work
- * row is due again (or removes it), unless the claim was lost meanwhile. */
+/* A statement on the worker's claim, under its lock: the heartbeat does
+ * not renew the token meanwhile. */
+#define FENCED(w, stmt)                                                         \
+    do {                                                                        \
+        pthread_mutex_lock(&(w)->mu);                                           \
+        borrow(w);                                                              \
+        (void)(stmt);                                                           \
+        give_back(w);                                                           \
+        pthread_mutex_unlock(&(w)->mu);                                         \
+    } while (0)
+
+/* Runs one claimed saga (claimed at claimed_ms, monotonic, before its
+ * claim was made) as far as it can go now, then says when its work row
+ * is due again (or removes it), unless the claim was lost meanwhile.  A
+ * saga taken over from a claim that ran out gets a SagaTakenOver first:
+ * the deposed worker, if it still runs, then meets a version conflict at
+ * its next append, whenever it resumes. */
 static es_status
-run_claimed(sg_worker *w, sg_work *work, es_error *err)
+run_claimed(sg_worker *w, sg_work *work, int64_t claimed_ms, es_error *err)
 {
     const sg_flow *flow = sg_flow_find(work->flow);
     json_t *input = work->input ? json_loads(work->input, 0, NULL) : NULL;
@@ -1007,14 +1107,18 @@ run_claimed(sg_worker *w, sg_work *work, es_error *err)
     int n, a = ACT_AGAIN;
     es_status st = ES_OK;
     es_error ignored;
-    bool held;
+    bool held, fence = work->taken_over;
+    int64_t loaded = -1;
 
+    pthread_mutex_lock(&w->mu);
     w->saga_id = work->saga_id;
+    snprintf(w->claim, sizeof w->claim, "%s", work->claim);
+    w->held_until = claimed_ms + w->cfg->lease_ms;
+    w->lost = false;
+    pthread_mutex_unlock(&w->mu);
     snprintf(w->traceparent, sizeof w->traceparent, "%s",
              json_string_value(json_object_get(input, "traceparent")) ?
                  json_string_value(json_object_get(input, "traceparent")) : "");
-    snprintf(w->claim, sizeof w->claim, "%s", work->claim);
-    w->lost = false;
     if (flow == NULL || !json_is_object(input)) {
         dead_letter(w, NULL, work, flow ? "the work's input is not an object" : "no such flow",
                     work->failures + 1);
@@ -1026,6 +1130,25 @@ run_claimed(sg_worker *w, sg_work *work, es_error *err)
             /* the inbox is read if anything was ever delivered, or on a reload */
             if ((st = load(w, work->saga_id, flow, n > 0 || work->wakes > 0, &s, err)) != ES_OK)
                 break;
+            loaded = s.version;
+            if (fence && s.started && s.state != SG_RUNNING && s.state != SG_COMPENSATING)
+                fence = false;      /* ended: nothing more is appended */
+            if (fence && s.started) {
+                /* the fence: written at the version just read, before
+                 * anything else, so nothing the deposed worker appends
+                 * from now on fits */
+                st = emit(w, &s, SG_EV_TAKEN_OVER,
+                          json_pack("{s:s}", "note", "its claim ran out: taken over"), err);
+                if (st == ES_OK)
+                    st = flush(w, &s, err);
+                if (st == ES_ECONFLICT && !w->lost)
+                    continue;       /* it wrote meanwhile: read again, fence again */
+                if (st != ES_OK)
+                    break;
+                fence = false;
+                atomic_fetch_add(&w->counters->takeovers, 1);
+                es_log(ES_LOG_INFO, "saga %s taken over: its claim ran out", work->saga_id);
+            }
         }
         a = act(w, &s, input, &due, err);
         if (a == -1) {
@@ -1040,16 +1163,23 @@ run_claimed(sg_worker *w, sg_work *work, es_error *err)
     /* what was decided last is written before the row says when to come back */
     if ((st == ES_OK || st == ES_ECONFLICT) && !w->lost && s.flow && flush(w, &s, err) != ES_OK)
         st = err->status;
+    if (fence && s.flow && s.version > loaded)
+        fence = false;      /* its own first append (SagaStarted) was the fence */
     t0 = mono_ns();
     if (w->lost) {
         /* another worker holds the saga: its row is that worker's to move */
         es_log(ES_LOG_INFO, "saga %s: %s", work->saga_id, err->message);
         st = ES_OK;
+    } else if (fence) {
+        /* taken over, but the fence is not written yet: the row is left
+         * as it is, so its claim runs out and the next claim is a
+         * takeover again, which writes the fence first */
+        es_log(ES_LOG_INFO, "saga %s: taken over, not fenced yet: %s", work->saga_id,
+               st != ES_OK ? err->message : "out of actions");
+        st = ES_OK;
     } else if (st == ES_ECONFLICT) {
         /* moved by someone else meanwhile: look again soon */
-        borrow(w);
-        (void)sg_work_release_now(w->pg, work->saga_id, w->claim, &held, &ignored);
-        give_back(w);
+        FENCED(w, sg_work_release_now(w->pg, work->saga_id, w->claim, &held, &ignored));
         st = ES_OK;
     } else if (st != ES_OK) {
         /* Infrastructure trouble (a server down) is waited out; anything
@@ -1061,30 +1191,27 @@ run_claimed(sg_worker *w, sg_work *work, es_error *err)
             st = ES_OK;
             goto done;
         }
-        borrow(w);
-        (void)sg_work_defer(w->pg, work->saga_id, w->claim,
-                            sg_backoff_ms(w->cfg, work->failures + 1), err->message,
-                            counts ? work->failures + 1 : work->failures, &held, &ignored);
-        give_back(w);
+        FENCED(w, sg_work_defer(w->pg, work->saga_id, w->claim,
+                                sg_backoff_ms(w->cfg, work->failures + 1), err->message,
+                                counts ? work->failures + 1 : work->failures, &held, &ignored));
         st = ES_OK;     /* handled: the row waits */
     } else if (a == ACT_DEAD) {
         dead_letter(w, &s, work, s.error, work->failures + 1);
     } else if (a == ACT_DONE) {
-        borrow(w);
-        (void)sg_work_finish(w->pg, work->saga_id, w->claim, &held, &ignored);
-        give_back(w);
+        FENCED(w, sg_work_finish(w->pg, work->saga_id, w->claim, &held, &ignored));
     } else {
         /* waiting, or out of actions for this claim: come back when due,
          * or now if an event reached the inbox meanwhile */
-        borrow(w);
-        (void)sg_work_release(w->pg, work->saga_id, w->claim, a == ACT_WAIT ? due : sg_now_ms(),
-                              work->wakes, &held, &ignored);
-        give_back(w);
+        FENCED(w, sg_work_release(w->pg, work->saga_id, w->claim,
+                                  a == ACT_WAIT ? due : sg_now_ms(), work->wakes, &held,
+                                  &ignored));
     }
     timed(w, SG_PH_RELEASE, t0);
 done:
+    pthread_mutex_lock(&w->mu);
     w->saga_id = NULL;
     w->lost = false;
+    pthread_mutex_unlock(&w->mu);
     saga_free(&s);
     json_decref(input);
     return st;
@@ -1176,8 +1303,7 @@ sg_work_once(sg_worker *w, bool *did, es_error *err)
     }
 run:
     *did = true;
-    w->held_until = claimed_ms + w->cfg->lease_ms;
-    st = run_claimed(w, &work[0], err);
+    st = run_claimed(w, &work[0], claimed_ms, err);
     free(work[0].input);
     return st;
 }

@@ -10,6 +10,7 @@
 
 #include <libpq-fe.h>
 #include <nats/nats.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -53,6 +54,8 @@ typedef struct sg_config {
     atomic_ullong started, completed, compensated, failed, steps, retries, dead_letters;
     atomic_ullong claims_lost;  /* runs cut short: another worker holds the saga now */
     atomic_ullong claims_empty; /* claims that found nothing due */
+    atomic_ullong takeovers;    /* sagas taken over from a claim that ran out */
+    atomic_ullong heartbeats;   /* heartbeat statements (renewing every claim held) */
     /* where a worker's time goes, per phase: calls and nanoseconds */
     atomic_ullong phase_calls[SG_PHASES], phase_ns[SG_PHASES];
     /* workers napping for want of work: a claim takes up to this many
@@ -67,7 +70,9 @@ typedef struct sg_config {
 /* A worker: the saga it runs now and its claim.  Its connections are the
  * pool's, taken for one round trip at a time (pg and store are those of
  * the pair it holds, conn, NULL in between); its appends go through the
- * pool's committer. */
+ * pool's committer.  The process's heartbeat (sg_heartbeat) renews its
+ * claim while it runs a saga: mu guards saga_id, claim and held_until
+ * against it (sg_worker_init makes it). */
 typedef struct sg_worker {
     const sg_config *cfg;
     sg_config *counters;
@@ -81,7 +86,25 @@ typedef struct sg_worker {
     char claim[48];             /* its claim's token (sg_work.claim) */
     int64_t held_until;         /* the claim holds until then at least (monotonic ms) */
     bool lost;                  /* another worker holds the saga now */
+    pthread_mutex_t mu;
 } sg_worker;
+
+/* Makes w a worker of cfg (also its counters) on pool; sg_worker_destroy
+ * undoes it. */
+void sg_worker_init(sg_worker *w, sg_config *cfg, sg_pool *pool);
+void sg_worker_destroy(sg_worker *w);
+
+/*
+ * The heartbeat: renews, in one statement, the claims of the workers
+ * ws[0..n) that run a saga now, to ES_SAGA_CLAIM_MS from now (fenced by
+ * each claim's token), on a connection of their pool.  es-saga runs it every third of the claim, so a
+ * claim is renewed while its saga's command or gateway call is under way
+ * and runs out ES_SAGA_CLAIM_MS after the process died or stalled; a
+ * worker whose claim was taken over meanwhile finds out at its next
+ * record or send.  A worker busy with a statement of its own claim is
+ * skipped this round (it is renewing or ending its claim).
+ */
+es_status sg_heartbeat(sg_worker *ws, size_t n, es_error *err);
 
 /* Takes a saga claimed for it by another worker's claim, or claims due
  * sagas (one, and one more for each idle worker, in one statement, the

@@ -489,6 +489,86 @@ done:
     return st;
 }
 
+/* ---- the reference receiver (gateway.h) ---------------------------------- */
+
+/* The field f of a stream entry's field list (an array reply), or NULL. */
+static const redisReply *
+entry_field(const redisReply *fields, const char *f)
+{
+    for (size_t i = 0; fields && fields->type == REDIS_REPLY_ARRAY && i + 1 < fields->elements;
+         i += 2)
+        if (fields->element[i]->type == REDIS_REPLY_STRING && strcmp(fields->element[i]->str, f) == 0)
+            return fields->element[i + 1];
+    return NULL;
+}
+
+es_status
+sg_gateway_receive(const char *name, char *after, size_t size, int max, long seen_ttl_s,
+                   sg_gateway_handler handle, void *ctx, int *handled, int *dropped,
+                   es_error *err)
+{
+    redisContext *c;
+    redisReply *r = NULL;
+    char stream[SG_GATEWAY_NAME_MAX + 9], start[80], count[16], ttl[24];
+    es_status st = ES_OK;
+
+    *handled = *dropped = 0;
+    if (!name_ok(name))
+        return es_error_set(err, ES_EINVALID, "invalid_gateway_name", "name",
+                            "invalid gateway name \"%.64s\"", name ? name : "");
+    if ((c = es_rm_connect(err)) == NULL)
+        return err->status;
+    snprintf(stream, sizeof stream, "gateway:%s", name);
+    /* exclusive start: "(" + the last id read */
+    snprintf(start, sizeof start, "%s%s", strcmp(after, "0") == 0 ? "" : "(", after);
+    snprintf(count, sizeof count, "%d", max < 1 ? 1 : max);
+    snprintf(ttl, sizeof ttl, "%ld", seen_ttl_s < 1 ? 1 : seen_ttl_s);
+    r = redisCommand(c, "XRANGE %s %s + COUNT %s", stream, start, count);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        st = es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                          "could not read %s: %s", stream,
+                          r && r->type == REDIS_REPLY_ERROR ? r->str : c->errstr);
+        goto done;
+    }
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i], *id, *body, *fields;
+        redisReply *seen;
+        char key[SG_GATEWAY_NAME_MAX + SG_GATEWAY_MSG_ID_MAX + 16];
+
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
+            e->element[0]->type != REDIS_REPLY_STRING)
+            continue;
+        fields = e->element[1];
+        id = entry_field(fields, "id");
+        body = entry_field(fields, "body");
+        if (id && id->type == REDIS_REPLY_STRING) {
+            snprintf(key, sizeof key, "%s:seen:%s", stream, id->str);
+            seen = redisCommand(c, "SET %s 1 NX EX %s", key, ttl);
+            if (seen == NULL || seen->type == REDIS_REPLY_ERROR) {
+                st = es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                                  "could not mark %s: %s", key,
+                                  seen ? seen->str : c->errstr);
+                freeReplyObject(seen);
+                goto done;      /* after stays at the last message handled */
+            }
+            if (seen->type == REDIS_REPLY_STATUS) {         /* OK: first time */
+                (*handled)++;
+                if (handle)
+                    handle(ctx, id->str,
+                           body && body->type == REDIS_REPLY_STRING ? body->str : "");
+            } else {                                        /* nil: a repeat */
+                (*dropped)++;
+            }
+            freeReplyObject(seen);
+        }
+        snprintf(after, size, "%s", e->element[0]->str);
+    }
+done:
+    freeReplyObject(r);
+    redisFree(c);
+    return st;
+}
+
 /* Appends JSON text s (already checked) without the white space outside
  * its strings, which is all the line breaks it can hold. */
 static void

@@ -95,6 +95,30 @@ void sg_gateway_set_failure_rate(sg_gateway *g, double rate);
 void sg_gateway_set_latency_ms(sg_gateway *g, unsigned ms);
 
 /*
+ * The receiving side's contract, as a reference receiver of the redis
+ * transport (tests, demos, and the model for a real receiver).  Delivery
+ * is at least once: a saga step whose outcome was not recorded (its
+ * manager died, or stalled past its claim and another took the saga
+ * over while its call was in flight) is sent again with the same message
+ * id "<saga_id>/<step>", so the receiver must drop a message id it has
+ * already handled.  This one reads the messages of stream
+ * "gateway:<name>" after stream id after (size bytes, "0" from the
+ * start; advanced to the last one read), at most max, and calls handle
+ * once per message id: it first marks the id handled with
+ * SET gateway:<name>:seen:<msg_id> NX (kept seen_ttl_s seconds, which must
+ * outlast any redelivery: a saga's retries), and a repeat, found marked,
+ * is counted in *dropped and not handled.  A receiver whose effect lives
+ * in a database records the id in the same transaction as the effect
+ * instead (a crash between the mark and the effect here loses the
+ * message).  *handled counts the calls of handle.  ES_EUNAVAILABLE when
+ * Redis cannot be reached.
+ */
+typedef void (*sg_gateway_handler)(void *ctx, const char *msg_id, const char *body);
+es_status sg_gateway_receive(const char *name, char *after, size_t size, int max,
+                             long seen_ttl_s, sg_gateway_handler handle, void *ctx,
+                             int *handled, int *dropped, es_error *err);
+
+/*
  * Appends Prometheus text lines for gateways gs[0..n) to out, with label
  * gateway="<name>":
  *   es_saga_gateway_calls_total{gateway,result="ok|failed|rejected"}

@@ -6,7 +6,9 @@
  * records work and inbox entries (intake.c); ES_SAGA_WORKERS threads claim
  * due work and run the flows (engine.c).  Any number of processes may run:
  * the work rows are claimed with SKIP LOCKED and the intake's inserts are
- * idempotent.
+ * idempotent.  The heartbeat thread renews the claims of the sagas the
+ * workers run every third of ES_SAGA_CLAIM_MS, so another process takes
+ * them over within ES_SAGA_CLAIM_MS once this one dies or stalls.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -45,6 +47,7 @@ static es_jetstream js;
 static atomic_ullong intake_seq;
 static atomic_bool intake_ok;
 static sg_pool *pool;              /* the workers' connections and committer */
+static sg_worker workers_st[WORKERS_MAX];  /* the heartbeat renews their claims */
 
 
 
@@ -120,14 +123,13 @@ poke(void)
 static void *
 worker_main(void *arg)
 {
-    sg_worker w = {.cfg = &C, .counters = &C, .pool = pool};
+    sg_worker *w = arg;
     es_error err;
 
-    (void)arg;
     while (!atomic_load(&stop)) {
         bool did;
 
-        if (sg_work_once(&w, &did, &err) != ES_OK) {
+        if (sg_work_once(w, &did, &err) != ES_OK) {
             es_log(ES_LOG_WARNING, "%s", err.message);
             worker_nap(1000);
         } else if (!did) {
@@ -137,13 +139,31 @@ worker_main(void *arg)
              * nothing).  Idle, the next claim of a busy worker takes a
              * saga for this one too. */
             if (atomic_fetch_add(&C.idle, 1) < POLLERS) {
-                int ms = sg_next_due_ms(&w, 200);
+                int ms = sg_next_due_ms(w, 200);
                 worker_nap(ms < NAP_MIN_MS ? NAP_MIN_MS : ms);
             } else {
                 worker_nap(1000);
             }
             atomic_fetch_sub(&C.idle, 1);
         }
+    }
+    return NULL;
+}
+
+/* Renews the claims of the sagas the workers run, every third of the
+ * claim (engine.h: sg_heartbeat), until the workers have stopped. */
+static void *
+heartbeat_main(void *arg)
+{
+    es_error err;
+
+    (void)arg;
+    while (!atomic_load(&stop)) {
+        nap(C.lease_ms / 3 > 0 ? C.lease_ms / 3 : 1, gen_now());
+        if (atomic_load(&stop))
+            break;
+        if (sg_heartbeat(workers_st, (size_t)nworkers, &err) != ES_OK)
+            es_log(ES_LOG_WARNING, "%s", err.message);
     }
     return NULL;
 }
@@ -246,6 +266,10 @@ metrics(void *ctx, es_buf *out)
             &C.claims_empty);
     counter(out, "es_saga_claims_lost_total",
             "runs cut short because another worker had claimed the saga", &C.claims_lost);
+    counter(out, "es_saga_takeovers_total",
+            "sagas taken over (and fenced) from a claim that ran out", &C.takeovers);
+    counter(out, "es_saga_heartbeats_total", "statements renewing the claims of running sagas",
+            &C.heartbeats);
     es_buf_printf(out, "# HELP es_saga_phase_calls_total calls of each phase of the workers' "
                        "runs\n# TYPE es_saga_phase_calls_total counter\n");
     for (int i = 0; i < SG_PHASES; i++)
@@ -285,7 +309,7 @@ daemon_main(void)
     es_daemon_server *health = NULL;
     es_auth *auth = NULL;
     int i, rc = 1;
-    pthread_t workers[WORKERS_MAX], intake;
+    pthread_t workers[WORKERS_MAX], intake, heartbeat;
     const char *names[] = {"notification", "email"};
     es_error err;
     natsOptions *opts = NULL;
@@ -303,7 +327,7 @@ daemon_main(void)
     C.retry_max_ms = (int)es_env_long("es-saga", "ES_SAGA_RETRY_MAX_MS", 10000, 1, 3600000);
     C.max_failures = (int)es_env_long("es-saga", "ES_SAGA_MAX_FAILURES", 5, 1, 1000);
     C.compensation_refusals = (int)es_env_long("es-saga", "ES_SAGA_COMPENSATION_REFUSALS", 20, 1, 100000);
-    C.lease_ms = (int)es_env_long("es-saga", "ES_SAGA_CLAIM_MS", 15000, 100, 3600000);
+    C.lease_ms = (int)es_env_long("es-saga", "ES_SAGA_CLAIM_MS", 3000, 100, 3600000);
     snprintf(C.subject_prefix, sizeof C.subject_prefix, "%s", es_env_str("ES_COMMAND_SUBJECT_PREFIX", "cmd"));
     for (i = 0; i < 2; i++) {
         if (sg_gateway_create(&C.gateways[C.ngateways], names[i], &err) != ES_OK) {
@@ -337,8 +361,11 @@ daemon_main(void)
         goto done;
     }
     pthread_create(&intake, NULL, intake_main, NULL);
-    for (i = 0; i < nworkers; i++)
-        pthread_create(&workers[i], NULL, worker_main, NULL);
+    for (i = 0; i < nworkers; i++) {
+        sg_worker_init(&workers_st[i], &C, pool);
+        pthread_create(&workers[i], NULL, worker_main, &workers_st[i]);
+    }
+    pthread_create(&heartbeat, NULL, heartbeat_main, NULL);
     threads = true;
     es_log(ES_LOG_INFO, "%d workers on %d + %d PostgreSQL connections, commands on %s.*, "
            "stream %s, health on %s://%s:%u", nworkers, 2 * pg_conns, commit_conns,
@@ -353,6 +380,9 @@ done:
         pthread_join(intake, NULL);
         for (i = 0; i < nworkers; i++)
             pthread_join(workers[i], NULL);
+        pthread_join(heartbeat, NULL);
+        for (i = 0; i < nworkers; i++)
+            sg_worker_destroy(&workers_st[i]);
     }
     sg_pool_destroy(pool);
     es_daemon_server_stop(health);

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "audit.h"
+#include "buf.h"
 #include "uuid.h"
 
 #define CHECKPOINT "intake"     /* the intake's row of es_saga_checkpoint */
@@ -192,6 +193,7 @@ take_row(PGresult *r, int i, sg_work *out)
     out->failures = atoi(PQgetvalue(r, i, 3));
     out->wakes = atoi(PQgetvalue(r, i, 4));
     snprintf(out->claim, sizeof out->claim, "%s", PQgetvalue(r, i, 5));
+    out->taken_over = PQgetvalue(r, i, 6)[0] == 't';
 }
 
 es_status
@@ -206,10 +208,14 @@ sg_work_claim_many(PGconn *pg, int lease_ms, int max, sg_work *out, int *n, es_e
     snprintf(lease, sizeof lease, "%d", lease_ms);
     snprintf(limit, sizeof limit, "%d", max < 1 ? 1 : max);
     /* a statement of its own: no transaction stays open while they run */
-    r = run(pg, "UPDATE es_saga_work SET claimed_until = now() + $1::int * interval '1 ms' "
-                "WHERE saga_id IN (SELECT saga_id FROM es_saga_work WHERE due_at <= now() "
-                "AND claimed_until <= now() ORDER BY due_at LIMIT $2::int FOR UPDATE SKIP LOCKED) "
-                "RETURNING saga_id, flow, input::text, failures, wakes, claimed_until::text",
+    /* a row whose claim ran out without being released ('-infinity') is
+     * taken over from a worker that died or stalled */
+    r = run(pg, "UPDATE es_saga_work w SET claimed_until = now() + $1::int * interval '1 ms' "
+                "FROM (SELECT saga_id, claimed_until AS prev FROM es_saga_work "
+                "WHERE due_at <= now() AND claimed_until <= now() ORDER BY due_at "
+                "LIMIT $2::int FOR UPDATE SKIP LOCKED) o WHERE w.saga_id = o.saga_id "
+                "RETURNING w.saga_id, w.flow, w.input::text, w.failures, w.wakes, "
+                "w.claimed_until::text, o.prev <> '-infinity'",
             2, p);
     if (r == NULL)
         return unavailable(pg, err, "could not claim work");
@@ -248,6 +254,65 @@ sg_work_renew(PGconn *pg, const char *saga_id, char *claim, size_t size, int64_t
     *held = PQntuples(r) == 1;
     if (*held)
         snprintf(claim, size, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return ES_OK;
+}
+
+/* Appends text to b, an array literal being built, as a quoted element. */
+static void
+array_add(es_buf *b, const char *text)
+{
+    es_buf_puts(b, b->len > 1 ? ",\"" : "\"");
+    for (const char *c = text; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            es_buf_append(b, "\\", 1);
+        es_buf_append(b, c, 1);
+    }
+    es_buf_append(b, "\"", 1);
+}
+
+es_status
+sg_work_renew_many(PGconn *pg, size_t n, const char *const *saga_ids,
+                   char (*claims)[SG_CLAIM_MAX], int64_t lease_ms, bool *held, es_error *err)
+{
+    es_buf ids = {0}, toks = {0};
+    char lease[32];
+    const char *p[3];
+    PGresult *r = NULL;
+    size_t i;
+    int k;
+
+    es_buf_puts(&ids, "{");
+    es_buf_puts(&toks, "{");
+    for (i = 0; i < n; i++) {
+        held[i] = false;
+        array_add(&ids, saga_ids[i]);
+        array_add(&toks, claims[i]);
+    }
+    es_buf_puts(&ids, "}");
+    es_buf_puts(&toks, "}");
+    if (es_buf_failed(&ids) || es_buf_failed(&toks)) {
+        es_buf_free(&ids);
+        es_buf_free(&toks);
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+    }
+    snprintf(lease, sizeof lease, "%" PRId64, lease_ms);
+    p[0] = ids.data, p[1] = toks.data, p[2] = lease;
+    r = run(pg, "UPDATE es_saga_work w SET claimed_until = now() + $3::bigint * interval '1 ms' "
+                "FROM unnest($1::text[], $2::timestamptz[]) AS h(saga_id, claim) "
+                "WHERE w.saga_id = h.saga_id AND w.claimed_until = h.claim "
+                "RETURNING w.saga_id, w.claimed_until::text", 3, p);
+    es_buf_free(&ids);
+    es_buf_free(&toks);
+    if (r == NULL)
+        return unavailable(pg, err, "could not renew the claims");
+    for (k = 0; k < PQntuples(r); k++)
+        for (i = 0; i < n; i++)
+            if (!held[i] && strcmp(saga_ids[i], PQgetvalue(r, k, 0)) == 0) {
+                held[i] = true;
+                snprintf(claims[i], SG_CLAIM_MAX, "%s", PQgetvalue(r, k, 1));
+                break;
+            }
     PQclear(r);
     return ES_OK;
 }

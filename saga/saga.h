@@ -36,6 +36,11 @@
  *   SagaStateChanged {type, from, to, error?}
  *   SagaReplayed {note}        an operator's retry: backoffs and refusal
  *                              counts start afresh
+ *   SagaTakenOver {note}       a worker took the saga over from a claim that
+ *                              ran out (its holder died or stalled): written
+ *                              before it does anything, so every append the
+ *                              deposed holder still tries meets a version
+ *                              conflict (its fence)
  * SG_EV_STEP_PREFIX and SG_EV_COMPENSATION_PREFIX begin the step and
  * compensation types, for readers that treat them alike.
  */
@@ -48,6 +53,7 @@
 #define SG_EV_COMPENSATION_FAILED       "SagaCompensationFailed"
 #define SG_EV_STATE_CHANGED             "SagaStateChanged"
 #define SG_EV_REPLAYED                  "SagaReplayed"
+#define SG_EV_TAKEN_OVER                "SagaTakenOver"
 #define SG_EV_STEP_PREFIX               "SagaStep"
 #define SG_EV_COMPENSATION_PREFIX       "SagaCompensation"
 
@@ -93,6 +99,9 @@ typedef struct sg_work {
      * later claim of the row writes a later one, so everything below that
      * takes it does nothing once another worker has claimed the saga */
     char claim[48];
+    /* the row was claimed from a claim that ran out without its worker
+     * releasing it (the worker died or stalled): a takeover */
+    bool taken_over;
 } sg_work;
 
 /* Claims up to max sagas due first that no one holds, for lease_ms, in
@@ -107,6 +116,13 @@ es_status sg_work_claim(PGconn *pg, int lease_ms, sg_work *out, bool *found, es_
  * another worker has claimed the saga since, or its row is gone. */
 es_status sg_work_renew(PGconn *pg, const char *saga_id, char *claim, size_t size,
                         int64_t lease_ms, bool *held, es_error *err);
+/* The same for n claims in one statement (a process's heartbeat):
+ * saga_ids[i] with claims[i] (SG_CLAIM_MAX bytes each, replaced by the
+ * new token when held[i]). */
+#define SG_CLAIM_MAX 48
+es_status sg_work_renew_many(PGconn *pg, size_t n, const char *const *saga_ids,
+                             char (*claims)[SG_CLAIM_MAX], int64_t lease_ms, bool *held,
+                             es_error *err);
 /*
  * What a worker does with its claim at the end of a run; each does
  * nothing (*held false) when the claim is no longer its own:

@@ -443,6 +443,67 @@ START_TEST(the_redis_transport_appends_to_the_gateway_stream)
 }
 END_TEST
 
+static void
+collect(void *ctx, const char *msg_id, const char *body)
+{
+    char *seen = ctx;
+
+    strcat(seen, msg_id);
+    strcat(seen, "=");
+    strcat(seen, body);
+    strcat(seen, ";");
+}
+
+/* At least once, and the receiver drops the repeats: the same message id
+ * sent twice (a saga's step sent again by the manager that took the saga
+ * over, while the deposed one completed its own call) is handled once,
+ * also by a receiver that reads the stream again from its start. */
+START_TEST(the_receiver_handles_each_message_id_once)
+{
+    char after[80] = "0", seen[512] = "";
+    int handled, dropped;
+    sg_gateway *g;
+    es_error err;
+
+    th_redis_flush();
+    g = make("recv");
+    send_expect(g, "saga-1/welcome", "{\"n\":1}", ES_OK, "");
+    send_expect(g, "saga-1/welcome", "{\"n\":1}", ES_OK, "");     /* the successor's copy */
+    send_expect(g, "saga-2/welcome", "{\"n\":2}", ES_OK, "");
+    ck_assert_int_eq(sg_gateway_receive("recv", after, sizeof after, 100, 60, collect, seen,
+                                        &handled, &dropped, &err), ES_OK);
+    ck_assert_int_eq(handled, 2);
+    ck_assert_int_eq(dropped, 1);
+    ck_assert_str_eq(seen, "saga-1/welcome={\"n\":1};saga-2/welcome={\"n\":2};");
+    /* nothing new: nothing handled; a late copy after that: dropped too */
+    ck_assert_int_eq(sg_gateway_receive("recv", after, sizeof after, 100, 60, collect, seen,
+                                        &handled, &dropped, &err), ES_OK);
+    ck_assert_int_eq(handled + dropped, 0);
+    send_expect(g, "saga-1/welcome", "{\"n\":1}", ES_OK, "");
+    send_expect(g, "saga-3/welcome", "{\"n\":3}", ES_OK, "");
+    ck_assert_int_eq(sg_gateway_receive("recv", after, sizeof after, 1, 60, collect, seen,
+                                        &handled, &dropped, &err), ES_OK);
+    ck_assert_int_eq(dropped, 1);       /* one at a time (max 1): the copy */
+    ck_assert_int_eq(handled, 0);
+    ck_assert_int_eq(sg_gateway_receive("recv", after, sizeof after, 100, 60, collect, seen,
+                                        &handled, &dropped, &err), ES_OK);
+    ck_assert_int_eq(handled, 1);
+    ck_assert_int_eq(dropped, 0);
+    /* a receiver that starts again from the stream's start handles nothing twice */
+    snprintf(after, sizeof after, "0");
+    ck_assert_int_eq(sg_gateway_receive("recv", after, sizeof after, 100, 60, collect, seen,
+                                        &handled, &dropped, &err), ES_OK);
+    ck_assert_int_eq(handled, 0);
+    ck_assert_int_eq(dropped, 5);
+    ck_assert_str_eq(seen, "saga-1/welcome={\"n\":1};saga-2/welcome={\"n\":2};"
+                           "saga-3/welcome={\"n\":3};");
+    ck_assert_int_eq(sg_gateway_receive("Bad Name", after, sizeof after, 100, 60, NULL, NULL,
+                                        &handled, &dropped, &err), ES_EINVALID);
+    ck_assert_str_eq(err.field, "name");
+    sg_gateway_destroy(g);
+}
+END_TEST
+
 START_TEST(the_redis_connection_is_made_on_first_send_and_remade)
 {
     char port[32];
@@ -744,6 +805,7 @@ main(void)
     tcase_add_test(tc, a_file_that_cannot_be_written_is_a_gateway_failure);
     tcase_add_test(tc, the_redis_transport_appends_to_the_gateway_stream);
     tcase_add_test(tc, the_redis_connection_is_made_on_first_send_and_remade);
+    tcase_add_test(tc, the_receiver_handles_each_message_id_once);
     tcase_add_test(tc, concurrent_sends_arrive_whole);
     tcase_add_test(tc, the_null_transport_accepts_everything);
     tcase_add_test(tc, bad_settings_are_refused_naming_the_variable);
