@@ -280,17 +280,6 @@ supervise() {
     done
 }
 
-# nap_until MS: sleeps until that moment (now_ms), supervising on the way.
-nap_until() {
-    local left
-    while :; do
-        left=$(($1 - $(now_ms)))
-        ((left > 0)) || return 0
-        supervise
-        sleep_ms $((left < 500 ? left : 500))
-    done
-}
-
 # ---- cleanup --------------------------------------------------------------------
 
 # helpers: PIDs of the caller's own background programs, stopped (TERM)

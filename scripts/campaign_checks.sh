@@ -58,6 +58,34 @@ start_time() {
 }
 comm_is() { local c; read -r c 2>/dev/null <"/proc/$1/comm" && [[ $c == "$2"* ]]; }
 
+# nap_until MS: sleeps until that moment (now_ms), supervising on the way.
+nap_until() {
+    local left
+    while :; do
+        left=$(($1 - $(now_ms)))
+        ((left > 0)) || return 0
+        supervise
+        sleep_ms $((left < 500 ? left : 500))
+    done
+}
+
+# rounds N ITEM...: sets schedule to at least N items, in rounds of all
+# the ITEMs each in a random order (this shell's RANDOM, seeded by the
+# campaign's seed).
+rounds() {
+    local n=$1 i j tmp round
+    shift
+    schedule=()
+    while ((${#schedule[@]} < n)); do
+        round=("$@")
+        for ((i = ${#round[@]} - 1; i > 0; i--)); do
+            j=$((RANDOM % (i + 1)))
+            tmp=${round[i]} round[i]=${round[j]} round[j]=$tmp
+        done
+        schedule+=("${round[@]}")
+    done
+}
+
 # campaign_start_load PORT: the load against es-command at PORT (load_pid),
 # with ES_TOKEN; every failed attempt is also logged in failures.tsv.
 load_pid=""

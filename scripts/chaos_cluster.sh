@@ -49,21 +49,24 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 [[ $build == /* ]] || build=$root/$build
 
-secs=${CHAOS_SECONDS:-300}
-rate=${CHAOS_RATE:-40}
-conns=${CHAOS_CONNS:-6}
-settle=${CHAOS_SETTLE_SECONDS:-180}
-interval=${CHAOS_FAULT_INTERVAL:-20}
-delay_ms=${CHAOS_DELAY_MS:-250}
-delay_secs=${CHAOS_DELAY_SECONDS:-10}
-rejoin=${CHAOS_REJOIN_SECONDS:-300}
-seed=${CHAOS_SEED:-$(($(date +%s) % 1000000))}
-base=${CHAOS_CLUSTER_PORT_BASE:-$((${CLUSTER_PORT_BASE:-15400} + 100))}
-drain=60
 campaign=chaos-cluster
-for v in secs rate conns settle interval delay_ms delay_secs rejoin seed base; do
-    [[ ${!v} =~ ^[0-9]+$ ]] || { echo "$campaign: $v must be a whole number, got '${!v}'" >&2; exit 2; }
-done
+drain=60
+# the settings: variable, environment name, default (whole numbers)
+while read -r v name def; do
+    printf -v "$v" '%s' "${!name:-$def}"
+    [[ ${!v} =~ ^[0-9]+$ ]] || { echo "$campaign: $name must be a whole number, got '${!v}'" >&2; exit 2; }
+done <<SETTINGS
+secs CHAOS_SECONDS 300
+rate CHAOS_RATE 40
+conns CHAOS_CONNS 6
+settle CHAOS_SETTLE_SECONDS 180
+interval CHAOS_FAULT_INTERVAL 20
+delay_ms CHAOS_DELAY_MS 250
+delay_secs CHAOS_DELAY_SECONDS 10
+rejoin CHAOS_REJOIN_SECONDS 300
+seed CHAOS_SEED $(($(date +%s) % 1000000))
+base CHAOS_CLUSTER_PORT_BASE $((${CLUSTER_PORT_BASE:-15400} + 100))
+SETTINGS
 ((secs >= 10)) || { echo "$campaign: CHAOS_SECONDS must be at least 10" >&2; exit 2; }
 ((interval >= 1 && rate >= 1 && conns >= 1 && delay_secs >= 1)) ||
     { echo "$campaign: CHAOS_FAULT_INTERVAL, CHAOS_RATE, CHAOS_CONNS and CHAOS_DELAY_SECONDS must be at least 1" >&2; exit 2; }
@@ -174,15 +177,6 @@ supervise() {
         cluster start "$n" || say "could not start $n (see ${logs#"$root"/}/cluster.log)"
     done
 }
-nap_until() {
-    local left
-    while :; do
-        left=$(($1 - $(now_ms)))
-        ((left > 0)) || return 0
-        supervise
-        sleep_ms $((left < 500 ? left : 500))
-    done
-}
 
 # ---- cleanup --------------------------------------------------------------------
 
@@ -285,17 +279,22 @@ fault_pg() {
         say "pg: could not start $node again"
 }
 
+# kill_restart KIND NAME LO HI: kill -9, down LO..HI ms, started again.
+kill_restart() {
+    local p
+    p=$(pid_of "$2")
+    note "$1" "$2"
+    kill -9 "$p" 2>/dev/null || true
+    say "$1: killed $2 (pid $p)"
+    rand_ms "$3" "$4"
+    sleep_ms "$r"
+    if cluster start "$2"; then say "$1: $2 back (pid $(pid_of "$2"))"; else say "$1: could not start $2 again"; fi
+}
+
 nats_next=0
 fault_nats() {
-    local n=$((nats_next % 3 + 1)) p
     nats_next=$((nats_next + 1))
-    p=$(pid_of "nats$n")
-    note nats "nats$n"
-    kill -9 "$p" 2>/dev/null || true
-    say "nats: killed nats$n (pid $p)"
-    rand_ms 1000 3000
-    sleep_ms "$r"
-    cluster start "nats$n" && say "nats: nats$n back (pid $(pid_of "nats$n"))" || say "nats: could not start nats$n again"
+    kill_restart nats "nats$(((nats_next - 1) % 3 + 1))" 1000 3000
 }
 
 redis_moved() { local m; m=$(redis_master); [[ $m =~ ^[0-9]+$ && $m != "$1" ]]; }
@@ -317,25 +316,9 @@ fault_redis() {
     cluster start "$name" && say "redis: $name back as a replica" || say "redis: could not start $name again"
 }
 
-fault_daemon() {
-    local name=${instances[RANDOM % ${#instances[@]}]} p
-    p=$(pid_of "$name")
-    note daemon "$name"
-    kill -9 "$p" 2>/dev/null || true
-    say "daemon: killed $name (pid $p)"
-    rand_ms 500 2000
-    sleep_ms "$r"
-    cluster start "$name" && say "daemon: $name back (pid $(pid_of "$name"))" || say "daemon: could not start $name again"
-}
+fault_daemon() { kill_restart daemon "${instances[RANDOM % ${#instances[@]}]}" 500 2000; }
 
-fault_haproxy() {
-    local p
-    p=$(pid_of haproxy)
-    note haproxy haproxy
-    kill -9 "$p" 2>/dev/null || true
-    say "haproxy: killed (pid $p)"
-    cluster start haproxy && say "haproxy: back (pid $(pid_of haproxy))" || say "haproxy: could not start it again"
-}
+fault_haproxy() { kill_restart haproxy haproxy 0 0; }
 
 delay_next=0
 fault_delay() {
@@ -356,15 +339,7 @@ fault_delay() {
 # slot (a PostgreSQL failover and rejoin) pushes the next one back.
 kinds=(pg nats redis daemon haproxy delay)
 nfaults=$((secs / interval > ${#kinds[@]} ? secs / interval : ${#kinds[@]}))
-schedule=()
-while ((${#schedule[@]} < nfaults)); do
-    round=("${kinds[@]}")
-    for ((i = ${#round[@]} - 1; i > 0; i--)); do
-        j=$((RANDOM % (i + 1)))
-        tmp=${round[i]} round[i]=${round[j]} round[j]=$tmp
-    done
-    schedule+=("${round[@]}")
-done
+rounds "$nfaults" "${kinds[@]}"
 slot=$((secs * 1000 / nfaults))
 : >"$logs/faults.tsv"
 t0=$(now_ms)

@@ -127,16 +127,6 @@ now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Wall clock in milliseconds: the failure log is read beside the script's clock. */
-static long long
-wall_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void
 on_signal(int sig)
 {
@@ -423,7 +413,7 @@ log_failure(long long start_ms, enum failure why, enum kind k, const char *body)
             len++;
     }
     pthread_mutex_lock(&ack_mu);
-    fprintf(failure_file, "%lld\t%lld\t%s\t%s\t%.*s\n", start_ms, wall_ms(), failure_name[why],
+    fprintf(failure_file, "%lld\t%lld\t%s\t%s\t%.*s\n", start_ms, load_ms(CLOCK_REALTIME), failure_name[why],
             kind_name[k], len > 0 ? len : 1, len > 0 ? code : "-");
     fflush(failure_file);
     pthread_mutex_unlock(&ack_mu);
@@ -460,7 +450,7 @@ issue(worker *w, const command *c)
         w->attempts++;
         if (attempts == 2)
             w->retried++;
-        attempt_ms = wall_ms();
+        attempt_ms = load_ms(CLOCK_REALTIME);
         if (exchange(w, req, (size_t)len, buf, REPLY_MAX, &a, &why)) {
             if (settle(w, c, &a, attempts)) {
                 double ms = (now_s() - t0) * 1000;
@@ -515,7 +505,6 @@ run_load(char **argv)
 {
     pthread_t th[WORKERS_MAX];
     worker *ws;
-    struct sigaction sa;
     uint64_t seed, sent = 0, attempts = 0, retried = 0, unacked = 0, unexpected = 0, acked = 0;
     uint64_t by_kind[K_COUNT] = {0}, business[K_COUNT] = {0}, failures[F_COUNT] = {0};
     const char *seed_text = getenv("CHAOS_LOAD_SEED");
@@ -544,13 +533,7 @@ run_load(char **argv)
         return 1;
     }
     seed = seed_text && *seed_text ? strtoull(seed_text, NULL, 10) : (uint64_t)time(NULL) ^ (uint64_t)getpid();
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGUSR1, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    load_signals(on_signal, (const int[]){SIGUSR1, SIGTERM, SIGINT, 0});
 
     ws = calloc((size_t)conns, sizeof *ws);
     if (ws == NULL) {

@@ -31,6 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "load.h"
+
 #define CHUNK 16384
 
 static unsigned target_port;
@@ -55,15 +57,6 @@ typedef struct pipe_dir {
     bool eof;                   /* the reader is done: the writer ends once empty */
     atomic_bool *broken;        /* shared by both directions */
 } pipe_dir;
-
-static long long
-mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void
 on_signal(int sig)
@@ -98,7 +91,7 @@ reader(void *arg)
         }
         c->len = (size_t)n;
         c->next = NULL;
-        c->due_ms = mono_ms() + (atomic_load(&delaying) ? delay_ms : 0);
+        c->due_ms = load_ms(CLOCK_MONOTONIC) + (atomic_load(&delaying) ? delay_ms : 0);
         pthread_mutex_lock(&p->mu);
         if (p->tail != NULL)
             p->tail->next = c;
@@ -147,7 +140,7 @@ writer(void *arg)
         if (p->head == NULL)
             p->tail = NULL;
         pthread_mutex_unlock(&p->mu);
-        while ((wait = c->due_ms - mono_ms()) > 0 && !atomic_load(p->broken)) {
+        while ((wait = c->due_ms - load_ms(CLOCK_MONOTONIC)) > 0 && !atomic_load(p->broken)) {
             struct timespec ts = {.tv_sec = wait / 1000, .tv_nsec = (wait % 1000) * 1000000L};
 
             nanosleep(&ts, NULL);
@@ -238,7 +231,6 @@ int
 main(int argc, char **argv)
 {
     struct sockaddr_in a = {.sin_family = AF_INET};
-    struct sigaction sa;
     unsigned listen_port;
     int lfd, one = 1;
 
@@ -248,14 +240,7 @@ main(int argc, char **argv)
         fprintf(stderr, "usage: delay_proxy LISTEN_PORT TARGET_PORT DELAY_MS\n");
         return 2;
     }
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGUSR1, &sa, NULL);
-    sigaction(SIGUSR2, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    load_signals(on_signal, (const int[]){SIGUSR1, SIGUSR2, SIGTERM, SIGINT, 0});
 
     a.sin_port = htons((uint16_t)listen_port);
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
