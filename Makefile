@@ -183,6 +183,11 @@ $(BUILD)/chaos_load: $(BUILD)/tests/chaos_load.o
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(PKG_LIBS)
 
+# The delaying TCP proxy of `make chaos-cluster` (its network fault).
+$(BUILD)/delay_proxy: $(BUILD)/tests/delay_proxy.o
+	@echo "  LD    $@"
+	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) -pthread
+
 # The hostile load of `make abuse` (and its corpus-driven HTTP sender).
 $(BUILD)/abuse_load: $(BUILD)/tests/abuse_load.o
 	@echo "  LD    $@"
@@ -309,6 +314,24 @@ cluster-down:
 cluster-test: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/cluster_test.sh $(BUILD)
+
+# The fault campaign on the highly available topology: a fresh cluster of
+# its own (.run/chaos-cluster, ports from CHAOS_CLUSTER_PORT_BASE, by
+# default CLUSTER_PORT_BASE+100), the campaign's load through HAProxy and,
+# for CHAOS_SECONDS, kill -9 of the PostgreSQL primary, a NATS server, the
+# Redis primary, a daemon instance, HAProxy, and a network delay on one
+# node; then the invariants (any violation fails) and, per fault kind, the
+# longest window in which commands failed against its goal
+# (scripts/chaos_cluster.sh).  chaos-cluster-short: 60 s, one fault of
+# each kind.
+.PHONY: chaos-cluster chaos-cluster-short
+chaos-cluster: deps
+	@$(MAKE) --no-print-directory all $(BUILD)/chaos_load $(BUILD)/delay_proxy
+	@CHAOS_SECONDS=$(CHAOS_SECONDS) scripts/chaos_cluster.sh $(BUILD)
+
+chaos-cluster-short: deps
+	@$(MAKE) --no-print-directory all $(BUILD)/chaos_load $(BUILD)/delay_proxy
+	@CHAOS_SECONDS=60 CHAOS_FAULT_INTERVAL=10 scripts/chaos_cluster.sh $(BUILD)
 
 clean:
 	rm -rf build

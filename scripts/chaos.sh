@@ -61,15 +61,7 @@ campaign_start
 # target along.
 targets=("${daemons[@]}" "${servers[@]}")
 nkills=$((secs / kill_every > ${#targets[@]} ? secs / kill_every : ${#targets[@]}))
-schedule=()
-while ((${#schedule[@]} < nkills)); do
-    round=("${targets[@]}")
-    for ((i = ${#round[@]} - 1; i > 0; i--)); do
-        j=$((RANDOM % (i + 1)))
-        tmp=${round[i]} round[i]=${round[j]} round[j]=$tmp
-    done
-    schedule+=("${round[@]}")
-done
+rounds "$nkills" "${targets[@]}"
 slot=$((secs * 1000 / nkills))
 t0=$(now_ms)
 say "chaos: $nkills kills over $secs s"

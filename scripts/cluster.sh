@@ -21,6 +21,16 @@
 #   down    stop everything by PID; fails if any process is left
 #   env     `export` lines pointing a program (default: the administrator,
 #           as for esctl) at the cluster: eval "$(scripts/cluster.sh env)"
+#   start NAME...  start those processes if they are not running (pg1,
+#           nats2, redis1, sentinel3, haproxy, command1, saga2, ...) and
+#           wait for them as `up` does; no migration, no demo (the cluster
+#           fault campaign, scripts/chaos_cluster.sh, brings back what it
+#           killed with it)
+#
+# CLUSTER_VIA ("pg1:PORT nats1:PORT", empty by default): the others reach
+# that node through PORT instead (HAProxy for a PostgreSQL node, the
+# clients' server list for a NATS node): where the cluster campaign puts
+# its delaying proxy.
 #
 # Settings: CLUSTER_PORT_BASE (15400; the cluster takes BASE..BASE+59),
 # CLUSTER_DIR (<repo>/.run/cluster), ES_WAIT_SECS (60).  Credentials are
@@ -71,6 +81,15 @@ DAEMONS=(
 log() { echo "cluster: $*"; }
 err() { echo "cluster: $*" >&2; }
 die() { err "error: $*"; exit 1; }
+
+# via NAME PORT: the port others reach node NAME at (CLUSTER_VIA).
+via() {
+    local w
+    for w in ${CLUSTER_VIA:-}; do
+        [[ ${w%%:*} == "$1" ]] && { echo "${w#*:}"; return; }
+    done
+    echo "$2"
+}
 
 # ---- processes --------------------------------------------------------------
 
@@ -169,7 +188,7 @@ cl_pw() { cred "$1" "$CL/cluster.credentials"; }
 # the cluster's addresses: PostgreSQL through HAProxy, NATS's server list,
 # Redis through the Sentinels.
 print_env() {
-    local who=${1:-admin} user pw urls="" p s=""
+    local who=${1:-admin} user pw urls="" p s="" n""
     case $who in
         admin) user=es_admin ;;
         esctl) user=esctl ;;
@@ -178,7 +197,10 @@ print_env() {
     ES_RUN_DIR=$CL ES_PG_PORT=$HA_PG ES_NATS_HTTP_PORT=${NATS_HTTP[0]} \
         scripts/servers.sh env "${1:-}"
     pw=$(cred "$user" "$CL/credentials")
-    for p in "${NATS_PORT[@]}"; do urls+="${urls:+,}nats://$user:$pw@$HOST:$p"; done
+    for n in 0 1 2; do
+        p=$(via "nats$((n + 1))" "${NATS_PORT[$n]}")
+        urls+="${urls:+,}nats://$user:$pw@$HOST:$p"
+    done
     for p in "${SENTINEL_PORT[@]}"; do s+="${s:+,}$HOST:$p"; done
     echo "export ES_NATS_URL=\"$urls\""
     echo "export ES_NATS_REPLICAS=3"
@@ -358,15 +380,15 @@ listen pg_primary
     option httpchk GET /primary
     http-check expect status 200
     default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions
-    server pg1 $HOST:${PG_PORT[0]} check port ${REST_PORT[0]}
-    server pg2 $HOST:${PG_PORT[1]} check port ${REST_PORT[1]}
+    server pg1 $HOST:$(via pg1 "${PG_PORT[0]}") check port ${REST_PORT[0]}
+    server pg2 $HOST:$(via pg2 "${PG_PORT[1]}") check port ${REST_PORT[1]}
 listen pg_replica
     bind $HOST:$HA_PG_RO
     option httpchk GET /replica
     http-check expect status 200
     default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions
-    server pg1 $HOST:${PG_PORT[0]} check port ${REST_PORT[0]}
-    server pg2 $HOST:${PG_PORT[1]} check port ${REST_PORT[1]}
+    server pg1 $HOST:$(via pg1 "${PG_PORT[0]}") check port ${REST_PORT[0]}
+    server pg2 $HOST:$(via pg2 "${PG_PORT[1]}") check port ${REST_PORT[1]}
 EOF
     for svc in command query; do
         local port=$HA_COMMAND first
@@ -700,6 +722,24 @@ status() {
     return "$rc"
 }
 
+# start NAME...: each named process, if it is not running, as `up` starts it.
+start() {
+    local name
+    mkdir -p -- "$CL/log" "$PIDS"
+    [[ -s $CL/cluster.credentials ]] || die "no cluster in $CL: run up first"
+    for name in "$@"; do
+        case $name in
+            pg1 | pg2) patroni_up $((${name#pg} - 1)) ;;
+            haproxy) haproxy_up ;;
+            nats1 | nats2 | nats3) nats_up ;;
+            redis1 | redis2 | sentinel1 | sentinel2 | sentinel3) redis_up ;;
+            etcd) etcd_up ;;
+            command[12] | query[12] | relay[12] | projector[12] | saga[12]) daemons_up ;;
+            *) die "start: unknown process '$name'" ;;
+        esac
+    done
+}
+
 cmd=${1:-}
 case $cmd in
     up) BUILD=${2:-build/plain}; up ;;
@@ -707,5 +747,6 @@ case $cmd in
     status) status ;;
     env) print_env "${2:-}" ;;
     ports) BUILD=${2:-build/plain}; where ;;
-    *) echo "usage: $0 up|down|status|env [COMPONENT]|ports [BUILD_DIR]" >&2; exit 2 ;;
+    start) BUILD=${CLUSTER_BUILD:-build/plain}; shift; start "$@" ;;
+    *) echo "usage: $0 up|down|status|env [COMPONENT]|ports [BUILD_DIR]|start NAME..." >&2; exit 2 ;;
 esac

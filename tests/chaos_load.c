@@ -17,7 +17,12 @@
  * check blocks, some the verifier fails, some reusing an address),
  * deposits, restocks, orders (some from customers who never deposited,
  * some to a country shipping refuses) and cancellations of placed orders.
- * CHAOS_LOAD_SEED fixes the random choices.
+ * CHAOS_LOAD_SEED fixes the random choices.  With CHAOS_LOAD_FAILURES set
+ * to a file, every failed attempt (no answer, or a 5xx) is also written
+ * there, one line each: its start and end (wall clock, milliseconds since
+ * the epoch), the failure, the kind and the error code of a 5xx answer
+ * (or -), tab-separated; the cluster
+ * campaign (scripts/chaos_cluster.sh) measures its windows from them.
  *
  * Acknowledgement file, one line per command, tab-separated, \N for none:
  *   kind key status code id position amount attempts replayed
@@ -78,6 +83,7 @@ static int conns;
 static double rate, drain_s;
 static const char *run_id;
 static FILE *ack_file;
+static FILE *failure_file;      /* CHAOS_LOAD_FAILURES, or NULL */
 static pthread_mutex_t ack_mu = PTHREAD_MUTEX_INITIALIZER;
 static volatile sig_atomic_t signals_seen;
 
@@ -392,6 +398,27 @@ settle(worker *w, const command *c, const answer *a, int attempts)
     return true;
 }
 
+/* One line of the failure log for an attempt that began at start_ms. */
+static void
+log_failure(long long start_ms, enum failure why, enum kind k, const char *body)
+{
+    const char *code = body != NULL ? strstr(body, "\"code\":\"") : NULL;
+    int len = 0;
+
+    if (failure_file == NULL)
+        return;
+    if (code != NULL) {
+        code += 8;
+        while (len < 40 && code[len] != '\0' && code[len] != '"')
+            len++;
+    }
+    pthread_mutex_lock(&ack_mu);
+    fprintf(failure_file, "%lld\t%lld\t%s\t%s\t%.*s\n", start_ms, load_ms(CLOCK_REALTIME), failure_name[why],
+            kind_name[k], len > 0 ? len : 1, len > 0 ? code : "-");
+    fflush(failure_file);
+    pthread_mutex_unlock(&ack_mu);
+}
+
 /* Sends c until it is answered or must be given up. */
 static void
 issue(worker *w, const command *c)
@@ -400,6 +427,7 @@ issue(worker *w, const command *c)
     double backoff = 0.05;
     enum failure last = F_REFUSED;
     int len, attempts = 0;
+    long long attempt_ms;
     double t0;
 
     len = snprintf(req, sizeof req,
@@ -422,6 +450,7 @@ issue(worker *w, const command *c)
         w->attempts++;
         if (attempts == 2)
             w->retried++;
+        attempt_ms = load_ms(CLOCK_REALTIME);
         if (exchange(w, req, (size_t)len, buf, REPLY_MAX, &a, &why)) {
             if (settle(w, c, &a, attempts)) {
                 double ms = (now_s() - t0) * 1000;
@@ -432,9 +461,11 @@ issue(worker *w, const command *c)
                 return;
             }
             last = a.status == 503 ? F_HTTP503 : F_HTTP5XX;
+            log_failure(attempt_ms, last, c->kind, a.body);
         } else {
             w->failures[why]++;
             last = why;
+            log_failure(attempt_ms, last, c->kind, NULL);
         }
         /* back off with jitter, 50 ms doubling up to 1 s */
         sleep_s(backoff * (0.5 + (double)(rnd(w) % 1000) / 1000.0));
@@ -474,7 +505,6 @@ run_load(char **argv)
 {
     pthread_t th[WORKERS_MAX];
     worker *ws;
-    struct sigaction sa;
     uint64_t seed, sent = 0, attempts = 0, retried = 0, unacked = 0, unexpected = 0, acked = 0;
     uint64_t by_kind[K_COUNT] = {0}, business[K_COUNT] = {0}, failures[F_COUNT] = {0};
     const char *seed_text = getenv("CHAOS_LOAD_SEED");
@@ -495,14 +525,15 @@ run_load(char **argv)
         fprintf(stderr, "chaos_load: could not open %s: %s\n", argv[7], strerror(errno));
         return 1;
     }
+    if (getenv("CHAOS_LOAD_FAILURES") != NULL && getenv("CHAOS_LOAD_FAILURES")[0] != '\0' &&
+        (failure_file = fopen(getenv("CHAOS_LOAD_FAILURES"), "w")) == NULL) {
+        fprintf(stderr, "chaos_load: could not open %s: %s\n", getenv("CHAOS_LOAD_FAILURES"),
+                strerror(errno));
+        fclose(ack_file);
+        return 1;
+    }
     seed = seed_text && *seed_text ? strtoull(seed_text, NULL, 10) : (uint64_t)time(NULL) ^ (uint64_t)getpid();
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGUSR1, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    load_signals(on_signal, (const int[]){SIGUSR1, SIGTERM, SIGINT, 0});
 
     ws = calloc((size_t)conns, sizeof *ws);
     if (ws == NULL) {
@@ -539,6 +570,8 @@ run_load(char **argv)
     for (int i = 0; i < conns; i++)
         pthread_join(th[i], NULL);
     fclose(ack_file);
+    if (failure_file != NULL)
+        fclose(failure_file);
 
     for (int i = 0; i < conns; i++) {
         sent += ws[i].sent;

@@ -1,7 +1,8 @@
 /*
- * What the campaigns' load generators (chaos_load.c, abuse_load.c) share:
- * a loopback TCP connection with time bounds, a small random generator
- * and a sleep in seconds.
+ * What the campaigns' load generators (chaos_load.c, abuse_load.c) and
+ * the cluster campaign's delaying proxy (delay_proxy.c) share: a loopback
+ * TCP connection with time bounds, a small random generator, a sleep in
+ * seconds and a clock in milliseconds.
  */
 #ifndef ES_TEST_LOAD_H
 #define ES_TEST_LOAD_H
@@ -10,10 +11,13 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 /*
@@ -62,6 +66,30 @@ load_sleep(double s)
 {
     if (s > 0)
         usleep((useconds_t)(s * 1e6));
+}
+
+/* Milliseconds of that clock (CLOCK_MONOTONIC, CLOCK_REALTIME). */
+static inline long long
+load_ms(clockid_t clock)
+{
+    struct timespec ts;
+
+    clock_gettime(clock, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* fn handles each signal of sigs (a list ended by 0); SIGPIPE is ignored. */
+static inline void
+load_signals(void (*fn)(int), const int *sigs)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fn;
+    sigemptyset(&sa.sa_mask);
+    for (; *sigs != 0; sigs++)
+        sigaction(*sigs, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
 }
 
 #endif
