@@ -1,8 +1,9 @@
 /*
  * Reading the events stream: the JetStream stream es-relay fills (message
- * n = the feed's n-th event), consumed with an ordered push consumer from
- * a given sequence, and each message decoded into an event with its feed
- * sequence.  es-projector and es-saga both read the feed this way.
+ * n = the feed's n-th event), consumed from a given sequence with an
+ * ordered push consumer (es-saga, esctl) or a pull consumer whose batches
+ * the reader asks for (es-projector: memory bounded by the batch), and
+ * each message decoded into an event with its feed sequence.
  */
 #include "feed.h"
 

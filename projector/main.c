@@ -3,10 +3,12 @@
  * follows the JetStream events stream and applies each event to every
  * projection; rebuilding one and its status are esctl's (rebuild.c).
  *
- * The live loop reads the stream with an ordered push consumer starting
- * after the lowest checkpoint, decodes each message once and, per
- * projection, sends the events past its checkpoint as one batch (one Lua
- * call: atomic with the checkpoint; at-or-below is skipped, a gap refused).
+ * The live loop pulls the stream in batches it asks for (a pull consumer
+ * starting after the lowest checkpoint: it holds one batch however far
+ * behind it is), decodes each message once and, per projection, sends the
+ * events past its checkpoint as one batch (one Lua call: atomic with the
+ * checkpoint; at-or-below is skipped, a gap refused); the calls of all
+ * projections go in one pipelined round trip.
  * A projection that cannot apply an event stops there and says why (log,
  * /metrics, /healthz, its stop report in Redis); the others go on.  It is
  * retried when the process restarts, and skipped only when an operator
