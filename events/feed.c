@@ -1,8 +1,9 @@
 /*
  * Reading the events stream: the JetStream stream es-relay fills (message
- * n = the feed's n-th event), consumed with an ordered push consumer from
- * a given sequence, and each message decoded into an event with its feed
- * sequence.  es-projector and es-saga both read the feed this way.
+ * n = the feed's n-th event), consumed from a given sequence with an
+ * ordered push consumer (es-saga, esctl) or a pull consumer whose batches
+ * the reader asks for (es-projector: memory bounded by the batch), and
+ * each message decoded into an event with its feed sequence.
  */
 #include "feed.h"
 
@@ -396,6 +397,54 @@ es_feed_batch_free(es_feed_batch *m)
 }
 
 /*
+ * Decodes message m (stream sequence seq) into out->ev[out->n] and counts
+ * it; one that cannot be decoded is kept with its reason in bad[n], so
+ * projections stop exactly there.  Takes m.  ES_ENOMEM only.
+ */
+static es_status
+take_one(es_feed_batch *out, natsMsg *m, uint64_t seq, es_error *err)
+{
+    es_feed_event *e = &out->ev[out->n];
+    es_error derr;
+
+    if (es_feed_event_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), seq, e,
+                             &derr) != ES_OK) {
+        es_feed_event_free(e);
+        e->seq = seq;
+        out->bad[out->n] = strdup(derr.message);
+        if (out->bad[out->n] == NULL) {
+            /* without its reason it would pass for a good event */
+            natsMsg_Destroy(m);
+            out->n++;
+            return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+        }
+    }
+    natsMsg_Destroy(m);
+    out->n++;
+    return ES_OK;
+}
+
+static es_status
+batch_alloc(es_feed_batch *out, int max, es_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if ((out->ev = calloc((size_t)max, sizeof *out->ev)) == NULL ||
+        (out->bad = calloc((size_t)max, sizeof *out->bad)) == NULL) {
+        es_feed_batch_free(out);
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+    }
+    return ES_OK;
+}
+
+static es_status
+no_metadata(es_feed_batch *out, es_error *err)
+{
+    es_feed_batch_free(out);
+    return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
+                        "a message of the events stream has no JetStream metadata");
+}
+
+/*
  * Takes up to max messages: waits up to wait_ms for the first, then takes
  * what is already queued.  Each is decoded; one that cannot be is kept
  * with its reason in bad[i], so projections stop exactly there.
@@ -408,42 +457,24 @@ es_jetstream_take(natsSubscription *sub, int max, int wait_ms, es_feed_batch *ou
     natsStatus s;
     int pending = 0;
 
-    memset(out, 0, sizeof *out);
-    if ((out->ev = calloc((size_t)max, sizeof *out->ev)) == NULL ||
-        (out->bad = calloc((size_t)max, sizeof *out->bad)) == NULL) {
-        es_feed_batch_free(out);
-        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
-    }
+    if (batch_alloc(out, max, err) != ES_OK)
+        return err->status;
     s = natsSubscription_NextMsg(&m, sub, wait_ms);
     while (s == NATS_OK) {
         jsMsgMetaData *meta = NULL;
-        es_feed_event *e = &out->ev[out->n];
-        es_error derr;
+        uint64_t seq;
 
         if (natsMsg_GetMetaData(&meta, m) != NATS_OK) {
             natsMsg_Destroy(m);
-            es_feed_batch_free(out);
-            return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
-                                "a message of the events stream has no JetStream metadata");
+            return no_metadata(out, err);
         }
-        if (es_feed_event_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m),
-                            meta->Sequence.Stream, e, &derr) != ES_OK) {
-            es_feed_event_free(e);
-            e->seq = meta->Sequence.Stream;
-            out->bad[out->n] = strdup(derr.message);
-            if (out->bad[out->n] == NULL) {
-                /* without its reason it would pass for a good event */
-                jsMsgMetaData_Destroy(meta);
-                natsMsg_Destroy(m);
-                out->n++;
-                es_feed_batch_free(out);
-                return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
-            }
-        }
+        seq = meta->Sequence.Stream;
         jsMsgMetaData_Destroy(meta);
-        natsMsg_Destroy(m);
+        if (take_one(out, m, seq, err) != ES_OK) {
+            es_feed_batch_free(out);
+            return err->status;
+        }
         m = NULL;
-        out->n++;
         if ((int)out->n == max)
             break;
         if (pending <= 0 && (natsSubscription_GetPending(sub, &pending, NULL) != NATS_OK ||
@@ -459,3 +490,115 @@ es_jetstream_take(natsSubscription *sub, int max, int wait_ms, es_feed_batch *ou
                         "reading the events stream failed: %s", natsStatus_GetText(s));
 }
 
+/* ---- the stream, pulled ------------------------------------------------- */
+
+es_status
+es_jetstream_pull(es_jetstream *n, uint64_t from, natsSubscription **out, es_error *err)
+{
+    jsSubOptions so;
+    jsErrCode jerr = 0;
+    natsStatus s;
+
+    *out = NULL;
+    if (!es_nats_up(n->nc))
+        return nats_down(n, err);
+    jsSubOptions_Init(&so);
+    so.Stream = n->stream;
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = from;
+    /* Nothing to acknowledge: the reader's checkpoint is the truth, and a
+     * reader that starts again makes a new consumer from there.  The
+     * server keeps the consumer in memory and drops it a while after the
+     * reader is gone (killed, cut off). */
+    so.Config.AckPolicy = js_AckNone;
+    so.Config.MemoryStorage = true;
+    so.Config.InactiveThreshold = (int64_t)es_env_long("es", "ES_NATS_PULL_INACTIVE_MS", 30000,
+                                                       1000, 3600000) * 1000000;
+    s = js_PullSubscribe(out, n->js, n->subjects, NULL, NULL, &so, &jerr);
+    if (s != NATS_OK) {
+        *out = NULL;
+        return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
+                            "could not make a pull consumer of stream %s from %" PRIu64
+                            ": %s (%d)", n->stream, from, natsStatus_GetText(s), (int)jerr);
+    }
+    return ES_OK;
+}
+
+/* One pull request: up to max messages, at most max_bytes in all; with
+ * no_wait the server answers at once with what it has, else it holds the
+ * request up to wait_ms for them. */
+static natsStatus
+fetch(natsMsgList *list, natsSubscription *sub, int max, int64_t max_bytes, bool no_wait,
+      int wait_ms)
+{
+    jsFetchRequest req;
+
+    jsFetchRequest_Init(&req);
+    req.Batch = max;
+    req.MaxBytes = max_bytes;
+    req.NoWait = no_wait;
+    req.Expires = (int64_t)wait_ms * 1000000;
+    return natsSubscription_FetchRequest(list, sub, &req);
+}
+
+es_status
+es_jetstream_fetch(natsSubscription *sub, uint64_t next, int max, int wait_ms,
+                   es_feed_batch *out, uint64_t *jump, es_error *err)
+{
+    /* A message never exceeds the server's max_payload (2 MB in the
+     * configuration scripts/servers.sh writes), so one always fits. */
+    int64_t max_bytes = es_env_long("es", "ES_NATS_FETCH_BYTES", 8L * 1024 * 1024,
+                                    4L * 1024 * 1024, 1L << 30);
+    natsMsgList list = {0};
+    natsStatus s;
+    int i;
+
+    *jump = 0;
+    if (batch_alloc(out, max, err) != ES_OK)
+        return err->status;
+    /* what the server has now, without waiting; when it has nothing,
+     * one message waited for (a request for more would be held until
+     * they all came, delaying the first) */
+    s = fetch(&list, sub, max, max_bytes, true, wait_ms > 0 ? wait_ms : 1);
+    if ((s == NATS_NOT_FOUND || s == NATS_TIMEOUT) && wait_ms > 0)
+        s = fetch(&list, sub, 1, max_bytes, false, wait_ms);
+    if (s == NATS_NOT_FOUND || s == NATS_TIMEOUT)
+        return ES_OK;
+    if (s != NATS_OK) {
+        es_feed_batch_free(out);
+        return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
+                            "reading the events stream failed: %s", natsStatus_GetText(s));
+    }
+    for (i = 0; i < list.Count; i++) {
+        natsMsg *m = list.Msgs[i];
+        jsMsgMetaData *meta = NULL;
+        uint64_t seq;
+
+        list.Msgs[i] = NULL;
+        if (natsMsg_GetMetaData(&meta, m) != NATS_OK) {
+            natsMsg_Destroy(m);
+            natsMsgList_Destroy(&list);
+            return no_metadata(out, err);
+        }
+        seq = meta->Sequence.Stream;
+        jsMsgMetaData_Destroy(meta);
+        /* The stream is dense (the relay writes every sequence once) and
+         * a consumer delivers it in order, so the next message is next,
+         * or the stream lacks it (deleted, or a stream that is not the
+         * feed's copy): the batch ends before the jump, and the caller,
+         * which knows what it applied, decides. */
+        if (seq != next) {
+            natsMsg_Destroy(m);
+            *jump = seq;
+            break;
+        }
+        if (take_one(out, m, seq, err) != ES_OK) {
+            natsMsgList_Destroy(&list);
+            es_feed_batch_free(out);
+            return err->status;
+        }
+        next++;
+    }
+    natsMsgList_Destroy(&list);
+    return ES_OK;
+}

@@ -107,4 +107,27 @@ es_status es_jetstream_take(natsSubscription *sub, int max, int wait_ms, es_feed
                             es_error *err);
 void es_feed_batch_free(es_feed_batch *m);
 
+/*
+ * A pull consumer of the stream from sequence from (ephemeral, no acks,
+ * in the server's memory; gone ES_NATS_PULL_INACTIVE_MS, 30 s, after its
+ * reader stops asking).  Unlike es_jetstream_subscribe's push consumer,
+ * which the server fills as fast as it can (a reader catching up held
+ * most of the backlog in the library's queue), the server sends only the
+ * batches es_jetstream_fetch asks for: what a reader holds is bounded by
+ * its batch.  End it with es_jetstream_unsubscribe.
+ */
+es_status es_jetstream_pull(es_jetstream *n, uint64_t from, natsSubscription **out,
+                            es_error *err);
+/*
+ * Fetches from a pull consumer up to max messages (ES_NATS_FETCH_BYTES,
+ * 8 MiB, at most), decoded as es_jetstream_take does, where next is the
+ * sequence expected first: what the server has at once, else waits up to
+ * wait_ms for one.  The batch ends before a message whose sequence is not
+ * the next one: *jump is that message's sequence (else 0).  Empty (ES_OK,
+ * n 0) when nothing came; ES_EUNAVAILABLE when the consumer or the
+ * connection failed (pull again).
+ */
+es_status es_jetstream_fetch(natsSubscription *sub, uint64_t next, int max, int wait_ms,
+                             es_feed_batch *out, uint64_t *jump, es_error *err);
+
 #endif

@@ -848,15 +848,11 @@ es_rm_apply(redisContext *c, es_rm_batch *b, es_rm_applied *out, es_error *err)
     return es_rm_apply_fenced(c, b, NULL, out, err);
 }
 
-es_status
-es_rm_apply_fenced(redisContext *c, es_rm_batch *b, const char *lease, es_rm_applied *out,
-                   es_error *err)
+/* The answer r (taken) to APPLY for b under lease. */
+static es_status
+applied_reply(redisContext *c, redisReply *r, const es_rm_batch *b, const char *lease,
+              es_rm_applied *out, es_error *err)
 {
-    redisReply *r;
-
-    if (b->failed)
-        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory building a batch");
-    r = run_script_extra(c, &APPLY, b, lease ? lease : "");
     if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "FENCED ", 7) == 0) {
         es_error_set(err, ES_ECONFLICT, "lease_lost", NULL,
                      "projection %.*s: the batch was refused: its lease is held by %s, not by "
@@ -866,6 +862,93 @@ es_rm_apply_fenced(redisContext *c, es_rm_batch *b, const char *lease, es_rm_app
         return ES_ECONFLICT;
     }
     return parse_applied(c, r, out, err);
+}
+
+es_status
+es_rm_apply_fenced(redisContext *c, es_rm_batch *b, const char *lease, es_rm_applied *out,
+                   es_error *err)
+{
+    if (b->failed)
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory building a batch");
+    return applied_reply(c, run_script_extra(c, &APPLY, b, lease ? lease : ""), b,
+                         lease ? lease : "", out, err);
+}
+
+/* Appends the trace stages' commands to c's output; *replies: how many. */
+static es_status
+trace_append(redisContext *c, const es_rm_trace_stage *s, size_t n, int ttl_s, size_t *replies,
+             es_error *err);
+/* Reads the replies of trace_append's commands (all of them, also after a
+ * failure, so that the connection stays in step). */
+static es_status trace_read(redisContext *c, size_t replies, es_error *err);
+
+es_status
+es_rm_apply_all(redisContext *c, es_rm_apply_job *jobs, size_t n, const es_rm_trace_stage *s,
+                size_t ns, int ttl_s, es_error *trace_err)
+{
+    es_buf o = ES_BUF_INIT;
+    size_t i, replies = 0;
+    es_status st = ES_OK;
+
+    for (i = 0; i < n; i++) {
+        es_rm_apply_job *j = &jobs[i];
+
+        j->again_ = false;
+        memset(&j->out, 0, sizeof j->out);
+        j->status = es_error_set(&j->err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                                 "redis: apply: not sent");
+        if (j->batch->failed) {
+            j->status = es_error_set(&j->err, ES_ENOMEM, NULL, NULL,
+                                     "out of memory building a batch");
+            continue;
+        }
+        es_buf_reset(&o);
+        format_script(&o, &APPLY, true, j->batch, j->lease ? j->lease : "");
+        if (es_buf_failed(&o) || redisAppendFormattedCommand(c, o.data, o.len) != REDIS_OK) {
+            es_buf_free(&o);
+            return redis_fail(c, NULL, trace_err, "apply");
+        }
+        j->again_ = true;       /* sent: its reply is to be read */
+    }
+    es_buf_free(&o);
+    if (ns > 0 && trace_append(c, s, ns, ttl_s, &replies, trace_err) != ES_OK)
+        return trace_err->status;
+    /* The replies, in the order sent.  A connection that fails fails the
+     * rest alike: whether those scripts ran is not known, so the caller
+     * connects again and reads the checkpoints. */
+    for (i = 0; i < n; i++) {
+        es_rm_apply_job *j = &jobs[i];
+        redisReply *r = NULL;
+
+        if (!j->again_)
+            continue;
+        j->again_ = false;
+        if (st != ES_OK || redisGetReply(c, (void **)&r) != REDIS_OK) {
+            st = j->status = redis_fail(c, NULL, &j->err, "apply");
+            continue;
+        }
+        if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+            /* not run (Redis restarted or its scripts were flushed): sent
+             * again by text once the pipe is read */
+            freeReplyObject(r);
+            j->again_ = true;
+            continue;
+        }
+        j->status = applied_reply(c, r, j->batch, j->lease ? j->lease : "", &j->out, &j->err);
+    }
+    if (st != ES_OK) {
+        if (ns > 0)
+            es_error_set(trace_err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                         "redis: trace: not recorded: %s", c->err ? c->errstr : "no answer");
+        return st;
+    }
+    if (replies > 0 && (st = trace_read(c, replies, trace_err)) != ES_OK && c->err)
+        return st;
+    for (i = 0; i < n; i++)
+        if (jobs[i].again_)
+            jobs[i].status = es_rm_apply_fenced(c, jobs[i].batch, jobs[i].lease, &jobs[i].out,
+                                                &jobs[i].err);
+    return ES_OK;
 }
 
 /* ---- the projector's leases ------------------------------------------- */
@@ -1583,16 +1666,17 @@ es_rm_dump_free(char **lines, size_t n)
 
 /* ---- traces -------------------------------------------------------------- */
 
-es_status
-es_rm_trace_put(redisContext *c, const es_rm_trace_stage *s, size_t n, int ttl_s, es_error *err)
+static es_status
+trace_append(redisContext *c, const es_rm_trace_stage *s, size_t n, int ttl_s, size_t *replies,
+             es_error *err)
 {
     /* per HSET: HSET key, then field and value per projection (16 at most) */
     const char *argv[2 + 2 * 16];
     size_t lens[2 + 2 * 16];
     char key[48], fields[16][ES_RM_NAME_MAX + 24], values[16][24];
-    size_t i = 0, replies = 0, k;
-    es_status st = ES_OK;
+    size_t i = 0, k;
 
+    *replies = 0;
     while (i < n) {
         int argc = 2, m = 0;
 
@@ -1609,15 +1693,23 @@ es_rm_trace_put(redisContext *c, const es_rm_trace_stage *s, size_t n, int ttl_s
         if (redisAppendCommandArgv(c, argc, argv, lens) != REDIS_OK)
             return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
                                 "redis: trace: %s", c->errstr);
-        replies++;
+        (*replies)++;
         if (k >= n || strcmp(s[k].trace_id, s[i].trace_id) != 0) {
             if (redisAppendCommand(c, "EXPIRE %s %d", key, ttl_s > 0 ? ttl_s : 1) != REDIS_OK)
                 return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
                                     "redis: trace: %s", c->errstr);
-            replies++;
+            (*replies)++;
         }
         i = k;
     }
+    return ES_OK;
+}
+
+static es_status
+trace_read(redisContext *c, size_t replies, es_error *err)
+{
+    es_status st = ES_OK;
+
     for (; replies > 0; replies--) {
         redisReply *r = NULL;
 
@@ -1628,6 +1720,16 @@ es_rm_trace_put(redisContext *c, const es_rm_trace_stage *s, size_t n, int ttl_s
         freeReplyObject(r);
     }
     return st;
+}
+
+es_status
+es_rm_trace_put(redisContext *c, const es_rm_trace_stage *s, size_t n, int ttl_s, es_error *err)
+{
+    size_t replies = 0;
+
+    if (trace_append(c, s, n, ttl_s, &replies, err) != ES_OK)
+        return err->status;
+    return trace_read(c, replies, err);
 }
 
 es_status

@@ -153,6 +153,17 @@ es_status es_rm_apply(redisContext *c, es_rm_batch *b, es_rm_applied *out, es_er
 es_status es_rm_apply_fenced(redisContext *c, es_rm_batch *b, const char *lease,
                              es_rm_applied *out, es_error *err);
 
+/* One batch of es_rm_apply_all: in, the batch and its lease token (NULL or
+ * "": not fenced); out, what es_rm_apply_fenced would return and set. */
+typedef struct es_rm_apply_job {
+    es_rm_batch *batch;
+    const char *lease;
+    es_status status;
+    es_error err;
+    es_rm_applied out;
+    bool again_;                /* es_rm_apply_all's own */
+} es_rm_apply_job;
+
 /* ---- the projector's leases ------------------------------------------- */
 
 /*
@@ -351,6 +362,19 @@ typedef struct es_rm_trace_stage {
  */
 es_status es_rm_trace_put(redisContext *c, const es_rm_trace_stage *s, size_t n, int ttl_s,
                           es_error *err);
+
+/*
+ * es_rm_apply_fenced for each of jobs[0..n) (each batch its own
+ * projection), pipelined in one round trip together with the trace
+ * stages s[0..ns) (es_rm_trace_put's commands, after the scripts): the
+ * live projector's one write per batch.  Each job gets its own outcome.
+ * The return is ES_OK unless the connection failed (every job not
+ * answered has that error too; drop the connection); a failure of the
+ * trace record alone sets only *trace_err.  A script Redis no longer
+ * knows is sent again by text after the pipe is read.
+ */
+es_status es_rm_apply_all(redisContext *c, es_rm_apply_job *jobs, size_t n,
+                          const es_rm_trace_stage *s, size_t ns, int ttl_s, es_error *trace_err);
 
 /* The stages recorded for trace_id (none: *n 0, ES_OK), in no particular
  * order; *out malloc'd (free()), NULL when none. */

@@ -3,10 +3,12 @@
  * follows the JetStream events stream and applies each event to every
  * projection; rebuilding one and its status are esctl's (rebuild.c).
  *
- * The live loop reads the stream with an ordered push consumer starting
- * after the lowest checkpoint, decodes each message once and, per
- * projection, sends the events past its checkpoint as one batch (one Lua
- * call: atomic with the checkpoint; at-or-below is skipped, a gap refused).
+ * The live loop pulls the stream in batches it asks for (a pull consumer
+ * starting after the lowest checkpoint: it holds one batch however far
+ * behind it is), decodes each message once and, per projection, sends the
+ * events past its checkpoint as one batch (one Lua call: atomic with the
+ * checkpoint; at-or-below is skipped, a gap refused); the calls of all
+ * projections go in one pipelined round trip.
  * A projection that cannot apply an event stops there and says why (log,
  * /metrics, /healthz, its stop report in Redis); the others go on.  It is
  * retried when the process restarts, and skipped only when an operator
@@ -76,6 +78,12 @@ typedef struct live {
     int trace_ttl;                      /* ES_TRACE_TTL: seconds; 0: no stage record */
     unsigned char *wrote;               /* [message * 16 + projection]: it wrote
                                            something for that message (trace_ttl > 0) */
+    es_rm_batch batches[16];            /* each projection's, reused batch after batch */
+    es_rm_trace_stage *traces;          /* stages not yet recorded (record_traces) */
+    size_t ntraces;
+    uint64_t next;                      /* the stream sequence the consumer gives next */
+    bool fresh;                         /* nothing fetched since it was made */
+    uint64_t missing;                   /* the stream lacks this message (0: no) */
     uint64_t stream_last;
     atomic_bool redis_ok;               /* connected, and the last ping answered */
     es_store *store;                    /* where the park decisions are read */
@@ -89,6 +97,7 @@ typedef struct live {
 static live L;
 
 static bool ready(void *ctx, json_t **body);
+static int64_t now_us(void);
 
 /* The trace id of e's metadata (events/trace.h), or NULL. */
 static const char *
@@ -312,21 +321,21 @@ hold_leases(live *l, bool *resubscribe)
     return true;
 }
 
-/* Applies msgs to one projection; false when Redis failed or refused a
- * gap (then the caller resubscribes). */
-static bool
-apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
+/*
+ * Builds ps's batch of msgs into b: the events past its checkpoint, up to
+ * one it cannot apply (*stop_at, with *why: it stops there once the
+ * events before it are in).  Marks in l->wrote which events it writes.
+ */
+static void
+build_one(live *l, proj_state *ps, const es_feed_batch *msgs, es_rm_batch *b,
+          const es_feed_event **stop_at, const char **why, es_error *err)
 {
-    es_rm_batch b;
-    es_rm_applied a;
-    es_error err;
-    const es_feed_event *stop_at = NULL;
-    const char *why = NULL;
     const pj_park *k;
     size_t i;
-    bool ok = true;
 
-    es_rm_batch_init(&b, ps->p->name, NULL);
+    *stop_at = NULL;
+    *why = NULL;
+    es_rm_batch_reset(b, ps->p->name, NULL);
     for (i = 0; i < msgs->n; i++) {
         const es_feed_event *e = &msgs->ev[i];
 
@@ -334,37 +343,51 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
             continue;
         if ((k = pj_parks_find(&ps->parks, e->seq)) != NULL) {
             /* parked: the checkpoint passes it, nothing is written */
-            es_rm_batch_event(&b, e->seq, e->position[0] ? e->position
-                                          : k->position[0] ? k->position : ps->position);
+            es_rm_batch_event(b, e->seq, e->position[0] ? e->position
+                                         : k->position[0] ? k->position : ps->position);
             continue;
         }
         if (msgs->bad[i]) {
-            stop_at = e, why = msgs->bad[i];
+            *stop_at = e, *why = msgs->bad[i];
             break;
         }
-        if (pj_add(&b, ps->p, e, &err) != ES_OK) {
-            stop_at = e, why = err.message;
+        if (pj_add(b, ps->p, e, err) != ES_OK) {
+            *stop_at = e, *why = err->message;
             break;
         }
         if (l->wrote != NULL)
-            l->wrote[i * 16 + (size_t)(ps - l->st)] = es_rm_batch_event_cmds(&b) > 0;
+            l->wrote[i * 16 + (size_t)(ps - l->st)] = es_rm_batch_event_cmds(b) > 0;
     }
-    if (b.events > 0) {
-        if (es_rm_apply_fenced(l->rc, &b, ps->lease, &a, &err) != ES_OK) {
-            es_rm_batch_free(&b);
-            if (err.status == ES_ECONFLICT && strcmp(err.code, "lease_lost") == 0) {
+}
+
+/* What became of ps's batch j (sent when it had events) built from msgs:
+ * the state moves, the projection stops or loses its lease.  False when
+ * Redis failed or refused a gap (then the caller resubscribes). */
+static bool
+finish_one(live *l, proj_state *ps, const es_feed_batch *msgs, const es_rm_apply_job *j,
+           const es_feed_event *stop_at, const char *why)
+{
+    const es_rm_applied *a = &j->out;
+    size_t i;
+    bool ok = true;
+
+    if (j->batch->events > 0) {
+        if (j->status != ES_OK) {
+            const es_error *err = &j->err;
+
+            if (err->status == ES_ECONFLICT && strcmp(err->code, "lease_lost") == 0) {
                 /* fenced: another instance owns it now; nothing was written */
-                es_log(ES_LOG_WARNING, "%s; this instance no longer writes it", err.message);
+                es_log(ES_LOG_WARNING, "%s; this instance no longer writes it", err->message);
                 lease_lost(l, ps, "", true);
                 return true;
             }
-            es_log(ES_LOG_WARNING, "projection %s: %s", ps->p->name, err.message);
-            if (err.status == ES_EINTERNAL && !err.transient) {
+            es_log(ES_LOG_WARNING, "projection %s: %s", ps->p->name, err->message);
+            if (err->status == ES_EINTERNAL && !err->transient) {
                 /* Redis answered, and refused the batch: trying the same
                  * again would not help, so the projection stops there. */
                 for (i = 0; i < msgs->n; i++)
                     if (msgs->ev[i].seq == ps->seq + 1) {
-                        stop_projection(l, ps, &msgs->ev[i], err.message);
+                        stop_projection(l, ps, &msgs->ev[i], err->message);
                         break;
                     }
                 return true;
@@ -372,48 +395,108 @@ apply_one(live *l, proj_state *ps, const es_feed_batch *msgs)
             return false;
         }
         pthread_mutex_lock(&l->mu);
-        ps->applied += a.applied;
-        ps->seq = a.seq;
-        snprintf(ps->position, sizeof ps->position, "%s", a.position);
-        snprintf(ps->version, sizeof ps->version, "%s", a.version);
+        ps->applied += a->applied;
+        ps->seq = a->seq;
+        snprintf(ps->position, sizeof ps->position, "%s", a->position);
+        snprintf(ps->version, sizeof ps->version, "%s", a->version);
         pthread_mutex_unlock(&l->mu);
-        if (a.failed_seq != 0 && !a.failed_partial && a.failed_transient) {
+        if (a->failed_seq != 0 && !a->failed_partial && a->failed_transient) {
             /* nothing of that event was written and the error passes: the
              * events before it are in, the rest is tried again later */
-            es_log(ES_LOG_WARNING, "projection %s: event %" PRIu64 ": %s; retrying", ps->p->name, a.failed_seq,
-                   a.failed_why);
-            es_rm_batch_free(&b);
+            es_log(ES_LOG_WARNING, "projection %s: event %" PRIu64 ": %s; retrying", ps->p->name,
+                   a->failed_seq, a->failed_why);
             return false;
         }
-        if (a.failed_seq != 0) {
+        if (a->failed_seq != 0) {
             char refused[320];
             snprintf(refused, sizeof refused,
-                     a.failed_partial ? "redis refused it (%s) after applying part of it: fix the "
-                                        "cause, then rebuild the projection"
-                                      : "redis refused it (%s); nothing of it was applied: fix "
-                                        "the cause and restart the projector",
-                     a.failed_why);
+                     a->failed_partial ? "redis refused it (%s) after applying part of it: fix "
+                                         "the cause, then rebuild the projection"
+                                       : "redis refused it (%s); nothing of it was applied: fix "
+                                         "the cause and restart the projector",
+                     a->failed_why);
             for (i = 0; i < msgs->n; i++)
-                if (msgs->ev[i].seq == a.failed_seq) {
+                if (msgs->ev[i].seq == a->failed_seq) {
                     stop_projection(l, ps, &msgs->ev[i], refused);
                     break;
                 }
-            es_rm_batch_free(&b);
             return true;
         }
-        if (a.gap) {
+        if (a->gap) {
             es_log(ES_LOG_WARNING,
                    "projection %s: the stream skipped past checkpoint %" PRIu64 "; resubscribing",
-                   ps->p->name, a.seq);
+                   ps->p->name, a->seq);
             ok = false;
         }
     }
-    es_rm_batch_free(&b);
     if (ok && stop_at && stop_at->seq == ps->seq + 1) {
         /* everything before it is applied: stop exactly there */
         char why_copy[320];
         snprintf(why_copy, sizeof why_copy, "%s", why);
         stop_projection(l, ps, stop_at, why_copy);
+    }
+    return ok;
+}
+
+/*
+ * Applies msgs to every projection this instance owns and runs: one
+ * batch each, all sent in one pipelined round trip together with the
+ * trace stages of the previous batch (l->traces).  *at: when the answers
+ * came.  False when Redis failed or refused a gap (start again from the
+ * checkpoints).
+ */
+static bool
+apply_all(live *l, const es_feed_batch *msgs, int64_t *at)
+{
+    es_rm_apply_job jobs[sizeof l->st / sizeof l->st[0]];
+    const es_feed_event *stop_at[sizeof l->st / sizeof l->st[0]];
+    const char *why[sizeof l->st / sizeof l->st[0]];
+    char whys[sizeof l->st / sizeof l->st[0]][320];
+    size_t idx[sizeof l->st / sizeof l->st[0]];
+    size_t i, n = 0, k;
+    es_error err, terr;
+    bool ok = true;
+
+    for (i = 0; i < l->n; i++) {
+        proj_state *ps = &l->st[i];
+
+        if (!ps->owned || ps->stopped)
+            continue;
+        build_one(l, ps, msgs, &l->batches[i], &stop_at[i], &why[i], &err);
+        if (why[i] != NULL) {
+            /* err is reused by the next projection: keep the reason */
+            snprintf(whys[i], sizeof whys[i], "%s", why[i]);
+            why[i] = whys[i];
+        }
+        if (l->batches[i].events > 0) {
+            memset(&jobs[n], 0, sizeof jobs[n]);
+            jobs[n].batch = &l->batches[i];
+            jobs[n].lease = ps->lease;
+            idx[n++] = i;
+        }
+    }
+    if (n > 0 || l->ntraces > 0) {
+        memset(&terr, 0, sizeof terr);
+        es_rm_apply_all(l->rc, jobs, n, l->traces, l->ntraces, l->trace_ttl, &terr);
+        if (l->ntraces > 0 && terr.status != ES_OK)
+            es_log(ES_LOG_WARNING, "could not record trace stages: %s", terr.message);
+        l->ntraces = 0;
+    }
+    *at = now_us();
+    for (i = 0, k = 0; i < l->n; i++) {
+        proj_state *ps = &l->st[i];
+        es_rm_apply_job none;
+
+        if (!ps->owned || ps->stopped)
+            continue;
+        if (k < n && idx[k] == i) {
+            ok &= finish_one(l, ps, msgs, &jobs[k], stop_at[i], why[i]);
+            k++;
+        } else {
+            memset(&none, 0, sizeof none);
+            none.batch = &l->batches[i];
+            ok &= finish_one(l, ps, msgs, &none, stop_at[i], why[i]);
+        }
     }
     return ok;
 }
@@ -428,21 +511,18 @@ now_us(void)
 }
 
 /*
- * Records, for `esctl trace`, when each projection applied each traced
- * event of msgs that it wrote something for: those past before[p] up to
- * its new checkpoint, at at[p]
- * (rm:trace:<id>, events/readmodel.h).  One pipelined round trip per
- * batch; a failure is logged and costs nothing else.
+ * Collects in l->traces, for `esctl trace`, when each projection applied
+ * each traced event of msgs that it wrote something for: those past
+ * before[p] up to its new checkpoint, at at (rm:trace:<id>,
+ * events/readmodel.h).  They go with the next batch's round trip
+ * (apply_all), or at once by flush_traces when no next batch is near.
  */
 static void
-record_traces(live *l, const es_feed_batch *msgs, const uint64_t *before, const int64_t *at)
+record_traces(live *l, const es_feed_batch *msgs, const uint64_t *before, int64_t at)
 {
-    es_rm_trace_stage *s = malloc(msgs->n * (l->n + 1) * sizeof *s);
+    es_rm_trace_stage *s = l->traces;
     size_t n = 0, i, p;
-    es_error err;
 
-    if (s == NULL)
-        return;
     for (i = 0; i < msgs->n; i++) {
         const es_feed_event *e = &msgs->ev[i];
         const char *tid = msgs->bad[i] ? NULL : trace_of(e);
@@ -453,7 +533,7 @@ record_traces(live *l, const es_feed_batch *msgs, const uint64_t *before, const 
                 memcpy(s[n].trace_id, tid, sizeof s[n].trace_id);
                 s[n].seq = e->seq;
                 snprintf(s[n].projection, sizeof s[n].projection, "%s", l->st[p].p->name);
-                s[n].at_us = at[p];
+                s[n].at_us = at;
                 n++;
             }
         if (tid != NULL && n == first) {
@@ -465,9 +545,20 @@ record_traces(live *l, const es_feed_batch *msgs, const uint64_t *before, const 
             n++;
         }
     }
-    if (n > 0 && es_rm_trace_put(l->rc, s, n, l->trace_ttl, &err) != ES_OK)
+    l->ntraces = n;
+}
+
+/* Records the trace stages collected (a round trip of their own); a
+ * failure is logged and costs nothing else. */
+static void
+flush_traces(live *l)
+{
+    es_error err;
+
+    if (l->ntraces > 0 && l->rc != NULL &&
+        es_rm_trace_put(l->rc, l->traces, l->ntraces, l->trace_ttl, &err) != ES_OK)
         es_log(ES_LOG_WARNING, "could not record trace stages: %s", err.message);
-    free(s);
+    l->ntraces = 0;
 }
 
 static void
@@ -482,7 +573,8 @@ run_live(live *l)
         size_t i;
         bool ok = true, any = false, resubscribe = false;
         uint64_t before[sizeof l->st / sizeof l->st[0]];
-        int64_t at[sizeof l->st / sizeof l->st[0]];
+        int64_t at = 0;
+        uint64_t jump = 0;
 
         refresh_parks(l, &resubscribe);
 
@@ -530,11 +622,13 @@ run_live(live *l)
                 es_daemon_sleep_ms(200);
                 continue;
             }
-            if (es_jetstream_subscribe(&l->nats, from, &l->sub, &err) != ES_OK) {
+            if (es_jetstream_pull(&l->nats, from, &l->sub, &err) != ES_OK) {
                 es_log(ES_LOG_WARNING, "%s", err.message);
                 es_daemon_sleep_ms(1000);
                 continue;
             }
+            l->next = from;
+            l->fresh = true;
         }
         if (time(NULL) != checked) {
             uint64_t last;
@@ -558,25 +652,64 @@ run_live(live *l)
                 pthread_mutex_unlock(&l->mu);
             }
         }
-        if (es_jetstream_take(l->sub, l->batch, 200, &msgs, &err) != ES_OK) {
+        if (es_jetstream_fetch(l->sub, l->next, l->batch, 200, &msgs, &jump, &err) != ES_OK) {
             es_log(ES_LOG_WARNING, "%s", err.message);
             es_jetstream_unsubscribe(&l->nats, l->sub);
             l->sub = NULL;
             es_daemon_sleep_ms(200);
             continue;
         }
+        if (jump != 0 && msgs.n == 0 && l->fresh) {
+            /* A consumer made to start at next gave a later message
+             * first: the stream lacks message next, so it is not a copy
+             * of the feed (the relay makes such a stream anew and
+             * republishes it).  Nothing is applied past the hole; /readyz
+             * says so until the stream has it. */
+            if (l->missing != l->next)
+                es_log(ES_LOG_ERROR, "the stream %s lacks message %" PRIu64 " (the next is %"
+                       PRIu64 "): it is not a copy of the feed; waiting for the relay to "
+                       "republish it", l->nats.stream, l->next, jump);
+            pthread_mutex_lock(&l->mu);
+            l->missing = l->next;
+            pthread_mutex_unlock(&l->mu);
+            es_feed_batch_free(&msgs);
+            es_jetstream_unsubscribe(&l->nats, l->sub);
+            l->sub = NULL;
+            es_daemon_sleep_ms(1000);
+            continue;
+        }
+        if (msgs.n > 0) {
+            l->fresh = false;
+            l->next = msgs.ev[msgs.n - 1].seq + 1;
+            if (l->missing != 0) {
+                es_log(ES_LOG_INFO, "the stream %s has message %" PRIu64 " again",
+                       l->nats.stream, l->missing);
+                pthread_mutex_lock(&l->mu);
+                l->missing = 0;
+                pthread_mutex_unlock(&l->mu);
+            }
+        }
         for (i = 0; i < l->n; i++)
-            before[i] = l->st[i].seq, at[i] = 0;
+            before[i] = l->st[i].seq;
         if (l->wrote != NULL)
             memset(l->wrote, 0, msgs.n * 16);
-        for (i = 0; i < l->n && ok; i++)
-            if (l->st[i].owned && !l->st[i].stopped) {
-                ok = apply_one(l, &l->st[i], &msgs);
-                at[i] = now_us();
-                any = true;
-            }
-        if (ok && l->trace_ttl > 0 && msgs.n > 0)
+        if (msgs.n > 0 || l->ntraces > 0)
+            ok = apply_all(l, &msgs, &at);
+        if (ok && l->trace_ttl > 0 && msgs.n > 0) {
             record_traces(l, &msgs, before, at);
+            /* a full batch: more follow at once, and these stages go
+             * with the next one's round trip; else now */
+            if ((int)msgs.n < l->batch)
+                flush_traces(l);
+        }
+        if (jump != 0 && ok) {
+            /* the consumer skipped (messages lost on the way): read
+             * again from the checkpoints */
+            es_log(ES_LOG_WARNING, "the stream gave message %" PRIu64 " where %" PRIu64
+                   " was expected; reading again from the checkpoints", jump, l->next);
+            es_jetstream_unsubscribe(&l->nats, l->sub);
+            l->sub = NULL;
+        }
         es_feed_batch_free(&msgs);
         if (!ok) {
             /* Redis failed or a gap: start again from the checkpoints. */
@@ -585,7 +718,6 @@ run_live(live *l)
             atomic_store(&l->redis_ok, false);
             es_daemon_sleep_ms(500);
         }
-        (void)any;
     }
 }
 
@@ -600,6 +732,7 @@ ready(void *ctx, json_t **body)
     live *l = ctx;
     json_t *list = json_array();
     bool stopped = false, nats, redis, ok;
+    uint64_t missing;
     size_t i;
 
     pthread_mutex_lock(&l->mu);
@@ -623,15 +756,24 @@ ready(void *ctx, json_t **body)
         stopped |= ps->stopped;
         json_array_append_new(list, o);
     }
+    missing = l->missing;
     pthread_mutex_unlock(&l->mu);
     nats = es_nats_up(l->nats.nc);
     redis = atomic_load(&l->redis_ok);
-    ok = !stopped && nats && redis;
+    ok = !stopped && missing == 0 && nats && redis;
     *body = json_pack("{s:s, s:s, s:s, s:s, s:o}", "status",
-                      ok ? "ok" : stopped ? "degraded" : "unavailable",
+                      ok ? "ok" : stopped || missing ? "degraded" : "unavailable",
                       "nats", nats ? "ok" : "unavailable",
                       "redis", redis ? "ok" : "unavailable", "instance", l->instance,
                       "projections", list);
+    if (missing != 0) {
+        char why[200];
+
+        snprintf(why, sizeof why, "the stream lacks message %" PRIu64 ": it is not a copy of "
+                 "the feed (nothing past it is applied until the relay republishes it)", missing);
+        json_object_set_new(*body, "stream_missing", json_integer((json_int_t)missing));
+        json_object_set_new(*body, "reason", json_string(why));
+    }
     return ok;
 }
 
@@ -765,6 +907,13 @@ main_live(void)
         es_log(ES_LOG_ERROR, "ES_PROJECTIONS names no projection (%s)", only);
         return 2;
     }
+    for (i = 0; i < l->n; i++)
+        es_rm_batch_init(&l->batches[i], l->st[i].p->name, NULL);
+    if (l->trace_ttl > 0 &&
+        (l->traces = calloc((size_t)l->batch * (l->n + 1), sizeof *l->traces)) == NULL) {
+        es_log(ES_LOG_ERROR, "out of memory for batches of %d", l->batch);
+        return 2;
+    }
     l->lease_ms = es_env_long("es-projector", "ES_PROJECTOR_LEASE_MS", 3000, 300, 600000);
     {
         char host[64] = "", rnd[40] = "";
@@ -815,9 +964,12 @@ done:
     if (l->rc)
         redisFree(l->rc);
     es_store_close(l->store);
-    for (i = 0; i < l->n; i++)
+    for (i = 0; i < l->n; i++) {
         pj_parks_free(&l->st[i].parks);
+        es_rm_batch_free(&l->batches[i]);
+    }
     free(l->wrote);
+    free(l->traces);
     pthread_mutex_destroy(&l->mu);
     return rc;
 }

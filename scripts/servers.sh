@@ -663,6 +663,9 @@ nats_conf() {
         pub[es_command]+=" $wake"
         sub[es_command]+=" $cmd.>"
         pub[es_projector]+=" $read_stream $consume"
+        # the live projector pulls its batches from its own ephemeral pull
+        # consumer, whose name the server makes up (events/feed.c)
+        pub[es_projector]+=" $js.CONSUMER.MSG.NEXT.$s.*"
         pub[es_query]+=" $read_stream"
         pub[es_saga]+=" $read_stream $consume $cmd.>"
         pub[esctl]+=" $read_stream $consume"
