@@ -193,6 +193,8 @@ print_env() {
     # the failover itself, so the cluster's daemons wait 12 s; and an
     # append lost with it is looked up (es-command) over new connections,
     # each given 2 s to connect while HAProxy has no primary yet.
+    # es-query reads the Redis replica while it has what consistent_with asks
+    [[ $who == query ]] && echo "export ES_QUERY_READ_REPLICA=1"
     case $who in
         admin | esctl) ;;
         *) echo "export ES_PG_STATEMENT_TIMEOUT_MS=10000 ES_PG_ANSWER_TIMEOUT_MS=12000 ES_PG_TCP_USER_TIMEOUT_MS=10000 ES_PG_CONNECT_TIMEOUT_S=2" ;;
