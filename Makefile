@@ -304,6 +304,13 @@ cluster-test: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/cluster_test.sh $(BUILD)
 
+# The figures of issue 18 item 4 on the cluster beside the single node,
+# in one run (scripts/bench_cluster.sh; uses a cluster already up).
+.PHONY: bench-cluster
+bench-cluster: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/bench_cluster.sh $(BUILD)
+
 clean:
 	rm -rf build
 
