@@ -354,12 +354,14 @@ defaults
     option clitcpka
     option srvtcpka
 # PostgreSQL: the node whose Patroni says /primary; a node that stops
-# being it is dropped with its sessions, so clients reconnect to the new one
+# being it is dropped with its sessions, so clients reconnect to the new one.
+# A server marked down is checked every 250 ms (downinter), so a promoted
+# standby or a daemon ready again takes traffic within a quarter second
 listen pg_primary
     bind $HOST:$HA_PG
     option httpchk GET /primary
     http-check expect status 200
-    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions
+    default-server inter 1s downinter 250ms fall 2 rise 1 on-marked-down shutdown-sessions
     server pg1 $HOST:${PG_PORT[0]} check port ${REST_PORT[0]}
     server pg2 $HOST:${PG_PORT[1]} check port ${REST_PORT[1]}
 listen pg_replica
@@ -383,7 +385,7 @@ listen es_$svc
     http-check expect status 200
     timeout client 10m
     timeout server 10m
-    default-server inter 1s fall 2 rise 1
+    default-server inter 1s downinter 250ms fall 2 rise 1
 EOF
         for i in 0 1; do
             echo "    server ${svc}$((i + 1)) $HOST:$((first + i)) check"
