@@ -479,8 +479,9 @@ read_view_replica(const read_view_def *def, const void *args, read_result *out, 
         }
         rc->checked_ms = now_ms();
     }
-    st = view_on(rc->c, &v, err);
-    if (rc->c->err != 0)
+    /* an I/O error, or a refusal (an ACL the replica lacks): either way
+     * the primary is read, and the replica left alone for a while */
+    if ((st = view_on(rc->c, &v, err)) != ES_OK)
         replica_drop(rc, err);
     return st;
 }

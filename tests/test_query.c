@@ -1266,7 +1266,7 @@ START_TEST(replica_reads_honour_consistent_with)
         at_primary[64] = "", why[400] = "", have[64];
     const char *env[] = {"ES_QUERY_READ_REPLICA=1", env_replica, NULL};
     pid_t decoy, replica;
-    th_daemon q2;
+    static th_daemon q2;        /* the harness keeps a pointer until exit */
     json_t *j;
     int i;
 
