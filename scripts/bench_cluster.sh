@@ -27,7 +27,11 @@ CL=${CLUSTER_DIR:-$root/.run/cluster}
 say() { echo "bench-cluster: $*"; }
 
 say "single node (scripts/servers.sh), $figures"
-single=$(BENCH=$figures scripts/bench.sh "$build" | tee /dev/stderr | grep '^BENCH ' || true)
+# (each side's whole output is printed once it ends: a tee to /dev/stderr
+# would truncate a log file that stdout and stderr share)
+out=$(BENCH=$figures scripts/bench.sh "$build") || true
+echo "$out"
+single=$(grep '^BENCH ' <<<"$out" || true)
 
 ha_command=$(eval "$(scripts/cluster.sh env)" && echo "$ES_COMMAND_PORT")
 started=""
@@ -39,9 +43,11 @@ if ! curl -sf -m 2 "http://127.0.0.1:$ha_command/readyz" >/dev/null 2>&1; then
     started=1
 fi
 say "cluster (scripts/cluster.sh, through HAProxy), $figures"
-cluster=$(eval "$(scripts/cluster.sh env)"
-          ES_TOKEN=$(cat "$CL/admin.token") BENCH_EXTERNAL=1 BENCH_HTTP_PORT=$ES_COMMAND_PORT \
-              BENCH=$figures scripts/bench.sh "$build" | tee /dev/stderr | grep '^BENCH ' || true)
+out=$(eval "$(scripts/cluster.sh env)"
+      ES_TOKEN=$(cat "$CL/admin.token") BENCH_EXTERNAL=1 BENCH_HTTP_PORT=$ES_COMMAND_PORT \
+          BENCH=$figures scripts/bench.sh "$build") || true
+echo "$out"
+cluster=$(grep '^BENCH ' <<<"$out" || true)
 
 value() { sed -n "s/^BENCH $2 value=\([^ ]*\) unit=\([^ ]*\) .*/\\${3}/p" <<<"$1"; }
 echo "# bench-cluster: each figure on the cluster (value) beside the single node (limit) of"
