@@ -333,6 +333,13 @@ chaos-cluster-short: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/chaos_load $(BUILD)/delay_proxy
 	@CHAOS_SECONDS=60 CHAOS_FAULT_INTERVAL=10 scripts/chaos_cluster.sh $(BUILD)
 
+# The figures of issue 18 item 4 on the cluster beside the single node,
+# in one run (scripts/bench_cluster.sh; uses a cluster already up).
+.PHONY: bench-cluster
+bench-cluster: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/bench_cluster.sh $(BUILD)
+
 clean:
 	rm -rf build
 

@@ -148,6 +148,21 @@ es_pg_wait(PGconn *c, int timeout_ms, bool *timed_out)
     return false;
 }
 
+bool
+es_pg_idle_closed(PGconn *c)
+{
+    struct pollfd p = {.fd = PQsocket(c), .events = POLLIN | POLLRDHUP};
+
+    if (PQstatus(c) != CONNECTION_OK || p.fd < 0)
+        return true;
+    if (poll(&p, 1, 0) <= 0)
+        return false;           /* nothing came: as good as it was */
+    /* POLLRDHUP: the peer's FIN is in, whatever it sent before it */
+    if (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
+        return true;
+    return PQconsumeInput(c) != 1 || PQstatus(c) != CONNECTION_OK;
+}
+
 PGresult *
 es_pg_result(PGconn *c, int timeout_ms, bool *timed_out)
 {

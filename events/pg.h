@@ -74,6 +74,18 @@ PGconn *es_pg_connect(const char *conninfo, bool long_work);
  */
 bool es_pg_wait(PGconn *c, int timeout_ms, bool *timed_out);
 
+/*
+ * Whether an idle connection (no statement sent and unanswered) has been
+ * closed by the server or by a proxy in between: a server session ended
+ * (a failover, pg_terminate_backend, a restart) leaves its client a
+ * socket that looks fine until the next statement fails on it.  Looks
+ * without blocking; anything the server sent meanwhile (a notice, a
+ * notification, its last FATAL message) is read into libpq.  True also
+ * when PQstatus is already bad; the caller then makes a new connection,
+ * with nothing in doubt since nothing was sent on the closed one.
+ */
+bool es_pg_idle_closed(PGconn *c);
+
 /* PQgetResult after es_pg_wait: NULL when the wait failed (or no more
  * results). */
 PGresult *es_pg_result(PGconn *c, int timeout_ms, bool *timed_out);

@@ -403,27 +403,20 @@ check_primary(redisContext *c, const char *host, int port, es_error *err)
     return st;
 }
 
-redisContext *
-es_rm_connect(es_error *err)
+/* How a connection made by connect_to is checked once it answers. */
+typedef enum role_want { ROLE_ANY, ROLE_PRIMARY, ROLE_REPLICA } role_want;
+
+/* Connects to host:port with the timeouts, the credentials and the
+ * database of es_rm_connect, then checks the server's role. */
+static redisContext *
+connect_to(const char *host, int port, role_want role, es_error *err)
 {
-    const char *host = getenv("ES_REDIS_HOST"), *port_s = getenv("ES_REDIS_PORT");
-    const char *db = getenv("ES_REDIS_DB"), *sentinels = getenv("ES_REDIS_SENTINELS");
+    const char *db = getenv("ES_REDIS_DB");
     long connect_ms = es_env_long(NULL, "ES_REDIS_CONNECT_TIMEOUT_MS", 2000, 1, 3600000);
     long command_ms = es_env_long(NULL, "ES_REDIS_TIMEOUT_MS", 10000, 1, 3600000);
     struct timeval tv = {connect_ms / 1000, (connect_ms % 1000) * 1000};
-    bool via_sentinel = sentinels != NULL && sentinels[0] != '\0';
-    char primary[256];
-    int port;
     redisContext *c;
 
-    if (host == NULL || host[0] == '\0')
-        host = "127.0.0.1";
-    port = port_s && port_s[0] ? atoi(port_s) : 16379;
-    if (via_sentinel) {
-        if (sentinel_primary(primary, sizeof primary, &port, connect_ms, err) != ES_OK)
-            return NULL;
-        host = primary;
-    }
     c = redisConnectWithTimeout(host, port, tv);
     if (c == NULL || c->err) {
         es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
@@ -445,7 +438,8 @@ es_rm_connect(es_error *err)
         return NULL;
     }
     if (authenticate(c, err) != ES_OK ||
-        (via_sentinel && check_primary(c, host, port, err) != ES_OK)) {
+        (role == ROLE_PRIMARY && check_primary(c, host, port, err) != ES_OK) ||
+        (role == ROLE_REPLICA && es_rm_replica_check(c, err) != ES_OK)) {
         redisFree(c);
         return NULL;
     }
@@ -462,6 +456,178 @@ es_rm_connect(es_error *err)
         }
     }
     return c;
+}
+
+redisContext *
+es_rm_connect(es_error *err)
+{
+    const char *host = getenv("ES_REDIS_HOST"), *port_s = getenv("ES_REDIS_PORT");
+    const char *sentinels = getenv("ES_REDIS_SENTINELS");
+    long connect_ms = es_env_long(NULL, "ES_REDIS_CONNECT_TIMEOUT_MS", 2000, 1, 3600000);
+    bool via_sentinel = sentinels != NULL && sentinels[0] != '\0';
+    char primary[256];
+    int port;
+
+    if (host == NULL || host[0] == '\0')
+        host = "127.0.0.1";
+    port = port_s && port_s[0] ? atoi(port_s) : 16379;
+    if (via_sentinel) {
+        if (sentinel_primary(primary, sizeof primary, &port, connect_ms, err) != ES_OK)
+            return NULL;
+        host = primary;
+    }
+    return connect_to(host, port, via_sentinel ? ROLE_PRIMARY : ROLE_ANY, err);
+}
+
+/* ---- replicas ---------------------------------------------------------- */
+
+es_status
+es_rm_replica_check(redisContext *c, es_error *err)
+{
+    redisReply *r = redisCommand(c, "ROLE");
+    es_status st = ES_OK;
+
+    /* ROLE of a replica: slave, primary's host, its port, link state, offset */
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 4 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[3]->type != REDIS_REPLY_STRING)
+        st = es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                          "redis is not a replica: %s",
+                          r == NULL                      ? c->errstr
+                          : r->type == REDIS_REPLY_ERROR ? r->str
+                          : r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                                  r->element[0]->type == REDIS_REPLY_STRING
+                              ? r->element[0]->str
+                              : "unexpected ROLE reply");
+    else if (strcmp(r->element[0]->str, "slave") != 0 ||
+             strcmp(r->element[3]->str, "connected") != 0)
+        st = es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                          "redis replica is not in step with its primary: ROLE %s, link %s",
+                          r->element[0]->str, r->element[3]->str);
+    freeReplyObject(r);
+    return st;
+}
+
+/* The value of field in a flat field/value array reply, or NULL. */
+static const char *
+flat_get(const redisReply *r, const char *field)
+{
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2)
+        if (r->element[i]->type == REDIS_REPLY_STRING && strcmp(r->element[i]->str, field) == 0)
+            return r->element[i + 1]->type == REDIS_REPLY_STRING ? r->element[i + 1]->str : NULL;
+    return NULL;
+}
+
+/*
+ * Asks the Sentinels in turn (SENTINEL replicas) for a replica of the
+ * primary ES_REDIS_MASTER_NAME that they see up with its link to the
+ * primary up; the first such replica of the first Sentinel that answers.
+ */
+static es_status
+sentinel_replica(char *host, size_t host_len, int *port, long connect_ms, es_error *err)
+{
+    const char *list = getenv("ES_REDIS_SENTINELS"), *name = getenv("ES_REDIS_MASTER_NAME");
+    const char *pw = getenv("ES_REDIS_SENTINEL_PASSWORD");
+    struct timeval tv = {connect_ms / 1000, (connect_ms % 1000) * 1000};
+    char last[400] = "no sentinel listed";
+    const char *p = list;
+
+    *port = 0;
+    if (name == NULL || name[0] == '\0')
+        name = "es";
+    while (p && *p && *port == 0) {
+        char one[128], *colon;
+        size_t len = strcspn(p, ",");
+        redisContext *c = NULL;
+        redisReply *r = NULL;
+
+        snprintf(one, sizeof one, "%.*s", (int)(len < sizeof one ? len : sizeof one - 1), p);
+        p = p[len] ? p + len + 1 : NULL;
+        if ((colon = strrchr(one, ':')) == NULL || atoi(colon + 1) <= 0) {
+            snprintf(last, sizeof last, "\"%.127s\" is not host:port", one);
+            continue;
+        }
+        *colon = '\0';
+        c = redisConnectWithTimeout(one, atoi(colon + 1), tv);
+        if (c == NULL || c->err) {
+            snprintf(last, sizeof last, "%.127s:%.8s: %.200s", one, colon + 1,
+                     c ? c->errstr : "out of memory");
+            goto next;
+        }
+        redisSetTimeout(c, tv);
+        if (pw && pw[0]) {
+            const char *argv[] = {"AUTH", pw};
+
+            r = redisCommandArgv(c, 2, argv, NULL);
+            if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+                snprintf(last, sizeof last, "%.127s:%.8s: could not authenticate: %.200s", one,
+                         colon + 1, r ? r->str : c->errstr);
+                goto next;
+            }
+            freeReplyObject(r);
+        }
+        {
+            const char *argv[] = {"SENTINEL", "replicas", name};
+
+            r = redisCommandArgv(c, 3, argv, NULL);
+        }
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+            snprintf(last, sizeof last, "%.127s:%.8s: %.200s", one, colon + 1,
+                     r == NULL                      ? c->errstr
+                     : r->type == REDIS_REPLY_ERROR ? r->str
+                                                    : "unexpected reply");
+            goto next;
+        }
+        snprintf(last, sizeof last, "%.127s:%.8s: no replica up", one, colon + 1);
+        for (size_t i = 0; i < r->elements && *port == 0; i++) {
+            const char *ip = flat_get(r->element[i], "ip"), *pt = flat_get(r->element[i], "port");
+            const char *flags = flat_get(r->element[i], "flags");
+            const char *link = flat_get(r->element[i], "master-link-status");
+
+            if (ip && pt && atoi(pt) > 0 && flags && strcmp(flags, "slave") == 0 && link &&
+                strcmp(link, "ok") == 0) {
+                snprintf(host, host_len, "%s", ip);
+                *port = atoi(pt);
+            }
+        }
+next:
+        freeReplyObject(r);
+        if (c)
+            redisFree(c);
+    }
+    if (*port > 0)
+        return ES_OK;
+    return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                        "no sentinel of %s named a replica of \"%s\" in step (last: %s)",
+                        list ? list : "", name, last);
+}
+
+redisContext *
+es_rm_connect_replica(es_error *err)
+{
+    const char *given = getenv("ES_REDIS_REPLICA"), *sentinels = getenv("ES_REDIS_SENTINELS");
+    long connect_ms = es_env_long(NULL, "ES_REDIS_CONNECT_TIMEOUT_MS", 2000, 1, 3600000);
+    char host[256];
+    const char *colon;
+    int port;
+
+    if (given && given[0]) {
+        if ((colon = strrchr(given, ':')) == NULL || colon == given || atoi(colon + 1) <= 0) {
+            es_error_set(err, ES_EINVALID, "config_invalid", "ES_REDIS_REPLICA",
+                         "ES_REDIS_REPLICA must be host:port, not \"%.100s\"", given);
+            return NULL;
+        }
+        snprintf(host, sizeof host, "%.*s", (int)(colon - given), given);
+        port = atoi(colon + 1);
+    } else if (sentinels && sentinels[0]) {
+        if (sentinel_replica(host, sizeof host, &port, connect_ms, err) != ES_OK)
+            return NULL;
+    } else {
+        es_error_set(err, ES_EINVALID, "config_invalid", "ES_REDIS_REPLICA",
+                     "a replica is found with ES_REDIS_REPLICA (host:port) or "
+                     "ES_REDIS_SENTINELS; neither is set");
+        return NULL;
+    }
+    return connect_to(host, port, ROLE_REPLICA, err);
 }
 
 /* ---- batches ---------------------------------------------------------- */

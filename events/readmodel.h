@@ -83,6 +83,25 @@
  * ever a hint to read again, never a position to trust. */
 redisContext *es_rm_connect(es_error *err);
 
+/*
+ * Connects to a replica of the primary, for reads only (es-query's
+ * ES_QUERY_READ_REPLICA): at ES_REDIS_REPLICA (host:port) when set, else
+ * the first replica the Sentinels (ES_REDIS_SENTINELS, SENTINEL replicas)
+ * see up with its link to the primary up.  Same credentials, database and
+ * timeouts as es_rm_connect; the server must pass es_rm_replica_check.
+ * NULL with err set otherwise (ES_EINVALID, config_invalid, when neither
+ * variable names one).  A replica serves what it has received so far: a
+ * reader compares the checkpoint read with the data (es_rm_read) with
+ * what it must have seen, and reads the primary when it is behind.
+ */
+redisContext *es_rm_connect_replica(es_error *err);
+
+/* ES_OK when c is a replica whose link to its primary is up (ROLE slave,
+ * connected); ES_EUNAVAILABLE (redis_unavailable) otherwise: a replica
+ * cut off from its primary (or promoted, or re-syncing) goes on serving
+ * what it had, with no bound on how old. */
+es_status es_rm_replica_check(redisContext *c, es_error *err);
+
 /* ---- building a batch ------------------------------------------------- */
 
 typedef struct es_rm_arg {

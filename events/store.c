@@ -348,7 +348,13 @@ ensure_ready(es_store *s, es_error *err)
     PGresult *r;
     size_t i;
 
-    if (s->ready && PQstatus(s->conn) == CONNECTION_OK)
+    /* A session the server ended while this connection was idle (a
+     * failover, a restart) is replaced before use, rather than failing
+     * the next call: a daemon keeps a connection per thread, and each
+     * would otherwise fail one request (or one readiness probe) after a
+     * failover.  Nothing was sent on it, so nothing is in doubt. */
+    if (s->ready && PQstatus(s->conn) == CONNECTION_OK &&
+        (s->inflight > 0 || PQisBusy(s->conn) || !es_pg_idle_closed(s->conn)))
         return ES_OK;
     s->ready = false;
     s->timed_out = false;

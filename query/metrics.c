@@ -220,6 +220,17 @@ metrics_write(metrics *m, struct query_app *a, es_buf *out)
                   "# TYPE es_query_consistency_waits_refused_total counter\n"
                   "es_query_consistency_waits_refused_total %llu\n",
                   (unsigned long long)atomic_load(&a->waits_refused));
+    es_buf_printf(out,
+                  "# HELP es_query_replica_reads_total reads tried on the Redis replica "
+                  "(ES_QUERY_READ_REPLICA) by outcome: served, behind consistent_with or "
+                  "failed (both then read the primary)\n"
+                  "# TYPE es_query_replica_reads_total counter\n"
+                  "es_query_replica_reads_total{outcome=\"served\"} %llu\n"
+                  "es_query_replica_reads_total{outcome=\"behind\"} %llu\n"
+                  "es_query_replica_reads_total{outcome=\"failed\"} %llu\n",
+                  read_replica_counted(READ_REPLICA_SERVED),
+                  read_replica_counted(READ_REPLICA_BEHIND),
+                  read_replica_counted(READ_REPLICA_FAILED));
     gauge(out, "es_query_consistency_waits_open", "waits parked now, their connections suspended");
     es_buf_printf(out, "es_query_consistency_waits_open %zu\n", watch_parked_count(a->watch));
     gauge(out, "es_query_announcements_up",

@@ -1,5 +1,6 @@
 /*
- * Reading views for es-query (see read.h): per-thread Redis connections,
+ * Reading views for es-query (see read.h): per-thread Redis connections
+ * (to the primary, and to a replica when ES_QUERY_READ_REPLICA is on),
  * command lists for es_rm_read, and the two-round read of views whose keys
  * come from their own data.
  */
@@ -7,17 +8,47 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include "env.h"
+#include "log.h"
 
 /* Rounds of a two-round read before giving up on a consistent index. */
 #define READ_ROUNDS 4
 
 /* ---- the thread's connection ------------------------------------------ */
 
-static pthread_key_t conn_key;
+static pthread_key_t conn_key, replica_key;
+
+/* A thread's replica connection and when its role was last checked. */
+typedef struct replica_conn {
+    redisContext *c;
+    long long checked_ms;
+} replica_conn;
+
+/* How often a replica's link to its primary is checked (ROLE), and how
+ * long replica reads stay off after a replica failed, so that a dead one
+ * does not cost every request a connection attempt. */
+#define REPLICA_CHECK_MS 1000
+#define REPLICA_PAUSE_MS 1000
+
+static bool replica_on;
+static atomic_llong replica_off_until;  /* monotonic ms */
+static atomic_ullong replica_counts[READ_REPLICA_OUTCOMES];
+
+static long long
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* Runs when a worker thread ends, so no connection outlives its thread. */
 static void
@@ -26,16 +57,33 @@ conn_free(void *c)
     redisFree(c);
 }
 
+static void
+replica_free(void *p)
+{
+    replica_conn *rc = p;
+
+    redisFree(rc->c);
+    free(rc);
+}
+
 int
 read_conn_init(void)
 {
-    return pthread_key_create(&conn_key, conn_free);
+    replica_on = es_env_long("es-query", "ES_QUERY_READ_REPLICA", 0, 0, 1) == 1;
+    if (pthread_key_create(&conn_key, conn_free) != 0)
+        return -1;
+    if (pthread_key_create(&replica_key, replica_free) != 0) {
+        pthread_key_delete(conn_key);
+        return -1;
+    }
+    return 0;
 }
 
 void
 read_conn_fini(void)
 {
     pthread_key_delete(conn_key);
+    pthread_key_delete(replica_key);
 }
 
 /* This thread's connection; *fresh says whether it was just made. */
@@ -376,6 +424,78 @@ read_view(const read_view_def *def, const void *args, read_result *out, es_error
     view_call v = {def, args, out};
 
     return read_run(view_on, &v, err);
+}
+
+bool
+read_replica_on(void)
+{
+    return replica_on;
+}
+
+/* Drops this thread's replica connection and pauses replica reads. */
+static void
+replica_drop(replica_conn *rc, const es_error *err)
+{
+    long long until = now_ms() + REPLICA_PAUSE_MS, was = atomic_load(&replica_off_until);
+
+    redisFree(rc->c);
+    rc->c = NULL;
+    /* said once per pause, not once per thread */
+    if (was <= now_ms() && atomic_compare_exchange_strong(&replica_off_until, &was, until))
+        es_log(ES_LOG_WARNING, "reading the primary for %d ms: %s", REPLICA_PAUSE_MS,
+               err->message);
+}
+
+es_status
+read_view_replica(const read_view_def *def, const void *args, read_result *out, es_error *err)
+{
+    view_call v = {def, args, out};
+    replica_conn *rc = pthread_getspecific(replica_key);
+    es_status st;
+
+    memset(out, 0, sizeof *out);
+    if (!replica_on)
+        return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                            "replica reads are off (ES_QUERY_READ_REPLICA)");
+    if (now_ms() < atomic_load(&replica_off_until))
+        return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                            "replica reads are paused after a failure");
+    if (rc == NULL) {
+        if ((rc = calloc(1, sizeof *rc)) == NULL || pthread_setspecific(replica_key, rc) != 0) {
+            free(rc);
+            return es_error_set(err, ES_ENOMEM, NULL, NULL, "could not keep the replica connection");
+        }
+    }
+    if (rc->c == NULL) {
+        if ((rc->c = es_rm_connect_replica(err)) == NULL) {
+            replica_drop(rc, err);
+            return err->status;
+        }
+        rc->checked_ms = now_ms();
+    } else if (now_ms() - rc->checked_ms >= REPLICA_CHECK_MS) {
+        if (es_rm_replica_check(rc->c, err) != ES_OK) {
+            replica_drop(rc, err);
+            return err->status;
+        }
+        rc->checked_ms = now_ms();
+    }
+    /* an I/O error, or a refusal (an ACL the replica lacks): either way
+     * the primary is read, and the replica left alone for a while */
+    if ((st = view_on(rc->c, &v, err)) != ES_OK)
+        replica_drop(rc, err);
+    return st;
+}
+
+void
+read_replica_count(read_replica_outcome outcome)
+{
+    atomic_fetch_add(&replica_counts[outcome], 1);
+}
+
+unsigned long long
+read_replica_counted(read_replica_outcome outcome)
+{
+    return atomic_load(&replica_counts[outcome]);
 }
 
 void

@@ -93,6 +93,34 @@ es_status read_view(const read_view_def *def, const void *args, read_result *out
                     es_error *err);
 void read_result_free(read_result *r);
 
+/* ---- replica reads ---------------------------------------------------- */
+
+/* Whether ES_QUERY_READ_REPLICA=1 (read by read_conn_init). */
+bool read_replica_on(void);
+
+/*
+ * read_view on this thread's replica connection (es_rm_connect_replica,
+ * made on first use; its link to the primary is checked again every
+ * second).  The answer's position is the checkpoint read in the same
+ * atomic read as its data, so the caller can tell whether it is recent
+ * enough and read the primary otherwise.  Any failure (no replica, a
+ * replica cut off from its primary, an I/O error) returns its status
+ * and pauses replica reads for a second: the caller reads the primary.
+ */
+es_status read_view_replica(const read_view_def *def, const void *args, read_result *out,
+                            es_error *err);
+
+typedef enum read_replica_outcome {
+    READ_REPLICA_SERVED,        /* answered from the replica */
+    READ_REPLICA_BEHIND,        /* short of consistent_with: read the primary */
+    READ_REPLICA_FAILED,        /* no replica or an error: read the primary */
+    READ_REPLICA_OUTCOMES
+} read_replica_outcome;
+
+/* Counts one replica read (es_query_replica_reads_total). */
+void read_replica_count(read_replica_outcome outcome);
+unsigned long long read_replica_counted(read_replica_outcome outcome);
+
 /* The checkpoint position of the projection's active version, "0-0" when
  * it has none: the cheap check of a consistency wait. */
 es_status read_position(const char *projection, char *position, uint64_t *seq, es_error *err);

@@ -470,6 +470,8 @@ park(query_app *app, const es_http_req *req, const view *v, const view_args *a, 
  * model's checkpoint has not reached parks the wait.  The answer and its
  * X-Projection-Position always come from one read_view.
  *
+ *   (ES_QUERY_READ_REPLICA: read_view_replica() --position >= token, or
+ *    no token--> answer 200/404; behind or failed: on as below)
  *   read_view() --position >= token, or no token--> answer 200/404
  *      |
  *      +--short of it--> park() --cap reached--> 503 too_many_waits
@@ -505,6 +507,23 @@ serve(query_app *app, const es_http_req *req, const view *v, const view_args *a,
             deadline.tv_nsec -= 1000000000L;
         }
         mark = watch_mark_take(app->watch, proj);
+    }
+    /* A replica's answer is good when it is at least at the token (its
+     * position is read with its data); else the primary is read, and
+     * waited for, as without a replica. */
+    if (read_replica_on()) {
+        if (read_view_replica(&v->read, a, &r, &err) != ES_OK) {
+            read_replica_count(READ_REPLICA_FAILED);
+        } else if (!want || reached(r.position, token)) {
+            read_replica_count(READ_REPLICA_SERVED);
+            answer_read(app, v, a, &r, want, token, wait_ms, es_http_header(req, "If-None-Match"),
+                        res);
+            read_result_free(&r);
+            return;
+        } else {
+            read_replica_count(READ_REPLICA_BEHIND);
+        }
+        read_result_free(&r);
     }
     if (read_view(&v->read, a, &r, &err) != ES_OK) {
         es_http_res_from_error(res, &err);

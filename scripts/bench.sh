@@ -14,12 +14,24 @@ secs=${BENCH_SECONDS:-10}
 only=${BENCH:-}
 rounds=${BENCH_ROUNDS:-3}
 
-scripts/servers.sh start >/dev/null
-eval "$(scripts/servers.sh env)"
+# BENCH_EXTERNAL=1 (scripts/bench_cluster.sh): the figures of a system
+# already running where the environment points (ES_PG_*, ES_TOKEN, the
+# command service on BENCH_HTTP_PORT and the query service on the next
+# port): nothing is started, stopped, dropped or flushed there, the raw
+# limits are not measured (limit=na), and the saga figures count the
+# events written since the run began.
+external=${BENCH_EXTERNAL:-}
+if [ -z "$external" ]; then
+    scripts/servers.sh start >/dev/null
+    eval "$(scripts/servers.sh env)"
+fi
 pgbin=/usr/lib/postgresql/15/bin
 base="host=$ES_PG_HOST port=$ES_PG_PORT user=$ES_PG_USER"
 db=es_bench
+[ -z "$external" ] || db=${ES_PG_DB:-es}
 export ES_PG_CONNINFO="$base dbname=$db"
+since=-infinity                 # the saga figures count events recorded since
+[ -z "$external" ] || since=$(date -u '+%Y-%m-%d %H:%M:%S+00')
 work=$(mktemp -d)
 cmd_pid=
 trap 'if [ -n "$cmd_pid" ]; then kill "$cmd_pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
@@ -28,6 +40,10 @@ want() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
 psql_db() { "$pgbin/psql" "$ES_PG_CONNINFO" -v ON_ERROR_STOP=1 -qAt "$@"; }
 
 fresh_db() {
+    if [ -n "$external" ]; then
+        [ -n "${ES_TOKEN:-}" ] || { echo "bench: BENCH_EXTERNAL needs ES_TOKEN" >&2; exit 1; }
+        return 0
+    fi
     "$pgbin/psql" "$base dbname=postgres" -v ON_ERROR_STOP=1 -qAt \
         -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null 2>&1
     "$build/esctl" migrate >/dev/null
@@ -122,7 +138,8 @@ best_of() {
     best_raw=0 best_value=0 best_out=""
     for _ in $(seq 1 "$rounds"); do
         fresh_db
-        r=$(raw_insert "$rows" "$clients")
+        r=na
+        [ -n "$external" ] || r=$(raw_insert "$rows" "$clients")
         fresh_db
         out=$("$@")
         v=$(field "$key" "$out")
@@ -130,7 +147,7 @@ best_of() {
             echo "bench: a round of $* failed: $out" >&2
             exit 1
         fi
-        best_raw=$(max "$best_raw" "$r")
+        if [ "$r" = na ]; then best_raw=na; else best_raw=$(max "$best_raw" "$r"); fi
         if [ "$(max "$best_value" "$v")" != "$best_value" ]; then
             best_value=$v
             best_out=$out
@@ -172,6 +189,7 @@ fi
 # The command service on a port of its own, against the bench database.
 http_port=${BENCH_HTTP_PORT:-18480}
 start_command() {
+    [ -z "$external" ] || return 0
     ES_COMMAND_PORT=$http_port ES_NATS_URL=off ES_AUTH=${bench_auth:-on} \
         "$build/es-command" >"$work/command.log" 2>&1 &
     cmd_pid=$!
@@ -218,7 +236,7 @@ http_figure() {
 want http_append_1 && http_figure http_append_1 append
 # the same with access control off (ES_AUTH=off, no token sent): what the
 # token check and metadata.principal cost
-if want http_append_1 || want http_append_1_noauth; then
+if [ -z "$external" ] && { want http_append_1 || want http_append_1_noauth; }; then
     bench_auth=off
     best_of 1 32 per_s http_round append
     bench_auth=on
@@ -236,6 +254,7 @@ export ES_REDIS_DB=${BENCH_REDIS_DB:-2}
 # As the administrator of scripts/servers.sh env (the password in the
 # environment, not on the command line).
 rcli() {
+    [ -z "$external" ] || return 0     # the running system's Redis is left alone
     REDISCLI_AUTH=$ES_REDIS_PASSWORD redis-cli --user "$ES_REDIS_USER" -h "$ES_REDIS_HOST" \
         -p "$ES_REDIS_PORT" -n "$ES_REDIS_DB" "$@"
 }
@@ -436,6 +455,7 @@ stop_system() {
 }
 # Deletes a JetStream stream with one request in the NATS protocol.
 nats_delete_stream() {
+    [ -z "$external" ] || return 0
     local host=${ES_NATS_URL#nats://} auth="" user pass
     if [[ $host == *@* ]]; then   # nats://user:password@host:port
         auth=${host%%@*}
@@ -470,6 +490,7 @@ start_daemon() {
 }
 start_system() {
     local d
+    [ -z "$external" ] || return 0
     for d in "es-command ES_COMMAND_PORT" "es-relay ES_RELAY_PORT" \
              "es-projector ES_PROJECTOR_PORT" "es-query ES_QUERY_PORT" ${1:+"es-saga ES_SAGA_PORT"}; do
         # shellcheck disable=SC2086
@@ -768,14 +789,15 @@ saga_figures() {
     local span events
     read -r saga_n span saga_p50 saga_p99 events <<<"$(psql_db -F ' ' -c "
         WITH p AS (SELECT data->>'order_id' AS id, recorded_at AS t FROM es_events
-                   WHERE type = 'OrderPlaced'),
+                   WHERE type = 'OrderPlaced' AND recorded_at >= '$since'),
              c AS (SELECT data->>'order_id' AS id, recorded_at AS t FROM es_events
-                   WHERE type = 'OrderConfirmed')
+                   WHERE type = 'OrderConfirmed' AND recorded_at >= '$since')
         SELECT count(*), coalesce(extract(epoch FROM max(c.t) - min(p.t)), 0),
                coalesce(round((percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM c.t - p.t)) * 1000)::numeric, 2), 0),
                coalesce(round((percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM c.t - p.t)) * 1000)::numeric, 2), 0),
-               (SELECT count(*) FROM es_events WHERE category IN ('order', 'saga', 'reservation', 'shipment')
+               (SELECT count(*) FROM es_events WHERE (category IN ('order', 'saga', 'reservation', 'shipment')
                   OR type IN ('PaymentCharged', 'StockReserved'))
+                  AND recorded_at >= '$since')
           FROM p JOIN c USING (id)")"
     saga_tput=$(awk -v n="$saga_n" -v s="$span" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }')
     saga_per=$(awk -v e="$events" -v n="$saga_n" 'BEGIN { printf "%.1f", (n > 0 ? e / n : 0) }')
@@ -818,11 +840,14 @@ if want saga_orders || want saga_orders_p99_ms; then
     # throughput: offered faster than the sagas can end, so the backlog
     # drains at the manager's rate; latency: offered at BENCH_SAGA_RATE
     fresh_db
-    raw=$(raw_insert 1 8)           # one-row INSERT transactions at 8 clients
+    raw=na
+    [ -n "$external" ] || raw=$(raw_insert 1 8)     # one-row INSERT transactions at 8 clients
     if want saga_orders; then
         rate=${BENCH_SAGA_RATE_MAX:-600}
         saga_run "$rate"
-        limit=$(awk -v r="$raw" -v p="$saga_per" 'BEGIN { printf "%.0f", (p > 0 ? r / p : 0) }')
+        limit=na
+        [ "$raw" = na ] ||
+            limit=$(awk -v r="$raw" -v p="$saga_per" 'BEGIN { printf "%.0f", (p > 0 ? r / p : 0) }')
         echo "# saga_orders: orders offered at $rate/s for ${secs}s ($saga_placed/s placed," \
              "errors $saga_errors): $saga_n confirmed end to end at $saga_tput/s, placed ->" \
              "confirmed p50 $saga_p50 ms, p99 $saga_p99 ms; $saga_per events written per saga;" \

@@ -215,6 +215,8 @@ print_env() {
     # the failover itself, so the cluster's daemons wait 12 s; and an
     # append lost with it is looked up (es-command) over new connections,
     # each given 2 s to connect while HAProxy has no primary yet.
+    # es-query reads the Redis replica while it has what consistent_with asks
+    [[ $who == query ]] && echo "export ES_QUERY_READ_REPLICA=1"
     case $who in
         admin | esctl) ;;
         *) echo "export ES_PG_STATEMENT_TIMEOUT_MS=10000 ES_PG_ANSWER_TIMEOUT_MS=12000 ES_PG_TCP_USER_TIMEOUT_MS=10000 ES_PG_CONNECT_TIMEOUT_S=2" ;;
@@ -374,12 +376,14 @@ defaults
     option clitcpka
     option srvtcpka
 # PostgreSQL: the node whose Patroni says /primary; a node that stops
-# being it is dropped with its sessions, so clients reconnect to the new one
+# being it is dropped with its sessions, so clients reconnect to the new one.
+# A server marked down is checked every 250 ms (downinter), so a promoted
+# standby or a daemon ready again takes traffic within a quarter second
 listen pg_primary
     bind $HOST:$HA_PG
     option httpchk GET /primary
     http-check expect status 200
-    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions
+    default-server inter 1s downinter 250ms fall 2 rise 1 on-marked-down shutdown-sessions
     server pg1 $HOST:$(via pg1 "${PG_PORT[0]}") check port ${REST_PORT[0]}
     server pg2 $HOST:$(via pg2 "${PG_PORT[1]}") check port ${REST_PORT[1]}
 listen pg_replica
@@ -403,7 +407,7 @@ listen es_$svc
     http-check expect status 200
     timeout client 10m
     timeout server 10m
-    default-server inter 1s fall 2 rise 1
+    default-server inter 1s downinter 250ms fall 2 rise 1
 EOF
         for i in 0 1; do
             echo "    server ${svc}$((i + 1)) $HOST:$((first + i)) check"

@@ -85,6 +85,30 @@ until_ok() {
     took=$(($(now_ms) - t0))
 }
 primary_rest() { [[ $(curl -s -o /dev/null -w '%{http_code}' -m 1 "http://127.0.0.1:$1/primary") == 200 ]]; }
+# timeline T0 NODE: where the seconds of a PostgreSQL failover go.  In the
+# background, prints (ms after T0) when NODE's Patroni first says
+# /primary and when each es-command instance's /readyz goes down and
+# comes back (one watcher each, so a slow probe delays no other), so a
+# long window shows whether Patroni or the clients were slow.  Ends once
+# the node is primary and both instances are ready again.
+timeline() {
+    local t0=$1 node=$2 i
+    (until primary_rest "${rest[$node]}"; do sleep 0.1; done
+     say "  +$(($(now_ms) - t0)) ms: pg$((node + 1))'s Patroni says it is the primary") &
+    for i in 0 1; do
+        (local was=200 code
+         while :; do
+             code=$(curl -s -o /dev/null -w '%{http_code}' -m 3 "http://127.0.0.1:$((base + 50 + i))/readyz")
+             if [[ $code != "$was" ]]; then
+                 say "  +$(($(now_ms) - t0)) ms: es-command $((i + 1)) /readyz $code"
+                 [[ $code == 200 ]] && exit 0
+                 was=$code
+             fi
+             sleep 0.1
+         done) &
+    done
+    wait
+}
 
 # ---- 1. PostgreSQL primary killed ------------------------------------------
 for _ in 1 2 3 4 5; do restock || fail "append before the fault"; done
@@ -98,11 +122,20 @@ pm_pid=$(head -n 1 "$CL/$node/data/postmaster.pid")
 say "killing -9 the PostgreSQL primary $node (Patroni $patroni_pid, postmaster $pm_pid)"
 t0=$(now_ms)
 kill -9 "$patroni_pid" "$pm_pid"
+timeline "$t0" "$new" &
+timeline_pid=$!
 if until_ok 90 restock; then
     total=$(($(now_ms) - t0))
+    # the timeline ends once both instances are ready again: 10 s more at most
+    for _ in $(seq 100); do kill -0 "$timeline_pid" 2>/dev/null && sleep 0.1; done
+    pkill -P "$timeline_pid" 2>/dev/null || true
+    kill "$timeline_pid" 2>/dev/null || true
+    wait "$timeline_pid" 2>/dev/null || true
     say "appends resumed through HAProxy ${total} ms after the kill (PostgreSQL failover)"
     ((total <= 30000)) || say "note: longer than the 30 s goal"
 else
+    pkill -P "$timeline_pid" 2>/dev/null || true
+    kill "$timeline_pid" 2>/dev/null || true
     fail "appends did not resume within 90 s of killing $node"
 fi
 primary_rest "${rest[$new]}" || fail "pg$((new + 1)) is not the primary after the failover"

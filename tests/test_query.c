@@ -41,10 +41,10 @@ static char redis_dir[256];
 /* ---- a Redis of our own ------------------------------------------------ */
 
 static bool
-redis_answers(void)
+redis_answers_on(unsigned port)
 {
     struct timeval tv = {0, 300000};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", (int)redis_port, tv);
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", (int)port, tv);
     redisReply *r = c && !c->err ? redisCommand(c, "PING") : NULL;
     bool ok = r != NULL && r->type == REDIS_REPLY_STATUS;
 
@@ -56,9 +56,10 @@ redis_answers(void)
 
 /* The identity the tests run as (ES_REDIS_USER, ES_REDIS_PASSWORD of
  * scripts/servers.sh env) must exist on this Redis too; set over the
- * connection, so the password is on no command line. */
+ * connection, so the password is on no command line.  (ACL users are not
+ * replicated: a replica needs them set too.) */
 static void
-redis_add_user(void)
+redis_add_user_on(unsigned port)
 {
     const char *user = getenv("ES_REDIS_USER"), *pw = getenv("ES_REDIS_PASSWORD");
     redisContext *c;
@@ -68,7 +69,7 @@ redis_add_user(void)
     if (user == NULL || user[0] == '\0' || pw == NULL || pw[0] == '\0')
         return;
     snprintf(pass, sizeof pass, ">%s", pw);
-    c = redisConnect("127.0.0.1", (int)redis_port);
+    c = redisConnect("127.0.0.1", (int)port);
     if (c == NULL || c->err)
         abort();
     r = redisCommandArgv(c, 7, (const char *[]){"ACL", "SETUSER", user, "on", pass, "~*", "+@all"},
@@ -81,17 +82,22 @@ redis_add_user(void)
     redisFree(c);
 }
 
-static void
-redis_start(void)
+/* Starts a redis-server on port, logging to <redis_dir>/<name>.log, a
+ * replica of the one on primary_port when not 0; returns its pid once it
+ * answers (with the tests' user). */
+static pid_t
+redis_spawn(unsigned port, const char *name, unsigned primary_port)
 {
-    char port[16], log[300];
+    char port_s[16], primary[32], log[300];
+    pid_t pid;
 
-    snprintf(port, sizeof port, "%u", redis_port);
-    snprintf(log, sizeof log, "%s/redis.log", redis_dir);
-    redis_pid = fork();
-    if (redis_pid < 0)
+    snprintf(port_s, sizeof port_s, "%u", port);
+    snprintf(primary, sizeof primary, "127.0.0.1 %u", primary_port);
+    snprintf(log, sizeof log, "%s/%s.log", redis_dir, name);
+    pid = fork();
+    if (pid < 0)
         abort();
-    if (redis_pid == 0) {
+    if (pid == 0) {
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
 
         if (fd >= 0) {
@@ -99,19 +105,30 @@ redis_start(void)
             dup2(fd, 2);
             close(fd);
         }
-        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", redis_dir, (char *)NULL);
+        if (primary_port != 0)
+            execlp("redis-server", "redis-server", "--port", port_s, "--bind", "127.0.0.1",
+                   "--save", "", "--appendonly", "no", "--dir", redis_dir, "--dbfilename",
+                   "replica.rdb", "--replicaof", primary, (char *)NULL);
+        else
+            execlp("redis-server", "redis-server", "--port", port_s, "--bind", "127.0.0.1",
+                   "--save", "", "--appendonly", "no", "--dir", redis_dir, (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 100; i++) {
-        if (redis_answers()) {
-            redis_add_user();
-            return;
+        if (redis_answers_on(port)) {
+            redis_add_user_on(port);
+            return pid;
         }
         usleep(50 * 1000);
     }
-    fprintf(stderr, "redis-server did not answer on port %u (see %s)\n", redis_port, log);
+    fprintf(stderr, "redis-server did not answer on port %u (see %s)\n", port, log);
     exit(2);
+}
+
+static void
+redis_start(void)
+{
+    redis_pid = redis_spawn(redis_port, "redis", 0);
 }
 
 static void
@@ -132,6 +149,12 @@ redis_cleanup(void)
     redis_stop();
     snprintf(path, sizeof path, "%s/redis.log", redis_dir);
     unlink(path);
+    for (const char *const *f = (const char *const[]){"decoy.log", "replica.log", "replica.rdb",
+                                                       "dump.rdb", NULL};
+         *f; f++) {
+        snprintf(path, sizeof path, "%s/%s", redis_dir, *f);
+        unlink(path);
+    }
     rmdir(redis_dir);
 }
 
@@ -1167,6 +1190,155 @@ START_TEST(redis_goes_away_and_comes_back)
 }
 END_TEST
 
+/* ---- reads from a replica ------------------------------------------------- */
+
+/* The inventory checkpoint of the Redis on port ("" when none). */
+static void
+inventory_position(unsigned port, char *out, size_t size)
+{
+    redisContext *c = redisConnect("127.0.0.1", (int)port);
+    const char *user = getenv("ES_REDIS_USER"), *pw = getenv("ES_REDIS_PASSWORD");
+    const char *db = getenv("ES_REDIS_DB");
+    es_rm_state st;
+    es_error err;
+    redisReply *r = NULL;
+
+    out[0] = '\0';
+    ck_assert_msg(c != NULL && !c->err, "connect to redis on %u", port);
+    if (user && user[0] && pw && pw[0])
+        r = redisCommand(c, "AUTH %s %s", user, pw);
+    freeReplyObject(r);
+    if (db && db[0]) {
+        r = redisCommand(c, "SELECT %s", db);
+        freeReplyObject(r);
+    }
+    if (es_rm_state_get(c, "inventory", &st, &err) == ES_OK)
+        snprintf(out, size, "%s", st.position);
+    redisFree(c);
+}
+
+/* GET on es-query at port: status, body parsed (NULL if none), and the
+ * X-Projection-Position header into pos. */
+static json_t *
+get_on(unsigned port, const char *path, int expect, char *pos, size_t pos_size)
+{
+    th_response r;
+    json_t *j;
+
+    th_http(port, "GET", path, NULL, NULL, &r);
+    ck_assert_msg(r.status == expect, "GET %s: %d, expected %d: %s", path, r.status, expect,
+                  r.body ? r.body : "");
+    if (pos)
+        ck_assert_ptr_nonnull(th_header(&r, "X-Projection-Position", pos, pos_size));
+    j = r.body && r.body[0] ? json_loads(r.body, 0, NULL) : NULL;
+    th_response_free(&r);
+    return j;
+}
+
+/* es_query_replica_reads_total{outcome="<outcome>"} of es-query at port. */
+static long
+replica_reads(unsigned port, const char *outcome)
+{
+    th_response r;
+    char needle[96];
+    const char *at_;
+    long n = -1;
+
+    snprintf(needle, sizeof needle, "es_query_replica_reads_total{outcome=\"%s\"} ", outcome);
+    th_http(port, "GET", "/metrics", NULL, NULL, &r);
+    if (r.status == 200 && r.body && (at_ = strstr(r.body, needle)) != NULL)
+        n = atol(at_ + strlen(needle));
+    th_response_free(&r);
+    return n;
+}
+
+/*
+ * ES_QUERY_READ_REPLICA=1 with ES_REDIS_REPLICA: reads go to the replica
+ * while it has what consistent_with asks, and to the primary when it is
+ * behind or gone; never an answer older than the token.  The replica here
+ * follows a decoy primary that holds an older copy of the inventory, so
+ * "behind" is a fixed state, not a race with replication: its answers
+ * (on_hand 3) tell apart from the primary's (on_hand 5).
+ */
+START_TEST(replica_reads_honour_consistent_with)
+{
+    unsigned decoy_port = th_free_port(), replica_port = th_free_port();
+    char sku[64], path[256], tok_path[400], env_replica[64], port_s[16], pos[64], at_decoy[64],
+        at_primary[64] = "", why[400] = "", have[64];
+    const char *env[] = {"ES_QUERY_READ_REPLICA=1", env_replica, NULL};
+    pid_t decoy, replica;
+    static th_daemon q2;        /* the harness keeps a pointer until exit */
+    json_t *j;
+    int i;
+
+    th_unique(sku, sizeof sku, "sku-replica");
+    decoy = redis_spawn(decoy_port, "decoy", 0);
+    replica = redis_spawn(replica_port, "replica", decoy_port);
+
+    /* the decoy (and through it the replica) gets on_hand 3 ... */
+    snprintf(port_s, sizeof port_s, "%u", decoy_port);
+    setenv("ES_REDIS_PORT", port_s, 1);
+    ck_assert_msg(apply("inventory",
+                        json_pack("[o]", ev("stock-x", "StockRestocked",
+                                            json_pack("{s:s, s:i}", "sku", sku, "quantity", 3))),
+                        at_decoy, why, sizeof why),
+                  "seeding the decoy: %s", why);
+    snprintf(port_s, sizeof port_s, "%u", redis_port);
+    setenv("ES_REDIS_PORT", port_s, 1);
+    for (i = 0; i < 200; i++) {
+        inventory_position(replica_port, have, sizeof have);
+        if (strcmp(have, at_decoy) == 0)
+            break;
+        usleep(50 * 1000);
+    }
+    ck_assert_str_eq(have, at_decoy);
+    /* ... the primary on_hand 5, at a later position (two events from a
+     * checkpoint at least the decoy's) */
+    seed("inventory",
+         json_pack("[o, o]",
+                   ev("stock-x", "StockRestocked", json_pack("{s:s, s:i}", "sku", sku, "quantity", 2)),
+                   ev("stock-x", "StockRestocked", json_pack("{s:s, s:i}", "sku", sku, "quantity", 3))));
+    inventory_position(redis_port, at_primary, sizeof at_primary);
+    ck_assert_str_ne(at_primary, at_decoy);
+
+    snprintf(env_replica, sizeof env_replica, "ES_REDIS_REPLICA=127.0.0.1:%u", replica_port);
+    th_daemon_start(&q2, "es-query", "ES_QUERY_PORT", env);
+    snprintf(path, sizeof path, "/v1/inventory/%s", sku);
+
+    /* no token, or one the replica has: the replica answers */
+    j = get_on(q2.port, path, 200, pos, sizeof pos);
+    ck_assert_int_eq(num(j, "on_hand"), 3);
+    ck_assert_str_eq(pos, at_decoy);
+    json_decref(j);
+    snprintf(tok_path, sizeof tok_path, "%s?consistent_with=%s", path, at_decoy);
+    j = get_on(q2.port, tok_path, 200, pos, sizeof pos);
+    ck_assert_int_eq(num(j, "on_hand"), 3);
+    json_decref(j);
+    ck_assert_int_eq(replica_reads(q2.port, "served"), 2);
+
+    /* a token past the replica: the primary answers, at the token */
+    snprintf(tok_path, sizeof tok_path, "%s?consistent_with=%s", path, at_primary);
+    j = get_on(q2.port, tok_path, 200, pos, sizeof pos);
+    ck_assert_int_eq(num(j, "on_hand"), 5);
+    ck_assert_str_eq(pos, at_primary);
+    json_decref(j);
+    ck_assert_int_eq(replica_reads(q2.port, "behind"), 1);
+
+    /* the replica gone: the primary answers, no error */
+    kill(replica, SIGKILL);
+    waitpid(replica, NULL, 0);
+    j = get_on(q2.port, path, 200, pos, sizeof pos);
+    ck_assert_int_eq(num(j, "on_hand"), 5);
+    json_decref(j);
+    ck_assert_int_ge(replica_reads(q2.port, "failed"), 1);
+    ck_assert_int_eq(replica_reads(q2.port, "served"), 2);
+
+    ck_assert_int_eq(th_daemon_stop(&q2), 0);
+    kill(decoy, SIGTERM);
+    waitpid(decoy, NULL, 0);
+}
+END_TEST
+
 /* ---- the operator console ------------------------------------------------- */
 
 /* POST body to path: the answer's JSON, which must have status expect. */
@@ -1436,6 +1608,7 @@ main(void)
     tcase_add_test(tc, console_reuses_its_connections);
     tcase_add_test(tc, waits_hold_no_thread);
     tcase_add_test(tc, sigterm_answers_parked_waits);
+    tcase_add_test(tc, replica_reads_honour_consistent_with);
     tcase_add_test(tc, redis_goes_away_and_comes_back);     /* last: it replaces Redis */
     suite_add_tcase(su, tc);
     rc = th_run_nofork(su);     /* one process: the tests share the daemon and the Redis */
