@@ -301,17 +301,23 @@ authenticate(redisContext *c, es_error *err)
     return st;
 }
 
+/* What one Sentinel's answer names: fills host and *port, or leaves
+ * *port 0 and says why in why. */
+typedef void (*sentinel_pick)(const redisReply *r, char *host, size_t host_len, int *port,
+                              char *why, size_t why_len);
+
 /*
  * Sentinel mode (ES_REDIS_SENTINELS="host:port,host:port,..."): asks each
- * Sentinel in turn, with SENTINEL get-master-addr-by-name, where the
- * primary named ES_REDIS_MASTER_NAME (default "es") is, authenticating
- * with ES_REDIS_SENTINEL_PASSWORD when it is set.  The first answer wins;
- * *port is 0 and err set when none answered.  Since each connection is
- * made anew after an I/O error (every caller drops a failed context), a
- * client follows a failover at its next reconnection.
+ * Sentinel in turn "SENTINEL <subcommand> <ES_REDIS_MASTER_NAME>" (default
+ * name "es"), authenticating with ES_REDIS_SENTINEL_PASSWORD when it is
+ * set, until pick finds a server in an answer; *port is 0 and err says
+ * what the last Sentinel answered when none did.  Since each connection
+ * is made anew after an I/O error (every caller drops a failed context),
+ * a client follows a failover at its next reconnection.
  */
 static es_status
-sentinel_primary(char *host, size_t host_len, int *port, long connect_ms, es_error *err)
+sentinel_ask(const char *subcommand, sentinel_pick pick, const char *wanted, char *host,
+             size_t host_len, int *port, long connect_ms, es_error *err)
 {
     const char *list = getenv("ES_REDIS_SENTINELS"), *name = getenv("ES_REDIS_MASTER_NAME");
     const char *pw = getenv("ES_REDIS_SENTINEL_PASSWORD");
@@ -322,7 +328,7 @@ sentinel_primary(char *host, size_t host_len, int *port, long connect_ms, es_err
     *port = 0;
     if (name == NULL || name[0] == '\0')
         name = "es";
-    while (p && *p) {
+    while (p && *p && *port == 0) {
         char one[128], *colon;
         size_t len = strcspn(p, ",");
         redisContext *c = NULL;
@@ -354,31 +360,54 @@ sentinel_primary(char *host, size_t host_len, int *port, long connect_ms, es_err
             freeReplyObject(r);
         }
         {
-            const char *argv[] = {"SENTINEL", "get-master-addr-by-name", name};
+            const char *argv[] = {"SENTINEL", subcommand, name};
 
             r = redisCommandArgv(c, 3, argv, NULL);
         }
-        if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-            r->element[0]->type == REDIS_REPLY_STRING &&
-            r->element[1]->type == REDIS_REPLY_STRING && atoi(r->element[1]->str) > 0) {
-            snprintf(host, host_len, "%s", r->element[0]->str);
-            *port = atoi(r->element[1]->str);
-        } else {
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
             snprintf(last, sizeof last, "%.127s:%.8s: %.200s", one, colon + 1,
-                     r == NULL                       ? c->errstr
-                     : r->type == REDIS_REPLY_ERROR  ? r->str
-                                                     : "does not know the primary");
+                     r == NULL ? c->errstr : r->str);
+        } else {
+            char why[200] = "unexpected reply";
+
+            pick(r, host, host_len, port, why, sizeof why);
+            if (*port == 0)
+                snprintf(last, sizeof last, "%.127s:%.8s: %.200s", one, colon + 1, why);
         }
 next:
         freeReplyObject(r);
         if (c)
             redisFree(c);
-        if (*port > 0)
-            return ES_OK;
     }
+    if (*port > 0)
+        return ES_OK;
     return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
-                        "no sentinel of %s named the primary \"%s\" (last: %s)",
-                        list ? list : "", name, last);
+                        "no sentinel of %s named %s \"%s\" (last: %s)", list ? list : "",
+                        wanted, name, last);
+}
+
+/* SENTINEL get-master-addr-by-name: [host, port]. */
+static void
+pick_primary(const redisReply *r, char *host, size_t host_len, int *port, char *why,
+             size_t why_len)
+{
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_STRING &&
+        r->element[1]->type == REDIS_REPLY_STRING && atoi(r->element[1]->str) > 0) {
+        snprintf(host, host_len, "%s", r->element[0]->str);
+        *port = atoi(r->element[1]->str);
+    } else {
+        snprintf(why, why_len, "does not know the primary");
+    }
+}
+
+/* Where the primary named ES_REDIS_MASTER_NAME is, by the first Sentinel
+ * that knows. */
+static es_status
+sentinel_primary(char *host, size_t host_len, int *port, long connect_ms, es_error *err)
+{
+    return sentinel_ask("get-master-addr-by-name", pick_primary, "the primary", host, host_len,
+                        port, connect_ms, err);
 }
 
 /* Sentinel mode: the server we reached is the primary (ROLE), not a
@@ -517,88 +546,35 @@ flat_get(const redisReply *r, const char *field)
     return NULL;
 }
 
-/*
- * Asks the Sentinels in turn (SENTINEL replicas) for a replica of the
- * primary ES_REDIS_MASTER_NAME that they see up with its link to the
- * primary up; the first such replica of the first Sentinel that answers.
- */
+/* SENTINEL replicas: the first replica the Sentinel sees up ("slave"
+ * with no other flag) with its link to the primary up. */
+static void
+pick_replica(const redisReply *r, char *host, size_t host_len, int *port, char *why,
+             size_t why_len)
+{
+    if (r->type != REDIS_REPLY_ARRAY)
+        return;     /* "unexpected reply" */
+    snprintf(why, why_len, "no replica up");
+    for (size_t i = 0; i < r->elements && *port == 0; i++) {
+        const char *ip = flat_get(r->element[i], "ip"), *pt = flat_get(r->element[i], "port");
+        const char *flags = flat_get(r->element[i], "flags");
+        const char *link = flat_get(r->element[i], "master-link-status");
+
+        if (ip && pt && atoi(pt) > 0 && flags && strcmp(flags, "slave") == 0 && link &&
+            strcmp(link, "ok") == 0) {
+            snprintf(host, host_len, "%s", ip);
+            *port = atoi(pt);
+        }
+    }
+}
+
+/* A replica of the primary ES_REDIS_MASTER_NAME in step with it, by the
+ * first Sentinel that sees one. */
 static es_status
 sentinel_replica(char *host, size_t host_len, int *port, long connect_ms, es_error *err)
 {
-    const char *list = getenv("ES_REDIS_SENTINELS"), *name = getenv("ES_REDIS_MASTER_NAME");
-    const char *pw = getenv("ES_REDIS_SENTINEL_PASSWORD");
-    struct timeval tv = {connect_ms / 1000, (connect_ms % 1000) * 1000};
-    char last[400] = "no sentinel listed";
-    const char *p = list;
-
-    *port = 0;
-    if (name == NULL || name[0] == '\0')
-        name = "es";
-    while (p && *p && *port == 0) {
-        char one[128], *colon;
-        size_t len = strcspn(p, ",");
-        redisContext *c = NULL;
-        redisReply *r = NULL;
-
-        snprintf(one, sizeof one, "%.*s", (int)(len < sizeof one ? len : sizeof one - 1), p);
-        p = p[len] ? p + len + 1 : NULL;
-        if ((colon = strrchr(one, ':')) == NULL || atoi(colon + 1) <= 0) {
-            snprintf(last, sizeof last, "\"%.127s\" is not host:port", one);
-            continue;
-        }
-        *colon = '\0';
-        c = redisConnectWithTimeout(one, atoi(colon + 1), tv);
-        if (c == NULL || c->err) {
-            snprintf(last, sizeof last, "%.127s:%.8s: %.200s", one, colon + 1,
-                     c ? c->errstr : "out of memory");
-            goto next;
-        }
-        redisSetTimeout(c, tv);
-        if (pw && pw[0]) {
-            const char *argv[] = {"AUTH", pw};
-
-            r = redisCommandArgv(c, 2, argv, NULL);
-            if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-                snprintf(last, sizeof last, "%.127s:%.8s: could not authenticate: %.200s", one,
-                         colon + 1, r ? r->str : c->errstr);
-                goto next;
-            }
-            freeReplyObject(r);
-        }
-        {
-            const char *argv[] = {"SENTINEL", "replicas", name};
-
-            r = redisCommandArgv(c, 3, argv, NULL);
-        }
-        if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
-            snprintf(last, sizeof last, "%.127s:%.8s: %.200s", one, colon + 1,
-                     r == NULL                      ? c->errstr
-                     : r->type == REDIS_REPLY_ERROR ? r->str
-                                                    : "unexpected reply");
-            goto next;
-        }
-        snprintf(last, sizeof last, "%.127s:%.8s: no replica up", one, colon + 1);
-        for (size_t i = 0; i < r->elements && *port == 0; i++) {
-            const char *ip = flat_get(r->element[i], "ip"), *pt = flat_get(r->element[i], "port");
-            const char *flags = flat_get(r->element[i], "flags");
-            const char *link = flat_get(r->element[i], "master-link-status");
-
-            if (ip && pt && atoi(pt) > 0 && flags && strcmp(flags, "slave") == 0 && link &&
-                strcmp(link, "ok") == 0) {
-                snprintf(host, host_len, "%s", ip);
-                *port = atoi(pt);
-            }
-        }
-next:
-        freeReplyObject(r);
-        if (c)
-            redisFree(c);
-    }
-    if (*port > 0)
-        return ES_OK;
-    return es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
-                        "no sentinel of %s named a replica of \"%s\" in step (last: %s)",
-                        list ? list : "", name, last);
+    return sentinel_ask("replicas", pick_replica, "a replica in step of the primary", host,
+                        host_len, port, connect_ms, err);
 }
 
 redisContext *
