@@ -225,6 +225,10 @@ async function main() {
     await go(page, "/sagas?state=failed", "#sagas-empty, #sagas tr[data-saga]");
     const other = await page.$$eval("#sagas tr[data-saga]", (trs) => trs.map((t) => t.dataset.saga));
     check(other.length >= 1, "a failed saga is left to retry");
+    // the age filter is the server's: none of them has been failed for a day
+    await go(page, "/sagas?state=failed&older_than=86400", "#sagas-empty, #sagas tr[data-saga]");
+    check((await page.$$("#sagas tr[data-saga]")).length === 0 && (await page.$("#sagas-empty")) !== null,
+          "no saga has been failed for over a day");
     await go(page, "/saga/" + encodeURIComponent(other[0]), "#saga-retry");
     await page.click("#saga-retry");
     await until(page, async (p) => (await text(p, "#flash")).includes("retry done"), "the retry's answer");
@@ -265,8 +269,12 @@ async function main() {
       check(o.status >= 200 && o.status < 300, "an order to fail is accepted (" + o.status + ")");
     }
     let groups = [];
+    await go(page, "/dead-letters", "#dl-open");
     await until(page, async (p) => {
-      await go(p, "/dead-letters", "#dl-open");
+      // the same route again is no hash change, so nothing would redraw it: reload the page
+      // (the token is in the tab's sessionStorage)
+      await p.reload({ waitUntil: "load" });
+      await p.waitForSelector("#dl-open", { timeout: 15000 });
       groups = await p.$$eval("section.group", (ss) => ss.map((g) => g.dataset.fingerprint));
       return groups.length > 0;
     }, "a dead-letter group to replay whole", 90000);
