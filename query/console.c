@@ -657,6 +657,41 @@ whoami(query_app *app, const es_http_req *req, es_http_res *res)
                                          admin));
 }
 
+/* ---- sagas by age ----------------------------------------------------------------- */
+
+/* GET /v1/console/age-cursor?older_than=S: the /v1/sagas cursor from
+ * which a list holds only the sagas that came into it (their state, or
+ * their start without a state) more than S seconds ago.  The lists are
+ * scored by stream sequence, so the cursor is the first message
+ * published after now - S (metrics_seq_after): the age filter runs in
+ * Redis's range, on any number of sagas, not on a page in the browser. */
+static void
+age_cursor(query_app *app, const es_http_req *req, es_http_res *res)
+{
+    long long older;
+    struct timespec now;
+    int64_t before_ns;
+    uint64_t seq;
+    char cursor[32];
+    es_error err;
+
+    if (!count_arg(req, res, "older_than", 1, 10LL * 366 * 86400, 0, &older))
+        return;
+    if (older == 0) {
+        invalid(res, "older_than", "older_than (seconds) is required");
+        return;
+    }
+    clock_gettime(CLOCK_REALTIME, &now);
+    before_ns = ((int64_t)now.tv_sec - older) * 1000000000LL + now.tv_nsec;
+    if (metrics_seq_after(app->metrics, before_ns, &seq, &err) != ES_OK) {
+        es_http_res_from_error(res, &err);
+        return;
+    }
+    snprintf(cursor, sizeof cursor, "%" PRIu64, seq);
+    es_http_res_json(res, 200, json_pack("{s:s, s:I}", "cursor", cursor, "older_than",
+                                         (json_int_t)older));
+}
+
 /* ---- streams, events, the feed ------------------------------------------------- */
 
 typedef struct stream_page {
@@ -1363,6 +1398,9 @@ console_handle(query_app *app, const es_http_req *req, es_http_res *res)
     if (strcmp(rest, "overview") == 0) {
         if (method(req, res, "GET"))
             overview(app, req, res);
+    } else if (strcmp(rest, "age-cursor") == 0) {
+        if (method(req, res, "GET"))
+            age_cursor(app, req, res);
     } else if (strcmp(rest, "whoami") == 0) {
         if (method(req, res, "GET"))
             whoami(app, req, res);

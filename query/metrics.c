@@ -157,6 +157,59 @@ done:
     pthread_mutex_unlock(&m->mu);
 }
 
+/* The publish time of stream message seq, in ns since the epoch; false
+ * when it cannot be read (m->mu held). */
+static bool
+msg_time(metrics *m, uint64_t seq, int64_t *ns)
+{
+    natsMsg *msg = NULL;
+    jsErrCode jerr = 0;
+    bool ok = js_GetMsg(&msg, m->js, m->stream, seq, NULL, &jerr) == NATS_OK;
+
+    if (ok)
+        *ns = natsMsg_GetTime(msg);
+    natsMsg_Destroy(msg);
+    return ok;
+}
+
+es_status
+metrics_seq_after(metrics *m, int64_t before_ns, uint64_t *seq, es_error *err)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    uint64_t lo, hi;
+    int64_t t;
+    es_status st = ES_OK;
+
+    pthread_mutex_lock(&m->mu);
+    connect_once(m);
+    if (m->js == NULL || !es_nats_up(m->nc) ||
+        js_GetStreamInfo(&si, m->js, m->stream, NULL, &jerr) != NATS_OK) {
+        st = es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
+                          "the events stream %s did not answer", m->stream);
+        goto done;
+    }
+    /* The first message published after before_ns, in [first, last + 1]
+     * (last + 1: none is).  Publish times follow the sequence (one relay
+     * publishes in order); a message that cannot be read (deleted) counts
+     * as older, which at worst moves the answer by the messages it hides. */
+    lo = si->State.FirstSeq ? si->State.FirstSeq : 1;
+    hi = si->State.LastSeq + 1;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+
+        if (msg_time(m, mid, &t) && t > before_ns)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    *seq = lo;
+done:
+    jsStreamInfo_Destroy(si);
+    pthread_mutex_unlock(&m->mu);
+    return st;
+}
+
 /* Checkpoints and stop marks of every projection (ctx: the figures). */
 static es_status
 redis_figures_on(redisContext *c, void *ctx, es_error *err)

@@ -8,6 +8,7 @@
 #define QUERY_METRICS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "buf.h"
 #include "status.h"
@@ -25,5 +26,12 @@ bool metrics_destroy(metrics *m);
 /* Appends es-query's own metrics to out (es_daemon_http puts the HTTP
  * request metrics before them). */
 void metrics_write(metrics *m, struct query_app *a, es_buf *out);
+
+/* The sequence of the first stream message published after before_ns
+ * (ns since the epoch; one past the last when none was): every item of
+ * a list scored by stream sequence below it came before that time.  A
+ * binary search of single-message reads on the connection of the lag
+ * figures.  ES_EUNAVAILABLE when NATS or the stream does not answer. */
+es_status metrics_seq_after(metrics *m, int64_t before_ns, uint64_t *seq, es_error *err);
 
 #endif

@@ -1545,6 +1545,60 @@ dead_letter_readers(void)
 /* The console keeps a few connections for the next request instead of
  * connecting per call: after many requests some are still open, idle,
  * and there are never more than the pool's bound of them. */
+/* The console's age filter: /v1/console/age-cursor turns "in the list
+ * for more than S seconds" into the cursor of the sorted sets, which are
+ * scored by stream sequence: the first message published after now - S.
+ * A stream of its own: three messages, a pause, two more. */
+START_TEST(console_age_cursor_is_the_first_message_after_the_age)
+{
+    static th_daemon q2;        /* the harness keeps a pointer until exit */
+    const char *env[] = {"ES_RELAY_STREAM=AGE_TEST", NULL};
+    const char *subj[] = {"age_test.>"};
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsStreamConfig cfg;
+    jsErrCode jerr = 0;
+    json_t *j;
+
+    th_stream_delete("AGE_TEST");
+    ck_assert_int_eq(natsConnection_ConnectTo(&nc, getenv("ES_NATS_URL")), NATS_OK);
+    ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = "AGE_TEST";
+    cfg.Subjects = subj;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = js_MemoryStorage;
+    ck_assert_int_eq(js_AddStream(NULL, js, &cfg, NULL, &jerr), NATS_OK);
+    for (int i = 0; i < 5; i++) {
+        if (i == 3)
+            sleep(4);           /* 1-3 are over 2 s old when 4-5 are not */
+        ck_assert_int_eq(js_Publish(NULL, js, "age_test.x", "{}", 2, NULL, &jerr), NATS_OK);
+    }
+    th_daemon_start(&q2, "es-query", "ES_QUERY_PORT", env);
+
+    j = get_on(q2.port, "/v1/console/age-cursor?older_than=2", 200, NULL, 0);
+    ck_assert_str_eq(str(j, "cursor"), "4");
+    json_decref(j);
+    j = get_on(q2.port, "/v1/console/age-cursor?older_than=86400", 200, NULL, 0);
+    ck_assert_str_eq(str(j, "cursor"), "1");       /* nothing is a day old */
+    json_decref(j);
+    sleep(3);
+    j = get_on(q2.port, "/v1/console/age-cursor?older_than=2", 200, NULL, 0);
+    ck_assert_str_eq(str(j, "cursor"), "6");       /* every message is: past the last */
+    json_decref(j);
+    j = get_on(q2.port, "/v1/console/age-cursor", 400, NULL, 0);
+    ck_assert_str_eq(str(j, "error.field"), "older_than");
+    json_decref(j);
+    j = get_on(q2.port, "/v1/console/age-cursor?older_than=1x", 400, NULL, 0);
+    ck_assert_str_eq(str(j, "error.field"), "older_than");
+    json_decref(j);
+    ck_assert_int_eq(th_daemon_stop(&q2), 0);
+    th_stream_delete("AGE_TEST");
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+}
+END_TEST
+
 START_TEST(console_reuses_its_connections)
 {
     json_t *j;
@@ -1605,6 +1659,7 @@ main(void)
     tcase_add_test(tc, pages_stay_whole_under_writes);
     tcase_add_test(tc, health_and_metrics);
     tcase_add_test(tc, console_files_and_endpoints);
+    tcase_add_test(tc, console_age_cursor_is_the_first_message_after_the_age);
     tcase_add_test(tc, console_reuses_its_connections);
     tcase_add_test(tc, waits_hold_no_thread);
     tcase_add_test(tc, sigterm_answers_parked_waits);
