@@ -83,6 +83,8 @@ typedef struct live {
     size_t ntraces;
     uint64_t next;                      /* the stream sequence the consumer gives next */
     bool fresh;                         /* nothing fetched since it was made */
+    int64_t idle_since;                 /* ms: since when the stream has had messages
+                                           past next and fetches gave none (0: not) */
     uint64_t missing;                   /* the stream lacks this message (0: no) */
     uint64_t stream_last;
     atomic_bool redis_ok;               /* connected, and the last ping answered */
@@ -629,6 +631,7 @@ run_live(live *l)
             }
             l->next = from;
             l->fresh = true;
+            l->idle_since = 0;
         }
         if (time(NULL) != checked) {
             uint64_t last;
@@ -678,8 +681,35 @@ run_live(live *l)
             es_daemon_sleep_ms(1000);
             continue;
         }
+        if (msgs.n == 0 && jump == 0) {
+            uint64_t last;
+
+            pthread_mutex_lock(&l->mu);
+            last = l->stream_last;
+            pthread_mutex_unlock(&l->mu);
+            if (last < l->next) {
+                l->idle_since = 0;          /* caught up: nothing to give */
+            } else if (l->idle_since == 0) {
+                l->idle_since = now_ms();
+            } else if (now_ms() - l->idle_since > 3000) {
+                /* The stream has messages past next, and the consumer
+                 * gives none: it is gone (an ephemeral pull consumer
+                 * lives in the server's memory, and a restarted server
+                 * forgets it, while a fetch from it only times out).
+                 * A new one from next. */
+                es_log(ES_LOG_WARNING, "the stream %s has messages up to %" PRIu64 " but its "
+                       "consumer gave none from %" PRIu64 " for 3 s; making a new one",
+                       l->nats.stream, last, l->next);
+                es_jetstream_unsubscribe(&l->nats, l->sub);
+                l->sub = NULL;
+                l->idle_since = 0;
+                es_feed_batch_free(&msgs);
+                continue;
+            }
+        }
         if (msgs.n > 0) {
             l->fresh = false;
+            l->idle_since = 0;
             l->next = msgs.ev[msgs.n - 1].seq + 1;
             if (l->missing != 0) {
                 es_log(ES_LOG_INFO, "the stream %s has message %" PRIu64 " again",

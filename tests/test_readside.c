@@ -328,6 +328,41 @@ START_TEST(the_read_side_survives_restarts_of_nats_and_postgresql)
 }
 END_TEST
 
+/* The projector's consumer lives in the server's memory: a server that
+ * forgets it (restarted, or the consumer deleted) must not leave the
+ * projector waiting on fetches that only time out.  Its consumers are
+ * deleted under it, then deposits must still reach the read models. */
+START_TEST(the_projector_replaces_a_consumer_the_server_forgot)
+{
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsConsumerNamesList *names = NULL;
+    jsErrCode jerr = 0;
+    char path[200];
+    json_t *q;
+
+    snprintf(path, sizeof path, "/v1/customers/%s-forgot/deposits", tag);
+    json_decref(call(cmd.port, "POST", path, "{\"amount\":7}", 201, NULL));
+    wait_caught_up();
+    ck_assert_int_eq(natsConnection_ConnectTo(&nc, getenv("ES_NATS_URL")), NATS_OK);
+    ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    ck_assert_int_eq(js_ConsumerNames(&names, js, stream_name, NULL, &jerr), NATS_OK);
+    ck_assert_int_ge(names->Count, 1);
+    for (int i = 0; i < names->Count; i++)
+        ck_assert_int_eq(js_DeleteConsumer(js, stream_name, names->List[i], NULL, &jerr), NATS_OK);
+    jsConsumerNamesList_Destroy(names);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    for (int i = 0; i < 3; i++)
+        json_decref(call(cmd.port, "POST", path, "{\"amount\":7}", 201, NULL));
+    wait_caught_up();
+    snprintf(path, sizeof path, "/v1/customers/%s-forgot/account", tag);
+    q = call(query.port, "GET", path, NULL, 200, NULL);
+    ck_assert_int_eq(json_integer_value(json_object_get(q, "balance")), 28);
+    json_decref(q);
+}
+END_TEST
+
 /* A daemon's /readyz status within seconds, once it is want. */
 static int
 ready_becomes(const th_daemon *d, int want, int seconds)
@@ -527,6 +562,7 @@ main(void)
     tcase_add_test(tc, killed_relay_and_projector_lose_and_double_nothing);
     tcase_add_test(tc, a_rebuild_under_load_keeps_queries_answering);
     tcase_add_test(tc, the_read_side_survives_restarts_of_nats_and_postgresql);
+    tcase_add_test(tc, the_projector_replaces_a_consumer_the_server_forgot);
     tcase_add_test(tc, the_relay_is_not_ready_while_postgresql_is_down);
     tcase_add_test(tc, the_projector_is_not_ready_while_nats_or_redis_is_down);
     tcase_add_test(tc, daemons_stop_promptly_while_nats_is_down);
