@@ -450,9 +450,10 @@ es_audit_event_at(es_store *s, es_position pos, es_page **out, es_error *err)
 
 static const char correlated_sql[] =
     "SELECT " ES__EVENT_COLUMNS " FROM es_events "
-    "WHERE metadata ->> 'correlation_id' = $1::text "
+    "WHERE left(metadata ->> 'correlation_id', 200) = $1::text "
+    "AND metadata ->> 'correlation_id' = $1::text "
     "AND (transaction_id, global_position) > ($2::xid8, $3::bigint) "
-    "ORDER BY metadata ->> 'correlation_id', transaction_id, global_position "
+    "ORDER BY left(metadata ->> 'correlation_id', 200), transaction_id, global_position "
     "LIMIT $4::bigint";
 
 es_status

@@ -768,6 +768,22 @@ START_TEST(reads_the_events_of_a_correlation_in_pages)
         es_store_append(s, &req_o, &res);
         ck_assert_msg(res.status == ES_OK, "%s", res.err.message);
     }
+    {
+        /* a client's correlation id past what a btree key may hold
+         * (2,704 bytes; random, so it does not compress) is still
+         * appended: the index keys a prefix */
+        static char big_meta[4000];
+        int n = snprintf(big_meta, sizeof big_meta, "{\"correlation_id\": \"");
+
+        for (int i = 0; i < 3200; i++)
+            big_meta[n + i] = "0123456789abcdef"[(unsigned)rand() % 16];
+        snprintf(big_meta + n + 3200, sizeof big_meta - (size_t)n - 3200, "\"}");
+        o.metadata = big_meta;
+        snprintf(stream, sizeof stream, "%s-big", cat);
+        es_store_append(s, &req_o, &res);
+        ck_assert_msg(res.status == ES_OK, "%s", res.err.message);
+        o.metadata = meta_other;
+    }
     for (int page = 0; page < 3; page++) {
         ck_assert_msg(es_audit_correlated(s, corr, from, 2, &p, &err) == ES_OK, "%s",
                       err.message);
