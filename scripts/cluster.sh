@@ -154,7 +154,9 @@ wait_for() {
     shift 2
     for ((i = 0; i < WAIT * 5; i++)); do
         "$@" >/dev/null 2>&1 && return 0
-        if [[ -n $name ]] && ! running "$name"; then
+        # (existence only: a process just spawned may not have exec'd its
+        # program yet, and then bears another name)
+        if [[ -n $name ]] && ! alive "$(pid_of "$name" 2>/dev/null)"; then
             err "$name died while waiting for $what"
             tail -n 25 "$CL/log/$name.log" >&2 2>/dev/null || true
             return 1

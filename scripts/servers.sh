@@ -147,15 +147,22 @@ port_holders() {
     return 0
 }
 
-# pid_alive PID NAME: the process exists, is not a zombie (an init that is
-# slow to reap leaves those around) and its command name is NAME.
-pid_alive() {
-    local pid=$1 name=$2 comm stat
+# pid_exists PID: the process exists and is not a zombie (an init that is
+# slow to reap leaves those around), whatever it runs.
+pid_exists() {
+    local pid=$1 stat
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     kill -0 "$pid" 2>/dev/null || return 1
     stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 0  # no /proc: trust kill -0
     stat=${stat##*) }
-    [[ ${stat%% *} != Z ]] || return 1
+    [[ ${stat%% *} != Z ]]
+}
+
+# pid_alive PID NAME: pid_exists, and its command name is NAME.
+pid_alive() {
+    local pid=$1 name=$2 comm
+    pid_exists "$pid" || return 1
+    [[ -e /proc/$pid ]] || return 0   # no /proc: trust kill -0
     comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
     [[ $comm == "$name"* ]]
 }
@@ -719,9 +726,12 @@ nats_start() {
     fi
     # Ours is up when it is alive, logged "Server is ready" (so it got its
     # ports, and another server on them is not what answers) and is healthy.
+    # The pid is the child just forked: until it has gone through setsid
+    # and nohup to exec nats-server (slow on a loaded machine) its name is
+    # another, so here only its existence is asked, not its name.
     for ((i = 0; i < WAIT_SECS * 5; i++)); do
         pid=$(nats_pid)
-        pid_alive "$pid" nats-server || break
+        pid_exists "$pid" || break
         if log_since "$NATS_LOG" "$log_off" | grep -q 'Server is ready' && nats_healthy; then
             ok=1
             break
@@ -732,7 +742,7 @@ nats_start() {
         err "nats: not healthy on $HOST:$ES_NATS_PORT / $ES_NATS_HTTP_PORT"
         port_holders "$ES_NATS_PORT" "$ES_NATS_HTTP_PORT"
         show_logs "$NATS_OUT" "$NATS_LOG"
-        if pid_alive "$pid" nats-server; then kill_wait "$pid" nats-server || true; fi
+        if pid_exists "$pid"; then kill_wait "$pid" nats-server || true; fi
         rm -f -- "$NATS_PID"
         return 1
     fi

@@ -620,3 +620,30 @@ th_program_output(const char *const *argv, const char *const *env, char *out, si
     unlink(log);
     return rc;
 }
+
+int
+th_servers(const char *action, const char *server)
+{
+    char cmd[256], out[8192];
+    size_t n = 0, got;
+    FILE *p;
+    int st;
+
+    snprintf(cmd, sizeof cmd, "scripts/servers.sh %s %s 2>&1", action, server);
+    if ((p = popen(cmd, "r")) == NULL)
+        return -1;
+    /* the end of what it said is what explains a failure */
+    while ((got = fread(out + n, 1, sizeof out - 1 - n, p)) > 0) {
+        n += got;
+        if (n == sizeof out - 1) {
+            memmove(out, out + n / 2, n - n / 2);
+            n -= n / 2;
+        }
+    }
+    out[n] = '\0';
+    st = pclose(p);
+    st = st == -1 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    if (st != 0)
+        fprintf(stderr, "servers.sh %s %s: exit %d:\n%s", action, server, st, out);
+    return st;
+}

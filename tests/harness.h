@@ -110,4 +110,9 @@ int th_program(const char *const *argv, const char *const *env, const char *log)
  * (cut at size - 1 bytes, NUL-terminated). */
 int th_program_output(const char *const *argv, const char *const *env, char *out, size_t size);
 
+/* Runs scripts/servers.sh ACTION SERVER (start, stop, restart; pg, redis,
+ * nats) and returns its exit status; what it printed is shown on standard
+ * error when it failed, and kept quiet otherwise. */
+int th_servers(const char *action, const char *server);
+
 #endif

@@ -409,7 +409,7 @@ nats_crash_and_restart(void)
     for (int i = 0; i < 100 && kill((pid_t)pid, 0) == 0; i++)
         usleep(50 * 1000);
     usleep(500 * 1000);
-    ck_assert_int_eq(system("scripts/servers.sh start nats >/dev/null"), 0);
+    ck_assert_int_eq(th_servers("start", "nats"), 0);
 }
 
 /* One number from a query on the service's database. */

@@ -310,9 +310,9 @@ START_TEST(the_read_side_survives_restarts_of_nats_and_postgresql)
     snprintf(l.customer, sizeof l.customer, "%s-restarts", tag);
     pthread_create(&th, NULL, writer, &l);
     usleep(500 * 1000);
-    ck_assert_int_eq(system("scripts/servers.sh restart nats >/dev/null 2>&1"), 0);
+    ck_assert_int_eq(th_servers("restart", "nats"), 0);
     usleep(500 * 1000);
-    ck_assert_int_eq(system("scripts/servers.sh restart pg >/dev/null 2>&1"), 0);
+    ck_assert_int_eq(th_servers("restart", "pg"), 0);
     usleep(1000 * 1000);
     atomic_store(&l.stop, true);
     pthread_join(th, NULL);
@@ -433,7 +433,7 @@ START_TEST(daemons_stop_promptly_while_nats_is_down)
     int relay_down, proj_down;
     double cmd_s, relay_s, proj_s;
 
-    ck_assert_int_eq(system("scripts/servers.sh stop nats >/dev/null 2>&1"), 0);
+    ck_assert_int_eq(th_servers("stop", "nats"), 0);
     relay_down = ready_becomes(&relay, 503, 10);
     proj_down = ready_becomes(&proj, 503, 10);
     cmd_s = stop_seconds(&cmd);
@@ -441,7 +441,7 @@ START_TEST(daemons_stop_promptly_while_nats_is_down)
     proj_s = stop_seconds(&proj);
     /* NATS back before anything is asserted: a failure here must not
      * leave the tests after this one without their server */
-    ck_assert_int_eq(system("scripts/servers.sh start nats >/dev/null 2>&1"), 0);
+    ck_assert_int_eq(th_servers("start", "nats"), 0);
     ck_assert_int_eq(relay_down, 503);
     ck_assert_int_eq(proj_down, 503);
     ck_assert_double_lt(cmd_s, 5.0);
