@@ -1026,7 +1026,8 @@ static es_status trace_read(redisContext *c, size_t replies, es_error *err);
 
 es_status
 es_rm_apply_all(redisContext *c, es_rm_apply_job *jobs, size_t n, const es_rm_trace_stage *s,
-                size_t ns, int ttl_s, es_error *trace_err)
+                size_t ns, int ttl_s, es_error *trace_err, void (*meanwhile)(void *arg),
+                void *arg)
 {
     es_buf o = ES_BUF_INIT;
     size_t i, replies = 0;
@@ -1055,6 +1056,15 @@ es_rm_apply_all(redisContext *c, es_rm_apply_job *jobs, size_t n, const es_rm_tr
     es_buf_free(&o);
     if (ns > 0 && trace_append(c, s, ns, ttl_s, &replies, trace_err) != ES_OK)
         return trace_err->status;
+    if (meanwhile != NULL) {
+        /* all of it on the wire first, so that Redis works meanwhile; a
+         * write that fails leaves c->err, which the first read reports */
+        int done = 0;
+
+        while (!done && redisBufferWrite(c, &done) == REDIS_OK)
+            ;
+        meanwhile(arg);
+    }
     /* The replies, in the order sent.  A connection that fails fails the
      * rest alike: whether those scripts ran is not known, so the caller
      * connects again and reads the checkpoints. */

@@ -390,10 +390,14 @@ es_status es_rm_trace_put(redisContext *c, const es_rm_trace_stage *s, size_t n,
  * The return is ES_OK unless the connection failed (every job not
  * answered has that error too; drop the connection); a failure of the
  * trace record alone sets only *trace_err.  A script Redis no longer
- * knows is sent again by text after the pipe is read.
+ * knows is sent again by text after the pipe is read.  meanwhile (NULL:
+ * none) is called with arg once everything is written and before the
+ * first answer is read: the caller's own work overlaps Redis running the
+ * scripts (it must not use c).
  */
 es_status es_rm_apply_all(redisContext *c, es_rm_apply_job *jobs, size_t n,
-                          const es_rm_trace_stage *s, size_t ns, int ttl_s, es_error *trace_err);
+                          const es_rm_trace_stage *s, size_t ns, int ttl_s, es_error *trace_err,
+                          void (*meanwhile)(void *arg), void *arg);
 
 /* The stages recorded for trace_id (none: *n 0, ES_OK), in no particular
  * order; *out malloc'd (free()), NULL when none. */

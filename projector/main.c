@@ -87,6 +87,11 @@ typedef struct live {
                                            past next and fetches gave none (0: not) */
     uint64_t missing;                   /* the stream lacks this message (0: no) */
     uint64_t stream_last;
+    es_feed_batch ahead;                /* the batch after this one, fetched while Redis
+                                           applied this one (fetch_ahead) */
+    uint64_t ahead_jump;                /* its jump (es_jetstream_fetch) */
+    bool ahead_ok;                      /* ahead holds a batch of sub's, not yet applied */
+    bool may_fetch_ahead;               /* this batch was full and without a jump */
     atomic_bool redis_ok;               /* connected, and the last ping answered */
     es_store *store;                    /* where the park decisions are read */
     time_t parks_checked;
@@ -440,6 +445,44 @@ finish_one(live *l, proj_state *ps, const es_feed_batch *msgs, const es_rm_apply
     return ok;
 }
 
+/* Leaves the consumer, and the batch fetched ahead from it. */
+static void
+drop_sub(live *l)
+{
+    if (l->sub != NULL)
+        es_jetstream_unsubscribe(&l->nats, l->sub);
+    l->sub = NULL;
+    if (l->ahead_ok)
+        es_feed_batch_free(&l->ahead);
+    l->ahead_ok = false;
+}
+
+/*
+ * While Redis applies a full batch, the next one is fetched and decoded
+ * (without waiting: only what the server has now), so that NATS, the
+ * decoding and Redis work at once rather than in turn.  It is the batch
+ * the next turn would have fetched first, from the same consumer and the
+ * same next sequence; it is dropped with the consumer (drop_sub).  A
+ * failure here is left for that next fetch to meet and report.
+ */
+static void
+fetch_ahead(void *arg)
+{
+    live *l = arg;
+    es_error err;
+
+    if (!l->may_fetch_ahead || l->sub == NULL || l->ahead_ok)
+        return;
+    if (es_jetstream_fetch(l->sub, l->next, l->batch, 0, &l->ahead, &l->ahead_jump, &err) !=
+        ES_OK)
+        return;
+    if (l->ahead.n == 0 && l->ahead_jump == 0) {
+        es_feed_batch_free(&l->ahead);
+        return;
+    }
+    l->ahead_ok = true;
+}
+
 /*
  * Applies msgs to every projection this instance owns and runs: one
  * batch each, all sent in one pipelined round trip together with the
@@ -479,7 +522,8 @@ apply_all(live *l, const es_feed_batch *msgs, int64_t *at)
     }
     if (n > 0 || l->ntraces > 0) {
         memset(&terr, 0, sizeof terr);
-        es_rm_apply_all(l->rc, jobs, n, l->traces, l->ntraces, l->trace_ttl, &terr);
+        es_rm_apply_all(l->rc, jobs, n, l->traces, l->ntraces, l->trace_ttl, &terr,
+                        fetch_ahead, l);
         if (l->ntraces > 0 && terr.status != ES_OK)
             es_log(ES_LOG_WARNING, "could not record trace stages: %s", terr.message);
         l->ntraces = 0;
@@ -592,10 +636,7 @@ run_live(live *l)
             }
             atomic_store(&l->redis_ok, true);
             l->lease_due = 0;
-            if (l->sub) {
-                es_jetstream_unsubscribe(&l->nats, l->sub);
-                l->sub = NULL;
-            }
+            drop_sub(l);
         }
         if (now_ms() >= l->lease_due) {
             if (!hold_leases(l, &resubscribe)) {
@@ -609,10 +650,8 @@ run_live(live *l)
         }
         for (i = 0, any = false; i < l->n; i++)
             any |= l->st[i].owned && !l->st[i].stopped;
-        if ((resubscribe || !any) && l->sub) {
-            es_jetstream_unsubscribe(&l->nats, l->sub);
-            l->sub = NULL;
-        }
+        if (resubscribe || !any)
+            drop_sub(l);
         if (l->sub == NULL) {
             from = UINT64_MAX;
             for (i = 0; i < l->n; i++)
@@ -655,10 +694,14 @@ run_live(live *l)
                 pthread_mutex_unlock(&l->mu);
             }
         }
-        if (es_jetstream_fetch(l->sub, l->next, l->batch, 200, &msgs, &jump, &err) != ES_OK) {
+        if (l->ahead_ok) {
+            msgs = l->ahead;
+            jump = l->ahead_jump;
+            l->ahead_ok = false;
+        } else if (es_jetstream_fetch(l->sub, l->next, l->batch, 200, &msgs, &jump, &err) !=
+                   ES_OK) {
             es_log(ES_LOG_WARNING, "%s", err.message);
-            es_jetstream_unsubscribe(&l->nats, l->sub);
-            l->sub = NULL;
+            drop_sub(l);
             es_daemon_sleep_ms(200);
             continue;
         }
@@ -676,8 +719,7 @@ run_live(live *l)
             l->missing = l->next;
             pthread_mutex_unlock(&l->mu);
             es_feed_batch_free(&msgs);
-            es_jetstream_unsubscribe(&l->nats, l->sub);
-            l->sub = NULL;
+            drop_sub(l);
             es_daemon_sleep_ms(1000);
             continue;
         }
@@ -700,8 +742,7 @@ run_live(live *l)
                 es_log(ES_LOG_WARNING, "the stream %s has messages up to %" PRIu64 " but its "
                        "consumer gave none from %" PRIu64 " for 3 s; making a new one",
                        l->nats.stream, last, l->next);
-                es_jetstream_unsubscribe(&l->nats, l->sub);
-                l->sub = NULL;
+                drop_sub(l);
                 l->idle_since = 0;
                 es_feed_batch_free(&msgs);
                 continue;
@@ -723,6 +764,7 @@ run_live(live *l)
             before[i] = l->st[i].seq;
         if (l->wrote != NULL)
             memset(l->wrote, 0, msgs.n * 16);
+        l->may_fetch_ahead = jump == 0 && (int)msgs.n == l->batch;
         if (msgs.n > 0 || l->ntraces > 0)
             ok = apply_all(l, &msgs, &at);
         if (ok && l->trace_ttl > 0 && msgs.n > 0) {
@@ -737,8 +779,7 @@ run_live(live *l)
              * again from the checkpoints */
             es_log(ES_LOG_WARNING, "the stream gave message %" PRIu64 " where %" PRIu64
                    " was expected; reading again from the checkpoints", jump, l->next);
-            es_jetstream_unsubscribe(&l->nats, l->sub);
-            l->sub = NULL;
+            drop_sub(l);
         }
         es_feed_batch_free(&msgs);
         if (!ok) {
@@ -988,8 +1029,7 @@ main_live(void)
 done:
     es_daemon_server_stop(health);
     es_auth_stop(auth);
-    if (l->sub)
-        es_jetstream_unsubscribe(&l->nats, l->sub);
+    drop_sub(l);
     es_jetstream_close(&l->nats);
     if (l->rc)
         redisFree(l->rc);
