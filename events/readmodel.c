@@ -1024,10 +1024,341 @@ trace_append(redisContext *c, const es_rm_trace_stage *s, size_t n, int ttl_s, s
  * failure, so that the connection stays in step). */
 static es_status trace_read(redisContext *c, size_t replies, es_error *err);
 
+static void format_writes(es_buf *o, const es_rm_batch *b, const es_buf *prefix, uint64_t after,
+                          size_t *ncmd, size_t *last);
+static void format_checkpoint(es_buf *o, const es_rm_batch *b, const es_buf *prefix, size_t last);
+static void key_prefix(es_buf *p, const es_rm_batch *b, const char *version);
+
+/* The job can go the transaction's way: it names what its caller saw, the
+ * batch applies to the active version, and its events past that
+ * checkpoint follow it without a gap. */
+static bool
+fast_eligible(const es_rm_apply_job *j)
+{
+    const es_rm_batch *b = j->batch;
+    uint64_t next = j->seq + 1;
+    size_t i = 2;
+
+    if (b->failed || j->version == NULL || j->version[0] == '\0' || b->n < 2 ||
+        b->args[1].len != 0 || strlen(j->version) >= ES_RM_VERSION_MAX)
+        return false;
+    while (i < b->n) {
+        uint64_t seq = (uint64_t)b->args[i].num;
+        long long cmds = b->args[i + 2].num, k;
+
+        if (seq > j->seq) {
+            if (seq != next)
+                return false;
+            next++;
+        }
+        for (i += 3, k = 0; k < cmds; k++)
+            i += 1 + (size_t)b->args[i].num;
+    }
+    return true;
+}
+
+/* Reads one reply; NULL when the connection failed. */
+static redisReply *
+reply_get(redisContext *c)
+{
+    void *r = NULL;
+
+    return redisGetReply(c, &r) == REDIS_OK ? r : NULL;
+}
+
+static bool
+reply_is(const redisReply *r, const char *s)
+{
+    return r->type == REDIS_REPLY_STRING && r->len == strlen(s) && memcmp(r->str, s, r->len) == 0;
+}
+
+/* Every job not settled fails with the connection's error. */
+static es_status
+fast_broken(redisContext *c, es_rm_apply_job *jobs, size_t n)
+{
+    es_status st = ES_OK;
+
+    for (size_t i = 0; i < n; i++)
+        st = jobs[i].status = redis_fail(c, NULL, &jobs[i].err, "apply");
+    return st;
+}
+
+/*
+ * Round trip one of the transaction's way: WATCH every job's lease, active
+ * version and checkpoint, then read them.  True when all are as the jobs'
+ * callers saw them (each job's position then set from its checkpoint);
+ * false otherwise, the WATCH undone, or when the connection failed (*st).
+ */
+static bool
+fast_check(redisContext *c, es_rm_apply_job *jobs, size_t n, es_status *st)
+{
+    es_buf o = ES_BUF_INIT, k = ES_BUF_INIT;
+    bool ok = true;
+    size_t i;
+    redisReply *r;
+
+    resp_array(&o, 1 + 3 * n);
+    resp_bulk(&o, "WATCH", 5);
+    for (i = 0; i < n; i++) {
+        const es_rm_batch *b = jobs[i].batch;
+        int nl = (int)b->args[0].len;
+        const char *name = b->arena.data + b->args[0].off;
+
+        es_buf_reset(&k);
+        es_buf_printf(&k, "rm:%.*s:lease", nl, name);
+        resp_bulk(&o, k.data, k.len);
+        es_buf_reset(&k);
+        es_buf_printf(&k, "rm:%.*s:active", nl, name);
+        resp_bulk(&o, k.data, k.len);
+        es_buf_reset(&k);
+        es_buf_printf(&k, "rm:%.*s:%s:checkpoint", nl, name, jobs[i].version);
+        resp_bulk(&o, k.data, k.len);
+    }
+    for (i = 0; i < n; i++) {
+        const es_rm_batch *b = jobs[i].batch;
+        int nl = (int)b->args[0].len;
+        const char *name = b->arena.data + b->args[0].off;
+
+        resp_array(&o, 3);
+        resp_bulk(&o, "MGET", 4);
+        es_buf_reset(&k);
+        es_buf_printf(&k, "rm:%.*s:lease", nl, name);
+        resp_bulk(&o, k.data, k.len);
+        es_buf_reset(&k);
+        es_buf_printf(&k, "rm:%.*s:active", nl, name);
+        resp_bulk(&o, k.data, k.len);
+        resp_array(&o, 4);
+        resp_bulk(&o, "HMGET", 5);
+        es_buf_reset(&k);
+        es_buf_printf(&k, "rm:%.*s:%s:checkpoint", nl, name, jobs[i].version);
+        resp_bulk(&o, k.data, k.len);
+        resp_bulk(&o, "seq", 3);
+        resp_bulk(&o, "position", 8);
+    }
+    es_buf_free(&k);
+    if (es_buf_failed(&o) || redisAppendFormattedCommand(c, o.data, o.len) != REDIS_OK) {
+        es_buf_free(&o);
+        return false;   /* nothing sent: the scripts' way meets it */
+    }
+    es_buf_free(&o);
+    if ((r = reply_get(c)) == NULL) {
+        *st = fast_broken(c, jobs, n);
+        return false;
+    }
+    ok = r->type == REDIS_REPLY_STATUS;
+    freeReplyObject(r);
+    for (i = 0; i < n; i++) {
+        es_rm_apply_job *j = &jobs[i];
+        redisReply *m = reply_get(c), *h = m ? reply_get(c) : NULL;
+
+        if (h == NULL) {
+            freeReplyObject(m);
+            *st = fast_broken(c, jobs, n);
+            return false;
+        }
+        if (m->type != REDIS_REPLY_ARRAY || m->elements != 2 || h->type != REDIS_REPLY_ARRAY ||
+            h->elements != 2)
+            ok = false;
+        else {
+            const char *lease = j->lease ? j->lease : "";
+            uint64_t cp = h->element[0]->type == REDIS_REPLY_STRING
+                              ? strtoull(h->element[0]->str, NULL, 10) : 0;
+
+            ok &= (lease[0] == '\0' || reply_is(m->element[0], lease)) &&
+                  reply_is(m->element[1], j->version) && cp == j->seq;
+            copy_str(j->out.position, sizeof j->out.position, h->element[1]);
+        }
+        freeReplyObject(m);
+        freeReplyObject(h);
+    }
+    if (!ok) {
+        if ((r = redisCommand(c, "UNWATCH")) == NULL) {
+            *st = fast_broken(c, jobs, n);
+            return false;
+        }
+        freeReplyObject(r);
+    }
+    return ok;
+}
+
+/* The outcome of job j from its part of EXEC's answer, elements [*at..);
+ * *at moves past it.  last: the argument index of its last event (0:
+ * none written). */
+static void
+fast_settle(redisContext *c, es_rm_apply_job *j, const redisReply *ex, size_t *at, size_t last)
+{
+    const es_rm_batch *b = j->batch;
+    size_t i = 2;
+
+    snprintf(j->out.version, sizeof j->out.version, "%s", j->version);
+    j->out.seq = j->seq;
+    j->status = ES_OK;
+    j->transaction = true;
+    while (i < b->n) {
+        uint64_t seq = (uint64_t)b->args[i].num;
+        long long cmds = b->args[i + 2].num, k;
+        bool taken = seq > j->seq;
+
+        for (i += 3, k = 0; k < cmds; k++) {
+            if (taken) {
+                const redisReply *r = ex->element[(*at)++];
+
+                if (r->type == REDIS_REPLY_ERROR && j->out.failed_seq == 0) {
+                    j->out.failed_seq = seq;
+                    snprintf(j->out.failed_why, sizeof j->out.failed_why, "%s", r->str);
+                    j->out.failed_partial = true;   /* the batch's rest is in */
+                }
+            }
+            i += 1 + (size_t)b->args[i].num;
+        }
+        if (taken)
+            j->out.applied++;
+    }
+    if (last != 0) {
+        const redisReply *cp = ex->element[(*at)++];
+
+        (*at)++;    /* PUBLISH's count of listeners */
+        j->out.seq = (uint64_t)b->args[last].num;
+        snprintf(j->out.position, sizeof j->out.position, "%.*s", (int)b->args[last + 1].len,
+                 b->arena.data + b->args[last + 1].off);
+        if (cp->type == REDIS_REPLY_ERROR)
+            j->status = redis_fail(c, cp, &j->err, "apply (checkpoint)");
+    }
+}
+
+/*
+ * The transaction's way (es_rm_apply_all, readmodel.h): true when every
+ * job is settled, or the connection failed (*st); false when nothing was
+ * written and the scripts must run.  *traced: the trace stages were sent
+ * (and answered) here.
+ */
+static bool
+apply_fast(redisContext *c, es_rm_apply_job *jobs, size_t n, const es_rm_trace_stage *s,
+           size_t ns, int ttl_s, es_error *trace_err, void (*meanwhile)(void *arg), void *arg,
+           bool *traced, es_status *st)
+{
+    es_buf o = ES_BUF_INIT, prefix = ES_BUF_INIT;
+    size_t i, total = 0, replies = 0, at = 0, last[16], queued;
+    redisReply *r, *ex;
+
+    *traced = false;
+    if (n == 0 || n > sizeof last / sizeof last[0])
+        return false;
+    for (i = 0; i < n; i++)
+        if (!fast_eligible(&jobs[i]))
+            return false;
+    for (i = 0; i < n; i++) {
+        jobs[i].again_ = jobs[i].transaction = false;
+        memset(&jobs[i].out, 0, sizeof jobs[i].out);
+    }
+    if (!fast_check(c, jobs, n, st))
+        return *st != ES_OK;
+    resp_array(&o, 1);
+    resp_bulk(&o, "MULTI", 5);
+    for (i = 0; i < n; i++) {
+        const es_rm_batch *b = jobs[i].batch;
+
+        es_buf_reset(&prefix);
+        key_prefix(&prefix, b, jobs[i].version);
+        format_writes(&o, b, &prefix, jobs[i].seq, &total, &last[i]);
+        if (last[i] != 0) {
+            format_checkpoint(&o, b, &prefix, last[i]);
+            resp_array(&o, 3);
+            resp_bulk(&o, "PUBLISH", 7);
+            es_buf_printf(&o, "$%zu\r\nrm:%.*s:applied\r\n", b->args[0].len + 11,
+                          (int)b->args[0].len, b->arena.data + b->args[0].off);
+            {
+                es_buf m = ES_BUF_INIT;
+
+                es_buf_printf(&m, "%s %lld %.*s", jobs[i].version, b->args[last[i]].num,
+                              (int)b->args[last[i] + 1].len,
+                              b->arena.data + b->args[last[i] + 1].off);
+                resp_bulk(&o, m.data, m.len);
+                es_buf_free(&m);
+            }
+            total += 2;
+        }
+    }
+    resp_array(&o, 1);
+    resp_bulk(&o, "EXEC", 4);
+    es_buf_free(&prefix);
+    if (es_buf_failed(&o) || redisAppendFormattedCommand(c, o.data, o.len) != REDIS_OK) {
+        /* MULTI not sent: only the WATCH is left to undo */
+        es_buf_free(&o);
+        if ((r = redisCommand(c, "UNWATCH")) == NULL)
+            *st = fast_broken(c, jobs, n);
+        freeReplyObject(r);
+        return *st != ES_OK;
+    }
+    es_buf_free(&o);
+    if (ns > 0) {
+        if (trace_append(c, s, ns, ttl_s, &replies, trace_err) != ES_OK) {
+            /* the pipe may hold part of them: the connection is to go */
+            *st = fast_broken(c, jobs, n);
+            return true;
+        }
+        *traced = true;
+    }
+    if (meanwhile != NULL) {
+        int done = 0;
+
+        while (!done && redisBufferWrite(c, &done) == REDIS_OK)
+            ;
+        meanwhile(arg);
+    }
+    /* MULTI's OK, a QUEUED (or a refusal) per command, then EXEC's */
+    for (queued = 0; queued < total + 1; queued++) {
+        if ((r = reply_get(c)) == NULL) {
+            *st = fast_broken(c, jobs, n);
+            return true;
+        }
+        freeReplyObject(r);
+    }
+    if ((ex = reply_get(c)) == NULL) {
+        *st = fast_broken(c, jobs, n);
+        return true;
+    }
+    if (*traced && trace_read(c, replies, trace_err) != ES_OK && c->err) {
+        freeReplyObject(ex);
+        *st = fast_broken(c, jobs, n);
+        return true;
+    }
+    /* nil: a watched key changed, nothing ran; an error: refused before
+     * running (EXECABORT: a command refused when queued, out of memory
+     * among them), nothing ran either */
+    if (ex->type != REDIS_REPLY_ARRAY || ex->elements != total) {
+        freeReplyObject(ex);
+        return false;
+    }
+    for (i = 0; i < n; i++)
+        fast_settle(c, &jobs[i], ex, &at, last[i]);
+    freeReplyObject(ex);
+    return true;
+}
+
+static es_status apply_scripts(redisContext *c, es_rm_apply_job *jobs, size_t n,
+                               const es_rm_trace_stage *s, size_t ns, int ttl_s,
+                               es_error *trace_err, void (*meanwhile)(void *arg), void *arg);
+
 es_status
 es_rm_apply_all(redisContext *c, es_rm_apply_job *jobs, size_t n, const es_rm_trace_stage *s,
                 size_t ns, int ttl_s, es_error *trace_err, void (*meanwhile)(void *arg),
                 void *arg)
+{
+    es_status st = ES_OK;
+    bool traced = false;
+
+    if (apply_fast(c, jobs, n, s, ns, ttl_s, trace_err, meanwhile, arg, &traced, &st))
+        return st;
+    if (st != ES_OK)
+        return st;
+    return apply_scripts(c, jobs, n, traced ? NULL : s, traced ? 0 : ns, ttl_s, trace_err,
+                         meanwhile, arg);
+}
+
+static es_status
+apply_scripts(redisContext *c, es_rm_apply_job *jobs, size_t n, const es_rm_trace_stage *s,
+              size_t ns, int ttl_s, es_error *trace_err, void (*meanwhile)(void *arg), void *arg)
 {
     es_buf o = ES_BUF_INIT;
     size_t i, replies = 0;
@@ -1154,6 +1485,71 @@ es_rm_lease_release(redisContext *c, const char *name, const char *token)
 
 
 
+/* "rm:<name>:<version>:" for b's projection (version: b's own when NULL). */
+static void
+key_prefix(es_buf *p, const es_rm_batch *b, const char *version)
+{
+    if (version != NULL)
+        es_buf_printf(p, "rm:%.*s:%s:", (int)b->args[0].len, b->arena.data + b->args[0].off,
+                      version);
+    else
+        es_buf_printf(p, "rm:%.*s:%.*s:", (int)b->args[0].len, b->arena.data + b->args[0].off,
+                      (int)b->args[1].len, b->arena.data + b->args[1].off);
+}
+
+/*
+ * Formats as plain commands, keys under prefix, the commands of b's events
+ * with a sequence above after (the others are skipped, as the apply script
+ * skips them); *ncmd counts them; *last is the argument index of the last
+ * formatted event's sequence (0: none).
+ */
+static void
+format_writes(es_buf *o, const es_rm_batch *b, const es_buf *prefix, uint64_t after,
+              size_t *ncmd, size_t *last)
+{
+    size_t i = 2;
+
+    *last = 0;
+    while (i < b->n) {
+        long long cmds = b->args[i + 2].num, k;
+        bool take = (uint64_t)b->args[i].num > after;
+
+        if (take)
+            *last = i;
+        i += 3;
+        for (k = 0; k < cmds; k++) {
+            size_t argc = (size_t)b->args[i].num, j;
+            const es_rm_arg *key = &b->args[i + 2];
+
+            if (take) {
+                resp_array(o, argc);
+                resp_arg(o, b, i + 1);
+                resp_head(o, '$', prefix->len + key->len);
+                es_buf_append(o, prefix->data, prefix->len);
+                es_buf_append(o, b->arena.data + key->off, key->len);
+                es_buf_append(o, "\r\n", 2);
+                for (j = 3; j <= argc; j++)
+                    resp_arg(o, b, i + j);
+                (*ncmd)++;
+            }
+            i += 1 + argc;
+        }
+    }
+}
+
+/* HSET <prefix>checkpoint seq <b's args[last]> position <args[last + 1]>. */
+static void
+format_checkpoint(es_buf *o, const es_rm_batch *b, const es_buf *prefix, size_t last)
+{
+    resp_array(o, 6);
+    resp_bulk(o, "HSET", 4);
+    es_buf_printf(o, "$%zu\r\n%scheckpoint\r\n", prefix->len + 10, prefix->data);
+    resp_bulk(o, "seq", 3);
+    resp_arg(o, b, last);
+    resp_bulk(o, "position", 8);
+    resp_arg(o, b, last + 1);
+}
+
 /*
  * The single writer's path (a rebuild owns its version): the batch's
  * commands with the version's prefix and the new checkpoint, between MULTI
@@ -1164,49 +1560,17 @@ es_status
 es_rm_write_send(redisContext *c, es_rm_batch *b, size_t *replies, es_error *err)
 {
     es_buf o = b->wire, prefix = ES_BUF_INIT;
-    size_t i = 2, ncmd = 0;
-    const es_rm_arg *last_pos = NULL;
-    long long last_seq = 0;
+    size_t ncmd = 0, last;
     int rc;
 
     if (b->failed || b->n < 2 || b->args[1].len == 0)
         return es_error_set(err, ES_EINTERNAL, NULL, NULL, "a write batch needs a version");
-    es_buf_printf(&prefix, "rm:%.*s:%.*s:", (int)b->args[0].len, b->arena.data + b->args[0].off,
-                  (int)b->args[1].len, b->arena.data + b->args[1].off);
+    key_prefix(&prefix, b, NULL);
     resp_array(&o, 1);
     resp_bulk(&o, "MULTI", 5);
-    while (i < b->n) {
-        long long cmds = b->args[i + 2].num, k;
-
-        last_seq = b->args[i].num;
-        last_pos = &b->args[i + 1];
-        i += 3;
-        for (k = 0; k < cmds; k++, ncmd++) {
-            size_t argc = (size_t)b->args[i].num, j;
-            const es_rm_arg *key = &b->args[i + 2];
-
-            resp_array(&o, argc);
-            resp_arg(&o, b, i + 1);
-            resp_head(&o, '$', prefix.len + key->len);
-            es_buf_append(&o, prefix.data, prefix.len);
-            es_buf_append(&o, b->arena.data + key->off, key->len);
-            es_buf_append(&o, "\r\n", 2);
-            for (j = 3; j <= argc; j++)
-                resp_arg(&o, b, i + j);
-            i += 1 + argc;
-        }
-    }
-    if (last_pos) {
-        char seq[24];
-        size_t w = dec(seq, last_seq);
-
-        resp_array(&o, 6);
-        resp_bulk(&o, "HSET", 4);
-        es_buf_printf(&o, "$%zu\r\n%scheckpoint\r\n", prefix.len + 10, prefix.data);
-        resp_bulk(&o, "seq", 3);
-        resp_bulk(&o, seq, w);
-        resp_bulk(&o, "position", 8);
-        resp_bulk(&o, b->arena.data + last_pos->off, last_pos->len);
+    format_writes(&o, b, &prefix, 0, &ncmd, &last);
+    if (last != 0) {
+        format_checkpoint(&o, b, &prefix, last);
         ncmd++;
     }
     resp_array(&o, 1);

@@ -177,9 +177,15 @@ es_status es_rm_apply_fenced(redisContext *c, es_rm_batch *b, const char *lease,
 typedef struct es_rm_apply_job {
     es_rm_batch *batch;
     const char *lease;
+    const char *version;        /* in, optional: the active version the caller
+                                   last saw applying, and ... */
+    uint64_t seq;               /* ... that version's checkpoint then; with
+                                   them the batch may go the transaction's way
+                                   (es_rm_apply_all) */
     es_status status;
     es_error err;
     es_rm_applied out;
+    bool transaction;           /* out: it went the transaction's way */
     bool again_;                /* es_rm_apply_all's own */
 } es_rm_apply_job;
 
@@ -390,7 +396,22 @@ es_status es_rm_trace_put(redisContext *c, const es_rm_trace_stage *s, size_t n,
  * The return is ES_OK unless the connection failed (every job not
  * answered has that error too; drop the connection); a failure of the
  * trace record alone sets only *trace_err.  A script Redis no longer
- * knows is sent again by text after the pipe is read.  meanwhile (NULL:
+ * knows is sent again by text after the pipe is read.
+ *
+ * When every job names the version and checkpoint its caller last saw
+ * (and applies to the active version), a cheaper way is tried first: the
+ * leases, the active versions and the checkpoints are read under WATCH,
+ * and when they are as the caller saw them the batches go as plain
+ * commands (the events past each checkpoint) with the new checkpoints
+ * between MULTI and EXEC, which Redis runs only if none of those keys
+ * changed meanwhile.  Redis runs plain commands for far less CPU than the
+ * same through Lua.  Anything else (a key not as expected or changed, a
+ * gap, a transaction refused before it ran) writes nothing, and the
+ * scripts run as above.  One outcome differs: a command Redis refuses
+ * while running the transaction (a key of the wrong type: the read model
+ * was written by someone else) does not stop the batch there as the
+ * script does: the rest of the batch is applied too, so the event is
+ * reported with failed_partial set (rebuild the projection).  meanwhile (NULL:
  * none) is called with arg once everything is written and before the
  * first answer is read: the caller's own work overlaps Redis running the
  * scripts (it must not use c).

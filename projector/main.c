@@ -65,6 +65,7 @@ typedef struct proj_state {
     char holder[ES_RM_LEASE_MAX];       /* the lease's holder as last seen ("" none) */
     bool free_seen;                     /* the lease was free, left for another */
     uint64_t taken, lost, fenced;       /* leases taken, lost; batches refused */
+    uint64_t by_transaction, by_script; /* batches applied each way (es_rm_apply_all) */
     uint64_t handed;                    /* leases handed over to a preferred one */
 } proj_state;
 
@@ -92,6 +93,7 @@ typedef struct live {
     uint64_t ahead_jump;                /* its jump (es_jetstream_fetch) */
     bool ahead_ok;                      /* ahead holds a batch of sub's, not yet applied */
     bool may_fetch_ahead;               /* this batch was full and without a jump */
+    bool transactions;                  /* ES_PROJECTOR_APPLY=transaction */
     atomic_bool redis_ok;               /* connected, and the last ping answered */
     es_store *store;                    /* where the park decisions are read */
     time_t parks_checked;
@@ -402,6 +404,10 @@ finish_one(live *l, proj_state *ps, const es_feed_batch *msgs, const es_rm_apply
             return false;
         }
         pthread_mutex_lock(&l->mu);
+        if (j->transaction)
+            ps->by_transaction++;
+        else if (j->batch != NULL && j->batch->events > 0)
+            ps->by_script++;
         ps->applied += a->applied;
         ps->seq = a->seq;
         snprintf(ps->position, sizeof ps->position, "%s", a->position);
@@ -517,6 +523,12 @@ apply_all(live *l, const es_feed_batch *msgs, int64_t *at)
             memset(&jobs[n], 0, sizeof jobs[n]);
             jobs[n].batch = &l->batches[i];
             jobs[n].lease = ps->lease;
+            if (l->transactions) {
+                /* what this instance last saw: the transaction's way when
+                 * Redis still has just that (es_rm_apply_all) */
+                jobs[n].version = ps->version;
+                jobs[n].seq = ps->seq;
+            }
             idx[n++] = i;
         }
     }
@@ -935,6 +947,14 @@ metrics(void *ctx, es_buf *out)
     for (i = 0; i < l->n; i++)
         es_buf_printf(out, "es_projector_fenced_batches_total{projection=\"%s\"} %" PRIu64 "\n",
                       l->st[i].p->name, l->st[i].fenced);
+    family(out, "es_projector_batches_total", "counter",
+           "batches applied, by way: a transaction of plain commands (Redis had the version "
+           "and checkpoint this instance last saw) or the apply script (ES_PROJECTOR_APPLY)");
+    for (i = 0; i < l->n; i++)
+        es_buf_printf(out, "es_projector_batches_total{projection=\"%s\",way=\"transaction\"} %"
+                      PRIu64 "\nes_projector_batches_total{projection=\"%s\",way=\"script\"} %"
+                      PRIu64 "\n", l->st[i].p->name, l->st[i].by_transaction, l->st[i].p->name,
+                      l->st[i].by_script);
     family(out, "es_projector_parked_events", "gauge",
            "events an operator parked for the projection (esctl projection park)");
     for (i = 0; i < l->n; i++)
@@ -961,6 +981,16 @@ main_live(void)
     if (l->batch < 1 || l->batch > 100000) {
         es_log(ES_LOG_ERROR, "ES_PROJECTOR_BATCH must be 1..100000");
         return 2;
+    }
+    {
+        const char *how = es_env_str("ES_PROJECTOR_APPLY", "transaction");
+
+        if (strcmp(how, "transaction") != 0 && strcmp(how, "script") != 0) {
+            es_log(ES_LOG_ERROR, "ES_PROJECTOR_APPLY must be transaction or script, not '%s'",
+                   how);
+            return 2;
+        }
+        l->transactions = strcmp(how, "transaction") == 0;
     }
     l->trace_ttl = atoi(es_env_str("ES_TRACE_TTL", "86400"));
     if (l->trace_ttl < 0 || l->trace_ttl > 30 * 86400) {

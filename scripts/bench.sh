@@ -658,7 +658,7 @@ if want projector_apply; then
          "end of $events OrderPlaced events in JetStream: $best events/s; raw limit: Redis" \
          "taking the same writes per event, pipelined: $best_redis events/s (best of $rounds" \
          "rounds each); es-projector's peak resident memory ${rss:-?} MB; Redis CPU per event:" \
-         "${proj_cpu_us:-?} us for the projector's scripts, $(cat "$work/redis_raw_cpu_us") us for the" \
+         "${proj_cpu_us:-?} us for the projector's batches, $(cat "$work/redis_raw_cpu_us") us for the" \
          "same writes sent bare (last round)"
     report projector_apply "$best" events/s "$best_redis"
 fi

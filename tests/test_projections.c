@@ -292,6 +292,135 @@ START_TEST(a_command_redis_refuses_ends_the_batch_before_its_event)
 }
 END_TEST
 
+/* How many times Redis ran cmd (INFO commandstats), to tell which way a
+ * batch went. */
+static long long
+calls(const char *cmd)
+{
+    redisReply *r = redisCommand(rc, "INFO commandstats");
+    char key[64];
+    const char *p;
+    long long n = 0;
+
+    ck_assert_ptr_nonnull(r);
+    snprintf(key, sizeof key, "cmdstat_%s:calls=", cmd);
+    if ((p = strstr(r->str, key)) != NULL)
+        n = atoll(p + strlen(key));
+    freeReplyObject(r);
+    return n;
+}
+
+/* Events from..to of projection t_tx, applying to the active version: an
+ * HINCRBY of stock:<sku> each, sku "x" for event bad (0: none). */
+static void
+tx_batch(es_rm_batch *b, uint64_t from, uint64_t to, uint64_t bad)
+{
+    es_rm_batch_reset(b, "t_tx", NULL);
+    for (uint64_t seq = from; seq <= to; seq++) {
+        char pos[24];
+
+        snprintf(pos, sizeof pos, "5-%llu", (unsigned long long)seq);
+        es_rm_batch_event(b, seq, pos);
+        es_rm_cmd(b, "HINCRBY", "stock:%s", seq == bad ? "x" : "y");
+        es_rm_arg_str(b, "on_hand");
+        es_rm_arg_int(b, 1);
+    }
+}
+
+/* Runs b as the live projector does, as one that last saw version 1 at
+ * checkpoint seq, under lease. */
+static es_rm_apply_job
+tx_apply(es_rm_batch *b, uint64_t seq, const char *lease)
+{
+    es_rm_apply_job j = {.batch = b, .lease = lease, .version = "1", .seq = seq};
+    es_error terr;
+
+    ck_assert_int_eq(es_rm_apply_all(rc, &j, 1, NULL, 0, 0, &terr, NULL, NULL), ES_OK);
+    return j;
+}
+
+/* The transaction's way of es_rm_apply_all: taken when Redis has what the
+ * caller saw, with the scripts' outcome; the scripts when it has not. */
+START_TEST(batches_go_as_transactions_when_redis_has_what_the_caller_saw)
+{
+    es_rm_batch b;
+    es_rm_apply_job j;
+    long long ex, ev;
+
+    freeReplyObject(redisCommand(rc, "DEL rm:t_tx:active rm:t_tx:lease rm:t_tx:1:checkpoint "
+                                     "rm:t_tx:1:stock:x rm:t_tx:1:stock:y"));
+    freeReplyObject(redisCommand(rc, "SET rm:t_tx:active 1"));
+    es_rm_batch_init(&b, "t_tx", NULL);
+    /* 1..3 from an empty checkpoint: a transaction, no script */
+    tx_batch(&b, 1, 3, 0);
+    ex = calls("exec"), ev = calls("evalsha");
+    j = tx_apply(&b, 0, NULL);
+    ck_assert_int_eq(j.status, ES_OK);
+    ck_assert_uint_eq(j.out.applied, 3);
+    ck_assert_uint_eq(j.out.seq, 3);
+    ck_assert_str_eq(j.out.position, "5-3");
+    ck_assert_str_eq(j.out.version, "1");
+    ck_assert_uint_eq(j.out.failed_seq, 0);
+    ck_assert_str_eq(hget("rm:t_tx:1:stock:y", "on_hand"), "3");
+    ck_assert_str_eq(hget("rm:t_tx:1:checkpoint", "seq"), "3");
+    ck_assert_str_eq(hget("rm:t_tx:1:checkpoint", "position"), "5-3");
+    ck_assert_int_eq(calls("exec"), ex + 1);
+    ck_assert_int_eq(calls("evalsha"), ev);
+    /* the same again by a caller that saw 3: nothing past it, nothing twice */
+    j = tx_apply(&b, 3, NULL);
+    ck_assert_uint_eq(j.out.applied, 0);
+    ck_assert_uint_eq(j.out.seq, 3);
+    ck_assert_str_eq(j.out.position, "5-3");
+    ck_assert_str_eq(hget("rm:t_tx:1:stock:y", "on_hand"), "3");
+    /* a caller that saw 1 (Redis has 3): the script, which skips 1..3 */
+    ev = calls("evalsha");
+    j = tx_apply(&b, 1, NULL);
+    ck_assert_int_eq(j.status, ES_OK);
+    ck_assert_uint_eq(j.out.applied, 0);
+    ck_assert_uint_eq(j.out.seq, 3);
+    ck_assert_int_eq(calls("evalsha"), ev + 1);
+    ck_assert_str_eq(hget("rm:t_tx:1:stock:y", "on_hand"), "3");
+    /* a lease held by another: the script, which refuses it whole */
+    freeReplyObject(redisCommand(rc, "SET rm:t_tx:lease tokA"));
+    tx_batch(&b, 4, 4, 0);
+    j = tx_apply(&b, 3, "tokB");
+    ck_assert_int_eq(j.status, ES_ECONFLICT);
+    ck_assert_str_eq(j.err.code, "lease_lost");
+    ck_assert_str_eq(hget("rm:t_tx:1:stock:y", "on_hand"), "3");
+    /* its holder's: a transaction */
+    ex = calls("exec");
+    j = tx_apply(&b, 3, "tokA");
+    ck_assert_int_eq(j.status, ES_OK);
+    ck_assert_uint_eq(j.out.applied, 1);
+    ck_assert_int_eq(calls("exec"), ex + 1);
+    ck_assert_str_eq(hget("rm:t_tx:1:stock:y", "on_hand"), "4");
+    /* a version switched under the caller: the script, into the new one */
+    freeReplyObject(redisCommand(rc, "SET rm:t_tx:active 2"));
+    tx_batch(&b, 5, 5, 0);
+    j = tx_apply(&b, 4, "tokA");
+    ck_assert_int_eq(j.status, ES_OK);
+    ck_assert_str_eq(j.out.version, "2");
+    ck_assert_str_eq(hget("rm:t_tx:1:stock:y", "on_hand"), "4");
+    freeReplyObject(redisCommand(rc, "SET rm:t_tx:active 1"));
+    /* a key of the wrong type in event 6 of 5..7: the transaction runs the
+     * rest, so the event is reported partly applied, the checkpoint at 7 */
+    freeReplyObject(redisCommand(rc, "SET rm:t_tx:1:stock:x oops"));
+    tx_batch(&b, 5, 7, 6);
+    ex = calls("exec");
+    j = tx_apply(&b, 4, "tokA");
+    ck_assert_int_eq(calls("exec"), ex + 1);
+    ck_assert_int_eq(j.status, ES_OK);
+    ck_assert_uint_eq(j.out.failed_seq, 6);
+    ck_assert_ptr_nonnull(strstr(j.out.failed_why, "WRONGTYPE"));
+    ck_assert(j.out.failed_partial);
+    ck_assert(!j.out.failed_transient);
+    ck_assert_uint_eq(j.out.seq, 7);
+    ck_assert_str_eq(hget("rm:t_tx:1:stock:y", "on_hand"), "6");
+    ck_assert_str_eq(hget("rm:t_tx:1:checkpoint", "seq"), "7");
+    es_rm_batch_free(&b);
+}
+END_TEST
+
 /* One event of projection name, version ver: HINCRBY stock:<sku>. */
 static void
 stock_event(es_rm_batch *b, const char *name, const char *ver, const char *sku)
@@ -591,6 +720,7 @@ main(void)
     tcase_add_test(tc, an_unappliable_event_leaves_the_batch_as_it_was);
     tcase_add_test(tc, undecodable_messages_are_refused);
     tcase_add_test(tc, a_command_redis_refuses_ends_the_batch_before_its_event);
+    tcase_add_test(tc, batches_go_as_transactions_when_redis_has_what_the_caller_saw);
     tcase_add_test(tc, redis_errors_say_whether_they_pass);
     tcase_add_test(tc, amounts_redis_could_not_add_are_refused);
     tcase_add_test(tc, switch_waits_for_the_new_version_then_old_keys_go);

@@ -256,6 +256,24 @@ START_TEST(a_query_with_the_commands_position_sees_it)
 }
 END_TEST
 
+/* Batches the projector applied as transactions, all projections. */
+static long
+transaction_batches(void)
+{
+    th_response r;
+    long n = 0;
+
+    ck_assert_int_eq(th_http(proj.port, "GET", "/metrics", NULL, NULL, &r), 200);
+    for (const char *p = r.body; (p = strstr(p, "es_projector_batches_total{")) != NULL; p++) {
+        const char *end = strchr(p, '\n');
+
+        if (end != NULL && memmem(p, (size_t)(end - p), "way=\"transaction\"", 17) != NULL)
+            n += atol(memchr(p, '}', (size_t)(end - p)) + 2);
+    }
+    th_response_free(&r);
+    return n;
+}
+
 START_TEST(killed_relay_and_projector_lose_and_double_nothing)
 {
     load l = {0};
@@ -294,6 +312,9 @@ START_TEST(killed_relay_and_projector_lose_and_double_nothing)
     /* every read model equals a fresh rebuild, key by key */
     for (size_t k = 0; k < pj_projection_count; k++)
         equals_a_fresh_rebuild(pj_projections[k].name);
+    /* and the batches went the transaction's way (es_rm_apply_all), not
+     * only the scripts': this test checks that way too */
+    ck_assert_int_gt(transaction_batches(), 0);
 }
 END_TEST
 
