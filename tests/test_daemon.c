@@ -148,11 +148,34 @@ END_TEST
 
 /*
  * The bounds come from the environment for every daemon's listener
- * (es_daemon_http_tls): with ES_HTTP_CONNECTIONS_MAX=32 and a header
- * deadline of 1 s, 100 connections that never finish their headers (the
- * issue's 1,100, scaled down with the cap) keep /healthz answering, and
- * it answers at once again after they go.
+ * (es_daemon_http_tls): with ES_HTTP_CONNECTIONS_MAX=32, 100 connections
+ * that never finish their headers (the issue's 1,100, scaled down with the
+ * cap) keep /healthz answering, and it answers at once again after they
+ * go.  The header deadline is 5 s, longer than the checks wait, so that
+ * it is the eviction of the longest waiting that lets /healthz in, not
+ * the deadline.
  */
+
+/* Seconds until /healthz answered 200, asked again every 50 ms (the
+ * server frees the slots of connections it cut on its next turn, later
+ * on a loaded machine), or -1 after limit seconds. */
+static double
+healthz_within(unsigned port, double limit)
+{
+    double t0 = now_s();
+
+    for (;;) {
+        th_response r;
+        int st = th_http(port, "GET", "/healthz", NULL, NULL, &r);
+
+        th_response_free(&r);
+        if (st == 200)
+            return now_s() - t0;
+        if (now_s() - t0 > limit)
+            return -1;
+        usleep(50 * 1000);
+    }
+}
 START_TEST(stalled_clients_do_not_lock_out_healthz)
 {
     es_daemon d = {.name = "es-test", .metrics_prefix = "es_test"};
@@ -160,15 +183,14 @@ START_TEST(stalled_clients_do_not_lock_out_healthz)
     es_http_config cfg = {0};
     unsigned port = 0;
     int fds[100];
-    th_response r;
     es_error err;
     double t0;
 
     setenv("ES_HTTP_CONNECTIONS_MAX", "32", 1);
-    setenv("ES_HTTP_HEADER_TIMEOUT_MS", "1000", 1);
+    setenv("ES_HTTP_HEADER_TIMEOUT_MS", "5000", 1);
     es_daemon_http_tls(&cfg);
     ck_assert_uint_eq(cfg.connections_max, 32);
-    ck_assert_uint_eq(cfg.header_timeout_ms, 1000);
+    ck_assert_uint_eq(cfg.header_timeout_ms, 5000);
     for (int attempt = 0; s == NULL && attempt < 5; attempt++)
         es_daemon_server_start(&s, &d, "127.0.0.1", port = th_free_port(), &err);
     ck_assert_msg(s != NULL, "%s", err.message);
@@ -200,16 +222,10 @@ START_TEST(stalled_clients_do_not_lock_out_healthz)
         for (int i = 0; i < 100; i++)
             closed += (pf[i].revents & (POLLIN | POLLHUP | POLLERR)) != 0;
     }
-    t0 = now_s();
-    ck_assert_int_eq(th_http(port, "GET", "/healthz", NULL, NULL, &r), 200);
-    th_response_free(&r);
-    ck_assert_msg(now_s() - t0 < 3, "/healthz took %.1f s", now_s() - t0);
+    ck_assert_msg(healthz_within(port, 3) >= 0, "/healthz did not answer within 3 s");
     for (int i = 0; i < 100; i++)
         close(fds[i]);
-    t0 = now_s();
-    ck_assert_int_eq(th_http(port, "GET", "/healthz", NULL, NULL, &r), 200);
-    th_response_free(&r);
-    ck_assert_msg(now_s() - t0 < 1, "/healthz took %.1f s after they left", now_s() - t0);
+    ck_assert_msg(healthz_within(port, 2) >= 0, "/healthz did not answer within 2 s after they left");
     es_daemon_server_stop(s);
 }
 END_TEST
