@@ -1029,9 +1029,47 @@ static void format_writes(es_buf *o, const es_rm_batch *b, const es_buf *prefix,
 static void format_checkpoint(es_buf *o, const es_rm_batch *b, const es_buf *prefix, size_t last);
 static void key_prefix(es_buf *p, const es_rm_batch *b, const char *version);
 
+/* ZADD key score member [score member ...] with every score a number
+ * (no flags, nothing Redis could read as a bad score). */
+static bool
+zadd_plain(const es_rm_batch *b, size_t i)
+{
+    size_t argc = (size_t)b->args[i - 1].num, k;
+
+    if (argc < 4 || (argc - 2) % 2 != 0)
+        return false;
+    for (k = i + 2; k < i + argc - 1; k += 2)
+        if (!b->args[k].is_num)
+            return false;
+    return true;
+}
+
+/*
+ * Commands Redis refuses only when queued (arity, an unknown command, out
+ * of memory: then EXEC runs nothing) or for a key of another type, never
+ * for the values given: HSET, RPUSH, SET, ZREM and ZADD with the scores
+ * the projections give (numbers).  A refusal inside EXEC cannot stop the batch
+ * before its event, so a command that can be refused for its values (a
+ * counter that would overflow, a field that is not a number) keeps its
+ * batch on the script's way.
+ */
+static bool
+never_refused(const es_rm_batch *b, size_t i)
+{
+    static const char *const ok[] = {"HSET", "RPUSH", "SET", "ZADD", "ZREM"};
+    const es_rm_arg *a = &b->args[i];
+
+    for (size_t k = 0; k < sizeof ok / sizeof ok[0]; k++)
+        if (!a->is_num && a->len == strlen(ok[k]) &&
+            memcmp(b->arena.data + a->off, ok[k], a->len) == 0)
+            return strcmp(ok[k], "ZADD") != 0 || zadd_plain(b, i);
+    return false;
+}
+
 /* The job can go the transaction's way: it names what its caller saw, the
- * batch applies to the active version, and its events past that
- * checkpoint follow it without a gap. */
+ * batch applies to the active version, its events past that checkpoint
+ * follow it without a gap, and Redis cannot refuse their commands for
+ * their values (never_refused). */
 static bool
 fast_eligible(const es_rm_apply_job *j)
 {
@@ -1051,8 +1089,11 @@ fast_eligible(const es_rm_apply_job *j)
                 return false;
             next++;
         }
-        for (i += 3, k = 0; k < cmds; k++)
+        for (i += 3, k = 0; k < cmds; k++) {
+            if (seq > j->seq && !never_refused(b, i + 1))
+                return false;
             i += 1 + (size_t)b->args[i].num;
+        }
     }
     return true;
 }
@@ -1085,9 +1126,11 @@ fast_broken(redisContext *c, es_rm_apply_job *jobs, size_t n)
 
 /*
  * Round trip one of the transaction's way: WATCH every job's lease, active
- * version and checkpoint, then read them.  True when all are as the jobs'
- * callers saw them (each job's position then set from its checkpoint);
- * false otherwise, the WATCH undone, or when the connection failed (*st).
+ * version and checkpoint, read them, and open the transaction (MULTI).
+ * True when all are as the jobs' callers saw them and the transaction is
+ * open (each job's position then set from its checkpoint); false
+ * otherwise, with the transaction and the WATCH undone, or when the
+ * connection failed (*st).
  */
 static bool
 fast_check(redisContext *c, es_rm_apply_job *jobs, size_t n, es_status *st)
@@ -1135,11 +1178,17 @@ fast_check(redisContext *c, es_rm_apply_job *jobs, size_t n, es_status *st)
         resp_bulk(&o, "seq", 3);
         resp_bulk(&o, "position", 8);
     }
-    es_buf_free(&k);
-    if (es_buf_failed(&o) || redisAppendFormattedCommand(c, o.data, o.len) != REDIS_OK) {
+    /* MULTI now, checked before any write is sent: a connection that may
+     * not open a transaction would run them one by one */
+    resp_array(&o, 1);
+    resp_bulk(&o, "MULTI", 5);
+    if (es_buf_failed(&k) || es_buf_failed(&o) ||
+        redisAppendFormattedCommand(c, o.data, o.len) != REDIS_OK) {
+        es_buf_free(&k);
         es_buf_free(&o);
         return false;   /* nothing sent: the scripts' way meets it */
     }
+    es_buf_free(&k);
     es_buf_free(&o);
     if ((r = reply_get(c)) == NULL) {
         *st = fast_broken(c, jobs, n);
@@ -1171,8 +1220,24 @@ fast_check(redisContext *c, es_rm_apply_job *jobs, size_t n, es_status *st)
         freeReplyObject(m);
         freeReplyObject(h);
     }
-    if (!ok) {
+    if ((r = reply_get(c)) == NULL) {
+        *st = fast_broken(c, jobs, n);
+        return false;
+    }
+    if (r->type != REDIS_REPLY_STATUS || strcmp(r->str, "OK") != 0) {
+        /* no transaction open: only the WATCH to undo */
+        freeReplyObject(r);
         if ((r = redisCommand(c, "UNWATCH")) == NULL) {
+            *st = fast_broken(c, jobs, n);
+            return false;
+        }
+        freeReplyObject(r);
+        return false;
+    }
+    freeReplyObject(r);
+    if (!ok) {
+        /* DISCARD ends the transaction and the WATCH */
+        if ((r = redisCommand(c, "DISCARD")) == NULL) {
             *st = fast_broken(c, jobs, n);
             return false;
         }
@@ -1197,21 +1262,30 @@ fast_settle(redisContext *c, es_rm_apply_job *j, const redisReply *ex, size_t *a
     while (i < b->n) {
         uint64_t seq = (uint64_t)b->args[i].num;
         long long cmds = b->args[i + 2].num, k;
-        bool taken = seq > j->seq;
+        bool taken = seq > j->seq, refused = false, landed = false;
 
         for (i += 3, k = 0; k < cmds; k++) {
             if (taken) {
                 const redisReply *r = ex->element[(*at)++];
 
-                if (r->type == REDIS_REPLY_ERROR && j->out.failed_seq == 0) {
-                    j->out.failed_seq = seq;
-                    snprintf(j->out.failed_why, sizeof j->out.failed_why, "%s", r->str);
-                    j->out.failed_partial = true;   /* the batch's rest is in */
+                if (r->type != REDIS_REPLY_ERROR)
+                    landed = true;
+                else if (!refused) {
+                    refused = true;
+                    if (j->out.failed_seq == 0) {
+                        j->out.failed_seq = seq;
+                        snprintf(j->out.failed_why, sizeof j->out.failed_why, "%s", r->str);
+                    }
                 }
             }
             i += 1 + (size_t)b->args[i].num;
         }
-        if (taken)
+        if (refused && j->out.failed_seq == seq) {
+            /* the checkpoint passes it with the rest of the batch */
+            j->out.failed_partial = landed;
+            j->out.failed_passed = true;
+        }
+        if (taken && !refused)
             j->out.applied++;
     }
     if (last != 0) {
@@ -1224,6 +1298,19 @@ fast_settle(redisContext *c, es_rm_apply_job *j, const redisReply *ex, size_t *a
         if (cp->type == REDIS_REPLY_ERROR)
             j->status = redis_fail(c, cp, &j->err, "apply (checkpoint)");
     }
+}
+
+/* The connection failed while the answers were read: every job has its
+ * error, and so have the trace stages sent with them (traced). */
+static bool
+fast_lost(redisContext *c, es_rm_apply_job *jobs, size_t n, bool traced, es_error *trace_err,
+          es_status *st)
+{
+    *st = fast_broken(c, jobs, n);
+    if (traced)
+        es_error_set(trace_err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
+                     "redis: trace: not recorded: %s", c->err ? c->errstr : "no answer");
+    return true;
 }
 
 /*
@@ -1253,14 +1340,15 @@ apply_fast(redisContext *c, es_rm_apply_job *jobs, size_t n, const es_rm_trace_s
     }
     if (!fast_check(c, jobs, n, st))
         return *st != ES_OK;
-    resp_array(&o, 1);
-    resp_bulk(&o, "MULTI", 5);
     for (i = 0; i < n; i++) {
         const es_rm_batch *b = jobs[i].batch;
 
         es_buf_reset(&prefix);
         key_prefix(&prefix, b, jobs[i].version);
-        format_writes(&o, b, &prefix, jobs[i].seq, &total, &last[i]);
+        if (es_buf_failed(&prefix))
+            o.failed = true;    /* never a command on an unprefixed key */
+        else
+            format_writes(&o, b, &prefix, jobs[i].seq, &total, &last[i]);
         if (last[i] != 0) {
             format_checkpoint(&o, b, &prefix, last[i]);
             resp_array(&o, 3);
@@ -1273,7 +1361,10 @@ apply_fast(redisContext *c, es_rm_apply_job *jobs, size_t n, const es_rm_trace_s
                 es_buf_printf(&m, "%s %lld %.*s", jobs[i].version, b->args[last[i]].num,
                               (int)b->args[last[i] + 1].len,
                               b->arena.data + b->args[last[i] + 1].off);
-                resp_bulk(&o, m.data, m.len);
+                if (es_buf_failed(&m))
+                    o.failed = true;
+                else
+                    resp_bulk(&o, m.data, m.len);
                 es_buf_free(&m);
             }
             total += 2;
@@ -1283,9 +1374,9 @@ apply_fast(redisContext *c, es_rm_apply_job *jobs, size_t n, const es_rm_trace_s
     resp_bulk(&o, "EXEC", 4);
     es_buf_free(&prefix);
     if (es_buf_failed(&o) || redisAppendFormattedCommand(c, o.data, o.len) != REDIS_OK) {
-        /* MULTI not sent: only the WATCH is left to undo */
+        /* nothing queued: DISCARD ends the transaction and the WATCH */
         es_buf_free(&o);
-        if ((r = redisCommand(c, "UNWATCH")) == NULL)
+        if ((r = redisCommand(c, "DISCARD")) == NULL)
             *st = fast_broken(c, jobs, n);
         freeReplyObject(r);
         return *st != ES_OK;
@@ -1306,22 +1397,18 @@ apply_fast(redisContext *c, es_rm_apply_job *jobs, size_t n, const es_rm_trace_s
             ;
         meanwhile(arg);
     }
-    /* MULTI's OK, a QUEUED (or a refusal) per command, then EXEC's */
-    for (queued = 0; queued < total + 1; queued++) {
-        if ((r = reply_get(c)) == NULL) {
-            *st = fast_broken(c, jobs, n);
-            return true;
-        }
+    /* a QUEUED (or a refusal) per command, then EXEC's (MULTI's OK was
+     * read with the checks) */
+    for (queued = 0; queued < total; queued++) {
+        if ((r = reply_get(c)) == NULL)
+            return fast_lost(c, jobs, n, *traced, trace_err, st);
         freeReplyObject(r);
     }
-    if ((ex = reply_get(c)) == NULL) {
-        *st = fast_broken(c, jobs, n);
-        return true;
-    }
+    if ((ex = reply_get(c)) == NULL)
+        return fast_lost(c, jobs, n, *traced, trace_err, st);
     if (*traced && trace_read(c, replies, trace_err) != ES_OK && c->err) {
         freeReplyObject(ex);
-        *st = fast_broken(c, jobs, n);
-        return true;
+        return fast_lost(c, jobs, n, false, trace_err, st);
     }
     /* nil: a watched key changed, nothing ran; an error: refused before
      * running (EXECABORT: a command refused when queued, out of memory

@@ -157,6 +157,9 @@ typedef struct es_rm_applied {
                                    event (some of its commands may be applied) */
     char failed_why[200];
     bool failed_partial;        /* some of that event's commands were applied */
+    bool failed_passed;         /* the checkpoint moved past it all the same (the
+                                   transaction's way, es_rm_apply_all): only a
+                                   rebuild puts it in */
     bool failed_transient;      /* Redis' error passes (out of memory, loading,
                                    read-only replica, busy...): when nothing of
                                    the event was applied, try it again later */
@@ -405,13 +408,17 @@ es_status es_rm_trace_put(redisContext *c, const es_rm_trace_stage *s, size_t n,
  * commands (the events past each checkpoint) with the new checkpoints
  * between MULTI and EXEC, which Redis runs only if none of those keys
  * changed meanwhile.  Redis runs plain commands for far less CPU than the
- * same through Lua.  Anything else (a key not as expected or changed, a
- * gap, a transaction refused before it ran) writes nothing, and the
- * scripts run as above.  One outcome differs: a command Redis refuses
- * while running the transaction (a key of the wrong type: the read model
- * was written by someone else) does not stop the batch there as the
- * script does: the rest of the batch is applied too, so the event is
- * reported with failed_partial set (rebuild the projection).  meanwhile (NULL:
+ * same through Lua.  Only batches whose commands Redis cannot refuse
+ * once queued, given keys of the types the projections write (HSET,
+ * RPUSH, SET, ZREM, ZADD with numeric scores), go that way: a counter
+ * (HINCRBY may overflow) always goes by script.  Anything else (a key not
+ * as expected or changed, a gap, a transaction refused before it ran)
+ * writes nothing, and the scripts run as above.  One outcome differs, and
+ * only when someone else wrote a read-model key with another type: a
+ * command Redis refuses inside the transaction cannot stop the batch
+ * before its event as the script does; the rest lands with the
+ * checkpoint, and the event is reported with failed_passed set (a
+ * rebuild puts it back).  meanwhile (NULL:
  * none) is called with arg once everything is written and before the
  * first answer is read: the caller's own work overlaps Redis running the
  * scripts (it must not use c).

@@ -413,7 +413,8 @@ finish_one(live *l, proj_state *ps, const es_feed_batch *msgs, const es_rm_apply
         snprintf(ps->position, sizeof ps->position, "%s", a->position);
         snprintf(ps->version, sizeof ps->version, "%s", a->version);
         pthread_mutex_unlock(&l->mu);
-        if (a->failed_seq != 0 && !a->failed_partial && a->failed_transient) {
+        if (a->failed_seq != 0 && !a->failed_partial && !a->failed_passed &&
+            a->failed_transient) {
             /* nothing of that event was written and the error passes: the
              * events before it are in, the rest is tried again later */
             es_log(ES_LOG_WARNING, "projection %s: event %" PRIu64 ": %s; retrying", ps->p->name,
@@ -423,10 +424,13 @@ finish_one(live *l, proj_state *ps, const es_feed_batch *msgs, const es_rm_apply
         if (a->failed_seq != 0) {
             char refused[320];
             snprintf(refused, sizeof refused,
-                     a->failed_partial ? "redis refused it (%s) after applying part of it: fix "
-                                         "the cause, then rebuild the projection"
-                                       : "redis refused it (%s); nothing of it was applied: fix "
-                                         "the cause and restart the projector",
+                     a->failed_passed ? "redis refused it (%s) while the batch's other events "
+                                        "were applied and the checkpoint passed it: fix the "
+                                        "cause, then rebuild the projection"
+                     : a->failed_partial ? "redis refused it (%s) after applying part of it: "
+                                           "fix the cause, then rebuild the projection"
+                                         : "redis refused it (%s); nothing of it was applied: "
+                                           "fix the cause and restart the projector",
                      a->failed_why);
             for (i = 0; i < msgs->n; i++)
                 if (msgs->ev[i].seq == a->failed_seq) {

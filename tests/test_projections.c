@@ -311,9 +311,10 @@ calls(const char *cmd)
 }
 
 /* Events from..to of projection t_tx, applying to the active version: an
- * HINCRBY of stock:<sku> each, sku "x" for event bad (0: none). */
+ * RPUSH of its sequence onto log:<sku> each, sku "x" for event bad (0:
+ * none); with counter, an HINCRBY of stock:y too. */
 static void
-tx_batch(es_rm_batch *b, uint64_t from, uint64_t to, uint64_t bad)
+tx_batch(es_rm_batch *b, uint64_t from, uint64_t to, uint64_t bad, bool counter)
 {
     es_rm_batch_reset(b, "t_tx", NULL);
     for (uint64_t seq = from; seq <= to; seq++) {
@@ -321,10 +322,30 @@ tx_batch(es_rm_batch *b, uint64_t from, uint64_t to, uint64_t bad)
 
         snprintf(pos, sizeof pos, "5-%llu", (unsigned long long)seq);
         es_rm_batch_event(b, seq, pos);
-        es_rm_cmd(b, "HINCRBY", "stock:%s", seq == bad ? "x" : "y");
-        es_rm_arg_str(b, "on_hand");
-        es_rm_arg_int(b, 1);
+        es_rm_cmd(b, "RPUSH", "log:%s", seq == bad ? "x" : "y");
+        es_rm_arg_int(b, (long long)seq);
+        if (counter) {
+            es_rm_cmd(b, "HINCRBY", "stock:%s", "y");
+            es_rm_arg_str(b, "on_hand");
+            es_rm_arg_int(b, 1);
+        }
     }
+}
+
+/* log:y of version 1, its elements joined by commas. */
+static const char *
+tx_log(void)
+{
+    static char out[256];
+    redisReply *r = redisCommand(rc, "LRANGE rm:t_tx:1:log:y 0 -1");
+    size_t n = 0;
+
+    ck_assert_ptr_nonnull(r);
+    out[0] = '\0';
+    for (size_t i = 0; i < r->elements; i++)
+        n += (size_t)snprintf(out + n, sizeof out - n, "%s%s", i ? "," : "", r->element[i]->str);
+    freeReplyObject(r);
+    return out;
 }
 
 /* Runs b as the live projector does, as one that last saw version 1 at
@@ -348,20 +369,21 @@ START_TEST(batches_go_as_transactions_when_redis_has_what_the_caller_saw)
     long long ex, ev;
 
     freeReplyObject(redisCommand(rc, "DEL rm:t_tx:active rm:t_tx:lease rm:t_tx:1:checkpoint "
-                                     "rm:t_tx:1:stock:x rm:t_tx:1:stock:y"));
+                                     "rm:t_tx:1:log:x rm:t_tx:1:log:y rm:t_tx:1:stock:y"));
     freeReplyObject(redisCommand(rc, "SET rm:t_tx:active 1"));
     es_rm_batch_init(&b, "t_tx", NULL);
     /* 1..3 from an empty checkpoint: a transaction, no script */
-    tx_batch(&b, 1, 3, 0);
+    tx_batch(&b, 1, 3, 0, false);
     ex = calls("exec"), ev = calls("evalsha");
     j = tx_apply(&b, 0, NULL);
     ck_assert_int_eq(j.status, ES_OK);
+    ck_assert(j.transaction);
     ck_assert_uint_eq(j.out.applied, 3);
     ck_assert_uint_eq(j.out.seq, 3);
     ck_assert_str_eq(j.out.position, "5-3");
     ck_assert_str_eq(j.out.version, "1");
     ck_assert_uint_eq(j.out.failed_seq, 0);
-    ck_assert_str_eq(hget("rm:t_tx:1:stock:y", "on_hand"), "3");
+    ck_assert_str_eq(tx_log(), "1,2,3");
     ck_assert_str_eq(hget("rm:t_tx:1:checkpoint", "seq"), "3");
     ck_assert_str_eq(hget("rm:t_tx:1:checkpoint", "position"), "5-3");
     ck_assert_int_eq(calls("exec"), ex + 1);
@@ -371,52 +393,66 @@ START_TEST(batches_go_as_transactions_when_redis_has_what_the_caller_saw)
     ck_assert_uint_eq(j.out.applied, 0);
     ck_assert_uint_eq(j.out.seq, 3);
     ck_assert_str_eq(j.out.position, "5-3");
-    ck_assert_str_eq(hget("rm:t_tx:1:stock:y", "on_hand"), "3");
+    ck_assert_str_eq(tx_log(), "1,2,3");
     /* a caller that saw 1 (Redis has 3): the script, which skips 1..3 */
     ev = calls("evalsha");
     j = tx_apply(&b, 1, NULL);
     ck_assert_int_eq(j.status, ES_OK);
+    ck_assert(!j.transaction);
     ck_assert_uint_eq(j.out.applied, 0);
     ck_assert_uint_eq(j.out.seq, 3);
     ck_assert_int_eq(calls("evalsha"), ev + 1);
-    ck_assert_str_eq(hget("rm:t_tx:1:stock:y", "on_hand"), "3");
+    ck_assert_str_eq(tx_log(), "1,2,3");
+    /* a counter Redis may refuse for its value: the script, always */
+    tx_batch(&b, 4, 4, 0, true);
+    ev = calls("evalsha");
+    j = tx_apply(&b, 3, NULL);
+    ck_assert(!j.transaction);
+    ck_assert_int_eq(calls("evalsha"), ev + 1);
+    ck_assert_uint_eq(j.out.seq, 4);
+    ck_assert_str_eq(hget("rm:t_tx:1:stock:y", "on_hand"), "1");
     /* a lease held by another: the script, which refuses it whole */
     freeReplyObject(redisCommand(rc, "SET rm:t_tx:lease tokA"));
-    tx_batch(&b, 4, 4, 0);
-    j = tx_apply(&b, 3, "tokB");
+    tx_batch(&b, 5, 5, 0, false);
+    j = tx_apply(&b, 4, "tokB");
     ck_assert_int_eq(j.status, ES_ECONFLICT);
     ck_assert_str_eq(j.err.code, "lease_lost");
-    ck_assert_str_eq(hget("rm:t_tx:1:stock:y", "on_hand"), "3");
+    ck_assert_str_eq(tx_log(), "1,2,3,4");
     /* its holder's: a transaction */
     ex = calls("exec");
-    j = tx_apply(&b, 3, "tokA");
+    j = tx_apply(&b, 4, "tokA");
     ck_assert_int_eq(j.status, ES_OK);
+    ck_assert(j.transaction);
     ck_assert_uint_eq(j.out.applied, 1);
     ck_assert_int_eq(calls("exec"), ex + 1);
-    ck_assert_str_eq(hget("rm:t_tx:1:stock:y", "on_hand"), "4");
+    ck_assert_str_eq(tx_log(), "1,2,3,4,5");
     /* a version switched under the caller: the script, into the new one */
     freeReplyObject(redisCommand(rc, "SET rm:t_tx:active 2"));
-    tx_batch(&b, 5, 5, 0);
-    j = tx_apply(&b, 4, "tokA");
+    tx_batch(&b, 6, 6, 0, false);
+    j = tx_apply(&b, 5, "tokA");
     ck_assert_int_eq(j.status, ES_OK);
+    ck_assert(!j.transaction);
     ck_assert_str_eq(j.out.version, "2");
-    ck_assert_str_eq(hget("rm:t_tx:1:stock:y", "on_hand"), "4");
+    ck_assert_str_eq(tx_log(), "1,2,3,4,5");
     freeReplyObject(redisCommand(rc, "SET rm:t_tx:active 1"));
-    /* a key of the wrong type in event 6 of 5..7: the transaction runs the
-     * rest, so the event is reported partly applied, the checkpoint at 7 */
-    freeReplyObject(redisCommand(rc, "SET rm:t_tx:1:stock:x oops"));
-    tx_batch(&b, 5, 7, 6);
+    /* someone else made log:x a string: event 7 of 6..8 is refused inside
+     * the transaction, the rest lands with the checkpoint, and the outcome
+     * says the checkpoint passed it (rebuild) */
+    freeReplyObject(redisCommand(rc, "SET rm:t_tx:1:log:x oops"));
+    tx_batch(&b, 6, 8, 7, false);
     ex = calls("exec");
-    j = tx_apply(&b, 4, "tokA");
+    j = tx_apply(&b, 5, "tokA");
     ck_assert_int_eq(calls("exec"), ex + 1);
     ck_assert_int_eq(j.status, ES_OK);
-    ck_assert_uint_eq(j.out.failed_seq, 6);
+    ck_assert_uint_eq(j.out.failed_seq, 7);
     ck_assert_ptr_nonnull(strstr(j.out.failed_why, "WRONGTYPE"));
-    ck_assert(j.out.failed_partial);
+    ck_assert(j.out.failed_passed);
+    ck_assert(!j.out.failed_partial);       /* its one command was refused */
     ck_assert(!j.out.failed_transient);
-    ck_assert_uint_eq(j.out.seq, 7);
-    ck_assert_str_eq(hget("rm:t_tx:1:stock:y", "on_hand"), "6");
-    ck_assert_str_eq(hget("rm:t_tx:1:checkpoint", "seq"), "7");
+    ck_assert_uint_eq(j.out.applied, 2);
+    ck_assert_uint_eq(j.out.seq, 8);
+    ck_assert_str_eq(tx_log(), "1,2,3,4,5,6,8");
+    ck_assert_str_eq(hget("rm:t_tx:1:checkpoint", "seq"), "8");
     es_rm_batch_free(&b);
 }
 END_TEST
