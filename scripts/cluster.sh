@@ -40,6 +40,19 @@
 set -euo pipefail
 shopt -s inherit_errexit
 
+# The servers started here must not inherit the caller's settings for
+# libpq, Patroni or etcd: a Patroni, and so its PostgreSQL, started from a
+# shell that ran `eval "$(scripts/cluster.sh env)"` (as the fault campaign
+# does before it brings a killed node back) would carry the administrator's
+# PGPASSWORD, and libpq prefers PGPASSWORD to the passfile that Patroni
+# names in primary_conninfo: the node's walreceiver then logs in as
+# replicator with the administrator's password, is refused, and the node
+# never streams again (pg_rewind still works: its user's password is that
+# one).  Every password a command here needs, it is given explicitly.
+while read -r v; do
+    [[ $v == PG* || $v == PATRONI_* || $v == ETCD_* ]] && unset "$v"
+done < <(compgen -e)
+
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
 REPO_DIR=$(dirname -- "$SCRIPT_DIR")
 cd "$REPO_DIR"
