@@ -179,6 +179,39 @@ supervise() {
     done
 }
 
+# ---- the PostgreSQL nodes' accept queues -------------------------------------------
+
+# Every 2 s, per node: the connections waiting for the postmaster's
+# accept() and the queue's limit (ss: Recv-Q and Send-Q of a listening
+# socket), and the load average, in pg-accept.tsv.  A queue that stays
+# full is a reconnect storm: clients giving up before the postmaster
+# reaches them (docs/OPERATIONS.md, "Fault campaign on the cluster").
+# Nothing here connects to PostgreSQL; the loop ends with the campaign.
+sampler_pid=""
+start_sampler() {
+    local me=$BASHPID
+    (
+        while kill -0 "$me" 2>/dev/null; do
+            for n in 0 1; do
+                ss -Hltn "sport = :${pg_port[$n]}" 2>/dev/null |
+                    awk -v t="$(now_ms)" -v n="pg$((n + 1))" -v l="$(cut -d' ' -f1 /proc/loadavg)" \
+                        'NR == 1 { printf "%s\t%s\t%s\t%s\t%s\n", t, n, $2, $3, l }'
+            done
+            sleep 2
+        done
+    ) >>"$logs/pg-accept.tsv" 2>/dev/null </dev/null 8>&- &
+    sampler_pid=$!
+}
+# accept_summary: per node, the longest queue and the seconds it was
+# over 90 % of its limit.
+accept_summary() {
+    awk -F'\t' '
+        { if ($3 > top[$2]) top[$2] = $3; lim[$2] = $4
+          if ($3 >= 0.9 * $4 && $4 > 0) { if (last[$2] != "") full[$2] += $1 - last[$2]; last[$2] = $1 } else last[$2] = "" }
+        END { for (n in top) printf "%s %d of %d, %.0f s near full; ", n, top[n], lim[n], full[n] / 1000 }
+    ' "$logs/pg-accept.tsv" 2>/dev/null | sed 's/; $//'
+}
+
 # ---- cleanup --------------------------------------------------------------------
 
 cleanup() {
@@ -189,6 +222,10 @@ cleanup() {
         sleep 0.2
         kill -TERM "$load_pid" 2>/dev/null || true
         wait "$load_pid" 2>/dev/null || true
+    fi
+    if [[ -n $sampler_pid ]]; then
+        kill -TERM "$sampler_pid" 2>/dev/null || true
+        wait "$sampler_pid" 2>/dev/null || true
     fi
     if [[ -z ${CHAOS_CLUSTER_KEEP:-} ]]; then
         scripts/cluster.sh down >>"$logs/cluster.log" 2>&1 8>&- ||
@@ -238,6 +275,7 @@ stream_seq() {
     done
     return 0
 }
+start_sampler
 campaign_start_load "$ES_COMMAND_PORT"
 say "load on HAProxy's es-command port $ES_COMMAND_PORT"
 
@@ -478,6 +516,8 @@ for k in "${kinds[@]}"; do
 done
 before=$(awk -F'\t' '$1 == "before" { print $3 }' <<<"$windows")
 ((${before:-0} == 0)) || echo "$campaign:   (${before} failed attempts in outages that began before the first fault)"
+q=$(accept_summary)
+[[ -z $q ]] || echo "$campaign: PostgreSQL accept queues (longest; time at 90 % of the limit or more, see pg-accept.tsv): $q"
 [[ -z $skipped ]] || echo "$campaign: faults skipped:$skipped (the PostgreSQL standby was not in sync; see the timeline)"
 verdict "$every" "every fault kind injected" "$(for k in "${kinds[@]}"; do printf '%s %d, ' "$k" "${faults[$k]:-0}"; done | sed 's/, $//')"
 campaign_verdicts "faults"
