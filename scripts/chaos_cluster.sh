@@ -205,6 +205,7 @@ start_sampler() {
 # accept_summary: per node, the longest queue and the seconds it was
 # over 90 % of its limit.
 accept_summary() {
+    [[ -s $logs/pg-accept.tsv ]] || return 0
     awk -F'\t' '
         { if ($3 > top[$2]) top[$2] = $3; lim[$2] = $4
           if ($3 >= 0.9 * $4 && $4 > 0) { if (last[$2] != "") full[$2] += $1 - last[$2]; last[$2] = $1 } else last[$2] = "" }
@@ -451,7 +452,7 @@ campaign_verify
 # it until a run showed commands failing for 100 s after a PostgreSQL
 # kill while the summary said 16 s).
 windows=$(sort -t$'\t' -k1,1n "$logs/failures.tsv" 2>/dev/null | awk -F'\t' '
-    BEGIN { k[0] = "before the first fault" }
+    BEGIN { k[0] = "the start of the load" }
     FNR == NR { t[NR] = $1; k[NR] = $2; nf = NR; next }
     function close_outage(   f, i, w) {
         if (n == 0) return
@@ -500,7 +501,7 @@ for k in "${kinds[@]}"; do
     ms=${ms:-0} nfail=${nfail:-0}
     ((${faults[$k]:-0} > 0)) || every=0
     extra=""
-    ((${shadowed:-0} == 0)) || extra+=", ${shadowed} injected while commands were still failing after the fault before (${by//,/, }): not measured"
+    ((${shadowed:-0} == 0)) || extra+=", ${shadowed} injected during the outage that followed ${by//,/, }: not measured"
     [[ -n ${promoted_ms[$k]:-} ]] && extra+=", new primary after $(awk -v m="${promoted_ms[$k]}" 'BEGIN { printf "%.1f", m / 1000 }') s at most"
     if [[ -n ${goal[$k]:-} ]]; then
         mark=$( ((ms <= goal[$k])) && echo "within" || echo "OVER")
@@ -516,7 +517,7 @@ for k in "${kinds[@]}"; do
 done
 before=$(awk -F'\t' '$1 == "before" { print $3 }' <<<"$windows")
 ((${before:-0} == 0)) || echo "$campaign:   (${before} failed attempts in outages that began before the first fault)"
-q=$(accept_summary)
+q=$(accept_summary || true)
 [[ -z $q ]] || echo "$campaign: PostgreSQL accept queues (longest; time at 90 % of the limit or more, see pg-accept.tsv): $q"
 [[ -z $skipped ]] || echo "$campaign: faults skipped:$skipped (the PostgreSQL standby was not in sync; see the timeline)"
 verdict "$every" "every fault kind injected" "$(for k in "${kinds[@]}"; do printf '%s %d, ' "$k" "${faults[$k]:-0}"; done | sed 's/, $//')"
