@@ -227,14 +227,19 @@ print_env() {
     # A daemon gives up a PostgreSQL session that stopped answering after
     # ES_PG_ANSWER_TIMEOUT_MS (35 s by default): a statement sent to the
     # primary as it died would hold its connection that long, longer than
-    # the failover itself, so the cluster's daemons wait 12 s; and an
-    # append lost with it is looked up (es-command) over new connections,
-    # each given 2 s to connect while HAProxy has no primary yet.
+    # the failover itself, so the cluster's daemons wait 12 s.  A connect
+    # is given 10 s, not 2 s: after a failover every daemon thread
+    # reconnects at once, and on a busy host the new primary reached a
+    # queued connection after more than 2 s, when its client had given
+    # up and queued another; its accept queue stayed full for minutes
+    # with clients no longer there (docs/OPERATIONS.md, "Fault campaign
+    # on the cluster").  While no node is primary HAProxy closes a
+    # connection itself after its own 2 s (timeout connect/queue).
     # es-query reads the Redis replica while it has what consistent_with asks
     [[ $who == query ]] && echo "export ES_QUERY_READ_REPLICA=1"
     case $who in
         admin | esctl) ;;
-        *) echo "export ES_PG_STATEMENT_TIMEOUT_MS=10000 ES_PG_ANSWER_TIMEOUT_MS=12000 ES_PG_TCP_USER_TIMEOUT_MS=10000 ES_PG_CONNECT_TIMEOUT_S=2" ;;
+        *) echo "export ES_PG_STATEMENT_TIMEOUT_MS=10000 ES_PG_ANSWER_TIMEOUT_MS=12000 ES_PG_TCP_USER_TIMEOUT_MS=10000 ES_PG_CONNECT_TIMEOUT_S=10" ;;
     esac
 }
 
@@ -293,7 +298,10 @@ bootstrap:
         wal_log_hints: "on"
         max_wal_senders: 10
         max_replication_slots: 10
-        max_connections: 300
+        # every thread of the ten daemons keeps its own session: about
+        # 280 once all have reconnected after a failover; at 300 the
+        # rejoining node's pg_rewind was refused ("too many clients")
+        max_connections: 500
         password_encryption: scram-sha-256
   initdb:
     - encoding: UTF8
@@ -305,6 +313,11 @@ postgresql:
   data_dir: $dir/data
   bin_dir: $PG_BIN
   pgpass: $dir/pgpass
+  # A pg_rewind that fails while the new primary answers (it was once
+  # refused a connection slot) is not tried again by Patroni 3.0: the
+  # node would stay a replica that cannot stream.  Instead its data is
+  # removed and it is cloned again (pg_basebackup, a walsender slot).
+  remove_data_directory_on_rewind_failure: true
   authentication:
     superuser:
       username: postgres
