@@ -429,7 +429,7 @@ cluster_recover
 # their own sessions): a crash is told by what it leaves in the log.
 crashes=""
 for n in "${instances[@]}"; do
-    grep -qE 'AddressSanitizer|runtime error:|Segmentation fault|Assertion .* failed' "$CL/log/$n.log" 2>/dev/null &&
+    grep -qE 'AddressSanitizer|runtime error:|Segmentation fault|Assertion .* failed|double free|corrupted (size|double-linked)|free\(\): invalid|malloc\(\): ' "$CL/log/$n.log" 2>/dev/null &&
         crashes+=" $n(see its log)"
 done
 campaign_stop_load
