@@ -310,7 +310,9 @@ cluster-down:
 	@scripts/cluster.sh down
 
 # Up, the demo, kill -9 of the PostgreSQL primary (appends resume through
-# HAProxy, none acknowledged is lost), of the Redis primary (Sentinel), down.
+# HAProxy, none acknowledged is lost; the old primary, started again, is
+# the synchronous standby within CLUSTER_TEST_REJOIN_SECS), of the Redis
+# primary (Sentinel), down.
 cluster-test: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/cluster_test.sh $(BUILD)

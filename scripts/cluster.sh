@@ -40,6 +40,19 @@
 set -euo pipefail
 shopt -s inherit_errexit
 
+# The servers started here must not inherit the caller's settings for
+# libpq, Patroni or etcd: a Patroni, and so its PostgreSQL, started from a
+# shell that ran `eval "$(scripts/cluster.sh env)"` (as the fault campaign
+# does before it brings a killed node back) would carry the administrator's
+# PGPASSWORD, and libpq prefers PGPASSWORD to the passfile that Patroni
+# names in primary_conninfo: the node's walreceiver then logs in as
+# replicator with the administrator's password, is refused, and the node
+# never streams again (pg_rewind still works: its user's password is that
+# one).  Every password a command here needs, it is given explicitly.
+while read -r v; do
+    [[ $v == PG* || $v == PATRONI_* || $v == ETCD_* ]] && unset "$v"
+done < <(compgen -e)
+
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
 REPO_DIR=$(dirname -- "$SCRIPT_DIR")
 cd "$REPO_DIR"
@@ -214,14 +227,19 @@ print_env() {
     # A daemon gives up a PostgreSQL session that stopped answering after
     # ES_PG_ANSWER_TIMEOUT_MS (35 s by default): a statement sent to the
     # primary as it died would hold its connection that long, longer than
-    # the failover itself, so the cluster's daemons wait 12 s; and an
-    # append lost with it is looked up (es-command) over new connections,
-    # each given 2 s to connect while HAProxy has no primary yet.
+    # the failover itself, so the cluster's daemons wait 12 s.  A connect
+    # is given 10 s, not 2 s: after a failover every daemon thread
+    # reconnects at once, and on a busy host the new primary reached a
+    # queued connection after more than 2 s, when its client had given
+    # up and queued another; its accept queue stayed full for minutes
+    # with clients no longer there (docs/OPERATIONS.md, "Fault campaign
+    # on the cluster").  While no node is primary HAProxy closes a
+    # connection itself after its own 2 s (timeout connect/queue).
     # es-query reads the Redis replica while it has what consistent_with asks
     [[ $who == query ]] && echo "export ES_QUERY_READ_REPLICA=1"
     case $who in
         admin | esctl) ;;
-        *) echo "export ES_PG_STATEMENT_TIMEOUT_MS=10000 ES_PG_ANSWER_TIMEOUT_MS=12000 ES_PG_TCP_USER_TIMEOUT_MS=10000 ES_PG_CONNECT_TIMEOUT_S=2" ;;
+        *) echo "export ES_PG_STATEMENT_TIMEOUT_MS=10000 ES_PG_ANSWER_TIMEOUT_MS=12000 ES_PG_TCP_USER_TIMEOUT_MS=10000 ES_PG_CONNECT_TIMEOUT_S=10" ;;
     esac
 }
 
@@ -280,7 +298,10 @@ bootstrap:
         wal_log_hints: "on"
         max_wal_senders: 10
         max_replication_slots: 10
-        max_connections: 300
+        # every thread of the ten daemons keeps its own session: about
+        # 280 once all have reconnected after a failover; at 300 the
+        # rejoining node's pg_rewind was refused ("too many clients")
+        max_connections: 500
         password_encryption: scram-sha-256
   initdb:
     - encoding: UTF8
@@ -292,6 +313,11 @@ postgresql:
   data_dir: $dir/data
   bin_dir: $PG_BIN
   pgpass: $dir/pgpass
+  # A pg_rewind that fails while the new primary answers (it was once
+  # refused a connection slot) is not tried again by Patroni 3.0: the
+  # node would stay a replica that cannot stream.  Instead its data is
+  # removed and it is cloned again (pg_basebackup, a walsender slot).
+  remove_data_directory_on_rewind_failure: true
   authentication:
     superuser:
       username: postgres
