@@ -1047,8 +1047,8 @@ zadd_plain(const es_rm_batch *b, size_t i)
 /*
  * Commands Redis refuses only when queued (arity, an unknown command, out
  * of memory: then EXEC runs nothing) or for a key of another type, never
- * for the values given: HSET, RPUSH, SET, ZREM and ZADD with the scores
- * the projections give (numbers).  A refusal inside EXEC cannot stop the batch
+ * for the values given: HSET, RPUSH, SET, ZREM, ZADD with the scores
+ * the projections give (numbers), and HINCRBY by 1 or -1 (a count).  A refusal inside EXEC cannot stop the batch
  * before its event, so a command that can be refused for its values (a
  * counter that would overflow, a field that is not a number) keeps its
  * batch on the script's way.
@@ -1063,6 +1063,12 @@ never_refused(const es_rm_batch *b, size_t i)
         if (!a->is_num && a->len == strlen(ok[k]) &&
             memcmp(b->arena.data + a->off, ok[k], a->len) == 0)
             return strcmp(ok[k], "ZADD") != 0 || zadd_plain(b, i);
+    /* a counter of events (HINCRBY key field 1 or -1): to overflow it
+     * would take 2^63 of them; an amount added is refused for its value */
+    if (!a->is_num && a->len == 7 && memcmp(b->arena.data + a->off, "HINCRBY", 7) == 0 &&
+        b->args[i - 1].num == 4 && b->args[i + 3].is_num &&
+        (b->args[i + 3].num == 1 || b->args[i + 3].num == -1))
+        return true;
     return false;
 }
 
@@ -1137,16 +1143,20 @@ fast_check(redisContext *c, es_rm_apply_job *jobs, size_t n, es_status *st)
 {
     es_buf o = ES_BUF_INIT, k = ES_BUF_INIT;
     bool ok = true;
-    size_t i;
+    size_t i, nfast = 0;
     redisReply *r;
 
-    resp_array(&o, 1 + 3 * n);
+    for (i = 0; i < n; i++)
+        nfast += jobs[i].transaction;
+    resp_array(&o, 1 + 3 * nfast);
     resp_bulk(&o, "WATCH", 5);
     for (i = 0; i < n; i++) {
         const es_rm_batch *b = jobs[i].batch;
         int nl = (int)b->args[0].len;
         const char *name = b->arena.data + b->args[0].off;
 
+        if (!jobs[i].transaction)
+            continue;
         es_buf_reset(&k);
         es_buf_printf(&k, "rm:%.*s:lease", nl, name);
         resp_bulk(&o, k.data, k.len);
@@ -1162,6 +1172,8 @@ fast_check(redisContext *c, es_rm_apply_job *jobs, size_t n, es_status *st)
         int nl = (int)b->args[0].len;
         const char *name = b->arena.data + b->args[0].off;
 
+        if (!jobs[i].transaction)
+            continue;
         resp_array(&o, 3);
         resp_bulk(&o, "MGET", 4);
         es_buf_reset(&k);
@@ -1198,7 +1210,12 @@ fast_check(redisContext *c, es_rm_apply_job *jobs, size_t n, es_status *st)
     freeReplyObject(r);
     for (i = 0; i < n; i++) {
         es_rm_apply_job *j = &jobs[i];
-        redisReply *m = reply_get(c), *h = m ? reply_get(c) : NULL;
+        redisReply *m, *h;
+
+        if (!j->transaction)
+            continue;
+        m = reply_get(c);
+        h = m ? reply_get(c) : NULL;
 
         if (h == NULL) {
             freeReplyObject(m);
@@ -1327,22 +1344,27 @@ apply_fast(redisContext *c, es_rm_apply_job *jobs, size_t n, const es_rm_trace_s
     es_buf o = ES_BUF_INIT, prefix = ES_BUF_INIT;
     size_t i, total = 0, replies = 0, at = 0, last[16], queued;
     redisReply *r, *ex;
+    bool any = false;
 
     *traced = false;
     if (n == 0 || n > sizeof last / sizeof last[0])
         return false;
-    for (i = 0; i < n; i++)
-        if (!fast_eligible(&jobs[i]))
-            return false;
     for (i = 0; i < n; i++) {
-        jobs[i].again_ = jobs[i].transaction = false;
-        memset(&jobs[i].out, 0, sizeof jobs[i].out);
+        /* marked now; those not marked go by script after */
+        jobs[i].again_ = false;
+        jobs[i].transaction = fast_eligible(&jobs[i]);
+        any |= jobs[i].transaction;
+        if (jobs[i].transaction)
+            memset(&jobs[i].out, 0, sizeof jobs[i].out);
     }
-    if (!fast_check(c, jobs, n, st))
+    if (!any || !fast_check(c, jobs, n, st))
         return *st != ES_OK;
     for (i = 0; i < n; i++) {
         const es_rm_batch *b = jobs[i].batch;
 
+        last[i] = 0;
+        if (!jobs[i].transaction)
+            continue;
         es_buf_reset(&prefix);
         key_prefix(&prefix, b, jobs[i].version);
         if (es_buf_failed(&prefix))
@@ -1418,7 +1440,8 @@ apply_fast(redisContext *c, es_rm_apply_job *jobs, size_t n, const es_rm_trace_s
         return false;
     }
     for (i = 0; i < n; i++)
-        fast_settle(c, &jobs[i], ex, &at, last[i]);
+        if (jobs[i].transaction)
+            fast_settle(c, &jobs[i], ex, &at, last[i]);
     freeReplyObject(ex);
     return true;
 }
@@ -1435,10 +1458,17 @@ es_rm_apply_all(redisContext *c, es_rm_apply_job *jobs, size_t n, const es_rm_tr
     es_status st = ES_OK;
     bool traced = false;
 
-    if (apply_fast(c, jobs, n, s, ns, ttl_s, trace_err, meanwhile, arg, &traced, &st))
+    size_t i, rest = 0;
+
+    if (!apply_fast(c, jobs, n, s, ns, ttl_s, trace_err, meanwhile, arg, &traced, &st))
+        for (i = 0; i < n; i++)
+            jobs[i].transaction = false;    /* nothing written: all by script */
+    else if (st != ES_OK)
         return st;
-    if (st != ES_OK)
-        return st;
+    for (i = 0; i < n; i++)
+        rest += !jobs[i].transaction;
+    if (rest == 0)
+        return ES_OK;
     return apply_scripts(c, jobs, n, traced ? NULL : s, traced ? 0 : ns, ttl_s, trace_err,
                          meanwhile, arg);
 }
@@ -1455,6 +1485,8 @@ apply_scripts(redisContext *c, es_rm_apply_job *jobs, size_t n, const es_rm_trac
         es_rm_apply_job *j = &jobs[i];
 
         j->again_ = false;
+        if (j->transaction)
+            continue;   /* settled by the transaction's way */
         memset(&j->out, 0, sizeof j->out);
         j->status = es_error_set(&j->err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
                                  "redis: apply: not sent");

@@ -410,8 +410,9 @@ es_status es_rm_trace_put(redisContext *c, const es_rm_trace_stage *s, size_t n,
  * changed meanwhile.  Redis runs plain commands for far less CPU than the
  * same through Lua.  Only batches whose commands Redis cannot refuse
  * once queued, given keys of the types the projections write (HSET,
- * RPUSH, SET, ZREM, ZADD with numeric scores), go that way: a counter
- * (HINCRBY may overflow) always goes by script.  Anything else (a key not
+ * RPUSH, SET, ZREM, ZADD with numeric scores, HINCRBY by 1 or -1), go
+ * that way: an amount added (HINCRBY by a value, which may overflow)
+ * always goes by script.  Anything else (a key not
  * as expected or changed, a gap, a transaction refused before it ran)
  * writes nothing, and the scripts run as above.  One outcome differs, and
  * only when someone else wrote a read-model key with another type: a

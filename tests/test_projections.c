@@ -312,9 +312,9 @@ calls(const char *cmd)
 
 /* Events from..to of projection t_tx, applying to the active version: an
  * RPUSH of its sequence onto log:<sku> each, sku "x" for event bad (0:
- * none); with counter, an HINCRBY of stock:y too. */
+ * none); with add (not 0), an HINCRBY of stock:y by add too. */
 static void
-tx_batch(es_rm_batch *b, uint64_t from, uint64_t to, uint64_t bad, bool counter)
+tx_batch(es_rm_batch *b, uint64_t from, uint64_t to, uint64_t bad, long long add)
 {
     es_rm_batch_reset(b, "t_tx", NULL);
     for (uint64_t seq = from; seq <= to; seq++) {
@@ -324,10 +324,10 @@ tx_batch(es_rm_batch *b, uint64_t from, uint64_t to, uint64_t bad, bool counter)
         es_rm_batch_event(b, seq, pos);
         es_rm_cmd(b, "RPUSH", "log:%s", seq == bad ? "x" : "y");
         es_rm_arg_int(b, (long long)seq);
-        if (counter) {
+        if (add != 0) {
             es_rm_cmd(b, "HINCRBY", "stock:%s", "y");
             es_rm_arg_str(b, "on_hand");
-            es_rm_arg_int(b, 1);
+            es_rm_arg_int(b, add);
         }
     }
 }
@@ -373,7 +373,7 @@ START_TEST(batches_go_as_transactions_when_redis_has_what_the_caller_saw)
     freeReplyObject(redisCommand(rc, "SET rm:t_tx:active 1"));
     es_rm_batch_init(&b, "t_tx", NULL);
     /* 1..3 from an empty checkpoint: a transaction, no script */
-    tx_batch(&b, 1, 3, 0, false);
+    tx_batch(&b, 1, 3, 0, 0);
     ex = calls("exec"), ev = calls("evalsha");
     j = tx_apply(&b, 0, NULL);
     ck_assert_int_eq(j.status, ES_OK);
@@ -403,56 +403,95 @@ START_TEST(batches_go_as_transactions_when_redis_has_what_the_caller_saw)
     ck_assert_uint_eq(j.out.seq, 3);
     ck_assert_int_eq(calls("evalsha"), ev + 1);
     ck_assert_str_eq(tx_log(), "1,2,3");
-    /* a counter Redis may refuse for its value: the script, always */
-    tx_batch(&b, 4, 4, 0, true);
+    /* an amount added, which Redis may refuse for its value (an
+     * overflow): the script, always */
+    tx_batch(&b, 4, 4, 0, 5);
     ev = calls("evalsha");
     j = tx_apply(&b, 3, NULL);
     ck_assert(!j.transaction);
     ck_assert_int_eq(calls("evalsha"), ev + 1);
     ck_assert_uint_eq(j.out.seq, 4);
-    ck_assert_str_eq(hget("rm:t_tx:1:stock:y", "on_hand"), "1");
+    ck_assert_str_eq(hget("rm:t_tx:1:stock:y", "on_hand"), "5");
+    /* a count (by 1): a transaction */
+    tx_batch(&b, 5, 5, 0, 1);
+    ex = calls("exec");
+    j = tx_apply(&b, 4, NULL);
+    ck_assert(j.transaction);
+    ck_assert_int_eq(calls("exec"), ex + 1);
+    ck_assert_str_eq(hget("rm:t_tx:1:stock:y", "on_hand"), "6");
     /* a lease held by another: the script, which refuses it whole */
     freeReplyObject(redisCommand(rc, "SET rm:t_tx:lease tokA"));
-    tx_batch(&b, 5, 5, 0, false);
-    j = tx_apply(&b, 4, "tokB");
+    tx_batch(&b, 6, 6, 0, 0);
+    j = tx_apply(&b, 5, "tokB");
     ck_assert_int_eq(j.status, ES_ECONFLICT);
     ck_assert_str_eq(j.err.code, "lease_lost");
-    ck_assert_str_eq(tx_log(), "1,2,3,4");
+    ck_assert_str_eq(tx_log(), "1,2,3,4,5");
     /* its holder's: a transaction */
     ex = calls("exec");
-    j = tx_apply(&b, 4, "tokA");
+    j = tx_apply(&b, 5, "tokA");
     ck_assert_int_eq(j.status, ES_OK);
     ck_assert(j.transaction);
     ck_assert_uint_eq(j.out.applied, 1);
     ck_assert_int_eq(calls("exec"), ex + 1);
-    ck_assert_str_eq(tx_log(), "1,2,3,4,5");
+    ck_assert_str_eq(tx_log(), "1,2,3,4,5,6");
     /* a version switched under the caller: the script, into the new one */
     freeReplyObject(redisCommand(rc, "SET rm:t_tx:active 2"));
-    tx_batch(&b, 6, 6, 0, false);
-    j = tx_apply(&b, 5, "tokA");
+    tx_batch(&b, 7, 7, 0, 0);
+    j = tx_apply(&b, 6, "tokA");
     ck_assert_int_eq(j.status, ES_OK);
     ck_assert(!j.transaction);
     ck_assert_str_eq(j.out.version, "2");
-    ck_assert_str_eq(tx_log(), "1,2,3,4,5");
+    ck_assert_str_eq(tx_log(), "1,2,3,4,5,6");
     freeReplyObject(redisCommand(rc, "SET rm:t_tx:active 1"));
-    /* someone else made log:x a string: event 7 of 6..8 is refused inside
+    /* someone else made log:x a string: event 8 of 7..9 is refused inside
      * the transaction, the rest lands with the checkpoint, and the outcome
      * says the checkpoint passed it (rebuild) */
     freeReplyObject(redisCommand(rc, "SET rm:t_tx:1:log:x oops"));
-    tx_batch(&b, 6, 8, 7, false);
+    tx_batch(&b, 7, 9, 8, 0);
     ex = calls("exec");
-    j = tx_apply(&b, 5, "tokA");
+    j = tx_apply(&b, 6, "tokA");
     ck_assert_int_eq(calls("exec"), ex + 1);
     ck_assert_int_eq(j.status, ES_OK);
-    ck_assert_uint_eq(j.out.failed_seq, 7);
+    ck_assert_uint_eq(j.out.failed_seq, 8);
     ck_assert_ptr_nonnull(strstr(j.out.failed_why, "WRONGTYPE"));
     ck_assert(j.out.failed_passed);
     ck_assert(!j.out.failed_partial);       /* its one command was refused */
     ck_assert(!j.out.failed_transient);
     ck_assert_uint_eq(j.out.applied, 2);
-    ck_assert_uint_eq(j.out.seq, 8);
-    ck_assert_str_eq(tx_log(), "1,2,3,4,5,6,8");
-    ck_assert_str_eq(hget("rm:t_tx:1:checkpoint", "seq"), "8");
+    ck_assert_uint_eq(j.out.seq, 9);
+    ck_assert_str_eq(tx_log(), "1,2,3,4,5,6,7,9");
+    ck_assert_str_eq(hget("rm:t_tx:1:checkpoint", "seq"), "9");
+    /* one round of two projections, one each way: each its own outcome */
+    {
+        es_rm_batch b2;
+        es_rm_apply_job two[2];
+        es_error terr;
+
+        freeReplyObject(redisCommand(rc, "DEL rm:t_tx2:active rm:t_tx2:1:checkpoint "
+                                         "rm:t_tx2:1:stock:z"));
+        freeReplyObject(redisCommand(rc, "SET rm:t_tx2:active 1"));
+        freeReplyObject(redisCommand(rc, "DEL rm:t_tx:lease"));
+        tx_batch(&b, 10, 10, 0, 0);
+        es_rm_batch_init(&b2, "t_tx2", NULL);
+        es_rm_batch_event(&b2, 1, "5-1");
+        es_rm_cmd(&b2, "HINCRBY", "stock:%s", "z");
+        es_rm_arg_str(&b2, "on_hand");
+        es_rm_arg_int(&b2, 7);
+        memset(two, 0, sizeof two);
+        two[0] = (es_rm_apply_job){.batch = &b, .version = "1", .seq = 9};
+        two[1] = (es_rm_apply_job){.batch = &b2, .version = "1", .seq = 0};
+        ck_assert_int_eq(es_rm_apply_all(rc, two, 2, NULL, 0, 0, &terr, NULL, NULL), ES_OK);
+        ck_assert_int_eq(two[0].status, ES_OK);
+        ck_assert_int_eq(two[1].status, ES_OK);
+        ck_assert(two[0].transaction);
+        ck_assert(!two[1].transaction);
+        ck_assert_uint_eq(two[0].out.seq, 10);
+        ck_assert_uint_eq(two[1].out.seq, 1);
+        ck_assert_uint_eq(two[1].out.applied, 1);
+        ck_assert_str_eq(tx_log(), "1,2,3,4,5,6,7,9,10");
+        ck_assert_str_eq(hget("rm:t_tx2:1:stock:z", "on_hand"), "7");
+        es_rm_batch_free(&b2);
+    }
     es_rm_batch_free(&b);
 }
 END_TEST
