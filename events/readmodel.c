@@ -1138,10 +1138,35 @@ fast_broken(redisContext *c, es_rm_apply_job *jobs, size_t n)
  * otherwise, with the transaction and the WATCH undone, or when the
  * connection failed (*st).
  */
+/* Appends to o, as bulk strings, job j's watched keys numbered from..to:
+ * 0 its lease, 1 the active version, 2 the checkpoint of the version the
+ * caller saw. */
+static void
+watched_keys(es_buf *o, const es_rm_apply_job *j, int from, int to)
+{
+    const es_rm_batch *b = j->batch;
+    int nl = (int)b->args[0].len;
+    const char *name = b->arena.data + b->args[0].off;
+    es_buf k = ES_BUF_INIT;
+
+    for (int w = from; w <= to; w++) {
+        es_buf_reset(&k);
+        if (w == 2)
+            es_buf_printf(&k, "rm:%.*s:%s:checkpoint", nl, name, j->version);
+        else
+            es_buf_printf(&k, "rm:%.*s:%s", nl, name, w == 0 ? "lease" : "active");
+        if (es_buf_failed(&k))
+            o->failed = true;
+        else
+            resp_bulk(o, k.data, k.len);
+    }
+    es_buf_free(&k);
+}
+
 static bool
 fast_check(redisContext *c, es_rm_apply_job *jobs, size_t n, es_status *st)
 {
-    es_buf o = ES_BUF_INIT, k = ES_BUF_INIT;
+    es_buf o = ES_BUF_INIT;
     bool ok = true;
     size_t i, nfast = 0;
     redisReply *r;
@@ -1150,43 +1175,18 @@ fast_check(redisContext *c, es_rm_apply_job *jobs, size_t n, es_status *st)
         nfast += jobs[i].transaction;
     resp_array(&o, 1 + 3 * nfast);
     resp_bulk(&o, "WATCH", 5);
+    for (i = 0; i < n; i++)
+        if (jobs[i].transaction)
+            watched_keys(&o, &jobs[i], 0, 2);
     for (i = 0; i < n; i++) {
-        const es_rm_batch *b = jobs[i].batch;
-        int nl = (int)b->args[0].len;
-        const char *name = b->arena.data + b->args[0].off;
-
-        if (!jobs[i].transaction)
-            continue;
-        es_buf_reset(&k);
-        es_buf_printf(&k, "rm:%.*s:lease", nl, name);
-        resp_bulk(&o, k.data, k.len);
-        es_buf_reset(&k);
-        es_buf_printf(&k, "rm:%.*s:active", nl, name);
-        resp_bulk(&o, k.data, k.len);
-        es_buf_reset(&k);
-        es_buf_printf(&k, "rm:%.*s:%s:checkpoint", nl, name, jobs[i].version);
-        resp_bulk(&o, k.data, k.len);
-    }
-    for (i = 0; i < n; i++) {
-        const es_rm_batch *b = jobs[i].batch;
-        int nl = (int)b->args[0].len;
-        const char *name = b->arena.data + b->args[0].off;
-
         if (!jobs[i].transaction)
             continue;
         resp_array(&o, 3);
         resp_bulk(&o, "MGET", 4);
-        es_buf_reset(&k);
-        es_buf_printf(&k, "rm:%.*s:lease", nl, name);
-        resp_bulk(&o, k.data, k.len);
-        es_buf_reset(&k);
-        es_buf_printf(&k, "rm:%.*s:active", nl, name);
-        resp_bulk(&o, k.data, k.len);
+        watched_keys(&o, &jobs[i], 0, 1);
         resp_array(&o, 4);
         resp_bulk(&o, "HMGET", 5);
-        es_buf_reset(&k);
-        es_buf_printf(&k, "rm:%.*s:%s:checkpoint", nl, name, jobs[i].version);
-        resp_bulk(&o, k.data, k.len);
+        watched_keys(&o, &jobs[i], 2, 2);
         resp_bulk(&o, "seq", 3);
         resp_bulk(&o, "position", 8);
     }
@@ -1194,13 +1194,10 @@ fast_check(redisContext *c, es_rm_apply_job *jobs, size_t n, es_status *st)
      * not open a transaction would run them one by one */
     resp_array(&o, 1);
     resp_bulk(&o, "MULTI", 5);
-    if (es_buf_failed(&k) || es_buf_failed(&o) ||
-        redisAppendFormattedCommand(c, o.data, o.len) != REDIS_OK) {
-        es_buf_free(&k);
+    if (es_buf_failed(&o) || redisAppendFormattedCommand(c, o.data, o.len) != REDIS_OK) {
         es_buf_free(&o);
         return false;   /* nothing sent: the scripts' way meets it */
     }
-    es_buf_free(&k);
     es_buf_free(&o);
     if ((r = reply_get(c)) == NULL) {
         *st = fast_broken(c, jobs, n);
