@@ -265,21 +265,33 @@ es_jetstream_close(es_jetstream *n)
     memset(n, 0, sizeof *n);
 }
 
+/* Options of a consumer of n's stream from sequence from; fails when
+ * NATS is down. */
+static es_status
+consumer_from(es_jetstream *n, uint64_t from, jsSubOptions *so, natsSubscription **out,
+              es_error *err)
+{
+    *out = NULL;
+    if (!es_nats_up(n->nc))
+        return nats_down(n, err);
+    jsSubOptions_Init(so);
+    so->Stream = n->stream;
+    so->Config.DeliverPolicy = js_DeliverByStartSequence;
+    so->Config.OptStartSeq = from;
+    return ES_OK;
+}
+
 es_status
 es_jetstream_subscribe(es_jetstream *n, uint64_t from, natsSubscription **out, es_error *err)
 {
     jsSubOptions so;
     jsErrCode jerr = 0;
     natsStatus s;
+    es_status st;
 
-    *out = NULL;
-    if (!es_nats_up(n->nc))
-        return nats_down(n, err);
-    jsSubOptions_Init(&so);
-    so.Stream = n->stream;
+    if ((st = consumer_from(n, from, &so, out, err)) != ES_OK)
+        return st;
     so.Ordered = true;
-    so.Config.DeliverPolicy = js_DeliverByStartSequence;
-    so.Config.OptStartSeq = from;
     s = js_SubscribeSync(out, n->js, n->subjects, NULL, &so, &jerr);
     if (s != NATS_OK) {
         *out = NULL;
@@ -498,14 +510,10 @@ es_jetstream_pull(es_jetstream *n, uint64_t from, natsSubscription **out, es_err
     jsSubOptions so;
     jsErrCode jerr = 0;
     natsStatus s;
+    es_status st;
 
-    *out = NULL;
-    if (!es_nats_up(n->nc))
-        return nats_down(n, err);
-    jsSubOptions_Init(&so);
-    so.Stream = n->stream;
-    so.Config.DeliverPolicy = js_DeliverByStartSequence;
-    so.Config.OptStartSeq = from;
+    if ((st = consumer_from(n, from, &so, out, err)) != ES_OK)
+        return st;
     /* Nothing to acknowledge: the reader's checkpoint is the truth, and a
      * reader that starts again makes a new consumer from there.  The
      * server keeps the consumer in memory and drops it a while after the

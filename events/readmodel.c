@@ -410,6 +410,20 @@ sentinel_primary(char *host, size_t host_len, int *port, long connect_ms, es_err
                         port, connect_ms, err);
 }
 
+/* What a ROLE answer r (NULL: none) says, for an error message. */
+static const char *
+role_said(const redisContext *c, const redisReply *r)
+{
+    if (r == NULL)
+        return c->errstr;
+    if (r->type == REDIS_REPLY_ERROR)
+        return r->str;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+        r->element[0]->type == REDIS_REPLY_STRING)
+        return r->element[0]->str;
+    return "unexpected ROLE reply";
+}
+
 /* Sentinel mode: the server we reached is the primary (ROLE), not a
  * replica a Sentinel had not yet heard was demoted. */
 static es_status
@@ -422,12 +436,7 @@ check_primary(redisContext *c, const char *host, int port, es_error *err)
         r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "master") != 0)
         st = es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
                           "redis at %s:%d is not the primary: %s", host, port,
-                          r == NULL                      ? c->errstr
-                          : r->type == REDIS_REPLY_ERROR ? r->str
-                          : r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
-                                  r->element[0]->type == REDIS_REPLY_STRING
-                              ? r->element[0]->str
-                              : "unexpected ROLE reply");
+                          role_said(c, r));
     freeReplyObject(r);
     return st;
 }
@@ -521,12 +530,7 @@ es_rm_replica_check(redisContext *c, es_error *err)
         r->element[0]->type != REDIS_REPLY_STRING || r->element[3]->type != REDIS_REPLY_STRING)
         st = es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
                           "redis is not a replica: %s",
-                          r == NULL                      ? c->errstr
-                          : r->type == REDIS_REPLY_ERROR ? r->str
-                          : r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
-                                  r->element[0]->type == REDIS_REPLY_STRING
-                              ? r->element[0]->str
-                              : "unexpected ROLE reply");
+                          role_said(c, r));
     else if (strcmp(r->element[0]->str, "slave") != 0 ||
              strcmp(r->element[3]->str, "connected") != 0)
         st = es_error_set(err, ES_EUNAVAILABLE, "redis_unavailable", NULL,
