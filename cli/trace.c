@@ -15,7 +15,7 @@ run_trace(cli *c, int argc, char **argv)
     char *pos[1];
     int npos, rc = CLI_OK;
     es_store *store = NULL;
-    json_t *doc = NULL, *stages, *slowest;
+    json_t *doc = NULL, *stages;
     size_t i;
     es_error err;
 
@@ -37,7 +37,6 @@ run_trace(cli *c, int argc, char **argv)
         goto done;
     }
     stages = json_object_get(doc, "stages");
-    slowest = json_object_get(doc, "slowest");
     printf("trace %s%s%s\n", json_string_value(json_object_get(doc, "trace_id")),
            json_is_string(json_object_get(doc, "saga_id")) ? ", saga " : "",
            json_is_string(json_object_get(doc, "saga_id"))
@@ -58,7 +57,6 @@ run_trace(cli *c, int argc, char **argv)
                json_string_value(json_object_get(r, "detail")),
                json_is_true(json_object_get(r, "slowest")) ? "   <- slowest" : "");
     }
-    (void)slowest;
 done:
     json_decref(doc);
     es_store_close(store);

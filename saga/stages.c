@@ -251,6 +251,7 @@ resolve(tr *t, es_store *store, const char *arg, es_error *err)
     json_t *rows = NULL, *first;
     es_trace x;
     const char *tp;
+    char id[ES_STREAM_ID_MAX + 1];
 
     if (es_trace_id_valid(arg)) {
         snprintf(t->trace_id, sizeof t->trace_id, "%s", arg);
@@ -268,8 +269,12 @@ resolve(tr *t, es_store *store, const char *arg, es_error *err)
             json_decref(rows);
             return ES_OK;
         }
-        /* an older saga: its trigger's stream says */
-        arg = json_string_value(json_object_get(d, "correlation_id"));
+        /* an older saga: its trigger's stream says (the id copied: rows
+         * is freed before the last use of arg) */
+        tp = json_string_value(json_object_get(d, "correlation_id"));
+        if (tp != NULL)
+            snprintf(id, sizeof id, "%s", tp);
+        arg = tp != NULL ? id : NULL;
     }
     for (size_t i = 0; arg != NULL && t->trace_id[0] == '\0' && i < sg_flow_count; i++) {
         char stream[ES_STREAM_ID_MAX + 1];
@@ -412,6 +417,10 @@ sg_stages_collect(es_store *store, const char *arg, json_t **doc, es_error *err)
                      t.saga_id[0] ? t.saga_id : NULL, "recorded", t.recorded, "stages", stages,
                      "slowest", slowest == SIZE_MAX ? json_null()
                                                     : json_array_get(stages, slowest));
+    if (*doc == NULL) {
+        es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+        goto fail;
+    }
     goto done;
 fail:
     st = err->status;
