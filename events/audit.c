@@ -453,6 +453,9 @@ static const char correlated_sql[] =
     "WHERE left(metadata ->> 'correlation_id', 200) = $1::text "
     "AND metadata ->> 'correlation_id' = $1::text "
     "AND (transaction_id, global_position) > ($2::xid8, $3::bigint) "
+    /* as the feed: a page never ends past an event still to commit before
+     * it, which its next page would then skip */
+    "AND transaction_id < " ES__HORIZON " "
     "ORDER BY left(metadata ->> 'correlation_id', 200), transaction_id, global_position "
     "LIMIT $4::bigint";
 

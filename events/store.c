@@ -75,7 +75,7 @@ typedef struct page_storage {
  * quarter of a whole-log read. */
 #define EVENT_COLUMNS ES__EVENT_COLUMNS
 
-#define HORIZON "pg_snapshot_xmin(pg_current_snapshot())"
+#define HORIZON ES__HORIZON
 
 #define INSERT_EVENTS                                                       \
     "INSERT INTO es_events (stream_id, category, version, event_id, type, " \
