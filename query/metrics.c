@@ -157,19 +157,22 @@ done:
     pthread_mutex_unlock(&m->mu);
 }
 
-/* The publish time of stream message seq, in ns since the epoch; false
- * when it cannot be read (m->mu held). */
-static bool
+/* The publish time of stream message seq, in ns since the epoch (m->mu
+ * held): 1; 0 when the stream has no such message (deleted); -1 when the
+ * stream did not answer. */
+static int
 msg_time(metrics *m, uint64_t seq, int64_t *ns)
 {
     natsMsg *msg = NULL;
     jsErrCode jerr = 0;
-    bool ok = js_GetMsg(&msg, m->js, m->stream, seq, NULL, &jerr) == NATS_OK;
+    natsStatus s = js_GetMsg(&msg, m->js, m->stream, seq, NULL, &jerr);
 
-    if (ok)
+    if (s == NATS_OK)
         *ns = natsMsg_GetTime(msg);
     natsMsg_Destroy(msg);
-    return ok;
+    if (s == NATS_OK)
+        return 1;
+    return s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr ? 0 : -1;
 }
 
 es_status
@@ -191,14 +194,22 @@ metrics_seq_after(metrics *m, int64_t before_ns, uint64_t *seq, es_error *err)
     }
     /* The first message published after before_ns, in [first, last + 1]
      * (last + 1: none is).  Publish times follow the sequence (one relay
-     * publishes in order); a message that cannot be read (deleted) counts
-     * as older, which at worst moves the answer by the messages it hides. */
+     * publishes in order); a message the stream lacks (deleted) counts as
+     * older, which at worst moves the answer by the messages it hides; a
+     * stream that does not answer fails the search, rather than answer
+     * "none is" for every message it could not read. */
     lo = si->State.FirstSeq ? si->State.FirstSeq : 1;
     hi = si->State.LastSeq + 1;
     while (lo < hi) {
         uint64_t mid = lo + (hi - lo) / 2;
+        int got = msg_time(m, mid, &t);
 
-        if (msg_time(m, mid, &t) && t > before_ns)
+        if (got < 0) {
+            st = es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
+                              "the events stream %s did not answer", m->stream);
+            goto done;
+        }
+        if (got > 0 && t > before_ns)
             hi = mid;
         else
             lo = mid + 1;
