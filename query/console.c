@@ -1443,8 +1443,11 @@ console_handle(query_app *app, const es_http_req *req, es_http_res *res)
             es_http_res_error(res, 405, "method_not_allowed", NULL, NULL,
                               "%s %s is not allowed; use GET or POST", req->method, req->path);
         }
-    } else if (strcmp(rest, "sagas/batch") == 0 && strcmp(req->method, "POST") == 0) {
-        sagas_batch(req, res);
+    } else if (strcmp(rest, "sagas/batch") == 0) {
+        /* no saga is named "batch" (ids are <flow>-<id>): another method
+         * is refused as one, not looked up as a saga */
+        if (method(req, res, "POST"))
+            sagas_batch(req, res);
     } else if (starts(rest, "sagas/", &rest)) {
         if (console_id_verb(rest, "retry", id, sizeof id)) {
             if (method(req, res, "POST"))

@@ -1493,6 +1493,11 @@ START_TEST(console_files_and_endpoints)
     ck_assert_int_eq(r.status, 405);
     ck_assert_str_eq(th_header(&r, "Allow", h, sizeof h), "GET, POST");
     th_response_free(&r);
+    /* the batch action is a POST; a GET is refused, not taken for a saga */
+    th_http(query.port, "GET", "/v1/console/sagas/batch", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 405);
+    ck_assert_str_eq(th_header(&r, "Allow", h, sizeof h), "POST");
+    th_response_free(&r);
     th_http_token(NULL);
     ck_assert_int_eq(status_of("POST", "/v1/console/projections/users/rebuild", NULL), 401);
     th_http_token(th_token());
