@@ -549,6 +549,62 @@ fetch(natsMsgList *list, natsSubscription *sub, int max, int64_t max_bytes, bool
     return natsSubscription_FetchRequest(list, sub, &req);
 }
 
+/*
+ * Decodes list's messages into out (which has room for max) from
+ * sequence *next on; a message past *next ends it (*jump).  Takes the
+ * list's messages and destroys it.
+ */
+static es_status
+take_list(natsMsgList *list, es_feed_batch *out, size_t max, uint64_t *next, uint64_t *jump,
+          es_error *err)
+{
+    int i;
+
+    /* never more than asked for: the library's array holds that many */
+    for (i = 0; i < list->Count && out->n < max; i++) {
+        natsMsg *m = list->Msgs[i];
+        jsMsgMetaData *meta = NULL;
+        uint64_t seq;
+
+        list->Msgs[i] = NULL;
+        if (natsMsg_GetMetaData(&meta, m) != NATS_OK) {
+            natsMsg_Destroy(m);
+            natsMsgList_Destroy(list);
+            return no_metadata(out, err);
+        }
+        seq = meta->Sequence.Stream;
+        jsMsgMetaData_Destroy(meta);
+        /* The stream is dense (the relay writes every sequence once) and
+         * a consumer delivers it in order, so the next message is next,
+         * or the stream lacks it (deleted, or a stream that is not the
+         * feed's copy): the batch ends before the jump, and the caller,
+         * which knows what it applied, decides. */
+        if (seq != *next) {
+            natsMsg_Destroy(m);
+            *jump = seq;
+            break;
+        }
+        if (take_one(out, m, seq, err) != ES_OK) {
+            natsMsgList_Destroy(list);
+            es_feed_batch_free(out);
+            return err->status;
+        }
+        (*next)++;
+    }
+    natsMsgList_Destroy(list);
+    return ES_OK;
+}
+
+/*
+ * The least time a reader waits for the answer to a request with no_wait.
+ * The server answers such a request at once with what it has, and ends
+ * it; with nothing to give, it holds it until the request's expiry (the
+ * reader's wait less 10 ms).  A reader that gave up before the answer was
+ * in (1 ms, as es-projector's fetch ahead once did) left the rest of it
+ * to arrive later into the subscription's queue, see es_jetstream_fetch.
+ */
+#define ANSWER_MS 100
+
 es_status
 es_jetstream_fetch(natsSubscription *sub, uint64_t next, int max, int wait_ms,
                    es_feed_batch *out, uint64_t *jump, es_error *err)
@@ -559,15 +615,43 @@ es_jetstream_fetch(natsSubscription *sub, uint64_t next, int max, int wait_ms,
                                     4L * 1024 * 1024, 1L << 30);
     natsMsgList list = {0};
     natsStatus s;
-    int i;
+    int pending = 0;
 
     *jump = 0;
     if (batch_alloc(out, max, err) != ES_OK)
         return err->status;
+    /*
+     * Messages already in the subscription's queue (the end of an answer
+     * its reader stopped waiting for) are taken with batches of one, and
+     * returned without asking for more.  The library's fetch (libnats
+     * before 3.9; Debian 12 has 3.4) takes queued messages first, then
+     * loops until it holds its batch less what it took: when it took
+     * more than half, that count is never met, and it stores every later
+     * message past the end of its array.  That heap overflow made
+     * es-projector abort ("double free or corruption") as it caught up
+     * after a PostgreSQL failover.  With a batch of one it takes one
+     * queued message and stops, or takes none and asks for one.
+     */
+    while (out->n < (size_t)max && !*jump &&
+           natsSubscription_GetPending(sub, &pending, NULL) == NATS_OK && pending > 0) {
+        size_t before = out->n;
+
+        s = fetch(&list, sub, 1, max_bytes, true, ANSWER_MS);
+        if (s == NATS_NOT_FOUND || s == NATS_TIMEOUT)
+            continue;       /* only the end of a request was queued */
+        if (s != NATS_OK)
+            break;
+        if (take_list(&list, out, (size_t)max, &next, jump, err) != ES_OK)
+            return err->status;
+        if (out->n == before && !*jump)
+            break;          /* nothing usable: no loop on it */
+    }
+    if (out->n > 0 || *jump)
+        return ES_OK;
     /* what the server has now, without waiting; when it has nothing,
      * one message waited for (a request for more would be held until
      * they all came, delaying the first) */
-    s = fetch(&list, sub, max, max_bytes, true, wait_ms > 0 ? wait_ms : 1);
+    s = fetch(&list, sub, max, max_bytes, true, wait_ms > ANSWER_MS ? wait_ms : ANSWER_MS);
     if ((s == NATS_NOT_FOUND || s == NATS_TIMEOUT) && wait_ms > 0)
         s = fetch(&list, sub, 1, max_bytes, false, wait_ms);
     if (s == NATS_NOT_FOUND || s == NATS_TIMEOUT)
@@ -577,36 +661,5 @@ es_jetstream_fetch(natsSubscription *sub, uint64_t next, int max, int wait_ms,
         return es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
                             "reading the events stream failed: %s", natsStatus_GetText(s));
     }
-    for (i = 0; i < list.Count; i++) {
-        natsMsg *m = list.Msgs[i];
-        jsMsgMetaData *meta = NULL;
-        uint64_t seq;
-
-        list.Msgs[i] = NULL;
-        if (natsMsg_GetMetaData(&meta, m) != NATS_OK) {
-            natsMsg_Destroy(m);
-            natsMsgList_Destroy(&list);
-            return no_metadata(out, err);
-        }
-        seq = meta->Sequence.Stream;
-        jsMsgMetaData_Destroy(meta);
-        /* The stream is dense (the relay writes every sequence once) and
-         * a consumer delivers it in order, so the next message is next,
-         * or the stream lacks it (deleted, or a stream that is not the
-         * feed's copy): the batch ends before the jump, and the caller,
-         * which knows what it applied, decides. */
-        if (seq != next) {
-            natsMsg_Destroy(m);
-            *jump = seq;
-            break;
-        }
-        if (take_one(out, m, seq, err) != ES_OK) {
-            natsMsgList_Destroy(&list);
-            es_feed_batch_free(out);
-            return err->status;
-        }
-        next++;
-    }
-    natsMsgList_Destroy(&list);
-    return ES_OK;
+    return take_list(&list, out, (size_t)max, &next, jump, err);
 }
