@@ -104,25 +104,41 @@ agg_load_until(cmd_env *env, const agg_type *t, const char *stream, int64_t unti
     a->position.txid = 0;
     a->position.gpos = 0;
     snprintf(a->stream, sizeof a->stream, "%s", stream);
-    st = es_snapshot_load(env->store, stream, t->state_version, &a->state, &a->version, err);
-    if (st == ES_OK && a->version > until) {
-        json_decref(a->state);      /* taken later than asked: from the start */
-        st = ES_ENOTFOUND;
+    if (until == INT64_MAX) {
+        /* the snapshot and the events after it in one round trip */
+        st = es_snapshot_read(env->store, stream, t->state_version, 500, &a->state, &a->version,
+                              &p, err);
+    } else {
+        st = es_snapshot_load(env->store, stream, t->state_version, &a->state, &a->version,
+                              err);
+        if (st == ES_OK && a->version > until) {
+            json_decref(a->state);      /* taken later than asked: from the start */
+            a->state = NULL;
+            st = ES_ENOTFOUND;
+        }
+        if (st == ES_ENOTFOUND)
+            st = ES_OK;
     }
     if (st == ES_ENOTFOUND) {
+        a->state = t->initial();        /* no stream: the initial state */
+        return ES_OK;
+    }
+    if (st != ES_OK)
+        return st;
+    if (a->state == NULL) {
         a->state = t->initial();
         a->version = -1;
-    } else if (st != ES_OK) {
-        return st;
     }
     from = a->version + 1;
     for (;;) {
-        st = es_store_read_stream(env->store, stream, from, 500, ES_FORWARD, &p, err);
-        if (st == ES_ENOTFOUND)
-            return ES_OK;               /* no stream: the initial state */
-        if (st != ES_OK) {
-            agg_free(a);
-            return st;
+        if (p == NULL) {
+            st = es_store_read_stream(env->store, stream, from, 500, ES_FORWARD, &p, err);
+            if (st == ES_ENOTFOUND)
+                return ES_OK;           /* no stream: the initial state */
+            if (st != ES_OK) {
+                agg_free(a);
+                return st;
+            }
         }
         for (size_t i = 0; i < p->count && p->events[i].version <= until; i++) {
             json_t *data = cmd_event_data(&p->events[i]);
@@ -137,6 +153,7 @@ agg_load_until(cmd_env *env, const agg_type *t, const char *stream, int64_t unti
             return ES_OK;
         }
         es_page_destroy(p);
+        p = NULL;
     }
 }
 

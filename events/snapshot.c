@@ -46,6 +46,35 @@ done:
 }
 
 es_status
+es_snapshot_read(es_store *s, const char *stream, int state_version, size_t limit,
+                 json_t **state, int64_t *version, es_page **page, es_error *err)
+{
+    const char *vtext, *text;
+    json_error_t jerr;
+    es_status st;
+
+    *state = NULL;
+    *version = -1;
+    st = es__store_read_snapshot(s, stream, state_version, limit, page, &vtext, &text, err);
+    if (st != ES_OK || vtext == NULL)
+        return st;
+    if (text == NULL) {
+        /* the event after the snapshot is not there: read it all */
+        es_page_destroy(*page);
+        *page = NULL;
+        return es_store_read_stream(s, stream, 0, limit, ES_FORWARD, page, err);
+    }
+    if ((*state = json_loads(text, 0, &jerr)) == NULL) {
+        es_page_destroy(*page);
+        *page = NULL;
+        return es_error_set(err, ES_EINTERNAL, "snapshot_invalid", NULL,
+                            "snapshot of stream \"%s\" is not JSON: %s", stream, jerr.text);
+    }
+    *version = strtoll(vtext, NULL, 10);
+    return ES_OK;
+}
+
+es_status
 es_snapshot_save(es_store *s, const char *stream, int state_version, const json_t *state,
                  int64_t version, es_error *err)
 {

@@ -151,6 +151,18 @@ static const struct {
      "SELECT " EVENT_COLUMNS " FROM es_events WHERE stream_id = s.stream_id "
      "AND version >= $2 ORDER BY version LIMIT $3) e ON true "
      "WHERE s.stream_id = $1"},
+    /* A stream read from its aggregate's snapshot on (es_snapshot_read):
+     * the snapshot taken by code $3, if any, and the events after it, in
+     * one round trip; the state rides on the first row only. */
+    {"es_stream_snap",
+     "SELECT s.version, e.*, n.version, "
+     "CASE WHEN e.version IS NULL OR e.version = n.version + 1 THEN n.state::text END "
+     "FROM es_streams s LEFT JOIN es_snapshots n "
+     "ON n.stream_id = s.stream_id AND n.state_version = $3::int "
+     "LEFT JOIN LATERAL ("
+     "SELECT " EVENT_COLUMNS " FROM es_events WHERE stream_id = s.stream_id "
+     "AND version > coalesce(n.version, -1) ORDER BY version LIMIT $2) e ON true "
+     "WHERE s.stream_id = $1"},
     {"es_stream_bwd",
      "SELECT s.version, e.* FROM es_streams s LEFT JOIN LATERAL ("
      "SELECT " EVENT_COLUMNS " FROM es_events WHERE stream_id = s.stream_id "
@@ -2250,6 +2262,43 @@ run_read(es_store *s, const char *stmt, int nparams, const char *const *values, 
         ES_OK)
         (*out)->truncated = stopped;
     return st;
+}
+
+es_status
+es__store_read_snapshot(es_store *s, const char *stream, int state_version, size_t limit,
+                        es_page **out, const char **snap_version, const char **snap_state,
+                        es_error *err)
+{
+    char vlimit[24], vstate[16];
+    const char *values[3] = {stream, vlimit, vstate};
+    es_position none = {0, 0};
+    const page_storage *ps;
+    es_status st;
+
+    *out = NULL;
+    *snap_version = *snap_state = NULL;
+    es_error_clear(err);
+    if ((st = es_stream_id_check(stream, "stream", err)) != ES_OK)
+        return st;
+    snprintf(vlimit, sizeof vlimit, "%zu", limit);
+    snprintf(vstate, sizeof vstate, "%d", state_version);
+    st = run_read(s, "es_stream_snap", 3, values, limit, none, out, err);
+    if (st != ES_OK)
+        return st;
+    if ((*out)->stream_version < 0) {
+        es_page_destroy(*out);
+        *out = NULL;
+        return es_error_set(err, ES_ENOTFOUND, "stream_not_found", "stream",
+                            "stream \"%s\" does not exist", stream);
+    }
+    /* the snapshot's columns follow the event's, on the first row */
+    ps = (*out)->priv_;
+    if (ps->nres > 0 && PQntuples(ps->res[0]) > 0 && !PQgetisnull(ps->res[0], 0, 11)) {
+        *snap_version = PQgetvalue(ps->res[0], 0, 11);
+        if (!PQgetisnull(ps->res[0], 0, 12))
+            *snap_state = PQgetvalue(ps->res[0], 0, 12);
+    }
+    return ES_OK;
 }
 
 es_status

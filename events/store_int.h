@@ -34,6 +34,22 @@ es_status es__store_failure(es_store *s, const PGresult *r, const char *what, es
     "metadata, recorded_at, transaction_id, global_position"
 
 /*
+ * The first page (at most limit events) of stream after the snapshot
+ * taken by code state_version, with that snapshot, in one statement.
+ * ES_OK: *out the events after the snapshot (from the start when there
+ * is none), *snap_version and *snap_state its columns as text (NULL when
+ * there is none; both owned by the page, valid until it is destroyed).
+ * The state rides on the event right after the snapshot (or on the row
+ * of a stream with none after it), so *snap_state is NULL with
+ * *snap_version set only if that event is missing: then the caller reads
+ * the stream from the start.  ES_ENOTFOUND when the stream does not
+ * exist.
+ */
+es_status es__store_read_snapshot(es_store *s, const char *stream, int state_version,
+                                  size_t limit, es_page **out, const char **snap_version,
+                                  const char **snap_state, es_error *err);
+
+/*
  * Turns r, a successful result of ES__EVENT_COLUMNS rows, into a page of
  * events, upcast as the store's reads are, that takes ownership of r
  * (also on failure).  The page's next is its last event's position
