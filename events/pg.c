@@ -10,11 +10,14 @@
  */
 #include "pg.h"
 
+#include <libpq-events.h>
+
 #include "env.h"
 
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,4 +211,78 @@ es_pg_exec(PGconn *c, const char *sql, int nparams, const char *const *values, i
     if (PQsendQueryParams(c, sql, nparams, NULL, values, NULL, NULL, 0) != 1)
         return NULL;
     return es_pg_last_result(c, timeout_ms, timed_out);
+}
+
+/* ---- statements prepared once per connection ---------------------------- */
+
+typedef struct prepared_set {
+    uint64_t *hashes;           /* of the statements prepared on this connection */
+    size_t n, cap;
+} prepared_set;
+
+static int
+prepared_event(PGEventId id, void *info, void *pass)
+{
+    (void)pass;
+    if (id == PGEVT_CONNRESET) {        /* a new session: nothing prepared */
+        prepared_set *set = PQinstanceData(((PGEventConnReset *)info)->conn, prepared_event);
+        if (set != NULL)
+            set->n = 0;
+    } else if (id == PGEVT_CONNDESTROY) {
+        prepared_set *set = PQinstanceData(((PGEventConnDestroy *)info)->conn, prepared_event);
+        if (set != NULL) {
+            free(set->hashes);
+            free(set);
+        }
+    }
+    return 1;
+}
+
+static uint64_t
+sql_hash(const char *sql)
+{
+    uint64_t h = 14695981039346656037ULL;      /* FNV-1a */
+
+    for (const unsigned char *p = (const unsigned char *)sql; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    return h;
+}
+
+PGresult *
+es_pg_exec_cached(PGconn *c, const char *sql, int nparams, const char *const *values)
+{
+    prepared_set *set = PQinstanceData(c, prepared_event);
+    uint64_t h = sql_hash(sql);
+    char name[24];
+    PGresult *r;
+    size_t i;
+
+    if (set == NULL) {
+        if ((set = calloc(1, sizeof *set)) == NULL)
+            return NULL;
+        if (PQregisterEventProc(c, prepared_event, "es_pg prepared", NULL) != 1 ||
+            PQsetInstanceData(c, prepared_event, set) != 1) {
+            free(set);
+            return PQexecParams(c, sql, nparams, NULL, values, NULL, NULL, 0);
+        }
+    }
+    snprintf(name, sizeof name, "es_%016llx", (unsigned long long)h);
+    for (i = 0; i < set->n && set->hashes[i] != h; i++)
+        ;
+    if (i == set->n) {
+        if (set->n == set->cap) {
+            size_t cap = set->cap ? set->cap * 2 : 16;
+            uint64_t *grown = realloc(set->hashes, cap * sizeof *grown);
+            if (grown == NULL)
+                return PQexecParams(c, sql, nparams, NULL, values, NULL, NULL, 0);
+            set->hashes = grown;
+            set->cap = cap;
+        }
+        r = PQprepare(c, name, sql, nparams, NULL);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            return r;           /* the error, as PQexecParams would answer it */
+        PQclear(r);
+        set->hashes[set->n++] = h;
+    }
+    return PQexecPrepared(c, name, nparams, values, NULL, NULL, 0);
 }

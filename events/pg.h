@@ -102,4 +102,15 @@ PGresult *es_pg_last_result(PGconn *c, int timeout_ms, bool *timed_out);
 PGresult *es_pg_exec(PGconn *c, const char *sql, int nparams, const char *const *values,
                      int timeout_ms, bool *timed_out);
 
+/*
+ * As PQexecParams (text parameters and results, waiting as it does), but
+ * sql runs as a statement prepared once per connection: the server parses
+ * and plans it at its first run on c, then reuses that.  For statements a
+ * program runs many times on a long-lived connection; one it runs once
+ * costs a round trip more.  The statement is named after a hash of sql;
+ * the connection remembers (libpq instance data, dropped with it or a
+ * PQreset) which it prepared.  NULL only when out of memory.
+ */
+PGresult *es_pg_exec_cached(PGconn *c, const char *sql, int nparams, const char *const *values);
+
 #endif

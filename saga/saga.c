@@ -22,6 +22,7 @@
 
 #include "audit.h"
 #include "buf.h"
+#include "pg.h"
 #include "uuid.h"
 
 #define CHECKPOINT "intake"     /* the intake's row of es_saga_checkpoint */
@@ -116,6 +117,29 @@ run(PGconn *pg, const char *sql, int n, const char *const *p)
     return NULL;
 }
 
+/* As run, for the statements every saga runs: prepared once per
+ * connection (never a transaction's BEGIN, COMMIT or ROLLBACK: preparing
+ * fails in an aborted transaction). */
+static PGresult *
+run_hot(PGconn *pg, const char *sql, int n, const char *const *p)
+{
+    PGresult *r = es_pg_exec_cached(pg, sql, n, p);
+
+    if (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK)
+        return r;
+    PQclear(r);
+    return NULL;
+}
+
+static bool
+run_hot_ok(PGconn *pg, const char *sql, int n, const char *const *p)
+{
+    PGresult *r = run_hot(pg, sql, n, p);
+
+    PQclear(r);
+    return r != NULL;
+}
+
 static bool
 run_ok(PGconn *pg, const char *sql, int n, const char *const *p)
 {
@@ -174,7 +198,7 @@ static es_status
 fenced(PGconn *pg, const char *sql, int n, const char *const *p, bool *held, es_error *err,
        const char *what)
 {
-    PGresult *r = run(pg, sql, n, p);
+    PGresult *r = run_hot(pg, sql, n, p);
 
     if (r == NULL)
         return unavailable(pg, err, what);
@@ -210,7 +234,7 @@ sg_work_claim_many(PGconn *pg, int lease_ms, int max, sg_work *out, int *n, es_e
     /* a statement of its own: no transaction stays open while they run */
     /* a row whose claim ran out without being released ('-infinity') is
      * taken over from a worker that died or stalled */
-    r = run(pg, "UPDATE es_saga_work w SET claimed_until = now() + $1::int * interval '1 ms' "
+    r = run_hot(pg, "UPDATE es_saga_work w SET claimed_until = now() + $1::int * interval '1 ms' "
                 "FROM (SELECT saga_id, claimed_until AS prev FROM es_saga_work "
                 "WHERE due_at <= now() AND claimed_until <= now() ORDER BY due_at "
                 "LIMIT $2::int FOR UPDATE SKIP LOCKED) o WHERE w.saga_id = o.saga_id "
@@ -247,7 +271,7 @@ sg_work_renew(PGconn *pg, const char *saga_id, char *claim, size_t size, int64_t
     PGresult *r;
 
     snprintf(lease, sizeof lease, "%" PRId64, lease_ms);
-    r = run(pg, "UPDATE es_saga_work SET claimed_until = now() + $3::bigint * interval '1 ms' "
+    r = run_hot(pg, "UPDATE es_saga_work SET claimed_until = now() + $3::bigint * interval '1 ms' "
                 "WHERE " FENCE " RETURNING claimed_until::text", 3, p);
     if (r == NULL)
         return unavailable(pg, err, "could not renew a claim");
@@ -298,7 +322,7 @@ sg_work_renew_many(PGconn *pg, size_t n, const char *const *saga_ids,
     }
     snprintf(lease, sizeof lease, "%" PRId64, lease_ms);
     p[0] = ids.data, p[1] = toks.data, p[2] = lease;
-    r = run(pg, "UPDATE es_saga_work w SET claimed_until = now() + $3::bigint * interval '1 ms' "
+    r = run_hot(pg, "UPDATE es_saga_work w SET claimed_until = now() + $3::bigint * interval '1 ms' "
                 "FROM unnest($1::text[], $2::timestamptz[]) AS h(saga_id, claim) "
                 "WHERE w.saga_id = h.saga_id AND w.claimed_until = h.claim "
                 "RETURNING w.saga_id, w.claimed_until::text", 3, p);
@@ -373,10 +397,57 @@ sg_work_start(PGconn *pg, const char *saga_id, const char *flow, const char *inp
     const char *p[4] = {saga_id, flow, input, delay};
 
     snprintf(delay, sizeof delay, "%ld", delay_ms);
-    if (!run_ok(pg, "INSERT INTO es_saga_work (saga_id, flow, input, due_at) "
+    if (!run_hot_ok(pg, "INSERT INTO es_saga_work (saga_id, flow, input, due_at) "
                     "VALUES ($1, $2, $3::jsonb, now() + $4::int * interval '1 ms') "
                     "ON CONFLICT (saga_id) DO NOTHING", 4, p))
         return unavailable(pg, err, "could not start a saga");
+    return ES_OK;
+}
+
+es_status
+sg_work_start_many(PGconn *pg, const sg_start *starts, size_t n, uint64_t seq,
+                   const char *position, es_error *err)
+{
+    es_buf ids = {0}, flows = {0}, inputs = {0}, delays = {0};
+    char cp[32];
+    const char *p[6];
+    bool ok;
+
+    es_buf_puts(&ids, "{");
+    es_buf_puts(&flows, "{");
+    es_buf_puts(&inputs, "{");
+    es_buf_puts(&delays, "{");
+    for (size_t i = 0; i < n; i++) {
+        array_add(&ids, starts[i].saga_id);
+        array_add(&flows, starts[i].flow);
+        array_add(&inputs, starts[i].input);
+        es_buf_printf(&delays, i > 0 ? ",%ld" : "%ld", starts[i].delay_ms);
+    }
+    es_buf_puts(&ids, "}");
+    es_buf_puts(&flows, "}");
+    es_buf_puts(&inputs, "}");
+    es_buf_puts(&delays, "}");
+    snprintf(cp, sizeof cp, "%" PRIu64, seq);
+    p[0] = ids.data, p[1] = flows.data, p[2] = inputs.data, p[3] = delays.data;
+    p[4] = cp, p[5] = position ? position : "";
+    ok = !es_buf_failed(&ids) && !es_buf_failed(&flows) && !es_buf_failed(&inputs) &&
+         !es_buf_failed(&delays);
+    if (ok)
+        ok = run_hot_ok(pg, "WITH w AS (INSERT INTO es_saga_work (saga_id, flow, input, due_at) "
+                            "SELECT s, f, i::jsonb, now() + d * interval '1 ms' "
+                            "FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) "
+                            "AS t(s, f, i, d) ON CONFLICT (saga_id) DO NOTHING) "
+                            "INSERT INTO es_saga_checkpoint (name, seq, position) "
+                            "SELECT '" CHECKPOINT "', $5::bigint, $6 WHERE $5::bigint > 0 "
+                            "ON CONFLICT (name) "
+                            "DO UPDATE SET seq = excluded.seq, position = excluded.position",
+                        6, p);
+    es_buf_free(&ids);
+    es_buf_free(&flows);
+    es_buf_free(&inputs);
+    es_buf_free(&delays);
+    if (!ok)
+        return unavailable(pg, err, "could not start sagas");
     return ES_OK;
 }
 
@@ -390,7 +461,7 @@ sg_work_next_due_ms(PGconn *pg, int max_ms)
         return max_ms;
     /* a claimed row is not due before its claim runs out: counting it would
      * make every idle worker poll in a loop while the sagas run */
-    r = run(pg, "SELECT (extract(epoch FROM min(greatest(due_at, claimed_until)) - now()) "
+    r = run_hot(pg, "SELECT (extract(epoch FROM min(greatest(due_at, claimed_until)) - now()) "
                 "* 1000)::bigint FROM es_saga_work", 0, NULL);
     if (r && !PQgetisnull(r, 0, 0)) {
         long long v = atoll(PQgetvalue(r, 0, 0));
@@ -416,10 +487,10 @@ sg_inbox_deliver(PGconn *pg, const char *saga_id, const char *event_id, const ch
     const char *p[5] = {saga_id, event_id, type, data, n};
 
     snprintf(n, sizeof n, "%" PRIu64, seq);
-    if (!run_ok(pg, "INSERT INTO es_saga_inbox (saga_id, event_id, type, data, seq) "
+    if (!run_hot_ok(pg, "INSERT INTO es_saga_inbox (saga_id, event_id, type, data, seq) "
                     "VALUES ($1, $2::uuid, $3, $4::jsonb, $5::bigint) ON CONFLICT DO NOTHING",
                 5, p) ||
-        !run_ok(pg, "UPDATE es_saga_work SET due_at = now(), wakes = wakes + 1 "
+        !run_hot_ok(pg, "UPDATE es_saga_work SET due_at = now(), wakes = wakes + 1 "
                     "WHERE saga_id = $1", 1, p))
         return unavailable(pg, err, "could not deliver to an inbox");
     return ES_OK;
@@ -429,7 +500,7 @@ es_status
 sg_inbox_read(PGconn *pg, const char *saga_id, json_t **events, es_error *err)
 {
     const char *p[1] = {saga_id};
-    PGresult *r = run(pg, "SELECT type, data::text FROM es_saga_inbox WHERE saga_id = $1 "
+    PGresult *r = run_hot(pg, "SELECT type, data::text FROM es_saga_inbox WHERE saga_id = $1 "
                           "ORDER BY seq", 1, p);
     int i;
 
@@ -452,7 +523,7 @@ sg_inbox_read(PGconn *pg, const char *saga_id, json_t **events, es_error *err)
 es_status
 sg_checkpoint_read(PGconn *pg, uint64_t *seq, es_error *err)
 {
-    PGresult *r = run(pg, "SELECT seq FROM es_saga_checkpoint WHERE name = '" CHECKPOINT "'",
+    PGresult *r = run_hot(pg, "SELECT seq FROM es_saga_checkpoint WHERE name = '" CHECKPOINT "'",
                       0, NULL);
 
     *seq = 0;
@@ -471,7 +542,7 @@ sg_checkpoint_write(PGconn *pg, uint64_t seq, const char *position, es_error *er
     const char *p[2] = {n, position};
 
     snprintf(n, sizeof n, "%" PRIu64, seq);
-    if (!run_ok(pg, "INSERT INTO es_saga_checkpoint (name, seq, position) "
+    if (!run_hot_ok(pg, "INSERT INTO es_saga_checkpoint (name, seq, position) "
                     "VALUES ('" CHECKPOINT "', $1::bigint, $2) ON CONFLICT (name) "
                     "DO UPDATE SET seq = excluded.seq, position = excluded.position", 2, p))
         return unavailable(pg, err, "could not write the saga checkpoint");

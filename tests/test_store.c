@@ -17,6 +17,8 @@
 
 #include "harness.h"
 #include "json.h"
+#include "pg.h"
+#include "snapshot.h"
 #include "store.h"
 #include "store_int.h"
 
@@ -228,6 +230,149 @@ START_TEST(read_stream_both_ways)
     ck_assert_str_eq(err.code, "stream_not_found");
     ck_assert_int_eq(es_store_read_stream(s, "", 0, 10, ES_FORWARD, &p, &err), ES_EINVALID);
     es_store_close(s);
+}
+END_TEST
+
+/* es_snapshot_read: the snapshot of the asked code and the events after
+ * it, in one statement; none, another code's or a missing stream as
+ * es_snapshot_load and es_store_read_stream answer them. */
+START_TEST(snapshot_and_the_events_after_it)
+{
+    es_store *s = open_store();
+    char stream[64], datas[6][32];
+    es_new_event evs[6];
+    json_t *state, *saved = json_pack("{s:i}", "n", 3);
+    int64_t version;
+    es_page *p;
+    es_error err;
+
+    th_unique(stream, sizeof stream, "snapread");
+    for (int i = 0; i < 6; i++) {
+        snprintf(datas[i], sizeof datas[i], "{\"i\": %d}", i);
+        evs[i] = ev(NULL, "Step", datas[i]);
+    }
+    ck_assert_int_eq(append(s, stream, ES_EXPECT_NO_STREAM, evs, 6).status, ES_OK);
+
+    /* none yet: the whole stream */
+    ck_assert_int_eq(es_snapshot_read(s, stream, 1, 100, &state, &version, &p, &err), ES_OK);
+    ck_assert_ptr_null(state);
+    ck_assert_int_eq(version, -1);
+    ck_assert_uint_eq(p->count, 6);
+    ck_assert_int_eq(p->stream_version, 5);
+    ck_assert_int_eq(p->events[0].version, 0);
+    es_page_destroy(p);
+
+    /* taken at 2: its state and the events 3..5 */
+    ck_assert_int_eq(es_snapshot_save(s, stream, 1, saved, 2, &err), ES_OK);
+    ck_assert_int_eq(es_snapshot_read(s, stream, 1, 100, &state, &version, &p, &err), ES_OK);
+    ck_assert_ptr_nonnull(state);
+    ck_assert_int_eq(json_integer_value(json_object_get(state, "n")), 3);
+    ck_assert_int_eq(version, 2);
+    ck_assert_uint_eq(p->count, 3);
+    ck_assert_int_eq(p->events[0].version, 3);
+    ck_assert_str_eq(p->events[0].data, "{\"i\": 3}");
+    ck_assert_int_eq(p->events[2].version, 5);
+    json_decref(state);
+    es_page_destroy(p);
+
+    /* a page of one after it */
+    ck_assert_int_eq(es_snapshot_read(s, stream, 1, 1, &state, &version, &p, &err), ES_OK);
+    ck_assert_int_eq(version, 2);
+    ck_assert_uint_eq(p->count, 1);
+    ck_assert_int_eq(p->events[0].version, 3);
+    json_decref(state);
+    es_page_destroy(p);
+
+    /* another code's snapshot is none */
+    ck_assert_int_eq(es_snapshot_read(s, stream, 2, 100, &state, &version, &p, &err), ES_OK);
+    ck_assert_ptr_null(state);
+    ck_assert_int_eq(version, -1);
+    ck_assert_uint_eq(p->count, 6);
+    es_page_destroy(p);
+
+    /* taken at the last event: the state and no event */
+    ck_assert_int_eq(es_snapshot_save(s, stream, 1, saved, 5, &err), ES_OK);
+    ck_assert_int_eq(es_snapshot_read(s, stream, 1, 100, &state, &version, &p, &err), ES_OK);
+    ck_assert_ptr_nonnull(state);
+    ck_assert_int_eq(version, 5);
+    ck_assert_uint_eq(p->count, 0);
+    ck_assert_int_eq(p->stream_version, 5);
+    json_decref(state);
+    es_page_destroy(p);
+
+    ck_assert_int_eq(es_snapshot_read(s, "no-such-stream-at-all", 1, 10, &state, &version, &p,
+                                      &err), ES_ENOTFOUND);
+    ck_assert_str_eq(err.code, "stream_not_found");
+    ck_assert_ptr_null(state);
+    ck_assert_int_eq(es_snapshot_read(s, "", 1, 10, &state, &version, &p, &err), ES_EINVALID);
+    json_decref(saved);
+    es_store_close(s);
+}
+END_TEST
+
+/* es_pg_exec_cached: prepared at the first run on a connection, reused
+ * after; again after a PQreset; kept through a rolled-back transaction;
+ * an error answered as PQexecParams answers it, nothing remembered. */
+static long
+prepared_count(PGconn *c)
+{
+    PGresult *r = PQexec(c, "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'es\\_%'");
+    long n;
+
+    ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+    n = atol(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return n;
+}
+
+START_TEST(statements_prepared_once_per_connection)
+{
+    PGconn *c = es_pg_connect(th_conninfo(), false);
+    const char *two[1] = {"2"}, *three[1] = {"3"};
+    const char *sql = "SELECT $1::int * 10";
+    PGresult *r;
+
+    ck_assert_int_eq(PQstatus(c), CONNECTION_OK);
+    ck_assert_int_eq(prepared_count(c), 0);
+    r = es_pg_exec_cached(c, sql, 1, two);
+    ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+    ck_assert_str_eq(PQgetvalue(r, 0, 0), "20");
+    PQclear(r);
+    ck_assert_int_eq(prepared_count(c), 1);
+    r = es_pg_exec_cached(c, sql, 1, three);
+    ck_assert_str_eq(PQgetvalue(r, 0, 0), "30");
+    PQclear(r);
+    ck_assert_int_eq(prepared_count(c), 1);     /* the same statement */
+
+    /* a statement prepared in a transaction that rolls back stays */
+    PQclear(PQexec(c, "BEGIN"));
+    r = es_pg_exec_cached(c, "SELECT $1::int + 1", 1, two);
+    ck_assert_str_eq(PQgetvalue(r, 0, 0), "3");
+    PQclear(r);
+    PQclear(PQexec(c, "ROLLBACK"));
+    ck_assert_int_eq(prepared_count(c), 2);
+    r = es_pg_exec_cached(c, "SELECT $1::int + 1", 1, three);
+    ck_assert_str_eq(PQgetvalue(r, 0, 0), "4");
+    PQclear(r);
+
+    /* an error is the caller's to see, and is not remembered */
+    r = es_pg_exec_cached(c, "SELEKT 1", 0, NULL);
+    ck_assert_int_eq(PQresultStatus(r), PGRES_FATAL_ERROR);
+    PQclear(r);
+    r = es_pg_exec_cached(c, "SELEKT 1", 0, NULL);
+    ck_assert_int_eq(PQresultStatus(r), PGRES_FATAL_ERROR);
+    PQclear(r);
+
+    /* a new session knows none: prepared again */
+    PQreset(c);
+    ck_assert_int_eq(PQstatus(c), CONNECTION_OK);
+    ck_assert_int_eq(prepared_count(c), 0);
+    r = es_pg_exec_cached(c, sql, 1, three);
+    ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+    ck_assert_str_eq(PQgetvalue(r, 0, 0), "30");
+    PQclear(r);
+    ck_assert_int_eq(prepared_count(c), 1);
+    PQfinish(c);
 }
 END_TEST
 
@@ -1271,6 +1416,8 @@ main(void)
     tcase_add_test(tc, expected_versions);
     tcase_add_test(tc, idempotent_retry);
     tcase_add_test(tc, read_stream_both_ways);
+    tcase_add_test(tc, snapshot_and_the_events_after_it);
+    tcase_add_test(tc, statements_prepared_once_per_connection);
     tcase_add_test(tc, feed_and_category);
     tcase_add_test(tc, validation_writes_nothing);
     tcase_add_test(tc, group_commit_isolates_failures);
