@@ -4,6 +4,8 @@
  * awaited type, a cancellation) goes to its inbox and wakes it.  One
  * transaction per batch records all of that with the new checkpoint, so a
  * crash replays the batch and the primary keys make the replay a no-op.
+ * A batch that only starts sagas is one statement (the starts and the
+ * checkpoint), the usual case under load.
  * An event that should start or reach a saga but cannot (its id is
  * missing) becomes a dead letter, never a silent skip.
  */
@@ -95,9 +97,92 @@ trigger_input(const es_feed_event *e)
     return text;
 }
 
+/*
+ * A batch being recorded.  The sagas it starts go in one statement with
+ * the checkpoint at the end (no transaction of their own); a delivery or
+ * a dead letter needs statements of its own, so the first one opens a
+ * transaction and sends the starts before it, keeping the events' order
+ * (a delivery wakes a saga the same batch started).
+ */
+typedef struct intake {
+    PGconn *c;
+    bool in_tx;                 /* BEGIN sent */
+    sg_start *starts;
+    char **owned;               /* the starts' saga ids and inputs */
+    size_t n, cap;
+} intake;
+
+static void
+intake_free(intake *in)
+{
+    for (size_t i = 0; i < in->n * 2; i++)
+        free(in->owned[i]);
+    free(in->starts);
+    free(in->owned);
+}
+
+static es_status
+intake_add(intake *in, const char *saga_id, const char *flow, char *input, long delay_ms,
+           es_error *err)
+{
+    char *id = strdup(saga_id);
+
+    if (in->n == in->cap) {
+        size_t cap = in->cap ? in->cap * 2 : 64;
+        sg_start *starts = realloc(in->starts, cap * sizeof *starts);
+        char **owned = starts ? realloc(in->owned, cap * 2 * sizeof *owned) : NULL;
+
+        if (starts)
+            in->starts = starts;
+        if (owned == NULL) {
+            free(id);
+            free(input);
+            return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+        }
+        in->owned = owned;
+        in->cap = cap;
+    }
+    if (id == NULL || input == NULL) {
+        free(id);
+        free(input);
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+    }
+    in->owned[in->n * 2] = id;
+    in->owned[in->n * 2 + 1] = input;
+    in->starts[in->n++] = (sg_start){id, flow, input, delay_ms};
+    return ES_OK;
+}
+
+/* Sends the starts so far (and, when seq > 0, the checkpoint). */
+static es_status
+intake_flush(intake *in, uint64_t seq, const char *pos, es_error *err)
+{
+    es_status st;
+
+    if (in->n == 0 && seq == 0)
+        return ES_OK;
+    st = sg_work_start_many(in->c, in->starts, in->n, seq, pos, err);
+    for (size_t i = 0; i < in->n * 2; i++)
+        free(in->owned[i]);
+    in->n = 0;
+    return st;
+}
+
+/* Before a statement of its own: the transaction, and the starts before. */
+static es_status
+intake_own(intake *in, es_error *err)
+{
+    if (!in->in_tx) {
+        if (!exec_ok(in->c, "BEGIN"))
+            return es_error_set(err, ES_EUNAVAILABLE, NULL, NULL, "%s", PQerrorMessage(in->c));
+        in->in_tx = true;
+    }
+    return intake_flush(in, 0, NULL, err);
+}
+
 /* Routes one event. */
 static es_status
-route(PGconn *c, const es_feed_event *e, int *woken, es_error *err)
+route(intake *in, const es_feed_event *e, int *woken, es_error *err)
 {
     size_t i, k;
 
@@ -123,19 +208,22 @@ route(PGconn *c, const es_feed_event *e, int *woken, es_error *err)
             char why[200];
             snprintf(why, sizeof why, "%s without a usable %s for the %s saga", e->type,
                      f->id_field, f->type);
-            if (dead(c, e, f->type, why, err) != ES_OK)
+            if (intake_own(in, err) != ES_OK || dead(in->c, e, f->type, why, err) != ES_OK)
                 return err->status;
             continue;
         }
         snprintf(saga_id, sizeof saga_id, "%s-%s", f->type, id);
         data = trigger ? trigger_input(e) : json_dumps(e->data, JSON_COMPACT);
-        if (trigger)
-            st = sg_work_start(c, saga_id, f->type, data ? data : "{}",
-                               sg_setting_ms("START_DELAY", f, NULL, f->start_delay_ms, 0), err);
-        else
-            st = sg_inbox_deliver(c, saga_id, e->event_id, e->type, data ? data : "{}", e->seq,
-                                  err);
-        free(data);
+        if (trigger) {
+            st = intake_add(in, saga_id, f->type, data ? data : strdup("{}"),
+                            sg_setting_ms("START_DELAY", f, NULL, f->start_delay_ms, 0), err);
+        } else {
+            st = intake_own(in, err);
+            if (st == ES_OK)
+                st = sg_inbox_deliver(in->c, saga_id, e->event_id, e->type,
+                                      data ? data : "{}", e->seq, err);
+            free(data);
+        }
         if (st != ES_OK)
             return st;
         (*woken)++;
@@ -154,43 +242,46 @@ sg_intake_apply(PGconn *c, const es_feed_batch *b, uint64_t *seq, int *woken, es
 {
     uint64_t at = *seq;
     char pos[ES_POSITION_TEXT_MAX] = "";
+    intake in = {.c = c};
     size_t i;
     es_error why;
 
     *woken = 0;
-    if (!exec_ok(c, "BEGIN")) {
-        es_error_set(&why, ES_EUNAVAILABLE, NULL, NULL, "%s", PQerrorMessage(c));
-        goto fail;
-    }
     for (i = 0; i < b->n; i++) {
         const es_feed_event *e = &b->ev[i];
 
         if (e->seq <= at)
             continue;                       /* redelivered: done already */
         if (e->seq != at + 1) {
-            exec_ok(c, "ROLLBACK");
+            if (in.in_tx)
+                exec_ok(c, "ROLLBACK");
+            intake_free(&in);
             return es_error_set(err, ES_EUNAVAILABLE, "stream_gap", NULL,
                                 "the stream jumped from %" PRIu64 " to %" PRIu64, at, e->seq);
         }
         if (b->bad[i]) {
-            if (dead(c, e, NULL, b->bad[i], &why) != ES_OK)
+            if (intake_own(&in, &why) != ES_OK || dead(c, e, NULL, b->bad[i], &why) != ES_OK)
                 goto fail;
-        } else if (route(c, e, woken, &why) != ES_OK) {
+        } else if (route(&in, e, woken, &why) != ES_OK) {
             goto fail;
         }
         at = e->seq;
         snprintf(pos, sizeof pos, "%s", e->position[0] ? e->position : "0-0");
     }
-    if (at != *seq && sg_checkpoint_write(c, at, pos, &why) != ES_OK)
+    /* the starts and the checkpoint: one statement, in the transaction if any */
+    if (intake_flush(&in, at != *seq ? at : 0, pos, &why) != ES_OK)
         goto fail;
-    if (!exec_ok(c, "COMMIT")) {
+    if (in.in_tx && !exec_ok(c, "COMMIT")) {
         es_error_set(&why, ES_EUNAVAILABLE, NULL, NULL, "%s", PQerrorMessage(c));
         goto fail;
     }
+    intake_free(&in);
     *seq = at;
     return ES_OK;
 fail:
-    exec_ok(c, "ROLLBACK");
+    if (in.in_tx)
+        exec_ok(c, "ROLLBACK");
+    intake_free(&in);
     return es_error_set(err, ES_EUNAVAILABLE, "store_unavailable", NULL,
                         "could not record the saga intake: %s", why.message);
 }

@@ -146,6 +146,19 @@ es_status sg_work_finish(PGconn *pg, const char *saga_id, const char *claim, boo
  * one. */
 es_status sg_work_start(PGconn *pg, const char *saga_id, const char *flow, const char *input,
                         long delay_ms, es_error *err);
+/* A saga to start, for sg_work_start_many. */
+typedef struct sg_start {
+    const char *saga_id, *flow, *input;
+    long delay_ms;
+} sg_start;
+/*
+ * The intake's batch in one statement: the sagas of starts (as
+ * sg_work_start each) and, when seq > 0, the checkpoint (as
+ * sg_checkpoint_write): on its own it is one transaction; inside the
+ * intake's transaction, part of it.
+ */
+es_status sg_work_start_many(PGconn *pg, const sg_start *starts, size_t n, uint64_t seq,
+                             const char *position, es_error *err);
 /* Milliseconds until the next saga is due, from 0 to max_ms (max_ms
  * also when it cannot be read). */
 int sg_work_next_due_ms(PGconn *pg, int max_ms);

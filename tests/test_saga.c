@@ -623,6 +623,63 @@ START_TEST(the_intake_ignores_repeats_and_order_and_dead_letters_the_unusable)
 }
 END_TEST
 
+/* A batch that starts a saga and then delivers to it wakes it (the starts
+ * go before the delivery); a batch that only starts sagas records them and
+ * the checkpoint in one statement, and again is a no-op. */
+START_TEST(the_intake_keeps_order_within_a_batch_and_records_its_checkpoint)
+{
+    char other[64], oc[600], data[200], sid[120];
+    PGconn *c;
+    es_feed_event ev[4];
+    char *bad[4] = {NULL, NULL, NULL, NULL};
+    es_feed_batch first = {ev, bad, 2}, second = {ev + 2, bad + 2, 2};
+    const char *p[1] = {sid};
+    uint64_t seq = 0;
+    int woken;
+    es_error err;
+    PGresult *r;
+
+    th_db_create(other, sizeof other, oc, sizeof oc);
+    c = PQconnectdb(oc);
+    snprintf(data, sizeof data, "{\"user_id\":\"%s-y\",\"email\":\"y@y.z\",\"name\":\"Y\"}", tag);
+    feed_event(&ev[0], 1, "user-y", "UserRegistered", data);
+    snprintf(data, sizeof data, "{\"user_id\":\"%s-y\",\"result\":\"passed\",\"level\":100}", tag);
+    feed_event(&ev[1], 2, "user-y", "UserVerificationRecorded", data);     /* after its trigger */
+    snprintf(data, sizeof data, "{\"order_id\":\"%s-o1\",\"customer_id\":\"c\"}", tag);
+    feed_event(&ev[2], 3, "order-o1", "OrderPlaced", data);
+    snprintf(data, sizeof data, "{\"order_id\":\"%s-o2\",\"customer_id\":\"c\"}", tag);
+    feed_event(&ev[3], 4, "order-o2", "OrderPlaced", data);
+
+    ck_assert_int_eq(sg_intake_apply(c, &first, &seq, &woken, &err), ES_OK);
+    ck_assert_uint_eq(seq, 2);
+    snprintf(sid, sizeof sid, "registration-%s-y", tag);
+    r = PQexecParams(c, "SELECT wakes FROM es_saga_work WHERE saga_id = $1", 1, NULL, p, NULL,
+                     NULL, 0);
+    ck_assert_int_eq(PQntuples(r), 1);
+    ck_assert_str_eq(PQgetvalue(r, 0, 0), "1");     /* woken by the delivery after it */
+    PQclear(r);
+
+    ck_assert_int_eq(sg_intake_apply(c, &second, &seq, &woken, &err), ES_OK);
+    ck_assert_uint_eq(seq, 4);
+    ck_assert_int_eq(woken, 2);
+    seq = 2;                                /* the second batch again, as after a crash */
+    ck_assert_int_eq(sg_intake_apply(c, &second, &seq, &woken, &err), ES_OK);
+    ck_assert_uint_eq(seq, 4);
+    seq = 0;
+    ck_assert_int_eq(sg_intake_checkpoint(c, &seq, &err), ES_OK);
+    ck_assert_uint_eq(seq, 4);
+    r = PQexec(c, "SELECT count(*), count(*) FILTER (WHERE flow = 'order' AND input->>'customer_id' = 'c') "
+                  "FROM es_saga_work");
+    ck_assert_str_eq(PQgetvalue(r, 0, 0), "4");     /* registration, verification, 2 orders */
+    ck_assert_str_eq(PQgetvalue(r, 0, 1), "2");
+    PQclear(r);
+    PQfinish(c);
+    for (int i = 0; i < 4; i++)
+        es_feed_event_free(&ev[i]);
+    th_db_drop(other);
+}
+END_TEST
+
 /* Runs esctl with args; its exit code, and its output in out. */
 static int
 esctl(char *out, size_t size, const char *const *args)
@@ -901,6 +958,7 @@ main(void)
     tcase_add_test(tc, killed_again_and_again_every_saga_ends_and_nothing_happens_twice);
     tcase_add_test(tc, many_sagas_in_flight_on_few_connections_killed_midway);
     tcase_add_test(tc, the_intake_ignores_repeats_and_order_and_dead_letters_the_unusable);
+    tcase_add_test(tc, the_intake_keeps_order_within_a_batch_and_records_its_checkpoint);
     tcase_add_test(tc, the_command_line_lists_and_shows_sagas_and_dead_letters);
     tcase_add_test(tc, a_cancellation_undoes_a_step_whose_outcome_was_unknown);
     tcase_add_test(tc, a_dead_lettered_saga_is_replayed_by_an_operator);
