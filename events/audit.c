@@ -465,9 +465,6 @@ es_audit_correlated(es_store *s, const char *correlation_id, es_position after, 
 {
     char txid[24], gpos[24], lim[24];
     const char *values[4] = {correlation_id, txid, gpos, lim};
-    PGconn *c;
-    PGresult *r;
-    es_status st;
 
     *out = NULL;
     if (correlation_id == NULL || correlation_id[0] == '\0' || !browse_text_ok(correlation_id))
@@ -477,16 +474,10 @@ es_audit_correlated(es_store *s, const char *correlation_id, es_position after, 
         return es_error_set(err, ES_EINVALID, "limit_invalid", "limit",
                             "a page of correlated events has 1 to %d events, not %zu",
                             ES_AUDIT_STREAMS_MAX, limit);
-    if ((c = es__store_conn(s, err)) == NULL)
-        return err->status;
     snprintf(txid, sizeof txid, "%" PRIu64, after.txid);
     snprintf(gpos, sizeof gpos, "%" PRId64, after.gpos);
     snprintf(lim, sizeof lim, "%zu", limit);
-    r = PQexecParams(c, correlated_sql, 4, NULL, values, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        st = es__store_failure(s, r, "read the events of a correlation id", err);
-        PQclear(r);
-        return st;
-    }
-    return es__store_page(s, r, out, err);      /* the page owns r */
+    /* under the store's read budget, as the feed's pages: a page of big
+     * events stops near its bytes (truncated), not at limit rows */
+    return es__store_read(s, correlated_sql, 4, values, limit, after, out, err);
 }

@@ -163,7 +163,10 @@ es_status es_audit_event_at(es_store *s, es_position pos, es_page **out, es_erro
  * Reads into *out (a new page, upcast) the events whose
  * metadata.correlation_id is correlation_id, in feed order, after
  * position after ({0, 0}: from the first), at most limit (1 ..
- * ES_AUDIT_STREAMS_MAX).  One walk of the index es_events_correlation
+ * ES_AUDIT_STREAMS_MAX), and, under the store's read budget
+ * (es_store_set_read_budget), near the budget's bytes at most: a page the
+ * budget cut short has truncated set (the next page starts after its
+ * last event).  One walk of the index es_events_correlation
  * (migrations/007_correlation_index.sql) from after.  ES_EINVALID (field
  * correlation_id or limit) for an id that is empty, not UTF-8 or longer
  * than 200 bytes, or a limit out of range; *out NULL on failure.

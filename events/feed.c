@@ -9,12 +9,14 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "codec.h"
 #include "env.h"
+#include "log.h"
 
 static const char *
 env_or(const char *name, const char *def)
@@ -504,6 +506,77 @@ es_jetstream_take(natsSubscription *sub, int max, int wait_ms, es_feed_batch *ou
 
 /* ---- the stream, pulled ------------------------------------------------- */
 
+/*
+ * A pull request's byte cap must let the largest message the stream may
+ * hold through: the server answers a request whose cap is below the next
+ * message with nothing but a status, so a reader that asks too little
+ * gets no message, takes its consumer for gone and makes it again, for
+ * ever.  es_jetstream_pull (the first when a reader starts, and each
+ * consumer after) learns that largest message (the stream's
+ * max_msg_size, else the server's max_payload) and raises the cap of
+ * every later fetch to it and FETCH_OVERHEAD more (the subject and reply
+ * subject a request counts with the message) when ES_NATS_FETCH_BYTES is
+ * below; the raise is logged once per new value.
+ */
+#define FETCH_BYTES_DEFAULT (8L * 1024 * 1024)
+#define FETCH_OVERHEAD (64L * 1024)
+
+static pthread_mutex_t fetch_mu = PTHREAD_MUTEX_INITIALIZER;
+static int64_t fetch_floor;     /* bytes a fetch asks for at least; 0: none known */
+
+static int64_t
+fetch_bytes_configured(void)
+{
+    return es_env_long("es", "ES_NATS_FETCH_BYTES", FETCH_BYTES_DEFAULT, 1024, 1L << 30);
+}
+
+/* The largest message n's stream may hold, from the server (0: unknown). */
+static int64_t
+largest_message(es_jetstream *n)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    int64_t biggest = natsConnection_GetMaxPayload(n->nc);
+
+    if (js_GetStreamInfo(&si, n->js, n->stream, NULL, &jerr) == NATS_OK && si->Config != NULL &&
+        si->Config->MaxMsgSize > 0 && (biggest <= 0 || si->Config->MaxMsgSize < biggest))
+        biggest = si->Config->MaxMsgSize;
+    jsStreamInfo_Destroy(si);
+    return biggest > 0 ? biggest : 0;
+}
+
+static void
+fetch_floor_raise(es_jetstream *n)
+{
+    int64_t biggest = largest_message(n), need, configured = fetch_bytes_configured();
+    bool raised = false;
+
+    if (biggest == 0)
+        return;
+    need = biggest + FETCH_OVERHEAD;
+    pthread_mutex_lock(&fetch_mu);
+    if (need > fetch_floor) {
+        fetch_floor = need;
+        raised = need > configured;
+    }
+    pthread_mutex_unlock(&fetch_mu);
+    if (raised)
+        es_log(ES_LOG_WARNING, "ES_NATS_FETCH_BYTES=%" PRId64 " is below the largest message "
+               "stream %s may hold (%" PRId64 " bytes): pull requests ask for %" PRId64
+               " bytes instead", configured, n->stream, biggest, need);
+}
+
+int64_t
+es_jetstream_fetch_bytes(void)
+{
+    int64_t configured = fetch_bytes_configured(), floor;
+
+    pthread_mutex_lock(&fetch_mu);
+    floor = fetch_floor;
+    pthread_mutex_unlock(&fetch_mu);
+    return floor > configured ? floor : configured;
+}
+
 es_status
 es_jetstream_pull(es_jetstream *n, uint64_t from, natsSubscription **out, es_error *err)
 {
@@ -529,6 +602,7 @@ es_jetstream_pull(es_jetstream *n, uint64_t from, natsSubscription **out, es_err
                             "could not make a pull consumer of stream %s from %" PRIu64
                             ": %s (%d)", n->stream, from, natsStatus_GetText(s), (int)jerr);
     }
+    fetch_floor_raise(n);
     return ES_OK;
 }
 
@@ -609,10 +683,8 @@ es_status
 es_jetstream_fetch(natsSubscription *sub, uint64_t next, int max, int wait_ms,
                    es_feed_batch *out, uint64_t *jump, es_error *err)
 {
-    /* A message never exceeds the server's max_payload (2 MB in the
-     * configuration scripts/servers.sh writes), so one always fits. */
-    int64_t max_bytes = es_env_long("es", "ES_NATS_FETCH_BYTES", 8L * 1024 * 1024,
-                                    4L * 1024 * 1024, 1L << 30);
+    /* at least the largest message the stream may hold (fetch_floor) */
+    int64_t max_bytes = es_jetstream_fetch_bytes();
     natsMsgList list = {0};
     natsStatus s;
     int pending = 0;

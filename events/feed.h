@@ -119,8 +119,18 @@ void es_feed_batch_free(es_feed_batch *m);
 es_status es_jetstream_pull(es_jetstream *n, uint64_t from, natsSubscription **out,
                             es_error *err);
 /*
- * Fetches from a pull consumer up to max messages (ES_NATS_FETCH_BYTES,
- * 8 MiB, at most), decoded as es_jetstream_take does, where next is the
+ * The byte cap of one fetch: ES_NATS_FETCH_BYTES (default 8 MiB), raised
+ * to the largest message (and 64 KiB for the subjects) of any stream
+ * es_jetstream_pull made a consumer of, should it be below: a cap below
+ * a message would never let it through.  Logs (a warning) once when it
+ * raises it.  A malformed or out-of-range value (below 1024, above
+ * 1 GiB) ends the program, as es_env_long.
+ */
+int64_t es_jetstream_fetch_bytes(void);
+
+/*
+ * Fetches from a pull consumer up to max messages (es_jetstream_fetch_bytes
+ * at most), decoded as es_jetstream_take does, where next is the
  * sequence expected first: what the server has at once, else waits up to
  * wait_ms for one.  The batch ends before a message whose sequence is not
  * the next one: *jump is that message's sequence (else 0).  Empty (ES_OK,

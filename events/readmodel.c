@@ -2368,10 +2368,29 @@ es_rm_trace_put(redisContext *c, const es_rm_trace_stage *s, size_t n, int ttl_s
     return trace_read(c, replies, err);
 }
 
+/* The error of a trace whose record is over the reader's cap. */
+static es_status
+too_many_records(const char *id, long long have, size_t max, es_error *err)
+{
+    return es_error_set(err, ES_ERULE, "trace_too_large", "trace",
+                        "trace %s has %lld stage records, more than the %zu one trace view "
+                        "reads (ES_TRACE_RECORDS_MAX); its events can be read a page at a "
+                        "time through the feed or their correlation id",
+                        id, have, max);
+}
+
+size_t
+es_rm_trace_records_max(void)
+{
+    return (size_t)es_env_long(NULL, "ES_TRACE_RECORDS_MAX", ES_RM_TRACE_RECORDS_MAX_DEFAULT, 1,
+                               1000000);
+}
+
 es_status
 es_rm_trace_get(redisContext *c, const char *trace_id, es_rm_trace_stage **out, size_t *n,
                 es_error *err)
 {
+    size_t max = es_rm_trace_records_max();
     char id[33];
     redisReply *r;
     es_rm_trace_stage *s = NULL;
@@ -2381,9 +2400,26 @@ es_rm_trace_get(redisContext *c, const char *trace_id, es_rm_trace_stage **out, 
     *out = NULL;
     *n = 0;
     snprintf(id, sizeof id, "%s", trace_id);    /* hiredis takes no precision */
+    /* Anyone may send a command a traceparent, so one trace id can
+     * gather any number of records: count them before reading them all
+     * (and again after, as the record may have grown in between). */
+    r = redisCommand(c, "HLEN rm:trace:%s", id);
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        st = redis_fail(c, r, err, "trace");
+        goto done;
+    }
+    if ((unsigned long long)r->integer > (unsigned long long)max) {
+        st = too_many_records(id, (long long)r->integer, max, err);
+        goto done;
+    }
+    freeReplyObject(r);
     r = redisCommand(c, "HGETALL rm:trace:%s", id);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
         st = redis_fail(c, r, err, "trace");
+        goto done;
+    }
+    if (r->elements / 2 > max) {
+        st = too_many_records(id, (long long)(r->elements / 2), max, err);
         goto done;
     }
     if (r->elements >= 2 && (s = calloc(r->elements / 2, sizeof *s)) == NULL) {

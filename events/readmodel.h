@@ -428,10 +428,21 @@ es_status es_rm_apply_all(redisContext *c, es_rm_apply_job *jobs, size_t n,
                           const es_rm_trace_stage *s, size_t ns, int ttl_s, es_error *trace_err,
                           void (*meanwhile)(void *arg), void *arg);
 
-/* The stages recorded for trace_id (none: *n 0, ES_OK), in no particular
- * order; *out malloc'd (free()), NULL when none. */
+/*
+ * The stages recorded for trace_id (none: *n 0, ES_OK), in no particular
+ * order; *out malloc'd (free()), NULL when none.  A record of more than
+ * es_rm_trace_records_max() stages is not read: ES_ERULE, code
+ * trace_too_large (field trace), so the work and memory of one trace view
+ * stay bounded whatever a client sent with one trace id.
+ */
 es_status es_rm_trace_get(redisContext *c, const char *trace_id, es_rm_trace_stage **out,
                           size_t *n, es_error *err);
+
+/* Most stage records es_rm_trace_get reads: ES_TRACE_RECORDS_MAX, else
+ * ES_RM_TRACE_RECORDS_MAX_DEFAULT (a malformed value ends the program, as
+ * es_env_long). */
+#define ES_RM_TRACE_RECORDS_MAX_DEFAULT 2000
+size_t es_rm_trace_records_max(void);
 
 
 #endif

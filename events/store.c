@@ -1902,7 +1902,7 @@ es_store_append(es_store *s, const es_append_req *req, es_append_result *res)
     return res->status;
 }
 
-static es_status run_read(es_store *s, const char *stmt, int nparams,
+static es_status run_read(es_store *s, const char *stmt, const char *sql, int nparams,
                           const char *const *values, size_t limit, es_position after,
                           es_page **out, es_error *err);
 
@@ -2027,7 +2027,7 @@ es_store_read_event(es_store *s, const char *event_id, es_page **out, es_error *
     if (event_id == NULL || !es_uuid_valid(event_id))
         return es_error_set(err, ES_EINVALID, "event_id_invalid", "event_id",
                             "event id is not a UUID");
-    st = run_read(s, "es_event_by_id", 1, &event_id, 1, none, out, err);
+    st = run_read(s, "es_event_by_id", NULL, 1, &event_id, 1, none, out, err);
     if (st == ES_OK && (*out)->count == 0) {
         es_page_destroy(*out);
         *out = NULL;
@@ -2176,7 +2176,8 @@ row_bytes(const PGresult *r)
 }
 
 /*
- * Runs a prepared read and turns its rows into a page.  With a read
+ * Runs a read, the prepared statement stmt or else the text sql (audit.c's
+ * reads), and turns its rows into a page.  With a read
  * budget B the rows come one at a time (libpq's single-row mode) and the
  * page stops, once it holds B/2 bytes, at the first row after which the
  * rest of the row limit (estimated from the mean row) would take it past
@@ -2187,8 +2188,8 @@ row_bytes(const PGresult *r)
  * time; when they would be many bytes, the query is cancelled instead.
  */
 static es_status
-run_read(es_store *s, const char *stmt, int nparams, const char *const *values, size_t limit,
-         es_position after, es_page **out, es_error *err)
+run_read(es_store *s, const char *stmt, const char *sql, int nparams, const char *const *values,
+         size_t limit, es_position after, es_page **out, es_error *err)
 {
     PGresult **rs = NULL, *r, *failed = NULL;
     size_t n = 0, cap = 0, bytes = 0, left;
@@ -2198,7 +2199,8 @@ run_read(es_store *s, const char *stmt, int nparams, const char *const *values, 
     *out = NULL;
     if ((st = ensure_ready(s, err)) != ES_OK)
         return st;
-    if (PQsendQueryPrepared(s->conn, stmt, nparams, values, NULL, NULL, 0) != 1)
+    if ((stmt != NULL ? PQsendQueryPrepared(s->conn, stmt, nparams, values, NULL, NULL, 0)
+                      : PQsendQueryParams(s->conn, sql, nparams, NULL, values, NULL, NULL, 0)) != 1)
         return pg_failure(s, NULL, "read events", err);
     single = s->read_budget > 0 && PQsetSingleRowMode(s->conn) == 1;
     s->row_mode_left = single;
@@ -2258,8 +2260,8 @@ run_read(es_store *s, const char *stmt, int nparams, const char *const *values, 
         free(rs);
         return st;
     }
-    if ((st = make_page(s, rs, n, strncmp(stmt, "es_stream_", 10) == 0, after, out, err)) ==
-        ES_OK)
+    if ((st = make_page(s, rs, n, stmt != NULL && strncmp(stmt, "es_stream_", 10) == 0, after,
+                        out, err)) == ES_OK)
         (*out)->truncated = stopped;
     return st;
 }
@@ -2282,7 +2284,7 @@ es__store_read_snapshot(es_store *s, const char *stream, int state_version, size
         return st;
     snprintf(vlimit, sizeof vlimit, "%zu", limit);
     snprintf(vstate, sizeof vstate, "%d", state_version);
-    st = run_read(s, "es_stream_snap", 3, values, limit, none, out, err);
+    st = run_read(s, "es_stream_snap", NULL, 3, values, limit, none, out, err);
     if (st != ES_OK)
         return st;
     if ((*out)->stream_version < 0) {
@@ -2318,7 +2320,7 @@ es_store_read_stream(es_store *s, const char *stream, int64_t from, size_t limit
         from = 0;
     snprintf(vfrom, sizeof vfrom, "%" PRId64, from);
     snprintf(vlimit, sizeof vlimit, "%zu", limit);
-    st = run_read(s, dir == ES_FORWARD ? "es_stream_fwd" : "es_stream_bwd", 3, values, limit,
+    st = run_read(s, dir == ES_FORWARD ? "es_stream_fwd" : "es_stream_bwd", NULL, 3, values, limit,
                   none, out, err);
     if (st == ES_OK && (*out)->stream_version < 0) {
         es_page_destroy(*out);
@@ -2327,6 +2329,14 @@ es_store_read_stream(es_store *s, const char *stream, int64_t from, size_t limit
                             "stream \"%s\" does not exist", stream);
     }
     return st;
+}
+
+es_status
+es__store_read(es_store *s, const char *sql, int nparams, const char *const *values,
+               size_t limit, es_position after, es_page **out, es_error *err)
+{
+    es_error_clear(err);
+    return run_read(s, NULL, sql, nparams, values, limit, after, out, err);
 }
 
 static es_status
@@ -2339,7 +2349,7 @@ read_feed(es_store *s, const char *category, es_position after, size_t limit,
     snprintf(vtx, sizeof vtx, "%" PRIu64, after.txid);
     snprintf(vpos, sizeof vpos, "%" PRId64, after.gpos);
     snprintf(vlimit, sizeof vlimit, "%zu", limit);
-    return run_read(s, category ? "es_category" : "es_feed", category ? 4 : 3, values, limit,
+    return run_read(s, category ? "es_category" : "es_feed", NULL, category ? 4 : 3, values, limit,
                     after, out, err);
 }
 

@@ -58,6 +58,17 @@ es_status es__store_read_snapshot(es_store *s, const char *stream, int state_ver
 es_status es__store_page(es_store *s, PGresult *r, es_page **out, es_error *err);
 
 /*
+ * Runs sql (text parameters; ES__EVENT_COLUMNS rows, at most limit) as
+ * the store's own reads run: under its read budget
+ * (es_store_set_read_budget), so the page stops near the budget's bytes
+ * with truncated set, and within the answer limit.  *out a new page,
+ * upcast, whose next is its last event's position (after when empty);
+ * NULL on failure.
+ */
+es_status es__store_read(es_store *s, const char *sql, int nparams, const char *const *values,
+                         size_t limit, es_position after, es_page **out, es_error *err);
+
+/*
  * Appends sent and read in separate steps, for the committer: it sends a
  * batch as one pipeline and, as soon as the server has run it and while
  * its commit is being flushed, the next one behind it.  A batch holds up

@@ -1216,7 +1216,9 @@ out:
 
 /* GET /v1/console/correlations/{id}?after=P&limit=N: the events that
  * share a correlation id, in feed order, a page at a time
- * (es_audit_correlated); next is the after of the next page, or null. */
+ * (es_audit_correlated, under the read budget ES_READ_MAX_BYTES that
+ * db_open sets: a page of big events holds fewer than limit); next is
+ * the after of the next page, or null when this one reached the end. */
 static void
 correlated(const es_http_req *req, es_http_res *res, const char *id)
 {
@@ -1240,7 +1242,7 @@ correlated(const es_http_req *req, es_http_res *res, const char *id)
     if (es_audit_correlated(d.store, id, from, (size_t)limit, &p, &err) != ES_OK) {
         es_http_res_from_error(res, &err);
     } else {
-        bool more = p->count == (size_t)limit;
+        bool more = p->count > 0 && (p->count == (size_t)limit || p->truncated);
 
         if (more)
             es_position_format(p->events[p->count - 1].position, next);
@@ -1252,6 +1254,58 @@ correlated(const es_http_req *req, es_http_res *res, const char *id)
 }
 
 /* ---- traces ------------------------------------------------------------------------ */
+
+/*
+ * A trace view connects to Redis and to NATS for its request (saga/
+ * stages.c), so at most ES_CONSOLE_TRACES_MAX of them run at once and the
+ * others are answered 503 traces_busy: however many a client sends,
+ * es-query holds at most twice that many such connections (and their
+ * file descriptors).  The records one view reads are bounded too
+ * (es_rm_trace_get, ES_TRACE_RECORDS_MAX).
+ */
+#define TRACES_MAX_DEFAULT 4
+
+static pthread_once_t traces_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t traces_mu = PTHREAD_MUTEX_INITIALIZER;
+static long traces_max, traces_running, trace_delay_ms;
+
+static void
+traces_configure(void)
+{
+    traces_max = es_env_long("es-query", "ES_CONSOLE_TRACES_MAX", TRACES_MAX_DEFAULT, 1, 256);
+    /* tests only: a view holds its place this long first */
+    trace_delay_ms = es_env_long("es-query", "ES_QUERY_TEST_TRACE_DELAY_MS", 0, 0, 60000);
+}
+
+/* Takes a place among the running trace views; false (none free) with
+ * res set to 503 traces_busy. */
+static bool
+trace_enter(es_http_res *res)
+{
+    bool ok;
+
+    pthread_once(&traces_once, traces_configure);
+    pthread_mutex_lock(&traces_mu);
+    ok = traces_running < traces_max;
+    if (ok)
+        traces_running++;
+    pthread_mutex_unlock(&traces_mu);
+    if (!ok) {
+        es_http_res_header(res, "Retry-After", "1");
+        es_http_res_error(res, 503, "traces_busy", NULL, NULL,
+                          "%ld trace views are running, as many as es-query runs at once "
+                          "(ES_CONSOLE_TRACES_MAX); try again in a moment", traces_max);
+    }
+    return ok;
+}
+
+static void
+trace_leave(void)
+{
+    pthread_mutex_lock(&traces_mu);
+    traces_running--;
+    pthread_mutex_unlock(&traces_mu);
+}
 
 /* GET /v1/console/traces/{trace-id | order-id | saga-id}: esctl trace
  * --json's document (saga/stages.c). */
@@ -1267,13 +1321,21 @@ trace_show(es_http_res *res, const char *key)
                               "of 1 to 200 bytes");
         return;
     }
-    if (!db_open(&d, false, res))
+    if (!trace_enter(res))
         return;
-    if (sg_stages_collect(d.store, key, &doc, &err) != ES_OK)
-        es_http_res_from_error(res, &err);
-    else
-        es_http_res_json(res, 200, doc);
-    db_close(&d);
+    if (trace_delay_ms > 0) {
+        struct timespec t = {trace_delay_ms / 1000, (trace_delay_ms % 1000) * 1000000L};
+
+        nanosleep(&t, NULL);
+    }
+    if (db_open(&d, false, res)) {
+        if (sg_stages_collect(d.store, key, &doc, &err) != ES_OK)
+            es_http_res_from_error(res, &err);
+        else
+            es_http_res_json(res, 200, doc);
+        db_close(&d);
+    }
+    trace_leave();
 }
 
 /* ---- projection rebuilds ---------------------------------------------------------- */

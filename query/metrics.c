@@ -2,8 +2,11 @@
  * /metrics of es-query (see metrics.h).  Checkpoints come from Redis
  * through the calling thread's connection; the stream's last sequence and
  * message times come from JetStream through one NATS connection, made on
- * the first scrape and shared by every thread (libnats is thread-safe; the
- * lookups are still serialised, a scrape being rare and cheap).
+ * the first scrape and shared by every thread.  The lock guards only the
+ * making of that connection: libnats is thread-safe, so the reads (a
+ * scrape's, the age cursor's search of ~25 single-message reads) run side
+ * by side, and a client repeating /v1/console/age-cursor cannot hold
+ * /metrics up.
  */
 #include "metrics.h"
 
@@ -24,7 +27,8 @@
 #define NATS_TIMEOUT_MS 500     /* connect and JetStream requests: a scrape must stay quick */
 
 struct metrics {
-    pthread_mutex_t mu;
+    pthread_mutex_t mu;         /* guards tried, opts, nc and js while they are made */
+    long read_delay_ms;         /* tests only: ES_QUERY_TEST_AGE_READ_DELAY_MS */
     char url[256], stream[64];
     char shown[256];            /* url without its password, for the log */
     bool tried;                 /* the one connection attempt was made */
@@ -52,6 +56,9 @@ metrics_create(metrics **out, const char *nats_url, const char *stream, es_error
     if (m == NULL)
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
     pthread_mutex_init(&m->mu, NULL);
+    /* a test's slow stream: each read of the age cursor's search waits
+     * this long first (never set in production) */
+    m->read_delay_ms = es_env_long("es-query", "ES_QUERY_TEST_AGE_READ_DELAY_MS", 0, 0, 60000);
     snprintf(m->url, sizeof m->url, "%s", nats_url);
     es_url_redact(m->url, m->shown, sizeof m->shown);
     snprintf(m->stream, sizeof m->stream, "%s", stream);
@@ -112,6 +119,22 @@ connect_once(metrics *m)
     }
 }
 
+/* The JetStream context of the shared connection, made on the first
+ * call; NULL when there is none or NATS is not connected.  Once made,
+ * nc and js stay until metrics_destroy (after the HTTP server stopped),
+ * so the caller uses js without the lock. */
+static jsCtx *
+stream_ctx(metrics *m)
+{
+    jsCtx *js;
+
+    pthread_mutex_lock(&m->mu);
+    connect_once(m);
+    js = m->js != NULL && es_nats_up(m->nc) ? m->js : NULL;
+    pthread_mutex_unlock(&m->mu);
+    return js;
+}
+
 /* Fills the lag figures of every projection whose checkpoint is known;
  * leaves them unknown when NATS or the stream does not answer. */
 static void
@@ -119,14 +142,12 @@ feed_lag(metrics *m, proj_figures *f)
 {
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
+    jsCtx *js = stream_ctx(m);
     uint64_t last;
     struct timespec now;
     size_t i;
 
-    pthread_mutex_lock(&m->mu);
-    connect_once(m);
-    if (m->js == NULL || !es_nats_up(m->nc) ||
-        js_GetStreamInfo(&si, m->js, m->stream, NULL, &jerr) != NATS_OK)
+    if (js == NULL || js_GetStreamInfo(&si, js, m->stream, NULL, &jerr) != NATS_OK)
         goto done;
     last = si->State.LastSeq;
     clock_gettime(CLOCK_REALTIME, &now);
@@ -143,7 +164,7 @@ feed_lag(metrics *m, proj_figures *f)
         }
         /* how long the oldest event it has not applied has been waiting;
          * natsMsg_GetTime is in nanoseconds since the epoch */
-        if (js_GetMsg(&msg, m->js, m->stream, f[i].seq + 1, NULL, &jerr) == NATS_OK) {
+        if (js_GetMsg(&msg, js, m->stream, f[i].seq + 1, NULL, &jerr) == NATS_OK) {
             double t = (double)natsMsg_GetTime(msg) / 1e9;
             double n = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
 
@@ -154,18 +175,24 @@ feed_lag(metrics *m, proj_figures *f)
     }
 done:
     jsStreamInfo_Destroy(si);
-    pthread_mutex_unlock(&m->mu);
 }
 
-/* The publish time of stream message seq, in ns since the epoch (m->mu
- * held): 1; 0 when the stream has no such message (deleted); -1 when the
- * stream did not answer. */
+/* The publish time of stream message seq, in ns since the epoch: 1; 0
+ * when the stream has no such message (deleted); -1 when the stream did
+ * not answer. */
 static int
-msg_time(metrics *m, uint64_t seq, int64_t *ns)
+msg_time(metrics *m, jsCtx *js, uint64_t seq, int64_t *ns)
 {
     natsMsg *msg = NULL;
     jsErrCode jerr = 0;
-    natsStatus s = js_GetMsg(&msg, m->js, m->stream, seq, NULL, &jerr);
+    natsStatus s;
+
+    if (m->read_delay_ms > 0) {
+        struct timespec d = {m->read_delay_ms / 1000, (m->read_delay_ms % 1000) * 1000000L};
+
+        nanosleep(&d, NULL);
+    }
+    s = js_GetMsg(&msg, js, m->stream, seq, NULL, &jerr);
 
     if (s == NATS_OK)
         *ns = natsMsg_GetTime(msg);
@@ -180,14 +207,12 @@ metrics_seq_after(metrics *m, int64_t before_ns, uint64_t *seq, es_error *err)
 {
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
+    jsCtx *js = stream_ctx(m);
     uint64_t lo, hi;
     int64_t t;
     es_status st = ES_OK;
 
-    pthread_mutex_lock(&m->mu);
-    connect_once(m);
-    if (m->js == NULL || !es_nats_up(m->nc) ||
-        js_GetStreamInfo(&si, m->js, m->stream, NULL, &jerr) != NATS_OK) {
+    if (js == NULL || js_GetStreamInfo(&si, js, m->stream, NULL, &jerr) != NATS_OK) {
         st = es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
                           "the events stream %s did not answer", m->stream);
         goto done;
@@ -202,7 +227,7 @@ metrics_seq_after(metrics *m, int64_t before_ns, uint64_t *seq, es_error *err)
     hi = si->State.LastSeq + 1;
     while (lo < hi) {
         uint64_t mid = lo + (hi - lo) / 2;
-        int got = msg_time(m, mid, &t);
+        int got = msg_time(m, js, mid, &t);
 
         if (got < 0) {
             st = es_error_set(err, ES_EUNAVAILABLE, "nats_unavailable", NULL,
@@ -217,7 +242,6 @@ metrics_seq_after(metrics *m, int64_t before_ns, uint64_t *seq, es_error *err)
     *seq = lo;
 done:
     jsStreamInfo_Destroy(si);
-    pthread_mutex_unlock(&m->mu);
     return st;
 }
 

@@ -811,6 +811,69 @@ START_TEST(reads_the_events_of_a_correlation_in_pages)
 }
 END_TEST
 
+/* A page of a correlation stops at the store's read budget as the feed's
+ * pages do: 40 events of ~64 KiB each under a 256 KiB budget come in
+ * pages of a few, each marked truncated, and paging from each page's last
+ * event gives every one of them once, in order.  Without the budget a
+ * client asking for 500 events of 1 MiB each made es-query hold 0.5 GB. */
+START_TEST(a_correlation_page_stops_at_the_read_budget)
+{
+    es_store *s = open_store();
+    enum { EVENTS = 40, DATA = 64 * 1024 };
+    static char data[DATA + 64];
+    char cat[64], corr[64], meta[200], stream[128];
+    es_new_event e = {NULL, "Big", 1, data, meta};
+    es_append_req req = {stream, ES_EXPECT_ANY, &e, 1};
+    es_append_result res;
+    es_position from = {0, 0};
+    es_page *p = NULL;
+    es_error err;
+    int seen = 0, pages = 0;
+
+    category(cat, sizeof cat, "corrbig");
+    th_unique(corr, sizeof corr, "corrbig");
+    snprintf(meta, sizeof meta, "{\"correlation_id\": \"%s\"}", corr);
+    {
+        int n = snprintf(data, sizeof data, "{\"blob\": \"");
+
+        memset(data + n, 'x', DATA);
+        snprintf(data + n + DATA, sizeof data - (size_t)n - DATA, "\"}");
+    }
+    for (int i = 0; i < EVENTS; i++) {
+        snprintf(stream, sizeof stream, "%s-%d", cat, i);
+        es_store_append(s, &req, &res);
+        ck_assert_msg(res.status == ES_OK, "%s", res.err.message);
+    }
+    es_store_set_read_budget(s, 256 * 1024);
+    for (;;) {
+        ck_assert_msg(es_audit_correlated(s, corr, from, 500, &p, &err) == ES_OK, "%s",
+                      err.message);
+        if (p->count == 0) {
+            ck_assert(!p->truncated);
+            es_page_destroy(p);
+            break;
+        }
+        pages++;
+        /* at most the budget and one event (one at least) */
+        ck_assert_uint_le(p->count, 256 / 64 + 1);
+        ck_assert_msg(p->truncated || seen + (int)p->count == EVENTS,
+                      "a page of %zu events of %d stopped without its truncated flag",
+                      p->count, EVENTS - seen);
+        for (size_t i = 0; i < p->count; i++, seen++) {
+            snprintf(stream, sizeof stream, "%s-%d", cat, seen);
+            ck_assert_str_eq(p->events[i].stream_id, stream);
+            ck_assert_int_gt(es_position_cmp(p->events[i].position, from), 0);
+            from = p->events[i].position;
+        }
+        es_page_destroy(p);
+        ck_assert_int_le(pages, EVENTS);
+    }
+    ck_assert_int_eq(seen, EVENTS);
+    ck_assert_int_ge(pages, EVENTS / 5);
+    es_store_close(s);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -833,6 +896,7 @@ main(void)
     tcase_add_test(tc, refuses_malformed_listings);
     tcase_add_test(tc, reads_the_event_at_a_position);
     tcase_add_test(tc, reads_the_events_of_a_correlation_in_pages);
+    tcase_add_test(tc, a_correlation_page_stops_at_the_read_budget);
     suite_add_tcase(s, tc);
     rc = th_run(s);
     th_db_drop(dbname);

@@ -9,12 +9,16 @@
  * for them (an answer still arriving) are given in order, and never more
  * than the batch: libnats before 3.9 wrote such a fetch past the end of
  * its array (es-projector aborted with "double free or corruption").
+ * A byte cap (ES_NATS_FETCH_BYTES) below the largest message the stream
+ * may hold is raised to it, so such a message still comes.
  */
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "feed.h"
@@ -276,6 +280,123 @@ START_TEST(messages_already_queued_never_overflow_the_batch)
 }
 END_TEST
 
+/* A nats-server of the test's own whose max_payload (16 MB) is above
+ * ES_NATS_FETCH_BYTES' old floor and default; its pid, ES_NATS_URL set
+ * to it (no credentials, no TLS). */
+static pid_t
+big_nats_start(char *dir, size_t dir_size)
+{
+    char conf[512], text[1024], url[64];
+    unsigned port = th_free_port();
+    FILE *f;
+    pid_t pid;
+
+    snprintf(dir, dir_size, "/tmp/es-test-bignats-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(conf, sizeof conf, "%s/nats.conf", dir);
+    snprintf(text, sizeof text,
+             "listen: \"127.0.0.1:%u\"\nmax_payload: 16MB\njetstream {store_dir: \"%s/js\"}\n",
+             port, dir);
+    ck_assert_ptr_nonnull(f = fopen(conf, "w"));
+    fputs(text, f);
+    fclose(f);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        freopen("/dev/null", "w", stderr);
+        freopen("/dev/null", "w", stdout);
+        execlp("nats-server", "nats-server", "-c", conf, (char *)NULL);
+        _exit(127);
+    }
+    snprintf(url, sizeof url, "nats://127.0.0.1:%u", port);
+    setenv("ES_NATS_URL", url, 1);
+    unsetenv("ES_NATS_CA");
+    unsetenv("ES_NATS_CERT");
+    unsetenv("ES_NATS_KEY");
+    for (int i = 0; i < 200; i++) {
+        natsConnection *nc = NULL;
+
+        if (natsConnection_ConnectTo(&nc, url) == NATS_OK) {
+            natsConnection_Destroy(nc);
+            return pid;
+        }
+        usleep(50000);
+    }
+    kill(pid, SIGKILL);
+    ck_abort_msg("nats-server with max_payload 16MB did not start on port %u", port);
+    return -1;
+}
+
+/* ES_NATS_FETCH_BYTES (4 MiB) below the largest message the stream may
+ * hold (the server's max_payload, 16 MB): a 6 MB message used to be
+ * refused by every pull request (the server answers a request whose
+ * cap it exceeds with a status, no message), which es-projector took
+ * for a consumer gone and made again, for ever.  The cap is raised to
+ * the largest message, and the message comes. */
+START_TEST(a_fetch_cap_below_the_largest_message_is_raised)
+{
+    enum { BIG = 6 * 1024 * 1024 };
+    char dir[128], cmd[200], subj[64], *body = malloc(BIG + 512);
+    const char *subs[] = {"bigmsg.>"};
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsStreamConfig cfg;
+    jsErrCode jerr = 0;
+    es_jetstream n;
+    natsSubscription *sub = NULL;
+    es_feed_batch b;
+    es_error err;
+    uint64_t jump = 0;
+    es_status st;
+    pid_t pid = big_nats_start(dir, sizeof dir);
+    int len, status;
+
+    ck_assert_ptr_nonnull(body);
+    setenv("ES_NATS_FETCH_BYTES", "4194304", 1);
+    ck_assert_int_eq(natsConnection_ConnectTo(&nc, getenv("ES_NATS_URL")), NATS_OK);
+    ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = "BIGMSG";
+    cfg.Subjects = subs;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = js_MemoryStorage;
+    ck_assert_int_eq(js_AddStream(NULL, js, &cfg, NULL, &jerr), NATS_OK);
+    len = snprintf(body, 512,
+                   "{\"position\":\"1-1\",\"stream\":\"order-1\",\"type\":\"OrderPlaced\","
+                   "\"event_id\":\"00000000-0000-4000-8000-000000000001\",\"recorded_at\":"
+                   "\"2026-01-01T00:00:00Z\",\"data\":{\"blob\":\"");
+    memset(body + len, 'x', BIG);
+    len += BIG;
+    len += snprintf(body + len, 512, "\"}}");
+    snprintf(subj, sizeof subj, "bigmsg.order");
+    ck_assert_int_eq(js_Publish(NULL, js, subj, body, len, NULL, &jerr), NATS_OK);
+    free(body);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    setenv("ES_RELAY_STREAM", "BIGMSG", 1);
+    setenv("ES_RELAY_SUBJECT_PREFIX", "bigmsg", 1);
+
+    ck_assert_int_eq(es_jetstream_open(&n, &err), ES_OK);
+    ck_assert_int_eq(es_jetstream_pull(&n, 1, &sub, &err), ES_OK);
+    ck_assert_int_ge(es_jetstream_fetch_bytes(), 16L * 1024 * 1024);
+    st = es_jetstream_fetch(sub, 1, 10, 2000, &b, &jump, &err);
+    ck_assert_msg(st == ES_OK, "fetch: %s", err.message);
+    ck_assert_uint_eq(b.n, 1);
+    ck_assert_uint_eq(b.ev[0].seq, 1);
+    ck_assert_ptr_null(b.bad[0]);
+    ck_assert_uint_eq(jump, 0);
+    es_feed_batch_free(&b);
+    es_jetstream_unsubscribe(&n, sub);
+    es_jetstream_close(&n);
+
+    kill(pid, SIGTERM);
+    waitpid(pid, &status, 0);
+    snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+
 int
 main(void)
 {
@@ -287,6 +408,7 @@ main(void)
     tcase_add_test(tc, a_message_the_stream_lacks_ends_the_batch);
     tcase_add_test(tc, an_answer_is_read_whole_even_without_waiting);
     tcase_add_test(tc, messages_already_queued_never_overflow_the_batch);
+    tcase_add_test(tc, a_fetch_cap_below_the_largest_message_is_raised);
     suite_add_tcase(s, tc);
     return th_run(s);
 }

@@ -32,6 +32,7 @@
 #include <libpq-fe.h>
 #include "projections.h"
 #include "readmodel.h"
+#include "store.h"
 
 static th_daemon query;
 static pid_t redis_pid;
@@ -1604,6 +1605,215 @@ START_TEST(console_age_cursor_is_the_first_message_after_the_age)
 }
 END_TEST
 
+/* A correlation page is bounded in bytes as the feed's pages are
+ * (ES_READ_MAX_BYTES, 1 MiB by default): 40 events of 64 KiB asked for
+ * 500 at a time come in several pages, each with next, and next leads
+ * through every one of them once, in order.  Before, one request read
+ * all 500 whatever their size (0.5 GB of big events). */
+START_TEST(console_correlation_pages_stop_at_the_read_budget)
+{
+    enum { EVENTS = 40, DATA = 64 * 1024 };
+    static char data[DATA + 64];
+    char corr[64], meta[160], stream[96], path[300], next[64] = "";
+    es_new_event e = {NULL, "Big", 1, data, meta};
+    es_append_req req = {stream, ES_EXPECT_ANY, &e, 1};
+    es_append_result res;
+    es_store *st = NULL;
+    es_error err;
+    int seen = 0, pages = 0, n;
+
+    th_http_token(th_token());
+    th_unique(corr, sizeof corr, "corrbig");
+    snprintf(meta, sizeof meta, "{\"correlation_id\": \"%s\"}", corr);
+    n = snprintf(data, sizeof data, "{\"blob\": \"");
+    memset(data + n, 'y', DATA);
+    snprintf(data + n + DATA, sizeof data - (size_t)n - DATA, "\"}");
+    ck_assert_msg(es_store_open(&st, th_conninfo(), &err) == ES_OK, "%s", err.message);
+    for (int i = 0; i < EVENTS; i++) {
+        snprintf(stream, sizeof stream, "%s-%d", corr, i);
+        es_store_append(st, &req, &res);
+        ck_assert_msg(res.status == ES_OK, "%s", res.err.message);
+    }
+    es_store_close(st);
+    for (;;) {
+        json_t *j, *evs;
+        const json_t *nx;
+
+        snprintf(path, sizeof path, "/v1/console/correlations/%s?limit=500%s%s", corr,
+                 next[0] ? "&after=" : "", next);
+        j = get(path, 200);
+        evs = json_object_get(j, "events");
+        nx = json_object_get(j, "next");
+        pages++;
+        /* at most the budget (1 MiB) and one event */
+        ck_assert_msg(json_array_size(evs) <= 1024 / 64 + 1,
+                      "a page of %zu events of 64 KiB: no byte budget", json_array_size(evs));
+        for (size_t i = 0; i < json_array_size(evs); i++, seen++) {
+            snprintf(stream, sizeof stream, "%s-%d", corr, seen);
+            ck_assert_str_eq(json_string_value(json_object_get(json_array_get(evs, i), "stream")),
+                             stream);
+        }
+        if (json_is_null(nx)) {
+            json_decref(j);
+            break;
+        }
+        ck_assert(json_is_string(nx));
+        snprintf(next, sizeof next, "%s", json_string_value(nx));
+        json_decref(j);
+        ck_assert_int_le(pages, EVENTS + 1);
+    }
+    ck_assert_int_eq(seen, EVENTS);
+    ck_assert_int_ge(pages, 3);
+}
+END_TEST
+
+/* One GET on port (with the current token): status, code of an error
+ * body and the Retry-After header, for a thread (no assertions). */
+typedef struct probe {
+    unsigned port;
+    char path[200];
+    int status;
+    char code[64], field[32], retry[16];
+} probe;
+
+static void *
+probe_run(void *arg)
+{
+    probe *p = arg;
+    th_response r;
+    json_t *j;
+
+    th_http(p->port, "GET", p->path, NULL, NULL, &r);
+    p->status = r.status;
+    j = r.body && r.body[0] ? json_loads(r.body, 0, NULL) : NULL;
+    if (j && json_is_string(json_object_get(json_object_get(j, "error"), "code")))
+        snprintf(p->code, sizeof p->code, "%s",
+                 json_string_value(json_object_get(json_object_get(j, "error"), "code")));
+    if (j && json_is_string(json_object_get(json_object_get(j, "error"), "field")))
+        snprintf(p->field, sizeof p->field, "%s",
+                 json_string_value(json_object_get(json_object_get(j, "error"), "field")));
+    if (th_header(&r, "Retry-After", p->retry, sizeof p->retry) == NULL)
+        p->retry[0] = '\0';
+    json_decref(j);
+    th_response_free(&r);
+    return NULL;
+}
+
+/* The trace view's work is bounded: a trace id anyone can send with any
+ * number of commands is not read past ES_TRACE_RECORDS_MAX stage records
+ * (422 trace_too_large, field trace), and no more than
+ * ES_CONSOLE_TRACES_MAX views (each with a Redis and a NATS connection)
+ * run at once: the next is 503 traces_busy with Retry-After.  A test
+ * hook holds the first view 3 s so that the second surely finds its
+ * place taken. */
+START_TEST(console_trace_views_are_bounded)
+{
+    static th_daemon q3;        /* the harness keeps a pointer until exit */
+    static char console_pg[600];
+    const char *env[] = {"ES_TRACE_RECORDS_MAX=50", "ES_CONSOLE_TRACES_MAX=1",
+                         "ES_QUERY_TEST_TRACE_DELAY_MS=3000", console_pg, NULL};
+    es_rm_trace_stage stages[51];
+    char trace[33];
+    redisContext *c;
+    es_error err;
+    probe a = {0}, b = {0};
+    pthread_t th;
+    struct timespec t0;
+
+    snprintf(console_pg, sizeof console_pg, "ES_CONSOLE_PG_CONNINFO=%s", th_conninfo());
+    th_http_token(th_token());
+    snprintf(trace, sizeof trace, "%016llx%016llx", (unsigned long long)time(NULL),
+             (unsigned long long)getpid() | 1ULL << 60);
+    for (int i = 0; i < 51; i++) {
+        snprintf(stages[i].trace_id, sizeof stages[i].trace_id, "%s", trace);
+        stages[i].seq = (uint64_t)i + 1;
+        snprintf(stages[i].projection, sizeof stages[i].projection, "orders");
+        stages[i].at_us = 1700000000000000LL + i;
+    }
+    ck_assert_ptr_nonnull(c = es_rm_connect(&err));
+    ck_assert_msg(es_rm_trace_put(c, stages, 51, 600, &err) == ES_OK, "%s", err.message);
+    redisFree(c);
+    th_daemon_start(&q3, "es-query", "ES_QUERY_PORT", env);
+
+    a.port = b.port = q3.port;
+    snprintf(a.path, sizeof a.path, "/v1/console/traces/%s", trace);
+    snprintf(b.path, sizeof b.path, "/v1/console/traces/%s", trace);
+    ck_assert_int_eq(pthread_create(&th, NULL, probe_run, &a), 0);
+    sleep(1);                   /* a holds the one place for 3 s */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    probe_run(&b);
+    ck_assert_msg(b.status == 503, "a second trace view while one runs: %d %s", b.status, b.code);
+    ck_assert_str_eq(b.code, "traces_busy");
+    ck_assert_str_eq(b.retry, "1");
+    ck_assert_int_lt(ms_since(&t0), 1500);  /* refused, not queued behind a */
+    pthread_join(th, NULL);
+    ck_assert_msg(a.status == 422, "a trace of 51 records over a cap of 50: %d %s", a.status,
+                  a.code);
+    ck_assert_str_eq(a.code, "trace_too_large");
+    ck_assert_str_eq(a.field, "trace");
+    /* the place is free again */
+    probe_run(&b);
+    ck_assert_int_eq(b.status, 422);
+    ck_assert_int_eq(th_daemon_stop(&q3), 0);
+}
+END_TEST
+
+/* /metrics does not wait for the age cursor's search: the lag figures
+ * share its NATS connection, and the search used to hold that
+ * connection's lock through all its reads, so a client repeating
+ * /v1/console/age-cursor held /metrics up.  A test hook makes each read
+ * of the search take 1 s (a search of 64 messages: 7 reads); /metrics,
+ * asked 1 s into it, must answer within 2 s, well before it ends. */
+START_TEST(console_age_cursor_does_not_hold_up_metrics)
+{
+    static th_daemon q4;        /* the harness keeps a pointer until exit */
+    const char *env[] = {"ES_RELAY_STREAM=AGE_SLOW", "ES_QUERY_TEST_AGE_READ_DELAY_MS=1000",
+                         NULL};
+    const char *subj[] = {"age_slow.>"};
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsStreamConfig cfg;
+    jsErrCode jerr = 0;
+    probe a = {0};
+    pthread_t th;
+    struct timespec t0;
+    th_response r;
+    long ms;
+
+    th_stream_delete("AGE_SLOW");
+    ck_assert_int_eq(natsConnection_ConnectTo(&nc, getenv("ES_NATS_URL")), NATS_OK);
+    ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = "AGE_SLOW";
+    cfg.Subjects = subj;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = js_MemoryStorage;
+    ck_assert_int_eq(js_AddStream(NULL, js, &cfg, NULL, &jerr), NATS_OK);
+    for (int i = 0; i < 64; i++)
+        ck_assert_int_eq(js_Publish(NULL, js, "age_slow.x", "{}", 2, NULL, &jerr), NATS_OK);
+    th_http_token(th_token());
+    th_daemon_start(&q4, "es-query", "ES_QUERY_PORT", env);
+
+    a.port = q4.port;
+    snprintf(a.path, sizeof a.path, "/v1/console/age-cursor?older_than=3600");
+    ck_assert_int_eq(pthread_create(&th, NULL, probe_run, &a), 0);
+    sleep(1);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    th_http(q4.port, "GET", "/metrics", NULL, NULL, &r);
+    ms = ms_since(&t0);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "es_query_redis_up"));
+    th_response_free(&r);
+    ck_assert_msg(ms < 2000, "/metrics took %ld ms while an age cursor search ran", ms);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(a.status, 200);      /* nothing is an hour old: the first message */
+    ck_assert_int_eq(th_daemon_stop(&q4), 0);
+    th_stream_delete("AGE_SLOW");
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+}
+END_TEST
+
 START_TEST(console_reuses_its_connections)
 {
     json_t *j;
@@ -1666,6 +1876,9 @@ main(void)
     tcase_add_test(tc, console_files_and_endpoints);
     tcase_add_test(tc, console_age_cursor_is_the_first_message_after_the_age);
     tcase_add_test(tc, console_reuses_its_connections);
+    tcase_add_test(tc, console_correlation_pages_stop_at_the_read_budget);
+    tcase_add_test(tc, console_trace_views_are_bounded);
+    tcase_add_test(tc, console_age_cursor_does_not_hold_up_metrics);
     tcase_add_test(tc, waits_hold_no_thread);
     tcase_add_test(tc, sigterm_answers_parked_waits);
     tcase_add_test(tc, replica_reads_honour_consistent_with);
