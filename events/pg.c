@@ -216,9 +216,18 @@ es_pg_exec(PGconn *c, const char *sql, int nparams, const char *const *values, i
 /* ---- statements prepared once per connection ---------------------------- */
 
 typedef struct prepared_set {
-    uint64_t *hashes;           /* of the statements prepared on this connection */
+    char **texts;               /* of the statements prepared on this connection */
+    uint64_t *hashes;           /* their hashes, looked at first */
     size_t n, cap;
 } prepared_set;
+
+static void
+prepared_clear(prepared_set *set)
+{
+    for (size_t i = 0; i < set->n; i++)
+        free(set->texts[i]);
+    set->n = 0;
+}
 
 static int
 prepared_event(PGEventId id, void *info, void *pass)
@@ -227,10 +236,12 @@ prepared_event(PGEventId id, void *info, void *pass)
     if (id == PGEVT_CONNRESET) {        /* a new session: nothing prepared */
         prepared_set *set = PQinstanceData(((PGEventConnReset *)info)->conn, prepared_event);
         if (set != NULL)
-            set->n = 0;
+            prepared_clear(set);
     } else if (id == PGEVT_CONNDESTROY) {
         prepared_set *set = PQinstanceData(((PGEventConnDestroy *)info)->conn, prepared_event);
         if (set != NULL) {
+            prepared_clear(set);
+            free(set->texts);
             free(set->hashes);
             free(set);
         }
@@ -246,6 +257,40 @@ sql_hash(const char *sql)
     for (const unsigned char *p = (const unsigned char *)sql; *p; p++)
         h = (h ^ *p) * 1099511628211ULL;
     return h;
+}
+
+/* Whether r failed with SQLSTATE state. */
+static bool
+failed_with(const PGresult *r, const char *state)
+{
+    const char *s = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+
+    return s != NULL && strcmp(s, state) == 0;
+}
+
+/* Remembers sql (hash h) as prepared; false when out of memory. */
+static bool
+prepared_add(prepared_set *set, const char *sql, uint64_t h)
+{
+    char *text;
+
+    if (set->n == set->cap) {
+        size_t cap = set->cap ? set->cap * 2 : 16;
+        uint64_t *hashes = realloc(set->hashes, cap * sizeof *hashes);
+        char **texts = hashes ? realloc(set->texts, cap * sizeof *texts) : NULL;
+
+        if (hashes)
+            set->hashes = hashes;
+        if (texts == NULL)
+            return false;
+        set->texts = texts;
+        set->cap = cap;
+    }
+    if ((text = strdup(sql)) == NULL)
+        return false;
+    set->texts[set->n] = text;
+    set->hashes[set->n++] = h;
+    return true;
 }
 
 PGresult *
@@ -267,22 +312,39 @@ es_pg_exec_cached(PGconn *c, const char *sql, int nparams, const char *const *va
         }
     }
     snprintf(name, sizeof name, "es_%016llx", (unsigned long long)h);
-    for (i = 0; i < set->n && set->hashes[i] != h; i++)
+    for (i = 0; i < set->n && (set->hashes[i] != h || strcmp(set->texts[i], sql) != 0); i++)
         ;
     if (i == set->n) {
-        if (set->n == set->cap) {
-            size_t cap = set->cap ? set->cap * 2 : 16;
-            uint64_t *grown = realloc(set->hashes, cap * sizeof *grown);
-            if (grown == NULL)
-                return PQexecParams(c, sql, nparams, NULL, values, NULL, NULL, 0);
-            set->hashes = grown;
-            set->cap = cap;
-        }
+        for (i = 0; i < set->n && set->hashes[i] != h; i++)
+            ;
+        if (i < set->n)     /* another text of the same hash: not prepared */
+            return PQexecParams(c, sql, nparams, NULL, values, NULL, NULL, 0);
         r = PQprepare(c, name, sql, nparams, NULL);
+        if (failed_with(r, "42P05")) {
+            /* the session has one of that name (a prepare whose answer was
+             * lost to us, or one forgotten below): made anew */
+            char text[40];
+
+            PQclear(r);
+            snprintf(text, sizeof text, "DEALLOCATE %s", name);
+            PQclear(PQexec(c, text));
+            r = PQprepare(c, name, sql, nparams, NULL);
+        }
         if (PQresultStatus(r) != PGRES_COMMAND_OK)
             return r;           /* the error, as PQexecParams would answer it */
         PQclear(r);
-        set->hashes[set->n++] = h;
+        if (!prepared_add(set, sql, h))
+            return PQexecParams(c, sql, nparams, NULL, values, NULL, NULL, 0);
+        i = set->n - 1;
     }
-    return PQexecPrepared(c, name, nparams, values, NULL, NULL, 0);
+    r = PQexecPrepared(c, name, nparams, values, NULL, NULL, 0);
+    /* the session lost it (DEALLOCATE, DISCARD ALL) or its result type
+     * changed (a migration): prepared again at the next call */
+    if (failed_with(r, "26000") || failed_with(r, "0A000")) {
+        free(set->texts[i]);
+        set->texts[i] = set->texts[set->n - 1];
+        set->hashes[i] = set->hashes[set->n - 1];
+        set->n--;
+    }
+    return r;
 }

@@ -363,6 +363,17 @@ START_TEST(statements_prepared_once_per_connection)
     ck_assert_int_eq(PQresultStatus(r), PGRES_FATAL_ERROR);
     PQclear(r);
 
+    /* a session that lost it (DEALLOCATE ALL, as a pooler's reset does):
+     * the call fails once, the next prepares it again */
+    PQclear(PQexec(c, "DEALLOCATE ALL"));
+    r = es_pg_exec_cached(c, sql, 1, two);
+    ck_assert_int_eq(PQresultStatus(r), PGRES_FATAL_ERROR);
+    PQclear(r);
+    r = es_pg_exec_cached(c, sql, 1, two);
+    ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+    ck_assert_str_eq(PQgetvalue(r, 0, 0), "20");
+    PQclear(r);
+
     /* a new session knows none: prepared again */
     PQreset(c);
     ck_assert_int_eq(PQstatus(c), CONNECTION_OK);
