@@ -110,7 +110,14 @@ typedef struct intake {
     sg_start *starts;
     char **owned;               /* the starts' saga ids and inputs */
     size_t n, cap;
+    size_t bytes;               /* of the owned texts */
 } intake;
+
+/* The starts' texts one statement carries at most: past it they go in a
+ * transaction, in several statements (a batch of large triggers would
+ * otherwise make one statement of up to a gigabyte, which the server
+ * refuses: the intake would stop on that batch for good). */
+#define INTAKE_STATEMENT_BYTES (16u << 20)
 
 static void
 intake_free(intake *in)
@@ -149,6 +156,7 @@ intake_add(intake *in, const char *saga_id, const char *flow, char *input, long 
     }
     in->owned[in->n * 2] = id;
     in->owned[in->n * 2 + 1] = input;
+    in->bytes += strlen(id) + strlen(input);
     in->starts[in->n++] = (sg_start){id, flow, input, delay_ms};
     return ES_OK;
 }
@@ -165,6 +173,7 @@ intake_flush(intake *in, uint64_t seq, const char *pos, es_error *err)
     for (size_t i = 0; i < in->n * 2; i++)
         free(in->owned[i]);
     in->n = 0;
+    in->bytes = 0;
     return st;
 }
 
@@ -217,6 +226,8 @@ route(intake *in, const es_feed_event *e, int *woken, es_error *err)
         if (trigger) {
             st = intake_add(in, saga_id, f->type, data ? data : strdup("{}"),
                             sg_setting_ms("START_DELAY", f, NULL, f->start_delay_ms, 0), err);
+            if (st == ES_OK && in->bytes > INTAKE_STATEMENT_BYTES)
+                st = intake_own(in, err);       /* sent now, in a transaction */
         } else {
             st = intake_own(in, err);
             if (st == ES_OK)

@@ -535,20 +535,6 @@ sg_checkpoint_read(PGconn *pg, uint64_t *seq, es_error *err)
     return ES_OK;
 }
 
-es_status
-sg_checkpoint_write(PGconn *pg, uint64_t seq, const char *position, es_error *err)
-{
-    char n[32];
-    const char *p[2] = {n, position};
-
-    snprintf(n, sizeof n, "%" PRIu64, seq);
-    if (!run_hot_ok(pg, "INSERT INTO es_saga_checkpoint (name, seq, position) "
-                    "VALUES ('" CHECKPOINT "', $1::bigint, $2) ON CONFLICT (name) "
-                    "DO UPDATE SET seq = excluded.seq, position = excluded.position", 2, p))
-        return unavailable(pg, err, "could not write the saga checkpoint");
-    return ES_OK;
-}
-
 /* ---- dead letters ------------------------------------------------------------- */
 
 es_status

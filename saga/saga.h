@@ -154,7 +154,7 @@ typedef struct sg_start {
 /*
  * The intake's batch in one statement: the sagas of starts (as
  * sg_work_start each) and, when seq > 0, the checkpoint (as
- * sg_checkpoint_write): on its own it is one transaction; inside the
+ * recording seq and its store position): on its own it is one transaction; inside the
  * intake's transaction, part of it.
  */
 es_status sg_work_start_many(PGconn *pg, const sg_start *starts, size_t n, uint64_t seq,
@@ -179,8 +179,6 @@ es_status sg_inbox_read(PGconn *pg, const char *saga_id, json_t **events, es_err
 
 /* The feed sequence the intake has recorded (0: none). */
 es_status sg_checkpoint_read(PGconn *pg, uint64_t *seq, es_error *err);
-/* Records seq and its store position (the intake, in its transaction). */
-es_status sg_checkpoint_write(PGconn *pg, uint64_t seq, const char *position, es_error *err);
 
 /* ---- dead letters ------------------------------------------------------------ */
 

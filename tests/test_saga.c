@@ -673,6 +673,44 @@ START_TEST(the_intake_keeps_order_within_a_batch_and_records_its_checkpoint)
     ck_assert_str_eq(PQgetvalue(r, 0, 0), "4");     /* registration, verification, 2 orders */
     ck_assert_str_eq(PQgetvalue(r, 0, 1), "2");
     PQclear(r);
+
+    /* a gap after a start and a delivery (a transaction open): nothing of
+     * the batch stays, the checkpoint neither */
+    {
+        es_feed_event more[3];
+        char *none[3] = {NULL, NULL, NULL};
+        es_feed_batch gap = {more, none, 3};
+
+        snprintf(data, sizeof data, "{\"user_id\":\"%s-z\",\"email\":\"z\\\\\\\"{,}\",\"name\":\"NULL\"}", tag);
+        feed_event(&more[0], 5, "user-z", "UserRegistered", data);
+        snprintf(data, sizeof data, "{\"user_id\":\"%s-z\",\"result\":\"passed\",\"level\":100}", tag);
+        feed_event(&more[1], 6, "user-z", "UserVerificationRecorded", data);
+        snprintf(data, sizeof data, "{\"order_id\":\"%s-o3\",\"customer_id\":\"c\"}", tag);
+        feed_event(&more[2], 8, "order-o3", "OrderPlaced", data);
+        ck_assert_int_eq(sg_intake_apply(c, &gap, &seq, &woken, &err), ES_EUNAVAILABLE);
+        ck_assert_str_eq(err.code, "stream_gap");
+        ck_assert_uint_eq(seq, 4);
+        r = PQexec(c, "SELECT (SELECT count(*) FROM es_saga_work), (SELECT count(*) FROM es_saga_inbox), "
+                      "(SELECT seq FROM es_saga_checkpoint)");
+        ck_assert_str_eq(PQgetvalue(r, 0, 0), "4");
+        ck_assert_str_eq(PQgetvalue(r, 0, 1), "1");
+        ck_assert_str_eq(PQgetvalue(r, 0, 2), "4");
+        PQclear(r);
+        /* without the gap: stored, the input's text as it came */
+        gap.n = 2;
+        ck_assert_int_eq(sg_intake_apply(c, &gap, &seq, &woken, &err), ES_OK);
+        ck_assert_uint_eq(seq, 6);
+        snprintf(sid, sizeof sid, "registration-%s-z", tag);
+        r = PQexecParams(c, "SELECT input->>'email', input->>'name', wakes FROM es_saga_work "
+                            "WHERE saga_id = $1", 1, NULL, p, NULL, NULL, 0);
+        ck_assert_int_eq(PQntuples(r), 1);
+        ck_assert_str_eq(PQgetvalue(r, 0, 0), "z\\\"{,}");
+        ck_assert_str_eq(PQgetvalue(r, 0, 1), "NULL");
+        ck_assert_str_eq(PQgetvalue(r, 0, 2), "1");
+        PQclear(r);
+        for (int i = 0; i < 3; i++)
+            es_feed_event_free(&more[i]);
+    }
     PQfinish(c);
     for (int i = 0; i < 4; i++)
         es_feed_event_free(&ev[i]);
