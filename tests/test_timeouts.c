@@ -391,7 +391,7 @@ START_TEST(test_projector_with_stopped_server)
         ck_assert_msg(caught_up(rc, relay.port, seq + 1, &seq, 3),
                       "event %d of the freeze not applied within 3 s (published: %lld)", i + 1,
                       seq);
-        usleep(700 * 1000);
+        usleep(900 * 1000);
     }
     ck_assert_int_eq(metric_of(proj.port, "es_projector_lease_owned", ""), 2);
     ck_assert_int_eq(metric_of(proj.port, "es_projector_leases_lost_total", ""), lost);
@@ -401,6 +401,7 @@ START_TEST(test_projector_with_stopped_server)
     ck_assert_int_eq(th_http(proj.port, "GET", "/readyz", NULL, NULL, &r), 200);
     ck_assert_msg(strstr(r.body, "\"parks\":\"unavailable\"") != NULL, "%s", r.body);
     ck_assert_msg(strstr(r.body, "\"redis\":\"ok\"") != NULL, "%s", r.body);
+    fprintf(stderr, "es-projector with PostgreSQL frozen: /readyz %s\n", r.body);
     th_response_free(&r);
 
     atomic_store(&frozen, false);
