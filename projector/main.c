@@ -13,10 +13,14 @@
  * /metrics, /healthz, its stop report in Redis); the others go on.  It is
  * retried when the process restarts, and skipped only when an operator
  * parks that event for that projection (esctl projection park, park.h):
- * the decisions are read from the store at start and each second, a
- * stopped projection whose stopping event is parked resumes at once, and
- * a parked event advances the checkpoint without a write (as a rebuild
- * does, so the two agree).
+ * the decisions are read from the store at start and each second by a
+ * thread of their own (the park reader), a stopped projection whose
+ * stopping event is parked resumes at once, and a parked event advances
+ * the checkpoint without a write (as a rebuild does, so the two agree).
+ * The loop never waits on PostgreSQL: while the store does not answer
+ * (a failover, a frozen server) it applies events and renews its leases
+ * with the decisions read so far (see park_reader below for why that
+ * keeps a parked event skipped).
  *
  * Several instances share the projections through leases (readmodel.h,
  * "the projector's leases"): an instance applies only the projections
@@ -69,6 +73,53 @@ typedef struct proj_state {
     uint64_t handed;                    /* leases handed over to a preferred one */
 } proj_state;
 
+/*
+ * The park reader: a thread that reads the park decisions from the store
+ * once a second, on a PostgreSQL connection of its own, and hands the new
+ * ones to the main loop (pub, under mu; the loop copies them into each
+ * proj_state's parks, which only it reads).  A read that hangs (the
+ * connect or answer timeout, ES_PG_CONNECT_TIMEOUT_S and
+ * ES_PG_ANSWER_TIMEOUT_MS, far longer than a lease) holds up this thread
+ * only: the loop goes on applying events and renewing leases.
+ *
+ * Why the decisions read so far suffice while the store does not answer:
+ * decisions only accrue (the store is append-only), so the set the loop
+ * has is every decision recorded before the last complete read began;
+ * only those recorded later can be missing, and
+ * - a projection stopped at an event (the case parking is for) does not
+ *   apply it until a decision for it is read: it waits, stopped, alone;
+ *   the other projections and every lease go on;
+ * - a decision for an event the projection has not reached yet was
+ *   already honoured only if read before the projection got there (the
+ *   reads were a second apart); while the store does not answer that
+ *   read comes when it answers again.  A store that cannot be read is
+ *   mostly one that cannot record a decision either (a frozen server);
+ *   in a failover, a decision recorded on the new primary is read as soon
+ *   as this thread's connection gives the old one up.  /readyz ("parks")
+ *   and /metrics (es_projector_parks_readable, ..._age_seconds) show how
+ *   old the set is.
+ * Before the first read ended (read or failed), the loop takes no lease,
+ * as before this thread: a starting instance applies nothing without the
+ * decisions the store had.
+ */
+typedef struct park_reader {
+    pthread_t thread;
+    bool started;
+    es_store *store;                    /* the thread's own */
+    pj_parks mine[16];                  /* the thread's own: decisions read so far */
+    pthread_mutex_t mu;                 /* what follows */
+    pthread_cond_t cv;
+    bool stopping;
+    pj_parks pub[16];                   /* handed over to the loop */
+    bool tried;                         /* a first read ended (read or failed) */
+    bool ok;                            /* the last read got every projection's */
+    int64_t read_at;                    /* ms: when the last complete read began
+                                           (the process' start before any) */
+    uint64_t failures;                  /* reads that failed */
+    char error[sizeof ((es_error *)0)->message]; /* why the last one failed */
+    atomic_ullong published;            /* bumped whenever pub grew */
+} park_reader;
+
 typedef struct live {
     es_jetstream nats;
     redisContext *rc;
@@ -95,7 +146,8 @@ typedef struct live {
     bool may_fetch_ahead;               /* this batch was full and without a jump */
     bool transactions;                  /* ES_PROJECTOR_APPLY=transaction */
     atomic_bool redis_ok;               /* connected, and the last ping answered */
-    es_store *store;                    /* where the park decisions are read */
+    park_reader parks;                  /* reads the park decisions (its thread) */
+    unsigned long long parks_seen;      /* parks.published as last copied */
     time_t parks_checked;
     char instance[128];                 /* this instance's name in its leases */
     long lease_ms;                      /* ES_PROJECTOR_LEASE_MS */
@@ -152,38 +204,193 @@ stop_projection(live *l, proj_state *ps, const es_feed_event *e, const char *why
     es_rm_stopped_set(l->rc, ps->p->name, e->seq, where, ps->reason, &err);
 }
 
+static int64_t now_ms(void);
+
+/* The park reader's thread (park_reader above): a read each second until
+ * told to stop. */
+static void *
+park_reader_run(void *arg)
+{
+    live *l = arg;
+    park_reader *r = &l->parks;
+
+    for (;;) {
+        int64_t began = now_ms();
+        struct timespec until;
+        es_error err;
+        bool ok = true, was;
+        size_t i, added;
+
+        memset(&err, 0, sizeof err);
+        if (r->store == NULL && es_store_create(&r->store, es_pg_conninfo(), &err) != ES_OK) {
+            r->store = NULL;
+            ok = false;
+        }
+        for (i = 0; ok && i < l->n; i++) {
+            es_status st;
+
+            if (pj_parks_load(r->store, l->st[i].p->name, &r->mine[i], &added, &err) != ES_OK) {
+                ok = false;
+                break;
+            }
+            if (added == 0)
+                continue;
+            pthread_mutex_lock(&r->mu);
+            st = pj_parks_sync(&r->pub[i], &r->mine[i], &added, &err);
+            pthread_mutex_unlock(&r->mu);
+            if (st != ES_OK) {
+                ok = false;
+                break;
+            }
+            atomic_fetch_add(&r->published, 1);
+        }
+        pthread_mutex_lock(&r->mu);
+        was = r->ok || !r->tried;
+        r->tried = true;
+        r->ok = ok;
+        if (ok) {
+            r->read_at = began;
+        } else {
+            r->failures++;
+            snprintf(r->error, sizeof r->error, "%s", err.message);
+        }
+        pthread_mutex_unlock(&r->mu);
+        if (!ok)
+            es_log(ES_LOG_WARNING, "park decisions cannot be read (the projections go on with "
+                   "those read before): %s", err.message);
+        else if (!was)
+            es_log(ES_LOG_INFO, "park decisions can be read again");
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        pthread_mutex_lock(&r->mu);
+        while (!r->stopping && pthread_cond_timedwait(&r->cv, &r->mu, &until) == 0)
+            ;
+        if (r->stopping) {
+            pthread_mutex_unlock(&r->mu);
+            return NULL;
+        }
+        pthread_mutex_unlock(&r->mu);
+    }
+}
+
+static es_status
+park_reader_start(live *l, es_error *err)
+{
+    park_reader *r = &l->parks;
+
+    if (pthread_create(&r->thread, NULL, park_reader_run, l) != 0)
+        return es_error_set(err, ES_EINTERNAL, NULL, NULL,
+                            "could not start the park decisions' thread");
+    r->started = true;
+    return ES_OK;
+}
+
+/* Stops the thread (after the read under way, which its timeouts
+ * bound) and frees what it read. */
+static void
+park_reader_stop(live *l)
+{
+    park_reader *r = &l->parks;
+    size_t i;
+
+    if (r->started) {
+        pthread_mutex_lock(&r->mu);
+        r->stopping = true;
+        pthread_cond_signal(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        pthread_join(r->thread, NULL);
+        r->started = false;
+    }
+    es_store_close(r->store);
+    r->store = NULL;
+    for (i = 0; i < sizeof r->mine / sizeof r->mine[0]; i++) {
+        pj_parks_free(&r->mine[i]);
+        pj_parks_free(&r->pub[i]);
+    }
+    pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->mu);
+}
+
 /*
- * Reads new park decisions (at most once a second).  A stopped projection
- * whose stopping event is now parked runs again: its report goes, and
- * *resubscribe tells the caller to read the stream again from the lowest
- * checkpoint.  A store that does not answer only delays this.
+ * Whether the decisions the loop has are current: the last read got them
+ * all and began less than PARKS_STALE_MS ago (a read that hangs makes
+ * them stale before its timeout ends it).  *age_ms: since that read
+ * began; why (size bytes) says what is wrong when they are not.
+ */
+#define PARKS_STALE_MS 3000
+
+static bool
+parks_current(live *l, int64_t *age_ms, char *why, size_t size)
+{
+    park_reader *r = &l->parks;
+    bool ok;
+
+    pthread_mutex_lock(&r->mu);
+    *age_ms = now_ms() - r->read_at;
+    ok = r->tried && r->ok && *age_ms < PARKS_STALE_MS;
+    if (ok)
+        why[0] = '\0';
+    else if (!r->tried)
+        snprintf(why, size, "not read yet");
+    else if (!r->ok)
+        snprintf(why, size, "%s", r->error);
+    else
+        snprintf(why, size, "no complete read for %lld ms: the store does not answer",
+                 (long long)*age_ms);
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
+/* Whether the park reader's first read ended (read or failed). */
+static bool
+parks_tried(live *l)
+{
+    bool tried;
+
+    pthread_mutex_lock(&l->parks.mu);
+    tried = l->parks.tried;
+    pthread_mutex_unlock(&l->parks.mu);
+    return tried;
+}
+
+/*
+ * Takes the park decisions the reader thread handed over (never waits on
+ * the store).  A stopped projection whose stopping event is now parked
+ * runs again: its report goes, and *resubscribe tells the caller to read
+ * the stream again from the lowest checkpoint.
  */
 static void
-refresh_parks(live *l, bool *resubscribe)
+take_parks(live *l, bool *resubscribe)
 {
-    es_error err;
+    unsigned long long gen = atomic_load(&l->parks.published);
+    bool fresh = gen != l->parks_seen, all = true;
     size_t i, added;
 
-    if (time(NULL) == l->parks_checked)
+    if (!fresh && time(NULL) == l->parks_checked)
         return;
     l->parks_checked = time(NULL);
-    if (l->store == NULL && es_store_create(&l->store, es_pg_conninfo(), &err) != ES_OK) {
-        es_log(ES_LOG_WARNING, "park decisions cannot be read: %s", err.message);
-        l->store = NULL;
-        return;
-    }
     for (i = 0; i < l->n; i++) {
         proj_state *ps = &l->st[i];
         const pj_park *k;
 
-        if (pj_parks_load(l->store, ps->p->name, &ps->parks, &added, &err) != ES_OK) {
-            es_log(ES_LOG_WARNING, "park decisions of %s cannot be read: %s", ps->p->name,
-                   err.message);
-            return;
+        if (fresh) {
+            es_error err;
+            es_status st;
+
+            /* l->mu before parks.mu, as /metrics takes them */
+            pthread_mutex_lock(&l->mu);
+            pthread_mutex_lock(&l->parks.mu);
+            st = pj_parks_sync(&ps->parks, &l->parks.pub[i], &added, &err);
+            pthread_mutex_unlock(&l->parks.mu);
+            pthread_mutex_unlock(&l->mu);
+            if (st != ES_OK) {
+                es_log(ES_LOG_WARNING, "park decisions of %s: %s", ps->p->name, err.message);
+                all = false;    /* tried again next turn */
+            } else if (added > 0) {
+                es_log(ES_LOG_INFO, "projection %s: %zu park decision%s read", ps->p->name,
+                       added, added == 1 ? "" : "s");
+            }
         }
-        if (added > 0)
-            es_log(ES_LOG_INFO, "projection %s: %zu park decision%s read", ps->p->name, added,
-                   added == 1 ? "" : "s");
         if (ps->stopped && ps->stopped_seq != 0 &&
             (k = pj_parks_find(&ps->parks, ps->stopped_seq)) != NULL) {
             es_error e2;
@@ -200,6 +407,8 @@ refresh_parks(live *l, bool *resubscribe)
             *resubscribe = true;
         }
     }
+    if (all)
+        l->parks_seen = gen;
 }
 
 /* Reads every projection's checkpoint; puts back the stop reports of the
@@ -630,6 +839,10 @@ run_live(live *l)
     uint64_t from = 0;
     time_t checked = 0;
 
+    /* no lease before the decisions the store has are known (or it
+     * failed to give them, as before the reader had a thread) */
+    while (!es_daemon_stopping() && !parks_tried(l))
+        es_daemon_sleep_ms(20);
     while (!es_daemon_stopping()) {
         es_feed_batch msgs;
         size_t i;
@@ -638,7 +851,7 @@ run_live(live *l)
         int64_t at = 0;
         uint64_t jump = 0;
 
-        refresh_parks(l, &resubscribe);
+        take_parks(l, &resubscribe);
 
         if (l->rc == NULL) {
             if ((l->rc = es_rm_connect(&err)) == NULL || load_states(l, &err) != ES_OK) {
@@ -818,8 +1031,10 @@ ready(void *ctx, json_t **body)
 {
     live *l = ctx;
     json_t *list = json_array();
-    bool stopped = false, nats, redis, ok;
+    bool stopped = false, nats, redis, ok, parks_ok;
     uint64_t missing;
+    int64_t parks_age;
+    char parks_error[sizeof l->parks.error + 40];
     size_t i;
 
     pthread_mutex_lock(&l->mu);
@@ -845,6 +1060,7 @@ ready(void *ctx, json_t **body)
     }
     missing = l->missing;
     pthread_mutex_unlock(&l->mu);
+    parks_ok = parks_current(l, &parks_age, parks_error, sizeof parks_error);
     nats = es_nats_up(l->nats.nc);
     redis = atomic_load(&l->redis_ok);
     ok = !stopped && missing == 0 && nats && redis;
@@ -853,6 +1069,14 @@ ready(void *ctx, json_t **body)
                       "nats", nats ? "ok" : "unavailable",
                       "redis", redis ? "ok" : "unavailable", "instance", l->instance,
                       "projections", list);
+    /* the park decisions' store is the operator's path, not the stream's:
+     * while it does not answer the projections run (with the decisions
+     * read so far) and readiness does not change; this says how old they
+     * are */
+    json_object_set_new(*body, "parks", json_string(parks_ok ? "ok" : "unavailable"));
+    json_object_set_new(*body, "parks_age_ms", json_integer((json_int_t)parks_age));
+    if (!parks_ok)
+        json_object_set_new(*body, "parks_reason", json_string(parks_error));
     if (missing != 0) {
         char why[200];
 
@@ -959,6 +1183,27 @@ metrics(void *ctx, es_buf *out)
                       PRIu64 "\nes_projector_batches_total{projection=\"%s\",way=\"script\"} %"
                       PRIu64 "\n", l->st[i].p->name, l->st[i].by_transaction, l->st[i].p->name,
                       l->st[i].by_script);
+    {
+        int64_t age;
+        char why[sizeof l->parks.error + 40];
+        bool current = parks_current(l, &age, why, sizeof why);
+
+        family(out, "es_projector_parks_readable", "gauge",
+               "whether the park decisions are current: the last read from the store got "
+               "them all, less than 3 s ago (1), or not (0: the projections go on with those "
+               "read before)");
+        es_buf_printf(out, "es_projector_parks_readable %d\n", current ? 1 : 0);
+        family(out, "es_projector_parks_age_seconds", "gauge",
+               "seconds since the last complete read of the park decisions began (since the "
+               "process started when none did)");
+        es_buf_printf(out, "es_projector_parks_age_seconds %.3f\n", (double)age / 1000.0);
+    }
+    pthread_mutex_lock(&l->parks.mu);
+    family(out, "es_projector_parks_read_failures_total", "counter",
+           "reads of the park decisions that failed (the store did not answer in time)");
+    es_buf_printf(out, "es_projector_parks_read_failures_total %" PRIu64 "\n",
+                  l->parks.failures);
+    pthread_mutex_unlock(&l->parks.mu);
     family(out, "es_projector_parked_events", "gauge",
            "events an operator parked for the projection (esctl projection park)");
     for (i = 0; i < l->n; i++)
@@ -981,6 +1226,10 @@ main_live(void)
     int rc = 1;
 
     pthread_mutex_init(&l->mu, NULL);
+    /* before /readyz and /metrics can ask */
+    pthread_mutex_init(&l->parks.mu, NULL);
+    pthread_cond_init(&l->parks.cv, NULL);
+    l->parks.read_at = now_ms();
     l->batch = atoi(es_env_str("ES_PROJECTOR_BATCH", "500"));
     if (l->batch < 1 || l->batch > 100000) {
         es_log(ES_LOG_ERROR, "ES_PROJECTOR_BATCH must be 1..100000");
@@ -1054,6 +1303,10 @@ main_live(void)
     es_log(ES_LOG_INFO, "%zu projections from stream %s, health on %s://%s:%u; instance %s, "
            "leases of %ld ms", l->n, l->nats.stream, es_daemon_http_scheme(), bind, port,
            l->instance, l->lease_ms);
+    if (park_reader_start(l, &err) != ES_OK) {
+        es_log(ES_LOG_ERROR, "%s", err.message);
+        goto done;
+    }
     run_live(l);
     rc = 0;
     /* a clean stop hands the projections over at once */
@@ -1067,7 +1320,7 @@ done:
     es_jetstream_close(&l->nats);
     if (l->rc)
         redisFree(l->rc);
-    es_store_close(l->store);
+    park_reader_stop(l);
     for (i = 0; i < l->n; i++) {
         pj_parks_free(&l->st[i].parks);
         es_rm_batch_free(&l->batches[i]);

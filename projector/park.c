@@ -1,6 +1,7 @@
 /*
  * Park decisions in the store (see park.h): written by esctl, read by
- * the live projector each second and by every replay before it starts.
+ * the live projector's park reader thread each second and by every
+ * replay before it starts.
  */
 #include "park.h"
 
@@ -15,6 +16,24 @@ static void
 copy(char *out, size_t size, const json_t *v)
 {
     snprintf(out, size, "%s", json_is_string(v) ? json_string_value(v) : "");
+}
+
+/* Room for one more decision in p; false when out of memory. */
+static bool
+grow(pj_parks *p, size_t want)
+{
+    size_t cap = p->cap ? p->cap : 8;
+    pj_park *grown;
+
+    if (want <= p->cap)
+        return true;
+    while (cap < want)
+        cap *= 2;
+    if ((grown = realloc(p->v, cap * sizeof *grown)) == NULL)
+        return false;
+    p->v = grown;
+    p->cap = cap;
+    return true;
 }
 
 es_status
@@ -44,16 +63,10 @@ pj_parks_load(es_store *s, const char *name, pj_parks *p, size_t *added, es_erro
                 json_decref(d);
                 continue;
             }
-            if (p->n == p->cap) {
-                size_t cap = p->cap ? p->cap * 2 : 8;
-                pj_park *grown = realloc(p->v, cap * sizeof *grown);
-                if (grown == NULL) {
-                    json_decref(d);
-                    es_page_destroy(page);
-                    return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
-                }
-                p->v = grown;
-                p->cap = cap;
+            if (!grow(p, p->n + 1)) {
+                json_decref(d);
+                es_page_destroy(page);
+                return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
             }
             k = &p->v[p->n++];
             k->seq = (uint64_t)json_integer_value(seq);
@@ -70,6 +83,21 @@ pj_parks_load(es_store *s, const char *name, pj_parks *p, size_t *added, es_erro
         }
         es_page_destroy(page);
     }
+}
+
+es_status
+pj_parks_sync(pj_parks *dst, const pj_parks *src, size_t *added, es_error *err)
+{
+    *added = 0;
+    if (src->n <= dst->n)
+        return ES_OK;
+    if (!grow(dst, src->n))
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+    memcpy(dst->v + dst->n, src->v + dst->n, (src->n - dst->n) * sizeof *dst->v);
+    *added = src->n - dst->n;
+    dst->n = src->n;
+    dst->next = src->next;
+    return ES_OK;
 }
 
 const pj_park *

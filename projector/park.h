@@ -48,6 +48,13 @@ typedef struct pj_parks {
  * keeps what it had). */
 es_status pj_parks_load(es_store *s, const char *name, pj_parks *p, size_t *added, es_error *err);
 
+/* Appends to dst the decisions of src it lacks (dst holds a prefix of
+ * src: both grow only, in the order read).  *added says how many.  ES_OK,
+ * or ES_ENOMEM (dst keeps what it had).  The live projector's park reader
+ * thread reads into its own set and hands the new decisions over with
+ * this (main.c). */
+es_status pj_parks_sync(pj_parks *dst, const pj_parks *src, size_t *added, es_error *err);
+
 /* The decision about event seq, or NULL. */
 const pj_park *pj_parks_find(const pj_parks *p, uint64_t seq);
 

@@ -271,6 +271,160 @@ START_TEST(test_command_with_stopped_server)
 }
 END_TEST
 
+/* ---- es-projector while PostgreSQL does not answer -------------------- */
+
+/* A value of a daemon's /metrics summed over the lines name{...} whose
+ * labels contain label ("" any); -1 when it does not answer. */
+static long long
+metric_of(unsigned port, const char *name, const char *label)
+{
+    th_response r;
+    long long sum = 0;
+    size_t len = strlen(name);
+
+    if (th_http(port, "GET", "/metrics", NULL, NULL, &r) != 200) {
+        th_response_free(&r);
+        return -1;
+    }
+    for (const char *p = r.body; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (strncmp(p, name, len) == 0 && (p[len] == '{' || p[len] == ' ')) {
+            const char *v = strchr(p, ' '), *nl = strchr(p, '\n');
+            const char *has = label[0] ? strstr(p, label) : p;
+
+            if (v && has && (nl == NULL || has < nl))
+                sum += strtoll(v + 1, NULL, 10);
+        }
+    th_response_free(&r);
+    return sum;
+}
+
+/* Appends one event to a fresh stream straight to PostgreSQL (not
+ * through the proxy: only the projector's connections are frozen). */
+static void
+append_tick(es_store *s)
+{
+    char stream[64];
+    es_new_event ev = {.type = "Tick", .data = "{\"n\":1}"};
+    es_append_req req = {.expected = ES_EXPECT_ANY, .events = &ev, .count = 1};
+    es_append_result res;
+
+    th_unique(stream, sizeof stream, "tick");
+    req.stream = stream;
+    ck_assert_int_eq(es_store_append(s, &req, &res), ES_OK);
+}
+
+/* Whether the relay published at least at_least events and both
+ * projections' checkpoints in Redis reached its last sequence, waiting
+ * up to seconds.  *last: that sequence. */
+static bool
+caught_up(redisContext *rc, unsigned relay_port, long long at_least, long long *last,
+          int seconds)
+{
+    for (int i = 0; i < seconds * 10; i++) {
+        long long want = metric_of(relay_port, "es_relay_last_sequence", "");
+        es_rm_state a, b;
+        es_error err;
+
+        ck_assert_int_eq(es_rm_state_get(rc, "dashboard", &a, &err), ES_OK);
+        ck_assert_int_eq(es_rm_state_get(rc, "accounts", &b, &err), ES_OK);
+        *last = want;
+        if (want > 0 && want >= at_least && (long long)a.seq >= want &&
+            (long long)b.seq >= want)
+            return true;
+        usleep(100 * 1000);
+    }
+    return false;
+}
+
+/*
+ * Issue 18: PostgreSQL holds the projector's connections without
+ * answering (a failover behind HAProxy, a frozen postmaster) for ~10 s,
+ * longer than the projection lease (3 s), while Redis and NATS are fine
+ * and events keep coming (the relay reaches PostgreSQL directly).  The
+ * projector reads its park decisions from PostgreSQL: it must keep its
+ * leases and apply the events meanwhile, and say that only the park
+ * decisions cannot be read.
+ */
+START_TEST(test_projector_with_stopped_server)
+{
+    char conninfo[512], env_pg[600], env_pg_direct[600], env_nats[300], env_stream[100],
+        env_subjects[100], env_wake[100], tag[40], stream_name[64];
+    const char *penv[] = {env_pg, env_nats, env_stream, env_subjects, env_wake,
+                          "ES_PROJECTIONS=dashboard,accounts", "ES_PG_CONNECT_TIMEOUT_S=5",
+                          "ES_PG_ANSWER_TIMEOUT_MS=35000", "ES_PROJECTOR_LEASE_MS=3000", NULL};
+    const char *renv[] = {env_pg_direct, env_nats, env_stream, env_subjects, env_wake, NULL};
+    static th_daemon relay, proj;   /* the harness keeps them for its exit handler */
+    redisContext *rc;
+    es_store *s;
+    es_error err;
+    th_response r;
+    long long lost, seq;
+
+    th_redis_flush();
+    proxy_start(conninfo, sizeof conninfo);
+    th_unique(tag, sizeof tag, "pf");
+    th_unique(stream_name, sizeof stream_name, "PF");
+    for (char *c = stream_name; *c; c++)
+        if (*c == '-')
+            *c = '_';
+    snprintf(env_pg, sizeof env_pg, "ES_PG_CONNINFO=%s", conninfo);
+    snprintf(env_pg_direct, sizeof env_pg_direct, "ES_PG_CONNINFO=%s", th_conninfo());
+    snprintf(env_nats, sizeof env_nats, "ES_NATS_URL=%s", getenv("ES_NATS_URL"));
+    snprintf(env_stream, sizeof env_stream, "ES_RELAY_STREAM=%s", stream_name);
+    snprintf(env_subjects, sizeof env_subjects, "ES_RELAY_SUBJECT_PREFIX=%s.events", tag);
+    snprintf(env_wake, sizeof env_wake, "ES_RELAY_WAKE_SUBJECT=%s.wake", tag);
+    ck_assert_int_eq(es_store_open(&s, th_conninfo(), &err), ES_OK);
+    ck_assert_ptr_nonnull(rc = es_rm_connect(&err));
+    th_daemon_start(&relay, "es-relay", "ES_RELAY_PORT", renv);
+    th_daemon_start(&proj, "es-projector", "ES_PROJECTOR_PORT", penv);
+
+    append_tick(s);
+    ck_assert_msg(caught_up(rc, relay.port, 1, &seq, 30), "the projector did not catch up before");
+    ck_assert_int_eq(metric_of(proj.port, "es_projector_lease_owned", ""), 2);
+    lost = metric_of(proj.port, "es_projector_leases_lost_total", "");
+
+    atomic_store(&frozen, true);
+    /* ~10 s of events while PostgreSQL holds the projector's
+     * connections: each is applied during the freeze */
+    for (int i = 0; i < 10; i++) {
+        append_tick(s);
+        ck_assert_msg(caught_up(rc, relay.port, seq + 1, &seq, 3),
+                      "event %d of the freeze not applied within 3 s (published: %lld)", i + 1,
+                      seq);
+        usleep(900 * 1000);
+    }
+    ck_assert_int_eq(metric_of(proj.port, "es_projector_lease_owned", ""), 2);
+    ck_assert_int_eq(metric_of(proj.port, "es_projector_leases_lost_total", ""), lost);
+    /* the problem is the park decisions' only: the projections run */
+    ck_assert_int_eq(metric_of(proj.port, "es_projector_parks_readable", ""), 0);
+    ck_assert_int_ge(metric_of(proj.port, "es_projector_parks_age_seconds", ""), 5);
+    ck_assert_int_eq(th_http(proj.port, "GET", "/readyz", NULL, NULL, &r), 200);
+    ck_assert_msg(strstr(r.body, "\"parks\":\"unavailable\"") != NULL, "%s", r.body);
+    ck_assert_msg(strstr(r.body, "\"redis\":\"ok\"") != NULL, "%s", r.body);
+    fprintf(stderr, "es-projector with PostgreSQL frozen: /readyz %s\n", r.body);
+    th_response_free(&r);
+
+    atomic_store(&frozen, false);
+    append_tick(s);
+    ck_assert(caught_up(rc, relay.port, seq + 1, &seq, 10));
+    /* the reader finds PostgreSQL again (its answer timeout, then a new
+     * connection) */
+    for (int i = 0; i < 600 && metric_of(proj.port, "es_projector_parks_readable", "") != 1; i++)
+        usleep(100 * 1000);
+    ck_assert_int_eq(metric_of(proj.port, "es_projector_parks_readable", ""), 1);
+    ck_assert_int_eq(th_http(proj.port, "GET", "/readyz", NULL, NULL, &r), 200);
+    ck_assert_msg(strstr(r.body, "\"parks\":\"ok\"") != NULL, "%s", r.body);
+    th_response_free(&r);
+    ck_assert_int_eq(metric_of(proj.port, "es_projector_leases_lost_total", ""), lost);
+
+    ck_assert_int_eq(th_daemon_stop(&proj), 0);
+    ck_assert_int_eq(th_daemon_stop(&relay), 0);
+    redisFree(rc);
+    es_store_close(s);
+    th_stream_delete(stream_name);
+}
+END_TEST
+
 /* ---- Redis ------------------------------------------------------------ */
 
 START_TEST(test_redis_silent_server)
@@ -501,7 +655,7 @@ timeouts_suite(void)
 {
     Suite *s = suite_create("timeouts");
     TCase *pg = tcase_create("postgres"), *redis = tcase_create("redis"),
-          *reads = tcase_create("reads");
+          *reads = tcase_create("reads"), *projector = tcase_create("projector");
 
     /* a hang is what these tests catch: far longer than any timeout set */
     tcase_set_timeout(pg, 60);
@@ -510,6 +664,9 @@ timeouts_suite(void)
     tcase_add_test(pg, test_append_to_stopped_server);
     tcase_add_test(pg, test_command_with_stopped_server);
     suite_add_tcase(s, pg);
+    tcase_set_timeout(projector, 180);
+    tcase_add_test(projector, test_projector_with_stopped_server);
+    suite_add_tcase(s, projector);
     tcase_set_timeout(redis, 60);
     tcase_add_test(redis, test_redis_silent_server);
     suite_add_tcase(s, redis);
