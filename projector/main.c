@@ -99,8 +99,11 @@ typedef struct proj_state {
  *   and /metrics (es_projector_parks_readable, ..._age_seconds) show how
  *   old the set is.
  * Before the first read ended (read or failed), the loop takes no lease,
- * as before this thread: a starting instance applies nothing without the
- * decisions the store had.
+ * as before this thread: a starting instance whose first read succeeds
+ * applies nothing without the decisions the store had.  One whose first
+ * read fails (the store refusing connections) goes on without them, as
+ * it did before: a projection stopped at an event stays stopped, but a
+ * decision for an event ahead of it is not known until a read succeeds.
  */
 typedef struct park_reader {
     pthread_t thread;
@@ -228,21 +231,23 @@ park_reader_run(void *arg)
         }
         for (i = 0; ok && i < l->n; i++) {
             es_status st;
+            bool behind;
 
-            if (pj_parks_load(r->store, l->st[i].p->name, &r->mine[i], &added, &err) != ES_OK) {
+            /* a load that failed part way keeps the pages it read: they
+             * are published too, and so is anything an earlier pass read
+             * but could not publish (published is what pub lacks, not
+             * what this load added) */
+            if (pj_parks_load(r->store, l->st[i].p->name, &r->mine[i], &added, &err) != ES_OK)
                 ok = false;
-                break;
-            }
-            if (added == 0)
-                continue;
             pthread_mutex_lock(&r->mu);
-            st = pj_parks_sync(&r->pub[i], &r->mine[i], &added, &err);
+            behind = r->mine[i].n > r->pub[i].n;
+            st = behind ? pj_parks_sync(&r->pub[i], &r->mine[i], &added, ok ? &err : &(es_error){0})
+                        : ES_OK;
             pthread_mutex_unlock(&r->mu);
-            if (st != ES_OK) {
+            if (st != ES_OK)
                 ok = false;
-                break;
-            }
-            atomic_fetch_add(&r->published, 1);
+            if (behind && st == ES_OK)
+                atomic_fetch_add(&r->published, 1);
         }
         pthread_mutex_lock(&r->mu);
         was = r->ok || !r->tried;
@@ -260,7 +265,7 @@ park_reader_run(void *arg)
                    "those read before): %s", err.message);
         else if (!was)
             es_log(ES_LOG_INFO, "park decisions can be read again");
-        clock_gettime(CLOCK_REALTIME, &until);
+        clock_gettime(CLOCK_MONOTONIC, &until);     /* the condition's clock */
         until.tv_sec += 1;
         pthread_mutex_lock(&r->mu);
         while (!r->stopping && pthread_cond_timedwait(&r->cv, &r->mu, &until) == 0)
@@ -1228,7 +1233,15 @@ main_live(void)
     pthread_mutex_init(&l->mu, NULL);
     /* before /readyz and /metrics can ask */
     pthread_mutex_init(&l->parks.mu, NULL);
-    pthread_cond_init(&l->parks.cv, NULL);
+    {
+        pthread_condattr_t ca;
+
+        /* a step of the wall clock must not stretch the reader's wait */
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&l->parks.cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
     l->parks.read_at = now_ms();
     l->batch = atoi(es_env_str("ES_PROJECTOR_BATCH", "500"));
     if (l->batch < 1 || l->batch > 100000) {

@@ -44,8 +44,10 @@ typedef struct pj_parks {
 
 /* Reads the decisions for projection name recorded after those already
  * in p (none yet: all).  *added says how many came.  ES_OK also when
- * there is none; ES_EUNAVAILABLE and the like when the store fails (p
- * keeps what it had). */
+ * there is none; ES_EUNAVAILABLE and the like when the store fails: p
+ * then keeps what it had and the whole pages read before the failure
+ * (p->next is past them), so a caller that publishes p compares counts,
+ * not *added. */
 es_status pj_parks_load(es_store *s, const char *name, pj_parks *p, size_t *added, es_error *err);
 
 /* Appends to dst the decisions of src it lacks (dst holds a prefix of
