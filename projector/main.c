@@ -51,6 +51,7 @@
 #include "http.h"
 #include "log.h"
 #include "park.h"
+#include "pg.h"
 #include "trace.h"
 
 typedef struct proj_state {
@@ -77,10 +78,9 @@ typedef struct proj_state {
  * The park reader: a thread that reads the park decisions from the store
  * once a second, on a PostgreSQL connection of its own, and hands the new
  * ones to the main loop (pub, under mu; the loop copies them into each
- * proj_state's parks, which only it reads).  A read that hangs (the
- * connect or answer timeout, ES_PG_CONNECT_TIMEOUT_S and
- * ES_PG_ANSWER_TIMEOUT_MS, far longer than a lease) holds up this thread
- * only: the loop goes on applying events and renewing leases.
+ * proj_state's parks, which only it reads).  A read that hangs (up to the
+ * connect timeout, ES_PG_CONNECT_TIMEOUT_S, or this thread's answer
+ * limit, 5 s: PARK_ANSWER_MS) holds up this thread only: the loop goes on applying events and renewing leases.
  *
  * Why the decisions read so far suffice while the store does not answer:
  * decisions only accrue (the store is append-only), so the set the loop
@@ -95,7 +95,8 @@ typedef struct proj_state {
  *   read comes when it answers again.  A store that cannot be read is
  *   mostly one that cannot record a decision either (a frozen server);
  *   in a failover, a decision recorded on the new primary is read as soon
- *   as this thread's connection gives the old one up.  /readyz ("parks")
+ *   as this thread's connection gives the old one up (5 s at most after
+ *   the old one stopped answering).  /readyz ("parks")
  *   and /metrics (es_projector_parks_readable, ..._age_seconds) show how
  *   old the set is.
  * Before the first read ended (read or failed), the loop takes no lease,
@@ -209,6 +210,17 @@ stop_projection(live *l, proj_state *ps, const es_feed_event *e, const char *why
 
 static int64_t now_ms(void);
 
+/* The park reader's answer limit: 5 s, or ES_PG_ANSWER_TIMEOUT_MS when
+ * that is shorter (0 there means none: then 5 s too). */
+#define PARK_ANSWER_MS 5000
+static int
+park_answer_ms(void)
+{
+    int configured = es_pg_timeouts_get()->answer_ms;
+
+    return configured > 0 && configured < PARK_ANSWER_MS ? configured : PARK_ANSWER_MS;
+}
+
 /* The park reader's thread (park_reader above): a read each second until
  * told to stop. */
 static void *
@@ -228,6 +240,12 @@ park_reader_run(void *arg)
         if (r->store == NULL && es_store_create(&r->store, es_pg_conninfo(), &err) != ES_OK) {
             r->store = NULL;
             ok = false;
+        } else if (r->store != NULL) {
+            /* a read of a few pages: a server that has not answered it in
+             * PARK_ANSWER_MS is given up on (a new connection next pass),
+             * so a failover's new primary is read soon, and a stop waits
+             * for no longer */
+            es_store_set_answer_timeout(r->store, park_answer_ms());
         }
         for (i = 0; ok && i < l->n; i++) {
             es_status st;
