@@ -105,16 +105,21 @@ pg_failed(PGconn *pg, es_error *err)
                         pg_why(pg, why, sizeof why));
 }
 
-/* Runs sql; its result when it succeeded (PQclear it), else NULL. */
+/* r when it succeeded (PQclear it), else NULL (r cleared). */
 static PGresult *
-run(PGconn *pg, const char *sql, int n, const char *const *p)
+succeeded(PGresult *r)
 {
-    PGresult *r = PQexecParams(pg, sql, n, NULL, p, NULL, NULL, 0);
-
     if (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK)
         return r;
     PQclear(r);
     return NULL;
+}
+
+/* Runs sql; its result when it succeeded (PQclear it), else NULL. */
+static PGresult *
+run(PGconn *pg, const char *sql, int n, const char *const *p)
+{
+    return succeeded(PQexecParams(pg, sql, n, NULL, p, NULL, NULL, 0));
 }
 
 /* As run, for the statements every saga runs: prepared once per
@@ -123,30 +128,27 @@ run(PGconn *pg, const char *sql, int n, const char *const *p)
 static PGresult *
 run_hot(PGconn *pg, const char *sql, int n, const char *const *p)
 {
-    PGresult *r = es_pg_exec_cached(pg, sql, n, p);
+    return succeeded(es_pg_exec_cached(pg, sql, n, p));
+}
 
-    if (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK)
-        return r;
+/* Whether r (run's or run_hot's) succeeded; clears it. */
+static bool
+ran(PGresult *r)
+{
     PQclear(r);
-    return NULL;
+    return r != NULL;
 }
 
 static bool
 run_hot_ok(PGconn *pg, const char *sql, int n, const char *const *p)
 {
-    PGresult *r = run_hot(pg, sql, n, p);
-
-    PQclear(r);
-    return r != NULL;
+    return ran(run_hot(pg, sql, n, p));
 }
 
 static bool
 run_ok(PGconn *pg, const char *sql, int n, const char *const *p)
 {
-    PGresult *r = run(pg, sql, n, p);
-
-    PQclear(r);
-    return r != NULL;
+    return ran(run(pg, sql, n, p));
 }
 
 /* A count of one row and column into *n. */
@@ -387,21 +389,6 @@ sg_work_finish(PGconn *pg, const char *saga_id, const char *claim, bool *held, e
 
     return fenced(pg, "DELETE FROM es_saga_work WHERE " FENCE, 2, p, held, err,
                   "could not remove work");
-}
-
-es_status
-sg_work_start(PGconn *pg, const char *saga_id, const char *flow, const char *input,
-              long delay_ms, es_error *err)
-{
-    char delay[24];
-    const char *p[4] = {saga_id, flow, input, delay};
-
-    snprintf(delay, sizeof delay, "%ld", delay_ms);
-    if (!run_hot_ok(pg, "INSERT INTO es_saga_work (saga_id, flow, input, due_at) "
-                    "VALUES ($1, $2, $3::jsonb, now() + $4::int * interval '1 ms') "
-                    "ON CONFLICT (saga_id) DO NOTHING", 4, p))
-        return unavailable(pg, err, "could not start a saga");
-    return ES_OK;
 }
 
 es_status

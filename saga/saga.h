@@ -141,21 +141,17 @@ es_status sg_work_defer(PGconn *pg, const char *saga_id, const char *claim, int6
                         const char *error, int failures, bool *held, es_error *err);
 es_status sg_work_finish(PGconn *pg, const char *saga_id, const char *claim, bool *held,
                          es_error *err);
-/* A saga starts (the intake, in its transaction): a work row due after
- * delay_ms with the trigger's data input (JSON text); nothing if it has
- * one. */
-es_status sg_work_start(PGconn *pg, const char *saga_id, const char *flow, const char *input,
-                        long delay_ms, es_error *err);
 /* A saga to start, for sg_work_start_many. */
 typedef struct sg_start {
     const char *saga_id, *flow, *input;
     long delay_ms;
 } sg_start;
 /*
- * The intake's batch in one statement: the sagas of starts (as
- * sg_work_start each) and, when seq > 0, the checkpoint (as
- * recording seq and its store position): on its own it is one transaction; inside the
- * intake's transaction, part of it.
+ * The intake's batch in one statement: the sagas of starts (a work row
+ * each, due after its delay_ms, with the trigger's data as input, JSON
+ * text; nothing for a saga that has one) and, when seq > 0, the
+ * checkpoint (seq and its store position).  On its own it is one
+ * transaction; inside the intake's transaction, part of it.
  */
 es_status sg_work_start_many(PGconn *pg, const sg_start *starts, size_t n, uint64_t seq,
                              const char *position, es_error *err);
