@@ -2266,6 +2266,20 @@ run_read(es_store *s, const char *stmt, const char *sql, int nparams, const char
     return st;
 }
 
+/* A stream read's answer: a page without the stream's row means the
+ * stream does not exist (ES_ENOTFOUND, the page destroyed). */
+static es_status
+stream_page(es_status st, const char *stream, es_page **out, es_error *err)
+{
+    if (st == ES_OK && (*out)->stream_version < 0) {
+        es_page_destroy(*out);
+        *out = NULL;
+        return es_error_set(err, ES_ENOTFOUND, "stream_not_found", "stream",
+                            "stream \"%s\" does not exist", stream);
+    }
+    return st;
+}
+
 es_status
 es__store_read_snapshot(es_store *s, const char *stream, int state_version, size_t limit,
                         es_page **out, const char **snap_version, const char **snap_state,
@@ -2284,15 +2298,10 @@ es__store_read_snapshot(es_store *s, const char *stream, int state_version, size
         return st;
     snprintf(vlimit, sizeof vlimit, "%zu", limit);
     snprintf(vstate, sizeof vstate, "%d", state_version);
-    st = run_read(s, "es_stream_snap", NULL, 3, values, limit, none, out, err);
+    st = stream_page(run_read(s, "es_stream_snap", NULL, 3, values, limit, none, out, err),
+                     stream, out, err);
     if (st != ES_OK)
         return st;
-    if ((*out)->stream_version < 0) {
-        es_page_destroy(*out);
-        *out = NULL;
-        return es_error_set(err, ES_ENOTFOUND, "stream_not_found", "stream",
-                            "stream \"%s\" does not exist", stream);
-    }
     /* the snapshot's columns follow the event's, on the first row */
     ps = (*out)->priv_;
     if (ps->nres > 0 && PQntuples(ps->res[0]) > 0 && !PQgetisnull(ps->res[0], 0, 11)) {
@@ -2322,13 +2331,7 @@ es_store_read_stream(es_store *s, const char *stream, int64_t from, size_t limit
     snprintf(vlimit, sizeof vlimit, "%zu", limit);
     st = run_read(s, dir == ES_FORWARD ? "es_stream_fwd" : "es_stream_bwd", NULL, 3, values, limit,
                   none, out, err);
-    if (st == ES_OK && (*out)->stream_version < 0) {
-        es_page_destroy(*out);
-        *out = NULL;
-        return es_error_set(err, ES_ENOTFOUND, "stream_not_found", "stream",
-                            "stream \"%s\" does not exist", stream);
-    }
-    return st;
+    return stream_page(st, stream, out, err);
 }
 
 es_status

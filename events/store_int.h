@@ -22,13 +22,13 @@ PGresult *es__store_exec(es_store *s, const char *sql, int nparams, const char *
 /* Maps a failed result to a status recorded in err (what: "read a snapshot"). */
 es_status es__store_failure(es_store *s, const PGresult *r, const char *what, es_error *err);
 
-/* The columns of an event, in the order es__store_page reads them.  A
- * statement that selects them runs on es__store_conn's connection, whose
- * session prints recorded_at as es__store_page expects (ISO, UTC). */
 /* Below it every transaction has ended: a feed read never passes an
  * event an open transaction could still commit before it. */
 #define ES__HORIZON "pg_snapshot_xmin(pg_current_snapshot())"
 
+/* The columns of an event, in the order es__store_page reads them.  A
+ * statement that selects them runs on es__store_conn's connection, whose
+ * session prints recorded_at as es__store_page expects (ISO, UTC). */
 #define ES__EVENT_COLUMNS                                                   \
     "stream_id, version, event_id, type, schema_version, data, "            \
     "metadata, recorded_at, transaction_id, global_position"
