@@ -11,17 +11,19 @@
  *   (no start given: pos = the feed head now, sent as an id-only message)
  *   pos before the feed head?  no ----------------> (heartbeat if due)
  *     | yes
- *   buffered >= ES_SSE_BUFFER_MAX?  yes --> "event: cut" slow_consumer, end
- *     | no
+ *   live and buffered >= ES_SSE_BUFFER_MAX?  yes --> for FULL_FOR_MS:
+ *     | no                                        "event: cut" slow_consumer,
+ *     |                                           end; until then wait
  *   catching up and buffered >= half of it?  yes --> wait for the client
  *     | no
  *   read a page after pos; send the events its filter passes, and an
  *   id-only message when the page ended on skipped events; pos = the
  *   page's last position; a page shorter than the limit: caught up (live)
  *
- * So a client catching up is paced by its own reading and never cut,
- * while a live client that stops reading collects new events until its
- * buffer reaches the cap and is then cut; it resumes from its
+ * So a client catching up is paced by its own reading and never cut
+ * (a page may be larger than the cap: one full page waits for it), while
+ * a live client that stops reading collects new events until its buffer
+ * has held the cap for FULL_FOR_MS and is then cut; it resumes from its
  * Last-Event-ID.  The hub wakes on every commit of this daemon
  * (subs_wake from the committer), when a client has drained its buffer,
  * and every ES_SSE_POLL_MS for commits made elsewhere.
@@ -51,6 +53,13 @@
  */
 #define EAGER_MS 5
 #define EAGER_FOR_MS 100
+/*
+ * A live subscriber is cut once its buffer has been full this long: not
+ * at the first look, since the last page it was sent while catching up
+ * may alone pass the cap, and the event loop that drains the buffer into
+ * the socket may not have run yet on a loaded machine.
+ */
+#define FULL_FOR_MS 1000
 
 typedef struct sub {
     es_http_stream *hs;
@@ -61,6 +70,7 @@ typedef struct sub {
     bool live;                  /* its last read reached the feed's end */
     bool at_tail;               /* starts at the feed head the hub reads next */
     long long last_write_ms;
+    long long full_since;       /* live with its buffer full since (0: not) */
     struct sub *next;
 } sub;
 
@@ -218,10 +228,16 @@ hub_round(subs *h)
         if (!dead && store_ok && es_position_cmp(s->pos, head) < 0) {
             size_t buffered = es_http_stream_buffered(s->hs);
 
-            if (buffered >= h->buffer_max) {
-                cut(h, s, CUT_SLOW);
-                dead = true;
-            } else if (s->live || buffered < h->buffer_max / 2) {
+            if (buffered < h->buffer_max || !s->live)
+                s->full_since = 0;
+            if (buffered >= h->buffer_max && s->live) {
+                if (s->full_since == 0) {
+                    s->full_since = now;
+                } else if (now - s->full_since >= FULL_FOR_MS) {
+                    cut(h, s, CUT_SLOW);
+                    dead = true;
+                }
+            } else if (s->live ? buffered < h->buffer_max : buffered < h->buffer_max / 2) {
                 if (send_page(h, s, now, &dead, &err) != ES_OK) {
                     store_ok = false;
                     if (!h->down)

@@ -816,6 +816,39 @@ START_TEST(a_slow_client_is_cut_and_resumes_without_a_gap)
 }
 END_TEST
 
+/*
+ * A client catching up is paced by its reading, never cut, even when one
+ * page (ES_READ_MAX_BYTES, 1 MiB) alone passes its buffer's cap (64 KiB
+ * here) and it pauses with the kernel's socket buffers full.
+ */
+START_TEST(a_client_catching_up_slowly_is_never_cut)
+{
+    char cat[40], st[64], start[ES_POSITION_TEXT_MAX], last[ES_POSITION_TEXT_MAX];
+    char reason[64], q[64];
+    client c;
+    seen s = {0};
+    msg m;
+
+    category(cat, sizeof cat, "ssec");
+    snprintf(q, sizeof q, "?category=%s", cat);
+    snprintf(st, sizeof st, "%s-1", cat);
+    append(cmd_slow.port, st, "Big", 1, 10, start);
+    /* 12 MB behind it: more than the socket buffers hold */
+    for (int i = 0; i < 24; i++)
+        append(cmd_slow.port, st, "Big", 10, 50000, last);
+    ck_assert_int_eq(sub_open(&c, cmd_slow.port, q, start, 4096, th_token()), 200);
+    ck_assert_int_eq(next_msg(&c, &m, 5000), 1);
+    msg_free(&m);
+    snprintf(s.last_id, sizeof s.last_id, "%s", start);
+    sleep(3);               /* the hub sees a full buffer many times over */
+    ck_assert(read_until(&c, &s, last, reason, sizeof reason));
+    ck_assert_str_eq(reason, "");
+    ck_assert_uint_eq(s.n, 240);
+    sub_close(&c);
+    free(s.ids);
+}
+END_TEST
+
 /* Restarts d (SIGTERM, then the same program with the same environment). */
 static void
 restart(th_daemon *d, const char *exe, const char *port_var)
@@ -932,6 +965,7 @@ main(void)
     tcase_add_test(tc, the_scope_is_read_streams);
     tcase_add_test(tc, subscriptions_are_capped);
     tcase_add_test(tc, a_slow_client_is_cut_and_resumes_without_a_gap);
+    tcase_add_test(tc, a_client_catching_up_slowly_is_never_cut);
     tcase_add_test(tc, resumed_across_restarts_of_every_daemon_each_event_once);
     suite_add_tcase(su, tc);
     rc = th_run_nofork(su);     /* the tests restart daemons they own */
