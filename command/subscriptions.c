@@ -18,7 +18,8 @@
  *     | no
  *   read a page after pos; send the events its filter passes, and an
  *   id-only message when the page ended on skipped events; pos = the
- *   page's last position; a page shorter than the limit: caught up (live)
+ *   page's last position; a page shorter than the limit: caught up (live
+ *   from then on, however far behind it falls again)
  *
  * So a client catching up is paced by its own reading and never cut
  * (a page may be larger than the cap: one full page waits for it), while
@@ -67,7 +68,8 @@ typedef struct sub {
     es_position pos;            /* events up to here are sent or skipped */
     es_position last_id;        /* the client's Last-Event-ID now */
     bool has_id;
-    bool live;                  /* its last read reached the feed's end */
+    bool live;                  /* a read reached the feed's end once */
+    bool behind;                /* its last page was full: more to read */
     bool at_tail;               /* starts at the feed head the hub reads next */
     long long last_write_ms;
     long long full_since;       /* live with its buffer full since (0: not) */
@@ -84,11 +86,12 @@ struct subs {
 
     pthread_t thread;
     bool started;
-    pthread_mutex_t mu;         /* incoming, count, stopping */
+    pthread_mutex_t mu;         /* incoming, count, stopping, closed */
     pthread_cond_t cond;
     sub *incoming;              /* opened, not yet taken by the hub */
     size_t count;               /* open subscriptions (incoming ones too) */
     bool stopping;
+    bool closed;                /* the hub is gone: subs_serve ends its own */
     atomic_bool kick;
 
     /* the hub thread's own */
@@ -138,13 +141,16 @@ flush(subs *h, sub *s, long long now)
     return st == ES_OK;
 }
 
-/* Ends s with "event: cut" and why. */
+/* Ends s with "event: cut" and why, written through out. */
 static void
-cut(subs *h, sub *s, int why)
+cut(subs *h, es_buf *out, sub *s, int why)
 {
-    es_buf_reset(&h->out);
-    es_sse_cut(&h->out, cut_reasons[why], s->has_id ? &s->last_id : NULL);
-    flush(h, s, 0);
+    es_buf_reset(out);
+    es_sse_cut(out, cut_reasons[why], s->has_id ? &s->last_id : NULL);
+    if (!es_buf_failed(out))
+        es_http_stream_write(s->hs, out->data, out->len, NULL);
+    es_buf_reset(out);
+    out->failed = false;
     atomic_fetch_add(&h->cuts[why], 1);
 }
 
@@ -181,7 +187,9 @@ send_page(subs *h, sub *s, long long now, bool *dead, es_error *err)
         s->last_id = s->pos;
         s->has_id = true;
     }
-    s->live = p->count < PAGE && !p->truncated;
+    s->behind = p->count == PAGE || p->truncated;
+    if (!s->behind)
+        s->live = true;
     es_page_destroy(p);
     *dead = !flush(h, s, now);
     atomic_fetch_add(&h->events, n);
@@ -231,10 +239,14 @@ hub_round(subs *h)
             if (buffered < h->buffer_max || !s->live)
                 s->full_since = 0;
             if (buffered >= h->buffer_max && s->live) {
+                /* the clock now, not the round's start: a long round
+                 * must not shorten the grace */
+                long long t = now_ms();
+
                 if (s->full_since == 0) {
-                    s->full_since = now;
-                } else if (now - s->full_since >= FULL_FOR_MS) {
-                    cut(h, s, CUT_SLOW);
+                    s->full_since = t;
+                } else if (t - s->full_since >= FULL_FOR_MS) {
+                    cut(h, &h->out, s, CUT_SLOW);
                     dead = true;
                 }
             } else if (s->live ? buffered < h->buffer_max : buffered < h->buffer_max / 2) {
@@ -244,7 +256,7 @@ hub_round(subs *h)
                         es_log(ES_LOG_WARNING, "subscriptions: could not read the feed: %s",
                                err.message);
                     h->down = true;
-                } else if (!s->live) {
+                } else if (s->behind) {
                     more = true;
                 }
             }
@@ -267,15 +279,19 @@ hub_round(subs *h)
     return more;
 }
 
-/* How long the hub may sleep: until its poll, or the first heartbeat due. */
+/* How long the hub may sleep: until its poll, the first heartbeat due or
+ * the first full subscriber's cut. */
 static long long
 hub_deadline(const subs *h)
 {
     long long until = now_ms() + h->poll_ms;
 
-    for (const sub *s = h->subs; s != NULL; s = s->next)
+    for (const sub *s = h->subs; s != NULL; s = s->next) {
         if (s->last_write_ms + h->heartbeat_ms < until)
             until = s->last_write_ms + h->heartbeat_ms;
+        if (s->full_since != 0 && s->full_since + FULL_FOR_MS < until)
+            until = s->full_since + FULL_FOR_MS;
+    }
     return until;
 }
 
@@ -296,7 +312,7 @@ hub_main(void *arg)
         in = h->incoming;
         h->incoming = NULL;
         pthread_mutex_unlock(&h->mu);
-        /* the newest first would do as well; keep the order they came in */
+        /* incoming is newest first; they join the list ahead of the others */
         for (last = in; last != NULL && last->next != NULL; last = last->next)
             ;
         if (last != NULL) {
@@ -337,6 +353,7 @@ subs_start(subs **out, const char *conninfo, es_error *err)
     subs *h;
     pthread_condattr_t attr;
     es_status st;
+    size_t budget;
 
     *out = NULL;
     if ((h = calloc(1, sizeof *h)) == NULL)
@@ -357,7 +374,11 @@ subs_start(subs **out, const char *conninfo, es_error *err)
         subs_free(h);
         return st;
     }
-    es_store_set_read_budget(h->store, es_store_read_budget_configured());
+    /* a page is at most the read budget, or the buffer's cap when the
+     * budget is off (0), so that no page is 256 of the largest events */
+    if ((budget = es_store_read_budget_configured()) == 0)
+        budget = h->buffer_max;
+    es_store_set_read_budget(h->store, budget);
     if (pthread_create(&h->thread, NULL, hub_main, h) != 0) {
         subs_stop(h);
         subs_free(h);
@@ -371,7 +392,7 @@ subs_start(subs **out, const char *conninfo, es_error *err)
 void
 subs_stop(subs *h)
 {
-    sub *s, *next;
+    sub *s, *next, *in;
 
     if (h == NULL)
         return;
@@ -382,17 +403,23 @@ subs_stop(subs *h)
     if (h->started)
         pthread_join(h->thread, NULL);
     h->started = false;
-    /* the hub is gone: its list and what came in meanwhile are ours */
+    /* the hub is gone: its list and what came in meanwhile are ours; a
+     * subscription opened from now on is ended by subs_serve itself */
+    pthread_mutex_lock(&h->mu);
+    h->closed = true;
+    in = h->incoming;
+    h->incoming = NULL;
+    pthread_mutex_unlock(&h->mu);
     for (int pass = 0; pass < 2; pass++) {
-        for (s = pass == 0 ? h->subs : h->incoming; s != NULL; s = next) {
+        for (s = pass == 0 ? h->subs : in; s != NULL; s = next) {
             next = s->next;
             if (es_http_stream_alive(s->hs))
-                cut(h, s, CUT_STOP);
+                cut(h, &h->out, s, CUT_STOP);
             es_http_stream_end(s->hs);
             free(s);
         }
     }
-    h->subs = h->incoming = NULL;
+    h->subs = NULL;
     es_store_close(h->store);
     h->store = NULL;
     es_buf_free(&h->out);
@@ -413,7 +440,7 @@ subs_serve(subs *h, const es_http_req *req, es_http_res *res)
 {
     sub *s;
     es_error err;
-    bool stopping, full;
+    bool stopping, full, closed;
 
     if ((s = calloc(1, sizeof *s)) == NULL) {
         es_http_res_error(res, 500, "out_of_memory", NULL, NULL, "out of memory");
@@ -428,6 +455,9 @@ subs_serve(subs *h, const es_http_req *req, es_http_res *res)
     }
     s->pos = s->f.after;
     s->at_tail = s->f.from_tail;
+    /* a cut before anything is sent names where the client started */
+    s->last_id = s->f.after;
+    s->has_id = !s->f.from_tail;
     pthread_mutex_lock(&h->mu);
     stopping = h->stopping;
     full = h->count >= h->max;
@@ -462,10 +492,23 @@ subs_serve(subs *h, const es_http_req *req, es_http_res *res)
     s->last_write_ms = now_ms();
     atomic_fetch_add(&h->opened, 1);
     pthread_mutex_lock(&h->mu);
-    s->next = h->incoming;
-    h->incoming = s;
-    pthread_cond_signal(&h->cond);
+    if ((closed = h->closed)) {
+        h->count--;
+    } else {
+        s->next = h->incoming;
+        h->incoming = s;
+        pthread_cond_signal(&h->cond);
+    }
     pthread_mutex_unlock(&h->mu);
+    if (closed) {
+        /* subs_stop ran since the check above: end it here, as it would */
+        es_buf b = ES_BUF_INIT;
+
+        cut(h, &b, s, CUT_STOP);
+        es_buf_free(&b);
+        es_http_stream_end(s->hs);
+        free(s);
+    }
     res->status = 200;
     res->content_type = "text/event-stream";
     es_http_res_header(res, "Cache-Control", "no-cache");
