@@ -671,8 +671,25 @@ fi
 # BENCH_FEED_EVENTS (default 1,000,000) events from the start and from the
 # tail, and rebuild (the orders projection, dry run: small is a store of
 # BENCH_FEED_EVENTS events); then the database's and es_events' sizes per
-# million events.  Appends come last at each size: their data is not
-# shaped for the orders projection, which the rebuilds replay.
+# million events.  The three stores are three databases that live side by
+# side, and each round measures a figure on the big one and at once on
+# its small one, in turn: a shared machine's load then weighs on both
+# sides alike (measured one store after the other, 20 minutes apart, the
+# ratios moved with other work's load, not with the store).  The append
+# rounds come after all the reads: their data is not shaped for the
+# orders projection, which the rebuilds replay.
+growth_use() {      # growth_use DB: later commands work on database DB
+    db=$1
+    export ES_PG_CONNINFO="$base dbname=$db"
+    eval "ES_TOKEN=\$growth_token_$db"
+    export ES_TOKEN
+}
+growth_fresh() {    # growth_fresh DB: a fresh database DB, then growth_use DB
+    db=$1
+    export ES_PG_CONNINFO="$base dbname=$db"
+    fresh_db
+    printf -v "growth_token_$db" '%s' "$ES_TOKEN"
+}
 growth_load() {     # growth_load FROM TO: events n of [FROM, TO)
     local i
     for ((i = $1; i < $2; i += 100000)); do
@@ -692,65 +709,73 @@ ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version;
 VACUUM ANALYZE es_events;
 SQL
 }
-growth_rebuild() {  # the best of BENCH_ROUNDS dry-run rebuilds, events/s
-    local best=0 v
-    for _ in $(seq 1 "$rounds"); do
-        rcli FLUSHDB >/dev/null
-        v=$("$build/esctl" --json projection rebuild orders --dry-run 2>/dev/null |
-            sed -n 's/.*"rate":\([0-9]*\).*/\1/p')
-        [ -n "$v" ] || { echo "bench: esctl projection rebuild orders --dry-run failed" >&2; exit 1; }
-        best=$(max "$best" "$v")
-    done
+growth_rebuild() {  # one dry-run rebuild of the orders projection, events/s
+    local v
     rcli FLUSHDB >/dev/null
-    echo "$best"
+    v=$("$build/esctl" --json projection rebuild orders --dry-run 2>/dev/null |
+        sed -n 's/.*"rate":\([0-9]*\).*/\1/p')
+    [ -n "$v" ] || { echo "bench: esctl projection rebuild orders --dry-run failed" >&2; exit 1; }
+    rcli FLUSHDB >/dev/null
+    echo "$v"
 }
-growth_feed() {     # growth_feed AFTER: the best rate of reading BENCH_FEED_EVENTS after AFTER
-    local best=0 v
-    for _ in $(seq 1 "$rounds"); do
-        v=$(field events_per_s "$("$build/bench_store" feed "$1" "$small")")
-        best=$(max "$best" "$v")
-    done
-    echo "$best"
-}
-growth_append() {   # "<store_append_1> <http_append_1>", best of BENCH_ROUNDS each
-    local a=0 h=0 v
-    for _ in $(seq 1 "$rounds"); do
-        v=$(field events_per_s "$("$build/bench_store" append 8 1 "$secs")")
-        a=$(max "$a" "$v")
-        v=$(field per_s "$(http_round append)")
-        h=$(max "$h" "$v")
-    done
-    echo "$a $h"
+growth_feed() {     # growth_feed AFTER: reading BENCH_FEED_EVENTS after AFTER, events/s
+    field events_per_s "$("$build/bench_store" feed "$1" "$small")"
 }
 if [[ ",$only," == *",growth,"* ]]; then
     big=${BENCH_GROWTH_EVENTS:-10000000}
     small=${BENCH_FEED_EVENTS:-1000000}
     bench_redis_user
-    fresh_db
+    # an empty store (appends), one of $small events (feed reads, rebuild)
+    growth_fresh es_bench_empty
+    growth_fresh es_bench_small
     growth_load 0 "$small"
-    rebuild_small=$(growth_rebuild)
-    feed_small=$(growth_feed 0-0)
+    growth_fresh es_bench
     t0=$(date +%s)
-    growth_load "$small" "$big"
-    echo "# growth: loaded $((big - small)) more events in $(($(date +%s) - t0)) s"
-    rebuild_big=$(growth_rebuild)
-    feed_start=$(growth_feed 0-0)
+    growth_load 0 "$big"
+    echo "# growth: loaded $big events in $(($(date +%s) - t0)) s"
     tail_after=$(psql_db -F - -c "SELECT transaction_id, global_position FROM es_events
                                    ORDER BY transaction_id DESC, global_position DESC
                                    OFFSET $small LIMIT 1")
-    feed_tail=$(growth_feed "$tail_after")
     read -r db_bytes table_bytes index_bytes n <<<"$(psql_db -F ' ' -c "
         SELECT pg_database_size(current_database()), pg_table_size('es_events'),
                pg_indexes_size('es_events'), count(*) FROM es_events")"
-    read -r append_big http_big <<<"$(growth_append)"
-    fresh_db
-    read -r append_small http_small <<<"$(growth_append)"
+    rebuild_big=0 rebuild_small=0 feed_start=0 feed_tail=0 feed_small=0
+    append_big=0 append_small=0 http_big=0 http_small=0
+    for _ in $(seq 1 "$rounds"); do
+        growth_use es_bench_small
+        v=$(growth_rebuild) || exit 1
+        rebuild_small=$(max "$rebuild_small" "$v")
+        feed_small=$(max "$feed_small" "$(growth_feed 0-0)")
+        growth_use es_bench
+        v=$(growth_rebuild) || exit 1
+        rebuild_big=$(max "$rebuild_big" "$v")
+        feed_start=$(max "$feed_start" "$(growth_feed 0-0)")
+        feed_tail=$(max "$feed_tail" "$(growth_feed "$tail_after")")
+    done
+    for _ in $(seq 1 "$rounds"); do
+        for side in es_bench es_bench_empty; do
+            growth_use "$side"
+            a=$(field events_per_s "$("$build/bench_store" append 8 1 "$secs")")
+            h=$(field per_s "$(http_round append)")
+            if [ "$side" = es_bench ]; then
+                append_big=$(max "$append_big" "$a") http_big=$(max "$http_big" "$h")
+            else
+                append_small=$(max "$append_small" "$a") http_small=$(max "$http_small" "$h")
+            fi
+        done
+    done
+    for side in es_bench_empty es_bench_small; do
+        "$pgbin/psql" "$base dbname=postgres" -qAt -c "DROP DATABASE IF EXISTS $side WITH (FORCE)" \
+            >/dev/null 2>&1
+    done
+    growth_use es_bench
     rcli ACL DELUSER es_bench >/dev/null
     mb_per_m() { awk -v b="$1" -v n="$n" 'BEGIN { printf "%.0f", b / 1048576 / (n / 1e6) }'; }
     echo "# growth: $n events: database $(mb_per_m "$db_bytes") MB, es_events $(mb_per_m "$table_bytes") MB" \
          "and its indexes $(mb_per_m "$index_bytes") MB per million events"
-    echo "# growth: each figure on $big events (value) beside the same on the small store (limit);" \
-         "appends: empty store; feed read and rebuild: $small events"
+    echo "# growth: each figure on $big events (value) beside the same on the small store (limit)," \
+         "measured in turn, best of $rounds rounds; appends: empty store; feed read and rebuild:" \
+         "$small events"
     report growth_store_append_1 "$append_big" events/s "$append_small"
     report growth_http_append_1 "$http_big" requests/s "$http_small"
     report growth_store_feed_read_start "$feed_start" events/s "$feed_small"
