@@ -347,3 +347,7 @@ clean:
 
 distclean: clean down cluster-down
 	rm -rf .run
+
+# tests/test_qdoc.c checks query/doc.c, which es-query alone links, against
+# jansson: it links that one module.
+$(BUILD)/tests/test_qdoc: $(BUILD)/query/doc.o

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "doc.h"
 #include "event.h"
 #include "projections.h"
 
@@ -102,26 +103,6 @@ put_opt_str(json_t *d, const redisReply *h, const char *field)
 {
     if (es_rm_hash_get(h, field) != NULL)
         put_str(d, h, field);
-}
-
-static void
-put_opt_json(json_t *d, const redisReply *h, const char *field)
-{
-    if (es_rm_hash_get(h, field) != NULL)
-        put_json(d, h, field);
-}
-
-/* An array of the JSON texts of a list reply. */
-static json_t *
-json_list(const redisReply *l)
-{
-    json_t *a = json_array();
-    size_t i;
-
-    for (i = 0; l != NULL && l->type == REDIS_REPLY_ARRAY && i < l->elements; i++)
-        if (l->element[i]->type == REDIS_REPLY_STRING)
-            json_array_append_new(a, jtext(l->element[i]->str));
-    return a;
 }
 
 /* Pairs of a ZREVRANGEBYSCORE ... WITHSCORES reply. */
@@ -278,27 +259,84 @@ const view view_user_by_email = {{"users", email_index, email_detail}, email_ans
 
 /* ---- orders ----------------------------------------------------------- */
 
-/* The order document; with its history when hist is not NULL. */
-static json_t *
-order_doc(const redisReply *h, const redisReply *hist)
+/* Member field of hash h: a string, an integer or JSON text (doc.c). */
+static void
+order_str(doc_obj *o, const redisReply *h, const char *field)
 {
-    json_t *d = json_object();
+    doc_key(o, field);
+    doc_str(o->b, es_rm_hash_get(h, field));
+}
 
-    put_str(d, h, "order_id");
-    put_str(d, h, "customer_id");
-    put_json(d, h, "items");
-    put_int(d, h, "total");
-    put_str(d, h, "status");
-    put_opt_str(d, h, "reason");
-    put_json(d, h, "payment");
-    put_json(d, h, "inventory");
-    put_json(d, h, "shipment");
-    put_opt_json(d, h, "ship_to");
-    if (hist != NULL)
-        json_object_set_new(d, "history", json_list(hist));
-    put_str(d, h, "created_at");
-    put_str(d, h, "updated_at");
-    return d;
+static void
+order_json(doc_obj *o, const redisReply *h, const char *field)
+{
+    doc_key(o, field);
+    doc_text(o->b, es_rm_hash_get(h, field));
+}
+
+/*
+ * The order document, with its history when hist is not NULL, written
+ * straight into b: the hot view, so no jansson tree (doc.h); the members
+ * and their order are those the other views' json_t documents would have.
+ */
+static void
+order_doc(es_buf *b, const redisReply *h, const redisReply *hist)
+{
+    doc_obj o;
+    size_t i;
+
+    doc_begin(&o, b);
+    order_str(&o, h, "order_id");
+    order_str(&o, h, "customer_id");
+    order_json(&o, h, "items");
+    doc_key(&o, "total");
+    doc_int(b, es_rm_hash_get(h, "total"));
+    order_str(&o, h, "status");
+    if (es_rm_hash_get(h, "reason") != NULL)
+        order_str(&o, h, "reason");
+    order_json(&o, h, "payment");
+    order_json(&o, h, "inventory");
+    order_json(&o, h, "shipment");
+    if (es_rm_hash_get(h, "ship_to") != NULL)
+        order_json(&o, h, "ship_to");
+    if (hist != NULL) {
+        bool some = false;
+
+        /* as json_list: the list's strings, each as JSON text */
+        doc_key(&o, "history");
+        es_buf_append(b, "[", 1);
+        for (i = 0; hist->type == REDIS_REPLY_ARRAY && i < hist->elements; i++)
+            if (hist->element[i]->type == REDIS_REPLY_STRING) {
+                if (some)
+                    es_buf_append(b, ",", 1);
+                some = true;
+                doc_text(b, hist->element[i]->str);
+            }
+        es_buf_append(b, "]", 1);
+    }
+    order_str(&o, h, "created_at");
+    order_str(&o, h, "updated_at");
+    doc_end(&o);
+}
+
+/* A 200 whose body the caller writes into res->body. */
+static void
+doc_start(es_http_res *res)
+{
+    es_buf_reset(&res->body);
+    res->status = 200;
+}
+
+/* As es_http_res_json when its body could not be made. */
+static void
+doc_finish(es_http_res *res)
+{
+    if (!es_buf_failed(&res->body))
+        return;
+    es_buf_reset(&res->body);
+    res->status = 500;
+    es_buf_puts(&res->body, "{\"error\":{\"code\":\"internal\",\"message\":"
+                            "\"could not encode the response\"}}");
 }
 
 static void
@@ -317,10 +355,13 @@ order_answer(const view_args *a, const read_result *r, es_http_res *res)
 {
     const redisReply *h = idx_at(r, 0);
 
-    if (!hash_found(h, "order_id"))
+    if (!hash_found(h, "order_id")) {
         not_found(res, "order_not_found", "order", a->id);
-    else
-        es_http_res_json(res, 200, order_doc(h, idx_at(r, 1)));
+        return;
+    }
+    doc_start(res);
+    order_doc(&res->body, h, idx_at(r, 1));
+    doc_finish(res);
 }
 
 const view view_order = {{"orders", order_index, NULL}, order_answer};
@@ -338,16 +379,35 @@ customer_orders_detail(const void *args, const redisReply *const *idx, size_t ni
     page_detail(args, idx, nidx, PJ_KEY_ORDER, out);
 }
 
-static json_t *
-order_summary(const redisReply *h)
-{
-    return order_doc(h, NULL);
-}
-
+/* page_answer's document, written as order_doc is:
+ * {"orders":[orders without history],"next_cursor":...} */
 static void
 customer_orders_answer(const view_args *a, const read_result *r, es_http_res *res)
 {
-    page_answer(a, r, "order_id", "orders", order_summary, res);
+    const redisReply *z = idx_at(r, 0);
+    size_t i, n = page_len(z);
+    bool some = false;
+    doc_obj o;
+
+    doc_start(res);
+    doc_begin(&o, &res->body);
+    doc_key(&o, "orders");
+    es_buf_append(&res->body, "[", 1);
+    for (i = 0; i < n && i < (size_t)a->limit; i++) {
+        const redisReply *h = det_at(r, i);
+
+        if (!hash_found(h, "order_id"))
+            continue;
+        if (some)
+            es_buf_append(&res->body, ",", 1);
+        some = true;
+        order_doc(&res->body, h, NULL);
+    }
+    es_buf_append(&res->body, "]", 1);
+    doc_key(&o, "next_cursor");
+    doc_str(&res->body, n > (size_t)a->limit ? page_score(z, (size_t)a->limit - 1) : NULL);
+    doc_end(&o);
+    doc_finish(res);
 }
 
 const view view_customer_orders = {

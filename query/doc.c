@@ -1,0 +1,349 @@
+/*
+ * Documents written straight into a response body (see doc.h).
+ *
+ * The bytes are json_dumps(JSON_COMPACT)'s for the tree views.c built
+ * with jansson: strings escaped as jansson escapes them (the short forms,
+ * else \u00XX in capitals; '/' and non-ASCII as they are), and a field
+ * holding JSON text copied as it is when it is already in the form
+ * jansson would write it back in (doc_canonical), else parsed and dumped
+ * by jansson as before.  tests/test_qdoc.c holds the two side by side.
+ */
+#include "doc.h"
+
+#include <jansson.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "event.h"
+
+/* Past these a text is left to jansson (doc_canonical says false). */
+#define CANON_DEPTH_MAX 32
+#define CANON_KEYS_MAX 32
+/* Integers of up to 18 digits fit in jansson's json_int_t (long long). */
+#define CANON_DIGITS_MAX 18
+
+void
+doc_begin(doc_obj *o, es_buf *b)
+{
+    o->b = b;
+    o->some = false;
+    es_buf_append(b, "{", 1);
+}
+
+void
+doc_end(doc_obj *o)
+{
+    es_buf_append(o->b, "}", 1);
+}
+
+void
+doc_key(doc_obj *o, const char *key)
+{
+    if (o->some)
+        es_buf_append(o->b, ",", 1);
+    o->some = true;
+    es_buf_append(o->b, "\"", 1);
+    es_buf_puts(o->b, key);
+    es_buf_append(o->b, "\":", 2);
+}
+
+/* Length of the valid UTF-8 sequence at p (as jansson's utf8 check:
+ * no overlong forms, no surrogates, nothing past U+10FFFF), 0 if none. */
+static size_t
+utf8_len(const unsigned char *p)
+{
+    size_t n, i;
+    uint32_t cp;
+
+    if (p[0] < 0x80)
+        return 1;
+    if (p[0] < 0xC2 || p[0] > 0xF4)
+        return 0;
+    if (p[0] < 0xE0) {
+        n = 2;
+        cp = p[0] & 0x1F;
+    } else if (p[0] < 0xF0) {
+        n = 3;
+        cp = p[0] & 0x0F;
+    } else {
+        n = 4;
+        cp = p[0] & 0x07;
+    }
+    for (i = 1; i < n; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;           /* also stops at the NUL */
+        cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || (cp >= 0xD800 && cp <= 0xDFFF) ||
+        cp > 0x10FFFF)
+        return 0;
+    return n;
+}
+
+static bool
+utf8_ok(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n;
+
+    while (*p) {
+        if ((n = utf8_len(p)) == 0)
+            return false;
+        p += n;
+    }
+    return true;
+}
+
+/* s (valid UTF-8) as a JSON string, escaped as jansson's dump does. */
+static void
+put_escaped(es_buf *b, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const unsigned char *p = (const unsigned char *)s, *run = p;
+
+    es_buf_append(b, "\"", 1);
+    for (; *p; p++) {
+        char u[7];
+        const char *esc = u;
+
+        if (*p >= 0x20 && *p != '"' && *p != '\\')
+            continue;
+        es_buf_append(b, (const char *)run, (size_t)(p - run));
+        switch (*p) {
+        case '"': esc = "\\\""; break;
+        case '\\': esc = "\\\\"; break;
+        case '\b': esc = "\\b"; break;
+        case '\f': esc = "\\f"; break;
+        case '\n': esc = "\\n"; break;
+        case '\r': esc = "\\r"; break;
+        case '\t': esc = "\\t"; break;
+        default:
+            memcpy(u, "\\u00", 4);
+            u[4] = hex[*p >> 4];
+            u[5] = hex[*p & 15];
+            u[6] = '\0';
+        }
+        es_buf_puts(b, esc);
+        run = p + 1;
+    }
+    es_buf_append(b, (const char *)run, (size_t)(p - run));
+    es_buf_append(b, "\"", 1);
+}
+
+void
+doc_str(es_buf *b, const char *s)
+{
+    char *copy;
+
+    if (s == NULL) {
+        es_buf_puts(b, "null");
+        return;
+    }
+    if (utf8_ok(s)) {
+        put_escaped(b, s);
+        return;
+    }
+    /* never from the projections, which write JSON strings */
+    if ((copy = strdup(s)) == NULL) {
+        b->failed = true;
+        return;
+    }
+    es_text_make_utf8(copy);
+    put_escaped(b, copy);
+    free(copy);
+}
+
+void
+doc_int(es_buf *b, const char *s)
+{
+    char *end;
+    long long n;
+
+    if (s == NULL || *s == '\0') {
+        es_buf_puts(b, "null");
+        return;
+    }
+    n = strtoll(s, &end, 10);
+    if (*end == '\0')
+        es_buf_int(b, n);
+    else
+        doc_str(b, s);
+}
+
+/* ---- the canonical form ------------------------------------------------ */
+
+typedef struct span {
+    const unsigned char *p;
+    size_t n;
+} span;
+
+static bool canon_value(const unsigned char **pp, int depth);
+
+/* A string with only the short escapes and valid UTF-8 (jansson writes
+ * every other character as it is, and reads \u0000 as an error). */
+static bool
+canon_string(const unsigned char **pp)
+{
+    const unsigned char *p = *pp + 1;
+    size_t n;
+
+    for (;;) {
+        if (*p == '"') {
+            *pp = p + 1;
+            return true;
+        }
+        if (*p == '\\') {
+            if (strchr("\"\\bfnrt", p[1]) == NULL || p[1] == '\0')
+                return false;
+            p += 2;
+            continue;
+        }
+        if (*p < 0x20 || (n = utf8_len(p)) == 0)
+            return false;       /* also the end of the text */
+        p += n;
+    }
+}
+
+/* An integer as jansson writes one: no '+', no leading zero, no "-0",
+ * within json_int_t; a fraction or exponent (a real) is not. */
+static bool
+canon_number(const unsigned char **pp)
+{
+    const unsigned char *p = *pp, *d;
+
+    if (*p == '-')
+        p++;
+    d = p;
+    if (*p == '0') {
+        if (d != *pp)
+            return false;       /* -0 is written back as 0 */
+        p++;
+    } else {
+        while (*p >= '0' && *p <= '9')
+            p++;
+        if (p == d || p - d > CANON_DIGITS_MAX)
+            return false;
+    }
+    if (*p == '.' || *p == 'e' || *p == 'E')
+        return false;
+    *pp = p;
+    return true;
+}
+
+static bool
+canon_literal(const unsigned char **pp, const char *word)
+{
+    size_t n = strlen(word);
+
+    if (strncmp((const char *)*pp, word, n) != 0)
+        return false;
+    *pp += n;
+    return true;
+}
+
+static bool
+canon_object(const unsigned char **pp, int depth)
+{
+    span keys[CANON_KEYS_MAX];
+    const unsigned char *p = *pp + 1;
+    size_t nkeys = 0, i;
+
+    if (*p == '}') {
+        *pp = p + 1;
+        return true;
+    }
+    for (;;) {
+        const unsigned char *k = p;
+
+        if (*p != '"' || !canon_string(&p) || nkeys == CANON_KEYS_MAX)
+            return false;
+        /* jansson keeps one member per key: a repeated key is not copied */
+        for (i = 0; i < nkeys; i++)
+            if (keys[i].n == (size_t)(p - k) && memcmp(keys[i].p, k, keys[i].n) == 0)
+                return false;
+        keys[nkeys++] = (span){k, (size_t)(p - k)};
+        if (*p++ != ':' || !canon_value(&p, depth + 1))
+            return false;
+        if (*p == '}') {
+            *pp = p + 1;
+            return true;
+        }
+        if (*p++ != ',')
+            return false;
+    }
+}
+
+static bool
+canon_array(const unsigned char **pp, int depth)
+{
+    const unsigned char *p = *pp + 1;
+
+    if (*p == ']') {
+        *pp = p + 1;
+        return true;
+    }
+    for (;;) {
+        if (!canon_value(&p, depth + 1))
+            return false;
+        if (*p == ']') {
+            *pp = p + 1;
+            return true;
+        }
+        if (*p++ != ',')
+            return false;
+    }
+}
+
+static bool
+canon_value(const unsigned char **pp, int depth)
+{
+    if (depth > CANON_DEPTH_MAX)
+        return false;
+    switch (**pp) {
+    case '{': return canon_object(pp, depth);
+    case '[': return canon_array(pp, depth);
+    case '"': return canon_string(pp);
+    case 't': return canon_literal(pp, "true");
+    case 'f': return canon_literal(pp, "false");
+    case 'n': return canon_literal(pp, "null");
+    default: return canon_number(pp);
+    }
+}
+
+bool
+doc_canonical(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+
+    return canon_value(&p, 0) && *p == '\0';
+}
+
+void
+doc_text(es_buf *b, const char *s)
+{
+    json_t *v;
+    char *text;
+
+    if (s == NULL) {
+        es_buf_puts(b, "null");
+        return;
+    }
+    if (doc_canonical(s)) {
+        es_buf_puts(b, s);
+        return;
+    }
+    /* as before: jansson's reading of it, or the text as a string */
+    if ((v = json_loads(s, JSON_DECODE_ANY, NULL)) == NULL) {
+        doc_str(b, s);
+        return;
+    }
+    text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(v);
+    if (text == NULL) {
+        b->failed = true;
+        return;
+    }
+    es_buf_puts(b, text);
+    free(text);
+}
