@@ -33,7 +33,10 @@ main(void)
 
     http.bind = es_env_str("ES_QUERY_BIND", "127.0.0.1");
     http.port = (unsigned)es_env_long("es-query", "ES_QUERY_PORT", 8081, 1, 65535);
-    http.threads = (unsigned)es_env_long("es-query", "ES_HTTP_THREADS", 16, 1, 1024);
+    /* 8, not 16: at 32 connections on 2 cores, 16 threads (each blocking
+     * on its Redis read) cost more switches than they overlap reads:
+     * query/README.md, "Where the time goes" */
+    http.threads = (unsigned)es_env_long("es-query", "ES_HTTP_THREADS", 8, 1, 1024);
     http.guard = routes_guard;
     http.body_max = 64 * 1024;      /* queries have no body; anything else gets 405 */
     scheme = es_daemon_http_tls(&http);
