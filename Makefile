@@ -196,9 +196,9 @@ $(BUILD)/abuse_load: $(BUILD)/tests/abuse_load.o
 # Fuzz targets: clang's libFuzzer with ASan and UBSan, over the core's
 # sources (no server is needed by a decoder).
 # (the command service's decoders come along, without its main)
-FUZZ_LINK := $(LIB_SRC) $(filter-out command/main.c,$(CMD_SRC)) $(PROJ_SRC) query/console_args.c
+FUZZ_LINK := $(LIB_SRC) $(filter-out command/main.c,$(CMD_SRC)) $(PROJ_SRC) query/console_args.c query/doc.c
 $(FUZZ_DIR)/%: tests/fuzz/%.c $(FUZZ_LINK) $(wildcard events/*.h) $(wildcard command/*.h) \
-    $(wildcard projector/*.h) saga/saga.h query/console_args.h
+    $(wildcard projector/*.h) saga/saga.h query/console_args.h query/doc.h
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ  $@"
 	@clang -std=c11 -D_GNU_SOURCE -g -O1 -Ievents -Icommand -Iprojector -Isaga -Iquery $(PKG_CFLAGS) \
