@@ -6,6 +6,7 @@
  * and replayed byte for byte.
  */
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -684,6 +685,7 @@ replay:
  * is given up: a hung server is "unavailable" at once rather than a
  * probe that never returns), and NATS when the bus is on. */
 #define READY_PROBE_MS 2000
+static atomic_int ready_was;        /* 0 ready; 1 PostgreSQL, 2 NATS not */
 static bool
 ready(void *ctx, json_t **body)
 {
@@ -693,6 +695,17 @@ ready(void *ctx, json_t **body)
     bool pg = env != NULL && es_store_ping(env->store, READY_PROBE_MS, &err) == ES_OK;
     bool nats = a->bus == NULL || bus_connected(a->bus);
 
+    /* a change is said in the log: a balancer's checks are its only
+     * other trace */
+    int now = (pg ? 0 : 1) | (nats ? 0 : 2), was = atomic_exchange(&ready_was, now);
+
+    if (now != was) {
+        if (now == 0)
+            es_log(ES_LOG_INFO, "ready again");
+        else
+            es_log(ES_LOG_WARNING, "not ready:%s%s%s", pg ? "" : " PostgreSQL ",
+                   pg ? "" : err.message, nats ? "" : " NATS not connected");
+    }
     *body = json_pack("{s:s, s:s, s:s}", "status", pg && nats ? "ready" : "unavailable",
                       "postgres", pg ? "ok" : "unavailable", "nats",
                       a->bus == NULL ? "off" : nats ? "ok" : "unavailable");

@@ -130,6 +130,41 @@ es_nats_up(natsConnection *nc)
     return nc != NULL && natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED;
 }
 
+/* The server nc is connected to, as host:port (no credentials). */
+static void
+nats_where(natsConnection *nc, char *out, size_t size)
+{
+    char url[256] = "";
+    const char *at;
+
+    out[0] = '\0';
+    if (natsConnection_GetConnectedUrl(nc, url, sizeof url) != NATS_OK || url[0] == '\0')
+        return;
+    at = strrchr(url, '@');
+    snprintf(out, size, "%s", at ? at + 1 : strstr(url, "://") ? strstr(url, "://") + 3 : url);
+}
+
+/* Said in the log, so that an operator sees when and where a daemon's
+ * bus went and came back (its /readyz says only whether it is up now). */
+static void
+nats_disconnected(natsConnection *nc, void *closure)
+{
+    (void)closure;
+    if (natsConnection_IsClosed(nc))
+        return;                 /* closed on purpose (a stop) */
+    es_log(ES_LOG_WARNING, "NATS: connection lost; reconnecting");
+}
+
+static void
+nats_reconnected(natsConnection *nc, void *closure)
+{
+    char where[160];
+
+    (void)closure;
+    nats_where(nc, where, sizeof where);
+    es_log(ES_LOG_INFO, "NATS: reconnected to %s", where[0] ? where : "a server");
+}
+
 /* The TLS part of es_nats_options_create. */
 static es_status
 nats_tls(natsOptions *opts, es_error *err)
@@ -204,6 +239,8 @@ es_nats_options_create(natsOptions **out, const char *url, const char *name, es_
     if (natsOptions_Create(&opts) != NATS_OK || nats_servers(opts, url) != NATS_OK ||
         natsOptions_SetName(opts, name ? name : program_invocation_short_name) != NATS_OK ||
         natsOptions_SetMaxReconnect(opts, -1) != NATS_OK ||
+        natsOptions_SetDisconnectedCB(opts, nats_disconnected, NULL) != NATS_OK ||
+        natsOptions_SetReconnectedCB(opts, nats_reconnected, NULL) != NATS_OK ||
         natsOptions_SetRetryOnFailedConnect(opts, true, es_nats_connected, NULL) != NATS_OK ||
         /* a server that stops answering is noticed in about
          * interval * (max pings out + 1), not the library's 2+ minutes */
