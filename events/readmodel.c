@@ -1028,8 +1028,30 @@ trace_append(redisContext *c, const es_rm_trace_stage *s, size_t n, int ttl_s, s
  * failure, so that the connection stays in step). */
 static es_status trace_read(redisContext *c, size_t replies, es_error *err);
 
+/*
+ * A transaction's counts, merged: every HINCRBY key field 1 (or -1) of
+ * the events it takes adds into one command per key and field (the first
+ * of them, its head), the later ones are not sent.  The dashboard counts
+ * every event twice (events, and its type's counter), which made two of
+ * the five commands an OrderPlaced costs Redis, each parsed, queued and
+ * answered on its own.  EXEC runs the transaction's commands at once, so
+ * no reader sees the counts between two events of a batch either way.
+ * Only keys the batch does nothing else to are merged (so no other write
+ * to the same field moves across the counts); a refused head fails every
+ * event merged into it, as each of their own would have.
+ */
+#define COUNTS_MAX 32
+typedef struct counts {
+    size_t n;
+    size_t head[COUNTS_MAX];    /* argument index (the argc) of each head */
+    long long sum[COUNTS_MAX];
+    bool other[COUNTS_MAX];     /* another command writes its key: not merged */
+    bool refused[COUNTS_MAX];   /* its head was refused (fast_settle) */
+} counts;
+
+static void counts_plan(counts *m, const es_rm_batch *b, uint64_t after);
 static void format_writes(es_buf *o, const es_rm_batch *b, const es_buf *prefix, uint64_t after,
-                          size_t *ncmd, size_t *last);
+                          const counts *m, size_t *ncmd, size_t *last);
 static void format_checkpoint(es_buf *o, const es_rm_batch *b, const es_buf *prefix, size_t last);
 static void key_prefix(es_buf *p, const es_rm_batch *b, const char *version);
 
@@ -1264,11 +1286,14 @@ fast_check(redisContext *c, es_rm_apply_job *jobs, size_t n, es_status *st)
     return ok;
 }
 
+static int count_of(const counts *m, const es_rm_batch *b, size_t i);
+
 /* The outcome of job j from its part of EXEC's answer, elements [*at..);
  * *at moves past it.  last: the argument index of its last event (0:
- * none written). */
+ * none written); m: its counts as merged (counts_plan). */
 static void
-fast_settle(redisContext *c, es_rm_apply_job *j, const redisReply *ex, size_t *at, size_t last)
+fast_settle(redisContext *c, es_rm_apply_job *j, const redisReply *ex, size_t *at, size_t last,
+            counts *m)
 {
     const es_rm_batch *b = j->batch;
     size_t i = 2;
@@ -1283,9 +1308,19 @@ fast_settle(redisContext *c, es_rm_apply_job *j, const redisReply *ex, size_t *a
         bool taken = seq > j->seq, refused = false, landed = false;
 
         for (i += 3, k = 0; k < cmds; k++) {
-            if (taken) {
+            int h = taken ? count_of(m, b, i) : -1;
+
+            if (h >= 0 && m->head[h] != i) {
+                /* merged into its head, which answered for it */
+                if (m->refused[h])
+                    refused = true;
+                else
+                    landed = true;
+            } else if (taken) {
                 const redisReply *r = ex->element[(*at)++];
 
+                if (h >= 0)
+                    m->refused[h] = r->type == REDIS_REPLY_ERROR;
                 if (r->type != REDIS_REPLY_ERROR)
                     landed = true;
                 else if (!refused) {
@@ -1344,6 +1379,7 @@ apply_fast(redisContext *c, es_rm_apply_job *jobs, size_t n, const es_rm_trace_s
 {
     es_buf o = ES_BUF_INIT, prefix = ES_BUF_INIT;
     size_t i, total = 0, replies = 0, at = 0, last[16], queued;
+    counts cnt[16];
     redisReply *r, *ex;
     bool any = false;
 
@@ -1366,12 +1402,13 @@ apply_fast(redisContext *c, es_rm_apply_job *jobs, size_t n, const es_rm_trace_s
         last[i] = 0;
         if (!jobs[i].transaction)
             continue;
+        counts_plan(&cnt[i], b, jobs[i].seq);
         es_buf_reset(&prefix);
         key_prefix(&prefix, b, jobs[i].version);
         if (es_buf_failed(&prefix))
             o.failed = true;    /* never a command on an unprefixed key */
         else
-            format_writes(&o, b, &prefix, jobs[i].seq, &total, &last[i]);
+            format_writes(&o, b, &prefix, jobs[i].seq, &cnt[i], &total, &last[i]);
         if (last[i] != 0) {
             format_checkpoint(&o, b, &prefix, last[i]);
             resp_array(&o, 3);
@@ -1442,7 +1479,7 @@ apply_fast(redisContext *c, es_rm_apply_job *jobs, size_t n, const es_rm_trace_s
     }
     for (i = 0; i < n; i++)
         if (jobs[i].transaction)
-            fast_settle(c, &jobs[i], ex, &at, last[i]);
+            fast_settle(c, &jobs[i], ex, &at, last[i], &cnt[i]);
     freeReplyObject(ex);
     return true;
 }
@@ -1623,9 +1660,81 @@ key_prefix(es_buf *p, const es_rm_batch *b, const char *version)
  * skips them); *ncmd counts them; *last is the argument index of the last
  * formatted event's sequence (0: none).
  */
+/* A count: HINCRBY key field 1 or -1 (i: the command's argc index). */
+static bool
+is_count(const es_rm_batch *b, size_t i)
+{
+    const es_rm_arg *a = &b->args[i];
+
+    return a->num == 4 && !a[1].is_num && a[1].len == 7 &&
+           memcmp(b->arena.data + a[1].off, "HINCRBY", 7) == 0 && !a[2].is_num &&
+           !a[3].is_num && a[4].is_num && (a[4].num == 1 || a[4].num == -1);
+}
+
+static bool
+same_arg(const es_rm_batch *b, size_t x, size_t y)
+{
+    return b->args[x].len == b->args[y].len &&
+           memcmp(b->arena.data + b->args[x].off, b->arena.data + b->args[y].off,
+                  b->args[x].len) == 0;
+}
+
+/* The head command i merges into (m's index), or -1: sent as it is. */
+static int
+count_of(const counts *m, const es_rm_batch *b, size_t i)
+{
+    size_t k;
+
+    if (m == NULL || m->n == 0 || !is_count(b, i))
+        return -1;
+    for (k = 0; k < m->n; k++)
+        if (!m->other[k] && same_arg(b, m->head[k] + 2, i + 2) &&
+            same_arg(b, m->head[k] + 3, i + 3))
+            return (int)k;
+    return -1;
+}
+
+/* Which counts of b's events past after merge, and into what (counts). */
+static void
+counts_plan(counts *m, const es_rm_batch *b, uint64_t after)
+{
+    size_t i, k, pass;
+
+    memset(m, 0, sizeof *m);
+    /* first the heads and their sums, then the keys written otherwise */
+    for (pass = 0; pass < 2; pass++) {
+        for (i = 2; i < b->n;) {
+            long long cmds = b->args[i + 2].num, c;
+            bool take = (uint64_t)b->args[i].num > after;
+
+            for (i += 3, c = 0; c < cmds; c++) {
+                if (take && pass == 0 && is_count(b, i)) {
+                    for (k = 0; k < m->n; k++)
+                        if (same_arg(b, m->head[k] + 2, i + 2) &&
+                            same_arg(b, m->head[k] + 3, i + 3))
+                            break;
+                    if (k < m->n) {
+                        m->sum[k] += b->args[i + 4].num;
+                    } else if (m->n < COUNTS_MAX) {
+                        m->head[m->n] = i;
+                        m->sum[m->n++] = b->args[i + 4].num;
+                    }
+                } else if (take && pass == 1 && !is_count(b, i)) {
+                    for (k = 0; k < m->n; k++)
+                        if (same_arg(b, m->head[k] + 2, i + 2))
+                            m->other[k] = true;
+                }
+                i += 1 + (size_t)b->args[i].num;
+            }
+        }
+        if (m->n == 0)
+            break;
+    }
+}
+
 static void
 format_writes(es_buf *o, const es_rm_batch *b, const es_buf *prefix, uint64_t after,
-              size_t *ncmd, size_t *last)
+              const counts *m, size_t *ncmd, size_t *last)
 {
     size_t i = 2;
 
@@ -1640,16 +1749,24 @@ format_writes(es_buf *o, const es_rm_batch *b, const es_buf *prefix, uint64_t af
         for (k = 0; k < cmds; k++) {
             size_t argc = (size_t)b->args[i].num, j;
             const es_rm_arg *key = &b->args[i + 2];
+            int h = take ? count_of(m, b, i) : -1;
 
-            if (take) {
+            if (take && (h < 0 || m->head[h] == i)) {
                 resp_array(o, argc);
                 resp_arg(o, b, i + 1);
                 resp_head(o, '$', prefix->len + key->len);
                 es_buf_append(o, prefix->data, prefix->len);
                 es_buf_append(o, b->arena.data + key->off, key->len);
                 es_buf_append(o, "\r\n", 2);
-                for (j = 3; j <= argc; j++)
-                    resp_arg(o, b, i + j);
+                if (h >= 0) {
+                    char num[24];
+
+                    resp_arg(o, b, i + 3);
+                    resp_bulk(o, num, dec(num, m->sum[h]));
+                } else {
+                    for (j = 3; j <= argc; j++)
+                        resp_arg(o, b, i + j);
+                }
                 (*ncmd)++;
             }
             i += 1 + argc;
@@ -1688,7 +1805,7 @@ es_rm_write_send(redisContext *c, es_rm_batch *b, size_t *replies, es_error *err
     key_prefix(&prefix, b, NULL);
     resp_array(&o, 1);
     resp_bulk(&o, "MULTI", 5);
-    format_writes(&o, b, &prefix, 0, &ncmd, &last);
+    format_writes(&o, b, &prefix, 0, NULL, &ncmd, &last);
     if (last != 0) {
         format_checkpoint(&o, b, &prefix, last);
         ncmd++;

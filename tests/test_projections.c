@@ -496,6 +496,99 @@ START_TEST(batches_go_as_transactions_when_redis_has_what_the_caller_saw)
 }
 END_TEST
 
+/* Events from..to of projection t_cnt, each counted twice (HINCRBY
+ * counters: "events" by 1, "odd" by 1 or -1) and logged (RPUSH log:y);
+ * with other, event other also does HSET counters note. */
+static void
+cnt_batch(es_rm_batch *b, uint64_t from, uint64_t to, uint64_t other)
+{
+    es_rm_batch_reset(b, "t_cnt", NULL);
+    for (uint64_t seq = from; seq <= to; seq++) {
+        char pos[24];
+
+        snprintf(pos, sizeof pos, "5-%llu", (unsigned long long)seq);
+        es_rm_batch_event(b, seq, pos);
+        es_rm_cmd(b, "HINCRBY", "counters:");
+        es_rm_arg_str(b, "events");
+        es_rm_arg_int(b, 1);
+        es_rm_cmd(b, "HINCRBY", "counters:");
+        es_rm_arg_str(b, "odd");
+        es_rm_arg_int(b, seq % 2 ? 1 : -1);
+        if (seq == other) {
+            es_rm_cmd(b, "HSET", "counters:");
+            es_rm_arg_str(b, "note");
+            es_rm_arg_int(b, (long long)seq);
+        }
+        es_rm_cmd(b, "RPUSH", "log:%s", "y");
+        es_rm_arg_int(b, (long long)seq);
+    }
+}
+
+/* A transaction's counts go as one HINCRBY per key and field, with the
+ * same outcome as one per event: the events at or below the checkpoint
+ * are not counted, a key the batch also writes otherwise is not merged,
+ * and a refused count fails every event it stands for. */
+START_TEST(counts_of_a_transaction_go_as_one_command_each)
+{
+    es_rm_batch b;
+    es_rm_apply_job j = {0};
+    es_error terr;
+    long long hi;
+
+    freeReplyObject(redisCommand(rc, "DEL rm:t_cnt:active rm:t_cnt:1:checkpoint "
+                                     "rm:t_cnt:1:counters: rm:t_cnt:1:log:y"));
+    freeReplyObject(redisCommand(rc, "SET rm:t_cnt:active 1"));
+    es_rm_batch_init(&b, "t_cnt", NULL);
+    cnt_batch(&b, 1, 5, 0);
+    hi = calls("hincrby");
+    j = (es_rm_apply_job){.batch = &b, .version = "1", .seq = 0};
+    ck_assert_int_eq(es_rm_apply_all(rc, &j, 1, NULL, 0, 0, &terr, NULL, NULL), ES_OK);
+    ck_assert_int_eq(j.status, ES_OK);
+    ck_assert(j.transaction);
+    ck_assert_uint_eq(j.out.applied, 5);
+    ck_assert_uint_eq(j.out.seq, 5);
+    ck_assert_int_eq(calls("hincrby"), hi + 2);
+    ck_assert_str_eq(hget("rm:t_cnt:1:counters:", "events"), "5");
+    ck_assert_str_eq(hget("rm:t_cnt:1:counters:", "odd"), "1");
+    /* 4..8 by a caller that saw 5 (Redis has 5): 4 and 5 not again */
+    cnt_batch(&b, 4, 8, 0);
+    hi = calls("hincrby");
+    j = (es_rm_apply_job){.batch = &b, .version = "1", .seq = 5};
+    ck_assert_int_eq(es_rm_apply_all(rc, &j, 1, NULL, 0, 0, &terr, NULL, NULL), ES_OK);
+    ck_assert(j.transaction);
+    ck_assert_uint_eq(j.out.applied, 3);
+    ck_assert_int_eq(calls("hincrby"), hi + 2);
+    ck_assert_str_eq(hget("rm:t_cnt:1:counters:", "events"), "8");
+    ck_assert_str_eq(hget("rm:t_cnt:1:counters:", "odd"), "0");
+    /* the key written otherwise by event 10: each count on its own */
+    cnt_batch(&b, 9, 11, 10);
+    hi = calls("hincrby");
+    j = (es_rm_apply_job){.batch = &b, .version = "1", .seq = 8};
+    ck_assert_int_eq(es_rm_apply_all(rc, &j, 1, NULL, 0, 0, &terr, NULL, NULL), ES_OK);
+    ck_assert(j.transaction);
+    ck_assert_int_eq(calls("hincrby"), hi + 6);
+    ck_assert_str_eq(hget("rm:t_cnt:1:counters:", "events"), "11");
+    ck_assert_str_eq(hget("rm:t_cnt:1:counters:", "note"), "10");
+    /* counters made a string by someone else: the merged count is
+     * refused, for its first event and every event merged into it (each
+     * applied in part: its log entry landed) */
+    freeReplyObject(redisCommand(rc, "DEL rm:t_cnt:1:counters:"));
+    freeReplyObject(redisCommand(rc, "SET rm:t_cnt:1:counters: oops"));
+    cnt_batch(&b, 12, 14, 0);
+    j = (es_rm_apply_job){.batch = &b, .version = "1", .seq = 11};
+    ck_assert_int_eq(es_rm_apply_all(rc, &j, 1, NULL, 0, 0, &terr, NULL, NULL), ES_OK);
+    ck_assert_int_eq(j.status, ES_OK);
+    ck_assert(j.transaction);
+    ck_assert_uint_eq(j.out.failed_seq, 12);
+    ck_assert_ptr_nonnull(strstr(j.out.failed_why, "WRONGTYPE"));
+    ck_assert(j.out.failed_passed);
+    ck_assert(j.out.failed_partial);
+    ck_assert_uint_eq(j.out.applied, 0);
+    ck_assert_uint_eq(j.out.seq, 14);
+    es_rm_batch_free(&b);
+}
+END_TEST
+
 /* One event of projection name, version ver: HINCRBY stock:<sku>. */
 static void
 stock_event(es_rm_batch *b, const char *name, const char *ver, const char *sku)
@@ -796,6 +889,7 @@ main(void)
     tcase_add_test(tc, undecodable_messages_are_refused);
     tcase_add_test(tc, a_command_redis_refuses_ends_the_batch_before_its_event);
     tcase_add_test(tc, batches_go_as_transactions_when_redis_has_what_the_caller_saw);
+    tcase_add_test(tc, counts_of_a_transaction_go_as_one_command_each);
     tcase_add_test(tc, redis_errors_say_whether_they_pass);
     tcase_add_test(tc, amounts_redis_could_not_add_are_refused);
     tcase_add_test(tc, switch_waits_for_the_new_version_then_old_keys_go);
