@@ -1261,7 +1261,7 @@ main_live(void)
         pthread_condattr_destroy(&ca);
     }
     l->parks.read_at = now_ms();
-    l->batch = atoi(es_env_str("ES_PROJECTOR_BATCH", "500"));
+    l->batch = atoi(es_env_str("ES_PROJECTOR_BATCH", "1000"));
     if (l->batch < 1 || l->batch > 100000) {
         es_log(ES_LOG_ERROR, "ES_PROJECTOR_BATCH must be 1..100000");
         return 2;
