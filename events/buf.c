@@ -102,10 +102,10 @@ es_buf_printf(es_buf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-void
-es_buf_json_string(es_buf *b, const char *s)
+/* s as a JSON string; control characters as \u00XX in hex's digits. */
+static void
+json_string(es_buf *b, const char *s, const char *hex)
 {
-    static const char hex[] = "0123456789abcdef";
     const unsigned char *p = (const unsigned char *)s;
     const unsigned char *run = p;
 
@@ -137,6 +137,18 @@ es_buf_json_string(es_buf *b, const char *s)
     }
     es_buf_append(b, (const char *)run, (size_t)(p - run));
     es_buf_append(b, "\"", 1);
+}
+
+void
+es_buf_json_string(es_buf *b, const char *s)
+{
+    json_string(b, s, "0123456789abcdef");
+}
+
+void
+es_buf_json_string_upper(es_buf *b, const char *s)
+{
+    json_string(b, s, "0123456789ABCDEF");
 }
 
 void

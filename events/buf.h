@@ -32,6 +32,9 @@ size_t es_int_text(char out[ES_INT_TEXT_MAX], long long v);
 void es_buf_int(es_buf *b, long long v);
 /* Appends s as a JSON string literal, quotes included. */
 void es_buf_json_string(es_buf *b, const char *s);
+/* The same with \u00XX escapes in capitals, as jansson's json_dumps
+ * writes them (query/doc.c writes jansson's bytes). */
+void es_buf_json_string_upper(es_buf *b, const char *s);
 /* Empties the buffer, keeping its memory. */
 void es_buf_reset(es_buf *b);
 bool es_buf_failed(const es_buf *b);

@@ -95,41 +95,6 @@ utf8_ok(const char *s)
     return true;
 }
 
-/* s (valid UTF-8) as a JSON string, escaped as jansson's dump does. */
-static void
-put_escaped(es_buf *b, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    const unsigned char *p = (const unsigned char *)s, *run = p;
-
-    es_buf_append(b, "\"", 1);
-    for (; *p; p++) {
-        char u[7];
-        const char *esc = u;
-
-        if (*p >= 0x20 && *p != '"' && *p != '\\')
-            continue;
-        es_buf_append(b, (const char *)run, (size_t)(p - run));
-        switch (*p) {
-        case '"': esc = "\\\""; break;
-        case '\\': esc = "\\\\"; break;
-        case '\b': esc = "\\b"; break;
-        case '\f': esc = "\\f"; break;
-        case '\n': esc = "\\n"; break;
-        case '\r': esc = "\\r"; break;
-        case '\t': esc = "\\t"; break;
-        default:
-            memcpy(u, "\\u00", 4);
-            u[4] = hex[*p >> 4];
-            u[5] = hex[*p & 15];
-            u[6] = '\0';
-        }
-        es_buf_puts(b, esc);
-        run = p + 1;
-    }
-    es_buf_append(b, (const char *)run, (size_t)(p - run));
-    es_buf_append(b, "\"", 1);
-}
 
 void
 doc_str(es_buf *b, const char *s)
@@ -141,7 +106,7 @@ doc_str(es_buf *b, const char *s)
         return;
     }
     if (utf8_ok(s)) {
-        put_escaped(b, s);
+        es_buf_json_string_upper(b, s);
         return;
     }
     /* never from the projections, which write JSON strings */
@@ -150,7 +115,7 @@ doc_str(es_buf *b, const char *s)
         return;
     }
     es_text_make_utf8(copy);
-    put_escaped(b, copy);
+    es_buf_json_string_upper(b, copy);
     free(copy);
 }
 

@@ -34,6 +34,13 @@ START_TEST(json_string_escapes)
     es_buf_reset(&b);
     es_buf_json_string(&b, "");
     ck_assert_str_eq(b.data, "\"\"");
+    /* the two differ only in the case of the hex digits */
+    es_buf_reset(&b);
+    es_buf_json_string(&b, "\x1f\x1b/");
+    ck_assert_str_eq(b.data, "\"\\u001f\\u001b/\"");
+    es_buf_reset(&b);
+    es_buf_json_string_upper(&b, "\x1f\x1b/\b");
+    ck_assert_str_eq(b.data, "\"\\u001F\\u001B/\\b\"");
     es_buf_free(&b);
 }
 END_TEST
