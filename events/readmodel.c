@@ -1654,12 +1654,6 @@ key_prefix(es_buf *p, const es_rm_batch *b, const char *version)
                       (int)b->args[1].len, b->arena.data + b->args[1].off);
 }
 
-/*
- * Formats as plain commands, keys under prefix, the commands of b's events
- * with a sequence above after (the others are skipped, as the apply script
- * skips them); *ncmd counts them; *last is the argument index of the last
- * formatted event's sequence (0: none).
- */
 /* A count: HINCRBY key field 1 or -1 (i: the command's argc index). */
 static bool
 is_count(const es_rm_batch *b, size_t i)
@@ -1732,6 +1726,13 @@ counts_plan(counts *m, const es_rm_batch *b, uint64_t after)
     }
 }
 
+/*
+ * Formats as plain commands, keys under prefix, the commands of b's events
+ * with a sequence above after (the others are skipped, as the apply script
+ * skips them), the counts merged as m says (NULL: none merged); *ncmd
+ * counts them; *last is the argument index of the last formatted event's
+ * sequence (0: none).
+ */
 static void
 format_writes(es_buf *o, const es_rm_batch *b, const es_buf *prefix, uint64_t after,
               const counts *m, size_t *ncmd, size_t *last)
