@@ -589,6 +589,54 @@ START_TEST(counts_of_a_transaction_go_as_one_command_each)
 }
 END_TEST
 
+/* Past the 32 key and field pairs a transaction merges, a pair's counts
+ * go one by one, each answered in its place: every value still right. */
+START_TEST(counts_past_the_merged_pairs_go_one_by_one)
+{
+    es_rm_batch b;
+    es_rm_apply_job j;
+    es_error terr;
+    long long hi;
+
+    freeReplyObject(redisCommand(rc, "DEL rm:t_cnt:active rm:t_cnt:1:checkpoint "
+                                     "rm:t_cnt:1:counters: rm:t_cnt:1:log:y"));
+    freeReplyObject(redisCommand(rc, "SET rm:t_cnt:active 1"));
+    es_rm_batch_init(&b, "t_cnt", NULL);
+    for (uint64_t seq = 1; seq <= 3; seq++) {
+        char pos[24];
+
+        snprintf(pos, sizeof pos, "5-%llu", (unsigned long long)seq);
+        es_rm_batch_event(&b, seq, pos);
+        for (int k = 0; k < 40; k++) {
+            char field[8];
+
+            snprintf(field, sizeof field, "f%d", k);
+            es_rm_cmd(&b, "HINCRBY", "counters:");
+            es_rm_arg_str(&b, field);
+            es_rm_arg_int(&b, k % 2 ? 1 : -1);
+        }
+        es_rm_cmd(&b, "RPUSH", "log:%s", "y");
+        es_rm_arg_int(&b, (long long)seq);
+    }
+    hi = calls("hincrby");
+    j = (es_rm_apply_job){.batch = &b, .version = "1", .seq = 0};
+    ck_assert_int_eq(es_rm_apply_all(rc, &j, 1, NULL, 0, 0, &terr, NULL, NULL), ES_OK);
+    ck_assert_int_eq(j.status, ES_OK);
+    ck_assert(j.transaction);
+    ck_assert_uint_eq(j.out.applied, 3);
+    ck_assert_uint_eq(j.out.seq, 3);
+    /* 32 merged pairs once, the other 8 three times each */
+    ck_assert_int_eq(calls("hincrby"), hi + 32 + 8 * 3);
+    for (int k = 0; k < 40; k++) {
+        char field[8];
+
+        snprintf(field, sizeof field, "f%d", k);
+        ck_assert_str_eq(hget("rm:t_cnt:1:counters:", field), k % 2 ? "3" : "-3");
+    }
+    es_rm_batch_free(&b);
+}
+END_TEST
+
 /* One event of projection name, version ver: HINCRBY stock:<sku>. */
 static void
 stock_event(es_rm_batch *b, const char *name, const char *ver, const char *sku)
@@ -890,6 +938,7 @@ main(void)
     tcase_add_test(tc, a_command_redis_refuses_ends_the_batch_before_its_event);
     tcase_add_test(tc, batches_go_as_transactions_when_redis_has_what_the_caller_saw);
     tcase_add_test(tc, counts_of_a_transaction_go_as_one_command_each);
+    tcase_add_test(tc, counts_past_the_merged_pairs_go_one_by_one);
     tcase_add_test(tc, redis_errors_say_whether_they_pass);
     tcase_add_test(tc, amounts_redis_could_not_add_are_refused);
     tcase_add_test(tc, switch_waits_for_the_new_version_then_old_keys_go);
