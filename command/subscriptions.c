@@ -137,7 +137,6 @@ flush(subs *h, sub *s, long long now)
         s->last_write_ms = now;
     }
     es_buf_reset(&h->out);
-    h->out.failed = false;
     return st == ES_OK;
 }
 
@@ -149,8 +148,7 @@ cut(subs *h, es_buf *out, sub *s, int why)
     es_sse_cut(out, cut_reasons[why], s->has_id ? &s->last_id : NULL);
     if (!es_buf_failed(out))
         es_http_stream_write(s->hs, out->data, out->len, NULL);
-    es_buf_reset(out);
-    out->failed = false;
+    es_buf_reset(out);          /* clears failed too */
     atomic_fetch_add(&h->cuts[why], 1);
 }
 

@@ -135,13 +135,18 @@ static void
 nats_where(natsConnection *nc, char *out, size_t size)
 {
     char url[256] = "";
-    const char *at;
+    const char *host;
 
     out[0] = '\0';
     if (natsConnection_GetConnectedUrl(nc, url, sizeof url) != NATS_OK || url[0] == '\0')
         return;
-    at = strrchr(url, '@');
-    snprintf(out, size, "%s", at ? at + 1 : strstr(url, "://") ? strstr(url, "://") + 3 : url);
+    if ((host = strrchr(url, '@')) != NULL)
+        host++;
+    else if ((host = strstr(url, "://")) != NULL)
+        host += 3;
+    else
+        host = url;
+    snprintf(out, size, "%s", host);
 }
 
 /* Said in the log, so that an operator sees when and where a daemon's

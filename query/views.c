@@ -327,16 +327,12 @@ doc_start(es_http_res *res)
     res->status = 200;
 }
 
-/* As es_http_res_json when its body could not be made. */
+/* A body that could not be made answers as es_http_res_json's does. */
 static void
 doc_finish(es_http_res *res)
 {
-    if (!es_buf_failed(&res->body))
-        return;
-    es_buf_reset(&res->body);
-    res->status = 500;
-    es_buf_puts(&res->body, "{\"error\":{\"code\":\"internal\",\"message\":"
-                            "\"could not encode the response\"}}");
+    if (es_buf_failed(&res->body))
+        es_http_res_json(res, 500, NULL);
 }
 
 static void
