@@ -57,6 +57,8 @@ struct es_store {
     session lost;               /* the last one given up with appends in doubt */
     int answer_ms;              /* the client's answer limit (pg.h); < 0: configured */
     bool timed_out;             /* the connection was given up for no answer */
+    bool standby;               /* the server refused a write as a standby:
+                                 * the session is replaced before the next call */
     size_t read_budget;         /* bytes of event text a read page stops at; 0: none */
     bool row_mode_left;         /* libpq keeps single-row mode set after a read
                                    until a query is sent outside a pipeline */
@@ -326,6 +328,15 @@ pg_failure(es_store *s, const PGresult *r, const char *what, es_error *err)
         return es_error_set(err, ES_EUNAVAILABLE, "store_unavailable", NULL,
                             "could not %s: %s", what, text);
     }
+    /* read_only_sql_transaction: the server is a standby, as a balancer
+     * may route to one in the second before its health check sees a
+     * failover.  The statement failed (nothing was written); the session
+     * is replaced at the next call, which reaches the primary. */
+    if (strcmp(state, "25006") == 0) {
+        s->standby = true;
+        return es_error_set(err, ES_EUNAVAILABLE, "store_unavailable", NULL,
+                            "could not %s: the server is a standby (%s)", what, text);
+    }
     /* Transient: deadlock, serialization failure, timeouts. Retry later. */
     if (strcmp(state, "40P01") == 0 || strcmp(state, "40001") == 0 ||
         strcmp(state, "57014") == 0 || strcmp(state, "55P03") == 0)
@@ -366,10 +377,12 @@ ensure_ready(es_store *s, es_error *err)
      * would otherwise fail one request (or one readiness probe) after a
      * failover.  Nothing was sent on it, so nothing is in doubt. */
     if (s->ready && PQstatus(s->conn) == CONNECTION_OK &&
-        (s->inflight > 0 || PQisBusy(s->conn) || !es_pg_idle_closed(s->conn)))
+        (s->inflight > 0 || PQisBusy(s->conn) ||
+         (!s->standby && !es_pg_idle_closed(s->conn))))
         return ES_OK;
     s->ready = false;
     s->timed_out = false;
+    s->standby = false;
     s->row_mode_left = false;
     s->inflight = 0;
     s->gen++;

@@ -832,6 +832,67 @@ START_TEST(unavailable_then_reconnects)
 }
 END_TEST
 
+/* A balancer may route to a standby for the second before its health
+ * check sees a failover: the write is refused as store_unavailable (a
+ * 503, not an internal error), nothing is in doubt, and the next call
+ * makes a new session (here on a database made writable meanwhile). */
+static void
+set_read_only(const char *db, bool on)
+{
+    PGconn *admin = PQconnectdb(th_admin_conninfo());
+    char sql[160];
+    PGresult *res;
+
+    ck_assert_int_eq(PQstatus(admin), CONNECTION_OK);
+    snprintf(sql, sizeof sql, "ALTER DATABASE %s %s default_transaction_read_only%s", db,
+             on ? "SET" : "RESET", on ? " = on" : "");
+    res = PQexec(admin, sql);
+    ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "%s", PQerrorMessage(admin));
+    PQclear(res);
+    PQfinish(admin);
+}
+
+START_TEST(a_standby_refuses_then_the_next_call_reconnects)
+{
+    char db[64], conninfo[512], stream[64];
+    es_store *s = NULL;
+    es_error err;
+    es_new_event e = ev(NULL, "T", "{}");
+    es_append_req reqs[2];
+    es_append_result one, many[2];
+    es_page *p;
+
+    th_db_create(db, sizeof db, conninfo, sizeof conninfo);
+    set_read_only(db, true);
+    ck_assert_msg(es_store_open(&s, conninfo, &err) == ES_OK, "open: %s", err.message);
+    th_unique(stream, sizeof stream, "standby");
+
+    one = append(s, stream, ES_EXPECT_ANY, &e, 1);
+    ck_assert_int_eq(one.status, ES_EUNAVAILABLE);
+    ck_assert_str_eq(one.err.code, "store_unavailable");
+    ck_assert_msg(strstr(one.err.message, "standby") != NULL, "%s", one.err.message);
+    reqs[0] = (es_append_req){stream, ES_EXPECT_ANY, &e, 1};
+    reqs[1] = (es_append_req){stream, ES_EXPECT_ANY, &e, 1};
+    es_store_append_many(s, reqs, 2, many);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(many[i].status, ES_EUNAVAILABLE);
+        ck_assert_str_eq(many[i].err.code, "store_unavailable");
+    }
+
+    set_read_only(db, false);
+    one = append(s, stream, ES_EXPECT_ANY, &e, 1);
+    ck_assert_msg(one.status == ES_OK, "append after the refusal: %s %s",
+                  es_status_text(one.status), one.err.message);
+    /* nothing of the refused appends was written */
+    ck_assert_int_eq(one.last_version, 0);
+    ck_assert_int_eq(es_store_read_stream(s, stream, 0, 10, ES_FORWARD, &p, &err), ES_OK);
+    ck_assert_uint_eq(p->count, 1);
+    es_page_destroy(p);
+    es_store_close(s);
+    th_db_drop(db);
+}
+END_TEST
+
 /* A client killed in the middle of a large batch leaves nothing half
  * written: each append is all there or not there at all. */
 START_TEST(killed_client_leaves_nothing_partial)
@@ -1436,6 +1497,7 @@ main(void)
     tcase_add_test(tc, batch_of_exact_appends);
     tcase_add_test(tc, upcast_on_read);
     tcase_add_test(tc, unavailable_then_reconnects);
+    tcase_add_test(tc, a_standby_refuses_then_the_next_call_reconnects);
     tcase_add_test(tc, killed_client_leaves_nothing_partial);
     tcase_add_test(tc, checker_agrees_with_jsonb);
     tcase_add_test(tc, event_numbers_are_readable);
