@@ -31,6 +31,7 @@
 
 #include "codec.h"
 #include "event.h"
+#include "log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -246,6 +247,16 @@ res_error_json(es_http_res *res, int status, json_t *e, json_t *extra)
     es_http_res_json(res, status, e ? json_pack("{s:o}", "error", e) : NULL);
 }
 
+/* An answer of 500 or above other than 503 is a fault of the service or
+ * of what it depends on, not of the client: the operator sees it in the
+ * log with its reason (503, unavailable, is said by /readyz). */
+static void
+log_failure(int status, const es_error *err)
+{
+    if (status >= 500 && status != 503)
+        es_log(ES_LOG_ERROR, "answered %d %s: %s", status, err->code, err->message);
+}
+
 void
 es_http_res_error(es_http_res *res, int status, const char *code, const char *field,
                   json_t *extra, const char *fmt, ...)
@@ -257,6 +268,7 @@ es_http_res_error(es_http_res *res, int status, const char *code, const char *fi
     va_start(ap, fmt);
     es_error_vset(&err, ES_EINTERNAL, code, field, fmt, ap);
     va_end(ap);
+    log_failure(status, &err);
     res_error_json(res, status, es_error_to_json(&err), extra);
 }
 
@@ -279,6 +291,7 @@ es_http_status(es_status st)
 void
 es_http_res_from_error(es_http_res *res, const es_error *err)
 {
+    log_failure(es_http_status(err->status), err);
     res_error_json(res, es_http_status(err->status), es_error_to_json(err), NULL);
 }
 
