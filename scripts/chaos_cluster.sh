@@ -325,6 +325,16 @@ fault_pg() {
         say "pg: could not start $node again"
 }
 
+# gone PID: waits (up to 10 s) until process PID has exited.
+gone() {
+    local i
+    for ((i = 0; i < 200; i++)); do
+        alive "$1" || return 0
+        sleep 0.05
+    done
+    say "pid $1 still there 10 s after kill -9"
+}
+
 # kill_restart KIND NAME LO HI: kill -9, down LO..HI ms, started again.
 kill_restart() {
     local p
@@ -332,6 +342,9 @@ kill_restart() {
     note "$1" "$2"
     kill -9 "$p" 2>/dev/null || true
     say "$1: killed $2 (pid $p)"
+    # kill -9 is not instant: a start while the old process is still
+    # exiting would take it for running (or find its ports held)
+    gone "$p"
     rand_ms "$3" "$4"
     sleep_ms "$r"
     if cluster start "$2"; then say "$1: $2 back (pid $(pid_of "$2"))"; else say "$1: could not start $2 again"; fi
@@ -442,8 +455,11 @@ campaign_verify
 # The failed attempts, by start, make outages: runs of failures with no
 # gap over 5 s between one's end and the next one's start (a partial
 # outage, where some commands still succeed, is one outage).  An outage
-# counts for the last fault before it began, and its window runs from that
-# fault to the end of the outage's last failed attempt.  A fault injected
+# counts for the last fault before its first failed attempt ended (an
+# attempt in flight when a fault struck fails because of it: counted by
+# its start, a PostgreSQL kill was once charged to the network delay 20 s
+# before it), and its window runs from that fault to the end of the
+# outage's last failed attempt.  A fault injected
 # while an outage was still on (its effect cannot be told from the one
 # before) is marked shadowed; the outage keeps counting for the fault
 # that began it, however many faults came after, so a PostgreSQL failover
@@ -457,7 +473,7 @@ windows=$(sort -t$'\t' -k1,1n "$logs/failures.tsv" 2>/dev/null | awk -F'\t' '
     function close_outage(   f, i, w) {
         if (n == 0) return
         f = 0
-        for (i = 1; i <= nf; i++) if (t[i] <= os) f = i
+        for (i = 1; i <= nf; i++) if (t[i] <= fe) f = i
         for (i = f + 1; i <= nf; i++) if (t[i] <= oe && k[i] != "end") shadowed[i] = f
         if (f == 0) { before += n; n = 0; return }
         w = oe - t[f]
@@ -467,7 +483,7 @@ windows=$(sort -t$'\t' -k1,1n "$logs/failures.tsv" 2>/dev/null | awk -F'\t' '
     }
     {
         if (n > 0 && $1 > oe + 5000) close_outage()
-        if (n == 0) { os = $1; oe = $2 } else if ($2 > oe) oe = $2
+        if (n == 0) { oe = $2; fe = $2 } else { if ($2 > oe) oe = $2; if ($2 < fe) fe = $2 }
         n++
     }
     END {
