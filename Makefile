@@ -240,13 +240,15 @@ down:
 	@scripts/servers.sh stop
 
 # Every test, plain and under ASan+UBSan (which also fails on leaks), a
-# short run of each fuzz target and short runs of both campaigns.
+# short run of each fuzz target and short runs of the campaigns (the
+# cluster's: one fault of each kind, about 3 minutes).
 test: deps
 	@$(MAKE) --no-print-directory test-plain
 	@$(MAKE) --no-print-directory test-san
 	@$(MAKE) --no-print-directory fuzz
 	@$(MAKE) --no-print-directory chaos CHAOS_SECONDS=45
 	@$(MAKE) --no-print-directory abuse ABUSE_SECONDS=30
+	@$(MAKE) --no-print-directory chaos-cluster-short
 	@cat build/plain/test-summary build/san/test-summary | \
 	    awk '{ p += $$1; f += $$2 } END { print "tests: " p " passed, " f " failed" }' 
 
@@ -298,8 +300,9 @@ abuse: deps
 # docs/OPERATIONS.md "Running highly available"): etcd, two PostgreSQL
 # nodes under Patroni behind HAProxy, three NATS servers, Redis with a
 # replica and three Sentinels, two of each daemon; ports from
-# CLUSTER_PORT_BASE (15400) to CLUSTER_PORT_BASE+59, data in .run/cluster.
-CLUSTER_PORT_BASE ?= 15400
+# CLUSTER_PORT_BASE (17400) to CLUSTER_PORT_BASE+59 (clear of the single
+# node's and the campaigns' default ports), data in .run/cluster.
+CLUSTER_PORT_BASE ?= 17400
 export CLUSTER_PORT_BASE
 .PHONY: cluster-up cluster-down cluster-test
 cluster-up: deps

@@ -41,7 +41,7 @@
 # (300) bounds the wait for a killed PostgreSQL node to be the synchronous
 # standby again (before the next PostgreSQL fault, which is skipped if it
 # is not, and at the end: then it fails "all up"); CHAOS_CLUSTER_PORT_BASE
-# (CLUSTER_PORT_BASE + 100: 15500; the cluster takes 62 ports from there,
+# (CLUSTER_PORT_BASE + 100: 17500; the cluster takes 62 ports from there,
 # the two proxies the last two) so that `make cluster-up` can run beside it.
 set -euo pipefail
 
@@ -66,7 +66,7 @@ delay_ms CHAOS_DELAY_MS 250
 delay_secs CHAOS_DELAY_SECONDS 10
 rejoin CHAOS_REJOIN_SECONDS 300
 seed CHAOS_SEED $(($(date +%s) % 1000000))
-base CHAOS_CLUSTER_PORT_BASE $((${CLUSTER_PORT_BASE:-15400} + 100))
+base CHAOS_CLUSTER_PORT_BASE $((${CLUSTER_PORT_BASE:-17400} + 100))
 SETTINGS
 ((secs >= 10)) || { echo "$campaign: CHAOS_SECONDS must be at least 10" >&2; exit 2; }
 ((interval >= 1 && rate >= 1 && conns >= 1 && delay_secs >= 1)) ||

@@ -32,7 +32,7 @@
 # clients' server list for a NATS node): where the cluster campaign puts
 # its delaying proxy.
 #
-# Settings: CLUSTER_PORT_BASE (15400; the cluster takes BASE..BASE+59),
+# Settings: CLUSTER_PORT_BASE (17400; the cluster takes BASE..BASE+59),
 # CLUSTER_DIR (<repo>/.run/cluster), ES_WAIT_SECS (60).  Credentials are
 # those of scripts/servers.sh, in $CLUSTER_DIR/credentials, plus the
 # cluster's own (replication, Patroni REST, Sentinel, NATS routes) in
@@ -59,7 +59,7 @@ cd "$REPO_DIR"
 
 CL=${CLUSTER_DIR:-$REPO_DIR/.run/cluster}
 [[ $CL == /* ]] || CL=$REPO_DIR/$CL
-BASE=${CLUSTER_PORT_BASE:-15400}
+BASE=${CLUSTER_PORT_BASE:-17400}
 WAIT=${ES_WAIT_SECS:-60}
 [[ $BASE =~ ^[0-9]+$ ]] && ((BASE > 0 && BASE < 65476)) ||
     { echo "cluster: CLUSTER_PORT_BASE must be a port number, got '$BASE'" >&2; exit 2; }
@@ -772,6 +772,17 @@ start() {
     done
 }
 
+# stop NAME...: stops daemon instances (SIGTERM; `start` brings them back).
+stop() {
+    local name
+    for name in "$@"; do
+        case $name in
+            command[12] | query[12] | relay[12] | projector[12] | saga[12]) stop_pid "$name" ;;
+            *) die "stop: only a daemon instance is stopped alone, not '$name'" ;;
+        esac
+    done
+}
+
 cmd=${1:-}
 case $cmd in
     up) BUILD=${2:-build/plain}; up ;;
@@ -780,5 +791,6 @@ case $cmd in
     env) print_env "${2:-}" ;;
     ports) BUILD=${2:-build/plain}; where ;;
     start) BUILD=${CLUSTER_BUILD:-build/plain}; shift; start "$@" ;;
-    *) echo "usage: $0 up|down|status|env [COMPONENT]|ports [BUILD_DIR]|start NAME..." >&2; exit 2 ;;
+    stop) shift; stop "$@" ;;
+    *) echo "usage: $0 up|down|status|env [COMPONENT]|ports [BUILD_DIR]|start NAME...|stop DAEMON..." >&2; exit 2 ;;
 esac
