@@ -8,7 +8,12 @@
 #   2. brings the dead node back as the campaign does and checks that it
 #      is the synchronous standby again within CLUSTER_TEST_REJOIN_SECS
 #      (120) seconds;
-#   3. kills -9 the Redis primary and checks that Sentinel promotes the
+#   3. pauses the primary (SIGSTOP of its Patroni and every PostgreSQL
+#      process of the node) until the standby is promoted, resumes it, and
+#      checks that the deposed primary acknowledges no write (a row
+#      inserted on it straight away, not through HAProxy, is never
+#      committed where the cluster can see it) and rejoins as the standby;
+#   4. kills -9 the Redis primary and checks that Sentinel promotes the
 #      replica and the projections go on (a read with consistent_with
 #      after a new command answers);
 # then tears everything down and checks nothing is left.  Prints how long
@@ -45,7 +50,7 @@ eval "$(scripts/cluster.sh env)"
 token=$(cat "$CL/admin.token")
 cmd="http://127.0.0.1:$ES_COMMAND_PORT"
 qry="http://127.0.0.1:$ES_QUERY_PORT"
-base=${CLUSTER_PORT_BASE:-15400}
+base=${CLUSTER_PORT_BASE:-17400}
 rest=($((base + 12)) $((base + 13)))
 sku="sku-failover-$(date +%s)"
 declare -A seen=()
@@ -172,7 +177,75 @@ else
     grep -E 'FATAL|ERROR|pg_rewind' "$CL/log/$node.log" | tail -n 5 >&2 || true
 fi
 
-# ---- 3. Redis primary killed -----------------------------------------------
+# ---- 3. a deposed primary cannot write --------------------------------------
+# The primary is paused, not killed: its Patroni and every PostgreSQL
+# process of the node stop (SIGSTOP) and keep their sessions, as a host
+# frozen by a hypervisor or starved of CPU would.  The standby is promoted
+# once the leader key runs out; then the old primary resumes with its
+# data and its sessions, believing for a moment that it still leads.
+# What fences it is synchronous replication: a commit there waits for its
+# synchronous standby, which is now the primary and streams from no one,
+# until the resumed Patroni sees it lost the key and demotes the node.
+# So a write sent straight to it (as a client that bypasses HAProxy, or a
+# session opened before the pause) is never acknowledged, and nothing it
+# wrote reaches the cluster: the row is absent on the new primary after
+# the node rejoined (pg_rewind drops its local commit).
+# pg_psql NODE SQL: psql as the administrator on node NODE (0/1) itself.
+# (the administrator's settings of `cluster.sh env`: PGPASSWORD, ES_PG_*)
+pg_port=($((base + 10)) $((base + 11)))
+pg_psql_at() { timeout 20 psql -X -q -tA -h 127.0.0.1 -p "$1" -U "$ES_PG_USER" -d "$ES_PG_DB" -c "$2"; }
+pg_psql() { pg_psql_at "${pg_port[$1]}" "$2"; }
+ha_psql() { pg_psql_at "$ES_PG_PORT" "$1"; }
+node_pids() {                   # Patroni, then the postmaster and its children
+    local pm
+    awk '{ print $1 }' "$CL/pids/pg$(($1 + 1)).pid"
+    pm=$(head -n 1 "$CL/pg$(($1 + 1))/data/postmaster.pid")
+    echo "$pm"
+    ps -o pid= --ppid "$pm" | tr -d " "
+}
+deposed=$new                    # the primary since the failover above
+standby=$old
+ha_psql "CREATE TABLE IF NOT EXISTS es_fence_probe (id text PRIMARY KEY)" >/dev/null ||
+    fail "could not create the probe table through HAProxy"
+mapfile -t paused < <(node_pids "$deposed")
+say "pausing the PostgreSQL primary pg$((deposed + 1)) (SIGSTOP of ${#paused[@]} processes)"
+t0=$(now_ms)
+kill -STOP "${paused[@]}"
+if until_ok 90 primary_rest "${rest[$standby]}"; then
+    say "pg$((standby + 1)) promoted $took ms after the pause"
+else
+    fail "pg$((standby + 1)) was not promoted within 90 s of pausing pg$((deposed + 1))"
+fi
+until_ok 60 restock || fail "append through HAProxy while the old primary is paused"
+probe="deposed-$(date +%s%N)"
+kill -CONT "${paused[@]}"
+say "pg$((deposed + 1)) resumed $(($(now_ms) - t0)) ms after the pause; writing to it straight away"
+# (timeout: a commit waiting for its synchronous standby waits for good)
+if out=$(timeout 30 psql -X -q -tA -h 127.0.0.1 -p "${pg_port[$deposed]}" -U "$ES_PG_USER" \
+             -d "$ES_PG_DB" -c "INSERT INTO es_fence_probe VALUES ('$probe')" 2>&1); then
+    fail "the deposed primary acknowledged a write: $out"
+else
+    say "the deposed primary acknowledged nothing ($(tr '\n' ' ' <<<"${out:-no answer in 30 s}" | cut -c1-160))"
+fi
+for _ in 1 2 3; do until_ok 60 restock || fail "append after the old primary resumed"; done
+if until_ok "$rejoin_secs" sync_rest "${rest[$deposed]}"; then
+    say "pg$((deposed + 1)) rejoined as the synchronous standby $took ms after it resumed"
+else
+    fail "pg$((deposed + 1)) is not the synchronous standby $rejoin_secs s after it resumed"
+fi
+[[ $(ha_psql "SELECT count(*) FROM es_fence_probe WHERE id = '$probe'") == 0 ]] ||
+    fail "the deposed primary's write reached the cluster"
+[[ $(pg_psql "$deposed" "SELECT count(*) FROM es_fence_probe WHERE id = '$probe'" 2>/dev/null) == 0 ]] ||
+    fail "the rejoined node still has the deposed primary's write"
+ha_psql "DROP TABLE es_fence_probe" >/dev/null || true
+got=$(on_hand)
+if [[ $got =~ ^[0-9]+$ ]] && ((got >= acked && got <= acked + unsure)); then
+    say "all $acked acknowledged appends kept (on_hand $got)"
+else
+    fail "read model has on_hand='$got' after the pause, $acked appends were acknowledged, $unsure unanswered"
+fi
+
+# ---- 4. Redis primary killed -----------------------------------------------
 spw=$ES_REDIS_SENTINEL_PASSWORD
 sport=${ES_REDIS_SENTINELS%%,*}
 sport=${sport##*:}
