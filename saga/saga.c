@@ -225,24 +225,31 @@ take_row(PGresult *r, int i, sg_work *out)
 es_status
 sg_work_claim_many(PGconn *pg, int lease_ms, int max, sg_work *out, int *n, es_error *err)
 {
-    char lease[16], limit[16];
-    const char *p[2] = {lease, limit};
+    char lease[16], sql[640];
+    const char *p[1] = {lease};
     PGresult *r;
     int i;
 
     *n = 0;
     snprintf(lease, sizeof lease, "%d", lease_ms);
-    snprintf(limit, sizeof limit, "%d", max < 1 ? 1 : max);
     /* a statement of its own: no transaction stays open while they run */
     /* a row whose claim ran out without being released ('-infinity') is
      * taken over from a worker that died or stalled */
-    r = run_hot(pg, "UPDATE es_saga_work w SET claimed_until = now() + $1::int * interval '1 ms' "
-                "FROM (SELECT saga_id, claimed_until AS prev FROM es_saga_work "
-                "WHERE due_at <= now() AND claimed_until <= now() ORDER BY due_at "
-                "LIMIT $2::int FOR UPDATE SKIP LOCKED) o WHERE w.saga_id = o.saga_id "
-                "RETURNING w.saga_id, w.flow, w.input::text, w.failures, w.wakes, "
-                "w.claimed_until::text, o.prev <> '-infinity'",
-            2, p);
+    /* The limit is written into the text (one prepared statement per
+     * limit, ES_SAGA_CLAIM_BATCH at most): as a parameter, the plan the server keeps for
+     * the prepared statement guessed a tenth of the table for it and
+     * joined a scan of the whole work table to the claimed rows, instead
+     * of looking each claimed row up by its key (saga/README.md,
+     * "Statements per saga, ranked"). */
+    snprintf(sql, sizeof sql,
+             "UPDATE es_saga_work w SET claimed_until = now() + $1::int * interval '1 ms' "
+             "FROM (SELECT saga_id, claimed_until AS prev FROM es_saga_work "
+             "WHERE due_at <= now() AND claimed_until <= now() ORDER BY due_at "
+             "LIMIT %d FOR UPDATE SKIP LOCKED) o WHERE w.saga_id = o.saga_id "
+             "RETURNING w.saga_id, w.flow, w.input::text, w.failures, w.wakes, "
+             "w.claimed_until::text, o.prev <> '-infinity'",
+             max < 1 ? 1 : max);
+    r = run_hot(pg, sql, 1, p);
     if (r == NULL)
         return unavailable(pg, err, "could not claim work");
     for (i = 0; i < PQntuples(r) && i < max; i++)
