@@ -633,8 +633,8 @@ START_TEST(batch_of_multi_event_appends)
 END_TEST
 
 /*
- * A batch whose appends all name their exact version and come without
- * ids takes the lean statement (es_fast_exact), which answers a row per
+ * A batch whose appends all name their exact version takes the lean
+ * statement (es_fast_exact), which answers a row per
  * event: versions, positions and the shared transaction come out right
  * for one- and many-event appends, and a stale one reports its conflict.
  */
@@ -1272,6 +1272,69 @@ START_TEST(matching_retry_in_a_batch_is_duplicate)
 }
 END_TEST
 
+/*
+ * A run of exact-version appends with the caller's ids (a command's) goes
+ * in es_fast_exact, which does not probe for stored ids: a retry (its
+ * stream moved past the version it names) still answers duplicate with
+ * the first result, one whose id another stream holds still answers an
+ * id clash, and the other appends of the batch are written.
+ */
+START_TEST(exact_appends_with_ids_in_a_batch)
+{
+    es_store *s = open_store();
+    char st[4][64], ids[4][ES_UUID_LEN + 1];
+    es_new_event evs[4], first = ev(NULL, "T", "{}");
+    es_append_req reqs[4];
+    es_append_result res[4], before;
+    es_page *p;
+    es_error err;
+
+    for (int i = 0; i < 4; i++) {
+        th_unique(st[i], sizeof st[i], "exid");
+        ck_assert(es_uuid_random(ids[i]));
+        evs[i] = ev(ids[i], "T", "{\"i\":1}");
+        ck_assert_int_eq(append(s, st[i], ES_EXPECT_NO_STREAM, &first, 1).status, ES_OK);
+    }
+    /* st[1] got evs[1] at version 1 before: the batch retries it */
+    before = append(s, st[1], 0, &evs[1], 1);
+    ck_assert_int_eq(before.status, ES_OK);
+    ck_assert(!before.duplicate);
+    /* evs[3]'s id is stored in st[0] (at version 1 now, the batch
+     * appends to st[0] at version 1): a clash in st[3] */
+    ck_assert_int_eq(append(s, st[0], 0, &evs[3], 1).status, ES_OK);
+    reqs[0] = (es_append_req){st[0], 1, &evs[0], 1};
+    reqs[1] = (es_append_req){st[1], 0, &evs[1], 1};   /* the retry */
+    reqs[2] = (es_append_req){st[2], 0, &evs[2], 1};
+    reqs[3] = (es_append_req){st[3], 0, &evs[3], 1};   /* the clash */
+    ck_assert_int_eq(es_store_append_many(s, reqs, 4, res), ES_OK);
+    ck_assert_int_eq(res[0].status, ES_OK);
+    ck_assert(!res[0].duplicate);
+    ck_assert_int_eq(res[0].last_version, 2);
+    ck_assert_int_eq(res[1].status, ES_OK);
+    ck_assert(res[1].duplicate);
+    ck_assert_int_eq(res[1].last_version, before.last_version);
+    ck_assert(es_position_cmp(res[1].position, before.position) == 0);
+    ck_assert_int_eq(res[2].status, ES_OK);
+    ck_assert(!res[2].duplicate);
+    ck_assert_int_eq(res[2].last_version, 1);
+    ck_assert_int_eq(res[3].status, ES_EIDCLASH);
+    /* nothing written twice, nothing written for the clash */
+    ck_assert_int_eq(es_store_read_stream(s, st[1], 0, 10, ES_FORWARD, &p, &err), ES_OK);
+    ck_assert_uint_eq(p->count, 2);
+    es_page_destroy(p);
+    ck_assert_int_eq(es_store_read_stream(s, st[3], 0, 10, ES_FORWARD, &p, &err), ES_OK);
+    ck_assert_uint_eq(p->count, 1);
+    es_page_destroy(p);
+    /* the same batch again: every one written before answers duplicate */
+    ck_assert_int_eq(es_store_append_many(s, reqs, 3, res), ES_OK);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(res[i].status, ES_OK);
+        ck_assert(res[i].duplicate);
+    }
+    es_store_close(s);
+}
+END_TEST
+
 /* Binary reads format times and ids as the server would. */
 START_TEST(times_formatted_from_binary)
 {
@@ -1506,6 +1569,7 @@ main(void)
     tcase_add_test(tc, concurrent_identical_any_is_duplicate);
     tcase_add_test(tc, atomic_partial_duplicate_is_refused);
     tcase_add_test(tc, matching_retry_in_a_batch_is_duplicate);
+    tcase_add_test(tc, exact_appends_with_ids_in_a_batch);
     tcase_add_test(tc, times_formatted_from_binary);
     tcase_add_test(tc, opposite_orders_do_not_deadlock);
     tcase_add_test(tc, deadlock_victim_is_retried);
