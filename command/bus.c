@@ -184,7 +184,12 @@ bus_start(bus **out, app *a, const char *url, int subs_per_context, es_error *er
     if (s == NATS_NOT_YET_CONNECTED)
         s = NATS_OK;        /* connects in the background */
     if (s == NATS_OK) {
-        s = natsConnection_Connect(&b->wake_nc, opts);
+        /* A wake goes out at once, not after the library's writer thread
+         * waited 1 ms for more to send with it: that wait was a fixed
+         * part of every event's way to the read models (visibility). */
+        s = natsOptions_SetSendAsap(opts, true);
+        if (s == NATS_OK)
+            s = natsConnection_Connect(&b->wake_nc, opts);
         if (s == NATS_NOT_YET_CONNECTED)
             s = NATS_OK;
     }
@@ -271,7 +276,8 @@ bus_wake(void *ctx)
 {
     bus *b = ctx;
 
-    /* No reply, no flush: a lost wake costs the relay one poll interval. */
+    /* No reply: a lost wake costs the relay one poll interval.  Sent at
+     * once (the connection's SendAsap), one small write per commit. */
     if (es_nats_up(b->wake_nc))
         natsConnection_Publish(b->wake_nc, b->wake_subject, "", 0);
 }

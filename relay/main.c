@@ -524,6 +524,15 @@ follow(relay *r)
             wait_wake(r, 200);
             break;
         }
+        /* Caught up: what the page published goes to the server now.
+         * Left to the library's writer thread it would wait 1 ms for more
+         * first, a fixed part of every event's way to the read models; a
+         * full page needs no push (the next one follows at once).  The
+         * flush waits for the server's PONG, which it sends after taking
+         * the publishes, before their acknowledgements that the drain
+         * below waits for anyway; a failure is the drain's to find. */
+        if (count > 0 && count < (size_t)r->batch)
+            natsConnection_FlushTimeout(r->nc, r->publish_wait_ms);
         if (count < (size_t)r->batch && !rl_window_drain(r->window, r->publish_wait_ms)) {
             window_failed(r);           /* caught up, but not everything went through */
             wait_wake(r, 200);
