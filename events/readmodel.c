@@ -1593,24 +1593,27 @@ apply_scripts(redisContext *c, es_rm_apply_job *jobs, size_t n, const es_rm_trac
 
 /* ---- the projector's leases ------------------------------------------- */
 
-es_status
-es_rm_lease_hold(redisContext *c, const char *name, const char *instance, long ms, bool waited,
-                 char *token, es_rm_lease_outcome *outcome, char *holder, size_t size,
-                 es_error *err)
+/* The arguments of LEASE for projection name (es_rm_lease_hold's). */
+static void
+lease_args(es_rm_batch *b, const char *name, const char *instance, long ms, bool waited,
+           const char *token)
 {
-    es_rm_batch b;
-    redisReply *r;
+    es_rm_batch_init(b, name, token);
+    push_bytes(b, instance, strlen(instance));
+    push_num(b, ms);
+    push_bytes(b, waited ? "1" : "0", 1);
+}
+
+/* Reads LEASE's answer r (freed) into token, *outcome and holder. */
+static es_status
+lease_answer(redisContext *c, redisReply *r, char *token, es_rm_lease_outcome *outcome,
+             char *holder, size_t size, es_error *err)
+{
     es_status st = ES_OK;
 
     *outcome = ES_RM_LEASE_OTHER;
     if (holder && size > 0)
         holder[0] = '\0';
-    es_rm_batch_init(&b, name, token);
-    push_bytes(&b, instance, strlen(instance));
-    push_num(&b, ms);
-    push_bytes(&b, waited ? "1" : "0", 1);
-    r = run_script(c, &LEASE, &b);
-    es_rm_batch_free(&b);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_STRING) {
         st = redis_fail(c, r, err, "lease");
@@ -1630,6 +1633,130 @@ es_rm_lease_hold(redisContext *c, const char *name, const char *instance, long m
             copy_str(holder, size, r->element[1]);
     }
     freeReplyObject(r);
+    return st;
+}
+
+es_status
+es_rm_lease_hold(redisContext *c, const char *name, const char *instance, long ms, bool waited,
+                 char *token, es_rm_lease_outcome *outcome, char *holder, size_t size,
+                 es_error *err)
+{
+    es_rm_batch b;
+    redisReply *r;
+
+    lease_args(&b, name, instance, ms, waited, token);
+    r = run_script(c, &LEASE, &b);
+    es_rm_batch_free(&b);
+    return lease_answer(c, r, token, outcome, holder, size, err);
+}
+
+/* Reads the next reply of a pipeline; NULL when the connection failed. */
+static redisReply *
+next_reply(redisContext *c)
+{
+    void *r = NULL;
+
+    return redisGetReply(c, &r) == REDIS_OK ? r : NULL;
+}
+
+es_status
+es_rm_leases_hold(redisContext *c, const char *instance, long ms, es_rm_lease_ask *asks,
+                  size_t n, es_error *err)
+{
+    es_buf o = ES_BUF_INIT;
+    es_status st = ES_OK;
+    size_t i, sent = 0, read = 0;
+    bool *noscript = calloc(n ? n : 1, sizeof *noscript);
+
+    if (noscript == NULL)
+        return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+    /* round 1: each lease (by its SHA) and the projection's versions */
+    for (i = 0; i < n; i++) {
+        es_rm_batch b;
+        es_rm_lease_ask *a = &asks[i];
+
+        memset(&a->state, 0, sizeof a->state);
+        lease_args(&b, a->name, instance, ms, a->waited, a->token);
+        es_buf_reset(&o);
+        if (!b.failed)
+            format_script(&o, &LEASE, true, &b, NULL);
+        es_rm_batch_free(&b);
+        if (b.failed || es_buf_failed(&o) ||
+            redisAppendFormattedCommand(c, o.data, o.len) != REDIS_OK)
+            break;
+        sent++;
+        if (redisAppendCommand(c, "MGET rm:%s:active rm:%s:building", a->name, a->name) !=
+            REDIS_OK)
+            break;
+        sent++;
+    }
+    es_buf_free(&o);
+    /* every reply sent for is read, even after a failure, so that the
+     * connection is left with none pending (or is broken) */
+    for (read = 0; read < sent; read++) {
+        redisReply *r = next_reply(c);
+        es_rm_lease_ask *a = &asks[read / 2];
+
+        if (r == NULL) {
+            if (st == ES_OK)
+                st = redis_fail(c, NULL, err, read % 2 ? "state" : "lease");
+            break;
+        }
+        if (st != ES_OK) {
+            freeReplyObject(r);
+        } else if (read % 2 == 0) {
+            if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+                noscript[read / 2] = true;      /* ran below, with its text */
+                freeReplyObject(r);
+            } else {
+                st = lease_answer(c, r, a->token, &a->outcome, a->holder, sizeof a->holder, err);
+            }
+        } else {
+            if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+                st = redis_fail(c, r, err, "state");
+            else {
+                copy_str(a->state.active, sizeof a->state.active, r->element[0]);
+                copy_str(a->state.building, sizeof a->state.building, r->element[1]);
+            }
+            freeReplyObject(r);
+        }
+    }
+    if (st == ES_OK && sent < 2 * n)
+        st = es_error_set(err, ES_ENOMEM, NULL, NULL, "could not format the leases' calls");
+    for (i = 0; st == ES_OK && i < n; i++)
+        if (noscript[i])
+            st = es_rm_lease_hold(c, asks[i].name, instance, ms, asks[i].waited, asks[i].token,
+                                  &asks[i].outcome, asks[i].holder, sizeof asks[i].holder, err);
+    free(noscript);
+    if (st != ES_OK)
+        return st;
+    /* round 2: the checkpoint of each active version */
+    for (i = 0, sent = 0; i < n; i++) {
+        if (asks[i].state.active[0] == '\0')
+            continue;
+        if (redisAppendCommand(c, "HMGET rm:%s:%s:checkpoint seq position", asks[i].name,
+                               asks[i].state.active) != REDIS_OK)
+            return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+        sent++;
+    }
+    for (i = 0; i < n && sent > 0; i++) {
+        es_rm_state *s = &asks[i].state;
+        redisReply *r;
+
+        if (s->active[0] == '\0')
+            continue;
+        sent--;
+        if ((r = next_reply(c)) == NULL)
+            return redis_fail(c, NULL, err, "checkpoint");
+        if (st == ES_OK && (r->type != REDIS_REPLY_ARRAY || r->elements != 2)) {
+            st = redis_fail(c, r, err, "checkpoint");
+        } else if (st == ES_OK) {
+            s->seq = r->element[0]->type == REDIS_REPLY_STRING
+                         ? strtoull(r->element[0]->str, NULL, 10) : 0;
+            copy_str(s->position, ES_RM_POSITION_MAX, r->element[1]);
+        }
+        freeReplyObject(r);
+    }
     return st;
 }
 

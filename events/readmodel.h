@@ -260,6 +260,24 @@ typedef struct es_rm_state {
 
 es_status es_rm_state_get(redisContext *c, const char *name, es_rm_state *out, es_error *err);
 
+/* es_rm_lease_hold and es_rm_state_get of n projections at once, in two
+ * pipelined round trips (the leases and versions, then the checkpoints)
+ * instead of three sequential ones each: es-projector renews its leases
+ * on the thread that applies the stream, which waited that long.  For
+ * each ask: name, waited and token as es_rm_lease_hold's (token is
+ * updated); outcome and holder as its answer, state as es_rm_state_get's,
+ * read after the lease.  A failure leaves the asks partly filled. */
+typedef struct es_rm_lease_ask {
+    const char *name;
+    bool waited;
+    char token[ES_RM_LEASE_MAX];
+    es_rm_lease_outcome outcome;
+    char holder[ES_RM_LEASE_MAX];
+    es_rm_state state;
+} es_rm_lease_ask;
+es_status es_rm_leases_hold(redisContext *c, const char *instance, long ms, es_rm_lease_ask *asks,
+                            size_t n, es_error *err);
+
 /* The checkpoint of one version (0 and "" when it has none). */
 es_status es_rm_checkpoint(redisContext *c, const char *name, const char *version, uint64_t *seq,
                            char *position, es_error *err);

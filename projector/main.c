@@ -501,23 +501,29 @@ lease_lost(live *l, proj_state *ps, const char *holder, bool fenced)
 static bool
 hold_leases(live *l, bool *resubscribe)
 {
+    es_rm_lease_ask asks[sizeof l->st / sizeof l->st[0]];
     es_error err;
     size_t i;
 
+    /* all at once: this thread applies the stream, and every round trip
+     * here delays the events that arrive meanwhile */
+    for (i = 0; i < l->n; i++) {
+        memset(&asks[i], 0, sizeof asks[i]);
+        asks[i].name = l->st[i].p->name;
+        asks[i].waited = l->st[i].free_seen;
+        snprintf(asks[i].token, sizeof asks[i].token, "%s", l->st[i].lease);
+    }
+    if (es_rm_leases_hold(l->rc, l->instance, l->lease_ms, asks, l->n, &err) != ES_OK) {
+        es_log(ES_LOG_WARNING, "projections' leases: %s", err.message);
+        return false;
+    }
     for (i = 0; i < l->n; i++) {
         proj_state *ps = &l->st[i];
-        char token[ES_RM_LEASE_MAX], holder[ES_RM_LEASE_MAX];
-        es_rm_lease_outcome oc;
-        es_rm_state s;
+        const char *token = asks[i].token, *holder = asks[i].holder;
+        es_rm_lease_outcome oc = asks[i].outcome;
+        const es_rm_state s = asks[i].state;
         bool was = ps->owned;
 
-        snprintf(token, sizeof token, "%s", ps->lease);
-        if (es_rm_lease_hold(l->rc, ps->p->name, l->instance, l->lease_ms, ps->free_seen, token,
-                             &oc, holder, sizeof holder, &err) != ES_OK ||
-            es_rm_state_get(l->rc, ps->p->name, &s, &err) != ES_OK) {
-            es_log(ES_LOG_WARNING, "projection %s: %s", ps->p->name, err.message);
-            return false;
-        }
         ps->free_seen = oc == ES_RM_LEASE_FREE;
         if (oc == ES_RM_LEASE_HANDED_OVER) {
             es_log(ES_LOG_INFO, "projection %s: lease handed over to %s (preferred owner)",
