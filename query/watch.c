@@ -422,22 +422,32 @@ watch_waits_max(watch *w)
     return w->waits_max;
 }
 
+/* Whether a projection announced p's token since p's mark; w->mu held. */
+static bool
+announced(const watch *w, const watch_parked *p)
+{
+    const proj_state *s = &w->projs[p->proj];
+
+    return s->gen != p->mark.gen && s->known && es_position_cmp(s->furthest, p->token) >= 0;
+}
+
 /* Whether p must be checked now; w->mu held. */
 static bool
 due(const watch *w, const watch_parked *p, const struct timespec *now)
 {
-    const proj_state *s = &w->projs[p->proj];
-
     return w->epoch != p->mark.epoch || ts_cmp(now, &p->next_check) >= 0 ||
-           ts_cmp(now, &p->deadline) >= 0 ||
-           (s->gen != p->mark.gen && s->known && es_position_cmp(s->furthest, p->token) >= 0);
+           ts_cmp(now, &p->deadline) >= 0 || announced(w, p);
 }
 
 /*
  * Checks the waits of ready (taken off the parked list) with one
  * read_position per projection, and finishes those that reached their
  * token, passed their deadline, or cannot be checked; the others go back
- * with a new mark.  Runs without w->mu.
+ * with a new mark.  A wait taken for an announcement at or past its
+ * token is finished without that read: its finish reads the view and the
+ * checkpoint together anyway, and stays parked when the announcement was
+ * not the active version's (a rebuild's), so the read would only have
+ * added a round trip to Redis before every answer.  Runs without w->mu.
  */
 static void
 check(watch *w, watch_parked *ready, bool stop)
@@ -454,7 +464,7 @@ check(watch *w, watch_parked *ready, bool stop)
         char text[ES_RM_POSITION_MAX];
         es_error err;
 
-        if (seen[i])
+        if (seen[i] || p->announced)
             continue;
         seen[i] = true;
         marks[i] = watch_mark_take(w, i);
@@ -470,7 +480,8 @@ check(watch *w, watch_parked *ready, bool stop)
         p->next = NULL;
         clock_gettime(CLOCK_MONOTONIC, &now);
         /* out of memory above: every wait is answered by its own read */
-        reached = !(seen && ok && marks && pos) || !ok[i] || es_position_cmp(pos[i], p->token) >= 0;
+        reached = !(seen && ok && marks && pos) || (p->announced && !seen[i]) || !ok[i] ||
+                  es_position_cmp(pos[i], p->token) >= 0;
         if (stop || reached || ts_cmp(&now, &p->deadline) >= 0) {
             if (p->finish(p, stop)) {
                 finished++;
@@ -522,6 +533,7 @@ wake(void *arg)
         soonest.tv_sec += 60;
         for (pp = &w->parked; (p = *pp) != NULL;) {
             if (stop || due(w, p, &now)) {
+                p->announced = !stop && announced(w, p);
                 *pp = p->next;
                 p->next = ready;
                 ready = p;

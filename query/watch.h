@@ -76,6 +76,7 @@ struct watch_parked {
     watch_finish_fn finish;
     /* the watch's own */
     struct timespec next_check;
+    bool announced;             /* taken for an announcement at or past token */
     watch_parked *next;
 };
 
