@@ -831,6 +831,77 @@ START_TEST(consistent_with_waits_for_the_batch)
 }
 END_TEST
 
+/* Announces, after 100 ms, that a version other than the active one of
+ * accounts reached token (as a rebuild's batches do). */
+typedef struct announcer {
+    const char *token;
+    bool ok;
+} announcer;
+
+static void *
+announce_other_version(void *arg)
+{
+    announcer *a = arg;
+    char notice[128];
+    es_error err;
+    redisContext *c;
+    redisReply *r;
+
+    usleep(100 * 1000);
+    if ((c = es_rm_connect(&err)) == NULL)
+        return NULL;
+    /* "<version> <seq> <position>": a version no query reads */
+    snprintf(notice, sizeof notice, "999999 1 %s", a->token);
+    r = redisCommand(c, "PUBLISH rm:accounts:applied %s", notice);
+    a->ok = r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer >= 1;
+    freeReplyObject(r);
+    redisFree(c);
+    return NULL;
+}
+
+/* A wait taken at once for an announcement past its token (no position
+ * read first) stays parked when the active version is still short: the
+ * answer comes with the batch applied 400 ms later, not with the notice
+ * of another version at 100 ms. */
+START_TEST(an_announcement_of_another_version_does_not_answer)
+{
+    char cust[64], path[512], token[ES_POSITION_TEXT_MAX];
+    es_rm_state st;
+    es_position next;
+    es_error err;
+    redisContext *c = es_rm_connect(&err);
+    later l = {"accounts", NULL, 400, false, ""};
+    announcer a = {token, false};
+    struct timespec t0;
+    pthread_t th, ta;
+    th_response r;
+    json_t *j;
+    long ms;
+
+    ck_assert_ptr_nonnull(c);
+    ck_assert(next_position(c, "accounts", &st, &next));
+    redisFree(c);
+    es_position_format(next, token);
+    th_unique(cust, sizeof cust, "c");
+    l.events = json_pack("[o]", ev("account-x", "FundsDeposited",
+                                   json_pack("{s:s, s:i}", "customer_id", cust, "amount", 7)));
+    snprintf(path, sizeof path, "/v1/customers/%s/account?wait_ms=3000&consistent_with=%s", cust,
+             token);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ck_assert_int_eq(pthread_create(&ta, NULL, announce_other_version, &a), 0);
+    ck_assert_int_eq(pthread_create(&th, NULL, apply_later, &l), 0);
+    j = get_r(path, NULL, 200, &r);
+    ms = ms_since(&t0);
+    pthread_join(ta, NULL);
+    pthread_join(th, NULL);
+    ck_assert_msg(a.ok, "the notice reached no subscriber");
+    ck_assert_msg(l.ok, "applying: %s", l.why);
+    ck_assert_int_eq(num(j, "balance"), 7);
+    ck_assert_msg(ms >= 350 && ms < 3000, "answered after %ld ms", ms);
+    json_decref(j);
+}
+END_TEST
+
 START_TEST(consistent_with_times_out)
 {
     char path[256], token[ES_POSITION_TEXT_MAX], h[96];
@@ -1871,6 +1942,7 @@ main(void)
     tcase_add_test(tc, etags);
     tcase_add_test(tc, consistent_with_waits_for_the_batch);
     tcase_add_test(tc, consistent_with_times_out);
+    tcase_add_test(tc, an_announcement_of_another_version_does_not_answer);
     tcase_add_test(tc, pages_stay_whole_under_writes);
     tcase_add_test(tc, health_and_metrics);
     tcase_add_test(tc, console_files_and_endpoints);
