@@ -13,6 +13,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -2375,9 +2376,69 @@ es_rm_notice_parse(const redisReply *r, es_rm_notice *out)
 
 /* ---- reading ---------------------------------------------------------- */
 
-es_status
-es_rm_read(redisContext *c, const char *name, const char *version, const char *const *const *cmds,
-           size_t ncmds, redisReply **out, es_error *err)
+/*
+ * A read is atomic with its version's checkpoint.  The READ script does
+ * that in one call, but Redis copies every reply into Lua and back (an
+ * order's hash and history cost it about twice their bare commands), so
+ * reads whose version is known go as plain commands in MULTI/EXEC:
+ *
+ *   version given (a pinned round)   MULTI, HMGET checkpoint, cmds, EXEC
+ *   active, its version known here   MULTI, GET active, HMGET checkpoint,
+ *                                    cmds, EXEC; a GET that names another
+ *                                    version voids the answer --> script
+ *   active, not known yet            the script, whose answer names it
+ *
+ * The active versions last seen are kept per thread (a read's connection
+ * is its thread's), so a switch costs each thread one voided transaction.
+ * A server whose ACL refuses MULTI (an older es_query user) gets the
+ * script from then on.
+ */
+
+/* Projections whose active version a thread remembers. */
+#define ACTIVE_SEEN_MAX 16
+
+typedef struct active_seen {
+    char name[ES_RM_NAME_MAX];
+    char version[ES_RM_VERSION_MAX];
+} active_seen;
+
+static _Thread_local active_seen seen[ACTIVE_SEEN_MAX];
+static _Thread_local size_t seen_next;
+static atomic_bool tx_refused;
+
+static active_seen *
+seen_find(const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < ACTIVE_SEEN_MAX && seen[i].name[0]; i++)
+        if (strcmp(seen[i].name, name) == 0)
+            return &seen[i];
+    return NULL;
+}
+
+/* Remembers version ("": none) as name's active one. */
+static void
+seen_set(const char *name, const char *version, size_t len)
+{
+    active_seen *a = seen_find(name);
+
+    if (strlen(name) >= sizeof a->name)
+        return;
+    if (a == NULL) {
+        a = &seen[seen_next];
+        seen_next = (seen_next + 1) % ACTIVE_SEEN_MAX;
+        snprintf(a->name, sizeof a->name, "%s", name);
+    }
+    if (len >= sizeof a->version)
+        len = 0;
+    memcpy(a->version, version, len);
+    a->version[len] = '\0';
+}
+
+static es_status
+read_script(redisContext *c, const char *name, const char *version,
+            const char *const *const *cmds, size_t ncmds, redisReply **out, es_error *err)
 {
     es_rm_batch b;
     redisReply *r;
@@ -2402,8 +2463,242 @@ es_rm_read(redisContext *c, const char *name, const char *version, const char *c
         freeReplyObject(r);
         return st;
     }
+    if ((version == NULL || version[0] == '\0') && r->element[0]->type == REDIS_REPLY_STRING)
+        seen_set(name, r->element[0]->str, r->element[0]->len);
     *out = r;
     return ES_OK;
+}
+
+/* A reply object of hiredis's shape (freeReplyObject frees it). */
+static redisReply *
+reply_new(int type)
+{
+    redisReply *r = calloc(1, sizeof *r);
+
+    if (r != NULL)
+        r->type = type;
+    return r;
+}
+
+/* Turns string reply r into an integer one in place (0 when it is no
+ * number: tonumber's nil in the script became 0 too). */
+static void
+reply_to_int(redisReply *r)
+{
+    long long v = 0;
+
+    if (r->type == REDIS_REPLY_STRING) {
+        v = strtoll(r->str, NULL, 10);
+        free(r->str);
+        r->str = NULL;
+        r->len = 0;
+    }
+    r->type = REDIS_REPLY_INTEGER;
+    r->integer = v;
+}
+
+/* Turns nil reply r into an empty string in place (the script's "or ''");
+ * false when out of memory. */
+static bool
+reply_nil_to_empty(redisReply *r)
+{
+    if (r->type != REDIS_REPLY_NIL)
+        return true;
+    if ((r->str = calloc(1, 1)) == NULL)
+        return false;
+    r->type = REDIS_REPLY_STRING;
+    r->len = 0;
+    return true;
+}
+
+typedef enum { TX_OK, TX_FAILED, TX_MOVED, TX_REFUSED } tx_outcome;
+
+/*
+ * The read as MULTI/EXEC on version, checking (check) that it is still
+ * the active one.  TX_OK: *out has the script's shape {version, seq,
+ * position, reply...}; TX_MOVED: the active version is another one (or
+ * none), now remembered, and nothing was read; TX_REFUSED: Redis refused
+ * MULTI itself; TX_FAILED: err says why.
+ */
+static tx_outcome
+read_tx(redisContext *c, const char *name, const char *version, bool check,
+        const char *const *const *cmds, size_t ncmds, redisReply **out, es_error *err)
+{
+    es_buf o = ES_BUF_INIT, prefix = ES_BUF_INIT;
+    redisReply *exec = NULL, *cp, *ver = NULL, **el = NULL;
+    size_t i, j, nreplies = ncmds + (check ? 4 : 3), base = check ? 2 : 1;
+    tx_outcome res = TX_FAILED;
+    bool failed = false;
+
+    *out = NULL;
+    es_buf_printf(&prefix, "rm:%s:%s:", name, version);
+    resp_array(&o, 1);
+    resp_bulk(&o, "MULTI", 5);
+    if (check) {
+        char key[ES_RM_NAME_MAX + 16];
+        int n = snprintf(key, sizeof key, "rm:%s:active", name);
+
+        resp_array(&o, 2);
+        resp_bulk(&o, "GET", 3);
+        resp_bulk(&o, key, (size_t)n);
+    }
+    resp_array(&o, 4);
+    resp_bulk(&o, "HMGET", 5);
+    resp_head(&o, '$', prefix.len + 10);
+    es_buf_append(&o, prefix.data, prefix.len);
+    es_buf_append(&o, "checkpoint\r\n", 12);
+    resp_bulk(&o, "seq", 3);
+    resp_bulk(&o, "position", 8);
+    for (i = 0; i < ncmds; i++) {
+        size_t argc = 0, klen;
+
+        while (cmds[i][argc])
+            argc++;
+        resp_array(&o, argc);
+        resp_bulk(&o, cmds[i][0], strlen(cmds[i][0]));
+        klen = strlen(cmds[i][1]);
+        resp_head(&o, '$', prefix.len + klen);
+        es_buf_append(&o, prefix.data, prefix.len);
+        es_buf_append(&o, cmds[i][1], klen);
+        es_buf_append(&o, "\r\n", 2);
+        for (j = 2; j < argc; j++)
+            resp_bulk(&o, cmds[i][j], strlen(cmds[i][j]));
+    }
+    resp_array(&o, 1);
+    resp_bulk(&o, "EXEC", 4);
+    if (es_buf_failed(&o) || es_buf_failed(&prefix)) {
+        es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory building a read");
+        goto done;
+    }
+    if (redisAppendFormattedCommand(c, o.data, o.len) != REDIS_OK) {
+        redis_fail(c, NULL, err, "read");
+        goto done;
+    }
+    /* every reply is read, whatever came first, so the connection stays
+     * in step: MULTI's OK, QUEUED per command, EXEC's array */
+    for (i = 0; i < nreplies; i++) {
+        void *v = NULL;
+        redisReply *r;
+
+        if (redisGetReply(c, &v) != REDIS_OK) {
+            redis_fail(c, NULL, err, "read");
+            res = TX_FAILED;
+            goto done;
+        }
+        r = v;
+        if (i == 0 && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOPERM", 6) == 0)
+            res = TX_REFUSED;
+        if (res != TX_REFUSED && !failed &&
+            (r->type == REDIS_REPLY_ERROR || (i == nreplies - 1 && r->type != REDIS_REPLY_ARRAY))) {
+            /* the first refusal says why (EXEC then only says EXECABORT) */
+            redis_fail(c, r, err, "read");
+            failed = true;
+        }
+        if (i == nreplies - 1 && res != TX_REFUSED && !failed) {
+            exec = r;
+            continue;
+        }
+        freeReplyObject(r);
+    }
+    if (res == TX_REFUSED || failed)
+        goto done;
+    if (exec->elements != base + ncmds) {
+        es_error_set(err, ES_EINTERNAL, "redis_error", NULL,
+                     "redis: read of \"%s\": %zu replies for %zu commands", name,
+                     exec->elements, base + ncmds);
+        goto done;
+    }
+    for (i = 0; i < exec->elements; i++)
+        if (exec->element[i]->type == REDIS_REPLY_ERROR) {
+            redis_fail(c, exec->element[i], err, "read");
+            goto done;
+        }
+    if (check) {
+        redisReply *a = exec->element[0];
+
+        if (a->type != REDIS_REPLY_STRING || strcmp(a->str, version) != 0) {
+            seen_set(name, a->type == REDIS_REPLY_STRING ? a->str : "",
+                     a->type == REDIS_REPLY_STRING ? a->len : 0);
+            res = TX_MOVED;
+            goto done;
+        }
+    }
+    cp = exec->element[base - 1];
+    if (cp->type != REDIS_REPLY_ARRAY || cp->elements != 2) {
+        redis_fail(c, cp, err, "read");
+        goto done;
+    }
+    if (!check) {
+        if ((ver = reply_new(REDIS_REPLY_STRING)) == NULL ||
+            (ver->str = strdup(version)) == NULL) {
+            es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory reading");
+            goto done;
+        }
+        ver->len = strlen(version);
+    }
+    if ((el = calloc(3 + ncmds, sizeof *el)) == NULL ||
+        !reply_nil_to_empty(cp->element[1])) {
+        es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory reading");
+        goto done;
+    }
+    /* {version, seq, position, reply...}, from the objects hiredis made */
+    reply_to_int(cp->element[0]);
+    el[0] = check ? exec->element[0] : ver;
+    el[1] = cp->element[0];
+    el[2] = cp->element[1];
+    for (i = 0; i < ncmds; i++)
+        el[3 + i] = exec->element[base + i];
+    cp->elements = 0;
+    freeReplyObject(cp);
+    free(exec->element);
+    exec->element = el;
+    exec->elements = 3 + ncmds;
+    el = NULL;
+    ver = NULL;
+    *out = exec;
+    exec = NULL;
+    res = TX_OK;
+done:
+    free(el);
+    freeReplyObject(ver);
+    freeReplyObject(exec);
+    es_buf_free(&o);
+    es_buf_free(&prefix);
+    return res;
+}
+
+es_status
+es_rm_read(redisContext *c, const char *name, const char *version, const char *const *const *cmds,
+           size_t ncmds, redisReply **out, es_error *err)
+{
+    static const char *const *const none[1] = {NULL};
+    bool pinned = version != NULL && version[0] != '\0';
+    const active_seen *a;
+    tx_outcome t;
+
+    *out = NULL;
+    if (cmds == NULL)
+        cmds = none;
+    if (atomic_load(&tx_refused))
+        return read_script(c, name, version, cmds, ncmds, out, err);
+    if (!pinned) {
+        a = seen_find(name);
+        if (a == NULL || a->version[0] == '\0')
+            return read_script(c, name, NULL, cmds, ncmds, out, err);
+        version = a->version;
+    }
+    t = read_tx(c, name, version, !pinned, cmds, ncmds, out, err);
+    switch (t) {
+    case TX_OK:
+        return ES_OK;
+    case TX_REFUSED:
+        atomic_store(&tx_refused, true);
+        /* fall through */
+    case TX_MOVED:
+        return read_script(c, name, pinned ? version : NULL, cmds, ncmds, out, err);
+    default:
+        return err->status;
+    }
 }
 
 const char *

@@ -373,7 +373,10 @@ bool es_rm_notice_parse(const redisReply *r, es_rm_notice *out);
  * with reading its checkpoint.  cmds is an array of argv arrays, each
  * NULL-terminated, whose second element is a key relative to the prefix.
  * The reply is an array: version, seq, position, then one reply per
- * command.  Free it with freeReplyObject.
+ * command.  Free it with freeReplyObject.  A read goes as MULTI/EXEC of
+ * the plain commands when the version is known (given, or the active one
+ * this thread saw last, checked in the same transaction), else through a
+ * Lua script; a server whose ACL refuses MULTI gets the script always.
  */
 es_status es_rm_read(redisContext *c, const char *name, const char *version,
                      const char *const *const *cmds, size_t ncmds, redisReply **out,

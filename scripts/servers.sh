@@ -493,7 +493,7 @@ redis_acl() {
     for u in es_projector esctl; do
         echo "user $u on #$(redis_pw_hash "$u") ~rm:* &rm:* +@all -@admin -@dangerous $([[ $u != esctl ]] || echo +sort)"
     done
-    echo "user es_query on #$(redis_pw_hash es_query) %R~rm:* &rm:* -@all +@read -@dangerous +select +ping +eval +evalsha +subscribe +unsubscribe"
+    echo "user es_query on #$(redis_pw_hash es_query) %R~rm:* &rm:* -@all +@read -@dangerous +select +ping +eval +evalsha +multi +exec +subscribe +unsubscribe"
     echo "user es_saga on #$(redis_pw_hash es_saga) ~gateway:* resetchannels -@all +xadd +select +ping"
 }
 

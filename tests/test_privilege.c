@@ -383,6 +383,13 @@ START_TEST(redis_query_only_reads)
     redis_expect_error(c, "ERR", "a writing script as es_query",
                        "EVAL %s 0", "return redis.call('SET', 'rm:privprobe:x', 'after')");
     redis_expect_error(c, "NOPERM", "PUBLISH as es_query", "PUBLISH rm:privprobe:applied x");
+    /* its reads go as MULTI/EXEC: a write queued there is refused too */
+    r = redisCommand(c, "MULTI");
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(r->type, REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+    redis_expect_error(c, "NOPERM", "SET inside MULTI as es_query", "SET rm:privprobe:x after");
+    redis_expect_error(c, "EXECABORT", "EXEC of a write as es_query", "EXEC");
     r = redisCommand(c, "GET rm:privprobe:x");
     ck_assert_ptr_nonnull(r);
     ck_assert_int_eq(r->type, REDIS_REPLY_STRING);

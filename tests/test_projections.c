@@ -812,6 +812,129 @@ START_TEST(switch_waits_for_the_new_version_then_old_keys_go)
 }
 END_TEST
 
+/* Whether two replies are alike, type and value, all the way down. */
+static bool
+alike(const redisReply *a, const redisReply *b)
+{
+    size_t i;
+
+    if (a->type != b->type)
+        return false;
+    switch (a->type) {
+    case REDIS_REPLY_INTEGER:
+        return a->integer == b->integer;
+    case REDIS_REPLY_NIL:
+        return true;
+    case REDIS_REPLY_ARRAY:
+        if (a->elements != b->elements)
+            return false;
+        for (i = 0; i < a->elements; i++)
+            if (!alike(a->element[i], b->element[i]))
+                return false;
+        return true;
+    default:
+        return a->len == b->len && memcmp(a->str, b->str, a->len) == 0;
+    }
+}
+
+/* A read whose version this thread knows goes as MULTI/EXEC (plain
+ * commands, no Lua) and answers exactly what the script answers; one that
+ * does not know it, or that finds another version active, takes the
+ * script; a server that refuses MULTI gets the script from then on. */
+START_TEST(reads_go_as_transactions_once_the_version_is_known)
+{
+    const char *const on_hand[] = {"HGET", "stock:s9", "on_hand", NULL};
+    const char *const all[] = {"HGETALL", "stock:s9", NULL};
+    const char *const missing[] = {"HGET", "stock:s9", "nothing", NULL};
+    const char *const list[] = {"LRANGE", "orderhist:none", "0", "-1", NULL};
+    const char *const *cmds[] = {on_hand, all, missing, list};
+    const char *user = getenv("ES_REDIS_USER"), *pw = getenv("ES_REDIS_PASSWORD");
+    char *saved_user = user ? strdup(user) : NULL, *saved_pw = pw ? strdup(pw) : NULL;
+    redisReply *script, *r;
+    redisContext *plain;
+    long long ev, ex;
+    es_error err;
+
+    apply1("inventory", 1, "stock-s9", "StockRestocked", "{\"sku\":\"s9\",\"quantity\":4}");
+    /* the first read learns the version from the script */
+    ev = calls("evalsha"), ex = calls("exec");
+    ck_assert_int_eq(es_rm_read(rc, "inventory", NULL, cmds, 4, &script, &err), ES_OK);
+    ck_assert_int_eq(calls("evalsha"), ev + 1);
+    ck_assert_uint_eq(script->elements, 7);
+    ck_assert_str_eq(script->element[0]->str, "1");
+    ck_assert_int_eq(script->element[1]->integer, 1);
+    ck_assert_str_eq(script->element[2]->str, "100-1");
+    ck_assert_str_eq(script->element[3]->str, "4");
+    ck_assert_int_eq(script->element[5]->type, REDIS_REPLY_NIL);
+    /* the next ones are transactions with the same answer, pinned or not */
+    ck_assert_int_eq(es_rm_read(rc, "inventory", NULL, cmds, 4, &r, &err), ES_OK);
+    ck_assert(alike(r, script));
+    freeReplyObject(r);
+    ck_assert_int_eq(es_rm_read(rc, "inventory", "1", cmds, 4, &r, &err), ES_OK);
+    ck_assert(alike(r, script));
+    freeReplyObject(r);
+    ck_assert_int_eq(calls("evalsha"), ev + 1);
+    ck_assert_int_eq(calls("exec"), ex + 2);
+    /* a version with no checkpoint: seq 0, position "", as the script says */
+    ck_assert_int_eq(es_rm_read(rc, "inventory", "9", cmds, 1, &r, &err), ES_OK);
+    ck_assert_uint_eq(r->elements, 4);
+    ck_assert_str_eq(r->element[0]->str, "9");
+    ck_assert_int_eq(r->element[1]->type, REDIS_REPLY_INTEGER);
+    ck_assert_int_eq(r->element[1]->integer, 0);
+    ck_assert_int_eq(r->element[2]->type, REDIS_REPLY_STRING);
+    ck_assert_str_eq(r->element[2]->str, "");
+    ck_assert_int_eq(r->element[3]->type, REDIS_REPLY_NIL);
+    freeReplyObject(r);
+    /* another version active: the transaction sees it and the script
+     * answers, from the new version */
+    freeReplyObject(redisCommand(rc, "HSET rm:inventory:5:stock:s9 on_hand 11"));
+    freeReplyObject(redisCommand(rc, "HSET rm:inventory:5:checkpoint seq 1 position 100-1"));
+    freeReplyObject(redisCommand(rc, "SET rm:inventory:active 5"));
+    ev = calls("evalsha");
+    ck_assert_int_eq(es_rm_read(rc, "inventory", NULL, cmds, 1, &r, &err), ES_OK);
+    ck_assert_str_eq(r->element[0]->str, "5");
+    ck_assert_str_eq(r->element[3]->str, "11");
+    freeReplyObject(r);
+    ck_assert_int_eq(calls("evalsha"), ev + 1);
+    /* a refusal inside the transaction is the read's error */
+    freeReplyObject(redisCommand(rc, "SET rm:inventory:5:stock:s8 text"));
+    cmds[0] = (const char *const[]){"HGET", "stock:s8", "on_hand", NULL};
+    ck_assert_int_eq(es_rm_read(rc, "inventory", NULL, cmds, 1, &r, &err), ES_EINTERNAL);
+    ck_assert_ptr_nonnull(strstr(err.message, "WRONGTYPE"));
+    ck_assert(!err.transient);
+    cmds[0] = on_hand;
+    /* a user whose ACL has no MULTI reads through the script */
+    freeReplyObject(redisCommand(rc, "ACL SETUSER t_nomulti on >t_nomulti_pw ~* &* +@all -multi"));
+    setenv("ES_REDIS_USER", "t_nomulti", 1);
+    setenv("ES_REDIS_PASSWORD", "t_nomulti_pw", 1);
+    plain = es_rm_connect(&err);
+    ck_assert_msg(plain != NULL, "%s", err.message);
+    ev = calls("evalsha");
+    ck_assert_int_eq(es_rm_read(plain, "inventory", NULL, cmds, 1, &r, &err), ES_OK);
+    ck_assert_str_eq(r->element[3]->str, "11");
+    freeReplyObject(r);
+    ck_assert_int_eq(calls("evalsha"), ev + 1);
+    /* the connection is in step after the refused MULTI */
+    ck_assert_int_eq(es_rm_read(plain, "inventory", "5", cmds, 1, &r, &err), ES_OK);
+    ck_assert_str_eq(r->element[3]->str, "11");
+    freeReplyObject(r);
+    ck_assert_int_eq(calls("evalsha"), ev + 2);
+    redisFree(plain);
+    if (saved_user)
+        setenv("ES_REDIS_USER", saved_user, 1);
+    else
+        unsetenv("ES_REDIS_USER");
+    if (saved_pw)
+        setenv("ES_REDIS_PASSWORD", saved_pw, 1);
+    else
+        unsetenv("ES_REDIS_PASSWORD");
+    free(saved_user);
+    free(saved_pw);
+    freeReplyObject(redisCommand(rc, "ACL DELUSER t_nomulti"));
+    freeReplyObject(script);
+}
+END_TEST
+
 /* The version lifecycle's bookkeeping: numbers, building, retired. */
 START_TEST(versions_are_numbered_recorded_and_listed)
 {
@@ -942,6 +1065,7 @@ main(void)
     tcase_add_test(tc, redis_errors_say_whether_they_pass);
     tcase_add_test(tc, amounts_redis_could_not_add_are_refused);
     tcase_add_test(tc, switch_waits_for_the_new_version_then_old_keys_go);
+    tcase_add_test(tc, reads_go_as_transactions_once_the_version_is_known);
     tcase_add_test(tc, versions_are_numbered_recorded_and_listed);
     tcase_add_test(tc, stop_reports_and_the_rebuild_lock);
     tcase_add_test(tc, applied_batches_send_notices);
