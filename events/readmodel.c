@@ -2524,14 +2524,16 @@ static tx_outcome
 read_tx(redisContext *c, const char *name, const char *version, bool check,
         const char *const *const *cmds, size_t ncmds, redisReply **out, es_error *err)
 {
-    es_buf o = ES_BUF_INIT, prefix = ES_BUF_INIT;
+    es_buf o = ES_BUF_INIT;
+    char prefix[ES_RM_NAME_MAX + ES_RM_VERSION_MAX + 8];
     redisReply *exec = NULL, *cp, *ver = NULL, **el = NULL;
-    size_t i, j, nreplies = ncmds + (check ? 4 : 3), base = check ? 2 : 1;
+    size_t i, j, nreplies = ncmds + (check ? 4 : 3), base = check ? 2 : 1, plen;
     tx_outcome res = TX_FAILED;
     bool failed = false;
 
     *out = NULL;
-    es_buf_printf(&prefix, "rm:%s:%s:", name, version);
+    /* es_rm_read passes names and versions shorter than their maxima */
+    plen = (size_t)snprintf(prefix, sizeof prefix, "rm:%s:%s:", name, version);
     resp_array(&o, 1);
     resp_bulk(&o, "MULTI", 5);
     if (check) {
@@ -2544,8 +2546,8 @@ read_tx(redisContext *c, const char *name, const char *version, bool check,
     }
     resp_array(&o, 4);
     resp_bulk(&o, "HMGET", 5);
-    resp_head(&o, '$', prefix.len + 10);
-    es_buf_append(&o, prefix.data, prefix.len);
+    resp_head(&o, '$', plen + 10);
+    es_buf_append(&o, prefix, plen);
     es_buf_append(&o, "checkpoint\r\n", 12);
     resp_bulk(&o, "seq", 3);
     resp_bulk(&o, "position", 8);
@@ -2557,8 +2559,8 @@ read_tx(redisContext *c, const char *name, const char *version, bool check,
         resp_array(&o, argc);
         resp_bulk(&o, cmds[i][0], strlen(cmds[i][0]));
         klen = strlen(cmds[i][1]);
-        resp_head(&o, '$', prefix.len + klen);
-        es_buf_append(&o, prefix.data, prefix.len);
+        resp_head(&o, '$', plen + klen);
+        es_buf_append(&o, prefix, plen);
         es_buf_append(&o, cmds[i][1], klen);
         es_buf_append(&o, "\r\n", 2);
         for (j = 2; j < argc; j++)
@@ -2566,7 +2568,7 @@ read_tx(redisContext *c, const char *name, const char *version, bool check,
     }
     resp_array(&o, 1);
     resp_bulk(&o, "EXEC", 4);
-    if (es_buf_failed(&o) || es_buf_failed(&prefix)) {
+    if (es_buf_failed(&o)) {
         es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory building a read");
         goto done;
     }
@@ -2663,7 +2665,6 @@ done:
     freeReplyObject(ver);
     freeReplyObject(exec);
     es_buf_free(&o);
-    es_buf_free(&prefix);
     return res;
 }
 
@@ -2679,13 +2680,15 @@ es_rm_read(redisContext *c, const char *name, const char *version, const char *c
     *out = NULL;
     if (cmds == NULL)
         cmds = none;
-    if (atomic_load(&tx_refused))
+    if (atomic_load(&tx_refused) || strlen(name) >= ES_RM_NAME_MAX)
         return read_script(c, name, version, cmds, ncmds, out, err);
     if (!pinned) {
         a = seen_find(name);
         if (a == NULL || a->version[0] == '\0')
             return read_script(c, name, NULL, cmds, ncmds, out, err);
         version = a->version;
+    } else if (strlen(version) >= ES_RM_VERSION_MAX) {
+        return read_script(c, name, version, cmds, ncmds, out, err);
     }
     t = read_tx(c, name, version, !pinned, cmds, ncmds, out, err);
     switch (t) {
