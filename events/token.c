@@ -7,6 +7,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,12 +34,61 @@ es_token_name_valid(const char *name)
     return true;
 }
 
+/*
+ * Every request with a token hashes it.  EVP_Digest with EVP_sha256()
+ * looks the algorithm up in OpenSSL 3's provider store (under its lock)
+ * and allocates a context each time, several times the cost of hashing a
+ * token; so the algorithm is fetched once and each thread keeps its
+ * context (freed when the thread ends).
+ */
+static EVP_MD *sha256;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static pthread_key_t ctx_key;
+
+static void
+ctx_free(void *ctx)
+{
+    EVP_MD_CTX_free(ctx);
+}
+
+static void
+sha256_fetch(void)
+{
+    if (pthread_key_create(&ctx_key, ctx_free) == 0)
+        sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+/* This thread's digest context, or NULL (then EVP_Digest's own way). */
+static EVP_MD_CTX *
+thread_ctx(void)
+{
+    EVP_MD_CTX *ctx;
+
+    pthread_once(&sha256_once, sha256_fetch);
+    if (sha256 == NULL)
+        return NULL;
+    if ((ctx = pthread_getspecific(ctx_key)) != NULL)
+        return ctx;
+    if ((ctx = EVP_MD_CTX_new()) != NULL && pthread_setspecific(ctx_key, ctx) != 0) {
+        EVP_MD_CTX_free(ctx);
+        ctx = NULL;
+    }
+    return ctx;
+}
+
 void
 es_token_digest(const char *secret, size_t len, unsigned char out[ES_TOKEN_DIGEST_LEN])
 {
+    EVP_MD_CTX *ctx = thread_ctx();
     unsigned int n = 0;
+    int ok;
 
-    if (EVP_Digest(secret, len, out, &n, EVP_sha256(), NULL) != 1 || n != ES_TOKEN_DIGEST_LEN)
+    if (ctx != NULL)
+        ok = EVP_DigestInit_ex2(ctx, sha256, NULL) == 1 &&
+             EVP_DigestUpdate(ctx, secret, len) == 1 && EVP_DigestFinal_ex(ctx, out, &n) == 1;
+    else
+        ok = EVP_Digest(secret, len, out, &n, EVP_sha256(), NULL) == 1;
+    if (!ok || n != ES_TOKEN_DIGEST_LEN)
         memset(out, 0, ES_TOKEN_DIGEST_LEN);   /* never matches: no row has it */
 }
 
