@@ -214,8 +214,8 @@ static const struct {
      "SELECT r.ord, max(ev.version), max(ev.global_position), pg_current_xact_id() "
      "FROM ev JOIN req r ON r.s = ev.stream_id GROUP BY r.ord"},
     /* es_fast_batch for the common case, when every append of the batch
-     * names the exact version (a retry finds the stream past it, see
-     * batch_exact): no "no stream" insert, no check for stored ids and no
+     * names the exact version and comes without event ids (so it cannot
+     * be a retry): no "no stream" insert, no check for stored ids and no
      * join, the work that does not grow with the batch being what bounds
      * a busy store.  Per append ($1-$3): stream, expected version, event
      * count; per event ($4-$13): its append's place, its place in the
@@ -986,19 +986,12 @@ list_int(es_buf *b, bool first, long long v)
 }
 
 /* Whether the batched slots can go in es_fast_exact: every one names
- * its exact version.  One with ids of its caller (a command's, which a
- * retry sends again) needs no probe for them there: its retry finds the
- * stream past the version it names (the first copy moved it in the same
- * transaction that stored the ids), so it writes nothing and goes through
- * es_append, which answers duplicate; an id stored in another stream
- * raises unique_violation and the batch's appends run again one by one
- * (mark_batch lets such an append carry only one event, whose id
- * build_exact sends as it is). */
+ * its exact version and comes without event ids. */
 static bool
 batch_exact(const slot *slots, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (slots[i].batched && slots[i].req->expected < 0)
+        if (slots[i].batched && (slots[i].req->expected < 0 || !slots[i].fresh))
             return false;
     return true;
 }
