@@ -56,6 +56,8 @@ finish(es_feed_event *out, es_error *err)
         return bad(err, "data", "is missing or not an object");
     dash = strchr(out->stream, '-');
     out->category_end = dash;
+    out->trace_id = json_string_value(json_object_get(json_object_get(r, "metadata"),
+                                                      "trace_id"));
     return ES_OK;
 }
 
@@ -112,7 +114,63 @@ void
 es_feed_event_free(es_feed_event *e)
 {
     json_decref(e->root_);
+    free(e->arena_);
     memset(e, 0, sizeof *e);
+}
+
+es_feed_kind
+es_feed_get(const es_feed_event *e, const char *name, es_feed_value *out)
+{
+    const json_t *v;
+    size_t i;
+
+    memset(out, 0, sizeof *out);
+    if (e->data == NULL) {
+        for (i = 0; i < e->nfields_; i++)
+            if (strcmp(e->fields_[i].key, name) == 0) {
+                *out = e->fields_[i].v;
+                break;
+            }
+        return out->kind;
+    }
+    if ((v = json_object_get(e->data, name)) == NULL)
+        return out->kind;
+    out->tree = v;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: out->kind = ES_FEED_OBJECT; break;
+    case JSON_ARRAY: out->kind = ES_FEED_ARRAY; break;
+    case JSON_STRING:
+        out->kind = ES_FEED_STRING;
+        out->str = json_string_value(v);
+        out->len = json_string_length(v);
+        break;
+    case JSON_INTEGER:
+        out->kind = ES_FEED_INTEGER;
+        out->num = (long long)json_integer_value(v);
+        break;
+    case JSON_REAL: out->kind = ES_FEED_REAL; break;
+    case JSON_TRUE: out->kind = ES_FEED_TRUE; break;
+    case JSON_FALSE: out->kind = ES_FEED_FALSE; break;
+    case JSON_NULL: out->kind = ES_FEED_NULL; break;
+    }
+    return out->kind;
+}
+
+bool
+es_feed_value_json(const es_feed_value *v, es_buf *out)
+{
+    char *text;
+
+    if (v->json != NULL) {
+        es_buf_puts(out, v->json);
+        return !es_buf_failed(out);
+    }
+    text = json_dumps(v->tree, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
+    if (text == NULL)
+        return false;
+    es_buf_puts(out, text);
+    free(text);
+    return !es_buf_failed(out);
 }
 
 /* ---- the stream --------------------------------------------------------- */
@@ -466,13 +524,13 @@ es_feed_batch_free(es_feed_batch *m)
  * projections stop exactly there.  Takes m.  ES_ENOMEM only.
  */
 static es_status
-take_one(es_feed_batch *out, natsMsg *m, uint64_t seq, es_error *err)
+take_one(es_feed_batch *out, natsMsg *m, uint64_t seq, bool scan, es_error *err)
 {
     es_feed_event *e = &out->ev[out->n];
     es_error derr;
 
-    if (es_feed_event_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), seq, e,
-                             &derr) != ES_OK) {
+    if ((scan ? es_feed_event_scan : es_feed_event_decode)(
+            natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), seq, e, &derr) != ES_OK) {
         es_feed_event_free(e);
         e->seq = seq;
         out->bad[out->n] = strdup(derr.message);
@@ -534,7 +592,7 @@ es_jetstream_take(natsSubscription *sub, int max, int wait_ms, es_feed_batch *ou
         }
         seq = meta->Sequence.Stream;
         jsMsgMetaData_Destroy(meta);
-        if (take_one(out, m, seq, err) != ES_OK) {
+        if (take_one(out, m, seq, false, err) != ES_OK) {
             es_feed_batch_free(out);
             return err->status;
         }
@@ -708,7 +766,7 @@ take_list(natsMsgList *list, es_feed_batch *out, size_t max, uint64_t *next, uin
             *jump = seq;
             break;
         }
-        if (take_one(out, m, seq, err) != ES_OK) {
+        if (take_one(out, m, seq, true, err) != ES_OK) {
             natsMsgList_Destroy(list);
             es_feed_batch_free(out);
             return err->status;

@@ -8,19 +8,60 @@
 
 #include <jansson.h>
 #include <nats/nats.h>
+#include <stdbool.h>
 #include <stdint.h>
 
+#include "buf.h"
 #include "event.h"
 #include "status.h"
 
-/* An event as a consumer sees it, with its feed sequence. */
+/* What a member of an event's data is (es_feed_get). */
+typedef enum es_feed_kind {
+    ES_FEED_ABSENT = 0,         /* no such member */
+    ES_FEED_NULL,
+    ES_FEED_TRUE,
+    ES_FEED_FALSE,
+    ES_FEED_INTEGER,
+    ES_FEED_REAL,               /* only from jansson (es_feed_event_scan leaves reals to it) */
+    ES_FEED_STRING,
+    ES_FEED_OBJECT,
+    ES_FEED_ARRAY
+} es_feed_kind;
+
+/* A member of an event's data, borrowed from the event. */
+typedef struct es_feed_value {
+    es_feed_kind kind;
+    const char *str;            /* STRING: the value, NUL-terminated ... */
+    size_t len;                 /* ... and its length in bytes */
+    long long num;              /* INTEGER */
+    /* OBJECT, ARRAY: the value as json_dumps(JSON_COMPACT) writes it
+     * (json), or jansson's tree (tree), whichever the decoder made; see
+     * es_feed_value_json */
+    const char *json;
+    const json_t *tree;
+} es_feed_value;
+
+#define ES_FEED_FIELDS_MAX 32   /* members of data es_feed_event_scan keeps itself */
+
+typedef struct es_feed_field {
+    const char *key;
+    es_feed_value v;
+} es_feed_field;
+
+/* An event as a consumer sees it, with its feed sequence.  Its data is
+ * either jansson's tree (data) or, from es_feed_event_scan, its members
+ * (data NULL): read them with es_feed_get. */
 typedef struct es_feed_event {
     uint64_t seq;
     char position[ES_POSITION_TEXT_MAX];
     const char *stream, *type, *event_id, *recorded_at;
     const char *category_end;   /* first '-' of stream, or NULL */
+    const char *trace_id;       /* metadata's trace_id when it is a string, else NULL */
     json_t *data;
-    json_t *root_;              /* owns the strings above */
+    json_t *root_;              /* owns the strings above (jansson's decoding) */
+    es_feed_field *fields_;     /* data's members (es_feed_event_scan) */
+    size_t nfields_;
+    char *arena_;               /* owns fields_ and the strings (es_feed_event_scan) */
 } es_feed_event;
 
 /* Decodes one message of the events stream (es_event_encode's JSON, with
@@ -29,6 +70,21 @@ typedef struct es_feed_event {
  * es_feed_event_free, also after a failure. */
 es_status es_feed_event_decode(const char *body, size_t len, uint64_t seq, es_feed_event *out,
                                es_error *err);
+/*
+ * es_feed_event_decode without a jansson tree (events/scan.c), for the
+ * projector's hot path: the same event, and the same refusals with the
+ * same reasons (what it does not handle itself, it hands to
+ * es_feed_event_decode).  out->data and es_feed_event_json are NULL when
+ * it decoded the message itself: read data with es_feed_get.
+ */
+es_status es_feed_event_scan(const char *body, size_t len, uint64_t seq, es_feed_event *out,
+                             es_error *err);
+/* Member name of e's data into *out (kind ES_FEED_ABSENT when there is
+ * none); returns out->kind. */
+es_feed_kind es_feed_get(const es_feed_event *e, const char *name, es_feed_value *out);
+/* Appends an OBJECT or ARRAY value as json_dumps(JSON_COMPACT |
+ * JSON_PRESERVE_ORDER) writes it; false when out of memory. */
+bool es_feed_value_json(const es_feed_value *v, es_buf *out);
 /* The same from an event read from the store; out's strings are e's, so
  * out must not outlive e's page. */
 es_status es_feed_event_from_store(const es_event *e, uint64_t seq, es_feed_event *out,

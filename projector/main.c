@@ -168,8 +168,7 @@ static int64_t now_us(void);
 static const char *
 trace_of(const es_feed_event *e)
 {
-    const json_t *meta = json_object_get(es_feed_event_json(e), "metadata");
-    const char *tid = json_string_value(json_object_get(meta, "trace_id"));
+    const char *tid = e->trace_id;
 
     return tid != NULL && es_trace_id_valid(tid) ? tid : NULL;
 }

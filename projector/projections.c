@@ -50,17 +50,16 @@ in(const es_feed_event *e, const char *category)
 static es_status
 str_max(const es_feed_event *e, const char *field, size_t max, const char **out, es_error *err)
 {
-    json_t *v = json_object_get(e->data, field);
+    es_feed_value v;
     char path[64];
 
     snprintf(path, sizeof path, "data.%s", field);
-    if (!json_is_string(v))
+    if (es_feed_get(e, field, &v) != ES_FEED_STRING)
         return bad(err, path, "is missing or not a string");
-    if (json_string_length(v) == 0 || json_string_length(v) > max ||
-        strlen(json_string_value(v)) != json_string_length(v))
+    if (v.len == 0 || v.len > max || strlen(v.str) != v.len)
         return es_error_set(err, ES_EINVALID, "event_invalid", path,
                             "%s must have 1 to %zu bytes and no NUL", path, max);
-    *out = json_string_value(v);
+    *out = v.str;
     return ES_OK;
 }
 
@@ -93,13 +92,13 @@ ident(const es_feed_event *e, const char *field, const char **out, es_error *err
 static es_status
 num(const es_feed_event *e, const char *field, long long *out, es_error *err)
 {
-    json_t *v = json_object_get(e->data, field);
+    es_feed_value v;
     char path[64];
 
     snprintf(path, sizeof path, "data.%s", field);
-    if (!json_is_integer(v))
+    if (es_feed_get(e, field, &v) != ES_FEED_INTEGER)
         return bad(err, path, "is missing or not an integer");
-    *out = (long long)json_integer_value(v);
+    *out = v.num;
     /* Amounts and counts are added up in Redis (HINCRBY), which refuses to
      * overflow 64 bits mid-batch; the command service caps them far lower
      * (10^12), so a bigger one is not an event this projection applies. */
@@ -112,7 +111,20 @@ num(const es_feed_event *e, const char *field, long long *out, es_error *err)
 static const char *
 opt(const es_feed_event *e, const char *field)
 {
-    return json_string_value(json_object_get(e->data, field));
+    es_feed_value v;
+
+    return es_feed_get(e, field, &v) == ES_FEED_STRING ? v.str : NULL;
+}
+
+/* A structured member (object or array) as the next argument, compact
+ * JSON as es_rm_arg_json writes it. */
+static void
+arg_value(es_rm_batch *b, const es_feed_value *v)
+{
+    if (v->json != NULL)
+        es_rm_arg_str(b, v->json);
+    else
+        es_rm_arg_json(b, v->tree);
 }
 
 #define TRY(x)                      \
@@ -178,16 +190,16 @@ users(es_rm_batch *b, const es_feed_event *e, es_error *err)
             es_rm_arg_str(b, "reason"), es_rm_arg_str(b, opt(e, "reason"));
         es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
     } else if (is(e, "profile", "ProfileCreated") || is(e, "profile", "ProfileDeleted")) {
-        json_t *settings = json_object_get(e->data, "settings");
+        es_feed_value settings;
         bool created = strcmp(e->type, "ProfileCreated") == 0;
 
         TRY(str(e, "user_id", &id, err));
-        if (created && !json_is_object(settings))
+        if (created && es_feed_get(e, "settings", &settings) != ES_FEED_OBJECT)
             return bad(err, "data.settings", "is missing or not an object");
         es_rm_cmd(b, "HSET", PJ_KEY_USER, id);
         es_rm_arg_str(b, "profile");
         if (created)
-            es_rm_arg_json(b, settings);
+            arg_value(b, &settings);
         else
             es_rm_arg_str(b, "{}");
         es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
@@ -204,22 +216,33 @@ users(es_rm_batch *b, const es_feed_event *e, es_error *err)
  * orderhist:<order_id>   list of {"type", "at", "position", ...} (JSON)
  * custorders:<customer>  zset order_id by seq of its OrderPlaced
  */
+/* Adds "key": to h after a comma. */
 static void
-comma_key(es_buf *h, const char *k)
+member(es_buf *h, const char *k)
 {
-    es_buf_puts(h, ",");
-    es_buf_json_string(h, k);
-    es_buf_puts(h, ":");
+    es_buf_puts(h, ",\"");
+    es_buf_puts(h, k);
+    es_buf_puts(h, "\":");
 }
 
+/* A string member as json_dumps writes it. */
 static void
-history(es_rm_batch *b, const es_feed_event *e, const char *order_id, json_t *extra)
+member_str(es_buf *h, const char *k, const char *v)
 {
-    /* written by hand: building and dumping a JSON object per event was a
-     * good part of a rebuild's time */
+    member(h, k);
+    es_buf_json_string_upper(h, v);
+}
+
+/*
+ * Appends {"type", "at", "position"} and the members of extra (compact
+ * JSON members after a comma each, or empty) to the order's history.
+ * Written by hand: building and dumping a JSON object per event was a
+ * good part of a rebuild's time, and then of the live projector's.
+ */
+static void
+history(es_rm_batch *b, const es_feed_event *e, const char *order_id, const es_buf *extra)
+{
     es_buf h = ES_BUF_INIT;
-    const char *k;
-    json_t *v;
 
     es_buf_puts(&h, "{\"type\":");
     es_buf_json_string(&h, e->type);
@@ -227,40 +250,40 @@ history(es_rm_batch *b, const es_feed_event *e, const char *order_id, json_t *ex
     es_buf_json_string(&h, e->recorded_at);
     es_buf_puts(&h, ",\"position\":");
     es_buf_json_string(&h, e->position);
-    json_object_foreach(extra, k, v) {
-        char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
-        if (text == NULL || strcmp(k, "type") == 0 || strcmp(k, "at") == 0 ||
-            strcmp(k, "position") == 0) {
-            free(text);
-            continue;
-        }
-        comma_key(&h, k);
-        es_buf_puts(&h, text);
-        free(text);
-    }
+    if (extra != NULL && extra->len > 0)
+        es_buf_append(&h, extra->data, extra->len);
     es_buf_puts(&h, "}");
     es_rm_cmd(b, "RPUSH", PJ_KEY_ORDER_HISTORY, order_id);
-    if (es_buf_failed(&h))
+    if (es_buf_failed(&h) || (extra != NULL && es_buf_failed(extra)))
         b->failed = true;
     else
         es_rm_arg_str(b, h.data);
     es_buf_free(&h);
-    json_decref(extra);
 }
 
-/* Sets one JSON field of the order and records the event in its history. */
+/* Sets one JSON field of the order to the object of members (compact
+ * JSON members, each after a comma: ',"status":"charged"') and records
+ * the event with them in its history; frees members. */
 static void
 order_part(es_rm_batch *b, const es_feed_event *e, const char *order_id, const char *part,
-           json_t *value)
+           es_buf *members)
 {
+    es_buf v = ES_BUF_INIT;
+
+    es_buf_puts(&v, "{");
+    if (members->len > 0)
+        es_buf_append(&v, members->data + 1, members->len - 1);
+    es_buf_puts(&v, "}");
     es_rm_cmd(b, "HSET", PJ_KEY_ORDER, order_id);
     es_rm_arg_str(b, part);
-    if (value)
-        es_rm_arg_json(b, value);
+    if (es_buf_failed(&v) || es_buf_failed(members))
+        b->failed = true;
     else
-        es_rm_arg_str(b, "null");
+        es_rm_arg_str(b, v.data);
     es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
-    history(b, e, order_id, json_deep_copy(value));
+    history(b, e, order_id, members);
+    es_buf_free(&v);
+    es_buf_free(members);
 }
 
 static es_status
@@ -268,19 +291,19 @@ orders(es_rm_batch *b, const es_feed_event *e, es_error *err)
 {
     const char *id, *customer, *s;
     long long total, amount;
-    json_t *items, *v;
+    es_feed_value items, ship_to;
+    es_buf m = ES_BUF_INIT;
 
     if (is(e, "order", "OrderPlaced")) {
         TRY(str(e, "order_id", &id, err));
         TRY(str(e, "customer_id", &customer, err));
         TRY(num(e, "total", &total, err));
-        items = json_object_get(e->data, "items");
-        if (!json_is_array(items))
+        if (es_feed_get(e, "items", &items) != ES_FEED_ARRAY)
             return bad(err, "data.items", "is missing or not an array");
         es_rm_cmd(b, "HSET", PJ_KEY_ORDER, id);
         es_rm_arg_str(b, "order_id"), es_rm_arg_str(b, id);
         es_rm_arg_str(b, "customer_id"), es_rm_arg_str(b, customer);
-        es_rm_arg_str(b, "items"), es_rm_arg_json(b, items);
+        es_rm_arg_str(b, "items"), arg_value(b, &items);
         es_rm_arg_str(b, "total"), es_rm_arg_int(b, total);
         es_rm_arg_str(b, "status"), es_rm_arg_str(b, "pending");
         es_rm_arg_str(b, "payment"), es_rm_arg_str(b, "{\"status\":\"pending\"}");
@@ -289,12 +312,14 @@ orders(es_rm_batch *b, const es_feed_event *e, es_error *err)
         es_rm_arg_str(b, "seq"), es_rm_arg_int(b, (long long)e->seq);
         es_rm_arg_str(b, "created_at"), es_rm_arg_str(b, e->recorded_at);
         es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
-        if (json_is_object(json_object_get(e->data, "ship_to")))
-            es_rm_arg_str(b, "ship_to"), es_rm_arg_json(b, json_object_get(e->data, "ship_to"));
+        if (es_feed_get(e, "ship_to", &ship_to) == ES_FEED_OBJECT)
+            es_rm_arg_str(b, "ship_to"), arg_value(b, &ship_to);
         es_rm_cmd(b, "ZADD", PJ_KEY_CUSTOMER_ORDERS, customer);
         es_rm_arg_int(b, (long long)e->seq);
         es_rm_arg_str(b, id);
-        history(b, e, id, json_pack("{s:I}", "total", (json_int_t)total));
+        member(&m, "total");
+        es_buf_int(&m, total);
+        history(b, e, id, &m);
     } else if (in(e, "order") && (strcmp(e->type, "OrderConfirmed") == 0 ||
                                   strcmp(e->type, "OrderCancelled") == 0 ||
                                   strcmp(e->type, "OrderFailed") == 0)) {
@@ -306,52 +331,54 @@ orders(es_rm_batch *b, const es_feed_event *e, es_error *err)
         if ((s = opt(e, "reason")) != NULL)
             es_rm_arg_str(b, "reason"), es_rm_arg_str(b, s);
         es_rm_arg_str(b, "updated_at"), es_rm_arg_str(b, e->recorded_at);
-        history(b, e, id, (s = opt(e, "reason")) ? json_pack("{s:s}", "reason", s) : NULL);
+        if (s != NULL)
+            member_str(&m, "reason", s);
+        history(b, e, id, &m);
     } else if (in(e, "account") && (strcmp(e->type, "PaymentCharged") == 0 ||
                                     strcmp(e->type, "PaymentDeclined") == 0 ||
                                     strcmp(e->type, "PaymentRefunded") == 0)) {
         TRY(str(e, "order_id", &id, err));
         TRY(num(e, "amount", &amount, err));
         s = e->type[7] == 'C' ? "charged" : e->type[7] == 'D' ? "declined" : "refunded";
-        v = json_pack("{s:s, s:I}", "status", s, "amount", (json_int_t)amount);
-        order_part(b, e, id, "payment", v);
-        json_decref(v);
+        member_str(&m, "status", s);
+        member(&m, "amount");
+        es_buf_int(&m, amount);
+        order_part(b, e, id, "payment", &m);
     } else if (is(e, "reservation", "ReservationMade")) {
         TRY(str(e, "order_id", &id, err));
-        items = json_object_get(e->data, "items");
-        if (!json_is_array(items))
+        if (es_feed_get(e, "items", &items) != ES_FEED_ARRAY)
             return bad(err, "data.items", "is missing or not an array");
-        v = json_pack("{s:s, s:O}", "status", "reserved", "items", items);
-        order_part(b, e, id, "inventory", v);
-        json_decref(v);
+        member_str(&m, "status", "reserved");
+        member(&m, "items");
+        if (!es_feed_value_json(&items, &m))
+            b->failed = true;
+        order_part(b, e, id, "inventory", &m);
     } else if (is(e, "reservation", "ReservationRejected")) {
         TRY(str(e, "order_id", &id, err));
-        v = json_pack("{s:s}", "status", "rejected");
+        member_str(&m, "status", "rejected");
         if (opt(e, "sku"))
-            json_object_set_new(v, "sku", json_string(opt(e, "sku")));
-        order_part(b, e, id, "inventory", v);
-        json_decref(v);
+            member_str(&m, "sku", opt(e, "sku"));
+        order_part(b, e, id, "inventory", &m);
     } else if (is(e, "reservation", "ReservationReleased")) {
         TRY(str(e, "order_id", &id, err));
-        v = json_pack("{s:s}", "status", "released");
-        order_part(b, e, id, "inventory", v);
-        json_decref(v);
+        member_str(&m, "status", "released");
+        order_part(b, e, id, "inventory", &m);
     } else if (in(e, "shipment") && (strcmp(e->type, "ShipmentCreated") == 0 ||
                                      strcmp(e->type, "ShipmentRejected") == 0 ||
                                      strcmp(e->type, "ShipmentCancelled") == 0)) {
         TRY(str(e, "order_id", &id, err));
         s = e->type[8] == 'C' && e->type[9] == 'r' ? "created"
             : e->type[8] == 'R'                    ? "rejected" : "cancelled";
-        v = json_pack("{s:s}", "status", s);
+        member_str(&m, "status", s);
         if (opt(e, "tracking_id"))
-            json_object_set_new(v, "tracking_id", json_string(opt(e, "tracking_id")));
+            member_str(&m, "tracking_id", opt(e, "tracking_id"));
         if (opt(e, "country"))
-            json_object_set_new(v, "country", json_string(opt(e, "country")));
+            member_str(&m, "country", opt(e, "country"));
         if (opt(e, "reason"))
-            json_object_set_new(v, "reason", json_string(opt(e, "reason")));
-        order_part(b, e, id, "shipment", v);
-        json_decref(v);
+            member_str(&m, "reason", opt(e, "reason"));
+        order_part(b, e, id, "shipment", &m);
     }
+    es_buf_free(&m);
     return ES_OK;
 }
 
@@ -457,10 +484,11 @@ saga_step(es_rm_batch *b, const es_feed_event *e, const char *id, bool comp, es_
                                                     : SG_EV_STEP_PREFIX);
     long long attempt = 1;
 
-    TRY(ident(e, "step", &step, err));
-    json_t *given = json_object_get(e->data, "attempt");
+    es_feed_value given, retry;
 
-    if (!comp || (given != NULL && !json_is_null(given)))
+    TRY(ident(e, "step", &step, err));
+    es_feed_get(e, "attempt", &given);
+    if (!comp || (given.kind != ES_FEED_ABSENT && given.kind != ES_FEED_NULL))
         TRY(num(e, "attempt", &attempt, err));      /* a compensation's is optional */
     if (strcmp(kind, "Started") == 0) {
         if (attempt == 1) {
@@ -475,12 +503,12 @@ saga_step(es_rm_batch *b, const es_feed_event *e, const char *id, bool comp, es_
             es_rm_arg_str(b, "started_at"), es_rm_arg_str(b, e->recorded_at);
     } else if (strcmp(kind, "Succeeded") == 0 || strcmp(kind, "Failed") == 0) {
         bool ok = kind[0] == 'S';
-        json_t *retry = json_object_get(e->data, "will_retry");
+        bool again = es_feed_get(e, "will_retry", &retry) == ES_FEED_TRUE;
 
         es_rm_cmd(b, "HSET", comp ? PJ_KEY_SAGA_COMP : PJ_KEY_SAGA_STEP, id, step);
         es_rm_arg_str(b, "status");
-        es_rm_arg_str(b, ok ? "succeeded" : json_is_true(retry) ? "retrying" : "failed");
-        if (ok || !json_is_true(retry))
+        es_rm_arg_str(b, ok ? "succeeded" : again ? "retrying" : "failed");
+        if (ok || !again)
             es_rm_arg_str(b, "finished_at"), es_rm_arg_str(b, e->recorded_at);
         if (!ok)
             es_rm_arg_str(b, "error"), es_rm_arg_str(b, opt(e, "error") ? opt(e, "error") : "");
