@@ -186,7 +186,8 @@ int64_t es_jetstream_fetch_bytes(void);
 
 /*
  * Fetches from a pull consumer up to max messages (es_jetstream_fetch_bytes
- * at most), decoded as es_jetstream_take does, where next is the
+ * at most), each decoded by es_feed_event_scan (a reason in bad[i] as
+ * es_jetstream_take gives it; data read with es_feed_get), where next is the
  * sequence expected first: what the server has at once, else waits up to
  * wait_ms for one.  The batch ends before a message whose sequence is not
  * the next one: *jump is that message's sequence (else 0).  Empty (ES_OK,
