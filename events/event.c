@@ -96,6 +96,20 @@ es__utf8_decode(const unsigned char *p, const unsigned char *end, uint32_t *cp)
     return extra + 1;
 }
 
+size_t
+es_utf8_len(const unsigned char *p, size_t avail)
+{
+    uint32_t cp;
+    int n;
+
+    if (avail == 0)
+        return 0;
+    if (p[0] < 0x80)
+        return 1;
+    n = es__utf8_decode(p, p + avail, &cp);
+    return n > 0 ? (size_t)n : 0;
+}
+
 bool
 es_text_printable(const char *s, size_t n)
 {

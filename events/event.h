@@ -94,6 +94,13 @@ es_status es_new_event_check(const es_new_event *ev, size_t index,
 /* True when s (n bytes) is valid UTF-8 without control characters. */
 bool es_text_printable(const char *s, size_t n);
 
+/* Length of the valid UTF-8 sequence at p, of at most avail bytes (1 for
+ * ASCII), or 0: no overlong forms, no surrogates, nothing past U+10FFFF,
+ * as jansson checks.  It reads p[1], p[2]... in turn and stops at the
+ * first that is not a continuation byte, so on a NUL-terminated text an
+ * avail of 4 never reads past the NUL. */
+size_t es_utf8_len(const unsigned char *p, size_t avail);
+
 /* Makes s valid UTF-8 in place: invalid bytes become '?', a sequence cut
  * at the end is dropped.  For texts that echo untrusted input. */
 void es_text_make_utf8(char *s);

@@ -19,6 +19,8 @@
  */
 #include "feed.h"
 
+#include "event.h"
+
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -66,41 +68,6 @@ put(scan *s, const void *d, size_t n)
     return true;
 }
 
-/* Length of the valid UTF-8 sequence at p (avail bytes there), as
- * jansson checks it: no overlong forms, no surrogates, nothing past
- * U+10FFFF; 0 if none. */
-static size_t
-utf8_len(const unsigned char *p, size_t avail)
-{
-    size_t n, i;
-    uint32_t cp;
-
-    if (p[0] < 0x80)
-        return 1;
-    if (p[0] < 0xC2 || p[0] > 0xF4)
-        return 0;
-    if (p[0] < 0xE0) {
-        n = 2;
-        cp = p[0] & 0x1F;
-    } else if (p[0] < 0xF0) {
-        n = 3;
-        cp = p[0] & 0x0F;
-    } else {
-        n = 4;
-        cp = p[0] & 0x07;
-    }
-    if (avail < n)
-        return 0;
-    for (i = 1; i < n; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || (cp >= 0xD800 && cp <= 0xDFFF) ||
-        cp > 0x10FFFF)
-        return 0;
-    return n;
-}
 
 /* A string at s->p ('"'): *whole is its text with the quotes, *escaped
  * whether it has an escape. */
@@ -124,7 +91,7 @@ string(scan *s, span *whole, bool *escaped)
             p += 2;
             continue;
         }
-        if (*p < 0x20 || (n = utf8_len(p, (size_t)(s->end - p))) == 0)
+        if (*p < 0x20 || (n = es_utf8_len(p, (size_t)(s->end - p))) == 0)
             return false;
         p += n;
     }

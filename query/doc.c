@@ -48,38 +48,6 @@ doc_key(doc_obj *o, const char *key)
     es_buf_append(o->b, "\":", 2);
 }
 
-/* Length of the valid UTF-8 sequence at p (as jansson's utf8 check:
- * no overlong forms, no surrogates, nothing past U+10FFFF), 0 if none. */
-static size_t
-utf8_len(const unsigned char *p)
-{
-    size_t n, i;
-    uint32_t cp;
-
-    if (p[0] < 0x80)
-        return 1;
-    if (p[0] < 0xC2 || p[0] > 0xF4)
-        return 0;
-    if (p[0] < 0xE0) {
-        n = 2;
-        cp = p[0] & 0x1F;
-    } else if (p[0] < 0xF0) {
-        n = 3;
-        cp = p[0] & 0x0F;
-    } else {
-        n = 4;
-        cp = p[0] & 0x07;
-    }
-    for (i = 1; i < n; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;           /* also stops at the NUL */
-        cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || (cp >= 0xD800 && cp <= 0xDFFF) ||
-        cp > 0x10FFFF)
-        return 0;
-    return n;
-}
 
 static bool
 utf8_ok(const char *s)
@@ -88,7 +56,7 @@ utf8_ok(const char *s)
     size_t n;
 
     while (*p) {
-        if ((n = utf8_len(p)) == 0)
+        if ((n = es_utf8_len(p, 4)) == 0)
             return false;
         p += n;
     }
@@ -164,7 +132,7 @@ canon_string(const unsigned char **pp)
             p += 2;
             continue;
         }
-        if (*p < 0x20 || (n = utf8_len(p)) == 0)
+        if (*p < 0x20 || (n = es_utf8_len(p, 4)) == 0)
             return false;       /* also the end of the text */
         p += n;
     }
