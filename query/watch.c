@@ -474,11 +474,16 @@ check(watch *w, watch_parked *ready, bool stop)
     for (p = ready; p != NULL; p = next) {
         struct timespec now;
         size_t i = p->proj;
+        watch_mark mark;
         bool reached;
 
         next = p->next;
         p->next = NULL;
         clock_gettime(CLOCK_MONOTONIC, &now);
+        /* the mark is taken before the read finish makes: an announcement
+         * after that read wakes the wait again (taken after it, the
+         * announcement was lost until the fallback tick) */
+        mark = seen && marks && seen[i] ? marks[i] : watch_mark_take(w, i);
         /* out of memory above: every wait is answered by its own read */
         reached = !(seen && ok && marks && pos) || (p->announced && !seen[i]) || !ok[i] ||
                   es_position_cmp(pos[i], p->token) >= 0;
@@ -488,10 +493,7 @@ check(watch *w, watch_parked *ready, bool stop)
                 continue;
             }
         }
-        if (seen && marks && seen[i])
-            p->mark = marks[i];
-        else
-            p->mark = watch_mark_take(w, i);
+        p->mark = mark;
         schedule(w, p);
         p->next = back;
         back = p;
