@@ -2406,6 +2406,12 @@ static _Thread_local active_seen seen[ACTIVE_SEEN_MAX];
 static _Thread_local size_t seen_next;
 static atomic_bool tx_refused;
 
+void
+es_rm_tx_allow(void)
+{
+    atomic_store(&tx_refused, false);
+}
+
 static active_seen *
 seen_find(const char *name)
 {
@@ -2518,7 +2524,7 @@ typedef enum { TX_OK, TX_FAILED, TX_MOVED, TX_REFUSED } tx_outcome;
  * the active one.  TX_OK: *out has the script's shape {version, seq,
  * position, reply...}; TX_MOVED: the active version is another one (or
  * none), now remembered, and nothing was read; TX_REFUSED: Redis refused
- * MULTI itself; TX_FAILED: err says why.
+ * MULTI or EXEC itself (the user's ACL); TX_FAILED: err says why.
  */
 static tx_outcome
 read_tx(redisContext *c, const char *name, const char *version, bool check,
@@ -2588,7 +2594,12 @@ read_tx(redisContext *c, const char *name, const char *version, bool check,
             goto done;
         }
         r = v;
-        if (i == 0 && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOPERM", 6) == 0)
+        /* MULTI refused, or EXEC (Redis then discards the transaction:
+         * "EXECABORT ... NOPERM ... 'exec'"): the script reads instead */
+        if (r->type == REDIS_REPLY_ERROR &&
+            ((i == 0 && strncmp(r->str, "NOPERM", 6) == 0) ||
+             (i == nreplies - 1 && strstr(r->str, "NOPERM") != NULL &&
+              strstr(r->str, "'exec'") != NULL)))
             res = TX_REFUSED;
         if (res != TX_REFUSED && !failed &&
             (r->type == REDIS_REPLY_ERROR || (i == nreplies - 1 && r->type != REDIS_REPLY_ARRAY))) {

@@ -368,6 +368,11 @@ bool es_rm_notice_parse(const redisReply *r, es_rm_notice *out);
 
 /* ---- reading ---------------------------------------------------------- */
 
+/* Forgets that Redis refused a transaction for the user's ACL, so that the
+ * next es_rm_read tries MULTI/EXEC again (a process that met a refusal
+ * reads through the script from then on; for the tests). */
+void es_rm_tx_allow(void);
+
 /*
  * Runs read commands on one version (NULL/"": the active one) atomically
  * with reading its checkpoint.  cmds is an array of argv arrays, each

@@ -920,6 +920,28 @@ START_TEST(reads_go_as_transactions_once_the_version_is_known)
     freeReplyObject(r);
     ck_assert_int_eq(calls("evalsha"), ev + 2);
     redisFree(plain);
+    /* nor EXEC: Redis discards the transaction, the script reads */
+    es_rm_tx_allow();
+    freeReplyObject(redisCommand(rc, "ACL SETUSER t_noexec on >t_noexec_pw ~* &* +@all -exec"));
+    setenv("ES_REDIS_USER", "t_noexec", 1);
+    setenv("ES_REDIS_PASSWORD", "t_noexec_pw", 1);
+    plain = es_rm_connect(&err);
+    ck_assert_msg(plain != NULL, "%s", err.message);
+    /* the thread knows the version: the first read tries MULTI/EXEC, is
+     * refused and reads through the script, as every read after it */
+    for (int i = 0; i < 4; i++) {
+        long long multi = calls("multi");
+
+        ev = calls("evalsha");
+        ck_assert_msg(es_rm_read(plain, "inventory", NULL, cmds, 1, &r, &err) == ES_OK,
+                      "read %d without EXEC: %s", i, err.message);
+        ck_assert_str_eq(r->element[3]->str, "11");
+        freeReplyObject(r);
+        ck_assert_int_eq(calls("evalsha"), ev + 1);
+        ck_assert_int_eq(calls("multi"), multi + (i == 0));
+    }
+    redisFree(plain);
+    freeReplyObject(redisCommand(rc, "ACL DELUSER t_noexec"));
     if (saved_user)
         setenv("ES_REDIS_USER", saved_user, 1);
     else
