@@ -154,10 +154,19 @@ stop_pid() {
 # spawn NAME COMM LOG CMD...: runs CMD in its own session, detached,
 # and records its PID (the exec'd program's: setsid does not fork here).
 spawn() {
-    local name=$1 comm=$2 logf=$3
+    local name=$1 comm=$2 logf=$3 pid i
     shift 3
     setsid "$@" </dev/null >>"$logf" 2>&1 8>&- 9>&- &
-    record "$name" "$!" "$comm"
+    pid=$!
+    record "$name" "$pid" "$comm"
+    # until the program is exec'd (setsid, setpriv first bear their own
+    # names), `running NAME` says no: a check in that window took a
+    # Patroni just started for one that had died, and started another
+    for ((i = 0; i < 50; i++)); do
+        [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$comm"* ]] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
 }
 
 # wait_for WHAT NAME CMD...: until CMD succeeds; fails early when process
@@ -466,7 +475,22 @@ haproxy_up() {
     fi
     wait_for "PostgreSQL through HAProxy" haproxy \
         env PGPASSWORD="$(admin_pw)" "$PG_BIN/pg_isready" -q -h "$HOST" -p "$HA_PG" -U postgres -t 1
+    # a new HAProxy takes every server for up until its checks say
+    # otherwise: a session it sends to the standby meanwhile is cut when
+    # the standby is marked down (the schema's psql was, once)
+    wait_for "HAProxy's first checks of the primary" haproxy ha_primary_checked
     log "haproxy: ready (pid $(pid_of haproxy))"
+}
+
+# Whether HAProxy's primary port sends only to servers whose last check
+# passed (its statistics: status UP, check_status L7OK), and to one at
+# least.
+ha_primary_checked() {
+    local csv
+    csv=$(curl -sf -m 1 "http://$HOST:$HA_STATS/;csv") || return 1
+    awk -F, '$1 == "pg_primary" && $2 != "FRONTEND" && $2 != "BACKEND" && $18 ~ /^UP/ {
+                 up++; if ($37 != "L7OK") unchecked++ }
+             END { exit !(up >= 1 && unchecked == 0) }' <<<"$csv"
 }
 
 # The roles, the database and the migrations, on the primary through HAProxy.
