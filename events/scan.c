@@ -155,6 +155,36 @@ key(scan *s, span *keys, size_t *nkeys, span *k)
     return true;
 }
 
+/* After a member's key: the ':' and the spaces around it. */
+static bool
+colon(scan *s)
+{
+    ws(s);
+    if (!at(s, ':'))
+        return false;
+    s->p++;
+    ws(s);
+    return true;
+}
+
+/* After a member or element: 1 when close ends the object or array, 0
+ * after a ',' (another must follow: no trailing comma, as jansson), -1
+ * for anything else; what it read is consumed, with the spaces after. */
+static int
+next_member(scan *s, unsigned char close)
+{
+    ws(s);
+    if (at(s, close)) {
+        s->p++;
+        return 1;
+    }
+    if (!at(s, ','))
+        return -1;
+    s->p++;
+    ws(s);
+    return 0;
+}
+
 /* One value, written to the arena in compact form when out (the bytes
  * json_dumps(JSON_COMPACT) gives for jansson's reading of it). */
 static bool
@@ -181,26 +211,16 @@ value(scan *s, int depth, bool out)
             return !out || put(s, &close, 1);
         }
         for (;;) {
-            if (obj) {
-                if (!key(s, keys, &nkeys, &t) || (out && !put(s, t.p, t.n)))
-                    return false;
-                ws(s);
-                if (!at(s, ':') || (out && !put(s, ":", 1)))
-                    return false;
-                s->p++;
-                ws(s);
-            }
-            if (!value(s, depth + 1, out))
+            int end;
+
+            if (obj && (!key(s, keys, &nkeys, &t) || (out && !put(s, t.p, t.n)) || !colon(s) ||
+                        (out && !put(s, ":", 1))))
                 return false;
-            ws(s);
-            if (at(s, (unsigned char)close)) {
-                s->p++;
-                return !out || put(s, &close, 1);
-            }
-            if (!at(s, ',') || (out && !put(s, ",", 1)))
+            if (!value(s, depth + 1, out) || (end = next_member(s, (unsigned char)close)) < 0 ||
+                (out && !put(s, end ? &close : ",", 1)))
                 return false;
-            s->p++;
-            ws(s);
+            if (end)
+                return true;
         }
     }
     case '"':
@@ -317,25 +337,13 @@ data_object(scan *s, es_feed_event *out)
     for (;;) {
         es_feed_field *f = &out->fields_[out->nfields_];
 
-        if (!key_value(s, keys, &nkeys, &f->key))
-            return false;
-        ws(s);
-        if (!at(s, ':'))
-            return false;
-        s->p++;
-        ws(s);
-        if (!field(s, f))
+        int end;
+
+        if (!key_value(s, keys, &nkeys, &f->key) || !colon(s) || !field(s, f))
             return false;
         out->nfields_++;
-        ws(s);
-        if (at(s, '}')) {
-            s->p++;
-            return true;
-        }
-        if (!at(s, ','))
-            return false;
-        s->p++;
-        ws(s);
+        if ((end = next_member(s, '}')) != 0)
+            return end > 0;
     }
 }
 
@@ -353,28 +361,18 @@ metadata(scan *s, es_feed_event *out)
         return true;
     }
     for (;;) {
-        if (!key(s, keys, &nkeys, &k))
+        int end;
+
+        if (!key(s, keys, &nkeys, &k) || !colon(s))
             return false;
-        ws(s);
-        if (!at(s, ':'))
-            return false;
-        s->p++;
-        ws(s);
         if (k.n == 10 && memcmp(k.p, "\"trace_id\"", 10) == 0 && at(s, '"')) {
             if (!string_value(s, &out->trace_id, &len))
                 return false;
         } else if (!value(s, 2, false)) {
             return false;
         }
-        ws(s);
-        if (at(s, '}')) {
-            s->p++;
-            return true;
-        }
-        if (!at(s, ','))
-            return false;
-        s->p++;
-        ws(s);
+        if ((end = next_member(s, '}')) != 0)
+            return end > 0;
     }
 }
 
@@ -401,16 +399,13 @@ envelope(scan *s, es_feed_event *out)
         return false;
     s->p++;
     ws(s);
-    while (!at(s, '}')) {
+    if (at(s, '}'))
+        return false;               /* no member an event needs */
+    for (int end = 0; !end;) {
         const char **str = NULL;
 
-        if (!key(s, keys, &nkeys, &k))
+        if (!key(s, keys, &nkeys, &k) || !colon(s))
             return false;
-        ws(s);
-        if (!at(s, ':'))
-            return false;
-        s->p++;
-        ws(s);
         if (is_key(k, "stream"))
             str = &out->stream;
         else if (is_key(k, "type"))
@@ -434,13 +429,9 @@ envelope(scan *s, es_feed_event *out)
         } else if (!value(s, 1, false)) {
             return false;
         }
-        ws(s);
-        if (at(s, ','))
-            s->p++, ws(s);
-        else if (!at(s, '}'))
+        if ((end = next_member(s, '}')) < 0)
             return false;
     }
-    s->p++;
     ws(s);
     if (s->p != s->end)
         return false;
