@@ -2412,6 +2412,30 @@ es_rm_tx_allow(void)
     atomic_store(&tx_refused, false);
 }
 
+bool
+es_rm_reply_equal(const redisReply *a, const redisReply *b)
+{
+    size_t i;
+
+    if (a->type != b->type)
+        return false;
+    switch (a->type) {
+    case REDIS_REPLY_INTEGER:
+        return a->integer == b->integer;
+    case REDIS_REPLY_NIL:
+        return true;
+    case REDIS_REPLY_ARRAY:
+        if (a->elements != b->elements)
+            return false;
+        for (i = 0; i < a->elements; i++)
+            if (!es_rm_reply_equal(a->element[i], b->element[i]))
+                return false;
+        return true;
+    default:
+        return a->len == b->len && memcmp(a->str, b->str, a->len) == 0;
+    }
+}
+
 static active_seen *
 seen_find(const char *name)
 {

@@ -373,6 +373,9 @@ bool es_rm_notice_parse(const redisReply *r, es_rm_notice *out);
  * reads through the script from then on; for the tests). */
 void es_rm_tx_allow(void);
 
+/* Whether two replies are equal, type and value, all the way down. */
+bool es_rm_reply_equal(const redisReply *a, const redisReply *b);
+
 /*
  * Runs read commands on one version (NULL/"": the active one) atomically
  * with reading its checkpoint.  cmds is an array of argv arrays, each

@@ -281,30 +281,6 @@ has_version(const redisReply *r)
     return r->element[0]->type == REDIS_REPLY_STRING && r->element[0]->len > 0;
 }
 
-static bool
-same_reply(const redisReply *a, const redisReply *b)
-{
-    size_t i;
-
-    if (a->type != b->type)
-        return false;
-    switch (a->type) {
-    case REDIS_REPLY_INTEGER:
-        return a->integer == b->integer;
-    case REDIS_REPLY_ARRAY:
-        if (a->elements != b->elements)
-            return false;
-        for (i = 0; i < a->elements; i++)
-            if (!same_reply(a->element[i], b->element[i]))
-                return false;
-        return true;
-    case REDIS_REPLY_NIL:
-        return true;
-    default:
-        return a->len == b->len && memcmp(a->str, b->str, a->len) == 0;
-    }
-}
-
 /* True when the first n command replies of a and b are equal. */
 static bool
 same_index(const redisReply *a, const redisReply *b, size_t n)
@@ -312,7 +288,7 @@ same_index(const redisReply *a, const redisReply *b, size_t n)
     size_t i;
 
     for (i = 0; i < n; i++)
-        if (!same_reply(a->element[3 + i], b->element[3 + i]))
+        if (!es_rm_reply_equal(a->element[3 + i], b->element[3 + i]))
             return false;
     return true;
 }

@@ -812,31 +812,6 @@ START_TEST(switch_waits_for_the_new_version_then_old_keys_go)
 }
 END_TEST
 
-/* Whether two replies are alike, type and value, all the way down. */
-static bool
-alike(const redisReply *a, const redisReply *b)
-{
-    size_t i;
-
-    if (a->type != b->type)
-        return false;
-    switch (a->type) {
-    case REDIS_REPLY_INTEGER:
-        return a->integer == b->integer;
-    case REDIS_REPLY_NIL:
-        return true;
-    case REDIS_REPLY_ARRAY:
-        if (a->elements != b->elements)
-            return false;
-        for (i = 0; i < a->elements; i++)
-            if (!alike(a->element[i], b->element[i]))
-                return false;
-        return true;
-    default:
-        return a->len == b->len && memcmp(a->str, b->str, a->len) == 0;
-    }
-}
-
 /* A read whose version this thread knows goes as MULTI/EXEC (plain
  * commands, no Lua) and answers exactly what the script answers; one that
  * does not know it, or that finds another version active, takes the
@@ -868,10 +843,10 @@ START_TEST(reads_go_as_transactions_once_the_version_is_known)
     ck_assert_int_eq(script->element[5]->type, REDIS_REPLY_NIL);
     /* the next ones are transactions with the same answer, pinned or not */
     ck_assert_int_eq(es_rm_read(rc, "inventory", NULL, cmds, 4, &r, &err), ES_OK);
-    ck_assert(alike(r, script));
+    ck_assert(es_rm_reply_equal(r, script));
     freeReplyObject(r);
     ck_assert_int_eq(es_rm_read(rc, "inventory", "1", cmds, 4, &r, &err), ES_OK);
-    ck_assert(alike(r, script));
+    ck_assert(es_rm_reply_equal(r, script));
     freeReplyObject(r);
     ck_assert_int_eq(calls("evalsha"), ev + 1);
     ck_assert_int_eq(calls("exec"), ex + 2);
