@@ -5,11 +5,18 @@
  * driven like bench_http by two threads with an epoll set each.
  *
  *   bench_redis read-order|read-customer CONNS SECONDS KEYS PREFIX
+ * PREFIX is a projection's version prefix, rm:<name>:<version>:.  Each
+ * round trip is the transaction es_rm_read sends (events/readmodel.c,
+ * read_tx): MULTI, GET rm:<name>:active (the first round only: the second
+ * is pinned to the version the first saw), HMGET PREFIXcheckpoint seq
+ * position, the view's commands, EXEC.
  * read-order: HGETALL PREFIXorder:o<n> and LRANGE PREFIXorderhist:o<n> 0 -1
  * in one round trip (query/views.c order_index);
  * read-customer: ZREVRANGEBYSCORE PREFIXcustorders:c-<n> +inf -inf
- * WITHSCORES LIMIT 0 21, then one HGETALL PREFIXorder:<id> per order of the
- * page (at most 20) in a second round trip (page_index, page_detail);
+ * WITHSCORES LIMIT 0 21, then the same again with one HGETALL
+ * PREFIXorder:<id> per order of the page (at most 20) in a second round
+ * trip (page_index, page_detail; query/read.c view_on reads the index
+ * twice to see that it held still);
  * n drawn at random below KEYS, as twelve digits.  Connects as
  * ES_REDIS_USER / ES_REDIS_PASSWORD to ES_REDIS_HOST:ES_REDIS_PORT,
  * database ES_REDIS_DB.  Prints "per_s=<x> requests=<n> errors=<n>
@@ -38,6 +45,7 @@ static int conns;
 static double seconds;
 static unsigned long long keys;
 static const char *prefix;
+static char active_key[256];    /* rm:<name>:active */
 static atomic_bool stop;
 
 typedef struct conn {
@@ -45,7 +53,8 @@ typedef struct conn {
     uint64_t k, seed;
     int pending;        /* replies still to come for this round trip */
     bool index;         /* read-customer: the page's first read is out */
-    redisReply *page;   /* its answer, until the details are in */
+    unsigned long long n;   /* the key of the request */
+    size_t want;        /* read-customer: EXEC's elements in the second round */
     double t0;
 } conn;
 
@@ -78,56 +87,90 @@ flush(conn *c)
     return true;
 }
 
+/* MULTI, the active version's GET (first: not pinned yet), the HMGET of
+ * the position: the head of every read transaction; returns the replies
+ * it adds (OK and QUEUED ones). */
+static int
+tx_open(conn *c, bool first)
+{
+    redisAppendCommand(c->c, "MULTI");
+    if (first)
+        redisAppendCommand(c->c, "GET %s", active_key);
+    redisAppendCommand(c->c, "HMGET %scheckpoint seq position", prefix);
+    return first ? 3 : 2;
+}
+
 /* Sends c's next request (its first round trip). */
 static bool
 send_request(conn *c)
 {
-    unsigned long long n = (unsigned long long)next_key(c);
-
+    c->n = (unsigned long long)next_key(c);
     c->t0 = lat_now();
+    c->pending = tx_open(c, true);
     if (customer) {
         redisAppendCommand(c->c, "ZREVRANGEBYSCORE %scustorders:c-%012llu +inf -inf WITHSCORES LIMIT 0 %d",
-                           prefix, n, PAGE + 1);
-        c->pending = 1;
+                           prefix, c->n, PAGE + 1);
+        c->pending += 2;
         c->index = true;
     } else {
-        redisAppendCommand(c->c, "HGETALL %sorder:o%012llu", prefix, n);
-        redisAppendCommand(c->c, "LRANGE %sorderhist:o%012llu 0 -1", prefix, n);
-        c->pending = 2;
+        redisAppendCommand(c->c, "HGETALL %sorder:o%012llu", prefix, c->n);
+        redisAppendCommand(c->c, "LRANGE %sorderhist:o%012llu 0 -1", prefix, c->n);
+        c->pending += 3;
     }
+    redisAppendCommand(c->c, "EXEC");
     return flush(c);
+}
+
+/* EXEC's answer: an array of want replies whose replies from..to-1 are
+ * not empty, as every key read there exists. */
+static bool
+exec_ok(const redisReply *r, size_t want, size_t from, size_t to)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != want)
+        return false;
+    for (size_t i = from; i < to; i++)
+        if (r->element[i]->type == REDIS_REPLY_ERROR ||
+            (r->element[i]->type == REDIS_REPLY_ARRAY && r->element[i]->elements == 0))
+            return false;
+    return true;
 }
 
 /* A reply of c is in: true when c's request is answered. */
 static bool
 take(conn *c, redisReply *r, worker *w)
 {
-    /* every key read exists: an empty answer is an error of the setup */
-    if (r->type == REDIS_REPLY_ERROR || (r->type == REDIS_REPLY_ARRAY && r->elements == 0 &&
-                                         (c->index || !customer) && c->pending == (customer ? 1 : 2)))
-        w->errors++;
-    if (customer && c->index) {
-        size_t i, n = r->type == REDIS_REPLY_ARRAY ? r->elements / 2 : 0;
-
-        c->index = false;
-        c->page = r;
-        c->pending = 0;
-        for (i = 0; i < n && i < PAGE; i++, c->pending++)
-            redisAppendCommand(c->c, "HGETALL %sorder:%s", prefix, r->element[2 * i]->str);
-        if (c->pending > 0) {
-            if (!flush(c))
-                w->errors++;
-            return false;
-        }
-    } else {
+    if (--c->pending > 0) {
+        /* MULTI's OK and the QUEUED ones */
+        if (r->type == REDIS_REPLY_ERROR)
+            w->errors++;
         freeReplyObject(r);
-        if (--c->pending > 0)
-            return false;
+        return false;
     }
-    if (c->page != NULL) {
-        freeReplyObject(c->page);
-        c->page = NULL;
+    if (customer && c->index) {
+        /* [active, [seq, position], page] */
+        const redisReply *z = r->elements == 3 ? r->element[2] : NULL;
+        size_t i, n = z && z->type == REDIS_REPLY_ARRAY ? z->elements / 2 : 0;
+
+        if (!exec_ok(r, 3, 2, 3))
+            w->errors++;
+        c->index = false;
+        c->pending = tx_open(c, false);
+        redisAppendCommand(c->c, "ZREVRANGEBYSCORE %scustorders:c-%012llu +inf -inf WITHSCORES LIMIT 0 %d",
+                           prefix, c->n, PAGE + 1);
+        c->pending += 2;
+        for (i = 0; i < n && i < PAGE; i++, c->pending++)
+            redisAppendCommand(c->c, "HGETALL %sorder:%s", prefix, z->element[2 * i]->str);
+        redisAppendCommand(c->c, "EXEC");
+        c->want = 2 + (i < PAGE ? i : PAGE);
+        freeReplyObject(r);
+        if (!flush(c))
+            w->errors++;
+        return false;
     }
+    /* an order's history may be empty */
+    if (!exec_ok(r, customer ? c->want : 4, customer ? 1 : 2, customer ? c->want : 3))
+        w->errors++;
+    freeReplyObject(r);
     return true;
 }
 
@@ -222,6 +265,17 @@ main(int argc, char **argv)
     seconds = atof(argv[3]);
     keys = strtoull(argv[4], NULL, 10);
     prefix = argv[5];
+    {
+        /* rm:<name>:<version>: -> rm:<name>:active */
+        const char *name = strncmp(prefix, "rm:", 3) == 0 ? prefix + 3 : NULL;
+        const char *colon = name ? strchr(name, ':') : NULL;
+
+        if (colon == NULL || (size_t)(colon - prefix) + 8 > sizeof active_key) {
+            fprintf(stderr, "bench_redis: PREFIX must be rm:<name>:<version>:\n");
+            return 2;
+        }
+        snprintf(active_key, sizeof active_key, "%.*sactive", (int)(colon + 1 - prefix), prefix);
+    }
     if (conns < THREADS || conns > 1024 || seconds <= 0 || keys == 0)
         return 2;
     if ((cs = calloc((size_t)conns, sizeof *cs)) == NULL)
@@ -253,11 +307,8 @@ main(int argc, char **argv)
     lat_percentiles(lists, THREADS, &p50, &p99);
     printf("per_s=%.0f requests=%llu errors=%llu p50_ms=%.2f p99_ms=%.2f\n", (double)ok / elapsed,
            (unsigned long long)ok, (unsigned long long)errors, p50, p99);
-    for (int i = 0; i < conns; i++) {
-        if (cs[i].page != NULL)
-            freeReplyObject(cs[i].page);
+    for (int i = 0; i < conns; i++)
         redisFree(cs[i].c);
-    }
     for (int t = 0; t < THREADS; t++)
         free(ws[t].lat.ms);
     free(cs);
