@@ -542,8 +542,10 @@ projector_low() {
 # BENCH_QUERY_ORDERS orders (default 100,000) that the relay and the live
 # projector built, beside Redis answering the commands the service sends
 # for each request in the same round trips, at 32 connections (bench_redis:
-# HGETALL + LRANGE for an order; ZREVRANGEBYSCORE, then an HGETALL per
-# order of the page, for a customer).
+# each round trip the MULTI ... EXEC of es_rm_read, with the version's GET
+# and the position's HMGET; HGETALL + LRANGE for an order;
+# ZREVRANGEBYSCORE, then the same with an HGETALL per order of the page,
+# for a customer).
 if want query_read || want query_read_customer; then
     keys=${BENCH_QUERY_ORDERS:-100000}
     fresh_db
