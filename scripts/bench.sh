@@ -935,8 +935,10 @@ fi
 # BENCH_PIPELINE_RATES are offered in turn, each for BENCH_PIPELINE_SECONDS
 # (default 60) on a fresh system with the saga manager, by the visibility
 # load (each order placed, then read back from es-query with its
-# position), after a warm-up at the same rate whose orders do not count.  A rate passes when: es-command took at least 95 % of it with
-# no error; acknowledged -> visible p99 < 100 ms; the saga backlog stayed
+# position), after a warm-up at the same rate whose orders do not count
+# (BENCH_PIPELINE_WARMUP seconds, default 5; 0: none).  A rate passes
+# when: es-command took at least 95 % of it with no error;
+# acknowledged -> visible p99 < 100 ms; the saga backlog stayed
 # bounded (its work rows at the end, averaged over a second, at most 10 %
 # + 5 above those after 10 s: a strict "no more" fails on the noise of a
 # steady backlog); every saga ended within 60 s of the load's end; and
