@@ -1736,8 +1736,11 @@ es_rm_leases_hold(redisContext *c, const char *instance, long ms, es_rm_lease_as
         if (asks[i].state.active[0] == '\0')
             continue;
         if (redisAppendCommand(c, "HMGET rm:%s:%s:checkpoint seq position", asks[i].name,
-                               asks[i].state.active) != REDIS_OK)
-            return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+                               asks[i].state.active) != REDIS_OK) {
+            /* the replies of those already sent are still read below */
+            st = es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
+            break;
+        }
         sent++;
     }
     for (i = 0; i < n && sent > 0; i++) {
