@@ -68,7 +68,6 @@ put(scan *s, const void *d, size_t n)
     return true;
 }
 
-
 /* A string at s->p ('"'): *whole is its text with the quotes, *escaped
  * whether it has an escape. */
 static bool
@@ -152,6 +151,19 @@ key(scan *s, span *keys, size_t *nkeys, span *k)
         if (keys[i].n == k->n && memcmp(keys[i].p, k->p, k->n) == 0)
             return false;       /* jansson refuses it (JSON_REJECT_DUPLICATES) */
     keys[(*nkeys)++] = *k;
+    return true;
+}
+
+/* At an object's '{': consumes it and the spaces after; true when the
+ * object is empty (its '}' consumed too). */
+static bool
+object_open(scan *s)
+{
+    s->p++;
+    ws(s);
+    if (!at(s, '}'))
+        return false;
+    s->p++;
     return true;
 }
 
@@ -328,15 +340,10 @@ data_object(scan *s, es_feed_event *out)
     span keys[SCAN_KEYS_MAX];
     size_t nkeys = 0;
 
-    s->p++;
-    ws(s);
-    if (at(s, '}')) {
-        s->p++;
+    if (object_open(s))
         return true;
-    }
     for (;;) {
         es_feed_field *f = &out->fields_[out->nfields_];
-
         int end;
 
         if (!key_value(s, keys, &nkeys, &f->key) || !colon(s) || !field(s, f))
@@ -354,12 +361,8 @@ metadata(scan *s, es_feed_event *out)
     span keys[SCAN_KEYS_MAX], k;
     size_t nkeys = 0, len;
 
-    s->p++;
-    ws(s);
-    if (at(s, '}')) {
-        s->p++;
+    if (object_open(s))
         return true;
-    }
     for (;;) {
         int end;
 
@@ -395,12 +398,8 @@ envelope(scan *s, es_feed_event *out)
     bool data = false;
 
     ws(s);
-    if (!at(s, '{'))
-        return false;
-    s->p++;
-    ws(s);
-    if (at(s, '}'))
-        return false;               /* no member an event needs */
+    if (!at(s, '{') || object_open(s))
+        return false;               /* not an object, or none of the members an event needs */
     for (int end = 0; !end;) {
         const char **str = NULL;
 
