@@ -233,6 +233,16 @@ member_str(es_buf *h, const char *k, const char *v)
     es_buf_json_string_upper(h, v);
 }
 
+/* A string member of the event's data, when it has one. */
+static void
+member_opt(es_buf *h, const es_feed_event *e, const char *k)
+{
+    const char *v = opt(e, k);
+
+    if (v != NULL)
+        member_str(h, k, v);
+}
+
 /*
  * Appends {"type", "at", "position"} and the members of extra (compact
  * JSON members after a comma each, or empty) to the order's history.
@@ -356,8 +366,7 @@ orders(es_rm_batch *b, const es_feed_event *e, es_error *err)
     } else if (is(e, "reservation", "ReservationRejected")) {
         TRY(str(e, "order_id", &id, err));
         member_str(&m, "status", "rejected");
-        if (opt(e, "sku"))
-            member_str(&m, "sku", opt(e, "sku"));
+        member_opt(&m, e, "sku");
         order_part(b, e, id, "inventory", &m);
     } else if (is(e, "reservation", "ReservationReleased")) {
         TRY(str(e, "order_id", &id, err));
@@ -370,12 +379,9 @@ orders(es_rm_batch *b, const es_feed_event *e, es_error *err)
         s = e->type[8] == 'C' && e->type[9] == 'r' ? "created"
             : e->type[8] == 'R'                    ? "rejected" : "cancelled";
         member_str(&m, "status", s);
-        if (opt(e, "tracking_id"))
-            member_str(&m, "tracking_id", opt(e, "tracking_id"));
-        if (opt(e, "country"))
-            member_str(&m, "country", opt(e, "country"));
-        if (opt(e, "reason"))
-            member_str(&m, "reason", opt(e, "reason"));
+        member_opt(&m, e, "tracking_id");
+        member_opt(&m, e, "country");
+        member_opt(&m, e, "reason");
         order_part(b, e, id, "shipment", &m);
     }
     es_buf_free(&m);
