@@ -39,6 +39,9 @@ typedef struct app {
  * use.  NULL with err set when the store cannot be reached.
  */
 cmd_env *app_env(app *a, es_error *err);
+/* A new environment, not bound to a thread (the bus lends these out);
+ * its session opens on first use.  app_envs_close frees it. */
+cmd_env *app_env_new(app *a, es_error *err);
 void app_envs_close(app *a);
 
 /* True when the context of command name ("payment.charge") is served. */

@@ -9,8 +9,16 @@
  * Each served context gets a few queue subscriptions (group "command"),
  * each delivered on its own thread, so commands of one context run
  * concurrently and several command processes share the load.
+ *
+ * Those threads share the store sessions rather than owning one each: a
+ * command borrows an idle session and gives it back, so the sessions
+ * opened follow the commands in flight, not the threads that ever got
+ * one, and a few are opened at start (ES_NATS_SESSIONS_WARM), so the
+ * first burst of commands does not wait for dozens of PostgreSQL
+ * sessions to be opened at once (docs/ARCHITECTURE.md, "Cold start").
  */
 #include <nats/nats.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -27,6 +35,7 @@
 
 #define COMMAND_ID_MAX 200
 #define SUBS_MAX 256
+#define WARM_MAX 64
 
 struct bus {
     app *a;
@@ -39,7 +48,62 @@ struct bus {
     atomic_int inflight;        /* commands being handled */
     atomic_bool stopping;       /* handle nothing more (NATS down at stop) */
     atomic_ullong refused_replies;  /* requests dropped for their reply subject */
+    /* the sessions lent to commands: idle ones on a stack (the most
+     * recently used first, so a quiet period reuses few); at most one
+     * per subscription thread, so a command never waits for one */
+    pthread_mutex_t pool_mu;
+    cmd_env *idle[SUBS_MAX + WARM_MAX];
+    int nidle;
+    int warm;                   /* sessions opened at start */
+    pthread_t warmer;
+    bool warming;               /* warmer started (joined at stop) */
+    atomic_bool closing;        /* bus_stop began: warm no more */
 };
+
+/* An idle session, or a new one (opened on first use) when all are lent. */
+static cmd_env *
+env_take(bus *b, es_error *err)
+{
+    cmd_env *env = NULL;
+
+    pthread_mutex_lock(&b->pool_mu);
+    if (b->nidle > 0)
+        env = b->idle[--b->nidle];
+    pthread_mutex_unlock(&b->pool_mu);
+    return env != NULL ? env : app_env_new(b->a, err);
+}
+
+static void
+env_give(bus *b, cmd_env *env)
+{
+    pthread_mutex_lock(&b->pool_mu);
+    /* there are never more sessions than subscription threads, plus the
+     * warm ones; a surplus stays registered with the app and closed
+     * there at stop */
+    if (b->nidle < SUBS_MAX + WARM_MAX)
+        b->idle[b->nidle++] = env;
+    pthread_mutex_unlock(&b->pool_mu);
+}
+
+/* Opens the warm sessions one after another, beside the first commands:
+ * a session that cannot connect now (PostgreSQL down) is kept and
+ * connects when a command uses it. */
+static void *
+warm_sessions(void *arg)
+{
+    bus *b = arg;
+
+    for (int i = 0; i < b->warm && !atomic_load(&b->closing); i++) {
+        es_error err;
+        cmd_env *env = app_env_new(b->a, &err);
+
+        if (env == NULL)
+            break;
+        (void)es_store_ping(env->store, 2000, &err);
+        env_give(b, env);
+    }
+    return NULL;
+}
 
 static void
 reply(natsConnection *nc, natsMsg *msg, json_t *body)
@@ -122,7 +186,7 @@ on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
                              &err) != ES_OK ||
         dec_string(args, "command_id", true, COMMAND_ID_MAX, &command_id, &err) != ES_OK)
         goto fail;
-    if ((env = app_env(b->a, &err)) == NULL)
+    if ((env = env_take(b, &err)) == NULL)
         goto fail;
     /* Who sent it: the Es-Principal header (es-saga sets its own name).
      * Only es-saga's NATS user may publish to cmd.> (docs/OPERATIONS.md),
@@ -140,6 +204,7 @@ on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
     def->fn(env, command_id, false, args, &out);
     env->principal = NULL;
     env->trace = NULL;
+    env_give(b, env);
     app_count(b->a, &out);
     if (es_log_enabled(ES_LOG_DEBUG))
         es_log_trace(ES_LOG_DEBUG, trace.trace_id, "command %s (%s) over NATS: %s", name,
@@ -173,6 +238,8 @@ bus_start(bus **out, app *a, const char *url, int subs_per_context, es_error *er
     if ((b = calloc(1, sizeof *b)) == NULL)
         return es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
     b->a = a;
+    pthread_mutex_init(&b->pool_mu, NULL);
+    b->warm = (int)es_env_long("es-command", "ES_NATS_SESSIONS_WARM", 16, 0, WARM_MAX);
     snprintf(b->wake_subject, sizeof b->wake_subject, "%s",
              getenv("ES_RELAY_WAKE_SUBJECT") && getenv("ES_RELAY_WAKE_SUBJECT")[0]
                  ? getenv("ES_RELAY_WAKE_SUBJECT") : "es.wake");
@@ -220,6 +287,7 @@ bus_start(bus **out, app *a, const char *url, int subs_per_context, es_error *er
         bus_free(b);
         return ES_EUNAVAILABLE;
     }
+    b->warming = b->warm > 0 && pthread_create(&b->warmer, NULL, warm_sessions, b) == 0;
     *out = b;
     return ES_OK;
 }
@@ -229,6 +297,11 @@ bus_stop(bus *b)
 {
     if (b == NULL)
         return;
+    atomic_store(&b->closing, true);
+    if (b->warming) {
+        pthread_join(b->warmer, NULL);
+        b->warming = false;
+    }
     if (es_nats_up(b->nc)) {
         /* Drain: no new command is delivered, and the ones being handled
          * finish before the committer and the environments go away. */
@@ -268,6 +341,7 @@ bus_free(bus *b)
         natsConnection_Close(b->wake_nc);
         natsConnection_Destroy(b->wake_nc);
     }
+    pthread_mutex_destroy(&b->pool_mu);
     free(b);
 }
 

@@ -28,12 +28,10 @@
 static __thread cmd_env *tl_env;
 
 cmd_env *
-app_env(app *a, es_error *err)
+app_env_new(app *a, es_error *err)
 {
-    cmd_env *env = tl_env;
+    cmd_env *env;
 
-    if (env != NULL)
-        return env;
     if ((env = calloc(1, sizeof *env)) == NULL) {
         es_error_set(err, ES_ENOMEM, NULL, NULL, "out of memory");
         return NULL;
@@ -60,8 +58,15 @@ app_env(app *a, es_error *err)
     }
     a->envs[a->nenvs++] = env;
     pthread_mutex_unlock(&a->envs_mu);
-    tl_env = env;
     return env;
+}
+
+cmd_env *
+app_env(app *a, es_error *err)
+{
+    if (tl_env == NULL)
+        tl_env = app_env_new(a, err);
+    return tl_env;
 }
 
 void

@@ -6,6 +6,7 @@
  * NATS subject prefix so no other instance takes its commands.
  */
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <nats/nats.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -541,6 +542,93 @@ START_TEST(nats_payment_once_per_command)
 }
 END_TEST
 
+/* Sessions open in the database under application_name name. */
+static int
+sessions_named(const char *name)
+{
+    PGconn *c = PQconnectdb(th_conninfo());
+    const char *params[] = {name};
+    PGresult *r;
+    int n;
+
+    ck_assert_int_eq(PQstatus(c), CONNECTION_OK);
+    r = PQexecParams(c, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", 1,
+                     NULL, params, NULL, NULL, 0);
+    ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+    n = atoi(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    PQfinish(c);
+    return n;
+}
+
+/* Declined charges (the customer has nothing), one after another: each
+ * reads the customer's stream on a store session of the NATS front door. */
+static void
+charges(natsConnection *nc, const char *prefix_of, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char subject[160], body[300], id[64];
+        natsMsg *m = NULL;
+
+        th_unique(id, sizeof id, "cmd");
+        snprintf(subject, sizeof subject, "%s.payment.charge", prefix_of);
+        snprintf(body, sizeof body, "{\"command_id\":\"%s\",\"customer_id\":\"%s-nobody\","
+                 "\"order_id\":\"%s\",\"amount\":5}", id, id, id);
+        ck_assert_int_eq(natsConnection_RequestString(&m, nc, subject, body, 5000), NATS_OK);
+        ck_assert_ptr_nonnull(strstr(natsMsg_GetData(m), "\"status\":422"));
+        natsMsg_Destroy(m);
+    }
+}
+
+/* The NATS front door's subscription threads (16 here) share store
+ * sessions instead of opening one each: a few are opened at start
+ * (ES_NATS_SESSIONS_WARM), so the first burst of commands does not wait
+ * for sessions to open, and commands one at a time reuse one session
+ * rather than opening one per thread they land on. */
+START_TEST(nats_commands_share_warm_sessions)
+{
+    static char conn_warm[700], conn_cold[700], pre_warm[80], pre_cold[80];
+    const char *warm_env[] = {conn_warm, pre_warm, natsenv, "ES_NATS_SUBSCRIBERS=16",
+                              "ES_NATS_SESSIONS_WARM=4", NULL};
+    const char *cold_env[] = {conn_cold, pre_cold, natsenv, "ES_NATS_SUBSCRIBERS=16",
+                              "ES_NATS_SESSIONS_WARM=0", NULL};
+    th_daemon warm, cold;
+    natsConnection *nc = nats();
+    int w0 = 0, c0, w1, c1;
+
+    snprintf(conn_warm, sizeof conn_warm, "ES_PG_CONNINFO=%s application_name=cmd_warm",
+             th_conninfo());
+    snprintf(conn_cold, sizeof conn_cold, "ES_PG_CONNINFO=%s application_name=cmd_cold",
+             th_conninfo());
+    snprintf(pre_warm, sizeof pre_warm, "ES_COMMAND_SUBJECT_PREFIX=%s.w", prefix);
+    snprintf(pre_cold, sizeof pre_cold, "ES_COMMAND_SUBJECT_PREFIX=%s.c", prefix);
+    th_daemon_start(&warm, "es-command", "ES_COMMAND_PORT", warm_env);
+    th_daemon_start(&cold, "es-command", "ES_COMMAND_PORT", cold_env);
+    /* the same daemon but for the warm sessions: 4 more, before any
+     * command arrives */
+    c0 = sessions_named("cmd_cold");
+    for (int i = 0; i < 500 && (w0 = sessions_named("cmd_warm")) < c0 + 4; i++)
+        usleep(20 * 1000);
+    ck_assert_int_eq(w0, c0 + 4);
+    /* one at a time, over 16 threads: after the first (which may open
+     * what the daemon opens lazily, such as the committer's session),
+     * the one at hand serves them all */
+    charges(nc, pre_warm + strlen("ES_COMMAND_SUBJECT_PREFIX="), 1);
+    charges(nc, pre_cold + strlen("ES_COMMAND_SUBJECT_PREFIX="), 1);
+    w0 = sessions_named("cmd_warm");
+    c0 = sessions_named("cmd_cold");
+    charges(nc, pre_warm + strlen("ES_COMMAND_SUBJECT_PREFIX="), 40);
+    charges(nc, pre_cold + strlen("ES_COMMAND_SUBJECT_PREFIX="), 40);
+    w1 = sessions_named("cmd_warm");
+    c1 = sessions_named("cmd_cold");
+    ck_assert_int_eq(w1, w0);
+    ck_assert_int_eq(c1, c0);
+    natsConnection_Destroy(nc);
+    ck_assert_int_eq(th_daemon_stop(&warm), 0);
+    ck_assert_int_eq(th_daemon_stop(&cold), 0);
+}
+END_TEST
+
 START_TEST(nats_inventory_reserve_release)
 {
     natsConnection *nc = nats();
@@ -915,6 +1003,7 @@ main(void)
     tcase_add_test(tc, nats_payment_once_per_command);
     tcase_add_test(tc, nats_inventory_reserve_release);
     tcase_add_test(tc, nats_registration_steps);
+    tcase_add_test(tc, nats_commands_share_warm_sessions);
     tcase_add_test(tc, repeated_command_keeps_the_aggregate_sound);
     tcase_add_test(tc, foreign_events_do_not_crash);
     tcase_add_test(tc, raw_appends_meet_the_schemas);
