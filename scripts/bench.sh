@@ -958,11 +958,9 @@ if want pipeline_orders; then
     for rate in $rates; do
         saga_system_up
         # Warm-up: the same load for BENCH_PIPELINE_WARMUP seconds (default
-        # 5), left to end, outside the figures.  A fresh es-command opens a
-        # PostgreSQL session per NATS subscription thread on its first
-        # command (command/routes.c, app_env): measured, 38 sessions in the
-        # first 3 s, each about 0.1 s of a backend's CPU, and the sagas of
-        # those seconds took 3-6 s.  This figure sizes a running deployment.
+        # 5), left to end, outside the figures: this figure sizes a running
+        # deployment, not one still opening its sessions and filling its
+        # caches (docs/ARCHITECTURE.md, "A cold start").
         if [ "${BENCH_PIPELINE_WARMUP:-5}" -gt 0 ]; then
             "$build/bench_http" visibility "$http_port" "$((http_port + 1))" "$rate" \
                 "${BENCH_PIPELINE_WARMUP:-5}" >/dev/null
