@@ -76,5 +76,8 @@ bool bus_connected(const bus *b);
 /* Requests dropped unhandled because their reply subject was not an
  * inbox (see bus.c); 0 without a bus. */
 unsigned long long bus_refused_replies(bus *b);
+/* The store sessions of the commands over NATS: idle, and lent to a
+ * command being handled (0 and 0 without a bus). */
+void bus_sessions(bus *b, int *idle, int *lent);
 
 #endif

@@ -54,6 +54,7 @@ struct bus {
     pthread_mutex_t pool_mu;
     cmd_env *idle[SUBS_MAX + WARM_MAX];
     int nidle;
+    atomic_int made;            /* sessions made for commands, idle or lent */
     int warm;                   /* sessions opened at start */
     pthread_t warmer;
     bool warming;               /* warmer started (joined at stop) */
@@ -70,7 +71,9 @@ env_take(bus *b, es_error *err)
     if (b->nidle > 0)
         env = b->idle[--b->nidle];
     pthread_mutex_unlock(&b->pool_mu);
-    return env != NULL ? env : app_env_new(b->a, err);
+    if (env == NULL && (env = app_env_new(b->a, err)) != NULL)
+        atomic_fetch_add(&b->made, 1);
+    return env;
 }
 
 static void
@@ -99,6 +102,7 @@ warm_sessions(void *arg)
 
         if (env == NULL)
             break;
+        atomic_fetch_add(&b->made, 1);
         (void)es_store_ping(env->store, 2000, &err);
         env_give(b, env);
     }
@@ -354,6 +358,18 @@ bus_wake(void *ctx)
      * once (the connection's SendAsap), one small write per commit. */
     if (es_nats_up(b->wake_nc))
         natsConnection_Publish(b->wake_nc, b->wake_subject, "", 0);
+}
+
+void
+bus_sessions(bus *b, int *idle, int *lent)
+{
+    *idle = *lent = 0;
+    if (b == NULL)
+        return;
+    pthread_mutex_lock(&b->pool_mu);
+    *idle = b->nidle;
+    *lent = atomic_load(&b->made) - b->nidle;
+    pthread_mutex_unlock(&b->pool_mu);
 }
 
 unsigned long long

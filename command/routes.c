@@ -721,7 +721,16 @@ static void
 metrics(void *ctx, es_buf *out)
 {
     app *a = ctx;
+    int idle, lent;
 
+    bus_sessions(a->bus, &idle, &lent);
+    es_buf_printf(out,
+                  "# HELP es_command_nats_sessions PostgreSQL sessions of the commands over "
+                  "NATS, idle or lent to a command being handled\n"
+                  "# TYPE es_command_nats_sessions gauge\n"
+                  "es_command_nats_sessions{state=\"idle\"} %d\n"
+                  "es_command_nats_sessions{state=\"lent\"} %d\n",
+                  idle, lent);
     es_buf_printf(out,
                   "# HELP es_command_commands_total domain commands by outcome\n"
                   "# TYPE es_command_commands_total counter\n"
