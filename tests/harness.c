@@ -368,6 +368,32 @@ th_response_free(th_response *res)
     res->body = NULL;
 }
 
+long long
+th_metric(unsigned port, const char *name, const char *label)
+{
+    th_response r;
+    long long sum = 0;
+    size_t len = strlen(name);
+
+    if (th_http(port, "GET", "/metrics", NULL, NULL, &r) != 200) {
+        /* what refused it, for the failure that follows */
+        fprintf(stderr, "GET /metrics on port %u: status %d %s\n", port, r.status,
+                r.body ? r.body : "(no answer)");
+        th_response_free(&r);
+        return -1;
+    }
+    for (const char *p = r.body; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (strncmp(p, name, len) == 0 && (p[len] == '{' || p[len] == ' ')) {
+            const char *v = strchr(p, ' '), *nl = strchr(p, '\n');
+            const char *has = label[0] ? strstr(p, label) : p;
+
+            if (v && has && (nl == NULL || has < nl))
+                sum += strtoll(v + 1, NULL, 10);
+        }
+    th_response_free(&r);
+    return sum;
+}
+
 const char *
 th_header(const th_response *res, const char *name, char *out, size_t size)
 {

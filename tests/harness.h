@@ -81,6 +81,11 @@ int th_http(unsigned port, const char *method, const char *path, const char *hea
 void th_response_free(th_response *res);
 /* The value of header name in res (copied into out), or NULL. */
 const char *th_header(const th_response *res, const char *name, char *out, size_t size);
+/* A value of the daemon's /metrics on port, summed over the lines
+ * name{...} (or "name value") whose labels contain label ("" any); 0 when
+ * there is none, -1 (with the answer on stderr) when /metrics is refused
+ * or not answered. */
+long long th_metric(unsigned port, const char *name, const char *label);
 
 /* Creates a fresh, migrated database (name "es_t_<hex>") for a test that
  * needs a feed of its own; th_db_drop removes it. */

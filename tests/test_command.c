@@ -561,25 +561,6 @@ sessions_named(const char *name)
     return n;
 }
 
-/* es_command_nats_sessions{state="<state>"} of the daemon on port. */
-static int
-nats_sessions(unsigned port, const char *state)
-{
-    char line[96];
-    const char *at;
-    th_response r;
-    int n;
-
-    snprintf(line, sizeof line, "es_command_nats_sessions{state=\"%s\"} ", state);
-    th_http(port, "GET", "/metrics", NULL, NULL, &r);
-    ck_assert_int_eq(r.status, 200);
-    at = strstr(r.body, line);
-    ck_assert_msg(at != NULL, "no %s in /metrics", line);
-    n = atoi(at + strlen(line));
-    th_response_free(&r);
-    return n;
-}
-
 /* Declined charges (the customer has nothing), one after another: each
  * reads the customer's stream on a store session of the NATS front door. */
 static void
@@ -629,9 +610,9 @@ START_TEST(nats_commands_share_warm_sessions)
     for (int i = 0; i < 500 && (w0 = sessions_named("cmd_warm")) < c0 + 4; i++)
         usleep(20 * 1000);
     ck_assert_int_eq(w0, c0 + 4);
-    ck_assert_int_eq(nats_sessions(warm.port, "idle"), 4);
-    ck_assert_int_eq(nats_sessions(warm.port, "lent"), 0);
-    ck_assert_int_eq(nats_sessions(cold.port, "idle"), 0);
+    ck_assert_int_eq(th_metric(warm.port, "es_command_nats_sessions", "state=\"idle\""), 4);
+    ck_assert_int_eq(th_metric(warm.port, "es_command_nats_sessions", "state=\"lent\""), 0);
+    ck_assert_int_eq(th_metric(cold.port, "es_command_nats_sessions", "state=\"idle\""), 0);
     /* one at a time, over 16 threads: after the first (which may open
      * what the daemon opens lazily, such as the committer's session),
      * the one at hand serves them all */
@@ -646,9 +627,9 @@ START_TEST(nats_commands_share_warm_sessions)
     ck_assert_int_eq(w1, w0);
     ck_assert_int_eq(c1, c0);
     /* and es-command counts them so: all given back */
-    ck_assert_int_eq(nats_sessions(warm.port, "idle"), 4);
-    ck_assert_int_eq(nats_sessions(cold.port, "idle"), 1);
-    ck_assert_int_eq(nats_sessions(cold.port, "lent"), 0);
+    ck_assert_int_eq(th_metric(warm.port, "es_command_nats_sessions", "state=\"idle\""), 4);
+    ck_assert_int_eq(th_metric(cold.port, "es_command_nats_sessions", "state=\"idle\""), 1);
+    ck_assert_int_eq(th_metric(cold.port, "es_command_nats_sessions", "state=\"lent\""), 0);
     natsConnection_Destroy(nc);
     ck_assert_int_eq(th_daemon_stop(&warm), 0);
     ck_assert_int_eq(th_daemon_stop(&cold), 0);

@@ -103,22 +103,7 @@ deposit(const char *customer, int amount)
 static long long
 metric(const th_daemon *d, const char *name)
 {
-    th_response r;
-    long long sum = 0;
-    size_t len = strlen(name);
-
-    if (th_http(d->port, "GET", "/metrics", NULL, NULL, &r) != 200) {
-        th_response_free(&r);
-        return -1;
-    }
-    for (const char *p = r.body; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-        if (strncmp(p, name, len) == 0 && (p[len] == '{' || p[len] == ' ')) {
-            const char *v = strchr(p, ' ');
-            if (v)
-                sum += strtoll(v + 1, NULL, 10);
-        }
-    th_response_free(&r);
-    return sum;
+    return th_metric(d->port, name, "");
 }
 
 /* ---- the lease script ---------------------------------------------------- */

@@ -756,21 +756,6 @@ START_TEST(subscriptions_are_capped)
 }
 END_TEST
 
-/* The value of the metric line that starts with name in /metrics. */
-static double
-metric(unsigned port, const char *name)
-{
-    th_response r;
-    const char *p;
-    double v = -1;
-
-    ck_assert_int_eq(th_http(port, "GET", "/metrics", NULL, NULL, &r), 200);
-    if ((p = strstr(r.body, name)) != NULL)
-        v = atof(p + strlen(name));
-    th_response_free(&r);
-    return v;
-}
-
 START_TEST(a_slow_client_is_cut_and_resumes_without_a_gap)
 {
     char cat[40], st[64], start[ES_POSITION_TEXT_MAX], last[ES_POSITION_TEXT_MAX];
@@ -792,7 +777,7 @@ START_TEST(a_slow_client_is_cut_and_resumes_without_a_gap)
     /* live events pile up until its buffer (ES_SSE_BUFFER_MAX=64 KiB here,
      * past the kernel's socket buffers) is full: the server cuts it */
     for (long long until = now_ms() + 60000;
-         metric(cmd_slow.port, "es_command_sse_cuts_total{reason=\"slow_consumer\"} ") < 1;) {
+         th_metric(cmd_slow.port, "es_command_sse_cuts_total", "reason=\"slow_consumer\"") < 1;) {
         ck_assert_msg(now_ms() < until, "not cut after %d batches in 60 s", batches);
         append(cmd_slow.port, st, "Slow", 20, 1000, last);
         batches++;

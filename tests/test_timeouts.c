@@ -105,7 +105,7 @@ proxy_run(void *arg)
          * (a new server socket has nothing to say before the client's
          * startup packet, which this thread would never forward), so
          * every connection through the proxy hung until its timeout. */
-        for (size_t i = 0; i < polled && i < n; i++) {
+        for (size_t i = 0; i < polled; i++) {
             char buf[65536];
             ssize_t got;
 
@@ -296,34 +296,6 @@ END_TEST
 
 /* ---- es-projector while PostgreSQL does not answer -------------------- */
 
-/* A value of a daemon's /metrics summed over the lines name{...} whose
- * labels contain label ("" any); -1 when it does not answer. */
-static long long
-metric_of(unsigned port, const char *name, const char *label)
-{
-    th_response r;
-    long long sum = 0;
-    size_t len = strlen(name);
-
-    if (th_http(port, "GET", "/metrics", NULL, NULL, &r) != 200) {
-        /* what refused it, for the failure that follows */
-        fprintf(stderr, "GET /metrics on port %u: status %d %s\n", port, r.status,
-                r.body ? r.body : "(no answer)");
-        th_response_free(&r);
-        return -1;
-    }
-    for (const char *p = r.body; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-        if (strncmp(p, name, len) == 0 && (p[len] == '{' || p[len] == ' ')) {
-            const char *v = strchr(p, ' '), *nl = strchr(p, '\n');
-            const char *has = label[0] ? strstr(p, label) : p;
-
-            if (v && has && (nl == NULL || has < nl))
-                sum += strtoll(v + 1, NULL, 10);
-        }
-    th_response_free(&r);
-    return sum;
-}
-
 /* Appends one event to a fresh stream straight to PostgreSQL (not
  * through the proxy: only the projector's connections are frozen). */
 static void
@@ -347,7 +319,7 @@ caught_up(redisContext *rc, unsigned relay_port, long long at_least, long long *
           int seconds)
 {
     for (int i = 0; i < seconds * 10; i++) {
-        long long want = metric_of(relay_port, "es_relay_last_sequence", "");
+        long long want = th_metric(relay_port, "es_relay_last_sequence", "");
         es_rm_state a, b;
         es_error err;
 
@@ -407,12 +379,12 @@ START_TEST(test_projector_with_stopped_server)
     append_tick(s);
     ck_assert_msg(caught_up(rc, relay.port, 1, &seq, 30), "the projector did not catch up before");
     /* One CI run had /metrics refused here (-1), before anything was
-     * frozen, with no record of why: metric_of now prints the answer, and
+     * frozen, with no record of why: th_metric now prints the answer, and
      * the check allows 5 s for it to pass before the freeze begins. */
-    for (int i = 0; i < 50 && metric_of(proj.port, "es_projector_lease_owned", "") != 2; i++)
+    for (int i = 0; i < 50 && th_metric(proj.port, "es_projector_lease_owned", "") != 2; i++)
         usleep(100 * 1000);
-    ck_assert_int_eq(metric_of(proj.port, "es_projector_lease_owned", ""), 2);
-    lost = metric_of(proj.port, "es_projector_leases_lost_total", "");
+    ck_assert_int_eq(th_metric(proj.port, "es_projector_lease_owned", ""), 2);
+    lost = th_metric(proj.port, "es_projector_leases_lost_total", "");
 
     atomic_store(&frozen, true);
     /* ~10 s of events while PostgreSQL holds the projector's
@@ -424,11 +396,11 @@ START_TEST(test_projector_with_stopped_server)
                       seq);
         usleep(900 * 1000);
     }
-    ck_assert_int_eq(metric_of(proj.port, "es_projector_lease_owned", ""), 2);
-    ck_assert_int_eq(metric_of(proj.port, "es_projector_leases_lost_total", ""), lost);
+    ck_assert_int_eq(th_metric(proj.port, "es_projector_lease_owned", ""), 2);
+    ck_assert_int_eq(th_metric(proj.port, "es_projector_leases_lost_total", ""), lost);
     /* the problem is the park decisions' only: the projections run */
-    ck_assert_int_eq(metric_of(proj.port, "es_projector_parks_readable", ""), 0);
-    ck_assert_int_ge(metric_of(proj.port, "es_projector_parks_age_seconds", ""), 5);
+    ck_assert_int_eq(th_metric(proj.port, "es_projector_parks_readable", ""), 0);
+    ck_assert_int_ge(th_metric(proj.port, "es_projector_parks_age_seconds", ""), 5);
     ck_assert_int_eq(th_http(proj.port, "GET", "/readyz", NULL, NULL, &r), 200);
     ck_assert_msg(strstr(r.body, "\"parks\":\"unavailable\"") != NULL, "%s", r.body);
     ck_assert_msg(strstr(r.body, "\"redis\":\"ok\"") != NULL, "%s", r.body);
@@ -440,13 +412,13 @@ START_TEST(test_projector_with_stopped_server)
     ck_assert(caught_up(rc, relay.port, seq + 1, &seq, 10));
     /* the reader finds PostgreSQL again (its answer timeout, then a new
      * connection) */
-    for (int i = 0; i < 600 && metric_of(proj.port, "es_projector_parks_readable", "") != 1; i++)
+    for (int i = 0; i < 600 && th_metric(proj.port, "es_projector_parks_readable", "") != 1; i++)
         usleep(100 * 1000);
-    ck_assert_int_eq(metric_of(proj.port, "es_projector_parks_readable", ""), 1);
+    ck_assert_int_eq(th_metric(proj.port, "es_projector_parks_readable", ""), 1);
     ck_assert_int_eq(th_http(proj.port, "GET", "/readyz", NULL, NULL, &r), 200);
     ck_assert_msg(strstr(r.body, "\"parks\":\"ok\"") != NULL, "%s", r.body);
     th_response_free(&r);
-    ck_assert_int_eq(metric_of(proj.port, "es_projector_leases_lost_total", ""), lost);
+    ck_assert_int_eq(th_metric(proj.port, "es_projector_leases_lost_total", ""), lost);
 
     ck_assert_int_eq(th_daemon_stop(&proj), 0);
     ck_assert_int_eq(th_daemon_stop(&relay), 0);
